@@ -1,0 +1,3 @@
+from pyphase.cli import main
+
+main()

@@ -1,0 +1,121 @@
+"""`pyphase` command line: each command parses its options, calls one library function and prints
+the result (a table for people, `--json` for machines). Errors in the user's input become one line
+on stderr and exit code 2; nothing here computes anything itself."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from pyphase.errors import PyphaseError
+
+app = typer.Typer(
+    help="Predict (simulator) and measure (CUDA sweeps) how the optimal LR scales with batch size, "
+    "and where gradient clipping changes the regime.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Corpora: statistics and downloads.", no_args_is_help=True)
+results_app = typer.Typer(help="Query finished runs (polars).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(results_app, name="results")
+
+
+def _print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+# --------------------------------------------------------------------------- data (foundation)
+@data_app.command("stats")
+def data_stats(
+    path: Path = typer.Argument(..., help="A UTF-8 text file, or a WikiText-2 folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Bytes, characters, vocabulary size, n-gram entropies and encode speed of a corpus."""
+    raise PyphaseError("`pyphase data stats` is not implemented yet")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: str = typer.Argument(..., help="Corpus name: wikitext-2 (raw) or wikitext-2-tokenized."),
+    dest: Path = typer.Option(Path("data"), "--dest", help="Folder to download and unpack into."),
+    url: Optional[str] = typer.Option(None, "--url", help="Mirror URL of the same archive (checksum still verified)."),
+) -> None:
+    """Download a known corpus and verify its sha256 before unpacking."""
+    raise PyphaseError("`pyphase data fetch` is not implemented yet")
+
+
+# --------------------------------------------------------------------------- predict (simulator)
+@app.command()
+def predict() -> None:
+    """Simulate clipped SGD/AdamW on a calibrated noisy quadratic model and predict LR_opt, β, clip frequency and regimes."""
+    raise PyphaseError("`pyphase predict` is not implemented yet")
+
+
+# --------------------------------------------------------------------------- train (trainer)
+@app.command()
+def train() -> None:
+    """Run every config of an experiment (resumable) and write per-run summaries and step metrics."""
+    raise PyphaseError("`pyphase train` is not implemented yet")
+
+
+# --------------------------------------------------------------------------- calibrate
+@app.command()
+def calibrate() -> None:
+    """Measure gradient noise, curvature and loss scale of the real model and fit the simulator to them."""
+    raise PyphaseError("`pyphase calibrate` is not implemented yet")
+
+
+# --------------------------------------------------------------------------- results / compare / report
+@results_app.command("list")
+def results_list() -> None:
+    """List experiments and runs found."""
+    raise PyphaseError("`pyphase results list` is not implemented yet")
+
+
+@results_app.command("show")
+def results_show() -> None:
+    """Show the summary table of one experiment."""
+    raise PyphaseError("`pyphase results show` is not implemented yet")
+
+
+@results_app.command("query")
+def results_query() -> None:
+    """Run SQL over summaries and step metrics (polars SQLContext)."""
+    raise PyphaseError("`pyphase results query` is not implemented yet")
+
+
+@app.command()
+def compare() -> None:
+    """Predicted against measured: β, LR_opt per batch size, clip frequency, regimes, baseline rules."""
+    raise PyphaseError("`pyphase compare` is not implemented yet")
+
+
+@app.command()
+def report() -> None:
+    """Write a Markdown report with tables, plots and the answer in words."""
+    raise PyphaseError("`pyphase report` is not implemented yet")
+
+
+# --------------------------------------------------------------------------- entry point
+def main() -> None:
+    """Console-script entry: run the app; user errors become one line on stderr and exit 2."""
+    try:
+        app()
+    except PyphaseError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        # ValueError is what the Rust core raises for bad input; its message names the problem.
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        typer.echo(f"error: {msg}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

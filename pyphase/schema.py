@@ -1,0 +1,90 @@
+"""Column names and file layout shared by the trainer, the simulator and the analysis: one source
+of truth, so a result written by one module is read by the others without guessing.
+
+Run directory layout written by `pyphase.sweep` (one folder per config x seed)::
+
+    <runs>/<experiment>/<run_id>/summary.parquet   one row, SUMMARY_COLUMNS (+ EXTRA columns)
+    <runs>/<experiment>/<run_id>/steps.parquet     STEP_COLUMNS, one row per logged step
+    <runs>/<experiment>/<run_id>/checkpoint.pt     only while a run is unfinished
+
+A run is finished exactly when its summary.parquet exists (written atomically, last).
+Committed measurements live under `results/<experiment>/` as summary.csv, steps.parquet and
+provenance.json (device, torch version, git commit, command, corpus checksum).
+"""
+
+# The seed experiment log's columns, in its order (seed 000, "Full Results Table").
+SEED_SUMMARY_COLUMNS: list[str] = [
+    "batch_size",
+    "lr",
+    "gradient_clip",  # float, null = clipping off
+    "final_train_loss",
+    "final_val_loss",
+    "train_loss_std",
+    "avg_grad_norm_before",
+    "avg_grad_norm_after",
+    "avg_clip_frequency",
+    "converged",
+    "num_steps",
+]
+
+# What pyphase adds to every summary row.
+EXTRA_SUMMARY_COLUMNS: list[str] = [
+    "experiment",
+    "run_id",
+    "seed",
+    "optimizer",  # "adamw" | "sgd"
+    "n_params",
+    "diverged_step",  # null when the run stayed finite
+    "wall_time_s",
+    "tokens_per_s",
+    "device",
+    "torch_version",
+    "git_commit",
+    "corpus",
+    "corpus_sha256",
+]
+
+SUMMARY_COLUMNS: list[str] = SEED_SUMMARY_COLUMNS + EXTRA_SUMMARY_COLUMNS
+
+# Per-step telemetry (train rows every step or every log interval; val_loss only on eval steps).
+STEP_COLUMNS: list[str] = [
+    "run_id",
+    "step",
+    "lr",
+    "train_loss",
+    "grad_norm_before",
+    "grad_norm_after",
+    "clipped",  # bool
+    "val_loss",  # null except on evaluation steps
+]
+
+# One row per simulated (clip, optimizer, batch, lr, seed) trajectory: `pyphase predict` output.
+PREDICTION_COLUMNS: list[str] = [
+    "clip",  # float, null = clipping off
+    "optimizer",
+    "batch_size",
+    "lr",
+    "seed",
+    "final_loss",
+    "clip_frequency",
+    "grad_norm_before",
+    "grad_norm_after",
+    "clip_scale",
+    "effective_lr",
+    "diverged",
+    "diverged_step",
+]
+
+# Regime names and the clip-frequency thresholds that separate them (seed 000's thresholds).
+REGIME_TRANSITION_AT = 0.5
+REGIME_SATURATION_AT = 0.99
+REGIMES = ("pre-saturation", "transition", "saturation")
+
+
+def regime_of(clip_frequency: float) -> str:
+    """Regime of a config from its clip frequency: < 0.5 pre-saturation, < 0.99 transition, else saturation."""
+    if clip_frequency < REGIME_TRANSITION_AT:
+        return REGIMES[0]
+    if clip_frequency < REGIME_SATURATION_AT:
+        return REGIMES[1]
+    return REGIMES[2]
