@@ -1,0 +1,211 @@
+"""NanoTransformer, the seed's character-level GPT, in two forms.
+
+- `NanoTransformer`: one model, nanoGPT-style `nn.Module` (pre-LN blocks, causal scaled-dot-product
+  attention, GELU MLP, untied output head). The plain baseline and the calibration use it.
+- `PackedNanoTransformer`: K independent models of one shape trained as one batched model. Every
+  parameter has a leading K axis and lives as a view of one flat (K, P) buffer, so per-model gradient
+  norms, clipping and the optimizer step are a few kernels over that buffer, whatever K is.
+
+With V = 200 the default shape (d_model 128, 4 layers, 4 heads, MLP 4x, context 256) has 877,312
+parameters, the figure the trainer issue quotes; with Tiny Shakespeare's 65 characters it has 842,752.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Model shape; `vocab_size` comes from the corpus."""
+
+    vocab_size: int
+    d_model: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    mlp_ratio: int = 4
+    block_size: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layer", "n_head", "mlp_ratio", "block_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"model {name} must be positive, got {getattr(self, name)}")
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
+
+    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Names and shapes of one model's parameters, in the packed model's order."""
+        d, h, v, t = self.d_model, self.mlp_ratio * self.d_model, self.vocab_size, self.block_size
+        out: list[tuple[str, tuple[int, ...]]] = [("wte", (v, d)), ("wpe", (t, d))]
+        for i in range(self.n_layer):
+            out += [
+                (f"h{i}.ln1_w", (d,)), (f"h{i}.ln1_b", (d,)),
+                (f"h{i}.attn_w", (d, 3 * d)), (f"h{i}.attn_b", (3 * d,)),
+                (f"h{i}.proj_w", (d, d)), (f"h{i}.proj_b", (d,)),
+                (f"h{i}.ln2_w", (d,)), (f"h{i}.ln2_b", (d,)),
+                (f"h{i}.fc_w", (d, h)), (f"h{i}.fc_b", (h,)),
+                (f"h{i}.fc2_w", (h, d)), (f"h{i}.fc2_b", (d,)),
+            ]
+        out += [("lnf_w", (d,)), ("lnf_b", (d,)), ("head_w", (d, v))]
+        return out
+
+    @property
+    def n_params(self) -> int:
+        return sum(math.prod(s) for _, s in self.param_shapes())
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token: 6N + 12·L·d·T (the trainer issue's MFU convention)."""
+        return 6.0 * self.n_params + 12.0 * self.n_layer * self.d_model * self.block_size
+
+
+def init_params(shape: Shape, seed: int) -> dict[str, Tensor]:
+    """One model's initial parameters (fp32, CPU), from `seed` alone so every device and every
+    packing of a config starts from the same weights. GPT-2 scheme: N(0, 0.02) weights,
+    residual projections scaled by 1/sqrt(2L), zero biases, unit LayerNorm gains."""
+    g = torch.Generator().manual_seed(int(seed))
+    resid_std = 0.02 / math.sqrt(2 * shape.n_layer)
+    params: dict[str, Tensor] = {}
+    for name, s in shape.param_shapes():
+        leaf = name.split(".")[-1]
+        if leaf.endswith("_b"):
+            params[name] = torch.zeros(s)
+        elif leaf.startswith("ln"):
+            params[name] = torch.ones(s)
+        else:
+            std = resid_std if leaf in ("proj_w", "fc2_w") else 0.02
+            params[name] = torch.randn(s, generator=g) * std
+    return params
+
+
+class NanoTransformer(nn.Module):
+    """One character-level GPT (nanoGPT layout). Weights are (in, out) so `x @ w` maps like the packed form."""
+
+    def __init__(self, shape: Shape, seed: int = 0) -> None:
+        super().__init__()
+        self.shape = shape
+        self.params = nn.ParameterDict(
+            {k.replace(".", "_"): nn.Parameter(v) for k, v in init_params(shape, seed).items()}
+        )
+
+    def p(self, name: str) -> Tensor:
+        return self.params[name.replace(".", "_")]
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        s = self.shape
+        b, t = idx.shape
+        d, nh = s.d_model, s.n_head
+        x = F.embedding(idx, self.p("wte")) + self.p("wpe")[:t]
+        for i in range(s.n_layer):
+            h = F.layer_norm(x, (d,), self.p(f"h{i}.ln1_w"), self.p(f"h{i}.ln1_b"))
+            q, k, v = (h @ self.p(f"h{i}.attn_w") + self.p(f"h{i}.attn_b")).split(d, dim=-1)
+            q, k, v = (z.view(b, t, nh, d // nh).transpose(1, 2) for z in (q, k, v))
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = y.transpose(1, 2).reshape(b, t, d)
+            x = x + y @ self.p(f"h{i}.proj_w") + self.p(f"h{i}.proj_b")
+            h = F.layer_norm(x, (d,), self.p(f"h{i}.ln2_w"), self.p(f"h{i}.ln2_b"))
+            h = F.gelu(h @ self.p(f"h{i}.fc_w") + self.p(f"h{i}.fc_b"))
+            x = x + h @ self.p(f"h{i}.fc2_w") + self.p(f"h{i}.fc2_b")
+        x = F.layer_norm(x, (d,), self.p("lnf_w"), self.p("lnf_b"))
+        logits = x @ self.p("head_w")
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+
+class PackedNanoTransformer(nn.Module):
+    """K independent NanoTransformers of one shape, computed together with batched matmuls.
+
+    `flat` is a (K, P) fp32 buffer; each parameter is a (K, *shape) view into it. Model k only ever
+    reads its own slice, so its gradient depends on its own loss alone (sum of per-model losses)."""
+
+    def __init__(self, shape: Shape, seeds: list[int]) -> None:
+        super().__init__()
+        if not seeds:
+            raise ValueError("a packed model needs at least one seed")
+        self.shape = shape
+        self.k = len(seeds)
+        self.names = [n for n, _ in shape.param_shapes()]
+        sizes = [math.prod(s) for _, s in shape.param_shapes()]
+        # `flat` is plain storage; the parameters are leaf views into it. Autograd then returns one
+        # small gradient per parameter (concatenated once into a (K, P) buffer by the trainer)
+        # instead of scattering every slice's gradient into a full-size (K, P) tensor.
+        self.register_buffer("flat", torch.empty(self.k, sum(sizes)))
+        for k, seed in enumerate(seeds):
+            p = init_params(shape, seed)
+            self.flat[k] = torch.cat([p[n].reshape(-1) for n in self.names])
+        self._slices: dict[str, tuple[int, int, tuple[int, ...]]] = {}
+        off = 0
+        for (name, s), n in zip(shape.param_shapes(), sizes):
+            self._slices[name] = (off, off + n, s)
+            off += n
+        self.leaves: list[Tensor] = []
+        self._bind_leaves()
+
+    def _bind_leaves(self) -> None:
+        """(Re)create the parameter views after `flat` moved (e.g. `.to(device)`)."""
+        self.leaves = [self.view(n, self.flat).detach().requires_grad_() for n in self.names]
+        self._leaf = dict(zip(self.names, self.leaves))
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        out = super()._apply(fn, recurse)
+        self._bind_leaves()
+        return out
+
+    @property
+    def n_params(self) -> int:
+        """Parameters of ONE model of the pack."""
+        return self.flat.shape[1]
+
+    def view(self, name: str, flat: Tensor) -> Tensor:
+        """Slice `name` of a (K, P) buffer (parameters, gradients, optimizer state) as (K, *shape)."""
+        a, b, s = self._slices[name]
+        return flat[:, a:b].view(flat.shape[0], *s)
+
+    def flat_grad(self, grads: list[Tensor]) -> Tensor:
+        """Concatenate per-parameter gradients (in `leaves` order) into one (K, P) buffer."""
+        return torch.cat([g.reshape(self.k, -1) for g in grads], dim=1)
+
+    def load_single(self, k: int, model: NanoTransformer) -> None:
+        """Copy a single model's weights into slot k (tests and conversions)."""
+        with torch.no_grad():
+            self.flat[k] = torch.cat([model.p(n).detach().reshape(-1) for n in self.names])
+
+    def losses(self, idx: Tensor, targets: Tensor) -> Tensor:
+        """Mean cross-entropy of each model on its own batch: idx, targets (K, B, T) → (K,) fp32."""
+        return packed_losses(self.shape, self._leaf, idx, targets)
+
+
+def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tensor) -> Tensor:
+    """Forward pass of K models with parameters `w[name]` of shape (K, *shape): per-model mean
+    cross-entropy (K,) in fp32. A pure function, so `torch.compile` can trace it."""
+    s = shape
+    kk, b, t = idx.shape
+    d, nh, v = s.d_model, s.n_head, s.vocab_size
+    offs = (torch.arange(kk, device=idx.device) * v).view(kk, 1, 1)
+    x = F.embedding(idx + offs, w["wte"].reshape(kk * v, d))  # (K, B, T, d)
+    x = (x + w["wpe"][:, None, :t]).reshape(kk, b * t, d)
+    for i in range(s.n_layer):
+        h = _ln(x, w[f"h{i}.ln1_w"], w[f"h{i}.ln1_b"])
+        qkv = torch.baddbmm(w[f"h{i}.attn_b"][:, None], h, w[f"h{i}.attn_w"])
+        q, k_, v_ = (z.reshape(kk * b, t, nh, d // nh).transpose(1, 2) for z in qkv.split(d, dim=-1))
+        y = F.scaled_dot_product_attention(q, k_, v_, is_causal=True)
+        y = y.transpose(1, 2).reshape(kk, b * t, d)
+        x = x + torch.baddbmm(w[f"h{i}.proj_b"][:, None], y, w[f"h{i}.proj_w"])
+        h = _ln(x, w[f"h{i}.ln2_w"], w[f"h{i}.ln2_b"])
+        h = F.gelu(torch.baddbmm(w[f"h{i}.fc_b"][:, None], h, w[f"h{i}.fc_w"]))
+        x = x + torch.baddbmm(w[f"h{i}.fc2_b"][:, None], h, w[f"h{i}.fc2_w"])
+    x = _ln(x, w["lnf_w"], w["lnf_b"])
+    logits = torch.bmm(x, w["head_w"])  # (K, B*T, V)
+    ce = F.cross_entropy(logits.float().reshape(-1, v), targets.reshape(-1), reduction="none")
+    return ce.view(kk, b * t).mean(dim=1)
+
+
+def _ln(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """LayerNorm with a per-model affine: x (K, N, d), weight/bias (K, d)."""
+    return F.layer_norm(x, (x.shape[-1],)) * weight[:, None] + bias[:, None]
