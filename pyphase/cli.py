@@ -59,9 +59,37 @@ def predict() -> None:
 
 # --------------------------------------------------------------------------- train (trainer)
 @app.command()
-def train() -> None:
-    """Run every config of an experiment (resumable) and write per-run summaries and step metrics."""
-    raise PyphaseError("`pyphase train` is not implemented yet")
+def train(
+    experiment: str = typer.Argument(..., help="Experiment name (experiments/<name>.toml) or a TOML path."),
+    device: str = typer.Option("auto", "--device", help="cuda, cpu, or auto (cuda when available)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Corpus file; default: the embedded synthetic corpus."),
+    out: Path = typer.Option(Path("runs"), "--out", help="Results folder; runs go to OUT/EXPERIMENT/RUN_ID/."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Run seeds 0..N-1 of every config instead of the file's seeds."),
+    max_pack: Optional[int] = typer.Option(None, "--max-pack", help="At most K configs per packed model (1: no packing)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary rows as JSON instead of a table."),
+) -> None:
+    """Run every config of an experiment (resumable) and write per-run summaries and step metrics.
+
+    Under `torchrun --nproc-per-node N -m pyphase train EXP` each process takes its share of the configs."""
+    from pyphase.schema import SEED_SUMMARY_COLUMNS
+    from pyphase.sweep import run_experiment
+
+    result = run_experiment(experiment, device=device, data=data, out=out, seeds=seeds, max_pack=max_pack,
+                            progress=progress)
+    if result.shard.rank != 0:
+        return  # rank 0 reports the whole experiment after the final barrier
+    if as_json:
+        _print_json(result.summary.to_dicts())
+        return
+    import polars as pl
+
+    table = result.summary.select(["run_id", "seed", *SEED_SUMMARY_COLUMNS])
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, tbl_hide_dataframe_shape=True,
+                   tbl_hide_column_data_types=True, float_precision=4):
+        typer.echo(table)
+    typer.echo(f"{result.experiment.name}: {len(result.trained)} runs trained, {len(result.skipped)} already "
+               f"finished, on {result.device}; results in {result.out_dir}")
 
 
 # --------------------------------------------------------------------------- calibrate

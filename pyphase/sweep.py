@@ -1,0 +1,399 @@
+"""Run an experiment: plan its configs (and this process's share of them under torchrun), pack the
+configs that can train as one batched model, skip finished runs, resume unfinished packs from their
+checkpoint, and write every run's results atomically. The training itself is `train.train_pack`.
+
+Files under `<out>/<experiment>/` (see `pyphase.schema`)::
+
+    <run_id>/steps.parquet     STEP_COLUMNS            written first
+    <run_id>/config.json       the RunConfig           so a rerun can tell a stale run from its own
+    <run_id>/summary.parquet   SUMMARY_COLUMNS + extras written last: the run is finished exactly
+                                                       when this file exists
+    _packs/<pack_id>.ckpt      checkpoint of an unfinished pack, deleted once its runs are written
+
+Every file is written to a temporary name and renamed into place, so a sweep killed at any moment
+leaves either a finished run or none: rerunning it skips the finished runs and continues the rest,
+and no row is lost or doubled.
+
+Sharding: configs are independent, so `torchrun --nproc-per-node N -m pyphase train EXP` gives rank r
+the configs r, r+N, r+2N, ... of the plan (on GPU `cuda:LOCAL_RANK`). torch.distributed is used only
+to learn rank and world size and for one barrier at the end, so that rank 0 reports every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Sequence
+
+import polars as pl
+
+import pyphase
+from pyphase.config import Experiment, RunConfig, load_experiment
+from pyphase.errors import PyphaseError
+from pyphase.schema import STEP_COLUMNS, SUMMARY_COLUMNS
+
+SUMMARY_FILE = "summary.parquet"
+STEPS_FILE = "steps.parquet"
+CONFIG_FILE = "config.json"
+PACKS_DIR = "_packs"
+# Ranks that finish early wait at the final barrier for the slowest one; a phase can take hours.
+BARRIER_TIMEOUT = timedelta(hours=48)
+
+# Column types of a summary row, fixed so that rows written by different runs (some with clipping
+# off or no divergence, i.e. nulls) concatenate without type conflicts.
+SUMMARY_DTYPES: dict[str, pl.DataType] = {
+    "batch_size": pl.Int64(),
+    "lr": pl.Float64(),
+    "gradient_clip": pl.Float64(),
+    "final_train_loss": pl.Float64(),
+    "final_val_loss": pl.Float64(),
+    "train_loss_std": pl.Float64(),
+    "avg_grad_norm_before": pl.Float64(),
+    "avg_grad_norm_after": pl.Float64(),
+    "avg_clip_frequency": pl.Float64(),
+    "converged": pl.Boolean(),
+    "num_steps": pl.Int64(),
+    "experiment": pl.String(),
+    "run_id": pl.String(),
+    "seed": pl.Int64(),
+    "optimizer": pl.String(),
+    "n_params": pl.Int64(),
+    "diverged_step": pl.Int64(),
+    "wall_time_s": pl.Float64(),
+    "tokens_per_s": pl.Float64(),
+    "device": pl.String(),
+    "torch_version": pl.String(),
+    "git_commit": pl.String(),
+    "corpus": pl.String(),
+    "corpus_sha256": pl.String(),
+    "pack_size": pl.Int64(),
+}
+
+
+# --------------------------------------------------------------------------- sharding
+@dataclass(frozen=True)
+class Shard:
+    """This process's place among the processes of one sweep."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0  # index of this process's GPU on its host
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise PyphaseError(f"environment variable {name}={text!r} is not an integer") from None
+
+
+def shard_from_env() -> Shard:
+    """Rank and world size from an initialised torch.distributed, else torchrun's RANK / WORLD_SIZE /
+    LOCAL_RANK variables, else a single process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+    local = _env_int("LOCAL_RANK", 0)
+    if world < 1 or not 0 <= rank < world or local < 0:
+        raise PyphaseError(f"invalid process placement: RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local}")
+    return Shard(rank, world, local)
+
+
+def _init_process_group(shard: Shard) -> bool:
+    """Join torchrun's process group (gloo: only a barrier goes through it). True if we created it."""
+    import torch.distributed as dist
+
+    if shard.world == 1 or not dist.is_available() or dist.is_initialized():
+        return False
+    if "MASTER_ADDR" not in os.environ:
+        # Launched by hand with RANK/WORLD_SIZE but no rendezvous: shard without a final barrier.
+        return False
+    dist.init_process_group("gloo", rank=shard.rank, world_size=shard.world, timeout=BARRIER_TIMEOUT)
+    return True
+
+
+def _barrier(shard: Shard) -> None:
+    import torch.distributed as dist
+
+    if shard.world > 1 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+# --------------------------------------------------------------------------- planning and packing
+def plan(experiment: Experiment, *, rank: int = 0, world: int = 1) -> list[RunConfig]:
+    """This shard's configs, in the experiment's order: configs rank, rank+world, rank+2*world, ...
+
+    Depends only on the experiment (never on what is on disk), so a restarted rank finds the same
+    share and its own checkpoints. Every config lands in exactly one shard.
+    """
+    if world < 1 or not 0 <= rank < world:
+        raise PyphaseError(f"invalid shard: rank {rank} of world size {world}")
+    return list(experiment.configs[rank::world])
+
+
+def pack(configs: Sequence[RunConfig], max_pack: int | None = None) -> list[list[RunConfig]]:
+    """Group configs by `pack_key()` (first-appearance order, configs in their order), then cut
+    each group into packs of at most `max_pack` configs (None: no limit; 1: every config alone)."""
+    return _pack(configs, max_pack)
+
+
+def _pack(configs: Sequence[RunConfig], max_pack: int | None) -> list[list[RunConfig]]:
+    # Separate from `pack` because run_experiment's `pack` flag shadows that name there.
+    if max_pack is not None and (isinstance(max_pack, bool) or not isinstance(max_pack, int) or max_pack < 1):
+        raise PyphaseError(f"--max-pack: must be an integer >= 1, got {max_pack!r}")
+    groups: dict[tuple[Any, ...], list[RunConfig]] = {}
+    for c in configs:
+        groups.setdefault(c.pack_key(), []).append(c)
+    packs: list[list[RunConfig]] = []
+    for group in groups.values():
+        size = len(group) if max_pack is None else max_pack
+        packs.extend(group[i : i + size] for i in range(0, len(group), size))
+    return packs
+
+
+def pack_id(configs: Sequence[RunConfig]) -> str:
+    """Checkpoint name of a pack: batch size, pack size and a hash of its sorted run_ids."""
+    ids = sorted(c.run_id for c in configs)
+    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+    return f"b{configs[0].batch_size}_k{len(configs)}_{digest}"
+
+
+# --------------------------------------------------------------------------- devices, provenance
+def resolve_device(device: str, local_rank: int = 0) -> str:
+    """'cpu', 'cuda' (this process's GPU), 'cuda:N', or 'auto' (cuda when available, else cpu)."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise PyphaseError(
+                f"--device {device}: CUDA is not available here (torch {torch.__version__}); use --device cpu"
+            )
+        index = local_rank if device == "cuda" else device.split(":", 1)[1]
+        try:
+            index = int(index)
+        except ValueError:
+            raise PyphaseError(f"--device {device}: expected cuda:N with N an integer") from None
+        if not 0 <= index < torch.cuda.device_count():
+            raise PyphaseError(f"--device {device}: GPU {index} does not exist ({torch.cuda.device_count()} visible)")
+        return f"cuda:{index}"
+    raise PyphaseError(f"--device {device}: expected cuda, cpu or auto")
+
+
+def git_commit() -> str:
+    """`git rev-parse HEAD` of the checkout pyphase runs from; 'unknown' if it is not a git checkout."""
+    repo = Path(pyphase.__file__).resolve().parents[1]
+    try:
+        top = subprocess.run(["git", "-C", str(repo), "rev-parse", "--show-toplevel", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if len(top) != 2 or Path(top[0]).resolve() != repo:
+        return "unknown"  # an installed copy inside some other repository
+    return top[1]
+
+
+# --------------------------------------------------------------------------- result files
+def run_dir(out: Path, config: RunConfig) -> Path:
+    return Path(out) / config.experiment / config.run_id
+
+
+def config_record(config: RunConfig) -> dict[str, Any]:
+    """The RunConfig as JSON-ready data (what config.json holds)."""
+    rec = dataclasses.asdict(config)
+    rec["betas"] = list(config.betas)
+    return rec
+
+
+def is_finished(out: Path, config: RunConfig) -> bool:
+    """True if the run's summary exists. Raises if that run was trained under a different config
+    (same run_id, e.g. other steps or model shape): mixing the two would be silently wrong."""
+    d = run_dir(out, config)
+    if not (d / SUMMARY_FILE).exists():
+        return False
+    try:
+        stored = json.loads((d / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        stored = None
+    want = config_record(config)
+    if stored != want:
+        diff = "no readable config.json" if not isinstance(stored, dict) else ", ".join(
+            f"{k} {stored.get(k)!r} != {want[k]!r}" for k in want if stored.get(k) != want[k]
+        )
+        raise PyphaseError(
+            f"{d} holds a finished run of a different config ({diff}); use another --out or remove it"
+        )
+    return True
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write through `write(file)` to a temporary name in the same folder, fsync, then rename."""
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def summary_frame(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
+    """Summary rows as a DataFrame with the fixed column types (schema order, extras after)."""
+    cols = list(SUMMARY_COLUMNS) + [k for k in rows[0] if k not in SUMMARY_COLUMNS]
+    return pl.DataFrame(
+        [{k: r.get(k) for k in cols} for r in rows],
+        schema={k: SUMMARY_DTYPES.get(k, pl.String()) for k in cols},
+    )
+
+
+def write_run(out: Path, config: RunConfig, summary: dict[str, Any], steps: pl.DataFrame) -> None:
+    """Write one finished run: steps, config, then the summary (whose presence marks it finished)."""
+    if steps.columns != STEP_COLUMNS:
+        raise RuntimeError(f"trainer returned step columns {steps.columns}, expected {STEP_COLUMNS}")
+    ids = steps["run_id"].unique().to_list()
+    if ids != [config.run_id]:
+        raise RuntimeError(f"trainer returned steps of runs {ids} for {config.run_id}")
+    missing = [k for k in SUMMARY_COLUMNS if k not in summary]
+    if missing:
+        raise RuntimeError(f"summary of {config.run_id} lacks columns {missing}")
+    d = run_dir(out, config)
+    d.mkdir(parents=True, exist_ok=True)
+    _atomic_write(d / STEPS_FILE, steps.write_parquet)
+    record = json.dumps(config_record(config), indent=2).encode()
+    _atomic_write(d / CONFIG_FILE, lambda f: f.write(record))
+    _atomic_write(d / SUMMARY_FILE, summary_frame([summary]).write_parquet)
+
+
+def read_summaries(out: Path, configs: Sequence[RunConfig]) -> pl.DataFrame:
+    """Summary rows of the finished runs among `configs`, in their order (empty frame if none)."""
+    frames = [pl.read_parquet(run_dir(out, c) / SUMMARY_FILE) for c in configs
+              if (run_dir(out, c) / SUMMARY_FILE).exists()]
+    if not frames:
+        return pl.DataFrame(schema={k: SUMMARY_DTYPES[k] for k in SUMMARY_COLUMNS})
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+# --------------------------------------------------------------------------- the sweep
+@dataclass
+class SweepResult:
+    """What `run_experiment` did: the summary of every finished run of the experiment's plan, and
+    which runs this process trained now or found finished."""
+
+    experiment: Experiment
+    summary: pl.DataFrame
+    out_dir: Path  # <out>/<experiment>
+    trained: list[str]
+    skipped: list[str]
+    device: str
+    shard: Shard
+
+
+def run_experiment(
+    name_or_path: str | Path,
+    *,
+    device: str = "cpu",
+    data: str | Path | None = None,
+    out: Path = Path("runs"),
+    seeds: int | None = None,
+    pack: bool = True,
+    max_pack: int | None = None,
+    progress: bool = True,
+    checkpoint_every: int | None = None,
+) -> SweepResult:
+    """Run every config of an experiment that is not finished yet (this shard's share under torchrun)
+    and write its results; see the module docstring for files, resuming and sharding.
+
+    `pack=False` trains every config alone (same as `max_pack=1`). `checkpoint_every` overrides the
+    experiment's `train.checkpoint_every`. Returns the summary of all finished runs of the plan.
+    """
+    exp = load_experiment(name_or_path, seeds=seeds)  # first: a bad file fails before torch loads
+    every = exp.checkpoint_every if checkpoint_every is None else checkpoint_every
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise PyphaseError(f"checkpoint_every: must be an integer >= 1, got {every!r}")
+    packs_max = 1 if not pack else max_pack
+    _pack([], packs_max)  # validate --max-pack before any work
+    shard = shard_from_env()
+    dev = resolve_device(device, shard.local_rank)
+    from tqdm.auto import tqdm
+
+    from pyphase.data import load_corpus
+    from pyphase.train import train_pack
+
+    corpus = load_corpus(data)
+    out = Path(out)
+    exp_dir = out / exp.name
+    created_group = _init_process_group(shard)
+    try:
+        if dev.startswith("cuda"):
+            import torch
+
+            torch.cuda.set_device(int(dev.split(":")[1]))
+        mine = plan(exp, rank=shard.rank, world=shard.world)
+        finished = {c.run_id for c in mine if is_finished(out, c)}
+        skipped = [c.run_id for c in mine if c.run_id in finished]
+        todo = [c for c in mine if c.run_id not in finished]
+        commit = git_commit()
+        trained: list[str] = []
+        bar = tqdm(total=len(mine), initial=len(skipped), unit="run", file=sys.stderr, disable=not progress,
+                   desc=exp.name if shard.world == 1 else f"{exp.name} [{shard.rank}/{shard.world}]")
+        for group in _pack(todo, packs_max):
+            ckpt = exp_dir / PACKS_DIR / f"{pack_id(group)}.ckpt"
+            outputs = train_pack(group, corpus, device=dev, checkpoint=ckpt, checkpoint_every=every,
+                                 progress=progress)
+            for cfg, res in zip(group, outputs, strict=True):
+                if res.config != cfg:
+                    raise RuntimeError(f"train_pack returned {res.config.run_id} where {cfg.run_id} was expected")
+                row = dict(res.summary)
+                # Identity columns come from the config itself, provenance from this sweep.
+                row.update(batch_size=cfg.batch_size, lr=cfg.lr, gradient_clip=cfg.gradient_clip,
+                           experiment=exp.name, run_id=cfg.run_id, seed=cfg.seed, optimizer=cfg.optimizer,
+                           git_commit=commit, corpus=corpus.name, corpus_sha256=corpus.sha256)
+                write_run(out, cfg, row, res.steps)
+                trained.append(cfg.run_id)
+            # Only now, with every run of the pack written, is the checkpoint no longer needed.
+            ckpt.unlink(missing_ok=True)
+            bar.update(len(group))
+        bar.close()
+        _barrier(shard)
+        if shard.rank == 0:
+            _remove_stale_checkpoints(out, exp)
+    finally:
+        if created_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    return SweepResult(experiment=exp, summary=read_summaries(out, exp.configs), out_dir=exp_dir,
+                       trained=trained, skipped=skipped, device=dev, shard=shard)
+
+
+def _remove_stale_checkpoints(out: Path, exp: Experiment) -> None:
+    """Once every run of the plan is finished, leftover checkpoints (of packs whose composition
+    changed, e.g. after a crash between two runs' writes) can never be resumed: delete them."""
+    packs_dir = out / exp.name / PACKS_DIR
+    if not packs_dir.is_dir() or not all((run_dir(out, c) / SUMMARY_FILE).exists() for c in exp.configs):
+        return
+    for f in packs_dir.iterdir():
+        if f.suffix == ".ckpt" or f.name.endswith(".ckpt.tmp"):
+            f.unlink(missing_ok=True)
+    try:
+        packs_dir.rmdir()
+    except OSError:
+        pass  # something else lives there; leave it
