@@ -1,0 +1,779 @@
+"""Measurement and comparison: LR_opt per batch size (grid minimum of the seed-mean final validation
+loss, refined by a parabola in log10 LR, flagged at the grid edge), β and C of LR_opt = C·B^β with
+R² and a 95% interval, the seed's naive grid-argmin β beside it, a check of the clip-norm telemetry,
+and predicted-vs-measured scores against the linear, square-root and noise-scale rules.
+
+Measured summaries and simulated trajectories go through the same functions: `prediction_summaries`
+renames a prediction table into summary columns, so "LR_opt by parabola refinement" has one
+implementation for both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from pyphase.errors import PyphaseError
+from pyphase.results import json_safe
+from pyphase.schema import PREDICTION_COLUMNS, REGIMES, regime_of
+
+GROUP_KEYS = ["gradient_clip", "optimizer"]
+CONFIG_KEYS = GROUP_KEYS + ["batch_size", "lr"]
+CONFIDENCE = 0.95
+DEFAULT_BOOTSTRAP = 2000
+
+# Issue 6's acceptance thresholds for a prediction.
+BETA_TOLERANCE = 0.2
+CLIP_MAE_MAX = 0.10
+LR_OPT_FACTOR_MAX = 1.5
+REGIME_ACCURACY_MIN = 0.90
+
+# Rules of thumb that scale LR with batch size from one anchor (smallest measured B).
+BETA_RULES: dict[str, float] = {"linear": 1.0, "square-root": 0.5}
+NOISE_SCALE_RULE = "noise-scale"
+
+# Trajectory column -> summary column, so predictions reuse the measured-data functions.
+PREDICTION_TO_SUMMARY: dict[str, str] = {
+    "clip": "gradient_clip",
+    "optimizer": "optimizer",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "seed": "seed",
+    "final_loss": "final_val_loss",
+    "clip_frequency": "avg_clip_frequency",
+    "grad_norm_before": "avg_grad_norm_before",
+    "grad_norm_after": "avg_grad_norm_after",
+    "diverged_step": "diverged_step",
+}
+
+
+# --------------------------------------------------------------------------- per-config losses
+def diverged_expr() -> pl.Expr:
+    """A run counts as diverged when its final val loss is NaN/inf/null, converged is false, or it has a diverged_step."""
+    not_finite = pl.col("final_val_loss").is_finite().fill_null(False).not_()
+    not_converged = pl.col("converged").fill_null(True).not_()
+    return not_finite | not_converged | pl.col("diverged_step").is_not_null()
+
+
+def with_effective_loss(summaries: pl.DataFrame) -> pl.DataFrame:
+    """Add `diverged` and `loss` (final val loss, +inf for a diverged run, so it never wins a minimum)."""
+    df = summaries.with_columns(diverged_expr().alias("diverged"))
+    return df.with_columns(
+        pl.when(pl.col("diverged")).then(float("inf")).otherwise(pl.col("final_val_loss")).alias("loss")
+    )
+
+
+def config_table(summaries: pl.DataFrame) -> pl.DataFrame:
+    """One row per (clip, optimizer, B, LR): the seed's columns as means over seeds, plus seed counts.
+
+    `loss` is the mean final val loss with diverged runs as +inf (what LR_opt is chosen from).
+    """
+    df = with_effective_loss(summaries)
+    return (
+        df.group_by(CONFIG_KEYS)
+        .agg(
+            pl.col("final_train_loss").mean(),
+            pl.col("final_val_loss").mean(),
+            pl.col("train_loss_std").mean(),
+            pl.col("avg_grad_norm_before").mean(),
+            pl.col("avg_grad_norm_after").mean(),
+            pl.col("avg_clip_frequency").mean(),
+            pl.col("converged").fill_null(True).all(),
+            pl.col("num_steps").max(),
+            pl.col("loss").mean(),
+            pl.len().alias("n_seeds"),
+            pl.col("diverged").sum().alias("n_diverged"),
+        )
+        .sort(CONFIG_KEYS, nulls_last=False)
+    )
+
+
+def _groups(df: pl.DataFrame) -> list[tuple[float | None, str | None, pl.DataFrame]]:
+    parts = df.sort(CONFIG_KEYS, nulls_last=False).partition_by(GROUP_KEYS, maintain_order=True)
+    return [(p["gradient_clip"][0], p["optimizer"][0], p) for p in parts]
+
+
+# --------------------------------------------------------------------------- LR_opt per batch size
+def refine_minima(log_lr: np.ndarray, losses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Minimum of each row of `losses` (m, n) over the ascending grid `log_lr` (n,).
+
+    Returns (log10 LR_opt, grid argmin index, refined) per row. An interior minimum whose two
+    neighbours are finite is moved to the vertex of the parabola through the three points (it stays
+    between the neighbours because the middle point is the lowest); a minimum on the grid edge, next
+    to a diverged point, or on a flat stretch keeps its grid value.
+    """
+    x = np.asarray(log_lr, dtype=float)
+    y = np.atleast_2d(np.asarray(losses, dtype=float))
+    idx = np.argmin(y, axis=1)
+    opt = x[idx].copy()
+    refined = np.zeros(len(idx), dtype=bool)
+    if x.size < 3:
+        return opt, idx, refined
+    mid = np.clip(idx, 1, x.size - 2)
+    rows = np.arange(len(idx))
+    d0, d2 = x[mid - 1] - x[mid], x[mid + 1] - x[mid]
+    y1 = y[rows, mid]
+    with np.errstate(invalid="ignore", divide="ignore"):  # inf - inf where points diverged; masked below
+        u0, u2 = y[rows, mid - 1] - y1, y[rows, mid + 1] - y1
+        # y - y1 = a t^2 + b t through (d0, u0) and (d2, u2), t = x - x_mid
+        det = d0 * d2 * (d0 - d2)
+        a = (u0 * d2 - u2 * d0) / det
+        b = (d0**2 * u2 - d2**2 * u0) / det
+        vertex = x[mid] - b / (2 * a)
+    ok = (idx == mid) & np.isfinite(u0) & np.isfinite(u2) & np.isfinite(y1) & (a > 0)
+    opt[ok] = vertex[ok]
+    refined[ok] = True
+    return opt, idx, refined
+
+
+@dataclass(frozen=True)
+class LrOptimum:
+    """LR_opt of one batch size (within one clip/optimizer group)."""
+
+    batch_size: int
+    lr_opt: float  # refined when `refined`, else the grid argmin; NaN when every LR diverged
+    grid_lr: float  # argmin on the grid (the seed's naive choice)
+    min_loss: float  # seed-mean loss at the grid argmin
+    at_edge: bool
+    edge: str | None  # "low" | "high" | "only" (one LR tested) | None
+    refined: bool
+    note: str
+    n_lrs: int
+    n_seeds: int  # fewest seeds behind any LR of this batch size
+    lr_grid: tuple[float, ...] = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
+
+
+def _edge_of(idx: int, n: int) -> str | None:
+    if n == 1:
+        return "only"
+    if idx == 0:
+        return "low"
+    if idx == n - 1:
+        return "high"
+    return None
+
+
+def _note_of(lr: float, edge: str | None, refined: bool, all_diverged: bool) -> str:
+    if all_diverged:
+        return "every LR diverged"
+    if edge == "only":
+        return "one LR tested: no optimum can be located"
+    if edge == "low":
+        return f"minimum at the low edge of the grid: LR_opt <= {lr:g}"
+    if edge == "high":
+        return f"minimum at the high edge of the grid: LR_opt >= {lr:g}"
+    if refined:
+        return "parabola through the three points around the grid minimum"
+    return "a neighbour of the grid minimum diverged or is equal: grid value kept"
+
+
+def optimum_of(batch_size: int, lrs: np.ndarray, mean_loss: np.ndarray, n_seeds: int) -> LrOptimum:
+    """LR_opt of one batch size from the seed-mean losses over its ascending LR grid."""
+    log_opt, idx, refined = refine_minima(np.log10(lrs), mean_loss[None, :])
+    i = int(idx[0])
+    all_diverged = not np.isfinite(mean_loss).any()
+    edge = None if all_diverged else _edge_of(i, len(lrs))
+    return LrOptimum(
+        batch_size=int(batch_size),
+        lr_opt=float("nan") if all_diverged else float(10 ** log_opt[0] if refined[0] else lrs[i]),
+        grid_lr=float("nan") if all_diverged else float(lrs[i]),
+        min_loss=float(mean_loss[i]),
+        at_edge=edge is not None,
+        edge=edge,
+        refined=bool(refined[0]),
+        note=_note_of(float(lrs[i]), edge, bool(refined[0]), all_diverged),
+        n_lrs=len(lrs),
+        n_seeds=n_seeds,
+        lr_grid=tuple(float(v) for v in lrs),
+    )
+
+
+def _seed_losses(group: pl.DataFrame) -> dict[int, tuple[np.ndarray, list[np.ndarray]]]:
+    """Per batch size: ascending LRs and, for each, the per-seed losses (+inf = diverged)."""
+    out: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
+    df = with_effective_loss(group).sort(["batch_size", "lr"])
+    for (b,), part in df.group_by(["batch_size"], maintain_order=True):
+        per_lr = part.group_by("lr", maintain_order=True).agg(pl.col("loss")).sort("lr")
+        out[int(b)] = (per_lr["lr"].to_numpy(), [np.asarray(v, dtype=float) for v in per_lr["loss"].to_list()])
+    return out
+
+
+def lr_optima(group: pl.DataFrame) -> list[LrOptimum]:
+    """LR_opt for each batch size of one clip/optimizer group (summary rows of any number of seeds)."""
+    result = []
+    for b, (lrs, seed_losses) in _seed_losses(group).items():
+        means = np.array([s.mean() for s in seed_losses])
+        result.append(optimum_of(b, lrs, means, min(len(s) for s in seed_losses)))
+    return result
+
+
+# --------------------------------------------------------------------------- power-law fits
+@dataclass(frozen=True)
+class PowerLawFit:
+    """Least-squares line log10 LR = log10 C + β log10 B."""
+
+    beta: float
+    c: float
+    r2: float  # NaN when every LR_opt is equal (nothing to explain)
+    beta_stderr: float  # NaN with two points (an exact line has no residual to estimate it from)
+    n: int
+
+    def lr_at(self, batch_size: float) -> float:
+        return self.c * batch_size**self.beta
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
+
+
+def fit_power_law(batch_sizes: Sequence[float], lrs: Sequence[float]) -> PowerLawFit:
+    """Fit LR = C·B^β by least squares in log10-log10 space (scipy linregress); needs >= 2 distinct B."""
+    x, y = np.log10(np.asarray(batch_sizes, float)), np.log10(np.asarray(lrs, float))
+    if x.size < 2 or np.ptp(x) == 0:
+        raise ValueError("a power-law fit needs at least two distinct batch sizes")
+    r = stats.linregress(x, y)
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    ss_res = float(np.sum((y - (r.intercept + r.slope * x)) ** 2))
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+    stderr = float(r.stderr) if x.size > 2 else float("nan")
+    return PowerLawFit(float(r.slope), float(10**r.intercept), r2, stderr, int(x.size))
+
+
+def _slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares slope of each row of y (m, n) on x (n,)."""
+    xc = x - x.mean()
+    return (y - y.mean(axis=1, keepdims=True)) @ xc / np.sum(xc**2)
+
+
+def bootstrap_betas(
+    seed_losses: Mapping[int, tuple[np.ndarray, list[np.ndarray]]], n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
+    """β of `n_boot` resamples: each config's seeds are drawn with replacement, LR_opt refined, β refit."""
+    bs = sorted(seed_losses)
+    log_opts = []
+    for b in bs:
+        lrs, per_lr = seed_losses[b]
+        means = np.column_stack([s[rng.integers(0, len(s), (n_boot, len(s)))].mean(axis=1) for s in per_lr])
+        log_opts.append(refine_minima(np.log10(lrs), means)[0])
+    return _slopes(np.log10(np.asarray(bs, float)), np.column_stack(log_opts))
+
+
+def _t_interval(fit: PowerLawFit) -> tuple[float, float]:
+    half = stats.t.ppf(0.5 + CONFIDENCE / 2, fit.n - 2) * fit.beta_stderr
+    return fit.beta - half, fit.beta + half
+
+
+# --------------------------------------------------------------------------- β of one group
+@dataclass(frozen=True)
+class BetaMeasurement:
+    """β of one clip/optimizer group: refined fit with interval, and the seed's naive grid-argmin fit."""
+
+    gradient_clip: float | None
+    optimizer: str | None
+    optima: tuple[LrOptimum, ...]
+    fit: PowerLawFit | None  # None with fewer than two usable batch sizes
+    ci_low: float | None
+    ci_high: float | None
+    interval_method: str
+    naive: PowerLawFit | None
+
+    @property
+    def any_at_edge(self) -> bool:
+        return any(o.at_edge for o in self.optima)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(
+            {
+                "gradient_clip": self.gradient_clip,
+                "optimizer": self.optimizer,
+                "beta": self.fit.beta if self.fit else None,
+                "c": self.fit.c if self.fit else None,
+                "r2": self.fit.r2 if self.fit else None,
+                "ci95": [self.ci_low, self.ci_high] if self.ci_low is not None else None,
+                "interval_method": self.interval_method,
+                "any_at_edge": self.any_at_edge,
+                "fit": self.fit.to_dict() if self.fit else None,
+                "naive_fit": self.naive.to_dict() if self.naive else None,
+                "optima": [o.to_dict() for o in self.optima],
+            }
+        )
+
+
+def _interval(
+    fit: PowerLawFit | None, seed_losses: Mapping[int, tuple[np.ndarray, list[np.ndarray]]], n_boot: int, seed: int
+) -> tuple[float | None, float | None, str]:
+    if fit is None:
+        return None, None, "undefined: fewer than two batch sizes with a finite LR_opt"
+    if fit.n == 2:
+        return None, None, "undefined: only two batch sizes (the line passes through both points exactly)"
+    min_seeds = min(len(s) for _, per_lr in seed_losses.values() for s in per_lr)
+    if min_seeds >= 2:
+        betas = bootstrap_betas(seed_losses, n_boot, np.random.default_rng(seed))
+        lo, hi = np.percentile(betas, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
+        return float(lo), float(hi), f"bootstrap over seeds ({n_boot} resamples, percentile)"
+    lo, hi = _t_interval(fit)
+    return lo, hi, f"fit covariance (Student t, {fit.n - 2} dof; one seed per config)"
+
+
+def _fit_or_none(optima: Sequence[LrOptimum], attr: str) -> PowerLawFit | None:
+    usable = [o for o in optima if math.isfinite(getattr(o, attr))]
+    if len({o.batch_size for o in usable}) < 2:
+        return None
+    return fit_power_law([o.batch_size for o in usable], [getattr(o, attr) for o in usable])
+
+
+def measure_group(
+    group: pl.DataFrame, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
+) -> BetaMeasurement:
+    """β of one clip/optimizer group's summary rows."""
+    optima = tuple(lr_optima(group))
+    fit = _fit_or_none(optima, "lr_opt")
+    usable = {o.batch_size for o in optima if math.isfinite(o.lr_opt)}
+    seed_losses = {b: v for b, v in _seed_losses(group).items() if b in usable}
+    lo, hi, method = _interval(fit, seed_losses, n_boot, seed)
+    return BetaMeasurement(
+        gradient_clip=group["gradient_clip"][0],
+        optimizer=group["optimizer"][0],
+        optima=optima,
+        fit=fit,
+        ci_low=lo,
+        ci_high=hi,
+        interval_method=method,
+        naive=_fit_or_none(optima, "grid_lr"),
+    )
+
+
+def measure_beta(
+    summaries: pl.DataFrame, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
+) -> list[BetaMeasurement]:
+    """β for every clip/optimizer group of an experiment's summaries (one row per run)."""
+    if summaries.height == 0:
+        raise PyphaseError("no finished runs to measure β from")
+    return [measure_group(g, n_boot=n_boot, seed=seed) for _, _, g in _groups(summaries)]
+
+
+# --------------------------------------------------------------------------- clip telemetry check
+@dataclass(frozen=True)
+class ClipNormCheck:
+    """Whether the after-clip norms are plausible: never above the threshold, below before when clipping."""
+
+    clipped_runs: int
+    regimes: dict[str, int]  # configs (seed means) per regime, clipped groups only
+    after_above_threshold: int
+    after_equals_before: int
+    max_after_over_threshold: float
+
+    @property
+    def ok(self) -> bool:
+        return self.after_above_threshold == 0 and self.after_equals_before == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self) | {"ok": self.ok})
+
+
+def check_clip_norms(summaries: pl.DataFrame) -> ClipNormCheck:
+    """Check every clipped run's mean after-clip norm against its threshold and its before-clip norm.
+
+    Each step's after-clip norm is min(before, threshold), so the mean can never exceed the
+    threshold, and a run that clipped at all has mean after < mean before. Seed 000 reported
+    after == before at 100% clipping: a measurement taken before the clip.
+    """
+    clipped = summaries.filter(pl.col("gradient_clip").is_not_null())
+    if clipped.height == 0:
+        return ClipNormCheck(0, {r: 0 for r in REGIMES}, 0, 0, float("nan"))
+    after, before = pl.col("avg_grad_norm_after"), pl.col("avg_grad_norm_before")
+    flags = clipped.select(
+        (after > pl.col("gradient_clip") * (1 + 1e-3)).sum().alias("above"),
+        (((after - before).abs() <= 1e-9 * before.abs()) & (pl.col("avg_clip_frequency") > 0)).sum().alias("equal"),
+        (after / pl.col("gradient_clip")).max().alias("ratio"),
+    )
+    freqs = config_table(clipped)["avg_clip_frequency"].drop_nulls().to_list()
+    regimes = {r: 0 for r in REGIMES}
+    for f in freqs:
+        regimes[regime_of(f)] += 1
+    ratio = flags["ratio"][0]
+    return ClipNormCheck(
+        clipped_runs=clipped.height,
+        regimes=regimes,
+        after_above_threshold=int(flags["above"][0]),
+        after_equals_before=int(flags["equal"][0]),
+        max_after_over_threshold=float(ratio) if ratio is not None else float("nan"),
+    )
+
+
+# --------------------------------------------------------------------------- predictions
+def prediction_summaries(trajectories: pl.DataFrame) -> pl.DataFrame:
+    """A prediction table (schema.PREDICTION_COLUMNS) in summary columns, diverged -> converged=false."""
+    missing = [c for c in PREDICTION_COLUMNS if c not in trajectories.columns]
+    if missing:
+        raise PyphaseError(f"prediction table: missing column '{missing[0]}'")
+    df = trajectories.select(
+        [pl.col(src).alias(dst) for src, dst in PREDICTION_TO_SUMMARY.items()]
+        + [pl.col("diverged").fill_null(False).not_().alias("converged")]
+    )
+    return df.with_columns(
+        pl.col("gradient_clip").cast(pl.Float64),
+        pl.col("batch_size").cast(pl.Int64),
+        pl.col("lr").cast(pl.Float64),
+        pl.col("final_val_loss").cast(pl.Float64),
+        pl.col("diverged_step").cast(pl.Int64),
+        pl.lit(None, dtype=pl.Float64).alias("final_train_loss"),
+        pl.lit(None, dtype=pl.Float64).alias("train_loss_std"),
+        pl.lit(None, dtype=pl.Int64).alias("num_steps"),
+    )
+
+
+# --------------------------------------------------------------------------- rules and scores
+def beta_rule_lr(batch_sizes: Sequence[int], anchor_b: int, anchor_lr: float, beta: float) -> dict[int, float]:
+    """LR(B) = LR(B0)·(B/B0)^β: a scaling rule anchored at one measured batch size."""
+    return {int(b): anchor_lr * (b / anchor_b) ** beta for b in batch_sizes}
+
+
+def noise_scale_rule_lr(batch_sizes: Sequence[int], anchor_b: int, anchor_lr: float, b_noise: float) -> dict[int, float]:
+    """McCandlish et al. (2018): LR(B) ∝ 1 / (1 + B_noise/B), anchored at one measured batch size."""
+    return {int(b): anchor_lr * (1 + b_noise / anchor_b) / (1 + b_noise / b) for b in batch_sizes}
+
+
+def log10_rmse(predicted: Mapping[int, float], measured: Mapping[int, float]) -> float:
+    """Root-mean-square of log10(predicted/measured) over the batch sizes both have (NaN if none)."""
+    common = [b for b in measured if b in predicted and math.isfinite(predicted[b]) and math.isfinite(measured[b])]
+    if not common:
+        return float("nan")
+    return float(np.sqrt(np.mean([math.log10(predicted[b] / measured[b]) ** 2 for b in common])))
+
+
+@dataclass(frozen=True)
+class RuleScore:
+    """A rule's LR_opt per measured batch size and its error against the measurement."""
+
+    name: str
+    beta: float  # fitted slope of the rule's LRs over the measured batch sizes
+    lr_opt: dict[int, float]
+    log10_rmse: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
+
+
+def _score(name: str, lr: dict[int, float], measured: Mapping[int, float]) -> RuleScore:
+    bs = sorted(b for b in lr if b in measured)
+    beta = fit_power_law(bs, [lr[b] for b in bs]).beta if len(bs) >= 2 else float("nan")
+    return RuleScore(name, beta, lr, log10_rmse(lr, measured))
+
+
+def score_rules(
+    measured: Mapping[int, float], *, b_noise: float | None = None, extra: Mapping[str, Any] | None = None
+) -> list[RuleScore]:
+    """Linear, square-root and (with B_noise) noise-scale rules, plus any extra baselines, anchored
+    at the smallest measured batch size and scored on every measured batch size."""
+    if not measured:
+        return []
+    bs = sorted(measured)
+    anchor_b, anchor_lr = bs[0], measured[bs[0]]
+    scores = [_score(f"{n} (β={v:g})", beta_rule_lr(bs, anchor_b, anchor_lr, v), measured) for n, v in BETA_RULES.items()]
+    if b_noise is not None:
+        lr = noise_scale_rule_lr(bs, anchor_b, anchor_lr, b_noise)
+        scores.append(_score(f"{NOISE_SCALE_RULE} (B_noise={b_noise:g})", lr, measured))
+    for name, spec in (extra or {}).items():
+        scores.append(_score(name, _baseline_lr(name, spec, bs, anchor_b, anchor_lr), measured))
+    return scores
+
+
+def _baseline_lr(name: str, spec: Any, bs: Sequence[int], anchor_b: int, anchor_lr: float) -> dict[int, float]:
+    """A baseline from the prediction JSON: {"beta": x} (anchored like the rules) or {"lr_opt": {"B": lr}}."""
+    if isinstance(spec, Mapping) and isinstance(spec.get("beta"), (int, float)):
+        return beta_rule_lr(bs, anchor_b, anchor_lr, float(spec["beta"]))
+    if isinstance(spec, Mapping) and isinstance(spec.get("lr_opt"), Mapping):
+        try:
+            return {int(b): float(v) for b, v in spec["lr_opt"].items()}
+        except (TypeError, ValueError) as e:
+            raise PyphaseError(f"prediction baseline '{name}': lr_opt must map batch size to LR ({e})") from e
+    raise PyphaseError(f"prediction baseline '{name}': expected {{\"beta\": x}} or {{\"lr_opt\": {{B: lr}}}}")
+
+
+# --------------------------------------------------------------------------- predicted vs measured
+@dataclass(frozen=True)
+class LrOptRow:
+    """Measured and predicted LR_opt at one measured batch size."""
+
+    batch_size: int
+    measured: float
+    measured_at_edge: bool
+    predicted: float | None
+    predicted_from: str  # "simulated grid" | "predicted fit" | "none"
+    predicted_at_edge: bool
+    ratio: float | None  # predicted / measured
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
+
+
+@dataclass(frozen=True)
+class GroupComparison:
+    """One clip/optimizer group: measured and predicted β, LR_opt per B, and the rules' scores."""
+
+    gradient_clip: float | None
+    optimizer: str | None
+    measured: BetaMeasurement
+    predicted: BetaMeasurement | None
+    lr_rows: tuple[LrOptRow, ...]
+    prediction_log10_rmse: float | None
+    rules: tuple[RuleScore, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(
+            {
+                "gradient_clip": self.gradient_clip,
+                "optimizer": self.optimizer,
+                "measured": self.measured.to_dict(),
+                "predicted": self.predicted.to_dict() if self.predicted else None,
+                "lr_opt": [r.to_dict() for r in self.lr_rows],
+                "prediction_log10_rmse": self.prediction_log10_rmse,
+                "rules": [r.to_dict() for r in self.rules],
+            }
+        )
+
+
+@dataclass(frozen=True)
+class ClipRow:
+    """Measured and predicted clip frequency (seed means) of one clipped config."""
+
+    gradient_clip: float
+    optimizer: str | None
+    batch_size: int
+    lr: float
+    measured: float
+    predicted: float
+    measured_regime: str
+    predicted_regime: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
+
+
+@dataclass(frozen=True)
+class Target:
+    """One of issue 6's acceptance targets; passed is None when it cannot be scored."""
+
+    name: str
+    criterion: str
+    value: str
+    passed: bool | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Everything `pyphase compare` reports for one experiment."""
+
+    experiment: str
+    prediction_source: str | None
+    groups: tuple[GroupComparison, ...]
+    clip_rows: tuple[ClipRow, ...]
+    unmatched_configs: int  # clipped measured configs with no predicted (B, LR, clip)
+    clip_mae: float | None
+    regime_confusion: dict[str, dict[str, int]]  # measured regime -> predicted regime -> configs
+    regime_accuracy: float | None
+    targets: tuple[Target, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(
+            {
+                "experiment": self.experiment,
+                "prediction_source": self.prediction_source,
+                "groups": [g.to_dict() for g in self.groups],
+                "clip_frequency": [r.to_dict() for r in self.clip_rows],
+                "unmatched_configs": self.unmatched_configs,
+                "clip_frequency_mae": self.clip_mae,
+                "regime_confusion": self.regime_confusion,
+                "regime_accuracy": self.regime_accuracy,
+                "targets": [t.to_dict() for t in self.targets],
+            }
+        )
+
+
+def _clip_key(clip: float | None) -> float | None:
+    return None if clip is None else round(float(clip), 9)
+
+
+def _matching_group(
+    clip: float | None, optimizer: str | None, predicted: Sequence[tuple[float | None, str | None, pl.DataFrame]]
+) -> pl.DataFrame | None:
+    """The predicted group with the same clip and optimizer; an unknown measured optimizer matches
+    the only predicted optimizer at that clip (several would be ambiguous)."""
+    same_clip = [(o, g) for c, o, g in predicted if _clip_key(c) == _clip_key(clip)]
+    exact = [g for o, g in same_clip if o == optimizer]
+    if exact:
+        return exact[0]
+    if optimizer is None and len(same_clip) == 1:
+        return same_clip[0][1]
+    if optimizer is None and len(same_clip) > 1:
+        names = ", ".join(sorted(str(o) for o, _ in same_clip))
+        raise PyphaseError(f"measured runs record no optimizer and the prediction has several ({names})")
+    return None
+
+
+def _lr_rows(measured: BetaMeasurement, predicted: BetaMeasurement | None) -> tuple[LrOptRow, ...]:
+    by_b = {o.batch_size: o for o in predicted.optima} if predicted else {}
+    rows = []
+    for o in measured.optima:
+        if not math.isfinite(o.lr_opt):
+            continue
+        p = by_b.get(o.batch_size)
+        if p is not None and math.isfinite(p.lr_opt):
+            lr, source, edge = p.lr_opt, "simulated grid", p.at_edge
+        elif predicted is not None and predicted.fit is not None:
+            lr, source, edge = predicted.fit.lr_at(o.batch_size), "predicted fit", False
+        else:
+            lr, source, edge = None, "none", False
+        ratio = lr / o.lr_opt if lr is not None else None
+        rows.append(LrOptRow(o.batch_size, o.lr_opt, o.at_edge, lr, source, edge, ratio))
+    return tuple(rows)
+
+
+def _lr_key() -> pl.Expr:
+    # LR grids written by different programs differ in the last bits (0.001 vs 0.0010000000000000002).
+    return (pl.col("lr").log10() * 1e6).round().cast(pl.Int64).alias("lr_key")
+
+
+def _clip_rows(measured: pl.DataFrame, predicted: pl.DataFrame) -> tuple[list[ClipRow], int]:
+    m = config_table(measured).with_columns(_lr_key())
+    p = config_table(predicted).with_columns(_lr_key()).select("batch_size", "lr_key", pl.col("avg_clip_frequency").alias("predicted"))
+    joined = m.join(p, on=["batch_size", "lr_key"], how="left")
+    matched = joined.filter(pl.col("predicted").is_not_null() & pl.col("avg_clip_frequency").is_not_null())
+    rows = [
+        ClipRow(
+            gradient_clip=float(r["gradient_clip"]),
+            optimizer=r["optimizer"],
+            batch_size=int(r["batch_size"]),
+            lr=float(r["lr"]),
+            measured=float(r["avg_clip_frequency"]),
+            predicted=float(r["predicted"]),
+            measured_regime=regime_of(r["avg_clip_frequency"]),
+            predicted_regime=regime_of(r["predicted"]),
+        )
+        for r in matched.iter_rows(named=True)
+    ]
+    return rows, joined.height - matched.height
+
+
+def _confusion(rows: Sequence[ClipRow]) -> dict[str, dict[str, int]]:
+    table = {m: {p: 0 for p in REGIMES} for m in REGIMES}
+    for r in rows:
+        table[r.measured_regime][r.predicted_regime] += 1
+    return table
+
+
+def compare(
+    summaries: pl.DataFrame,
+    *,
+    experiment: str,
+    prediction: pl.DataFrame | None = None,
+    prediction_meta: Mapping[str, Any] | None = None,
+    prediction_source: str | None = None,
+    b_noise: float | None = None,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+) -> Comparison:
+    """Measured against predicted (a trajectory table, schema.PREDICTION_COLUMNS) for one experiment.
+
+    `prediction_meta` is the prediction's JSON summary; read keys: `b_noise` (for the noise-scale
+    rule; the `b_noise` argument wins) and `baselines` (extra rules, see `score_rules`).
+    Clip frequency and regimes are scored on clipped configs only: with clipping off both are
+    trivially 0 / pre-saturation and would inflate the score.
+    """
+    meta = dict(prediction_meta or {})
+    b_noise = b_noise if b_noise is not None else _optional_float(meta.get("b_noise"), "b_noise")
+    pred_groups = _groups(prediction_summaries(prediction)) if prediction is not None else []
+    groups, clip_rows, unmatched = [], [], 0
+    for clip, opt, mgroup in _groups(summaries):
+        pgroup = _matching_group(clip, opt, pred_groups) if prediction is not None else None
+        m = measure_group(mgroup, n_boot=n_boot, seed=seed)
+        p = measure_group(pgroup, n_boot=n_boot, seed=seed) if pgroup is not None else None
+        rows = _lr_rows(m, p)
+        measured_lr = {r.batch_size: r.measured for r in rows}
+        pred_lr = {r.batch_size: r.predicted for r in rows if r.predicted is not None}
+        pred_err = log10_rmse(pred_lr, measured_lr) if pred_lr else None
+        rules = tuple(score_rules(measured_lr, b_noise=b_noise, extra=meta.get("baselines")))
+        groups.append(GroupComparison(clip, opt, m, p, rows, pred_err, rules))
+        if clip is not None and prediction is not None:
+            if pgroup is None:
+                unmatched += config_table(mgroup).height
+            else:
+                new_rows, missing = _clip_rows(mgroup, pgroup)
+                clip_rows += new_rows
+                unmatched += missing
+    mae = float(np.mean([abs(r.predicted - r.measured) for r in clip_rows])) if clip_rows else None
+    accuracy = float(np.mean([r.predicted_regime == r.measured_regime for r in clip_rows])) if clip_rows else None
+    targets = _targets(groups, mae, accuracy, prediction is not None)
+    return Comparison(
+        experiment, prediction_source, tuple(groups), tuple(clip_rows), unmatched, mae, _confusion(clip_rows), accuracy, targets
+    )
+
+
+def _optional_float(value: Any, key: str) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise PyphaseError(f"prediction JSON: '{key}' must be a positive number, got {value!r}")
+    return float(value)
+
+
+# --------------------------------------------------------------------------- issue 6 targets
+def _group_label(g: GroupComparison) -> str:
+    clip = "off" if g.gradient_clip is None else f"{g.gradient_clip:g}"
+    return f"clip={clip}" + (f"/{g.optimizer}" if g.optimizer else "")
+
+
+def _beta_target(groups: Sequence[GroupComparison]) -> Target:
+    verdicts, parts = [], []
+    for g in groups:
+        if g.measured.fit is None or g.predicted is None or g.predicted.fit is None:
+            continue
+        bm, bp = g.measured.fit.beta, g.predicted.fit.beta
+        inside = g.measured.ci_low is not None and g.measured.ci_low <= bp <= g.measured.ci_high
+        verdicts.append(inside or abs(bp - bm) <= BETA_TOLERANCE)
+        parts.append(f"{_group_label(g)}: {bp:.2f} vs {bm:.2f}")
+    crit = f"predicted β inside measured 95% interval or within ±{BETA_TOLERANCE}"
+    return Target("beta", crit, "; ".join(parts) or "not scored", all(verdicts) if verdicts else None)
+
+
+def _lr_target(groups: Sequence[GroupComparison]) -> Target:
+    ratios = [r.ratio for g in groups for r in g.lr_rows if r.ratio is not None]
+    worst = max((max(x, 1 / x) for x in ratios), default=None)
+    value = f"worst factor {worst:.2f}" if worst is not None else "not scored"
+    return Target("lr_opt", f"LR_opt within factor {LR_OPT_FACTOR_MAX} for every B", value, None if worst is None else worst <= LR_OPT_FACTOR_MAX)
+
+
+def _rules_target(groups: Sequence[GroupComparison]) -> Target:
+    verdicts, parts = [], []
+    for g in groups:
+        rule_errs = [r.log10_rmse for r in g.rules if math.isfinite(r.log10_rmse)]
+        if g.prediction_log10_rmse is None or not rule_errs or not math.isfinite(g.prediction_log10_rmse):
+            continue
+        verdicts.append(g.prediction_log10_rmse < min(rule_errs))
+        parts.append(f"{_group_label(g)}: {g.prediction_log10_rmse:.3f} vs best rule {min(rule_errs):.3f}")
+    crit = "prediction's log10 LR_opt RMSE below every rule's"
+    return Target("rules", crit, "; ".join(parts) or "not scored", all(verdicts) if verdicts else None)
+
+
+def _targets(groups: Sequence[GroupComparison], mae: float | None, accuracy: float | None, has_prediction: bool) -> tuple[Target, ...]:
+    if not has_prediction:
+        return tuple(Target(n, "needs a prediction", "no prediction given", None) for n in ("beta", "clip_frequency", "lr_opt", "regime", "rules"))
+    return (
+        _beta_target(groups),
+        Target("clip_frequency", f"clip-frequency MAE <= {CLIP_MAE_MAX}", "not scored" if mae is None else f"MAE {mae:.3f}", None if mae is None else mae <= CLIP_MAE_MAX),
+        _lr_target(groups),
+        Target("regime", f"regime right for >= {REGIME_ACCURACY_MIN:.0%} of configs", "not scored" if accuracy is None else f"{accuracy:.0%}", None if accuracy is None else accuracy >= REGIME_ACCURACY_MIN),
+        _rules_target(groups),
+    )

@@ -1,0 +1,462 @@
+"""Finding and reading measured results: which experiments exist under the result roots, their
+per-run summaries and step metrics as polars frames, SQL over them, and text/CSV/JSON output.
+
+Two layouts are read (see `pyphase.schema`):
+
+* run folders   ``<root>/<experiment>/<run_id>/summary.parquet`` (+ ``steps.parquet``), as the
+  trainer writes them; a run is finished exactly when its summary.parquet exists;
+* committed     ``<root>/<experiment>/summary.csv`` (+ ``steps.parquet``, ``provenance.json``).
+
+When one experiment appears under several roots, the first root given wins (default ``runs/``
+before ``results/``: a sweep in progress is fresher than what was committed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pyphase.errors import PyphaseError
+from pyphase.schema import PREDICTION_COLUMNS, SEED_SUMMARY_COLUMNS, STEP_COLUMNS, SUMMARY_COLUMNS
+
+DEFAULT_ROOTS: tuple[Path, ...] = (Path("runs"), Path("results"))
+
+SUMMARY_FILE = "summary.parquet"
+STEPS_FILE = "steps.parquet"
+CHECKPOINT_FILE = "checkpoint.pt"
+COMMITTED_SUMMARY_FILE = "summary.csv"
+PROVENANCE_FILE = "provenance.json"
+
+RUNS_LAYOUT = "runs"
+COMMITTED_LAYOUT = "committed"
+
+# Reader-side types, so a CSV and a Parquet of the same run give the same frame.
+SUMMARY_DTYPES: dict[str, pl.DataType] = {
+    "batch_size": pl.Int64(),
+    "lr": pl.Float64(),
+    "gradient_clip": pl.Float64(),
+    "final_train_loss": pl.Float64(),
+    "final_val_loss": pl.Float64(),
+    "train_loss_std": pl.Float64(),
+    "avg_grad_norm_before": pl.Float64(),
+    "avg_grad_norm_after": pl.Float64(),
+    "avg_clip_frequency": pl.Float64(),
+    "converged": pl.Boolean(),
+    "num_steps": pl.Int64(),
+    "experiment": pl.String(),
+    "run_id": pl.String(),
+    "seed": pl.Int64(),
+    "optimizer": pl.String(),
+    "n_params": pl.Int64(),
+    "diverged_step": pl.Int64(),
+    "wall_time_s": pl.Float64(),
+    "tokens_per_s": pl.Float64(),
+    "device": pl.String(),
+    "torch_version": pl.String(),
+    "git_commit": pl.String(),
+    "corpus": pl.String(),
+    "corpus_sha256": pl.String(),
+}
+
+# Corpus milestones a summary may carry as extra columns (nats/char; vocabulary size).
+CORPUS_ENTROPY_COLUMNS = ("corpus_unigram_entropy", "corpus_bigram_entropy", "corpus_vocab_size")
+
+# Strings a committed CSV may use for "no value" (the seed wrote Python's None).
+CSV_NULLS = ["", "None", "null", "NA"]
+
+FORMATS = ("table", "csv", "json")
+
+
+@dataclass(frozen=True)
+class ExperimentSource:
+    """One experiment folder under one root."""
+
+    experiment: str
+    root: Path
+    layout: str  # RUNS_LAYOUT | COMMITTED_LAYOUT
+    path: Path
+    runs: int
+    finished: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment,
+            "root": str(self.root),
+            "layout": self.layout,
+            "runs": self.runs,
+            "finished": self.finished,
+        }
+
+
+@dataclass(frozen=True)
+class ResultSet:
+    """Every finished run of the chosen experiments: one summary row per run, steps per logged step."""
+
+    summaries: pl.LazyFrame
+    steps: pl.LazyFrame
+    sources: tuple[ExperimentSource, ...]
+
+    def source(self, experiment: str) -> ExperimentSource:
+        """The folder an experiment was read from."""
+        for s in self.sources:
+            if s.experiment == experiment:
+                return s
+        raise PyphaseError(f"experiment '{experiment}' is not in this result set")
+
+    def provenance(self, experiment: str) -> dict[str, Any]:
+        """The experiment folder's provenance.json, or {} when there is none."""
+        return read_provenance(self.source(experiment).path)
+
+
+@dataclass(frozen=True)
+class CorpusEntropies:
+    """Loss milestones of the training corpus in nats/char, and where they were read."""
+
+    unigram: float
+    bigram: float
+    vocab_size: int | None
+    source: str
+
+
+# --------------------------------------------------------------------------- discovery
+def _roots(root: Path | str | Sequence[Path | str] | None) -> list[Path]:
+    if root is None:
+        return list(DEFAULT_ROOTS)
+    if isinstance(root, (str, Path)):
+        return [Path(root)]
+    return [Path(r) for r in root]
+
+
+def _describe_roots(roots: Sequence[Path]) -> str:
+    return " or ".join(f"{r}/" for r in roots)
+
+
+def _is_run_folder(path: Path) -> bool:
+    return path.is_dir() and any((path / f).exists() for f in (SUMMARY_FILE, STEPS_FILE, CHECKPOINT_FILE))
+
+
+def _committed_row_count(csv_path: Path) -> int:
+    try:
+        return pl.scan_csv(csv_path, null_values=CSV_NULLS).select(pl.len()).collect().item()
+    except pl.exceptions.PolarsError as e:
+        raise PyphaseError(f"{csv_path}: unreadable CSV ({_first_line(e)})") from e
+
+
+def _source_of(folder: Path, root: Path) -> ExperimentSource | None:
+    if (folder / COMMITTED_SUMMARY_FILE).is_file():
+        n = _committed_row_count(folder / COMMITTED_SUMMARY_FILE)
+        return ExperimentSource(folder.name, root, COMMITTED_LAYOUT, folder, n, n)
+    runs = [d for d in folder.iterdir() if _is_run_folder(d)]
+    if not runs:
+        return None
+    finished = sum((d / SUMMARY_FILE).is_file() for d in runs)
+    return ExperimentSource(folder.name, root, RUNS_LAYOUT, folder, len(runs), finished)
+
+
+def find_experiments(root: Path | str | Sequence[Path | str] | None = None) -> list[ExperimentSource]:
+    """Every experiment folder under the roots (missing roots are skipped), in root order then by name."""
+    found: list[ExperimentSource] = []
+    for r in _roots(root):
+        if not r.is_dir():
+            continue
+        for folder in sorted(p for p in r.iterdir() if p.is_dir()):
+            src = _source_of(folder, r)
+            if src is not None:
+                found.append(src)
+    return found
+
+
+def _first_per_experiment(sources: Sequence[ExperimentSource]) -> list[ExperimentSource]:
+    chosen: dict[str, ExperimentSource] = {}
+    for s in sources:
+        chosen.setdefault(s.experiment, s)
+    return list(chosen.values())
+
+
+# --------------------------------------------------------------------------- reading
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _require_columns(present: Sequence[str], required: Sequence[str], path: Path) -> None:
+    for c in required:
+        if c not in present:
+            raise PyphaseError(f"{path}: missing column '{c}'")
+
+
+def _typed(df: pl.DataFrame, path: Path) -> pl.DataFrame:
+    casts = [pl.col(c).cast(t) for c, t in SUMMARY_DTYPES.items() if c in df.columns and df.schema[c] != t]
+    try:
+        return df.with_columns(casts) if casts else df
+    except pl.exceptions.PolarsError as e:
+        raise PyphaseError(f"{path}: bad value type ({_first_line(e)})") from e
+
+
+def _fill_identity(df: pl.DataFrame, experiment: str, run_ids: list[str]) -> pl.DataFrame:
+    """Fill experiment/run_id from the folder names where the file leaves them out or null."""
+    missing = [c for c in SUMMARY_COLUMNS if c not in df.columns]
+    df = df.with_columns(pl.lit(None, dtype=SUMMARY_DTYPES[c]).alias(c) for c in missing)
+    return df.with_columns(
+        pl.col("experiment").fill_null(pl.lit(experiment)),
+        pl.col("run_id").fill_null(pl.Series(run_ids, dtype=pl.String)),
+    )
+
+
+def _read_run_summary(run_dir: Path, experiment: str) -> pl.DataFrame:
+    path = run_dir / SUMMARY_FILE
+    try:
+        df = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise PyphaseError(f"{path}: unreadable Parquet ({_first_line(e)})") from e
+    _require_columns(df.columns, SEED_SUMMARY_COLUMNS, path)
+    if df.height != 1:
+        raise PyphaseError(f"{path}: expected one row, found {df.height}")
+    return _fill_identity(_typed(df, path), experiment, [run_dir.name])
+
+
+def _read_committed_summary(src: ExperimentSource) -> pl.DataFrame:
+    path = src.path / COMMITTED_SUMMARY_FILE
+    try:
+        header = pl.read_csv(path, n_rows=0).columns
+        overrides = {c: SUMMARY_DTYPES[c] for c in header if c in SUMMARY_DTYPES}
+        df = pl.read_csv(path, null_values=CSV_NULLS, schema_overrides=overrides)
+    except pl.exceptions.PolarsError as e:
+        raise PyphaseError(f"{path}: unreadable CSV ({_first_line(e)})") from e
+    _require_columns(df.columns, SEED_SUMMARY_COLUMNS, path)
+    return _fill_identity(df, src.experiment, [f"{src.experiment}-{i}" for i in range(df.height)])
+
+
+def _summaries_of(src: ExperimentSource) -> list[pl.DataFrame]:
+    if src.layout == COMMITTED_LAYOUT:
+        return [_read_committed_summary(src)]
+    runs = sorted(d for d in src.path.iterdir() if (d / SUMMARY_FILE).is_file())
+    return [_read_run_summary(d, src.experiment) for d in runs]
+
+
+def _scan_steps_file(path: Path, experiment: str) -> pl.LazyFrame:
+    try:
+        lf = pl.scan_parquet(path)
+        columns = lf.collect_schema().names()
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise PyphaseError(f"{path}: unreadable Parquet ({_first_line(e)})") from e
+    _require_columns(columns, STEP_COLUMNS, path)
+    if "experiment" not in columns:
+        lf = lf.with_columns(pl.lit(experiment).alias("experiment"))
+    return lf
+
+
+def _steps_of(src: ExperimentSource) -> list[pl.LazyFrame]:
+    if src.layout == COMMITTED_LAYOUT:
+        files = [src.path / STEPS_FILE]
+    else:
+        files = sorted(d / STEPS_FILE for d in src.path.iterdir() if (d / SUMMARY_FILE).is_file())
+    return [_scan_steps_file(f, src.experiment) for f in files if f.is_file()]
+
+
+def _empty_steps() -> pl.LazyFrame:
+    return pl.LazyFrame(schema={c: pl.Float64() for c in STEP_COLUMNS} | {"run_id": pl.String(), "experiment": pl.String()})
+
+
+def _select_sources(roots: list[Path], experiment: str | Sequence[str] | None) -> list[ExperimentSource]:
+    sources = _first_per_experiment(find_experiments(roots))
+    if experiment is None:
+        chosen = [s for s in sources if s.finished > 0]
+        if not chosen:
+            raise PyphaseError(f"no finished runs under {_describe_roots(roots)}")
+        return chosen
+    wanted = [experiment] if isinstance(experiment, str) else list(experiment)
+    by_name = {s.experiment: s for s in sources}
+    for name in wanted:
+        if name not in by_name:
+            raise PyphaseError(f"no results for experiment '{name}' under {_describe_roots(roots)}")
+        s = by_name[name]
+        if s.finished == 0:
+            raise PyphaseError(f"experiment '{name}' under {s.root}/ has no finished runs (0 of {s.runs})")
+    return [by_name[n] for n in wanted]
+
+
+def scan(
+    root: Path | str | Sequence[Path | str] | None = None,
+    experiment: str | Sequence[str] | None = None,
+) -> ResultSet:
+    """Read every finished run of `experiment` (one name, several, or all) under the roots.
+
+    Summaries are read and validated now (one small row per run), so a malformed file fails here
+    with one line naming it; step metrics stay lazy (only their schema is checked).
+    """
+    roots = _roots(root)
+    sources = _select_sources(roots, experiment)
+    frames = [df for s in sources for df in _summaries_of(s)]
+    summaries = pl.concat(frames, how="diagonal_relaxed")
+    step_frames = [lf for s in sources for lf in _steps_of(s)]
+    steps = pl.concat(step_frames, how="diagonal_relaxed") if step_frames else _empty_steps()
+    return ResultSet(summaries.lazy(), steps, tuple(sources))
+
+
+def read_provenance(folder: Path) -> dict[str, Any]:
+    """An experiment folder's provenance.json as a dict ({} when absent)."""
+    path = folder / PROVENANCE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PyphaseError(f"{path}: invalid JSON ({_first_line(e)})") from e
+    if not isinstance(data, dict):
+        raise PyphaseError(f"{path}: expected a JSON object")
+    return data
+
+
+def corpus_entropies(rs: ResultSet, experiment: str) -> CorpusEntropies | None:
+    """Unigram/bigram entropy (nats/char) and vocabulary size of the corpus an experiment trained on.
+
+    Read from the summary columns `corpus_unigram_entropy`, `corpus_bigram_entropy`,
+    `corpus_vocab_size` when present, else from provenance.json's `corpus_entropies` object
+    (keys `unigram`, `bigram`, optional `vocab_size`); None when neither records them.
+    """
+    df = rs.summaries.filter(pl.col("experiment") == experiment).collect()
+    if all(c in df.columns for c in CORPUS_ENTROPY_COLUMNS[:2]):
+        row = df.select(CORPUS_ENTROPY_COLUMNS[:2]).drop_nulls()
+        if row.height:
+            vocab = df["corpus_vocab_size"].drop_nulls() if "corpus_vocab_size" in df.columns else []
+            v = int(vocab[0]) if len(vocab) else None
+            return CorpusEntropies(float(row[0, 0]), float(row[0, 1]), v, "summary columns")
+    ent = rs.provenance(experiment).get("corpus_entropies")
+    if not isinstance(ent, dict):
+        return None
+    try:
+        vocab_size = int(ent["vocab_size"]) if ent.get("vocab_size") is not None else None
+        return CorpusEntropies(float(ent["unigram"]), float(ent["bigram"]), vocab_size, "provenance.json")
+    except (KeyError, TypeError, ValueError) as e:
+        path = rs.source(experiment).path / PROVENANCE_FILE
+        raise PyphaseError(f"{path}: corpus_entropies needs numeric 'unigram' and 'bigram' ({e})") from e
+
+
+# --------------------------------------------------------------------------- tables and SQL
+def json_safe(obj: Any) -> Any:
+    """The same structure with non-finite floats as null, so the output is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def to_json(obj: Any) -> str:
+    """Strict JSON text (NaN/inf become null; dates and paths become strings)."""
+    return json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False)
+
+
+
+def experiments_table(sources: Sequence[ExperimentSource]) -> pl.DataFrame:
+    """One row per experiment folder: name, root, layout, runs, finished."""
+    schema = {"experiment": pl.String(), "root": pl.String(), "layout": pl.String(), "runs": pl.Int64(), "finished": pl.Int64()}
+    return pl.DataFrame([s.to_dict() for s in sources], schema=schema)
+
+
+def show_table(rs: ResultSet, experiment: str) -> pl.DataFrame:
+    """One experiment's runs in the seed's columns (plus seed), sorted by batch, LR, clip, seed."""
+    cols = SEED_SUMMARY_COLUMNS + ["seed"]
+    return (
+        rs.summaries.filter(pl.col("experiment") == experiment)
+        .select(cols)
+        .sort(["batch_size", "lr", "gradient_clip", "seed"], nulls_last=True)
+        .collect()
+    )
+
+
+def query(rs: ResultSet, sql: str) -> pl.DataFrame:
+    """Run SQL over the tables `summaries` and `steps` (polars SQLContext)."""
+    ctx = pl.SQLContext(summaries=rs.summaries, steps=rs.steps)
+    try:
+        return ctx.execute(sql).collect()
+    except pl.exceptions.PolarsError as e:
+        raise PyphaseError(f"SQL failed: {_first_line(e)}") from e
+
+
+def format_frame(df: pl.DataFrame, fmt: str) -> str:
+    """A frame as an aligned table (all rows and columns), CSV, or JSON (a list of row objects)."""
+    if fmt == "csv":
+        return df.write_csv().rstrip("\n")
+    if fmt == "json":
+        return to_json(df.to_dicts())
+    if fmt == "table":
+        with pl.Config(
+            tbl_rows=-1,
+            tbl_cols=-1,
+            tbl_width_chars=10_000,
+            fmt_str_lengths=200,
+            tbl_hide_dataframe_shape=True,
+            tbl_hide_column_data_types=True,
+            tbl_formatting="ASCII_MARKDOWN",
+        ):
+            return str(df)
+    raise PyphaseError(f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
+
+
+# --------------------------------------------------------------------------- predictions
+@dataclass(frozen=True)
+class PredictionFiles:
+    """A `pyphase predict` output: its trajectory table and its JSON summary (merged, {} if none)."""
+
+    trajectories: pl.DataFrame
+    meta: dict[str, Any]
+    source: str
+
+
+def _prediction_parquets(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    files = sorted(path.glob("*.parquet"))
+    with_columns = [f for f in files if set(PREDICTION_COLUMNS) <= set(_parquet_columns(f))]
+    if not with_columns:
+        raise PyphaseError(f"{path}/: no Parquet file with the prediction columns ({', '.join(PREDICTION_COLUMNS[:3])}, ...)")
+    return with_columns
+
+
+def _parquet_columns(path: Path) -> list[str]:
+    try:
+        return pl.scan_parquet(path).collect_schema().names()
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise PyphaseError(f"{path}: unreadable Parquet ({_first_line(e)})") from e
+
+
+def _read_prediction_table(path: Path) -> pl.DataFrame:
+    columns = _parquet_columns(path)
+    _require_columns(columns, PREDICTION_COLUMNS, path)
+    return pl.read_parquet(path, columns=PREDICTION_COLUMNS)
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PyphaseError(f"{path}: invalid JSON ({_first_line(e)})") from e
+    if not isinstance(data, dict):
+        raise PyphaseError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_prediction(path: Path | str) -> PredictionFiles:
+    """Read a prediction: a trajectory Parquet file, or a folder holding it (and its JSON summary).
+
+    Every *.json beside the Parquet is merged into `meta` (alphabetical; later files win on a key).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise PyphaseError(f"{path}: no such prediction file or folder")
+    tables = [_read_prediction_table(f) for f in _prediction_parquets(path)]
+    folder = path if path.is_dir() else path.parent
+    meta: dict[str, Any] = {}
+    for j in sorted(folder.glob("*.json")):
+        meta |= _read_json_object(j)
+    return PredictionFiles(pl.concat(tables, how="vertical_relaxed"), meta, str(path))

@@ -1,0 +1,373 @@
+"""LR_opt refinement, β fits with intervals, clip-norm checks and predicted-vs-measured scores,
+pinned on synthetic result sets with a known β (loss bowls in log10 LR whose minima follow C·B^β)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pyphase import analysis as an
+from pyphase.errors import PyphaseError
+from pyphase.schema import PREDICTION_COLUMNS, SUMMARY_COLUMNS
+
+BATCHES = (16, 32, 64, 128, 256)
+LRS = tuple(float(v) for v in 10 ** np.linspace(-4, -1, 13))  # quarter-decade grid
+# β recovery tolerance for the default bowl (noise 0.01, curvature 0.3, 4 seeds, 5 batch sizes):
+# the estimate's spread is σ = 0.035 (measured over 200 synthetic sets, worst |error| 0.12), so 0.15 > 4σ.
+BETA_TOL = 0.15
+
+
+def true_lr_opt(b: float, beta: float, c: float) -> float:
+    return c * b**beta
+
+
+def bowl_summaries(
+    *,
+    beta: float = 0.5,
+    c: float = 2e-4,
+    batches: tuple[int, ...] = BATCHES,
+    lrs: tuple[float, ...] = LRS,
+    seeds: int = 4,
+    noise: float = 0.01,
+    curvature: float = 0.3,
+    clip: float | None = 1.0,
+    optimizer: str | None = "adamw",
+    experiment: str = "synth",
+    rng_seed: int = 0,
+) -> pl.DataFrame:
+    """Summary rows (schema.SUMMARY_COLUMNS) whose seed-mean val loss is a parabola in log10 LR with
+    its minimum at C·B^β, plus Gaussian noise per run. Clip frequency rises with LR through 0.5 at LR_opt."""
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for b in batches:
+        opt = math.log10(true_lr_opt(b, beta, c))
+        for lr in lrs:
+            dx = math.log10(lr) - opt
+            freq = 0.0 if clip is None else 1 / (1 + math.exp(-4 * dx))
+            for s in range(seeds):
+                val = 2.0 - 0.1 * math.log10(b) + curvature * dx**2 + noise * rng.standard_normal()
+                # a fraction `freq` of steps has norm high > clip (clipped to clip), the rest low < clip
+                low, high = 0.5 * (clip or 1.0), (clip or 1.0) * (2 + dx**2)
+                before = freq * high + (1 - freq) * low
+                rows.append(
+                    {
+                        "batch_size": b,
+                        "lr": lr,
+                        "gradient_clip": clip,
+                        "final_train_loss": val - 0.02,
+                        "final_val_loss": val,
+                        "train_loss_std": 0.01,
+                        "avg_grad_norm_before": before,
+                        "avg_grad_norm_after": before if clip is None else freq * clip + (1 - freq) * low,
+                        "avg_clip_frequency": freq,
+                        "converged": True,
+                        "num_steps": 1000,
+                        "experiment": experiment,
+                        "run_id": f"b{b}-lr{lr:.3g}-c{clip}-s{s}",
+                        "seed": s,
+                        "optimizer": optimizer,
+                        "n_params": 800_000,
+                        "diverged_step": None,
+                        "wall_time_s": 1.0,
+                        "tokens_per_s": 1e5,
+                        "device": "synthetic",
+                        "torch_version": "0",
+                        "git_commit": "0" * 40,
+                        "corpus": "synthetic",
+                        "corpus_sha256": "0" * 64,
+                    }
+                )
+    df = pl.DataFrame(rows, infer_schema_length=None)
+    return df.select(SUMMARY_COLUMNS)
+
+
+def as_prediction(summaries: pl.DataFrame) -> pl.DataFrame:
+    """The same configs as a `pyphase predict` trajectory table."""
+    return summaries.select(
+        pl.col("gradient_clip").alias("clip"),
+        "optimizer",
+        "batch_size",
+        "lr",
+        "seed",
+        pl.col("final_val_loss").alias("final_loss"),
+        pl.col("avg_clip_frequency").alias("clip_frequency"),
+        pl.col("avg_grad_norm_before").alias("grad_norm_before"),
+        pl.col("avg_grad_norm_after").alias("grad_norm_after"),
+        pl.lit(1.0).alias("clip_scale"),
+        pl.col("lr").alias("effective_lr"),
+        pl.col("converged").not_().alias("diverged"),
+        "diverged_step",
+    ).select(PREDICTION_COLUMNS)
+
+
+# --------------------------------------------------------------------------- parabola refinement
+def test_parabola_refinement_recovers_off_grid_minimum_exactly() -> None:
+    x = np.log10(np.array(LRS))
+    true_min = -2.3172  # between grid points -2.5 and -2.25
+    y = 0.7 * (x - true_min) ** 2 + 3.0
+    opt, idx, refined = an.refine_minima(x, y)
+    assert refined[0]
+    assert abs(opt[0] - true_min) < 1e-12
+    assert x[idx[0]] == pytest.approx(-2.25)
+
+
+def test_parabola_refinement_is_exact_on_a_nonuniform_grid() -> None:
+    x = np.log10(np.array([0.01, 0.02, 0.03, 0.05, 0.1]))
+    true_min = math.log10(0.041)
+    y = 2.0 * (x - true_min) ** 2 + 1.0
+    opt, _, refined = an.refine_minima(x, y)
+    assert refined[0] and abs(opt[0] - true_min) < 1e-12
+
+
+def test_refinement_is_vectorised_over_rows_like_single_calls() -> None:
+    x = np.log10(np.array(LRS))
+    rng = np.random.default_rng(3)
+    y = rng.random((50, x.size))
+    opt, idx, refined = an.refine_minima(x, y)
+    for i in range(50):
+        o, j, r = an.refine_minima(x, y[i])
+        assert (o[0], j[0], r[0]) == (opt[i], idx[i], refined[i])
+
+
+def test_minimum_next_to_a_diverged_point_keeps_the_grid_value() -> None:
+    lrs = np.array([0.01, 0.02, 0.03, 0.05, 0.1])
+    loss = np.array([4.0, 3.9, 3.8, 3.3, np.inf])
+    o = an.optimum_of(256, lrs, loss, 1)
+    assert not o.refined and not o.at_edge and o.lr_opt == 0.05 and "diverged" in o.note
+
+
+def test_edge_minimum_is_flagged_and_not_refined() -> None:
+    df = bowl_summaries(beta=0.5, c=2e-4, batches=(16, 64, 256), lrs=LRS[:7], seeds=1, noise=0.0)
+    # LR_opt(256) = 3.2e-3 > max grid LR 1e-2.5: its minimum sits on the high edge
+    optima = {o.batch_size: o for o in an.lr_optima(df)}
+    high = optima[256]
+    assert high.at_edge and high.edge == "high" and not high.refined
+    assert high.lr_opt == high.grid_lr == max(LRS[:7])
+    assert not optima[16].at_edge and optima[16].refined
+    assert an.measure_beta(df)[0].any_at_edge
+
+
+def test_low_edge_and_single_lr_are_flagged() -> None:
+    lrs = np.array([0.001, 0.01, 0.1])
+    low = an.optimum_of(32, lrs, np.array([1.0, 2.0, 3.0]), 1)
+    assert low.at_edge and low.edge == "low" and low.lr_opt == 0.001
+    only = an.optimum_of(32, np.array([0.001]), np.array([1.0]), 1)
+    assert only.at_edge and only.edge == "only"
+
+
+def test_diverged_runs_count_as_infinite_loss() -> None:
+    df = bowl_summaries(seeds=2, noise=0.0, batches=(64,))
+    best_lr = an.lr_optima(df)[0].grid_lr
+    # one seed of the best LR diverges (NaN loss), another config reports converged=False
+    df = df.with_columns(
+        pl.when((pl.col("lr") == best_lr) & (pl.col("seed") == 0)).then(float("nan")).otherwise(pl.col("final_val_loss")).alias("final_val_loss")
+    )
+    o = an.lr_optima(df)[0]
+    assert o.grid_lr != best_lr
+    table = an.config_table(df)
+    assert table.filter(pl.col("lr") == best_lr)["n_diverged"][0] == 1
+    assert math.isinf(table.filter(pl.col("lr") == best_lr)["loss"][0])
+
+
+def test_every_lr_diverged_gives_nan_lr_opt_and_no_fit() -> None:
+    df = bowl_summaries(batches=(32, 64), seeds=1).with_columns(
+        pl.when(pl.col("batch_size") == 32).then(False).otherwise(pl.col("converged")).alias("converged")
+    )
+    m = an.measure_beta(df)[0]
+    opt32 = next(o for o in m.optima if o.batch_size == 32)
+    assert math.isnan(opt32.lr_opt) and opt32.note == "every LR diverged"
+    assert m.fit is None and m.interval_method.startswith("undefined")
+
+
+# --------------------------------------------------------------------------- β recovery
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_beta_recovered_exactly_without_noise(beta: float) -> None:
+    m = an.measure_beta(bowl_summaries(beta=beta, c=1e-3 / 64**beta, noise=0.0, seeds=1))[0]
+    assert m.fit is not None and abs(m.fit.beta - beta) < 1e-9
+    assert m.fit.c == pytest.approx(1e-3 / 64**beta, rel=1e-9)
+    assert not m.any_at_edge
+
+
+def test_noisy_beta_recovered_within_tolerance_and_interval_covers_truth() -> None:
+    m = an.measure_beta(bowl_summaries(beta=0.5, noise=0.01, seeds=4, rng_seed=1), n_boot=1000)[0]
+    assert m.fit is not None and abs(m.fit.beta - 0.5) < BETA_TOL
+    assert m.interval_method.startswith("bootstrap over seeds")
+    assert m.ci_low < 0.5 < m.ci_high
+    assert m.fit.r2 > 0.9
+
+
+def test_bootstrap_interval_coverage_is_near_nominal() -> None:
+    covered = 0
+    for k in range(30):
+        m = an.measure_beta(bowl_summaries(beta=0.7, c=5e-5, noise=0.02, seeds=3, rng_seed=100 + k), n_boot=400)[0]
+        covered += m.ci_low <= 0.7 <= m.ci_high
+    # percentile bootstrap over 3 seeds is a little narrow; 30 trials at 95% nominal
+    assert covered >= 22
+
+
+def test_bootstrap_is_deterministic_under_its_seed() -> None:
+    df = bowl_summaries(noise=0.02, seeds=3)
+    a, b = an.measure_beta(df, seed=5)[0], an.measure_beta(df, seed=5)[0]
+    c = an.measure_beta(df, seed=6)[0]
+    assert (a.ci_low, a.ci_high) == (b.ci_low, b.ci_high)
+    assert (a.ci_low, a.ci_high) != (c.ci_low, c.ci_high)
+
+
+def test_one_seed_uses_the_t_interval_of_the_fit() -> None:
+    m = an.measure_beta(bowl_summaries(noise=0.01, seeds=1, rng_seed=2))[0]
+    assert m.interval_method.startswith("fit covariance")
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, 3) * m.fit.beta_stderr
+    assert m.ci_low == pytest.approx(m.fit.beta - half) and m.ci_high == pytest.approx(m.fit.beta + half)
+
+
+def test_two_batch_sizes_give_an_undefined_interval() -> None:
+    m = an.measure_beta(bowl_summaries(batches=(32, 256), seeds=3))[0]
+    assert m.fit is not None and m.ci_low is None and m.ci_high is None
+    assert "only two batch sizes" in m.interval_method
+    assert math.isnan(m.fit.beta_stderr)
+
+
+def test_naive_beta_of_seed_phase_2_5_argmins_is_1_17() -> None:
+    # seed 000: argmins [0.001, 0.003, 0.01, 0.01] at B = 32..256 gave β = 1.17, R² = 0.89
+    fit = an.fit_power_law([32, 64, 128, 256], [0.001, 0.003, 0.01, 0.01])
+    assert round(fit.beta, 2) == 1.17 and round(fit.r2, 2) == 0.89
+    # the seed's "± 0.57" is 2 standard errors; the 95% t-interval (2 dof) is ± 1.22
+    assert round(2 * fit.beta_stderr, 2) == 0.57
+
+
+def test_naive_and_refined_fits_side_by_side() -> None:
+    m = an.measure_beta(bowl_summaries(beta=0.5, noise=0.0, seeds=1))[0]
+    assert m.naive is not None and m.fit is not None
+    assert all(o.grid_lr in LRS for o in m.optima)
+    assert m.naive.beta != m.fit.beta  # grid argmins snap to quarter decades
+
+
+def test_groups_are_measured_per_clip_and_optimizer() -> None:
+    df = pl.concat([bowl_summaries(clip=1.0, beta=0.5), bowl_summaries(clip=None, beta=1.0, c=1e-5)])
+    ms = an.measure_beta(df, n_boot=200)
+    assert [m.gradient_clip for m in ms] == [None, 1.0]
+    assert abs(ms[0].fit.beta - 1.0) < BETA_TOL and abs(ms[1].fit.beta - 0.5) < BETA_TOL
+
+
+def test_measure_beta_of_nothing_is_a_user_error() -> None:
+    with pytest.raises(PyphaseError, match="no finished runs"):
+        an.measure_beta(bowl_summaries().head(0))
+
+
+def test_to_dict_is_strict_json() -> None:
+    import json
+
+    df = bowl_summaries(batches=(32, 256), seeds=1)
+    json.dumps(an.measure_beta(df)[0].to_dict(), allow_nan=False)
+
+
+# --------------------------------------------------------------------------- clip-norm check
+def test_clip_check_flags_after_equal_to_before() -> None:
+    df = bowl_summaries(seeds=1)
+    assert an.check_clip_norms(df).ok
+    bad = df.with_columns(pl.col("avg_grad_norm_before").alias("avg_grad_norm_after"))
+    check = an.check_clip_norms(bad)
+    assert not check.ok and check.after_above_threshold > 0
+    assert check.after_equals_before == bad.filter(pl.col("avg_clip_frequency") > 0).height
+
+
+def test_clip_check_counts_regimes_of_configs() -> None:
+    df = bowl_summaries(seeds=2)
+    regimes = an.check_clip_norms(df).regimes
+    assert sum(regimes.values()) == len(BATCHES) * len(LRS)
+    assert regimes["pre-saturation"] > 0 and regimes["transition"] > 0
+
+
+# --------------------------------------------------------------------------- rules and comparison
+def test_rules_are_anchored_at_the_smallest_batch() -> None:
+    measured = {32: 1e-3, 64: 2e-3, 128: 4e-3}
+    scores = {s.name.split(" ")[0]: s for s in an.score_rules(measured, b_noise=100.0)}
+    assert scores["linear"].log10_rmse == pytest.approx(0.0, abs=1e-12)
+    assert scores["square-root"].lr_opt[128] == pytest.approx(2e-3)
+    assert scores["square-root"].log10_rmse == pytest.approx(math.sqrt((0 + 0.150515**2 + 0.30103**2) / 3), rel=1e-4)
+    ns = scores["noise-scale"].lr_opt
+    assert ns[32] == pytest.approx(1e-3) and ns[64] == pytest.approx(1e-3 * (1 + 100 / 32) / (1 + 100 / 64))
+
+
+def test_extra_baselines_from_prediction_json() -> None:
+    measured = {32: 1e-3, 64: 2e-3}
+    scores = an.score_rules(measured, extra={"mine": {"beta": 1.0}, "table": {"lr_opt": {"32": 1e-3, "64": 4e-3}}})
+    by = {s.name: s for s in scores}
+    assert by["mine"].log10_rmse == pytest.approx(0.0, abs=1e-12)
+    assert by["table"].log10_rmse == pytest.approx(math.sqrt(0.30103**2 / 2), rel=1e-4)
+    with pytest.raises(PyphaseError, match="baseline 'bad'"):
+        an.score_rules(measured, extra={"bad": {"nope": 1}})
+
+
+def test_perfect_prediction_passes_every_target() -> None:
+    # β = 0.7 so that neither anchored rule (β = 1, 0.5) is itself the truth
+    measured = bowl_summaries(beta=0.7, c=5e-5, noise=0.005, seeds=2, rng_seed=4)
+    predicted = as_prediction(bowl_summaries(beta=0.7, c=5e-5, noise=0.0, seeds=2))
+    cmp = an.compare(measured, experiment="synth", prediction=predicted, n_boot=200)
+    passed = {t.name: t.passed for t in cmp.targets}
+    assert passed == {"beta": True, "clip_frequency": True, "lr_opt": True, "regime": True, "rules": True}
+    assert cmp.clip_mae == pytest.approx(0.0, abs=1e-12)
+    assert cmp.regime_accuracy == 1.0 and cmp.unmatched_configs == 0
+    assert len(cmp.clip_rows) == len(BATCHES) * len(LRS)
+
+
+def test_wrong_prediction_fails_the_targets() -> None:
+    measured = bowl_summaries(beta=0.5, noise=0.005, seeds=2)
+    wrong = bowl_summaries(beta=1.0, c=2e-4 / 16**0.5, noise=0.0, seeds=2).with_columns(
+        (1 - pl.col("avg_clip_frequency")).alias("avg_clip_frequency")
+    )
+    cmp = an.compare(measured, experiment="synth", prediction=as_prediction(wrong), n_boot=200)
+    passed = {t.name: t.passed for t in cmp.targets}
+    assert passed["beta"] is False and passed["lr_opt"] is False and passed["clip_frequency"] is False
+    # this prediction's LRs equal the linear rule's anchored at B=16, so it is not better than that rule
+    assert passed["rules"] is False
+    g = cmp.groups[0]
+    assert [r.ratio for r in g.lr_rows][0] == pytest.approx(1.0, rel=0.1)
+    assert g.lr_rows[-1].ratio == pytest.approx(4.0, rel=0.1)  # (256/16)^(1-0.5)
+
+
+def test_prediction_lr_opt_falls_back_to_its_fit_for_unsimulated_batches() -> None:
+    measured = bowl_summaries(beta=0.5, noise=0.0, seeds=1)
+    predicted = as_prediction(bowl_summaries(beta=0.5, noise=0.0, seeds=1, batches=(16, 64, 256)))
+    g = an.compare(measured, experiment="s", prediction=predicted).groups[0]
+    sources = {r.batch_size: r.predicted_from for r in g.lr_rows}
+    assert sources == {16: "simulated grid", 32: "predicted fit", 64: "simulated grid", 128: "predicted fit", 256: "simulated grid"}
+    assert all(r.ratio == pytest.approx(1.0, rel=1e-9) for r in g.lr_rows)
+
+
+def test_regime_confusion_counts_configs() -> None:
+    measured = bowl_summaries(seeds=1, noise=0.0)
+    shifted = bowl_summaries(seeds=1, noise=0.0).with_columns(pl.lit(1.0).alias("avg_clip_frequency"))
+    cmp = an.compare(measured, experiment="s", prediction=as_prediction(shifted))
+    conf = cmp.regime_confusion
+    assert sum(conf["pre-saturation"].values()) == sum(1 for r in cmp.clip_rows if r.measured_regime == "pre-saturation")
+    assert all(v == 0 for m in conf for p, v in conf[m].items() if p != "saturation")
+    assert cmp.regime_accuracy == pytest.approx(conf["saturation"]["saturation"] / len(cmp.clip_rows))
+
+
+def test_unclipped_configs_are_left_out_of_clip_scores() -> None:
+    measured = bowl_summaries(clip=None, seeds=1)
+    cmp = an.compare(measured, experiment="s", prediction=as_prediction(measured))
+    assert cmp.clip_rows == () and cmp.clip_mae is None
+    assert {t.name: t.passed for t in cmp.targets}["clip_frequency"] is None
+
+
+def test_compare_without_prediction_scores_rules_only() -> None:
+    cmp = an.compare(bowl_summaries(seeds=1), experiment="s", b_noise=50.0)
+    assert all(t.passed is None for t in cmp.targets)
+    assert len(cmp.groups[0].rules) == 3
+
+
+def test_prediction_json_b_noise_must_be_positive() -> None:
+    with pytest.raises(PyphaseError, match="b_noise"):
+        an.compare(bowl_summaries(seeds=1), experiment="s", prediction_meta={"b_noise": -1})
+
+
+def test_prediction_table_missing_column_is_a_user_error() -> None:
+    with pytest.raises(PyphaseError, match="missing column 'clip'"):
+        an.prediction_summaries(as_prediction(bowl_summaries(seeds=1)).drop("clip"))
