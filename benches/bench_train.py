@@ -1,0 +1,167 @@
+"""Training speed: the plain PyTorch loop a user would write against pyphase, in one run.
+
+(a) plain: eager fp32 NanoTransformer, torch.optim.AdamW, clip_grad_norm_, nanoGPT-style CPU batch
+    sampling and a `.item()` sync per step (how seed 000 most likely trained);
+(b) pyphase, one config: packed trainer with K = 1 (bf16, whole step in a CUDA graph, optional
+    torch.compile kernels);
+(c) pyphase, packed: K configs of one batch size as one model (as a phase sweep packs them).
+
+Prints steps/s, tokens/s, model-FLOP utilisation (6N + 12·L·d·T FLOP per token against 989 TFLOP/s
+bf16 dense on H100) and ratios to (a); also the share of step time spent gathering batches and the
+bf16-vs-fp32 loss difference. Usage:
+    python benches/bench_train.py --device cuda --data PATH [--batches 32,128,256] [--steps 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pyphase.config import ModelShape, RunConfig
+from pyphase.data import load_corpus
+from pyphase.model import NanoTransformer, Shape
+from pyphase.train import PackTrainer
+
+PEAK_BF16 = 989e12  # H100 SXM dense bf16, the MFU denominator the trainer issue names
+
+
+def _cfg(b: int, lr: float, clip: float | None, seed: int, steps: int, shape: ModelShape) -> RunConfig:
+    return RunConfig(experiment="bench", batch_size=b, lr=lr, gradient_clip=clip, seed=seed,
+                     steps=steps, eval_interval=10**9, eval_windows=4, model=shape)
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def bench_plain(corpus, b: int, steps: int, warmup: int, shape: ModelShape, dev: torch.device) -> float:
+    """Steps/s of the plain eager fp32 loop with per-step host syncs."""
+    s = Shape(corpus.tokenizer.vocab_size, shape.d_model, shape.n_layer, shape.n_head, shape.mlp_ratio, shape.block_size)
+    model = NanoTransformer(s, seed=0).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    data = torch.from_numpy(corpus.train.astype(np.int64))
+    t = shape.block_size
+
+    def get_batch():
+        ix = torch.randint(len(data) - t - 1, (b,))
+        x = torch.stack([data[i : i + t] for i in ix])
+        y = torch.stack([data[i + 1 : i + 1 + t] for i in ix])
+        return x.to(dev), y.to(dev)
+
+    def one():
+        x, y = get_batch()
+        _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss.item(), norm.item()
+
+    for _ in range(warmup):
+        one()
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        one()
+    _sync(dev)
+    return steps / (time.perf_counter() - t0)
+
+
+def bench_pyphase(corpus, b: int, k: int, steps: int, warmup: int, shape: ModelShape, dev: torch.device,
+                  compile: bool) -> tuple[float, float, float]:
+    """(steps/s of the pack, gather share of step time, setup seconds incl. compile and capture)."""
+    t_setup = time.perf_counter()
+    cfgs = [_cfg(b, 10 ** (-3 + 0.25 * i), 1.0, i, steps + warmup + 3, shape) for i in range(k)]
+    tr = PackTrainer(cfgs, corpus, str(dev), compile=compile)
+    if dev.type == "cuda":
+        tr._capture()
+    for _ in range(warmup):
+        tr.step()
+    _sync(dev)
+    setup = time.perf_counter() - t_setup
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        tr.step()
+    _sync(dev)
+    dt = (time.perf_counter() - t0) / steps
+    # Gather alone, same shapes, same indexing as the step.
+    tt = torch.zeros((), dtype=torch.int64, device=dev)
+    def gather():
+        off = tr.offsets.index_select(0, tt.view(1))[0]
+        return tr.tokens[off[..., None] + tr.window]
+    for _ in range(5):
+        gather()
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        gather()
+    _sync(dev)
+    g = (time.perf_counter() - t0) / steps
+    return 1.0 / dt, g / dt, setup
+
+
+def bf16_loss_gap(corpus, b: int, shape: ModelShape, dev: torch.device) -> float:
+    """Relative difference of one batch's loss in bf16 autocast against fp32, after 30 bf16 steps."""
+    tr = PackTrainer([_cfg(b, 3e-3, 1.0, 0, 40, shape)], corpus, str(dev), compile=False, cuda_graph=False)
+    for _ in range(30):
+        tr.step()
+    x, y = tr.val_x[:8][None], tr.val_y[:8][None]
+    from pyphase.model import packed_losses
+    with torch.no_grad():
+        l32 = packed_losses(tr.shape, tr.model._leaf, x, y).double()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            l16 = packed_losses(tr.shape, tr.model._leaf, x, y).double()
+    return float(((l16 - l32).abs() / l32.abs()).max())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--batches", default="32,128,256")
+    ap.add_argument("--packs", default="7,5,5", help="K for the packed variant, per batch size")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--tiny", action="store_true", help="tiny model (CPU smoke of this script)")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args()
+    dev = torch.device(a.device)
+    corpus = load_corpus(a.data)
+    shape = ModelShape(d_model=32, n_layer=1, n_head=2, block_size=32) if a.tiny else ModelShape()
+    s = Shape(corpus.tokenizer.vocab_size, shape.d_model, shape.n_layer, shape.n_head, shape.mlp_ratio, shape.block_size)
+    fpt = s.flops_per_token()
+    compile = dev.type == "cuda" and not a.no_compile
+    rows = []
+    print(f"device={torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'} torch={torch.__version__} "
+          f"params={s.n_params} flops/token={fpt:.3e} compile={compile}", flush=True)
+    for b, k in zip(map(int, a.batches.split(",")), map(int, a.packs.split(","))):
+        tok = b * shape.block_size
+        plain = bench_plain(corpus, b, max(20, a.steps // 4), 5, shape, dev)
+        single, g1, setup1 = bench_pyphase(corpus, b, 1, a.steps, a.warmup, shape, dev, compile)
+        packed, gk, setupk = bench_pyphase(corpus, b, k, a.steps, a.warmup, shape, dev, compile)
+        for name, kk, sps, gshare, setup in (("plain", 1, plain, math.nan, 0.0), ("pyphase", 1, single, g1, setup1),
+                                             (f"packed", k, packed, gk, setupk)):
+            tps = sps * kk * tok
+            rows.append(dict(batch=b, variant=name, k=kk, steps_per_s=sps, tokens_per_s=tps,
+                             mfu=tps * fpt / PEAK_BF16, vs_plain=tps / (plain * tok), gather_share=gshare,
+                             setup_s=setup))
+            r = rows[-1]
+            print(f"B={b:4d} {name:8s} K={kk}  {sps:8.1f} steps/s  {tps/1e6:8.2f} Mtok/s  MFU {100*r['mfu']:5.1f}%  "
+                  f"x{r['vs_plain']:5.1f} vs plain  gather {100*gshare:4.1f}%  setup {setup:5.1f}s", flush=True)
+    gap = bf16_loss_gap(corpus, 32, shape, dev)
+    print(f"bf16 vs fp32 loss, relative difference after 30 steps: {gap:.2e}")
+    if a.json:
+        a.json.write_text(json.dumps({"rows": rows, "bf16_rel_gap": gap, "torch": torch.__version__,
+                                      "device": str(dev)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

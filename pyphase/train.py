@@ -1,0 +1,391 @@
+"""Training loop: K configs of one shape and batch size trained together as one packed model.
+
+One step, entirely on the device and free of host syncs: gather the step's windows (offsets from the
+Rust batcher, precomputed for every step), forward/backward of the packed model, per-model global
+gradient norm, clipping exactly as `torch.nn.utils.clip_grad_norm_`, AdamW exactly as
+`torch.optim.AdamW` (or SGD with momentum as `torch.optim.SGD`) with a per-model learning rate,
+and telemetry written into preallocated per-step buffers. On CUDA the whole step is captured once
+in a CUDA graph and replayed; validation and checkpoints happen between replays.
+
+A model whose loss or gradient norm becomes non-finite is frozen (zero update) from that step on
+and recorded as diverged; the others train on unaffected.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+import polars as pl
+import torch
+from torch import Tensor
+
+from pyphase import _core
+from pyphase.model import PackedNanoTransformer, Shape, packed_losses
+from pyphase.schema import STEP_COLUMNS
+
+if TYPE_CHECKING:
+    from pyphase.config import RunConfig
+    from pyphase.data import Corpus
+
+# Fraction of the run whose train losses make final_train_loss and train_loss_std.
+FINAL_WINDOW = 0.1
+# torch.nn.utils.clip_grad_norm_ adds this to the norm before dividing.
+CLIP_EPS = 1e-6
+
+
+@dataclass
+class RunOutput:
+    """What one config of a pack produced: a summary row and its per-step metrics."""
+
+    config: "RunConfig"
+    summary: dict[str, Any]
+    steps: pl.DataFrame
+
+
+@dataclass
+class _State:
+    """Everything a step mutates, as device tensors (so a CUDA graph can replay it)."""
+
+    t: Tensor  # scalar int64: index of the next step
+    m: Tensor  # (K, P) first moment / momentum buffer
+    v: Tensor  # (K, P) second moment (AdamW only; empty for SGD)
+    alive: Tensor  # (K,) bool
+    diverged_step: Tensor  # (K,) int64, -1 while alive
+    loss: Tensor  # (steps, K) train loss per step
+    norm_before: Tensor  # (steps, K)
+    norm_after: Tensor  # (steps, K)
+    clipped: Tensor  # (steps, K) 0/1
+    lr: Tensor  # (steps, K) learning rate applied
+    evals: list[tuple[int, list[float]]] = field(default_factory=list)  # (step, val loss per model)
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {k: v for k, v in self.__dict__.items() if isinstance(v, Tensor)}
+
+
+def check_pack(configs: Sequence["RunConfig"]) -> None:
+    """All configs of a pack must share everything but LR, clip, weight decay and seed."""
+    if not configs:
+        raise ValueError("train_pack needs at least one config")
+    keys = {c.pack_key() for c in configs}
+    if len(keys) != 1:
+        raise ValueError(f"configs of one pack differ in shape/batch/steps/optimizer: {sorted(map(str, keys))}")
+
+
+def model_shape(config: "RunConfig", vocab_size: int) -> Shape:
+    m = config.model
+    return Shape(vocab_size, m.d_model, m.n_layer, m.n_head, m.mlp_ratio, m.block_size)
+
+
+def lr_multipliers(config: "RunConfig") -> np.ndarray:
+    """Schedule multiplier per step: linear warmup, then constant or cosine decay to 0."""
+    n, w = config.steps, config.warmup_steps
+    s = np.arange(n, dtype=np.float64)
+    mult = np.ones(n)
+    if w > 0:
+        mult = np.minimum(1.0, (s + 1) / w)
+    if config.schedule == "cosine":
+        prog = np.clip((s - w) / max(1, n - w), 0.0, 1.0)
+        mult = np.where(s < w, mult, 0.5 * (1 + np.cos(math.pi * prog)))
+    return mult
+
+
+class PackTrainer:
+    """Owns the packed model, optimizer state and telemetry of one pack; `run()` trains it."""
+
+    def __init__(self, configs: Sequence["RunConfig"], corpus: "Corpus", device: str = "cpu",
+                 precision: str = "auto", compile: bool | None = None, cuda_graph: bool | None = None) -> None:
+        check_pack(configs)
+        self.configs = list(configs)
+        self.c0 = c0 = configs[0]
+        self.device = torch.device(device)
+        cuda = self.device.type == "cuda"
+        self.amp = (precision == "bf16") or (precision == "auto" and cuda)
+        self.use_graph = cuda if cuda_graph is None else (cuda_graph and cuda)
+        self.use_compile = cuda if compile is None else compile
+        self.shape = model_shape(c0, corpus.tokenizer.vocab_size)
+        k, steps, dev = len(configs), c0.steps, self.device
+        self.k, self.steps = k, steps
+        self.model = PackedNanoTransformer(self.shape, [c.seed for c in configs]).to(dev)
+        p = self.model.n_params
+        f32 = dict(device=dev, dtype=torch.float32)
+        self.lr = torch.tensor([c.lr for c in configs], **f32)
+        self.wd = torch.tensor([c.weight_decay for c in configs], **f32)
+        self.clip = torch.tensor([c.gradient_clip if c.gradient_clip is not None else math.inf for c in configs], **f32)
+        self.sched = torch.tensor(lr_multipliers(c0), **f32)
+        adam = c0.optimizer == "adamw"
+        self.state = _State(
+            t=torch.zeros((), device=dev, dtype=torch.int64),
+            m=torch.zeros(k, p, **f32),
+            v=torch.zeros(k, p, **f32) if adam else torch.zeros(0, **f32),
+            alive=torch.ones(k, device=dev, dtype=torch.bool),
+            diverged_step=torch.full((k,), -1, device=dev, dtype=torch.int64),
+            loss=torch.full((steps, k), math.nan, **f32),
+            norm_before=torch.full((steps, k), math.nan, **f32),
+            norm_after=torch.full((steps, k), math.nan, **f32),
+            clipped=torch.zeros(steps, k, **f32),
+            lr=torch.zeros(steps, k, **f32),
+        )
+        # Data: every step's window offsets, from the seeded Rust batcher, on the device once.
+        t_len = c0.model.block_size
+        train = np.ascontiguousarray(corpus.train)
+        offs = _core.batch_offsets(len(train), t_len, c0.batch_size, [c.seed for c in configs], 0, steps)
+        self.offsets = torch.from_numpy(offs).to(dev)
+        self.tokens = torch.from_numpy(train.astype(np.int64)).to(dev)
+        self.window = torch.arange(t_len + 1, device=dev)
+        valid = np.ascontiguousarray(corpus.valid)
+        vo = _core.eval_offsets(len(valid), t_len)[: c0.eval_windows]
+        if len(vo) == 0:
+            raise ValueError(f"validation split of {len(valid)} tokens is shorter than one window of {t_len + 1}")
+        vx, vy = _core.gather_windows(valid, vo, t_len)
+        self.val_x = torch.from_numpy(vx).to(dev)
+        self.val_y = torch.from_numpy(vy).to(dev)
+        self._losses: Callable[..., Tensor] = packed_losses
+        if self.use_compile:
+            self._losses = torch.compile(packed_losses, dynamic=False)
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self.wall = 0.0
+
+    # ------------------------------------------------------------------ one step (graph-capturable)
+    def _step(self) -> None:
+        st, c0 = self.state, self.c0
+        t = st.t
+        off = self.offsets.index_select(0, t.view(1))[0]  # (K, B)
+        win = self.tokens[off[..., None] + self.window]  # (K, B, T+1)
+        x, y = win[..., :-1], win[..., 1:]
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            losses = self._losses(self.shape, self.model._leaf, x, y)
+        grads = torch.autograd.grad(losses.sum(), self.model.leaves)
+        with torch.no_grad():
+            g = self.model.flat_grad(grads)
+            norm = g.square().sum(dim=1).sqrt()
+            finite = torch.isfinite(losses) & torch.isfinite(norm)
+            newly_dead = st.alive & ~finite
+            st.diverged_step.copy_(torch.where(newly_dead, t, st.diverged_step))
+            st.alive.logical_and_(finite)
+            coef = torch.clamp(self.clip / (norm + CLIP_EPS), max=1.0)
+            lr_t = self.lr * self.sched.index_select(0, t.view(1)) * st.alive
+            g = torch.where(st.alive[:, None], g * coef[:, None], 0.0)
+            if c0.optimizer == "adamw":
+                self._adamw(g, lr_t, t)
+            else:
+                self._sgd(g, lr_t)
+            row = t.view(1)
+            st.loss.index_copy_(0, row, losses.detach().float()[None])
+            st.norm_before.index_copy_(0, row, norm[None])
+            st.norm_after.index_copy_(0, row, (norm * coef)[None])
+            st.clipped.index_copy_(0, row, (norm > self.clip).float()[None])
+            st.lr.index_copy_(0, row, lr_t[None])
+            st.t.add_(1)
+
+    def _adamw(self, g: Tensor, lr_t: Tensor, t: Tensor) -> None:
+        """torch.optim.AdamW's update (decoupled weight decay, bias correction), per-model lr."""
+        st, c0, p = self.state, self.c0, self.model.flat
+        b1, b2 = c0.betas
+        step = (t + 1).float()
+        p.mul_(1 - (lr_t * self.wd)[:, None])
+        st.m.lerp_(g, 1 - b1)
+        st.v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        bc1 = 1 - torch.pow(b1, step)
+        bc2_sqrt = torch.sqrt(1 - torch.pow(b2, step))
+        denom = (st.v.sqrt() / bc2_sqrt).add_(c0.eps)
+        p.sub_(st.m / denom * (lr_t / bc1)[:, None])
+
+    def _sgd(self, g: Tensor, lr_t: Tensor) -> None:
+        """torch.optim.SGD with momentum (dampening 0, no Nesterov, coupled weight decay)."""
+        st, p = self.state, self.model.flat
+        g = g + self.wd[:, None] * p * self.state.alive[:, None]
+        st.m.mul_(self.c0.momentum).add_(g)
+        p.sub_(lr_t[:, None] * st.m)
+
+    # ------------------------------------------------------------------ graph capture
+    def _capture(self) -> None:
+        """Capture one step in a CUDA graph. Warm-up steps run on a side stream and are undone, so
+        the captured run is identical to an eager one."""
+        snap = {k: v.clone() for k, v in self.state.tensors().items()}
+        flat0 = self.model.flat.clone()
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                self._step()
+        torch.cuda.current_stream().wait_stream(s)
+        self._restore(snap, flat0)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            self._step()
+        self._restore(snap, flat0)  # capture runs nothing, but keep the state provably untouched
+        self._graph = g
+
+    def _restore(self, snap: dict[str, Tensor], flat0: Tensor) -> None:
+        with torch.no_grad():
+            for k, v in self.state.tensors().items():
+                v.copy_(snap[k])
+            self.model.flat.copy_(flat0)
+
+    def step(self) -> None:
+        if self._graph is not None:
+            self._graph.replay()
+        else:
+            self._step()
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, chunk: int = 32) -> list[float]:
+        """Mean validation loss of each model on the fixed validation windows."""
+        n = self.val_x.shape[0]
+        total = torch.zeros(self.k, device=self.device)
+        for a in range(0, n, chunk):
+            x = self.val_x[a : a + chunk].expand(self.k, -1, -1)
+            y = self.val_y[a : a + chunk].expand(self.k, -1, -1)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                total += packed_losses(self.shape, self.model._leaf, x, y) * x.shape[1]
+        return (total / n).tolist()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: Path) -> None:
+        """Atomically write everything needed to continue exactly where we are."""
+        blob = {
+            "run_ids": [c.run_id for c in self.configs],
+            "flat": self.model.flat.detach().cpu(),
+            "state": {k: v.detach().cpu() for k, v in self.state.tensors().items()},
+            "evals": self.state.evals,
+            "wall": self.wall,
+        }
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+
+    def load(self, path: Path) -> bool:
+        """Restore from a checkpoint of the same pack; False (and no change) if it is another pack's."""
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        if blob["run_ids"] != [c.run_id for c in self.configs]:
+            return False
+        with torch.no_grad():
+            self.model.flat.copy_(blob["flat"])
+            for k, v in self.state.tensors().items():
+                v.copy_(blob["state"][k])
+        self.state.evals = list(blob["evals"])
+        self.wall = float(blob["wall"])
+        return True
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, checkpoint: Path | None = None, checkpoint_every: int = 1000, progress: bool = True,
+            stop_after: int | None = None) -> list[RunOutput]:
+        """Train to the end (resuming from `checkpoint` if it holds this pack) and summarise.
+        `stop_after` (tests only) raises KeyboardInterrupt once that many steps ran in this call."""
+        from tqdm.auto import tqdm
+
+        if checkpoint is not None and checkpoint.exists():
+            self.load(checkpoint)
+        start = int(self.state.t.item())
+        if self.use_graph and start < self.steps:
+            self._capture()
+        ev = self.c0.eval_interval
+        if start == 0 and not self.state.evals:
+            self.state.evals.append((0, self.evaluate()))
+        bar = tqdm(total=self.steps, initial=start, disable=not progress, unit="step",
+                   desc=f"B={self.c0.batch_size} K={self.k}", leave=False)
+        t0 = time.perf_counter()
+        done_here = 0
+        for s in range(start, self.steps):
+            self.step()
+            n = s + 1
+            done_here += 1
+            if n % ev == 0 or n == self.steps:
+                self.state.evals.append((n, self.evaluate()))
+            if checkpoint is not None and n % checkpoint_every == 0 and n < self.steps:
+                self._sync_wall(t0)
+                t0 = time.perf_counter()
+                self.save(checkpoint)
+            if n % 50 == 0 or n == self.steps:
+                bar.update(n - bar.n)
+            if stop_after is not None and done_here >= stop_after:
+                raise KeyboardInterrupt(f"stop_after={stop_after} (test hook)")
+        bar.close()
+        self._sync_wall(t0)
+        return self.outputs()
+
+    def _sync_wall(self, t0: float) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.wall += time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ summaries
+    def outputs(self) -> list[RunOutput]:
+        st = self.state
+        arr = {k: getattr(st, k).cpu().numpy() for k in ("loss", "norm_before", "norm_after", "clipped", "lr")}
+        div = st.diverged_step.cpu().numpy()
+        ln_v = math.log(self.shape.vocab_size)
+        tokens = self.k * self.c0.batch_size * self.c0.model.block_size * self.steps
+        outs = []
+        for k, cfg in enumerate(self.configs):
+            d = int(div[k])
+            ok = slice(0, d if d >= 0 else self.steps)  # steps before divergence
+            loss = arr["loss"][ok, k]
+            tail = loss[-max(1, int(round(FINAL_WINDOW * len(loss)))):] if len(loss) else np.array([math.nan])
+            val = st.evals[-1][1][k]
+            final_train = float(np.mean(tail))
+            summary = {
+                "batch_size": cfg.batch_size,
+                "lr": cfg.lr,
+                "gradient_clip": cfg.gradient_clip,
+                "final_train_loss": final_train,
+                "final_val_loss": float(val),
+                "train_loss_std": float(np.std(tail)),
+                "avg_grad_norm_before": float(np.mean(arr["norm_before"][ok, k])) if len(loss) else math.nan,
+                "avg_grad_norm_after": float(np.mean(arr["norm_after"][ok, k])) if len(loss) else math.nan,
+                "avg_clip_frequency": float(np.mean(arr["clipped"][ok, k])) if len(loss) else math.nan,
+                # Converged: stayed finite and ended clearly below the uniform-guess loss ln V.
+                "converged": bool(d < 0 and math.isfinite(val) and final_train < ln_v - 0.1),
+                "num_steps": self.steps,
+                "n_params": self.model.n_params,
+                "diverged_step": d if d >= 0 else None,
+                "wall_time_s": self.wall,
+                "tokens_per_s": tokens / self.wall if self.wall > 0 else math.nan,
+                "pack_size": self.k,
+                "device": _device_name(self.device),
+                "torch_version": torch.__version__,
+            }
+            val_by_step = {s: e[k] for s, e in st.evals}
+            steps_df = pl.DataFrame(
+                {
+                    "run_id": [cfg.run_id] * self.steps,
+                    "step": np.arange(1, self.steps + 1),
+                    "lr": arr["lr"][:, k].astype(np.float64),
+                    "train_loss": arr["loss"][:, k].astype(np.float64),
+                    "grad_norm_before": arr["norm_before"][:, k].astype(np.float64),
+                    "grad_norm_after": arr["norm_after"][:, k].astype(np.float64),
+                    "clipped": arr["clipped"][:, k] > 0.5,
+                    "val_loss": [val_by_step.get(s) for s in range(1, self.steps + 1)],
+                },
+                schema_overrides={"val_loss": pl.Float64},
+            )
+            if 0 in val_by_step:  # the evaluation before training, as step 0
+                row0 = {c: None for c in STEP_COLUMNS} | {"run_id": cfg.run_id, "step": 0, "val_loss": val_by_step[0]}
+                steps_df = pl.concat([pl.DataFrame([row0], schema=steps_df.schema), steps_df])
+            outs.append(RunOutput(cfg, summary, steps_df.select(STEP_COLUMNS)))
+        return outs
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu"
+
+
+def train_pack(configs: Sequence["RunConfig"], corpus: "Corpus", *, device: str = "cpu",
+               checkpoint: Path | None = None, checkpoint_every: int = 1000,
+               progress: bool = True, precision: str = "auto", compile: bool | None = None,
+               cuda_graph: bool | None = None, stop_after: int | None = None) -> list[RunOutput]:
+    """Train configs that share a pack key as one packed model; resume from `checkpoint` if it
+    holds this pack. Returns one RunOutput per config, in order."""
+    trainer = PackTrainer(configs, corpus, device, precision=precision, compile=compile, cuda_graph=cuda_graph)
+    return trainer.run(checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
+                       stop_after=stop_after)
