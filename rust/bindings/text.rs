@@ -2,12 +2,15 @@
 //! slices, releases the GIL around the heavy loops and maps `CoreError` to `ValueError`.
 
 use crate::batcher;
+use crate::tokenizer::{self, CharTokenizer, Unknown};
+use std::path::PathBuf;
 use numpy::ndarray::IxDyn;
 use numpy::{
     PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString, PyTuple};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(batch_offsets, m)?)?;
@@ -15,6 +18,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gather_windows, m)?)?;
     m.add_function(wrap_pyfunction!(sample_batch, m)?)?;
     m.add_function(wrap_pyfunction!(sample_packed, m)?)?;
+    m.add_function(wrap_pyfunction!(ngram_entropies, m)?)?;
+    m.add_class::<PyCharTokenizer>()?;
     Ok(())
 }
 
@@ -250,4 +255,233 @@ fn sample_packed<'py>(
     let n = with_tokens!(tokens, t => t.len());
     let offs = batcher::batch_offsets(n, block, batch, &seeds, step, 1)?;
     windows(py, &tokens, &offs, &[seeds.len(), batch], block, out_x, out_y)
+}
+
+// ------------------------------------------------------------------------------------ tokenizer
+
+/// Run `$body` with `$s` bound to a slice of ids read from a numpy array of any integer dtype
+/// (copied only if the array is not contiguous) or from a Python sequence of ints. `$body` is the
+/// value the enclosing function returns.
+macro_rules! with_ids {
+    ($obj:expr, $s:ident => $body:expr) => {{
+        let obj: &Bound<'_, PyAny> = $obj;
+        with_ids!(@array obj, $s => $body; u16, u32, i64, i32, u8, u64, i16, i8);
+        let v: Vec<i64> = obj.extract().map_err(|_| {
+            PyValueError::new_err(format!(
+                "ids must be a numpy integer array or a list of ints, got {}",
+                describe(obj)
+            ))
+        })?;
+        let $s: &[i64] = &v;
+        $body
+    }};
+    (@array $obj:ident, $s:ident => $body:expr; $($t:ty),*) => {
+        $(
+            if let Ok(a) = $obj.extract::<PyReadonlyArrayDyn<'_, $t>>() {
+                let owned: Vec<$t>;
+                let $s: &[$t] = match a.as_slice() {
+                    Ok(sl) => sl,
+                    Err(_) => {
+                        owned = a.as_array().iter().copied().collect();
+                        &owned
+                    }
+                };
+                return $body;
+            }
+        )*
+    };
+}
+
+/// Encode into a numpy array of the tokenizer's dtype. numpy allocates it: for large arrays its
+/// allocator asks for huge pages, and first-touch page faults on a fresh 22 MB Rust `Vec` cost as
+/// much as the encoding itself (measured: 790 MB/s fresh vs 1.6 GB/s into warm memory).
+fn encode_to_numpy<'py>(
+    py: Python<'py>,
+    tok: &CharTokenizer,
+    text: &str,
+    n_chars: usize,
+    unknown: Unknown,
+) -> PyResult<Bound<'py, PyAny>> {
+    fn run<'py, T: tokenizer::TokenId + numpy::Element>(
+        py: Python<'py>,
+        tok: &CharTokenizer,
+        text: &str,
+        n_chars: usize,
+        unknown: Unknown,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let arr = numpy::PyArray1::<T>::zeros(py, n_chars, false);
+        {
+            let mut w = arr.readwrite();
+            let out = w.as_slice_mut().expect("a new array is contiguous");
+            let n = py.detach(|| tok.encode_into(text, unknown, out))?;
+            if n != n_chars {
+                return Err(PyValueError::new_err(format!("internal error: encoded {n} of {n_chars} characters")));
+            }
+        }
+        Ok(arr.into_any())
+    }
+    if tok.dtype() == "uint16" {
+        run::<u16>(py, tok, text, n_chars, unknown)
+    } else {
+        run::<u32>(py, tok, text, n_chars, unknown)
+    }
+}
+
+fn unk_char(unk: Option<&str>) -> PyResult<Option<char>> {
+    Ok(unk.map(|u| tokenizer::single_char(u, usize::MAX)).transpose()?)
+}
+
+/// Character-level tokenizer over Unicode code points (vocabulary: sorted distinct characters).
+#[pyclass(name = "CharTokenizer", module = "pyphase._core", frozen)]
+struct PyCharTokenizer {
+    inner: CharTokenizer,
+}
+
+#[pymethods]
+impl PyCharTokenizer {
+    /// Tokenizer over `vocab` in the given order (id = position); `unk`, if not listed, is appended.
+    #[new]
+    #[pyo3(signature = (vocab, unk=None))]
+    fn new(vocab: Vec<String>, unk: Option<&str>) -> PyResult<Self> {
+        let chars = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, s)| tokenizer::single_char(s, i))
+            .collect::<Result<Vec<char>, _>>()?;
+        Ok(Self { inner: CharTokenizer::new(chars, unk_char(unk)?)? })
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (text, unk=None))]
+    fn from_text(py: Python<'_>, text: &Bound<'_, PyString>, unk: Option<&str>) -> PyResult<Self> {
+        let s = text.to_str()?;
+        let unk = unk_char(unk)?;
+        Ok(Self { inner: py.detach(|| CharTokenizer::from_text(s, unk))? })
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (data, unk=None))]
+    fn from_bytes(py: Python<'_>, data: &Bound<'_, PyBytes>, unk: Option<&str>) -> PyResult<Self> {
+        let b = data.as_bytes();
+        let unk = unk_char(unk)?;
+        Ok(Self { inner: py.detach(|| CharTokenizer::from_bytes(b, unk))? })
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (path, unk=None))]
+    fn from_file(py: Python<'_>, path: PathBuf, unk: Option<&str>) -> PyResult<Self> {
+        let unk = unk_char(unk)?;
+        Ok(Self { inner: py.detach(|| CharTokenizer::from_file(&path, unk))? })
+    }
+
+    #[staticmethod]
+    fn from_json(s: &str) -> PyResult<Self> {
+        Ok(Self { inner: CharTokenizer::from_json(s)? })
+    }
+
+    #[staticmethod]
+    fn load(path: PathBuf) -> PyResult<Self> {
+        Ok(Self { inner: CharTokenizer::load(&path)? })
+    }
+
+    fn to_json(&self) -> String {
+        self.inner.to_json()
+    }
+
+    fn save(&self, path: PathBuf) -> PyResult<()> {
+        Ok(self.inner.save(&path)?)
+    }
+
+    #[getter]
+    fn vocab(&self) -> Vec<String> {
+        self.inner.vocab().iter().map(|c| c.to_string()).collect()
+    }
+
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab_size()
+    }
+
+    #[getter]
+    fn dtype(&self) -> &'static str {
+        self.inner.dtype()
+    }
+
+    #[getter]
+    fn unk(&self) -> Option<String> {
+        self.inner.unk().map(|c| c.to_string())
+    }
+
+    /// Ids of `data` (str, or UTF-8 bytes) as a uint16/uint32 array.
+    #[pyo3(signature = (data, unknown="error"))]
+    fn encode<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>, unknown: &str) -> PyResult<Bound<'py, PyAny>> {
+        let unknown = Unknown::parse(unknown)?;
+        let (text, n_chars) = if let Ok(s) = data.cast::<PyString>() {
+            // len(str) is the number of code points, known without scanning the text.
+            (s.to_str()?, s.len()?)
+        } else if let Ok(b) = data.cast::<PyBytes>() {
+            let raw = b.as_bytes();
+            let text = py.detach(|| tokenizer::check_utf8(raw))?;
+            (text, py.detach(|| text.chars().count()))
+        } else {
+            return Err(PyValueError::new_err(format!("data must be str or bytes, got {}", describe(data))));
+        };
+        encode_to_numpy(py, &self.inner, text, n_chars, unknown)
+    }
+
+    /// Ids of a UTF-8 text file.
+    #[pyo3(signature = (path, unknown="error"))]
+    fn encode_file<'py>(&self, py: Python<'py>, path: PathBuf, unknown: &str) -> PyResult<Bound<'py, PyAny>> {
+        let unknown = Unknown::parse(unknown)?;
+        let tok = &self.inner;
+        let bytes = py.detach(|| std::fs::read(&path)).map_err(|e| {
+            pyo3::exceptions::PyOSError::new_err(format!("cannot read {}: {e}", path.display()))
+        })?;
+        let text = py
+            .detach(|| tokenizer::check_utf8(&bytes))
+            .map_err(|e| PyValueError::new_err(format!("{}: {e}", path.display())))?;
+        let n_chars = py.detach(|| text.chars().count());
+        encode_to_numpy(py, tok, text, n_chars, unknown)
+            .map_err(|e| PyValueError::new_err(format!("{}: {}", path.display(), e.value(py))))
+    }
+
+    /// Text of `ids` (numpy integer array or list of ints).
+    fn decode(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<String> {
+        let tok = &self.inner;
+        with_ids!(ids, s => Ok(py.detach(|| tok.decode(s))?))
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.vocab_size()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "CharTokenizer(vocab_size={}, dtype={:?}, unk={:?})",
+            self.inner.vocab_size(),
+            self.inner.dtype(),
+            self.inner.unk()
+        )
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        match other.cast::<PyCharTokenizer>() {
+            Ok(o) => o.get().inner.vocab() == self.inner.vocab() && o.get().inner.unk() == self.inner.unk(),
+            Err(_) => false,
+        }
+    }
+
+    /// Pickle through the JSON form (so tokenizers cross process boundaries).
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let ctor = slf.get_type().getattr("from_json")?;
+        let args = PyTuple::new(slf.py(), [slf.get().inner.to_json()])?;
+        Ok((ctor, args))
+    }
+}
+
+/// [H(X_t), H(X_t|X_{t-1}), ...] up to `max_order`, nats per token (plug-in estimates).
+#[pyfunction]
+#[pyo3(signature = (ids, max_order=3))]
+fn ngram_entropies(py: Python<'_>, ids: &Bound<'_, PyAny>, max_order: usize) -> PyResult<Vec<f64>> {
+    with_ids!(ids, s => Ok(py.detach(|| tokenizer::ngram_entropies(s, max_order))?))
 }
