@@ -94,7 +94,8 @@ def config_table(summaries: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _groups(df: pl.DataFrame) -> list[tuple[float | None, str | None, pl.DataFrame]]:
+def groups(df: pl.DataFrame) -> list[tuple[float | None, str | None, pl.DataFrame]]:
+    """(clip, optimizer, rows) for each clip/optimizer group, clipping off first, then by threshold."""
     parts = df.sort(CONFIG_KEYS, nulls_last=False).partition_by(GROUP_KEYS, maintain_order=True)
     return [(p["gradient_clip"][0], p["optimizer"][0], p) for p in parts]
 
@@ -357,7 +358,7 @@ def measure_beta(
     """β for every clip/optimizer group of an experiment's summaries (one row per run)."""
     if summaries.height == 0:
         raise PyphaseError("no finished runs to measure β from")
-    return [measure_group(g, n_boot=n_boot, seed=seed) for _, _, g in _groups(summaries)]
+    return [measure_group(g, n_boot=n_boot, seed=seed) for _, _, g in groups(summaries)]
 
 
 # --------------------------------------------------------------------------- clip telemetry check
@@ -694,9 +695,9 @@ def compare(
     """
     meta = dict(prediction_meta or {})
     b_noise = b_noise if b_noise is not None else _optional_float(meta.get("b_noise"), "b_noise")
-    pred_groups = _groups(prediction_summaries(prediction)) if prediction is not None else []
-    groups, clip_rows, unmatched = [], [], 0
-    for clip, opt, mgroup in _groups(summaries):
+    pred_groups = groups(prediction_summaries(prediction)) if prediction is not None else []
+    compared, clip_rows, unmatched = [], [], 0
+    for clip, opt, mgroup in groups(summaries):
         pgroup = _matching_group(clip, opt, pred_groups) if prediction is not None else None
         m = measure_group(mgroup, n_boot=n_boot, seed=seed)
         p = measure_group(pgroup, n_boot=n_boot, seed=seed) if pgroup is not None else None
@@ -705,7 +706,7 @@ def compare(
         pred_lr = {r.batch_size: r.predicted for r in rows if r.predicted is not None}
         pred_err = log10_rmse(pred_lr, measured_lr) if pred_lr else None
         rules = tuple(score_rules(measured_lr, b_noise=b_noise, extra=meta.get("baselines")))
-        groups.append(GroupComparison(clip, opt, m, p, rows, pred_err, rules))
+        compared.append(GroupComparison(clip, opt, m, p, rows, pred_err, rules))
         if clip is not None and prediction is not None:
             if pgroup is None:
                 unmatched += config_table(mgroup).height
@@ -715,9 +716,9 @@ def compare(
                 unmatched += missing
     mae = float(np.mean([abs(r.predicted - r.measured) for r in clip_rows])) if clip_rows else None
     accuracy = float(np.mean([r.predicted_regime == r.measured_regime for r in clip_rows])) if clip_rows else None
-    targets = _targets(groups, mae, accuracy, prediction is not None)
+    targets = _targets(compared, mae, accuracy, prediction is not None)
     return Comparison(
-        experiment, prediction_source, tuple(groups), tuple(clip_rows), unmatched, mae, _confusion(clip_rows), accuracy, targets
+        experiment, prediction_source, tuple(compared), tuple(clip_rows), unmatched, mae, _confusion(clip_rows), accuracy, targets
     )
 
 
@@ -730,9 +731,14 @@ def _optional_float(value: Any, key: str) -> float | None:
 
 
 # --------------------------------------------------------------------------- issue 6 targets
+def group_label(gradient_clip: float | None, optimizer: str | None) -> str:
+    """Short name of a clip/optimizer group, e.g. 'clip=1/adamw' or 'clip=off'."""
+    clip = "off" if gradient_clip is None else f"{gradient_clip:g}"
+    return f"clip={clip}" + (f"/{optimizer}" if optimizer else "")
+
+
 def _group_label(g: GroupComparison) -> str:
-    clip = "off" if g.gradient_clip is None else f"{g.gradient_clip:g}"
-    return f"clip={clip}" + (f"/{g.optimizer}" if g.optimizer else "")
+    return group_label(g.gradient_clip, g.optimizer)
 
 
 def _beta_target(groups: Sequence[GroupComparison]) -> Target:

@@ -30,6 +30,7 @@ DEFAULT_ROOTS: tuple[Path, ...] = (Path("runs"), Path("results"))
 SUMMARY_FILE = "summary.parquet"
 STEPS_FILE = "steps.parquet"
 CHECKPOINT_FILE = "checkpoint.pt"
+CONFIG_FILE = "config.json"
 COMMITTED_SUMMARY_FILE = "summary.csv"
 PROVENANCE_FILE = "provenance.json"
 
@@ -138,7 +139,7 @@ def _describe_roots(roots: Sequence[Path]) -> str:
 
 
 def _is_run_folder(path: Path) -> bool:
-    return path.is_dir() and any((path / f).exists() for f in (SUMMARY_FILE, STEPS_FILE, CHECKPOINT_FILE))
+    return path.is_dir() and any((path / f).exists() for f in (SUMMARY_FILE, STEPS_FILE, CONFIG_FILE, CHECKPOINT_FILE))
 
 
 def _committed_row_count(csv_path: Path) -> int:
@@ -460,3 +461,23 @@ def read_prediction(path: Path | str) -> PredictionFiles:
     for j in sorted(folder.glob("*.json")):
         meta |= _read_json_object(j)
     return PredictionFiles(pl.concat(tables, how="vertical_relaxed"), meta, str(path))
+
+
+# --------------------------------------------------------------------------- what the CLI prints
+def list_text(root: Path | Sequence[Path] | None, fmt: str = "table") -> str:
+    """`pyphase results list`: every experiment folder under the roots with run counts."""
+    roots = _roots(root)
+    sources = find_experiments(roots)
+    if not sources:
+        raise PyphaseError(f"no experiments under {_describe_roots(roots)}")
+    return format_frame(experiments_table(sources), fmt)
+
+
+def show_text(root: Path | Sequence[Path] | None, experiment: str, fmt: str = "table") -> str:
+    """`pyphase results show`: one experiment's runs in the seed's columns."""
+    return format_frame(show_table(scan(root, experiment), experiment), fmt)
+
+
+def query_text(root: Path | Sequence[Path] | None, sql: str, fmt: str = "table", experiment: str | None = None) -> str:
+    """`pyphase results query`: SQL over `summaries` and `steps` of every (or one) experiment."""
+    return format_frame(query(scan(root, experiment), sql), fmt)

@@ -1,0 +1,346 @@
+"""Figures (matplotlib, Agg backend, PNG): LR_opt against batch size with the fit, its interval band
+and the predicted line; loss and clip-frequency heatmaps over batch x LR; loss curves against the
+corpus's entropy milestones; predicted against measured scatter. Each function draws one figure
+from analysis objects or frames and returns the path it wrote."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window, also on machines without a display
+
+import numpy as np
+import polars as pl
+from matplotlib import colors, ticker
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from pyphase.analysis import (
+    CLIP_MAE_MAX,
+    CONFIG_KEYS,
+    LR_OPT_FACTOR_MAX,
+    BetaMeasurement,
+    Comparison,
+    group_label,
+    groups,
+)
+from pyphase.results import CorpusEntropies
+from pyphase.schema import REGIME_SATURATION_AT, REGIME_TRANSITION_AT, REGIMES, regime_of
+
+DPI = 110
+_EDGE_MARKERS = {"low": "v", "high": "^", "only": "s"}  # where the true optimum may lie
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def _color(i: int) -> str:
+    return f"C{i % 10}"
+
+
+# --------------------------------------------------------------------------- LR_opt vs B
+def _band(m: BetaMeasurement, bs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lines of slope ci_low and ci_high through the fit's centroid (where a least-squares line pivots)."""
+    used = [o for o in m.optima if math.isfinite(o.lr_opt)]
+    x0 = np.mean([math.log10(o.batch_size) for o in used])
+    y0 = math.log10(m.fit.c) + m.fit.beta * x0
+    lines = [10 ** (y0 + s * (np.log10(bs) - x0)) for s in (m.ci_low, m.ci_high)]
+    return np.minimum(*lines), np.maximum(*lines)
+
+
+def _draw_measured(ax, m: BetaMeasurement, color: str) -> None:
+    for o in m.optima:
+        if not math.isfinite(o.lr_opt):
+            continue
+        marker = _EDGE_MARKERS.get(o.edge or "", "o")
+        face = "none" if o.at_edge else color
+        ax.plot(o.batch_size, o.lr_opt, marker=marker, ms=9, mec=color, mfc=face, ls="none", zorder=3)
+        if o.refined:
+            ax.plot(o.batch_size, o.grid_lr, marker="_", ms=12, color=color, ls="none", alpha=0.6)
+
+
+def _fit_label(m: BetaMeasurement) -> str:
+    ci = f" [{m.ci_low:.2f}, {m.ci_high:.2f}]" if m.ci_low is not None else " (interval undefined)"
+    return f"{group_label(m.gradient_clip, m.optimizer)}: β={m.fit.beta:.2f}{ci}"
+
+
+def plot_lr_opt(
+    measured: Sequence[BetaMeasurement],
+    path: Path,
+    *,
+    predicted: Sequence[BetaMeasurement | None] = (),
+    title: str = "",
+) -> Path:
+    """LR_opt vs B (log-log): measured points (hollow = grid edge, ▲ ≥ / ▼ ≤), fit, 95% band, prediction."""
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    ax = fig.add_subplot()
+    preds = list(predicted) + [None] * (len(measured) - len(predicted))
+    for i, (m, p) in enumerate(zip(measured, preds)):
+        color = _color(i)
+        _draw_measured(ax, m, color)
+        bs = np.array(sorted({o.batch_size for o in m.optima}), float)
+        if m.fit is not None:
+            grid = np.geomspace(bs.min() / 1.3, bs.max() * 1.3, 50)
+            ax.plot(grid, m.fit.lr_at(grid), color=color, label=_fit_label(m))
+            if m.ci_low is not None:
+                lo, hi = _band(m, grid)
+                ax.fill_between(grid, lo, hi, color=color, alpha=0.15, lw=0)
+        if p is not None and p.fit is not None:
+            grid = np.geomspace(bs.min() / 1.3, bs.max() * 1.3, 50)
+            label = f"predicted {group_label(p.gradient_clip, p.optimizer)}: β={p.fit.beta:.2f}"
+            ax.plot(grid, p.fit.lr_at(grid), color=color, ls="--", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    all_bs = sorted({o.batch_size for m in measured for o in m.optima})
+    ax.set_xticks(all_bs, [str(b) for b in all_bs])
+    ax.xaxis.set_minor_locator(ticker.NullLocator())  # only the measured batch sizes as ticks
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel("LR_opt")
+    markers = [
+        Line2D([], [], marker="o", color="k", ls="none", label="parabola-refined / grid minimum"),
+        Line2D([], [], marker="^", mfc="none", color="k", ls="none", label="at high grid edge (LR_opt ≥)"),
+        Line2D([], [], marker="v", mfc="none", color="k", ls="none", label="at low grid edge (LR_opt ≤)"),
+        Line2D([], [], marker="_", color="k", ls="none", label="grid argmin (naive)"),
+    ]
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=handles + markers, fontsize=8, loc="best")
+    ax.set_title(title or "LR_opt vs batch size (band: 95% interval of β)")
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- heatmaps
+def _grid(group: pl.DataFrame, column: str) -> tuple[list[int], list[float], np.ndarray]:
+    bs = sorted(group["batch_size"].unique().to_list())
+    lrs = sorted(group["lr"].unique().to_list())
+    z = np.full((len(bs), len(lrs)), np.nan)
+    for r in group.iter_rows(named=True):
+        v = r[column]
+        z[bs.index(r["batch_size"]), lrs.index(r["lr"])] = np.nan if v is None else v
+    return bs, lrs, z
+
+
+def _facets(parts: Sequence[tuple[float | None, str | None, pl.DataFrame]]) -> tuple[Figure, list]:
+    """One panel per group, sized so that every cell's annotation fits (0.75 in per LR, 0.5 per B)."""
+    n = max(len(parts), 1)
+    n_lr = max((g["lr"].n_unique() for _, _, g in parts), default=1)
+    n_b = max((g["batch_size"].n_unique() for _, _, g in parts), default=1)
+    width, height = max(5.0, 0.75 * n_lr + 2.5), max(3.5, 0.5 * n_b + 2.0)
+    cols = 1 if width > 9 else min(n, 2)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    return fig, [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
+
+
+def _label_axes(ax, bs: Sequence[int], lrs: Sequence[float], title: str) -> None:
+    ax.set_xticks(range(len(lrs)), [f"{v:.3g}" for v in lrs], rotation=45, ha="right")
+    ax.set_yticks(range(len(bs)), [str(b) for b in bs])
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("batch size")
+    ax.set_title(title)
+
+
+def plot_loss_heatmap(configs: pl.DataFrame, path: Path, *, title: str = "") -> Path:
+    """Seed-mean final val loss over B x LR (one panel per clip/optimizer group); ✗ = diverged."""
+    parts = groups(configs)
+    fig, axes = _facets(parts)
+    for ax, (clip, opt, g) in zip(axes, parts):
+        bs, lrs, z = _grid(g, "final_val_loss")
+        _, _, div = _grid(g.with_columns(pl.col("n_diverged").cast(pl.Float64)), "n_diverged")
+        shown = np.where(div > 0, np.nan, z)
+        finite = shown[np.isfinite(shown)]
+        im = ax.imshow(shown, cmap="viridis_r", aspect="auto", vmin=finite.min() if finite.size else None, vmax=finite.max() if finite.size else None)
+        masked = np.where(np.isfinite(shown), shown, np.inf)
+        best = {(i, int(np.argmin(row))) for i, row in enumerate(masked) if np.isfinite(row).any()}
+        for (i, j), v in np.ndenumerate(z):
+            if div[i, j] > 0:
+                ax.text(j, i, "✗\ndiverged", ha="center", va="center", color="red", fontsize=7)
+            elif np.isfinite(v):
+                weight = "bold" if (i, j) in best else "normal"
+                ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color="w" if v > np.nanmean(finite) else "k", weight=weight)
+        fig.colorbar(im, ax=ax, label="final val loss (nats)")
+        _label_axes(ax, bs, lrs, group_label(clip, opt))
+    fig.suptitle(title or "Final validation loss (mean over seeds; bold = grid minimum of each batch size)")
+    return _save(fig, path)
+
+
+def _regime_borders(ax, z: np.ndarray) -> None:
+    """Thick lines between neighbouring cells of different regimes."""
+    reg = np.vectorize(lambda v: -1 if np.isnan(v) else REGIMES.index(regime_of(v)))(z)
+    n, m = reg.shape
+    for i in range(n):
+        for j in range(m):
+            if j + 1 < m and reg[i, j] >= 0 and reg[i, j + 1] >= 0 and reg[i, j] != reg[i, j + 1]:
+                ax.plot([j + 0.5, j + 0.5], [i - 0.5, i + 0.5], color="k", lw=2.5)
+            if i + 1 < n and reg[i, j] >= 0 and reg[i + 1, j] >= 0 and reg[i, j] != reg[i + 1, j]:
+                ax.plot([j - 0.5, j + 0.5], [i + 0.5, i + 0.5], color="k", lw=2.5)
+
+
+def plot_clip_heatmap(configs: pl.DataFrame, path: Path, *, title: str = "") -> Path:
+    """Seed-mean clip frequency over B x LR for clipped groups; black lines separate regimes."""
+    parts = [p for p in groups(configs) if p[0] is not None]
+    fig, axes = _facets(parts)
+    if not parts:
+        axes[0].text(0.5, 0.5, "no clipped configs", ha="center", va="center")
+        axes[0].set_axis_off()
+    norm = colors.BoundaryNorm([0, 0.1, 0.2, 0.3, 0.4, REGIME_TRANSITION_AT, 0.6, 0.7, 0.8, 0.9, REGIME_SATURATION_AT, 1.0], 256)
+    short = {"pre-saturation": "pre", "transition": "trans", "saturation": "sat"}
+    for ax, (clip, opt, g) in zip(axes, parts):
+        bs, lrs, z = _grid(g, "avg_clip_frequency")
+        im = ax.imshow(z, cmap="magma", norm=norm, aspect="auto")
+        for (i, j), v in np.ndenumerate(z):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.2f}\n{short[regime_of(v)]}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
+        _regime_borders(ax, z)
+        cb = fig.colorbar(im, ax=ax, label="clip frequency")
+        for t in (REGIME_TRANSITION_AT, REGIME_SATURATION_AT):
+            cb.ax.axhline(t, color="c", lw=2)
+        _label_axes(ax, bs, lrs, group_label(clip, opt))
+    fig.suptitle(title or f"Clip frequency (regimes: < {REGIME_TRANSITION_AT} pre-saturation, < {REGIME_SATURATION_AT} transition, else saturation)")
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- loss curves
+BINS = 200  # train loss is averaged into this many step bins per run: readable, and smooths noise
+
+
+def _binned_curves(steps: pl.DataFrame, summaries: pl.DataFrame) -> pl.DataFrame:
+    """Seed-mean train loss (binned) and val loss per config and step."""
+    keys = summaries.select(["run_id", *CONFIG_KEYS])
+    finite = pl.col("train_loss").is_finite().fill_null(True) & pl.col("val_loss").is_finite().fill_null(True)
+    df = steps.join(keys, on="run_id", how="inner").filter(finite)
+    width = max(int(df["step"].max() or 1) // BINS, 1)
+    train = (
+        df.filter(pl.col("train_loss").is_not_null())
+        .with_columns(((pl.col("step") // width) * width + width // 2).alias("step"))
+        .group_by([*CONFIG_KEYS, "step"])
+        .agg(pl.col("train_loss").mean())
+    )
+    val = df.filter(pl.col("val_loss").is_not_null()).group_by([*CONFIG_KEYS, "step"]).agg(pl.col("val_loss").mean())
+    return train.join(val, on=[*CONFIG_KEYS, "step"], how="full", coalesce=True, nulls_equal=True).sort([*CONFIG_KEYS, "step"])
+
+
+def _milestones(ax, entropies: CorpusEntropies | None) -> None:
+    if entropies is None:
+        return
+    ax.axhline(entropies.unigram, color="gray", ls="--", lw=1)
+    ax.axhline(entropies.bigram, color="gray", ls=":", lw=1)
+    if entropies.vocab_size:
+        ax.axhline(math.log(entropies.vocab_size), color="gray", ls="-.", lw=1)
+
+
+def _clamp_top(ax, entropies: CorpusEntropies | None) -> None:
+    """Keep a diverging run from squashing the others: cut the axis a nat above the uniform loss."""
+    if entropies is None:
+        return
+    ceiling = (math.log(entropies.vocab_size) if entropies.vocab_size else entropies.unigram) + 1.0
+    if ax.get_ylim()[1] > ceiling:
+        ax.set_ylim(top=ceiling)
+
+
+def plot_loss_curves(
+    steps: pl.DataFrame, summaries: pl.DataFrame, path: Path, *, entropies: CorpusEntropies | None, title: str = ""
+) -> Path:
+    """Train (thin) and val (markers) loss vs step, one panel per (group, B), one colour per LR
+    (seed means), with the corpus's unigram, bigram and uniform (ln V) entropy lines."""
+    curves = _binned_curves(steps, summaries)
+    panels = curves.select(["gradient_clip", "optimizer", "batch_size"]).unique(maintain_order=True).sort(
+        ["gradient_clip", "optimizer", "batch_size"], nulls_last=False
+    )
+    n = max(panels.height, 1)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(5 * cols + 1, 3.4 * rows + 0.8), layout="constrained")
+    lrs = sorted(curves["lr"].unique().to_list()) or [1.0]
+    norm = colors.LogNorm(min(lrs), max(lrs) * (1.0001 if len(lrs) == 1 else 1))
+    cmap = matplotlib.colormaps["plasma"]
+    ax = None
+    for k, p in enumerate(panels.iter_rows(named=True)):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        sel = curves.filter(
+            pl.col("gradient_clip").eq_missing(p["gradient_clip"]) & pl.col("optimizer").eq_missing(p["optimizer"]) & (pl.col("batch_size") == p["batch_size"])
+        )
+        for (lr,), c in sel.group_by(["lr"], maintain_order=True):
+            color = cmap(norm(lr) * 0.85)
+            t = c.filter(pl.col("train_loss").is_not_null())
+            ax.plot(t["step"], t["train_loss"], color=color, lw=0.8, alpha=0.6)
+            v = c.filter(pl.col("val_loss").is_not_null())
+            ax.plot(v["step"], v["val_loss"], color=color, marker="o", ms=3, lw=1.5)
+        _milestones(ax, entropies)
+        _clamp_top(ax, entropies)
+        ax.set_title(f"B={p['batch_size']}, {group_label(p['gradient_clip'], p['optimizer'])}", fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (nats/char)")
+        ax.grid(True, alpha=0.3)
+    if ax is None:
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "no step metrics", ha="center", va="center")
+    sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=fig.axes, label="learning rate", shrink=0.6)
+    legend = [Line2D([], [], color="k", lw=0.8, label="train (binned)"), Line2D([], [], color="k", marker="o", ms=3, label="val")]
+    if entropies is not None:
+        legend += [
+            Line2D([], [], color="gray", ls="--", label=f"unigram entropy {entropies.unigram:.3f}"),
+            Line2D([], [], color="gray", ls=":", label=f"bigram entropy {entropies.bigram:.3f}"),
+        ]
+        if entropies.vocab_size:
+            legend.append(Line2D([], [], color="gray", ls="-.", label=f"ln V = {math.log(entropies.vocab_size):.3f}"))
+    fig.legend(handles=legend, loc="outside lower center", ncol=len(legend), fontsize=8)
+    fig.suptitle(title or "Loss curves (mean over seeds)")
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- predicted vs measured
+def plot_predicted_vs_measured(cmp: Comparison, path: Path, *, title: str = "") -> Path:
+    """Left: predicted vs measured LR_opt (band: factor 1.5). Right: clip frequency (band: ±MAE target)."""
+    fig = Figure(figsize=(11, 5), layout="constrained")
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    values = []
+    for i, g in enumerate(cmp.groups):
+        rows = [r for r in g.lr_rows if r.predicted is not None]
+        if not rows:
+            continue
+        for r in rows:
+            ax1.plot(r.measured, r.predicted, marker="^" if r.measured_at_edge else "o", mfc="none" if r.measured_at_edge else _color(i), mec=_color(i), ls="none", ms=8)
+            ax1.annotate(str(r.batch_size), (r.measured, r.predicted), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            values += [r.measured, r.predicted]
+        ax1.plot([], [], marker="o", color=_color(i), ls="none", label=group_label(g.gradient_clip, g.optimizer))
+    if values:
+        lo, hi = min(values) / 2, max(values) * 2
+        line = np.geomspace(lo, hi, 10)
+        ax1.plot(line, line, color="k", lw=1)
+        ax1.fill_between(line, line / LR_OPT_FACTOR_MAX, line * LR_OPT_FACTOR_MAX, color="k", alpha=0.1, lw=0, label=f"within ×{LR_OPT_FACTOR_MAX}")
+        ax1.set_xlim(lo, hi)
+        ax1.set_ylim(lo, hi)
+    ax1.set_xscale("log")
+    ax1.set_yscale("log")
+    for axis in (ax1.xaxis, ax1.yaxis):
+        axis.set_minor_formatter(ticker.NullFormatter())  # minor labels collide on a short log range
+    ax1.set_xlabel("measured LR_opt")
+    ax1.set_ylabel("predicted LR_opt")
+    ax1.set_title("LR_opt per batch size (labels: B; hollow ▲ = measured at grid edge)", fontsize=9)
+    ax1.legend(fontsize=8)
+    ax2.plot([0, 1], [0, 1], color="k", lw=1)
+    ax2.fill_between([0, 1], [-CLIP_MAE_MAX, 1 - CLIP_MAE_MAX], [CLIP_MAE_MAX, 1 + CLIP_MAE_MAX], color="k", alpha=0.1, lw=0)
+    for t in (REGIME_TRANSITION_AT, REGIME_SATURATION_AT):
+        ax2.axvline(t, color="c", lw=1, ls="--")
+        ax2.axhline(t, color="c", lw=1, ls="--")
+    for r in cmp.clip_rows:
+        ok = r.measured_regime == r.predicted_regime
+        ax2.plot(r.measured, r.predicted, marker="o" if ok else "x", color="C0" if ok else "C3", ls="none", ms=5)
+    mae = "—" if cmp.clip_mae is None else f"{cmp.clip_mae:.3f}"
+    ax2.set_xlim(-0.03, 1.03)
+    ax2.set_ylim(-0.03, 1.03)
+    ax2.set_xlabel("measured clip frequency")
+    ax2.set_ylabel("predicted clip frequency")
+    ax2.set_title(f"clip frequency per config (MAE {mae}; × = wrong regime; dashed = regime bounds)", fontsize=9)
+    fig.suptitle(title or f"{cmp.experiment}: predicted vs measured")
+    return _save(fig, path)
