@@ -100,34 +100,81 @@ def calibrate() -> None:
 
 
 # --------------------------------------------------------------------------- results / compare / report
+_RUNS_OPT = typer.Option(Path("runs"), "--runs", help="Folder of run outputs (<runs>/<experiment>/<run_id>/).")
+_RESULTS_OPT = typer.Option(Path("results"), "--results", help="Folder of committed results (<results>/<experiment>/summary.csv).")
+_FORMAT_OPT = typer.Option("table", "--format", help="Output: table, csv or json.")
+
+
 @results_app.command("list")
-def results_list() -> None:
+def results_list(runs: Path = _RUNS_OPT, results: Path = _RESULTS_OPT, fmt: str = _FORMAT_OPT) -> None:
     """List experiments and runs found."""
-    raise PyphaseError("`pyphase results list` is not implemented yet")
+    from pyphase.results import list_text
+
+    typer.echo(list_text([runs, results], fmt))
 
 
 @results_app.command("show")
-def results_show() -> None:
+def results_show(
+    experiment: str = typer.Argument(..., help="Experiment name (a folder under --runs or --results)."),
+    runs: Path = _RUNS_OPT,
+    results: Path = _RESULTS_OPT,
+    fmt: str = _FORMAT_OPT,
+) -> None:
     """Show the summary table of one experiment."""
-    raise PyphaseError("`pyphase results show` is not implemented yet")
+    from pyphase.results import show_text
+
+    typer.echo(show_text([runs, results], experiment, fmt))
 
 
 @results_app.command("query")
-def results_query() -> None:
+def results_query(
+    sql: str = typer.Argument(..., help='SQL over the tables "summaries" and "steps", e.g. "SELECT lr, final_val_loss FROM summaries".'),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="Only this experiment's runs (default: all)."),
+    runs: Path = _RUNS_OPT,
+    results: Path = _RESULTS_OPT,
+    fmt: str = _FORMAT_OPT,
+) -> None:
     """Run SQL over summaries and step metrics (polars SQLContext)."""
-    raise PyphaseError("`pyphase results query` is not implemented yet")
+    from pyphase.results import query_text
+
+    typer.echo(query_text([runs, results], sql, fmt, experiment))
+
+
+_PREDICTION_OPT = typer.Option(
+    None, "--prediction", help="`pyphase predict --out` folder or its trajectory Parquet; a folder with one subfolder per experiment also works."
+)
+_B_NOISE_OPT = typer.Option(None, "--b-noise", help="Gradient noise scale for the noise-scale rule (default: the prediction JSON's b_noise).")
 
 
 @app.command()
-def compare() -> None:
+def compare(
+    experiment: str = typer.Argument(..., help="Measured experiment name."),
+    prediction: Optional[Path] = _PREDICTION_OPT,
+    b_noise: Optional[float] = _B_NOISE_OPT,
+    runs: Path = _RUNS_OPT,
+    results: Path = _RESULTS_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of Markdown tables."),
+) -> None:
     """Predicted against measured: β, LR_opt per batch size, clip frequency, regimes, baseline rules."""
-    raise PyphaseError("`pyphase compare` is not implemented yet")
+    from pyphase.report import compare_text
+
+    typer.echo(compare_text(experiment, root=[runs, results], prediction=prediction, b_noise=b_noise, as_json=as_json))
 
 
 @app.command()
-def report() -> None:
+def report(
+    experiments: list[str] = typer.Argument(..., help="One or more experiment names, reported in this order."),
+    prediction: Optional[Path] = _PREDICTION_OPT,
+    b_noise: Optional[float] = _B_NOISE_OPT,
+    out: Optional[Path] = typer.Option(None, "--out", help="Report path (default results/<exp>/REPORT.md, or results/REPORT.md for several)."),
+    runs: Path = _RUNS_OPT,
+    results: Path = _RESULTS_OPT,
+) -> None:
     """Write a Markdown report with tables, plots and the answer in words."""
-    raise PyphaseError("`pyphase report` is not implemented yet")
+    from pyphase.report import default_report_path, write_report
+
+    path = write_report(experiments, root=[runs, results], prediction=prediction, b_noise=b_noise, out=out or default_report_path(experiments, results))
+    typer.echo(f"wrote {path}")
 
 
 # --------------------------------------------------------------------------- entry point
