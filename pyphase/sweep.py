@@ -276,6 +276,8 @@ def write_run(out: Path, config: RunConfig, summary: dict[str, Any], steps: pl.D
         raise RuntimeError(f"summary of {config.run_id} lacks columns {missing}")
     d = run_dir(out, config)
     d.mkdir(parents=True, exist_ok=True)
+    for leftover in d.glob(".*.tmp.*"):  # from a sweep killed mid-write
+        leftover.unlink(missing_ok=True)
     _atomic_write(d / STEPS_FILE, steps.write_parquet)
     record = json.dumps(config_record(config), indent=2).encode()
     _atomic_write(d / CONFIG_FILE, lambda f: f.write(record))

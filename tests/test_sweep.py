@@ -1,0 +1,342 @@
+"""The sweep runner: sharding partitions the plan, packing groups by pack key, finished runs are
+skipped, an interrupted sweep (in-process after a checkpoint, or SIGKILLed in a subprocess) resumes
+to exactly the results of an uninterrupted one, and a diverging config is recorded without stopping
+the sweep. Everything trains the real `train_pack` on the `smoke` experiment (CPU, fp32).
+
+Tolerance: resumed and uninterrupted sweeps are compared for exact (bitwise) equality of every
+number except wall time and tokens/s: on one CPU thread the trainer is deterministic and its
+checkpoint holds the whole state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+from polars.testing import assert_frame_equal
+
+import pyphase.train
+from pyphase import sweep
+from pyphase.config import load_experiment
+from pyphase.errors import PyphaseError
+from pyphase.schema import SEED_SUMMARY_COLUMNS, STEP_COLUMNS, SUMMARY_COLUMNS
+from pyphase.sweep import (PACKS_DIR, STEPS_FILE, SUMMARY_FILE, Shard, pack, pack_id, plan, resolve_device,
+                           run_experiment, shard_from_env)
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING_COLUMNS = ["wall_time_s", "tokens_per_s"]  # the only summary values allowed to differ between sweeps
+# One thread: the smoke model is tiny (threads only add sync overhead, badly so on a loaded 2-core
+# machine), and in-process and subprocess sweeps then run the very same kernels.
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """An uninterrupted smoke sweep: the results every other sweep here must reproduce."""
+    out = tmp_path_factory.mktemp("reference")
+    run_experiment("smoke", device="cpu", out=out, progress=False)
+    return out
+
+
+def finished_ids(out: Path, exp: str = "smoke") -> set[str]:
+    return {p.parent.name for p in (out / exp).glob(f"*/{SUMMARY_FILE}")}
+
+
+def assert_same_results(a: Path, b: Path, exp: str = "smoke", ignore: tuple[str, ...] = ()) -> None:
+    ids = finished_ids(a, exp)
+    assert ids == finished_ids(b, exp) == {c.run_id for c in load_experiment(exp).configs}
+    for d in (a, b):
+        assert not (d / exp / PACKS_DIR).exists(), "checkpoints must be gone once every run is written"
+    for rid in sorted(ids):
+        sa, sb = (pl.read_parquet(d / exp / rid / SUMMARY_FILE) for d in (a, b))
+        assert sa.height == sb.height == 1
+        drop = [*TIMING_COLUMNS, *ignore]
+        assert_frame_equal(sa.drop(drop), sb.drop(drop), check_exact=True)
+        ta, tb = (pl.read_parquet(d / exp / rid / STEPS_FILE) for d in (a, b))
+        assert ta["step"].is_unique().all() and ta["step"].is_sorted()  # no row doubled
+        assert_frame_equal(ta, tb, check_exact=True)
+
+
+# --------------------------------------------------------------------------- planning
+@pytest.mark.parametrize("world", [1, 2, 3, 5, 8, 40])
+def test_shards_partition_the_plan(world):
+    exp = load_experiment("phase2_5", seeds=2)
+    shards = [plan(exp, rank=r, world=world) for r in range(world)]
+    flat = [c.run_id for s in shards for c in s]
+    assert sorted(flat) == sorted(c.run_id for c in exp.configs)  # every config exactly once
+    assert len(flat) == len(set(flat))
+    order = [c.run_id for c in exp.configs]
+    for s in shards:  # each shard keeps the experiment's order
+        idx = [order.index(c.run_id) for c in s]
+        assert idx == sorted(idx)
+    sizes = [len(s) for s in shards]
+    assert max(sizes) - min(sizes) <= 1  # balanced
+
+
+def test_plan_rejects_an_impossible_shard():
+    exp = load_experiment("smoke")
+    for rank, world in [(2, 2), (-1, 2), (0, 0)]:
+        with pytest.raises(PyphaseError, match="shard"):
+            plan(exp, rank=rank, world=world)
+
+
+def test_pack_groups_by_key_keeps_order_and_caps_size():
+    configs = load_experiment("smoke").configs
+    packs = pack(configs)
+    assert [len(p) for p in packs] == [6, 6]
+    for p in packs:
+        assert len({c.pack_key() for c in p}) == 1
+    assert [c for p in packs for c in p] == configs  # smoke lists b4 configs first, then b8
+    assert [len(p) for p in pack(configs, 4)] == [4, 2, 4, 2]
+    assert [len(p) for p in pack(configs, 1)] == [1] * 12
+    assert [c for p in pack(configs, 4) for c in p] == configs
+    # interleaved keys are still grouped
+    mixed = configs[::-1][:3] + configs[:3]
+    assert [[c.batch_size for c in p] for p in pack(mixed)] == [[8, 8, 8], [4, 4, 4]]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(PyphaseError, match="max-pack"):
+            pack(configs, bad)
+
+
+def test_pack_id_depends_on_members_not_order():
+    a, b, c = load_experiment("smoke").configs[:3]
+    assert pack_id([a, b]) == pack_id([b, a])
+    assert pack_id([a, b]) != pack_id([a, c]) != pack_id([a, b, c])
+    assert set(pack_id([a, b])) <= set("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def test_shard_from_env(monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert shard_from_env() == Shard(0, 1, 0)
+    monkeypatch.setenv("RANK", "5")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert shard_from_env() == Shard(5, 8, 1)
+    monkeypatch.setenv("RANK", "8")
+    with pytest.raises(PyphaseError, match="RANK=8"):
+        shard_from_env()
+    monkeypatch.setenv("RANK", "two")
+    with pytest.raises(PyphaseError, match="RANK"):
+        shard_from_env()
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == "cpu"
+    for bad in ("tpu", "cuda:x", "CPU"):
+        if bad.startswith("cuda") and torch.cuda.is_available():
+            continue
+        with pytest.raises(PyphaseError, match="--device"):
+            resolve_device(bad)
+    if torch.cuda.is_available():
+        assert resolve_device("cuda", local_rank=0) == "cuda:0"
+        assert resolve_device("auto") == "cuda:0"
+    else:
+        assert resolve_device("auto") == "cpu"
+        with pytest.raises(PyphaseError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_git_commit_is_the_checkout_head():
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        assert sweep.git_commit() == "unknown"
+    else:
+        assert sweep.git_commit() == head.stdout.strip()
+
+
+# --------------------------------------------------------------------------- a whole sweep
+def test_smoke_sweep_writes_every_run_with_the_seed_columns(reference):
+    exp = load_experiment("smoke")
+    out = reference / "smoke"
+    summary = pl.read_parquet(out / f"*/{SUMMARY_FILE}")
+    assert summary.columns[: len(SUMMARY_COLUMNS)] == SUMMARY_COLUMNS
+    assert sorted(summary["run_id"]) == sorted(c.run_id for c in exp.configs)
+    assert summary.select(SEED_SUMMARY_COLUMNS).null_count().drop("gradient_clip").sum_horizontal().item() == 0
+    assert (summary["num_steps"] == 40).all()
+    assert (summary["experiment"] == "smoke").all() and (summary["optimizer"] == "adamw").all()
+    assert (summary["device"] == "cpu").all() and (summary["torch_version"] == torch.__version__).all()
+    assert (summary["git_commit"] == sweep.git_commit()).all()
+    from pyphase.data import load_corpus
+
+    corpus = load_corpus(None)
+    assert (summary["corpus"] == corpus.name).all() and (summary["corpus_sha256"] == corpus.sha256).all()
+    clipped = summary.filter(pl.col("gradient_clip").is_not_null())
+    assert (clipped["avg_grad_norm_after"] <= clipped["gradient_clip"]).all()
+    off = summary.filter(pl.col("gradient_clip").is_null())
+    assert (off["avg_clip_frequency"] == 0).all()
+    assert (off["avg_grad_norm_after"] == off["avg_grad_norm_before"]).all()
+    for c in exp.configs:
+        steps = pl.read_parquet(out / c.run_id / STEPS_FILE)
+        assert steps.columns == STEP_COLUMNS
+        assert (steps["run_id"] == c.run_id).all()
+        train_rows = steps.filter(pl.col("step") >= 1)
+        assert train_rows["step"].to_list() == list(range(1, c.steps + 1))
+        if c.gradient_clip is not None:
+            assert (train_rows["grad_norm_after"] <= c.gradient_clip).all()
+        assert json.loads((out / c.run_id / "config.json").read_text())["lr"] == c.lr
+    assert not (out / PACKS_DIR).exists()
+
+
+def test_finished_runs_are_skipped(reference, tmp_path, monkeypatch):
+    out = tmp_path / "runs"
+    shutil.copytree(reference, out)
+    calls: list[list[str]] = []
+    real = pyphase.train.train_pack
+
+    def counting(configs, *args, **kwargs):
+        calls.append([c.run_id for c in configs])
+        return real(configs, *args, **kwargs)
+
+    monkeypatch.setattr(pyphase.train, "train_pack", counting)
+    res = run_experiment("smoke", device="cpu", out=out, progress=False)
+    assert calls == [] and res.trained == [] and len(res.skipped) == 12
+    assert res.summary.height == 12
+
+    exp = load_experiment("smoke")
+    gone = [exp.configs[1], exp.configs[4], exp.configs[7]]  # two of the b4 pack, one of the b8 pack
+    for c in gone:
+        (out / "smoke" / c.run_id / SUMMARY_FILE).unlink()
+    res = run_experiment("smoke", device="cpu", out=out, progress=False)
+    assert calls == [[gone[0].run_id, gone[1].run_id], [gone[2].run_id]]
+    assert sorted(res.trained) == sorted(c.run_id for c in gone) and len(res.skipped) == 9
+    assert res.summary["run_id"].to_list() == [c.run_id for c in exp.configs]  # plan order, no doubles
+    # Retrained in smaller packs, the numbers are still the reference's (models of a pack are independent).
+    assert_same_results(reference, out, ignore=("pack_size",))
+
+
+def test_a_run_finished_under_another_config_is_refused(reference, tmp_path):
+    out = tmp_path / "runs"
+    shutil.copytree(reference, out)
+    rid = load_experiment("smoke").configs[0].run_id
+    cfg_file = out / "smoke" / rid / "config.json"
+    rec = json.loads(cfg_file.read_text())
+    rec["steps"] = 400
+    cfg_file.write_text(json.dumps(rec))
+    with pytest.raises(PyphaseError, match=f"{rid}.*different config.*steps 400 != 40"):
+        run_experiment("smoke", device="cpu", out=out, progress=False)
+
+
+def test_resume_continues_an_interrupted_pack_from_its_checkpoint(reference, tmp_path, monkeypatch):
+    """Deterministic interruption: the second pack is stopped after 25 of its 40 steps (checkpoints
+    every 10), then the sweep is rerun. The rerun must train only the second pack, and only its
+    last 20 steps, and end with the reference's numbers bit for bit."""
+    exp = load_experiment("smoke")
+    assert exp.checkpoint_every == 10 and exp.configs[0].steps == 40
+    out = tmp_path / "runs"
+    real = pyphase.train.train_pack
+    calls: list[list[str]] = []
+
+    def interrupt_second_pack(configs, *args, **kwargs):
+        calls.append([c.run_id for c in configs])
+        if len(calls) == 2:
+            kwargs["stop_after"] = 25  # train.py's test hook: KeyboardInterrupt after 25 steps
+        return real(configs, *args, **kwargs)
+
+    monkeypatch.setattr(pyphase.train, "train_pack", interrupt_second_pack)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("smoke", device="cpu", out=out, progress=False)
+    first, second = pack(exp.configs)
+    assert finished_ids(out) == {c.run_id for c in first}
+    ckpt = out / "smoke" / PACKS_DIR / f"{pack_id(second)}.ckpt"
+    assert ckpt.is_file()
+
+    steps_run = 0
+    real_step = pyphase.train.PackTrainer.step
+
+    def counting_step(self):
+        nonlocal steps_run
+        steps_run += 1
+        return real_step(self)
+
+    calls.clear()
+    monkeypatch.setattr(pyphase.train, "train_pack", real)
+    monkeypatch.setattr(pyphase.train.PackTrainer, "step", counting_step)
+    res = run_experiment("smoke", device="cpu", out=out, progress=False)
+    assert sorted(res.trained) == sorted(c.run_id for c in second)
+    assert steps_run == 40 - 20  # continued from the step-20 checkpoint, not restarted
+    assert not ckpt.exists()
+    assert_same_results(reference, out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trigger", ["checkpoint", "summary"])
+def test_sigkilled_sweep_resumes_without_losing_or_doubling_rows(reference, tmp_path, trigger):
+    """`pyphase train smoke` is SIGKILLed as soon as a pack checkpoint (or a run's summary) appears,
+    then run again to completion; the results must equal the uninterrupted reference sweep."""
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "pyphase", "train", "smoke", "--device", "cpu", "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=SUBPROCESS_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    pattern = f"{PACKS_DIR}/*.ckpt" if trigger == "checkpoint" else f"*/{SUMMARY_FILE}"
+    deadline = time.monotonic() + 120
+    try:
+        while not list((out / "smoke").glob(pattern)):
+            assert proc.poll() is None, f"sweep ended before it could be interrupted: {proc.stderr.read()!r}"
+            assert time.monotonic() < deadline, "no checkpoint or summary appeared in time"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    done_before = finished_ids(out)
+    assert len(done_before) < 12, "the kill must land mid-sweep"
+
+    rerun = subprocess.run(cmd + ["--json"], env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    rows = json.loads(rerun.stdout)
+    assert sorted(r["run_id"] for r in rows) == sorted(c.run_id for c in load_experiment("smoke").configs)
+    # A kill between two summaries of one pack leaves its other runs to retrain in a smaller pack:
+    # pack_size then differs, the numbers must not.
+    assert_same_results(reference, out, ignore=("pack_size",))
+
+
+# --------------------------------------------------------------------------- divergence
+DIVERGING = """\
+name = "div"
+[model]
+d_model = 16
+n_layer = 1
+n_head = 2
+block_size = 16
+[optim]
+optimizer = "sgd"
+[train]
+steps = 12
+eval_interval = 6
+eval_windows = 2
+[grid]
+batch_size = 4
+lr = [0.3, 1e4]
+gradient_clip = "none"
+"""
+
+
+@pytest.mark.parametrize("max_pack", [None, 1])
+def test_diverging_config_is_recorded_and_the_sweep_goes_on(tmp_path, max_pack):
+    toml = tmp_path / "div.toml"
+    toml.write_text(DIVERGING)
+    res = run_experiment(toml, device="cpu", out=tmp_path / "runs", progress=False, max_pack=max_pack)
+    assert res.summary.height == 2
+    ok, bad = res.summary.sort("lr").to_dicts()
+    assert bad["lr"] == 1e4 and bad["converged"] is False
+    assert bad["diverged_step"] is not None and 0 <= bad["diverged_step"] < 12
+    assert ok["diverged_step"] is None
+    steps_ok = pl.read_parquet(tmp_path / "runs" / "div" / ok["run_id"] / STEPS_FILE)
+    assert steps_ok.filter(pl.col("step") >= 1)["train_loss"].is_finite().all()
