@@ -37,7 +37,25 @@ def data_stats(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Bytes, characters, vocabulary size, n-gram entropies and encode speed of a corpus."""
-    raise PyphaseError("`pyphase data stats` is not implemented yet")
+    from pyphase.data import corpus_stats
+
+    stats = corpus_stats(path)
+    if as_json:
+        _print_json(stats)
+        return
+    rows = [
+        ("path", stats["path"]),
+        ("sha256", stats["sha256"]),
+        ("bytes", f"{stats['bytes']:,}"),
+        ("chars", f"{stats['chars']:,}"),
+        ("vocab size", f"{stats['vocab_size']:,}"),
+        ("unigram entropy", f"{stats['unigram_entropy']:.4f} nats/char"),
+        ("bigram entropy", f"{stats['bigram_entropy']:.4f} nats/char"),
+        ("trigram entropy", f"{stats['trigram_entropy']:.4f} nats/char"),
+        ("encode speed", f"{stats['encode_mb_per_s']:,.0f} MB/s ({stats['encode_tokens_per_s'] / 1e6:,.0f} M tokens/s)"),
+    ]
+    for key, value in rows:
+        typer.echo(f"{key:<16} {value}")
 
 
 @data_app.command("fetch")
@@ -47,7 +65,10 @@ def data_fetch(
     url: Optional[str] = typer.Option(None, "--url", help="Mirror URL of the same archive (checksum still verified)."),
 ) -> None:
     """Download a known corpus and verify its sha256 before unpacking."""
-    raise PyphaseError("`pyphase data fetch` is not implemented yet")
+    from pyphase.data import fetch
+
+    folder = fetch(name, dest, url)
+    typer.echo(f"{name}: verified and unpacked to {folder}")
 
 
 # --------------------------------------------------------------------------- predict (simulator)
@@ -86,7 +107,7 @@ def train(
 
     table = result.summary.select(["run_id", "seed", *SEED_SUMMARY_COLUMNS])
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, tbl_hide_dataframe_shape=True,
-                   tbl_hide_column_data_types=True, float_precision=4):
+                   tbl_hide_column_data_types=True):
         typer.echo(table)
     typer.echo(f"{result.experiment.name}: {len(result.trained)} runs trained, {len(result.skipped)} already "
                f"finished, on {result.device}; results in {result.out_dir}")

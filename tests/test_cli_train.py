@@ -1,0 +1,98 @@
+"""`pyphase train`: the smoke experiment end to end on CPU through the console entry point (JSON
+and table output, rerun skips finished runs), and every user error as one line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+from pyphase.config import load_experiment
+from pyphase.schema import SEED_SUMMARY_COLUMNS, SUMMARY_COLUMNS
+from pyphase.sweep import STEPS_FILE
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the smoke model is tiny: threads only add overhead
+
+
+def pyphase(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pyphase", *args], env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_train_smoke_end_to_end_json_then_table(tmp_path):
+    out = tmp_path / "runs"
+    r = pyphase("train", "smoke", "--device", "cpu", "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)  # the progress bar went to stderr, stdout is pure JSON
+    configs = load_experiment("smoke").configs
+    assert [row["run_id"] for row in rows] == [c.run_id for c in configs]
+    for row, c in zip(rows, configs):
+        assert list(row)[: len(SUMMARY_COLUMNS)] == SUMMARY_COLUMNS
+        assert (row["batch_size"], row["lr"], row["gradient_clip"], row["seed"]) == (
+            c.batch_size, c.lr, c.gradient_clip, c.seed)
+        assert row["num_steps"] == c.steps and row["device"] == "cpu"
+        assert row["torch_version"] == torch.__version__ and row["n_params"] > 0
+        assert row["tokens_per_s"] > 0 and row["wall_time_s"] > 0
+        if c.gradient_clip is not None:
+            assert row["avg_grad_norm_after"] <= c.gradient_clip
+            steps = pl.read_parquet(out / "smoke" / c.run_id / STEPS_FILE).filter(pl.col("step") >= 1)
+            assert steps["grad_norm_after"].max() <= c.gradient_clip
+            assert steps["clipped"].mean() == pytest.approx(row["avg_clip_frequency"])
+        else:
+            assert row["avg_clip_frequency"] == 0.0
+    assert "smoke" in r.stderr  # the sweep's progress bar
+
+    again = pyphase("train", "smoke", "--device", "cpu", "--out", str(out), "--no-progress")
+    assert again.returncode == 0, again.stderr
+    assert "0 runs trained, 12 already finished" in again.stdout
+    header = again.stdout.splitlines()[1]
+    for col in ["run_id", "seed", *SEED_SUMMARY_COLUMNS]:
+        assert col in again.stdout, col
+    assert "batch_size" in header
+    for c in configs:
+        assert c.run_id in again.stdout
+    assert again.stderr == ""
+
+
+def test_train_seeds_override_runs_each_config_per_seed(tmp_path):
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(
+        'name = "tiny"\n[model]\nd_model = 16\nn_layer = 1\nn_head = 2\nblock_size = 16\n'
+        "[train]\nsteps = 4\neval_interval = 2\neval_windows = 2\n"
+        "[grid]\nbatch_size = 2\nlr = 0.01\ngradient_clip = 1.0\n"
+    )
+    r = pyphase("train", str(toml), "--device", "cpu", "--out", str(tmp_path / "runs"), "--seeds", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [row["seed"] for row in rows] == [0, 1, 2]
+    losses = {row["final_train_loss"] for row in rows}
+    assert len(losses) == 3  # different seeds, different runs
+
+
+ERRORS = [
+    (["--device", "tpu"], "--device tpu"),
+    (["--max-pack", "0"], "--max-pack"),
+    (["--seeds", "0"], "--seeds"),
+    (["--data", "/nonexistent/corpus.txt"], "/nonexistent/corpus.txt"),
+]
+
+
+@pytest.mark.parametrize("args,fragment", ERRORS, ids=[e[0][0] for e in ERRORS])
+def test_train_user_errors_are_one_line_exit_2(tmp_path, args, fragment):
+    r = pyphase("train", "smoke", "--out", str(tmp_path / "runs"), *args, timeout=120)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and fragment in r.stderr, r.stderr
+    assert not list((tmp_path / "runs").glob("smoke/*/summary.parquet"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_train_device_cuda_without_cuda_is_one_line_exit_2(tmp_path):
+    r = pyphase("train", "smoke", "--device", "cuda", "--out", str(tmp_path), timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "CUDA is not available" in r.stderr
