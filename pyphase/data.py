@@ -1,14 +1,186 @@
 """Corpora: loading text files and WikiText-2 folders into train/valid token arrays, downloading
-and verifying known archives, the project's seeded synthetic corpus, and evaluation batches.
-Tokenization, n-gram statistics and window sampling are done by the Rust core (`pyphase._core`)."""
+and verifying known archives, the project's seeded synthetic corpus, corpus statistics, and
+sequential evaluation batches. Tokenization, n-gram statistics and window sampling are done by the
+Rust core (`pyphase._core`); this module decides what is read, how it is split, and checks inputs.
+
+Corpus text is never committed: real corpora are read from a path (`--data` / `PYPHASE_DATA`),
+and the offline default is generated here from a seed.
+"""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
+import shutil
+import statistics
+import time
+import urllib.error
+import urllib.request
+import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from pyphase import _core
+from pyphase._core import CharTokenizer
+from pyphase.errors import PyphaseError
+
+#: Environment variable naming the corpus when no path is given.
+DATA_ENV = "PYPHASE_DATA"
+#: Fraction of a single file's characters (its end) held out for validation.
+DEFAULT_VALID_FRACTION = 0.1
+
+
+# ------------------------------------------------------------------------------ corpus
+@dataclass(frozen=True, eq=False)
+class Corpus:
+    """A tokenized corpus split into train/valid (and test, for WikiText-2) id arrays.
+
+    Entropies are plug-in estimates over the train split, in nats per character: the loss of a
+    model that has learned only letter frequencies (unigram), or only the previous one or two
+    characters (bigram, trigram) - milestones to draw on loss curves.
+    """
+
+    name: str
+    source: str  # path of the file or folder, or "synthetic"
+    sha256: str  # of the source bytes (a folder: its split files in train/valid/test order)
+    tokenizer: CharTokenizer
+    train: np.ndarray
+    valid: np.ndarray
+    unigram_entropy: float
+    bigram_entropy: float
+    trigram_entropy: float
+    test: np.ndarray | None = None
+
+
+# WikiText layouts, tried in this order: (train, valid, test) file names inside the folder.
+WIKITEXT_LAYOUTS: list[tuple[str, str, str]] = [
+    ("wiki.train.raw", "wiki.valid.raw", "wiki.test.raw"),
+    ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"),
+    ("train.txt", "valid.txt", "test.txt"),
+]
+
+
+def _read_utf8(path: Path) -> tuple[bytes, str]:
+    """Bytes and text of a UTF-8 file, or a PyphaseError saying in one line what is wrong."""
+    if not path.exists():
+        raise PyphaseError(f"corpus not found: {path}")
+    if not path.is_file():
+        raise PyphaseError(f"corpus is not a file: {path}")
+    raw = path.read_bytes()
+    if not raw:
+        raise PyphaseError(f"corpus is empty: {path}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PyphaseError(f"corpus is not UTF-8: {path}: invalid byte 0x{raw[e.start]:02x} at byte offset {e.start}") from None
+    return raw, text
+
+
+def _wikitext_files(folder: Path) -> list[Path] | None:
+    """The split files of a WikiText folder (or of its one unpacked subfolder), train first."""
+    for d in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
+        for layout in WIKITEXT_LAYOUTS:
+            files = [d / name for name in layout]
+            if files[0].is_file() and files[1].is_file():
+                return [f for f in files if f.is_file()]
+    return None
+
+
+def _entropies(ids: np.ndarray) -> list[float]:
+    order = min(3, len(ids))
+    h = _core.ngram_entropies(ids, order)
+    return h + [float("nan")] * (3 - order)
+
+
+def _make_corpus(name: str, source: str, digest: str, texts: list[str], single_valid_fraction: float | None) -> Corpus:
+    # The vocabulary covers every split loaded, so valid/test never hold unknown characters.
+    tok = CharTokenizer.from_text("".join(texts))
+    if single_valid_fraction is not None:
+        ids = tok.encode(texts[0])
+        n_valid = int(round(len(ids) * single_valid_fraction))
+        if n_valid < 2 or len(ids) - n_valid < 2:
+            raise PyphaseError(
+                f"corpus {source} has {len(ids)} characters: too short to split with valid_fraction={single_valid_fraction}"
+            )
+        splits = [ids[: len(ids) - n_valid], ids[len(ids) - n_valid :], None]
+    else:
+        splits = [tok.encode(t) for t in texts] + [None] * (3 - len(texts))
+    h1, h2, h3 = _entropies(splits[0])
+    return Corpus(name, source, digest, tok, splits[0], splits[1], h1, h2, h3, splits[2])
+
+
+def load_corpus(path: str | Path | None = None, *, valid_fraction: float = DEFAULT_VALID_FRACTION) -> Corpus:
+    """Load a corpus: `path`, else `$PYPHASE_DATA`, else the embedded synthetic corpus.
+
+    A single UTF-8 file is split by characters: the last `valid_fraction` is the valid split.
+    A WikiText-2 folder (raw `wiki.*.raw`, tokenized `wiki.*.tokens`, or `train/valid/test.txt`,
+    directly or in its one unpacked subfolder) keeps its own train/valid/test splits.
+    """
+    if not 0.0 < valid_fraction < 1.0:
+        raise PyphaseError(f"valid_fraction must be between 0 and 1, got {valid_fraction}")
+    if path is None:
+        path = os.environ.get(DATA_ENV) or None
+    if path is None:
+        syn = synthetic_corpus()
+        digest = hashlib.sha256(syn.text.encode("utf-8")).hexdigest()
+        return _make_corpus("synthetic", "synthetic", digest, [syn.text], valid_fraction)
+    p = Path(path).expanduser()
+    if p.is_dir():
+        files = _wikitext_files(p)
+        if files is None:
+            names = ", ".join("/".join(layout) for layout in WIKITEXT_LAYOUTS)
+            raise PyphaseError(f"folder {p} holds no WikiText splits (looked for {names})")
+        h = hashlib.sha256()
+        texts = []
+        for f in files:
+            raw, text = _read_utf8(f)
+            h.update(raw)
+            texts.append(text)
+        return _make_corpus(p.name, str(p), h.hexdigest(), texts, None)
+    raw, text = _read_utf8(p)
+    name = f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+    return _make_corpus(name, str(p), hashlib.sha256(raw).hexdigest(), [text], valid_fraction)
+
+
+def corpus_stats(path: str | Path, *, repeats: int = 3) -> dict[str, object]:
+    """Size, vocabulary, n-gram entropies (nats/char, whole text) and encode speed of a corpus.
+
+    For a WikiText folder the text is its split files joined in train/valid/test order.
+    Encode speed is the median of `repeats` encodes of the whole text by the Rust tokenizer.
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        files = _wikitext_files(p)
+        if files is None:
+            raise PyphaseError(f"folder {p} holds no WikiText splits")
+        parts = [_read_utf8(f) for f in files]
+        raw, text = b"".join(r for r, _ in parts), "".join(t for _, t in parts)
+    else:
+        raw, text = _read_utf8(p)
+    tok = CharTokenizer.from_text(text)
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        ids = tok.encode(text)
+        times.append(time.perf_counter() - t0)
+    dt = statistics.median(times)
+    h1, h2, h3 = _entropies(ids)
+    return {
+        "path": str(p),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "bytes": len(raw),
+        "chars": len(text),
+        "vocab_size": tok.vocab_size,
+        "unigram_entropy": h1,
+        "bigram_entropy": h2,
+        "trigram_entropy": h3,
+        "encode_mb_per_s": len(raw) / dt / 1e6,
+        "encode_tokens_per_s": len(ids) / dt,
+    }
 
 
 def eval_batches(tokens: np.ndarray, block: int, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -23,3 +195,195 @@ def eval_batches(tokens: np.ndarray, block: int, batch: int) -> Iterator[tuple[n
     offsets = _core.eval_offsets(len(tokens), block)
     for start in range(0, len(offsets), batch):
         yield _core.gather_windows(tokens, offsets[start : start + batch], block)
+
+
+# ------------------------------------------------------------------------------ synthetic corpus
+#: Alphabet of the synthetic corpus: lowercase letters, space, a little punctuation, newline.
+SYNTHETIC_ALPHABET = "abcdefghijklmnopqrstuvwxyz .,'\n"
+#: Transition probabilities are multiples of 1/SYNTHETIC_QUANTUM, so that sampling with the top
+#: 10 bits of a 64-bit random word is exact and the closed-form entropies are those of the text's
+#: true source.
+SYNTHETIC_QUANTUM = 1024
+# Every state also gets this many random successors (besides its cyclic successor): sparse rows
+# that a small model can learn, but not so few that the text is trivial.
+_MIN_EXTRA, _MAX_EXTRA = 2, 6
+
+
+@dataclass(frozen=True, eq=False)
+class SyntheticText:
+    """Text of a seeded first-order Markov chain, with its closed-form entropies (nats/char).
+
+    `entropy_rate` = sum_i pi_i H(P_i.) is the best achievable loss; `unigram_entropy` = H(pi) is
+    the loss of a model that knows only character frequencies.
+    """
+
+    text: str
+    seed: int
+    alphabet: str
+    transition: np.ndarray = field(repr=False)  # (S, S), rows sum to 1
+    stationary: np.ndarray = field(repr=False)  # (S,), pi P = pi
+    unigram_entropy: float
+    entropy_rate: float
+
+
+def _bits(seed: int, stream: int, n: int) -> np.ndarray:
+    # PCG64's raw output is stable across numpy versions (NEP 19), unlike Generator methods.
+    return np.random.PCG64([seed, stream]).random_raw(n).astype(np.uint64)
+
+
+def _transition_counts(seed: int) -> np.ndarray:
+    """Integer transition weights (rows sum to SYNTHETIC_QUANTUM) of the seed's chain."""
+    s = len(SYNTHETIC_ALPHABET)
+    bits = iter(_bits(seed, 0, 64 * s).tolist())
+    counts = np.zeros((s, s), dtype=np.int64)
+    for i in range(s):
+        # The cycle i -> i+1 makes the chain irreducible; the self-loop on 'l' makes it aperiodic.
+        succ = [(i + 1) % s] + ([i] if SYNTHETIC_ALPHABET[i] == "l" else [])
+        n_extra = _MIN_EXTRA + next(bits) % (_MAX_EXTRA - _MIN_EXTRA + 1)
+        while len(succ) < n_extra + 1 + (SYNTHETIC_ALPHABET[i] == "l"):
+            j = next(bits) % s
+            if j not in succ:
+                succ.append(j)
+        w = np.array([1 + next(bits) % 15 for _ in succ], dtype=np.float64)
+        exact = w / w.sum() * SYNTHETIC_QUANTUM
+        q = np.floor(exact).astype(np.int64)
+        # Largest remainders get the leftover units (stable sort: ties go to the earlier successor).
+        for k in np.argsort(-(exact - q), kind="stable")[: SYNTHETIC_QUANTUM - q.sum()]:
+            q[k] += 1
+        counts[i, succ] = q
+    return counts
+
+
+def _stationary(p: np.ndarray) -> np.ndarray:
+    s = len(p)
+    a = p.T - np.eye(s)
+    a[-1, :] = 1.0
+    b = np.zeros(s)
+    b[-1] = 1.0
+    return np.linalg.solve(a, b)
+
+
+def _entropy(p: np.ndarray) -> float:
+    nz = p[p > 0]
+    return float(-(nz * np.log(nz)).sum())
+
+
+@functools.lru_cache(maxsize=8)
+def synthetic_corpus(n_chars: int = 500_000, seed: int = 0) -> SyntheticText:
+    """`n_chars` characters of the seed's Markov chain over SYNTHETIC_ALPHABET, starting at a space.
+
+    Deterministic on every machine: transition weights and samples come from PCG64 raw words.
+    """
+    if n_chars < 1:
+        raise PyphaseError(f"n_chars must be at least 1, got {n_chars}")
+    counts = _transition_counts(seed)
+    p = counts / SYNTHETIC_QUANTUM
+    pi = _stationary(p)
+    rate = float(sum(pi[i] * _entropy(p[i]) for i in range(len(p))))
+    # Row i of `table` lists successor j counts[i, j] times: a uniform 10-bit index picks j with
+    # probability exactly counts[i, j] / 1024.
+    table = [np.repeat(np.arange(len(p)), counts[i]).tolist() for i in range(len(p))]
+    draws = (_bits(seed, 1, n_chars) >> np.uint64(64 - 10)).tolist()
+    state = SYNTHETIC_ALPHABET.index(" ")
+    out = []
+    for r in draws:
+        state = table[state][r]
+        out.append(state)
+    text = "".join(np.array(list(SYNTHETIC_ALPHABET))[out].tolist())
+    return SyntheticText(text, seed, SYNTHETIC_ALPHABET, p, pi, _entropy(pi), rate)
+
+
+# ------------------------------------------------------------------------------ downloads
+@dataclass(frozen=True)
+class Archive:
+    url: str
+    sha256: str
+    folder: str  # what the archive unpacks to
+
+
+# Canonical archives (Salesforce Research / Merity et al. 2016, CC BY-SA). URLs and sha256 from
+# Hugging Face's huggingface/datasets, datasets/wikitext/dataset_infos.json ("download_checksums",
+# commit 040102f100964a33fd334e2695f1c493fa6b92db). If the S3 bucket moves, pass a mirror with
+# --url: the checksum is verified all the same.
+ARCHIVES: dict[str, Archive] = {
+    "wikitext-2": Archive(
+        "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-raw-v1.zip",
+        "ef7edb566e3e2b2d31b29c1fdb0c89a4cc683597484c3dc2517919c615435a11",
+        "wikitext-2-raw",
+    ),
+    "wikitext-2-tokenized": Archive(
+        "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-v1.zip",
+        "92675f1d63015c1c8b51f1656a52d5bdbc33aafa60cc47a218a66e7ee817488c",
+        "wikitext-2",
+    ),
+}
+
+
+def _download(url: str, part: Path) -> str:
+    """Stream `url` into `part` with a progress bar; return the sha256 of what was written."""
+    from tqdm import tqdm
+
+    h = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as f:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=part.name, disable=None) as bar:
+                while chunk := resp.read(1 << 16):
+                    f.write(chunk)
+                    h.update(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        part.unlink(missing_ok=True)
+        reason = getattr(e, "reason", None) or e
+        raise PyphaseError(f"download of {url} failed: {reason}") from None
+    return h.hexdigest()
+
+
+def _unpack(zip_path: Path, dest: Path) -> None:
+    try:
+        with zipfile.ZipFile(zip_path) as z:
+            root = dest.resolve()
+            for member in z.namelist():
+                target = (dest / member).resolve()
+                if root != target and root not in target.parents:
+                    raise PyphaseError(f"archive {zip_path} has a member outside its folder: {member}")
+            z.extractall(dest)
+    except zipfile.BadZipFile as e:
+        raise PyphaseError(f"archive {zip_path} is not a valid zip file: {e}") from None
+
+
+def fetch(name: str, dest: str | Path, url: str | None = None) -> Path:
+    """Download the known archive `name` into `dest`, verify its sha256, unpack, return its folder.
+
+    The checksum is checked before anything is unpacked; on a mismatch the download is deleted.
+    An archive already in `dest` with the right checksum is not downloaded again.
+    """
+    if name not in ARCHIVES:
+        raise PyphaseError(f"unknown corpus {name!r}; known: {', '.join(sorted(ARCHIVES))}")
+    arch = ARCHIVES[name]
+    src = url or arch.url
+    dest = Path(dest).expanduser()
+    dest.mkdir(parents=True, exist_ok=True)
+    zip_path = dest / Path(urllib.request.urlparse(arch.url).path).name
+    if not (zip_path.is_file() and _sha256_file(zip_path) == arch.sha256):
+        part = zip_path.with_name(zip_path.name + ".part")
+        got = _download(src, part)
+        if got != arch.sha256:
+            part.unlink(missing_ok=True)
+            raise PyphaseError(
+                f"sha256 mismatch for {src}: expected {arch.sha256}, got {got}; the download was deleted"
+            )
+        shutil.move(part, zip_path)
+    _unpack(zip_path, dest)
+    folder = dest / arch.folder
+    if not folder.is_dir():
+        raise PyphaseError(f"archive {zip_path} did not unpack to {folder}")
+    return folder
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
