@@ -214,12 +214,36 @@ def test_finished_runs_are_skipped(reference, tmp_path, monkeypatch):
     gone = [exp.configs[1], exp.configs[4], exp.configs[7]]  # two of the b4 pack, one of the b8 pack
     for c in gone:
         (out / "smoke" / c.run_id / SUMMARY_FILE).unlink()
+    leftover = out / "smoke" / gone[0].run_id / f".{SUMMARY_FILE}.tmp.12345"  # as a kill mid-write leaves it
+    leftover.write_bytes(b"partial")
     res = run_experiment("smoke", device="cpu", out=out, progress=False)
     assert calls == [[gone[0].run_id, gone[1].run_id], [gone[2].run_id]]
     assert sorted(res.trained) == sorted(c.run_id for c in gone) and len(res.skipped) == 9
     assert res.summary["run_id"].to_list() == [c.run_id for c in exp.configs]  # plan order, no doubles
+    assert not leftover.exists()
     # Retrained in smaller packs, the numbers are still the reference's (models of a pack are independent).
     assert_same_results(reference, out, ignore=("pack_size",))
+
+
+def test_a_run_is_written_steps_first_and_summary_last(tmp_path, monkeypatch):
+    """The summary marks a run finished, so it must be the last file to appear."""
+    order: list[str] = []
+    real = sweep._atomic_write
+
+    def recording(path, write):
+        real(path, write)
+        order.append(path.name)
+
+    monkeypatch.setattr(sweep, "_atomic_write", recording)
+    c = load_experiment("smoke").configs[0]
+    from pyphase.data import load_corpus
+
+    (res,) = pyphase.train.train_pack([c], load_corpus(None), progress=False)
+    row = {**res.summary, "experiment": "smoke", "run_id": c.run_id, "seed": c.seed, "optimizer": c.optimizer,
+           "git_commit": "x", "corpus": "x", "corpus_sha256": "x"}
+    sweep.write_run(tmp_path, c, row, res.steps)
+    assert order == [STEPS_FILE, "config.json", SUMMARY_FILE]
+    assert sweep.is_finished(tmp_path, c)
 
 
 def test_a_run_finished_under_another_config_is_refused(reference, tmp_path):
