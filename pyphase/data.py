@@ -332,6 +332,9 @@ def _download(url: str, part: Path) -> str:
                     f.write(chunk)
                     h.update(chunk)
                     bar.update(len(chunk))
+    except urllib.error.HTTPError as e:
+        part.unlink(missing_ok=True)
+        raise PyphaseError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError, ValueError) as e:
         part.unlink(missing_ok=True)
         reason = getattr(e, "reason", None) or e

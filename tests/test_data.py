@@ -1,0 +1,342 @@
+"""pyphase.data: the synthetic corpus against its closed-form entropies, loading files and
+WikiText-2 folders (splits, vocabulary, checksums, env variable, every input error), corpus
+statistics, and `fetch` against a local HTTP server (checksum verified before unpacking)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import re
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyphase import _core, data
+from pyphase.data import Archive, load_corpus, synthetic_corpus
+from pyphase.errors import PyphaseError
+
+
+# ------------------------------------------------------------------------------ synthetic corpus
+def test_synthetic_is_deterministic_and_seeded() -> None:
+    a = synthetic_corpus(2000, 0)
+    assert a.text == synthetic_corpus.__wrapped__(2000, 0).text  # recomputed, not the cached object
+    assert len(a.text) == 2000 and set(a.text) <= set(data.SYNTHETIC_ALPHABET)
+    assert a.text != synthetic_corpus(2000, 1).text
+    assert synthetic_corpus(500, 0).text == a.text[:500]
+
+
+def test_synthetic_text_is_pinned_across_machines() -> None:
+    # Raw PCG64 words and integer arithmetic only: the offline default corpus is the same
+    # everywhere, so results on it are comparable between machines.
+    assert synthetic_corpus(40, 0).text == ".r,'bpya\n.edcr,h wigh wuvsxkh ymr,tijkf'"
+
+
+def test_synthetic_chain_is_a_valid_stationary_markov_chain() -> None:
+    s = synthetic_corpus(1000, 3)
+    p, pi = s.transition, s.stationary
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(pi @ p, pi, atol=1e-12)
+    assert (pi > 0).all() and pi.sum() == pytest.approx(1.0)
+    # Probabilities are exact multiples of 1/1024, so 10-bit draws sample them exactly.
+    np.testing.assert_array_equal(p * data.SYNTHETIC_QUANTUM, np.round(p * data.SYNTHETIC_QUANTUM))
+    # Sparse rows: a few successors each, so the chain is learnable.
+    assert ((p > 0).sum(axis=1) <= 1 + 1 + data._MAX_EXTRA).all()
+    assert 0 < s.entropy_rate < s.unigram_entropy <= np.log(len(s.alphabet))
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_synthetic_plug_in_entropies_approach_closed_form(seed: int) -> None:
+    s = synthetic_corpus(500_000, seed)
+    tok = _core.CharTokenizer(list(s.alphabet))
+    h1, h2, h3 = _core.ngram_entropies(tok.encode(s.text), 3)
+    assert h1 == pytest.approx(s.unigram_entropy, abs=0.01)
+    assert h2 == pytest.approx(s.entropy_rate, abs=0.01)
+    # First-order chain: a second character of context adds nothing.
+    assert h3 == pytest.approx(s.entropy_rate, abs=0.01)
+    # Bigram frequencies follow the transition matrix.
+    ids = tok.encode(s.text).astype(np.int64)
+    counts = np.zeros_like(s.transition)
+    np.add.at(counts, (ids[:-1], ids[1:]), 1)
+    est = counts / counts.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(est, s.transition, atol=0.02)
+
+
+def test_synthetic_rejects_empty_length() -> None:
+    with pytest.raises(PyphaseError, match="n_chars must be at least 1, got 0"):
+        synthetic_corpus(0)
+
+
+# ------------------------------------------------------------------------------ load_corpus: files
+@pytest.fixture()
+def small_file(tmp_path: Path) -> Path:
+    p = tmp_path / "books" / "small.txt"
+    p.parent.mkdir()
+    p.write_text(synthetic_corpus(10_000, 5).text + "é", encoding="utf-8")
+    return p
+
+
+def test_single_file_split_is_last_tenth(small_file: Path) -> None:
+    c = load_corpus(small_file)
+    text = small_file.read_text(encoding="utf-8")
+    ids = c.tokenizer.encode(text)
+    assert len(c.valid) == round(len(text) * 0.1)
+    np.testing.assert_array_equal(np.concatenate([c.train, c.valid]), ids)
+    assert c.tokenizer.decode(c.valid) == text[-len(c.valid) :]
+    assert c.tokenizer.vocab == sorted(set(text))
+    assert c.sha256 == hashlib.sha256(small_file.read_bytes()).hexdigest()
+    assert c.name == "books/small.txt" and c.source == str(small_file) and c.test is None
+    h = _core.ngram_entropies(c.train, 3)
+    assert [c.unigram_entropy, c.bigram_entropy, c.trigram_entropy] == h
+
+
+def test_valid_fraction_and_str_path(small_file: Path) -> None:
+    c = load_corpus(str(small_file), valid_fraction=0.25)
+    assert len(c.valid) == round((len(c.train) + len(c.valid)) * 0.25)
+
+
+def test_env_variable_names_the_corpus(small_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(data.DATA_ENV, str(small_file))
+    assert load_corpus().sha256 == hashlib.sha256(small_file.read_bytes()).hexdigest()
+
+
+def test_no_path_and_no_env_gives_synthetic(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    c = load_corpus()
+    syn = synthetic_corpus()
+    assert c.name == "synthetic" and c.source == "synthetic"
+    assert c.sha256 == hashlib.sha256(syn.text.encode()).hexdigest()
+    assert c.tokenizer.decode(c.train) + c.tokenizer.decode(c.valid) == syn.text
+    assert c.unigram_entropy == pytest.approx(syn.unigram_entropy, abs=0.02)
+    assert c.bigram_entropy == pytest.approx(syn.entropy_rate, abs=0.02)
+
+
+def test_tinyshakespeare_checksum_matches_readme(tinyshakespeare: Path, shared_data: Path) -> None:
+    readme = (shared_data / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if "tinyshakespeare/input.txt" in line)
+    expected = re.search(r"\b([0-9a-f]{64})\b", row).group(1)
+    c = load_corpus(tinyshakespeare)
+    assert c.sha256 == expected and c.tokenizer.vocab_size == 65
+    assert c.name == "tinyshakespeare/input.txt"
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (None, "corpus not found: "),
+        (b"", "corpus is empty: "),
+        (b"good text\xff\xfe", r"corpus is not UTF-8: .*invalid byte 0xff at byte offset 9"),
+        (b"abc", "too short to split"),
+    ],
+)
+def test_file_errors(tmp_path: Path, content: bytes | None, needle: str) -> None:
+    p = tmp_path / "c.txt"
+    if content is not None:
+        p.write_bytes(content)
+    with pytest.raises(PyphaseError, match=needle):
+        load_corpus(p)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
+def test_valid_fraction_out_of_range(small_file: Path, fraction: float) -> None:
+    with pytest.raises(PyphaseError, match=f"valid_fraction must be between 0 and 1, got {fraction}"):
+        load_corpus(small_file, valid_fraction=fraction)
+
+
+def test_folder_without_splits_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(PyphaseError, match="holds no WikiText splits"):
+        load_corpus(tmp_path)
+
+
+# ------------------------------------------------------------------------------ load_corpus: WikiText
+SPLITS = {"train": " = Valkyria = \n the game began ", "valid": " = Tower = \n it was built ", "test": " = Qué = \n"}
+
+
+def write_wikitext(folder: Path, names: tuple[str, str, str], with_test: bool = True) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, name in zip(("train", "valid", "test"), names):
+        if split != "test" or with_test:
+            (folder / name).write_text(SPLITS[split] * 20, encoding="utf-8")
+
+
+@pytest.mark.parametrize("names", data.WIKITEXT_LAYOUTS)
+def test_wikitext_folder_keeps_its_splits(tmp_path: Path, names: tuple[str, str, str]) -> None:
+    write_wikitext(tmp_path / "wt", names)
+    c = load_corpus(tmp_path / "wt")
+    assert c.tokenizer.decode(c.train) == SPLITS["train"] * 20
+    assert c.tokenizer.decode(c.valid) == SPLITS["valid"] * 20
+    assert c.tokenizer.decode(c.test) == SPLITS["test"] * 20
+    # The vocabulary covers every split: 'é' and 'Q' appear only in test.
+    assert "é" in c.tokenizer.vocab and "Q" in c.tokenizer.vocab
+    digest = hashlib.sha256(b"".join((tmp_path / "wt" / n).read_bytes() for n in names)).hexdigest()
+    assert c.sha256 == digest and c.name == "wt"
+
+
+def test_wikitext_unpacked_subfolder_and_missing_test(tmp_path: Path) -> None:
+    write_wikitext(tmp_path / "dl" / "wikitext-2-raw", data.WIKITEXT_LAYOUTS[0], with_test=False)
+    c = load_corpus(tmp_path / "dl")
+    assert c.test is None and c.tokenizer.decode(c.valid) == SPLITS["valid"] * 20
+
+
+def test_wikitext_empty_split_is_an_error(tmp_path: Path) -> None:
+    write_wikitext(tmp_path, data.WIKITEXT_LAYOUTS[0])
+    (tmp_path / "wiki.valid.raw").write_bytes(b"")
+    with pytest.raises(PyphaseError, match=r"corpus is empty: .*wiki\.valid\.raw"):
+        load_corpus(tmp_path)
+
+
+# ------------------------------------------------------------------------------ corpus_stats
+def test_corpus_stats_of_a_file(small_file: Path) -> None:
+    s = data.corpus_stats(small_file, repeats=1)
+    text = small_file.read_text(encoding="utf-8")
+    tok = _core.CharTokenizer.from_text(text)
+    assert s["bytes"] == len(text.encode()) == len(text) + 1  # one two-byte 'é'
+    assert s["chars"] == len(text) and s["vocab_size"] == tok.vocab_size
+    h = _core.ngram_entropies(tok.encode(text), 3)
+    assert [s["unigram_entropy"], s["bigram_entropy"], s["trigram_entropy"]] == h
+    assert s["encode_mb_per_s"] > 0 and s["encode_tokens_per_s"] > 0
+    assert s["sha256"] == hashlib.sha256(small_file.read_bytes()).hexdigest()
+
+
+def test_corpus_stats_of_a_folder_and_errors(tmp_path: Path) -> None:
+    write_wikitext(tmp_path / "wt", data.WIKITEXT_LAYOUTS[1])
+    s = data.corpus_stats(tmp_path / "wt", repeats=1)
+    assert s["chars"] == 20 * sum(len(v) for v in SPLITS.values())
+    with pytest.raises(PyphaseError, match="corpus not found"):
+        data.corpus_stats(tmp_path / "missing.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PyphaseError, match="holds no WikiText splits"):
+        data.corpus_stats(tmp_path / "empty")
+
+
+# ------------------------------------------------------------------------------ fetch
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    requests: list[str] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        _Quiet.requests.append(self.path)
+        super().do_GET()
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A local HTTP server serving tmp_path/www on 127.0.0.1; yields (base URL, folder)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    _Quiet.requests = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(www)))
+    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", www
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def make_zip(path: Path, members: dict[str, str]) -> str:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in members.items():
+            z.writestr(name, text)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+WT_MEMBERS = {f"wikitext-2-raw/wiki.{s}.raw": SPLITS[s] * 10 for s in ("train", "valid", "test")}
+
+
+def test_fetch_verifies_unpacks_and_loads(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base, www = server
+    digest = make_zip(www / "wikitext-2-raw-v1.zip", WT_MEMBERS)
+    monkeypatch.setitem(data.ARCHIVES, "wikitext-2", Archive(f"{base}/wikitext-2-raw-v1.zip", digest, "wikitext-2-raw"))
+    folder = data.fetch("wikitext-2", tmp_path / "dest")
+    assert folder == tmp_path / "dest" / "wikitext-2-raw"
+    assert (folder / "wiki.valid.raw").read_text() == SPLITS["valid"] * 10
+    assert not list((tmp_path / "dest").glob("*.part"))
+    c = load_corpus(tmp_path / "dest")
+    assert c.tokenizer.decode(c.train) == SPLITS["train"] * 10
+    # A verified archive already in dest is not downloaded again.
+    n = len(_Quiet.requests)
+    assert data.fetch("wikitext-2", tmp_path / "dest") == folder
+    assert len(_Quiet.requests) == n
+
+
+def test_fetch_mirror_url_is_still_verified(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base, www = server
+    digest = make_zip(www / "mirror.zip", WT_MEMBERS)
+    monkeypatch.setitem(data.ARCHIVES, "wikitext-2", Archive("http://127.0.0.1:9/wikitext-2-raw-v1.zip", digest, "wikitext-2-raw"))
+    folder = data.fetch("wikitext-2", tmp_path / "d", url=f"{base}/mirror.zip")
+    assert (folder / "wiki.train.raw").is_file()
+    assert _Quiet.requests == ["/mirror.zip"]
+
+
+def test_fetch_checksum_mismatch_deletes_download_and_unpacks_nothing(
+    server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, www = server
+    digest = make_zip(www / "wikitext-2-raw-v1.zip", WT_MEMBERS)
+    wrong = "0" * 64
+    monkeypatch.setitem(data.ARCHIVES, "wikitext-2", Archive(f"{base}/wikitext-2-raw-v1.zip", wrong, "wikitext-2-raw"))
+    dest = tmp_path / "dest"
+    with pytest.raises(PyphaseError, match=f"sha256 mismatch for .*: expected {wrong}, got {digest}; the download was deleted"):
+        data.fetch("wikitext-2", dest)
+    assert list(dest.iterdir()) == []
+
+
+def test_fetch_unknown_name_lists_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(PyphaseError, match="unknown corpus 'wiki'; known: wikitext-2, wikitext-2-tokenized"):
+        data.fetch("wiki", tmp_path)
+
+
+def test_fetch_http_error_and_unreachable_server(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base, _ = server
+    monkeypatch.setitem(data.ARCHIVES, "wikitext-2", Archive(f"{base}/missing.zip", "0" * 64, "wikitext-2-raw"))
+    with pytest.raises(PyphaseError, match=r"download of .*/missing\.zip failed: HTTP 404 "):
+        data.fetch("wikitext-2", tmp_path / "a")
+    assert list((tmp_path / "a").iterdir()) == []
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused.
+    with pytest.raises(PyphaseError, match="download of http://127.0.0.1:9/x.zip failed"):
+        data.fetch("wikitext-2", tmp_path / "b", url="http://127.0.0.1:9/x.zip")
+
+
+@pytest.mark.parametrize(
+    "members, needle",
+    [
+        ({"../evil.txt": "x"}, "has a member outside its folder: ../evil.txt"),
+        ({"other/wiki.train.raw": "x"}, "did not unpack to"),
+    ],
+)
+def test_fetch_rejects_unsafe_or_unexpected_archives(
+    server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, members: dict[str, str], needle: str
+) -> None:
+    base, www = server
+    digest = make_zip(www / "a.zip", members)
+    monkeypatch.setitem(data.ARCHIVES, "wikitext-2", Archive(f"{base}/a.zip", digest, "wikitext-2-raw"))
+    with pytest.raises(PyphaseError, match=needle):
+        data.fetch("wikitext-2", tmp_path / "dest")
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_fetch_rejects_a_corrupt_zip(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base, www = server
+    (www / "a.zip").write_bytes(b"not a zip at all")
+    digest = hashlib.sha256(b"not a zip at all").hexdigest()
+    monkeypatch.setitem(data.ARCHIVES, "wikitext-2", Archive(f"{base}/a.zip", digest, "wikitext-2-raw"))
+    with pytest.raises(PyphaseError, match="is not a valid zip file"):
+        data.fetch("wikitext-2", tmp_path / "dest")
+
+
+def test_known_archives_are_the_canonical_ones() -> None:
+    # Pinned so that a typo in a URL or checksum cannot slip in unnoticed (values from
+    # huggingface/datasets dataset_infos.json, see pyphase/data.py).
+    raw, tok = data.ARCHIVES["wikitext-2"], data.ARCHIVES["wikitext-2-tokenized"]
+    assert raw.url.endswith("/wikitext-2-raw-v1.zip") and tok.url.endswith("/wikitext-2-v1.zip")
+    assert raw.sha256.startswith("ef7edb56") and tok.sha256.startswith("92675f1d")
+    assert all(re.fullmatch(r"[0-9a-f]{64}", a.sha256) for a in data.ARCHIVES.values())
