@@ -1,0 +1,204 @@
+"""Calibration: the two-batch noise estimator, Lanczos and Hutchinson on HVPs, the NQM fit, and the
+end-to-end `calibrate` on the tiny shape + synthetic corpus (CPU)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pyphase.calibrate import (
+    fit_nqm,
+    fit_two_batch,
+    hutchinson_trace,
+    hvp_closure,
+    lanczos,
+    measure_noise,
+    nqm_moments,
+    spectrum_sum,
+)
+
+
+# --------------------------------------------------------------------------- two-batch estimator
+class LeastSquares:
+    """Per-example loss ½(xᵀw − y)² with x ~ N(0, diag(c)), y = xᵀw* + ε, ε ~ N(0, s²).
+
+    With u = w − w*: G = Cu, and by Isserlis' theorem the per-example gradient covariance is
+    Σ = Cuuᵀ C + (uᵀCu)C + s²C, so tr(Σ) = |Cu|² + (uᵀCu + s²)·tr(C)."""
+
+    def __init__(self, p: int = 40, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.c = torch.linspace(0.2, 2.0, p, dtype=torch.float64)
+        self.w_star = torch.randn(p, generator=g, dtype=torch.float64)
+        self.w = self.w_star + 0.3 * torch.randn(p, generator=g, dtype=torch.float64)
+        self.s = 0.5
+        self.gen = torch.Generator().manual_seed(seed + 1)
+
+    @property
+    def grad_norm2(self) -> float:
+        return float(((self.c * (self.w - self.w_star)) ** 2).sum())
+
+    @property
+    def trace_sigma(self) -> float:
+        u = self.w - self.w_star
+        return self.grad_norm2 + float((u * self.c * u).sum() + self.s ** 2) * float(self.c.sum())
+
+    def grad(self, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean gradient of m fresh examples, through autograd like the real model's."""
+        x = torch.randn(m, len(self.c), generator=self.gen, dtype=torch.float64) * self.c.sqrt()
+        y = x @ self.w_star + self.s * torch.randn(m, generator=self.gen, dtype=torch.float64)
+        w = self.w.clone().requires_grad_()
+        loss = 0.5 * ((x @ w - y) ** 2).mean()
+        (g,) = torch.autograd.grad(loss, [w])
+        return g, loss.detach()
+
+
+def test_two_batch_formula_is_mccandlish_pair_and_exact_on_expectations() -> None:
+    g2, tr = 3.0, 500.0
+    bs, bb = 8, 64
+    s = np.array([[g2 + tr / bs, g2 + tr / bb]] * 3)
+    est = fit_two_batch(s, [bs, bb])
+    assert est.grad_norm2 == pytest.approx(g2, rel=1e-12)
+    assert est.trace_sigma == pytest.approx(tr, rel=1e-12)
+    assert est.b_simple == pytest.approx(tr / g2, rel=1e-12)
+    # McCandlish et al. App. A, written out, on a single noisy pair
+    small, big = 70.0, 11.0
+    one = fit_two_batch(np.array([[small, big], [small, big]]), [bs, bb])
+    assert one.grad_norm2 == pytest.approx((bb * big - bs * small) / (bb - bs))
+    assert one.trace_sigma == pytest.approx((small - big) / (1 / bs - 1 / bb))
+    # three batch sizes on exact expectations: least squares is still exact
+    est3 = fit_two_batch(np.array([[g2 + tr / b for b in (4, 16, 64)]] * 2), [4, 16, 64])
+    assert (est3.grad_norm2, est3.trace_sigma) == pytest.approx((g2, tr), rel=1e-12)
+
+
+def test_two_batch_estimator_recovers_least_squares_noise_within_monte_carlo_error() -> None:
+    prob = LeastSquares()
+    m = measure_noise(prob.grad, [4, 32], repeats=200)
+    est = m.noise
+    # within 4 standard errors of the closed form, and the errors are small enough to mean something
+    assert abs(est.grad_norm2 - prob.grad_norm2) < 4 * est.grad_norm2_se
+    assert abs(est.trace_sigma - prob.trace_sigma) < 4 * est.trace_sigma_se
+    assert est.trace_sigma_se < 0.05 * prob.trace_sigma
+    assert est.grad_norm2_se < 0.5 * prob.grad_norm2
+    b_true = prob.trace_sigma / prob.grad_norm2
+    assert abs(est.b_simple - b_true) < 4 * est.b_simple_se
+    # per-coordinate split sums to the global figures (same estimator, coordinate by coordinate)
+    assert m.coord_noise.sum() == pytest.approx(est.trace_sigma, rel=0.05)
+    assert m.passes == 200 * 8 and m.examples == 200 * 32
+
+
+def test_measure_noise_rejects_bad_batch_sizes() -> None:
+    prob = LeastSquares()
+    with pytest.raises(ValueError, match="two distinct"):
+        measure_noise(prob.grad, [8, 8], repeats=3)
+    with pytest.raises(ValueError, match="divide"):
+        measure_noise(prob.grad, [3, 8], repeats=3)
+    with pytest.raises(ValueError, match="repeats"):
+        measure_noise(prob.grad, [2, 8], repeats=1)
+
+
+# --------------------------------------------------------------------------- curvature
+class Quadratic(torch.nn.Module):
+    """½ xᵀAx with A = U diag(λ) Uᵀ, a known spectrum (a few separated top values, a bulk, negatives)."""
+
+    def __init__(self, dim: int = 300, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        top = torch.tensor([50.0, 30.0, 20.0, 14.0, 10.0], dtype=torch.float64)
+        bulk = torch.rand(dim - 8, generator=g, dtype=torch.float64) * 2.0
+        neg = torch.tensor([-3.0, -1.0, -0.5], dtype=torch.float64)
+        self.lam = torch.cat([top, bulk, neg])
+        u, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
+        self.a = u @ torch.diag(self.lam) @ u.T
+        self.x = torch.nn.Parameter(torch.randn(dim, generator=g, dtype=torch.float64))
+
+    def forward(self) -> torch.Tensor:
+        return 0.5 * self.x @ self.a @ self.x
+
+
+def test_lanczos_recovers_top_eigenvalues_of_a_known_hessian() -> None:
+    q = Quadratic()
+    hvp = hvp_closure(q(), [q.x])
+    res = lanczos(hvp, 300, 40, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    true = np.sort(q.lam.numpy())[::-1]
+    np.testing.assert_allclose(res.ritz[:5], true[:5], rtol=1e-6)
+    assert res.ritz[-1] == pytest.approx(true[-1], rel=1e-4)  # the most negative converges too
+    # each top Ritz value is within its residual bound of a true eigenvalue
+    for theta, r in zip(res.ritz[:5], res.residual[:5]):
+        assert np.min(np.abs(true - theta)) <= r + 1e-9
+    assert res.n_hvp == 40
+    qb = res.basis
+    np.testing.assert_allclose((qb @ qb.T).numpy(), np.eye(40), atol=1e-10)
+
+
+def test_lanczos_stops_on_an_invariant_subspace() -> None:
+    a = torch.diag(torch.tensor([5.0, 2.0, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64))
+    res = lanczos(lambda v: a @ v, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert res.n_hvp <= 3
+    assert res.ritz[:2] == pytest.approx([5.0, 2.0], abs=1e-10)
+
+
+def test_hutchinson_trace_within_its_standard_error_and_se_matches_theory() -> None:
+    q = Quadratic()
+    hvp = hvp_closure(q(), [q.x])
+    a = q.a
+    true = float(torch.trace(a))
+    n = 400
+    est = hutchinson_trace(hvp, 300, n, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert abs(est.trace - true) < 4 * est.se
+    # Var(zᵀAz) = 2(‖A‖_F² − Σ A_ii²) for Rademacher z
+    se_theory = math.sqrt(2 * (float((a ** 2).sum()) - float((torch.diag(a) ** 2).sum())) / n)
+    assert est.se == pytest.approx(se_theory, rel=0.2)
+    # deflating by the Lanczos basis keeps it unbiased and shrinks the error
+    lz = lanczos(hvp, 300, 20, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    defl = hutchinson_trace(hvp, 300, 100, generator=torch.Generator().manual_seed(4), dtype=torch.float64,
+                            deflate=lz)
+    assert abs(defl.trace - true) < 4 * defl.se
+    assert defl.se * math.sqrt(100) < 0.5 * est.se * math.sqrt(n)
+
+
+# --------------------------------------------------------------------------- NQM fit
+def test_spectrum_sum_tail_matches_exact_sum() -> None:
+    for alpha in (0.3, 1.0, 1.7):
+        for power in (1.0, 2.0):
+            d = 200_000
+            exact = float(np.sum(np.arange(1, d + 1, dtype=np.float64) ** (-power * alpha)))
+            assert spectrum_sum(alpha, d, power) == pytest.approx(exact, rel=1e-9)
+
+
+def test_nqm_fit_round_trips_its_measurements() -> None:
+    # measurements generated by a known NQM are reproduced by the fit's closed forms
+    d, h_max, alpha, sigma2, l0, lmin = 5000, 40.0, 0.8, 0.02, 4.2, 1.9
+    truth = nqm_moments(d, h_max, alpha, sigma2, l0 - lmin, 8)
+    fit = fit_nqm(truth["top_eigenvalues"], truth["hessian_trace"], truth["trace_sigma"], l0, lmin)
+    assert fit.trace_matched and fit.top_eig_log_rms < 1e-3
+    assert fit.alpha == pytest.approx(alpha, abs=2e-3)
+    assert fit.d == pytest.approx(d, rel=0.02)
+    back = fit.moments(8)
+    assert back["hessian_trace"] == pytest.approx(truth["hessian_trace"], rel=1e-9)
+    assert back["trace_sigma"] == pytest.approx(truth["trace_sigma"], rel=1e-9)
+    np.testing.assert_allclose(back["top_eigenvalues"], truth["top_eigenvalues"], rtol=1e-2)
+    assert back["grad_norm2"] == pytest.approx(truth["grad_norm2"], rel=0.02)
+    assert (fit.init_loss, fit.loss_floor) == (l0, lmin)
+
+
+def test_nqm_fit_matches_trace_and_noise_exactly_on_real_looking_measurements() -> None:
+    # eigenvalues that are not a power law: trace and tr(Σ) are still matched exactly
+    eigs = [120.0, 60.0, 55.0, 30.0, 12.0, 11.0]
+    fit = fit_nqm(eigs, 3000.0, 900.0, 4.17, 1.9)
+    m = fit.moments(6)
+    assert m["hessian_trace"] == pytest.approx(3000.0, rel=1e-9)
+    assert m["trace_sigma"] == pytest.approx(900.0, rel=1e-9)
+    assert m["top_eigenvalues"][0] == 120.0
+    assert fit.top_eig_log_rms > 0
+
+
+def test_nqm_fit_rejects_unfittable_measurements() -> None:
+    with pytest.raises(ValueError, match="two positive"):
+        fit_nqm([5.0, -1.0], 10.0, 1.0, 4.0, 1.0)
+    with pytest.raises(ValueError, match="trace"):
+        fit_nqm([5.0, 1.0], -10.0, 1.0, 4.0, 1.0)
+    with pytest.raises(ValueError, match="exceed"):
+        fit_nqm([5.0, 1.0], 10.0, 1.0, 1.0, 1.0)
