@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import numpy as np
@@ -53,5 +54,59 @@ def sample_packed(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """K = len(seeds) independent streams at `step`: (x, y) of shape (K, batch, block);
     result[k] == sample_batch(tokens, block, batch, seeds[k], step)."""
+
+# --- text: tokenizer -----------------------------------------------------------------------------
+# Errors: bad input raises ValueError with a one-line message naming the bad value (character with
+# its U+ code and byte offset, id with its position, byte offset of invalid UTF-8); unreadable
+# files raise OSError naming the path.
+
+class CharTokenizer:
+    """Character tokenizer over Unicode code points.
+
+    Built from a corpus, the vocabulary is its sorted distinct characters (deterministic). Ids
+    are uint16 while the vocabulary has at most 65,536 entries, else uint32."""
+
+    def __init__(self, vocab: list[str], unk: str | None = None) -> None:
+        """Vocabulary in the given order (id = position); `unk`, if not listed, is appended."""
+    @staticmethod
+    def from_text(text: str, unk: str | None = None) -> CharTokenizer: ...
+    @staticmethod
+    def from_bytes(data: bytes, unk: str | None = None) -> CharTokenizer:
+        """UTF-8 bytes; invalid UTF-8 raises ValueError naming the byte offset."""
+    @staticmethod
+    def from_file(path: str | os.PathLike[str], unk: str | None = None) -> CharTokenizer: ...
+    @staticmethod
+    def from_json(s: str) -> CharTokenizer: ...
+    @staticmethod
+    def load(path: str | os.PathLike[str]) -> CharTokenizer: ...
+    def to_json(self) -> str:
+        """{"kind": "pyphase.CharTokenizer", "version": 1, "vocab": [...], "unk": str | null}"""
+    def save(self, path: str | os.PathLike[str]) -> None: ...
+    @property
+    def vocab(self) -> list[str]: ...
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def dtype(self) -> Literal["uint16", "uint32"]: ...
+    @property
+    def unk(self) -> str | None: ...
+    def encode(
+        self, data: str | bytes, unknown: Literal["error", "unk"] = "error"
+    ) -> npt.NDArray[np.uint16] | npt.NDArray[np.uint32]:
+        """Ids of `data`, one per character. A character outside the vocabulary raises (default)
+        or maps to the unk id (unknown="unk"; ValueError if the tokenizer has no unk). GIL released."""
+    def encode_file(
+        self, path: str | os.PathLike[str], unknown: Literal["error", "unk"] = "error"
+    ) -> npt.NDArray[np.uint16] | npt.NDArray[np.uint32]: ...
+    def decode(self, ids: npt.NDArray[np.integer] | list[int]) -> str:
+        """Text of `ids`; an id outside [0, vocab_size) raises ValueError. GIL released."""
+    def __len__(self) -> int: ...
+    def __eq__(self, other: object) -> bool: ...
+
+def ngram_entropies(ids: npt.NDArray[np.integer] | list[int], max_order: int = 3) -> list[float]:
+    """[H(X_t), H(X_t | X_{t-1}), H(X_t | X_{t-2}, X_{t-1}), ...] up to `max_order`, nats/token.
+
+    Plug-in estimates: order k is H(k-gram) - H((k-1)-gram prefix) over the len(ids) - k + 1
+    windows of length k."""
 
 # --- simulator ---
