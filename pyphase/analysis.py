@@ -163,18 +163,20 @@ def _edge_of(idx: int, n: int) -> str | None:
     return None
 
 
-def _note_of(lr: float, edge: str | None, refined: bool, all_diverged: bool) -> str:
+def _note_of(lr: float, edge: str | None, refined: bool, all_diverged: bool, neighbour_diverged: bool = False) -> str:
     if all_diverged:
         return "every LR diverged"
     if edge == "only":
         return "one LR tested: no optimum can be located"
     if edge == "low":
-        return f"minimum at the low edge of the grid: LR_opt <= {lr:g}"
+        return f"minimum at the low edge of the grid: LR_opt <= {lr:.4g}"
     if edge == "high":
-        return f"minimum at the high edge of the grid: LR_opt >= {lr:g}"
+        return f"minimum at the high edge of the grid: LR_opt >= {lr:.4g}"
     if refined:
         return "parabola through the three points around the grid minimum"
-    return "a neighbour of the grid minimum diverged or is equal: grid value kept"
+    if neighbour_diverged:
+        return "an LR next to the grid minimum diverged: grid value kept (no parabola through a diverged point)"
+    return "flat minimum (equal losses around it): grid value kept"
 
 
 def optimum_of(batch_size: int, lrs: np.ndarray, mean_loss: np.ndarray, n_seeds: int) -> LrOptimum:
@@ -182,6 +184,7 @@ def optimum_of(batch_size: int, lrs: np.ndarray, mean_loss: np.ndarray, n_seeds:
     log_opt, idx, refined = refine_minima(np.log10(lrs), mean_loss[None, :])
     i = int(idx[0])
     all_diverged = not np.isfinite(mean_loss).any()
+    neighbours = mean_loss[max(i - 1, 0) : i + 2]
     edge = None if all_diverged else _edge_of(i, len(lrs))
     return LrOptimum(
         batch_size=int(batch_size),
@@ -191,7 +194,7 @@ def optimum_of(batch_size: int, lrs: np.ndarray, mean_loss: np.ndarray, n_seeds:
         at_edge=edge is not None,
         edge=edge,
         refined=bool(refined[0]),
-        note=_note_of(float(lrs[i]), edge, bool(refined[0]), all_diverged),
+        note=_note_of(float(lrs[i]), edge, bool(refined[0]), all_diverged, not np.isfinite(neighbours).all()),
         n_lrs=len(lrs),
         n_seeds=n_seeds,
         lr_grid=tuple(float(v) for v in lrs),

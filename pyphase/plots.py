@@ -60,7 +60,7 @@ def _draw_measured(ax, m: BetaMeasurement, color: str) -> None:
     for o in m.optima:
         if not math.isfinite(o.lr_opt):
             continue
-        marker = _EDGE_MARKERS.get(o.edge or "", "o")
+        marker = _EDGE_MARKERS.get(o.edge or "", "o" if o.refined else "D")
         face = "none" if o.at_edge else color
         ax.plot(o.batch_size, o.lr_opt, marker=marker, ms=9, mec=color, mfc=face, ls="none", zorder=3)
         if o.refined:
@@ -105,7 +105,8 @@ def plot_lr_opt(
     ax.set_xlabel("batch size B")
     ax.set_ylabel("LR_opt")
     markers = [
-        Line2D([], [], marker="o", color="k", ls="none", label="parabola-refined / grid minimum"),
+        Line2D([], [], marker="o", color="k", ls="none", label="parabola-refined minimum"),
+        Line2D([], [], marker="D", color="k", ls="none", label="grid value (neighbour diverged / flat)"),
         Line2D([], [], marker="^", mfc="none", color="k", ls="none", label="at high grid edge (LR_opt ≥)"),
         Line2D([], [], marker="v", mfc="none", color="k", ls="none", label="at low grid edge (LR_opt ≤)"),
         Line2D([], [], marker="_", color="k", ls="none", label="grid argmin (naive)"),

@@ -195,6 +195,9 @@ def beta_words(m: an.BetaMeasurement) -> str:
     text += _beta_meaning(m)
     if m.naive is not None:
         text += f" The seed's grid-argmin method gives β = {m.naive.beta:.2f} on the same runs."
+    coarse = [o for o in m.optima if not o.at_edge and not o.refined and math.isfinite(o.lr_opt)]
+    if coarse:
+        text += " Not refined (grid resolution only): " + "; ".join(f"B={o.batch_size}: {o.note}" for o in coarse) + "."
     edges = [o for o in m.optima if o.at_edge]
     if edges:
         all_edges = len(edges) == len(m.optima)
@@ -246,7 +249,7 @@ def plateau_words(configs: pl.DataFrame, entropies: CorpusEntropies | None) -> s
         verdict = f"{uni - best['loss']:.3f} below the unigram entropy {uni:.3f} but above the bigram entropy {bi:.3f}: the models left the unigram plateau without reaching bigram statistics"
     else:
         verdict = f"below both the unigram ({uni:.3f}) and bigram ({bi:.3f}) entropies: the models left the unigram plateau and use more than one character of context"
-    return text + f" That is {verdict} (entropies from {entropies.source})."
+    return text + f" That is {verdict}; entropies from {entropies.source}."
 
 
 def divergence_words(summaries: pl.DataFrame) -> str:

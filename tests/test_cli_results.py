@@ -1,0 +1,118 @@
+"""The results/compare/report commands through the real entry point: output formats, and every
+user error as one line on stderr with exit code 2 (in-process through `main`, and once through
+`python -m pyphase` in a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pyphase import cli
+from pyphase.results import SUMMARY_FILE
+from test_analysis import LRS, as_prediction, bowl_summaries
+from test_results import SEED_3A_CSV, write_committed, write_runs
+
+
+def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["pyphase", *args])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project folder with runs/exp_a (run folders) and results/phase3a (committed CSV)."""
+    write_runs(tmp_path / "runs", bowl_summaries(batches=(32, 64, 128), lrs=LRS[::3], seeds=2, experiment="exp_a"))
+    write_committed(tmp_path / "results", "phase3a", SEED_3A_CSV)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_results_list_formats(workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["results", "list", "--format", "json"], monkeypatch, capsys)
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["experiment"], r["layout"], r["runs"], r["finished"]) for r in rows] == [
+        ("exp_a", "runs", 30, 30),
+        ("phase3a", "committed", 10, 10),
+    ]
+    code, out, _ = run_cli(["results", "list"], monkeypatch, capsys)
+    assert code == 0 and "| exp_a" in out and "| phase3a" in out
+
+
+def test_results_show_csv_is_sorted(workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["results", "show", "phase3a", "--format", "csv"], monkeypatch, capsys)
+    assert code == 0
+    import io
+
+    df = pl.read_csv(io.StringIO(out))
+    assert df.height == 10 and df.columns[:3] == ["batch_size", "lr", "gradient_clip"]
+    assert df.select("batch_size", "lr").rows() == sorted(df.select("batch_size", "lr").rows())
+
+
+def test_results_query(workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    sql = "SELECT experiment, COUNT(*) AS n, MIN(final_val_loss) AS best FROM summaries GROUP BY experiment ORDER BY experiment"
+    code, out, _ = run_cli(["results", "query", sql, "--format", "json"], monkeypatch, capsys)
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["experiment"], r["n"]) for r in rows] == [("exp_a", 30), ("phase3a", 10)]
+    assert rows[1]["best"] == 3.321
+    code, out, _ = run_cli(["results", "query", "SELECT COUNT(*) AS n FROM summaries", "--experiment", "phase3a", "--format", "csv"], monkeypatch, capsys)
+    assert out.split() == ["n", "10"]
+
+
+def test_compare_and_report(workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    pred = workdir / "pred"
+    pred.mkdir()
+    as_prediction(bowl_summaries(batches=(32, 64, 128), lrs=LRS[::3], seeds=1, noise=0.0)).write_parquet(pred / "t.parquet")
+    code, out, _ = run_cli(["compare", "exp_a", "--prediction", "pred", "--b-noise", "50", "--json"], monkeypatch, capsys)
+    assert code == 0
+    data = json.loads(out)
+    assert {t["name"]: t["passed"] for t in data["targets"]}["clip_frequency"] is True
+    code, out, _ = run_cli(["compare", "exp_a"], monkeypatch, capsys)
+    assert code == 0 and out.startswith("# exp_a: predicted vs measured")
+    code, out, _ = run_cli(["report", "exp_a", "phase3a", "--prediction", "pred"], monkeypatch, capsys)
+    assert code == 0 and out.strip() == "wrote results/REPORT.md"
+    assert "## phase3a" in (workdir / "results" / "REPORT.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["results", "show", "x"], "error: no results for experiment 'x' under runs/ or results/"),
+        (["compare", "x"], "error: no results for experiment 'x' under runs/ or results/"),
+        (["report", "x"], "error: no results for experiment 'x' under runs/ or results/"),
+        (["results", "list", "--format", "xml"], "error: unknown format 'xml': use one of table, csv, json"),
+        (["compare", "exp_a", "--prediction", "nope"], "error: nope: no such prediction file or folder"),
+        (["results", "list", "--runs", "none", "--results", "none2"], "error: no experiments under none/ or none2/"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, out, err = run_cli(args, monkeypatch, capsys)
+    assert code == 2 and err == message + "\n" and out == ""
+
+
+def test_sql_error_is_one_line_exit_2(workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["results", "query", "SELEC * FROM summaries"], monkeypatch, capsys)
+    assert code == 2 and err.startswith("error: SQL failed: ") and err.count("\n") == 1
+
+
+def test_malformed_summary_through_python_m_pyphase(workdir: Path) -> None:
+    run = sorted((workdir / "runs" / "exp_a").iterdir())[0]
+    pl.read_parquet(run / SUMMARY_FILE).drop("lr").write_parquet(run / SUMMARY_FILE)
+    proc = subprocess.run([sys.executable, "-m", "pyphase", "results", "show", "exp_a"], cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: runs/exp_a/{run.name}/summary.parquet: missing column 'lr'\n"
+    assert proc.stdout == ""

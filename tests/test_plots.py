@@ -1,0 +1,97 @@
+"""Every figure is written as a non-empty PNG of sensible size, including the degenerate inputs
+(no clipped configs, no step metrics, diverged cells, edge optima)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from matplotlib import image
+
+from pyphase import analysis as an
+from pyphase import plots
+from pyphase.results import CorpusEntropies
+from test_analysis import LRS, as_prediction, bowl_summaries
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path, min_px: int = 300) -> None:
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    h, w = image.imread(path).shape[:2]
+    assert h >= min_px and w >= min_px
+    assert path.stat().st_size > 10_000  # an empty canvas compresses to a few kB
+
+
+@pytest.fixture(scope="module")
+def summaries() -> pl.DataFrame:
+    clipped = bowl_summaries(seeds=2, lrs=LRS[::2])
+    off = bowl_summaries(seeds=2, clip=None, lrs=LRS[::2]).with_columns(
+        pl.when(pl.col("lr") >= 0.1).then(False).otherwise(pl.col("converged")).alias("converged")
+    )
+    return pl.concat([clipped, off])
+
+
+def synthetic_steps(summaries: pl.DataFrame) -> pl.DataFrame:
+    rows = []
+    for r in summaries.iter_rows(named=True):
+        for s in range(0, 1001, 50):
+            loss = r["final_train_loss"] + 2.0 * math.exp(-s / 200)
+            rows.append((r["run_id"], s, r["lr"], loss, 1.0, 1.0, True, loss + 0.02 if s % 200 == 0 else None))
+    cols = ["run_id", "step", "lr", "train_loss", "grad_norm_before", "grad_norm_after", "clipped", "val_loss"]
+    return pl.DataFrame(rows, schema=cols, orient="row")
+
+
+def test_lr_opt_plot(tmp_path: Path, summaries: pl.DataFrame) -> None:
+    ms = an.measure_beta(summaries, n_boot=100)
+    pred = an.measure_beta(an.prediction_summaries(as_prediction(bowl_summaries(beta=0.7, c=1e-4, seeds=1))), n_boot=10)
+    assert_png(plots.plot_lr_opt(ms, tmp_path / "a" / "lr.png", predicted=[None, pred[0]]))
+
+
+def test_lr_opt_plot_with_edges_and_undefined_interval(tmp_path: Path) -> None:
+    df = bowl_summaries(batches=(16, 256), lrs=LRS[:6], seeds=1)  # LR_opt(256) = 3.2e-3 > 1.8e-3
+    m = an.measure_beta(df)[0]
+    assert m.any_at_edge and m.ci_low is None
+    assert_png(plots.plot_lr_opt([m], tmp_path / "edge.png"))
+
+
+def test_interval_band_contains_the_fit(summaries: pl.DataFrame) -> None:
+    m = an.measure_beta(summaries, n_boot=200)[1]
+    bs = np.geomspace(8, 512, 20)
+    lo, hi = plots._band(m, bs)
+    fit = m.fit.lr_at(bs)
+    assert np.all(lo <= fit * (1 + 1e-12)) and np.all(fit <= hi * (1 + 1e-12))
+
+
+def test_heatmaps(tmp_path: Path, summaries: pl.DataFrame) -> None:
+    configs = an.config_table(summaries)
+    assert configs.filter(pl.col("n_diverged") > 0).height > 0
+    assert_png(plots.plot_loss_heatmap(configs, tmp_path / "loss.png"))
+    assert_png(plots.plot_clip_heatmap(configs, tmp_path / "clip.png"))
+
+
+def test_clip_heatmap_without_clipped_configs(tmp_path: Path) -> None:
+    configs = an.config_table(bowl_summaries(clip=None, seeds=1, lrs=LRS[::3]))
+    path = plots.plot_clip_heatmap(configs, tmp_path / "clip.png")
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_loss_curves_with_entropy_lines(tmp_path: Path, summaries: pl.DataFrame) -> None:
+    sub = summaries.filter(pl.col("batch_size").is_in([16, 256]))
+    ent = CorpusEntropies(3.3128, 2.4526, 65, "test")
+    assert_png(plots.plot_loss_curves(synthetic_steps(sub), sub, tmp_path / "curves.png", entropies=ent))
+
+
+def test_loss_curves_without_steps(tmp_path: Path, summaries: pl.DataFrame) -> None:
+    empty = synthetic_steps(summaries.head(1)).head(0)
+    path = plots.plot_loss_curves(empty, summaries, tmp_path / "none.png", entropies=None)
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_predicted_vs_measured(tmp_path: Path, summaries: pl.DataFrame) -> None:
+    pred = as_prediction(bowl_summaries(beta=0.6, c=1.5e-4, seeds=1, noise=0.0, lrs=LRS[::2]))
+    cmp = an.compare(summaries, experiment="s", prediction=pred, n_boot=50)
+    assert_png(plots.plot_predicted_vs_measured(cmp, tmp_path / "pvm.png"))

@@ -1,0 +1,283 @@
+"""Reading results: both layouts, root precedence, validation errors (one line naming the file),
+SQL over summaries and steps, output formats, corpus entropies and prediction files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pyphase import results as res
+from pyphase.errors import PyphaseError
+from pyphase.schema import SEED_SUMMARY_COLUMNS, STEP_COLUMNS, SUMMARY_COLUMNS
+from test_analysis import as_prediction, bowl_summaries
+
+# Seed 000's Phase 3a "Full Results Table" (one seed per config, after == before). Its last row is
+# short one field in the seed (avg_clip_frequency missing); the text table beside it says 1.0 there.
+SEED_3A_CSV = """batch_size,lr,gradient_clip,final_train_loss,final_val_loss,train_loss_std,avg_grad_norm_before,avg_grad_norm_after,avg_clip_frequency,converged,num_steps
+128,0.01,1.0,4.060,4.064,0.0033,3.23,3.23,1.0,True,5000
+128,0.02,1.0,4.068,4.062,0.0030,3.39,3.39,1.0,True,5000
+128,0.03,1.0,3.879,3.879,0.0036,4.15,4.15,1.0,True,5000
+128,0.05,1.0,3.354,3.321,0.0099,1.57,1.57,1.0,True,5000
+128,0.10,1.0,3.791,3.739,0.0078,7.22,7.22,1.0,True,5000
+256,0.01,1.0,4.294,4.304,0.0012,4.30,4.30,1.0,True,5000
+256,0.02,1.0,4.022,4.041,0.0020,4.81,4.81,1.0,True,5000
+256,0.03,1.0,4.215,4.234,0.0017,4.56,4.56,1.0,True,5000
+256,0.05,1.0,3.468,3.506,0.0056,2.18,2.18,1.0,True,5000
+256,0.10,1.0,3.482,3.569,0.0161,1.54,1.54,1.0,False,5000
+"""
+SEED_3A_LAST_ROW_VERBATIM = "256,0.10,1.0,3.482,3.569,0.0161,1.54,1.54,False,5000"
+
+
+def write_runs(root: Path, summaries: pl.DataFrame, *, steps_every: int = 100) -> None:
+    """Write summaries in the trainer's run-folder layout, with synthetic step metrics."""
+    for row in summaries.iter_rows(named=True):
+        d = root / row["experiment"] / row["run_id"]
+        d.mkdir(parents=True)
+        pl.DataFrame([row], schema=summaries.schema).write_parquet(d / res.SUMMARY_FILE)
+        steps = np.arange(0, row["num_steps"] + 1, steps_every)
+        train = row["final_train_loss"] + 2.0 * np.exp(-steps / (row["num_steps"] / 5))
+        pl.DataFrame(
+            {
+                "run_id": row["run_id"],
+                "step": steps,
+                "lr": row["lr"],
+                "train_loss": train,
+                "grad_norm_before": row["avg_grad_norm_before"],
+                "grad_norm_after": row["avg_grad_norm_after"],
+                "clipped": True,
+                "val_loss": [t + 0.02 if s % (4 * steps_every) == 0 else None for s, t in zip(steps, train)],
+            },
+            schema_overrides={"val_loss": pl.Float64},
+        ).select(STEP_COLUMNS).write_parquet(d / res.STEPS_FILE)
+
+
+def write_committed(root: Path, experiment: str, csv_text: str, provenance: dict | None = None) -> Path:
+    d = root / experiment
+    d.mkdir(parents=True)
+    (d / res.COMMITTED_SUMMARY_FILE).write_text(csv_text)
+    if provenance is not None:
+        (d / res.PROVENANCE_FILE).write_text(json.dumps(provenance))
+    return d
+
+
+@pytest.fixture()
+def runs_root(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    write_runs(root, bowl_summaries(batches=(32, 64, 128), lrs=(1e-4, 1e-3, 1e-2), seeds=2, experiment="exp_a"))
+    return root
+
+
+# --------------------------------------------------------------------------- discovery and scan
+def test_scan_reads_every_finished_run_folder(runs_root: Path) -> None:
+    rs = res.scan(runs_root, "exp_a")
+    df = rs.summaries.collect()
+    assert df.height == 3 * 3 * 2
+    assert df.columns[: len(SUMMARY_COLUMNS)] == SUMMARY_COLUMNS
+    assert set(df["experiment"]) == {"exp_a"}
+    steps = rs.steps.collect()
+    assert steps["run_id"].n_unique() == 18 and set(steps["experiment"]) == {"exp_a"}
+
+
+def test_unfinished_runs_are_counted_but_not_read(runs_root: Path) -> None:
+    unfinished = runs_root / "exp_a" / "b32-unfinished"
+    unfinished.mkdir()
+    (unfinished / res.CHECKPOINT_FILE).write_bytes(b"x")
+    (runs_root / "exp_a" / "_packs").mkdir()  # the sweep's checkpoint folder is not a run
+    src = res.find_experiments(runs_root)[0]
+    assert (src.runs, src.finished) == (19, 18)
+    assert res.scan(runs_root, "exp_a").summaries.collect().height == 18
+
+
+def test_committed_csv_layout_reads_the_seed_table(tmp_path: Path) -> None:
+    write_committed(tmp_path, "phase3a", SEED_3A_CSV)
+    df = res.scan(tmp_path, "phase3a").summaries.collect()
+    assert df.height == 10
+    assert df["converged"].to_list() == [True] * 9 + [False]
+    assert df.schema["gradient_clip"] == pl.Float64 and df.schema["batch_size"] == pl.Int64
+    assert df["run_id"].to_list()[0] == "phase3a-0" and df["seed"].null_count() == 10
+
+
+def test_seed_table_short_row_is_a_one_line_error(tmp_path: Path) -> None:
+    lines = SEED_3A_CSV.splitlines()
+    write_committed(tmp_path, "verbatim", "\n".join(lines[:-1] + [SEED_3A_LAST_ROW_VERBATIM]) + "\n")
+    with pytest.raises(PyphaseError, match=r"verbatim/summary.csv: unreadable CSV \(could not parse `False`") as e:
+        res.scan(tmp_path, "verbatim")
+    assert "\n" not in str(e.value)
+
+
+def test_committed_csv_none_means_clipping_off(tmp_path: Path) -> None:
+    text = ",".join(SEED_SUMMARY_COLUMNS) + "\n32,0.001,None,4.4,4.44,0.01,1.0,1.0,0.0,True,100\n"
+    write_committed(tmp_path, "p3b", text)
+    assert res.scan(tmp_path, "p3b").summaries.collect()["gradient_clip"].to_list() == [None]
+
+
+def test_first_root_wins_for_an_experiment_in_both(tmp_path: Path, runs_root: Path) -> None:
+    write_committed(tmp_path / "results", "exp_a", SEED_3A_CSV)
+    assert res.scan([runs_root, tmp_path / "results"], "exp_a").summaries.collect().height == 18
+    assert res.scan([tmp_path / "results", runs_root], "exp_a").summaries.collect().height == 10
+    table = res.experiments_table(res.find_experiments([runs_root, tmp_path / "results"]))
+    assert table["layout"].to_list() == ["runs", "committed"]
+
+
+def test_scan_all_experiments(tmp_path: Path, runs_root: Path) -> None:
+    write_committed(tmp_path / "results", "phase3a", SEED_3A_CSV)
+    df = res.scan([runs_root, tmp_path / "results"]).summaries.collect()
+    assert df.group_by("experiment").len().sort("experiment").rows() == [("exp_a", 18), ("phase3a", 10)]
+
+
+def test_plots_folder_is_not_an_experiment(tmp_path: Path) -> None:
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "a_lr_opt.png").write_bytes(b"png")
+    (tmp_path / "exp" / "plots").mkdir(parents=True)
+    assert res.find_experiments(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- errors: one line naming the file
+def test_missing_experiment_names_the_roots(tmp_path: Path) -> None:
+    with pytest.raises(PyphaseError, match=r"^no results for experiment 'x' under .*runs/ or .*results/$"):
+        res.scan([tmp_path / "runs", tmp_path / "results"], "x")
+
+
+def test_missing_column_names_file_and_column(runs_root: Path) -> None:
+    path = next((runs_root / "exp_a").iterdir()) / res.SUMMARY_FILE
+    pl.read_parquet(path).drop("lr").write_parquet(path)
+    with pytest.raises(PyphaseError) as e:
+        res.scan(runs_root, "exp_a")
+    assert str(e.value) == f"{path}: missing column 'lr'"
+
+
+def test_corrupt_parquet_is_one_line(runs_root: Path) -> None:
+    path = next((runs_root / "exp_a").iterdir()) / res.SUMMARY_FILE
+    path.write_bytes(b"not a parquet file")
+    with pytest.raises(PyphaseError, match=r"summary.parquet: unreadable Parquet") as e:
+        res.scan(runs_root, "exp_a")
+    assert "\n" not in str(e.value)
+
+
+def test_steps_missing_column(runs_root: Path) -> None:
+    path = next((runs_root / "exp_a").iterdir()) / res.STEPS_FILE
+    pl.read_parquet(path).drop("train_loss").write_parquet(path)
+    with pytest.raises(PyphaseError, match=r"steps.parquet: missing column 'train_loss'"):
+        res.scan(runs_root, "exp_a")
+
+
+def test_bad_csv_value_names_the_file(tmp_path: Path) -> None:
+    write_committed(tmp_path, "bad", SEED_3A_CSV.replace("128,0.01,1.0", "128,abc,1.0", 1))
+    with pytest.raises(PyphaseError, match=r"bad/summary.csv: unreadable CSV"):
+        res.scan(tmp_path, "bad")
+
+
+def test_committed_csv_missing_column(tmp_path: Path) -> None:
+    write_committed(tmp_path, "short", "batch_size,lr\n32,0.1\n")
+    with pytest.raises(PyphaseError, match=r"short/summary.csv: missing column 'gradient_clip'"):
+        res.scan(tmp_path, "short")
+
+
+def test_experiment_without_finished_runs(tmp_path: Path) -> None:
+    d = tmp_path / "exp" / "run0"
+    d.mkdir(parents=True)
+    (d / res.CHECKPOINT_FILE).write_bytes(b"x")
+    with pytest.raises(PyphaseError, match=r"experiment 'exp' under .* has no finished runs \(0 of 1\)"):
+        res.scan(tmp_path, "exp")
+
+
+def test_two_row_summary_is_rejected(runs_root: Path) -> None:
+    path = next((runs_root / "exp_a").iterdir()) / res.SUMMARY_FILE
+    df = pl.read_parquet(path)
+    pl.concat([df, df]).write_parquet(path)
+    with pytest.raises(PyphaseError, match="expected one row, found 2"):
+        res.scan(runs_root, "exp_a")
+
+
+# --------------------------------------------------------------------------- SQL and formats
+def test_sql_query_returns_the_right_rows(runs_root: Path) -> None:
+    rs = res.scan(runs_root, "exp_a")
+    out = res.query(rs, "SELECT batch_size, lr, seed FROM summaries WHERE lr > 0.005 AND seed = 1 ORDER BY batch_size")
+    assert out.rows() == [(32, 0.01, 1), (64, 0.01, 1), (128, 0.01, 1)]
+
+
+def test_sql_joins_steps_and_summaries(runs_root: Path) -> None:
+    rs = res.scan(runs_root, "exp_a")
+    sql = (
+        "SELECT s.batch_size, COUNT(*) AS n FROM steps t JOIN summaries s ON t.run_id = s.run_id "
+        "WHERE t.val_loss IS NOT NULL GROUP BY s.batch_size ORDER BY s.batch_size"
+    )
+    # 1000 steps logged every 100, val every 400 -> steps 0, 400, 800; 3 LRs x 2 seeds per batch size
+    assert res.query(rs, sql).rows() == [(32, 18), (64, 18), (128, 18)]
+
+
+def test_sql_error_is_one_line(runs_root: Path) -> None:
+    with pytest.raises(PyphaseError, match=r"^SQL failed: ") as e:
+        res.query(res.scan(runs_root, "exp_a"), "SELECT nope FROM summaries")
+    assert "\n" not in str(e.value)
+
+
+def test_formats_round_trip(runs_root: Path) -> None:
+    df = res.show_table(res.scan(runs_root, "exp_a"), "exp_a")
+    assert df.columns == SEED_SUMMARY_COLUMNS + ["seed"]
+    assert df["batch_size"].is_sorted() and df.height == 18
+    import io
+
+    back = pl.read_csv(io.StringIO(res.format_frame(df, "csv")))
+    assert back["final_val_loss"].to_list() == df["final_val_loss"].to_list()
+    rows = json.loads(res.format_frame(df, "json"))
+    assert rows[0]["final_val_loss"] == df["final_val_loss"][0] and len(rows) == 18
+    table = res.format_frame(df, "table")
+    assert table.count("\n") == 18 + 1 and "final_val_loss" in table
+    with pytest.raises(PyphaseError, match="unknown format 'xml'"):
+        res.format_frame(df, "xml")
+
+
+def test_json_output_is_strict() -> None:
+    assert json.loads(res.to_json({"a": float("inf"), "b": [float("nan"), 1.0]})) == {"a": None, "b": [None, 1.0]}
+
+
+# --------------------------------------------------------------------------- corpus entropies
+def test_entropies_from_provenance(tmp_path: Path) -> None:
+    write_committed(tmp_path, "p", SEED_3A_CSV, {"corpus_entropies": {"unigram": 3.3128, "bigram": 2.4526, "vocab_size": 65}})
+    ent = res.corpus_entropies(res.scan(tmp_path, "p"), "p")
+    assert (ent.unigram, ent.bigram, ent.vocab_size, ent.source) == (3.3128, 2.4526, 65, "provenance.json")
+
+
+def test_entropies_from_summary_columns_win(tmp_path: Path) -> None:
+    lines = SEED_3A_CSV.splitlines()
+    text = "\n".join([lines[0] + ",corpus_unigram_entropy,corpus_bigram_entropy,corpus_vocab_size"] + [l + ",3.0,2.0,50" for l in lines[1:]])
+    write_committed(tmp_path, "p", text, {"corpus_entropies": {"unigram": 9.0, "bigram": 9.0}})
+    ent = res.corpus_entropies(res.scan(tmp_path, "p"), "p")
+    assert (ent.unigram, ent.bigram, ent.vocab_size, ent.source) == (3.0, 2.0, 50, "summary columns")
+
+
+def test_entropies_absent_or_malformed(tmp_path: Path) -> None:
+    write_committed(tmp_path, "none", SEED_3A_CSV)
+    assert res.corpus_entropies(res.scan(tmp_path, "none"), "none") is None
+    write_committed(tmp_path, "bad", SEED_3A_CSV, {"corpus_entropies": {"unigram": "x"}})
+    with pytest.raises(PyphaseError, match="corpus_entropies needs numeric"):
+        res.corpus_entropies(res.scan(tmp_path, "bad"), "bad")
+    (tmp_path / "bad" / res.PROVENANCE_FILE).write_text("{oops")
+    with pytest.raises(PyphaseError, match="provenance.json: invalid JSON"):
+        res.scan(tmp_path, "bad").provenance("bad")
+
+
+# --------------------------------------------------------------------------- predictions
+def test_read_prediction_folder_merges_json(tmp_path: Path) -> None:
+    pred = as_prediction(bowl_summaries(seeds=1))
+    pred.write_parquet(tmp_path / "trajectories.parquet")
+    pl.DataFrame({"x": [1]}).write_parquet(tmp_path / "other.parquet")  # not a prediction table
+    (tmp_path / "summary.json").write_text(json.dumps({"b_noise": 42.0}))
+    p = res.read_prediction(tmp_path)
+    assert p.trajectories.height == pred.height and p.meta == {"b_noise": 42.0}
+    assert res.read_prediction(tmp_path / "trajectories.parquet").meta == {"b_noise": 42.0}
+
+
+def test_read_prediction_errors(tmp_path: Path) -> None:
+    with pytest.raises(PyphaseError, match="no such prediction"):
+        res.read_prediction(tmp_path / "nope")
+    with pytest.raises(PyphaseError, match="no Parquet file with the prediction columns"):
+        res.read_prediction(tmp_path)
+    as_prediction(bowl_summaries(seeds=1)).drop("clip_frequency").write_parquet(tmp_path / "t.parquet")
+    with pytest.raises(PyphaseError, match=r"t.parquet: missing column 'clip_frequency'"):
+        res.read_prediction(tmp_path / "t.parquet")
