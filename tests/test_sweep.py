@@ -29,8 +29,18 @@ from pyphase import sweep
 from pyphase.config import load_experiment
 from pyphase.errors import PyphaseError
 from pyphase.schema import SEED_SUMMARY_COLUMNS, STEP_COLUMNS, SUMMARY_COLUMNS
-from pyphase.sweep import (PACKS_DIR, STEPS_FILE, SUMMARY_FILE, Shard, pack, pack_id, plan, resolve_device,
-                           run_experiment, shard_from_env)
+from pyphase.sweep import (
+    PACKS_DIR,
+    STEPS_FILE,
+    SUMMARY_FILE,
+    Shard,
+    pack,
+    pack_id,
+    plan,
+    resolve_device,
+    run_experiment,
+    shard_from_env,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING_COLUMNS = ["wall_time_s", "tokens_per_s"]  # the only summary values allowed to differ between sweeps
@@ -364,3 +374,22 @@ def test_diverging_config_is_recorded_and_the_sweep_goes_on(tmp_path, max_pack):
     assert ok["diverged_step"] is None
     steps_ok = pl.read_parquet(tmp_path / "runs" / "div" / ok["run_id"] / STEPS_FILE)
     assert steps_ok.filter(pl.col("step") >= 1)["train_loss"].is_finite().all()
+
+
+# --------------------------------------------------------------------------- torchrun sharding
+@pytest.mark.slow
+def test_torchrun_spreads_configs_over_processes(reference, tmp_path):
+    """`torchrun --nproc-per-node 2 -m pyphase train smoke`: each rank trains its half, rank 0 waits
+    at the barrier and reports all 12 runs, with the numbers of the one-process sweep."""
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not on PATH")
+    out = tmp_path / "runs"
+    r = subprocess.run([torchrun, "--nproc-per-node", "2", "-m", "pyphase", "train", "smoke", "--device", "cpu",
+                        "--out", str(out), "--json", "--no-progress"],
+                       env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(r.stdout)  # only rank 0 prints
+    assert [row["run_id"] for row in rows] == [c.run_id for c in load_experiment("smoke").configs]
+    assert {row["pack_size"] for row in rows} == {3}  # each rank packed its 3 configs per batch size
+    assert_same_results(reference, out, ignore=("pack_size",))
