@@ -55,7 +55,8 @@ PREDICTION_TO_SUMMARY: dict[str, str] = {
 
 # --------------------------------------------------------------------------- per-config losses
 def diverged_expr() -> pl.Expr:
-    """A run counts as diverged when its final val loss is NaN/inf/null, converged is false, or it has a diverged_step."""
+    """A run counts as diverged when its final val loss is NaN/inf/null, converged is false, or it has
+    a diverged_step."""
     not_finite = pl.col("final_val_loss").is_finite().fill_null(False).not_()
     not_converged = pl.col("converged").fill_null(True).not_()
     return not_finite | not_converged | pl.col("diverged_step").is_not_null()
@@ -334,9 +335,7 @@ def _fit_or_none(optima: Sequence[LrOptimum], attr: str) -> PowerLawFit | None:
     return fit_power_law([o.batch_size for o in usable], [getattr(o, attr) for o in usable])
 
 
-def measure_group(
-    group: pl.DataFrame, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
-) -> BetaMeasurement:
+def measure_group(group: pl.DataFrame, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> BetaMeasurement:
     """β of one clip/optimizer group's summary rows."""
     optima = tuple(lr_optima(group))
     fit = _fit_or_none(optima, "lr_opt")
@@ -355,9 +354,7 @@ def measure_group(
     )
 
 
-def measure_beta(
-    summaries: pl.DataFrame, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
-) -> list[BetaMeasurement]:
+def measure_beta(summaries: pl.DataFrame, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> list[BetaMeasurement]:
     """β for every clip/optimizer group of an experiment's summaries (one row per run)."""
     if summaries.height == 0:
         raise PyphaseError("no finished runs to measure β from")
@@ -441,7 +438,9 @@ def beta_rule_lr(batch_sizes: Sequence[int], anchor_b: int, anchor_lr: float, be
     return {int(b): anchor_lr * (b / anchor_b) ** beta for b in batch_sizes}
 
 
-def noise_scale_rule_lr(batch_sizes: Sequence[int], anchor_b: int, anchor_lr: float, b_noise: float) -> dict[int, float]:
+def noise_scale_rule_lr(
+    batch_sizes: Sequence[int], anchor_b: int, anchor_lr: float, b_noise: float
+) -> dict[int, float]:
     """McCandlish et al. (2018): LR(B) ∝ 1 / (1 + B_noise/B), anchored at one measured batch size."""
     return {int(b): anchor_lr * (1 + b_noise / anchor_b) / (1 + b_noise / b) for b in batch_sizes}
 
@@ -482,7 +481,9 @@ def score_rules(
         return []
     bs = sorted(measured)
     anchor_b, anchor_lr = bs[0], measured[bs[0]]
-    scores = [_score(f"{n} (β={v:g})", beta_rule_lr(bs, anchor_b, anchor_lr, v), measured) for n, v in BETA_RULES.items()]
+    scores = [
+        _score(f"{n} (β={v:g})", beta_rule_lr(bs, anchor_b, anchor_lr, v), measured) for n, v in BETA_RULES.items()
+    ]
     if b_noise is not None:
         lr = noise_scale_rule_lr(bs, anchor_b, anchor_lr, b_noise)
         scores.append(_score(f"{NOISE_SCALE_RULE} (B_noise={b_noise:g})", lr, measured))
@@ -500,7 +501,7 @@ def _baseline_lr(name: str, spec: Any, bs: Sequence[int], anchor_b: int, anchor_
             return {int(b): float(v) for b, v in spec["lr_opt"].items()}
         except (TypeError, ValueError) as e:
             raise PyphaseError(f"prediction baseline '{name}': lr_opt must map batch size to LR ({e})") from e
-    raise PyphaseError(f"prediction baseline '{name}': expected {{\"beta\": x}} or {{\"lr_opt\": {{B: lr}}}}")
+    raise PyphaseError(f'prediction baseline \'{name}\': expected {{"beta": x}} or {{"lr_opt": {{B: lr}}}}')
 
 
 # --------------------------------------------------------------------------- predicted vs measured
@@ -652,7 +653,11 @@ def _lr_key() -> pl.Expr:
 
 def _clip_rows(measured: pl.DataFrame, predicted: pl.DataFrame) -> tuple[list[ClipRow], int]:
     m = config_table(measured).with_columns(_lr_key())
-    p = config_table(predicted).with_columns(_lr_key()).select("batch_size", "lr_key", pl.col("avg_clip_frequency").alias("predicted"))
+    p = (
+        config_table(predicted)
+        .with_columns(_lr_key())
+        .select("batch_size", "lr_key", pl.col("avg_clip_frequency").alias("predicted"))
+    )
     joined = m.join(p, on=["batch_size", "lr_key"], how="left")
     matched = joined.filter(pl.col("predicted").is_not_null() & pl.col("avg_clip_frequency").is_not_null())
     rows = [
@@ -721,7 +726,15 @@ def compare(
     accuracy = float(np.mean([r.predicted_regime == r.measured_regime for r in clip_rows])) if clip_rows else None
     targets = _targets(compared, mae, accuracy, prediction is not None)
     return Comparison(
-        experiment, prediction_source, tuple(compared), tuple(clip_rows), unmatched, mae, _confusion(clip_rows), accuracy, targets
+        experiment,
+        prediction_source,
+        tuple(compared),
+        tuple(clip_rows),
+        unmatched,
+        mae,
+        _confusion(clip_rows),
+        accuracy,
+        targets,
     )
 
 
@@ -761,7 +774,12 @@ def _lr_target(groups: Sequence[GroupComparison]) -> Target:
     ratios = [r.ratio for g in groups for r in g.lr_rows if r.ratio is not None]
     worst = max((max(x, 1 / x) for x in ratios), default=None)
     value = f"worst factor {worst:.2f}" if worst is not None else "not scored"
-    return Target("lr_opt", f"LR_opt within factor {LR_OPT_FACTOR_MAX} for every B", value, None if worst is None else worst <= LR_OPT_FACTOR_MAX)
+    return Target(
+        "lr_opt",
+        f"LR_opt within factor {LR_OPT_FACTOR_MAX} for every B",
+        value,
+        None if worst is None else worst <= LR_OPT_FACTOR_MAX,
+    )
 
 
 def _rules_target(groups: Sequence[GroupComparison]) -> Target:
@@ -776,13 +794,28 @@ def _rules_target(groups: Sequence[GroupComparison]) -> Target:
     return Target("rules", crit, "; ".join(parts) or "not scored", all(verdicts) if verdicts else None)
 
 
-def _targets(groups: Sequence[GroupComparison], mae: float | None, accuracy: float | None, has_prediction: bool) -> tuple[Target, ...]:
+def _targets(
+    groups: Sequence[GroupComparison], mae: float | None, accuracy: float | None, has_prediction: bool
+) -> tuple[Target, ...]:
     if not has_prediction:
-        return tuple(Target(n, "needs a prediction", "no prediction given", None) for n in ("beta", "clip_frequency", "lr_opt", "regime", "rules"))
+        return tuple(
+            Target(n, "needs a prediction", "no prediction given", None)
+            for n in ("beta", "clip_frequency", "lr_opt", "regime", "rules")
+        )
     return (
         _beta_target(groups),
-        Target("clip_frequency", f"clip-frequency MAE <= {CLIP_MAE_MAX}", "not scored" if mae is None else f"MAE {mae:.3f}", None if mae is None else mae <= CLIP_MAE_MAX),
+        Target(
+            "clip_frequency",
+            f"clip-frequency MAE <= {CLIP_MAE_MAX}",
+            "not scored" if mae is None else f"MAE {mae:.3f}",
+            None if mae is None else mae <= CLIP_MAE_MAX,
+        ),
         _lr_target(groups),
-        Target("regime", f"regime right for >= {REGIME_ACCURACY_MIN:.0%} of configs", "not scored" if accuracy is None else f"{accuracy:.0%}", None if accuracy is None else accuracy >= REGIME_ACCURACY_MIN),
+        Target(
+            "regime",
+            f"regime right for >= {REGIME_ACCURACY_MIN:.0%} of configs",
+            "not scored" if accuracy is None else f"{accuracy:.0%}",
+            None if accuracy is None else accuracy >= REGIME_ACCURACY_MIN,
+        ),
         _rules_target(groups),
     )

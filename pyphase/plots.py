@@ -82,17 +82,20 @@ def plot_lr_opt(
     """LR_opt vs B (log-log): measured points (hollow = grid edge, ▲ ≥ / ▼ ≤), fit, 95% band, prediction."""
     fig = Figure(figsize=(7, 5), layout="constrained")
     ax = fig.add_subplot()
-    preds = list(predicted) + [None] * (len(measured) - len(predicted))
-    for i, (m, p) in enumerate(zip(measured, preds)):
+    preds = (list(predicted) + [None] * len(measured))[: len(measured)]
+    for i, (m, p) in enumerate(zip(measured, preds, strict=True)):
         color = _color(i)
         _draw_measured(ax, m, color)
         bs = np.array(sorted({o.batch_size for o in m.optima}), float)
-        if m.fit is not None:
+        if m.fit is not None and not all(o.at_edge for o in m.optima):  # all-edge "fits" measure nothing
             grid = np.geomspace(bs.min() / 1.3, bs.max() * 1.3, 50)
             ax.plot(grid, m.fit.lr_at(grid), color=color, label=_fit_label(m))
             if m.ci_low is not None:
                 lo, hi = _band(m, grid)
                 ax.fill_between(grid, lo, hi, color=color, alpha=0.15, lw=0)
+        else:
+            label = f"{group_label(m.gradient_clip, m.optimizer)}: no β (no interior optimum)"
+            ax.plot([], [], color=color, marker="s", mfc="none", ls="none", label=label)
         if p is not None and p.fit is not None:
             grid = np.geomspace(bs.min() / 1.3, bs.max() * 1.3, 50)
             label = f"predicted {group_label(p.gradient_clip, p.optimizer)}: β={p.fit.beta:.2f}"
@@ -109,6 +112,7 @@ def plot_lr_opt(
         Line2D([], [], marker="D", color="k", ls="none", label="grid value (neighbour diverged / flat)"),
         Line2D([], [], marker="^", mfc="none", color="k", ls="none", label="at high grid edge (LR_opt ≥)"),
         Line2D([], [], marker="v", mfc="none", color="k", ls="none", label="at low grid edge (LR_opt ≤)"),
+        Line2D([], [], marker="s", mfc="none", color="k", ls="none", label="only one LR tested"),
         Line2D([], [], marker="_", color="k", ls="none", label="grid argmin (naive)"),
     ]
     handles, _ = ax.get_legend_handles_labels()
@@ -153,12 +157,18 @@ def plot_loss_heatmap(configs: pl.DataFrame, path: Path, *, title: str = "") -> 
     """Seed-mean final val loss over B x LR (one panel per clip/optimizer group); ✗ = diverged."""
     parts = groups(configs)
     fig, axes = _facets(parts)
-    for ax, (clip, opt, g) in zip(axes, parts):
+    for ax, (clip, opt, g) in zip(axes, parts, strict=False):  # an empty figure keeps one blank panel
         bs, lrs, z = _grid(g, "final_val_loss")
         _, _, div = _grid(g.with_columns(pl.col("n_diverged").cast(pl.Float64)), "n_diverged")
         shown = np.where(div > 0, np.nan, z)
         finite = shown[np.isfinite(shown)]
-        im = ax.imshow(shown, cmap="viridis_r", aspect="auto", vmin=finite.min() if finite.size else None, vmax=finite.max() if finite.size else None)
+        im = ax.imshow(
+            shown,
+            cmap="viridis_r",
+            aspect="auto",
+            vmin=finite.min() if finite.size else None,
+            vmax=finite.max() if finite.size else None,
+        )
         masked = np.where(np.isfinite(shown), shown, np.inf)
         best = {(i, int(np.argmin(row))) for i, row in enumerate(masked) if np.isfinite(row).any()}
         for (i, j), v in np.ndenumerate(z):
@@ -166,7 +176,16 @@ def plot_loss_heatmap(configs: pl.DataFrame, path: Path, *, title: str = "") -> 
                 ax.text(j, i, "✗\ndiverged", ha="center", va="center", color="red", fontsize=7)
             elif np.isfinite(v):
                 weight = "bold" if (i, j) in best else "normal"
-                ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color="w" if v > np.nanmean(finite) else "k", weight=weight)
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.3f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="w" if v > np.nanmean(finite) else "k",
+                    weight=weight,
+                )
         fig.colorbar(im, ax=ax, label="final val loss (nats)")
         _label_axes(ax, bs, lrs, group_label(clip, opt))
     fig.suptitle(title or "Final validation loss (mean over seeds; bold = grid minimum of each batch size)")
@@ -192,20 +211,34 @@ def plot_clip_heatmap(configs: pl.DataFrame, path: Path, *, title: str = "") -> 
     if not parts:
         axes[0].text(0.5, 0.5, "no clipped configs", ha="center", va="center")
         axes[0].set_axis_off()
-    norm = colors.BoundaryNorm([0, 0.1, 0.2, 0.3, 0.4, REGIME_TRANSITION_AT, 0.6, 0.7, 0.8, 0.9, REGIME_SATURATION_AT, 1.0], 256)
+    norm = colors.BoundaryNorm(
+        [0, 0.1, 0.2, 0.3, 0.4, REGIME_TRANSITION_AT, 0.6, 0.7, 0.8, 0.9, REGIME_SATURATION_AT, 1.0], 256
+    )
     short = {"pre-saturation": "pre", "transition": "trans", "saturation": "sat"}
-    for ax, (clip, opt, g) in zip(axes, parts):
+    for ax, (clip, opt, g) in zip(axes, parts, strict=False):  # an empty figure keeps one blank panel
         bs, lrs, z = _grid(g, "avg_clip_frequency")
         im = ax.imshow(z, cmap="magma", norm=norm, aspect="auto")
         for (i, j), v in np.ndenumerate(z):
             if np.isfinite(v):
-                ax.text(j, i, f"{v:.2f}\n{short[regime_of(v)]}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}\n{short[regime_of(v)]}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="w" if v < 0.6 else "k",
+                )
         _regime_borders(ax, z)
         cb = fig.colorbar(im, ax=ax, label="clip frequency")
         for t in (REGIME_TRANSITION_AT, REGIME_SATURATION_AT):
             cb.ax.axhline(t, color="c", lw=2)
         _label_axes(ax, bs, lrs, group_label(clip, opt))
-    fig.suptitle(title or f"Clip frequency (regimes: < {REGIME_TRANSITION_AT} pre-saturation, < {REGIME_SATURATION_AT} transition, else saturation)")
+    fig.suptitle(
+        title
+        or f"Clip frequency (regimes: < {REGIME_TRANSITION_AT} pre-saturation, "
+        f"< {REGIME_SATURATION_AT} transition, else saturation)"
+    )
     return _save(fig, path)
 
 
@@ -226,7 +259,9 @@ def _binned_curves(steps: pl.DataFrame, summaries: pl.DataFrame) -> pl.DataFrame
         .agg(pl.col("train_loss").mean())
     )
     val = df.filter(pl.col("val_loss").is_not_null()).group_by([*CONFIG_KEYS, "step"]).agg(pl.col("val_loss").mean())
-    return train.join(val, on=[*CONFIG_KEYS, "step"], how="full", coalesce=True, nulls_equal=True).sort([*CONFIG_KEYS, "step"])
+    return train.join(val, on=[*CONFIG_KEYS, "step"], how="full", coalesce=True, nulls_equal=True).sort(
+        [*CONFIG_KEYS, "step"]
+    )
 
 
 def _milestones(ax, entropies: CorpusEntropies | None) -> None:
@@ -253,8 +288,10 @@ def plot_loss_curves(
     """Train (thin) and val (markers) loss vs step, one panel per (group, B), one colour per LR
     (seed means), with the corpus's unigram, bigram and uniform (ln V) entropy lines."""
     curves = _binned_curves(steps, summaries)
-    panels = curves.select(["gradient_clip", "optimizer", "batch_size"]).unique(maintain_order=True).sort(
-        ["gradient_clip", "optimizer", "batch_size"], nulls_last=False
+    panels = (
+        curves.select(["gradient_clip", "optimizer", "batch_size"])
+        .unique(maintain_order=True)
+        .sort(["gradient_clip", "optimizer", "batch_size"], nulls_last=False)
     )
     n = max(panels.height, 1)
     cols = min(n, 3)
@@ -267,7 +304,9 @@ def plot_loss_curves(
     for k, p in enumerate(panels.iter_rows(named=True)):
         ax = fig.add_subplot(rows, cols, k + 1)
         sel = curves.filter(
-            pl.col("gradient_clip").eq_missing(p["gradient_clip"]) & pl.col("optimizer").eq_missing(p["optimizer"]) & (pl.col("batch_size") == p["batch_size"])
+            pl.col("gradient_clip").eq_missing(p["gradient_clip"])
+            & pl.col("optimizer").eq_missing(p["optimizer"])
+            & (pl.col("batch_size") == p["batch_size"])
         )
         for (lr,), c in sel.group_by(["lr"], maintain_order=True):
             color = cmap(norm(lr) * 0.85)
@@ -286,7 +325,10 @@ def plot_loss_curves(
         ax.text(0.5, 0.5, "no step metrics", ha="center", va="center")
     sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(sm, ax=fig.axes, label="learning rate", shrink=0.6)
-    legend = [Line2D([], [], color="k", lw=0.8, label="train (binned)"), Line2D([], [], color="k", marker="o", ms=3, label="val")]
+    legend = [
+        Line2D([], [], color="k", lw=0.8, label="train (binned)"),
+        Line2D([], [], color="k", marker="o", ms=3, label="val"),
+    ]
     if entropies is not None:
         legend += [
             Line2D([], [], color="gray", ls="--", label=f"unigram entropy {entropies.unigram:.3f}"),
@@ -310,15 +352,33 @@ def plot_predicted_vs_measured(cmp: Comparison, path: Path, *, title: str = "") 
         if not rows:
             continue
         for r in rows:
-            ax1.plot(r.measured, r.predicted, marker="^" if r.measured_at_edge else "o", mfc="none" if r.measured_at_edge else _color(i), mec=_color(i), ls="none", ms=8)
-            ax1.annotate(str(r.batch_size), (r.measured, r.predicted), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax1.plot(
+                r.measured,
+                r.predicted,
+                marker="^" if r.measured_at_edge else "o",
+                mfc="none" if r.measured_at_edge else _color(i),
+                mec=_color(i),
+                ls="none",
+                ms=8,
+            )
+            ax1.annotate(
+                str(r.batch_size), (r.measured, r.predicted), textcoords="offset points", xytext=(4, 4), fontsize=7
+            )
             values += [r.measured, r.predicted]
         ax1.plot([], [], marker="o", color=_color(i), ls="none", label=group_label(g.gradient_clip, g.optimizer))
     if values:
         lo, hi = min(values) / 2, max(values) * 2
         line = np.geomspace(lo, hi, 10)
         ax1.plot(line, line, color="k", lw=1)
-        ax1.fill_between(line, line / LR_OPT_FACTOR_MAX, line * LR_OPT_FACTOR_MAX, color="k", alpha=0.1, lw=0, label=f"within ×{LR_OPT_FACTOR_MAX}")
+        ax1.fill_between(
+            line,
+            line / LR_OPT_FACTOR_MAX,
+            line * LR_OPT_FACTOR_MAX,
+            color="k",
+            alpha=0.1,
+            lw=0,
+            label=f"within ×{LR_OPT_FACTOR_MAX}",
+        )
         ax1.set_xlim(lo, hi)
         ax1.set_ylim(lo, hi)
     ax1.set_xscale("log")
@@ -330,7 +390,9 @@ def plot_predicted_vs_measured(cmp: Comparison, path: Path, *, title: str = "") 
     ax1.set_title("LR_opt per batch size (labels: B; hollow ▲ = measured at grid edge)", fontsize=9)
     ax1.legend(fontsize=8)
     ax2.plot([0, 1], [0, 1], color="k", lw=1)
-    ax2.fill_between([0, 1], [-CLIP_MAE_MAX, 1 - CLIP_MAE_MAX], [CLIP_MAE_MAX, 1 + CLIP_MAE_MAX], color="k", alpha=0.1, lw=0)
+    ax2.fill_between(
+        [0, 1], [-CLIP_MAE_MAX, 1 - CLIP_MAE_MAX], [CLIP_MAE_MAX, 1 + CLIP_MAE_MAX], color="k", alpha=0.1, lw=0
+    )
     for t in (REGIME_TRANSITION_AT, REGIME_SATURATION_AT):
         ax2.axvline(t, color="c", lw=1, ls="--")
         ax2.axhline(t, color="c", lw=1, ls="--")

@@ -74,7 +74,13 @@ def beta_markdown(measurements: Sequence[an.BetaMeasurement]) -> str:
     """β fit per group (refined and naive side by side), then LR_opt per batch size."""
     fits = []
     for m in measurements:
-        naive = "—" if m.naive is None else f"{m.naive.beta:.2f} ± {2 * m.naive.beta_stderr:.2f}" if math.isfinite(m.naive.beta_stderr) else f"{m.naive.beta:.2f}"
+        naive = (
+            "—"
+            if m.naive is None
+            else f"{m.naive.beta:.2f} ± {2 * m.naive.beta_stderr:.2f}"
+            if math.isfinite(m.naive.beta_stderr)
+            else f"{m.naive.beta:.2f}"
+        )
         fits.append(
             {
                 "group": _label(m),
@@ -115,7 +121,12 @@ def _verdict(passed: bool | None) -> str:
 def comparison_markdown(cmp: an.Comparison) -> str:
     """Targets, β, LR_opt per B, rules, and clip-frequency/regime scores as Markdown."""
     parts = [f"Prediction: {cmp.prediction_source or 'none given (rules scored on the measurement only)'}"]
-    parts.append(markdown_table([t.to_dict() | {"result": _verdict(t.passed)} for t in cmp.targets], ["name", "criterion", "value", "result"]))
+    parts.append(
+        markdown_table(
+            [t.to_dict() | {"result": _verdict(t.passed)} for t in cmp.targets],
+            ["name", "criterion", "value", "result"],
+        )
+    )
     betas = [
         {
             "group": _label(g),
@@ -132,17 +143,29 @@ def comparison_markdown(cmp: an.Comparison) -> str:
         for g in cmp.groups
         for r in g.lr_rows
     ]
-    parts.append(markdown_table(lr_rows, ["group", "batch_size", "measured", "measured at edge", "predicted", "predicted_from", "ratio"]))
+    parts.append(
+        markdown_table(
+            lr_rows, ["group", "batch_size", "measured", "measured at edge", "predicted", "predicted_from", "ratio"]
+        )
+    )
     rules = [
         {"group": _label(g), "rule": r.name, "β over measured B": r.beta, "log10 LR_opt RMSE": r.log10_rmse}
         for g in cmp.groups
         for r in g.rules
     ] + [
-        {"group": _label(g), "rule": "pyphase prediction", "β over measured B": g.predicted.fit.beta if g.predicted and g.predicted.fit else None, "log10 LR_opt RMSE": g.prediction_log10_rmse}
+        {
+            "group": _label(g),
+            "rule": "pyphase prediction",
+            "β over measured B": g.predicted.fit.beta if g.predicted and g.predicted.fit else None,
+            "log10 LR_opt RMSE": g.prediction_log10_rmse,
+        }
         for g in cmp.groups
         if g.prediction_log10_rmse is not None
     ]
-    parts.append("Rules anchored at the smallest measured batch size's LR_opt; error = RMS of log10(rule/measured) over every measured B.")
+    parts.append(
+        "Rules anchored at the smallest measured batch size's LR_opt; "
+        "error = RMS of log10(rule/measured) over every measured B."
+    )
     parts.append(markdown_table(rules, ["group", "rule", "β over measured B", "log10 LR_opt RMSE"]))
     parts.append(_clip_markdown(cmp))
     return "\n\n".join(parts)
@@ -162,7 +185,19 @@ def _clip_markdown(cmp: an.Comparison) -> str:
             f"Regime confusion (accuracy {cmp.regime_accuracy:.0%}):",
             markdown_table(confusion, ["measured \\ predicted", *REGIMES]),
             "Largest clip-frequency errors:",
-            markdown_table(worst_rows, ["gradient_clip", "batch_size", "lr", "measured", "predicted", "error", "measured_regime", "predicted_regime"]),
+            markdown_table(
+                worst_rows,
+                [
+                    "gradient_clip",
+                    "batch_size",
+                    "lr",
+                    "measured",
+                    "predicted",
+                    "error",
+                    "measured_regime",
+                    "predicted_regime",
+                ],
+            ),
         ]
     )
 
@@ -174,7 +209,11 @@ def _beta_meaning(m: an.BetaMeasurement) -> str:
     refs = {"no batch dependence (β=0)": 0.0, "the square-root rule (β=0.5)": 0.5, "the linear rule (β=1)": 1.0}
     inside = [n for n, v in refs.items() if m.ci_low <= v <= m.ci_high]
     outside = [n for n, v in refs.items() if not m.ci_low <= v <= m.ci_high]
-    text = f" The interval is consistent with {_and(inside)}" if inside else " The interval excludes every textbook value (0, 0.5, 1)"
+    text = (
+        f" The interval is consistent with {_and(inside)}"
+        if inside
+        else " The interval excludes every textbook value (0, 0.5, 1)"
+    )
     return text + (f" and excludes {_and(outside)}." if inside and outside else ".")
 
 
@@ -187,9 +226,18 @@ def beta_words(m: an.BetaMeasurement) -> str:
     group = _label(m)
     if m.fit is None:
         return f"**{group}**: β is not measured: fewer than two batch sizes have a finite LR_opt."
+    edges = [o for o in m.optima if o.at_edge]
+    edge_notes = "; ".join(f"B={o.batch_size}: {o.note}" for o in edges)
+    if len(edges) == len(m.optima):
+        return (
+            f"**{group}**: ⚠ β is not measured: every batch size's minimum is on a grid edge ({edge_notes}). "
+            f"A line through those grid values has slope {m.fit.beta:.2f}, which reflects the chosen grid, "
+            "not the loss."
+        )
     text = f"**{group}**: LR_opt ∝ B^{m.fit.beta:.2f}"
     if m.ci_low is not None:
-        text += f" (95% interval {m.ci_low:.2f} to {m.ci_high:.2f}, {m.interval_method}; R² {fmt(m.fit.r2)}; {m.fit.n} batch sizes)."
+        text += f" (95% interval {m.ci_low:.2f} to {m.ci_high:.2f}, {m.interval_method}; "
+        text += f"R² {fmt(m.fit.r2)}; {m.fit.n} batch sizes)."
     else:
         text += f" ({m.interval_method}; no interval is given rather than an invented one)."
     text += _beta_meaning(m)
@@ -197,12 +245,10 @@ def beta_words(m: an.BetaMeasurement) -> str:
         text += f" The seed's grid-argmin method gives β = {m.naive.beta:.2f} on the same runs."
     coarse = [o for o in m.optima if not o.at_edge and not o.refined and math.isfinite(o.lr_opt)]
     if coarse:
-        text += " Not refined (grid resolution only): " + "; ".join(f"B={o.batch_size}: {o.note}" for o in coarse) + "."
-    edges = [o for o in m.optima if o.at_edge]
+        text += " Not refined (grid resolution only): " + "; ".join(f"B={o.batch_size}: {o.note}" for o in coarse)
+        text += "."
     if edges:
-        all_edges = len(edges) == len(m.optima)
-        text += " ⚠ " + "; ".join(f"B={o.batch_size}: {o.note}" for o in edges) + "."
-        text += " β is therefore not measured here: every optimum is at a grid edge." if all_edges else " β is a bound, not a measurement, until the grid is extended past those edges."
+        text += f" ⚠ {edge_notes}. β is a bound, not a measurement, until the grid is extended past those edges."
     return text
 
 
@@ -211,16 +257,34 @@ def clipping_words(check: an.ClipNormCheck, configs: pl.DataFrame) -> str:
     if check.clipped_runs == 0:
         return "Clipping was off in every run."
     n = sum(check.regimes.values())
-    text = f"Of {n} clipped configs, {check.regimes['saturation']} are saturated (clip frequency ≥ {REGIME_SATURATION_AT}), {check.regimes['transition']} in transition and {check.regimes['pre-saturation']} pre-saturation."
+    reg = check.regimes
+    text = (
+        f"Of {n} clipped configs, {reg['saturation']} are saturated (clip frequency ≥ {REGIME_SATURATION_AT}), "
+        f"{reg['transition']} in transition and {reg['pre-saturation']} pre-saturation."
+    )
     best = _best_per_batch(configs.filter(pl.col("gradient_clip").is_not_null()))
     if best:
-        text += " At each batch size's best grid LR the clip frequency is " + ", ".join(
-            f"{fmt(r['avg_clip_frequency'])} (B={r['batch_size']}, {an.group_label(r['gradient_clip'], r['optimizer'])})" for r in best
-        ) + "."
+        text += (
+            " At each batch size's best grid LR the clip frequency is "
+            + ", ".join(
+                f"{fmt(r['avg_clip_frequency'])} "
+                f"(B={r['batch_size']}, {an.group_label(r['gradient_clip'], r['optimizer'])})"
+                for r in best
+            )
+            + "."
+        )
     if check.ok:
-        text += f" After-clip norms are consistent: the mean after-clip norm is at or below the threshold in all {check.clipped_runs} clipped runs (max after/threshold {fmt(check.max_after_over_threshold)}) and below the before-clip norm wherever clipping fired."
+        text += (
+            " After-clip norms are consistent: the mean after-clip norm is at or below the threshold in all "
+            f"{check.clipped_runs} clipped runs (max after/threshold {fmt(check.max_after_over_threshold)}) "
+            "and below the before-clip norm wherever clipping fired."
+        )
     else:
-        text += f" ⚠ After-clip norms look mismeasured: {check.after_above_threshold} runs report a mean after-clip norm above the threshold and {check.after_equals_before} report after = before although clipping fired (seed 000's error); the saturation verdict rests on clip frequency only."
+        text += (
+            f" ⚠ After-clip norms look mismeasured: {check.after_above_threshold} runs report a mean after-clip "
+            f"norm above the threshold and {check.after_equals_before} report after = before although clipping "
+            "fired (seed 000's error); the saturation verdict rests on clip frequency only."
+        )
     return text
 
 
@@ -241,20 +305,34 @@ def plateau_words(configs: pl.DataFrame, entropies: CorpusEntropies | None) -> s
     where = f"B={best['batch_size']}, LR={fmt(best['lr'])}, {an.group_label(best['gradient_clip'], best['optimizer'])}"
     text = f"The best mean final validation loss is {best['loss']:.3f} nats/char ({where})."
     if entropies is None:
-        return text + " The corpus entropies are not recorded (summary columns corpus_unigram_entropy/corpus_bigram_entropy or provenance.json corpus_entropies), so whether the models left the unigram plateau cannot be said."
+        return (
+            text + " The corpus entropies are not recorded (summary columns corpus_unigram_entropy/"
+            "corpus_bigram_entropy or provenance.json corpus_entropies), so whether the models left the "
+            "unigram plateau cannot be said."
+        )
     uni, bi = entropies.unigram, entropies.bigram
     if best["loss"] >= uni:
-        verdict = f"at or above the unigram entropy {uni:.3f}: the models learned no more than letter frequencies (still on the unigram plateau)"
+        verdict = (
+            f"at or above the unigram entropy {uni:.3f}: the models learned no more than letter frequencies "
+            "(still on the unigram plateau)"
+        )
     elif best["loss"] >= bi:
-        verdict = f"{uni - best['loss']:.3f} below the unigram entropy {uni:.3f} but above the bigram entropy {bi:.3f}: the models left the unigram plateau without reaching bigram statistics"
+        verdict = (
+            f"{uni - best['loss']:.3f} below the unigram entropy {uni:.3f} but above the bigram entropy "
+            f"{bi:.3f}: the models left the unigram plateau without reaching bigram statistics"
+        )
     else:
-        verdict = f"below both the unigram ({uni:.3f}) and bigram ({bi:.3f}) entropies: the models left the unigram plateau and use more than one character of context"
+        verdict = (
+            f"below both the unigram ({uni:.3f}) and bigram ({bi:.3f}) entropies: the models left the "
+            "unigram plateau and use more than one character of context"
+        )
     return text + f" That is {verdict}; entropies from {entropies.source}."
 
 
 def divergence_words(summaries: pl.DataFrame) -> str:
     n = an.with_effective_loss(summaries)["diverged"].sum()
-    return f"{n} of {summaries.height} runs diverged (NaN/inf loss, converged=false or a diverged step) and count as infinite loss."
+    why = "NaN/inf loss, converged=false or a diverged step"
+    return f"{n} of {summaries.height} runs diverged ({why}) and count as infinite loss."
 
 
 def prediction_words(cmp: an.Comparison) -> str:
@@ -263,7 +341,9 @@ def prediction_words(cmp: an.Comparison) -> str:
         return "No prediction was scored."
     passed = [t.name for t in scored if t.passed]
     failed = [t.name for t in scored if not t.passed]
-    return f"The prediction passes {len(passed)} of {len(scored)} scored targets" + (f" (fails: {', '.join(failed)})." if failed else ".")
+    return f"The prediction passes {len(passed)} of {len(scored)} scored targets" + (
+        f" (fails: {', '.join(failed)})." if failed else "."
+    )
 
 
 # --------------------------------------------------------------------------- whole report
@@ -291,20 +371,55 @@ def _relative(path: Path, start: Path) -> str:
 
 
 def _make_plots(
-    rs: ResultSet, experiment: str, summaries: pl.DataFrame, configs: pl.DataFrame, measurements: Sequence[an.BetaMeasurement],
-    cmp: an.Comparison | None, plot_dir: Path, entropies: CorpusEntropies | None,
+    rs: ResultSet,
+    experiment: str,
+    summaries: pl.DataFrame,
+    configs: pl.DataFrame,
+    measurements: Sequence[an.BetaMeasurement],
+    cmp: an.Comparison | None,
+    plot_dir: Path,
+    entropies: CorpusEntropies | None,
 ) -> list[tuple[str, Path]]:
     out = [
-        ("LR_opt vs batch size", plots.plot_lr_opt(measurements, plot_dir / f"{experiment}_lr_opt.png", predicted=[g.predicted for g in cmp.groups] if cmp else (), title=f"{experiment}: LR_opt vs batch size")),
+        (
+            "LR_opt vs batch size",
+            plots.plot_lr_opt(
+                measurements,
+                plot_dir / f"{experiment}_lr_opt.png",
+                predicted=[g.predicted for g in cmp.groups] if cmp else (),
+                title=f"{experiment}: LR_opt vs batch size",
+            ),
+        ),
         ("Final validation loss", plots.plot_loss_heatmap(configs, plot_dir / f"{experiment}_loss_heatmap.png")),
     ]
     if configs["gradient_clip"].is_not_null().any():
-        out.append(("Clip frequency and regimes", plots.plot_clip_heatmap(configs, plot_dir / f"{experiment}_clip_heatmap.png")))
+        out.append(
+            (
+                "Clip frequency and regimes",
+                plots.plot_clip_heatmap(configs, plot_dir / f"{experiment}_clip_heatmap.png"),
+            )
+        )
     steps = rs.steps.filter(pl.col("experiment") == experiment).collect()
     if steps.height:
-        out.append(("Loss curves", plots.plot_loss_curves(steps, summaries, plot_dir / f"{experiment}_loss_curves.png", entropies=entropies, title=f"{experiment}: loss curves (mean over seeds)")))
+        out.append(
+            (
+                "Loss curves",
+                plots.plot_loss_curves(
+                    steps,
+                    summaries,
+                    plot_dir / f"{experiment}_loss_curves.png",
+                    entropies=entropies,
+                    title=f"{experiment}: loss curves (mean over seeds)",
+                ),
+            )
+        )
     if cmp is not None and cmp.prediction_source is not None:
-        out.append(("Predicted vs measured", plots.plot_predicted_vs_measured(cmp, plot_dir / f"{experiment}_predicted_vs_measured.png")))
+        out.append(
+            (
+                "Predicted vs measured",
+                plots.plot_predicted_vs_measured(cmp, plot_dir / f"{experiment}_predicted_vs_measured.png"),
+            )
+        )
     return out
 
 
@@ -322,14 +437,22 @@ def experiment_report(
     configs = an.config_table(summaries)
     measurements = an.measure_beta(summaries, n_boot=n_boot)
     cmp = an.compare(
-        summaries, experiment=experiment, prediction=prediction.trajectories if prediction else None,
-        prediction_meta=prediction.meta if prediction else None, prediction_source=prediction.source if prediction else None,
-        b_noise=b_noise, n_boot=n_boot,
+        summaries,
+        experiment=experiment,
+        prediction=prediction.trajectories if prediction else None,
+        prediction_meta=prediction.meta if prediction else None,
+        prediction_source=prediction.source if prediction else None,
+        b_noise=b_noise,
+        n_boot=n_boot,
     )
     entropies = corpus_entropies(rs, experiment)
     figures = _make_plots(rs, experiment, summaries, configs, measurements, cmp, out_dir / "plots", entropies)
     words = [beta_words(m) for m in measurements]
-    words += [clipping_words(an.check_clip_norms(summaries), configs), plateau_words(configs, entropies), divergence_words(summaries)]
+    words += [
+        clipping_words(an.check_clip_norms(summaries), configs),
+        plateau_words(configs, entropies),
+        divergence_words(summaries),
+    ]
     if prediction is not None:
         words.append(prediction_words(cmp))
     src = rs.source(experiment)
@@ -374,7 +497,9 @@ def write_report(
     rs = scan(root, list(experiments))
     out = Path(out) if out is not None else default_report_path(experiments)
     sections = [
-        experiment_report(rs, e, out_dir=out.parent, prediction=prediction_for(prediction, e), b_noise=b_noise, n_boot=n_boot).markdown
+        experiment_report(
+            rs, e, out_dir=out.parent, prediction=prediction_for(prediction, e), b_noise=b_noise, n_boot=n_boot
+        ).markdown
         for e in experiments
     ]
     title = f"# pyphase report: {', '.join(experiments)}"
@@ -397,8 +522,14 @@ def compare_text(
     summaries = rs.summaries.filter(pl.col("experiment") == experiment).collect()
     pred = prediction_for(prediction, experiment)
     cmp = an.compare(
-        summaries, experiment=experiment, prediction=pred.trajectories if pred else None,
-        prediction_meta=pred.meta if pred else None, prediction_source=pred.source if pred else None,
-        b_noise=b_noise, n_boot=n_boot,
+        summaries,
+        experiment=experiment,
+        prediction=pred.trajectories if pred else None,
+        prediction_meta=pred.meta if pred else None,
+        prediction_source=pred.source if pred else None,
+        b_noise=b_noise,
+        n_boot=n_boot,
     )
-    return to_json(cmp.to_dict()) if as_json else f"# {experiment}: predicted vs measured\n\n" + comparison_markdown(cmp)
+    return (
+        to_json(cmp.to_dict()) if as_json else f"# {experiment}: predicted vs measured\n\n" + comparison_markdown(cmp)
+    )

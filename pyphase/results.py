@@ -262,7 +262,9 @@ def _steps_of(src: ExperimentSource) -> list[pl.LazyFrame]:
 
 
 def _empty_steps() -> pl.LazyFrame:
-    return pl.LazyFrame(schema={c: pl.Float64() for c in STEP_COLUMNS} | {"run_id": pl.String(), "experiment": pl.String()})
+    return pl.LazyFrame(
+        schema={c: pl.Float64() for c in STEP_COLUMNS} | {"run_id": pl.String(), "experiment": pl.String()}
+    )
 
 
 def _select_sources(roots: list[Path], experiment: str | Sequence[str] | None) -> list[ExperimentSource]:
@@ -357,10 +359,15 @@ def to_json(obj: Any) -> str:
     return json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False)
 
 
-
 def experiments_table(sources: Sequence[ExperimentSource]) -> pl.DataFrame:
     """One row per experiment folder: name, root, layout, runs, finished."""
-    schema = {"experiment": pl.String(), "root": pl.String(), "layout": pl.String(), "runs": pl.Int64(), "finished": pl.Int64()}
+    schema = {
+        "experiment": pl.String(),
+        "root": pl.String(),
+        "layout": pl.String(),
+        "runs": pl.Int64(),
+        "finished": pl.Int64(),
+    }
     return pl.DataFrame([s.to_dict() for s in sources], schema=schema)
 
 
@@ -420,7 +427,9 @@ def _prediction_parquets(path: Path) -> list[Path]:
     files = sorted(path.glob("*.parquet"))
     with_columns = [f for f in files if set(PREDICTION_COLUMNS) <= set(_parquet_columns(f))]
     if not with_columns:
-        raise PyphaseError(f"{path}/: no Parquet file with the prediction columns ({', '.join(PREDICTION_COLUMNS[:3])}, ...)")
+        raise PyphaseError(
+            f"{path}/: no Parquet file with the prediction columns ({', '.join(PREDICTION_COLUMNS[:3])}, ...)"
+        )
     return with_columns
 
 

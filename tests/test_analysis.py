@@ -163,7 +163,10 @@ def test_diverged_runs_count_as_infinite_loss() -> None:
     best_lr = an.lr_optima(df)[0].grid_lr
     # one seed of the best LR diverges (NaN loss), another config reports converged=False
     df = df.with_columns(
-        pl.when((pl.col("lr") == best_lr) & (pl.col("seed") == 0)).then(float("nan")).otherwise(pl.col("final_val_loss")).alias("final_val_loss")
+        pl.when((pl.col("lr") == best_lr) & (pl.col("seed") == 0))
+        .then(float("nan"))
+        .otherwise(pl.col("final_val_loss"))
+        .alias("final_val_loss")
     )
     o = an.lr_optima(df)[0]
     assert o.grid_lr != best_lr
@@ -336,7 +339,13 @@ def test_prediction_lr_opt_falls_back_to_its_fit_for_unsimulated_batches() -> No
     predicted = as_prediction(bowl_summaries(beta=0.5, noise=0.0, seeds=1, batches=(16, 64, 256)))
     g = an.compare(measured, experiment="s", prediction=predicted).groups[0]
     sources = {r.batch_size: r.predicted_from for r in g.lr_rows}
-    assert sources == {16: "simulated grid", 32: "predicted fit", 64: "simulated grid", 128: "predicted fit", 256: "simulated grid"}
+    assert sources == {
+        16: "simulated grid",
+        32: "predicted fit",
+        64: "simulated grid",
+        128: "predicted fit",
+        256: "simulated grid",
+    }
     assert all(r.ratio == pytest.approx(1.0, rel=1e-9) for r in g.lr_rows)
 
 
@@ -345,7 +354,9 @@ def test_regime_confusion_counts_configs() -> None:
     shifted = bowl_summaries(seeds=1, noise=0.0).with_columns(pl.lit(1.0).alias("avg_clip_frequency"))
     cmp = an.compare(measured, experiment="s", prediction=as_prediction(shifted))
     conf = cmp.regime_confusion
-    assert sum(conf["pre-saturation"].values()) == sum(1 for r in cmp.clip_rows if r.measured_regime == "pre-saturation")
+    assert sum(conf["pre-saturation"].values()) == sum(
+        1 for r in cmp.clip_rows if r.measured_regime == "pre-saturation"
+    )
     assert all(v == 0 for m in conf for p, v in conf[m].items() if p != "saturation")
     assert cmp.regime_accuracy == pytest.approx(conf["saturation"]["saturation"] / len(cmp.clip_rows))
 

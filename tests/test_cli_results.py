@@ -11,14 +11,16 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
-from pyphase import cli
-from pyphase.results import SUMMARY_FILE
 from test_analysis import LRS, as_prediction, bowl_summaries
 from test_results import SEED_3A_CSV, write_committed, write_runs
 
+from pyphase import cli
+from pyphase.results import SUMMARY_FILE
 
-def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+
+def run_cli(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "argv", ["pyphase", *args])
     try:
         cli.main()
@@ -38,7 +40,9 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_results_list_formats(workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_results_list_formats(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = run_cli(["results", "list", "--format", "json"], monkeypatch, capsys)
     assert code == 0
     rows = json.loads(out)
@@ -50,7 +54,9 @@ def test_results_list_formats(workdir: Path, monkeypatch: pytest.MonkeyPatch, ca
     assert code == 0 and "| exp_a" in out and "| phase3a" in out
 
 
-def test_results_show_csv_is_sorted(workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_results_show_csv_is_sorted(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = run_cli(["results", "show", "phase3a", "--format", "csv"], monkeypatch, capsys)
     assert code == 0
     import io
@@ -61,21 +67,32 @@ def test_results_show_csv_is_sorted(workdir: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_results_query(workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    sql = "SELECT experiment, COUNT(*) AS n, MIN(final_val_loss) AS best FROM summaries GROUP BY experiment ORDER BY experiment"
+    sql = (
+        "SELECT experiment, COUNT(*) AS n, MIN(final_val_loss) AS best FROM summaries "
+        "GROUP BY experiment ORDER BY experiment"
+    )
     code, out, _ = run_cli(["results", "query", sql, "--format", "json"], monkeypatch, capsys)
     assert code == 0
     rows = json.loads(out)
     assert [(r["experiment"], r["n"]) for r in rows] == [("exp_a", 30), ("phase3a", 10)]
     assert rows[1]["best"] == 3.321
-    code, out, _ = run_cli(["results", "query", "SELECT COUNT(*) AS n FROM summaries", "--experiment", "phase3a", "--format", "csv"], monkeypatch, capsys)
+    code, out, _ = run_cli(
+        ["results", "query", "SELECT COUNT(*) AS n FROM summaries", "--experiment", "phase3a", "--format", "csv"],
+        monkeypatch,
+        capsys,
+    )
     assert out.split() == ["n", "10"]
 
 
 def test_compare_and_report(workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     pred = workdir / "pred"
     pred.mkdir()
-    as_prediction(bowl_summaries(batches=(32, 64, 128), lrs=LRS[::3], seeds=1, noise=0.0)).write_parquet(pred / "t.parquet")
-    code, out, _ = run_cli(["compare", "exp_a", "--prediction", "pred", "--b-noise", "50", "--json"], monkeypatch, capsys)
+    as_prediction(bowl_summaries(batches=(32, 64, 128), lrs=LRS[::3], seeds=1, noise=0.0)).write_parquet(
+        pred / "t.parquet"
+    )
+    code, out, _ = run_cli(
+        ["compare", "exp_a", "--prediction", "pred", "--b-noise", "50", "--json"], monkeypatch, capsys
+    )
     assert code == 0
     data = json.loads(out)
     assert {t["name"]: t["passed"] for t in data["targets"]}["clip_frequency"] is True
@@ -104,7 +121,9 @@ def test_user_errors_are_one_line_exit_2(
     assert code == 2 and err == message + "\n" and out == ""
 
 
-def test_sql_error_is_one_line_exit_2(workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sql_error_is_one_line_exit_2(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = run_cli(["results", "query", "SELEC * FROM summaries"], monkeypatch, capsys)
     assert code == 2 and err.startswith("error: SQL failed: ") and err.count("\n") == 1
 
@@ -112,7 +131,13 @@ def test_sql_error_is_one_line_exit_2(workdir: Path, monkeypatch: pytest.MonkeyP
 def test_malformed_summary_through_python_m_pyphase(workdir: Path) -> None:
     run = sorted((workdir / "runs" / "exp_a").iterdir())[0]
     pl.read_parquet(run / SUMMARY_FILE).drop("lr").write_parquet(run / SUMMARY_FILE)
-    proc = subprocess.run([sys.executable, "-m", "pyphase", "results", "show", "exp_a"], cwd=workdir, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyphase", "results", "show", "exp_a"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr == f"error: runs/exp_a/{run.name}/summary.parquet: missing column 'lr'\n"
     assert proc.stdout == ""

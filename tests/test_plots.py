@@ -10,11 +10,11 @@ import numpy as np
 import polars as pl
 import pytest
 from matplotlib import image
+from test_analysis import LRS, as_prediction, bowl_summaries
 
 from pyphase import analysis as an
 from pyphase import plots
 from pyphase.results import CorpusEntropies
-from test_analysis import LRS, as_prediction, bowl_summaries
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

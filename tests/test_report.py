@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from test_analysis import LRS, as_prediction, bowl_summaries
+from test_results import SEED_3A_CSV, write_committed, write_runs
 
 from pyphase import analysis as an
 from pyphase import report as rp
 from pyphase.errors import PyphaseError
 from pyphase.results import CorpusEntropies, scan
-from test_analysis import LRS, as_prediction, bowl_summaries
-from test_results import SEED_3A_CSV, write_committed, write_runs
 
 ENTROPIES = {"corpus_entropies": {"unigram": 3.3128, "bigram": 2.4526, "vocab_size": 65}}
 
@@ -33,7 +33,9 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def prediction_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("pred")
-    as_prediction(bowl_summaries(beta=0.55, c=1.8e-4, seeds=2, noise=0.0, lrs=LRS[::2])).write_parquet(d / "trajectories.parquet")
+    as_prediction(bowl_summaries(beta=0.55, c=1.8e-4, seeds=2, noise=0.0, lrs=LRS[::2])).write_parquet(
+        d / "trajectories.parquet"
+    )
     (d / "summary.json").write_text(json.dumps({"b_noise": 80.0}))
     return d
 
@@ -67,8 +69,10 @@ def test_seed_phase_3a_report_in_words(tmp_path: Path) -> None:
     beta = np.log10(0.05 / lr128) / np.log10(2)
     assert f"LR_opt ∝ B^{beta:.2f} (undefined: only two batch sizes" in text
     assert "grid-argmin method gives β = 0.00" in text
-    assert "After-clip norms look mismeasured: 10 runs report a mean after-clip norm above the threshold and 10 report after = before" in text
-    assert "10 of 10 clipped configs" not in text  # regimes count configs, stated below
+    assert (
+        "After-clip norms look mismeasured: 10 runs report a mean after-clip norm above the threshold "
+        "and 10 report after = before" in text
+    )
     assert "Of 10 clipped configs, 10 are saturated" in text
     assert "The best mean final validation loss is 3.321" in text and "still on the unigram plateau" in text
     assert "1 of 10 runs diverged" in text
@@ -83,7 +87,9 @@ def test_edge_warning_in_words() -> None:
 
 def test_all_edges_means_beta_not_measured() -> None:
     df = bowl_summaries(batches=(128, 256), lrs=LRS[:5], seeds=1, noise=0.0)
-    assert "every optimum is at a grid edge" in rp.beta_words(an.measure_beta(df)[0])
+    words = rp.beta_words(an.measure_beta(df)[0])
+    assert words.startswith("**clip=1/adamw**: ⚠ β is not measured: every batch size's minimum is on a grid edge")
+    assert "LR_opt ∝" not in words
 
 
 def test_beta_meaning_names_consistent_rules() -> None:
@@ -95,15 +101,23 @@ def test_beta_meaning_names_consistent_rules() -> None:
 
 @pytest.mark.parametrize(
     ("best", "phrase"),
-    [(3.5, "still on the unigram plateau"), (3.0, "without reaching bigram statistics"), (2.0, "use more than one character of context")],
+    [
+        (3.5, "still on the unigram plateau"),
+        (3.0, "without reaching bigram statistics"),
+        (2.0, "use more than one character of context"),
+    ],
 )
 def test_plateau_words(best: float, phrase: str) -> None:
-    configs = pl.DataFrame({"batch_size": [32], "lr": [0.01], "gradient_clip": [1.0], "optimizer": ["adamw"], "loss": [best]})
+    configs = pl.DataFrame(
+        {"batch_size": [32], "lr": [0.01], "gradient_clip": [1.0], "optimizer": ["adamw"], "loss": [best]}
+    )
     assert phrase in rp.plateau_words(configs, CorpusEntropies(3.3128, 2.4526, 65, "test"))
     assert "cannot be said" in rp.plateau_words(configs, None)
 
 
-def test_multi_experiment_report_default_path(synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_multi_experiment_report_default_path(
+    synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_committed(tmp_path / "results", "phase3a", SEED_3A_CSV)
     monkeypatch.chdir(tmp_path)
     out = rp.write_report(["synth", "phase3a"], root=[synth_root, Path("results")], n_boot=100)

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from test_analysis import as_prediction, bowl_summaries
 
 from pyphase import results as res
 from pyphase.errors import PyphaseError
 from pyphase.schema import SEED_SUMMARY_COLUMNS, STEP_COLUMNS, SUMMARY_COLUMNS
-from test_analysis import as_prediction, bowl_summaries
 
 # Seed 000's Phase 3a "Full Results Table" (one seed per config, after == before). Its last row is
 # short one field in the seed (avg_clip_frequency missing); the text table beside it says 1.0 there.
@@ -49,7 +49,9 @@ def write_runs(root: Path, summaries: pl.DataFrame, *, steps_every: int = 100) -
                 "grad_norm_before": row["avg_grad_norm_before"],
                 "grad_norm_after": row["avg_grad_norm_after"],
                 "clipped": True,
-                "val_loss": [t + 0.02 if s % (4 * steps_every) == 0 else None for s, t in zip(steps, train)],
+                "val_loss": [
+                    t + 0.02 if s % (4 * steps_every) == 0 else None for s, t in zip(steps, train, strict=True)
+                ],
             },
             schema_overrides={"val_loss": pl.Float64},
         ).select(STEP_COLUMNS).write_parquet(d / res.STEPS_FILE)
@@ -238,14 +240,19 @@ def test_json_output_is_strict() -> None:
 
 # --------------------------------------------------------------------------- corpus entropies
 def test_entropies_from_provenance(tmp_path: Path) -> None:
-    write_committed(tmp_path, "p", SEED_3A_CSV, {"corpus_entropies": {"unigram": 3.3128, "bigram": 2.4526, "vocab_size": 65}})
+    write_committed(
+        tmp_path, "p", SEED_3A_CSV, {"corpus_entropies": {"unigram": 3.3128, "bigram": 2.4526, "vocab_size": 65}}
+    )
     ent = res.corpus_entropies(res.scan(tmp_path, "p"), "p")
     assert (ent.unigram, ent.bigram, ent.vocab_size, ent.source) == (3.3128, 2.4526, 65, "provenance.json")
 
 
 def test_entropies_from_summary_columns_win(tmp_path: Path) -> None:
     lines = SEED_3A_CSV.splitlines()
-    text = "\n".join([lines[0] + ",corpus_unigram_entropy,corpus_bigram_entropy,corpus_vocab_size"] + [l + ",3.0,2.0,50" for l in lines[1:]])
+    text = "\n".join(
+        [lines[0] + ",corpus_unigram_entropy,corpus_bigram_entropy,corpus_vocab_size"]
+        + [line + ",3.0,2.0,50" for line in lines[1:]]
+    )
     write_committed(tmp_path, "p", text, {"corpus_entropies": {"unigram": 9.0, "bigram": 9.0}})
     ent = res.corpus_entropies(res.scan(tmp_path, "p"), "p")
     assert (ent.unigram, ent.bigram, ent.vocab_size, ent.source) == (3.0, 2.0, 50, "summary columns")
