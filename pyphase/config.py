@@ -50,7 +50,7 @@ def _fmt_num(x: float) -> str:
     Round-trip (repr) rather than a fixed precision so two different values never share a run_id.
     """
     text = repr(float(x))
-    return text[:-2] if text.endswith(".0") else text
+    return text.removesuffix(".0")
 
 
 @dataclass(frozen=True)

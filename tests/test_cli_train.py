@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -21,7 +20,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the smoke model is tiny: threads
 
 
 def pyphase(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pyphase", *args], env=ENV, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pyphase", *args], env=ENV, capture_output=True, text=True, check=False,
                           timeout=timeout)
 
 

@@ -114,11 +114,11 @@ def test_pack_key_ignores_lr_clip_weight_decay_seed_only():
     base = RunConfig(experiment="x", batch_size=8, lr=0.1, gradient_clip=1.0, seed=0, steps=10)
     from dataclasses import replace
 
-    for change in (dict(lr=0.2), dict(gradient_clip=None), dict(weight_decay=0.0), dict(seed=5)):
+    for change in ({"lr": 0.2}, {"gradient_clip": None}, {"weight_decay": 0.0}, {"seed": 5}):
         assert replace(base, **change).pack_key() == base.pack_key()
-    for change in (dict(batch_size=16), dict(steps=11), dict(optimizer="sgd"), dict(betas=(0.8, 0.99)),
-                   dict(eps=1e-6), dict(momentum=0.5), dict(schedule="cosine"), dict(warmup_steps=2),
-                   dict(eval_interval=3), dict(eval_windows=4), dict(model=ModelShape(d_model=64))):
+    for change in ({"batch_size": 16}, {"steps": 11}, {"optimizer": "sgd"}, {"betas": (0.8, 0.99)},
+                   {"eps": 1e-6}, {"momentum": 0.5}, {"schedule": "cosine"}, {"warmup_steps": 2},
+                   {"eval_interval": 3}, {"eval_windows": 4}, {"model": ModelShape(d_model=64)}):
         assert replace(base, **change).pack_key() != base.pack_key(), change
 
 
@@ -291,7 +291,7 @@ def test_direct_construction_is_validated_too():
 def test_cli_validation_error_is_one_line_and_exit_2(tmp_path):
     p = write(tmp_path, (BASE + GRID).replace("lr = [0.001, 0.01]", "lr = [-1.0]"))
     r = subprocess.run([sys.executable, "-m", "pyphase", "train", str(p), "--out", str(tmp_path / "runs")],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "grid.lr" in lines[0] and str(p) in lines[0], r.stderr
@@ -300,6 +300,6 @@ def test_cli_validation_error_is_one_line_and_exit_2(tmp_path):
 
 def test_cli_unknown_experiment_exit_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pyphase", "train", "nope", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "unknown experiment 'nope'" in r.stderr
