@@ -294,8 +294,8 @@ mod tests {
                 let o = eval_offsets(n, block).unwrap();
                 let mut seen = vec![0u8; n];
                 for &s in &o {
-                    for p in s as usize + 1..=s as usize + block {
-                        seen[p] += 1;
+                    for hit in &mut seen[s as usize + 1..=s as usize + block] {
+                        *hit += 1;
                     }
                 }
                 let covered = o.len() * block;

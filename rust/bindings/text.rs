@@ -47,6 +47,9 @@ macro_rules! with_tokens {
     };
 }
 
+/// (x, y) windows returned by the batcher functions.
+type WindowPair<'py> = (Bound<'py, PyArrayDyn<i64>>, Bound<'py, PyArrayDyn<i64>>);
+
 fn not_contiguous<E>(_: E) -> PyErr {
     PyValueError::new_err("tokens must be a C-contiguous array (use np.ascontiguousarray)")
 }
@@ -140,7 +143,7 @@ fn windows<'py>(
     block: usize,
     out_x: Option<&Bound<'py, PyAny>>,
     out_y: Option<&Bound<'py, PyAny>>,
-) -> PyResult<(Bound<'py, PyArrayDyn<i64>>, Bound<'py, PyArrayDyn<i64>>)> {
+) -> PyResult<WindowPair<'py>> {
     let mut full: Vec<usize> = shape.to_vec();
     full.push(block);
     let (x, y) = match (out_x, out_y) {
@@ -186,7 +189,7 @@ fn batch_offsets<'py>(
     let seeds = seeds_from(seeds)?;
     let k = seeds.len();
     let v = py.detach(|| batcher::batch_offsets(n_tokens, block, batch, &seeds, start_step, n_steps))?;
-    Ok(numpy::PyArray1::from_vec(py, v).reshape(IxDyn(&[n_steps, k, batch]))?)
+    numpy::PyArray1::from_vec(py, v).reshape(IxDyn(&[n_steps, k, batch]))
 }
 
 /// Offsets 0, block, 2*block, ... of non-overlapping evaluation windows.
@@ -206,7 +209,7 @@ fn gather_windows<'py>(
     block: usize,
     out_x: Option<&Bound<'py, PyAny>>,
     out_y: Option<&Bound<'py, PyAny>>,
-) -> PyResult<(Bound<'py, PyArrayDyn<i64>>, Bound<'py, PyArrayDyn<i64>>)> {
+) -> PyResult<WindowPair<'py>> {
     let tokens = extract_tokens(tokens)?;
     let shape = offsets.shape().to_vec();
     let owned;
@@ -229,7 +232,7 @@ fn sample_batch<'py>(
     batch: usize,
     seed: u64,
     step: u64,
-) -> PyResult<(Bound<'py, PyArrayDyn<i64>>, Bound<'py, PyArrayDyn<i64>>)> {
+) -> PyResult<WindowPair<'py>> {
     let tokens = extract_tokens(tokens)?;
     let n = with_tokens!(tokens, t => t.len());
     let offs = batcher::batch_offsets(n, block, batch, &[seed], step, 1)?;
@@ -249,7 +252,7 @@ fn sample_packed<'py>(
     step: u64,
     out_x: Option<&Bound<'py, PyAny>>,
     out_y: Option<&Bound<'py, PyAny>>,
-) -> PyResult<(Bound<'py, PyArrayDyn<i64>>, Bound<'py, PyArrayDyn<i64>>)> {
+) -> PyResult<WindowPair<'py>> {
     let tokens = extract_tokens(tokens)?;
     let seeds = seeds_from(seeds)?;
     let n = with_tokens!(tokens, t => t.len());
