@@ -37,6 +37,7 @@ REGIME_ACCURACY_MIN = 0.90
 # Rules of thumb that scale LR with batch size from one anchor (smallest measured B).
 BETA_RULES: dict[str, float] = {"linear": 1.0, "square-root": 0.5}
 NOISE_SCALE_RULE = "noise-scale"
+NOISE_SCALE_KEYS = ("b_noise", "b_simple")  # prediction JSON keys holding B_noise, first found wins
 
 # Trajectory column -> summary column, so predictions reuse the measured-data functions.
 PREDICTION_TO_SUMMARY: dict[str, str] = {
@@ -696,13 +697,16 @@ def compare(
 ) -> Comparison:
     """Measured against predicted (a trajectory table, schema.PREDICTION_COLUMNS) for one experiment.
 
-    `prediction_meta` is the prediction's JSON summary; read keys: `b_noise` (for the noise-scale
-    rule; the `b_noise` argument wins) and `baselines` (extra rules, see `score_rules`).
+    `prediction_meta` is the prediction's JSON summary; read keys: `b_noise`, else `b_simple`
+    (McCandlish's B_simple = tr(Σ)/|G|², as `pyphase calibrate` names it), for the noise-scale rule
+    (the `b_noise` argument wins), and `baselines` (extra rules, see `score_rules`).
     Clip frequency and regimes are scored on clipped configs only: with clipping off both are
     trivially 0 / pre-saturation and would inflate the score.
     """
     meta = dict(prediction_meta or {})
-    b_noise = b_noise if b_noise is not None else _optional_float(meta.get("b_noise"), "b_noise")
+    if b_noise is None:
+        key = next((k for k in NOISE_SCALE_KEYS if meta.get(k) is not None), None)
+        b_noise = _optional_float(meta[key], key) if key else None
     pred_groups = groups(prediction_summaries(prediction)) if prediction is not None else []
     compared, clip_rows, unmatched = [], [], 0
     for clip, opt, mgroup in groups(summaries):

@@ -188,13 +188,17 @@ def report(
     prediction: Optional[Path] = _PREDICTION_OPT,
     b_noise: Optional[float] = _B_NOISE_OPT,
     out: Optional[Path] = typer.Option(None, "--out", help="Report path (default results/<exp>/REPORT.md, or results/REPORT.md for several)."),
+    corpus: Optional[Path] = typer.Option(
+        None, "--corpus", help="Corpus the runs trained on, for the entropy lines (default: what the results recorded)."
+    ),
     runs: Path = _RUNS_OPT,
     results: Path = _RESULTS_OPT,
 ) -> None:
     """Write a Markdown report with tables, plots and the answer in words."""
     from pyphase.report import default_report_path, write_report
 
-    path = write_report(experiments, root=[runs, results], prediction=prediction, b_noise=b_noise, out=out or default_report_path(experiments, results))
+    out = out or default_report_path(experiments, results)
+    path = write_report(experiments, root=[runs, results], prediction=prediction, b_noise=b_noise, corpus=corpus, out=out)
     typer.echo(f"wrote {path}")
 
 

@@ -21,6 +21,7 @@ from pyphase.results import (
     PredictionFiles,
     ResultSet,
     corpus_entropies,
+    entropies_of_corpus,
     read_prediction,
     scan,
     to_json,
@@ -430,9 +431,13 @@ def experiment_report(
     out_dir: Path,
     prediction: PredictionFiles | None = None,
     b_noise: float | None = None,
+    corpus: Path | None = None,
     n_boot: int = an.DEFAULT_BOOTSTRAP,
 ) -> ExperimentReport:
-    """One experiment's Markdown section; its plots go to `out_dir/plots/` and are linked relatively."""
+    """One experiment's Markdown section; its plots go to `out_dir/plots/` and are linked relatively.
+
+    Corpus entropies come from `corpus` when given (checked against the runs' corpus_sha256), else
+    from what the results recorded (see `pyphase.results.corpus_entropies`)."""
     summaries = rs.summaries.filter(pl.col("experiment") == experiment).collect()
     configs = an.config_table(summaries)
     measurements = an.measure_beta(summaries, n_boot=n_boot)
@@ -445,7 +450,7 @@ def experiment_report(
         b_noise=b_noise,
         n_boot=n_boot,
     )
-    entropies = corpus_entropies(rs, experiment)
+    entropies = entropies_of_corpus(corpus, rs, experiment) if corpus is not None else corpus_entropies(rs, experiment)
     figures = _make_plots(rs, experiment, summaries, configs, measurements, cmp, out_dir / "plots", entropies)
     words = [beta_words(m) for m in measurements]
     words += [
@@ -489,6 +494,7 @@ def write_report(
     prediction: Path | None = None,
     out: Path | None = None,
     b_noise: float | None = None,
+    corpus: Path | None = None,
     n_boot: int = an.DEFAULT_BOOTSTRAP,
 ) -> Path:
     """Write one Markdown report covering `experiments` (plots beside it under plots/) and return its path."""
@@ -498,7 +504,13 @@ def write_report(
     out = Path(out) if out is not None else default_report_path(experiments)
     sections = [
         experiment_report(
-            rs, e, out_dir=out.parent, prediction=prediction_for(prediction, e), b_noise=b_noise, n_boot=n_boot
+            rs,
+            e,
+            out_dir=out.parent,
+            prediction=prediction_for(prediction, e),
+            b_noise=b_noise,
+            corpus=corpus,
+            n_boot=n_boot,
         ).markdown
         for e in experiments
     ]

@@ -342,6 +342,26 @@ def corpus_entropies(rs: ResultSet, experiment: str) -> CorpusEntropies | None:
         raise PyphaseError(f"{path}: corpus_entropies needs numeric 'unigram' and 'bigram' ({e})") from e
 
 
+def entropies_of_corpus(path: Path | str, rs: ResultSet, experiment: str) -> CorpusEntropies:
+    """Entropies of the train split of the corpus at `path` (pyphase.data.load_corpus), after checking
+    that its sha256 is the one the experiment's runs recorded (when they recorded one)."""
+    from pyphase.data import load_corpus
+
+    corpus = load_corpus(path)
+    recorded = set(
+        rs.summaries.filter(pl.col("experiment") == experiment).select("corpus_sha256").collect().to_series()
+    )
+    recorded.discard(None)
+    if recorded and corpus.sha256 not in recorded:
+        raise PyphaseError(
+            f"--corpus {path}: sha256 {corpus.sha256[:12]}... is not the corpus experiment '{experiment}' trained on "
+            f"({', '.join(sorted(h[:12] + '...' for h in recorded))})"
+        )
+    return CorpusEntropies(
+        corpus.unigram_entropy, corpus.bigram_entropy, corpus.tokenizer.vocab_size, f"corpus {path} (train split)"
+    )
+
+
 # --------------------------------------------------------------------------- tables and SQL
 def json_safe(obj: Any) -> Any:
     """The same structure with non-finite floats as null, so the output is strict JSON."""

@@ -377,6 +377,16 @@ def test_compare_without_prediction_scores_rules_only() -> None:
 def test_prediction_json_b_noise_must_be_positive() -> None:
     with pytest.raises(PyphaseError, match="b_noise"):
         an.compare(bowl_summaries(seeds=1), experiment="s", prediction_meta={"b_noise": -1})
+    with pytest.raises(PyphaseError, match="'b_simple' must be a positive number"):
+        an.compare(bowl_summaries(seeds=1), experiment="s", prediction_meta={"b_simple": "x"})
+
+
+def test_noise_scale_from_b_simple_key_and_argument_wins() -> None:
+    df = bowl_summaries(seeds=1)
+    names = [r.name for r in an.compare(df, experiment="s", prediction_meta={"b_simple": 40.0}).groups[0].rules]
+    assert names[-1] == "noise-scale (B_noise=40)"
+    cmp = an.compare(df, experiment="s", prediction_meta={"b_simple": 40.0}, b_noise=7.0)
+    assert cmp.groups[0].rules[-1].name == "noise-scale (B_noise=7)"
 
 
 def test_prediction_table_missing_column_is_a_user_error() -> None:

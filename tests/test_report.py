@@ -144,3 +144,21 @@ def test_compare_text_json_is_strict(synth_root: Path, prediction_dir: Path) -> 
 def test_report_needs_an_experiment() -> None:
     with pytest.raises(PyphaseError, match="at least one experiment"):
         rp.write_report([])
+
+
+def test_corpus_option_gives_entropies_and_checks_its_checksum(tmp_path: Path) -> None:
+    text = "abcab" * 2000
+    (tmp_path / "c.txt").write_text(text)
+    from pyphase.data import load_corpus
+
+    corpus = load_corpus(tmp_path / "c.txt")
+    lines = SEED_3A_CSV.splitlines()
+    csv = "\n".join([lines[0] + ",corpus_sha256"] + [line + f",{corpus.sha256}" for line in lines[1:]]) + "\n"
+    write_committed(tmp_path / "results", "p", csv)
+    out = rp.write_report(["p"], root=tmp_path / "results", corpus=tmp_path / "c.txt", out=tmp_path / "R.md", n_boot=10)
+    assert f"the unigram entropy {corpus.unigram_entropy:.3f}" in out.read_text()
+    (tmp_path / "other.txt").write_text("xyz" * 1000)
+    with pytest.raises(
+        PyphaseError, match=r"--corpus .*other.txt: sha256 .* is not the corpus experiment 'p' trained on"
+    ):
+        rp.write_report(["p"], root=tmp_path / "results", corpus=tmp_path / "other.txt", out=tmp_path / "R.md")
