@@ -24,11 +24,18 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from pyphase.config import ModelShape
+from pyphase.errors import PyphaseError
+
+if TYPE_CHECKING:
+    from pyphase.model import NanoTransformer, Shape
 
 # --------------------------------------------------------------------------- gradient noise
 
@@ -115,6 +122,7 @@ class NoiseMeasurement:
     coord_signal: np.ndarray  # (P,) per-coordinate G_i² estimate (unbiased; may be < 0)
     coord_noise: np.ndarray  # (P,) per-coordinate Σ_ii (per example)
     groups: dict[str, tuple[float, float]]  # group -> (|G|², tr Σ) restricted to its coordinates
+    mean_grad: Tensor  # mean gradient over every example drawn (flat, on the device)
     passes: int  # forward/backward passes
     examples: int  # examples (windows) through forward/backward
 
@@ -194,6 +202,7 @@ def measure_noise(
         coord_signal=coord_signal.cpu().numpy(),
         coord_noise=coord_noise.cpu().numpy(),
         groups=groups,
+        mean_grad=s1 / n,
         passes=n,
         examples=n * m,
     )
@@ -487,3 +496,604 @@ def fit_nqm(top_eigenvalues: Sequence[float], hessian_trace: float, trace_sigma:
     return NQMFit(d=d_best, h_max=h_max, alpha=alpha, sigma2=float(trace_sigma / tr_fit),
                   init_loss=float(init_loss), loss_floor=float(loss_floor), top_eig_log_rms=rms,
                   n_eigs_used=k, trace_matched=trace_matched, notes=tuple(notes))
+
+
+# --------------------------------------------------------------------------- the real model
+
+#: Model shapes `calibrate` knows: the sweeps' default, and a tiny one for quick CPU runs and tests.
+SHAPES: dict[str, ModelShape] = {
+    "default": ModelShape(),
+    "tiny": ModelShape(d_model=32, n_layer=1, n_head=2, block_size=32),
+}
+#: The short AdamW run clips like the seed's sweeps; at its low LR clipping rarely binds.
+RUN_CLIP = 1.0
+#: Calibration windows come from batcher streams the trainer never uses (it uses the run's seed).
+CALIB_STREAM = 0x5EED_CA1B
+#: The sweep whose cost the calibration's budget is compared with.
+REFERENCE_EXPERIMENT = "phase3a"
+#: Experiments whose batch sizes the ‖g‖ table covers.
+SWEEP_EXPERIMENTS = ("phase2_5", "phase3a", "phase3b")
+#: An HVP by double backward costs about two forward+backward passes (it back-propagates through
+#: the gradient's graph); used only to state the budget in forward/backward-equivalent tokens.
+HVP_COST = 2.0
+#: Parameter groups for the per-group split of |G|² and tr(Σ).
+GROUPS = ("embed", "attn", "mlp", "norm", "head")
+
+
+def _group_of(name: str) -> str:
+    leaf = name.split(".")[-1]
+    if leaf in ("wte", "wpe"):
+        return "embed"
+    if leaf.startswith("ln"):
+        return "norm"
+    if leaf.startswith(("attn", "proj")):
+        return "attn"
+    if leaf.startswith("fc"):
+        return "mlp"
+    return "head"
+
+
+def _group_ids(shape: "Shape", device: torch.device) -> Tensor:
+    ids = [torch.full((math.prod(s),), GROUPS.index(_group_of(n)), dtype=torch.int64)
+           for n, s in shape.param_shapes()]
+    return torch.cat(ids).to(device)
+
+
+class _Windows:
+    """Calibration windows on the device: precomputed offsets from the Rust batcher, gathered like
+    the trainer gathers them (x = tokens[o:o+T], y = tokens[o+1:o+T+1])."""
+
+    def __init__(self, tokens: Tensor, n_tokens: int, block: int) -> None:
+        self.tokens, self.n, self.block = tokens, n_tokens, block
+        self.window = torch.arange(block + 1, device=tokens.device)
+
+    def offsets(self, stream: int, batch: int, start: int, count: int) -> Tensor:
+        from pyphase import _core
+
+        offs = _core.batch_offsets(self.n, self.block, batch, [stream], start, count)
+        return torch.from_numpy(offs[:, 0]).to(self.tokens.device)  # (count, batch)
+
+    def gather(self, off: Tensor) -> tuple[Tensor, Tensor]:
+        win = self.tokens[off[:, None] + self.window]
+        return win[:, :-1], win[:, 1:]
+
+
+def _params(model: "NanoTransformer") -> list[Tensor]:
+    return [model.p(n) for n, _ in model.shape.param_shapes()]
+
+
+def _grad_fn(model: "NanoTransformer", windows: _Windows, offsets: Tensor, progress: Callable[[], None]
+             ) -> Callable[[int], tuple[Tensor, Tensor]]:
+    """grad_fn for `measure_noise`: call i uses the i-th row of `offsets` (fresh windows each call)."""
+    params = _params(model)
+    it = iter(range(offsets.shape[0]))
+
+    def fn(m: int) -> tuple[Tensor, Tensor]:
+        off = offsets[next(it)]
+        assert off.shape[0] == m
+        x, y = windows.gather(off)
+        _, loss = model(x, y)
+        grads = torch.autograd.grad(loss, params)
+        progress()
+        return torch.cat([g.reshape(-1) for g in grads]), loss.detach()
+
+    return fn
+
+
+def _sdpa_math():  # type: ignore[no-untyped-def]
+    """Attention through the math kernel: the fused kernels have no double backward, HVPs need one."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
+
+
+@dataclass
+class PointMeasurement:
+    """Everything measured at one point of the short run (step 0 = initialisation)."""
+
+    step: int
+    loss: float  # mean train loss over the noise windows
+    loss_se: float
+    noise: NoiseEstimate
+    grad_norm_by_batch: dict[int, float]  # typical ‖g_B‖ = sqrt(|G|² + tr(Σ)/B)
+    eigenvalues: list[float]  # top Ritz values of the Hessian (descending)
+    eigen_residuals: list[float]  # their Lanczos residual bounds
+    lambda_min: float  # the most negative Ritz value (negative curvature, not fitted by the NQM)
+    grad_curvature: float  # ĝᵀHĝ/|ĝ|²: the curvature along the (all-windows mean) gradient
+    hessian_trace: float
+    hessian_trace_se: float
+    groups: dict[str, dict[str, float]]  # group -> {"grad_norm2", "trace_sigma", "n_params"}
+    adamw_view: dict[str, Any]  # per-coordinate second moments at each sweep batch size
+    optimizer_state: dict[str, Any] | None  # the run's own AdamW state at this step (None at step 0)
+    timings: dict[str, float]
+    counts: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "noise"}
+        d["noise"] = dict(self.noise.__dict__)
+        d["grad_norm_by_batch"] = {str(k): v for k, v in self.grad_norm_by_batch.items()}
+        return d
+
+
+def _quantiles(x: np.ndarray) -> dict[str, float]:
+    q = np.quantile(x, [0.1, 0.5, 0.9]) if len(x) else [math.nan] * 3
+    return {"p10": float(q[0]), "p50": float(q[1]), "p90": float(q[2])}
+
+
+def adamw_view(coord_signal: np.ndarray, coord_noise: np.ndarray, batch_sizes: Sequence[int]) -> dict[str, Any]:
+    """What AdamW's per-coordinate normalisation sees at batch B: v_i(B) = G_i² + Σ_ii/B.
+
+    AdamW divides each coordinate by sqrt(v_i), so the global ‖g‖ matters only through clipping;
+    the update's direction is set by the per-coordinate signal fraction G_i²/v_i(B) (1: clean
+    signal, the update is ±lr along G; 0: pure noise, a random walk of step lr). Reported: quantiles
+    of sqrt(v_i(B)) over coordinates, their p90/p10 spread, and the mean signal fraction."""
+    sig = np.maximum(coord_signal, 0.0)
+    out: dict[str, Any] = {}
+    for b in batch_sizes:
+        v = sig + coord_noise / b
+        rms = np.sqrt(v)
+        q = _quantiles(rms)
+        frac = np.divide(sig, v, out=np.zeros_like(v), where=v > 0)
+        out[str(b)] = {"rms_grad": q, "rms_spread_p90_p10": q["p90"] / q["p10"] if q["p10"] > 0 else math.inf,
+                       "signal_fraction_mean": float(frac.mean())}
+    return out
+
+
+def nqm_adamw_view(fit: NQMFit, batch_sizes: Sequence[int]) -> dict[str, Any]:
+    """The same view for the fitted NQM at θ(0): direction i has G_i = h_i·r, Σ_ii = σ²h_i."""
+    h = fit.h_max * np.arange(1, fit.d + 1, dtype=np.float64) ** (-fit.alpha)
+    r2 = 2.0 * (fit.init_loss - fit.loss_floor) / h.sum()
+    return adamw_view(h * h * r2, fit.sigma2 * h, batch_sizes)
+
+
+def optimizer_view(m: Tensor, v: Tensor, step: int, betas: tuple[float, float], eps: float) -> dict[str, Any]:
+    """The run's own AdamW state after `step` steps: quantiles of sqrt(v̂) and the RMS of the
+    normalised update m̂/(sqrt(v̂)+ε) (≈1 for a steady signal, ≈sqrt((1−β1)/(1+β1)) for pure noise)."""
+    b1, b2 = betas
+    vh = (v.double() / (1 - b2 ** step)).clamp_min(0)
+    mh = m.double() / (1 - b1 ** step)
+    upd = mh / (vh.sqrt() + eps)
+    return {"step": step, "sqrt_v_hat": _quantiles(vh.sqrt().cpu().numpy()),
+            "update_rms": float(upd.square().mean().sqrt())}
+
+
+# --------------------------------------------------------------------------- calibrate()
+
+#: Ritz values whose residual bound exceeds this fraction of their value have not converged and
+#: do not enter the spectrum fit.
+RITZ_TOL = 0.1
+
+METHOD_NOTES = (
+    "An example is one window of block_size tokens (the unit of a sweep's batch size).",
+    "|G|^2 and tr(Sigma): unbiased two-batch-size estimator of McCandlish et al. 2018 (App. A), "
+    "E|g_B|^2 = |G|^2 + tr(Sigma)/B; each repeat draws B_max fresh windows as micro-batches of "
+    "gcd(batch sizes) and forms every batch size from them; error bars are the spread over repeats "
+    "(B_simple: jackknife). Measured in fp32 on the train split, windows from a batcher stream the "
+    "short run never draws from.",
+    "Curvature: Lanczos with full reorthogonalisation on Hessian-vector products (double backward, "
+    "math attention kernel) of the mean loss on one fixed batch of hvp_batch windows; Ritz values "
+    "with residual bound > RITZ_TOL of their value are not used in the fit. Trace: Hutchinson with "
+    "Rademacher probes, deflated by the Lanczos basis (tr = sum of Lanczos alphas + probes on the "
+    "complement), standard error from the probes.",
+    "Short run: pyphase.train.PackTrainer (K = 1, AdamW as the sweeps run it, clip RUN_CLIP, constant "
+    "LR) from the same initialisation as a sweep's seed; measurements are taken at steps_along. "
+    "Nothing from any sweep's results is read.",
+    "Loss floor: ngramK = plug-in conditional entropy of order K on the train split (the train loss of "
+    "the best model that sees K-1 previous characters, reachable by a model with a longer context, so "
+    "an upper estimate of the floor); fit = L_inf of L(t) = L_inf + A t^-gamma fitted to the short "
+    "run's train losses.",
+    "NQM fit (at fit_step): h_max = top eigenvalue; d and alpha such that sum h_i = measured tr(H) "
+    "exactly and h_2..h_k best match the next measured eigenvalues (least squares in log); sigma2 = "
+    "tr(Sigma)/tr(H); init_loss = loss at step 0; theta(0) isotropic with 1/2 sum h_i theta_i^2 = "
+    "init_loss - floor, so |H theta(0)|^2 is a prediction compared with the measured |G|^2 at step 0.",
+)
+
+
+@dataclass
+class Calibration:
+    """The outcome of `calibrate`: fitted parameters, raw measurements, diagnostics, provenance."""
+
+    fit: NQMFit
+    points: list[PointMeasurement]
+    fit_step: int
+    floor: FloorEstimate
+    run: dict[str, Any]
+    consistency: dict[str, Any]
+    budget: dict[str, Any]
+    provenance: dict[str, Any]
+    path: Path | None = None
+    params: Any = None  # pyphase.nqm.NQMParams, as written to `path`
+
+    def measurements(self) -> dict[str, Any]:
+        """Raw measurements and diagnostics, JSON-ready (what the calibration file records)."""
+        return {
+            "fit_step": self.fit_step,
+            "fit": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.fit.__dict__.items()},
+            "points": [p.to_dict() for p in self.points],
+            "floor": {"method": self.floor.method, "value": self.floor.value,
+                      "ngram_entropies": list(self.floor.ngram_entropies), "power_law": self.floor.power_law},
+            "run": self.run,
+            "consistency": self.consistency,
+            "budget": self.budget,
+            "method_notes": list(METHOD_NOTES),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path) if self.path else None,
+                "params": {k: getattr(self.fit, k) for k in ("d", "h_max", "alpha", "sigma2", "init_loss", "loss_floor")},
+                "provenance": self.provenance, **self.measurements()}
+
+
+def parse_int_list(text: str, option: str) -> list[int]:
+    """'32,256' -> [32, 256]; anything else is a one-line PyphaseError naming the option."""
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise PyphaseError(f"{option}: expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise PyphaseError(f"{option}: expected comma-separated integers, got {text!r}")
+    return values
+
+
+def _check_options(shape: str, batch_sizes: Sequence[int], steps_along: Sequence[int], lr: float,
+                   run_batch: int, repeats: int, lanczos_iter: int, probes: int, hvp_batch: int, top_k: int,
+                   floor: str, fit_step: int) -> None:
+    """Every bad option is a one-line PyphaseError naming it (the CLI's exit code 2)."""
+    if shape not in SHAPES:
+        raise PyphaseError(f"--shape: expected one of {', '.join(SHAPES)}, got {shape!r}")
+    if any(b < 1 for b in batch_sizes):
+        raise PyphaseError(f"--batch: batch sizes must be >= 1, got {list(batch_sizes)}")
+    if len(set(batch_sizes)) < 2:
+        raise PyphaseError(f"--batch: the two-batch estimator needs two distinct batch sizes, got {list(batch_sizes)}")
+    bad = [b for b in batch_sizes if max(batch_sizes) % b]
+    if bad:
+        raise PyphaseError(f"--batch: every batch size must divide the largest ({max(batch_sizes)}); {bad} do not")
+    if any(s < 0 for s in steps_along) or len(set(steps_along)) != len(steps_along):
+        raise PyphaseError(f"--steps-along: expected distinct steps >= 0, got {list(steps_along)}")
+    if 0 not in steps_along:
+        raise PyphaseError(f"--steps-along: must include 0 (the initialisation), got {list(steps_along)}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise PyphaseError(f"--lr: must be a positive number, got {lr}")
+    for name, v, lo in (("--run-batch", run_batch, 1), ("--repeats", repeats, 2), ("--lanczos", lanczos_iter, 2),
+                        ("--probes", probes, 2), ("--hvp-batch", hvp_batch, 1), ("--top-k", top_k, 2)):
+        if v < lo:
+            raise PyphaseError(f"{name}: must be >= {lo}, got {v}")
+    if top_k > lanczos_iter:
+        raise PyphaseError(f"--top-k: {top_k} exceeds the Lanczos steps ({lanczos_iter})")
+    if floor not in FLOOR_METHODS:
+        raise PyphaseError(f"--floor: expected one of {', '.join(FLOOR_METHODS)}, got {floor!r}")
+    if fit_step not in steps_along:
+        raise PyphaseError(f"--fit-step: {fit_step} is not one of --steps-along {list(steps_along)}")
+
+
+def _sweep_batch_sizes(fallback: Sequence[int]) -> list[int]:
+    from pyphase.config import load_experiment
+
+    sizes = set(fallback)
+    for name in SWEEP_EXPERIMENTS:
+        try:
+            sizes |= {c.batch_size for c in load_experiment(name).configs}
+        except PyphaseError:
+            pass  # an experiment file missing from this install: its sizes are simply not listed
+    return sorted(sizes)
+
+
+def _reference_tokens() -> int | None:
+    from pyphase.config import load_experiment
+
+    try:
+        exp = load_experiment(REFERENCE_EXPERIMENT)
+    except PyphaseError:
+        return None
+    return sum(c.batch_size * c.model.block_size * c.steps for c in exp.configs)
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    import platform
+
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def calibrate(
+    *,
+    device: str = "auto",
+    data: str | Path | None = None,
+    out: str | Path | None = None,
+    shape: str = "default",
+    batch_sizes: Sequence[int] = (32, 256),
+    steps_along: Sequence[int] = (0, 200, 1000),
+    lr: float = 3e-3,
+    run_batch: int | None = None,
+    repeats: int = 8,
+    lanczos_iter: int = 24,
+    probes: int = 16,
+    hvp_batch: int = 32,
+    top_k: int = 8,
+    floor: str = "ngram3",
+    fit_step: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> Calibration:
+    """Measure the NanoTransformer at initialisation and along a short AdamW run, fit the NQM, and
+    write the calibration file to `out` (if given). See METHOD_NOTES for the methods.
+
+    Cost per point: repeats·B_max windows through forward/backward (noise), one forward/backward
+    with graph on hvp_batch windows plus lanczos_iter + probes HVPs (curvature); plus max(steps_along)
+    training steps at run_batch (default: the smallest batch size)."""
+    from tqdm.auto import tqdm
+
+    from pyphase.config import RunConfig
+    from pyphase.data import load_corpus
+    from pyphase.model import NanoTransformer, Shape
+    from pyphase.sweep import git_commit, resolve_device
+    from pyphase.train import PackTrainer
+
+    sizes = sorted(int(b) for b in batch_sizes)
+    steps = sorted(int(s) for s in steps_along)
+    run_batch = int(run_batch) if run_batch is not None else min(sizes) if sizes else 1
+    fit_step = steps[-1] if fit_step is None and steps else fit_step
+    _check_options(shape, sizes, steps, lr, run_batch, repeats, lanczos_iter, probes, hvp_batch, top_k, floor,
+                   -1 if fit_step is None else fit_step)
+    assert fit_step is not None
+    t_start = time.perf_counter()
+    dev = torch.device(resolve_device(device))
+    corpus = load_corpus(data)
+    ms = SHAPES[shape]
+    sh = Shape(corpus.tokenizer.vocab_size, ms.d_model, ms.n_layer, ms.n_head, ms.mlp_ratio, ms.block_size)
+    t_len = sh.block_size
+    train_ids = np.ascontiguousarray(corpus.train)
+    if len(train_ids) < t_len + 2:
+        raise PyphaseError(f"--data: train split of {len(train_ids)} tokens is shorter than one window of {t_len + 1}")
+    windows = _Windows(torch.from_numpy(train_ids.astype(np.int64)).to(dev), len(train_ids), t_len)
+    micro = math.gcd(*sizes)
+    n_draws = repeats * (max(sizes) // micro)
+    noise_stream, hvp_stream = CALIB_STREAM + 2 * seed, CALIB_STREAM + 2 * seed + 1
+    hvp_off = windows.offsets(hvp_stream, hvp_batch, 0, 1)[0]
+    n_steps = steps[-1]
+    cfg = RunConfig(experiment="calibrate", batch_size=run_batch, lr=lr, gradient_clip=RUN_CLIP, seed=seed,
+                    steps=max(n_steps, 1), model=ms, eval_windows=1, eval_interval=max(n_steps, 1))
+    trainer = PackTrainer([cfg], corpus, str(dev), compile=False, cuda_graph=False) if n_steps > 0 else None
+    model = NanoTransformer(sh, seed=seed).to(dev)
+    params = _params(model)
+    n_params = sum(p.numel() for p in params)
+    gids = _group_ids(sh, dev)
+    group_sizes = torch.bincount(gids, minlength=len(GROUPS)).tolist()
+    report_sizes = _sweep_batch_sizes(sizes)
+
+    per_point = n_draws + lanczos_iter + probes
+    bar = tqdm(total=n_steps + len(steps) * per_point, disable=not progress, unit="pass", desc="calibrate",
+               leave=False)
+    tick = lambda: bar.update(1)  # noqa: E731
+    points: list[PointMeasurement] = []
+    wall_train = 0.0
+    done = 0
+    n_hvp_total = 0
+    for idx, step in enumerate(steps):
+        t0 = time.perf_counter()
+        if trainer is not None:
+            for _ in range(step - done):
+                trainer.step()
+                bar.update(1)
+            done = step
+            _sync(dev)
+            with torch.no_grad():
+                for name, _ in sh.param_shapes():
+                    model.p(name).copy_(trainer.model.view(name, trainer.model.flat)[0])
+        t1 = time.perf_counter()
+        wall_train += t1 - t0
+        bar.set_postfix_str(f"step {step}: noise")
+        offs = windows.offsets(noise_stream, micro, idx * n_draws, n_draws)
+        meas = measure_noise(_grad_fn(model, windows, offs, tick), sizes, repeats, gids, GROUPS)
+        _sync(dev)
+        t2 = time.perf_counter()
+        bar.set_postfix_str(f"step {step}: curvature")
+        x, y = windows.gather(hvp_off[None].reshape(-1))
+        with _sdpa_math():
+            _, loss = model(x, y)
+            hvp_raw = hvp_closure(loss, params)
+
+            def hvp(v: Tensor) -> Tensor:
+                tick()
+                return hvp_raw(v)
+
+            gen = torch.Generator().manual_seed(1_000_003 * seed + idx)
+            lz = lanczos(hvp, n_params, lanczos_iter, generator=gen, device=dev)
+            tr = hutchinson_trace(hvp, n_params, probes, generator=gen, device=dev, deflate=lz)
+            g_hat = meas.mean_grad
+            grad_curv = float(torch.dot(g_hat, hvp_raw(g_hat)) / torch.dot(g_hat, g_hat))
+        del hvp_raw, loss
+        n_hvp_total += lz.n_hvp + tr.n_probes + 1
+        bar.update(lanczos_iter - lz.n_hvp)  # Lanczos may stop early on an invariant subspace
+        _sync(dev)
+        t3 = time.perf_counter()
+        opt_view = None
+        if trainer is not None and step > 0:
+            opt_view = optimizer_view(trainer.state.m[0], trainer.state.v[0], step, cfg.betas, cfg.eps)
+        noise = meas.noise
+        points.append(PointMeasurement(
+            step=step,
+            loss=meas.loss,
+            loss_se=meas.loss_se,
+            noise=noise,
+            grad_norm_by_batch={b: noise.expected_norm(b) for b in report_sizes},
+            eigenvalues=[float(v) for v in lz.ritz[:top_k]],
+            eigen_residuals=[float(v) for v in lz.residual[:top_k]],
+            lambda_min=float(lz.ritz[-1]),
+            grad_curvature=grad_curv,
+            hessian_trace=tr.trace,
+            hessian_trace_se=tr.se,
+            groups={g: {"grad_norm2": meas.groups[g][0], "trace_sigma": meas.groups[g][1], "n_params": int(n)}
+                    for g, n in zip(GROUPS, group_sizes)},
+            adamw_view=adamw_view(meas.coord_signal, meas.coord_noise, report_sizes),
+            optimizer_state=opt_view,
+            timings={"train_s": t1 - t0, "noise_s": t2 - t1, "curvature_s": t3 - t2},
+            counts={"noise_passes": meas.passes, "noise_windows": meas.examples, "hvp": lz.n_hvp + tr.n_probes + 1,
+                    "lanczos_steps": lz.n_hvp, "hutchinson_probes": tr.n_probes, "hvp_windows": hvp_batch},
+        ))
+    bar.close()
+
+    run = _run_record(trainer, cfg, n_steps)
+    floor_est = _floor(floor, train_ids, run)
+    fp = next(p for p in points if p.step == fit_step)
+    use = [e for e, r in zip(fp.eigenvalues, fp.eigen_residuals) if e > 0 and r <= RITZ_TOL * e]
+    if len(use) < 2:
+        use = [e for e in fp.eigenvalues if e > 0][:2]
+    init_loss = points[0].loss
+    try:
+        fit = fit_nqm(use, fp.hessian_trace, fp.noise.trace_sigma, init_loss, floor_est.value)
+    except ValueError as e:
+        raise PyphaseError(f"cannot fit the NQM at step {fit_step}: {e}") from None
+    consistency = _consistency(fit, points, fp, report_sizes)
+
+    window_tokens = t_len
+    noise_tokens = sum(p.counts["noise_windows"] for p in points) * window_tokens
+    graph_tokens = len(points) * hvp_batch * window_tokens
+    hvp_tokens = n_hvp_total * hvp_batch * window_tokens
+    train_tokens = n_steps * run_batch * window_tokens
+    equiv = train_tokens + noise_tokens + graph_tokens + HVP_COST * hvp_tokens
+    ref = _reference_tokens()
+    wall = time.perf_counter() - t_start
+    budget = {
+        "train_tokens": train_tokens, "gradient_tokens": noise_tokens, "hvp_graph_tokens": graph_tokens,
+        "hvp_products": n_hvp_total, "hvp_tokens": hvp_tokens, "hvp_cost_factor": HVP_COST,
+        "fwd_bwd_equivalent_tokens": equiv, "reference_experiment": REFERENCE_EXPERIMENT,
+        "reference_tokens": ref, "fraction_of_reference": (equiv / ref) if ref else None,
+        "wall_s": wall, "wall_train_s": wall_train,
+        "wall_noise_s": sum(p.timings["noise_s"] for p in points),
+        "wall_curvature_s": sum(p.timings["curvature_s"] for p in points),
+    }
+    provenance = {
+        "label": f"pyphase calibrate, shape {shape}, corpus {corpus.name}",
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "device": _device_name(dev),
+        "torch": torch.__version__,
+        "git_commit": git_commit(),
+        "data": {"name": corpus.name, "source": corpus.source, "sha256": corpus.sha256,
+                 "vocab_size": corpus.tokenizer.vocab_size, "train_tokens": int(len(train_ids))},
+        "shape": {"name": shape, **ms.__dict__, "vocab_size": sh.vocab_size, "n_params": n_params},
+        "options": {"batch_sizes": sizes, "steps_along": steps, "lr": lr, "run_batch": run_batch,
+                    "run_clip": RUN_CLIP, "repeats": repeats, "lanczos_iter": lanczos_iter, "probes": probes,
+                    "hvp_batch": hvp_batch, "top_k": top_k, "floor": floor, "fit_step": fit_step, "seed": seed},
+        "wall_s": wall,
+    }
+    cal = Calibration(fit=fit, points=points, fit_step=fit_step, floor=floor_est, run=run,
+                      consistency=consistency, budget=budget, provenance=provenance)
+    if out is not None:
+        cal.path = Path(out)
+        cal.params = write_calibration(cal, cal.path)
+    return cal
+
+
+def _run_record(trainer: Any, cfg: Any, n_steps: int) -> dict[str, Any]:
+    """The short run's own telemetry (its train loss curve feeds the 'fit' floor)."""
+    if trainer is None:
+        return {"steps": 0}
+    st = trainer.state
+    loss = st.loss[:n_steps, 0].double().cpu().numpy()
+    norm = st.norm_before[:n_steps, 0].double().cpu().numpy()
+    clipped = st.clipped[:n_steps, 0].double().cpu().numpy()
+    return {"steps": n_steps, "lr": cfg.lr, "batch_size": cfg.batch_size, "clip": cfg.gradient_clip,
+            "optimizer": cfg.optimizer, "betas": list(cfg.betas), "eps": cfg.eps, "weight_decay": cfg.weight_decay,
+            "precision": "bf16" if trainer.amp else "fp32",
+            "diverged": int(st.diverged_step[0]) >= 0,
+            "clip_frequency": float(clipped.mean()), "grad_norm_mean": float(np.nanmean(norm)),
+            "grad_norm_first": float(norm[0]), "grad_norm_last": float(norm[-1]),
+            "train_loss": loss.tolist()}
+
+
+def _floor(method: str, train_ids: np.ndarray, run: dict[str, Any]) -> FloorEstimate:
+    ent = ngram_entropies(train_ids, 4)
+    losses = np.asarray(run.get("train_loss", []), dtype=np.float64)
+    pl = power_law_floor(np.arange(1, len(losses) + 1), losses) if len(losses) else {}
+    if method == "fit":
+        if not pl:
+            raise PyphaseError("--floor fit: the short run's loss curve could not be fitted (too few steps?); "
+                               "use --floor ngram3")
+        value = pl["L_inf"]
+    else:
+        value = ent[int(method.removeprefix("ngram")) - 1]
+    return FloorEstimate(method=method, value=float(value), ngram_entropies=ent, power_law=pl)
+
+
+def _consistency(fit: NQMFit, points: list[PointMeasurement], fp: PointMeasurement,
+                 report_sizes: Sequence[int]) -> dict[str, Any]:
+    """The fitted NQM's closed forms next to the measurements they were (or were not) fitted to."""
+    mom = fit.moments(len(fp.eigenvalues))
+    init = points[0]
+    return {
+        "nqm": mom,
+        "measured_at_fit_step": {"top_eigenvalues": fp.eigenvalues, "hessian_trace": fp.hessian_trace,
+                                 "trace_sigma": fp.noise.trace_sigma, "grad_norm2": fp.noise.grad_norm2,
+                                 "b_simple": fp.noise.b_simple},
+        "measured_grad_norm2_at_init": init.noise.grad_norm2,
+        # A quadratic with the curvature h_G felt along G drops by |G|²/(2h_G) along it: compare with
+        # the loss gap the NQM is given (init_loss − floor) to see whether the quadratic picture holds.
+        "init_grad_curvature": init.grad_curvature,
+        "init_quadratic_loss_gap": init.noise.grad_norm2 / (2 * init.grad_curvature)
+        if init.grad_curvature > 0 else None,
+        "nqm_loss_gap": fit.init_loss - fit.loss_floor,
+        "grad_norm2_init_ratio_nqm_over_measured": mom["grad_norm2"] / init.noise.grad_norm2
+        if init.noise.grad_norm2 > 0 else None,
+        "nqm_grad_norm_by_batch": {str(b): math.sqrt(mom["grad_norm2"] + mom["trace_sigma"] / b) for b in report_sizes},
+        "nqm_adamw_view": nqm_adamw_view(fit, report_sizes),
+    }
+
+
+def write_calibration(cal: Calibration, path: Path) -> Any:
+    """Write the calibration file (TEMPORARY JSON until pyphase.nqm.NQMParams exists)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cal.to_dict(), indent=1, default=float))
+    return None
+
+
+def format_table(cal: Calibration) -> str:
+    """The calibration for people: one row per measured point, then the fit, its checks and the cost."""
+    sizes = sorted(int(b) for b in cal.points[0].grad_norm_by_batch)
+
+    def pm(v: float, e: float, fmt: str = ".4g") -> str:
+        return f"{v:{fmt}} ± {e:.2g}"
+
+    head = ["step", "loss", "|G|^2", "tr(Sigma)", "B_simple", "lambda_1..3", "tr(H)", "h_G",
+            *[f"|g|@{b}" for b in sizes], "adam upd rms"]
+    rows = []
+    for p in cal.points:
+        n = p.noise
+        rows.append([str(p.step), pm(p.loss, p.loss_se), pm(n.grad_norm2, n.grad_norm2_se),
+                     pm(n.trace_sigma, n.trace_sigma_se), pm(n.b_simple, n.b_simple_se),
+                     ", ".join(f"{e:.3g}" for e in p.eigenvalues[:3]), pm(p.hessian_trace, p.hessian_trace_se),
+                     f"{p.grad_curvature:.3g}", *[f"{p.grad_norm_by_batch[b]:.3g}" for b in sizes],
+                     f"{p.optimizer_state['update_rms']:.3g}" if p.optimizer_state else "-"])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    f, c, b = cal.fit, cal.consistency, cal.budget
+    lines += [
+        "",
+        f"NQM fit at step {cal.fit_step}: d = {f.d}, h_max = {f.h_max:.4g}, alpha = {f.alpha:.4g}, "
+        f"sigma2 = {f.sigma2:.4g}, init_loss = {f.init_loss:.4g}, loss_floor = {f.loss_floor:.4g} ({cal.floor.method})",
+        f"  spectrum misfit (RMS log, top {f.n_eigs_used} eigenvalues) = {f.top_eig_log_rms:.3g}; "
+        f"trace matched: {f.trace_matched}" + "".join(f"; {n}" for n in f.notes),
+        f"  |G|^2 at init: NQM {c['nqm']['grad_norm2']:.4g} vs measured {c['measured_grad_norm2_at_init']:.4g}; "
+        f"loss gap: NQM {c['nqm_loss_gap']:.4g} vs quadratic along G "
+        + (f"{c['init_quadratic_loss_gap']:.4g}" if c["init_quadratic_loss_gap"] is not None else "n/a"),
+        "  n-gram entropies (nats/token, orders 1-4): " + ", ".join(f"{h:.4g}" for h in cal.floor.ngram_entropies)
+        + (f"; power-law L_inf = {cal.floor.power_law['L_inf']:.4g} ± {cal.floor.power_law['L_inf_se']:.2g}"
+           if cal.floor.power_law else ""),
+        f"Cost: {b['wall_s']:.1f} s on {cal.provenance['device']} (train {b['wall_train_s']:.1f} s, noise "
+        f"{b['wall_noise_s']:.1f} s, curvature {b['wall_curvature_s']:.1f} s); "
+        f"{b['fwd_bwd_equivalent_tokens']:.3g} fwd/bwd-equivalent tokens"
+        + (f" = {100 * b['fraction_of_reference']:.3g}% of a {b['reference_experiment']} sweep"
+           if b["fraction_of_reference"] is not None else ""),
+    ]
+    if cal.path is not None:
+        lines.append(f"Calibration written to {cal.path}")
+    return "\n".join(lines)
