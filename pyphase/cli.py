@@ -115,9 +115,40 @@ def train(
 
 # --------------------------------------------------------------------------- calibrate
 @app.command()
-def calibrate() -> None:
+def calibrate(
+    device: str = typer.Option("auto", "--device", help="cuda, cpu, or auto (cuda when available)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Corpus file or WikiText folder; default: $PYPHASE_DATA, else the synthetic corpus."),
+    out: Optional[Path] = typer.Option(Path("calibration.json"), "--out", help="Calibration file to write."),
+    shape: str = typer.Option("default", "--shape", help="Model shape: default (the sweeps') or tiny (quick CPU runs)."),
+    batch: str = typer.Option("32,256", "--batch", help="Batch sizes of the two-batch noise estimator (each divides the largest)."),
+    steps_along: str = typer.Option("0,200,1000", "--steps-along", help="Steps of the short AdamW run to measure at (0 = initialisation)."),
+    lr: float = typer.Option(3e-3, "--lr", help="Learning rate of the short AdamW run."),
+    run_batch: Optional[int] = typer.Option(None, "--run-batch", help="Batch size of the short run (default: the smallest --batch)."),
+    repeats: int = typer.Option(8, "--repeats", help="Independent repeats of the noise measurement (its error bar)."),
+    lanczos: int = typer.Option(24, "--lanczos", help="Lanczos steps (HVPs) per point."),
+    probes: int = typer.Option(16, "--probes", help="Hutchinson probes (HVPs) per point."),
+    hvp_batch: int = typer.Option(32, "--hvp-batch", help="Windows in the fixed batch whose Hessian is measured."),
+    top_k: int = typer.Option(8, "--top-k", help="Top eigenvalues reported and used in the spectrum fit."),
+    floor: str = typer.Option("ngram3", "--floor", help="Loss floor: ngram1..ngram4 (train-split n-gram entropy) or fit (power law on the short run)."),
+    fit_step: Optional[int] = typer.Option(None, "--fit-step", help="Point whose curvature and noise the NQM takes (default: the last)."),
+    seed: int = typer.Option(0, "--seed", help="Model initialisation and data streams."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+    as_json: bool = typer.Option(False, "--json", help="Print the calibration as JSON instead of a table."),
+) -> None:
     """Measure gradient noise, curvature and loss scale of the real model and fit the simulator to them."""
-    raise PyphaseError("`pyphase calibrate` is not implemented yet")
+    from pyphase.calibrate import calibrate as run_calibration
+    from pyphase.calibrate import format_table, parse_int_list
+
+    cal = run_calibration(
+        device=device, data=data, out=out, shape=shape, batch_sizes=parse_int_list(batch, "--batch"),
+        steps_along=parse_int_list(steps_along, "--steps-along"), lr=lr, run_batch=run_batch, repeats=repeats,
+        lanczos_iter=lanczos, probes=probes, hvp_batch=hvp_batch, top_k=top_k, floor=floor, fit_step=fit_step,
+        seed=seed, progress=progress,
+    )
+    if as_json:
+        _print_json(cal.to_dict())
+        return
+    typer.echo(format_table(cal))
 
 
 # --------------------------------------------------------------------------- results / compare / report
