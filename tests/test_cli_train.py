@@ -82,16 +82,31 @@ ERRORS = [
 ]
 
 
+def main_in_process(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """The console entry point `pyphase.cli.main`, in this process (no interpreter start-up)."""
+    from pyphase.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["pyphase", *args])
+    with pytest.raises(SystemExit) as e:
+        main()
+    return e.value.code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args,fragment", ERRORS, ids=[e[0][0] for e in ERRORS])
-def test_train_user_errors_are_one_line_exit_2(tmp_path, args, fragment):
-    r = pyphase("train", "smoke", "--out", str(tmp_path / "runs"), *args, timeout=120)
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and fragment in r.stderr, r.stderr
+def test_train_user_errors_are_one_line_exit_2(tmp_path, monkeypatch, capsys, args, fragment):
+    code, err = main_in_process(monkeypatch, capsys, "train", "smoke", "--out", str(tmp_path / "runs"), *args)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and fragment in err, err
     assert not list((tmp_path / "runs").glob("smoke/*/summary.parquet"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_train_device_cuda_without_cuda_is_one_line_exit_2(tmp_path):
-    r = pyphase("train", "smoke", "--device", "cuda", "--out", str(tmp_path), timeout=120)
-    assert r.returncode == 2
-    assert r.stderr.count("\n") == 1 and "CUDA is not available" in r.stderr
+def test_train_device_cuda_without_cuda_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    code, err = main_in_process(monkeypatch, capsys, "train", "smoke", "--device", "cuda", "--out", str(tmp_path))
+    assert code == 2
+    assert err.count("\n") == 1 and "CUDA is not available" in err
+
+
+def test_train_entry_point_exits_2_in_a_real_process(tmp_path):
+    r = pyphase("train", "smoke", "--device", "tpu", "--out", str(tmp_path), timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--device tpu" in r.stderr
