@@ -633,6 +633,18 @@ mod tests {
     }
 
     #[test]
+    fn encode_into_checks_the_buffer_and_counts_chars() {
+        let t = CharTokenizer::from_text("abcdefghijklmnopqrstuvwxyzé", None).unwrap();
+        let text = "abcdefghijklmnopqrstuvwxyzé";
+        let mut short = vec![0u16; 26];
+        let e = t.encode_into(text, Unknown::Error, &mut short).unwrap_err().to_string();
+        assert!(e.contains("too short"), "{e}");
+        let mut exact = vec![0u16; 27];
+        assert_eq!(t.encode_into(text, Unknown::Error, &mut exact).unwrap(), 27);
+        assert_eq!(exact, (0u16..27).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn decode_rejects_out_of_range_ids() {
         let t = CharTokenizer::from_text("abc", None).unwrap();
         let e = t.decode(&[0u16, 3]).unwrap_err().to_string();

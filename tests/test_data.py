@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import os
 import re
 import threading
 import zipfile
@@ -139,6 +140,13 @@ def test_file_errors(tmp_path: Path, content: bytes | None, needle: str) -> None
         p.write_bytes(content)
     with pytest.raises(PyphaseError, match=needle):
         load_corpus(p)
+
+
+def test_special_file_is_not_a_corpus(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(PyphaseError, match="corpus is not a file: "):
+        load_corpus(fifo)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
