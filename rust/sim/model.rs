@@ -1,0 +1,184 @@
+//! The noisy quadratic model (NQM; Zhang et al. 2019, "Which Algorithmic Choices Matter at Which
+//! Batch Sizes?") in absolute units, so that its gradient norms compare with a real clip threshold.
+//!
+//! - loss L(θ) = L_min + ½ Σ_i h_i θ_i² over `d` directions, spectrum h_i = h_max · i^(-α);
+//! - minibatch gradient g = Hθ + ξ, ξ_i ~ N(0, σ² h_i / B): per-example noise covariance σ²H;
+//! - θ(0) is isotropic, θ_i(0) = r for every i, with r set by the initial loss
+//!   (½ r² Σ h_i = L(0) − L_min): the initial error is spread evenly over the eigendirections, as
+//!   a random initialisation spreads it, so most of the initial loss sits in the sharp directions.
+
+use crate::error::CoreResult;
+use crate::invalid;
+
+/// NQM parameters. Python's `pyphase.nqm.NQMParams` is the user-facing twin of this struct.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Nqm {
+    /// Number of eigendirections.
+    pub d: usize,
+    /// Largest curvature h_1.
+    pub h_max: f64,
+    /// Spectrum decay exponent: h_i = h_max · i^(-alpha).
+    pub alpha: f64,
+    /// Per-example gradient noise covariance is sigma2 · H.
+    pub sigma2: f64,
+    /// Loss at θ(0).
+    pub init_loss: f64,
+    /// L_min, the loss at the optimum θ = 0.
+    pub loss_floor: f64,
+}
+
+/// Largest number of directions accepted: beyond this one trajectory's state no longer fits in cache
+/// and a sweep would take hours; the calibration needs far fewer.
+pub const MAX_D: usize = 1 << 20;
+
+fn check_finite(name: &str, v: f64) -> CoreResult<()> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(invalid!("{name} must be finite, got {v}"))
+    }
+}
+
+impl Nqm {
+    /// Reject parameters that would make the model meaningless (the core never panics on them).
+    pub fn validate(&self) -> CoreResult<()> {
+        if self.d == 0 || self.d > MAX_D {
+            return Err(invalid!("d must be in 1..={MAX_D}, got {}", self.d));
+        }
+        for (name, v) in [
+            ("h_max", self.h_max),
+            ("alpha", self.alpha),
+            ("sigma2", self.sigma2),
+            ("init_loss", self.init_loss),
+            ("loss_floor", self.loss_floor),
+        ] {
+            check_finite(name, v)?;
+        }
+        if self.h_max <= 0.0 {
+            return Err(invalid!("h_max must be > 0, got {}", self.h_max));
+        }
+        if self.alpha < 0.0 {
+            return Err(invalid!("alpha must be >= 0, got {}", self.alpha));
+        }
+        if self.sigma2 < 0.0 {
+            return Err(invalid!("sigma2 must be >= 0, got {}", self.sigma2));
+        }
+        if self.init_loss <= self.loss_floor {
+            return Err(invalid!(
+                "init_loss ({}) must exceed loss_floor ({})",
+                self.init_loss,
+                self.loss_floor
+            ));
+        }
+        let h_min = self.h_max * (self.d as f64).powf(-self.alpha);
+        if h_min <= 0.0 || !h_min.is_finite() {
+            return Err(invalid!(
+                "spectrum underflows: h_max * d^-alpha = {h_min} (d = {}, alpha = {})",
+                self.d,
+                self.alpha
+            ));
+        }
+        Ok(())
+    }
+
+    /// Curvatures h_i = h_max · i^(-α), i = 1..=d (decreasing).
+    pub fn spectrum(&self) -> Vec<f64> {
+        (1..=self.d).map(|i| self.h_max * (i as f64).powf(-self.alpha)).collect()
+    }
+
+    /// Isotropic start: θ_i(0) = r with ½ r² Σ h = init_loss − loss_floor.
+    pub fn theta0(&self) -> Vec<f64> {
+        let tr: f64 = self.spectrum().iter().sum();
+        let r = (2.0 * (self.init_loss - self.loss_floor) / tr).sqrt();
+        vec![r; self.d]
+    }
+
+    /// L(θ) = L_min + ½ Σ h_i θ_i².
+    pub fn loss(&self, theta: &[f64]) -> f64 {
+        let h = self.spectrum();
+        self.loss_floor + 0.5 * h.iter().zip(theta).map(|(h, t)| h * t * t).sum::<f64>()
+    }
+
+    /// Noise scale per direction at batch size B: sqrt(σ² h_i / B).
+    pub fn noise_std(&self, batch: f64) -> Vec<f64> {
+        self.spectrum().iter().map(|h| (self.sigma2 * h / batch).sqrt()).collect()
+    }
+
+    /// Closed-form quantities at θ(0): ‖G‖ = ‖Hθ(0)‖, tr(Σ) = σ² tr(H) per example, and McCandlish
+    /// et al.'s (2018) simple noise scale B_simple = tr(Σ) / ‖G‖².
+    pub fn init_stats(&self) -> InitStats {
+        let h = self.spectrum();
+        let th = self.theta0();
+        let g2: f64 = h.iter().zip(&th).map(|(h, t)| (h * t) * (h * t)).sum();
+        let trace_sigma = self.sigma2 * h.iter().sum::<f64>();
+        InitStats {
+            grad_norm: g2.sqrt(),
+            trace_sigma,
+            b_simple: trace_sigma / g2,
+        }
+    }
+}
+
+/// See [`Nqm::init_stats`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InitStats {
+    /// ‖∇L(θ(0))‖, the full-batch gradient norm at the start.
+    pub grad_norm: f64,
+    /// Per-example gradient noise trace tr(Σ) = σ² Σ h_i.
+    pub trace_sigma: f64,
+    /// tr(Σ) / ‖G‖²: the batch size at which noise and signal norms are equal at the start.
+    pub b_simple: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn small() -> Nqm {
+        Nqm { d: 8, h_max: 2.0, alpha: 1.0, sigma2: 0.5, init_loss: 4.0, loss_floor: 1.0 }
+    }
+
+    #[test]
+    fn spectrum_is_power_law() {
+        let h = small().spectrum();
+        assert_eq!(h.len(), 8);
+        assert!((h[0] - 2.0).abs() < 1e-15);
+        assert!((h[3] - 0.5).abs() < 1e-15);
+    }
+
+    #[test]
+    fn theta0_reproduces_init_loss() {
+        let m = small();
+        assert!((m.loss(&m.theta0()) - 4.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn init_stats_closed_form() {
+        let m = small();
+        let s = m.init_stats();
+        let h = m.spectrum();
+        let r2 = 2.0 * 3.0 / h.iter().sum::<f64>();
+        let g2 = r2 * h.iter().map(|x| x * x).sum::<f64>();
+        assert!((s.grad_norm - g2.sqrt()).abs() < 1e-12);
+        assert!((s.b_simple - 0.5 * h.iter().sum::<f64>() / g2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn every_bad_parameter_is_rejected() {
+        let bad = [
+            Nqm { d: 0, ..small() },
+            Nqm { h_max: 0.0, ..small() },
+            Nqm { h_max: f64::NAN, ..small() },
+            Nqm { alpha: -1.0, ..small() },
+            Nqm { sigma2: -0.1, ..small() },
+            Nqm { sigma2: f64::INFINITY, ..small() },
+            Nqm { init_loss: 1.0, ..small() },
+            Nqm { loss_floor: f64::NAN, ..small() },
+            Nqm { alpha: 400.0, d: 1000, ..small() },
+        ];
+        for m in bad {
+            assert!(m.validate().is_err(), "{m:?} accepted");
+        }
+        assert!(small().validate().is_ok());
+    }
+}

@@ -1,0 +1,805 @@
+//! Many (config × seed) NQM trajectories in parallel, and their per-trajectory summaries.
+//!
+//! Noise: trajectories that share a seed share their noise draws z (common random numbers across
+//! batch sizes, LRs and clip values): g = Hθ + sqrt(σ²/B) · sqrt(h) ⊙ z_t with z_t from the stream
+//! `derive(seed, [NOISE_STREAM])`. Differences between grid points are then not blurred by
+//! independent noise, and one draw serves a whole group of configs, which makes the sampler cheap.
+//! Every work unit (one seed × a chunk of configs) regenerates its seed's stream from the start, so
+//! results depend on neither the chunking nor the number of threads.
+//!
+//! Per step and trajectory the kernel makes one fused pass over the d directions: it applies the
+//! (clipped) gradient of step t and, in the same pass, accumulates ‖g_{t+1}‖² and L(θ_{t+1}) from
+//! the freshly updated θ and the already drawn z_{t+1}, so the clip factor of the next step is known
+//! before its pass starts. State is padded to a multiple of `LANES` with h = 0 directions, which
+//! stay exactly at 0; sums use `LANES` fixed accumulators, so the summation order (and hence every
+//! bit of the result) is the same with or without SIMD.
+//!
+//! AdamW with clipping also runs an unclipped "twin" in lockstep on the same noise, to measure the
+//! effective LR as lr · RMS(update clipped) / RMS(update unclipped).
+
+use rayon::prelude::*;
+
+use super::model::Nqm;
+use super::optim::{
+    adamw_elem, check_clip, check_lr, clip_coef, sgd_elem, AdamWStep, Optimizer, Real, Schedule,
+    SgdStep,
+};
+use crate::error::CoreResult;
+use crate::invalid;
+use crate::rng::{derive, Xoshiro256pp};
+
+/// Tag mixed into a seed to get its noise stream.
+const NOISE_STREAM: u64 = 0x4e51_4d5f_6e6f_6973; // "NQM_nois"
+/// Independent accumulators per sum; also the padding unit of the state vectors.
+pub const LANES: usize = 16;
+/// A trajectory diverged when L(θ) − L_min exceeds this multiple of L(θ0) − L_min (or is not finite).
+pub const DIVERGENCE_FACTOR: f64 = 100.0;
+/// Most steps one sweep may ask for.
+pub const MAX_STEPS: usize = 100_000_000;
+
+/// Arithmetic of the simulation state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    F64,
+}
+
+/// One simulated configuration (crossed with every seed of the sweep).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RunConfig {
+    pub batch_size: u64,
+    pub lr: f64,
+    pub clip: Option<f64>,
+    pub optimizer: Optimizer,
+}
+
+#[derive(Clone, Debug)]
+pub struct SweepSpec {
+    pub model: Nqm,
+    pub configs: Vec<RunConfig>,
+    pub seeds: Vec<u64>,
+    pub steps: usize,
+    pub schedule: Schedule,
+    /// Number of log-spaced steps at which the loss is recorded (see [`curve_steps`]).
+    pub curve_points: usize,
+    pub precision: Precision,
+    /// Run the unclipped twin of clipped AdamW trajectories (needed for their effective LR).
+    pub twin: bool,
+    /// Worker threads; None uses rayon's global pool.
+    pub threads: Option<usize>,
+}
+
+/// Summary of one trajectory. Means are over the steps actually taken (up to divergence).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrajectoryResult {
+    pub config: usize,
+    pub seed: u64,
+    /// Mean of L(θ_t) over the last 10% of steps (t = steps − n/10 + 1 ..= steps); +inf if diverged.
+    pub final_loss: f64,
+    /// L(θ_t) at [`curve_steps`]; +inf after divergence.
+    pub curve: Vec<f64>,
+    /// Fraction of steps with ‖g‖ > clip.
+    pub clip_frequency: f64,
+    pub grad_norm_before: f64,
+    pub grad_norm_after: f64,
+    /// Mean of torch's clip factor min(1, c / (‖g‖ + 1e-6)).
+    pub clip_scale: f64,
+    /// SGD: lr · mean clip factor. AdamW: lr · RMS(update) / RMS(update of the unclipped twin)
+    /// over the steps both ran (lr without clipping; NaN if the twin was switched off).
+    pub effective_lr: f64,
+    pub diverged: bool,
+    pub diverged_step: Option<usize>,
+}
+
+/// Per-step record of one trajectory, for inspection and tests (`simulate_trajectory`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepRecord {
+    /// L(θ_t), t = 0..=steps (shorter if diverged).
+    pub loss: Vec<f64>,
+    pub grad_norm_before: Vec<f64>,
+    pub grad_norm_after: Vec<f64>,
+    /// θ at the end (unpadded), in f64.
+    pub theta_final: Vec<f64>,
+}
+
+/// Steps at which loss curves are recorded: 0 and `n − 1` log-spaced steps in 1..=steps,
+/// rounded and deduplicated (so possibly fewer than n).
+pub fn curve_steps(steps: usize, n: usize) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::with_capacity(n);
+    if n == 0 {
+        return out;
+    }
+    out.push(0);
+    if n == 1 || steps == 0 {
+        return out;
+    }
+    let top = (steps as f64).ln();
+    for k in 0..n - 1 {
+        let frac = if n == 2 { 1.0 } else { k as f64 / (n - 2) as f64 };
+        let s = (top * frac).exp().round() as usize;
+        let s = s.clamp(1, steps);
+        if *out.last().unwrap() != s {
+            out.push(s);
+        }
+    }
+    out
+}
+
+impl SweepSpec {
+    pub fn validate(&self) -> CoreResult<()> {
+        self.model.validate()?;
+        if self.steps == 0 || self.steps > MAX_STEPS {
+            return Err(invalid!("steps must be in 1..={MAX_STEPS}, got {}", self.steps));
+        }
+        self.schedule.validate(self.steps)?;
+        if let Some(0) = self.threads {
+            return Err(invalid!("threads must be >= 1 (or None for all cores), got 0"));
+        }
+        for c in &self.configs {
+            if c.batch_size == 0 {
+                return Err(invalid!("batch_size must be >= 1, got 0"));
+            }
+            check_lr(c.lr)?;
+            check_clip(c.clip)?;
+            c.optimizer.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// Run every (config, seed) pair; results are ordered config-major: index = config · n_seeds + seed_index.
+pub fn run_sweep(spec: &SweepSpec) -> CoreResult<Vec<TrajectoryResult>> {
+    spec.validate()?;
+    let n_seeds = spec.seeds.len();
+    let n_cfg = spec.configs.len();
+    if n_seeds == 0 || n_cfg == 0 {
+        return Ok(Vec::new());
+    }
+    let work = || -> Vec<Vec<(usize, TrajectoryResult)>> {
+        let chunk = chunk_size(n_cfg, n_seeds, rayon::current_num_threads());
+        let units: Vec<(usize, usize)> = (0..n_seeds)
+            .flat_map(|s| (0..n_cfg).step_by(chunk).map(move |c0| (s, c0)))
+            .collect();
+        units
+            .par_iter()
+            .map(|&(s, c0)| {
+                let idx: Vec<usize> = (c0..(c0 + chunk).min(n_cfg)).collect();
+                let res = run_group_dispatch(spec, s, &idx, false).0;
+                idx.iter().map(|&c| c * n_seeds + s).zip(res).collect()
+            })
+            .collect()
+    };
+    let parts = match spec.threads {
+        Some(t) => rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .map_err(|e| invalid!("cannot start {t} threads: {e}"))?
+            .install(work),
+        None => work(),
+    };
+    let mut out: Vec<Option<TrajectoryResult>> = vec![None; n_cfg * n_seeds];
+    for (i, r) in parts.into_iter().flatten() {
+        out[i] = Some(r);
+    }
+    Ok(out.into_iter().map(|r| r.expect("every unit fills its slots")).collect())
+}
+
+/// One trajectory with a per-step record (small d: tests and inspection).
+pub fn simulate_trajectory(
+    model: &Nqm,
+    config: RunConfig,
+    seed: u64,
+    steps: usize,
+    schedule: Schedule,
+    precision: Precision,
+) -> CoreResult<(TrajectoryResult, StepRecord)> {
+    let spec = SweepSpec {
+        model: model.clone(),
+        configs: vec![config],
+        seeds: vec![seed],
+        steps,
+        schedule,
+        curve_points: 0,
+        precision,
+        twin: true,
+        threads: Some(1),
+    };
+    spec.validate()?;
+    let (mut res, rec) = run_group_dispatch(&spec, 0, &[0], true);
+    Ok((res.remove(0), rec.expect("recording was requested")))
+}
+
+/// Configs per work unit: as many as possible, since one noise draw serves the whole unit, while
+/// still giving every thread at least two units. Results do not depend on it.
+fn chunk_size(n_cfg: usize, n_seeds: usize, threads: usize) -> usize {
+    let per_seed = (2 * threads).div_ceil(n_seeds).max(1);
+    n_cfg.div_ceil(per_seed).max(1)
+}
+
+fn run_group_dispatch(
+    spec: &SweepSpec,
+    seed_index: usize,
+    configs: &[usize],
+    record: bool,
+) -> (Vec<TrajectoryResult>, Option<StepRecord>) {
+    match spec.precision {
+        Precision::F32 => simd::run::<f32>(spec, seed_index, configs, record),
+        Precision::F64 => simd::run::<f64>(spec, seed_index, configs, record),
+    }
+}
+
+/// Compile the group loop three times (AVX-512, AVX2, baseline x86-64) and pick at run time.
+/// Rust never contracts a·b + c into an FMA, and sqrt/div are correctly rounded, so all three
+/// produce identical bits; only the vector width differs.
+mod simd {
+    use super::*;
+
+    pub fn run<F: Real>(
+        spec: &SweepSpec,
+        seed_index: usize,
+        configs: &[usize],
+        record: bool,
+    ) -> (Vec<TrajectoryResult>, Option<StepRecord>) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::env::var_os("PYPHASE_SIM_NO_SIMD").is_none() {
+                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+                    // SAFETY: the CPU supports the features the function was compiled for.
+                    return unsafe { run_avx512::<F>(spec, seed_index, configs, record) };
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // SAFETY: as above.
+                    return unsafe { run_avx2::<F>(spec, seed_index, configs, record) };
+                }
+            }
+        }
+        run_group::<F>(spec, seed_index, configs, record)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    unsafe fn run_avx512<F: Real>(
+        spec: &SweepSpec,
+        seed_index: usize,
+        configs: &[usize],
+        record: bool,
+    ) -> (Vec<TrajectoryResult>, Option<StepRecord>) {
+        run_group::<F>(spec, seed_index, configs, record)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run_avx2<F: Real>(
+        spec: &SweepSpec,
+        seed_index: usize,
+        configs: &[usize],
+        record: bool,
+    ) -> (Vec<TrajectoryResult>, Option<StepRecord>) {
+        run_group::<F>(spec, seed_index, configs, record)
+    }
+}
+
+/// State of one optimizer run: θ, and m, v (AdamW) or the momentum buffer in `m` (SGD).
+struct Lane<F> {
+    theta: Vec<F>,
+    m: Vec<F>,
+    v: Vec<F>,
+    /// ‖g_t‖² and Σ h θ_t² for the current step t.
+    grad2: f64,
+    curv: f64,
+    alive: bool,
+}
+
+/// Sums returned by one fused pass.
+struct PassSums {
+    grad2_next: f64,
+    curv_next: f64,
+    update2: f64,
+}
+
+#[inline(always)]
+fn reduce<F: Real>(acc: &[F; LANES]) -> f64 {
+    acc.iter().map(|x| x.to_f64()).sum()
+}
+
+/// Fused AdamW pass: step t with gradient (hθ + μ w) · scale, then the sums for step t+1.
+#[inline(always)]
+fn adamw_pass<F: Real>(
+    lane: &mut Lane<F>,
+    h: &[F],
+    w: &[F],
+    w_next: &[F],
+    mu: F,
+    scale: F,
+    c: &AdamWStep<F>,
+) -> PassSums {
+    let mut acc_g = [F::ZERO; LANES];
+    let mut acc_c = [F::ZERO; LANES];
+    let mut acc_u = [F::ZERO; LANES];
+    // Zipped exact chunks: the compiler sees disjoint, LANES-long blocks (no bounds or alias checks
+    // inside) and vectorizes the inner loop.
+    let blocks = lane
+        .theta
+        .chunks_exact_mut(LANES)
+        .zip(lane.m.chunks_exact_mut(LANES))
+        .zip(lane.v.chunks_exact_mut(LANES))
+        .zip(h.chunks_exact(LANES).zip(w.chunks_exact(LANES)).zip(w_next.chunks_exact(LANES)));
+    for (((theta, m), v), ((hb, wb), wn)) in blocks {
+        for j in 0..LANES {
+            let hi = hb[j];
+            let old = theta[j];
+            let g = (hi * old + mu * wb[j]) * scale;
+            let new = adamw_elem(old, &mut m[j], &mut v[j], g, c);
+            theta[j] = new;
+            let du = new - old;
+            acc_u[j] = acc_u[j] + du * du;
+            let ht = hi * new;
+            let gn = ht + mu * wn[j];
+            acc_g[j] = acc_g[j] + gn * gn;
+            acc_c[j] = acc_c[j] + ht * new;
+        }
+    }
+    PassSums { grad2_next: reduce(&acc_g), curv_next: reduce(&acc_c), update2: reduce(&acc_u) }
+}
+
+/// Fused SGD pass (momentum buffer in `lane.m`).
+#[inline(always)]
+fn sgd_pass<F: Real>(lane: &mut Lane<F>, h: &[F], w: &[F], w_next: &[F], mu: F, scale: F, c: &SgdStep<F>) -> PassSums {
+    let mut acc_g = [F::ZERO; LANES];
+    let mut acc_c = [F::ZERO; LANES];
+    let blocks = lane
+        .theta
+        .chunks_exact_mut(LANES)
+        .zip(lane.m.chunks_exact_mut(LANES))
+        .zip(h.chunks_exact(LANES).zip(w.chunks_exact(LANES)).zip(w_next.chunks_exact(LANES)));
+    for ((theta, buf), ((hb, wb), wn)) in blocks {
+        for j in 0..LANES {
+            let hi = hb[j];
+            let old = theta[j];
+            let g = (hi * old + mu * wb[j]) * scale;
+            let new = sgd_elem(old, &mut buf[j], g, c);
+            theta[j] = new;
+            let ht = hi * new;
+            let gn = ht + mu * wn[j];
+            acc_g[j] = acc_g[j] + gn * gn;
+            acc_c[j] = acc_c[j] + ht * new;
+        }
+    }
+    PassSums { grad2_next: reduce(&acc_g), curv_next: reduce(&acc_c), update2: f64::NAN }
+}
+
+/// Initial sums ‖g_0‖² and Σ h θ0².
+fn initial_sums<F: Real>(lane: &mut Lane<F>, h: &[F], w: &[F], mu: F) {
+    let mut acc_g = [F::ZERO; LANES];
+    let mut acc_c = [F::ZERO; LANES];
+    for (i, ((&hi, &t), &wi)) in h.iter().zip(&lane.theta).zip(w).enumerate() {
+        let ht = hi * t;
+        let g = ht + mu * wi;
+        acc_g[i % LANES] = acc_g[i % LANES] + g * g;
+        acc_c[i % LANES] = acc_c[i % LANES] + ht * t;
+    }
+    lane.grad2 = reduce(&acc_g);
+    lane.curv = reduce(&acc_c);
+}
+
+/// Everything one trajectory accumulates.
+struct Traj<F> {
+    index: usize,
+    config: RunConfig,
+    mu: F,
+    main: Lane<F>,
+    twin: Option<Lane<F>>,
+    steps_done: usize,
+    clipped: usize,
+    sum_norm: f64,
+    sum_norm_after: f64,
+    sum_scale: f64,
+    sum_update2: f64,
+    sum_update2_twin: f64,
+    final_sum: f64,
+    curve: Vec<f64>,
+    diverged_step: Option<usize>,
+    /// β1^k, β2^k for AdamW's bias corrections.
+    beta_pows: (f64, f64),
+}
+
+// Inlined into each `simd` wrapper, which is what compiles it for that wrapper's target features.
+#[inline(always)]
+fn run_group<F: Real>(
+    spec: &SweepSpec,
+    seed_index: usize,
+    configs: &[usize],
+    record: bool,
+) -> (Vec<TrajectoryResult>, Option<StepRecord>) {
+    let model = &spec.model;
+    let d = model.d;
+    let n = d.div_ceil(LANES) * LANES;
+    let h64 = model.spectrum();
+    let sqrt_h: Vec<f64> = h64.iter().map(|x| x.sqrt()).collect();
+    let mut h = vec![F::ZERO; n];
+    for i in 0..d {
+        h[i] = F::of(h64[i]);
+    }
+    let theta0 = model.theta0();
+    let floor = model.loss_floor;
+    let diverge_at = DIVERGENCE_FACTOR * (model.init_loss - floor);
+    let steps = spec.steps;
+    let n_last = (steps / 10).max(1);
+    let final_from = steps + 1 - n_last;
+    let cs = curve_steps(steps, spec.curve_points);
+
+    let seed = spec.seeds[seed_index];
+    let mut rng = Xoshiro256pp::new(derive(seed, &[NOISE_STREAM]));
+    let mut draw = |w: &mut Vec<F>| {
+        for i in 0..d {
+            w[i] = F::of(sqrt_h[i] * rng.normal());
+        }
+    };
+    let mut w = vec![F::ZERO; n];
+    let mut w_next = vec![F::ZERO; n];
+    draw(&mut w);
+
+    let new_lane = |mu: F, w: &[F]| {
+        let mut theta = vec![F::ZERO; n];
+        for i in 0..d {
+            theta[i] = F::of(theta0[i]);
+        }
+        let mut lane = Lane { theta, m: vec![F::ZERO; n], v: vec![F::ZERO; n], grad2: 0.0, curv: 0.0, alive: true };
+        initial_sums(&mut lane, &h, w, mu);
+        lane
+    };
+    let mut trajs: Vec<Traj<F>> = configs
+        .iter()
+        .map(|&ci| {
+            let config = spec.configs[ci];
+            let mu = F::of((model.sigma2 / config.batch_size as f64).sqrt());
+            let needs_twin =
+                spec.twin && config.clip.is_some() && matches!(config.optimizer, Optimizer::AdamW(_));
+            Traj {
+                index: ci,
+                config,
+                mu,
+                main: new_lane(mu, &w),
+                twin: if needs_twin { Some(new_lane(mu, &w)) } else { None },
+                steps_done: 0,
+                clipped: 0,
+                sum_norm: 0.0,
+                sum_norm_after: 0.0,
+                sum_scale: 0.0,
+                sum_update2: 0.0,
+                sum_update2_twin: 0.0,
+                final_sum: 0.0,
+                curve: Vec::with_capacity(cs.len()),
+                diverged_step: None,
+                beta_pows: (1.0, 1.0),
+            }
+        })
+        .collect();
+    let mut rec = if record { Some(StepRecord::default()) } else { None };
+
+    let mut next_curve = 0usize;
+    for t in 0..=steps {
+        let is_curve = next_curve < cs.len() && cs[next_curve] == t;
+        if is_curve {
+            next_curve += 1;
+        }
+        if t < steps {
+            draw(&mut w_next);
+        }
+        let lr_mult = spec.schedule.multiplier(t, steps);
+        for tr in trajs.iter_mut() {
+            if !tr.main.alive {
+                if is_curve {
+                    tr.curve.push(f64::INFINITY);
+                }
+                continue;
+            }
+            let loss = floor + 0.5 * tr.main.curv;
+            if is_curve {
+                tr.curve.push(loss);
+            }
+            if let Some(r) = rec.as_mut() {
+                r.loss.push(loss);
+            }
+            if !(loss - floor <= diverge_at) {
+                tr.main.alive = false;
+                tr.diverged_step = Some(t);
+                continue;
+            }
+            if t >= final_from {
+                tr.final_sum += loss;
+            }
+            if let Some(tw) = tr.twin.as_mut() {
+                if tw.alive && !(0.5 * tw.curv <= diverge_at) {
+                    tw.alive = false;
+                }
+            }
+            if t == steps {
+                continue;
+            }
+            let norm = tr.main.grad2.sqrt();
+            let scale = clip_coef(norm, tr.config.clip);
+            tr.steps_done += 1;
+            if tr.config.clip.is_some_and(|c| norm > c) {
+                tr.clipped += 1;
+            }
+            tr.sum_norm += norm;
+            tr.sum_norm_after += norm * scale;
+            tr.sum_scale += scale;
+            if let Some(r) = rec.as_mut() {
+                r.grad_norm_before.push(norm);
+                r.grad_norm_after.push(norm * scale);
+            }
+            let lr = tr.config.lr * lr_mult;
+            let (mu, sc) = (tr.mu, F::of(scale));
+            let sums = match &tr.config.optimizer {
+                Optimizer::AdamW(a) => {
+                    tr.beta_pows.0 *= a.beta1;
+                    tr.beta_pows.1 *= a.beta2;
+                    let c = AdamWStep::<F>::new(a, lr, tr.beta_pows.0, tr.beta_pows.1);
+                    let s = adamw_pass(&mut tr.main, &h, &w, &w_next, mu, sc, &c);
+                    if let Some(tw) = tr.twin.as_mut().filter(|tw| tw.alive) {
+                        let st = adamw_pass(tw, &h, &w, &w_next, mu, F::of(1.0), &c);
+                        tw.grad2 = st.grad2_next;
+                        tw.curv = st.curv_next;
+                        tr.sum_update2 += s.update2;
+                        tr.sum_update2_twin += st.update2;
+                    }
+                    s
+                }
+                Optimizer::Sgd(o) => sgd_pass(&mut tr.main, &h, &w, &w_next, mu, sc, &SgdStep::<F>::new(o, lr)),
+            };
+            tr.main.grad2 = sums.grad2_next;
+            tr.main.curv = sums.curv_next;
+        }
+        std::mem::swap(&mut w, &mut w_next);
+    }
+
+    let results = trajs
+        .iter()
+        .map(|tr| summarize(tr, seed, n_last))
+        .collect();
+    if let Some(r) = rec.as_mut() {
+        r.theta_final = trajs[0].main.theta[..d].iter().map(|x| x.to_f64()).collect();
+    }
+    (results, rec)
+}
+
+fn summarize<F: Real>(tr: &Traj<F>, seed: u64, n_last: usize) -> TrajectoryResult {
+    let k = tr.steps_done.max(1) as f64;
+    let lr = tr.config.lr;
+    let mean_scale = if tr.steps_done == 0 { 1.0 } else { tr.sum_scale / k };
+    let effective_lr = match (&tr.config.optimizer, tr.config.clip) {
+        (Optimizer::Sgd(_), _) => lr * mean_scale,
+        (Optimizer::AdamW(_), None) => lr,
+        (Optimizer::AdamW(_), Some(_)) if tr.twin.is_none() => f64::NAN,
+        (Optimizer::AdamW(_), Some(_)) => {
+            if tr.sum_update2_twin > 0.0 {
+                lr * (tr.sum_update2 / tr.sum_update2_twin).sqrt()
+            } else {
+                lr
+            }
+        }
+    };
+    let diverged = tr.diverged_step.is_some();
+    TrajectoryResult {
+        config: tr.index,
+        seed,
+        final_loss: if diverged { f64::INFINITY } else { tr.final_sum / n_last as f64 },
+        curve: tr.curve.clone(),
+        clip_frequency: tr.clipped as f64 / k,
+        grad_norm_before: tr.sum_norm / k,
+        grad_norm_after: tr.sum_norm_after / k,
+        clip_scale: mean_scale,
+        effective_lr,
+        diverged,
+        diverged_step: tr.diverged_step,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::optim::{AdamW, Sgd};
+
+    fn model(d: usize, sigma2: f64) -> Nqm {
+        Nqm { d, h_max: 1.0, alpha: 1.0, sigma2, init_loss: 3.0, loss_floor: 1.0 }
+    }
+    const PLAIN_SGD: Optimizer = Optimizer::Sgd(Sgd { momentum: 0.0, weight_decay: 0.0 });
+    const ADAMW: Optimizer = Optimizer::AdamW(AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 });
+
+    fn cfg(batch_size: u64, lr: f64, clip: Option<f64>, optimizer: Optimizer) -> RunConfig {
+        RunConfig { batch_size, lr, clip, optimizer }
+    }
+
+    fn spec(m: Nqm, configs: Vec<RunConfig>, seeds: Vec<u64>, steps: usize) -> SweepSpec {
+        SweepSpec {
+            model: m,
+            configs,
+            seeds,
+            steps,
+            schedule: Schedule::default(),
+            curve_points: 12,
+            precision: Precision::F64,
+            twin: true,
+            threads: None,
+        }
+    }
+
+    #[test]
+    fn noise_free_sgd_equals_closed_form() {
+        let m = model(37, 0.0);
+        let (lr, steps) = (0.7, 200);
+        for precision in [Precision::F64, Precision::F32] {
+            let (_, rec) =
+                simulate_trajectory(&m, cfg(1, lr, None, PLAIN_SGD), 0, steps, Schedule::default(), precision).unwrap();
+            let h = m.spectrum();
+            let th0 = m.theta0();
+            let tol = if precision == Precision::F64 { 1e-12 } else { 2e-5 };
+            for i in 0..m.d {
+                let want = (1.0 - lr * h[i]).powi(steps as i32) * th0[i];
+                assert!((rec.theta_final[i] - want).abs() <= tol * th0[i], "{precision:?} dir {i}");
+            }
+            for t in [0, 1, 10, 200] {
+                let th: Vec<f64> = (0..m.d).map(|i| (1.0 - lr * h[i]).powi(t as i32) * th0[i]).collect();
+                let want = m.loss(&th);
+                assert!((rec.loss[t] - want).abs() <= tol * want, "{precision:?} step {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn noisy_sgd_stationary_loss_matches_nqm_closed_form() {
+        // SGD on the NQM: E[θ_i²] → η σ² h_i / (B h_i (2 − η h_i)), so
+        // E[L] − L_min = Σ ½ h_i E[θ_i²] = Σ η σ² h_i / (2 B (2 − η h_i)).
+        let m = Nqm { d: 8, h_max: 1.0, alpha: 1.0, sigma2: 2.0, init_loss: 3.0, loss_floor: 1.0 };
+        let (lr, b) = (0.5, 4u64);
+        let seeds: Vec<u64> = (0..64).collect();
+        let res = run_sweep(&spec(m.clone(), vec![cfg(b, lr, None, PLAIN_SGD)], seeds, 2000)).unwrap();
+        let want: f64 = m
+            .spectrum()
+            .iter()
+            .map(|h| lr * m.sigma2 * h / (2.0 * b as f64 * (2.0 - lr * h)))
+            .sum();
+        let x: Vec<f64> = res.iter().map(|r| r.final_loss - m.loss_floor).collect();
+        let mean = x.iter().sum::<f64>() / x.len() as f64;
+        let sd = (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (x.len() - 1) as f64).sqrt();
+        let se = sd / (x.len() as f64).sqrt();
+        assert!((mean - want).abs() < 4.0 * se, "simulated {mean} ± {se}, closed form {want}");
+        // The test has power: a 10% error in the noise variance would be detected.
+        assert!(0.1 * want > 4.0 * se);
+    }
+
+    #[test]
+    fn clip_frequency_goes_to_zero_and_one() {
+        let m = model(64, 1.0);
+        let configs = vec![
+            cfg(32, 0.01, Some(1e9), ADAMW),
+            cfg(32, 0.01, Some(1e-9), ADAMW),
+            cfg(32, 0.1, Some(1e9), PLAIN_SGD),
+            cfg(32, 0.1, Some(1e-9), PLAIN_SGD),
+        ];
+        let res = run_sweep(&spec(m, configs, vec![0, 1], 300)).unwrap();
+        for s in 0..2 {
+            assert_eq!(res[s].clip_frequency, 0.0);
+            assert_eq!(res[2 + s].clip_frequency, 1.0);
+            assert_eq!(res[4 + s].clip_frequency, 0.0);
+            assert_eq!(res[6 + s].clip_frequency, 1.0);
+        }
+    }
+
+    #[test]
+    fn clipped_norm_never_exceeds_threshold() {
+        let m = model(50, 3.0);
+        for (opt, lr) in [(ADAMW, 0.05), (PLAIN_SGD, 0.5)] {
+            for c in [0.01, 0.3, 1.0, 5.0] {
+                let (r, rec) =
+                    simulate_trajectory(&m, cfg(2, lr, Some(c), opt), 3, 500, Schedule::default(), Precision::F32)
+                        .unwrap();
+                assert!(rec.grad_norm_after.iter().all(|&a| a <= c), "clip {c}");
+                assert!(rec.grad_norm_after.iter().zip(&rec.grad_norm_before).all(|(a, b)| a <= b));
+                assert!(r.grad_norm_after <= c && r.clip_scale <= 1.0);
+            }
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_threads_grouping_or_simd() {
+        let m = model(100, 1.0);
+        let configs: Vec<RunConfig> = [8u64, 64]
+            .iter()
+            .flat_map(|&b| {
+                [1e-3, 1e-2, 1e-1].iter().flat_map(move |&lr| {
+                    [Some(0.5), None].into_iter().flat_map(move |c| [cfg(b, lr, c, ADAMW), cfg(b, lr, c, PLAIN_SGD)])
+                })
+            })
+            .collect();
+        let mut s = spec(m, configs.clone(), vec![0, 7, 9], 400);
+        s.precision = Precision::F32;
+        s.threads = Some(1);
+        let one = run_sweep(&s).unwrap();
+        s.threads = Some(2);
+        assert_eq!(one, run_sweep(&s).unwrap());
+        // A config simulated alone gets the same noise and the same result as inside the sweep.
+        let mut alone = s.clone();
+        alone.configs = vec![configs[5]];
+        let r = run_sweep(&alone).unwrap();
+        for k in 0..3 {
+            assert_eq!(TrajectoryResult { config: 5, ..r[k].clone() }, one[5 * 3 + k]);
+        }
+        // Every SIMD path gives the same bits as the plain one.
+        let idx: Vec<usize> = (0..configs.len()).collect();
+        assert_eq!(run_group::<f32>(&s, 1, &idx, false).0, simd::run::<f32>(&s, 1, &idx, false).0);
+        assert_eq!(run_group::<f64>(&s, 1, &idx, false).0, simd::run::<f64>(&s, 1, &idx, false).0);
+    }
+
+    #[test]
+    fn adamw_effective_lr_is_lr_when_never_clipped_and_far_above_clip_scale_when_always_clipped() {
+        let m = model(64, 4.0);
+        let res = run_sweep(&spec(m, vec![cfg(16, 0.01, Some(1e9), ADAMW), cfg(16, 0.01, Some(1e-3), ADAMW)], vec![1], 1000))
+            .unwrap();
+        assert_eq!(res[0].effective_lr, 0.01);
+        // Clipping every step to 1e-3 shrinks the gradient a thousandfold, but Adam divides by
+        // sqrt(v) of the clipped gradients too: the update barely changes.
+        assert_eq!(res[1].clip_frequency, 1.0);
+        assert!(res[1].clip_scale < 0.01);
+        assert!(res[1].effective_lr > 0.3 * 0.01, "{}", res[1].effective_lr);
+    }
+
+    #[test]
+    fn divergence_is_flagged_with_its_step() {
+        // η h_max = 2.5 > 2: the sharpest direction grows by |1 − 2.5| = 1.5 per step.
+        let m = model(4, 0.0);
+        let res = run_sweep(&spec(m, vec![cfg(1, 2.5, None, PLAIN_SGD), cfg(1, 0.5, None, PLAIN_SGD)], vec![0], 100))
+            .unwrap();
+        assert!(res[0].diverged && res[0].final_loss.is_infinite());
+        let k = res[0].diverged_step.unwrap();
+        assert!(k > 1 && k < 30, "{k}");
+        assert!(res[0].curve.last().unwrap().is_infinite());
+        assert!(!res[1].diverged && res[1].diverged_step.is_none() && res[1].final_loss.is_finite());
+    }
+
+    #[test]
+    fn curve_steps_are_log_spaced_and_unique() {
+        assert_eq!(curve_steps(1000, 5), vec![0, 1, 10, 100, 1000]);
+        assert_eq!(curve_steps(3, 10), vec![0, 1, 2, 3]);
+        assert_eq!(curve_steps(10, 0), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn bad_sweep_parameters_are_errors() {
+        let good = spec(model(8, 1.0), vec![cfg(4, 0.1, Some(1.0), ADAMW)], vec![0], 10);
+        assert!(run_sweep(&good).is_ok());
+        let mut bad = vec![];
+        let mut s = good.clone();
+        s.configs[0].batch_size = 0;
+        bad.push(s);
+        let mut s = good.clone();
+        s.configs[0].lr = -1.0;
+        bad.push(s);
+        let mut s = good.clone();
+        s.configs[0].lr = f64::NAN;
+        bad.push(s);
+        let mut s = good.clone();
+        s.configs[0].clip = Some(0.0);
+        bad.push(s);
+        let mut s = good.clone();
+        s.configs[0].clip = Some(-1.0);
+        bad.push(s);
+        let mut s = good.clone();
+        s.model.d = 0;
+        bad.push(s);
+        let mut s = good.clone();
+        s.model.sigma2 = f64::NAN;
+        bad.push(s);
+        let mut s = good.clone();
+        s.steps = 0;
+        bad.push(s);
+        let mut s = good.clone();
+        s.threads = Some(0);
+        bad.push(s);
+        for s in bad {
+            assert!(run_sweep(&s).is_err(), "{s:?} accepted");
+        }
+    }
+}
