@@ -83,7 +83,7 @@ def predict() -> None:
 def train(
     experiment: str = typer.Argument(..., help="Experiment name (experiments/<name>.toml) or a TOML path."),
     device: str = typer.Option("auto", "--device", help="cuda, cpu, or auto (cuda when available)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Corpus file; default: the embedded synthetic corpus."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Corpus file or WikiText-2 folder; default: $PYPHASE_DATA, else the embedded synthetic corpus."),
     out: Path = typer.Option(Path("runs"), "--out", help="Results folder; runs go to OUT/EXPERIMENT/RUN_ID/."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Run seeds 0..N-1 of every config instead of the file's seeds."),
     max_pack: Optional[int] = typer.Option(None, "--max-pack", help="At most K configs per packed model (1: no packing)."),
