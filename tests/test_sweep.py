@@ -219,8 +219,12 @@ def test_finished_runs_are_skipped(reference, tmp_path, monkeypatch):
         return real(configs, *args, **kwargs)
 
     monkeypatch.setattr(pyphase.train, "train_pack", counting)
+    stale = out / "smoke" / PACKS_DIR / "b4_k6_0123456789abcdef.ckpt"  # of a pack that no longer exists
+    stale.parent.mkdir()
+    stale.write_bytes(b"old")
     res = run_experiment("smoke", device="cpu", out=out, progress=False)
     assert calls == [] and res.trained == [] and len(res.skipped) == 12
+    assert not stale.parent.exists()  # every run finished: leftover checkpoints are removed
     assert res.summary.height == 12
 
     exp = load_experiment("smoke")
