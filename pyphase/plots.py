@@ -250,7 +250,8 @@ def _binned_curves(steps: pl.DataFrame, summaries: pl.DataFrame) -> pl.DataFrame
     """Seed-mean train loss (binned) and val loss per config and step."""
     keys = summaries.select(["run_id", *CONFIG_KEYS])
     finite = pl.col("train_loss").is_finite().fill_null(True) & pl.col("val_loss").is_finite().fill_null(True)
-    df = steps.join(keys, on="run_id", how="inner").filter(finite)
+    # the config's LR comes from its summary: a step's own `lr` is the schedule's (null on eval-only rows)
+    df = steps.drop("lr", strict=False).join(keys, on="run_id", how="inner").filter(finite)
     width = max(int(df["step"].max() or 1) // BINS, 1)
     train = (
         df.filter(pl.col("train_loss").is_not_null())

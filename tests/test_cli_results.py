@@ -141,3 +141,18 @@ def test_malformed_summary_through_python_m_pyphase(workdir: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr == f"error: runs/exp_a/{run.name}/summary.parquet: missing column 'lr'\n"
     assert proc.stdout == ""
+
+
+def test_real_trainer_output_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The trainer's own run folders (smoke experiment, CPU, synthetic corpus) through show and report."""
+    smoke = Path(__file__).resolve().parents[1] / "experiments" / "smoke.toml"
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["train", str(smoke), "--device", "cpu", "--no-progress"], monkeypatch, capsys)
+    assert code == 0, err
+    code, out, _ = run_cli(["results", "show", "smoke", "--format", "json"], monkeypatch, capsys)
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 12 and {r["batch_size"] for r in rows} == {4, 8}
+    code, out, err = run_cli(["report", "smoke"], monkeypatch, capsys)
+    assert code == 0, err
+    text = (tmp_path / "results" / "smoke" / "REPORT.md").read_text()
+    assert "12 finished runs from `runs/smoke`" in text and "![Loss curves](plots/smoke_loss_curves.png)" in text

@@ -36,11 +36,14 @@ def summaries() -> pl.DataFrame:
 
 
 def synthetic_steps(summaries: pl.DataFrame) -> pl.DataFrame:
+    """Like the trainer's: step 0 is an eval-only row (train columns and lr null), lr warms up."""
     rows = []
     for r in summaries.iter_rows(named=True):
-        for s in range(0, 1001, 50):
+        rows.append((r["run_id"], 0, None, None, None, None, None, r["final_train_loss"] + 2.02))
+        for s in range(50, 1001, 50):
             loss = r["final_train_loss"] + 2.0 * math.exp(-s / 200)
-            rows.append((r["run_id"], s, r["lr"], loss, 1.0, 1.0, True, loss + 0.02 if s % 200 == 0 else None))
+            lr = r["lr"] * min(1.0, s / 200)
+            rows.append((r["run_id"], s, lr, loss, 1.0, 1.0, True, loss + 0.02 if s % 200 == 0 else None))
     cols = ["run_id", "step", "lr", "train_loss", "grad_norm_before", "grad_norm_after", "clipped", "val_loss"]
     return pl.DataFrame(rows, schema=cols, orient="row")
 
