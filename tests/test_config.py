@@ -43,7 +43,7 @@ def write(tmp_path: Path, text: str, name: str = "t.toml") -> Path:
 
 
 # --------------------------------------------------------------------------- shipped experiments
-@pytest.mark.parametrize("name,n", [("phase2_5", 28), ("phase3a", 10), ("phase3b", 8)])
+@pytest.mark.parametrize("name,n", [("phase2_5", 20), ("phase3a", 10), ("phase3b", 8)])
 def test_phase_grids_expand_to_the_issue_counts(name, n):
     exp = load_experiment(name)
     assert len(exp.configs) == n
@@ -56,8 +56,8 @@ def test_phase2_5_is_the_seed_grid():
     exp = load_experiment("phase2_5")
     assert sorted({c.batch_size for c in exp.configs}) == [32, 64, 128, 256]
     lrs = sorted({c.lr for c in exp.configs})
-    expected = [float(f"{x:.3g}") for x in np.logspace(-4, -2, 7)]
-    assert lrs == expected
+    # half-decade grid: it holds the optima the seed names (0.001, 0.003, 0.01)
+    assert lrs == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
     assert {c.gradient_clip for c in exp.configs} == {1.0}
     assert {c.steps for c in exp.configs} == {10_000}
 
