@@ -3,9 +3,10 @@ of truth, so a result written by one module is read by the others without guessi
 
 Run directory layout written by `pyphase.sweep` (one folder per config x seed)::
 
-    <runs>/<experiment>/<run_id>/summary.parquet   one row, SUMMARY_COLUMNS (+ EXTRA columns)
-    <runs>/<experiment>/<run_id>/steps.parquet     STEP_COLUMNS, one row per logged step
-    <runs>/<experiment>/<run_id>/checkpoint.pt     only while a run is unfinished
+    <runs>/<experiment>/<run_id>/steps.parquet     STEP_COLUMNS, one row per step (+ step 0: eval only)
+    <runs>/<experiment>/<run_id>/config.json       the RunConfig that produced the run
+    <runs>/<experiment>/<run_id>/summary.parquet   one row, SUMMARY_COLUMNS (+ pack_size), written last
+    <runs>/<experiment>/_packs/<pack_id>.ckpt      only while a pack of runs is unfinished
 
 A run is finished exactly when its summary.parquet exists (written atomically, last).
 Committed measurements live under `results/<experiment>/` as summary.csv, steps.parquet and
