@@ -440,7 +440,6 @@ def experiment_report(
     from what the results recorded (see `pyphase.results.corpus_entropies`)."""
     summaries = rs.summaries.filter(pl.col("experiment") == experiment).collect()
     configs = an.config_table(summaries)
-    measurements = an.measure_beta(summaries, n_boot=n_boot)
     cmp = an.compare(
         summaries,
         experiment=experiment,
@@ -450,6 +449,7 @@ def experiment_report(
         b_noise=b_noise,
         n_boot=n_boot,
     )
+    measurements = [g.measured for g in cmp.groups]  # compare measured every group: one bootstrap, not two
     entropies = entropies_of_corpus(corpus, rs, experiment) if corpus is not None else corpus_entropies(rs, experiment)
     figures = _make_plots(rs, experiment, summaries, configs, measurements, cmp, out_dir / "plots", entropies)
     words = [beta_words(m) for m in measurements]
