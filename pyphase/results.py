@@ -30,6 +30,7 @@ DEFAULT_ROOTS: tuple[Path, ...] = (Path("runs"), Path("results"))
 SUMMARY_FILE = "summary.parquet"
 STEPS_FILE = "steps.parquet"
 CHECKPOINT_FILE = "checkpoint.pt"
+PACKS_DIR = "_packs"  # the sweep's checkpoints of packs still training: <experiment>/_packs/<pack_id>.ckpt
 CONFIG_FILE = "config.json"
 COMMITTED_SUMMARY_FILE = "summary.csv"
 PROVENANCE_FILE = "provenance.json"
@@ -84,6 +85,7 @@ class ExperimentSource:
     path: Path
     runs: int
     finished: int
+    packs_in_progress: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +94,7 @@ class ExperimentSource:
             "layout": self.layout,
             "runs": self.runs,
             "finished": self.finished,
+            "packs_in_progress": self.packs_in_progress,
         }
 
 
@@ -154,10 +157,11 @@ def _source_of(folder: Path, root: Path) -> ExperimentSource | None:
         n = _committed_row_count(folder / COMMITTED_SUMMARY_FILE)
         return ExperimentSource(folder.name, root, COMMITTED_LAYOUT, folder, n, n)
     runs = [d for d in folder.iterdir() if _is_run_folder(d)]
-    if not runs:
+    packs = len(list((folder / PACKS_DIR).glob("*.ckpt")))
+    if not runs and not packs:
         return None
     finished = sum((d / SUMMARY_FILE).is_file() for d in runs)
-    return ExperimentSource(folder.name, root, RUNS_LAYOUT, folder, len(runs), finished)
+    return ExperimentSource(folder.name, root, RUNS_LAYOUT, folder, len(runs), finished, packs)
 
 
 def find_experiments(root: Path | str | Sequence[Path | str] | None = None) -> list[ExperimentSource]:
@@ -387,6 +391,7 @@ def experiments_table(sources: Sequence[ExperimentSource]) -> pl.DataFrame:
         "layout": pl.String(),
         "runs": pl.Int64(),
         "finished": pl.Int64(),
+        "packs_in_progress": pl.Int64(),
     }
     return pl.DataFrame([s.to_dict() for s in sources], schema=schema)
 

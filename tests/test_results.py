@@ -89,8 +89,9 @@ def test_unfinished_runs_are_counted_but_not_read(runs_root: Path) -> None:
     unfinished.mkdir()
     (unfinished / res.CHECKPOINT_FILE).write_bytes(b"x")
     (runs_root / "exp_a" / "_packs").mkdir()  # the sweep's checkpoint folder is not a run
+    (runs_root / "exp_a" / "_packs" / "b32_k3_abc.ckpt").write_bytes(b"x")
     src = res.find_experiments(runs_root)[0]
-    assert (src.runs, src.finished) == (19, 18)
+    assert (src.runs, src.finished, src.packs_in_progress) == (19, 18, 1)
     assert res.scan(runs_root, "exp_a").summaries.collect().height == 18
 
 
@@ -129,6 +130,15 @@ def test_scan_all_experiments(tmp_path: Path, runs_root: Path) -> None:
     write_committed(tmp_path / "results", "phase3a", SEED_3A_CSV)
     df = res.scan([runs_root, tmp_path / "results"]).summaries.collect()
     assert df.group_by("experiment").len().sort("experiment").rows() == [("exp_a", 18), ("phase3a", 10)]
+
+
+def test_experiment_with_only_a_pack_in_progress_is_listed(tmp_path: Path) -> None:
+    (tmp_path / "exp" / "_packs").mkdir(parents=True)
+    (tmp_path / "exp" / "_packs" / "p.ckpt").write_bytes(b"x")
+    src = res.find_experiments(tmp_path)[0]
+    assert (src.experiment, src.runs, src.finished, src.packs_in_progress) == ("exp", 0, 0, 1)
+    with pytest.raises(PyphaseError, match="has no finished runs"):
+        res.scan(tmp_path, "exp")
 
 
 def test_plots_folder_is_not_an_experiment(tmp_path: Path) -> None:
