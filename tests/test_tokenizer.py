@@ -139,6 +139,17 @@ def test_decode_rejects_out_of_range_ids(ids, needle: str) -> None:
         tok.decode(ids)
 
 
+def test_decode_large_uint16_arrays_round_trip_and_range_check() -> None:
+    # Large uint16 inputs take a table-driven path in Rust; it must check ids as strictly.
+    text = "plain ascii text, long enough\n" * 2000
+    tok = CharTokenizer.from_text(text)
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    ids[40_000] = tok.vocab_size
+    with pytest.raises(ValueError, match=f"id {tok.vocab_size} at position 40000 is out of range"):
+        tok.decode(ids)
+
+
 def test_decode_non_ascii_vocab_range_check() -> None:
     tok = CharTokenizer.from_text("aé")
     with pytest.raises(ValueError, match="id 2 at position 0"):
