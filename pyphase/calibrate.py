@@ -398,6 +398,11 @@ def spectrum_sum(alpha: float, d: int, power: float = 1.0) -> float:
     return head + integral + 0.5 * (a ** -s + b ** -s) + s / 12.0 * (a ** (-s - 1) - b ** (-s - 1))
 
 
+#: The fitted quantities that make an NQM parameter set (`pyphase.nqm.FIELDS` plus init_power,
+#: which the simulator's model takes; see `to_params`).
+NQM_FIT_FIELDS = ("d", "h_max", "alpha", "sigma2", "init_loss", "loss_floor", "init_power")
+
+
 @dataclass(frozen=True)
 class NQMFit:
     """Fitted NQM parameters (the fields of `pyphase.nqm.NQMParams`) and how well they fit."""
@@ -408,26 +413,54 @@ class NQMFit:
     sigma2: float
     init_loss: float
     loss_floor: float
+    init_power: float  # γ: θ_i(0) ∝ h_i^(-γ/2), chosen so |Hθ(0)|² matches the measured |G|² at init
     top_eig_log_rms: float  # RMS of log(measured / fitted) over the top eigenvalues used
     n_eigs_used: int
     trace_matched: bool  # False only if d hit max_d before the trace was reached
+    grad_norm_matched: bool  # False if γ had to be clamped to [0, 2]
     notes: tuple[str, ...] = ()
 
     def moments(self, k: int) -> dict[str, Any]:
-        """Closed-form NQM quantities at θ(0) (isotropic start, θ_i = r with ½r²Σh = ΔL): the top-k
-        eigenvalues, tr(H), tr(Σ) = σ²·tr(H), |G|² = |Hθ(0)|² = r²·Σh², B_simple."""
-        return nqm_moments(self.d, self.h_max, self.alpha, self.sigma2, self.init_loss - self.loss_floor, k)
+        """Closed-form NQM quantities at θ(0) (see `nqm_moments`)."""
+        return nqm_moments(self.d, self.h_max, self.alpha, self.sigma2, self.init_loss - self.loss_floor, k,
+                           self.init_power)
 
 
-def nqm_moments(d: int, h_max: float, alpha: float, sigma2: float, delta_loss: float, k: int) -> dict[str, Any]:
-    """See `NQMFit.moments`."""
+def nqm_moments(d: int, h_max: float, alpha: float, sigma2: float, delta_loss: float, k: int,
+                init_power: float = 0.0) -> dict[str, Any]:
+    """Closed forms of the NQM at θ(0), θ_i(0) = r·(h_i/h_max)^(-γ/2) with ½Σh_iθ_i(0)² = ΔL: the
+    top-k eigenvalues, tr(H), tr(Σ) = σ²·tr(H), |G|² = |Hθ(0)|², B_simple = tr(Σ)/|G|²."""
+    g = init_power
     tr_h = h_max * spectrum_sum(alpha, d)
-    sum_h2 = h_max ** 2 * spectrum_sum(alpha, d, power=2.0)
-    r2 = 2.0 * delta_loss / tr_h
-    g2 = r2 * sum_h2
+    r2 = 2.0 * delta_loss / (h_max * spectrum_sum(alpha, d, power=1.0 - g))
+    g2 = r2 * h_max ** 2 * spectrum_sum(alpha, d, power=2.0 - g)
     top = [h_max * i ** (-alpha) for i in range(1, min(k, d) + 1)]
     return {"top_eigenvalues": top, "hessian_trace": tr_h, "trace_sigma": sigma2 * tr_h,
             "grad_norm2": g2, "b_simple": sigma2 * tr_h / g2}
+
+
+#: Relative error within which the start counts as matching the measured |G(0)|² (the target may
+#: sit just outside [0, 2] when it is exactly an isotropic start, as in a round trip).
+GRAD_MATCH_TOL = 1e-2
+#: The simulator's range for init_power (rust/sim/model.rs validates it).
+INIT_POWER_RANGE = (0.0, 2.0)
+
+
+def _init_power_for(target: float, h_max: float, alpha: float, d: int) -> float:
+    """γ with |Hθ(0)|²/(2ΔL) = Σh^(2-γ)/Σh^(1-γ) = target; that ratio (a mean of h weighted by
+    h^(1-γ)) falls monotonically in γ, from Σh²/Σh at γ = 0 to the harmonic mean of h at γ = 2.
+    Clamped to INIT_POWER_RANGE when the target lies outside."""
+    from scipy.optimize import brentq
+
+    def ratio(g: float) -> float:
+        return h_max * spectrum_sum(alpha, d, 2.0 - g) / spectrum_sum(alpha, d, 1.0 - g)
+
+    lo, hi = INIT_POWER_RANGE
+    if target >= ratio(lo):
+        return lo
+    if target <= ratio(hi):
+        return hi
+    return float(brentq(lambda g: ratio(g) - target, lo, hi, xtol=1e-12))
 
 
 def _alpha_for_trace(ratio: float, d: int) -> float:
@@ -445,15 +478,17 @@ def _alpha_for_trace(ratio: float, d: int) -> float:
 
 
 def fit_nqm(top_eigenvalues: Sequence[float], hessian_trace: float, trace_sigma: float, init_loss: float,
-            loss_floor: float, *, max_d: int = 1 << 20) -> NQMFit:
-    """Fit the NQM spectrum h_i = h_max·i^(-α), i = 1..d, and noise σ² to measurements.
+            loss_floor: float, init_grad_norm2: float | None = None, *, max_d: int = 1 << 20) -> NQMFit:
+    """Fit the NQM spectrum h_i = h_max·i^(-α), i = 1..d, noise σ² and start θ(0) to measurements.
 
     - h_max = the largest measured eigenvalue;
     - for every d (log grid from tr(H)/h_max, the fewest directions that can hold the trace, to
       max_d), α(d) makes Σh_i = tr(H) exactly; the (d, α) whose h_2..h_k best match the measured
       next eigenvalues (least squares in log) wins;
     - σ² = tr(Σ)/tr(H), so that Σ_i σ²h_i equals the measured per-example tr(Σ);
-    - init_loss and loss_floor as given (θ(0) then follows from ½Σh_iθ_i² = init_loss − floor).
+    - init_loss and loss_floor as given: ½Σh_iθ_i(0)² = init_loss − loss_floor;
+    - init_power γ (θ_i(0) ∝ h_i^(-γ/2)) so that |Hθ(0)|² = init_grad_norm2 (γ = 0, isotropic, if
+      not given; clamped to [0, 2] with a note if no γ reaches it).
     Only positive eigenvalues enter (the NQM is convex; negative curvature is reported, not fitted)."""
     eig = np.sort(np.asarray([e for e in top_eigenvalues if np.isfinite(e) and e > 0], dtype=np.float64))[::-1]
     if len(eig) < 2:
@@ -464,6 +499,8 @@ def fit_nqm(top_eigenvalues: Sequence[float], hessian_trace: float, trace_sigma:
         raise ValueError(f"tr(Sigma) must be positive, got {trace_sigma}")
     if not init_loss > loss_floor:
         raise ValueError(f"initial loss {init_loss} must exceed the loss floor {loss_floor}")
+    if init_grad_norm2 is not None and not (np.isfinite(init_grad_norm2) and init_grad_norm2 > 0):
+        raise ValueError(f"initial |G|^2 must be positive to fit the start, got {init_grad_norm2}")
     h_max = float(eig[0])
     k = len(eig)
     notes: list[str] = []
@@ -491,11 +528,21 @@ def fit_nqm(top_eigenvalues: Sequence[float], hessian_trace: float, trace_sigma:
     d_best, (rms, alpha) = fine[j], fine_scores[j]
     if d_best in (grid[0], grid[-1]) and len(grid) > 1:
         notes.append(f"best d = {d_best} is at the edge of the search range [{grid[0]}, {grid[-1]}]")
+    delta = init_loss - loss_floor
+    gamma, g_matched = 0.0, init_grad_norm2 is None
+    if init_grad_norm2 is not None:
+        gamma = _init_power_for(init_grad_norm2 / (2.0 * delta), h_max, alpha, d_best)
+        got = nqm_moments(d_best, h_max, alpha, 0.0, delta, 1, gamma)["grad_norm2"]
+        g_matched = abs(got / init_grad_norm2 - 1.0) < GRAD_MATCH_TOL
+        if not g_matched:
+            notes.append(f"no init_power in [0, 2] gives |G(0)|^2 = {init_grad_norm2:.4g} with a loss gap of "
+                         f"{delta:.4g}: clamped to {gamma:g}, which gives {got:.4g}")
     # σ² against the fitted spectrum's own trace, so Σσ²h_i = tr(Σ) even where the trace wasn't matched
     tr_fit = h_max * spectrum_sum(alpha, d_best)
     return NQMFit(d=d_best, h_max=h_max, alpha=alpha, sigma2=float(trace_sigma / tr_fit),
-                  init_loss=float(init_loss), loss_floor=float(loss_floor), top_eig_log_rms=rms,
-                  n_eigs_used=k, trace_matched=trace_matched, notes=tuple(notes))
+                  init_loss=float(init_loss), loss_floor=float(loss_floor), init_power=gamma,
+                  top_eig_log_rms=rms, n_eigs_used=k, trace_matched=trace_matched,
+                  grad_norm_matched=g_matched, notes=tuple(notes))
 
 
 # --------------------------------------------------------------------------- the real model
@@ -640,10 +687,11 @@ def adamw_view(coord_signal: np.ndarray, coord_noise: np.ndarray, batch_sizes: S
 
 
 def nqm_adamw_view(fit: NQMFit, batch_sizes: Sequence[int]) -> dict[str, Any]:
-    """The same view for the fitted NQM at θ(0): direction i has G_i = h_i·r, Σ_ii = σ²h_i."""
+    """The same view for the fitted NQM at θ(0): direction i has G_i = h_i·θ_i(0), Σ_ii = σ²h_i."""
     h = fit.h_max * np.arange(1, fit.d + 1, dtype=np.float64) ** (-fit.alpha)
-    r2 = 2.0 * (fit.init_loss - fit.loss_floor) / h.sum()
-    return adamw_view(h * h * r2, fit.sigma2 * h, batch_sizes)
+    shape2 = (h / fit.h_max) ** (-fit.init_power)
+    theta2 = 2.0 * (fit.init_loss - fit.loss_floor) / float(np.sum(h * shape2)) * shape2
+    return adamw_view(h * h * theta2, fit.sigma2 * h, batch_sizes)
 
 
 def optimizer_view(m: Tensor, v: Tensor, step: int, betas: tuple[float, float], eps: float) -> dict[str, Any]:
@@ -719,9 +767,9 @@ class Calibration:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path) if self.path else None,
-                "params": {k: getattr(self.fit, k) for k in ("d", "h_max", "alpha", "sigma2", "init_loss", "loss_floor")},
-                "provenance": self.provenance, **self.measurements()}
+        return _jsonable({"path": str(self.path) if self.path else None,
+                          "params": {k: getattr(self.fit, k) for k in NQM_FIT_FIELDS},
+                          "provenance": self.provenance, **self.measurements()})
 
 
 def parse_int_list(text: str, option: str) -> list[int]:
@@ -737,7 +785,7 @@ def parse_int_list(text: str, option: str) -> list[int]:
 
 def _check_options(shape: str, batch_sizes: Sequence[int], steps_along: Sequence[int], lr: float,
                    run_batch: int, repeats: int, lanczos_iter: int, probes: int, hvp_batch: int, top_k: int,
-                   floor: str, fit_step: int) -> None:
+                   floor: str, fit_step: int, max_d: int) -> None:
     """Every bad option is a one-line PyphaseError naming it (the CLI's exit code 2)."""
     if shape not in SHAPES:
         raise PyphaseError(f"--shape: expected one of {', '.join(SHAPES)}, got {shape!r}")
@@ -760,6 +808,8 @@ def _check_options(shape: str, batch_sizes: Sequence[int], steps_along: Sequence
             raise PyphaseError(f"{name}: must be >= {lo}, got {v}")
     if top_k > lanczos_iter:
         raise PyphaseError(f"--top-k: {top_k} exceeds the Lanczos steps ({lanczos_iter})")
+    if not 2 <= max_d <= 1 << 20:
+        raise PyphaseError(f"--max-d: must be in 2..{1 << 20} (the simulator's limit), got {max_d}")
     if floor not in FLOOR_METHODS:
         raise PyphaseError(f"--floor: expected one of {', '.join(FLOOR_METHODS)}, got {floor!r}")
     if fit_step not in steps_along:
@@ -818,6 +868,7 @@ def calibrate(
     top_k: int = 8,
     floor: str = "ngram3",
     fit_step: int | None = None,
+    max_d: int = 1 << 20,
     seed: int = 0,
     progress: bool = True,
 ) -> Calibration:
@@ -840,7 +891,7 @@ def calibrate(
     run_batch = int(run_batch) if run_batch is not None else min(sizes) if sizes else 1
     fit_step = steps[-1] if fit_step is None and steps else fit_step
     _check_options(shape, sizes, steps, lr, run_batch, repeats, lanczos_iter, probes, hvp_batch, top_k, floor,
-                   -1 if fit_step is None else fit_step)
+                   -1 if fit_step is None else fit_step, max_d)
     assert fit_step is not None
     t_start = time.perf_counter()
     dev = torch.device(resolve_device(device))
@@ -947,7 +998,9 @@ def calibrate(
         use = [e for e in fp.eigenvalues if e > 0][:2]
     init_loss = points[0].loss
     try:
-        fit = fit_nqm(use, fp.hessian_trace, fp.noise.trace_sigma, init_loss, floor_est.value)
+        g0 = points[0].noise.grad_norm2
+        fit = fit_nqm(use, fp.hessian_trace, fp.noise.trace_sigma, init_loss, floor_est.value,
+                      g0 if g0 > 0 else None, max_d=max_d)
     except ValueError as e:
         raise PyphaseError(f"cannot fit the NQM at step {fit_step}: {e}") from None
     consistency = _consistency(fit, points, fp, report_sizes)
@@ -980,7 +1033,8 @@ def calibrate(
         "shape": {"name": shape, **ms.__dict__, "vocab_size": sh.vocab_size, "n_params": n_params},
         "options": {"batch_sizes": sizes, "steps_along": steps, "lr": lr, "run_batch": run_batch,
                     "run_clip": RUN_CLIP, "repeats": repeats, "lanczos_iter": lanczos_iter, "probes": probes,
-                    "hvp_batch": hvp_batch, "top_k": top_k, "floor": floor, "fit_step": fit_step, "seed": seed},
+                    "hvp_batch": hvp_batch, "top_k": top_k, "floor": floor, "fit_step": fit_step, "max_d": max_d,
+                    "seed": seed},
         "wall_s": wall,
     }
     cal = Calibration(fit=fit, points=points, fit_step=fit_step, floor=floor_est, run=run,
@@ -1046,13 +1100,45 @@ def _consistency(fit: NQMFit, points: list[PointMeasurement], fp: PointMeasureme
     }
 
 
-def write_calibration(cal: Calibration, path: Path) -> Any:
-    """Write the calibration file (TEMPORARY JSON until pyphase.nqm.NQMParams exists)."""
-    import json
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON values: numpy scalars and arrays to Python, non-finite floats to None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(cal.to_dict(), indent=1, default=float))
-    return None
+
+def to_params(cal: Calibration) -> Any:
+    """The calibration as `pyphase.nqm.NQMParams` (the one calibration-file format): the fitted
+    fields, and in `provenance` the source, the measurements, the method notes and the cost."""
+    from pyphase.nqm import FIELDS, NQMParams
+
+    fit = cal.fit
+    prov: dict[str, Any] = {
+        "source": "calibration",
+        "description": (f"measured by `pyphase calibrate` on the NanoTransformer ({cal.provenance['shape']['name']} "
+                        f"shape) on {cal.provenance['data']['name']}, {cal.provenance['device']}"),
+        **cal.provenance,
+        "measurements": cal.measurements(),
+    }
+    missing = [k for k in ("init_power",) if k not in FIELDS and getattr(fit, k) != 0.0]
+    if missing:
+        prov["not_in_format"] = {k: getattr(fit, k) for k in missing}
+    return NQMParams(**{k: getattr(fit, k) for k in FIELDS}, provenance=_jsonable(prov))
+
+
+def write_calibration(cal: Calibration, path: Path) -> Any:
+    """Write the calibration file with `NQMParams.save`; returns the NQMParams written."""
+    params = to_params(cal)
+    params.save(path)
+    return params
 
 
 def format_table(cal: Calibration) -> str:
