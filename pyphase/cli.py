@@ -131,6 +131,7 @@ def calibrate(
     top_k: int = typer.Option(8, "--top-k", help="Top eigenvalues reported and used in the spectrum fit."),
     floor: str = typer.Option("ngram3", "--floor", help="Loss floor: ngram1..ngram4 (train-split n-gram entropy) or fit (power law on the short run)."),
     fit_step: Optional[int] = typer.Option(None, "--fit-step", help="Point whose curvature and noise the NQM takes (default: the last)."),
+    max_d: int = typer.Option(1 << 20, "--max-d", help="Most NQM directions the fit may use (the simulator's cost grows with d)."),
     seed: int = typer.Option(0, "--seed", help="Model initialisation and data streams."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print the calibration as JSON instead of a table."),
@@ -143,7 +144,7 @@ def calibrate(
         device=device, data=data, out=out, shape=shape, batch_sizes=parse_int_list(batch, "--batch"),
         steps_along=parse_int_list(steps_along, "--steps-along"), lr=lr, run_batch=run_batch, repeats=repeats,
         lanczos_iter=lanczos, probes=probes, hvp_batch=hvp_batch, top_k=top_k, floor=floor, fit_step=fit_step,
-        seed=seed, progress=progress,
+        max_d=max_d, seed=seed, progress=progress,
     )
     if as_json:
         _print_json(cal.to_dict())
