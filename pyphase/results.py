@@ -23,7 +23,13 @@ from typing import Any
 import polars as pl
 
 from pyphase.errors import PyphaseError
-from pyphase.schema import PREDICTION_COLUMNS, SEED_SUMMARY_COLUMNS, STEP_COLUMNS, SUMMARY_COLUMNS
+from pyphase.schema import (
+    PREDICTION_COLUMNS,
+    SEED_SUMMARY_COLUMNS,
+    STEP_COLUMNS,
+    SUMMARY_COLUMNS,
+    SUMMARY_DTYPES,
+)
 
 DEFAULT_ROOTS: tuple[Path, ...] = (Path("runs"), Path("results"))
 
@@ -38,33 +44,6 @@ PROVENANCE_FILE = "provenance.json"
 RUNS_LAYOUT = "runs"
 COMMITTED_LAYOUT = "committed"
 
-# Reader-side types, so a CSV and a Parquet of the same run give the same frame.
-SUMMARY_DTYPES: dict[str, pl.DataType] = {
-    "batch_size": pl.Int64(),
-    "lr": pl.Float64(),
-    "gradient_clip": pl.Float64(),
-    "final_train_loss": pl.Float64(),
-    "final_val_loss": pl.Float64(),
-    "train_loss_std": pl.Float64(),
-    "avg_grad_norm_before": pl.Float64(),
-    "avg_grad_norm_after": pl.Float64(),
-    "avg_clip_frequency": pl.Float64(),
-    "converged": pl.Boolean(),
-    "num_steps": pl.Int64(),
-    "experiment": pl.String(),
-    "run_id": pl.String(),
-    "seed": pl.Int64(),
-    "optimizer": pl.String(),
-    "n_params": pl.Int64(),
-    "diverged_step": pl.Int64(),
-    "wall_time_s": pl.Float64(),
-    "tokens_per_s": pl.Float64(),
-    "device": pl.String(),
-    "torch_version": pl.String(),
-    "git_commit": pl.String(),
-    "corpus": pl.String(),
-    "corpus_sha256": pl.String(),
-}
 
 # Corpus milestones a summary may carry as extra columns (nats/char; vocabulary size).
 CORPUS_ENTROPY_COLUMNS = ("corpus_unigram_entropy", "corpus_bigram_entropy", "corpus_vocab_size")

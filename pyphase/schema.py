@@ -13,6 +13,8 @@ Committed measurements live under `results/<experiment>/` as summary.csv, steps.
 provenance.json (device, torch version, git commit, command, corpus checksum).
 """
 
+import polars as pl
+
 # The seed experiment log's columns, in its order (seed 000, "Full Results Table").
 SEED_SUMMARY_COLUMNS: list[str] = [
     "batch_size",
@@ -43,9 +45,46 @@ EXTRA_SUMMARY_COLUMNS: list[str] = [
     "git_commit",
     "corpus",
     "corpus_sha256",
+    # the corpus's milestones, so every result can be read against them (nats/char; characters)
+    "corpus_unigram_entropy",
+    "corpus_bigram_entropy",
+    "corpus_vocab_size",
 ]
 
 SUMMARY_COLUMNS: list[str] = SEED_SUMMARY_COLUMNS + EXTRA_SUMMARY_COLUMNS
+
+# Column types of a summary row (writer and readers alike, so a CSV and a Parquet of the same run
+# give the same frame). `pack_size` is how many configs trained together as one packed model.
+SUMMARY_DTYPES: dict[str, pl.DataType] = {
+    "batch_size": pl.Int64(),
+    "lr": pl.Float64(),
+    "gradient_clip": pl.Float64(),
+    "final_train_loss": pl.Float64(),
+    "final_val_loss": pl.Float64(),
+    "train_loss_std": pl.Float64(),
+    "avg_grad_norm_before": pl.Float64(),
+    "avg_grad_norm_after": pl.Float64(),
+    "avg_clip_frequency": pl.Float64(),
+    "converged": pl.Boolean(),
+    "num_steps": pl.Int64(),
+    "experiment": pl.String(),
+    "run_id": pl.String(),
+    "seed": pl.Int64(),
+    "optimizer": pl.String(),
+    "n_params": pl.Int64(),
+    "diverged_step": pl.Int64(),
+    "wall_time_s": pl.Float64(),
+    "tokens_per_s": pl.Float64(),
+    "device": pl.String(),
+    "torch_version": pl.String(),
+    "git_commit": pl.String(),
+    "corpus": pl.String(),
+    "corpus_sha256": pl.String(),
+    "corpus_unigram_entropy": pl.Float64(),
+    "corpus_bigram_entropy": pl.Float64(),
+    "corpus_vocab_size": pl.Int64(),
+    "pack_size": pl.Int64(),
+}
 
 # Per-step telemetry (train rows every step or every log interval; val_loss only on eval steps).
 STEP_COLUMNS: list[str] = [

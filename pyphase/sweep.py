@@ -38,7 +38,7 @@ import polars as pl
 import pyphase
 from pyphase.config import Experiment, RunConfig, load_experiment
 from pyphase.errors import PyphaseError
-from pyphase.schema import STEP_COLUMNS, SUMMARY_COLUMNS
+from pyphase.schema import STEP_COLUMNS, SUMMARY_COLUMNS, SUMMARY_DTYPES
 
 SUMMARY_FILE = "summary.parquet"
 STEPS_FILE = "steps.parquet"
@@ -46,37 +46,6 @@ CONFIG_FILE = "config.json"
 PACKS_DIR = "_packs"
 # Ranks that finish early wait at the final barrier for the slowest one; a phase can take hours.
 BARRIER_TIMEOUT = timedelta(hours=48)
-
-# Column types of a summary row, fixed so that rows written by different runs (some with clipping
-# off or no divergence, i.e. nulls) concatenate without type conflicts.
-SUMMARY_DTYPES: dict[str, pl.DataType] = {
-    "batch_size": pl.Int64(),
-    "lr": pl.Float64(),
-    "gradient_clip": pl.Float64(),
-    "final_train_loss": pl.Float64(),
-    "final_val_loss": pl.Float64(),
-    "train_loss_std": pl.Float64(),
-    "avg_grad_norm_before": pl.Float64(),
-    "avg_grad_norm_after": pl.Float64(),
-    "avg_clip_frequency": pl.Float64(),
-    "converged": pl.Boolean(),
-    "num_steps": pl.Int64(),
-    "experiment": pl.String(),
-    "run_id": pl.String(),
-    "seed": pl.Int64(),
-    "optimizer": pl.String(),
-    "n_params": pl.Int64(),
-    "diverged_step": pl.Int64(),
-    "wall_time_s": pl.Float64(),
-    "tokens_per_s": pl.Float64(),
-    "device": pl.String(),
-    "torch_version": pl.String(),
-    "git_commit": pl.String(),
-    "corpus": pl.String(),
-    "corpus_sha256": pl.String(),
-    "pack_size": pl.Int64(),
-}
-
 
 # --------------------------------------------------------------------------- sharding
 @dataclass(frozen=True)
@@ -368,7 +337,10 @@ def run_experiment(
                 # Identity columns come from the config itself, provenance from this sweep.
                 row.update(batch_size=cfg.batch_size, lr=cfg.lr, gradient_clip=cfg.gradient_clip,
                            experiment=exp.name, run_id=cfg.run_id, seed=cfg.seed, optimizer=cfg.optimizer,
-                           git_commit=commit, corpus=corpus.name, corpus_sha256=corpus.sha256)
+                           git_commit=commit, corpus=corpus.name, corpus_sha256=corpus.sha256,
+                           corpus_unigram_entropy=corpus.unigram_entropy,
+                           corpus_bigram_entropy=corpus.bigram_entropy,
+                           corpus_vocab_size=corpus.tokenizer.vocab_size)
                 write_run(out, cfg, row, res.steps)
                 trained.append(cfg.run_id)
             # Only now, with every run of the pack written, is the checkpoint no longer needed.

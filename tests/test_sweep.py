@@ -257,7 +257,8 @@ def test_a_run_is_written_steps_first_and_summary_last(tmp_path, monkeypatch):
 
     (res,) = pyphase.train.train_pack([c], load_corpus(None), progress=False)
     row = {**res.summary, "experiment": "smoke", "run_id": c.run_id, "seed": c.seed, "optimizer": c.optimizer,
-           "git_commit": "x", "corpus": "x", "corpus_sha256": "x"}
+           "git_commit": "x", "corpus": "x", "corpus_sha256": "x",
+           "corpus_unigram_entropy": 3.0, "corpus_bigram_entropy": 2.0, "corpus_vocab_size": 20}
     sweep.write_run(tmp_path, c, row, res.steps)
     assert order == [STEPS_FILE, "config.json", SUMMARY_FILE]
     assert sweep.is_finished(tmp_path, c)
