@@ -70,10 +70,14 @@ pub fn batch_offsets(
         return Err(invalid!("batch must be at least 1, got 0"));
     }
     if seeds.is_empty() {
-        return Err(invalid!("seeds must name at least one stream, got an empty list"));
+        return Err(invalid!(
+            "seeds must name at least one stream, got an empty list"
+        ));
     }
     if start_step.checked_add(n_steps as u64).is_none() {
-        return Err(invalid!("start_step {start_step} + n_steps {n_steps} overflows 64 bits"));
+        return Err(invalid!(
+            "start_step {start_step} + n_steps {n_steps} overflows 64 bits"
+        ));
     }
     let k = seeds.len();
     let total = n_steps
@@ -169,9 +173,15 @@ where
         prefetch(tokens, o as usize, block + 1);
     }
     if need >= PARALLEL_MIN_TOKENS {
-        x.par_chunks_mut(block).zip(y.par_chunks_mut(block)).enumerate().for_each(copy);
+        x.par_chunks_mut(block)
+            .zip(y.par_chunks_mut(block))
+            .enumerate()
+            .for_each(copy);
     } else {
-        x.chunks_mut(block).zip(y.chunks_mut(block)).enumerate().for_each(copy);
+        x.chunks_mut(block)
+            .zip(y.chunks_mut(block))
+            .enumerate()
+            .for_each(copy);
     }
     Ok(())
 }
@@ -228,15 +238,35 @@ mod tests {
 
     #[test]
     fn offsets_reject_bad_arguments() {
-        let e = batch_offsets(10, 10, 1, &[0], 0, 1).unwrap_err().to_string();
+        let e = batch_offsets(10, 10, 1, &[0], 0, 1)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("block 10") && e.contains("10"), "{e}");
         assert!(batch_offsets(10, 11, 1, &[0], 0, 1).is_err());
-        assert!(batch_offsets(10, 0, 1, &[0], 0, 1).unwrap_err().to_string().contains("block"));
-        assert!(batch_offsets(10, 3, 0, &[0], 0, 1).unwrap_err().to_string().contains("batch"));
-        assert!(batch_offsets(10, 3, 1, &[], 0, 1).unwrap_err().to_string().contains("seeds"));
-        assert!(batch_offsets(10, 3, 1, &[0], u64::MAX, 2).unwrap_err().to_string().contains("overflow"));
-        assert!(batch_offsets(10, 3, usize::MAX, &[0, 1], 0, 2).unwrap_err().to_string().contains("too large"));
-        assert_eq!(batch_offsets(10, 3, 2, &[0], 0, 0).unwrap(), Vec::<i64>::new());
+        assert!(batch_offsets(10, 0, 1, &[0], 0, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("block"));
+        assert!(batch_offsets(10, 3, 0, &[0], 0, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("batch"));
+        assert!(batch_offsets(10, 3, 1, &[], 0, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("seeds"));
+        assert!(batch_offsets(10, 3, 1, &[0], u64::MAX, 2)
+            .unwrap_err()
+            .to_string()
+            .contains("overflow"));
+        assert!(batch_offsets(10, 3, usize::MAX, &[0, 1], 0, 2)
+            .unwrap_err()
+            .to_string()
+            .contains("too large"));
+        assert_eq!(
+            batch_offsets(10, 3, 2, &[0], 0, 0).unwrap(),
+            Vec::<i64>::new()
+        );
     }
 
     #[test]
@@ -257,7 +287,9 @@ mod tests {
 
     #[test]
     fn gather_parallel_path_matches_definition() {
-        let t: Vec<u32> = (0..100_000u32).map(|i| i.wrapping_mul(2654435761) >> 8).collect();
+        let t: Vec<u32> = (0..100_000u32)
+            .map(|i| i.wrapping_mul(2654435761) >> 8)
+            .collect();
         let block = 512;
         let offs = batch_offsets(t.len(), block, 4096, &[1], 0, 1).unwrap();
         let n = offs.len() * block;
@@ -276,12 +308,18 @@ mod tests {
     fn gather_rejects_out_of_range_offsets_and_bad_buffers() {
         let t: Vec<u16> = (0..10).collect();
         let (mut x, mut y) = (vec![0i64; 3], vec![0i64; 3]);
-        let e = gather_windows(&t, &[7], 3, &mut x, &mut y).unwrap_err().to_string();
+        let e = gather_windows(&t, &[7], 3, &mut x, &mut y)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("offset 7"), "{e}");
         assert!(gather_windows(&t, &[6], 3, &mut x, &mut y).is_ok());
-        let e = gather_windows(&t, &[-1], 3, &mut x, &mut y).unwrap_err().to_string();
+        let e = gather_windows(&t, &[-1], 3, &mut x, &mut y)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("offset -1"), "{e}");
-        let e = gather_windows(&t, &[0, 1], 3, &mut x, &mut y).unwrap_err().to_string();
+        let e = gather_windows(&t, &[0, 1], 3, &mut x, &mut y)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("6 needed"), "{e}");
         assert!(gather_windows(&t, &[0], 10, &mut x, &mut y).is_err());
         assert!(gather_windows(&t, &[0], 0, &mut x, &mut y).is_err());

@@ -36,7 +36,9 @@ impl Unknown {
         match s {
             "error" => Ok(Unknown::Error),
             "unk" => Ok(Unknown::Unk),
-            other => Err(invalid!("unknown must be \"error\" or \"unk\", got {other:?}")),
+            other => Err(invalid!(
+                "unknown must be \"error\" or \"unk\", got {other:?}"
+            )),
         }
     }
 }
@@ -112,8 +114,14 @@ impl Ids {
 pub fn check_utf8(bytes: &[u8]) -> CoreResult<&str> {
     std::str::from_utf8(bytes).map_err(|e| {
         let at = e.valid_up_to();
-        let bad: Vec<String> = bytes[at..bytes.len().min(at + 4)].iter().map(|b| format!("0x{b:02x}")).collect();
-        invalid!("invalid UTF-8 at byte offset {at} (bytes {})", bad.join(" "))
+        let bad: Vec<String> = bytes[at..bytes.len().min(at + 4)]
+            .iter()
+            .map(|b| format!("0x{b:02x}"))
+            .collect();
+        invalid!(
+            "invalid UTF-8 at byte offset {at} (bytes {})",
+            bad.join(" ")
+        )
     })
 }
 
@@ -150,10 +158,17 @@ impl CharTokenizer {
             }
         }
         if vocab.is_empty() {
-            return Err(invalid!("the vocabulary is empty: a tokenizer needs at least one character"));
+            return Err(invalid!(
+                "the vocabulary is empty: a tokenizer needs at least one character"
+            ));
         }
         let mut ascii = [MISSING; 128];
-        let max_dense = vocab.iter().map(|&c| c as u32).filter(|&c| c < DENSE_LIMIT).max().unwrap_or(0);
+        let max_dense = vocab
+            .iter()
+            .map(|&c| c as u32)
+            .filter(|&c| c < DENSE_LIMIT)
+            .max()
+            .unwrap_or(0);
         let mut dense = vec![MISSING; max_dense as usize + 1];
         let mut astral = HashMap::new();
         let mut utf8 = Vec::with_capacity(vocab.len());
@@ -161,9 +176,17 @@ impl CharTokenizer {
         for (id, &c) in vocab.iter().enumerate() {
             let cp = c as u32;
             let id = id as u32;
-            let slot = if cp < DENSE_LIMIT { &mut dense[cp as usize] } else { astral.entry(cp).or_insert(MISSING) };
+            let slot = if cp < DENSE_LIMIT {
+                &mut dense[cp as usize]
+            } else {
+                astral.entry(cp).or_insert(MISSING)
+            };
             if *slot != MISSING {
-                return Err(invalid!("the vocabulary lists {} twice (ids {} and {id})", describe_char(c), *slot));
+                return Err(invalid!(
+                    "the vocabulary lists {} twice (ids {} and {id})",
+                    describe_char(c),
+                    *slot
+                ));
             }
             *slot = id;
             if cp < 128 {
@@ -175,7 +198,15 @@ impl CharTokenizer {
             utf8_len.push(n as u8);
         }
         let unk = unk.map(|u| vocab.iter().position(|&c| c == u).unwrap_or(0) as u32);
-        Ok(Self { vocab, unk, ascii, dense, astral, utf8, utf8_len })
+        Ok(Self {
+            vocab,
+            unk,
+            ascii,
+            dense,
+            astral,
+            utf8,
+            utf8_len,
+        })
     }
 
     /// Tokenizer whose vocabulary is the sorted distinct characters of `text` (plus `unk`).
@@ -199,7 +230,10 @@ impl CharTokenizer {
                 other.push(c);
             }
         }
-        let mut vocab: Vec<char> = (0u8..128).filter(|&b| seen_ascii[b as usize]).map(char::from).collect();
+        let mut vocab: Vec<char> = (0u8..128)
+            .filter(|&b| seen_ascii[b as usize])
+            .map(char::from)
+            .collect();
         vocab.extend(other);
         if let Some(u) = unk {
             vocab.push(u);
@@ -253,7 +287,9 @@ impl CharTokenizer {
     /// The unk id, or an error explaining that `unknown="unk"` needs one.
     fn unk_id(&self) -> CoreResult<u32> {
         self.unk.ok_or_else(|| {
-            invalid!("unknown=\"unk\" needs a tokenizer with an unk character (build it with unk=...)")
+            invalid!(
+                "unknown=\"unk\" needs a tokenizer with an unk character (build it with unk=...)"
+            )
         })
     }
 
@@ -282,7 +318,8 @@ impl CharTokenizer {
 
     pub fn encode_file(&self, path: &Path, unknown: Unknown) -> CoreResult<Ids> {
         let bytes = read_file(path)?;
-        self.encode_bytes(&bytes, unknown).map_err(|e| invalid!("{}: {e}", path.display()))
+        self.encode_bytes(&bytes, unknown)
+            .map_err(|e| invalid!("{}: {e}", path.display()))
     }
 
     /// Encode into ids of type `T` (`T` must hold every id: callers pick it via `dtype`).
@@ -295,7 +332,12 @@ impl CharTokenizer {
 
     /// Encode into `out`, which must hold at least one slot per character of `text`; returns
     /// the number of ids written (the character count).
-    pub fn encode_into<T: TokenId>(&self, text: &str, unknown: Unknown, out: &mut [T]) -> CoreResult<usize> {
+    pub fn encode_into<T: TokenId>(
+        &self,
+        text: &str,
+        unknown: Unknown,
+        out: &mut [T],
+    ) -> CoreResult<usize> {
         let unk = match unknown {
             Unknown::Error => None,
             Unknown::Unk => Some(self.unk_id()?),
@@ -315,7 +357,8 @@ impl CharTokenizer {
             if i + W <= n && j + W <= out.len() {
                 let chunk: &[u8; W] = bytes[i..i + W].try_into().expect("slice of length W");
                 if u128::from_le_bytes(*chunk) & 0x8080_8080_8080_8080_8080_8080_8080_8080 == 0 {
-                    let dst: &mut [T; W] = (&mut out[j..j + W]).try_into().expect("slice of length W");
+                    let dst: &mut [T; W] =
+                        (&mut out[j..j + W]).try_into().expect("slice of length W");
                     let mut flags = 0u32;
                     for k in 0..W {
                         let id = ascii[chunk[k] as usize];
@@ -336,10 +379,17 @@ impl CharTokenizer {
                 (b as u32, 1)
             } else {
                 // `text` is valid UTF-8, so the continuation bytes exist.
-                let c = text[i..].chars().next().expect("valid UTF-8 has a char here");
+                let c = text[i..]
+                    .chars()
+                    .next()
+                    .expect("valid UTF-8 has a char here");
                 (c as u32, c.len_utf8())
             };
-            let mut id = if cp < 128 { ascii[cp as usize] } else { self.lookup(cp) };
+            let mut id = if cp < 128 {
+                ascii[cp as usize]
+            } else {
+                self.lookup(cp)
+            };
             if id == MISSING {
                 id = match unk {
                     Some(u) => u,
@@ -350,7 +400,10 @@ impl CharTokenizer {
                 };
             }
             let Some(slot) = out.get_mut(j) else {
-                return Err(invalid!("output buffer of {} ids is too short for the text", out.len()));
+                return Err(invalid!(
+                    "output buffer of {} ids is too short for the text",
+                    out.len()
+                ));
             };
             *slot = T::from_id(id);
             i += width;
@@ -362,7 +415,12 @@ impl CharTokenizer {
     /// Decode ids back to text. An id outside the vocabulary is an error naming it and its position.
     pub fn decode<I: IdLike>(&self, ids: &[I]) -> CoreResult<String> {
         let v = self.vocab.len();
-        let bad = |pos: usize| invalid!("id {} at position {pos} is out of range for a vocabulary of {v}", ids[pos]);
+        let bad = |pos: usize| {
+            invalid!(
+                "id {} at position {pos} is out of range for a vocabulary of {v}",
+                ids[pos]
+            )
+        };
         let all_ascii = self.utf8_len.iter().all(|&l| l == 1);
         let mut out: Vec<u8>;
         if all_ascii && ids.len() >= DECODE_TABLE_MIN_IDS && I::as_u16s(ids).is_some() {
@@ -384,7 +442,10 @@ impl CharTokenizer {
                 }
             }
             if flags & 0x80 != 0 {
-                let pos = ids16.iter().position(|&i| i as usize >= v).expect("an id is out of range");
+                let pos = ids16
+                    .iter()
+                    .position(|&i| i as usize >= v)
+                    .expect("an id is out of range");
                 return Err(bad(pos));
             }
         } else if all_ascii {
@@ -411,12 +472,17 @@ impl CharTokenizer {
             }
             out.truncate(j);
         }
-        String::from_utf8(out).map_err(|e| invalid!("internal error: decode produced invalid UTF-8: {e}"))
+        String::from_utf8(out)
+            .map_err(|e| invalid!("internal error: decode produced invalid UTF-8: {e}"))
     }
 
     /// JSON form: `{"kind": "pyphase.CharTokenizer", "version": 1, "vocab": [...], "unk": null}`.
     pub fn to_json(&self) -> String {
-        let vocab: Vec<serde_json::Value> = self.vocab.iter().map(|c| serde_json::Value::String(c.to_string())).collect();
+        let vocab: Vec<serde_json::Value> = self
+            .vocab
+            .iter()
+            .map(|c| serde_json::Value::String(c.to_string()))
+            .collect();
         let obj = serde_json::json!({
             "kind": JSON_KIND,
             "version": JSON_VERSION,
@@ -429,28 +495,43 @@ impl CharTokenizer {
     pub fn from_json(s: &str) -> CoreResult<Self> {
         let v: serde_json::Value =
             serde_json::from_str(s).map_err(|e| invalid!("tokenizer JSON is malformed: {e}"))?;
-        let obj = v.as_object().ok_or_else(|| invalid!("tokenizer JSON must be an object"))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| invalid!("tokenizer JSON must be an object"))?;
         match obj.get("kind").and_then(|k| k.as_str()) {
             Some(JSON_KIND) => {}
-            other => return Err(invalid!("tokenizer JSON has kind {other:?}, expected {JSON_KIND:?}")),
+            other => {
+                return Err(invalid!(
+                    "tokenizer JSON has kind {other:?}, expected {JSON_KIND:?}"
+                ))
+            }
         }
         match obj.get("version").and_then(|k| k.as_u64()) {
             Some(JSON_VERSION) => {}
-            other => return Err(invalid!("tokenizer JSON has version {other:?}, expected {JSON_VERSION}")),
+            other => {
+                return Err(invalid!(
+                    "tokenizer JSON has version {other:?}, expected {JSON_VERSION}"
+                ))
+            }
         }
-        let list = obj
-            .get("vocab")
-            .and_then(|x| x.as_array())
-            .ok_or_else(|| invalid!("tokenizer JSON needs a \"vocab\" list of one-character strings"))?;
+        let list = obj.get("vocab").and_then(|x| x.as_array()).ok_or_else(|| {
+            invalid!("tokenizer JSON needs a \"vocab\" list of one-character strings")
+        })?;
         let mut vocab = Vec::with_capacity(list.len());
         for (i, item) in list.iter().enumerate() {
-            let s = item.as_str().ok_or_else(|| invalid!("tokenizer JSON vocab entry {i} is not a string: {item}"))?;
+            let s = item.as_str().ok_or_else(|| {
+                invalid!("tokenizer JSON vocab entry {i} is not a string: {item}")
+            })?;
             vocab.push(single_char(s, i)?);
         }
         let unk = match obj.get("unk") {
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(s)) => Some(single_char(s, usize::MAX)?),
-            Some(other) => return Err(invalid!("tokenizer JSON \"unk\" must be a string or null, got {other}")),
+            Some(other) => {
+                return Err(invalid!(
+                    "tokenizer JSON \"unk\" must be a string or null, got {other}"
+                ))
+            }
         };
         Self::new(vocab, unk)
     }
@@ -473,7 +554,9 @@ pub fn single_char(s: &str, index: usize) -> CoreResult<char> {
     match (it.next(), it.next()) {
         (Some(c), None) => Ok(c),
         _ if index == usize::MAX => Err(invalid!("unk must be exactly one character, got {s:?}")),
-        _ => Err(invalid!("vocab entry {index} must be exactly one character, got {s:?}")),
+        _ => Err(invalid!(
+            "vocab entry {index} must be exactly one character, got {s:?}"
+        )),
     }
 }
 
@@ -520,7 +603,9 @@ fn entropy<C: IntoIterator<Item = u64>>(counts: C) -> f64 {
 /// same `n - k + 1` windows; returns (H(k-gram), H(prefix)).
 fn kgram_entropies(ids: &[u32], k: usize, v: u64) -> (f64, f64) {
     let cells = v.pow(k as u32);
-    let keys = ids.windows(k).map(|w| w.iter().fold(0u64, |acc, &t| acc * v + t as u64));
+    let keys = ids
+        .windows(k)
+        .map(|w| w.iter().fold(0u64, |acc, &t| acc * v + t as u64));
     if cells <= DENSE_COUNT_CELLS {
         let mut counts = vec![0u64; cells as usize];
         for key in keys {
@@ -537,7 +622,10 @@ fn kgram_entropies(ids: &[u32], k: usize, v: u64) -> (f64, f64) {
         for (&key, &c) in &counts {
             *prefixes.entry(key / v).or_insert(0) += c;
         }
-        (entropy(counts.into_values()), entropy(prefixes.into_values()))
+        (
+            entropy(counts.into_values()),
+            entropy(prefixes.into_values()),
+        )
     }
 }
 
@@ -558,7 +646,11 @@ pub fn ngram_entropies<I: IdLike>(ids: &[I], max_order: usize) -> CoreResult<Vec
     for (pos, &id) in ids.iter().enumerate() {
         match id.to_id() {
             Some(i) => dense.push(i),
-            None => return Err(invalid!("id {id} at position {pos} is not a token id (0 <= id < 2**32)")),
+            None => {
+                return Err(invalid!(
+                    "id {id} at position {pos} is not a token id (0 <= id < 2**32)"
+                ))
+            }
         }
     }
     let v = dense.iter().copied().max().unwrap_or(0) as u64 + 1;
@@ -615,18 +707,30 @@ mod tests {
         let t = CharTokenizer::from_text(&text, None).unwrap();
         let ids = ids16(&t, &text);
         assert_eq!(t.decode(&ids).unwrap(), text);
-        assert_eq!(ids[0], t.vocab().iter().position(|&c| c == 'a').unwrap() as u16);
+        assert_eq!(
+            ids[0],
+            t.vocab().iter().position(|&c| c == 'a').unwrap() as u16
+        );
     }
 
     #[test]
     fn unknown_char_error_names_char_code_and_offset() {
         let t = CharTokenizer::from_text("abc", None).unwrap();
         // Offsets inside and after a 16-byte ASCII chunk, and after a multi-byte char.
-        let e = t.encode("abcabcabcabcabcabcaXc", Unknown::Error).unwrap_err().to_string();
+        let e = t
+            .encode("abcabcabcabcabcabcaXc", Unknown::Error)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'X' (U+0058) at byte offset 19"), "{e}");
-        let e = t.encode("ab\u{e9}", Unknown::Error).unwrap_err().to_string();
+        let e = t
+            .encode("ab\u{e9}", Unknown::Error)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'é' (U+00E9) at byte offset 2"), "{e}");
-        let e = t.encode("a\u{1F642}b\u{e9}", Unknown::Error).unwrap_err().to_string();
+        let e = t
+            .encode("a\u{1F642}b\u{e9}", Unknown::Error)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("U+1F642") && e.contains("byte offset 1"), "{e}");
         let e = t.encode("a\nb", Unknown::Error).unwrap_err().to_string();
         assert!(e.contains("'\\n' (U+000A) at byte offset 1"), "{e}");
@@ -639,12 +743,17 @@ mod tests {
         let text = "abXcabcabcabcabcabcé🙂";
         let ids = ids16(&t.clone(), "abc");
         assert_eq!(ids, vec![1, 2, 3]);
-        let Ids::U16(ids) = t.encode(text, Unknown::Unk).unwrap() else { panic!() };
+        let Ids::U16(ids) = t.encode(text, Unknown::Unk).unwrap() else {
+            panic!()
+        };
         assert_eq!(t.decode(&ids).unwrap(), "ab?cabcabcabcabcabc??");
         let plain = CharTokenizer::from_text("abc", None).unwrap();
         let e = plain.encode("abX", Unknown::Unk).unwrap_err().to_string();
         assert!(e.contains("needs a tokenizer with an unk"), "{e}");
-        assert!(Unknown::parse("skip").unwrap_err().to_string().contains("\"skip\""));
+        assert!(Unknown::parse("skip")
+            .unwrap_err()
+            .to_string()
+            .contains("\"skip\""));
     }
 
     #[test]
@@ -653,20 +762,35 @@ mod tests {
         assert_eq!(t.vocab(), &['z', 'a', '#']);
         assert_eq!(ids16(&t, "az#"), vec![1, 0, 2]);
         assert_eq!(t.unk(), Some('#'));
-        let e = CharTokenizer::new(vec!['a', 'b', 'a'], None).unwrap_err().to_string();
+        let e = CharTokenizer::new(vec!['a', 'b', 'a'], None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'a' (U+0061) twice (ids 0 and 2)"), "{e}");
-        let e = CharTokenizer::new(vec!['🙂', '🙂'], None).unwrap_err().to_string();
+        let e = CharTokenizer::new(vec!['🙂', '🙂'], None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("twice"), "{e}");
-        assert!(CharTokenizer::new(vec![], None).unwrap_err().to_string().contains("empty"));
-        assert!(CharTokenizer::from_text("", None).unwrap_err().to_string().contains("empty"));
+        assert!(CharTokenizer::new(vec![], None)
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        assert!(CharTokenizer::from_text("", None)
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
     }
 
     #[test]
     fn invalid_utf8_names_byte_offset() {
-        let e = CharTokenizer::from_bytes(b"abc\xffdef", None).unwrap_err().to_string();
+        let e = CharTokenizer::from_bytes(b"abc\xffdef", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("byte offset 3") && e.contains("0xff"), "{e}");
         let t = CharTokenizer::from_text("abc", None).unwrap();
-        let e = t.encode_bytes(b"ab\xe2\x82", Unknown::Error).unwrap_err().to_string();
+        let e = t
+            .encode_bytes(b"ab\xe2\x82", Unknown::Error)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("byte offset 2"), "{e}");
     }
 
@@ -675,7 +799,10 @@ mod tests {
         let t = CharTokenizer::from_text("abcdefghijklmnopqrstuvwxyzé", None).unwrap();
         let text = "abcdefghijklmnopqrstuvwxyzé";
         let mut short = vec![0u16; 26];
-        let e = t.encode_into(text, Unknown::Error, &mut short).unwrap_err().to_string();
+        let e = t
+            .encode_into(text, Unknown::Error, &mut short)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("too short"), "{e}");
         let mut exact = vec![0u16; 27];
         assert_eq!(t.encode_into(text, Unknown::Error, &mut exact).unwrap(), 27);
@@ -686,7 +813,9 @@ mod tests {
     fn decode_table_path_round_trips_and_finds_bad_ids() {
         let text = "hello world, this is plain ASCII\n".repeat(1000);
         let t = CharTokenizer::from_text(&text, None).unwrap();
-        let Ids::U16(mut ids) = t.encode(&text, Unknown::Error).unwrap() else { panic!() };
+        let Ids::U16(mut ids) = t.encode(&text, Unknown::Error).unwrap() else {
+            panic!()
+        };
         assert!(ids.len() >= DECODE_TABLE_MIN_IDS);
         assert_eq!(t.decode(&ids).unwrap(), text);
         let v = t.vocab_size() as u16;
@@ -700,7 +829,10 @@ mod tests {
     fn decode_rejects_out_of_range_ids() {
         let t = CharTokenizer::from_text("abc", None).unwrap();
         let e = t.decode(&[0u16, 3]).unwrap_err().to_string();
-        assert!(e.contains("id 3 at position 1") && e.contains("vocabulary of 3"), "{e}");
+        assert!(
+            e.contains("id 3 at position 1") && e.contains("vocabulary of 3"),
+            "{e}"
+        );
         let e = t.decode(&[-1i64]).unwrap_err().to_string();
         assert!(e.contains("id -1 at position 0"), "{e}");
         let u = CharTokenizer::from_text("abé", None).unwrap();
@@ -711,12 +843,16 @@ mod tests {
 
     #[test]
     fn large_vocab_switches_to_u32() {
-        let chars: Vec<char> = (0x100u32..0x100 + 70_000).filter_map(char::from_u32).collect();
+        let chars: Vec<char> = (0x100u32..0x100 + 70_000)
+            .filter_map(char::from_u32)
+            .collect();
         assert!(chars.len() > U16_VOCAB_MAX);
         let t = CharTokenizer::new(chars.clone(), None).unwrap();
         assert_eq!(t.dtype(), "uint32");
         let s: String = chars[65_530..65_545].iter().collect();
-        let Ids::U32(ids) = t.encode(&s, Unknown::Error).unwrap() else { panic!("expected u32") };
+        let Ids::U32(ids) = t.encode(&s, Unknown::Error).unwrap() else {
+            panic!("expected u32")
+        };
         assert_eq!(ids, (65_530u32..65_545).collect::<Vec<_>>());
         assert_eq!(t.decode(&ids).unwrap(), s);
         let exact = CharTokenizer::new(chars[..U16_VOCAB_MAX].to_vec(), None).unwrap();
@@ -733,13 +869,34 @@ mod tests {
             ("{", "malformed"),
             ("[]", "must be an object"),
             (r#"{"kind":"x","version":1,"vocab":["a"]}"#, "kind"),
-            (r#"{"kind":"pyphase.CharTokenizer","version":2,"vocab":["a"]}"#, "version"),
-            (r#"{"kind":"pyphase.CharTokenizer","version":1}"#, "\"vocab\" list"),
-            (r#"{"kind":"pyphase.CharTokenizer","version":1,"vocab":["ab"]}"#, "entry 0 must be exactly one"),
-            (r#"{"kind":"pyphase.CharTokenizer","version":1,"vocab":[3]}"#, "entry 0 is not a string"),
-            (r#"{"kind":"pyphase.CharTokenizer","version":1,"vocab":["a"],"unk":5}"#, "\"unk\" must be"),
-            (r#"{"kind":"pyphase.CharTokenizer","version":1,"vocab":["a"],"unk":""}"#, "unk must be exactly one"),
-            (r#"{"kind":"pyphase.CharTokenizer","version":1,"vocab":["a","a"]}"#, "twice"),
+            (
+                r#"{"kind":"pyphase.CharTokenizer","version":2,"vocab":["a"]}"#,
+                "version",
+            ),
+            (
+                r#"{"kind":"pyphase.CharTokenizer","version":1}"#,
+                "\"vocab\" list",
+            ),
+            (
+                r#"{"kind":"pyphase.CharTokenizer","version":1,"vocab":["ab"]}"#,
+                "entry 0 must be exactly one",
+            ),
+            (
+                r#"{"kind":"pyphase.CharTokenizer","version":1,"vocab":[3]}"#,
+                "entry 0 is not a string",
+            ),
+            (
+                r#"{"kind":"pyphase.CharTokenizer","version":1,"vocab":["a"],"unk":5}"#,
+                "\"unk\" must be",
+            ),
+            (
+                r#"{"kind":"pyphase.CharTokenizer","version":1,"vocab":["a"],"unk":""}"#,
+                "unk must be exactly one",
+            ),
+            (
+                r#"{"kind":"pyphase.CharTokenizer","version":1,"vocab":["a","a"]}"#,
+                "twice",
+            ),
         ];
         for (s, needle) in cases {
             let e = CharTokenizer::from_json(s).unwrap_err().to_string();
@@ -754,20 +911,35 @@ mod tests {
         let corpus = dir.join("c.txt");
         std::fs::write(&corpus, "hello\nworld").unwrap();
         let t = CharTokenizer::from_file(&corpus, None).unwrap();
-        let Ids::U16(ids) = t.encode_file(&corpus, Unknown::Error).unwrap() else { panic!() };
+        let Ids::U16(ids) = t.encode_file(&corpus, Unknown::Error).unwrap() else {
+            panic!()
+        };
         assert_eq!(t.decode(&ids).unwrap(), "hello\nworld");
         let vocab = dir.join("v.json");
         t.save(&vocab).unwrap();
         assert_eq!(CharTokenizer::load(&vocab).unwrap().vocab(), t.vocab());
         std::fs::write(&vocab, "not json").unwrap();
         let e = CharTokenizer::load(&vocab).unwrap_err();
-        assert!(matches!(e, CoreError::Invalid(_)) && e.to_string().contains("v.json"), "{e}");
+        assert!(
+            matches!(e, CoreError::Invalid(_)) && e.to_string().contains("v.json"),
+            "{e}"
+        );
         let missing = dir.join("missing.txt");
-        assert!(matches!(CharTokenizer::from_file(&missing, None), Err(CoreError::Io(m)) if m.contains("missing.txt")));
-        assert!(matches!(t.encode_file(&missing, Unknown::Error), Err(CoreError::Io(_))));
-        assert!(matches!(t.save(&dir.join("no/such/dir.json")), Err(CoreError::Io(_))));
+        assert!(
+            matches!(CharTokenizer::from_file(&missing, None), Err(CoreError::Io(m)) if m.contains("missing.txt"))
+        );
+        assert!(matches!(
+            t.encode_file(&missing, Unknown::Error),
+            Err(CoreError::Io(_))
+        ));
+        assert!(matches!(
+            t.save(&dir.join("no/such/dir.json")),
+            Err(CoreError::Io(_))
+        ));
         std::fs::write(&corpus, b"ok\xc3(").unwrap();
-        let e = CharTokenizer::from_file(&corpus, None).unwrap_err().to_string();
+        let e = CharTokenizer::from_file(&corpus, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("c.txt") && e.contains("byte offset 2"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -805,9 +977,18 @@ mod tests {
 
     #[test]
     fn entropies_errors() {
-        assert!(ngram_entropies(&[1u16, 2], 0).unwrap_err().to_string().contains("max_order"));
-        assert!(ngram_entropies(&[1u16, 2], 3).unwrap_err().to_string().contains("at least 3 tokens"));
-        assert!(ngram_entropies(&[1i64, -2], 1).unwrap_err().to_string().contains("id -2 at position 1"));
+        assert!(ngram_entropies(&[1u16, 2], 0)
+            .unwrap_err()
+            .to_string()
+            .contains("max_order"));
+        assert!(ngram_entropies(&[1u16, 2], 3)
+            .unwrap_err()
+            .to_string()
+            .contains("at least 3 tokens"));
+        assert!(ngram_entropies(&[1i64, -2], 1)
+            .unwrap_err()
+            .to_string()
+            .contains("id -2 at position 1"));
         let e = ngram_entropies(&[u32::MAX, 0], 2).unwrap_err().to_string();
         assert!(e.contains("too high"), "{e}");
     }

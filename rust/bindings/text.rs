@@ -3,14 +3,12 @@
 
 use crate::batcher;
 use crate::tokenizer::{self, CharTokenizer, Unknown};
-use std::path::PathBuf;
 use numpy::ndarray::IxDyn;
-use numpy::{
-    PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods,
-};
+use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
+use std::path::PathBuf;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(batch_offsets, m)?)?;
@@ -38,11 +36,26 @@ enum Tokens<'py> {
 macro_rules! with_tokens {
     ($tok:expr, $s:ident => $body:expr) => {
         match &$tok {
-            Tokens::U8(a) => { let $s = a.as_slice().map_err(not_contiguous)?; $body }
-            Tokens::U16(a) => { let $s = a.as_slice().map_err(not_contiguous)?; $body }
-            Tokens::U32(a) => { let $s = a.as_slice().map_err(not_contiguous)?; $body }
-            Tokens::I32(a) => { let $s = a.as_slice().map_err(not_contiguous)?; $body }
-            Tokens::I64(a) => { let $s = a.as_slice().map_err(not_contiguous)?; $body }
+            Tokens::U8(a) => {
+                let $s = a.as_slice().map_err(not_contiguous)?;
+                $body
+            }
+            Tokens::U16(a) => {
+                let $s = a.as_slice().map_err(not_contiguous)?;
+                $body
+            }
+            Tokens::U32(a) => {
+                let $s = a.as_slice().map_err(not_contiguous)?;
+                $body
+            }
+            Tokens::I32(a) => {
+                let $s = a.as_slice().map_err(not_contiguous)?;
+                $body
+            }
+            Tokens::I64(a) => {
+                let $s = a.as_slice().map_err(not_contiguous)?;
+                $body
+            }
         }
     };
 }
@@ -79,14 +92,20 @@ fn extract_tokens<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Tokens<'py>> {
         Tokens::I64(a) => a.ndim(),
     };
     if ndim != 1 {
-        return Err(PyValueError::new_err(format!("tokens must be a 1-D array, got {ndim} dimensions")));
+        return Err(PyValueError::new_err(format!(
+            "tokens must be a 1-D array, got {ndim} dimensions"
+        )));
     }
     Ok(t)
 }
 
 /// `numpy.ndarray[uint8]`-style description of an argument for error messages.
 fn describe(obj: &Bound<'_, PyAny>) -> String {
-    let ty = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "object".into());
+    let ty = obj
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "object".into());
     match obj.getattr("dtype") {
         Ok(d) => format!("{ty}[{d}]"),
         Err(_) => ty,
@@ -117,7 +136,10 @@ fn out_buffer<'py>(
         }
         Some(obj) => {
             let arr = obj.cast::<PyArrayDyn<i64>>().map_err(|_| {
-                PyValueError::new_err(format!("{name} must be a numpy int64 array, got {}", describe(obj)))
+                PyValueError::new_err(format!(
+                    "{name} must be a numpy int64 array, got {}",
+                    describe(obj)
+                ))
             })?;
             if arr.shape() != shape {
                 return Err(PyValueError::new_err(format!(
@@ -127,7 +149,9 @@ fn out_buffer<'py>(
                 )));
             }
             if !arr.is_c_contiguous() {
-                return Err(PyValueError::new_err(format!("{name} must be C-contiguous")));
+                return Err(PyValueError::new_err(format!(
+                    "{name} must be C-contiguous"
+                )));
             }
             Ok(arr.clone())
         }
@@ -154,19 +178,31 @@ fn windows<'py>(
             let mut both = vec![2];
             both.extend_from_slice(&full);
             let pair = out_buffer(py, "out", None, &both)?;
-            (pair.get_item(0)?.cast_into::<PyArrayDyn<i64>>()?, pair.get_item(1)?.cast_into::<PyArrayDyn<i64>>()?)
+            (
+                pair.get_item(0)?.cast_into::<PyArrayDyn<i64>>()?,
+                pair.get_item(1)?.cast_into::<PyArrayDyn<i64>>()?,
+            )
         }
-        _ => (out_buffer(py, "out_x", out_x, &full)?, out_buffer(py, "out_y", out_y, &full)?),
+        _ => (
+            out_buffer(py, "out_x", out_x, &full)?,
+            out_buffer(py, "out_y", out_y, &full)?,
+        ),
     };
     {
         let mut xw = x
             .try_readwrite()
             .map_err(|e| PyValueError::new_err(format!("out_x is not writeable: {e}")))?;
         let mut yw = y.try_readwrite().map_err(|e| {
-            PyValueError::new_err(format!("out_y is not writeable or is the same array as out_x: {e}"))
+            PyValueError::new_err(format!(
+                "out_y is not writeable or is the same array as out_x: {e}"
+            ))
         })?;
-        let xs = xw.as_slice_mut().map_err(|_| PyValueError::new_err("out_x must be C-contiguous"))?;
-        let ys = yw.as_slice_mut().map_err(|_| PyValueError::new_err("out_y must be C-contiguous"))?;
+        let xs = xw
+            .as_slice_mut()
+            .map_err(|_| PyValueError::new_err("out_x must be C-contiguous"))?;
+        let ys = yw
+            .as_slice_mut()
+            .map_err(|_| PyValueError::new_err("out_y must be C-contiguous"))?;
         with_tokens!(tokens, t => py.detach(|| batcher::gather_windows(t, offsets, block, xs, ys)))?;
     }
     Ok((x, y))
@@ -188,13 +224,18 @@ fn batch_offsets<'py>(
 ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
     let seeds = seeds_from(seeds)?;
     let k = seeds.len();
-    let v = py.detach(|| batcher::batch_offsets(n_tokens, block, batch, &seeds, start_step, n_steps))?;
+    let v =
+        py.detach(|| batcher::batch_offsets(n_tokens, block, batch, &seeds, start_step, n_steps))?;
     numpy::PyArray1::from_vec(py, v).reshape(IxDyn(&[n_steps, k, batch]))
 }
 
 /// Offsets 0, block, 2*block, ... of non-overlapping evaluation windows.
 #[pyfunction]
-fn eval_offsets<'py>(py: Python<'py>, n_tokens: usize, block: usize) -> PyResult<Bound<'py, numpy::PyArray1<i64>>> {
+fn eval_offsets<'py>(
+    py: Python<'py>,
+    n_tokens: usize,
+    block: usize,
+) -> PyResult<Bound<'py, numpy::PyArray1<i64>>> {
     let v = batcher::eval_offsets(n_tokens, block)?;
     Ok(numpy::PyArray1::from_vec(py, v))
 }
@@ -257,7 +298,15 @@ fn sample_packed<'py>(
     let seeds = seeds_from(seeds)?;
     let n = with_tokens!(tokens, t => t.len());
     let offs = batcher::batch_offsets(n, block, batch, &seeds, step, 1)?;
-    windows(py, &tokens, &offs, &[seeds.len(), batch], block, out_x, out_y)
+    windows(
+        py,
+        &tokens,
+        &offs,
+        &[seeds.len(), batch],
+        block,
+        out_x,
+        out_y,
+    )
 }
 
 // ------------------------------------------------------------------------------------ tokenizer
@@ -318,7 +367,9 @@ fn encode_to_numpy<'py>(
             let out = w.as_slice_mut().expect("a new array is contiguous");
             let n = py.detach(|| tok.encode_into(text, unknown, out))?;
             if n != n_chars {
-                return Err(PyValueError::new_err(format!("internal error: encoded {n} of {n_chars} characters")));
+                return Err(PyValueError::new_err(format!(
+                    "internal error: encoded {n} of {n_chars} characters"
+                )));
             }
         }
         Ok(arr.into_any())
@@ -331,7 +382,9 @@ fn encode_to_numpy<'py>(
 }
 
 fn unk_char(unk: Option<&str>) -> PyResult<Option<char>> {
-    Ok(unk.map(|u| tokenizer::single_char(u, usize::MAX)).transpose()?)
+    Ok(unk
+        .map(|u| tokenizer::single_char(u, usize::MAX))
+        .transpose()?)
 }
 
 /// Character-level tokenizer over Unicode code points (vocabulary: sorted distinct characters).
@@ -351,7 +404,9 @@ impl PyCharTokenizer {
             .enumerate()
             .map(|(i, s)| tokenizer::single_char(s, i))
             .collect::<Result<Vec<char>, _>>()?;
-        Ok(Self { inner: CharTokenizer::new(chars, unk_char(unk)?)? })
+        Ok(Self {
+            inner: CharTokenizer::new(chars, unk_char(unk)?)?,
+        })
     }
 
     #[staticmethod]
@@ -359,7 +414,9 @@ impl PyCharTokenizer {
     fn from_text(py: Python<'_>, text: &Bound<'_, PyString>, unk: Option<&str>) -> PyResult<Self> {
         let s = text.to_str()?;
         let unk = unk_char(unk)?;
-        Ok(Self { inner: py.detach(|| CharTokenizer::from_text(s, unk))? })
+        Ok(Self {
+            inner: py.detach(|| CharTokenizer::from_text(s, unk))?,
+        })
     }
 
     #[staticmethod]
@@ -367,24 +424,32 @@ impl PyCharTokenizer {
     fn from_bytes(py: Python<'_>, data: &Bound<'_, PyBytes>, unk: Option<&str>) -> PyResult<Self> {
         let b = data.as_bytes();
         let unk = unk_char(unk)?;
-        Ok(Self { inner: py.detach(|| CharTokenizer::from_bytes(b, unk))? })
+        Ok(Self {
+            inner: py.detach(|| CharTokenizer::from_bytes(b, unk))?,
+        })
     }
 
     #[staticmethod]
     #[pyo3(signature = (path, unk=None))]
     fn from_file(py: Python<'_>, path: PathBuf, unk: Option<&str>) -> PyResult<Self> {
         let unk = unk_char(unk)?;
-        Ok(Self { inner: py.detach(|| CharTokenizer::from_file(&path, unk))? })
+        Ok(Self {
+            inner: py.detach(|| CharTokenizer::from_file(&path, unk))?,
+        })
     }
 
     #[staticmethod]
     fn from_json(s: &str) -> PyResult<Self> {
-        Ok(Self { inner: CharTokenizer::from_json(s)? })
+        Ok(Self {
+            inner: CharTokenizer::from_json(s)?,
+        })
     }
 
     #[staticmethod]
     fn load(path: PathBuf) -> PyResult<Self> {
-        Ok(Self { inner: CharTokenizer::load(&path)? })
+        Ok(Self {
+            inner: CharTokenizer::load(&path)?,
+        })
     }
 
     fn to_json(&self) -> String {
@@ -417,7 +482,12 @@ impl PyCharTokenizer {
 
     /// Ids of `data` (str, or UTF-8 bytes) as a uint16/uint32 array.
     #[pyo3(signature = (data, unknown="error"))]
-    fn encode<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>, unknown: &str) -> PyResult<Bound<'py, PyAny>> {
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        unknown: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let unknown = Unknown::parse(unknown)?;
         let (text, n_chars) = if let Ok(s) = data.cast::<PyString>() {
             // len(str) is the number of code points, known without scanning the text.
@@ -427,14 +497,22 @@ impl PyCharTokenizer {
             let text = py.detach(|| tokenizer::check_utf8(raw))?;
             (text, py.detach(|| text.chars().count()))
         } else {
-            return Err(PyValueError::new_err(format!("data must be str or bytes, got {}", describe(data))));
+            return Err(PyValueError::new_err(format!(
+                "data must be str or bytes, got {}",
+                describe(data)
+            )));
         };
         encode_to_numpy(py, &self.inner, text, n_chars, unknown)
     }
 
     /// Ids of a UTF-8 text file.
     #[pyo3(signature = (path, unknown="error"))]
-    fn encode_file<'py>(&self, py: Python<'py>, path: PathBuf, unknown: &str) -> PyResult<Bound<'py, PyAny>> {
+    fn encode_file<'py>(
+        &self,
+        py: Python<'py>,
+        path: PathBuf,
+        unknown: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let unknown = Unknown::parse(unknown)?;
         let tok = &self.inner;
         let bytes = py.detach(|| std::fs::read(&path)).map_err(|e| {
@@ -469,13 +547,18 @@ impl PyCharTokenizer {
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
         match other.cast::<PyCharTokenizer>() {
-            Ok(o) => o.get().inner.vocab() == self.inner.vocab() && o.get().inner.unk() == self.inner.unk(),
+            Ok(o) => {
+                o.get().inner.vocab() == self.inner.vocab()
+                    && o.get().inner.unk() == self.inner.unk()
+            }
             Err(_) => false,
         }
     }
 
     /// Pickle through the JSON form (so tokenizers cross process boundaries).
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
         let ctor = slf.get_type().getattr("from_json")?;
         let args = PyTuple::new(slf.py(), [slf.get().inner.to_json()])?;
         Ok((ctor, args))
