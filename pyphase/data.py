@@ -366,7 +366,10 @@ def fetch(name: str, dest: str | Path, url: str | None = None) -> Path:
     arch = ARCHIVES[name]
     src = url or arch.url
     dest = Path(dest).expanduser()
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PyphaseError(f"cannot create destination folder {dest}: {e.strerror}") from None
     zip_path = dest / Path(urllib.request.urlparse(arch.url).path).name
     if not (zip_path.is_file() and _sha256_file(zip_path) == arch.sha256):
         part = zip_path.with_name(zip_path.name + ".part")

@@ -298,6 +298,12 @@ def test_fetch_checksum_mismatch_deletes_download_and_unpacks_nothing(
     assert list(dest.iterdir()) == []
 
 
+def test_fetch_destination_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(PyphaseError, match="cannot create destination folder .*f"):
+        data.fetch("wikitext-2", tmp_path / "f")
+
+
 def test_fetch_unknown_name_lists_known_ones(tmp_path: Path) -> None:
     with pytest.raises(PyphaseError, match="unknown corpus 'wiki'; known: wikitext-2, wikitext-2-tokenized"):
         data.fetch("wiki", tmp_path)
