@@ -26,9 +26,9 @@ fn nonneg(name: &str, v: i64) -> PyResult<u64> {
     u64::try_from(v).map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {v}")))
 }
 
-fn model(d: i64, h_max: f64, alpha: f64, sigma2: f64, init_loss: f64, loss_floor: f64) -> PyResult<Nqm> {
+fn model(d: i64, h_max: f64, alpha: f64, sigma2: f64, init_loss: f64, loss_floor: f64, init_power: f64) -> PyResult<Nqm> {
     let d = nonneg("d", d)? as usize;
-    let m = Nqm { d, h_max, alpha, sigma2, init_loss, loss_floor };
+    let m = Nqm { d, h_max, alpha, sigma2, init_loss, loss_floor, init_power };
     m.validate()?;
     Ok(m)
 }
@@ -64,7 +64,7 @@ fn precision(name: &str) -> PyResult<Precision> {
 /// Simulate every (config, seed) pair of an NQM sweep; see `pyphase/_core.pyi`.
 #[pyfunction]
 #[pyo3(signature = (
-    *, d, h_max, alpha, sigma2, init_loss, loss_floor,
+    *, d, h_max, alpha, sigma2, init_loss, loss_floor, init_power=0.0,
     batch_size, lr, clip, seeds, steps,
     optimizer="adamw", betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, momentum=0.9,
     warmup_steps=0, schedule="constant", curve_points=20, precision="f32", twin=true, threads=None
@@ -78,6 +78,7 @@ fn simulate<'py>(
     sigma2: f64,
     init_loss: f64,
     loss_floor: f64,
+    init_power: f64,
     batch_size: Vec<i64>,
     lr: Vec<f64>,
     clip: Vec<Option<f64>>,
@@ -112,7 +113,7 @@ fn simulate<'py>(
         .map(|((&b, &lr), &clip)| Ok(RunConfig { batch_size: nonneg("batch_size", b)?, lr, clip, optimizer: opt }))
         .collect::<PyResult<Vec<_>>>()?;
     let spec = SweepSpec {
-        model: model(d, h_max, alpha, sigma2, init_loss, loss_floor)?,
+        model: model(d, h_max, alpha, sigma2, init_loss, loss_floor, init_power)?,
         configs,
         seeds: seeds.iter().map(|&s| nonneg("seed", s)).collect::<PyResult<_>>()?,
         steps: nonneg("steps", steps)? as usize,
@@ -162,7 +163,7 @@ fn results_dict<'py>(
 /// One trajectory with per-step loss and gradient norms, and the final θ.
 #[pyfunction]
 #[pyo3(signature = (
-    *, d, h_max, alpha, sigma2, init_loss, loss_floor, batch_size, lr, clip, seed, steps,
+    *, d, h_max, alpha, sigma2, init_loss, loss_floor, init_power=0.0, batch_size, lr, clip, seed, steps,
     optimizer="adamw", betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, momentum=0.9,
     warmup_steps=0, schedule="constant", precision="f64"
 ))]
@@ -175,6 +176,7 @@ fn simulate_trajectory<'py>(
     sigma2: f64,
     init_loss: f64,
     loss_floor: f64,
+    init_power: f64,
     batch_size: i64,
     lr: f64,
     clip: Option<f64>,
@@ -189,7 +191,7 @@ fn simulate_trajectory<'py>(
     schedule: &str,
     precision: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let m = model(d, h_max, alpha, sigma2, init_loss, loss_floor)?;
+    let m = model(d, h_max, alpha, sigma2, init_loss, loss_floor, init_power)?;
     let config = RunConfig {
         batch_size: nonneg("batch_size", batch_size)?,
         lr,
@@ -209,7 +211,7 @@ fn simulate_trajectory<'py>(
 
 /// Closed-form NQM quantities: spectrum, θ(0), ‖G‖ at θ(0), tr(Σ), B_simple.
 #[pyfunction]
-#[pyo3(signature = (*, d, h_max, alpha, sigma2, init_loss, loss_floor))]
+#[pyo3(signature = (*, d, h_max, alpha, sigma2, init_loss, loss_floor, init_power=0.0))]
 fn nqm_describe<'py>(
     py: Python<'py>,
     d: i64,
@@ -218,8 +220,9 @@ fn nqm_describe<'py>(
     sigma2: f64,
     init_loss: f64,
     loss_floor: f64,
+    init_power: f64,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let m = model(d, h_max, alpha, sigma2, init_loss, loss_floor)?;
+    let m = model(d, h_max, alpha, sigma2, init_loss, loss_floor, init_power)?;
     let s = m.init_stats();
     let out = PyDict::new(py);
     out.set_item("spectrum", m.spectrum().into_pyarray(py))?;

@@ -3,9 +3,11 @@
 //!
 //! - loss L(θ) = L_min + ½ Σ_i h_i θ_i² over `d` directions, spectrum h_i = h_max · i^(-α);
 //! - minibatch gradient g = Hθ + ξ, ξ_i ~ N(0, σ² h_i / B): per-example noise covariance σ²H;
-//! - θ(0) is isotropic, θ_i(0) = r for every i, with r set by the initial loss
-//!   (½ r² Σ h_i = L(0) − L_min): the initial error is spread evenly over the eigendirections, as
-//!   a random initialisation spreads it, so most of the initial loss sits in the sharp directions.
+//! - θ_i(0) = r · (h_i / h_max)^(−γ/2) with r set by the initial loss (½ Σ h_i θ_i(0)² =
+//!   L(0) − L_min). γ = `init_power` shapes the start: γ = 0 is isotropic (the error spread evenly
+//!   over the eigendirections, so the loss sits in the sharp ones), γ = 1 gives every direction the
+//!   same share of the loss (the error sits in the flat ones). Given the initial loss, γ fixes the
+//!   initial gradient norm, so a calibration can match both.
 
 use crate::error::CoreResult;
 use crate::invalid;
@@ -25,6 +27,8 @@ pub struct Nqm {
     pub init_loss: f64,
     /// L_min, the loss at the optimum θ = 0.
     pub loss_floor: f64,
+    /// γ: θ_i(0) ∝ h_i^(−γ/2); 0 = isotropic.
+    pub init_power: f64,
 }
 
 /// Largest number of directions accepted: beyond this one trajectory's state no longer fits in cache
@@ -51,6 +55,7 @@ impl Nqm {
             ("sigma2", self.sigma2),
             ("init_loss", self.init_loss),
             ("loss_floor", self.loss_floor),
+            ("init_power", self.init_power),
         ] {
             check_finite(name, v)?;
         }
@@ -62,6 +67,9 @@ impl Nqm {
         }
         if self.sigma2 < 0.0 {
             return Err(invalid!("sigma2 must be >= 0, got {}", self.sigma2));
+        }
+        if !(0.0..=2.0).contains(&self.init_power) {
+            return Err(invalid!("init_power must be in [0, 2], got {}", self.init_power));
         }
         if self.init_loss <= self.loss_floor {
             return Err(invalid!(
@@ -86,11 +94,13 @@ impl Nqm {
         (1..=self.d).map(|i| self.h_max * (i as f64).powf(-self.alpha)).collect()
     }
 
-    /// Isotropic start: θ_i(0) = r with ½ r² Σ h = init_loss − loss_floor.
+    /// θ_i(0) = r · (h_i/h_max)^(−γ/2), with r such that L(θ(0)) = init_loss.
     pub fn theta0(&self) -> Vec<f64> {
-        let tr: f64 = self.spectrum().iter().sum();
-        let r = (2.0 * (self.init_loss - self.loss_floor) / tr).sqrt();
-        vec![r; self.d]
+        let h = self.spectrum();
+        let shape: Vec<f64> = h.iter().map(|&x| (x / self.h_max).powf(-0.5 * self.init_power)).collect();
+        let curv: f64 = h.iter().zip(&shape).map(|(h, s)| h * s * s).sum();
+        let r = (2.0 * (self.init_loss - self.loss_floor) / curv).sqrt();
+        shape.iter().map(|s| r * s).collect()
     }
 
     /// L(θ) = L_min + ½ Σ h_i θ_i².
@@ -135,7 +145,7 @@ mod tests {
     use super::*;
 
     pub(crate) fn small() -> Nqm {
-        Nqm { d: 8, h_max: 2.0, alpha: 1.0, sigma2: 0.5, init_loss: 4.0, loss_floor: 1.0 }
+        Nqm { d: 8, h_max: 2.0, alpha: 1.0, sigma2: 0.5, init_loss: 4.0, loss_floor: 1.0, init_power: 0.0 }
     }
 
     #[test]
@@ -147,9 +157,18 @@ mod tests {
     }
 
     #[test]
-    fn theta0_reproduces_init_loss() {
-        let m = small();
-        assert!((m.loss(&m.theta0()) - 4.0).abs() < 1e-12);
+    fn theta0_reproduces_init_loss_for_every_shape() {
+        for g in [0.0, 0.5, 1.0, 2.0] {
+            let m = Nqm { init_power: g, ..small() };
+            assert!((m.loss(&m.theta0()) - 4.0).abs() < 1e-12);
+        }
+        let iso = small().theta0();
+        assert!(iso.iter().all(|&t| (t - iso[0]).abs() < 1e-15));
+        // γ = 1: every direction holds the same loss ½ h_i θ_i² = (4 − 1) / 8.
+        let m = Nqm { init_power: 1.0, ..small() };
+        for (h, t) in m.spectrum().iter().zip(m.theta0()) {
+            assert!((0.5 * h * t * t - 3.0 / 8.0).abs() < 1e-12);
+        }
     }
 
     #[test]
@@ -175,6 +194,8 @@ mod tests {
             Nqm { init_loss: 1.0, ..small() },
             Nqm { loss_floor: f64::NAN, ..small() },
             Nqm { alpha: 400.0, d: 1000, ..small() },
+            Nqm { init_power: -0.5, ..small() },
+            Nqm { init_power: f64::NAN, ..small() },
         ];
         for m in bad {
             assert!(m.validate().is_err(), "{m:?} accepted");

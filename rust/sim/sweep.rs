@@ -603,7 +603,7 @@ mod tests {
     use crate::sim::optim::{AdamW, Sgd};
 
     fn model(d: usize, sigma2: f64) -> Nqm {
-        Nqm { d, h_max: 1.0, alpha: 1.0, sigma2, init_loss: 3.0, loss_floor: 1.0 }
+        Nqm { d, h_max: 1.0, alpha: 1.0, sigma2, init_loss: 3.0, loss_floor: 1.0, init_power: 0.0 }
     }
     const PLAIN_SGD: Optimizer = Optimizer::Sgd(Sgd { momentum: 0.0, weight_decay: 0.0 });
     const ADAMW: Optimizer = Optimizer::AdamW(AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 });
@@ -652,7 +652,7 @@ mod tests {
     fn noisy_sgd_stationary_loss_matches_nqm_closed_form() {
         // SGD on the NQM: E[θ_i²] → η σ² h_i / (B h_i (2 − η h_i)), so
         // E[L] − L_min = Σ ½ h_i E[θ_i²] = Σ η σ² h_i / (2 B (2 − η h_i)).
-        let m = Nqm { d: 8, h_max: 1.0, alpha: 1.0, sigma2: 2.0, init_loss: 3.0, loss_floor: 1.0 };
+        let m = Nqm { d: 8, h_max: 1.0, alpha: 1.0, sigma2: 2.0, init_loss: 3.0, loss_floor: 1.0, init_power: 0.0 };
         let (lr, b) = (0.5, 4u64);
         let seeds: Vec<u64> = (0..64).collect();
         let res = run_sweep(&spec(m.clone(), vec![cfg(b, lr, None, PLAIN_SGD)], seeds, 2000)).unwrap();

@@ -1,0 +1,567 @@
+"""Simulator front end (`pyphase predict`): grids of (clip × batch size × LR × seed), the NQM sweep in
+Rust, and what they predict — LR_opt per batch size, β with a bootstrap interval, clip frequency and
+regime at LR_opt, the LRs where clipping turns frequent (0.5) and constant (0.99), the effective LR
+clipping leaves AdamW with, and the LR_opt that the linear, square-root and noise-scale rules would
+give instead.
+
+LR_opt refinement, β fits and their intervals, and the rules come from `pyphase.analysis`, the same
+functions that measure real sweeps, so a prediction and a measurement are scored alike.
+
+Output files (in `out`, default `predictions/`): `trajectories.parquet` (one row per simulated
+trajectory, exactly `schema.PREDICTION_COLUMNS`), `curves.parquet` (loss at log-spaced steps),
+`prediction.json` (the summary) and one `regime_map_clip<c>.png` per clip value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pyphase import __version__, analysis
+from pyphase.config import RunConfig
+from pyphase.errors import PyphaseError
+from pyphase.nqm import NQMParams
+from pyphase.results import json_safe, to_json
+from pyphase.schema import PREDICTION_COLUMNS, REGIME_SATURATION_AT, REGIME_TRANSITION_AT, regime_of
+
+OPTIMIZERS = ("adamw", "sgd")
+DEFAULT_BATCHES = (32, 64, 128, 256)
+DEFAULT_LR_GRID = "1e-4:1e-1:13"
+DEFAULT_STEPS = 5000
+DEFAULT_SEEDS = 8
+DEFAULT_OUT = Path("predictions")
+CURVE_POINTS = 20
+TRAJECTORIES_FILE = "trajectories.parquet"
+CURVES_FILE = "curves.parquet"
+SUMMARY_FILE = "prediction.json"
+SUMMARY_KIND = "pyphase.prediction"
+
+
+# --------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """Optimizer and schedule settings of every simulated run. Defaults are the trainer's
+    (`pyphase.config.RunConfig`: torch.optim.AdamW's defaults, SGD momentum 0.9, constant LR)."""
+
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
+    momentum: float
+    warmup_steps: int
+    schedule: str
+
+    @classmethod
+    def trainer_defaults(cls) -> OptimizerSettings:
+        defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+        return cls(**{f.name: defaults[f.name] for f in dataclasses.fields(cls)})
+
+    def core_kwargs(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def parse_lr_grid(text: str) -> list[float]:
+    """'start:stop:n' (n log-spaced LRs, both ends included) or a comma list 'a,b,c'."""
+    text = text.strip()
+    try:
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) != 3:
+                raise PyphaseError(f"--lr: expected start:stop:count, got {text!r}")
+            start, stop, n_text = float(parts[0]), float(parts[1]), parts[2]
+            n = int(n_text)
+            if n < 1:
+                raise PyphaseError(f"--lr: count must be >= 1, got {n}")
+            if not (math.isfinite(start) and math.isfinite(stop) and start > 0 and stop > 0):
+                raise PyphaseError(f"--lr: start and stop must be positive and finite, got {text!r}")
+            if n == 1 and start != stop:
+                raise PyphaseError(f"--lr: one LR needs start == stop, got {text!r}")
+            if n > 1 and not start < stop:
+                raise PyphaseError(f"--lr: start must be below stop, got {text!r}")
+            return [float(v) for v in np.geomspace(start, stop, n)]
+        lrs = sorted({float(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise PyphaseError(f"--lr: not a number in {text!r}") from None
+    if not lrs:
+        raise PyphaseError("--lr: no learning rate given")
+    bad = [v for v in lrs if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise PyphaseError(f"--lr: learning rates must be positive and finite, got {bad[0]}")
+    return lrs
+
+
+def parse_batches(text: str) -> list[int]:
+    """Comma list of positive batch sizes, e.g. '32,64,128,256'."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise PyphaseError(f"--batch: not an integer in {text!r}") from None
+    if not values:
+        raise PyphaseError("--batch: no batch size given")
+    bad = [v for v in values if v < 1]
+    if bad:
+        raise PyphaseError(f"--batch: batch sizes must be >= 1, got {bad[0]}")
+    return sorted(set(values))
+
+
+def parse_clips(values: Sequence[str]) -> list[float | None]:
+    """Clip thresholds: positive numbers, or 'none'/'off' for clipping off; order kept, duplicates dropped."""
+    out: list[float | None] = []
+    for v in values:
+        s = str(v).strip().lower()
+        if s in ("none", "off"):
+            c: float | None = None
+        else:
+            try:
+                c = float(s)
+            except ValueError:
+                raise PyphaseError(f"--clip: expected a positive number or 'none', got {v!r}") from None
+            if not (math.isfinite(c) and c > 0):
+                raise PyphaseError(f"--clip: the threshold must be positive and finite, got {v!r}")
+        if c not in out:
+            out.append(c)
+    if not out:
+        raise PyphaseError("--clip: no clip value given")
+    return out
+
+
+def clip_label(clip: float | None) -> str:
+    """'1', '10', 'none': used in file names and tables."""
+    return "none" if clip is None else f"{clip:g}"
+
+
+# --------------------------------------------------------------------------- result
+@dataclass
+class Prediction:
+    """A finished prediction: every trajectory, loss curves, and the summary (JSON-ready dict)."""
+
+    table: pl.DataFrame  # schema.PREDICTION_COLUMNS, one row per trajectory
+    curves: pl.DataFrame  # clip, optimizer, batch_size, lr, seed, step, loss
+    summary: dict[str, Any]
+    params: NQMParams
+
+
+def predict(
+    clips: Sequence[float | None],
+    optimizer: str = "adamw",
+    batches: Sequence[int] = DEFAULT_BATCHES,
+    lrs: Sequence[float] | None = None,
+    steps: int = DEFAULT_STEPS,
+    seeds: int = DEFAULT_SEEDS,
+    params: NQMParams | None = None,
+    *,
+    settings: OptimizerSettings | None = None,
+    precision: str = "f32",
+    threads: int | None = None,
+    n_boot: int = analysis.DEFAULT_BOOTSTRAP,
+    progress: bool = True,
+) -> Prediction:
+    """Simulate every (clip, B, LR, seed) on the NQM and summarise what it predicts.
+
+    `params` defaults to `NQMParams.default()` (shipped calibration, else the built-in values).
+    Seeds share noise draws across configs (common random numbers), so LR and B comparisons within
+    a seed are not blurred by independent noise. `precision` "f32" (default) or "f64".
+    """
+    clips = list(clips)
+    if not clips:
+        raise PyphaseError("no clip value given")
+    if optimizer not in OPTIMIZERS:
+        raise PyphaseError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+    batches = sorted({int(b) for b in batches})
+    if not batches or batches[0] < 1:
+        raise PyphaseError(f"batch sizes must be >= 1, got {batches}")
+    lrs = sorted(float(v) for v in (lrs if lrs is not None else parse_lr_grid(DEFAULT_LR_GRID)))
+    if not lrs or not all(math.isfinite(v) and v > 0 for v in lrs):
+        raise PyphaseError(f"learning rates must be positive and finite, got {lrs}")
+    if steps < 1:
+        raise PyphaseError(f"steps must be >= 1, got {steps}")
+    if seeds < 1:
+        raise PyphaseError(f"seeds must be >= 1, got {seeds}")
+    params = params if params is not None else NQMParams.default()
+    settings = settings if settings is not None else OptimizerSettings.trainer_defaults()
+
+    from tqdm.auto import tqdm
+
+    from pyphase import _core
+
+    t0 = time.perf_counter()
+    seed_list = list(range(seeds))
+    n_cfg = len(batches) * len(lrs)
+    frames, curve_frames = [], []
+    with tqdm(total=len(clips) * n_cfg * seeds, disable=not progress, file=sys.stderr, unit="traj",
+              desc="simulate") as bar:
+        for clip in clips:
+            for b in batches:
+                # One call per (clip, B): the bar moves, and every call draws the same noise per
+                # seed (it depends on the seed only), so splitting changes no result.
+                out = _core.simulate(
+                    **params.core_kwargs(),
+                    batch_size=[b] * len(lrs),
+                    lr=lrs,
+                    clip=[clip] * len(lrs),
+                    seeds=seed_list,
+                    steps=steps,
+                    optimizer=optimizer,
+                    **settings.core_kwargs(),
+                    curve_points=CURVE_POINTS,
+                    precision=precision,
+                    threads=threads,
+                )
+                frames.append(_trajectory_frame(out, clip, optimizer, b, lrs))
+                curve_frames.append(_curve_frame(out, clip, optimizer, b, lrs))
+                bar.update(len(lrs) * seeds)
+    sim_seconds = time.perf_counter() - t0
+    table = pl.concat(frames).select(PREDICTION_COLUMNS)
+    curves = pl.concat(curve_frames)
+    summary = summarize(table, params, n_boot=n_boot)
+    summary.update(
+        optimizer=optimizer,
+        optimizer_settings=dataclasses.asdict(settings),
+        batch_sizes=batches,
+        lrs=lrs,
+        steps=steps,
+        seeds=seeds,
+        precision=precision,
+        simulate_seconds=round(sim_seconds, 3),
+    )
+    return Prediction(table=table, curves=curves, summary=json_safe(summary), params=params)
+
+
+def _trajectory_frame(out: dict[str, np.ndarray], clip: float | None, optimizer: str, b: int,
+                      lrs: Sequence[float]) -> pl.DataFrame:
+    n = len(out["config"])
+    step = out["diverged_step"]
+    return pl.DataFrame(
+        {
+            "clip": pl.Series([clip] * n, dtype=pl.Float64),
+            "optimizer": [optimizer] * n,
+            "batch_size": pl.Series([b] * n, dtype=pl.Int64),
+            "lr": np.asarray(lrs, dtype=float)[out["config"]],
+            "seed": out["seed"].astype(np.int64),
+            "final_loss": out["final_loss"],
+            "clip_frequency": out["clip_frequency"],
+            "grad_norm_before": out["grad_norm_before"],
+            "grad_norm_after": out["grad_norm_after"],
+            "clip_scale": out["clip_scale"],
+            "effective_lr": out["effective_lr"],
+            "diverged": out["diverged"],
+            "diverged_step": pl.Series([None if s < 0 else int(s) for s in step], dtype=pl.Int64),
+        }
+    )
+
+
+def _curve_frame(out: dict[str, np.ndarray], clip: float | None, optimizer: str, b: int,
+                 lrs: Sequence[float]) -> pl.DataFrame:
+    curve, steps = out["curve"], out["curve_steps"]
+    n, k = curve.shape
+    return pl.DataFrame(
+        {
+            "clip": pl.Series([clip] * (n * k), dtype=pl.Float64),
+            "optimizer": [optimizer] * (n * k),
+            "batch_size": pl.Series([b] * (n * k), dtype=pl.Int64),
+            "lr": np.repeat(np.asarray(lrs, dtype=float)[out["config"]], k),
+            "seed": np.repeat(out["seed"].astype(np.int64), k),
+            "step": np.tile(steps.astype(np.int64), n),
+            "loss": curve.reshape(-1),
+        }
+    )
+
+
+# --------------------------------------------------------------------------- summary
+def regime_boundary(lrs: np.ndarray, clip_frequency: np.ndarray, threshold: float) -> tuple[float | None, str]:
+    """The LR above which the (seed-mean) clip frequency stays >= `threshold`, interpolated in
+    log10 LR between the two grid points around the last upward crossing.
+
+    Returns (lr, status): status "crossed", "below grid" (at or above the threshold at every LR:
+    lr None) or "not reached" (below it at the largest LR: lr None)."""
+    above = clip_frequency >= threshold
+    if above.all():
+        return None, "below grid"
+    if not above[-1]:
+        return None, "not reached"
+    j = int(np.flatnonzero(~above)[-1])  # last LR below the threshold; j + 1 is at or above it
+    x0, x1 = math.log10(lrs[j]), math.log10(lrs[j + 1])
+    f0, f1 = float(clip_frequency[j]), float(clip_frequency[j + 1])
+    x = x0 + (threshold - f0) / (f1 - f0) * (x1 - x0)
+    return float(10**x), "crossed"
+
+
+def _at_lr(lrs: np.ndarray, values: np.ndarray, lr: float) -> float:
+    """`values` (per grid LR) linearly interpolated in log10 LR at `lr`."""
+    if not math.isfinite(lr):
+        return float("nan")
+    return float(np.interp(math.log10(lr), np.log10(lrs), values))
+
+
+def summarize(table: pl.DataFrame, params: NQMParams, *, n_boot: int = analysis.DEFAULT_BOOTSTRAP) -> dict[str, Any]:
+    """The prediction summary of a trajectory table (schema.PREDICTION_COLUMNS): per clip value,
+    LR_opt per B, β with interval, regimes and boundaries, effective LR, and the rules' LR_opt."""
+    desc = params.describe()
+    configs = (
+        table.group_by(["clip", "optimizer", "batch_size", "lr"])
+        .agg(
+            pl.col("clip_frequency").mean(),
+            pl.col("clip_scale").mean(),
+            pl.col("grad_norm_before").mean(),
+            pl.col("grad_norm_after").mean(),
+            (pl.col("effective_lr") / pl.col("lr")).mean().alias("effective_lr_ratio"),
+            pl.col("diverged").mean().alias("diverged_fraction"),
+        )
+        .sort(["batch_size", "lr"])
+    )
+    groups_out = []
+    for _clip, _opt, group in analysis.groups(analysis.prediction_summaries(table)):
+        clip, opt = group["gradient_clip"][0], group["optimizer"][0]
+        m = analysis.measure_group(group, n_boot=n_boot)
+        mine = configs.filter(
+            (pl.col("clip").is_null() if clip is None else pl.col("clip") == clip) & (pl.col("optimizer") == opt)
+        )
+        per_batch = []
+        for o in m.optima:
+            rows = mine.filter(pl.col("batch_size") == o.batch_size)
+            lrs = rows["lr"].to_numpy()
+            freq = rows["clip_frequency"].to_numpy()
+            at = {c: _at_lr(lrs, rows[c].to_numpy(), o.lr_opt)
+                  for c in ("clip_frequency", "clip_scale", "grad_norm_before", "grad_norm_after",
+                            "effective_lr_ratio")}
+            b50, s50 = regime_boundary(lrs, freq, REGIME_TRANSITION_AT)
+            b99, s99 = regime_boundary(lrs, freq, REGIME_SATURATION_AT)
+            per_batch.append(
+                {
+                    "batch_size": o.batch_size,
+                    "lr_opt": o.lr_opt,
+                    "lr_opt_grid": o.grid_lr,
+                    "edge": o.edge,
+                    "refined": o.refined,
+                    "note": o.note,
+                    "final_loss_at_grid_opt": o.min_loss,
+                    "clip_frequency_at_opt": at["clip_frequency"],
+                    "regime_at_opt": regime_of(at["clip_frequency"]) if math.isfinite(at["clip_frequency"]) else None,
+                    "clip_scale_at_opt": at["clip_scale"],
+                    "effective_lr_ratio_at_opt": at["effective_lr_ratio"],
+                    "grad_norm_before_at_opt": at["grad_norm_before"],
+                    "grad_norm_after_at_opt": at["grad_norm_after"],
+                    "lr_transition": b50,
+                    "lr_transition_status": s50,
+                    "lr_saturation": b99,
+                    "lr_saturation_status": s99,
+                    "diverged_fraction_max": float(rows["diverged_fraction"].max()),
+                }
+            )
+        groups_out.append(
+            {
+                "clip": clip,
+                "label": clip_label(clip),
+                "optimizer": opt,
+                "beta": m.fit.beta if m.fit else None,
+                "beta_ci95": [m.ci_low, m.ci_high] if m.ci_low is not None else None,
+                "beta_interval_method": m.interval_method,
+                "beta_r2": m.fit.r2 if m.fit else None,
+                "beta_naive_grid": m.naive.beta if m.naive else None,
+                "any_lr_opt_at_edge": m.any_at_edge,
+                "per_batch": per_batch,
+                "rules": rules_for(m, desc["b_simple"]),
+            }
+        )
+    return {
+        "kind": SUMMARY_KIND,
+        "version": 1,
+        "pyphase_version": __version__,
+        "nqm": params.to_dict(),
+        "nqm_source": params.source,
+        "init_grad_norm": desc["init_grad_norm"],
+        "trace_sigma": desc["trace_sigma"],
+        # McCandlish et al.'s B_simple = tr(Σ)/|G|² at θ(0), in closed form for the NQM;
+        # `pyphase compare` reads it for the noise-scale rule.
+        "b_simple": desc["b_simple"],
+        "regime_thresholds": {"transition": REGIME_TRANSITION_AT, "saturation": REGIME_SATURATION_AT},
+        "groups": groups_out,
+    }
+
+
+def rules_for(m: analysis.BetaMeasurement, b_noise: float) -> dict[str, Any]:
+    """LR_opt per B under the rules a user would otherwise apply, anchored at the smallest B's
+    simulated LR_opt: linear (β = 1), square root (β = 0.5) and McCandlish et al. (2018)
+    ε(B) = ε_max / (1 + B_noise/B) with B_noise = the NQM's B_simple; β = the rule's slope over B."""
+    usable = [o for o in m.optima if math.isfinite(o.lr_opt)]
+    if not usable:
+        return {}
+    bs = [o.batch_size for o in m.optima]
+    anchor = min(usable, key=lambda o: o.batch_size)
+    lr_of = {
+        "linear": analysis.beta_rule_lr(bs, anchor.batch_size, anchor.lr_opt, 1.0),
+        "square_root": analysis.beta_rule_lr(bs, anchor.batch_size, anchor.lr_opt, 0.5),
+        "mccandlish": analysis.noise_scale_rule_lr(bs, anchor.batch_size, anchor.lr_opt, b_noise),
+    }
+    out: dict[str, Any] = {}
+    for name, lr in lr_of.items():
+        beta = analysis.fit_power_law(bs, [lr[b] for b in bs]).beta if len(bs) >= 2 else None
+        out[name] = {"beta": beta, "lr_opt": {str(b): lr[b] for b in bs}, "anchor_batch_size": anchor.batch_size}
+    out["mccandlish"]["b_noise"] = b_noise
+    return out
+
+
+# --------------------------------------------------------------------------- outputs
+def regime_map_name(clip: float | None) -> str:
+    return f"regime_map_clip{clip_label(clip)}.png"
+
+
+def write_prediction(pred: Prediction, out_dir: str | Path) -> dict[str, Path]:
+    """Write the trajectory and curve tables (Parquet), the summary (JSON) and the regime maps (PNG)."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise PyphaseError(f"--out: {out} exists and is not a directory") from None
+    paths = {"trajectories": out / TRAJECTORIES_FILE, "curves": out / CURVES_FILE, "summary": out / SUMMARY_FILE}
+    pred.table.write_parquet(paths["trajectories"])
+    pred.curves.write_parquet(paths["curves"])
+    for g in pred.summary["groups"]:
+        paths[f"regime_map_{g['label']}"] = plot_regime_map(pred, g, out / regime_map_name(g["clip"]))
+    summary = dict(pred.summary, files={k: p.name for k, p in paths.items()})
+    paths["summary"].write_text(to_json(summary) + "\n", encoding="utf-8")
+    pred.summary = summary
+    return paths
+
+
+def plot_regime_map(pred: Prediction, group: dict[str, Any], path: Path) -> Path:
+    """B × LR heatmap of seed-mean clip frequency for one clip value, with the 0.5 and 0.99
+    boundaries per B and LR_opt marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import colors
+    from matplotlib.figure import Figure
+
+    clip = group["clip"]
+    sel = pred.table.filter(pl.col("clip").is_null() if clip is None else pl.col("clip") == clip)
+    grid = (
+        sel.group_by(["batch_size", "lr"]).agg(pl.col("clip_frequency").mean()).sort(["batch_size", "lr"])
+    )
+    bs = sorted(grid["batch_size"].unique().to_list())
+    lrs = sorted(grid["lr"].unique().to_list())
+    z = grid["clip_frequency"].to_numpy().reshape(len(bs), len(lrs))
+    # Cell edges in log10 LR (midpoints between grid LRs) so markers sit at their true LR.
+    x = np.log10(lrs)
+    dx = np.diff(x).mean() if len(x) > 1 else 1.0
+    xe = np.concatenate([[x[0] - dx / 2], (x[1:] + x[:-1]) / 2, [x[-1] + dx / 2]])
+    ye = np.arange(len(bs) + 1) - 0.5
+    fig = Figure(figsize=(max(6.0, 0.6 * len(lrs) + 2.5), max(3.5, 0.55 * len(bs) + 2.0)), layout="constrained")
+    ax = fig.add_subplot()
+    norm = colors.BoundaryNorm([0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 1.0], 256)
+    im = ax.pcolormesh(xe, ye, z, cmap="magma", norm=norm)
+    for (i, j), v in np.ndenumerate(z):
+        ax.text(x[j], i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
+    rows = {r["batch_size"]: r for r in group["per_batch"]}
+    for key, style, label in (("lr_transition", "c--", f"clip freq = {REGIME_TRANSITION_AT}"),
+                              ("lr_saturation", "c-", f"clip freq = {REGIME_SATURATION_AT}")):
+        pts = [(math.log10(rows[b][key]), i) for i, b in enumerate(bs) if rows.get(b, {}).get(key)]
+        if pts:
+            px, py = zip(*pts)
+            ax.plot(px, py, style, marker="|", ms=14, lw=1.5, label=label)
+    opt = [(math.log10(rows[b]["lr_opt"]), i) for i, b in enumerate(bs)
+           if rows.get(b, {}).get("lr_opt") is not None]
+    if opt:
+        ox, oy = zip(*opt)
+        ax.plot(ox, oy, "*", mfc="none", mec="lime", mew=1.8, ms=16, label="LR_opt (refined)")
+    ax.set_yticks(range(len(bs)), [str(b) for b in bs])
+    ax.set_xticks(x, [f"{v:.2g}" for v in lrs], rotation=45, ha="right")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("batch size")
+    beta = group.get("beta")
+    ci = group.get("beta_ci95")
+    beta_txt = "β undefined" if beta is None else f"β = {beta:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+    ax.set_title(f"Predicted clip frequency, {group['optimizer']}, clip = {group['label']} — {beta_txt}\n"
+                 f"NQM: {pred.params.source}", fontsize=10)
+    fig.colorbar(im, ax=ax, label="clip frequency (seed mean)")
+    fig.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _fmt(v: Any, spec: str = ".3g") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return format(v, spec)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The summary for people: one table per clip value, then β and the rules."""
+    lines = [
+        f"NQM parameters: {summary['nqm_source']} (d = {summary['nqm']['d']}, h_max = {summary['nqm']['h_max']:g}, "
+        f"alpha = {summary['nqm']['alpha']:g}, sigma2 = {summary['nqm']['sigma2']:g}, "
+        f"init_power = {summary['nqm']['init_power']:g}); |G(θ0)| = {summary['init_grad_norm']:.3g}, "
+        f"B_simple = {summary['b_simple']:.3g}",
+        f"{summary.get('optimizer', '?')}, {summary.get('steps', '?')} steps, {summary.get('seeds', '?')} seeds, "
+        f"LR grid {_fmt(min(summary.get('lrs', [math.nan])))}..{_fmt(max(summary.get('lrs', [math.nan])))} "
+        f"({len(summary.get('lrs', []))} points)",
+    ]
+    head = ["B", "LR_opt", "edge", "loss", "clip freq", "regime", "eff LR/LR", "E[scale]", "|g|",
+            "LR@0.5", "LR@0.99"]
+    for g in summary["groups"]:
+        rows = [[str(r["batch_size"]), _fmt(r["lr_opt"]), r["edge"] or "", _fmt(r["final_loss_at_grid_opt"], ".4f"),
+                 _fmt(r["clip_frequency_at_opt"], ".2f"), r["regime_at_opt"] or "-",
+                 _fmt(r["effective_lr_ratio_at_opt"], ".3f"), _fmt(r["clip_scale_at_opt"], ".3f"),
+                 _fmt(r["grad_norm_before_at_opt"]),
+                 _fmt(r["lr_transition"]) if r["lr_transition"] else r["lr_transition_status"],
+                 _fmt(r["lr_saturation"]) if r["lr_saturation"] else r["lr_saturation_status"]]
+                for r in g["per_batch"]]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+        ci = g["beta_ci95"]
+        lines += [
+            "",
+            f"clip = {g['label']} ({g['optimizer']}): β = {_fmt(g['beta'], '.3f')}"
+            + (f"  95% [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+            + f"  (R² {_fmt(g['beta_r2'], '.2f')}; grid argmin β {_fmt(g['beta_naive_grid'], '.3f')})",
+            "  ".join(h.rjust(w) for h, w in zip(head, widths)),
+            *("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows),
+        ]
+        if g["rules"]:
+            bs = [str(r["batch_size"]) for r in g["per_batch"]]
+            lines.append("rules anchored at the smallest B: " + "; ".join(
+                f"{name} β={_fmt(rule['beta'], '.2f')}: " + ", ".join(_fmt(rule["lr_opt"][b]) for b in bs)
+                for name, rule in g["rules"].items()))
+    files = summary.get("files")
+    if files:
+        lines += ["", "wrote: " + ", ".join(files.values())]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- CLI entry
+def run_predict(
+    clips: Sequence[str] | None = None,
+    optimizer: str = "adamw",
+    batch: str = ",".join(str(b) for b in DEFAULT_BATCHES),
+    lr: str = DEFAULT_LR_GRID,
+    steps: int = DEFAULT_STEPS,
+    seeds: int = DEFAULT_SEEDS,
+    calibration: str | Path | None = None,
+    out: str | Path = DEFAULT_OUT,
+    progress: bool = True,
+) -> Prediction:
+    """`pyphase predict`: parse the option strings, simulate, write every output file to `out`."""
+    if optimizer not in OPTIMIZERS:
+        raise PyphaseError(f"--optimizer: unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+    if steps < 1:
+        raise PyphaseError(f"--steps: must be >= 1, got {steps}")
+    if seeds < 1:
+        raise PyphaseError(f"--seeds: must be >= 1, got {seeds}")
+    parsed_clips = parse_clips(clips if clips else ["1.0"])
+    batches = parse_batches(batch)
+    lrs = parse_lr_grid(lr)
+    params = NQMParams.load(calibration) if calibration is not None else NQMParams.default()
+    out_path = Path(out)
+    if out_path.exists() and not out_path.is_dir():
+        raise PyphaseError(f"--out: {out_path} exists and is not a directory")
+    pred = predict(parsed_clips, optimizer, batches, lrs, steps, seeds, params, progress=progress)
+    write_prediction(pred, out_path)
+    return pred
