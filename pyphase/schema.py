@@ -96,6 +96,7 @@ STEP_COLUMNS: list[str] = [
     "grad_norm_after",
     "clipped",  # bool
     "val_loss",  # null except on evaluation steps
+    "weight_norm",  # global L2 norm of the parameters; null except on evaluation steps
 ]
 
 # One row per simulated (clip, optimizer, batch, lr, seed) trajectory: `pyphase predict` output.

@@ -62,7 +62,8 @@ class _State:
     norm_after: Tensor  # (steps, K)
     clipped: Tensor  # (steps, K) 0/1
     lr: Tensor  # (steps, K) learning rate applied
-    evals: list[tuple[int, list[float]]] = field(default_factory=list)  # (step, val loss per model)
+    # (step, val loss per model, weight norm per model), at every evaluation
+    evals: list[tuple[int, list[float], list[float]]] = field(default_factory=list)
 
     def tensors(self) -> dict[str, Tensor]:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, Tensor)}
@@ -241,8 +242,8 @@ class PackTrainer:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluate(self, chunk: int = 32) -> list[float]:
-        """Mean validation loss of each model on the fixed validation windows."""
+    def evaluate(self, chunk: int = 32) -> tuple[list[float], list[float]]:
+        """Mean validation loss of each model on the fixed validation windows, and its weight norm."""
         n = self.val_x.shape[0]
         total = torch.zeros(self.k, device=self.device)
         for a in range(0, n, chunk):
@@ -250,7 +251,7 @@ class PackTrainer:
             y = self.val_y[a : a + chunk].expand(self.k, -1, -1)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 total += packed_losses(self.shape, self.model._leaf, x, y) * x.shape[1]
-        return (total / n).tolist()
+        return (total / n).tolist(), self.model.flat.norm(dim=1).tolist()
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: Path) -> None:
@@ -294,7 +295,7 @@ class PackTrainer:
             self._capture()
         ev = self.c0.eval_interval
         if start == 0 and not self.state.evals:
-            self.state.evals.append((0, self.evaluate()))
+            self.state.evals.append((0, *self.evaluate()))
         bar = tqdm(total=self.steps, initial=start, disable=not progress, unit="step",
                    desc=f"B={self.c0.batch_size} K={self.k}", leave=False)
         t0 = time.perf_counter()
@@ -304,7 +305,7 @@ class PackTrainer:
             n = s + 1
             done_here += 1
             if n % ev == 0 or n == self.steps:
-                self.state.evals.append((n, self.evaluate()))
+                self.state.evals.append((n, *self.evaluate()))
             if checkpoint is not None and n % checkpoint_every == 0 and n < self.steps:
                 self._sync_wall(t0)
                 t0 = time.perf_counter()
@@ -358,7 +359,8 @@ class PackTrainer:
                 "device": _device_name(self.device),
                 "torch_version": torch.__version__,
             }
-            val_by_step = {s: e[k] for s, e in st.evals}
+            val_by_step = {s: e[k] for s, e, _ in st.evals}
+            wn_by_step = {s: w[k] for s, _, w in st.evals}
             steps_df = pl.DataFrame(
                 {
                     "run_id": [cfg.run_id] * self.steps,
@@ -369,11 +371,13 @@ class PackTrainer:
                     "grad_norm_after": arr["norm_after"][:, k].astype(np.float64),
                     "clipped": arr["clipped"][:, k] > 0.5,
                     "val_loss": [val_by_step.get(s) for s in range(1, self.steps + 1)],
+                    "weight_norm": [wn_by_step.get(s) for s in range(1, self.steps + 1)],
                 },
-                schema_overrides={"val_loss": pl.Float64},
+                schema_overrides={"val_loss": pl.Float64, "weight_norm": pl.Float64},
             )
             if 0 in val_by_step:  # the evaluation before training, as step 0
-                row0 = {c: None for c in STEP_COLUMNS} | {"run_id": cfg.run_id, "step": 0, "val_loss": val_by_step[0]}
+                row0 = {c: None for c in STEP_COLUMNS} | {"run_id": cfg.run_id, "step": 0, "val_loss": val_by_step[0],
+                                                               "weight_norm": wn_by_step[0]}
                 steps_df = pl.concat([pl.DataFrame([row0], schema=steps_df.schema), steps_df])
             outs.append(RunOutput(cfg, summary, steps_df.select(STEP_COLUMNS)))
         return outs

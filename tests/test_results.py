@@ -52,8 +52,9 @@ def write_runs(root: Path, summaries: pl.DataFrame, *, steps_every: int = 100) -
                 "val_loss": [
                     t + 0.02 if s % (4 * steps_every) == 0 else None for s, t in zip(steps, train, strict=True)
                 ],
+                "weight_norm": [30.0 if s % (4 * steps_every) == 0 else None for s in steps],
             },
-            schema_overrides={"val_loss": pl.Float64},
+            schema_overrides={"val_loss": pl.Float64, "weight_norm": pl.Float64},
         ).select(STEP_COLUMNS).write_parquet(d / res.STEPS_FILE)
 
 
