@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -154,9 +155,7 @@ def measure_noise(
         raise ValueError(f"every batch size must divide the largest ({b_max}); {bad} do not")
     m = math.gcd(*sizes)
     n_micro = b_max // m
-    sq_sum: Tensor | None = None
     s1 = s2 = None  # running sums of micro gradients and their squares (per coordinate)
-    g_sq = g_tr = None
     losses: list[Tensor] = []
     rows = []
     for _ in range(repeats):
@@ -517,12 +516,12 @@ def fit_nqm(top_eigenvalues: Sequence[float], hessian_trace: float, trace_sigma:
         a = _alpha_for_trace(ratio, d) if trace_matched else 0.0
         return float(np.sqrt(np.mean((target + a * ranks) ** 2))), a
 
-    grid = sorted({int(round(x)) for x in np.geomspace(d_lo, max(d_lo, max_d), 64)})
+    grid = np.unique(np.rint(np.geomspace(d_lo, max(d_lo, max_d), 64)).astype(np.int64)).tolist()
     scores = [misfit(d) for d in grid]
     best = int(np.argmin([s for s, _ in scores]))
     # refine between the grid neighbours of the best point (the misfit is smooth in log d)
     lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
-    fine = sorted({int(round(x)) for x in np.geomspace(lo, hi, 33)})
+    fine = np.unique(np.rint(np.geomspace(lo, hi, 33)).astype(np.int64)).tolist()
     fine_scores = [misfit(d) for d in fine]
     j = int(np.argmin([s for s, _ in fine_scores]))
     d_best, (rms, alpha) = fine[j], fine_scores[j]
@@ -580,7 +579,7 @@ def _group_of(name: str) -> str:
     return "head"
 
 
-def _group_ids(shape: "Shape", device: torch.device) -> Tensor:
+def _group_ids(shape: Shape, device: torch.device) -> Tensor:
     ids = [torch.full((math.prod(s),), GROUPS.index(_group_of(n)), dtype=torch.int64)
            for n, s in shape.param_shapes()]
     return torch.cat(ids).to(device)
@@ -605,11 +604,11 @@ class _Windows:
         return win[:, :-1], win[:, 1:]
 
 
-def _params(model: "NanoTransformer") -> list[Tensor]:
+def _params(model: NanoTransformer) -> list[Tensor]:
     return [model.p(n) for n, _ in model.shape.param_shapes()]
 
 
-def _grad_fn(model: "NanoTransformer", windows: _Windows, offsets: Tensor, progress: Callable[[], None]
+def _grad_fn(model: NanoTransformer, windows: _Windows, offsets: Tensor, progress: Callable[[], None]
              ) -> Callable[[int], tuple[Tensor, Tensor]]:
     """grad_fn for `measure_noise`: call i uses the i-th row of `offsets` (fresh windows each call)."""
     params = _params(model)
@@ -642,6 +641,7 @@ class PointMeasurement:
     loss: float  # mean train loss over the noise windows
     loss_se: float
     noise: NoiseEstimate
+    sq_norms: list[list[float]]  # raw: mean ‖g_B‖² per repeat (rows) and batch size (columns)
     grad_norm_by_batch: dict[int, float]  # typical ‖g_B‖ = sqrt(|G|² + tr(Σ)/B)
     eigenvalues: list[float]  # top Ritz values of the Hessian (descending)
     eigen_residuals: list[float]  # their Lanczos residual bounds
@@ -713,27 +713,29 @@ RITZ_TOL = 0.1
 
 METHOD_NOTES = (
     "An example is one window of block_size tokens (the unit of a sweep's batch size).",
-    "|G|^2 and tr(Sigma): unbiased two-batch-size estimator of McCandlish et al. 2018 (App. A), "
-    "E|g_B|^2 = |G|^2 + tr(Sigma)/B; each repeat draws B_max fresh windows as micro-batches of "
-    "gcd(batch sizes) and forms every batch size from them; error bars are the spread over repeats "
-    "(B_simple: jackknife). Measured in fp32 on the train split, windows from a batcher stream the "
-    "short run never draws from.",
-    "Curvature: Lanczos with full reorthogonalisation on Hessian-vector products (double backward, "
-    "math attention kernel) of the mean loss on one fixed batch of hvp_batch windows; Ritz values "
-    "with residual bound > RITZ_TOL of their value are not used in the fit. Trace: Hutchinson with "
-    "Rademacher probes, deflated by the Lanczos basis (tr = sum of Lanczos alphas + probes on the "
-    "complement), standard error from the probes.",
-    "Short run: pyphase.train.PackTrainer (K = 1, AdamW as the sweeps run it, clip RUN_CLIP, constant "
-    "LR) from the same initialisation as a sweep's seed; measurements are taken at steps_along. "
-    "Nothing from any sweep's results is read.",
-    "Loss floor: ngramK = plug-in conditional entropy of order K on the train split (the train loss of "
-    "the best model that sees K-1 previous characters, reachable by a model with a longer context, so "
-    "an upper estimate of the floor); fit = L_inf of L(t) = L_inf + A t^-gamma fitted to the short "
-    "run's train losses.",
-    "NQM fit (at fit_step): h_max = top eigenvalue; d and alpha such that sum h_i = measured tr(H) "
-    "exactly and h_2..h_k best match the next measured eigenvalues (least squares in log); sigma2 = "
-    "tr(Sigma)/tr(H); init_loss = loss at step 0; theta(0) isotropic with 1/2 sum h_i theta_i^2 = "
-    "init_loss - floor, so |H theta(0)|^2 is a prediction compared with the measured |G|^2 at step 0.",
+    ("|G|^2 and tr(Sigma): unbiased two-batch-size estimator of McCandlish et al. 2018 (App. A), "
+     "E|g_B|^2 = |G|^2 + tr(Sigma)/B; each repeat draws B_max fresh windows as micro-batches of "
+     "gcd(batch sizes) and forms every batch size from them; error bars are the spread over repeats "
+     "(B_simple: jackknife). Measured in fp32 on the train split, windows from a batcher stream the "
+     "short run never draws from."),
+    ("Curvature: Lanczos with full reorthogonalisation on Hessian-vector products (double backward, "
+     "math attention kernel) of the mean loss on one fixed batch of hvp_batch windows; Ritz values "
+     "with residual bound > RITZ_TOL of their value are not used in the fit. Trace: Hutchinson with "
+     "Rademacher probes, deflated by the Lanczos basis (tr = sum of Lanczos alphas + probes on the "
+     "complement), standard error from the probes. h_G: curvature along the mean gradient."),
+    ("Short run: pyphase.train.PackTrainer (K = 1, AdamW as the sweeps run it, clip RUN_CLIP, constant "
+     "LR) from the same initialisation as a sweep's seed; measurements are taken at steps_along. "
+     "Nothing from any sweep's results is read."),
+    ("Loss floor: ngramK = plug-in conditional entropy of order K on the train split (the train loss of "
+     "the best model that sees K-1 previous characters, reachable by a model with a longer context, so "
+     "an upper estimate of the floor); fit = L_inf of L(t) = L_inf + A t^-gamma fitted to the short "
+     "run's train losses."),
+    ("NQM fit: curvature and noise from the point at fit_step; h_max = top eigenvalue; d and alpha "
+     "such that sum h_i = measured tr(H) exactly and h_2..h_k best match the next measured eigenvalues "
+     "(least squares in log); sigma2 = tr(Sigma)/tr(H); init_loss = loss at step 0; theta_i(0) = "
+     "r (h_i/h_max)^(-init_power/2) with 1/2 sum h_i theta_i^2 = init_loss - floor and init_power in "
+     "[0, 2] chosen so |H theta(0)|^2 equals the |G|^2 measured at step 0 (clamped, with a note, when "
+     "no init_power reaches it)."),
 )
 
 
@@ -912,20 +914,15 @@ def calibrate(
                     steps=max(n_steps, 1), model=ms, eval_windows=1, eval_interval=max(n_steps, 1))
     trainer = PackTrainer([cfg], corpus, str(dev), compile=False, cuda_graph=False) if n_steps > 0 else None
     model = NanoTransformer(sh, seed=seed).to(dev)
-    params = _params(model)
-    n_params = sum(p.numel() for p in params)
-    gids = _group_ids(sh, dev)
-    group_sizes = torch.bincount(gids, minlength=len(GROUPS)).tolist()
+    n_params = sh.n_params
     report_sizes = _sweep_batch_sizes(sizes)
 
     per_point = n_draws + lanczos_iter + probes
     bar = tqdm(total=n_steps + len(steps) * per_point, disable=not progress, unit="pass", desc="calibrate",
                leave=False)
-    tick = lambda: bar.update(1)  # noqa: E731
     points: list[PointMeasurement] = []
     wall_train = 0.0
     done = 0
-    n_hvp_total = 0
     for idx, step in enumerate(steps):
         t0 = time.perf_counter()
         if trainer is not None:
@@ -939,55 +936,13 @@ def calibrate(
                     model.p(name).copy_(trainer.model.view(name, trainer.model.flat)[0])
         t1 = time.perf_counter()
         wall_train += t1 - t0
-        bar.set_postfix_str(f"step {step}: noise")
-        offs = windows.offsets(noise_stream, micro, idx * n_draws, n_draws)
-        meas = measure_noise(_grad_fn(model, windows, offs, tick), sizes, repeats, gids, GROUPS)
-        _sync(dev)
-        t2 = time.perf_counter()
-        bar.set_postfix_str(f"step {step}: curvature")
-        x, y = windows.gather(hvp_off[None].reshape(-1))
-        with _sdpa_math():
-            _, loss = model(x, y)
-            hvp_raw = hvp_closure(loss, params)
-
-            def hvp(v: Tensor) -> Tensor:
-                tick()
-                return hvp_raw(v)
-
-            gen = torch.Generator().manual_seed(1_000_003 * seed + idx)
-            lz = lanczos(hvp, n_params, lanczos_iter, generator=gen, device=dev)
-            tr = hutchinson_trace(hvp, n_params, probes, generator=gen, device=dev, deflate=lz)
-            g_hat = meas.mean_grad
-            grad_curv = float(torch.dot(g_hat, hvp_raw(g_hat)) / torch.dot(g_hat, g_hat))
-        del hvp_raw, loss
-        n_hvp_total += lz.n_hvp + tr.n_probes + 1
-        bar.update(lanczos_iter - lz.n_hvp)  # Lanczos may stop early on an invariant subspace
-        _sync(dev)
-        t3 = time.perf_counter()
-        opt_view = None
+        points.append(_measure_point(step, idx, model, windows, noise_offsets=windows.offsets(
+            noise_stream, micro, idx * n_draws, n_draws), hvp_offsets=hvp_off, batch_sizes=sizes, repeats=repeats,
+            lanczos_iter=lanczos_iter, probes=probes, top_k=top_k, report_sizes=report_sizes, seed=seed, bar=bar))
         if trainer is not None and step > 0:
-            opt_view = optimizer_view(trainer.state.m[0], trainer.state.v[0], step, cfg.betas, cfg.eps)
-        noise = meas.noise
-        points.append(PointMeasurement(
-            step=step,
-            loss=meas.loss,
-            loss_se=meas.loss_se,
-            noise=noise,
-            grad_norm_by_batch={b: noise.expected_norm(b) for b in report_sizes},
-            eigenvalues=[float(v) for v in lz.ritz[:top_k]],
-            eigen_residuals=[float(v) for v in lz.residual[:top_k]],
-            lambda_min=float(lz.ritz[-1]),
-            grad_curvature=grad_curv,
-            hessian_trace=tr.trace,
-            hessian_trace_se=tr.se,
-            groups={g: {"grad_norm2": meas.groups[g][0], "trace_sigma": meas.groups[g][1], "n_params": int(n)}
-                    for g, n in zip(GROUPS, group_sizes)},
-            adamw_view=adamw_view(meas.coord_signal, meas.coord_noise, report_sizes),
-            optimizer_state=opt_view,
-            timings={"train_s": t1 - t0, "noise_s": t2 - t1, "curvature_s": t3 - t2},
-            counts={"noise_passes": meas.passes, "noise_windows": meas.examples, "hvp": lz.n_hvp + tr.n_probes + 1,
-                    "lanczos_steps": lz.n_hvp, "hutchinson_probes": tr.n_probes, "hvp_windows": hvp_batch},
-        ))
+            points[-1].optimizer_state = optimizer_view(trainer.state.m[0], trainer.state.v[0], step, cfg.betas,
+                                                        cfg.eps)
+        points[-1].timings["train_s"] = t1 - t0
     bar.close()
 
     run = _run_record(trainer, cfg, n_steps)
@@ -1008,6 +963,7 @@ def calibrate(
     window_tokens = t_len
     noise_tokens = sum(p.counts["noise_windows"] for p in points) * window_tokens
     graph_tokens = len(points) * hvp_batch * window_tokens
+    n_hvp_total = sum(p.counts["hvp"] for p in points)
     hvp_tokens = n_hvp_total * hvp_batch * window_tokens
     train_tokens = n_steps * run_batch * window_tokens
     equiv = train_tokens + noise_tokens + graph_tokens + HVP_COST * hvp_tokens
@@ -1029,7 +985,7 @@ def calibrate(
         "torch": torch.__version__,
         "git_commit": git_commit(),
         "data": {"name": corpus.name, "source": corpus.source, "sha256": corpus.sha256,
-                 "vocab_size": corpus.tokenizer.vocab_size, "train_tokens": int(len(train_ids))},
+                 "vocab_size": corpus.tokenizer.vocab_size, "train_tokens": len(train_ids)},
         "shape": {"name": shape, **ms.__dict__, "vocab_size": sh.vocab_size, "n_params": n_params},
         "options": {"batch_sizes": sizes, "steps_along": steps, "lr": lr, "run_batch": run_batch,
                     "run_clip": RUN_CLIP, "repeats": repeats, "lanczos_iter": lanczos_iter, "probes": probes,
@@ -1043,6 +999,65 @@ def calibrate(
         cal.path = Path(out)
         cal.params = write_calibration(cal, cal.path)
     return cal
+
+
+def _measure_point(step: int, idx: int, model: NanoTransformer, windows: _Windows, *, noise_offsets: Tensor,
+                   hvp_offsets: Tensor, batch_sizes: Sequence[int], repeats: int, lanczos_iter: int, probes: int,
+                   top_k: int, report_sizes: Sequence[int], seed: int, bar: Any) -> PointMeasurement:
+    """Noise (fresh windows from `noise_offsets`) and curvature (the fixed `hvp_offsets` batch) of
+    `model` as it is now."""
+    dev = windows.tokens.device
+    params = _params(model)
+    n_params = sum(p.numel() for p in params)
+    gids = _group_ids(model.shape, dev)
+    t1 = time.perf_counter()
+    bar.set_postfix_str(f"step {step}: noise")
+    tick = lambda: bar.update(1)
+    meas = measure_noise(_grad_fn(model, windows, noise_offsets, tick), batch_sizes, repeats, gids, GROUPS)
+    _sync(dev)
+    t2 = time.perf_counter()
+    bar.set_postfix_str(f"step {step}: curvature")
+    x, y = windows.gather(hvp_offsets)
+    with _sdpa_math():
+        _, loss = model(x, y)
+        hvp_raw = hvp_closure(loss, params)
+
+        def hvp(v: Tensor) -> Tensor:
+            tick()
+            return hvp_raw(v)
+
+        # probes depend on (seed, point) only, so a rerun draws the same ones
+        gen = torch.Generator().manual_seed(1_000_003 * seed + idx)
+        lz = lanczos(hvp, n_params, lanczos_iter, generator=gen, device=dev)
+        tr = hutchinson_trace(hvp, n_params, probes, generator=gen, device=dev, deflate=lz)
+        g_hat = meas.mean_grad
+        grad_curv = float(torch.dot(g_hat, hvp_raw(g_hat)) / torch.dot(g_hat, g_hat))
+    bar.update(lanczos_iter - lz.n_hvp)  # Lanczos may stop early on an invariant subspace
+    _sync(dev)
+    t3 = time.perf_counter()
+    noise = meas.noise
+    group_sizes = torch.bincount(gids, minlength=len(GROUPS)).tolist()
+    return PointMeasurement(
+        step=step,
+        loss=meas.loss,
+        loss_se=meas.loss_se,
+        noise=noise,
+        sq_norms=meas.sq_norms.tolist(),
+        grad_norm_by_batch={b: noise.expected_norm(b) for b in report_sizes},
+        eigenvalues=[float(v) for v in lz.ritz[:top_k]],
+        eigen_residuals=[float(v) for v in lz.residual[:top_k]],
+        lambda_min=float(lz.ritz[-1]),
+        grad_curvature=grad_curv,
+        hessian_trace=tr.trace,
+        hessian_trace_se=tr.se,
+        groups={g: {"grad_norm2": meas.groups[g][0], "trace_sigma": meas.groups[g][1], "n_params": int(n)}
+                for g, n in zip(GROUPS, group_sizes)},
+        adamw_view=adamw_view(meas.coord_signal, meas.coord_noise, report_sizes),
+        optimizer_state=None,
+        timings={"noise_s": t2 - t1, "curvature_s": t3 - t2},
+        counts={"noise_passes": meas.passes, "noise_windows": meas.examples, "hvp": lz.n_hvp + tr.n_probes + 1,
+                "lanczos_steps": lz.n_hvp, "hutchinson_probes": tr.n_probes, "hvp_windows": len(hvp_offsets)},
+    )
 
 
 def _run_record(trainer: Any, cfg: Any, n_steps: int) -> dict[str, Any]:
@@ -1164,8 +1179,9 @@ def format_table(cal: Calibration) -> str:
     f, c, b = cal.fit, cal.consistency, cal.budget
     lines += [
         "",
-        f"NQM fit at step {cal.fit_step}: d = {f.d}, h_max = {f.h_max:.4g}, alpha = {f.alpha:.4g}, "
-        f"sigma2 = {f.sigma2:.4g}, init_loss = {f.init_loss:.4g}, loss_floor = {f.loss_floor:.4g} ({cal.floor.method})",
+        (f"NQM fit at step {cal.fit_step}: d = {f.d}, h_max = {f.h_max:.4g}, alpha = {f.alpha:.4g}, "
+         f"sigma2 = {f.sigma2:.4g}, init_loss = {f.init_loss:.4g}, loss_floor = {f.loss_floor:.4g} "
+         f"({cal.floor.method}), init_power = {f.init_power:.4g}"),
         f"  spectrum misfit (RMS log, top {f.n_eigs_used} eigenvalues) = {f.top_eig_log_rms:.3g}; "
         f"trace matched: {f.trace_matched}" + "".join(f"; {n}" for n in f.notes),
         f"  |G|^2 at init: NQM {c['nqm']['grad_norm2']:.4g} vs measured {c['measured_grad_norm2_at_init']:.4g}; "

@@ -222,7 +222,8 @@ def test_nqm_closed_forms_agree_with_the_simulator_engine() -> None:
 
     for d, gamma in ((300, 0.0), (300, 1.3), (200_000, 0.0), (200_000, 0.6), (200_000, 2.0)):
         # exact sums, and the Euler-Maclaurin tail; isotropic and shaped starts
-        kw = dict(d=d, h_max=40.0, alpha=0.8, sigma2=0.02, init_loss=4.2, loss_floor=1.9, init_power=gamma)
+        kw = {"d": d, "h_max": 40.0, "alpha": 0.8, "sigma2": 0.02, "init_loss": 4.2, "loss_floor": 1.9,
+              "init_power": gamma}
         eng = _core.nqm_describe(**kw)
         ours = nqm_moments(d, 40.0, 0.8, 0.02, 4.2 - 1.9, 4, gamma)
         assert ours["grad_norm2"] == pytest.approx(eng["init_grad_norm"] ** 2, rel=1e-9)
