@@ -958,7 +958,7 @@ def calibrate(
                       g0 if g0 > 0 else None, max_d=max_d)
     except ValueError as e:
         raise PyphaseError(f"cannot fit the NQM at step {fit_step}: {e}") from None
-    consistency = _consistency(fit, points, fp, report_sizes)
+    consistency = _consistency(fit, points, fp, report_sizes, n_params)
 
     window_tokens = t_len
     noise_tokens = sum(p.counts["noise_windows"] for p in points) * window_tokens
@@ -1092,7 +1092,7 @@ def _floor(method: str, train_ids: np.ndarray, run: dict[str, Any]) -> FloorEsti
 
 
 def _consistency(fit: NQMFit, points: list[PointMeasurement], fp: PointMeasurement,
-                 report_sizes: Sequence[int]) -> dict[str, Any]:
+                 report_sizes: Sequence[int], n_params: int) -> dict[str, Any]:
     """The fitted NQM's closed forms next to the measurements they were (or were not) fitted to."""
     mom = fit.moments(len(fp.eigenvalues))
     init = points[0]
@@ -1112,6 +1112,12 @@ def _consistency(fit: NQMFit, points: list[PointMeasurement], fp: PointMeasureme
         if init.noise.grad_norm2 > 0 else None,
         "nqm_grad_norm_by_batch": {str(b): math.sqrt(mom["grad_norm2"] + mom["trace_sigma"] / b) for b in report_sizes},
         "nqm_adamw_view": nqm_adamw_view(fit, report_sizes),
+        # AdamW moves every coordinate by ~lr·(its normalised update), so the step length per unit LR
+        # is update_rms·sqrt(#coordinates): compare the real run's with the NQM's bound sqrt(d) (update
+        # RMS 1 for clean signal). A large ratio means the NQM's LR is not in the real model's units.
+        "adamw_step_per_lr_measured": fp.optimizer_state["update_rms"] * math.sqrt(n_params)
+        if fp.optimizer_state else None,
+        "adamw_step_per_lr_nqm_max": math.sqrt(fit.d),
     }
 
 
@@ -1187,6 +1193,9 @@ def format_table(cal: Calibration) -> str:
         f"  |G|^2 at init: NQM {c['nqm']['grad_norm2']:.4g} vs measured {c['measured_grad_norm2_at_init']:.4g}; "
         f"loss gap: NQM {c['nqm_loss_gap']:.4g} vs quadratic along G "
         + (f"{c['init_quadratic_loss_gap']:.4g}" if c["init_quadratic_loss_gap"] is not None else "n/a"),
+        (f"  AdamW step per unit LR at step {cal.fit_step}: measured "
+         + (f"{c['adamw_step_per_lr_measured']:.4g}" if c["adamw_step_per_lr_measured"] is not None else "n/a")
+         + f" (update RMS x sqrt(#params)) vs NQM <= {c['adamw_step_per_lr_nqm_max']:.4g} (sqrt(d))"),
         "  n-gram entropies (nats/token, orders 1-4): " + ", ".join(f"{h:.4g}" for h in cal.floor.ngram_entropies)
         + (f"; power-law L_inf = {cal.floor.power_law['L_inf']:.4g} ± {cal.floor.power_law['L_inf_se']:.2g}"
            if cal.floor.power_law else ""),
