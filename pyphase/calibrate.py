@@ -12,7 +12,8 @@ and the fit that turns them into NQM parameters:
 - the loss scale: the initial loss and a floor estimate (corpus n-gram entropy, or a power-law fit of
   the short run's own loss curve — never a sweep's outcome);
 - `fit_nqm`: spectrum h_i = h_max·i^(-α) over d directions matching the top eigenvalues and the
-  trace, noise σ² with σ²·tr(H) = tr(Σ), initial loss and floor;
+  trace, noise σ² with σ²·tr(H) = tr(Σ), initial loss and floor, and the shape of θ(0)
+  (`init_power`) that gives the measured initial gradient norm;
 - `calibrate`: all of the above on the NanoTransformer at initialisation and at a few points of a
   short AdamW run, written as a calibration file with provenance.
 

@@ -319,3 +319,35 @@ def test_calibrate_bad_options_exit_2_with_one_line(monkeypatch, capsys, tmp_pat
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("error:") and message in err
     assert not (tmp_path / "c.json").exists()
+
+
+def test_power_law_floor_recovers_a_known_asymptote() -> None:
+    from pyphase.calibrate import power_law_floor
+
+    t = np.arange(1, 2001)
+    rng = np.random.default_rng(0)
+    loss = 1.2 + 3.0 * t ** -0.5 + 0.01 * rng.standard_normal(len(t))
+    fit = power_law_floor(t, loss)
+    assert abs(fit["L_inf"] - 1.2) < max(4 * fit["L_inf_se"], 0.02)
+    assert fit["gamma"] == pytest.approx(0.5, abs=0.1)
+    assert power_law_floor(t[:5], loss[:5]) == {}  # too short to fit: no estimate, not a guess
+
+
+def test_optimizer_view_update_rms_is_the_step_adamw_took() -> None:
+    from pyphase.calibrate import optimizer_view
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(500, generator=g))
+    target = torch.randn(500, generator=g)
+    lr, betas, eps = 1e-2, (0.9, 0.999), 1e-8
+    opt = torch.optim.AdamW([w], lr=lr, betas=betas, eps=eps, weight_decay=0.0)
+    for _ in range(7):
+        before = w.detach().clone()
+        opt.zero_grad()
+        ((w - target) ** 2 * torch.rand(500, generator=g)).sum().backward()
+        opt.step()
+    st = opt.state[w]
+    view = optimizer_view(st["exp_avg"], st["exp_avg_sq"], 7, betas, eps)
+    actual = float(((w.detach() - before) / lr).square().mean().sqrt())
+    assert view["update_rms"] == pytest.approx(actual, rel=1e-4)
+    assert view["step"] == 7
