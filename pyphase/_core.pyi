@@ -110,3 +110,130 @@ def ngram_entropies(ids: npt.NDArray[np.integer] | list[int], max_order: int = 3
     windows of length k."""
 
 # --- simulator ---
+from collections.abc import Sequence
+from typing import TypedDict
+
+# Noisy quadratic model (NQM) simulator; the model is described in `pyphase.nqm` (NQMParams holds
+# the keyword arguments d..init_power). Every bad argument (negative or NaN LR, batch_size 0, d 0,
+# clip <= 0, NaN anywhere, unknown optimizer) raises ValueError naming it; the GIL is released while
+# trajectories run (rayon, `threads` workers or all cores). Results depend only on the arguments,
+# never on the thread count: each seed's noise stream is derived from the seed alone and shared by
+# every config of the call (common random numbers).
+
+class SimResult(TypedDict):
+    config: npt.NDArray[np.int64]  # index into batch_size/lr/clip; rows are config-major
+    seed_index: npt.NDArray[np.int64]
+    seed: npt.NDArray[np.int64]
+    final_loss: npt.NDArray[np.float64]  # mean L(θ_t) over the last 10% of steps; inf if diverged
+    clip_frequency: npt.NDArray[np.float64]  # fraction of steps with ‖g‖ > clip
+    grad_norm_before: npt.NDArray[np.float64]  # mean ‖g‖
+    grad_norm_after: npt.NDArray[np.float64]  # mean ‖g‖ after clip_grad_norm_ (<= clip)
+    clip_scale: npt.NDArray[np.float64]  # mean min(1, clip / (‖g‖ + 1e-6))
+    effective_lr: npt.NDArray[np.float64]  # sgd: lr·clip_scale; adamw: lr·RMS(update)/RMS(unclipped twin's update)
+    diverged: npt.NDArray[np.bool_]  # non-finite loss, or L − L_min > 100 (L(θ0) − L_min)
+    diverged_step: npt.NDArray[np.int64]  # -1 when the run stayed finite
+    curve: npt.NDArray[np.float64]  # (n, len(curve_steps)) L(θ_t) at curve_steps; inf after divergence
+    curve_steps: npt.NDArray[np.int64]  # 0 and log-spaced steps up to `steps`
+
+def simulate(
+    *,
+    d: int,
+    h_max: float,
+    alpha: float,
+    sigma2: float,
+    init_loss: float,
+    loss_floor: float,
+    init_power: float = 0.0,
+    batch_size: Sequence[int],
+    lr: Sequence[float],
+    clip: Sequence[float | None],
+    seeds: Sequence[int],
+    steps: int,
+    optimizer: Literal["adamw", "sgd"] = "adamw",
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+    momentum: float = 0.9,
+    warmup_steps: int = 0,
+    schedule: Literal["constant", "cosine"] = "constant",
+    curve_points: int = 20,
+    precision: Literal["f32", "f64"] = "f32",
+    twin: bool = True,
+    threads: int | None = None,
+) -> SimResult:
+    """Every (config, seed) trajectory; config i is (batch_size[i], lr[i], clip[i]), None = no clip.
+
+    AdamW and SGD compute what torch.optim.AdamW / torch.optim.SGD (dampening 0, coupled weight
+    decay) compute after torch.nn.utils.clip_grad_norm_; the schedule is the trainer's (linear warmup,
+    then constant or cosine to 0). `twin` runs each clipped AdamW trajectory's unclipped twin on the
+    same noise, which `effective_lr` needs (NaN without it)."""
+
+class TrajectoryRecord(SimResult):
+    loss: npt.NDArray[np.float64]  # L(θ_t), t = 0..steps (shorter if diverged)
+    grad_norm_before_steps: npt.NDArray[np.float64]  # ‖g_t‖ per step
+    grad_norm_after_steps: npt.NDArray[np.float64]  # after clipping
+    theta_final: npt.NDArray[np.float64]  # θ after the last step (d values)
+
+def simulate_trajectory(
+    *,
+    d: int,
+    h_max: float,
+    alpha: float,
+    sigma2: float,
+    init_loss: float,
+    loss_floor: float,
+    init_power: float = 0.0,
+    batch_size: int,
+    lr: float,
+    clip: float | None,
+    seed: int,
+    steps: int,
+    optimizer: Literal["adamw", "sgd"] = "adamw",
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+    momentum: float = 0.9,
+    warmup_steps: int = 0,
+    schedule: Literal["constant", "cosine"] = "constant",
+    precision: Literal["f32", "f64"] = "f64",
+) -> TrajectoryRecord:
+    """One trajectory of the same engine with its per-step record (for small d: tests, inspection)."""
+
+class NQMDescription(TypedDict):
+    spectrum: npt.NDArray[np.float64]  # h_i = h_max i^-alpha
+    theta0: npt.NDArray[np.float64]  # θ_i(0) = r (h_i/h_max)^(-init_power/2)
+    init_grad_norm: float  # ‖H θ(0)‖
+    trace_sigma: float  # per-example noise trace sigma2 · tr(H)
+    b_simple: float  # trace_sigma / ‖H θ(0)‖² (McCandlish et al. 2018)
+
+def nqm_describe(
+    *,
+    d: int,
+    h_max: float,
+    alpha: float,
+    sigma2: float,
+    init_loss: float,
+    loss_floor: float,
+    init_power: float = 0.0,
+) -> NQMDescription: ...
+def adamw_reference(
+    grads: npt.NDArray[np.float64],
+    theta0: npt.NDArray[np.float64],
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+    clip: float | None = None,
+) -> npt.NDArray[np.float64]:
+    """θ after each AdamW step on `grads` (steps, d), each clipped as clip_grad_norm_ would; returns
+    (steps + 1, d) with θ0 first. Same element update as the simulator, in f64."""
+
+def sgd_reference(
+    grads: npt.NDArray[np.float64],
+    theta0: npt.NDArray[np.float64],
+    lr: float,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    clip: float | None = None,
+) -> npt.NDArray[np.float64]:
+    """As `adamw_reference`, for torch.optim.SGD (dampening 0, nesterov off)."""

@@ -73,9 +73,27 @@ def data_fetch(
 
 # --------------------------------------------------------------------------- predict (simulator)
 @app.command()
-def predict() -> None:
+def predict(
+    clip: Optional[list[str]] = typer.Option(
+        None, "--clip", help="Clip threshold (repeat for several); 'none' for clipping off. Default: 1.0."
+    ),
+    optimizer: str = typer.Option("adamw", "--optimizer", help="adamw or sgd."),
+    batch: str = typer.Option("32,64,128,256", "--batch", help="Comma-separated batch sizes."),
+    lr: str = typer.Option("1e-4:1e-1:13", "--lr", help="start:stop:count (log-spaced) or a comma list."),
+    steps: int = typer.Option(5000, "--steps", help="Optimizer steps per trajectory."),
+    seeds: int = typer.Option(8, "--seeds", help="Seeds per config."),
+    calibration: Optional[Path] = typer.Option(
+        None, "--calibration", help="NQM calibration file (default: the shipped one, else built-in values)."
+    ),
+    out: Path = typer.Option(Path("predictions"), "--out", help="Folder for Parquet tables, JSON summary and PNG maps."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary JSON instead of tables."),
+) -> None:
     """Simulate clipped SGD/AdamW on a calibrated noisy quadratic model and predict LR_opt, β, clip frequency and regimes."""
-    raise PyphaseError("`pyphase predict` is not implemented yet")
+    from pyphase.predict import format_summary, run_predict
+    from pyphase.results import to_json
+
+    pred = run_predict(clip, optimizer, batch, lr, steps, seeds, calibration, out, progress=not as_json)
+    typer.echo(to_json(pred.summary) if as_json else format_summary(pred.summary))
 
 
 # --------------------------------------------------------------------------- train (trainer)
