@@ -1,0 +1,104 @@
+"""`pyphase predict` through the console entry point: the default command on built-in parameters
+(no data, no GPU, no calibration), JSON and table output, a calibration file, and every user error
+as one line on stderr with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+
+from pyphase.nqm import NQMParams
+from pyphase.schema import PREDICTION_COLUMNS
+
+SMALL_GRID = ["--batch", "8,32", "--lr", "1e-3:1e-1:3", "--steps", "200", "--seeds", "2"]
+
+
+def main_in_process(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """The console entry point `pyphase.cli.main` in this process: (exit code, stdout, stderr)."""
+    from pyphase.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["pyphase", *args])
+    with pytest.raises(SystemExit) as e:
+        main()
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def test_default_predict_runs_on_builtin_parameters(tmp_path):
+    """`pyphase predict --clip 1.0` with nothing else: the default grid, built-in NQM, all outputs."""
+    out = tmp_path / "pred"
+    r = subprocess.run([sys.executable, "-m", "pyphase", "predict", "--clip", "1.0", "--out", str(out)],
+                       capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    source = NQMParams.default().source
+    assert f"NQM parameters: {source}" in r.stdout and "clip = 1 (adamw): β =" in r.stdout
+    assert "simulate" in r.stderr  # the progress bar, on stderr
+    t = pl.read_parquet(out / "trajectories.parquet")
+    assert t.columns == PREDICTION_COLUMNS and t.height == 4 * 13 * 8
+    assert sorted(t["batch_size"].unique().to_list()) == [32, 64, 128, 256]
+    summary = json.loads((out / "prediction.json").read_text())
+    assert summary["nqm_source"] == source and summary["steps"] == 5000 and summary["seeds"] == 8
+    assert (out / "regime_map_clip1.png").stat().st_size > 10_000
+
+
+def test_json_output_is_pure_json_and_matches_the_file(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "p"
+    code, stdout, stderr = main_in_process(monkeypatch, capsys, "predict", "--clip", "1.0", "--clip", "none",
+                                           "--out", str(out), "--json", *SMALL_GRID)
+    assert code == 0 and stderr == ""  # no progress bar under --json
+    printed = json.loads(stdout)
+    assert printed == json.loads((out / "prediction.json").read_text())
+    assert [g["label"] for g in printed["groups"]] == ["none", "1"]
+    assert printed["batch_sizes"] == [8, 32] and len(printed["lrs"]) == 3
+
+
+def test_calibration_file_is_used_and_labelled(tmp_path, monkeypatch, capsys):
+    cal = tmp_path / "cal.json"
+    NQMParams(d=16, h_max=20.0, alpha=1.5, sigma2=0.5, init_loss=4.0, loss_floor=2.0, init_power=1.0,
+              provenance={"source": "calibration", "model": "test"}).save(cal)
+    code, stdout, _ = main_in_process(monkeypatch, capsys, "predict", "--calibration", str(cal), "--optimizer", "sgd",
+                                      "--out", str(tmp_path / "p"), *SMALL_GRID)
+    assert code == 0
+    assert "NQM parameters: calibration (d = 16" in stdout and "clip = 1 (sgd)" in stdout
+    summary = json.loads((tmp_path / "p" / "prediction.json").read_text())
+    assert summary["nqm"]["provenance"] == {"source": "calibration", "model": "test", "path": str(cal)}
+
+
+ERRORS = [
+    (["--lr", "1e-1:1e-4:0"], "--lr"),
+    (["--lr", "abc"], "--lr"),
+    (["--batch", "0"], "--batch"),
+    (["--batch", "32,x"], "--batch"),
+    (["--clip", "-1"], "--clip"),
+    (["--clip", "0"], "--clip"),
+    (["--optimizer", "adam"], "unknown optimizer 'adam'"),
+    (["--steps", "0"], "--steps"),
+    (["--seeds", "0"], "--seeds"),
+    (["--calibration", "/nonexistent/cal.json"], "calibration file not found: /nonexistent/cal.json"),
+]
+
+
+@pytest.mark.parametrize("args,fragment", ERRORS, ids=[" ".join(e[0]) for e in ERRORS])
+def test_user_errors_are_one_line_exit_2(tmp_path, monkeypatch, capsys, args, fragment):
+    code, _, err = main_in_process(monkeypatch, capsys, "predict", "--out", str(tmp_path / "p"), *args)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and fragment in err, err
+    assert not (tmp_path / "p" / "trajectories.parquet").exists()
+
+
+def test_out_that_is_a_file_is_a_user_error(tmp_path, monkeypatch, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    code, _, err = main_in_process(monkeypatch, capsys, "predict", "--out", str(f), *SMALL_GRID)
+    assert code == 2 and "--out" in err and err.count("\n") == 1
+
+
+def test_malformed_calibration_is_a_user_error(tmp_path, monkeypatch, capsys):
+    cal = tmp_path / "cal.json"
+    cal.write_text('{"format": "pyphase.nqm", "d": 8}')
+    code, _, err = main_in_process(monkeypatch, capsys, "predict", "--calibration", str(cal), *SMALL_GRID)
+    assert code == 2 and "missing" in err and err.count("\n") == 1

@@ -1,0 +1,246 @@
+"""`pyphase.predict` and `pyphase.nqm`: option parsing, NQM parameter files (exact round trip,
+built-in vs shipped calibration, every malformed file), regime boundaries, the summary of a
+synthetic table with a known optimum, and a small real prediction with its output files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pyphase import nqm
+from pyphase.errors import PyphaseError
+from pyphase.nqm import NQMParams
+from pyphase.predict import (
+    OptimizerSettings,
+    parse_batches,
+    parse_clips,
+    parse_lr_grid,
+    predict,
+    regime_boundary,
+    summarize,
+    write_prediction,
+)
+from pyphase.results import read_prediction
+from pyphase.schema import PREDICTION_COLUMNS
+
+SMALL = NQMParams(d=32, h_max=50.0, alpha=2.0, sigma2=0.1, init_loss=4.0, loss_floor=1.5, init_power=1.0,
+                  provenance={"source": "test"})
+
+
+# --------------------------------------------------------------------------- parsing
+def test_lr_grid_is_log_spaced_and_inclusive():
+    lrs = parse_lr_grid("1e-4:1e-1:13")
+    assert len(lrs) == 13 and lrs[0] == pytest.approx(1e-4) and lrs[-1] == pytest.approx(1e-1)
+    np.testing.assert_allclose(np.diff(np.log10(lrs)), 0.25)
+    assert parse_lr_grid("0.01,0.001, 0.1") == [0.001, 0.01, 0.1]
+    assert parse_lr_grid("0.01:0.01:1") == [0.01]
+
+
+@pytest.mark.parametrize("text", ["1e-1:1e-4:0", "1e-1:1e-4:5", "1e-4:1e-1", "0:1e-1:5", "-1e-3:1e-1:3",
+                                  "1e-4:1e-1:x", "a,b", "0.1,-0.2", "", "1e-3:1e-2:1", "nan:1:3"])
+def test_bad_lr_grids_are_user_errors(text):
+    with pytest.raises(PyphaseError) as e:
+        parse_lr_grid(text)
+    assert str(e.value).startswith("--lr")
+
+
+def test_batches_and_clips_parse_and_reject_bad_values():
+    assert parse_batches("256,32,64,32") == [32, 64, 256]
+    assert parse_clips(["1.0", "10", "none", "1", "OFF"]) == [1.0, 10.0, None]
+    for bad in ("0", "32,-1", "x", ""):
+        with pytest.raises(PyphaseError):
+            parse_batches(bad)
+    for bad in (["-1"], ["0"], ["inf"], ["nan"], ["big"], []):
+        with pytest.raises(PyphaseError):
+            parse_clips(bad)
+
+
+def test_optimizer_settings_are_the_trainers_defaults():
+    s = OptimizerSettings.trainer_defaults()
+    assert (s.betas, s.eps, s.weight_decay, s.momentum, s.warmup_steps, s.schedule) == (
+        (0.9, 0.999), 1e-8, 0.01, 0.9, 0, "constant")
+
+
+# --------------------------------------------------------------------------- NQM parameter files
+def test_nqm_params_round_trip_exactly(tmp_path):
+    p = tmp_path / "cal" / "nqm.json"
+    SMALL.save(p)
+    back = NQMParams.load(p)
+    assert back == SMALL
+    assert back.provenance == {"source": "test", "path": str(p)}
+    obj = json.loads(p.read_text())
+    assert obj["format"] == nqm.FORMAT and obj["version"] == nqm.VERSION
+    assert set(obj) == {"format", "version", "provenance", *nqm.FIELDS}
+
+
+def test_default_is_builtin_unless_a_calibration_is_shipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(nqm, "DEFAULT_CALIBRATION", tmp_path / "default.json")
+    d = NQMParams.default()
+    assert d == NQMParams.builtin() and d.source == "built-in"
+    assert {k: getattr(d, k) for k in nqm.FIELDS} == nqm.BUILTIN
+    SMALL.with_provenance(source="calibration").save(tmp_path / "default.json")
+    shipped = NQMParams.default()
+    assert shipped == SMALL and shipped.source == "calibration"
+
+
+def test_init_power_may_be_omitted(tmp_path):
+    obj = {k: v for k, v in SMALL.to_dict().items() if k != "init_power"}
+    p = tmp_path / "old.json"
+    p.write_text(json.dumps(obj))
+    assert NQMParams.load(p).init_power == 0.0
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"d": 0}, "d must be a positive integer"),
+        ({"d": 2.5}, "d must be a positive integer"),
+        ({"h_max": -1.0}, "h_max must be > 0"),
+        ({"sigma2": float("nan")}, "sigma2 must be a finite number"),
+        ({"alpha": "one"}, "alpha must be a finite number"),
+        ({"init_loss": 1.0}, "must exceed loss_floor"),
+        ({"init_power": 3.0}, "init_power must be in [0, 2]"),
+        ({"format": "other"}, "format is 'other'"),
+        ({"version": 2}, "version 2 is not supported"),
+        ({"provenance": {}}, "provenance"),
+        ({"extra": 1}, "unknown key(s) extra"),
+    ],
+)
+def test_malformed_nqm_files_are_one_line_user_errors(tmp_path, change, message):
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps({**SMALL.to_dict(), **change}))
+    with pytest.raises(PyphaseError) as e:
+        NQMParams.load(p)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_missing_key_unreadable_and_absent_files(tmp_path):
+    p = tmp_path / "bad.json"
+    obj = SMALL.to_dict()
+    del obj["sigma2"]
+    p.write_text(json.dumps(obj))
+    with pytest.raises(PyphaseError, match="missing sigma2"):
+        NQMParams.load(p)
+    p.write_text("{not json")
+    with pytest.raises(PyphaseError, match="not valid JSON"):
+        NQMParams.load(p)
+    with pytest.raises(PyphaseError, match="calibration file not found"):
+        NQMParams.load(tmp_path / "nope.json")
+
+
+# --------------------------------------------------------------------------- regime boundaries
+def test_regime_boundary_interpolates_in_log_lr():
+    lrs = np.array([1e-3, 1e-2, 1e-1, 1.0])
+    lr, status = regime_boundary(lrs, np.array([0.1, 0.3, 0.7, 1.0]), 0.5)
+    assert status == "crossed" and lr == pytest.approx(10**-1.5)
+    assert regime_boundary(lrs, np.array([0.6, 0.7, 0.8, 1.0]), 0.5) == (None, "below grid")
+    assert regime_boundary(lrs, np.array([0.1, 0.2, 0.3, 0.4]), 0.5) == (None, "not reached")
+    # Non-monotonic: the boundary is the last upward crossing, above which clipping stays frequent.
+    lr, status = regime_boundary(lrs, np.array([0.6, 0.2, 0.5, 0.9]), 0.5)
+    assert status == "crossed" and lr == pytest.approx(0.1)
+
+
+# --------------------------------------------------------------------------- summary of a known table
+def _synthetic_table(lr_opt_of_b, batches=(32, 64, 128, 256), seeds=3):
+    """Losses exactly quadratic in log10 LR with their minimum at lr_opt_of_b(B); clip frequency
+    rising linearly in log10 LR from 0 at 1e-4 to 1 at 1e-1."""
+    lrs = np.geomspace(1e-4, 1e-1, 13)
+    rows = []
+    for b in batches:
+        for lr in lrs:
+            x = math.log10(lr)
+            for s in range(seeds):
+                freq = (x + 4) / 3
+                rows.append({"clip": 1.0, "optimizer": "adamw", "batch_size": b, "lr": lr, "seed": s,
+                             "final_loss": 2.0 + (x - math.log10(lr_opt_of_b(b))) ** 2, "clip_frequency": freq,
+                             "grad_norm_before": 2.0, "grad_norm_after": 1.0, "clip_scale": 1 - freq / 2,
+                             "effective_lr": lr, "diverged": False, "diverged_step": None})
+    return pl.DataFrame(rows, schema_overrides={"diverged_step": pl.Int64}).select(PREDICTION_COLUMNS)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_summary_recovers_a_known_optimum_and_beta(beta):
+    s = summarize(_synthetic_table(lambda b: 1e-3 * (b / 32) ** beta), SMALL, n_boot=200)
+    (g,) = s["groups"]
+    assert g["clip"] == 1.0 and g["optimizer"] == "adamw"
+    for r in g["per_batch"]:
+        assert r["lr_opt"] == pytest.approx(1e-3 * (r["batch_size"] / 32) ** beta, rel=1e-9)
+        assert r["edge"] is None and r["refined"]
+        freq = (math.log10(r["lr_opt"]) + 4) / 3
+        assert r["clip_frequency_at_opt"] == pytest.approx(freq)
+        assert r["lr_transition"] == pytest.approx(10 ** (0.5 * 3 - 4))
+        assert r["lr_saturation"] == pytest.approx(10 ** (0.99 * 3 - 4))
+    assert g["beta"] == pytest.approx(beta, abs=1e-9)
+    assert g["beta_ci95"] == pytest.approx([beta, beta], abs=1e-9)  # noiseless seeds: no spread
+    rules = g["rules"]
+    lr32 = g["per_batch"][0]["lr_opt"]
+    assert rules["linear"]["lr_opt"]["256"] == pytest.approx(8 * lr32)
+    assert rules["square_root"]["lr_opt"]["256"] == pytest.approx(math.sqrt(8) * lr32)
+    bn = SMALL.describe()["b_simple"]
+    assert rules["mccandlish"]["b_noise"] == pytest.approx(bn)
+    assert rules["mccandlish"]["lr_opt"]["128"] == pytest.approx(lr32 * (1 + bn / 32) / (1 + bn / 128))
+    assert s["b_simple"] == pytest.approx(bn) and s["nqm_source"] == "test"
+
+
+def test_summary_flags_an_optimum_at_the_grid_edge():
+    s = summarize(_synthetic_table(lambda b: 1e-5), SMALL, n_boot=50)
+    assert all(r["edge"] == "low" and r["lr_opt"] == pytest.approx(1e-4) for r in s["groups"][0]["per_batch"])
+
+
+# --------------------------------------------------------------------------- a real (small) prediction
+@pytest.fixture(scope="module")
+def small_prediction():
+    return predict([1.0, None], "adamw", [8, 32], [1e-3, 1e-2, 1e-1], steps=300, seeds=3, params=SMALL,
+                   progress=False, n_boot=100)
+
+
+def test_prediction_table_has_exactly_the_schema_and_one_row_per_trajectory(small_prediction):
+    t = small_prediction.table
+    assert t.columns == PREDICTION_COLUMNS
+    assert t.height == 2 * 2 * 3 * 3
+    assert t.filter(pl.col("clip").is_null())["clip_frequency"].max() == 0.0
+    clipped = t.filter(pl.col("clip") == 1.0)
+    assert (clipped["grad_norm_after"] <= 1.0).all()
+    assert t["diverged_step"].null_count() == t.height - t["diverged"].sum()
+    s = small_prediction.summary
+    assert [g["label"] for g in s["groups"]] == ["none", "1"]
+    for g in s["groups"]:
+        assert [r["batch_size"] for r in g["per_batch"]] == [8, 32]
+        assert all(1e-3 <= r["lr_opt"] <= 1e-1 for r in g["per_batch"])
+        assert g["beta"] is not None
+
+
+def test_prediction_is_deterministic():
+    kw = dict(steps=200, seeds=2, params=SMALL, progress=False, n_boot=20)
+    a = predict([0.5], "sgd", [4, 16], [1e-3, 1e-2], **kw)
+    b = predict([0.5], "sgd", [4, 16], [1e-3, 1e-2], **kw)
+    assert a.table.equals(b.table)
+
+
+def test_outputs_are_written_and_readable_by_compare(small_prediction, tmp_path):
+    paths = write_prediction(small_prediction, tmp_path / "pred")
+    assert pl.read_parquet(paths["trajectories"]).equals(small_prediction.table)
+    curves = pl.read_parquet(paths["curves"])
+    assert curves.height == small_prediction.table.height * curves["step"].n_unique()
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["files"]["trajectories"] == "trajectories.parquet"
+    for label in ("1", "none"):
+        png = tmp_path / "pred" / f"regime_map_clip{label}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    back = read_prediction(tmp_path / "pred")
+    assert back.trajectories.equals(small_prediction.table)
+    assert back.meta["b_simple"] == pytest.approx(SMALL.describe()["b_simple"])
+
+
+def test_predict_rejects_bad_arguments():
+    for kw in (dict(clips=[]), dict(optimizer="adam"), dict(batches=[0]), dict(lrs=[-1.0]), dict(steps=0),
+               dict(seeds=0)):
+        args = dict(clips=[1.0], optimizer="adamw", batches=[8], lrs=[0.01], steps=10, seeds=1, params=SMALL,
+                    progress=False)
+        args.update(kw)
+        with pytest.raises(PyphaseError):
+            predict(**args)
