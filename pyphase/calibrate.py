@@ -505,29 +505,36 @@ def fit_nqm(top_eigenvalues: Sequence[float], hessian_trace: float, trace_sigma:
     k = len(eig)
     notes: list[str] = []
     ratio = hessian_trace / h_max
-    d_lo = max(k, math.ceil(ratio))
-    trace_matched = d_lo <= max_d
-    if not trace_matched:
-        notes.append(f"tr(H)/h_max = {ratio:.4g} exceeds max_d = {max_d}: flat spectrum at d = max_d, trace not matched")
-        d_lo = max_d
     ranks = np.log(np.arange(1, k + 1, dtype=np.float64))
     target = np.log(eig / h_max)
+    d_lo = max(k, math.ceil(ratio))
+    trace_matched = ratio >= 1.0 and d_lo <= max_d
+    if trace_matched:
 
-    def misfit(d: int) -> tuple[float, float]:
-        a = _alpha_for_trace(ratio, d) if trace_matched else 0.0
-        return float(np.sqrt(np.mean((target + a * ranks) ** 2))), a
+        def misfit(d: int) -> tuple[float, float]:
+            a = _alpha_for_trace(ratio, d)
+            return float(np.sqrt(np.mean((target + a * ranks) ** 2))), a
 
-    grid = np.unique(np.rint(np.geomspace(d_lo, max(d_lo, max_d), 64)).astype(np.int64)).tolist()
-    scores = [misfit(d) for d in grid]
-    best = int(np.argmin([s for s, _ in scores]))
-    # refine between the grid neighbours of the best point (the misfit is smooth in log d)
-    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
-    fine = np.unique(np.rint(np.geomspace(lo, hi, 33)).astype(np.int64)).tolist()
-    fine_scores = [misfit(d) for d in fine]
-    j = int(np.argmin([s for s, _ in fine_scores]))
-    d_best, (rms, alpha) = fine[j], fine_scores[j]
-    if d_best in (grid[0], grid[-1]) and len(grid) > 1:
-        notes.append(f"best d = {d_best} is at the edge of the search range [{grid[0]}, {grid[-1]}]")
+        grid = np.unique(np.rint(np.geomspace(d_lo, max_d, 64)).astype(np.int64)).tolist()
+        scores = [misfit(d) for d in grid]
+        best = int(np.argmin([s for s, _ in scores]))
+        # refine between the grid neighbours of the best point (the misfit is smooth in log d)
+        lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+        fine = np.unique(np.rint(np.geomspace(lo, hi, 33)).astype(np.int64)).tolist()
+        fine_scores = [misfit(d) for d in fine]
+        j = int(np.argmin([s for s, _ in fine_scores]))
+        d_best, (rms, alpha) = fine[j], fine_scores[j]
+        if d_best in (grid[0], grid[-1]) and len(grid) > 1:
+            notes.append(f"best d = {d_best} is at the edge of the search range [{grid[0]}, {grid[-1]}]")
+    else:
+        # No spectrum of this form holds the trace: take α from the top eigenvalues alone (log-log
+        # slope through h_max) and the d whose trace comes closest.
+        alpha = max(0.0, float(-np.sum(ranks * target) / np.sum(ranks * ranks)))
+        d_best = k if ratio < 1.0 else max_d
+        rms = float(np.sqrt(np.mean((target + alpha * ranks) ** 2)))
+        why = (f"tr(H) = {hessian_trace:.4g} is below h_max = {h_max:.4g} (negative curvature cancels part of it)"
+               if ratio < 1.0 else f"tr(H)/h_max = {ratio:.4g} exceeds max_d = {max_d}")
+        notes.append(f"{why}: trace not matched; alpha from the top eigenvalues, d = {d_best}")
     delta = init_loss - loss_floor
     gamma, g_matched = 0.0, init_grad_norm2 is None
     if init_grad_norm2 is not None:

@@ -351,3 +351,14 @@ def test_optimizer_view_update_rms_is_the_step_adamw_took() -> None:
     actual = float(((w.detach() - before) / lr).square().mean().sqrt())
     assert view["update_rms"] == pytest.approx(actual, rel=1e-4)
     assert view["step"] == 7
+
+
+def test_nqm_fit_says_when_no_spectrum_holds_the_trace() -> None:
+    eigs = [10.0, 5.0, 10.0 / 3.0]  # exactly h_max / i: alpha = 1
+    low = fit_nqm(eigs, 8.0, 1.0, 4.0, 1.0)  # trace below h_max (indefinite Hessian)
+    assert not low.trace_matched and low.d == 3 and low.alpha == pytest.approx(1.0)
+    assert any("below h_max" in n for n in low.notes)
+    high = fit_nqm(eigs, 1e5, 1.0, 4.0, 1.0, max_d=1000)  # needs more directions than allowed
+    assert not high.trace_matched and high.d == 1000 and high.alpha == pytest.approx(1.0)
+    # σ² still makes Σσ²h_i equal the measured tr(Σ) on the fitted spectrum
+    assert high.moments(3)["trace_sigma"] == pytest.approx(1.0, rel=1e-9)
