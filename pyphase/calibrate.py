@@ -35,6 +35,7 @@ from torch import Tensor
 
 from pyphase.config import ModelShape
 from pyphase.errors import PyphaseError
+from pyphase.nqm import FIELDS as NQM_FIELDS
 
 if TYPE_CHECKING:
     from pyphase.model import NanoTransformer, Shape
@@ -398,14 +399,9 @@ def spectrum_sum(alpha: float, d: int, power: float = 1.0) -> float:
     return head + integral + 0.5 * (a ** -s + b ** -s) + s / 12.0 * (a ** (-s - 1) - b ** (-s - 1))
 
 
-#: The fitted quantities that make an NQM parameter set (`pyphase.nqm.FIELDS` plus init_power,
-#: which the simulator's model takes; see `to_params`).
-NQM_FIT_FIELDS = ("d", "h_max", "alpha", "sigma2", "init_loss", "loss_floor", "init_power")
-
-
 @dataclass(frozen=True)
 class NQMFit:
-    """Fitted NQM parameters (the fields of `pyphase.nqm.NQMParams`) and how well they fit."""
+    """Fitted NQM parameters (the fields of `pyphase.nqm.NQMParams`, `NQM_FIELDS`) and how well they fit."""
 
     d: int
     h_max: float
@@ -778,7 +774,7 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable({"path": str(self.path) if self.path else None,
-                          "params": {k: getattr(self.fit, k) for k in NQM_FIT_FIELDS},
+                          "params": {k: getattr(self.fit, k) for k in NQM_FIELDS},
                           "provenance": self.provenance, **self.measurements()})
 
 
@@ -1147,7 +1143,7 @@ def _jsonable(obj: Any) -> Any:
 def to_params(cal: Calibration) -> Any:
     """The calibration as `pyphase.nqm.NQMParams` (the one calibration-file format): the fitted
     fields, and in `provenance` the source, the measurements, the method notes and the cost."""
-    from pyphase.nqm import FIELDS, NQMParams
+    from pyphase.nqm import NQMParams
 
     fit = cal.fit
     prov: dict[str, Any] = {
@@ -1157,10 +1153,7 @@ def to_params(cal: Calibration) -> Any:
         **cal.provenance,
         "measurements": cal.measurements(),
     }
-    missing = [k for k in ("init_power",) if k not in FIELDS and getattr(fit, k) != 0.0]
-    if missing:
-        prov["not_in_format"] = {k: getattr(fit, k) for k in missing}
-    return NQMParams(**{k: getattr(fit, k) for k in FIELDS}, provenance=_jsonable(prov))
+    return NQMParams(**{k: getattr(fit, k) for k in NQM_FIELDS}, provenance=_jsonable(prov))
 
 
 def write_calibration(cal: Calibration, path: Path) -> Any:
