@@ -81,7 +81,7 @@ def bench_pyphase(corpus, b: int, k: int, steps: int, warmup: int, shape: ModelS
     cfgs = [_cfg(b, 10 ** (-3 + 0.25 * i), 1.0, i, steps + warmup + 3, shape) for i in range(k)]
     tr = PackTrainer(cfgs, corpus, str(dev), compile=compile)
     if dev.type == "cuda":
-        tr._capture()
+        tr.capture()
     for _ in range(warmup):
         tr.step()
     _sync(dev)

@@ -210,7 +210,7 @@ class PackTrainer:
         p.sub_(lr_t[:, None] * st.m)
 
     # ------------------------------------------------------------------ graph capture
-    def _capture(self) -> None:
+    def capture(self) -> None:
         """Capture one step in a CUDA graph. Warm-up steps run on a side stream and are undone, so
         the captured run is identical to an eager one."""
         snap = {k: v.clone() for k, v in self.state.tensors().items()}
@@ -292,7 +292,7 @@ class PackTrainer:
             self.load(checkpoint)
         start = int(self.state.t.item())
         if self.use_graph and start < self.steps:
-            self._capture()
+            self.capture()
         ev = self.c0.eval_interval
         if start == 0 and not self.state.evals:
             self.state.evals.append((0, *self.evaluate()))

@@ -302,9 +302,11 @@ fn reduce<F: Real>(acc: &[F; LANES]) -> f64 {
     acc.iter().map(|x| x.to_f64()).sum()
 }
 
-/// Fused AdamW pass: step t with gradient (hθ + μ w) · scale, then the sums for step t+1.
+/// Fused AdamW pass: step t with gradient (hθ + μ w) · scale; with `NEXT` also the sums ‖g_{t+1}‖²
+/// and Σ h θ_{t+1}² for the next step, with `UPD` the squared update norm. The flags are constants,
+/// so each variant compiles without the accumulators it does not need.
 #[inline(always)]
-fn adamw_pass<F: Real>(
+fn adamw_pass<F: Real, const NEXT: bool, const UPD: bool>(
     lane: &mut Lane<F>,
     h: &[F],
     w: &[F],
@@ -331,12 +333,16 @@ fn adamw_pass<F: Real>(
             let g = (hi * old + mu * wb[j]) * scale;
             let new = adamw_elem(old, &mut m[j], &mut v[j], g, c);
             theta[j] = new;
-            let du = new - old;
-            acc_u[j] = acc_u[j] + du * du;
-            let ht = hi * new;
-            let gn = ht + mu * wn[j];
-            acc_g[j] = acc_g[j] + gn * gn;
-            acc_c[j] = acc_c[j] + ht * new;
+            if UPD {
+                let du = new - old;
+                acc_u[j] = acc_u[j] + du * du;
+            }
+            if NEXT {
+                let ht = hi * new;
+                let gn = ht + mu * wn[j];
+                acc_g[j] = acc_g[j] + gn * gn;
+                acc_c[j] = acc_c[j] + ht * new;
+            }
         }
     }
     PassSums { grad2_next: reduce(&acc_g), curv_next: reduce(&acc_c), update2: reduce(&acc_u) }
@@ -509,11 +515,6 @@ fn run_group<F: Real>(
             if t >= final_from {
                 tr.final_sum += loss;
             }
-            if let Some(tw) = tr.twin.as_mut() {
-                if tw.alive && !(0.5 * tw.curv <= diverge_at) {
-                    tw.alive = false;
-                }
-            }
             if t == steps {
                 continue;
             }
@@ -537,15 +538,22 @@ fn run_group<F: Real>(
                     tr.beta_pows.0 *= a.beta1;
                     tr.beta_pows.1 *= a.beta2;
                     let c = AdamWStep::<F>::new(a, lr, tr.beta_pows.0, tr.beta_pows.1);
-                    let s = adamw_pass(&mut tr.main, &h, &w, &w_next, mu, sc, &c);
-                    if let Some(tw) = tr.twin.as_mut().filter(|tw| tw.alive) {
-                        let st = adamw_pass(tw, &h, &w, &w_next, mu, F::of(1.0), &c);
-                        tw.grad2 = st.grad2_next;
-                        tw.curv = st.curv_next;
-                        tr.sum_update2 += s.update2;
-                        tr.sum_update2_twin += st.update2;
+                    match tr.twin.as_mut().filter(|tw| tw.alive) {
+                        Some(tw) => {
+                            let s = adamw_pass::<F, true, true>(&mut tr.main, &h, &w, &w_next, mu, sc, &c);
+                            // The twin needs only its update norm (its loss and gradient norm are
+                            // never reported); it stops counting if that update stops being finite.
+                            let st = adamw_pass::<F, false, true>(tw, &h, &w, &w_next, mu, F::of(1.0), &c);
+                            if st.update2.is_finite() && s.update2.is_finite() {
+                                tr.sum_update2 += s.update2;
+                                tr.sum_update2_twin += st.update2;
+                            } else {
+                                tw.alive = false;
+                            }
+                            s
+                        }
+                        None => adamw_pass::<F, true, false>(&mut tr.main, &h, &w, &w_next, mu, sc, &c),
                     }
-                    s
                 }
                 Optimizer::Sgd(o) => sgd_pass(&mut tr.main, &h, &w, &w_next, mu, sc, &SgdStep::<F>::new(o, lr)),
             };
