@@ -167,7 +167,10 @@ def resolve_device(device: str, local_rank: int = 0) -> str:
 
 
 def git_commit() -> str:
-    """`git rev-parse HEAD` of the checkout pyphase runs from; 'unknown' if it is not a git checkout."""
+    """`git rev-parse HEAD` of the checkout pyphase runs from; 'unknown' if it is not a git checkout.
+    `PYPHASE_GIT_COMMIT` names it where the code was copied without its .git (e.g. to a GPU box)."""
+    if os.environ.get("PYPHASE_GIT_COMMIT"):
+        return os.environ["PYPHASE_GIT_COMMIT"]
     repo = Path(pyphase.__file__).resolve().parents[1]
     try:
         top = subprocess.run(["git", "-C", str(repo), "rev-parse", "--show-toplevel", "HEAD"],
