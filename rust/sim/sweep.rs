@@ -348,6 +348,49 @@ fn adamw_pass<F: Real, const NEXT: bool, const UPD: bool>(
     PassSums { grad2_next: reduce(&acc_g), curv_next: reduce(&acc_c), update2: reduce(&acc_u) }
 }
 
+/// The clipped run and its unclipped twin in one pass: they share h and the noise, and two
+/// independent sqrt/div chains per element keep the divider busy (it bounds this kernel).
+/// Returns the main run's sums (next-step gradient and loss, update norm) and the twin's update norm.
+#[inline(always)]
+fn adamw_pair_pass<F: Real>(
+    main: &mut Lane<F>,
+    twin: &mut Lane<F>,
+    h: &[F],
+    w: &[F],
+    w_next: &[F],
+    mu: F,
+    scale: F,
+    c: &AdamWStep<F>,
+) -> (PassSums, f64) {
+    let mut acc_g = [F::ZERO; LANES];
+    let mut acc_c = [F::ZERO; LANES];
+    let mut acc_u = [F::ZERO; LANES];
+    let mut acc_t = [F::ZERO; LANES];
+    let mains = main.theta.chunks_exact_mut(LANES).zip(main.m.chunks_exact_mut(LANES)).zip(main.v.chunks_exact_mut(LANES));
+    let twins = twin.theta.chunks_exact_mut(LANES).zip(twin.m.chunks_exact_mut(LANES)).zip(twin.v.chunks_exact_mut(LANES));
+    let shared = h.chunks_exact(LANES).zip(w.chunks_exact(LANES)).zip(w_next.chunks_exact(LANES));
+    for ((((theta, m), v), ((theta2, m2), v2)), ((hb, wb), wn)) in mains.zip(twins).zip(shared) {
+        for j in 0..LANES {
+            let hi = hb[j];
+            let noise = mu * wb[j];
+            let old = theta[j];
+            let new = adamw_elem(old, &mut m[j], &mut v[j], (hi * old + noise) * scale, c);
+            theta[j] = new;
+            let old2 = theta2[j];
+            let new2 = adamw_elem(old2, &mut m2[j], &mut v2[j], hi * old2 + noise, c);
+            theta2[j] = new2;
+            let (du, du2) = (new - old, new2 - old2);
+            acc_u[j] = acc_u[j] + du * du;
+            acc_t[j] = acc_t[j] + du2 * du2;
+            let ht = hi * new;
+            let gn = ht + mu * wn[j];
+            acc_g[j] = acc_g[j] + gn * gn;
+            acc_c[j] = acc_c[j] + ht * new;
+        }
+    }
+    (PassSums { grad2_next: reduce(&acc_g), curv_next: reduce(&acc_c), update2: reduce(&acc_u) }, reduce(&acc_t))
+}
+
 /// Fused SGD pass (momentum buffer in `lane.m`).
 #[inline(always)]
 fn sgd_pass<F: Real>(lane: &mut Lane<F>, h: &[F], w: &[F], w_next: &[F], mu: F, scale: F, c: &SgdStep<F>) -> PassSums {
@@ -540,13 +583,12 @@ fn run_group<F: Real>(
                     let c = AdamWStep::<F>::new(a, lr, tr.beta_pows.0, tr.beta_pows.1);
                     match tr.twin.as_mut().filter(|tw| tw.alive) {
                         Some(tw) => {
-                            let s = adamw_pass::<F, true, true>(&mut tr.main, &h, &w, &w_next, mu, sc, &c);
                             // The twin needs only its update norm (its loss and gradient norm are
                             // never reported); it stops counting if that update stops being finite.
-                            let st = adamw_pass::<F, false, true>(tw, &h, &w, &w_next, mu, F::of(1.0), &c);
-                            if st.update2.is_finite() && s.update2.is_finite() {
+                            let (s, twin_update2) = adamw_pair_pass(&mut tr.main, tw, &h, &w, &w_next, mu, sc, &c);
+                            if twin_update2.is_finite() && s.update2.is_finite() {
                                 tr.sum_update2 += s.update2;
-                                tr.sum_update2_twin += st.update2;
+                                tr.sum_update2_twin += twin_update2;
                             } else {
                                 tw.alive = false;
                             }
