@@ -31,7 +31,12 @@ from pyphase.config import RunConfig
 from pyphase.errors import PyphaseError
 from pyphase.nqm import NQMParams
 from pyphase.results import json_safe, to_json
-from pyphase.schema import PREDICTION_COLUMNS, REGIME_SATURATION_AT, REGIME_TRANSITION_AT, regime_of
+from pyphase.schema import (
+    PREDICTION_COLUMNS,
+    REGIME_SATURATION_AT,
+    REGIME_TRANSITION_AT,
+    regime_of,
+)
 
 OPTIMIZERS = ("adamw", "sgd")
 DEFAULT_BATCHES = (32, 64, 128, 256)
@@ -497,13 +502,13 @@ def _fmt(v: Any, spec: str = ".3g") -> str:
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary for people: one table per clip value, then β and the rules."""
     lines = [
-        f"NQM parameters: {summary['nqm_source']} (d = {summary['nqm']['d']}, h_max = {summary['nqm']['h_max']:g}, "
+        (f"NQM parameters: {summary['nqm_source']} (d = {summary['nqm']['d']}, h_max = {summary['nqm']['h_max']:g}, "
         f"alpha = {summary['nqm']['alpha']:g}, sigma2 = {summary['nqm']['sigma2']:g}, "
         f"init_power = {summary['nqm']['init_power']:g}); |G(θ0)| = {summary['init_grad_norm']:.3g}, "
-        f"B_simple = {summary['b_simple']:.3g}",
-        f"{summary.get('optimizer', '?')}, {summary.get('steps', '?')} steps, {summary.get('seeds', '?')} seeds, "
+        f"B_simple = {summary['b_simple']:.3g}"),
+        (f"{summary.get('optimizer', '?')}, {summary.get('steps', '?')} steps, {summary.get('seeds', '?')} seeds, "
         f"LR grid {_fmt(min(summary.get('lrs', [math.nan])))}..{_fmt(max(summary.get('lrs', [math.nan])))} "
-        f"({len(summary.get('lrs', []))} points)",
+        f"({len(summary.get('lrs', []))} points)"),
     ]
     head = ["B", "LR_opt", "edge", "loss", "clip freq", "regime", "eff LR/LR", "E[scale]", "|g|",
             "LR@0.5", "LR@0.99"]

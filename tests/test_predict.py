@@ -215,7 +215,7 @@ def test_prediction_table_has_exactly_the_schema_and_one_row_per_trajectory(smal
 
 
 def test_prediction_is_deterministic():
-    kw = dict(steps=200, seeds=2, params=SMALL, progress=False, n_boot=20)
+    kw = {"steps": 200, "seeds": 2, "params": SMALL, "progress": False, "n_boot": 20}
     a = predict([0.5], "sgd", [4, 16], [1e-3, 1e-2], **kw)
     b = predict([0.5], "sgd", [4, 16], [1e-3, 1e-2], **kw)
     assert a.table.equals(b.table)
@@ -237,10 +237,10 @@ def test_outputs_are_written_and_readable_by_compare(small_prediction, tmp_path)
 
 
 def test_predict_rejects_bad_arguments():
-    for kw in (dict(clips=[]), dict(optimizer="adam"), dict(batches=[0]), dict(lrs=[-1.0]), dict(steps=0),
-               dict(seeds=0)):
-        args = dict(clips=[1.0], optimizer="adamw", batches=[8], lrs=[0.01], steps=10, seeds=1, params=SMALL,
-                    progress=False)
+    for kw in ({"clips": []}, {"optimizer": "adam"}, {"batches": [0]}, {"lrs": [-1.0]}, {"steps": 0},
+               {"seeds": 0}):
+        args = {"clips": [1.0], "optimizer": "adamw", "batches": [8], "lrs": [0.01], "steps": 10, "seeds": 1, "params": SMALL,
+                    "progress": False}
         args.update(kw)
         with pytest.raises(PyphaseError):
             predict(**args)

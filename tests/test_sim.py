@@ -13,7 +13,7 @@ import torch
 
 from pyphase import _core
 
-MODEL = dict(d=24, h_max=2.0, alpha=1.0, sigma2=1.0, init_loss=3.0, loss_floor=1.0)
+MODEL = {"d": 24, "h_max": 2.0, "alpha": 1.0, "sigma2": 1.0, "init_loss": 3.0, "loss_floor": 1.0}
 
 
 def sim(**kw):
@@ -117,7 +117,7 @@ def test_engine_equals_torch_on_the_noise_free_nqm(optimizer):
     clip_grad_norm_ and torch.optim, with a threshold that clips the early steps only."""
     m = dict(MODEL, sigma2=0.0, init_power=0.5)
     lr, clip, steps = (0.05, 0.8, 120) if optimizer == "adamw" else (0.2, 0.8, 120)
-    kw = dict(betas=(0.9, 0.99), eps=1e-8, weight_decay=0.05, momentum=0.7)
+    kw = {"betas": (0.9, 0.99), "eps": 1e-8, "weight_decay": 0.05, "momentum": 0.7}
     r = _core.simulate_trajectory(**m, batch_size=1, lr=lr, clip=clip, seed=0, steps=steps, optimizer=optimizer,
                                   precision="f64", **kw)
     desc = _core.nqm_describe(**m)
@@ -182,8 +182,8 @@ def test_adamw_effective_lr_barely_moves_under_constant_clipping():
 
 # --------------------------------------------------------------------------- determinism
 def test_same_seed_same_result_for_one_and_two_threads():
-    kw = dict(batch_size=[4, 16, 64] * 2, lr=[1e-3, 1e-2, 1e-1] * 2, clip=[0.5] * 3 + [None] * 3, seeds=[0, 5],
-              steps=300)
+    kw = {"batch_size": [4, 16, 64] * 2, "lr": [1e-3, 1e-2, 1e-1] * 2, "clip": [0.5] * 3 + [None] * 3, "seeds": [0, 5],
+              "steps": 300}
     one, two = sim(threads=1, **kw), sim(threads=2, **kw)
     for k in one:
         np.testing.assert_array_equal(one[k], two[k], err_msg=k)
@@ -195,7 +195,7 @@ def test_same_seed_same_result_for_one_and_two_threads():
 
 
 def test_f32_and_f64_agree_statistically():
-    kw = dict(batch_size=[8], lr=[0.01], clip=[1.0], seeds=list(range(6)), steps=1000, sigma2=2.0)
+    kw = {"batch_size": [8], "lr": [0.01], "clip": [1.0], "seeds": list(range(6)), "steps": 1000, "sigma2": 2.0}
     a, b = sim(precision="f32", **kw), sim(precision="f64", **kw)
     np.testing.assert_allclose(a["final_loss"], b["final_loss"], rtol=1e-3)
     np.testing.assert_allclose(a["clip_frequency"], b["clip_frequency"], atol=0.02)
@@ -218,43 +218,43 @@ def test_curves_are_recorded_at_log_spaced_steps():
 
 # --------------------------------------------------------------------------- errors
 BAD = [
-    dict(lr=[-0.1]),
-    dict(lr=[float("nan")]),
-    dict(lr=[float("inf")]),
-    dict(batch_size=[0]),
-    dict(batch_size=[-4]),
-    dict(d=0),
-    dict(d=-1),
-    dict(h_max=float("nan")),
-    dict(h_max=0.0),
-    dict(alpha=-1.0),
-    dict(sigma2=float("nan")),
-    dict(sigma2=-1.0),
-    dict(init_loss=0.5),
-    dict(loss_floor=float("inf")),
-    dict(init_power=3.0),
-    dict(clip=[0.0]),
-    dict(clip=[-1.0]),
-    dict(clip=[float("nan")]),
-    dict(steps=0),
-    dict(steps=-5),
-    dict(seeds=[-1]),
-    dict(optimizer="adam"),
-    dict(betas=(1.0, 0.999)),
-    dict(eps=float("nan")),
-    dict(weight_decay=-0.1),
-    dict(momentum=1.0, optimizer="sgd"),
-    dict(warmup_steps=500),
-    dict(schedule="linear"),
-    dict(precision="f16"),
-    dict(threads=0),
-    dict(batch_size=[4, 4]),  # lengths differ from lr and clip
+    {"lr": [-0.1]},
+    {"lr": [float("nan")]},
+    {"lr": [float("inf")]},
+    {"batch_size": [0]},
+    {"batch_size": [-4]},
+    {"d": 0},
+    {"d": -1},
+    {"h_max": float("nan")},
+    {"h_max": 0.0},
+    {"alpha": -1.0},
+    {"sigma2": float("nan")},
+    {"sigma2": -1.0},
+    {"init_loss": 0.5},
+    {"loss_floor": float("inf")},
+    {"init_power": 3.0},
+    {"clip": [0.0]},
+    {"clip": [-1.0]},
+    {"clip": [float("nan")]},
+    {"steps": 0},
+    {"steps": -5},
+    {"seeds": [-1]},
+    {"optimizer": "adam"},
+    {"betas": (1.0, 0.999)},
+    {"eps": float("nan")},
+    {"weight_decay": -0.1},
+    {"momentum": 1.0, "optimizer": "sgd"},
+    {"warmup_steps": 500},
+    {"schedule": "linear"},
+    {"precision": "f16"},
+    {"threads": 0},
+    {"batch_size": [4, 4]},  # lengths differ from lr and clip
 ]
 
 
 @pytest.mark.parametrize("bad", BAD, ids=[",".join(b) for b in BAD])
 def test_every_bad_parameter_is_a_value_error(bad):
-    kw = dict(batch_size=[4], lr=[0.01], clip=[1.0])
+    kw = {"batch_size": [4], "lr": [0.01], "clip": [1.0]}
     kw.update(bad)
     with pytest.raises(ValueError) as e:
         sim(**kw)
@@ -263,7 +263,7 @@ def test_every_bad_parameter_is_a_value_error(bad):
 
 def test_bad_reference_arguments_are_value_errors():
     g, th = np.ones((3, 2)), np.zeros(2)
-    for kw in (dict(lr=-1.0), dict(lr=0.1, clip=0.0), dict(lr=0.1, betas=(0.9, 1.5))):
+    for kw in ({"lr": -1.0}, {"lr": 0.1, "clip": 0.0}, {"lr": 0.1, "betas": (0.9, 1.5)}):
         with pytest.raises(ValueError):
             _core.adamw_reference(g, th, **kw)
     with pytest.raises(ValueError):
