@@ -242,15 +242,13 @@ mod simd {
     ) -> (Vec<TrajectoryResult>, Option<StepRecord>) {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::env::var_os("PYPHASE_SIM_NO_SIMD").is_none() {
-                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
-                    // SAFETY: the CPU supports the features the function was compiled for.
-                    return unsafe { run_avx512::<F>(spec, seed_index, configs, record) };
-                }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    // SAFETY: as above.
-                    return unsafe { run_avx2::<F>(spec, seed_index, configs, record) };
-                }
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+                // SAFETY: the CPU supports the features the function was compiled for.
+                return unsafe { run_avx512::<F>(spec, seed_index, configs, record) };
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                // SAFETY: as above.
+                return unsafe { run_avx2::<F>(spec, seed_index, configs, record) };
             }
         }
         run_group::<F>(spec, seed_index, configs, record)
