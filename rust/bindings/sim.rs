@@ -212,6 +212,7 @@ fn simulate_trajectory<'py>(
 /// Closed-form NQM quantities: spectrum, θ(0), ‖G‖ at θ(0), tr(Σ), B_simple.
 #[pyfunction]
 #[pyo3(signature = (*, d, h_max, alpha, sigma2, init_loss, loss_floor, init_power=0.0))]
+#[allow(clippy::too_many_arguments)]
 fn nqm_describe<'py>(
     py: Python<'py>,
     d: i64,
@@ -255,6 +256,7 @@ fn reference<'py>(
 /// θ after each torch.optim.AdamW step on the given gradients (clipped as clip_grad_norm_ would).
 #[pyfunction]
 #[pyo3(signature = (grads, theta0, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, clip=None))]
+#[allow(clippy::too_many_arguments)]
 fn adamw_reference<'py>(
     py: Python<'py>,
     grads: PyReadonlyArray2<'py, f64>,

@@ -268,7 +268,7 @@ pub fn reference_trajectory(
     if d == 0 || theta0.len() != d {
         return Err(invalid!("theta0 has length {} but gradients have d = {d} (must be > 0)", theta0.len()));
     }
-    if grads.len() % d != 0 {
+    if !grads.len().is_multiple_of(d) {
         return Err(invalid!("gradient array of {} values is not a whole number of rows of d = {d}", grads.len()));
     }
     if grads.iter().chain(theta0).any(|x| !x.is_finite()) {

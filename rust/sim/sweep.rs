@@ -350,6 +350,7 @@ fn adamw_pass<F: Real, const NEXT: bool, const UPD: bool>(
 /// independent sqrt/div chains per element keep the divider busy (it bounds this kernel).
 /// Returns the main run's sums (next-step gradient and loss, update norm) and the twin's update norm.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn adamw_pair_pass<F: Real>(
     main: &mut Lane<F>,
     twin: &mut Lane<F>,
@@ -548,7 +549,7 @@ fn run_group<F: Real>(
             if let Some(r) = rec.as_mut() {
                 r.loss.push(loss);
             }
-            if !(loss - floor <= diverge_at) {
+            if !loss.is_finite() || loss - floor > diverge_at {
                 tr.main.alive = false;
                 tr.diverged_step = Some(t);
                 continue;
