@@ -211,6 +211,30 @@ def results_query(
     typer.echo(query_text([runs, results], sql, fmt, experiment))
 
 
+@results_app.command("export")
+def results_export(
+    experiment: str = typer.Argument(..., help="Experiment whose finished run folders are exported."),
+    runs: Path = _RUNS_OPT,
+    dest: Path = typer.Option(Path("results"), "--dest", help="Writes DEST/EXPERIMENT/{summary.csv,steps.parquet,provenance.json}."),
+    command: Optional[list[str]] = typer.Option(None, "--command", help="Command that produced the runs (repeat for several; default: keep the earlier export's)."),
+    note: Optional[list[str]] = typer.Option(None, "--note", help="Note for provenance.json (repeat for several; default: keep the earlier export's)."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="Corpus file the runs trained on: checked against their sha256, adds its split sizes."),
+    allow_unfinished: bool = typer.Option(False, "--allow-unfinished", help="Export although some runs or packs are unfinished."),
+    as_json: bool = typer.Option(False, "--json", help="Print the provenance JSON."),
+) -> None:
+    """Write an experiment's runs as committed results: summary.csv, steps.parquet, provenance.json."""
+    from pyphase.results import PROVENANCE_FILE, export_experiment, read_provenance, to_json
+
+    given = ({"command": command} if command else {}) | ({"notes": note} if note else {})
+    out = export_experiment(experiment, runs, dest, given, corpus=corpus, allow_unfinished=allow_unfinished)
+    prov = read_provenance(out)
+    if as_json:
+        typer.echo(to_json(prov))
+        return
+    typer.echo(f"{experiment}: {prov['runs']['finished']} runs, seeds {prov['seeds']}, steps: "
+               f"{prov['files']['steps']['sampling']} -> {out}/ ({PROVENANCE_FILE} has the provenance)")
+
+
 _PREDICTION_OPT = typer.Option(
     None, "--prediction", help="`pyphase predict --out` folder or its trajectory Parquet; a folder with one subfolder per experiment also works."
 )

@@ -1,7 +1,7 @@
 """Finding and reading measured results: which experiments exist under the result roots, their
 per-run summaries and step metrics as polars frames, SQL over them, and text/CSV/JSON output.
 
-Two layouts are read (see `pyphase.schema`):
+Two layouts are read (see `pyphase.schema`), and `export_experiment` writes the second from the first:
 
 * run folders   ``<root>/<experiment>/<run_id>/summary.parquet`` (+ ``steps.parquet``), as the
   trainer writes them; a run is finished exactly when its summary.parquet exists;
@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -494,3 +495,196 @@ def show_text(root: Path | Sequence[Path] | None, experiment: str, fmt: str = "t
 def query_text(root: Path | Sequence[Path] | None, sql: str, fmt: str = "table", experiment: str | None = None) -> str:
     """`pyphase results query`: SQL over `summaries` and `steps` of every (or one) experiment."""
     return format_frame(query(scan(root, experiment), sql), fmt)
+
+
+# --------------------------------------------------------------------------- export (runs -> committed)
+# Committed step metrics stay small enough for git: above this many bytes (zstd) per experiment the
+# steps are thinned to every step up to THIN_FULL_UNTIL, every THIN_EVERY-th after, plus every
+# evaluation row and each run's last row (provenance.json says which).
+STEPS_MAX_BYTES = 3_000_000
+THIN_FULL_UNTIL = 1000
+THIN_EVERY = 10
+ZSTD_LEVEL = 19
+PROVENANCE_KIND = "pyphase.results"
+
+# Provenance keys that export derives from the runs themselves; a caller may not supply them.
+DERIVED_PROVENANCE_KEYS = (
+    "kind",
+    "version",
+    "experiment",
+    "exported_utc",
+    "device",
+    "torch_version",
+    "git_commit",
+    "environments",
+    "corpus",
+    "corpus_entropies",
+    "runs",
+    "seeds",
+    "configs",
+    "num_steps",
+    "run_config",
+    "files",
+)
+# Keys the caller supplies (command, notes, ...) are kept from an earlier export when not given
+# again, so re-exporting after more runs land needs only the experiment name.
+
+
+def _unique_or_list(values: Sequence[Any]) -> Any:
+    distinct = sorted({v for v in values if v is not None}, key=str)
+    if not distinct:
+        return None
+    return distinct[0] if len(distinct) == 1 else distinct
+
+
+def _environments(summaries: pl.DataFrame) -> list[dict[str, Any]]:
+    """Each distinct (device, torch, commit) and the seeds and runs that ran on it."""
+    keys = ["device", "torch_version", "git_commit"]
+    out = []
+    for part in summaries.partition_by(keys, maintain_order=False):
+        row = {k: part[k][0] for k in keys}
+        out.append(row | {"seeds": sorted(set(part["seed"].drop_nulls().to_list())), "runs": part.height})
+    return sorted(out, key=lambda r: (str(r["git_commit"]), str(r["device"]), r["seeds"]))
+
+
+def _run_configs(run_dirs: Sequence[Path]) -> dict[str, Any]:
+    """Fields of the runs' config.json equal in every run (e.g. model shape, steps, betas), and the
+    names of those that vary (batch size, LR, clip, seed)."""
+    configs = []
+    for d in run_dirs:
+        path = d / CONFIG_FILE
+        if path.is_file():
+            configs.append(_read_json_object(path))
+    if not configs:
+        return {}
+    common = {k: v for k, v in configs[0].items() if all(c.get(k) == v for c in configs[1:])}
+    varies = sorted({k for c in configs for k in c} - set(common))
+    return {"common": common, "varies": varies, "read_from": len(configs)}
+
+
+def _corpus_facts(summaries: pl.DataFrame, corpus_path: Path | None, previous: Mapping[str, Any]) -> dict[str, Any]:
+    """Corpus name and sha256 the runs recorded; split sizes from `corpus_path` (checked against the
+    sha256), else from an earlier export of the same corpus."""
+    facts = {
+        "name": _unique_or_list(summaries["corpus"].to_list()),
+        "sha256": _unique_or_list(summaries["corpus_sha256"].to_list()),
+    }
+    if corpus_path is None:
+        before = previous.get("corpus")
+        if isinstance(before, dict) and before.get("sha256") == facts["sha256"]:
+            return facts | {k: before[k] for k in ("train_chars", "valid_chars") if k in before}
+        return facts
+    from pyphase.data import load_corpus
+
+    corpus = load_corpus(corpus_path)
+    if facts["sha256"] is not None and corpus.sha256 != facts["sha256"]:
+        raise PyphaseError(
+            f"--corpus {corpus_path}: sha256 {corpus.sha256[:12]}... is not the corpus the runs recorded ({facts['sha256']})"
+        )
+    return facts | {"train_chars": int(corpus.train.size), "valid_chars": int(corpus.valid.size)}
+
+
+def _thin_steps(steps: pl.DataFrame) -> pl.DataFrame:
+    last = pl.col("step") == pl.col("step").max().over("run_id")
+    keep = (
+        (pl.col("step") <= THIN_FULL_UNTIL)
+        | (pl.col("step") % THIN_EVERY == 0)
+        | pl.col("val_loss").is_not_null()
+        | pl.col("weight_norm").is_not_null()
+        | last
+    )
+    return steps.filter(keep)
+
+
+def _write_steps(steps: pl.DataFrame, path: Path, max_bytes: int) -> dict[str, Any]:
+    """Write the step metrics (zstd); thin them when the full table would exceed `max_bytes`."""
+    tmp = path.with_suffix(".parquet.tmp")
+    steps.write_parquet(tmp, compression="zstd", compression_level=ZSTD_LEVEL)
+    sampling = "every logged step of every finished run"
+    rows = steps.height
+    if tmp.stat().st_size > max_bytes:
+        thinned = _thin_steps(steps)
+        thinned.write_parquet(tmp, compression="zstd", compression_level=ZSTD_LEVEL)
+        sampling = (
+            f"thinned (the full table exceeded {max_bytes:,} bytes): every step up to step {THIN_FULL_UNTIL}, "
+            f"every {THIN_EVERY}th step after it, every evaluation row and each run's last row"
+        )
+        rows = thinned.height
+    tmp.replace(path)
+    size = path.stat().st_size
+    return {"file": STEPS_FILE, "rows": rows, "rows_in_runs": steps.height, "sampling": sampling, "bytes": size}
+
+
+def _caller_provenance(provenance: Mapping[str, Any] | None, previous: Mapping[str, Any]) -> dict[str, Any]:
+    given = dict(provenance or {})
+    clash = [k for k in given if k in DERIVED_PROVENANCE_KEYS]
+    if clash:
+        raise PyphaseError(f"provenance key '{clash[0]}' is derived from the runs and cannot be supplied")
+    kept = {k: v for k, v in previous.items() if k not in DERIVED_PROVENANCE_KEYS and k not in given}
+    return kept | given
+
+
+def export_experiment(
+    experiment: str,
+    runs_root: Path | str = Path("runs"),
+    dest_root: Path | str = Path("results"),
+    provenance: Mapping[str, Any] | None = None,
+    *,
+    corpus: Path | str | None = None,
+    allow_unfinished: bool = False,
+    max_steps_bytes: int = STEPS_MAX_BYTES,
+) -> Path:
+    """Write `dest_root/<experiment>/` (summary.csv, steps.parquet, provenance.json) from the run
+    folders under `runs_root`, and return that folder.
+
+    provenance.json holds what the runs recorded (device, torch version, git commit per seed,
+    corpus name and sha256, corpus entropies as `corpus_entropies` reads them, the runs' common
+    config) plus the caller's `provenance` fields (e.g. ``command``, ``notes``); caller fields of an
+    earlier export at the same place are kept unless given again. `corpus` (optional) is checked
+    against the runs' sha256 and adds the split sizes in characters. Unfinished runs or packs in
+    progress are an error unless `allow_unfinished` (then they are counted in provenance).
+    """
+    runs_root, dest_root = Path(runs_root), Path(dest_root)
+    rs = scan(runs_root, experiment)
+    src = rs.source(experiment)
+    if src.layout != RUNS_LAYOUT:
+        raise PyphaseError(f"{src.path}: already in the committed layout; export reads run folders")
+    unfinished = src.runs - src.finished
+    if (unfinished or src.packs_in_progress) and not allow_unfinished:
+        raise PyphaseError(
+            f"experiment '{experiment}' under {runs_root}/ has {unfinished} unfinished runs and "
+            f"{src.packs_in_progress} packs in progress: finish the sweep or allow unfinished runs"
+        )
+    summaries = rs.summaries.collect().sort(["batch_size", "lr", "gradient_clip", "seed", "run_id"], nulls_last=False)
+    steps = rs.steps.collect().drop("experiment").sort(["run_id", "step"])
+    entropies = corpus_entropies(rs, experiment)
+    out = dest_root / experiment
+    previous = read_provenance(out) if out.is_dir() else {}
+    caller = _caller_provenance(provenance, previous)
+    out.mkdir(parents=True, exist_ok=True)
+    summary_path = out / COMMITTED_SUMMARY_FILE
+    summaries.write_csv(summary_path)
+    steps_info = _write_steps(steps, out / STEPS_FILE, max_steps_bytes)
+    run_dirs = sorted(src.path / r for r in summaries["run_id"].to_list())
+    record: dict[str, Any] = {
+        "kind": PROVENANCE_KIND,
+        "version": 1,
+        "experiment": experiment,
+        "exported_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "device": _unique_or_list(summaries["device"].to_list()),
+        "torch_version": _unique_or_list(summaries["torch_version"].to_list()),
+        "git_commit": _unique_or_list(summaries["git_commit"].to_list()),
+        "environments": _environments(summaries),
+        "corpus": _corpus_facts(summaries, Path(corpus) if corpus is not None else None, previous),
+        "corpus_entropies": None
+        if entropies is None
+        else {"unigram": entropies.unigram, "bigram": entropies.bigram, "vocab_size": entropies.vocab_size},
+        "runs": {"finished": summaries.height, "unfinished": unfinished, "packs_in_progress": src.packs_in_progress},
+        "seeds": sorted(set(summaries["seed"].drop_nulls().to_list())),
+        "configs": summaries.select(["batch_size", "lr", "gradient_clip", "optimizer"]).n_unique(),
+        "num_steps": _unique_or_list(summaries["num_steps"].to_list()),
+        "run_config": _run_configs(run_dirs),
+        "files": {"summary": {"file": COMMITTED_SUMMARY_FILE, "rows": summaries.height}, "steps": steps_info},
+    }
+    (out / PROVENANCE_FILE).write_text(to_json(record | caller) + "\n")
+    return out

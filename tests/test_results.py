@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 from test_analysis import as_prediction, bowl_summaries
 
 from pyphase import results as res
@@ -299,3 +300,147 @@ def test_read_prediction_errors(tmp_path: Path) -> None:
     as_prediction(bowl_summaries(seeds=1)).drop("clip_frequency").write_parquet(tmp_path / "t.parquet")
     with pytest.raises(PyphaseError, match=r"t.parquet: missing column 'clip_frequency'"):
         res.read_prediction(tmp_path / "t.parquet")
+
+
+# --------------------------------------------------------------------------- export (runs -> committed)
+def _export_runs(root: Path) -> pl.DataFrame:
+    """Run folders with the awkward values a sweep produces: clipping off (null), a diverged run
+    (inf loss, a diverged step), a NaN, and one run that logged every step for 2500 steps."""
+    s = bowl_summaries(batches=(32, 64), lrs=(1e-3, 1e-2), seeds=2, experiment="exp_x").with_columns(
+        pl.col("corpus_unigram_entropy").fill_null(3.3),
+        pl.col("corpus_bigram_entropy").fill_null(2.45),
+        pl.col("corpus_vocab_size").fill_null(65),
+        pl.lit(4, dtype=pl.Int64).alias("pack_size"),
+    )
+    s = s.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(None).otherwise(pl.col("gradient_clip")).alias("gradient_clip"),
+        pl.when(pl.int_range(pl.len()) == 1).then(float("inf")).otherwise(pl.col("final_val_loss")).alias("final_val_loss"),
+        pl.when(pl.int_range(pl.len()) == 1).then(123).otherwise(pl.col("diverged_step")).alias("diverged_step"),
+        pl.when(pl.int_range(pl.len()) == 2).then(float("nan")).otherwise(pl.col("train_loss_std")).alias("train_loss_std"),
+    )
+    write_runs(root, s.filter(pl.int_range(pl.len()) > 0))
+    write_runs(root, s.head(1).with_columns(pl.lit(2500).alias("num_steps")), steps_every=1)
+    for row in s.iter_rows(named=True):
+        steps = 2500 if row["run_id"] == s["run_id"][0] else row["num_steps"]
+        config = {"experiment": "exp_x", "batch_size": row["batch_size"], "lr": row["lr"], "steps": steps,
+                  "model": {"d_model": 128, "block_size": 256}}
+        (root / "exp_x" / row["run_id"] / res.CONFIG_FILE).write_text(json.dumps(config))
+    return s
+
+
+def test_export_round_trips_summaries_and_steps(tmp_path: Path) -> None:
+    _export_runs(tmp_path / "runs")
+    out = res.export_experiment("exp_x", tmp_path / "runs", tmp_path / "results", {"command": ["make it"]})
+    assert out == tmp_path / "results" / "exp_x"
+    assert res.find_experiments(tmp_path / "results")[0].layout == res.COMMITTED_LAYOUT
+    ran, committed = res.scan(tmp_path / "runs", "exp_x"), res.scan(tmp_path / "results", "exp_x")
+    assert_frame_equal(ran.summaries.collect().sort("run_id"), committed.summaries.collect().sort("run_id"))
+    steps_ran = ran.steps.collect().sort("run_id", "step")
+    assert_frame_equal(steps_ran, committed.steps.collect().select(steps_ran.columns).sort("run_id", "step"))
+    prov = committed.provenance("exp_x")
+    assert prov["files"]["steps"]["rows"] == steps_ran.height == prov["files"]["steps"]["rows_in_runs"]
+    assert prov["seeds"] == [0, 1] and prov["runs"] == {"finished": 8, "unfinished": 0, "packs_in_progress": 0}
+    assert prov["corpus_entropies"] == {"unigram": 3.3, "bigram": 2.45, "vocab_size": 65}
+    assert prov["corpus"] == {"name": "synthetic", "sha256": "0" * 64}
+    assert prov["run_config"]["common"]["model"] == {"d_model": 128, "block_size": 256}
+    assert prov["run_config"]["varies"] == ["batch_size", "lr", "steps"]
+    assert prov["environments"] == [
+        {"device": "synthetic", "torch_version": "0", "git_commit": "0" * 40, "seeds": [0, 1], "runs": 8}
+    ]
+    assert prov["command"] == ["make it"] and prov["kind"] == res.PROVENANCE_KIND
+
+
+def test_export_thins_steps_past_the_size_limit(tmp_path: Path) -> None:
+    s = _export_runs(tmp_path / "runs")
+    res.export_experiment("exp_x", tmp_path / "runs", tmp_path / "results", max_steps_bytes=1)
+    committed = pl.read_parquet(tmp_path / "results" / "exp_x" / res.STEPS_FILE)
+    long_run = s["run_id"][0]
+    kept = committed.filter(pl.col("run_id") == long_run)["step"].to_list()
+    # every step to 1000, then every 10th; steps are logged 0..2500 and evaluated every 4th step
+    expected = sorted(set(range(1001)) | set(range(1000, 2501, 10)) | set(range(0, 2501, 4)))
+    assert kept == expected
+    short = committed.filter(pl.col("run_id") != long_run)  # 0..1000 every 100: all kept
+    assert short.height == 7 * 11
+    prov = res.read_provenance(tmp_path / "results" / "exp_x")
+    assert prov["files"]["steps"]["rows"] == committed.height < prov["files"]["steps"]["rows_in_runs"]
+    assert prov["files"]["steps"]["sampling"].startswith("thinned")
+
+
+def test_export_again_keeps_command_and_notes_unless_given(tmp_path: Path) -> None:
+    _export_runs(tmp_path / "runs")
+    runs, dest = tmp_path / "runs", tmp_path / "results"
+    res.export_experiment("exp_x", runs, dest, {"command": ["a"], "notes": ["first"], "extra": 1})
+    res.export_experiment("exp_x", runs, dest)
+    assert {k: res.read_provenance(dest / "exp_x")[k] for k in ("command", "notes", "extra")} == {
+        "command": ["a"],
+        "notes": ["first"],
+        "extra": 1,
+    }
+    res.export_experiment("exp_x", runs, dest, {"command": ["b"]})
+    prov = res.read_provenance(dest / "exp_x")
+    assert (prov["command"], prov["notes"]) == (["b"], ["first"])
+
+
+def test_export_checks_the_corpus_and_records_its_splits(tmp_path: Path) -> None:
+    _export_runs(tmp_path / "runs")
+    text = tmp_path / "corpus.txt"
+    sentence = "to be or not to be, that is the question. "
+    text.write_text(sentence * 200)
+    with pytest.raises(PyphaseError, match=r"corpus.txt: sha256 [0-9a-f]{12}\.\.\. is not the corpus the runs recorded"):
+        res.export_experiment("exp_x", tmp_path / "runs", tmp_path / "results", corpus=text)
+    from pyphase.data import load_corpus
+
+    corpus = load_corpus(text)
+    for d in (tmp_path / "runs" / "exp_x").iterdir():
+        f = d / res.SUMMARY_FILE
+        pl.read_parquet(f).with_columns(pl.lit(corpus.sha256).alias("corpus_sha256")).write_parquet(f)
+    dest = tmp_path / "results"
+    res.export_experiment("exp_x", tmp_path / "runs", dest, corpus=text)
+    res.export_experiment("exp_x", tmp_path / "runs", dest)  # no --corpus again: split sizes kept
+    prov = res.read_provenance(dest / "exp_x")
+    assert (prov["corpus"]["train_chars"], prov["corpus"]["valid_chars"]) == (corpus.train.size, corpus.valid.size)
+    assert prov["corpus"]["train_chars"] + prov["corpus"]["valid_chars"] == 200 * len(sentence)
+
+
+def test_export_refuses_unfinished_runs_and_supplied_derived_keys(tmp_path: Path) -> None:
+    _export_runs(tmp_path / "runs")
+    (tmp_path / "runs" / "exp_x" / "b32-unfinished").mkdir()
+    (tmp_path / "runs" / "exp_x" / "b32-unfinished" / res.CHECKPOINT_FILE).write_bytes(b"x")
+    with pytest.raises(PyphaseError, match=r"'exp_x' under .*runs/ has 1 unfinished runs and 0 packs in progress"):
+        res.export_experiment("exp_x", tmp_path / "runs", tmp_path / "results")
+    assert not (tmp_path / "results").exists()
+    out = res.export_experiment("exp_x", tmp_path / "runs", tmp_path / "results", allow_unfinished=True)
+    assert res.read_provenance(out)["runs"]["unfinished"] == 1
+    with pytest.raises(PyphaseError, match="provenance key 'device' is derived from the runs"):
+        res.export_experiment("exp_x", tmp_path / "runs", tmp_path / "results", {"device": "x"}, allow_unfinished=True)
+    with pytest.raises(PyphaseError, match="already in the committed layout"):
+        res.export_experiment("exp_x", tmp_path / "results", tmp_path / "again")
+
+
+def test_cli_export_writes_the_folder_and_errors_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pyphase import cli
+
+    _export_runs(tmp_path / "runs")
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.argv", ["pyphase", "results", "export", *args])
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as e:
+            code = int(e.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = run("exp_x", "--command", "c1", "--command", "c2", "--note", "n", "--json")
+    assert code == 0
+    prov = json.loads(out)
+    assert (prov["command"], prov["notes"]) == (["c1", "c2"], ["n"])
+    assert (tmp_path / "results" / "exp_x" / res.COMMITTED_SUMMARY_FILE).is_file()
+    code, out, _ = run("exp_x", "--dest", "elsewhere")
+    assert code == 0 and "exp_x: 8 runs, seeds [0, 1]" in out and (tmp_path / "elsewhere" / "exp_x").is_dir()
+    code, _, err = run("missing")
+    assert code == 2 and err == "error: no results for experiment 'missing' under runs/\n"
