@@ -25,13 +25,14 @@ from pyphase.analysis import (
     LR_OPT_FACTOR_MAX,
     BetaMeasurement,
     Comparison,
+    LrOptimum,
     group_label,
     groups,
 )
 from pyphase.results import CorpusEntropies
 from pyphase.schema import REGIME_SATURATION_AT, REGIME_TRANSITION_AT, REGIMES, regime_of
 
-DPI = 110
+DPI = 100  # small PNGs for the repository; every label still readable at this size
 _EDGE_MARKERS = {"low": "v", "high": "^", "only": "s"}  # where the true optimum may lie
 
 
@@ -67,9 +68,33 @@ def _draw_measured(ax, m: BetaMeasurement, color: str) -> None:
             ax.plot(o.batch_size, o.grid_lr, marker="_", ms=12, color=color, ls="none", alpha=0.6)
 
 
+def _marker_kind(o: LrOptimum) -> str:
+    return o.edge or ("refined" if o.refined else "grid")
+
+
+_MARKER_LEGEND: dict[str, dict[str, str]] = {
+    "refined": {"marker": "o", "label": "parabola-refined minimum"},
+    "grid": {"marker": "D", "label": "grid value (neighbour diverged / flat)"},
+    "high": {"marker": "^", "mfc": "none", "label": "at high grid edge (LR_opt ≥)"},
+    "low": {"marker": "v", "mfc": "none", "label": "at low grid edge (LR_opt ≤)"},
+    "only": {"marker": "s", "mfc": "none", "label": "only one LR tested"},
+}
+
+
+def _marker_legend(measured: Sequence[BetaMeasurement]) -> list[Line2D]:
+    """Legend entries for the marker kinds actually drawn (an unused entry only clutters)."""
+    drawn = {_marker_kind(o) for m in measured for o in m.optima if math.isfinite(o.lr_opt)}
+    out = [Line2D([], [], color="k", ls="none", **_MARKER_LEGEND[k]) for k in _MARKER_LEGEND if k in drawn]
+    if "refined" in drawn:
+        out.append(Line2D([], [], marker="_", color="k", ls="none", label="grid argmin (naive)"))
+    return out
+
+
 def _fit_label(m: BetaMeasurement) -> str:
     ci = f" [{m.ci_low:.2f}, {m.ci_high:.2f}]" if m.ci_low is not None else " (interval undefined)"
-    return f"{group_label(m.gradient_clip, m.optimizer)}: β={m.fit.beta:.2f}{ci}"
+    edges = sum(o.at_edge for o in m.optima)
+    bound = f"; only a bound: {edges} of {len(m.optima)} B at a grid edge" if edges else ""
+    return f"{group_label(m.gradient_clip, m.optimizer)}: β={m.fit.beta:.2f}{ci}{bound}"
 
 
 def plot_lr_opt(
@@ -107,16 +132,8 @@ def plot_lr_opt(
     ax.xaxis.set_minor_locator(ticker.NullLocator())  # only the measured batch sizes as ticks
     ax.set_xlabel("batch size B")
     ax.set_ylabel("LR_opt")
-    markers = [
-        Line2D([], [], marker="o", color="k", ls="none", label="parabola-refined minimum"),
-        Line2D([], [], marker="D", color="k", ls="none", label="grid value (neighbour diverged / flat)"),
-        Line2D([], [], marker="^", mfc="none", color="k", ls="none", label="at high grid edge (LR_opt ≥)"),
-        Line2D([], [], marker="v", mfc="none", color="k", ls="none", label="at low grid edge (LR_opt ≤)"),
-        Line2D([], [], marker="s", mfc="none", color="k", ls="none", label="only one LR tested"),
-        Line2D([], [], marker="_", color="k", ls="none", label="grid argmin (naive)"),
-    ]
     handles, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=handles + markers, fontsize=8, loc="best")
+    ax.legend(handles=handles + _marker_legend(measured), fontsize=8, loc="best")
     ax.set_title(title or "LR_opt vs batch size (band: 95% interval of β)")
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, path)
@@ -131,6 +148,32 @@ def _grid(group: pl.DataFrame, column: str) -> tuple[list[int], list[float], np.
         v = r[column]
         z[bs.index(r["batch_size"]), lrs.index(r["lr"])] = np.nan if v is None else v
     return bs, lrs, z
+
+
+def _one_lr_per_batch(parts: Sequence[tuple[float | None, str | None, pl.DataFrame]]) -> bool:
+    """True for a threshold sweep: several clip/optimizer groups, each with one LR per batch size
+    (seed Phase 3b). Such an experiment is drawn as one panel, groups across, (B, LR) down."""
+    return len(parts) > 1 and all(
+        g.group_by("batch_size").agg(pl.col("lr").n_unique())["lr"].max() == 1 for _, _, g in parts
+    )
+
+
+def _sweep_grid(
+    parts: Sequence[tuple[float | None, str | None, pl.DataFrame]], column: str
+) -> tuple[list[str], list[str], np.ndarray]:
+    """Rows (B, LR), columns groups, cell = `column` (NaN where a group lacks that row)."""
+    rows = sorted({(int(r["batch_size"]), float(r["lr"])) for _, _, g in parts for r in g.iter_rows(named=True)})
+    z = np.full((len(rows), len(parts)), np.nan)
+    for j, (_, _, g) in enumerate(parts):
+        for r in g.iter_rows(named=True):
+            v = r[column]
+            z[rows.index((int(r["batch_size"]), float(r["lr"]))), j] = np.nan if v is None else v
+    labels = [f"B={b}, LR={lr:g}" for b, lr in rows]
+    return labels, [group_label(c, o) for c, o, _ in parts], z
+
+
+def _diverged_text(n_div: float, n_seeds: float) -> str:
+    return "✗ diverged" if n_div >= n_seeds else f"✗ {n_div:.0f} of {n_seeds:.0f}\nseeds diverged"
 
 
 def _facets(parts: Sequence[tuple[float | None, str | None, pl.DataFrame]]) -> tuple[Figure, list]:
@@ -153,43 +196,63 @@ def _label_axes(ax, bs: Sequence[int], lrs: Sequence[float], title: str) -> None
     ax.set_title(title)
 
 
+def _draw_loss_cells(fig: Figure, ax, z: np.ndarray, div: np.ndarray, seeds: np.ndarray) -> None:
+    """Loss cells (darker = worse); a cell with any diverged seed is blank with a red ✗ count;
+    bold = the row's minimum (each batch size's grid argmin, or the best group of a sweep row)."""
+    shown = np.where(div > 0, np.nan, z)
+    finite = shown[np.isfinite(shown)]
+    im = ax.imshow(
+        shown,
+        cmap="viridis_r",
+        aspect="auto",
+        vmin=finite.min() if finite.size else None,
+        vmax=finite.max() if finite.size else None,
+    )
+    masked = np.where(np.isfinite(shown), shown, np.inf)
+    best = {(i, int(np.argmin(row))) for i, row in enumerate(masked) if np.isfinite(row).any()}
+    for (i, j), v in np.ndenumerate(z):
+        if div[i, j] > 0:
+            ax.text(j, i, _diverged_text(div[i, j], seeds[i, j]), ha="center", va="center", color="red", fontsize=7)
+        elif np.isfinite(v):
+            weight = "bold" if (i, j) in best else "normal"
+            color = "w" if v > np.nanmean(finite) else "k"
+            ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color=color, weight=weight)
+    fig.colorbar(im, ax=ax, label="final val loss (nats)")
+
+
+def _count_columns(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns(pl.col("n_diverged").cast(pl.Float64), pl.col("n_seeds").cast(pl.Float64))
+
+
 def plot_loss_heatmap(configs: pl.DataFrame, path: Path, *, title: str = "") -> Path:
-    """Seed-mean final val loss over B x LR (one panel per clip/optimizer group); ✗ = diverged."""
+    """Seed-mean final val loss over B x LR (one panel per clip/optimizer group; a threshold sweep
+    with one LR per B is one panel, groups across); ✗ = diverged seeds."""
     parts = groups(configs)
+    if _one_lr_per_batch(parts):
+        counted = [(c, o, _count_columns(g)) for c, o, g in parts]
+        rows, cols, z = _sweep_grid(counted, "final_val_loss")
+        div, seeds = _sweep_grid(counted, "n_diverged")[2], _sweep_grid(counted, "n_seeds")[2]
+        fig = Figure(figsize=(max(5.0, 1.3 * len(cols) + 3), max(2.8, 0.6 * len(rows) + 1.8)), layout="constrained")
+        ax = fig.add_subplot()
+        _draw_loss_cells(fig, ax, z, div, seeds)
+        _label_sweep_axes(ax, rows, cols)
+        fig.suptitle(title or "Final validation loss (mean over seeds; bold = best group of each row)")
+        return _save(fig, path)
     fig, axes = _facets(parts)
     for ax, (clip, opt, g) in zip(axes, parts, strict=False):  # an empty figure keeps one blank panel
         bs, lrs, z = _grid(g, "final_val_loss")
-        _, _, div = _grid(g.with_columns(pl.col("n_diverged").cast(pl.Float64)), "n_diverged")
-        shown = np.where(div > 0, np.nan, z)
-        finite = shown[np.isfinite(shown)]
-        im = ax.imshow(
-            shown,
-            cmap="viridis_r",
-            aspect="auto",
-            vmin=finite.min() if finite.size else None,
-            vmax=finite.max() if finite.size else None,
-        )
-        masked = np.where(np.isfinite(shown), shown, np.inf)
-        best = {(i, int(np.argmin(row))) for i, row in enumerate(masked) if np.isfinite(row).any()}
-        for (i, j), v in np.ndenumerate(z):
-            if div[i, j] > 0:
-                ax.text(j, i, "✗\ndiverged", ha="center", va="center", color="red", fontsize=7)
-            elif np.isfinite(v):
-                weight = "bold" if (i, j) in best else "normal"
-                ax.text(
-                    j,
-                    i,
-                    f"{v:.3f}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="w" if v > np.nanmean(finite) else "k",
-                    weight=weight,
-                )
-        fig.colorbar(im, ax=ax, label="final val loss (nats)")
+        counted = _count_columns(g)
+        div, seeds = _grid(counted, "n_diverged")[2], _grid(counted, "n_seeds")[2]
+        _draw_loss_cells(fig, ax, z, div, seeds)
         _label_axes(ax, bs, lrs, group_label(clip, opt))
     fig.suptitle(title or "Final validation loss (mean over seeds; bold = grid minimum of each batch size)")
     return _save(fig, path)
+
+
+def _label_sweep_axes(ax, rows: Sequence[str], cols: Sequence[str]) -> None:
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("clip threshold / optimizer")
 
 
 def _regime_borders(ax, z: np.ndarray) -> None:
@@ -204,35 +267,44 @@ def _regime_borders(ax, z: np.ndarray) -> None:
                 ax.plot([j - 0.5, j + 0.5], [i + 0.5, i + 0.5], color="k", lw=2.5)
 
 
+_CLIP_NORM = colors.BoundaryNorm(
+    [0, 0.1, 0.2, 0.3, 0.4, REGIME_TRANSITION_AT, 0.6, 0.7, 0.8, 0.9, REGIME_SATURATION_AT, 1.0], 256
+)
+_SHORT_REGIME = {"pre-saturation": "pre", "transition": "trans", "saturation": "sat"}
+
+
+def _draw_clip_cells(fig: Figure, ax, z: np.ndarray, borders: bool = True) -> None:
+    im = ax.imshow(z, cmap="magma", norm=_CLIP_NORM, aspect="auto")
+    for (i, j), v in np.ndenumerate(z):
+        if np.isfinite(v):
+            text = f"{v:.2f}\n{_SHORT_REGIME[regime_of(v)]}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
+    if borders:
+        _regime_borders(ax, z)
+    cb = fig.colorbar(im, ax=ax, label="clip frequency")
+    for t in (REGIME_TRANSITION_AT, REGIME_SATURATION_AT):
+        cb.ax.axhline(t, color="c", lw=2)
+
+
 def plot_clip_heatmap(configs: pl.DataFrame, path: Path, *, title: str = "") -> Path:
-    """Seed-mean clip frequency over B x LR for clipped groups; black lines separate regimes."""
+    """Seed-mean clip frequency over B x LR for clipped groups; black lines separate regimes (a
+    threshold sweep with one LR per B is one panel, thresholds across)."""
     parts = [p for p in groups(configs) if p[0] is not None]
-    fig, axes = _facets(parts)
+    if _one_lr_per_batch(parts):
+        rows, cols, z = _sweep_grid(parts, "avg_clip_frequency")
+        fig = Figure(figsize=(max(5.0, 1.3 * len(cols) + 3), max(2.8, 0.6 * len(rows) + 1.8)), layout="constrained")
+        ax = fig.add_subplot()
+        _draw_clip_cells(fig, ax, z, borders=False)  # neighbours differ in threshold: no regime border meaning
+        _label_sweep_axes(ax, rows, cols)
+        axes = []
+    else:
+        fig, axes = _facets(parts)
     if not parts:
         axes[0].text(0.5, 0.5, "no clipped configs", ha="center", va="center")
         axes[0].set_axis_off()
-    norm = colors.BoundaryNorm(
-        [0, 0.1, 0.2, 0.3, 0.4, REGIME_TRANSITION_AT, 0.6, 0.7, 0.8, 0.9, REGIME_SATURATION_AT, 1.0], 256
-    )
-    short = {"pre-saturation": "pre", "transition": "trans", "saturation": "sat"}
     for ax, (clip, opt, g) in zip(axes, parts, strict=False):  # an empty figure keeps one blank panel
         bs, lrs, z = _grid(g, "avg_clip_frequency")
-        im = ax.imshow(z, cmap="magma", norm=norm, aspect="auto")
-        for (i, j), v in np.ndenumerate(z):
-            if np.isfinite(v):
-                ax.text(
-                    j,
-                    i,
-                    f"{v:.2f}\n{short[regime_of(v)]}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="w" if v < 0.6 else "k",
-                )
-        _regime_borders(ax, z)
-        cb = fig.colorbar(im, ax=ax, label="clip frequency")
-        for t in (REGIME_TRANSITION_AT, REGIME_SATURATION_AT):
-            cb.ax.axhline(t, color="c", lw=2)
+        _draw_clip_cells(fig, ax, z)
         _label_axes(ax, bs, lrs, group_label(clip, opt))
     fig.suptitle(
         title
@@ -247,11 +319,15 @@ BINS = 200  # train loss is averaged into this many step bins per run: readable,
 
 
 def _binned_curves(steps: pl.DataFrame, summaries: pl.DataFrame) -> pl.DataFrame:
-    """Seed-mean train loss (binned) and val loss per config and step."""
-    keys = summaries.select(["run_id", *CONFIG_KEYS])
+    """Seed-mean train loss (binned) and val loss per config and step. A diverged run contributes
+    only its steps before divergence: after it the trainer freezes the model, whose losses would
+    otherwise flatten the seed mean."""
+    extra = ["diverged_step"] if "diverged_step" in summaries.columns else []
+    keys = summaries.select(["run_id", *CONFIG_KEYS, *extra])
     finite = pl.col("train_loss").is_finite().fill_null(True) & pl.col("val_loss").is_finite().fill_null(True)
+    alive = (pl.col("diverged_step").is_null() | (pl.col("step") <= pl.col("diverged_step"))) if extra else pl.lit(True)
     # the config's LR comes from its summary: a step's own `lr` is the schedule's (null on eval-only rows)
-    df = steps.drop("lr", strict=False).join(keys, on="run_id", how="inner").filter(finite)
+    df = steps.drop("lr", strict=False).join(keys, on="run_id", how="inner").filter(finite & alive)
     width = max(int(df["step"].max() or 1) // BINS, 1)
     train = (
         df.filter(pl.col("train_loss").is_not_null())
@@ -283,53 +359,75 @@ def _clamp_top(ax, entropies: CorpusEntropies | None) -> None:
         ax.set_ylim(top=ceiling)
 
 
+MAX_LR_LEGEND = 8  # up to this many LRs get a legend entry each; more get a colour bar
+
+
+def _panel_layout(n: int) -> tuple[int, int]:
+    cols = 2 if n in (2, 4) else min(n, 3)
+    return math.ceil(n / cols), cols
+
+
 def plot_loss_curves(
     steps: pl.DataFrame, summaries: pl.DataFrame, path: Path, *, entropies: CorpusEntropies | None, title: str = ""
 ) -> Path:
-    """Train (thin) and val (markers) loss vs step, one panel per (group, B), one colour per LR
-    (seed means), with the corpus's unigram, bigram and uniform (ln V) entropy lines."""
+    """Train (thin, binned) and val (markers) loss vs step (seed means) with the corpus's unigram,
+    bigram and uniform (ln V) entropy lines, on one shared loss axis. One panel per (group, B), one
+    colour per LR; a threshold sweep with one LR per B gets one panel per (B, LR), one colour per group."""
     curves = _binned_curves(steps, summaries)
-    panels = (
-        curves.select(["gradient_clip", "optimizer", "batch_size"])
-        .unique(maintain_order=True)
-        .sort(["gradient_clip", "optimizer", "batch_size"], nulls_last=False)
-    )
+    sweep = _one_lr_per_batch(groups(summaries)) if summaries.height else False
+    panel_keys = ["batch_size", "lr"] if sweep else ["gradient_clip", "optimizer", "batch_size"]
+    panels = curves.select(panel_keys).unique().sort(panel_keys, nulls_last=False)
     n = max(panels.height, 1)
-    cols = min(n, 3)
-    rows = math.ceil(n / cols)
-    fig = Figure(figsize=(5 * cols + 1, 3.4 * rows + 0.8), layout="constrained")
+    rows, cols = _panel_layout(n)
+    fig = Figure(figsize=(4.6 * cols + 1.2, 3.2 * rows + 0.9), layout="constrained")
+    axes = fig.subplots(rows, cols, sharey=True, squeeze=False).ravel()
     lrs = sorted(curves["lr"].unique().to_list()) or [1.0]
     norm = colors.LogNorm(min(lrs), max(lrs) * (1.0001 if len(lrs) == 1 else 1))
     cmap = matplotlib.colormaps["plasma"]
-    ax = None
-    for k, p in enumerate(panels.iter_rows(named=True)):
-        ax = fig.add_subplot(rows, cols, k + 1)
-        sel = curves.filter(
-            pl.col("gradient_clip").eq_missing(p["gradient_clip"])
-            & pl.col("optimizer").eq_missing(p["optimizer"])
-            & (pl.col("batch_size") == p["batch_size"])
-        )
-        for (lr,), c in sel.group_by(["lr"], maintain_order=True):
-            color = cmap(norm(lr) * 0.85)
+    group_keys = (
+        curves.select(["gradient_clip", "optimizer"]).unique().sort(["gradient_clip", "optimizer"], nulls_last=False)
+    )
+    group_color = {(g["gradient_clip"], g["optimizer"]): _color(i) for i, g in enumerate(group_keys.iter_rows(named=True))}
+
+    def color_of(r: dict) -> str | tuple:
+        if sweep:
+            return group_color[(r["gradient_clip"], r["optimizer"])]
+        return cmap(norm(r["lr"]) * 0.85) if len(lrs) > 1 else "C0"
+
+    for ax, p in zip(axes, panels.iter_rows(named=True), strict=False):
+        sel = curves.filter(pl.all_horizontal(pl.col(k).eq_missing(p[k]) for k in panel_keys))
+        for _, c in sel.group_by(["gradient_clip", "optimizer", "lr"], maintain_order=True):
+            color = color_of(c.row(0, named=True))
             t = c.filter(pl.col("train_loss").is_not_null())
             ax.plot(t["step"], t["train_loss"], color=color, lw=0.8, alpha=0.6)
             v = c.filter(pl.col("val_loss").is_not_null())
             ax.plot(v["step"], v["val_loss"], color=color, marker="o", ms=3, lw=1.5)
         _milestones(ax, entropies)
-        _clamp_top(ax, entropies)
-        ax.set_title(f"B={p['batch_size']}, {group_label(p['gradient_clip'], p['optimizer'])}", fontsize=9)
+        if sweep:
+            ax.set_title(f"B={p['batch_size']}, LR={p['lr']:g}", fontsize=9)
+        else:
+            ax.set_title(f"B={p['batch_size']}, {group_label(p['gradient_clip'], p['optimizer'])}", fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel("loss (nats/char)")
         ax.grid(True, alpha=0.3)
-    if ax is None:
-        ax = fig.add_subplot()
-        ax.text(0.5, 0.5, "no step metrics", ha="center", va="center")
-    sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(sm, ax=fig.axes, label="learning rate", shrink=0.6)
+    for ax in axes[panels.height :]:
+        ax.set_axis_off()
+    if panels.height == 0:
+        axes[0].set_axis_on()
+        axes[0].text(0.5, 0.5, "no step metrics", ha="center", va="center", transform=axes[0].transAxes)
+    else:
+        _clamp_top(axes[0], entropies)  # shared y: one call limits every panel
     legend = [
         Line2D([], [], color="k", lw=0.8, label="train (binned)"),
         Line2D([], [], color="k", marker="o", ms=3, label="val"),
     ]
+    if sweep:
+        legend += [Line2D([], [], color=c, lw=2, label=group_label(*k)) for k, c in group_color.items()]
+    elif 1 < len(lrs) <= MAX_LR_LEGEND:
+        legend += [Line2D([], [], color=cmap(norm(v) * 0.85), lw=2, label=f"LR {v:g}") for v in lrs]
+    elif len(lrs) > MAX_LR_LEGEND:
+        sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+        fig.colorbar(sm, ax=list(axes), label="learning rate", shrink=0.6)
     if entropies is not None:
         legend += [
             Line2D([], [], color="gray", ls="--", label=f"unigram entropy {entropies.unigram:.3f}"),
@@ -337,37 +435,53 @@ def plot_loss_curves(
         ]
         if entropies.vocab_size:
             legend.append(Line2D([], [], color="gray", ls="-.", label=f"ln V = {math.log(entropies.vocab_size):.3f}"))
-    fig.legend(handles=legend, loc="outside lower center", ncol=len(legend), fontsize=8)
-    fig.suptitle(title or "Loss curves (mean over seeds)")
+    fig.legend(handles=legend, loc="outside lower center", ncol=min(len(legend), 5), fontsize=8)
+    fig.suptitle(title or "Loss curves (mean over seeds; a diverged run is drawn up to its divergence)")
     return _save(fig, path)
 
 
 # --------------------------------------------------------------------------- predicted vs measured
-def plot_predicted_vs_measured(cmp: Comparison, path: Path, *, title: str = "") -> Path:
-    """Left: predicted vs measured LR_opt (band: factor 1.5). Right: clip frequency (band: ±MAE target)."""
-    fig = Figure(figsize=(11, 5), layout="constrained")
-    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    values = []
+def _lr_points(cmp: Comparison) -> list[tuple[int, list[tuple[float, float, bool, str]]]]:
+    """Per group (colour index): (measured, predicted, measured at edge, batch-size label) points;
+    coincident points share one label, and a batch size with one tested LR has no optimum to show."""
+    out = []
     for i, g in enumerate(cmp.groups):
-        rows = [r for r in g.lr_rows if r.predicted is not None]
-        if not rows:
-            continue
-        for r in rows:
+        only = {o.batch_size for o in g.measured.optima if o.edge == "only"}
+        labels: dict[tuple[float, float, bool], list[str]] = {}
+        for r in g.lr_rows:
+            if r.predicted is not None and r.batch_size not in only:
+                labels.setdefault((r.measured, r.predicted, r.measured_at_edge), []).append(str(r.batch_size))
+        if labels:
+            out.append((i, [(m, p, e, ",".join(bs)) for (m, p, e), bs in labels.items()]))
+    return out
+
+
+def plot_predicted_vs_measured(cmp: Comparison, path: Path, *, title: str = "") -> Path:
+    """Left: predicted vs measured LR_opt (band: factor 1.5), left out when no batch size has an LR
+    grid. Right: clip frequency per config (band: ±MAE target)."""
+    points = _lr_points(cmp)
+    fig = Figure(figsize=(11, 5) if points else (6, 5), layout="constrained")
+    if points:
+        ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    else:
+        ax1, ax2 = None, fig.add_subplot()
+    values = []
+    for i, pts in points:
+        for measured, predicted, at_edge, label in pts:
             ax1.plot(
-                r.measured,
-                r.predicted,
-                marker="^" if r.measured_at_edge else "o",
-                mfc="none" if r.measured_at_edge else _color(i),
+                measured,
+                predicted,
+                marker="^" if at_edge else "o",
+                mfc="none" if at_edge else _color(i),
                 mec=_color(i),
                 ls="none",
                 ms=8,
             )
-            ax1.annotate(
-                str(r.batch_size), (r.measured, r.predicted), textcoords="offset points", xytext=(4, 4), fontsize=7
-            )
-            values += [r.measured, r.predicted]
+            ax1.annotate(label, (measured, predicted), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            values += [measured, predicted]
+        g = cmp.groups[i]
         ax1.plot([], [], marker="o", color=_color(i), ls="none", label=group_label(g.gradient_clip, g.optimizer))
-    if values:
+    if ax1 is not None:
         lo, hi = min(values) / 2, max(values) * 2
         line = np.geomspace(lo, hi, 10)
         ax1.plot(line, line, color="k", lw=1)
@@ -382,14 +496,14 @@ def plot_predicted_vs_measured(cmp: Comparison, path: Path, *, title: str = "") 
         )
         ax1.set_xlim(lo, hi)
         ax1.set_ylim(lo, hi)
-    ax1.set_xscale("log")
-    ax1.set_yscale("log")
-    for axis in (ax1.xaxis, ax1.yaxis):
-        axis.set_minor_formatter(ticker.NullFormatter())  # minor labels collide on a short log range
-    ax1.set_xlabel("measured LR_opt")
-    ax1.set_ylabel("predicted LR_opt")
-    ax1.set_title("LR_opt per batch size (labels: B; hollow ▲ = measured at grid edge)", fontsize=9)
-    ax1.legend(fontsize=8)
+        ax1.set_xscale("log")
+        ax1.set_yscale("log")
+        for axis in (ax1.xaxis, ax1.yaxis):
+            axis.set_minor_formatter(ticker.NullFormatter())  # minor labels collide on a short log range
+        ax1.set_xlabel("measured LR_opt")
+        ax1.set_ylabel("predicted LR_opt")
+        ax1.set_title("LR_opt per batch size (labels: B; hollow ▲ = measured at grid edge)", fontsize=9)
+        ax1.legend(fontsize=8)
     ax2.plot([0, 1], [0, 1], color="k", lw=1)
     ax2.fill_between(
         [0, 1], [-CLIP_MAE_MAX, 1 - CLIP_MAE_MAX], [CLIP_MAE_MAX, 1 + CLIP_MAE_MAX], color="k", alpha=0.1, lw=0

@@ -1,9 +1,13 @@
-"""Markdown reports: the per-config table in the seed's columns, β fits, predicted-vs-measured
-comparison, plot links, and the answer in words generated from those numbers. `pyphase compare`
-prints the comparison section of this module; `pyphase report` writes whole reports."""
+"""Markdown reports: a summary across experiments, provenance, the calibration the simulator uses,
+per-experiment β fits, training diagnostics read from the step metrics (data budget and
+overfitting, clip frequency against LR, divergences, clip thresholds at one (B, LR)),
+predicted-vs-measured comparisons with their caveats, plot links, and the answer in words
+generated from those numbers. `pyphase compare` prints the comparison section of this module;
+`pyphase report` writes whole reports."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -12,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from scipy import stats
 
 from pyphase import analysis as an
 from pyphase import plots
@@ -26,9 +31,17 @@ from pyphase.results import (
     scan,
     to_json,
 )
-from pyphase.schema import REGIME_SATURATION_AT, REGIMES, SEED_SUMMARY_COLUMNS
+from pyphase.schema import REGIME_SATURATION_AT, REGIMES
 
 REPORT_FILE = "REPORT.md"
+
+# Thresholds of the generated diagnostics (nats/char unless stated).
+# A run overfits when its final val loss is OVERFIT_RISE above the best val loss it reached AND
+# OVERFIT_GAP above its final train loss (a rise without that gap is instability, not overfitting).
+OVERFIT_RISE = 0.1
+OVERFIT_GAP = 0.25
+FLAT_WITHIN = 0.02  # LRs whose best-along-training val loss is this close to the best are "equally good"
+SPIKE_NORM = 100.0  # a gradient norm this large (before clipping) is a spike worth listing
 
 
 # --------------------------------------------------------------------------- formatting
@@ -65,10 +78,34 @@ def _label(m: an.BetaMeasurement | an.GroupComparison) -> str:
 
 
 # --------------------------------------------------------------------------- tables
+# The seed's summary columns under short headers, so the table fits a page (optimizer and step
+# count are stated once above the table instead of in every row).
+CONFIG_HEADERS: dict[str, str] = {
+    "batch_size": "B",
+    "lr": "LR",
+    "gradient_clip": "clip",
+    "final_train_loss": "train",
+    "final_val_loss": "val",
+    "train_loss_std": "train sd",
+    "avg_grad_norm_before": "‖g‖ before",
+    "avg_grad_norm_after": "‖g‖ after",
+    "avg_clip_frequency": "clip freq",
+    "converged": "converged",
+    "n_seeds": "seeds",
+    "n_diverged": "diverged",
+}
+
+
 def configs_markdown(configs: pl.DataFrame) -> str:
     """Per-config table in the seed's columns (means over seeds) plus seed and divergence counts."""
-    cols = SEED_SUMMARY_COLUMNS[:3] + ["optimizer"] + SEED_SUMMARY_COLUMNS[3:] + ["n_seeds", "n_diverged"]
-    return markdown_table(configs.select(cols).to_dicts(), cols)
+    rows = [{CONFIG_HEADERS[k]: v for k, v in r.items() if k in CONFIG_HEADERS} for r in configs.to_dicts()]
+    optimizers = ", ".join(sorted({str(o) for o in configs["optimizer"].to_list()}))
+    steps = ", ".join(str(v) for v in sorted(set(configs["num_steps"].drop_nulls().to_list())))
+    head = (
+        f"Optimizer {optimizers}; {steps} steps. train/val: final losses (nats/char); train sd: spread of the "
+        "train loss over the final window; ‖g‖: mean global gradient norm before/after clipping."
+    )
+    return head + "\n\n" + markdown_table(rows, list(CONFIG_HEADERS.values()))
 
 
 def beta_markdown(measurements: Sequence[an.BetaMeasurement]) -> str:
@@ -87,10 +124,9 @@ def beta_markdown(measurements: Sequence[an.BetaMeasurement]) -> str:
                 "group": _label(m),
                 "β (refined)": m.fit.beta if m.fit else None,
                 "95% interval": _interval_text(m),
-                "interval method": m.interval_method,
                 "C": m.fit.c if m.fit else None,
                 "R²": m.fit.r2 if m.fit else None,
-                "naive β ± 2 s.e. (seed's method)": naive,
+                "naive β ± 2 s.e.": naive,
                 "B at grid edge": ", ".join(str(o.batch_size) for o in m.optima if o.at_edge) or "none",
             }
         )
@@ -108,8 +144,10 @@ def beta_markdown(measurements: Sequence[an.BetaMeasurement]) -> str:
         for m in measurements
         for o in m.optima
     ]
+    methods = "; ".join(f"{_label(m)}: {m.interval_method}" for m in measurements)
     return (
         markdown_table(fits, list(fits[0]))
+        + f"\n\nInterval: {methods}. Naive β: the seed's method (line through the grid argmins)."
         + "\n\n"
         + markdown_table(optima, ["group", "B", "LR_opt", "grid argmin", "loss at argmin", "LRs", "seeds", "how"])
     )
@@ -119,13 +157,33 @@ def _verdict(passed: bool | None) -> str:
     return {True: "PASS", False: "FAIL", None: "not scored"}[passed]
 
 
+LR_TARGETS = ("beta", "lr_opt", "rules")  # targets scored on measured LR_opt
+
+
+def target_caveat(cmp: an.Comparison, target: an.Target) -> str:
+    """Why a β / LR_opt / rules verdict may not be evidence: measured LR_opt on a grid edge is a
+    bound, and with one LR per batch size there is no optimum at all."""
+    if target.name not in LR_TARGETS or target.passed is None:
+        return ""
+    optima = [o for g in cmp.groups for o in g.measured.optima if math.isfinite(o.lr_opt)]
+    edges = [o for o in optima if o.at_edge]
+    if not edges:
+        return ""
+    if all(o.edge == "only" for o in edges) and len(edges) == len(optima):
+        return "not evidence: one LR per batch size, so no measured optimum"
+    bs = ", ".join(sorted({str(o.batch_size) for o in edges}, key=int))
+    if len(edges) == len(optima):
+        return f"not evidence: every measured LR_opt is a grid-edge bound (B={bs})"
+    return f"partly bounds: measured LR_opt on a grid edge at B={bs}"
+
+
 def comparison_markdown(cmp: an.Comparison) -> str:
     """Targets, β, LR_opt per B, rules, and clip-frequency/regime scores as Markdown."""
     parts = [f"Prediction: {cmp.prediction_source or 'none given (rules scored on the measurement only)'}"]
     parts.append(
         markdown_table(
-            [t.to_dict() | {"result": _verdict(t.passed)} for t in cmp.targets],
-            ["name", "criterion", "value", "result"],
+            [t.to_dict() | {"result": _verdict(t.passed), "caveat": target_caveat(cmp, t) or "—"} for t in cmp.targets],
+            ["name", "criterion", "value", "result", "caveat"],
         )
     )
     betas = [
@@ -235,13 +293,20 @@ def beta_words(m: an.BetaMeasurement) -> str:
             f"A line through those grid values has slope {m.fit.beta:.2f}, which reflects the chosen grid, "
             "not the loss."
         )
-    text = f"**{group}**: LR_opt ∝ B^{m.fit.beta:.2f}"
+    if edges:
+        text = (
+            f"**{group}**: ⚠ β is only bounded: {len(edges)} of {len(m.optima)} batch sizes have their minimum on "
+            f"a grid edge. A line through the {m.fit.n} LR_opt values has slope {m.fit.beta:.2f}"
+        )
+    else:
+        text = f"**{group}**: LR_opt ∝ B^{m.fit.beta:.2f}"
     if m.ci_low is not None:
         text += f" (95% interval {m.ci_low:.2f} to {m.ci_high:.2f}, {m.interval_method}; "
         text += f"R² {fmt(m.fit.r2)}; {m.fit.n} batch sizes)."
     else:
         text += f" ({m.interval_method}; no interval is given rather than an invented one)."
-    text += _beta_meaning(m)
+    if not edges:  # with bounds in the fit, "consistent with" or "excludes" would overstate it
+        text += _beta_meaning(m)
     if m.naive is not None:
         text += f" The seed's grid-argmin method gives β = {m.naive.beta:.2f} on the same runs."
     coarse = [o for o in m.optima if not o.at_edge and not o.refined and math.isfinite(o.lr_opt)]
@@ -336,18 +401,456 @@ def divergence_words(summaries: pl.DataFrame) -> str:
     return f"{n} of {summaries.height} runs diverged ({why}) and count as infinite loss."
 
 
-def prediction_words(cmp: an.Comparison) -> str:
+def prediction_words(cmp: an.Comparison, label: str = "The prediction") -> str:
     scored = [t for t in cmp.targets if t.passed is not None]
     if not scored:
-        return "No prediction was scored."
+        return f"{label}: no target could be scored."
     passed = [t.name for t in scored if t.passed]
     failed = [t.name for t in scored if not t.passed]
-    return f"The prediction passes {len(passed)} of {len(scored)} scored targets" + (
+    text = f"{label} passes {len(passed)} of {len(scored)} scored targets" + (
         f" (fails: {', '.join(failed)})." if failed else "."
     )
+    moot = [t.name for t in scored if target_caveat(cmp, t).startswith("not evidence")]
+    if moot:
+        text += f" The {', '.join(moot)} verdicts are not evidence either way (measured LR_opt only bounded)."
+    return text
+
+
+# --------------------------------------------------------------------------- diagnostics from step metrics
+def run_diagnostics(summaries: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
+    """One row per run (summary columns plus): best val loss along training and its step, last val,
+    mean and sd of the val evaluations in the second half of training, final weight norm, and the
+    largest finite gradient norm before clipping. A diverged run counts only up to its divergence
+    (the trainer freezes it afterwards)."""
+    limit = pl.col("diverged_step").fill_null(pl.col("num_steps"))
+    df = steps.join(summaries.select("run_id", "num_steps", "diverged_step"), on="run_id", how="inner")
+    df = df.filter(pl.col("step") <= limit)
+    ev = df.filter(pl.col("val_loss").is_finite().fill_null(False))
+    val = ev.sort("step").group_by("run_id").agg(
+        pl.col("val_loss").min().alias("best_val"),
+        pl.col("step").sort_by("val_loss").first().alias("best_val_step"),
+        pl.col("val_loss").last().alias("last_val"),
+        pl.col("val_loss").filter(pl.col("step") > pl.col("num_steps") / 2).mean().alias("late_val_mean"),
+        pl.col("val_loss").filter(pl.col("step") > pl.col("num_steps") / 2).std().alias("late_val_sd"),
+    )
+    weights = (
+        df.filter(pl.col("weight_norm").is_not_null())
+        .sort("step")
+        .group_by("run_id")
+        .agg(pl.col("weight_norm").last().alias("final_weight_norm"))
+    )
+    norms = (
+        df.filter(pl.col("grad_norm_before").is_finite().fill_null(False))
+        .group_by("run_id")
+        .agg(pl.col("grad_norm_before").max().alias("max_grad_norm"))
+    )
+    out = an.with_effective_loss(summaries)
+    for part in (val, weights, norms):
+        out = out.join(part, on="run_id", how="left")
+    return out
+
+
+def _mean_by_config(runs: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+    return runs.group_by(an.CONFIG_KEYS).agg([pl.col(c).mean() for c in columns]).sort(an.CONFIG_KEYS, nulls_last=False)
+
+
+def data_budget(provenance: Mapping[str, Any], summaries: pl.DataFrame) -> dict[int, float] | None:
+    """Epochs of the train split per batch size (steps x B x block / train characters), when the
+    provenance records the train split size and the block size; else None."""
+    train = (provenance.get("corpus") or {}).get("train_chars")
+    model = ((provenance.get("run_config") or {}).get("common") or {}).get("model") or {}
+    block = model.get("block_size")
+    if not train or not block:
+        return None
+    per_b = summaries.group_by("batch_size").agg(pl.col("num_steps").max()).sort("batch_size")
+    return {int(r["batch_size"]): r["num_steps"] * r["batch_size"] * block / train for r in per_b.to_dicts()}
+
+
+def overfitting_markdown(
+    runs: pl.DataFrame, epochs: Mapping[int, float] | None, *, has_lr_grid: bool = True
+) -> tuple[str, str]:
+    """Per (group, B): epochs, the best final val loss and the best val loss along training with
+    their LRs, and how many LRs overfit; and a sentence saying what that does to LR_opt."""
+    cfg = _mean_by_config(
+        runs.filter(~pl.col("diverged")), ["final_val_loss", "final_train_loss", "best_val", "best_val_step"]
+    )
+    if cfg.height == 0 or cfg["best_val"].is_null().all():
+        return "", ""
+    overfit = ((pl.col("final_val_loss") - pl.col("best_val")) > OVERFIT_RISE) & (
+        (pl.col("final_val_loss") - pl.col("final_train_loss")) > OVERFIT_GAP
+    )
+    cfg = cfg.with_columns((pl.col("final_val_loss") - pl.col("best_val")).alias("rise"), overfit.alias("overfit"))
+    rows = []
+    for (clip, opt, b), g in cfg.group_by(["gradient_clip", "optimizer", "batch_size"], maintain_order=True):
+        fin = g.sort("final_val_loss").row(0, named=True)
+        best = g.sort("best_val").row(0, named=True)
+        flat = g.filter(pl.col("best_val") <= best["best_val"] + FLAT_WITHIN)["lr"].to_list()
+        rows.append(
+            {
+                "group": an.group_label(clip, opt),
+                "B": b,
+                "epochs": epochs.get(int(b)) if epochs else None,
+                "best final val (LR)": f"{fmt(fin['final_val_loss'])} ({fmt(fin['lr'])})",
+                "train there": fin["final_train_loss"],
+                "best val in training (LR, step)": f"{fmt(best['best_val'])} ({fmt(best['lr'])}, "
+                f"{int(best['best_val_step'])})",
+                f"LRs within {FLAT_WITHIN} of it": ", ".join(fmt(v) for v in sorted(flat)),
+                "LRs overfit": f"{g.filter(pl.col('overfit')).height} of {g.height}",
+            }
+        )
+    rows.sort(key=lambda r: (r["group"], r["B"]))
+    table = markdown_table(rows, list(rows[0]))
+    over = cfg.filter(pl.col("overfit"))
+    text = (
+        f"Overfitting: {over.height} of {cfg.height} finite configs end with a val loss more than {OVERFIT_RISE} nats "
+        f"above the best val loss the same run reached during training and more than {OVERFIT_GAP} above their "
+        "final train loss"
+    )
+    if over.height:
+        worst = over.sort("rise", descending=True).row(0, named=True)
+        text += (
+            f" (largest: B={worst['batch_size']}, LR={fmt(worst['lr'])}: final train {worst['final_train_loss']:.3f}, "
+            f"best val {worst['best_val']:.3f} at step {int(worst['best_val_step'])}, final val "
+            f"{worst['final_val_loss']:.3f})"
+        )
+    text += "."
+    if epochs:
+        text += " The runs see " + ", ".join(f"{e:,.0f} (B={b})" for b, e in sorted(epochs.items()))
+        text += " epochs of the train split."
+    if has_lr_grid and over.height and over.height * 4 >= cfg.height:  # a quarter or more of the grid overfits
+        text += (
+            " LR_opt taken from the final val loss is then set partly by when each run starts to overfit "
+            "within the step budget, not only by optimisation speed (a data-limited regime); the best val "
+            "loss along training is the early-stopping view of the same runs."
+        )
+    return table, text
+
+
+def early_stopping_words(runs: pl.DataFrame, n_boot: int) -> list[str]:
+    """β with LR_opt taken from each run's best val loss along training instead of its final one."""
+    if runs["best_val"].is_null().all():
+        return []
+    alt = runs.with_columns(
+        pl.when(pl.col("diverged")).then(pl.col("final_val_loss")).otherwise(pl.col("best_val")).alias("final_val_loss")
+    ).select([c for c in runs.columns if c not in ("loss", "diverged")])
+    words = []
+    flat_note = _flatness(alt)
+    for m in an.measure_beta(alt, n_boot=n_boot):
+        w = "Early stopping (best val loss along training, at the evaluation steps), " + beta_words(m)
+        words.append(w + flat_note.get((m.gradient_clip, m.optimizer), ""))
+    return words
+
+
+def _flatness(runs: pl.DataFrame) -> dict[tuple[float | None, str | None], str]:
+    """A warning per group when, at every batch size, 3+ LRs come within FLAT_WITHIN of the best loss
+    (the minimum over LR is then too flat for its position to mean much)."""
+    cfg = _mean_by_config(an.with_effective_loss(runs).filter(~pl.col("diverged")), ["final_val_loss"])
+    out = {}
+    for clip, opt, g in an.groups(cfg):
+        counts = [
+            part.filter(pl.col("final_val_loss") <= part["final_val_loss"].min() + FLAT_WITHIN).height
+            for _, part in g.group_by(["batch_size"])
+        ]
+        if counts and min(counts) >= 3:
+            out[(clip, opt)] = (
+                f" ⚠ At every batch size {min(counts)} or more LRs reach within {FLAT_WITHIN} nats of the best, so "
+                "this LR_opt is weakly determined."
+            )
+    return out
+
+
+def _range_text(values: pl.Series) -> str:
+    """'min–max' of the non-null values, one value when they agree, '—' when there are none."""
+    v = values.drop_nulls()
+    if len(v) == 0:
+        return "—"
+    lo, hi = fmt(v.min()), fmt(v.max())
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def _spearman_sign(x: Sequence[float], y: Sequence[float]) -> float | None:
+    if len(x) < 3 or len(set(y)) < 2:
+        return None
+    return float(stats.spearmanr(x, y).statistic)
+
+
+def clip_vs_lr(runs: pl.DataFrame) -> tuple[str, str]:
+    """Per LR of each clipped group (ranges over batch sizes): clip frequency, mean ‖g‖ before
+    clipping and final weight norm; and which way clip frequency moves with LR."""
+    # diverged runs left out: their mean norm is dominated by the blow-up before the non-finite step
+    clipped = runs.filter(pl.col("gradient_clip").is_not_null() & ~pl.col("diverged"))
+    cfg = _mean_by_config(clipped, ["avg_clip_frequency", "avg_grad_norm_before", "final_weight_norm"])
+    tables, sentences = [], []
+    for clip, opt, g in an.groups(cfg):
+        if g["lr"].n_unique() < 3:
+            continue
+        rows = []
+        for (lr,), part in g.group_by(["lr"], maintain_order=True):
+            row = {"group": an.group_label(clip, opt), "LR": lr}
+            for col, name in [
+                ("avg_clip_frequency", "clip freq"),
+                ("avg_grad_norm_before", "‖g‖ before"),
+                ("final_weight_norm", "weight norm"),
+            ]:
+                row[name] = _range_text(part[col])
+            rows.append(row)
+        tables.append(markdown_table(rows, list(rows[0])))
+        rhos = {}
+        for (b,), part in g.sort("lr").group_by(["batch_size"], maintain_order=True):
+            rho = _spearman_sign(part["lr"].to_list(), part["avg_clip_frequency"].to_list())
+            if rho is not None:
+                rhos[int(b)] = rho
+        if rhos:
+            falling, rising = sum(r < 0 for r in rhos.values()), sum(r > 0 for r in rhos.values())
+            lo_lr, hi_lr = g["lr"].min(), g["lr"].max()
+            at_lo = _range_text(g.filter(pl.col("lr") == lo_lr)["avg_clip_frequency"])
+            at_hi = _range_text(g.filter(pl.col("lr") == hi_lr)["avg_clip_frequency"])
+            sentences.append(
+                f"{an.group_label(clip, opt)}: clip frequency falls with LR at {falling} and rises with LR at "
+                f"{rising} of {len(rhos)} batch sizes (Spearman ρ per B: "
+                f"{', '.join(f'{r:+.2f}' for _, r in sorted(rhos.items()))}); "
+                f"{at_lo} at LR={fmt(lo_lr)} vs {at_hi} at LR={fmt(hi_lr)}."
+            )
+    head = (
+        "Per LR, ranges over batch sizes (seed means of the runs that stayed finite): clip frequency, mean ‖g‖ "
+        "before clipping, final weight norm."
+    )
+    return (head + "\n\n" + "\n\n".join(tables) if tables else ""), " ".join(sentences)
+
+
+def divergence_markdown(runs: pl.DataFrame) -> tuple[str, str]:
+    """Diverged runs with their divergence step and largest finite gradient norm; and spikes (‖g‖ ≥
+    SPIKE_NORM) in runs that stayed finite."""
+    cols = ["gradient_clip", "batch_size", "lr", "seed"]
+    div = runs.filter(pl.col("diverged")).sort(cols, nulls_last=False)
+    spikes = runs.filter(~pl.col("diverged") & (pl.col("max_grad_norm") >= SPIKE_NORM)).sort(cols, nulls_last=False)
+    rows = [
+        {
+            "clip": r["gradient_clip"],
+            "B": r["batch_size"],
+            "LR": r["lr"],
+            "seed": r["seed"],
+            "diverged at step": r["diverged_step"],
+            "largest finite ‖g‖": r["max_grad_norm"],
+            "clip freq": r["avg_clip_frequency"],
+        }
+        for r in div.iter_rows(named=True)
+    ]
+    text = ""
+    if rows:
+        text = (
+            f"{div.height} runs diverged; before the first non-finite step their gradient norm reached "
+            f"{fmt(div['max_grad_norm'].min())} to {fmt(div['max_grad_norm'].max())}."
+        )
+    if spikes.height:
+        text += (
+            f" {spikes.height} runs that stayed finite had gradient-norm spikes ≥ {SPIKE_NORM:g}: "
+            + ", ".join(
+                f"B={r['batch_size']}, LR={fmt(r['lr'])}, clip={_clip_text(r['gradient_clip'])}, seed {r['seed']} "
+                f"(max {fmt(r['max_grad_norm'])})"
+                for r in spikes.iter_rows(named=True)
+            )
+            + "."
+        )
+    return (markdown_table(rows, list(rows[0])) if rows else ""), text.strip()
+
+
+def _clip_text(clip: float | None) -> str:
+    return "off" if clip is None else f"{clip:g}"
+
+
+def threshold_markdown(runs: pl.DataFrame) -> tuple[str, list[str]]:
+    """Where several clip thresholds share one (optimizer, B, LR): their clip frequency, norms and
+    losses side by side, with the spread of the late val evaluations as the resolution of one run."""
+    cfg = _mean_by_config(
+        runs.with_columns(pl.col("diverged").cast(pl.Float64).alias("n_div")),
+        [
+            "avg_clip_frequency",
+            "avg_grad_norm_before",
+            "avg_grad_norm_after",
+            "final_val_loss",
+            "late_val_mean",
+            "late_val_sd",
+            "n_div",
+        ],
+    )
+    rows, words = [], []
+    for (opt, b, lr), g in cfg.group_by(["optimizer", "batch_size", "lr"], maintain_order=True):
+        if g["gradient_clip"].n_unique() + g["gradient_clip"].null_count() < 2 or g.height < 2:
+            continue
+        g = g.sort("gradient_clip", nulls_last=False)
+        for r in g.iter_rows(named=True):
+            rows.append(
+                {
+                    "B": b,
+                    "LR": lr,
+                    "clip": "off" if r["gradient_clip"] is None else r["gradient_clip"],
+                    "clip freq": r["avg_clip_frequency"],
+                    "‖g‖ before": r["avg_grad_norm_before"],
+                    "‖g‖ after": r["avg_grad_norm_after"],
+                    "final val": r["final_val_loss"],
+                    "late val mean ± sd": f"{fmt(r['late_val_mean'])} ± {fmt(r['late_val_sd'])}",
+                    "diverged": r["n_div"] > 0,
+                }
+            )
+        finite = g.filter(pl.col("n_div") == 0)
+        if finite.height < 2:
+            continue
+        best, worst = finite.sort("final_val_loss").row(0, named=True), finite.sort("final_val_loss").row(-1, named=True)
+        sd = finite["late_val_sd"].drop_nulls()
+        text = (
+            f"B={b}, LR={fmt(lr)}: final val loss ranges from {best['final_val_loss']:.3f} (clip={_clip_text(best['gradient_clip'])}, "
+            f"clipping {best['avg_clip_frequency']:.0%} of steps) to {worst['final_val_loss']:.3f} "
+            f"(clip={_clip_text(worst['gradient_clip'])})"
+        )
+        off = g.filter(pl.col("gradient_clip").is_null())
+        if off.height:
+            o = off.row(0, named=True)
+            text += f"; with clipping off the run {'diverged' if o['n_div'] > 0 else 'stayed finite'}"
+            text += f" (final val {o['final_val_loss']:.3f})"
+        if len(sd):
+            spread = best["final_val_loss"] - worst["final_val_loss"]
+            text += (
+                f". The val evaluations of one run's second half scatter by sd {fmt(sd.min())}–{fmt(sd.max())}, "
+                f"so a difference of {abs(spread):.3f} is "
+                + ("larger than" if abs(spread) > 2 * sd.max() else "within")
+                + " about two of those sd"
+            )
+        seeds = runs.filter((pl.col("batch_size") == b) & (pl.col("lr") == lr))["seed"].n_unique()
+        words.append(text + f" ({seeds} seed{'s' if seeds != 1 else ''}).")
+    if not rows:
+        return "", []
+    note = (
+        "late val: mean ± sd of the evaluations in the second half of training (the scatter one run's final "
+        "evaluation has)."
+    )
+    return note + "\n\n" + markdown_table(rows, list(rows[0])), words
+
+
+# --------------------------------------------------------------------------- provenance and calibration
+def provenance_markdown(rs: ResultSet, experiments: Sequence[str]) -> str:
+    """Device, torch, commit, seeds, steps, commands and notes of each experiment, and the corpus."""
+    rows, bullets, corpora = [], [], {}
+    for e in experiments:
+        summ = rs.summaries.filter(pl.col("experiment") == e).collect()
+        prov = rs.provenance(e)
+        seeds = sorted(set(summ["seed"].drop_nulls().to_list()))
+        rows.append(
+            {
+                "experiment": e,
+                "runs (seeds)": f"{summ.height} ({', '.join(str(x) for x in seeds) or '—'})",
+                "steps": ", ".join(str(v) for v in sorted(set(summ["num_steps"].drop_nulls().to_list()))),
+                "device": "; ".join(sorted({str(v) for v in summ["device"].to_list()})),
+                "torch": "; ".join(sorted({str(v) for v in summ["torch_version"].to_list()})),
+                "commit": "; ".join(sorted({str(v)[:12] for v in summ["git_commit"].to_list()})),
+            }
+        )
+        src = rs.source(e)
+        line = f"**{e}**: read from `{src.path}` ({src.layout} layout)"
+        if prov.get("exported_utc"):
+            line += f", exported {prov['exported_utc']}"
+        commands = prov.get("command") or []
+        if isinstance(commands, str):
+            commands = [commands]
+        if commands:
+            line += "; command: " + "; ".join(f"`{c}`" for c in commands)
+        notes = prov.get("notes") or []
+        if isinstance(notes, str):
+            notes = [notes]
+        if notes:
+            line += ". Notes: " + " ".join(n.rstrip(".") + "." for n in notes)
+        bullets.append(line)
+        corpus = prov.get("corpus") or {}
+        for name, sha in zip(summ["corpus"].to_list(), summ["corpus_sha256"].to_list(), strict=True):
+            corpora.setdefault((name, sha), corpus if corpus.get("sha256") == sha else {})
+    parts = [markdown_table(rows, list(rows[0])), "\n".join(f"- {b}" for b in bullets)]
+    for (name, sha), facts in corpora.items():
+        text = f"Corpus: `{name}`, sha256 `{sha}`"
+        if facts.get("train_chars"):
+            text += f"; train split {facts['train_chars']:,} characters, validation {facts.get('valid_chars', 0):,}"
+        parts.append(text + ".")
+    return "\n\n".join(parts)
+
+
+def _calibration_of(path: Path | None, corpus_sha: set[str]) -> tuple[dict[str, Any], Path] | None:
+    from pyphase.nqm import DEFAULT_CALIBRATION
+
+    chosen = Path(path) if path is not None else DEFAULT_CALIBRATION
+    if not chosen.is_file():
+        if path is not None:
+            raise PyphaseError(f"--calibration {path}: no such file")
+        return None
+    try:
+        cal = json.loads(chosen.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PyphaseError(f"{chosen}: invalid JSON ({str(e).splitlines()[0]})") from e
+    prov = cal.get("provenance") if isinstance(cal, dict) else None
+    meas = (prov or {}).get("measurements")
+    if not isinstance(meas, dict) or not isinstance(meas.get("points"), list):
+        return None  # built-in parameters: nothing measured to report
+    if path is None and ((prov.get("data") or {}).get("sha256") not in corpus_sha):
+        return None  # the shipped calibration was measured on another corpus
+    return cal, chosen
+
+
+def _display_path(path: Path) -> str:
+    """A path relative to the working directory when it lies inside it (reports stay machine-neutral)."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def calibration_markdown(cal: Mapping[str, Any], path: Path) -> str:
+    """What the calibration measured along its short AdamW run, and where a single quadratic
+    cannot follow: |G|², noise, curvature per point, and AdamW's step length per unit LR."""
+    prov = cal["provenance"]
+    meas = prov["measurements"]
+    rows = []
+    for pt in meas["points"]:
+        noise = pt.get("noise") or {}
+        eig = pt.get("eigenvalues") or [None]
+        rows.append(
+            {
+                "step": pt.get("step"),
+                "loss": pt.get("loss"),
+                "|G|²": noise.get("grad_norm2"),
+                "tr Σ": noise.get("trace_sigma"),
+                "B_simple": noise.get("b_simple"),
+                "λ_max": eig[0],
+                "tr H": pt.get("hessian_trace"),
+            }
+        )
+    source = (
+        f"From `{_display_path(path)}` ({prov.get('label') or prov.get('description', '')}; {prov.get('device', '?')}, "
+        f"torch {prov.get('torch', '?')}, {fmt(prov.get('wall_s'))} s). Measured only on the calibration's own "
+        "short AdamW run, never on a sweep's outcome."
+    )
+    text = [source, markdown_table(rows, list(rows[0]))]
+    first, last = rows[0], rows[-1]
+    if first["|G|²"] and last["|G|²"] and first["λ_max"] and last["λ_max"]:
+        text.append(
+            f"From step {first['step']} to step {last['step']}: |G|² falls {first['|G|²'] / last['|G|²']:.0f}x, "
+            f"λ_max changes {last['λ_max'] / first['λ_max']:.2f}x, tr H {last['tr H'] / first['tr H']:.2f}x and "
+            f"B_simple {last['B_simple'] / first['B_simple']:.0f}x. In one fixed quadratic the Hessian does not change "
+            "along training; the NQM takes its curvature and noise from one point (step "
+            f"{meas.get('fit_step')}) and its initial loss and |G|² from step 0."
+        )
+    step = (meas.get("consistency") or {}).get("adamw_step_per_lr_measured")
+    d = cal.get("d")
+    if step and d:
+        text.append(
+            f"AdamW step length per unit LR (update RMS × √#params, at step {meas.get('fit_step')}): measured "
+            f"{step:.0f} on the real model; the NQM's is at most √d = {math.sqrt(d):.0f} (d = {d}), so at equal LR "
+            f"the simulated AdamW moves at most {math.sqrt(d) / step:.2f} as far per step."
+        )
+    return "\n\n".join(text)
 
 
 # --------------------------------------------------------------------------- whole report
+BEFORE_SWEEP_LABEL = "prediction"
+
+
 @dataclass(frozen=True)
 class ExperimentReport:
     """What one experiment's section was built from (kept for tests and callers)."""
@@ -357,6 +860,8 @@ class ExperimentReport:
     plots: tuple[Path, ...]
     measurements: tuple[an.BetaMeasurement, ...]
     comparison: an.Comparison | None
+    comparisons: tuple[tuple[str, an.Comparison], ...] = ()  # (label, comparison) per prediction set
+    summary_rows: tuple[dict[str, Any], ...] = ()
 
 
 def prediction_for(path: Path | None, experiment: str) -> PredictionFiles | None:
@@ -371,28 +876,39 @@ def _relative(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path, start)).as_posix()
 
 
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_")
+
+
+def _only_one_lr(measurements: Sequence[an.BetaMeasurement]) -> bool:
+    return all(o.edge == "only" for m in measurements for o in m.optima)
+
+
 def _make_plots(
-    rs: ResultSet,
+    steps: pl.DataFrame,
     experiment: str,
     summaries: pl.DataFrame,
     configs: pl.DataFrame,
     measurements: Sequence[an.BetaMeasurement],
-    cmp: an.Comparison | None,
+    comparisons: Sequence[tuple[str, an.Comparison]],
     plot_dir: Path,
     entropies: CorpusEntropies | None,
 ) -> list[tuple[str, Path]]:
-    out = [
-        (
-            "LR_opt vs batch size",
-            plots.plot_lr_opt(
-                measurements,
-                plot_dir / f"{experiment}_lr_opt.png",
-                predicted=[g.predicted for g in cmp.groups] if cmp else (),
-                title=f"{experiment}: LR_opt vs batch size",
-            ),
-        ),
-        ("Final validation loss", plots.plot_loss_heatmap(configs, plot_dir / f"{experiment}_loss_heatmap.png")),
-    ]
+    primary = comparisons[0][1] if comparisons else None
+    out = []
+    if not _only_one_lr(measurements):  # with one LR per batch size there is no LR_opt to draw
+        out.append(
+            (
+                "LR_opt vs batch size",
+                plots.plot_lr_opt(
+                    measurements,
+                    plot_dir / f"{experiment}_lr_opt.png",
+                    predicted=[g.predicted for g in primary.groups] if primary else (),
+                    title=f"{experiment}: LR_opt vs batch size",
+                ),
+            )
+        )
+    out.append(("Final validation loss", plots.plot_loss_heatmap(configs, plot_dir / f"{experiment}_loss_heatmap.png")))
     if configs["gradient_clip"].is_not_null().any():
         out.append(
             (
@@ -400,7 +916,6 @@ def _make_plots(
                 plots.plot_clip_heatmap(configs, plot_dir / f"{experiment}_clip_heatmap.png"),
             )
         )
-    steps = rs.steps.filter(pl.col("experiment") == experiment).collect()
     if steps.height:
         out.append(
             (
@@ -410,18 +925,53 @@ def _make_plots(
                     summaries,
                     plot_dir / f"{experiment}_loss_curves.png",
                     entropies=entropies,
-                    title=f"{experiment}: loss curves (mean over seeds)",
+                    title=f"{experiment}: loss curves (mean over seeds; diverged runs up to their divergence)",
                 ),
             )
         )
-    if cmp is not None and cmp.prediction_source is not None:
+    for i, (label, cmp) in enumerate(comparisons):
+        if cmp.prediction_source is None:
+            continue
+        suffix = "" if i == 0 else f"_{_slug(label)}"
         out.append(
             (
-                "Predicted vs measured",
-                plots.plot_predicted_vs_measured(cmp, plot_dir / f"{experiment}_predicted_vs_measured.png"),
+                f"Predicted ({label}) vs measured",
+                plots.plot_predicted_vs_measured(
+                    cmp,
+                    plot_dir / f"{experiment}_predicted_vs_measured{suffix}.png",
+                    title=f"{experiment}: {label} vs measured",
+                ),
             )
         )
     return out
+
+
+def summary_rows(experiment: str, measurements: Sequence[an.BetaMeasurement], configs: pl.DataFrame) -> list[dict]:
+    """One row per clip/optimizer group for the report's summary table."""
+    rows = []
+    for m in measurements:
+        g = configs.filter(
+            pl.col("gradient_clip").eq_missing(m.gradient_clip) & pl.col("optimizer").eq_missing(m.optimizer)
+        )
+        finite = g.filter(pl.col("loss").is_finite()).sort("loss")
+        best = finite.row(0, named=True) if finite.height else None
+        freq = g["avg_clip_frequency"].drop_nulls()
+        edges = [o for o in m.optima if o.at_edge]
+        if m.fit is None or _only_one_lr([m]) or len(edges) == len(m.optima):
+            beta = "not measured (" + ("one LR per B" if _only_one_lr([m]) else "every LR_opt on a grid edge") + ")"
+        else:
+            beta = f"{m.fit.beta:.2f} {_interval_text(m)}" + (f", bounded: {len(edges)} of {len(m.optima)} B on an edge" if edges else "")
+        rows.append(
+            {
+                "experiment": experiment,
+                "group": _label(m),
+                "β [95% interval]": beta,
+                "best val loss (B, LR)": f"{best['loss']:.3f} ({best['batch_size']}, {fmt(best['lr'])})" if best else "—",
+                "clip freq": "clipping off" if m.gradient_clip is None else f"{fmt(freq.min())}–{fmt(freq.max())}",
+                "diverged runs": f"{int(g['n_diverged'].sum())} of {int(g['n_seeds'].sum())}",
+            }
+        )
+    return rows
 
 
 def experiment_report(
@@ -433,51 +983,119 @@ def experiment_report(
     b_noise: float | None = None,
     corpus: Path | None = None,
     n_boot: int = an.DEFAULT_BOOTSTRAP,
+    extra_predictions: Sequence[tuple[str, PredictionFiles]] = (),
 ) -> ExperimentReport:
     """One experiment's Markdown section; its plots go to `out_dir/plots/` and are linked relatively.
 
     Corpus entropies come from `corpus` when given (checked against the runs' corpus_sha256), else
-    from what the results recorded (see `pyphase.results.corpus_entropies`)."""
+    from what the results recorded (see `pyphase.results.corpus_entropies`). `extra_predictions`
+    are further (label, prediction) sets scored the same way as `prediction`."""
     summaries = rs.summaries.filter(pl.col("experiment") == experiment).collect()
     configs = an.config_table(summaries)
-    cmp = an.compare(
-        summaries,
-        experiment=experiment,
-        prediction=prediction.trajectories if prediction else None,
-        prediction_meta=prediction.meta if prediction else None,
-        prediction_source=prediction.source if prediction else None,
-        b_noise=b_noise,
-        n_boot=n_boot,
-    )
+    sets = [(BEFORE_SWEEP_LABEL, prediction), *extra_predictions] if prediction is not None else list(extra_predictions)
+    comparisons = [
+        (
+            label,
+            an.compare(
+                summaries,
+                experiment=experiment,
+                prediction=pred.trajectories,
+                prediction_meta=pred.meta,
+                prediction_source=pred.source,
+                b_noise=b_noise,
+                n_boot=n_boot,
+            ),
+        )
+        for label, pred in sets
+    ]
+    if not comparisons:
+        comparisons = [("no prediction", an.compare(summaries, experiment=experiment, b_noise=b_noise, n_boot=n_boot))]
+    cmp = comparisons[0][1]
     measurements = [g.measured for g in cmp.groups]  # compare measured every group: one bootstrap, not two
     entropies = entropies_of_corpus(corpus, rs, experiment) if corpus is not None else corpus_entropies(rs, experiment)
-    figures = _make_plots(rs, experiment, summaries, configs, measurements, cmp, out_dir / "plots", entropies)
+    steps = rs.steps.filter(pl.col("experiment") == experiment).collect()
+    runs = run_diagnostics(summaries, steps) if steps.height else None
+    figures = _make_plots(steps, experiment, summaries, configs, measurements, comparisons, out_dir / "plots", entropies)
+
     words = [beta_words(m) for m in measurements]
-    words += [
-        clipping_words(an.check_clip_norms(summaries), configs),
-        plateau_words(configs, entropies),
-        divergence_words(summaries),
-    ]
-    if prediction is not None:
-        words.append(prediction_words(cmp))
+    if _only_one_lr(measurements):
+        words = ["One LR per batch size: no LR_opt and no β can be measured from this experiment."]
+    clip_check = an.check_clip_norms(summaries)
+    words.append(clipping_words(clip_check, configs))
+    sections: list[str] = []
+    if runs is not None:
+        table_lr, clip_lr_text = clip_vs_lr(runs)
+        if clip_lr_text:
+            words.append(clip_lr_text)
+    words.append(plateau_words(configs, entropies))
+    if runs is not None:
+        table_of, text_of = overfitting_markdown(
+            runs, data_budget(rs.provenance(experiment), summaries), has_lr_grid=not _only_one_lr(measurements)
+        )
+        if text_of:
+            words.append(text_of)
+        if not _only_one_lr(measurements):
+            words += early_stopping_words(runs, n_boot)
+        table_th, words_th = threshold_markdown(runs)
+        words += words_th
+        table_div, text_div = divergence_markdown(runs)
+    words.append(divergence_words(summaries) + (f" {text_div}" if runs is not None and text_div else ""))
+    for label, c in comparisons:
+        if c.prediction_source is not None:
+            words.append(prediction_words(c, f"The {label} ({c.prediction_source})"))
+    if runs is not None:
+        sections += ["### Training diagnostics (from the step metrics)"]
+        if table_of:
+            caption = (
+                "Data budget and overfitting (seed means; diverged runs left out; best val in training = lowest "
+                "of the periodic evaluations):"
+            )
+            sections += [caption, table_of]
+        if table_lr:
+            sections += [table_lr]
+        if table_th:
+            sections += ["Clip thresholds at the same (B, LR):", table_th]
+        if table_div:
+            sections += ["Diverged runs:", table_div]
     src = rs.source(experiment)
+    seeds = sorted(set(summaries["seed"].drop_nulls().to_list()))
+    compare_parts = []
+    for label, c in comparisons:
+        if len(comparisons) > 1:
+            compare_parts.append(f"#### {label}")
+        compare_parts.append(comparison_markdown(c))
     md = "\n\n".join(
         [
             f"## {experiment}",
-            f"{summaries.height} finished runs from `{src.path}` ({src.layout} layout).",
+            (
+                f"{summaries.height} finished runs from `{src.path}` ({src.layout} layout; {configs.height} configs; "
+                f"seeds {', '.join(map(str, seeds)) or '—'})."
+            ),
             "### The answer in words",
             "\n\n".join(f"- {w}" for w in words),
-            "### β fit",
-            beta_markdown(measurements),
+            *(
+                []
+                if _only_one_lr(measurements)
+                else ["### β fit", beta_markdown(measurements)]
+            ),
+            *sections,
             "### Predicted vs measured",
-            comparison_markdown(cmp),
+            *compare_parts,
             "### Plots",
             "\n\n".join(f"![{name}]({_relative(p, out_dir)})" for name, p in figures),
             "### Configs (means over seeds, the seed's columns)",
             configs_markdown(configs),
         ]
     )
-    return ExperimentReport(experiment, md, tuple(p for _, p in figures), tuple(measurements), cmp)
+    return ExperimentReport(
+        experiment,
+        md,
+        tuple(p for _, p in figures),
+        tuple(measurements),
+        cmp if cmp.prediction_source is not None else None,
+        tuple((label, c) for label, c in comparisons if c.prediction_source is not None),
+        tuple(summary_rows(experiment, measurements, configs)),
+    )
 
 
 def default_report_path(experiments: Sequence[str], results_root: Path = Path("results")) -> Path:
@@ -485,6 +1103,26 @@ def default_report_path(experiments: Sequence[str], results_root: Path = Path("r
     if len(experiments) == 1:
         return results_root / experiments[0] / REPORT_FILE
     return results_root / REPORT_FILE
+
+
+def _scores_markdown(reports: Sequence[ExperimentReport]) -> str:
+    """Target verdicts of every prediction set, one row per (experiment, prediction set)."""
+    rows = []
+    for r in reports:
+        for label, c in r.comparisons:
+            row = {"experiment": r.experiment, "prediction": label}
+            for t in c.targets:
+                caveat = target_caveat(c, t)
+                row[t.name] = _verdict(t.passed) + (" (moot)" if caveat.startswith("not evidence") else "")
+            rows.append(row)
+    if not rows:
+        return ""
+    cols = ["experiment", "prediction", "beta", "clip_frequency", "lr_opt", "regime", "rules"]
+    return (
+        markdown_table(rows, cols)
+        + "\n\n(moot) = the verdict rests only on measured LR_opt values that are grid-edge bounds or single LRs; "
+        "values and caveats are in each experiment's \"Predicted vs measured\" section."
+    )
 
 
 def write_report(
@@ -496,13 +1134,21 @@ def write_report(
     b_noise: float | None = None,
     corpus: Path | None = None,
     n_boot: int = an.DEFAULT_BOOTSTRAP,
+    extra_predictions: Sequence[tuple[str, Path]] = (),
+    preface: str | None = None,
+    calibration: Path | None = None,
 ) -> Path:
-    """Write one Markdown report covering `experiments` (plots beside it under plots/) and return its path."""
+    """Write one Markdown report covering `experiments` (plots beside it under plots/) and return its path.
+
+    `prediction` is scored as "prediction"; `extra_predictions` adds (label, path) sets scored the
+    same way. `preface` (Markdown) goes first, under the title. The calibration section reports
+    `calibration`, else the shipped default calibration when it was measured on the experiments' corpus.
+    """
     if not experiments:
         raise PyphaseError("name at least one experiment to report on")
     rs = scan(root, list(experiments))
     out = Path(out) if out is not None else default_report_path(experiments)
-    sections = [
+    reports = [
         experiment_report(
             rs,
             e,
@@ -511,12 +1157,26 @@ def write_report(
             b_noise=b_noise,
             corpus=corpus,
             n_boot=n_boot,
-        ).markdown
+            extra_predictions=[(label, prediction_for(Path(p), e)) for label, p in extra_predictions],
+        )
         for e in experiments
     ]
     title = f"# pyphase report: {', '.join(experiments)}"
+    head = [title]
+    if preface:
+        head.append(preface.strip())
+    rows = [row for r in reports for row in r.summary_rows]
+    head += ["## Summary", markdown_table(rows, list(rows[0]))]
+    scores = _scores_markdown(reports)
+    if scores:
+        head += ["Prediction targets (issue 6):", scores]
+    head += ["## Provenance", provenance_markdown(rs, experiments)]
+    shas = set(rs.summaries.select("corpus_sha256").collect().to_series().drop_nulls().to_list())
+    cal = _calibration_of(calibration, shas)
+    if cal is not None:
+        head += ["## Calibration (what the simulator's default parameters were measured from)", calibration_markdown(*cal)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n\n".join([title, *sections]) + "\n")
+    out.write_text("\n\n".join([*head, *(r.markdown for r in reports)]) + "\n")
     return out
 
 

@@ -98,3 +98,68 @@ def test_predicted_vs_measured(tmp_path: Path, summaries: pl.DataFrame) -> None:
     pred = as_prediction(bowl_summaries(beta=0.6, c=1.5e-4, seeds=1, noise=0.0, lrs=LRS[::2]))
     cmp = an.compare(summaries, experiment="s", prediction=pred, n_boot=50)
     assert_png(plots.plot_predicted_vs_measured(cmp, tmp_path / "pvm.png"))
+
+
+# --------------------------------------------------------------------------- layouts chosen from the data
+def _threshold_sweep() -> pl.DataFrame:
+    """Seed Phase 3b's shape: clip none/0.1/1, each at (B=32, LR=1e-3) and (B=256, LR=5e-2), 2 seeds."""
+    parts = []
+    for clip in (None, 0.1, 1.0):
+        for b, lr in ((32, 1e-3), (256, 5e-2)):
+            parts.append(bowl_summaries(batches=(b,), lrs=(lr,), seeds=2, clip=clip, rng_seed=int(b + 10 * (clip or 0))))
+    return pl.concat(parts, how="vertical_relaxed")
+
+
+def test_threshold_sweep_is_one_grid_of_rows_by_thresholds(tmp_path: Path) -> None:
+    configs = an.config_table(_threshold_sweep())
+    parts = an.groups(configs)
+    assert plots._one_lr_per_batch(parts) and not plots._one_lr_per_batch(an.groups(an.config_table(bowl_summaries())))
+    rows, cols, z = plots._sweep_grid(parts, "final_val_loss")
+    assert rows == ["B=32, LR=0.001", "B=256, LR=0.05"]
+    assert cols == ["clip=off/adamw", "clip=0.1/adamw", "clip=1/adamw"]
+    for j, (clip, _, g) in enumerate(parts):
+        for i, b in enumerate((32, 256)):
+            assert z[i, j] == g.filter(pl.col("batch_size") == b)["final_val_loss"].item()
+    loss = plots.plot_loss_heatmap(configs, tmp_path / "loss.png")
+    clip = plots.plot_clip_heatmap(configs, tmp_path / "clip.png")
+    for path in (loss, clip):  # one panel: a short figure, not a grid of mostly empty panels
+        assert_png(path, min_px=250)
+        assert image.imread(path).shape[0] < 400
+
+
+def test_marker_legend_lists_only_the_kinds_drawn() -> None:
+    m = an.measure_beta(bowl_summaries(batches=(16, 32, 256), lrs=LRS[:6], seeds=1, noise=0.0))[0]
+    kinds = {plots._marker_kind(o) for o in m.optima}
+    assert kinds == {"refined", "high"}
+    labels = [h.get_label() for h in plots._marker_legend([m])]
+    assert labels == ["parabola-refined minimum", "at high grid edge (LR_opt ≥)", "grid argmin (naive)"]
+
+
+def test_loss_curves_drop_a_diverged_run_after_its_divergence() -> None:
+    s = bowl_summaries(batches=(32,), lrs=(1e-3,), seeds=2).with_columns(
+        pl.when(pl.col("seed") == 1).then(400).otherwise(None).alias("diverged_step")
+    )
+    steps = synthetic_steps(s).with_columns(
+        # the frozen model of seed 1 reports a constant bad loss after step 400
+        pl.when((pl.col("run_id") == s["run_id"][1]) & (pl.col("step") > 400))
+        .then(9.0)
+        .otherwise(pl.col("val_loss"))
+        .alias("val_loss")
+    )
+    curves = plots._binned_curves(steps, s)
+    val = curves.filter(pl.col("val_loss").is_not_null())
+    seed0 = steps.filter((pl.col("run_id") == s["run_id"][0]) & pl.col("val_loss").is_not_null())
+    late = val.filter(pl.col("step") > 400).sort("step")
+    assert late["val_loss"].to_list() == seed0.filter(pl.col("step") > 400).sort("step")["val_loss"].to_list()
+    early = val.filter(pl.col("step") <= 400).sort("step")["val_loss"].to_list()
+    both = steps.filter(pl.col("val_loss").is_not_null() & (pl.col("step") <= 400))
+    assert early == both.group_by("step").agg(pl.col("val_loss").mean()).sort("step")["val_loss"].to_list()
+
+
+def test_predicted_vs_measured_without_an_lr_grid_has_only_the_clip_panel(tmp_path: Path) -> None:
+    s = _threshold_sweep()
+    cmp = an.compare(s, experiment="sweep", prediction=as_prediction(s), n_boot=10)
+    assert plots._lr_points(cmp) == []
+    path = plots.plot_predicted_vs_measured(cmp, tmp_path / "pvm.png")
+    h, w = image.imread(path).shape[:2]
+    assert w < 700 and h > 300

@@ -162,3 +162,168 @@ def test_corpus_option_gives_entropies_and_checks_its_checksum(tmp_path: Path) -
         PyphaseError, match=r"--corpus .*other.txt: sha256 .* is not the corpus experiment 'p' trained on"
     ):
         rp.write_report(["p"], root=tmp_path / "results", corpus=tmp_path / "other.txt", out=tmp_path / "R.md")
+
+
+# --------------------------------------------------------------------------- diagnostics from step metrics
+def _steps_for(summaries: pl.DataFrame, val_of, train_of, norm_of=lambda r, s: 1.0) -> pl.DataFrame:
+    """Step rows every 50 steps to 1000 (evaluations every 100, step 0 eval-only), from functions of
+    (summary row, step)."""
+    rows = []
+    for r in summaries.iter_rows(named=True):
+        rows.append((r["run_id"], 0, None, None, None, None, None, val_of(r, 0), 30.0))
+        for s in range(50, 1001, 50):
+            ev = s % 100 == 0
+            rows.append(
+                (r["run_id"], s, r["lr"], train_of(r, s), norm_of(r, s), min(norm_of(r, s), 1.0), norm_of(r, s) > 1.0,
+                 val_of(r, s) if ev else None, 30.0 + r["lr"] * s if ev else None)
+            )
+    cols = ["run_id", "step", "lr", "train_loss", "grad_norm_before", "grad_norm_after", "clipped", "val_loss",
+            "weight_norm"]
+    return pl.DataFrame(rows, schema=cols, orient="row")
+
+
+def test_run_diagnostics_best_val_late_scatter_and_largest_norm() -> None:
+    s = bowl_summaries(batches=(32,), lrs=(1e-3, 1e-2), seeds=1)
+    val = {1e-3: lambda t: 3.0 - t / 1000, 1e-2: lambda t: 2.0 + abs(t - 300) / 1000}
+    steps = _steps_for(s, lambda r, t: val[r["lr"]](t), lambda r, t: 1.0, lambda r, t: float(t) if t == 650 else 0.5)
+    d = rp.run_diagnostics(s, steps).sort("lr")
+    assert d["best_val"].to_list() == pytest.approx([2.0, 2.0])
+    assert d["best_val_step"].to_list() == [1000, 300]
+    assert d["last_val"].to_list() == pytest.approx([2.0, 2.7])
+    late = [2.0 + abs(t - 300) / 1000 for t in range(600, 1001, 100)]
+    assert d["late_val_mean"][1] == pytest.approx(np.mean(late))
+    assert d["late_val_sd"][1] == pytest.approx(np.std(late, ddof=1))
+    assert d["max_grad_norm"].to_list() == [650.0, 650.0]
+    assert d["final_weight_norm"].to_list() == pytest.approx([31.0, 40.0])
+
+
+def test_diagnostics_stop_at_divergence() -> None:
+    s = bowl_summaries(batches=(32,), lrs=(1e-2,), seeds=1).with_columns(pl.lit(500).alias("diverged_step"))
+    steps = _steps_for(s, lambda r, t: 2.0 if t <= 500 else 0.5, lambda r, t: 1.0, lambda r, t: 1e9 if t > 500 else t)
+    d = rp.run_diagnostics(s, steps)
+    assert d["best_val"].item() == 2.0 and d["max_grad_norm"].item() == 500.0 and d["diverged"].item()
+    table, text = rp.divergence_markdown(d)
+    assert "| 1 | 32 | 0.01 | 0 | 500 | 500 |" in table
+    assert text.startswith("1 runs diverged; before the first non-finite step their gradient norm reached 500 to 500.")
+
+
+def test_overfitting_needs_a_rise_and_a_train_val_gap() -> None:
+    s = bowl_summaries(batches=(32,), lrs=(1e-3, 3e-3, 1e-2), seeds=1)
+    # 1e-3: still improving; 3e-3: val rises 0.5 above its best while train falls (overfits);
+    # 1e-2: val rises 0.5 but train rises with it (instability, not overfitting)
+    val = {1e-3: lambda t: 2.03 - t / 2000, 3e-3: lambda t: 1.5 + abs(t - 500) / 1000, 1e-2: lambda t: 2.0 + t / 2000}
+    train = {1e-3: lambda t: 1.6, 3e-3: lambda t: 1.0 - t / 2000, 1e-2: lambda t: 2.0 + t / 2000}
+    steps = _steps_for(s, lambda r, t: val[r["lr"]](t), lambda r, t: train[r["lr"]](t))
+    s = s.with_columns(  # the summaries' final losses are the curves' last values
+        pl.col("lr").replace_strict({1e-3: 1.53, 3e-3: 2.0, 1e-2: 2.5}).alias("final_val_loss"),
+        pl.col("lr").replace_strict({1e-3: 1.6, 3e-3: 0.5, 1e-2: 2.5}).alias("final_train_loss"),
+    )
+    d = rp.run_diagnostics(s, steps)
+    table, text = rp.overfitting_markdown(d, {32: 12.5})
+    assert "| clip=1/adamw | 32 | 12.5 | 1.53 (0.001) | 1.6 | 1.5 (0.003, 500) | 0.003 | 1 of 3 |" in table
+    assert text.startswith("Overfitting: 1 of 3 finite configs end with a val loss more than 0.1 nats above")
+    assert "B=32, LR=0.003: final train 0.500, best val 1.500 at step 500, final val 2.000" in text
+    assert "12 (B=32) epochs" in text and "data-limited regime" in text  # 1 of 3 >= a quarter
+    assert "data-limited" not in rp.overfitting_markdown(d, None, has_lr_grid=False)[1]
+
+
+def test_data_budget_from_provenance() -> None:
+    s = bowl_summaries(batches=(32, 64), lrs=(1e-3,), seeds=1)
+    prov = {"corpus": {"train_chars": 64_000}, "run_config": {"common": {"model": {"block_size": 16}}}}
+    assert rp.data_budget(prov, s) == {32: 1000 * 32 * 16 / 64_000, 64: 1000 * 64 * 16 / 64_000}
+    assert rp.data_budget({}, s) is None
+
+
+def test_clip_frequency_against_lr() -> None:
+    s = bowl_summaries(batches=(32, 64), lrs=(1e-4, 1e-3, 1e-2), seeds=1).with_columns(
+        (0.9 - 40 * pl.col("lr")).alias("avg_clip_frequency")  # falls with LR at every B
+    )
+    steps = _steps_for(s, lambda r, t: 2.0, lambda r, t: 1.9)
+    table, text = rp.clip_vs_lr(rp.run_diagnostics(s, steps))
+    assert "clip frequency falls with LR at 2 and rises with LR at 0 of 2 batch sizes (Spearman ρ per B: -1.00, -1.00)" in text
+    assert "0.896 at LR=0.0001 vs 0.5 at LR=0.01" in text
+    assert "| clip=1/adamw | 0.0001 | 0.896 |" in table
+
+
+def test_threshold_comparison_at_one_config() -> None:
+    s = pl.concat(
+        [bowl_summaries(batches=(256,), lrs=(0.05,), seeds=2, clip=c, rng_seed=i) for i, c in enumerate((None, 0.1))],
+        how="vertical_relaxed",
+    )
+    s = s.with_columns(pl.when(pl.col("gradient_clip").is_null()).then(2.7).otherwise(2.5).alias("final_val_loss"))
+    steps = _steps_for(s, lambda r, t: (2.5 if r["gradient_clip"] else 2.7) + (0.01 if t % 200 else -0.01),
+                       lambda r, t: 2.4)
+    table, words = rp.threshold_markdown(rp.run_diagnostics(s, steps))
+    assert "| 256 | 0.05 | off | 0 |" in table and "| 256 | 0.05 | 0.1 |" in table
+    assert len(words) == 1
+    w = words[0]
+    assert w.startswith("B=256, LR=0.05: final val loss ranges from 2.500 (clip=0.1, clipping")
+    assert "to 2.700 (clip=off); with clipping off the run stayed finite (final val 2.700)" in w
+    assert "a difference of 0.200 is larger than about two of those sd (2 seeds)." in w
+
+
+def test_target_caveats_name_bounds_and_single_lrs() -> None:
+    edge = bowl_summaries(batches=(128, 256), lrs=LRS[:5], seeds=1, noise=0.0)  # minima past the high edge
+    cmp = an.compare(edge, experiment="e", prediction=as_prediction(edge), n_boot=10)
+    lr = next(t for t in cmp.targets if t.name == "lr_opt")
+    assert rp.target_caveat(cmp, lr) == "not evidence: every measured LR_opt is a grid-edge bound (B=128, 256)"
+    clipf = next(t for t in cmp.targets if t.name == "clip_frequency")
+    assert rp.target_caveat(cmp, clipf) == ""
+    one = bowl_summaries(batches=(32, 256), lrs=(1e-3,), seeds=1)
+    cmp1 = an.compare(one, experiment="o", prediction=as_prediction(one), n_boot=10)
+    beta = next(t for t in cmp1.targets if t.name == "beta")
+    assert rp.target_caveat(cmp1, beta) == "not evidence: one LR per batch size, so no measured optimum"
+    assert "verdicts are not evidence either way" in rp.prediction_words(cmp1)
+
+
+def test_partly_bounded_beta_makes_no_consistency_claim() -> None:
+    m = an.measure_beta(bowl_summaries(batches=(16, 32, 256), lrs=LRS[:6], seeds=1, noise=0.0))[0]
+    words = rp.beta_words(m)
+    assert words.startswith("**clip=1/adamw**: ⚠ β is only bounded: 1 of 3 batch sizes have their minimum on a grid edge")
+    assert "consistent with" not in words and "excludes" not in words
+
+
+def test_report_header_provenance_calibration_preface_and_second_prediction(
+    tmp_path: Path, prediction_dir: Path
+) -> None:
+    s = bowl_summaries(seeds=2, lrs=LRS[::2], experiment="synth")
+    write_runs(tmp_path / "runs", s)
+    from pyphase import results as res
+
+    prov = {"command": ["train it"], "notes": ["a note"]}
+    res.export_experiment("synth", tmp_path / "runs", tmp_path / "results", prov)
+    cal = {
+        "format": "pyphase.nqm", "d": 400, "h_max": 10.0, "alpha": 1.0, "sigma2": 0.1, "init_loss": 4.0,
+        "loss_floor": 1.0,
+        "provenance": {
+            "source": "calibration", "label": "test calibration", "data": {"sha256": "0" * 64},
+            "measurements": {
+                "fit_step": 100,
+                "points": [
+                    {"step": 0, "loss": 4.0, "noise": {"grad_norm2": 20.0, "trace_sigma": 8.0, "b_simple": 0.4},
+                     "eigenvalues": [100.0], "hessian_trace": 400.0},
+                    {"step": 100, "loss": 2.0, "noise": {"grad_norm2": 0.2, "trace_sigma": 4.0, "b_simple": 20.0},
+                     "eigenvalues": [50.0], "hessian_trace": 1200.0},
+                ],
+                "consistency": {"adamw_step_per_lr_measured": 60.0},
+            },
+        },
+    }
+    (tmp_path / "cal.json").write_text(json.dumps(cal))
+    out = rp.write_report(
+        ["synth"], root=tmp_path / "results", prediction=prediction_dir, out=tmp_path / "R.md", n_boot=50,
+        extra_predictions=[("second set", prediction_dir)], preface="## What this means\n\nWords.",
+        calibration=tmp_path / "cal.json",
+    )
+    text = out.read_text()
+    assert text.index("## What this means") < text.index("## Summary") < text.index("## Provenance")
+    assert "| synth | 70 (0, 1) | 1000 | synthetic | 0 | 000000000000 |" in text
+    assert "command: `train it`. Notes: a note." in text
+    assert "From step 0 to step 100: |G|² falls 100x, λ_max changes 0.50x, tr H 3.00x and B_simple 50x." in text
+    assert "measured 60 on the real model; the NQM's is at most √d = 20 (d = 400)" in text
+    assert "#### prediction" in text and "#### second set" in text
+    assert "| synth | second set |" in text
+    assert (tmp_path / "plots" / "synth_predicted_vs_measured_second_set.png").is_file()
+    # the shipped calibration is left out when it was measured on another corpus (here: synthetic)
+    plain = rp.write_report(["synth"], root=tmp_path / "results", out=tmp_path / "P.md", n_boot=20).read_text()
+    assert "## Calibration" not in plain
