@@ -441,18 +441,28 @@ def plot_loss_curves(
 
 
 # --------------------------------------------------------------------------- predicted vs measured
+LABEL_MERGE_DEX = 0.02  # predicted-vs-measured points closer than this (log10 units) share a label
+
+
 def _lr_points(cmp: Comparison) -> list[tuple[int, list[tuple[float, float, bool, str]]]]:
     """Per group (colour index): (measured, predicted, measured at edge, batch-size label) points;
-    coincident points share one label, and a batch size with one tested LR has no optimum to show."""
+    points within LABEL_MERGE_DEX of each other on both log axes share one marker and one label (their
+    labels would print on top of each other), and a batch size with one tested LR has no optimum to show."""
     out = []
     for i, g in enumerate(cmp.groups):
         only = {o.batch_size for o in g.measured.optima if o.edge == "only"}
-        labels: dict[tuple[float, float, bool], list[str]] = {}
+        merged: dict[tuple[float, float, bool], tuple[float, float, list[str]]] = {}
         for r in g.lr_rows:
-            if r.predicted is not None and r.batch_size not in only:
-                labels.setdefault((r.measured, r.predicted, r.measured_at_edge), []).append(str(r.batch_size))
-        if labels:
-            out.append((i, [(m, p, e, ",".join(bs)) for (m, p, e), bs in labels.items()]))
+            if r.predicted is None or r.batch_size in only:
+                continue
+            key = (
+                round(math.log10(r.measured) / LABEL_MERGE_DEX),
+                round(math.log10(r.predicted) / LABEL_MERGE_DEX),
+                r.measured_at_edge,
+            )
+            merged.setdefault(key, (r.measured, r.predicted, []))[2].append(str(r.batch_size))
+        if merged:
+            out.append((i, [(m, p, key[2], ",".join(bs)) for key, (m, p, bs) in merged.items()]))
     return out
 
 

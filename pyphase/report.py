@@ -62,8 +62,11 @@ def fmt(v: Any) -> str:
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     """A GitHub Markdown table of `rows` (dicts) in `columns` order."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    def cell(text: str) -> str:  # a literal pipe (|G|², a norm) would end the cell
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(fmt(r.get(c))) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -758,7 +761,7 @@ def provenance_markdown(rs: ResultSet, experiments: Sequence[str]) -> str:
         if isinstance(notes, str):
             notes = [notes]
         if notes:
-            line += ". Notes: " + " ".join(n.rstrip(".") + "." for n in notes)
+            line += ". Notes: " + "; ".join(n.rstrip(".") for n in notes) + "."
         bullets.append(line)
         corpus = prov.get("corpus") or {}
         for name, sha in zip(summ["corpus"].to_list(), summ["corpus_sha256"].to_list(), strict=True):

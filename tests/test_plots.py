@@ -163,3 +163,15 @@ def test_predicted_vs_measured_without_an_lr_grid_has_only_the_clip_panel(tmp_pa
     path = plots.plot_predicted_vs_measured(cmp, tmp_path / "pvm.png")
     h, w = image.imread(path).shape[:2]
     assert w < 700 and h > 300
+
+
+def test_nearly_coincident_lr_points_share_one_label() -> None:
+    s = bowl_summaries(batches=(32, 64, 128), lrs=LRS[:6], seeds=1, noise=0.0)  # B=64, 128 past the high edge
+    # predicted optima 0.7% apart per doubling of B: distinct values, one label's width apart at most
+    pred = as_prediction(bowl_summaries(beta=0.01, c=3e-4, batches=(32, 64, 128), lrs=LRS[:6], seeds=1, noise=0.0))
+    cmp = an.compare(s, experiment="s", prediction=pred, n_boot=10)
+    rows = cmp.groups[0].lr_rows
+    assert [r.measured_at_edge for r in rows] == [False, True, True]
+    assert rows[1].measured == rows[2].measured and rows[1].predicted != rows[2].predicted
+    points = plots._lr_points(cmp)[0][1]
+    assert [p[3] for p in points] == ["32", "64,128"]

@@ -327,3 +327,8 @@ def test_report_header_provenance_calibration_preface_and_second_prediction(
     # the shipped calibration is left out when it was measured on another corpus (here: synthetic)
     plain = rp.write_report(["synth"], root=tmp_path / "results", out=tmp_path / "P.md", n_boot=20).read_text()
     assert "## Calibration" not in plain
+
+
+def test_markdown_table_escapes_pipes_in_headers_and_cells() -> None:
+    text = rp.markdown_table([{"|G|²": "a|b"}], ["|G|²"])
+    assert text.splitlines() == ["| \\|G\\|² |", "|---|", "| a\\|b |"]
