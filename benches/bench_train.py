@@ -43,7 +43,7 @@ def _sync(dev: torch.device) -> None:
 
 def bench_plain(corpus, b: int, steps: int, warmup: int, shape: ModelShape, dev: torch.device) -> float:
     """Steps/s of the plain eager fp32 loop with per-step host syncs."""
-    s = Shape(corpus.tokenizer.vocab_size, shape.d_model, shape.n_layer, shape.n_head, shape.mlp_ratio, shape.block_size)
+    s = Shape.of(shape, corpus.tokenizer.vocab_size)
     model = NanoTransformer(s, seed=0).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     data = torch.from_numpy(corpus.train.astype(np.int64))
@@ -136,7 +136,7 @@ def main() -> None:
     dev = torch.device(a.device)
     corpus = load_corpus(a.data)
     shape = ModelShape(d_model=32, n_layer=1, n_head=2, block_size=32) if a.tiny else ModelShape()
-    s = Shape(corpus.tokenizer.vocab_size, shape.d_model, shape.n_layer, shape.n_head, shape.mlp_ratio, shape.block_size)
+    s = Shape.of(shape, corpus.tokenizer.vocab_size)
     fpt = s.flops_per_token()
     compile = dev.type == "cuda" and not a.no_compile
     rows = []

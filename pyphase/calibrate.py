@@ -903,7 +903,7 @@ def calibrate(
     dev = torch.device(resolve_device(device))
     corpus = load_corpus(data)
     ms = SHAPES[shape]
-    sh = Shape(corpus.tokenizer.vocab_size, ms.d_model, ms.n_layer, ms.n_head, ms.mlp_ratio, ms.block_size)
+    sh = Shape.of(ms, corpus.tokenizer.vocab_size)
     t_len = sh.block_size
     train_ids = np.ascontiguousarray(corpus.train)
     if len(train_ids) < t_len + 2:

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from pyphase.config import ModelShape
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,11 @@ class Shape:
                 raise ValueError(f"model {name} must be positive, got {getattr(self, name)}")
         if self.d_model % self.n_head:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
+
+    @classmethod
+    def of(cls, model: "ModelShape", vocab_size: int) -> "Shape":
+        """The shape of an experiment's model (`config.ModelShape`) on a corpus of `vocab_size` characters."""
+        return cls(vocab_size, model.d_model, model.n_layer, model.n_head, model.mlp_ratio, model.block_size)
 
     def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         """Names and shapes of one model's parameters, in the packed model's order."""

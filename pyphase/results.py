@@ -290,15 +290,7 @@ def scan(
 def read_provenance(folder: Path) -> dict[str, Any]:
     """An experiment folder's provenance.json as a dict ({} when absent)."""
     path = folder / PROVENANCE_FILE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PyphaseError(f"{path}: invalid JSON ({_first_line(e)})") from e
-    if not isinstance(data, dict):
-        raise PyphaseError(f"{path}: expected a JSON object")
-    return data
+    return _read_json_object(path) if path.is_file() else {}
 
 
 def corpus_entropies(rs: ResultSet, experiment: str) -> CorpusEntropies | None:

@@ -78,11 +78,6 @@ def check_pack(configs: Sequence["RunConfig"]) -> None:
         raise ValueError(f"configs of one pack differ in shape/batch/steps/optimizer: {sorted(map(str, keys))}")
 
 
-def model_shape(config: "RunConfig", vocab_size: int) -> Shape:
-    m = config.model
-    return Shape(vocab_size, m.d_model, m.n_layer, m.n_head, m.mlp_ratio, m.block_size)
-
-
 def lr_multipliers(config: "RunConfig") -> np.ndarray:
     """Schedule multiplier per step: linear warmup, then constant or cosine decay to 0."""
     n, w = config.steps, config.warmup_steps
@@ -114,7 +109,7 @@ class PackTrainer:
             # q/k/v/grad views into its own layout, 16 copies a step at ~190 us each for K=5, B=256;
             # the flash backend reads them in place.
             torch.backends.cuda.enable_cudnn_sdp(False)
-        self.shape = model_shape(c0, corpus.tokenizer.vocab_size)
+        self.shape = Shape.of(c0.model, corpus.tokenizer.vocab_size)
         k, steps, dev = len(configs), c0.steps, self.device
         self.k, self.steps = k, steps
         self.model = PackedNanoTransformer(self.shape, [c.seed for c in configs]).to(dev)

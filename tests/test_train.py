@@ -13,7 +13,7 @@ import torch
 from pyphase import _core
 from pyphase.config import ModelShape, RunConfig
 from pyphase.data import load_corpus
-from pyphase.model import NanoTransformer
+from pyphase.model import NanoTransformer, Shape
 from pyphase.train import PackTrainer, train_pack
 
 SHAPE = ModelShape(d_model=32, n_layer=1, n_head=2, block_size=16)
@@ -31,9 +31,7 @@ def cfg(lr=3e-3, clip=1.0, seed=0, steps=12, b=4, opt="adamw", **kw) -> RunConfi
 
 def reference_run(c: RunConfig, corpus) -> tuple[torch.Tensor, list[float], list[float]]:
     """The same run written the plain way: NanoTransformer, torch.optim, clip_grad_norm_."""
-    from pyphase.model import Shape
-
-    s = Shape(corpus.tokenizer.vocab_size, SHAPE.d_model, SHAPE.n_layer, SHAPE.n_head, SHAPE.mlp_ratio, SHAPE.block_size)
+    s = Shape.of(SHAPE, corpus.tokenizer.vocab_size)
     m = NanoTransformer(s, seed=c.seed)
     params = [m.p(n) for n, _ in s.param_shapes()]
     if c.optimizer == "adamw":
@@ -138,8 +136,8 @@ def test_summary_has_the_seed_columns_and_evaluations(corpus):
     evals = o.steps.filter(o.steps["val_loss"].is_not_null())["step"].to_list()
     assert evals == [0, 6, 12]
     assert o.summary["final_val_loss"] == o.steps["val_loss"].drop_nulls()[-1]
-    assert o.summary["n_params"] == sum(p.numel() for p in NanoTransformer(
-        __import__("pyphase.model", fromlist=["Shape"]).Shape(corpus.tokenizer.vocab_size, 32, 1, 2, 4, 16)).parameters())
+    shape = Shape.of(SHAPE, corpus.tokenizer.vocab_size)
+    assert o.summary["n_params"] == sum(p.numel() for p in NanoTransformer(shape).parameters())
 
 
 def test_mixed_pack_is_rejected(corpus):
