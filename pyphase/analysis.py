@@ -38,6 +38,9 @@ REGIME_ACCURACY_MIN = 0.90
 BETA_RULES: dict[str, float] = {"linear": 1.0, "square-root": 0.5}
 NOISE_SCALE_RULE = "noise-scale"
 NOISE_SCALE_KEYS = ("b_noise", "b_simple")  # prediction JSON keys holding B_noise, first found wins
+# Why a β / LR_opt / rules target is "not scored" when its only evidence is a grid-edge LR_opt: an
+# edge minimum is a bound (LR_opt <= lowest or >= highest LR tried), not a measured optimum.
+EDGE_REASON = "LR_opt at grid edge"
 
 # Trajectory column -> summary column, so predictions reuse the measured-data functions.
 PREDICTION_TO_SUMMARY: dict[str, str] = {
@@ -567,12 +570,14 @@ class ClipRow:
 
 @dataclass(frozen=True)
 class Target:
-    """One of issue 6's acceptance targets; passed is None when it cannot be scored."""
+    """One of issue 6's acceptance targets; passed is None when it cannot be scored, and `reason`
+    then says why (e.g. EDGE_REASON)."""
 
     name: str
     criterion: str
     value: str
     passed: bool | None
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -591,12 +596,16 @@ class Comparison:
     regime_confusion: dict[str, dict[str, int]]  # measured regime -> predicted regime -> configs
     regime_accuracy: float | None
     targets: tuple[Target, ...]
+    b_noise: float | None = None  # B_noise of the noise-scale rule, None when that rule was not scored
+    b_noise_source: str | None = None  # where b_noise came from, in words
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(
             {
                 "experiment": self.experiment,
                 "prediction_source": self.prediction_source,
+                "b_noise": self.b_noise,
+                "b_noise_source": self.b_noise_source,
                 "groups": [g.to_dict() for g in self.groups],
                 "clip_frequency": [r.to_dict() for r in self.clip_rows],
                 "unmatched_configs": self.unmatched_configs,
@@ -692,21 +701,31 @@ def compare(
     prediction_meta: Mapping[str, Any] | None = None,
     prediction_source: str | None = None,
     b_noise: float | None = None,
+    b_noise_source: str | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
 ) -> Comparison:
     """Measured against predicted (a trajectory table, schema.PREDICTION_COLUMNS) for one experiment.
 
-    `prediction_meta` is the prediction's JSON summary; read keys: `b_noise`, else `b_simple`
-    (McCandlish's B_simple = tr(Σ)/|G|², as `pyphase calibrate` names it), for the noise-scale rule
-    (the `b_noise` argument wins), and `baselines` (extra rules, see `score_rules`).
+    B_noise of the noise-scale rule: the `b_noise` argument (described by `b_noise_source`, e.g. the
+    measured B_simple of a calibration, see `b_simple_at_fit_step`), else the prediction JSON's
+    `b_noise`, else its `b_simple` (McCandlish's B_simple = tr(Σ)/|G|² of the simulated NQM at
+    initialisation). `prediction_meta` also supplies `baselines` (extra rules, see `score_rules`).
     Clip frequency and regimes are scored on clipped configs only: with clipping off both are
     trivially 0 / pre-saturation and would inflate the score.
     """
     meta = dict(prediction_meta or {})
-    if b_noise is None:
+    if b_noise is not None:
+        b_noise = _optional_float(b_noise, "b_noise", "B_noise")
+        b_noise_source = b_noise_source or "given explicitly"
+    else:
         key = next((k for k in NOISE_SCALE_KEYS if meta.get(k) is not None), None)
         b_noise = _optional_float(meta[key], key) if key else None
+        b_noise_source = None
+        if key:
+            b_noise_source = f"prediction JSON '{key}'"
+            if key == "b_simple":
+                b_noise_source += " (the simulated NQM's B_simple at initialisation)"
     pred_groups = groups(prediction_summaries(prediction)) if prediction is not None else []
     compared, clip_rows, unmatched = [], [], 0
     for clip, opt, mgroup in groups(summaries):
@@ -739,15 +758,36 @@ def compare(
         _confusion(clip_rows),
         accuracy,
         targets,
+        b_noise,
+        b_noise_source,
     )
 
 
-def _optional_float(value: Any, key: str) -> float | None:
+def _optional_float(value: Any, key: str, where: str = "prediction JSON") -> float | None:
     if value is None:
         return None
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-        raise PyphaseError(f"prediction JSON: '{key}' must be a positive number, got {value!r}")
+        raise PyphaseError(f"{where}: '{key}' must be a positive number, got {value!r}")
     return float(value)
+
+
+def b_simple_at_fit_step(calibration: Mapping[str, Any], name: str = "calibration") -> tuple[float, int]:
+    """The MEASURED B_simple = tr(Σ)/|G|² of a `pyphase calibrate` file and the step it was measured at:
+    `provenance.measurements.points[i].noise.b_simple` of the point whose step is `fit_step` (the
+    point the NQM was fitted to). `name` (the file) goes into the one-line errors."""
+    meas = ((calibration.get("provenance") or {}) if isinstance(calibration, Mapping) else {}).get("measurements")
+    if not isinstance(meas, Mapping) or not isinstance(meas.get("points"), list):
+        raise PyphaseError(f"{name}: no provenance.measurements.points (built-in parameters measure no B_simple)")
+    step = meas.get("fit_step")
+    if not isinstance(step, int) or isinstance(step, bool):
+        raise PyphaseError(f"{name}: provenance.measurements.fit_step must be an integer step, got {step!r}")
+    point = next((p for p in meas["points"] if isinstance(p, Mapping) and p.get("step") == step), None)
+    if point is None:
+        raise PyphaseError(f"{name}: no measured point at fit_step {step}")
+    value = _optional_float((point.get("noise") or {}).get("b_simple"), "noise.b_simple", f"{name} step {step}")
+    if value is None:
+        raise PyphaseError(f"{name}: the point at fit_step {step} has no noise.b_simple")
+    return value, step
 
 
 # --------------------------------------------------------------------------- issue 6 targets
@@ -761,40 +801,76 @@ def _group_label(g: GroupComparison) -> str:
     return group_label(g.gradient_clip, g.optimizer)
 
 
+def _edge_bs(rows: Sequence[LrOptRow]) -> str:
+    return ", ".join(str(b) for b in sorted({r.batch_size for r in rows}))  # groups share batch sizes
+
+
+def _not_scored_at_edge(name: str, crit: str, edge_rows: Sequence[LrOptRow]) -> Target:
+    return Target(name, crit, f"not scored: {EDGE_REASON} (B={_edge_bs(edge_rows)})", None, EDGE_REASON)
+
+
 def _beta_target(groups: Sequence[GroupComparison]) -> Target:
-    verdicts, parts = [], []
+    # A slope needs two measured optima; with fewer than two interior (non-edge) LR_opt values a
+    # group's β is set by grid-edge bounds, so that group is not evidence and is left out.
+    crit = f"predicted β inside measured 95% interval or within ±{BETA_TOLERANCE}"
+    verdicts, parts, edge_rows = [], [], []
     for g in groups:
         if g.measured.fit is None or g.predicted is None or g.predicted.fit is None:
+            continue
+        interior = [r for r in g.lr_rows if not r.measured_at_edge]
+        if len(interior) < 2:
+            edge_rows += [r for r in g.lr_rows if r.measured_at_edge]
             continue
         bm, bp = g.measured.fit.beta, g.predicted.fit.beta
         inside = g.measured.ci_low is not None and g.measured.ci_low <= bp <= g.measured.ci_high
         verdicts.append(inside or abs(bp - bm) <= BETA_TOLERANCE)
         parts.append(f"{_group_label(g)}: {bp:.2f} vs {bm:.2f}")
-    crit = f"predicted β inside measured 95% interval or within ±{BETA_TOLERANCE}"
+    if not verdicts and edge_rows:
+        return _not_scored_at_edge("beta", crit, edge_rows)
     return Target("beta", crit, "; ".join(parts) or "not scored", all(verdicts) if verdicts else None)
 
 
 def _lr_target(groups: Sequence[GroupComparison]) -> Target:
-    ratios = [r.ratio for g in groups for r in g.lr_rows if r.ratio is not None]
+    # Each batch size is its own evidence: a ratio against a grid-edge bound is left out.
+    crit = f"LR_opt within factor {LR_OPT_FACTOR_MAX} for every B"
+    rows = [r for g in groups for r in g.lr_rows if r.ratio is not None]
+    edge_rows = [r for r in rows if r.measured_at_edge]
+    ratios = [r.ratio for r in rows if not r.measured_at_edge]
+    if not ratios and edge_rows:
+        return _not_scored_at_edge("lr_opt", crit, edge_rows)
     worst = max((max(x, 1 / x) for x in ratios), default=None)
     value = f"worst factor {worst:.2f}" if worst is not None else "not scored"
-    return Target(
-        "lr_opt",
-        f"LR_opt within factor {LR_OPT_FACTOR_MAX} for every B",
-        value,
-        None if worst is None else worst <= LR_OPT_FACTOR_MAX,
-    )
+    if worst is not None and edge_rows:
+        value += f" (B={_edge_bs(edge_rows)} left out: {EDGE_REASON})"
+    return Target("lr_opt", crit, value, None if worst is None else worst <= LR_OPT_FACTOR_MAX)
 
 
 def _rules_target(groups: Sequence[GroupComparison]) -> Target:
-    verdicts, parts = [], []
-    for g in groups:
-        rule_errs = [r.log10_rmse for r in g.rules if math.isfinite(r.log10_rmse)]
-        if g.prediction_log10_rmse is None or not rule_errs or not math.isfinite(g.prediction_log10_rmse):
-            continue
-        verdicts.append(g.prediction_log10_rmse < min(rule_errs))
-        parts.append(f"{_group_label(g)}: {g.prediction_log10_rmse:.3f} vs best rule {min(rule_errs):.3f}")
+    # Rules are anchored at the smallest measured B (zero error there by construction), so a group is
+    # evidence only when that anchor and at least one other B have interior LR_opt; errors are then
+    # taken over the interior batch sizes only.
     crit = "prediction's log10 LR_opt RMSE below every rule's"
+    verdicts, parts, edge_rows = [], [], []
+    for g in groups:
+        if g.prediction_log10_rmse is None or not g.lr_rows:
+            continue
+        interior = {r.batch_size: r.measured for r in g.lr_rows if not r.measured_at_edge}
+        anchor = min(r.batch_size for r in g.lr_rows)
+        if anchor not in interior or len(interior) < 2:
+            edge_rows += [r for r in g.lr_rows if r.measured_at_edge]
+            continue
+        pred = {r.batch_size: r.predicted for r in g.lr_rows if r.predicted is not None}
+        pred_err = log10_rmse(pred, interior)
+        rule_errs = [e for e in (log10_rmse(r.lr_opt, interior) for r in g.rules) if math.isfinite(e)]
+        if not rule_errs or not math.isfinite(pred_err):
+            continue
+        verdicts.append(pred_err < min(rule_errs))
+        text = f"{_group_label(g)}: {pred_err:.3f} vs best rule {min(rule_errs):.3f}"
+        if len(interior) < len(g.lr_rows):
+            text += f" (over B={', '.join(map(str, sorted(interior)))}; the rest at the grid edge)"
+        parts.append(text)
+    if not verdicts and edge_rows:
+        return _not_scored_at_edge("rules", crit, edge_rows)
     return Target("rules", crit, "; ".join(parts) or "not scored", all(verdicts) if verdicts else None)
 
 

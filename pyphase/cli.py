@@ -246,6 +246,10 @@ def compare(
     experiment: str = typer.Argument(..., help="Measured experiment name."),
     prediction: Optional[Path] = _PREDICTION_OPT,
     b_noise: Optional[float] = _B_NOISE_OPT,
+    calibration: Optional[Path] = typer.Option(
+        None, "--calibration", help="Calibration JSON whose MEASURED B_simple (at its fit_step) is the noise-scale "
+        "rule's B_noise (--b-noise wins; without either, the prediction JSON's b_simple)."
+    ),
     runs: Path = _RUNS_OPT,
     results: Path = _RESULTS_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of Markdown tables."),
@@ -253,13 +257,26 @@ def compare(
     """Predicted against measured: β, LR_opt per batch size, clip frequency, regimes, baseline rules."""
     from pyphase.report import compare_text
 
-    typer.echo(compare_text(experiment, root=[runs, results], prediction=prediction, b_noise=b_noise, as_json=as_json))
+    typer.echo(
+        compare_text(
+            experiment, root=[runs, results], prediction=prediction, b_noise=b_noise, calibration=calibration,
+            as_json=as_json,
+        )
+    )
 
 
 @app.command()
 def report(
     experiments: list[str] = typer.Argument(..., help="One or more experiment names, reported in this order."),
-    prediction: Optional[Path] = _PREDICTION_OPT,
+    prediction: list[str] = typer.Option(
+        [], "--prediction", help="Prediction folder (from `pyphase predict`; <path>/<experiment>/ when present). "
+        "PATH is labelled 'prediction'; LABEL=PATH names the set. Repeat to score several sets."
+    ),
+    preface: Optional[Path] = typer.Option(None, "--preface", help="Markdown file placed first, under the title."),
+    calibration: Optional[Path] = typer.Option(
+        None, "--calibration", help="Calibration JSON reported in the Calibration section; its MEASURED B_simple "
+        "(at its fit_step) is the noise-scale rule's B_noise unless --b-noise is given."
+    ),
     b_noise: Optional[float] = _B_NOISE_OPT,
     out: Optional[Path] = typer.Option(None, "--out", help="Report path (default results/<exp>/REPORT.md, or results/REPORT.md for several)."),
     corpus: Optional[Path] = typer.Option(
@@ -267,12 +284,17 @@ def report(
     ),
     runs: Path = _RUNS_OPT,
     results: Path = _RESULTS_OPT,
+    results_only: bool = typer.Option(
+        False, "--results-only", help="Read only --results (committed results), never local runs under --runs."
+    ),
 ) -> None:
-    """Write a Markdown report with tables, plots and the answer in words."""
-    from pyphase.report import default_report_path, write_report
+    """Write a Markdown report with tables, plots and the answer in words (it quotes this command)."""
+    from pyphase.report import report_from_options
 
-    out = out or default_report_path(experiments, results)
-    path = write_report(experiments, root=[runs, results], prediction=prediction, b_noise=b_noise, corpus=corpus, out=out)
+    path = report_from_options(
+        experiments, predictions=prediction, preface=preface, calibration=calibration, b_noise=b_noise,
+        corpus=corpus, out=out, runs=runs, results=results, results_only=results_only,
+    )
     typer.echo(f"wrote {path}")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,23 +161,19 @@ def _verdict(passed: bool | None) -> str:
     return {True: "PASS", False: "FAIL", None: "not scored"}[passed]
 
 
-LR_TARGETS = ("beta", "lr_opt", "rules")  # targets scored on measured LR_opt
-
-
 def target_caveat(cmp: an.Comparison, target: an.Target) -> str:
-    """Why a β / LR_opt / rules verdict may not be evidence: measured LR_opt on a grid edge is a
-    bound, and with one LR per batch size there is no optimum at all."""
-    if target.name not in LR_TARGETS or target.passed is None:
-        return ""
+    """Why a target is not scored (its reason; for an edge-only target also whether the grid had one
+    LR per batch size), or, for a scored β target, which measured LR_opt values in its fit are
+    grid-edge bounds (the LR_opt and rules targets leave those out and say so in their value)."""
     optima = [o for g in cmp.groups for o in g.measured.optima if math.isfinite(o.lr_opt)]
     edges = [o for o in optima if o.at_edge]
-    if not edges:
+    if target.passed is None:
+        if target.reason == an.EDGE_REASON and edges and all(o.edge == "only" for o in edges):
+            return f"{an.EDGE_REASON}: one LR per batch size, so no measured optimum"
+        return target.reason or ""
+    if target.name != "beta" or not edges:  # lr_opt / rules values already name the edge B they left out
         return ""
-    if all(o.edge == "only" for o in edges) and len(edges) == len(optima):
-        return "not evidence: one LR per batch size, so no measured optimum"
     bs = ", ".join(sorted({str(o.batch_size) for o in edges}, key=int))
-    if len(edges) == len(optima):
-        return f"not evidence: every measured LR_opt is a grid-edge bound (B={bs})"
     return f"partly bounds: measured LR_opt on a grid edge at B={bs}"
 
 
@@ -189,6 +186,8 @@ def comparison_markdown(cmp: an.Comparison) -> str:
             ["name", "criterion", "value", "result", "caveat"],
         )
     )
+    if cmp.b_noise is not None:
+        parts.append(f"Noise-scale rule: B_noise = {cmp.b_noise:.4g}, from {cmp.b_noise_source}.")
     betas = [
         {
             "group": _label(g),
@@ -407,15 +406,16 @@ def divergence_words(summaries: pl.DataFrame) -> str:
 def prediction_words(cmp: an.Comparison, label: str = "The prediction") -> str:
     scored = [t for t in cmp.targets if t.passed is not None]
     if not scored:
-        return f"{label}: no target could be scored."
+        reasons = sorted({t.reason for t in cmp.targets if t.reason})
+        return f"{label}: no target could be scored" + (f" ({'; '.join(reasons)})." if reasons else ".")
     passed = [t.name for t in scored if t.passed]
     failed = [t.name for t in scored if not t.passed]
     text = f"{label} passes {len(passed)} of {len(scored)} scored targets" + (
         f" (fails: {', '.join(failed)})." if failed else "."
     )
-    moot = [t.name for t in scored if target_caveat(cmp, t).startswith("not evidence")]
-    if moot:
-        text += f" The {', '.join(moot)} verdicts are not evidence either way (measured LR_opt only bounded)."
+    edge = [t.name for t in cmp.targets if t.passed is None and t.reason == an.EDGE_REASON]
+    if edge:
+        text += f" Not scored ({an.EDGE_REASON}: the measured LR_opt is only a bound): {', '.join(edge)}."
     return text
 
 
@@ -775,18 +775,40 @@ def provenance_markdown(rs: ResultSet, experiments: Sequence[str]) -> str:
     return "\n\n".join(parts)
 
 
+def read_calibration(path: Path) -> dict[str, Any]:
+    """A calibration JSON file (`pyphase calibrate` output) as a dict; one-line errors otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise PyphaseError(f"--calibration {path}: no such file")
+    try:
+        cal = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PyphaseError(f"{path}: invalid JSON ({str(e).splitlines()[0]})") from e
+    if not isinstance(cal, dict):
+        raise PyphaseError(f"{path}: a calibration file holds a JSON object")
+    return cal
+
+
+def noise_scale(b_noise: float | None, calibration: Path | None) -> tuple[float | None, str | None]:
+    """B_noise for the noise-scale rule and where it came from: `b_noise` (explicit) wins, else the
+    MEASURED B_simple of `calibration` at its fit_step, else (None, None) and `analysis.compare`
+    falls back to the prediction JSON."""
+    if b_noise is not None:
+        return b_noise, "--b-noise (given explicitly)"
+    if calibration is None:
+        return None, None
+    shown = _display_path(calibration)
+    value, step = an.b_simple_at_fit_step(read_calibration(calibration), shown)
+    return value, f"the measured B_simple at step {step} (fit_step) of the calibration `{shown}`"
+
+
 def _calibration_of(path: Path | None, corpus_sha: set[str]) -> tuple[dict[str, Any], Path] | None:
     from pyphase.nqm import DEFAULT_CALIBRATION
 
     chosen = Path(path) if path is not None else DEFAULT_CALIBRATION
-    if not chosen.is_file():
-        if path is not None:
-            raise PyphaseError(f"--calibration {path}: no such file")
+    if path is None and not chosen.is_file():
         return None
-    try:
-        cal = json.loads(chosen.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PyphaseError(f"{chosen}: invalid JSON ({str(e).splitlines()[0]})") from e
+    cal = read_calibration(chosen)
     prov = cal.get("provenance") if isinstance(cal, dict) else None
     meas = (prov or {}).get("measurements")
     if not isinstance(meas, dict) or not isinstance(meas.get("points"), list):
@@ -987,6 +1009,8 @@ def experiment_report(
     corpus: Path | None = None,
     n_boot: int = an.DEFAULT_BOOTSTRAP,
     extra_predictions: Sequence[tuple[str, PredictionFiles]] = (),
+    b_noise_source: str | None = None,
+    prediction_label: str = BEFORE_SWEEP_LABEL,
 ) -> ExperimentReport:
     """One experiment's Markdown section; its plots go to `out_dir/plots/` and are linked relatively.
 
@@ -995,7 +1019,7 @@ def experiment_report(
     are further (label, prediction) sets scored the same way as `prediction`."""
     summaries = rs.summaries.filter(pl.col("experiment") == experiment).collect()
     configs = an.config_table(summaries)
-    sets = [(BEFORE_SWEEP_LABEL, prediction), *extra_predictions] if prediction is not None else list(extra_predictions)
+    sets = [(prediction_label, prediction), *extra_predictions] if prediction is not None else list(extra_predictions)
     comparisons = [
         (
             label,
@@ -1006,13 +1030,19 @@ def experiment_report(
                 prediction_meta=pred.meta,
                 prediction_source=pred.source,
                 b_noise=b_noise,
+                b_noise_source=b_noise_source,
                 n_boot=n_boot,
             ),
         )
         for label, pred in sets
     ]
     if not comparisons:
-        comparisons = [("no prediction", an.compare(summaries, experiment=experiment, b_noise=b_noise, n_boot=n_boot))]
+        comparisons = [
+            (
+                "no prediction",
+                an.compare(summaries, experiment=experiment, b_noise=b_noise, b_noise_source=b_noise_source, n_boot=n_boot),
+            )
+        ]
     cmp = comparisons[0][1]
     measurements = [g.measured for g in cmp.groups]  # compare measured every group: one bootstrap, not two
     entropies = entropies_of_corpus(corpus, rs, experiment) if corpus is not None else corpus_entropies(rs, experiment)
@@ -1115,16 +1145,16 @@ def _scores_markdown(reports: Sequence[ExperimentReport]) -> str:
         for label, c in r.comparisons:
             row = {"experiment": r.experiment, "prediction": label}
             for t in c.targets:
-                caveat = target_caveat(c, t)
-                row[t.name] = _verdict(t.passed) + (" (moot)" if caveat.startswith("not evidence") else "")
+                row[t.name] = _verdict(t.passed) + (" (edge)" if t.reason == an.EDGE_REASON else "")
             rows.append(row)
     if not rows:
         return ""
     cols = ["experiment", "prediction", "beta", "clip_frequency", "lr_opt", "regime", "rules"]
     return (
         markdown_table(rows, cols)
-        + "\n\n(moot) = the verdict rests only on measured LR_opt values that are grid-edge bounds or single LRs; "
-        "values and caveats are in each experiment's \"Predicted vs measured\" section."
+        + f"\n\n(edge) = {an.EDGE_REASON}: the only measured LR_opt values the target could rest on are grid-edge "
+        "bounds or single LRs, so it is not scored; values and caveats are in each experiment's \"Predicted vs "
+        "measured\" section."
     )
 
 
@@ -1140,15 +1170,21 @@ def write_report(
     extra_predictions: Sequence[tuple[str, Path]] = (),
     preface: str | None = None,
     calibration: Path | None = None,
+    prediction_label: str = BEFORE_SWEEP_LABEL,
+    command: str | None = None,
 ) -> Path:
     """Write one Markdown report covering `experiments` (plots beside it under plots/) and return its path.
 
-    `prediction` is scored as "prediction"; `extra_predictions` adds (label, path) sets scored the
-    same way. `preface` (Markdown) goes first, under the title. The calibration section reports
-    `calibration`, else the shipped default calibration when it was measured on the experiments' corpus.
+    `prediction` is scored as `prediction_label`; `extra_predictions` adds (label, path) sets scored
+    the same way. `preface` (Markdown) goes first, under the title. The calibration section reports
+    `calibration`, else the shipped default calibration when it was measured on the experiments'
+    corpus. An explicit `calibration` also supplies the noise-scale rule's B_noise (its measured
+    B_simple at fit_step, see `noise_scale`) unless `b_noise` is given. `command` (the CLI line that
+    regenerates this report) is quoted in the Provenance section.
     """
     if not experiments:
         raise PyphaseError("name at least one experiment to report on")
+    b_noise, b_noise_source = noise_scale(b_noise, calibration)
     rs = scan(root, list(experiments))
     out = Path(out) if out is not None else default_report_path(experiments)
     reports = [
@@ -1161,6 +1197,8 @@ def write_report(
             corpus=corpus,
             n_boot=n_boot,
             extra_predictions=[(label, prediction_for(Path(p), e)) for label, p in extra_predictions],
+            b_noise_source=b_noise_source,
+            prediction_label=prediction_label,
         )
         for e in experiments
     ]
@@ -1174,6 +1212,8 @@ def write_report(
     if scores:
         head += ["Prediction targets (issue 6):", scores]
     head += ["## Provenance", provenance_markdown(rs, experiments)]
+    if command:
+        head.append(f"Regenerate this report (plots included) from the repository root with:\n\n`{command}`")
     shas = set(rs.summaries.select("corpus_sha256").collect().to_series().drop_nulls().to_list())
     cal = _calibration_of(calibration, shas)
     if cal is not None:
@@ -1191,8 +1231,11 @@ def compare_text(
     b_noise: float | None = None,
     as_json: bool = False,
     n_boot: int = an.DEFAULT_BOOTSTRAP,
+    calibration: Path | None = None,
 ) -> str:
-    """`pyphase compare`: the comparison of one experiment as Markdown, or as strict JSON."""
+    """`pyphase compare`: the comparison of one experiment as Markdown, or as strict JSON. B_noise as
+    in `write_report`: `b_noise`, else `calibration`'s measured B_simple, else the prediction JSON."""
+    b_noise, b_noise_source = noise_scale(b_noise, calibration)
     rs = scan(root, experiment)
     summaries = rs.summaries.filter(pl.col("experiment") == experiment).collect()
     pred = prediction_for(prediction, experiment)
@@ -1203,8 +1246,104 @@ def compare_text(
         prediction_meta=pred.meta if pred else None,
         prediction_source=pred.source if pred else None,
         b_noise=b_noise,
+        b_noise_source=b_noise_source,
         n_boot=n_boot,
     )
     return (
         to_json(cmp.to_dict()) if as_json else f"# {experiment}: predicted vs measured\n\n" + comparison_markdown(cmp)
+    )
+
+
+# --------------------------------------------------------------------------- the `pyphase report` command
+DEFAULT_RUNS = Path("runs")  # the CLI's --runs / --results defaults, left out of the quoted command
+DEFAULT_RESULTS = Path("results")
+
+
+def parse_prediction_specs(specs: Sequence[str]) -> list[tuple[str, Path]]:
+    """`--prediction` values as (label, path): `PATH` is labelled "prediction", `LABEL=PATH` carries
+    its own label (a spec that is itself an existing path is never split). Labels must be unique."""
+    out: list[tuple[str, Path]] = []
+    for spec in specs:
+        label, path = BEFORE_SWEEP_LABEL, spec
+        if "=" in spec and not Path(spec).exists():
+            label, path = (part.strip() for part in spec.split("=", 1))
+        if not label or not path:
+            raise PyphaseError(f"--prediction {spec!r}: expected PATH or LABEL=PATH")
+        if any(label == seen for seen, _ in out):
+            raise PyphaseError(f"--prediction: label '{label}' given twice (name the sets LABEL=PATH)")
+        out.append((label, Path(path)))
+    return out
+
+
+def report_command(
+    experiments: Sequence[str],
+    *,
+    predictions: Sequence[str] = (),
+    preface: Path | None = None,
+    calibration: Path | None = None,
+    b_noise: float | None = None,
+    corpus: Path | None = None,
+    out: Path,
+    runs: Path = DEFAULT_RUNS,
+    results: Path = DEFAULT_RESULTS,
+    results_only: bool = False,
+) -> str:
+    """The canonical `pyphase report` line for these options (fixed option order, shell-quoted), so
+    that the report quotes the one command that regenerates it, however the options were typed."""
+    args = ["pyphase", "report", *experiments]
+    for spec in predictions:
+        args += ["--prediction", spec]
+    for flag, value in (("--preface", preface), ("--calibration", calibration), ("--corpus", corpus)):
+        if value is not None:
+            args += [flag, Path(value).as_posix()]
+    if b_noise is not None:
+        args += ["--b-noise", f"{b_noise:g}"]
+    if Path(runs) != DEFAULT_RUNS and not results_only:
+        args += ["--runs", Path(runs).as_posix()]
+    if Path(results) != DEFAULT_RESULTS:
+        args += ["--results", Path(results).as_posix()]
+    if results_only:
+        args.append("--results-only")
+    args += ["--out", Path(out).as_posix()]
+    return shlex.join(args)
+
+
+def report_from_options(
+    experiments: Sequence[str],
+    *,
+    predictions: Sequence[str] = (),
+    preface: Path | None = None,
+    calibration: Path | None = None,
+    b_noise: float | None = None,
+    corpus: Path | None = None,
+    out: Path | None = None,
+    runs: Path = DEFAULT_RUNS,
+    results: Path = DEFAULT_RESULTS,
+    results_only: bool = False,
+) -> Path:
+    """`pyphase report`: parse the prediction specs, read the preface file, write the report (which
+    quotes `report_command` in its Provenance section) and return its path. With `results_only` the
+    runs folder is not read, so uncommitted local runs cannot change a committed report."""
+    if not experiments:
+        raise PyphaseError("name at least one experiment to report on")
+    sets = parse_prediction_specs(predictions)
+    if preface is not None and not Path(preface).is_file():
+        raise PyphaseError(f"--preface {preface}: no such file")
+    out = Path(out) if out is not None else default_report_path(experiments, results)
+    command = report_command(
+        experiments, predictions=predictions, preface=preface, calibration=calibration, b_noise=b_noise,
+        corpus=corpus, out=out, runs=runs, results=results, results_only=results_only,
+    )
+    return write_report(
+        experiments,
+        root=[results] if results_only else [runs, results],
+        prediction=sets[0][1] if sets else None,
+        prediction_label=sets[0][0] if sets else BEFORE_SWEEP_LABEL,
+        extra_predictions=sets[1:],
+        out=out,
+        b_noise=b_noise,
+        corpus=corpus,
+        preface=Path(preface).read_text() if preface is not None else None,
+        calibration=calibration,
+        command=command,
     )

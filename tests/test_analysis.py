@@ -4,6 +4,7 @@ pinned on synthetic result sets with a known β (loss bowls in log10 LR whose mi
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import polars as pl
@@ -397,3 +398,107 @@ def test_noise_scale_from_b_simple_key_and_argument_wins() -> None:
 def test_prediction_table_missing_column_is_a_user_error() -> None:
     with pytest.raises(PyphaseError, match="missing column 'clip'"):
         an.prediction_summaries(as_prediction(bowl_summaries(seeds=1)).drop("clip"))
+
+
+# --------------------------------------------------------------------------- grid-edge targets
+def _targets(cmp: an.Comparison) -> dict[str, an.Target]:
+    return {t.name: t for t in cmp.targets}
+
+
+@pytest.mark.parametrize("factor", [1.0, 10.0])
+def test_edge_only_lr_targets_are_not_scored(factor: float) -> None:
+    # every minimum lies past the high edge of the grid: measured LR_opt are bounds, not optima.
+    # The prediction equals the measurement (factor 1) or is 10x off (factor 10): either way no verdict.
+    edge = bowl_summaries(batches=(64, 128, 256), lrs=LRS[:5], seeds=1, noise=0.0)
+    assert all(o.at_edge for m in an.measure_beta(edge) for o in m.optima)
+    pred = as_prediction(edge.with_columns(pl.col("lr") * factor))
+    t = _targets(an.compare(edge, experiment="e", prediction=pred, n_boot=10))
+    for name in ("beta", "lr_opt", "rules"):
+        assert t[name].passed is None and t[name].reason == an.EDGE_REASON == "LR_opt at grid edge"
+        assert t[name].value == "not scored: LR_opt at grid edge (B=64, 128, 256)"
+    assert t["clip_frequency"].passed is not None  # clip scores do not rest on LR_opt
+
+
+def test_one_lr_per_batch_size_is_not_scored() -> None:
+    # two clip groups with one LR per batch size each: the edge batch sizes are named once
+    one = pl.concat(
+        [bowl_summaries(batches=(32, 256), lrs=(1e-3,), seeds=1, clip=c) for c in (None, 1.0)], how="vertical_relaxed"
+    )
+    t = _targets(an.compare(one, experiment="o", prediction=as_prediction(one), n_boot=10))
+    assert all(t[n].passed is None and t[n].reason == an.EDGE_REASON for n in ("beta", "lr_opt", "rules"))
+    assert t["lr_opt"].value == "not scored: LR_opt at grid edge (B=32, 256)"
+
+
+def test_partly_edge_targets_score_the_interior_batch_sizes_only() -> None:
+    # B=256's minimum lies past the high edge of LRS[:6]; B=16, 32, 64 are interior (β = 0.7, so
+    # neither anchored rule is itself the truth)
+    measured = bowl_summaries(beta=0.7, c=5e-5, batches=(16, 32, 64, 256), lrs=LRS[:6], seeds=1, noise=0.0)
+    assert [o.at_edge for o in an.measure_beta(measured)[0].optima] == [False, False, False, True]
+    # a prediction that is exact at the interior B and 10x off at the edge B still passes lr_opt and rules
+    off_at_edge = measured.with_columns(
+        pl.when(pl.col("batch_size") == 256).then(pl.col("lr") * 10).otherwise(pl.col("lr")).alias("lr")
+    )
+    t = _targets(an.compare(measured, experiment="p", prediction=as_prediction(off_at_edge), n_boot=10))
+    assert t["lr_opt"].passed is True
+    assert t["lr_opt"].value == "worst factor 1.00 (B=256 left out: LR_opt at grid edge)"
+    assert t["rules"].passed is True and "(over B=16, 32, 64; the rest at the grid edge)" in t["rules"].value
+    # 10x off at an interior B fails
+    off_inside = measured.with_columns(
+        pl.when(pl.col("batch_size") == 32).then(pl.col("lr") * 10).otherwise(pl.col("lr")).alias("lr")
+    )
+    t = _targets(an.compare(measured, experiment="p", prediction=as_prediction(off_inside), n_boot=10))
+    assert t["lr_opt"].passed is False and t["lr_opt"].reason is None and t["rules"].passed is False
+
+
+def test_beta_needs_two_interior_optima() -> None:
+    # B=16 interior, B=128 and B=256 past the high edge: the slope rests on bounds
+    measured = bowl_summaries(batches=(16, 128, 256), lrs=LRS[:6], seeds=1, noise=0.0)
+    assert [o.at_edge for o in an.measure_beta(measured)[0].optima] == [False, True, True]
+    t = _targets(an.compare(measured, experiment="b", prediction=as_prediction(measured), n_boot=10))
+    assert t["beta"].passed is None and t["beta"].value == "not scored: LR_opt at grid edge (B=128, 256)"
+    assert t["rules"].passed is None  # the anchor's only interior partner is missing
+    assert t["lr_opt"].passed is True  # B=16 is a measured optimum, and the prediction matches it
+
+
+# --------------------------------------------------------------------------- B_noise from a calibration
+def _calibration(fit_step: int = 200, b_simple_at_fit: float = 31.5) -> dict:
+    points = [
+        {"step": 0, "noise": {"b_simple": 0.36}},
+        {"step": 200, "noise": {"b_simple": b_simple_at_fit}},
+        {"step": 1000, "noise": {"b_simple": 90.0}},
+    ]
+    return {"provenance": {"measurements": {"fit_step": fit_step, "points": points}}}
+
+
+def test_b_simple_is_read_at_the_fit_step() -> None:
+    assert an.b_simple_at_fit_step(_calibration()) == (31.5, 200)
+    assert an.b_simple_at_fit_step(_calibration(fit_step=1000)) == (90.0, 1000)
+    assert an.b_simple_at_fit_step(_calibration(fit_step=0)) == (0.36, 0)
+
+
+@pytest.mark.parametrize(
+    ("cal", "message"),
+    [
+        ({"d": 4}, "c.json: no provenance.measurements.points"),
+        (_calibration(fit_step=300), "c.json: no measured point at fit_step 300"),
+        ({"provenance": {"measurements": {"points": []}}}, "c.json: provenance.measurements.fit_step must be an integer"),
+        (_calibration(b_simple_at_fit=-1.0), "c.json step 200: 'noise.b_simple' must be a positive number, got -1.0"),
+        ({"provenance": {"measurements": {"fit_step": 0, "points": [{"step": 0}]}}}, "c.json: the point at fit_step 0"),
+    ],
+)
+def test_b_simple_errors_name_the_problem(cal: dict, message: str) -> None:
+    with pytest.raises(PyphaseError, match=re.escape(message)):
+        an.b_simple_at_fit_step(cal, "c.json")
+
+
+def test_compare_reports_where_b_noise_came_from() -> None:
+    df = bowl_summaries(seeds=1)
+    cmp = an.compare(df, experiment="s", prediction_meta={"b_simple": 40.0})
+    assert cmp.b_noise == 40.0 and "'b_simple'" in cmp.b_noise_source and "initialisation" in cmp.b_noise_source
+    cmp = an.compare(df, experiment="s", prediction_meta={"b_simple": 40.0}, b_noise=31.5, b_noise_source="cal step 200")
+    assert (cmp.b_noise, cmp.b_noise_source) == (31.5, "cal step 200")
+    assert cmp.groups[0].rules[-1].name == "noise-scale (B_noise=31.5)"
+    assert cmp.to_dict()["b_noise_source"] == "cal step 200"
+    assert an.compare(df, experiment="s").b_noise is None
+    with pytest.raises(PyphaseError, match="B_noise: 'b_noise' must be a positive number"):
+        an.compare(df, experiment="s", b_noise=0.0)

@@ -111,6 +111,9 @@ def test_compare_and_report(workdir: Path, monkeypatch: pytest.MonkeyPatch, caps
         (["report", "x"], "error: no results for experiment 'x' under runs/ or results/"),
         (["results", "list", "--format", "xml"], "error: unknown format 'xml': use one of table, csv, json"),
         (["compare", "exp_a", "--prediction", "nope"], "error: nope: no such prediction file or folder"),
+        (["compare", "exp_a", "--calibration", "nope.json"], "error: --calibration nope.json: no such file"),
+        (["report", "exp_a", "--preface", "nope.md"], "error: --preface nope.md: no such file"),
+        (["report", "exp_a", "--prediction", "=p"], "error: --prediction '=p': expected PATH or LABEL=PATH"),
         (["results", "list", "--runs", "none", "--results", "none2"], "error: no experiments under none/ or none2/"),
     ],
 )
@@ -156,3 +159,33 @@ def test_real_trainer_output_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     assert code == 0, err
     text = (tmp_path / "results" / "smoke" / "REPORT.md").read_text()
     assert "12 finished runs from `runs/smoke`" in text and "![Loss curves](plots/smoke_loss_curves.png)" in text
+
+
+def test_report_quotes_the_command_that_reproduces_it(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+    import shlex
+
+    for name in ("pred", "pred2"):
+        (workdir / name).mkdir()
+        as_prediction(bowl_summaries(batches=(32, 64, 128), lrs=LRS[::3], seeds=1, noise=0.0)).write_parquet(
+            workdir / name / "t.parquet"
+        )
+    (workdir / "pre.md").write_text("## What this means\n\nWords.")
+    points = [{"step": 0, "noise": {"b_simple": 0.5}}, {"step": 50, "noise": {"b_simple": 25.0}}]
+    (workdir / "cal.json").write_text(json.dumps({"provenance": {"measurements": {"fit_step": 50, "points": points}}}))
+    args = ["report", "exp_a", "--out", "out/R.md", "--prediction", "pred", "--prediction", "post sweep=pred2",
+            "--calibration", "cal.json", "--preface", "pre.md"]
+    code, out, err = run_cli(args, monkeypatch, capsys)
+    assert (code, out, err) == (0, "wrote out/R.md\n", "")
+    first = (workdir / "out" / "R.md").read_text()
+    quoted = re.findall(r"`(pyphase report [^`]*)`", first)
+    assert quoted == [
+        "pyphase report exp_a --prediction pred --prediction 'post sweep=pred2' --preface pre.md "
+        "--calibration cal.json --out out/R.md"
+    ]
+    assert "noise-scale (B_noise=25)" in first and "step 50 (fit_step)" in first
+    (workdir / "out" / "R.md").unlink()
+    code, _, _ = run_cli(shlex.split(quoted[0])[1:], monkeypatch, capsys)  # the quoted command, as typed
+    assert code == 0 and (workdir / "out" / "R.md").read_text() == first

@@ -266,14 +266,32 @@ def test_target_caveats_name_bounds_and_single_lrs() -> None:
     edge = bowl_summaries(batches=(128, 256), lrs=LRS[:5], seeds=1, noise=0.0)  # minima past the high edge
     cmp = an.compare(edge, experiment="e", prediction=as_prediction(edge), n_boot=10)
     lr = next(t for t in cmp.targets if t.name == "lr_opt")
-    assert rp.target_caveat(cmp, lr) == "not evidence: every measured LR_opt is a grid-edge bound (B=128, 256)"
+    assert lr.passed is None and rp.target_caveat(cmp, lr) == "LR_opt at grid edge"
     clipf = next(t for t in cmp.targets if t.name == "clip_frequency")
     assert rp.target_caveat(cmp, clipf) == ""
+    md = rp.comparison_markdown(cmp)
+    assert "| lr_opt | LR_opt within factor 1.5 for every B | not scored: LR_opt at grid edge (B=128, 256) | not scored | LR_opt at grid edge |" in md
+    assert "Not scored (LR_opt at grid edge: the measured LR_opt is only a bound): beta, lr_opt, rules." in rp.prediction_words(cmp)
     one = bowl_summaries(batches=(32, 256), lrs=(1e-3,), seeds=1)
     cmp1 = an.compare(one, experiment="o", prediction=as_prediction(one), n_boot=10)
     beta = next(t for t in cmp1.targets if t.name == "beta")
-    assert rp.target_caveat(cmp1, beta) == "not evidence: one LR per batch size, so no measured optimum"
-    assert "verdicts are not evidence either way" in rp.prediction_words(cmp1)
+    assert rp.target_caveat(cmp1, beta) == "LR_opt at grid edge: one LR per batch size, so no measured optimum"
+    partly = bowl_summaries(beta=0.7, c=5e-5, batches=(16, 32, 64, 256), lrs=LRS[:6], seeds=1, noise=0.0)
+    cmp2 = an.compare(partly, experiment="p", prediction=as_prediction(partly), n_boot=10)
+    t2 = {t.name: t for t in cmp2.targets}
+    assert rp.target_caveat(cmp2, t2["lr_opt"]) == "" and "(B=256 left out: LR_opt at grid edge)" in t2["lr_opt"].value
+    assert rp.target_caveat(cmp2, t2["beta"]) == "partly bounds: measured LR_opt on a grid edge at B=256"
+
+
+def test_scores_table_marks_edge_targets_not_scored(synth_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    write_runs(root, bowl_summaries(batches=(128, 256), lrs=LRS[:5], seeds=1, noise=0.0, experiment="edge"))
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    as_prediction(bowl_summaries(batches=(128, 256), lrs=LRS[:5], seeds=1, noise=0.0)).write_parquet(pred / "t.parquet")
+    text = rp.write_report(["edge"], root=root, prediction=pred, out=tmp_path / "R.md", n_boot=10).read_text()
+    assert "| edge | prediction | not scored (edge) | PASS | not scored (edge) | PASS | not scored (edge) |" in text
+    assert "PASS (moot)" not in text
 
 
 def test_partly_bounded_beta_makes_no_consistency_claim() -> None:
@@ -322,6 +340,22 @@ def test_report_header_provenance_calibration_preface_and_second_prediction(
     assert "From step 0 to step 100: |G|² falls 100x, λ_max changes 0.50x, tr H 3.00x and B_simple 50x." in text
     assert "measured 60 on the real model; the NQM's is at most √d = 20 (d = 400)" in text
     assert "#### prediction" in text and "#### second set" in text
+    # the explicit calibration's MEASURED B_simple at its fit_step (20 at step 100) replaces the
+    # prediction JSON's b_noise (80) in the noise-scale rule, for both prediction sets
+    assert text.count("Noise-scale rule: B_noise = 20, from the measured B_simple at step 100 (fit_step) of the calibration") == 2
+    assert "noise-scale (B_noise=20)" in text and "B_noise=80" not in text
+    explicit = rp.write_report(
+        ["synth"], root=tmp_path / "results", prediction=prediction_dir, out=tmp_path / "E.md", n_boot=20,
+        calibration=tmp_path / "cal.json", b_noise=7.0,
+    ).read_text()
+    assert "noise-scale (B_noise=7)" in explicit and "B_noise = 7, from --b-noise (given explicitly)." in explicit
+    cmp_json = json.loads(
+        rp.compare_text("synth", root=tmp_path / "results", prediction=prediction_dir, calibration=tmp_path / "cal.json",
+                        as_json=True, n_boot=20)
+    )
+    assert cmp_json["b_noise"] == 20.0 and "step 100 (fit_step)" in cmp_json["b_noise_source"]
+    assert json.loads(rp.compare_text("synth", root=tmp_path / "results", prediction=prediction_dir, as_json=True,
+                                      n_boot=20))["b_noise"] == 80.0
     assert "| synth | second set |" in text
     assert (tmp_path / "plots" / "synth_predicted_vs_measured_second_set.png").is_file()
     # the shipped calibration is left out when it was measured on another corpus (here: synthetic)
@@ -332,3 +366,52 @@ def test_report_header_provenance_calibration_preface_and_second_prediction(
 def test_markdown_table_escapes_pipes_in_headers_and_cells() -> None:
     text = rp.markdown_table([{"|G|²": "a|b"}], ["|G|²"])
     assert text.splitlines() == ["| \\|G\\|² |", "|---|", "| a\\|b |"]
+
+
+def test_prediction_specs_plain_labelled_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a=b").mkdir()  # an existing path with '=' in its name is a path, not LABEL=PATH
+    assert rp.parse_prediction_specs(["p", "post sweep=q/r"]) == [("prediction", Path("p")), ("post sweep", Path("q/r"))]
+    assert rp.parse_prediction_specs(["x=a=b"]) == [("x", Path("a=b"))]
+    assert rp.parse_prediction_specs(["a=b"]) == [("prediction", Path("a=b"))]
+    for specs, msg in [(["=p"], "expected PATH or LABEL=PATH"), (["l="], "expected PATH or LABEL=PATH"),
+                       (["p", "q"], "label 'prediction' given twice"), (["x=p", "x=q"], "label 'x' given twice")]:
+        with pytest.raises(PyphaseError, match=re.escape(msg)):
+            rp.parse_prediction_specs(specs)
+
+
+def test_report_command_is_canonical_and_quoted() -> None:
+    cmd = rp.report_command(
+        ["a", "b"], predictions=["p", "post sweep=q"], preface=Path("pre.md"), calibration=Path("c.json"),
+        out=Path("results/REPORT.md"), results_only=True,
+    )
+    assert cmd == (
+        "pyphase report a b --prediction p --prediction 'post sweep=q' --preface pre.md --calibration c.json "
+        "--results-only --out results/REPORT.md"
+    )
+    assert rp.report_command(["a"], out=Path("o.md"), runs=Path("r"), results=Path("s"), b_noise=12.5) == (
+        "pyphase report a --b-noise 12.5 --runs r --results s --out o.md"
+    )
+
+
+def test_report_from_options_quotes_its_command_and_reads_only_results(
+    tmp_path: Path, prediction_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_runs(Path("results"), bowl_summaries(seeds=1, lrs=LRS[::2], experiment="synth"))
+    write_runs(Path("runs"), bowl_summaries(seeds=1, lrs=LRS[::2], experiment="synth", rng_seed=9))
+    Path("pre.md").write_text("## Preface\n\nHello.")
+    out = rp.report_from_options(
+        ["synth"], predictions=[str(prediction_dir), f"second={prediction_dir}"], preface=Path("pre.md"),
+        out=Path("R.md"), results_only=True,
+    )
+    text = out.read_text()
+    cmd = f"pyphase report synth --prediction {prediction_dir} --prediction second={prediction_dir} --preface pre.md --results-only --out R.md"
+    assert f"## Provenance" in text and f"`{cmd}`" in text.split("## Provenance")[1].split("\n## ")[0]
+    assert "## Preface\n\nHello." in text and "#### prediction" in text and "#### second" in text
+    assert "read from `results/synth`" in text  # runs/synth exists but --results-only ignores it
+    assert "read from `runs/synth`" in rp.report_from_options(["synth"], out=Path("S.md")).read_text()
+    with pytest.raises(PyphaseError, match="--preface nope.md: no such file"):
+        rp.report_from_options(["synth"], preface=Path("nope.md"))
+    with pytest.raises(PyphaseError, match="--calibration nope.json: no such file"):
+        rp.report_from_options(["synth"], calibration=Path("nope.json"), out=Path("S.md"))
