@@ -28,6 +28,7 @@ from pyphase.results import (
     ResultSet,
     corpus_entropies,
     entropies_of_corpus,
+    read_json_object,
     read_prediction,
     scan,
     to_json,
@@ -780,13 +781,7 @@ def read_calibration(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise PyphaseError(f"--calibration {path}: no such file")
-    try:
-        cal = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PyphaseError(f"{path}: invalid JSON ({str(e).splitlines()[0]})") from e
-    if not isinstance(cal, dict):
-        raise PyphaseError(f"{path}: a calibration file holds a JSON object")
-    return cal
+    return read_json_object(path)
 
 
 def noise_scale(b_noise: float | None, calibration: Path | None) -> tuple[float | None, str | None]:

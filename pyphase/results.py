@@ -290,7 +290,7 @@ def scan(
 def read_provenance(folder: Path) -> dict[str, Any]:
     """An experiment folder's provenance.json as a dict ({} when absent)."""
     path = folder / PROVENANCE_FILE
-    return _read_json_object(path) if path.is_file() else {}
+    return read_json_object(path) if path.is_file() else {}
 
 
 def corpus_entropies(rs: ResultSet, experiment: str) -> CorpusEntropies | None:
@@ -443,7 +443,8 @@ def _read_prediction_table(path: Path) -> pl.DataFrame:
     return pl.read_parquet(path, columns=PREDICTION_COLUMNS)
 
 
-def _read_json_object(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding one object, as a dict; one-line PyphaseError for bad JSON or another type."""
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -465,7 +466,7 @@ def read_prediction(path: Path | str) -> PredictionFiles:
     folder = path if path.is_dir() else path.parent
     meta: dict[str, Any] = {}
     for j in sorted(folder.glob("*.json")):
-        meta |= _read_json_object(j)
+        meta |= read_json_object(j)
     return PredictionFiles(pl.concat(tables, how="vertical_relaxed"), meta, str(path))
 
 
@@ -546,7 +547,7 @@ def _run_configs(run_dirs: Sequence[Path]) -> dict[str, Any]:
     for d in run_dirs:
         path = d / CONFIG_FILE
         if path.is_file():
-            configs.append(_read_json_object(path))
+            configs.append(read_json_object(path))
     if not configs:
         return {}
     common = {k: v for k, v in configs[0].items() if all(c.get(k) == v for c in configs[1:])}
