@@ -7,7 +7,6 @@ generated from those numbers. `pyphase compare` prints the comparison section of
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shlex
