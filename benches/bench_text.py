@@ -64,6 +64,15 @@ def time_runs(fn: Callable[[], Any], repeats: int, calls: int = 1) -> tuple[floa
     return statistics.median(runs), min(runs)
 
 
+def _time_methods(task: str, methods: list[tuple[str, Callable[[], Any], int]], n_bytes: int) -> list[dict[str, Any]]:
+    """Time each (name, fn, repeats) of one task over the same `n_bytes` of text: one row each."""
+    rows = []
+    for name, fn, reps in methods:
+        t, best = time_runs(fn, reps)
+        rows.append({"task": task, "method": name, "ms": t * 1e3, "min_ms": best * 1e3, "mb_per_s": n_bytes / t / 1e6})
+    return rows
+
+
 def bench_encode(text: str, tok: _core.CharTokenizer, repeats: int) -> list[dict[str, Any]]:
     stoi = {ch: i for i, ch in enumerate(tok.vocab)}
     lut = np.zeros(max(map(ord, tok.vocab)) + 1, dtype=np.uint16)
@@ -80,16 +89,11 @@ def bench_encode(text: str, tok: _core.CharTokenizer, repeats: int) -> list[dict
 
     ref = rust()
     assert np.array_equal(numpy_lut(), ref) and nanogpt() == ref.tolist(), "encoders disagree"
-    n_bytes = len(text.encode("utf-8"))
-    rows = []
-    for name, fn, reps in [
+    return _time_methods("encode", [
         ("[stoi[c] for c in text] (nanoGPT)", nanogpt, max(1, repeats // 2)),
         ("numpy utf-32 view + lookup table", numpy_lut, repeats),
         ("rust CharTokenizer.encode", rust, repeats),
-    ]:
-        t, best = time_runs(fn, reps)
-        rows.append({"task": "encode", "method": name, "ms": t * 1e3, "min_ms": best * 1e3, "mb_per_s": n_bytes / t / 1e6})
-    return rows
+    ], len(text.encode("utf-8")))
 
 
 def bench_decode(text: str, tok: _core.CharTokenizer, repeats: int) -> list[dict[str, Any]]:
@@ -108,16 +112,11 @@ def bench_decode(text: str, tok: _core.CharTokenizer, repeats: int) -> list[dict
         return tok.decode(ids)
 
     assert nanogpt() == numpy_lut() == rust() == text, "decoders disagree"
-    n_bytes = len(text.encode("utf-8"))
-    rows = []
-    for name, fn, reps in [
+    return _time_methods("decode", [
         ("''.join(itos[i] for i in ids) (nanoGPT)", nanogpt, max(1, repeats // 2)),
         ("numpy lookup + utf-32 decode", numpy_lut, repeats),
         ("rust CharTokenizer.decode", rust, repeats),
-    ]:
-        t, best = time_runs(fn, reps)
-        rows.append({"task": "decode", "method": name, "ms": t * 1e3, "min_ms": best * 1e3, "mb_per_s": n_bytes / t / 1e6})
-    return rows
+    ], len(text.encode("utf-8")))
 
 
 def bench_batch(ids: np.ndarray, b: int, t: int, repeats: int, calls: int = 200) -> list[dict[str, Any]]:

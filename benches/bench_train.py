@@ -148,7 +148,7 @@ def main() -> None:
         single, g1, setup1 = bench_pyphase(corpus, b, 1, a.steps, a.warmup, shape, dev, compile)
         packed, gk, setupk = bench_pyphase(corpus, b, k, a.steps, a.warmup, shape, dev, compile)
         for name, kk, sps, gshare, setup in (("plain", 1, plain, math.nan, 0.0), ("pyphase", 1, single, g1, setup1),
-                                             (f"packed", k, packed, gk, setupk)):
+                                             ("packed", k, packed, gk, setupk)):
             tps = sps * kk * tok
             rows.append(dict(batch=b, variant=name, k=kk, steps_per_s=sps, tokens_per_s=tps,
                              mfu=tps * fpt / PEAK_BF16, vs_plain=tps / (plain * tok), gather_share=gshare,

@@ -407,7 +407,7 @@ def test_report_from_options_quotes_its_command_and_reads_only_results(
     )
     text = out.read_text()
     cmd = f"pyphase report synth --prediction {prediction_dir} --prediction second={prediction_dir} --preface pre.md --results-only --out R.md"
-    assert f"## Provenance" in text and f"`{cmd}`" in text.split("## Provenance")[1].split("\n## ")[0]
+    assert "## Provenance" in text and f"`{cmd}`" in text.split("## Provenance")[1].split("\n## ")[0]
     assert "## Preface\n\nHello." in text and "#### prediction" in text and "#### second" in text
     assert "read from `results/synth`" in text  # runs/synth exists but --results-only ignores it
     assert "read from `runs/synth`" in rp.report_from_options(["synth"], out=Path("S.md")).read_text()
