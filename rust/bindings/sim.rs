@@ -10,7 +10,7 @@ use pyo3::types::PyDict;
 
 use crate::invalid;
 use crate::sim::{
-    self, AdamW, Nqm, Optimizer, Precision, RunConfig, Schedule, Sgd, SweepSpec, TrajectoryResult,
+    self, AdamW, Nqm, Optimizer, Precision, Radial, RunConfig, Schedule, Sgd, SweepSpec, TrajectoryResult,
 };
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -26,9 +26,30 @@ fn nonneg(name: &str, v: i64) -> PyResult<u64> {
     u64::try_from(v).map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {v}")))
 }
 
-fn model(d: i64, h_max: f64, alpha: f64, sigma2: f64, init_loss: f64, loss_floor: f64, init_power: f64) -> PyResult<Nqm> {
+/// The radial part from its three optional keyword arguments: all given, or none (the plain NQM).
+fn radial(si_fraction: Option<f64>, si_params: Option<f64>, si_init_norm: Option<f64>) -> PyResult<Option<Radial>> {
+    match (si_fraction, si_params, si_init_norm) {
+        (None, None, None) => Ok(None),
+        (Some(si_fraction), Some(si_params), Some(si_init_norm)) => {
+            Ok(Some(Radial { si_fraction, si_params, si_init_norm }))
+        }
+        _ => Err(invalid!("si_fraction, si_params and si_init_norm must be given together (or none of them)").into()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn model(
+    d: i64,
+    h_max: f64,
+    alpha: f64,
+    sigma2: f64,
+    init_loss: f64,
+    loss_floor: f64,
+    init_power: f64,
+    radial: Option<Radial>,
+) -> PyResult<Nqm> {
     let d = nonneg("d", d)? as usize;
-    let m = Nqm { d, h_max, alpha, sigma2, init_loss, loss_floor, init_power };
+    let m = Nqm { d, h_max, alpha, sigma2, init_loss, loss_floor, init_power, radial };
     m.validate()?;
     Ok(m)
 }
@@ -65,6 +86,7 @@ fn precision(name: &str) -> PyResult<Precision> {
 #[pyfunction]
 #[pyo3(signature = (
     *, d, h_max, alpha, sigma2, init_loss, loss_floor, init_power=0.0,
+    si_fraction=None, si_params=None, si_init_norm=None,
     batch_size, lr, clip, seeds, steps,
     optimizer="adamw", betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, momentum=0.9,
     warmup_steps=0, schedule="constant", curve_points=20, precision="f32", twin=true, threads=None
@@ -79,6 +101,9 @@ fn simulate<'py>(
     init_loss: f64,
     loss_floor: f64,
     init_power: f64,
+    si_fraction: Option<f64>,
+    si_params: Option<f64>,
+    si_init_norm: Option<f64>,
     batch_size: Vec<i64>,
     lr: Vec<f64>,
     clip: Vec<Option<f64>>,
@@ -113,7 +138,7 @@ fn simulate<'py>(
         .map(|((&b, &lr), &clip)| Ok(RunConfig { batch_size: nonneg("batch_size", b)?, lr, clip, optimizer: opt }))
         .collect::<PyResult<Vec<_>>>()?;
     let spec = SweepSpec {
-        model: model(d, h_max, alpha, sigma2, init_loss, loss_floor, init_power)?,
+        model: model(d, h_max, alpha, sigma2, init_loss, loss_floor, init_power, radial(si_fraction, si_params, si_init_norm)?)?,
         configs,
         seeds: seeds.iter().map(|&s| nonneg("seed", s)).collect::<PyResult<_>>()?,
         steps: nonneg("steps", steps)? as usize,
@@ -147,6 +172,7 @@ fn results_dict<'py>(
     out.set_item("clip_scale", col_f(|r| r.clip_scale).into_pyarray(py))?;
     out.set_item("effective_lr", col_f(|r| r.effective_lr).into_pyarray(py))?;
     out.set_item("diverged", PyArray1::from_iter(py, results.iter().map(|r| r.diverged)))?;
+    out.set_item("rho_final", col_f(|r| r.rho_final).into_pyarray(py))?;
     out.set_item(
         "diverged_step",
         results.iter().map(|r| r.diverged_step.map_or(-1, |s| s as i64)).collect::<Vec<_>>().into_pyarray(py),
@@ -163,7 +189,8 @@ fn results_dict<'py>(
 /// One trajectory with per-step loss and gradient norms, and the final θ.
 #[pyfunction]
 #[pyo3(signature = (
-    *, d, h_max, alpha, sigma2, init_loss, loss_floor, init_power=0.0, batch_size, lr, clip, seed, steps,
+    *, d, h_max, alpha, sigma2, init_loss, loss_floor, init_power=0.0,
+    si_fraction=None, si_params=None, si_init_norm=None, batch_size, lr, clip, seed, steps,
     optimizer="adamw", betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, momentum=0.9,
     warmup_steps=0, schedule="constant", precision="f64"
 ))]
@@ -177,6 +204,9 @@ fn simulate_trajectory<'py>(
     init_loss: f64,
     loss_floor: f64,
     init_power: f64,
+    si_fraction: Option<f64>,
+    si_params: Option<f64>,
+    si_init_norm: Option<f64>,
     batch_size: i64,
     lr: f64,
     clip: Option<f64>,
@@ -191,7 +221,7 @@ fn simulate_trajectory<'py>(
     schedule: &str,
     precision: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let m = model(d, h_max, alpha, sigma2, init_loss, loss_floor, init_power)?;
+    let m = model(d, h_max, alpha, sigma2, init_loss, loss_floor, init_power, radial(si_fraction, si_params, si_init_norm)?)?;
     let config = RunConfig {
         batch_size: nonneg("batch_size", batch_size)?,
         lr,
@@ -206,12 +236,16 @@ fn simulate_trajectory<'py>(
     out.set_item("grad_norm_before_steps", rec.grad_norm_before.into_pyarray(py))?;
     out.set_item("grad_norm_after_steps", rec.grad_norm_after.into_pyarray(py))?;
     out.set_item("theta_final", rec.theta_final.into_pyarray(py))?;
+    out.set_item("rho_steps", rec.rho.into_pyarray(py))?;
     Ok(out)
 }
 
 /// Closed-form NQM quantities: spectrum, θ(0), ‖G‖ at θ(0), tr(Σ), B_simple.
 #[pyfunction]
-#[pyo3(signature = (*, d, h_max, alpha, sigma2, init_loss, loss_floor, init_power=0.0))]
+#[pyo3(signature = (
+    *, d, h_max, alpha, sigma2, init_loss, loss_floor, init_power=0.0,
+    si_fraction=None, si_params=None, si_init_norm=None
+))]
 #[allow(clippy::too_many_arguments)]
 fn nqm_describe<'py>(
     py: Python<'py>,
@@ -222,8 +256,11 @@ fn nqm_describe<'py>(
     init_loss: f64,
     loss_floor: f64,
     init_power: f64,
+    si_fraction: Option<f64>,
+    si_params: Option<f64>,
+    si_init_norm: Option<f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let m = model(d, h_max, alpha, sigma2, init_loss, loss_floor, init_power)?;
+    let m = model(d, h_max, alpha, sigma2, init_loss, loss_floor, init_power, radial(si_fraction, si_params, si_init_norm)?)?;
     let s = m.init_stats();
     let out = PyDict::new(py);
     out.set_item("spectrum", m.spectrum().into_pyarray(py))?;
@@ -231,6 +268,7 @@ fn nqm_describe<'py>(
     out.set_item("init_grad_norm", s.grad_norm)?;
     out.set_item("trace_sigma", s.trace_sigma)?;
     out.set_item("b_simple", s.b_simple)?;
+    out.set_item("scale_invariant", PyArray1::from_iter(py, m.scale_invariant()))?;
     Ok(out)
 }
 

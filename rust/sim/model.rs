@@ -8,6 +8,12 @@
 //!   over the eigendirections, so the loss sits in the sharp ones), γ = 1 gives every direction the
 //!   same share of the loss (the error sits in the flat ones). Given the initial loss, γ fixes the
 //!   initial gradient norm, so a calibration can match both.
+//! - optional [`Radial`] part (scale invariance): a fraction of the directions belongs to weights
+//!   whose loss does not depend on their norm (weights feeding a LayerNorm). For those, θ is the
+//!   direction on the sphere in units of the initial norm, the real weights are ρ·θ with ρ = |w|/|w(0)|,
+//!   the real gradient is (Hθ + ξ)/ρ and a real step Δw moves θ by Δw/ρ; ρ² grows by |Δw|²/|w(0)|²
+//!   each step (the update is orthogonal to w) and weight decay shrinks ρ instead of θ
+//!   (van Laarhoven 2017; Li & Arora 2019; Wan et al. 2021). See `sweep` for the step.
 
 use crate::error::CoreResult;
 use crate::invalid;
@@ -29,6 +35,37 @@ pub struct Nqm {
     pub loss_floor: f64,
     /// γ: θ_i(0) ∝ h_i^(−γ/2); 0 = isotropic.
     pub init_power: f64,
+    /// Scale-invariant part; None is the plain NQM (every result bit-identical to a model without it).
+    pub radial: Option<Radial>,
+}
+
+/// The scale-invariant (radial) part of the model, in the real model's units (all measured on it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Radial {
+    /// Fraction φ of the directions that are scale-invariant (spread evenly over the spectrum, so
+    /// they hold a fraction φ of |G|², tr Σ and tr H); the calibration sets it to the measured share
+    /// of |G|² at initialisation carried by the scale-invariant weights.
+    pub si_fraction: f64,
+    /// Number of real parameters in the scale-invariant group: an Adam step of RMS u per coordinate
+    /// changes their norm² by u²·si_params.
+    pub si_params: f64,
+    /// Norm of the scale-invariant weights at initialisation, |w_si(0)|.
+    pub si_init_norm: f64,
+}
+
+impl Radial {
+    pub fn validate(&self) -> CoreResult<()> {
+        if !(0.0..=1.0).contains(&self.si_fraction) {
+            return Err(invalid!("si_fraction must be in [0, 1], got {}", self.si_fraction));
+        }
+        if !(self.si_params.is_finite() && self.si_params >= 1.0) {
+            return Err(invalid!("si_params must be finite and >= 1, got {}", self.si_params));
+        }
+        if !(self.si_init_norm.is_finite() && self.si_init_norm > 0.0) {
+            return Err(invalid!("si_init_norm must be finite and > 0, got {}", self.si_init_norm));
+        }
+        Ok(())
+    }
 }
 
 /// Largest number of directions accepted: beyond this one trajectory's state no longer fits in cache
@@ -78,6 +115,9 @@ impl Nqm {
                 self.loss_floor
             ));
         }
+        if let Some(r) = &self.radial {
+            r.validate()?;
+        }
         let h_min = self.h_max * (self.d as f64).powf(-self.alpha);
         if h_min <= 0.0 || !h_min.is_finite() {
             return Err(invalid!(
@@ -87,6 +127,13 @@ impl Nqm {
             ));
         }
         Ok(())
+    }
+
+    /// Which directions are scale-invariant: direction i (0-based) is when ⌊(i+1)φ⌋ > ⌊iφ⌋, which
+    /// spreads ⌊dφ⌋ of them evenly over the spectrum. All false without a radial part.
+    pub fn scale_invariant(&self) -> Vec<bool> {
+        let phi = self.radial.map_or(0.0, |r| r.si_fraction);
+        (0..self.d).map(|i| ((i + 1) as f64 * phi).floor() > (i as f64 * phi).floor()).collect()
     }
 
     /// Curvatures h_i = h_max · i^(-α), i = 1..=d (decreasing).
@@ -145,7 +192,24 @@ mod tests {
     use super::*;
 
     pub(crate) fn small() -> Nqm {
-        Nqm { d: 8, h_max: 2.0, alpha: 1.0, sigma2: 0.5, init_loss: 4.0, loss_floor: 1.0, init_power: 0.0 }
+        Nqm { d: 8, h_max: 2.0, alpha: 1.0, sigma2: 0.5, init_loss: 4.0, loss_floor: 1.0, init_power: 0.0, radial: None }
+    }
+
+    fn radial(si_fraction: f64) -> Option<Radial> {
+        Some(Radial { si_fraction, si_params: 100.0, si_init_norm: 2.0 })
+    }
+
+    #[test]
+    fn scale_invariant_directions_are_spread_evenly() {
+        let count = |phi: f64, d: usize| Nqm { d, radial: radial(phi), ..small() }.scale_invariant();
+        assert!(count(0.0, 8).iter().all(|&s| !s));
+        assert!(count(1.0, 8).iter().all(|&s| s));
+        assert_eq!(count(0.5, 8), vec![false, true, false, true, false, true, false, true]);
+        let c = count(0.3, 1000);
+        assert_eq!(c.iter().filter(|&&s| s).count(), 300);
+        // every block of 10 consecutive directions holds 3 of them
+        assert!(c.chunks(10).all(|b| b.iter().filter(|&&s| s).count() == 3));
+        assert!(small().scale_invariant().iter().all(|&s| !s));
     }
 
     #[test]
@@ -196,10 +260,16 @@ mod tests {
             Nqm { alpha: 400.0, d: 1000, ..small() },
             Nqm { init_power: -0.5, ..small() },
             Nqm { init_power: f64::NAN, ..small() },
+            Nqm { radial: radial(-0.1), ..small() },
+            Nqm { radial: radial(1.5), ..small() },
+            Nqm { radial: Some(Radial { si_params: 0.5, ..radial(0.5).unwrap() }), ..small() },
+            Nqm { radial: Some(Radial { si_init_norm: 0.0, ..radial(0.5).unwrap() }), ..small() },
+            Nqm { radial: Some(Radial { si_init_norm: f64::NAN, ..radial(0.5).unwrap() }), ..small() },
         ];
         for m in bad {
             assert!(m.validate().is_err(), "{m:?} accepted");
         }
         assert!(small().validate().is_ok());
+        assert!(Nqm { radial: radial(0.5), ..small() }.validate().is_ok());
     }
 }

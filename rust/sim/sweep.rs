@@ -16,10 +16,23 @@
 //!
 //! AdamW with clipping also runs an unclipped "twin" in lockstep on the same noise, to measure the
 //! effective LR as lr · RMS(update clipped) / RMS(update unclipped).
+//!
+//! Radial part ([`Radial`], off unless the model has one): the scale-invariant directions are laid
+//! out first (padded to `LANES`), the others after them, and each trajectory carries ρ² = |w_si|² /
+//! |w_si(0)|². Per step, in the scale-invariant block the real gradient is (hθ + μw)/ρ (times the
+//! clip factor, which uses the real norm ‖g‖² = Σ_si (hθ + μw)²/ρ² + Σ_rest (hθ + μw)²), the
+//! optimizer's real step Δw is computed as usual but without weight decay, θ moves by Δw/ρ, and
+//!   ρ²_{t+1} = (1 − lr·wd)² ρ²_t + Σ_si Δw_i² · si_params / (d_si · |w_si(0)|²),
+//! i.e. the real update (its per-coordinate mean square, taken from the simulated directions, times
+//! the number of real scale-invariant parameters) is orthogonal to w and weight decay shrinks only
+//! the norm. For SGD without momentum this is exact for scale-invariant weights; for AdamW (whose
+//! step is not exactly orthogonal to w) and SGD with momentum it is the spherical-motion
+//! approximation. The other block runs the plain kernels unchanged, so with no scale-invariant
+//! direction every bit equals the plain model's.
 
 use rayon::prelude::*;
 
-use super::model::Nqm;
+use super::model::{Nqm, Radial};
 use super::optim::{
     adamw_elem, check_clip, check_lr, clip_coef, sgd_elem, AdamWStep, Optimizer, Real, Schedule,
     SgdStep,
@@ -89,6 +102,8 @@ pub struct TrajectoryResult {
     pub effective_lr: f64,
     pub diverged: bool,
     pub diverged_step: Option<usize>,
+    /// ρ = |w_si| / |w_si(0)| after the last step taken (1 without a radial part).
+    pub rho_final: f64,
 }
 
 /// Per-step record of one trajectory, for inspection and tests (`simulate_trajectory`).
@@ -98,8 +113,10 @@ pub struct StepRecord {
     pub loss: Vec<f64>,
     pub grad_norm_before: Vec<f64>,
     pub grad_norm_after: Vec<f64>,
-    /// θ at the end (unpadded), in f64.
+    /// θ at the end (unpadded, in the model's direction order), in f64.
     pub theta_final: Vec<f64>,
+    /// ρ_t, t = 0..=steps (shorter if diverged); all 1 without a radial part.
+    pub rho: Vec<f64>,
 }
 
 /// Steps at which loss curves are recorded: 0 and `n − 1` log-spaced steps in 1..=steps,
@@ -285,7 +302,30 @@ struct Lane<F> {
     /// ‖g_t‖² and Σ h θ_t² for the current step t.
     grad2: f64,
     curv: f64,
+    /// ρ_t² (radial part; stays 1 without one).
+    rho2: f64,
     alive: bool,
+}
+
+/// A contiguous block of a lane's state (the scale-invariant or the other directions).
+struct Part<'a, F> {
+    theta: &'a mut [F],
+    m: &'a mut [F],
+    v: &'a mut [F],
+}
+
+impl<F> Lane<F> {
+    fn all(&mut self) -> Part<'_, F> {
+        Part { theta: &mut self.theta, m: &mut self.m, v: &mut self.v }
+    }
+
+    /// The blocks before and after `at`.
+    fn split(&mut self, at: usize) -> (Part<'_, F>, Part<'_, F>) {
+        let (t0, t1) = self.theta.split_at_mut(at);
+        let (m0, m1) = self.m.split_at_mut(at);
+        let (v0, v1) = self.v.split_at_mut(at);
+        (Part { theta: t0, m: m0, v: v0 }, Part { theta: t1, m: m1, v: v1 })
+    }
 }
 
 /// Sums returned by one fused pass.
@@ -305,7 +345,7 @@ fn reduce<F: Real>(acc: &[F; LANES]) -> f64 {
 /// so each variant compiles without the accumulators it does not need.
 #[inline(always)]
 fn adamw_pass<F: Real, const NEXT: bool, const UPD: bool>(
-    lane: &mut Lane<F>,
+    lane: Part<'_, F>,
     h: &[F],
     w: &[F],
     w_next: &[F],
@@ -392,7 +432,7 @@ fn adamw_pair_pass<F: Real>(
 
 /// Fused SGD pass (momentum buffer in `lane.m`).
 #[inline(always)]
-fn sgd_pass<F: Real>(lane: &mut Lane<F>, h: &[F], w: &[F], w_next: &[F], mu: F, scale: F, c: &SgdStep<F>) -> PassSums {
+fn sgd_pass<F: Real>(lane: Part<'_, F>, h: &[F], w: &[F], w_next: &[F], mu: F, scale: F, c: &SgdStep<F>) -> PassSums {
     let mut acc_g = [F::ZERO; LANES];
     let mut acc_c = [F::ZERO; LANES];
     let blocks = lane
@@ -416,18 +456,116 @@ fn sgd_pass<F: Real>(lane: &mut Lane<F>, h: &[F], w: &[F], w_next: &[F], mu: F, 
     PassSums { grad2_next: reduce(&acc_g), curv_next: reduce(&acc_c), update2: f64::NAN }
 }
 
-/// Initial sums ‖g_0‖² and Σ h θ0².
-fn initial_sums<F: Real>(lane: &mut Lane<F>, h: &[F], w: &[F], mu: F) {
+/// Scale-invariant block of a radial step (AdamW or SGD, `elem` being the optimizer's element update
+/// applied to θ = 0, which returns the step without weight decay): real gradient (hθ + μw)·inv_rho·scale,
+/// θ += step·inv_rho. Returns the next step's Σ(hθ + μw)² (in θ's units: divide by ρ²_{t+1}), Σhθ²,
+/// and Σ step² in real units.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn radial_pass<F: Real>(
+    part: Part<'_, F>,
+    h: &[F],
+    w: &[F],
+    w_next: &[F],
+    mu: F,
+    inv_rho: F,
+    scale: F,
+    elem: impl Fn(&mut F, &mut F, F) -> F,
+) -> PassSums {
     let mut acc_g = [F::ZERO; LANES];
     let mut acc_c = [F::ZERO; LANES];
-    for (i, ((&hi, &t), &wi)) in h.iter().zip(&lane.theta).zip(w).enumerate() {
+    let mut acc_u = [F::ZERO; LANES];
+    let blocks = part
+        .theta
+        .chunks_exact_mut(LANES)
+        .zip(part.m.chunks_exact_mut(LANES))
+        .zip(part.v.chunks_exact_mut(LANES))
+        .zip(h.chunks_exact(LANES).zip(w.chunks_exact(LANES)).zip(w_next.chunks_exact(LANES)));
+    for (((theta, m), v), ((hb, wb), wn)) in blocks {
+        for j in 0..LANES {
+            let hi = hb[j];
+            let g = (hi * theta[j] + mu * wb[j]) * inv_rho * scale;
+            let step = elem(&mut m[j], &mut v[j], g);
+            let new = theta[j] + step * inv_rho;
+            theta[j] = new;
+            acc_u[j] = acc_u[j] + step * step;
+            let ht = hi * new;
+            let gn = ht + mu * wn[j];
+            acc_g[j] = acc_g[j] + gn * gn;
+            acc_c[j] = acc_c[j] + ht * new;
+        }
+    }
+    PassSums { grad2_next: reduce(&acc_g), curv_next: reduce(&acc_c), update2: reduce(&acc_u) }
+}
+
+/// Radial constants of one sweep: the block boundary and ρ²'s growth per unit Σ_si step².
+#[derive(Clone, Copy)]
+struct RadialLayout {
+    n_si: usize,
+    growth: f64,
+}
+
+impl RadialLayout {
+    fn new(r: &Radial, d_si: usize) -> Self {
+        let growth = if d_si == 0 { 0.0 } else { r.si_params / (d_si as f64 * r.si_init_norm * r.si_init_norm) };
+        RadialLayout { n_si: d_si.div_ceil(LANES) * LANES, growth }
+    }
+}
+
+/// One radial step of a lane: the scale-invariant block with `radial_pass`, the other block with the
+/// plain kernel (`plain`), then ρ² and the next step's real ‖g‖². `decay` = 1 − lr·wd.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn radial_step<F: Real>(
+    lane: &mut Lane<F>,
+    lay: RadialLayout,
+    h: &[F],
+    w: &[F],
+    w_next: &[F],
+    mu: F,
+    scale: F,
+    decay: f64,
+    elem: impl Fn(&mut F, &mut F, F) -> F,
+    plain: impl FnOnce(Part<'_, F>, &[F], &[F], &[F]) -> PassSums,
+) -> PassSums {
+    let n = lay.n_si;
+    let inv_rho = F::of(1.0 / lane.rho2.sqrt());
+    let rho2 = lane.rho2;
+    let (si, rest) = lane.split(n);
+    let a = radial_pass(si, &h[..n], &w[..n], &w_next[..n], mu, inv_rho, scale, elem);
+    let b = plain(rest, &h[n..], &w[n..], &w_next[n..]);
+    let rho2_next = decay * decay * rho2 + lay.growth * a.update2;
+    lane.rho2 = rho2_next;
+    // The plain SGD kernel does not sum its update (NaN): only AdamW's twin reads update2.
+    let update2 = if b.update2.is_nan() { a.update2 } else { a.update2 + b.update2 };
+    PassSums { grad2_next: a.grad2_next / rho2_next + b.grad2_next, curv_next: a.curv_next + b.curv_next, update2 }
+}
+
+/// Sums Σ(hθ + μw)² and Σ h θ² over one block.
+fn block_sums<F: Real>(theta: &[F], h: &[F], w: &[F], mu: F) -> (f64, f64) {
+    let mut acc_g = [F::ZERO; LANES];
+    let mut acc_c = [F::ZERO; LANES];
+    for (i, ((&hi, &t), &wi)) in h.iter().zip(theta).zip(w).enumerate() {
         let ht = hi * t;
         let g = ht + mu * wi;
         acc_g[i % LANES] = acc_g[i % LANES] + g * g;
         acc_c[i % LANES] = acc_c[i % LANES] + ht * t;
     }
-    lane.grad2 = reduce(&acc_g);
-    lane.curv = reduce(&acc_c);
+    (reduce(&acc_g), reduce(&acc_c))
+}
+
+/// Initial sums ‖g_0‖² and Σ h θ0² (ρ0 = 1, so the blocks simply add; with no scale-invariant
+/// block, n_si = 0 and the sums are the plain model's).
+fn initial_sums<F: Real>(lane: &mut Lane<F>, h: &[F], w: &[F], mu: F, n_si: usize) {
+    let (g_si, c_si) = block_sums(&lane.theta[..n_si], &h[..n_si], &w[..n_si], mu);
+    let (g, c) = block_sums(&lane.theta[n_si..], &h[n_si..], &w[n_si..], mu);
+    if n_si == 0 {
+        lane.grad2 = g;
+        lane.curv = c;
+    } else {
+        lane.grad2 = g_si + g;
+        lane.curv = c_si + c;
+    }
 }
 
 /// Everything one trajectory accumulates.
@@ -461,12 +599,30 @@ fn run_group<F: Real>(
 ) -> (Vec<TrajectoryResult>, Option<StepRecord>) {
     let model = &spec.model;
     let d = model.d;
-    let n = d.div_ceil(LANES) * LANES;
+    // Layout: scale-invariant directions first (in spectrum order), each block padded to LANES;
+    // slot[i] is where direction i lives. Without a radial part slot[i] = i and n_si = 0.
+    let si = model.scale_invariant();
+    let d_si = si.iter().filter(|&&s| s).count();
+    // No scale-invariant direction (d_si = 0): the plain model, ρ stays 1.
+    let radial = model.radial.filter(|_| d_si > 0).map(|r| RadialLayout::new(&r, d_si));
+    let n_si = radial.map_or(0, |r| r.n_si);
+    let n = n_si + (d - d_si).div_ceil(LANES) * LANES;
+    let mut slot = vec![0usize; d];
+    let (mut k_si, mut k_rest) = (0, n_si);
+    for i in 0..d {
+        if si[i] {
+            slot[i] = k_si;
+            k_si += 1;
+        } else {
+            slot[i] = k_rest;
+            k_rest += 1;
+        }
+    }
     let h64 = model.spectrum();
     let sqrt_h: Vec<f64> = h64.iter().map(|x| x.sqrt()).collect();
     let mut h = vec![F::ZERO; n];
     for i in 0..d {
-        h[i] = F::of(h64[i]);
+        h[slot[i]] = F::of(h64[i]);
     }
     let theta0 = model.theta0();
     let floor = model.loss_floor;
@@ -480,7 +636,7 @@ fn run_group<F: Real>(
     let mut rng = Xoshiro256pp::new(derive(seed, &[NOISE_STREAM]));
     let mut draw = |w: &mut Vec<F>| {
         for i in 0..d {
-            w[i] = F::of(sqrt_h[i] * rng.normal());
+            w[slot[i]] = F::of(sqrt_h[i] * rng.normal());
         }
     };
     let mut w = vec![F::ZERO; n];
@@ -490,10 +646,11 @@ fn run_group<F: Real>(
     let new_lane = |mu: F, w: &[F]| {
         let mut theta = vec![F::ZERO; n];
         for i in 0..d {
-            theta[i] = F::of(theta0[i]);
+            theta[slot[i]] = F::of(theta0[i]);
         }
-        let mut lane = Lane { theta, m: vec![F::ZERO; n], v: vec![F::ZERO; n], grad2: 0.0, curv: 0.0, alive: true };
-        initial_sums(&mut lane, &h, w, mu);
+        let mut lane =
+            Lane { theta, m: vec![F::ZERO; n], v: vec![F::ZERO; n], grad2: 0.0, curv: 0.0, rho2: 1.0, alive: true };
+        initial_sums(&mut lane, &h, w, mu, n_si);
         lane
     };
     let mut trajs: Vec<Traj<F>> = configs
@@ -548,6 +705,7 @@ fn run_group<F: Real>(
             }
             if let Some(r) = rec.as_mut() {
                 r.loss.push(loss);
+                r.rho.push(tr.main.rho2.sqrt());
             }
             if !loss.is_finite() || loss - floor > diverge_at {
                 tr.main.alive = false;
@@ -575,8 +733,39 @@ fn run_group<F: Real>(
             }
             let lr = tr.config.lr * lr_mult;
             let (mu, sc) = (tr.mu, F::of(scale));
-            let sums = match &tr.config.optimizer {
-                Optimizer::AdamW(a) => {
+            let sums = match (&tr.config.optimizer, radial) {
+                (Optimizer::AdamW(a), Some(lay)) => {
+                    tr.beta_pows.0 *= a.beta1;
+                    tr.beta_pows.1 *= a.beta2;
+                    let c = AdamWStep::<F>::new(a, lr, tr.beta_pows.0, tr.beta_pows.1);
+                    let decay = 1.0 - lr * a.weight_decay;
+                    let elem = |m: &mut F, v: &mut F, g: F| adamw_elem(F::ZERO, m, v, g, &c);
+                    let plain = |p: Part<'_, F>, h: &[F], w: &[F], wn: &[F]| {
+                        adamw_pass::<F, true, true>(p, h, w, wn, mu, sc, &c)
+                    };
+                    let s = radial_step(&mut tr.main, lay, &h, &w, &w_next, mu, sc, decay, elem, plain);
+                    if let Some(tw) = tr.twin.as_mut().filter(|tw| tw.alive) {
+                        let one = F::of(1.0);
+                        let plain = |p: Part<'_, F>, h: &[F], w: &[F], wn: &[F]| {
+                            adamw_pass::<F, true, true>(p, h, w, wn, mu, one, &c)
+                        };
+                        let t = radial_step(tw, lay, &h, &w, &w_next, mu, one, decay, elem, plain);
+                        if t.update2.is_finite() && s.update2.is_finite() {
+                            tr.sum_update2 += s.update2;
+                            tr.sum_update2_twin += t.update2;
+                        } else {
+                            tw.alive = false;
+                        }
+                    }
+                    s
+                }
+                (Optimizer::Sgd(o), Some(lay)) => {
+                    let c = SgdStep::<F>::new(o, lr);
+                    let elem = |buf: &mut F, _: &mut F, g: F| sgd_elem(F::ZERO, buf, g, &c);
+                    let plain = |p: Part<'_, F>, h: &[F], w: &[F], wn: &[F]| sgd_pass(p, h, w, wn, mu, sc, &c);
+                    radial_step(&mut tr.main, lay, &h, &w, &w_next, mu, sc, 1.0 - lr * o.weight_decay, elem, plain)
+                }
+                (Optimizer::AdamW(a), None) => {
                     tr.beta_pows.0 *= a.beta1;
                     tr.beta_pows.1 *= a.beta2;
                     let c = AdamWStep::<F>::new(a, lr, tr.beta_pows.0, tr.beta_pows.1);
@@ -593,10 +782,12 @@ fn run_group<F: Real>(
                             }
                             s
                         }
-                        None => adamw_pass::<F, true, false>(&mut tr.main, &h, &w, &w_next, mu, sc, &c),
+                        None => adamw_pass::<F, true, false>(tr.main.all(), &h, &w, &w_next, mu, sc, &c),
                     }
                 }
-                Optimizer::Sgd(o) => sgd_pass(&mut tr.main, &h, &w, &w_next, mu, sc, &SgdStep::<F>::new(o, lr)),
+                (Optimizer::Sgd(o), None) => {
+                    sgd_pass(tr.main.all(), &h, &w, &w_next, mu, sc, &SgdStep::<F>::new(o, lr))
+                }
             };
             tr.main.grad2 = sums.grad2_next;
             tr.main.curv = sums.curv_next;
@@ -609,7 +800,7 @@ fn run_group<F: Real>(
         .map(|tr| summarize(tr, seed, n_last))
         .collect();
     if let Some(r) = rec.as_mut() {
-        r.theta_final = trajs[0].main.theta[..d].iter().map(|x| x.to_f64()).collect();
+        r.theta_final = (0..d).map(|i| trajs[0].main.theta[slot[i]].to_f64()).collect();
     }
     (results, rec)
 }
@@ -643,6 +834,7 @@ fn summarize<F: Real>(tr: &Traj<F>, seed: u64, n_last: usize) -> TrajectoryResul
         effective_lr,
         diverged,
         diverged_step: tr.diverged_step,
+        rho_final: tr.main.rho2.sqrt(),
     }
 }
 
@@ -652,7 +844,7 @@ mod tests {
     use crate::sim::optim::{AdamW, Sgd};
 
     fn model(d: usize, sigma2: f64) -> Nqm {
-        Nqm { d, h_max: 1.0, alpha: 1.0, sigma2, init_loss: 3.0, loss_floor: 1.0, init_power: 0.0 }
+        Nqm { d, h_max: 1.0, alpha: 1.0, sigma2, init_loss: 3.0, loss_floor: 1.0, init_power: 0.0, radial: None }
     }
     const PLAIN_SGD: Optimizer = Optimizer::Sgd(Sgd { momentum: 0.0, weight_decay: 0.0 });
     const ADAMW: Optimizer = Optimizer::AdamW(AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 });
@@ -701,7 +893,7 @@ mod tests {
     fn noisy_sgd_stationary_loss_matches_nqm_closed_form() {
         // SGD on the NQM: E[θ_i²] → η σ² h_i / (B h_i (2 − η h_i)), so
         // E[L] − L_min = Σ ½ h_i E[θ_i²] = Σ η σ² h_i / (2 B (2 − η h_i)).
-        let m = Nqm { d: 8, h_max: 1.0, alpha: 1.0, sigma2: 2.0, init_loss: 3.0, loss_floor: 1.0, init_power: 0.0 };
+        let m = Nqm { d: 8, h_max: 1.0, alpha: 1.0, sigma2: 2.0, init_loss: 3.0, loss_floor: 1.0, init_power: 0.0, radial: None };
         let (lr, b) = (0.5, 4u64);
         let seeds: Vec<u64> = (0..64).collect();
         let res = run_sweep(&spec(m.clone(), vec![cfg(b, lr, None, PLAIN_SGD)], seeds, 2000)).unwrap();
@@ -806,6 +998,108 @@ mod tests {
         assert!(k > 1 && k < 30, "{k}");
         assert!(res[0].curve.last().unwrap().is_infinite());
         assert!(!res[1].diverged && res[1].diverged_step.is_none() && res[1].final_loss.is_finite());
+    }
+
+    fn with_radial(m: Nqm, si_fraction: f64, si_params: f64, si_init_norm: f64) -> Nqm {
+        Nqm { radial: Some(crate::sim::Radial { si_fraction, si_params, si_init_norm }), ..m }
+    }
+
+    #[test]
+    fn radial_part_without_scale_invariant_directions_is_bit_identical_to_the_plain_model() {
+        let m = model(100, 1.0);
+        let configs: Vec<RunConfig> = [8u64, 64]
+            .iter()
+            .flat_map(|&b| [cfg(b, 3e-3, Some(0.5), ADAMW), cfg(b, 0.1, None, ADAMW), cfg(b, 0.3, Some(1.0), PLAIN_SGD)])
+            .collect();
+        for precision in [Precision::F32, Precision::F64] {
+            let mut s = spec(m.clone(), configs.clone(), vec![0, 5], 300);
+            s.precision = precision;
+            let plain = run_sweep(&s).unwrap();
+            // φ small enough that ⌊dφ⌋ = 0: no direction is scale-invariant
+            s.model = with_radial(m.clone(), 0.005, 1e4, 0.5);
+            assert_eq!(plain, run_sweep(&s).unwrap());
+            assert!(plain.iter().all(|r| r.rho_final == 1.0));
+        }
+    }
+
+    #[test]
+    fn noise_free_sgd_radial_growth_follows_its_recurrence() {
+        // φ = 0.4 of 10 directions: 4 scale-invariant. SGD without momentum or noise:
+        //   si:    g = hθ/ρ, step = −lr·g, θ ← θ + step/ρ, ρ² ← (1 − lr·wd)²ρ² + Σ step² · P/(d_si·N0²)
+        //   other: θ ← θ(1 − lr(h + wd))  (coupled weight decay, the plain closed form)
+        let (p, n0, lr, wd, steps) = (5000.0, 3.0, 0.4, 0.05, 60);
+        let m = with_radial(Nqm { d: 10, init_power: 0.0, ..model(10, 0.0) }, 0.4, p, n0);
+        let sgd = Optimizer::Sgd(Sgd { momentum: 0.0, weight_decay: wd });
+        let (res, rec) =
+            simulate_trajectory(&m, cfg(1, lr, None, sgd), 0, steps, Schedule::default(), Precision::F64).unwrap();
+        let si = m.scale_invariant();
+        assert_eq!(si.iter().filter(|&&x| x).count(), 4);
+        let h = m.spectrum();
+        let mut th = m.theta0();
+        let mut rho2 = 1.0f64;
+        let growth = p / (4.0 * n0 * n0);
+        for t in 0..steps {
+            assert!((rec.rho[t] - rho2.sqrt()).abs() <= 1e-12 * rho2.sqrt(), "step {t}");
+            let inv_rho = 1.0 / rho2.sqrt();
+            let mut sum_step2 = 0.0;
+            for i in 0..m.d {
+                if si[i] {
+                    let step = -lr * (h[i] * th[i] * inv_rho);
+                    sum_step2 += step * step;
+                    th[i] += step * inv_rho;
+                } else {
+                    th[i] *= 1.0 - lr * (h[i] + wd);
+                }
+            }
+            rho2 = (1.0 - lr * wd).powi(2) * rho2 + growth * sum_step2;
+        }
+        assert!((res.rho_final - rho2.sqrt()).abs() <= 1e-12 * rho2.sqrt());
+        assert!(res.rho_final > 1.5, "the test needs visible growth: {}", res.rho_final);
+        for i in 0..m.d {
+            assert!((rec.theta_final[i] - th[i]).abs() <= 1e-12 * m.theta0()[i].abs(), "direction {i}");
+        }
+        assert!((rec.loss[steps] - m.loss(&th)).abs() <= 1e-12);
+    }
+
+    #[test]
+    fn radial_gradient_norm_scales_as_one_over_rho() {
+        // Every direction scale-invariant, no noise: the clipped norm the kernel reports at step t is
+        // |Hθ_t|/ρ_t, with θ_t and ρ_t from the record.
+        let m = with_radial(model(16, 0.0), 1.0, 1e6, 1.0);
+        let (_, rec) =
+            simulate_trajectory(&m, cfg(4, 0.05, Some(1e9), ADAMW), 2, 40, Schedule::default(), Precision::F64).unwrap();
+        assert!(rec.rho[40] > 2.0, "{}", rec.rho[40]);
+        let (_, rec2) = simulate_trajectory(
+            &Nqm { radial: None, ..m.clone() },
+            cfg(4, 0.05, Some(1e9), ADAMW),
+            2,
+            1,
+            Schedule::default(),
+            Precision::F64,
+        )
+        .unwrap();
+        // step 0: ρ = 1, same norm as the plain model
+        assert!((rec.grad_norm_before[0] - rec2.grad_norm_before[0]).abs() <= 1e-12 * rec2.grad_norm_before[0]);
+        // a later step: |Hθ|/ρ recomputed from a fresh 39-step run's final θ
+        let (_, rec39) =
+            simulate_trajectory(&m, cfg(4, 0.05, Some(1e9), ADAMW), 2, 39, Schedule::default(), Precision::F64).unwrap();
+        let h = m.spectrum();
+        let g: f64 = h.iter().zip(&rec39.theta_final).map(|(h, t)| (h * t).powi(2)).sum::<f64>().sqrt();
+        assert!((rec.grad_norm_before[39] - g / rec39.rho[39]).abs() <= 1e-9 * g);
+    }
+
+    #[test]
+    fn radial_adamw_grows_rho_faster_at_higher_lr_and_shrinks_the_gradient() {
+        let plain = model(64, 1.0);
+        let m = with_radial(plain.clone(), 0.5, 1e5, 2.0);
+        let configs = vec![cfg(16, 1e-3, Some(1e9), ADAMW), cfg(16, 1e-2, Some(1e9), ADAMW)];
+        let r = run_sweep(&spec(m, configs.clone(), vec![3], 500)).unwrap();
+        let p = run_sweep(&spec(plain, configs, vec![3], 500)).unwrap();
+        assert!(r[0].rho_final > 1.0 && r[1].rho_final > r[0].rho_final, "{} {}", r[0].rho_final, r[1].rho_final);
+        assert!(p.iter().all(|x| x.rho_final == 1.0));
+        assert!(r[1].grad_norm_before < p[1].grad_norm_before);
+        // the twin runs with its own ρ: never clipped, so the effective LR is exactly the LR
+        assert_eq!(r[0].effective_lr, 1e-3);
     }
 
     #[test]
