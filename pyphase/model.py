@@ -201,18 +201,31 @@ def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tens
     x = (x + w["wpe"][:, None, :t]).reshape(kk, b * t, d)
     for i in range(s.n_layer):
         h = _ln(x, w[f"h{i}.ln1_w"], w[f"h{i}.ln1_b"])
-        qkv = torch.baddbmm(w[f"h{i}.attn_b"][:, None], h, w[f"h{i}.attn_w"])
+        qkv = _linear(h, w[f"h{i}.attn_w"], w[f"h{i}.attn_b"])
         q, k_, v_ = (z.reshape(kk * b, t, nh, d // nh).transpose(1, 2) for z in qkv.split(d, dim=-1))
         y = F.scaled_dot_product_attention(q, k_, v_, is_causal=True)
         y = y.transpose(1, 2).reshape(kk, b * t, d)
-        x = x + torch.baddbmm(w[f"h{i}.proj_b"][:, None], y, w[f"h{i}.proj_w"])
+        x = x + _linear(y, w[f"h{i}.proj_w"], w[f"h{i}.proj_b"])
         h = _ln(x, w[f"h{i}.ln2_w"], w[f"h{i}.ln2_b"])
-        h = F.gelu(torch.baddbmm(w[f"h{i}.fc_b"][:, None], h, w[f"h{i}.fc_w"]))
-        x = x + torch.baddbmm(w[f"h{i}.fc2_b"][:, None], h, w[f"h{i}.fc2_w"])
+        h = F.gelu(_linear(h, w[f"h{i}.fc_w"], w[f"h{i}.fc_b"]))
+        x = x + _linear(h, w[f"h{i}.fc2_w"], w[f"h{i}.fc2_b"])
     x = _ln(x, w["lnf_w"], w["lnf_b"])
     logits = torch.bmm(x, w["head_w"])  # (K, B*T, V)
     ce = F.cross_entropy(logits.float().reshape(-1, v), targets.reshape(-1), reduction="none")
     return ce.view(kk, b * t).mean(dim=1)
+
+
+def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Per-model affine map: x (K, N, in) @ weight (K, in, out) + bias (K, out).
+
+    Not `torch.baddbmm`: cuBLAS needs baddbmm's broadcast bias written into the whole (K, N, out)
+    output before the GEMM, a separate full-size copy kernel outside the compiler's reach (measured
+    on the H100 for K = 5, B = 256: 16 such copies a step, 2.9 ms of a 24.8 ms step). A plain bmm
+    plus a bias add lets torch.compile fuse the add into the next elementwise kernel (GELU, the
+    residual add, the attention layout copy). The bias is cast to the product's dtype so the add
+    stays in bf16 under autocast, like baddbmm's output."""
+    y = torch.bmm(x, weight)
+    return y + bias[:, None].to(y.dtype)
 
 
 def _ln(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
