@@ -18,6 +18,14 @@ Calibration file (JSON, one object)::
 
 `init_power` may be left out (0, isotropic). `provenance` is free-form but must contain "source";
 outputs quote it so every prediction says which parameters it used.
+
+Version 2 adds the optional radial (scale-invariance) part, three keys given together or not at all:
+`si_fraction` (share of the directions, and so of |G|², that belongs to scale-invariant weights),
+`si_params` (number of real scale-invariant parameters) and `si_init_norm` (their norm at
+initialisation). For those directions θ is the direction of the weights, their norm grows with every
+step and the gradient the clip sees shrinks as 1/norm (rust/sim/sweep.rs has the step). A file
+without the three keys (every version 1 file) is the plain NQM and simulates exactly as before;
+`to_dict` writes version 1 for it, so such files stay readable by version-1 readers.
 """
 
 from __future__ import annotations
@@ -31,9 +39,13 @@ from typing import Any
 from pyphase.errors import PyphaseError
 
 FORMAT = "pyphase.nqm"
-VERSION = 1
+VERSION = 2
+#: Versions `from_dict` reads; version 1 has no radial part.
+VERSIONS = (1, 2)
 FIELDS = ("d", "h_max", "alpha", "sigma2", "init_loss", "loss_floor", "init_power")
 OPTIONAL = {"init_power": 0.0}
+#: The radial (scale-invariance) part: all three or none (version 2 only).
+RADIAL_FIELDS = ("si_fraction", "si_params", "si_init_norm")
 
 # Where `pyphase calibrate` ships a calibration measured on the real model; `NQMParams.default()`
 # prefers it over the hand-chosen values below.
@@ -86,6 +98,9 @@ class NQMParams:
     init_loss: float
     loss_floor: float
     init_power: float = 0.0
+    si_fraction: float | None = None
+    si_params: float | None = None
+    si_init_norm: float | None = None
     provenance: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -105,6 +120,20 @@ class NQMParams:
             raise PyphaseError(f"NQM init_power must be in [0, 2], got {self.init_power}")
         if self.init_loss <= self.loss_floor:
             raise PyphaseError(f"NQM init_loss ({self.init_loss}) must exceed loss_floor ({self.loss_floor})")
+        given = [k for k in RADIAL_FIELDS if getattr(self, k) is not None]
+        if given and len(given) != len(RADIAL_FIELDS):
+            raise PyphaseError(f"NQM {', '.join(RADIAL_FIELDS)} must be given together, got only {', '.join(given)}")
+        for name in given:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise PyphaseError(f"NQM {name} must be a finite number, got {v!r}")
+        if given:
+            if not 0.0 <= self.si_fraction <= 1.0:  # type: ignore[operator]
+                raise PyphaseError(f"NQM si_fraction must be in [0, 1], got {self.si_fraction}")
+            if self.si_params < 1:  # type: ignore[operator]
+                raise PyphaseError(f"NQM si_params must be >= 1, got {self.si_params}")
+            if self.si_init_norm <= 0:  # type: ignore[operator]
+                raise PyphaseError(f"NQM si_init_norm must be > 0, got {self.si_init_norm}")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -126,8 +155,11 @@ class NQMParams:
             raise PyphaseError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         if obj.get("format", FORMAT) != FORMAT:
             raise PyphaseError(f"{where}: format is {obj.get('format')!r}, expected {FORMAT!r}")
-        if obj.get("version", VERSION) != VERSION:
-            raise PyphaseError(f"{where}: version {obj.get('version')!r} is not supported (expected {VERSION})")
+        version = obj.get("version", VERSION)
+        if version not in VERSIONS or isinstance(version, bool):
+            raise PyphaseError(f"{where}: version {version!r} is not supported (expected one of {VERSIONS})")
+        if version == 1 and any(k in obj for k in RADIAL_FIELDS):
+            raise PyphaseError(f"{where}: {', '.join(RADIAL_FIELDS)} need version 2, the file says version 1")
         missing = [k for k in FIELDS if k not in obj and k not in OPTIONAL]
         if missing:
             raise PyphaseError(f"{where}: missing {', '.join(missing)}")
@@ -137,11 +169,12 @@ class NQMParams:
         d = obj["d"]
         if isinstance(d, float) and d.is_integer():
             d = int(d)
-        unknown = sorted(set(obj) - set(FIELDS) - {"format", "version", "provenance"})
+        unknown = sorted(set(obj) - set(FIELDS) - set(RADIAL_FIELDS) - {"format", "version", "provenance"})
         if unknown:
             raise PyphaseError(f"{where}: unknown key(s) {', '.join(unknown)}")
         values = {k: obj.get(k, OPTIONAL.get(k)) for k in FIELDS[1:]}
-        return cls(d=d, **values, provenance=prov)
+        radial = {k: obj[k] for k in RADIAL_FIELDS if k in obj}
+        return cls(d=d, **values, **radial, provenance=prov)
 
     @classmethod
     def load(cls, path: str | Path) -> NQMParams:
@@ -161,7 +194,10 @@ class NQMParams:
         """The calibration-file object (round-trips through `from_dict`)."""
         d = asdict(self)
         prov = d.pop("provenance")
-        return {"format": FORMAT, "version": VERSION, **d, "provenance": prov}
+        if not self.radial:
+            for k in RADIAL_FIELDS:
+                d.pop(k)
+        return {"format": FORMAT, "version": VERSION if self.radial else 1, **d, "provenance": prov}
 
     def save(self, path: str | Path) -> None:
         """Write the calibration file (parent folders created)."""
@@ -171,7 +207,13 @@ class NQMParams:
 
     def with_provenance(self, **extra: Any) -> NQMParams:
         """A copy whose provenance has `extra` added (existing keys kept unless overridden)."""
-        return NQMParams(**{k: getattr(self, k) for k in FIELDS}, provenance={**self.provenance, **extra})
+        return NQMParams(**{k: getattr(self, k) for k in FIELDS + RADIAL_FIELDS},
+                         provenance={**self.provenance, **extra})
+
+    @property
+    def radial(self) -> bool:
+        """True when the radial (scale-invariance) part is on."""
+        return self.si_fraction is not None
 
     @property
     def source(self) -> str:
@@ -179,8 +221,9 @@ class NQMParams:
         return str(self.provenance.get("source", "unknown"))
 
     def core_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of the `_core` simulator functions."""
-        return {k: getattr(self, k) for k in FIELDS}
+        """Keyword arguments of the `_core` simulator functions (the radial ones only when set, so a
+        plain parameter set calls the simulator exactly as version 1 did)."""
+        return {k: getattr(self, k) for k in FIELDS + (RADIAL_FIELDS if self.radial else ())}
 
     def describe(self) -> dict[str, float]:
         """Closed forms at θ(0) (from the Rust model, the one implementation of them): the full-batch

@@ -200,7 +200,7 @@ def predict(
     t0 = time.perf_counter()
     seed_list = list(range(seeds))
     n_cfg = len(batches) * len(lrs)
-    frames, curve_frames = [], []
+    frames, curve_frames, rho_frames = [], [], []
     with tqdm(total=len(clips) * n_cfg * seeds, disable=not progress, file=sys.stderr, unit="traj",
               desc="simulate") as bar:
         for clip in clips:
@@ -222,11 +222,20 @@ def predict(
                 )
                 frames.append(_trajectory_frame(out, clip, optimizer, b, lrs))
                 curve_frames.append(_curve_frame(out, clip, optimizer, b, lrs))
+                if params.radial:
+                    rho_frames.append(pl.DataFrame({
+                        "clip": pl.Series([clip] * len(out["config"]), dtype=pl.Float64),
+                        "batch_size": pl.Series([b] * len(out["config"]), dtype=pl.Int64),
+                        "lr": np.asarray(lrs, dtype=float)[out["config"]],
+                        "rho_final": out["rho_final"],
+                    }))
                 bar.update(len(lrs) * seeds)
     sim_seconds = time.perf_counter() - t0
     table = pl.concat(frames).select(PREDICTION_COLUMNS)
     curves = pl.concat(curve_frames)
     summary = summarize(table, params, n_boot=n_boot)
+    if rho_frames:
+        summary["radial"] = radial_summary(pl.concat(rho_frames), params)
     summary.update(
         optimizer=optimizer,
         optimizer_settings=dataclasses.asdict(settings),
@@ -392,6 +401,21 @@ def summarize(table: pl.DataFrame, params: NQMParams, *, n_boot: int = analysis.
     }
 
 
+def radial_summary(rho: pl.DataFrame, params: NQMParams) -> dict[str, Any]:
+    """The radial part's inputs and, per (clip, B, LR), the seed-mean final ρ = |w_si|/|w_si(0)| and
+    the norm of the scale-invariant weights it implies (ρ·si_init_norm)."""
+    per = (rho.group_by("clip", "batch_size", "lr").agg(pl.col("rho_final").mean())
+           .sort("clip", "batch_size", "lr", nulls_last=True))
+    return {
+        "si_fraction": params.si_fraction,
+        "si_params": params.si_params,
+        "si_init_norm": params.si_init_norm,
+        "rho_final": [{"clip": r["clip"], "batch_size": r["batch_size"], "lr": r["lr"], "rho_final": r["rho_final"],
+                       "si_norm_final": r["rho_final"] * params.si_init_norm}
+                      for r in per.iter_rows(named=True)],
+    }
+
+
 def rules_for(m: analysis.BetaMeasurement, b_noise: float) -> dict[str, Any]:
     """LR_opt per B under the rules a user would otherwise apply, anchored at the smallest B's
     simulated LR_opt: linear (β = 1), square root (β = 0.5) and McCandlish et al. (2018)
@@ -504,8 +528,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [
         (f"NQM parameters: {summary['nqm_source']} (d = {summary['nqm']['d']}, h_max = {summary['nqm']['h_max']:g}, "
         f"alpha = {summary['nqm']['alpha']:g}, sigma2 = {summary['nqm']['sigma2']:g}, "
-        f"init_power = {summary['nqm']['init_power']:g}); |G(θ0)| = {summary['init_grad_norm']:.3g}, "
-        f"B_simple = {summary['b_simple']:.3g}"),
+        f"init_power = {summary['nqm']['init_power']:g}"
+        + (f", radial: si_fraction = {summary['nqm']['si_fraction']:.3g}, si_params = {summary['nqm']['si_params']:.3g}, "
+           f"si_init_norm = {summary['nqm']['si_init_norm']:.3g}" if summary["nqm"].get("si_fraction") is not None else "")
+        + f"); |G(θ0)| = {summary['init_grad_norm']:.3g}, B_simple = {summary['b_simple']:.3g}"),
         (f"{summary.get('optimizer', '?')}, {summary.get('steps', '?')} steps, {summary.get('seeds', '?')} seeds, "
         f"LR grid {_fmt(min(summary.get('lrs', [math.nan])))}..{_fmt(max(summary.get('lrs', [math.nan])))} "
         f"({len(summary.get('lrs', []))} points)"),

@@ -73,7 +73,8 @@ def test_nqm_params_round_trip_exactly(tmp_path):
     assert back == SMALL
     assert back.provenance == {"source": "test", "path": str(p)}
     obj = json.loads(p.read_text())
-    assert obj["format"] == nqm.FORMAT and obj["version"] == nqm.VERSION
+    # a plain parameter set is written as version 1 (no radial keys), readable by version-1 readers
+    assert obj["format"] == nqm.FORMAT and obj["version"] == 1
     assert set(obj) == {"format", "version", "provenance", *nqm.FIELDS}
 
 
@@ -105,7 +106,7 @@ def test_init_power_may_be_omitted(tmp_path):
         ({"init_loss": 1.0}, "must exceed loss_floor"),
         ({"init_power": 3.0}, "init_power must be in [0, 2]"),
         ({"format": "other"}, "format is 'other'"),
-        ({"version": 2}, "version 2 is not supported"),
+        ({"version": 3}, "version 3 is not supported"),
         ({"provenance": {}}, "provenance"),
         ({"extra": 1}, "unknown key(s) extra"),
     ],
