@@ -1209,3 +1209,239 @@ def format_table(cal: Calibration) -> str:
     if cal.path is not None:
         lines.append(f"Calibration written to {cal.path}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- scale invariance (radial part)
+
+#: Parameter leaves that write into the residual stream. Scaling all of them by c scales the residual
+#: stream by c at every layer; each pre-LN block and the final LayerNorm divide it out, so the loss does
+#: not change (up to LayerNorm's eps): together they are scale-invariant, and their gradient is
+#: orthogonal to them and scales as 1/|w|.
+RESIDUAL_WRITERS = ("wte", "wpe", "proj_w", "proj_b", "fc2_w", "fc2_b")
+#: Factors the invariance check scales the group by.
+INVARIANCE_FACTORS = (0.5, 2.0, 8.0)
+
+
+def scale_invariant_names(shape: Shape) -> list[str]:
+    """Names of the scale-invariant group (see RESIDUAL_WRITERS) in `shape`'s parameter order."""
+    return [n for n, _ in shape.param_shapes() if n.split(".")[-1] in RESIDUAL_WRITERS]
+
+
+@dataclass(frozen=True)
+class ScaleInvariance:
+    """The radial part's inputs measured on the real model, and the checks behind them."""
+
+    si_params: int  # parameters in the scale-invariant group
+    n_params: int
+    si_init_norm: float  # |w_si(0)|
+    init_norm: float  # |w(0)| of all parameters (what the sweeps log as weight_norm)
+    invariance: dict[str, float]  # factor -> |L(c·w_si) − L(w)| / L(w) on a fixed batch
+    rest_sensitivity: dict[str, float]  # the same with the other parameters scaled instead (a control)
+    grad_share: float  # |G_si|² / |G|² at initialisation (two-batch estimator, per coordinate)
+    trace_sigma_share: float  # tr(Σ_si) / tr(Σ) at initialisation
+    noise: dict[str, Any]  # |G|², tr Σ per group and the estimator's batch sizes / repeats
+    run: dict[str, Any]  # short AdamW run: update RMS (si and all), |w_si| growth per step
+
+
+def _flat_norm(tensors: Sequence[Tensor]) -> float:
+    return float(torch.sqrt(sum((t.detach().double() ** 2).sum() for t in tensors)))
+
+
+def measure_scale_invariance(model: NanoTransformer, windows: _Windows, *, batch_sizes: Sequence[int],
+                             repeats: int, steps: int, lr: float, run_batch: int, seed: int,
+                             weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999),
+                             eps: float = 1e-8, progress: Callable[[], None] = lambda: None
+                             ) -> ScaleInvariance:
+    """Measure the scale-invariant group of `model` (at its current weights, normally the init):
+
+    - invariance: the loss on one fixed batch with the group scaled by each INVARIANCE_FACTORS (and,
+      as a control, with every other parameter scaled instead);
+    - its size and norm; its share of |G|² and tr(Σ) (the two-batch estimator of `measure_noise`
+      with a per-coordinate split);
+    - `steps` AdamW steps at `lr`, batch `run_batch`, clip RUN_CLIP: the RMS over the group's
+      coordinates of AdamW's normalised update m̂/(sqrt(v̂)+ε) at the last step, and how |w_si|² grew
+      per step against the spherical-motion estimate lr²·(update RMS)²·si_params.
+    The model's weights are restored afterwards."""
+    sh = model.shape
+    names = scale_invariant_names(sh)
+    params = dict(zip([n for n, _ in sh.param_shapes()], _params(model)))
+    si = [params[n] for n in names]
+    rest = [p for n, p in params.items() if n not in names]
+    saved = {n: p.detach().clone() for n, p in params.items()}
+    n_si = sum(p.numel() for p in si)
+    n_all = sum(p.numel() for p in params.values())
+    init_si, init_all = _flat_norm(si), _flat_norm(list(params.values()))
+    dev = windows.tokens.device
+
+    x, y = windows.gather(windows.offsets(CALIB_STREAM + 2 * seed + 1, 32, 1, 1)[0])
+
+    def loss_with(group: Sequence[Tensor], c: float) -> float:
+        with torch.no_grad():
+            for p in group:
+                p.mul_(c)
+            loss = float(model(x, y)[1])
+            for p in group:
+                p.div_(c)
+        return loss
+
+    with torch.no_grad():
+        base = float(model(x, y)[1])
+    inv = {f"{c:g}": abs(loss_with(si, c) - base) / base for c in INVARIANCE_FACTORS}
+    ctrl = {f"{c:g}": abs(loss_with(rest, c) - base) / base for c in INVARIANCE_FACTORS}
+
+    ids = torch.cat([torch.full((p.numel(),), 0 if n in names else 1, dtype=torch.int64)
+                     for n, p in params.items()]).to(dev)
+    micro = math.gcd(*batch_sizes)
+    n_draws = repeats * (max(batch_sizes) // micro)
+    offs = windows.offsets(CALIB_STREAM + 2 * seed, micro, 0, n_draws)
+    meas = measure_noise(_grad_fn(model, windows, offs, progress), batch_sizes, repeats, ids, ("si", "rest"))
+    g_si, s_si = meas.groups["si"]
+    g_rest, s_rest = meas.groups["rest"]
+
+    # Short AdamW run (torch.optim.AdamW, as the trainer steps it) from these weights.
+    opt = torch.optim.AdamW(list(params.values()), lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    run_offs = windows.offsets(CALIB_STREAM + 2 * seed + 2, run_batch, 0, max(steps, 1))
+    norms = [init_si]
+    for t in range(steps):
+        xb, yb = windows.gather(run_offs[t])
+        opt.zero_grad(set_to_none=True)
+        _, loss = model(xb, yb)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(params.values()), RUN_CLIP)
+        opt.step()
+        norms.append(_flat_norm(si))
+        progress()
+    run: dict[str, Any] = {"steps": steps, "lr": lr, "batch_size": run_batch, "clip": RUN_CLIP,
+                           "weight_decay": weight_decay, "si_norm": norms}
+    if steps > 0:
+        def update_rms(group: Sequence[Tensor]) -> float:
+            tot, n = 0.0, 0
+            for p in group:
+                st = opt.state[p]
+                k = int(st["step"])
+                mh = st["exp_avg"].double() / (1 - betas[0] ** k)
+                vh = st["exp_avg_sq"].double() / (1 - betas[1] ** k)
+                tot += float((mh / (vh.sqrt() + eps)).square().sum())
+                n += p.numel()
+            return math.sqrt(tot / n)
+
+        u_si = update_rms(si)
+        grown = (norms[-1] ** 2 - norms[0] ** 2) / steps
+        run.update(update_rms_si=u_si, update_rms_all=update_rms(list(params.values())),
+                   si_norm2_growth_per_step=grown,
+                   spherical_estimate_per_step=lr ** 2 * u_si ** 2 * n_si)
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(saved[n])
+    return ScaleInvariance(
+        si_params=n_si, n_params=n_all, si_init_norm=init_si, init_norm=init_all, invariance=inv,
+        rest_sensitivity=ctrl, grad_share=g_si / (g_si + g_rest), trace_sigma_share=s_si / (s_si + s_rest),
+        noise={"batch_sizes": list(batch_sizes), "repeats": repeats, "grad_norm2": meas.noise.grad_norm2,
+               "trace_sigma": meas.noise.trace_sigma, "grad_norm2_si": g_si, "grad_norm2_rest": g_rest,
+               "trace_sigma_si": s_si, "trace_sigma_rest": s_rest, "loss": meas.loss},
+        run=run,
+    )
+
+
+#: Largest relative loss change under scaling that still counts as invariant (LayerNorm's eps and
+#: float32 rounding make it nonzero).
+INVARIANCE_TOL = 1e-3
+
+
+def add_scale_invariance(base: str | Path, *, device: str = "cpu", data: str | Path | None = None,
+                         out: str | Path | None = None, batch_sizes: Sequence[int] = (32, 256), repeats: int = 4,
+                         steps: int = 50, lr: float = 3e-3, run_batch: int | None = None, seed: int = 0,
+                         progress: bool = True) -> tuple[Any, ScaleInvariance]:
+    """`pyphase calibrate --radial-base FILE`: measure the scale-invariant group on the model the
+    calibration `base` describes (its shape and seed, at initialisation) and write `base` plus the
+    radial fields (`pyphase.nqm` version 2) to `out`. Returns (NQMParams, ScaleInvariance).
+
+    si_fraction = the measured share of |G|² at initialisation carried by the group; si_params and
+    si_init_norm = its size and norm. Nothing from any sweep is read."""
+    from tqdm.auto import tqdm
+
+    from pyphase.data import load_corpus
+    from pyphase.model import NanoTransformer, Shape
+    from pyphase.nqm import NQMParams
+    from pyphase.sweep import git_commit, resolve_device
+
+    params = NQMParams.load(base)
+    sizes = sorted(int(b) for b in batch_sizes)
+    run_batch = int(run_batch) if run_batch is not None else sizes[0] if sizes else 1
+    if len(set(sizes)) < 2 or min(sizes) < 1 or any(max(sizes) % b for b in sizes):
+        raise PyphaseError(f"--batch: need two distinct batch sizes >= 1, each dividing the largest, got {sizes}")
+    for name, v, lo in (("--repeats", repeats, 2), ("--radial-steps", steps, 1), ("--run-batch", run_batch, 1)):
+        if v < lo:
+            raise PyphaseError(f"{name}: must be >= {lo}, got {v}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise PyphaseError(f"--lr: must be a positive number, got {lr}")
+    shape_info = params.provenance.get("shape") or {}
+    name = shape_info.get("name", "default")
+    if name not in SHAPES:
+        raise PyphaseError(f"{base}: provenance.shape.name {name!r} is not one of {', '.join(SHAPES)}")
+    seed = int((params.provenance.get("options") or {}).get("seed", seed))
+    t0 = time.perf_counter()
+    dev = torch.device(resolve_device(device))
+    corpus = load_corpus(data)
+    sha = (params.provenance.get("data") or {}).get("sha256")
+    if sha and sha != corpus.sha256:
+        raise PyphaseError(f"--data: corpus sha256 {corpus.sha256[:12]}… differs from the calibration's {sha[:12]}…")
+    sh = Shape.of(SHAPES[name], corpus.tokenizer.vocab_size)
+    train_ids = np.ascontiguousarray(corpus.train)
+    windows = _Windows(torch.from_numpy(train_ids.astype(np.int64)).to(dev), len(train_ids), sh.block_size)
+    model = NanoTransformer(sh, seed=seed).to(dev)
+    total = repeats * (max(sizes) // math.gcd(*sizes)) + steps
+    bar = tqdm(total=total, disable=not progress, unit="pass", desc="scale invariance", leave=False)
+    si = measure_scale_invariance(model, windows, batch_sizes=sizes, repeats=repeats, steps=steps, lr=lr,
+                                  run_batch=run_batch, seed=seed, progress=lambda: bar.update(1))
+    bar.close()
+    worst = max(si.invariance.values())
+    if worst > INVARIANCE_TOL:
+        raise PyphaseError(f"the residual-writer group is not scale-invariant on this model: relative loss change "
+                           f"{worst:.3g} > {INVARIANCE_TOL:g}")
+    radial_prov = {
+        "description": ("radial (scale-invariance) inputs measured by `pyphase calibrate --radial-base` on the "
+                        f"model at initialisation (shape {name}, seed {seed}) on {_device_name(dev)}, AFTER the "
+                        "sweeps; no sweep outcome read. The other NQM fields are the base file's."),
+        "base": str(base),
+        "device": _device_name(dev),
+        "torch": torch.__version__,
+        "git_commit": git_commit(),
+        "data_sha256": corpus.sha256,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_s": time.perf_counter() - t0,
+        "group": list(RESIDUAL_WRITERS),
+        "measurements": _jsonable(si.__dict__),
+        "method": ("si_fraction = |G_si|^2/|G|^2 at init from the per-coordinate two-batch estimator; "
+                   "si_params = size of the residual-writer group; si_init_norm = its norm at init; "
+                   "invariance checked by scaling the group on a fixed batch (tolerance "
+                   f"{INVARIANCE_TOL:g} relative)."),
+    }
+    prov = {k: v for k, v in params.provenance.items() if k != "path"}
+    prov.update(source=f"{params.source}+radial", radial=radial_prov)
+    new = NQMParams(**{k: getattr(params, k) for k in NQM_FIELDS}, si_fraction=float(si.grad_share),
+                    si_params=float(si.si_params), si_init_norm=float(si.si_init_norm), provenance=prov)
+    if out is not None:
+        new.save(out)
+    return new, si
+
+
+def format_scale_invariance(params: Any, si: ScaleInvariance) -> str:
+    """The radial measurement for people."""
+    r = si.run
+    lines = [
+        f"scale-invariant group ({', '.join(RESIDUAL_WRITERS)}): {si.si_params:,} of {si.n_params:,} parameters, "
+        f"|w_si(0)| = {si.si_init_norm:.4g} (all weights {si.init_norm:.4g})",
+        "  invariance (relative loss change when the group is scaled by c): "
+        + ", ".join(f"c={c}: {v:.2g}" for c, v in si.invariance.items())
+        + "; control, the other parameters scaled: " + ", ".join(f"c={c}: {v:.2g}" for c, v in si.rest_sensitivity.items()),
+        f"  share at init: |G|^2 {si.grad_share:.3f}, tr(Sigma) {si.trace_sigma_share:.3f}",
+    ]
+    if "update_rms_si" in r:
+        lines.append(
+            f"  {r['steps']} AdamW steps at lr {r['lr']:g}, B {r['batch_size']}: update RMS {r['update_rms_si']:.3g} "
+            f"(si), {r['update_rms_all']:.3g} (all); |w_si|^2 grew {r['si_norm2_growth_per_step']:.3g}/step "
+            f"against lr^2 u^2 si_params = {r['spherical_estimate_per_step']:.3g}/step")
+    lines.append(f"NQM radial part: si_fraction = {params.si_fraction:.4g}, si_params = {params.si_params:.6g}, "
+                 f"si_init_norm = {params.si_init_norm:.4g}")
+    return "\n".join(lines)

@@ -151,6 +151,12 @@ def calibrate(
     fit_step: Optional[int] = typer.Option(None, "--fit-step", help="Point whose curvature and noise the NQM takes (default: the last)."),
     max_d: int = typer.Option(1 << 20, "--max-d", help="Most NQM directions the fit may use (the simulator's cost grows with d)."),
     seed: int = typer.Option(0, "--seed", help="Model initialisation and data streams."),
+    radial_base: Optional[Path] = typer.Option(
+        None, "--radial-base", help="Only measure the scale-invariant weights (radial part) at initialisation and "
+        "write this calibration file plus the radial fields to --out (uses --device, --data, --batch, --repeats, "
+        "--lr, --run-batch; shape and seed come from the file)."
+    ),
+    radial_steps: int = typer.Option(200, "--radial-steps", help="AdamW steps of the radial measurement's update-RMS run."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print the calibration as JSON instead of a table."),
 ) -> None:
@@ -158,6 +164,18 @@ def calibrate(
     from pyphase.calibrate import calibrate as run_calibration
     from pyphase.calibrate import format_table, parse_int_list
 
+    if radial_base is not None:
+        from pyphase.calibrate import add_scale_invariance, format_scale_invariance
+
+        params, si = add_scale_invariance(
+            radial_base, device=device, data=data, out=out, batch_sizes=parse_int_list(batch, "--batch"),
+            repeats=repeats, steps=radial_steps, lr=lr, run_batch=run_batch, progress=progress,
+        )
+        if as_json:
+            _print_json(params.to_dict())
+            return
+        typer.echo(format_scale_invariance(params, si) + (f"\nCalibration written to {out}" if out else ""))
+        return
     cal = run_calibration(
         device=device, data=data, out=out, shape=shape, batch_sizes=parse_int_list(batch, "--batch"),
         steps_along=parse_int_list(steps_along, "--steps-along"), lr=lr, run_batch=run_batch, repeats=repeats,

@@ -1,0 +1,87 @@
+"""`pyphase calibrate --radial-base`: the scale-invariant group of the NanoTransformer, its
+measurement, and the version-2 calibration file it writes (tiny shape, synthetic corpus, CPU)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from pyphase import nqm
+from pyphase.calibrate import RESIDUAL_WRITERS, SHAPES, add_scale_invariance, scale_invariant_names
+from pyphase.cli import app
+from pyphase.errors import PyphaseError
+from pyphase.model import Shape
+from pyphase.nqm import NQMParams
+
+FAST = dict(batch_sizes=(2, 4), repeats=2, steps=3, lr=3e-3, progress=False)
+
+
+def _base(tmp_path, **prov):
+    p = tmp_path / "base.json"
+    NQMParams(d=64, h_max=10.0, alpha=1.0, sigma2=0.1, init_loss=4.0, loss_floor=1.5,
+              provenance={"source": "calibration", "shape": {"name": "tiny"}, "options": {"seed": 0}, **prov}).save(p)
+    return p
+
+
+def test_scale_invariant_group_is_the_residual_writers():
+    sh = Shape.of(SHAPES["default"], 65)
+    names = scale_invariant_names(sh)
+    assert {n.split(".")[-1] for n in names} == set(RESIDUAL_WRITERS)
+    assert len(names) == 2 + 4 * 4  # wte, wpe + 4 leaves per block
+    n = sum(s[0] * (s[1] if len(s) > 1 else 1) for k, s in sh.param_shapes() if k in names)
+    assert n == 369_792
+
+
+def test_radial_measurement_writes_a_version_2_file_that_is_invariant(tmp_path):
+    out = tmp_path / "radial.json"
+    params, si = add_scale_invariance(_base(tmp_path), out=out, **FAST)
+    assert max(si.invariance.values()) < 1e-3  # the group really is scale-invariant
+    assert max(si.rest_sensitivity.values()) > 1e-2  # and the control is not
+    assert 0.0 < si.grad_share < 1.0 and params.si_fraction == si.grad_share
+    back = NQMParams.load(out)
+    assert back == params and back.radial and json.loads(out.read_text())["version"] == 2
+    assert back.si_params == si.si_params and back.si_init_norm == pytest.approx(si.si_init_norm)
+    assert {k: getattr(back, k) for k in nqm.FIELDS} == {k: getattr(NQMParams.load(_base(tmp_path)), k)
+                                                         for k in nqm.FIELDS}
+    assert back.source == "calibration+radial" and "AFTER the sweeps" in back.provenance["radial"]["description"]
+    assert len(si.run["si_norm"]) == 4 and si.run["update_rms_si"] > 0
+
+
+def test_radial_measurement_is_deterministic(tmp_path):
+    a = add_scale_invariance(_base(tmp_path), **FAST)[1]
+    b = add_scale_invariance(_base(tmp_path), **FAST)[1]
+    assert a.grad_share == b.grad_share and a.si_init_norm == b.si_init_norm
+
+
+@pytest.mark.parametrize(
+    "kw,prov,message",
+    [
+        ({"repeats": 1}, {}, "--repeats: must be >= 2"),
+        ({"batch_sizes": (3, 4)}, {}, "--batch"),
+        ({"steps": 0}, {}, "--radial-steps: must be >= 1"),
+        ({"lr": -1.0}, {}, "--lr: must be a positive number"),
+        ({}, {"data": {"sha256": "0" * 64}}, "differs from the calibration's"),
+    ],
+)
+def test_bad_radial_options_are_one_line_errors(tmp_path, kw, prov, message):
+    with pytest.raises(PyphaseError) as e:
+        add_scale_invariance(_base(tmp_path, **prov), **{**FAST, **kw})
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_radial_mode_and_its_exit_code(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(app, ["calibrate", "--radial-base", str(_base(tmp_path)), "--device", "cpu", "--batch",
+                                 "2,4", "--repeats", "2", "--radial-steps", "2", "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "scale-invariant group" in r.output and NQMParams.load(out).radial
+    from pyphase.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["pyphase", "calibrate", "--radial-base", str(tmp_path / "missing.json")])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "calibration file not found" in err and "\n" not in err
