@@ -1430,8 +1430,8 @@ def format_scale_invariance(params: Any, si: ScaleInvariance) -> str:
     """The radial measurement for people."""
     r = si.run
     lines = [
-        f"scale-invariant group ({', '.join(RESIDUAL_WRITERS)}): {si.si_params:,} of {si.n_params:,} parameters, "
-        f"|w_si(0)| = {si.si_init_norm:.4g} (all weights {si.init_norm:.4g})",
+        (f"scale-invariant group ({', '.join(RESIDUAL_WRITERS)}): {si.si_params:,} of {si.n_params:,} parameters, "
+         f"|w_si(0)| = {si.si_init_norm:.4g} (all weights {si.init_norm:.4g})"),
         "  invariance (relative loss change when the group is scaled by c): "
         + ", ".join(f"c={c}: {v:.2g}" for c, v in si.invariance.items())
         + "; control, the other parameters scaled: " + ", ".join(f"c={c}: {v:.2g}" for c, v in si.rest_sensitivity.items()),

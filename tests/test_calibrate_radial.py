@@ -10,13 +10,18 @@ import pytest
 from typer.testing import CliRunner
 
 from pyphase import nqm
-from pyphase.calibrate import RESIDUAL_WRITERS, SHAPES, add_scale_invariance, scale_invariant_names
+from pyphase.calibrate import (
+    RESIDUAL_WRITERS,
+    SHAPES,
+    add_scale_invariance,
+    scale_invariant_names,
+)
 from pyphase.cli import app
 from pyphase.errors import PyphaseError
 from pyphase.model import Shape
 from pyphase.nqm import NQMParams
 
-FAST = dict(batch_sizes=(2, 4), repeats=2, steps=3, lr=3e-3, progress=False)
+FAST = {"batch_sizes": (2, 4), "repeats": 2, "steps": 3, "lr": 3e-3, "progress": False}
 
 
 def _base(tmp_path, **prov):

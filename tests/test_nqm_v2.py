@@ -36,7 +36,7 @@ def test_version_1_file_loads_and_simulates_exactly_as_before(tmp_path):
     assert obj["version"] == 1 and not set(nqm.RADIAL_FIELDS) & set(obj)
     back = NQMParams.load(p)
     assert not back.radial and set(back.core_kwargs()) == set(nqm.FIELDS)
-    args = dict(batch_size=[8, 64], lr=[1e-3, 3e-2], clip=[1.0, 1.0], seeds=[0, 1], steps=300)
+    args = {"batch_size": [8, 64], "lr": [1e-3, 3e-2], "clip": [1.0, 1.0], "seeds": [0, 1], "steps": 300}
     old = _core.simulate(**{k: getattr(PLAIN, k) for k in nqm.FIELDS}, **args)  # the version-1 call
     new = _core.simulate(**back.core_kwargs(), **args)
     for k in old:
@@ -69,7 +69,7 @@ def test_bad_radial_fields_are_one_line_user_errors(tmp_path, change, message):
 
 def test_core_rejects_partial_or_bad_radial_arguments_with_value_error():
     base = {k: getattr(PLAIN, k) for k in nqm.FIELDS}
-    args = dict(batch_size=[8], lr=[1e-3], clip=[1.0], seeds=[0], steps=10)
+    args = {"batch_size": [8], "lr": [1e-3], "clip": [1.0], "seeds": [0], "steps": 10}
     with pytest.raises(ValueError, match="must be given together"):
         _core.simulate(**base, si_fraction=0.5, **args)
     with pytest.raises(ValueError, match="si_init_norm must be finite and > 0, got 0"):
@@ -89,7 +89,7 @@ def test_describe_marks_the_scale_invariant_directions():
 
 
 def test_rho_grows_with_lr_and_the_clipped_gradient_shrinks():
-    args = dict(batch_size=[16] * 3, lr=[1e-4, 1e-3, 1e-2], clip=[1.0] * 3, seeds=[0, 1], steps=2000)
+    args = {"batch_size": [16] * 3, "lr": [1e-4, 1e-3, 1e-2], "clip": [1.0] * 3, "seeds": [0, 1], "steps": 2000}
     r = _core.simulate(**RADIAL.core_kwargs(), **args)
     p = _core.simulate(**PLAIN.core_kwargs(), **args)
     rho = r["rho_final"].reshape(3, 2).mean(axis=1)
@@ -105,7 +105,7 @@ def test_rho_grows_with_lr_and_the_clipped_gradient_shrinks():
 
 
 def test_predict_reports_rho_per_config_only_for_radial_models():
-    kw = dict(clips=[1.0], batches=[8, 64], lrs=[1e-3, 1e-2], steps=200, seeds=2, n_boot=20, progress=False)
+    kw = {"clips": [1.0], "batches": [8, 64], "lrs": [1e-3, 1e-2], "steps": 200, "seeds": 2, "n_boot": 20, "progress": False}
     plain = predict(params=PLAIN, **kw)
     assert "radial" not in plain.summary
     rad = predict(params=RADIAL, **kw)

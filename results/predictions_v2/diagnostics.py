@@ -8,7 +8,7 @@ results/calibration/h100_calibration_unconstrained.json. Prints the numbers nqm_
 from __future__ import annotations
 
 import json
-import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -78,7 +78,7 @@ def part_a() -> None:
 
 
 def part_b() -> None:
-    cal = json.load(open("results/calibration/h100_calibration_unconstrained.json"))
+    cal = json.loads(Path("results/calibration/h100_calibration_unconstrained.json").read_text())
     pts = cal["provenance"]["measurements"]["points"]
     print("(b) calibration points (lr 3e-3, B 32 run): step, loss, |G|^2, tr(Sigma), B_simple, lambda_1, tr(H)")
     for p in pts:
