@@ -1,0 +1,138 @@
+"""Where a packed training step spends its time, and what alternative forward passes would save.
+
+Times 150 CUDA-graph-captured steps of one pack (K configs, batch B) for each variant of the
+forward pass, and writes a torch.profiler table of the first variant with kernel time per step
+grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
+  default   pyphase.model.packed_losses under torch.compile (what `pyphase train` runs)
+  autotune  the same with mode="max-autotune-no-cudagraphs" (Triton GEMM templates; slow set-up)
+  flex      FlexAttention instead of scaled_dot_product_attention
+  contig    q, k, v made contiguous before attention
+  bf16res   residual stream in bf16 instead of fp32 (changes numerics; for comparison only)
+  cudnn / efficient   attention backend toggles (set before compiling)
+CUDA only. Usage:
+    python benches/profile_step.py --data PATH --k 5 --b 256 --variants default,flex --out DIR
+"""
+import argparse, os, time, json, re
+import torch
+from torch.profiler import profile, ProfilerActivity
+from pyphase.config import RunConfig
+from pyphase.data import load_corpus
+from pyphase.train import PackTrainer
+from pyphase.model import packed_losses
+ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+ap.add_argument("--data", default=None)
+ap.add_argument("--k", type=int, default=5)
+ap.add_argument("--b", type=int, default=256)
+ap.add_argument("--variants", default="default")
+ap.add_argument("--out", default=os.environ.get("OUT", "."))
+ap.add_argument("--profile-all", action="store_true")
+a = ap.parse_args()
+corpus = load_corpus(a.data)
+K, B, variants, out = a.k, a.b, a.variants.split(","), a.out
+res = []
+
+def group(name):
+    n = name.lower()
+    for key, pat in (("attention", r"flash|fmha|sdpa|attention|dot_do_o|convert_dq"), ("matmul", r"nvjet|gemm|cutlass|sm90_xmma|bmm|mm_"),
+                     ("layernorm", r"layer_norm"), ("gelu", r"gelu"), ("cross_entropy", r"log_softmax|nll|softmax"),
+                     ("embedding", r"embedding|index_put|scatter|sort|indexing|index_select|gather")):
+        if re.search(pat, n):
+            return key
+    return "other"
+
+import torch.nn.functional as F
+from pyphase.model import _ln, _linear
+
+def make_losses(flex=False, contig=False, bf16res=False):
+    if flex:
+        from torch.nn.attention.flex_attention import flex_attention, create_block_mask
+        bm = create_block_mask(lambda b, h, q, k: q >= k, B=None, H=None, Q_LEN=256, KV_LEN=256, device="cuda")
+    def losses(shape, w, idx, targets):
+        s = shape
+        kk, b, t = idx.shape
+        d, nh, v = s.d_model, s.n_head, s.vocab_size
+        offs = (torch.arange(kk, device=idx.device) * v).view(kk, 1, 1)
+        x = F.embedding(idx + offs, w["wte"].reshape(kk * v, d))
+        x = (x + w["wpe"][:, None, :t]).reshape(kk, b * t, d)
+        if bf16res:
+            x = x.to(torch.bfloat16)
+        for i in range(s.n_layer):
+            h = _ln(x, w[f"h{i}.ln1_w"], w[f"h{i}.ln1_b"])
+            qkv = _linear(h, w[f"h{i}.attn_w"], w[f"h{i}.attn_b"])
+            q, k_, v_ = (z.reshape(kk * b, t, nh, d // nh).transpose(1, 2) for z in qkv.split(d, dim=-1))
+            if contig:
+                q, k_, v_ = q.contiguous(), k_.contiguous(), v_.contiguous()
+            if flex:
+                y = flex_attention(q, k_, v_, block_mask=bm)
+            else:
+                y = F.scaled_dot_product_attention(q, k_, v_, is_causal=True)
+            y = y.transpose(1, 2).reshape(kk, b * t, d)
+            x = x + _linear(y, w[f"h{i}.proj_w"], w[f"h{i}.proj_b"])
+            h = _ln(x, w[f"h{i}.ln2_w"], w[f"h{i}.ln2_b"])
+            h = F.gelu(_linear(h, w[f"h{i}.fc_w"], w[f"h{i}.fc_b"]))
+            x = x + _linear(h, w[f"h{i}.fc2_w"], w[f"h{i}.fc2_b"])
+            if bf16res:
+                x = x.to(torch.bfloat16)
+        x = _ln(x, w["lnf_w"], w["lnf_b"])
+        logits = torch.bmm(x, w["head_w"].to(x.dtype) if not torch.is_autocast_enabled() else w["head_w"])
+        ce = F.cross_entropy(logits.float().reshape(-1, v), targets.reshape(-1), reduction="none")
+        return ce.view(kk, b * t).mean(dim=1)
+    return losses
+
+for var in variants:
+    torch._dynamo.reset()
+    t0 = time.perf_counter()
+    cfgs = [RunConfig(experiment="p", batch_size=B, lr=1e-3*(i+1), gradient_clip=1.0, seed=i, steps=400,
+                      eval_interval=10**6, eval_windows=4) for i in range(K)]
+    tr = PackTrainer(cfgs, corpus, "cuda", compile=False)
+    torch.backends.cuda.enable_cudnn_sdp(var == "cudnn")
+    if var == "efficient":
+        torch.backends.cuda.enable_flash_sdp(False)
+    else:
+        torch.backends.cuda.enable_flash_sdp(True)
+    mode = {"autotune": "max-autotune-no-cudagraphs"}.get(var)
+    if var == "autotune_cd":
+        import torch._inductor.config as ic
+        ic.coordinate_descent_tuning = True
+        mode = "max-autotune-no-cudagraphs"
+    fn = packed_losses
+    if var in ("flex", "contig", "bf16res"):
+        fn = make_losses(flex=var == "flex", contig=var == "contig", bf16res=var == "bf16res")
+    if var != "eager":
+        tr._losses = torch.compile(fn, dynamic=False, mode=mode)
+    tr.capture()
+    for _ in range(10):
+        tr.step()
+    torch.cuda.synchronize()
+    setup = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    n = 150
+    for _ in range(n):
+        tr.step()
+    torch.cuda.synchronize()
+    dt = (time.perf_counter() - t1) / n
+    tok = K * B * 256 / dt
+    mfu = tok * tr.shape.flops_per_token() / 989e12
+    loss = tr.state.loss[159].tolist()
+    r = dict(variant=var, K=K, B=B, ms_per_step=dt * 1e3, mtok_s=tok / 1e6, mfu=mfu, setup_s=setup, loss_step160=loss)
+    print(json.dumps(r), flush=True)
+    if var == variants[0] or a.profile_all:
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                tr.step()
+            torch.cuda.synchronize()
+        ka = prof.key_averages()
+        tot = {}
+        for e in ka:
+            t = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+            if t and e.key and not e.key.startswith("ProfilerStep"):
+                tot[group(e.key)] = tot.get(group(e.key), 0) + t / 5 / 1e3
+        r["profile_ms_per_step"] = tot
+        print(var, "per-step kernel ms by group:", json.dumps({k: round(v, 3) for k, v in sorted(tot.items(), key=lambda x: -x[1])}))
+        table = ka.table(sort_by="self_cuda_time_total", row_limit=40, max_name_column_width=90)
+        open(f"{out}/profile_{var}_k{K}_b{B}.txt", "w").write(table)
+        print(table[:6000])
+    res.append(r)
+    del tr
+    torch.cuda.empty_cache()
+json.dump(res, open(f"{out}/variants_k{K}_b{B}.json", "w"), indent=1)
