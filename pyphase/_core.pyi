@@ -114,7 +114,8 @@ from collections.abc import Sequence
 from typing import TypedDict
 
 # Noisy quadratic model (NQM) simulator; the model is described in `pyphase.nqm` (NQMParams holds
-# the keyword arguments d..init_power). Every bad argument (negative or NaN LR, batch_size 0, d 0,
+# the keyword arguments d..init_power, and the optional radial part si_fraction, si_params,
+# si_init_norm: all three or none, else ValueError). Every bad argument (negative or NaN LR, batch_size 0, d 0,
 # clip <= 0, NaN anywhere, unknown optimizer) raises ValueError naming it; the GIL is released while
 # trajectories run (rayon, `threads` workers or all cores). Results depend only on the arguments,
 # never on the thread count: each seed's noise stream is derived from the seed alone and shared by
@@ -134,6 +135,7 @@ class SimResult(TypedDict):
     diverged_step: npt.NDArray[np.int64]  # -1 when the run stayed finite
     curve: npt.NDArray[np.float64]  # (n, len(curve_steps)) L(θ_t) at curve_steps; inf after divergence
     curve_steps: npt.NDArray[np.int64]  # 0 and log-spaced steps up to `steps`
+    rho_final: npt.NDArray[np.float64]  # ‖w_si‖/‖w_si(0)‖ at the end (1.0 without the radial part)
 
 def simulate(
     *,
@@ -144,6 +146,9 @@ def simulate(
     init_loss: float,
     loss_floor: float,
     init_power: float = 0.0,
+    si_fraction: float | None = None,
+    si_params: float | None = None,
+    si_init_norm: float | None = None,
     batch_size: Sequence[int],
     lr: Sequence[float],
     clip: Sequence[float | None],
@@ -173,6 +178,7 @@ class TrajectoryRecord(SimResult):
     grad_norm_before_steps: npt.NDArray[np.float64]  # ‖g_t‖ per step
     grad_norm_after_steps: npt.NDArray[np.float64]  # after clipping
     theta_final: npt.NDArray[np.float64]  # θ after the last step (d values)
+    rho_steps: npt.NDArray[np.float64]  # ρ_t = ‖w_si‖/‖w_si(0)‖ per step (radial part; 1.0 without it)
 
 def simulate_trajectory(
     *,
@@ -183,6 +189,9 @@ def simulate_trajectory(
     init_loss: float,
     loss_floor: float,
     init_power: float = 0.0,
+    si_fraction: float | None = None,
+    si_params: float | None = None,
+    si_init_norm: float | None = None,
     batch_size: int,
     lr: float,
     clip: float | None,
@@ -205,6 +214,7 @@ class NQMDescription(TypedDict):
     init_grad_norm: float  # ‖H θ(0)‖
     trace_sigma: float  # per-example noise trace sigma2 · tr(H)
     b_simple: float  # trace_sigma / ‖H θ(0)‖² (McCandlish et al. 2018)
+    scale_invariant: npt.NDArray[np.bool_]  # which directions stand for scale-invariant weights
 
 def nqm_describe(
     *,
@@ -215,6 +225,9 @@ def nqm_describe(
     init_loss: float,
     loss_floor: float,
     init_power: float = 0.0,
+    si_fraction: float | None = None,
+    si_params: float | None = None,
+    si_init_norm: float | None = None,
 ) -> NQMDescription: ...
 def adamw_reference(
     grads: npt.NDArray[np.float64],
