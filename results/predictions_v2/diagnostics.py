@@ -44,9 +44,9 @@ def slope(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def part_a() -> None:
-    print("(a) slope of log|g| against log|w| across LRs at matched steps (per B)")
+    print("(a) slope of log|g| against log|w| across LRs at matched steps (per B, every seed's points together)")
     for exp in ("phase2_5", "phase3a"):
-        j = grad_vs_weight(exp).filter(pl.col("seed") == 0)
+        j = grad_vs_weight(exp)
         for at in sorted(set(j["at"].to_list()) & {1000, 2000, 5000, 10000}):
             row = []
             for b in sorted(j["B"].unique().to_list()):
@@ -54,27 +54,31 @@ def part_a() -> None:
                 if s.height >= 3:
                     row.append(f"B={b}: {slope(s['weight_norm'].to_numpy(), s['grad_norm'].to_numpy()):+.2f}")
             print(f"  {exp} step {at}: " + ", ".join(row))
-        # pooled, with a per-(B, step) intercept: demean logs within each (B, step)
+        # pooled, with a per-(B, step, seed) intercept: demean logs within each (B, step, seed)
         p = j.filter(pl.col("at") >= 1000).with_columns(pl.col("weight_norm").log().alias("lx"),
                                                         pl.col("grad_norm").log().alias("ly"))
-        p = p.with_columns((pl.col("lx") - pl.col("lx").mean().over("B", "at")).alias("dx"),
-                           (pl.col("ly") - pl.col("ly").mean().over("B", "at")).alias("dy"))
-        dx, dy = p["dx"].to_numpy(), p["dy"].to_numpy()
-        print(f"  {exp} pooled (steps >= 1000, within-(B, step) slope, {p.height} points): "
-              f"{float(np.sum(dx * dy) / np.sum(dx * dx)):+.2f}")
+        p = p.with_columns((pl.col("lx") - pl.col("lx").mean().over("B", "at", "seed")).alias("dx"),
+                           (pl.col("ly") - pl.col("ly").mean().over("B", "at", "seed")).alias("dy"))
+        for seeds in [sorted(p["seed"].unique().to_list())] + [[x] for x in sorted(p["seed"].unique().to_list())]:
+            q = p.filter(pl.col("seed").is_in(seeds))
+            dx, dy = q["dx"].to_numpy(), q["dy"].to_numpy()
+            print(f"  {exp} pooled, seeds {seeds} (steps >= 1000, within-(B, step, seed) slope, {q.height} points): "
+                  f"{float(np.sum(dx * dy) / np.sum(dx * dx)):+.2f}")
     j = grad_vs_weight("phase2_5").filter(pl.col("at").is_in([2000, 10000])).sort("B", "LR", "at")
     print("  phase2_5 B=256: (LR, step, |w|, median |g|, train loss)")
     for r in j.filter(pl.col("B") == 256).iter_rows(named=True):
         print(f"    {r['LR']:g} {r['at']} {r['weight_norm']:.1f} {r['grad_norm']:.3f} {r['loss']:.3f}")
     # Growth of |w|^2 per step (steps 0..1000): spherical motion predicts lr^2 * const.
     df = steps("phase2_5").filter(pl.col("weight_norm").is_not_null() & pl.col("step").is_in([0, 1000]))
-    gr = (df.pivot(on="step", index=["B", "LR"], values="weight_norm")
-          .with_columns(((pl.col("1000") ** 2 - pl.col("0") ** 2) / 1000).alias("dw2_per_step"))
-          .group_by("LR").agg(pl.col("dw2_per_step").mean()).sort("LR"))
-    lrs, dw = gr["LR"].to_numpy(), gr["dw2_per_step"].to_numpy()
-    print("  phase2_5 d|w|^2/step over steps 0..1000 (mean over B): "
-          + ", ".join(f"LR {a:g}: {b:.3g}" for a, b in zip(lrs, dw))
-          + f"; log-log slope in LR {slope(lrs, dw):.2f} (spherical motion at fixed update RMS: 2)")
+    per_run = (df.pivot(on="step", index=["B", "LR", "seed"], values="weight_norm")
+               .with_columns(((pl.col("1000") ** 2 - pl.col("0") ** 2) / 1000).alias("dw2_per_step")))
+    for seeds in [sorted(per_run["seed"].unique().to_list())] + [[x] for x in sorted(per_run["seed"].unique().to_list())]:
+        gr = (per_run.filter(pl.col("seed").is_in(seeds))
+              .group_by("LR").agg(pl.col("dw2_per_step").mean()).sort("LR"))
+        lrs, dw = gr["LR"].to_numpy(), gr["dw2_per_step"].to_numpy()
+        print(f"  phase2_5 d|w|^2/step over steps 0..1000 (mean over B, seeds {seeds}): "
+              + ", ".join(f"LR {a:g}: {b:.3g}" for a, b in zip(lrs, dw))
+              + f"; log-log slope in LR {slope(lrs, dw):.2f} (spherical motion at fixed update RMS: 2)")
 
 
 def part_b() -> None:
@@ -104,8 +108,8 @@ def part_c() -> None:
                   (pl.col("s").log().std()).alias("sd_log_s"),
                   (pl.col("grad_norm_before").log().std()).alias("sd_log_g"))
              .sort("B", "LR", "clip", "seed"))
-        for r in t.filter(pl.col("seed") == 0).iter_rows(named=True):
-            print(f"  {exp} B={r['B']} LR={r['LR']:g} clip={r['clip']}: clip freq {r['clip_freq']:.3f}, "
+        for r in t.iter_rows(named=True):
+            print(f"  {exp} B={r['B']} LR={r['LR']:g} clip={r['clip']} s{r['seed']}: clip freq {r['clip_freq']:.3f}, "
                   f"sd(log s_t) {r['sd_log_s']:.3f}, sd(log |g_t|) {r['sd_log_g']:.3f}")
     s = pl.read_csv("results/phase3b/summary.csv").sort("batch_size", "gradient_clip", "seed")
     print("  phase3b final val loss by threshold (B, LR, clip, seed, clip freq, final val):")
