@@ -225,6 +225,22 @@ def test_bootstrap_is_deterministic_under_its_seed() -> None:
     assert (a.ci_low, a.ci_high) != (c.ci_low, c.ci_high)
 
 
+def test_two_seeds_give_the_envelope_of_bootstrap_and_t_interval() -> None:
+    df = bowl_summaries(beta=0.5, noise=0.02, seeds=2, rng_seed=3)
+    m = an.measure_beta(df, n_boot=400, seed=1)[0]
+    assert m.interval_method.startswith("widest of bootstrap over seeds") and "2 seeds" in m.interval_method
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, m.fit.n - 2) * m.fit.beta_stderr
+    assert m.ci_low <= m.fit.beta - half + 1e-12 and m.ci_high >= m.fit.beta + half - 1e-12
+    # the bootstrap alone, as measure_beta draws it (same seed), lies inside the reported interval
+    betas = an.bootstrap_betas(an._seed_losses(df), 400, np.random.default_rng(1))
+    lo, hi = np.percentile(betas, [2.5, 97.5])
+    assert m.ci_low <= lo and m.ci_high >= hi
+    assert m.ci_low == pytest.approx(min(lo, m.fit.beta - half))
+    assert m.ci_high == pytest.approx(max(hi, m.fit.beta + half))
+
+
 def test_one_seed_uses_the_t_interval_of_the_fit() -> None:
     m = an.measure_beta(bowl_summaries(noise=0.01, seeds=1, rng_seed=2))[0]
     assert m.interval_method.startswith("fit covariance")
