@@ -26,6 +26,13 @@ initialisation). For those directions θ is the direction of the weights, their 
 step and the gradient the clip sees shrinks as 1/norm (rust/sim/sweep.rs has the step). A file
 without the three keys (every version 1 file) is the plain NQM and simulates exactly as before;
 `to_dict` writes version 1 for it, so such files stay readable by version-1 readers.
+
+Version 3 adds an optional measured growth law for the radial part, two keys given together and only
+with the radial three: |w_si|² grows by `si_growth_coef · lr^si_growth_power` per step (before weight
+decay), fitted by `pyphase calibrate --radial-base` on short AdamW runs of the real model at a few
+learning rates. It replaces version 2's spherical-motion formula (growth from the simulated update),
+which grew |w_si|² far slower than the model does. A radial set without the law is written as
+version 2 and simulates exactly as before.
 """
 
 from __future__ import annotations
@@ -39,13 +46,17 @@ from typing import Any
 from pyphase.errors import PyphaseError
 
 FORMAT = "pyphase.nqm"
-VERSION = 2
-#: Versions `from_dict` reads; version 1 has no radial part.
-VERSIONS = (1, 2)
+VERSION = 3
+#: Versions `from_dict` reads; version 1 has no radial part, version 2 no growth law.
+VERSIONS = (1, 2, 3)
 FIELDS = ("d", "h_max", "alpha", "sigma2", "init_loss", "loss_floor", "init_power")
 OPTIONAL = {"init_power": 0.0}
 #: The radial (scale-invariance) part: all three or none (version 2 only).
 RADIAL_FIELDS = ("si_fraction", "si_params", "si_init_norm")
+#: The radial part's measured growth law: both or neither, only with RADIAL_FIELDS (version 3 only).
+GROWTH_FIELDS = ("si_growth_coef", "si_growth_power")
+#: Largest growth-law exponent accepted (the Rust simulator's limit).
+MAX_GROWTH_POWER = 4.0
 
 # Where `pyphase calibrate` ships a calibration measured on the real model; `NQMParams.default()`
 # prefers it over the hand-chosen values below.
@@ -101,6 +112,8 @@ class NQMParams:
     si_fraction: float | None = None
     si_params: float | None = None
     si_init_norm: float | None = None
+    si_growth_coef: float | None = None
+    si_growth_power: float | None = None
     provenance: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -134,6 +147,20 @@ class NQMParams:
                 raise PyphaseError(f"NQM si_params must be >= 1, got {self.si_params}")
             if self.si_init_norm <= 0:  # type: ignore[operator]
                 raise PyphaseError(f"NQM si_init_norm must be > 0, got {self.si_init_norm}")
+        law = [k for k in GROWTH_FIELDS if getattr(self, k) is not None]
+        if law and len(law) != len(GROWTH_FIELDS):
+            raise PyphaseError(f"NQM {', '.join(GROWTH_FIELDS)} must be given together, got only {', '.join(law)}")
+        if law and not given:
+            raise PyphaseError(f"NQM {', '.join(GROWTH_FIELDS)} need the radial part ({', '.join(RADIAL_FIELDS)})")
+        for name in law:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise PyphaseError(f"NQM {name} must be a finite number, got {v!r}")
+        if law:
+            if self.si_growth_coef < 0:  # type: ignore[operator]
+                raise PyphaseError(f"NQM si_growth_coef must be >= 0, got {self.si_growth_coef}")
+            if not 0.0 <= self.si_growth_power <= MAX_GROWTH_POWER:  # type: ignore[operator]
+                raise PyphaseError(f"NQM si_growth_power must be in [0, {MAX_GROWTH_POWER:g}], got {self.si_growth_power}")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -160,6 +187,8 @@ class NQMParams:
             raise PyphaseError(f"{where}: version {version!r} is not supported (expected one of {VERSIONS})")
         if version == 1 and any(k in obj for k in RADIAL_FIELDS):
             raise PyphaseError(f"{where}: {', '.join(RADIAL_FIELDS)} need version 2, the file says version 1")
+        if version in (1, 2) and any(k in obj for k in GROWTH_FIELDS):
+            raise PyphaseError(f"{where}: {', '.join(GROWTH_FIELDS)} need version 3, the file says version {version}")
         missing = [k for k in FIELDS if k not in obj and k not in OPTIONAL]
         if missing:
             raise PyphaseError(f"{where}: missing {', '.join(missing)}")
@@ -169,11 +198,12 @@ class NQMParams:
         d = obj["d"]
         if isinstance(d, float) and d.is_integer():
             d = int(d)
-        unknown = sorted(set(obj) - set(FIELDS) - set(RADIAL_FIELDS) - {"format", "version", "provenance"})
+        unknown = sorted(set(obj) - set(FIELDS) - set(RADIAL_FIELDS) - set(GROWTH_FIELDS)
+                         - {"format", "version", "provenance"})
         if unknown:
             raise PyphaseError(f"{where}: unknown key(s) {', '.join(unknown)}")
         values = {k: obj.get(k, OPTIONAL.get(k)) for k in FIELDS[1:]}
-        radial = {k: obj[k] for k in RADIAL_FIELDS if k in obj}
+        radial = {k: obj[k] for k in RADIAL_FIELDS + GROWTH_FIELDS if k in obj}
         return cls(d=d, **values, **radial, provenance=prov)
 
     @classmethod
@@ -194,10 +224,15 @@ class NQMParams:
         """The calibration-file object (round-trips through `from_dict`)."""
         d = asdict(self)
         prov = d.pop("provenance")
+        if not self.growth_law:
+            for k in GROWTH_FIELDS:
+                d.pop(k)
         if not self.radial:
             for k in RADIAL_FIELDS:
                 d.pop(k)
-        return {"format": FORMAT, "version": VERSION if self.radial else 1, **d, "provenance": prov}
+        # The lowest version that holds the set, so older files round-trip unchanged.
+        version = VERSION if self.growth_law else 2 if self.radial else 1
+        return {"format": FORMAT, "version": version, **d, "provenance": prov}
 
     def save(self, path: str | Path) -> None:
         """Write the calibration file (parent folders created)."""
@@ -207,13 +242,18 @@ class NQMParams:
 
     def with_provenance(self, **extra: Any) -> NQMParams:
         """A copy whose provenance has `extra` added (existing keys kept unless overridden)."""
-        return NQMParams(**{k: getattr(self, k) for k in FIELDS + RADIAL_FIELDS},
+        return NQMParams(**{k: getattr(self, k) for k in FIELDS + RADIAL_FIELDS + GROWTH_FIELDS},
                          provenance={**self.provenance, **extra})
 
     @property
     def radial(self) -> bool:
         """True when the radial (scale-invariance) part is on."""
         return self.si_fraction is not None
+
+    @property
+    def growth_law(self) -> bool:
+        """True when the radial part grows |w_si|² by the measured law (version 3)."""
+        return self.si_growth_coef is not None
 
     @property
     def source(self) -> str:
@@ -223,7 +263,8 @@ class NQMParams:
     def core_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the `_core` simulator functions (the radial ones only when set, so a
         plain parameter set calls the simulator exactly as version 1 did)."""
-        return {k: getattr(self, k) for k in FIELDS + (RADIAL_FIELDS if self.radial else ())}
+        keys = FIELDS + (RADIAL_FIELDS if self.radial else ()) + (GROWTH_FIELDS if self.growth_law else ())
+        return {k: getattr(self, k) for k in keys}
 
     def describe(self) -> dict[str, float]:
         """Closed forms at θ(0) (from the Rust model, the one implementation of them): the full-batch

@@ -403,13 +403,17 @@ def summarize(table: pl.DataFrame, params: NQMParams, *, n_boot: int = analysis.
 
 def radial_summary(rho: pl.DataFrame, params: NQMParams) -> dict[str, Any]:
     """The radial part's inputs and, per (clip, B, LR), the seed-mean final ρ = |w_si|/|w_si(0)| and
-    the norm of the scale-invariant weights it implies (ρ·si_init_norm)."""
+    the norm of the scale-invariant weights it implies (ρ·si_init_norm). The growth law's keys appear
+    only when the set has one (format version 3), so version-2 summaries are unchanged."""
     per = (rho.group_by("clip", "batch_size", "lr").agg(pl.col("rho_final").mean())
            .sort("clip", "batch_size", "lr", nulls_last=True))
+    law = ({"si_growth_coef": params.si_growth_coef, "si_growth_power": params.si_growth_power}
+           if params.growth_law else {})
     return {
         "si_fraction": params.si_fraction,
         "si_params": params.si_params,
         "si_init_norm": params.si_init_norm,
+        **law,
         "rho_final": [{"clip": r["clip"], "batch_size": r["batch_size"], "lr": r["lr"], "rho_final": r["rho_final"],
                        "si_norm_final": r["rho_final"] * params.si_init_norm}
                       for r in per.iter_rows(named=True)],
@@ -531,6 +535,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"init_power = {summary['nqm']['init_power']:g}"
         + (f", radial: si_fraction = {summary['nqm']['si_fraction']:.3g}, si_params = {summary['nqm']['si_params']:.3g}, "
            f"si_init_norm = {summary['nqm']['si_init_norm']:.3g}" if summary["nqm"].get("si_fraction") is not None else "")
+        + (f", |w_si|^2 growth {summary['nqm']['si_growth_coef']:.3g}·lr^{summary['nqm']['si_growth_power']:.3g}/step"
+           if summary["nqm"].get("si_growth_coef") is not None else "")
         + f"); |G(θ0)| = {summary['init_grad_norm']:.3g}, B_simple = {summary['b_simple']:.3g}"),
         (f"{summary.get('optimizer', '?')}, {summary.get('steps', '?')} steps, {summary.get('seeds', '?')} seeds, "
         f"LR grid {_fmt(min(summary.get('lrs', [math.nan])))}..{_fmt(max(summary.get('lrs', [math.nan])))} "

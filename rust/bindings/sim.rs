@@ -10,7 +10,7 @@ use pyo3::types::PyDict;
 
 use crate::invalid;
 use crate::sim::{
-    self, AdamW, Nqm, Optimizer, Precision, Radial, RunConfig, Schedule, Sgd, SweepSpec, TrajectoryResult,
+    self, AdamW, GrowthLaw, Nqm, Optimizer, Precision, Radial, RunConfig, Schedule, Sgd, SweepSpec, TrajectoryResult,
 };
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -26,12 +26,27 @@ fn nonneg(name: &str, v: i64) -> PyResult<u64> {
     u64::try_from(v).map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {v}")))
 }
 
-/// The radial part from its three optional keyword arguments: all given, or none (the plain NQM).
-fn radial(si_fraction: Option<f64>, si_params: Option<f64>, si_init_norm: Option<f64>) -> PyResult<Option<Radial>> {
+/// The radial part from its optional keyword arguments: the three radial ones all given, or none
+/// (the plain NQM); the growth law's two (coef, power) both or neither, and only with a radial part.
+fn radial(
+    si_fraction: Option<f64>,
+    si_params: Option<f64>,
+    si_init_norm: Option<f64>,
+    si_growth_coef: Option<f64>,
+    si_growth_power: Option<f64>,
+) -> PyResult<Option<Radial>> {
+    let growth = match (si_growth_coef, si_growth_power) {
+        (None, None) => None,
+        (Some(coef), Some(power)) => Some(GrowthLaw { coef, power }),
+        _ => return Err(invalid!("si_growth_coef and si_growth_power must be given together (or neither)").into()),
+    };
     match (si_fraction, si_params, si_init_norm) {
+        (None, None, None) if growth.is_some() => {
+            Err(invalid!("si_growth_coef and si_growth_power need the radial part (si_fraction, si_params, si_init_norm)").into())
+        }
         (None, None, None) => Ok(None),
         (Some(si_fraction), Some(si_params), Some(si_init_norm)) => {
-            Ok(Some(Radial { si_fraction, si_params, si_init_norm }))
+            Ok(Some(Radial { si_fraction, si_params, si_init_norm, growth }))
         }
         _ => Err(invalid!("si_fraction, si_params and si_init_norm must be given together (or none of them)").into()),
     }
@@ -86,7 +101,7 @@ fn precision(name: &str) -> PyResult<Precision> {
 #[pyfunction]
 #[pyo3(signature = (
     *, d, h_max, alpha, sigma2, init_loss, loss_floor, init_power=0.0,
-    si_fraction=None, si_params=None, si_init_norm=None,
+    si_fraction=None, si_params=None, si_init_norm=None, si_growth_coef=None, si_growth_power=None,
     batch_size, lr, clip, seeds, steps,
     optimizer="adamw", betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, momentum=0.9,
     warmup_steps=0, schedule="constant", curve_points=20, precision="f32", twin=true, threads=None
@@ -104,6 +119,8 @@ fn simulate<'py>(
     si_fraction: Option<f64>,
     si_params: Option<f64>,
     si_init_norm: Option<f64>,
+    si_growth_coef: Option<f64>,
+    si_growth_power: Option<f64>,
     batch_size: Vec<i64>,
     lr: Vec<f64>,
     clip: Vec<Option<f64>>,
@@ -138,7 +155,7 @@ fn simulate<'py>(
         .map(|((&b, &lr), &clip)| Ok(RunConfig { batch_size: nonneg("batch_size", b)?, lr, clip, optimizer: opt }))
         .collect::<PyResult<Vec<_>>>()?;
     let spec = SweepSpec {
-        model: model(d, h_max, alpha, sigma2, init_loss, loss_floor, init_power, radial(si_fraction, si_params, si_init_norm)?)?,
+        model: model(d, h_max, alpha, sigma2, init_loss, loss_floor, init_power, radial(si_fraction, si_params, si_init_norm, si_growth_coef, si_growth_power)?)?,
         configs,
         seeds: seeds.iter().map(|&s| nonneg("seed", s)).collect::<PyResult<_>>()?,
         steps: nonneg("steps", steps)? as usize,
@@ -190,7 +207,8 @@ fn results_dict<'py>(
 #[pyfunction]
 #[pyo3(signature = (
     *, d, h_max, alpha, sigma2, init_loss, loss_floor, init_power=0.0,
-    si_fraction=None, si_params=None, si_init_norm=None, batch_size, lr, clip, seed, steps,
+    si_fraction=None, si_params=None, si_init_norm=None, si_growth_coef=None, si_growth_power=None,
+    batch_size, lr, clip, seed, steps,
     optimizer="adamw", betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, momentum=0.9,
     warmup_steps=0, schedule="constant", precision="f64"
 ))]
@@ -207,6 +225,8 @@ fn simulate_trajectory<'py>(
     si_fraction: Option<f64>,
     si_params: Option<f64>,
     si_init_norm: Option<f64>,
+    si_growth_coef: Option<f64>,
+    si_growth_power: Option<f64>,
     batch_size: i64,
     lr: f64,
     clip: Option<f64>,
@@ -221,7 +241,7 @@ fn simulate_trajectory<'py>(
     schedule: &str,
     precision: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let m = model(d, h_max, alpha, sigma2, init_loss, loss_floor, init_power, radial(si_fraction, si_params, si_init_norm)?)?;
+    let m = model(d, h_max, alpha, sigma2, init_loss, loss_floor, init_power, radial(si_fraction, si_params, si_init_norm, si_growth_coef, si_growth_power)?)?;
     let config = RunConfig {
         batch_size: nonneg("batch_size", batch_size)?,
         lr,
@@ -244,7 +264,7 @@ fn simulate_trajectory<'py>(
 #[pyfunction]
 #[pyo3(signature = (
     *, d, h_max, alpha, sigma2, init_loss, loss_floor, init_power=0.0,
-    si_fraction=None, si_params=None, si_init_norm=None
+    si_fraction=None, si_params=None, si_init_norm=None, si_growth_coef=None, si_growth_power=None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn nqm_describe<'py>(
@@ -259,8 +279,10 @@ fn nqm_describe<'py>(
     si_fraction: Option<f64>,
     si_params: Option<f64>,
     si_init_norm: Option<f64>,
+    si_growth_coef: Option<f64>,
+    si_growth_power: Option<f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let m = model(d, h_max, alpha, sigma2, init_loss, loss_floor, init_power, radial(si_fraction, si_params, si_init_norm)?)?;
+    let m = model(d, h_max, alpha, sigma2, init_loss, loss_floor, init_power, radial(si_fraction, si_params, si_init_norm, si_growth_coef, si_growth_power)?)?;
     let s = m.init_stats();
     let out = PyDict::new(py);
     out.set_item("spectrum", m.spectrum().into_pyarray(py))?;

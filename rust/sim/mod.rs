@@ -5,7 +5,7 @@ pub mod model;
 pub mod optim;
 pub mod sweep;
 
-pub use model::{InitStats, Nqm, Radial};
+pub use model::{GrowthLaw, InitStats, Nqm, Radial};
 pub use optim::{reference_trajectory, AdamW, Optimizer, Schedule, Sgd};
 pub use sweep::{
     curve_steps, run_sweep, simulate_trajectory, Precision, RunConfig, StepRecord, SweepSpec, TrajectoryResult,

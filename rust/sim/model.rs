@@ -51,6 +51,18 @@ pub struct Radial {
     pub si_params: f64,
     /// Norm of the scale-invariant weights at initialisation, |w_si(0)|.
     pub si_init_norm: f64,
+    /// Measured growth law of |w_si|² (format version 3); None grows ρ² from the simulated update
+    /// (the spherical-motion formula, version 2).
+    pub growth: Option<GrowthLaw>,
+}
+
+/// |w_si|² grows by `coef · lr^power` per step (lr the step's learning rate), before weight decay:
+/// a law measured on the real model by short AdamW runs at a few learning rates, used in place of
+/// the spherical-motion formula (which misses Adam's early coherent steps and its radial component).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GrowthLaw {
+    pub coef: f64,
+    pub power: f64,
 }
 
 impl Radial {
@@ -63,6 +75,14 @@ impl Radial {
         }
         if !(self.si_init_norm.is_finite() && self.si_init_norm > 0.0) {
             return Err(invalid!("si_init_norm must be finite and > 0, got {}", self.si_init_norm));
+        }
+        if let Some(g) = self.growth {
+            if !(g.coef.is_finite() && g.coef >= 0.0) {
+                return Err(invalid!("si_growth_coef must be finite and >= 0, got {}", g.coef));
+            }
+            if !(g.power.is_finite() && (0.0..=4.0).contains(&g.power)) {
+                return Err(invalid!("si_growth_power must be in [0, 4], got {}", g.power));
+            }
         }
         Ok(())
     }
@@ -196,7 +216,7 @@ mod tests {
     }
 
     fn radial(si_fraction: f64) -> Option<Radial> {
-        Some(Radial { si_fraction, si_params: 100.0, si_init_norm: 2.0 })
+        Some(Radial { si_fraction, si_params: 100.0, si_init_norm: 2.0, growth: None })
     }
 
     #[test]
@@ -265,6 +285,10 @@ mod tests {
             Nqm { radial: Some(Radial { si_params: 0.5, ..radial(0.5).unwrap() }), ..small() },
             Nqm { radial: Some(Radial { si_init_norm: 0.0, ..radial(0.5).unwrap() }), ..small() },
             Nqm { radial: Some(Radial { si_init_norm: f64::NAN, ..radial(0.5).unwrap() }), ..small() },
+            Nqm { radial: Some(Radial { growth: Some(GrowthLaw { coef: -1.0, power: 1.0 }), ..radial(0.5).unwrap() }), ..small() },
+            Nqm { radial: Some(Radial { growth: Some(GrowthLaw { coef: f64::INFINITY, power: 1.0 }), ..radial(0.5).unwrap() }), ..small() },
+            Nqm { radial: Some(Radial { growth: Some(GrowthLaw { coef: 1.0, power: 4.5 }), ..radial(0.5).unwrap() }), ..small() },
+            Nqm { radial: Some(Radial { growth: Some(GrowthLaw { coef: 1.0, power: f64::NAN }), ..radial(0.5).unwrap() }), ..small() },
         ];
         for m in bad {
             assert!(m.validate().is_err(), "{m:?} accepted");

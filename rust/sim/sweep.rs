@@ -29,6 +29,11 @@
 //! step is not exactly orthogonal to w) and SGD with momentum it is the spherical-motion
 //! approximation. The other block runs the plain kernels unchanged, so with no scale-invariant
 //! direction every bit equals the plain model's.
+//!
+//! With a measured growth law ([`GrowthLaw`], format version 3) the growth term is replaced by the
+//! law: ρ²_{t+1} = (1 − lr·wd)² ρ²_t + coef · lr^power / |w_si(0)|², lr being the step's learning
+//! rate; everything else (gradient /ρ, step /ρ, clip on the real norm) is unchanged. Without a law
+//! the version-2 update above runs, bit for bit.
 
 use rayon::prelude::*;
 
@@ -498,17 +503,29 @@ fn radial_pass<F: Real>(
     PassSums { grad2_next: reduce(&acc_g), curv_next: reduce(&acc_c), update2: reduce(&acc_u) }
 }
 
-/// Radial constants of one sweep: the block boundary and ρ²'s growth per unit Σ_si step².
+/// Radial constants of one sweep: the block boundary, ρ²'s growth per unit Σ_si step², and the
+/// measured law (coef / |w_si(0)|², power) when there is one.
 #[derive(Clone, Copy)]
 struct RadialLayout {
     n_si: usize,
     growth: f64,
+    law: Option<(f64, f64)>,
 }
 
 impl RadialLayout {
     fn new(r: &Radial, d_si: usize) -> Self {
         let growth = if d_si == 0 { 0.0 } else { r.si_params / (d_si as f64 * r.si_init_norm * r.si_init_norm) };
-        RadialLayout { n_si: d_si.div_ceil(LANES) * LANES, growth }
+        let law = r.growth.map(|g| (g.coef / (r.si_init_norm * r.si_init_norm), g.power));
+        RadialLayout { n_si: d_si.div_ceil(LANES) * LANES, growth, law }
+    }
+
+    /// ρ²_{t+1} from ρ²_t, the decay factor, the step's learning rate and Σ_si step².
+    #[inline(always)]
+    fn next_rho2(&self, rho2: f64, decay: f64, lr: f64, update2: f64) -> f64 {
+        match self.law {
+            None => decay * decay * rho2 + self.growth * update2,
+            Some((coef, power)) => decay * decay * rho2 + coef * lr.powf(power),
+        }
     }
 }
 
@@ -525,6 +542,7 @@ fn radial_step<F: Real>(
     mu: F,
     scale: F,
     decay: f64,
+    lr: f64,
     elem: impl Fn(&mut F, &mut F, F) -> F,
     plain: impl FnOnce(Part<'_, F>, &[F], &[F], &[F]) -> PassSums,
 ) -> PassSums {
@@ -534,7 +552,7 @@ fn radial_step<F: Real>(
     let (si, rest) = lane.split(n);
     let a = radial_pass(si, &h[..n], &w[..n], &w_next[..n], mu, inv_rho, scale, elem);
     let b = plain(rest, &h[n..], &w[n..], &w_next[n..]);
-    let rho2_next = decay * decay * rho2 + lay.growth * a.update2;
+    let rho2_next = lay.next_rho2(rho2, decay, lr, a.update2);
     lane.rho2 = rho2_next;
     // The plain SGD kernel does not sum its update (NaN): only AdamW's twin reads update2.
     let update2 = if b.update2.is_nan() { a.update2 } else { a.update2 + b.update2 };
@@ -743,13 +761,13 @@ fn run_group<F: Real>(
                     let plain = |p: Part<'_, F>, h: &[F], w: &[F], wn: &[F]| {
                         adamw_pass::<F, true, true>(p, h, w, wn, mu, sc, &c)
                     };
-                    let s = radial_step(&mut tr.main, lay, &h, &w, &w_next, mu, sc, decay, elem, plain);
+                    let s = radial_step(&mut tr.main, lay, &h, &w, &w_next, mu, sc, decay, lr, elem, plain);
                     if let Some(tw) = tr.twin.as_mut().filter(|tw| tw.alive) {
                         let one = F::of(1.0);
                         let plain = |p: Part<'_, F>, h: &[F], w: &[F], wn: &[F]| {
                             adamw_pass::<F, true, true>(p, h, w, wn, mu, one, &c)
                         };
-                        let t = radial_step(tw, lay, &h, &w, &w_next, mu, one, decay, elem, plain);
+                        let t = radial_step(tw, lay, &h, &w, &w_next, mu, one, decay, lr, elem, plain);
                         if t.update2.is_finite() && s.update2.is_finite() {
                             tr.sum_update2 += s.update2;
                             tr.sum_update2_twin += t.update2;
@@ -763,7 +781,7 @@ fn run_group<F: Real>(
                     let c = SgdStep::<F>::new(o, lr);
                     let elem = |buf: &mut F, _: &mut F, g: F| sgd_elem(F::ZERO, buf, g, &c);
                     let plain = |p: Part<'_, F>, h: &[F], w: &[F], wn: &[F]| sgd_pass(p, h, w, wn, mu, sc, &c);
-                    radial_step(&mut tr.main, lay, &h, &w, &w_next, mu, sc, 1.0 - lr * o.weight_decay, elem, plain)
+                    radial_step(&mut tr.main, lay, &h, &w, &w_next, mu, sc, 1.0 - lr * o.weight_decay, lr, elem, plain)
                 }
                 (Optimizer::AdamW(a), None) => {
                     tr.beta_pows.0 *= a.beta1;
@@ -1001,7 +1019,7 @@ mod tests {
     }
 
     fn with_radial(m: Nqm, si_fraction: f64, si_params: f64, si_init_norm: f64) -> Nqm {
-        Nqm { radial: Some(crate::sim::Radial { si_fraction, si_params, si_init_norm }), ..m }
+        Nqm { radial: Some(crate::sim::Radial { si_fraction, si_params, si_init_norm, growth: None }), ..m }
     }
 
     #[test]
@@ -1059,6 +1077,41 @@ mod tests {
             assert!((rec.theta_final[i] - th[i]).abs() <= 1e-12 * m.theta0()[i].abs(), "direction {i}");
         }
         assert!((rec.loss[steps] - m.loss(&th)).abs() <= 1e-12);
+    }
+
+    #[test]
+    fn measured_growth_law_sets_rho_in_closed_form() {
+        // ρ²_{t+1} = a ρ²_t + b with a = (1 − lr·wd)², b = coef·lr^power/N0²:
+        // ρ²_t = a^t + b(1 − a^t)/(1 − a), whatever the batch size, clip or optimizer state.
+        let (coef, power, n0, steps) = (2.5, 1.3, 1.7, 200);
+        let law = crate::sim::GrowthLaw { coef, power };
+        let base = with_radial(model(64, 1.0), 0.5, 1e5, n0);
+        let m = Nqm { radial: Some(crate::sim::Radial { growth: Some(law), ..base.radial.unwrap() }), ..base };
+        let wd = match ADAMW {
+            Optimizer::AdamW(a) => a.weight_decay,
+            _ => unreachable!(),
+        };
+        for (b, lr, clip) in [(4u64, 3e-3, Some(0.5)), (64, 3e-3, None), (16, 0.02, Some(1e9))] {
+            let (res, rec) =
+                simulate_trajectory(&m, cfg(b, lr, clip, ADAMW), 1, steps, Schedule::default(), Precision::F64).unwrap();
+            let a = (1.0 - lr * wd).powi(2);
+            let bb = coef * lr.powf(power) / (n0 * n0);
+            for t in [0, 1, 17, steps] {
+                let want = (a.powi(t as i32) + bb * (1.0 - a.powi(t as i32)) / (1.0 - a)).sqrt();
+                assert!((rec.rho[t] - want).abs() <= 1e-12 * want, "B {b} lr {lr} step {t}: {} vs {want}", rec.rho[t]);
+            }
+            assert_eq!(res.rho_final, rec.rho[steps]);
+        }
+        // without the law the same model grows ρ from the simulated update instead (version 2)
+        let (_, v2) = simulate_trajectory(&base, cfg(4, 3e-3, Some(0.5), ADAMW), 1, steps, Schedule::default(), Precision::F64)
+            .unwrap();
+        let (_, v3) = simulate_trajectory(&m, cfg(4, 3e-3, Some(0.5), ADAMW), 1, steps, Schedule::default(), Precision::F64)
+            .unwrap();
+        assert_ne!(v2.rho[steps], v3.rho[steps]);
+        assert_eq!(v2.rho[0], 1.0);
+        // a bad law is an error, not a panic
+        let bad = Nqm { radial: Some(crate::sim::Radial { growth: Some(crate::sim::GrowthLaw { coef: 1.0, power: -1.0 }), ..m.radial.unwrap() }), ..m.clone() };
+        assert!(run_sweep(&spec(bad, vec![cfg(4, 3e-3, None, ADAMW)], vec![0], 10)).is_err());
     }
 
     #[test]
