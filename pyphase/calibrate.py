@@ -789,6 +789,14 @@ def parse_int_list(text: str, option: str) -> list[int]:
     return values
 
 
+def parse_float_list(text: str, option: str) -> list[float]:
+    """'0.001,0.003' -> [0.001, 0.003]; '' -> []; anything else is a one-line PyphaseError naming the option."""
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise PyphaseError(f"{option}: expected comma-separated numbers, got {text!r}") from None
+
+
 def _check_options(shape: str, batch_sizes: Sequence[int], steps_along: Sequence[int], lr: float,
                    run_batch: int, repeats: int, lanczos_iter: int, probes: int, hvp_batch: int, top_k: int,
                    floor: str, fit_step: int, max_d: int) -> None:
@@ -1241,6 +1249,7 @@ class ScaleInvariance:
     trace_sigma_share: float  # tr(Σ_si) / tr(Σ) at initialisation
     noise: dict[str, Any]  # |G|², tr Σ per group and the estimator's batch sizes / repeats
     run: dict[str, Any]  # short AdamW run: update RMS (si and all), |w_si| growth per step
+    growth: dict[str, Any] | None = None  # runs at several LRs and the fitted law coef·lr^power
 
 
 def _flat_norm(tensors: Sequence[Tensor]) -> float:
@@ -1249,9 +1258,9 @@ def _flat_norm(tensors: Sequence[Tensor]) -> float:
 
 def measure_scale_invariance(model: NanoTransformer, windows: _Windows, *, batch_sizes: Sequence[int],
                              repeats: int, steps: int, lr: float, run_batch: int, seed: int,
-                             weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999),
-                             eps: float = 1e-8, progress: Callable[[], None] = lambda: None
-                             ) -> ScaleInvariance:
+                             growth_lrs: Sequence[float] = (), weight_decay: float = 0.01,
+                             betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                             progress: Callable[[], None] = lambda: None) -> ScaleInvariance:
     """Measure the scale-invariant group of `model` (at its current weights, normally the init):
 
     - invariance: the loss on one fixed batch with the group scaled by each INVARIANCE_FACTORS (and,
@@ -1260,7 +1269,10 @@ def measure_scale_invariance(model: NanoTransformer, windows: _Windows, *, batch
       with a per-coordinate split);
     - `steps` AdamW steps at `lr`, batch `run_batch`, clip RUN_CLIP: the RMS over the group's
       coordinates of AdamW's normalised update m̂/(sqrt(v̂)+ε) at the last step, and how |w_si|² grew
-      per step against the spherical-motion estimate lr²·(update RMS)²·si_params.
+      per step against the spherical-motion estimate lr²·(update RMS)²·si_params;
+    - the growth law: the same run (same batches, from the same initial weights) at every lr of
+      `growth_lrs`, |w_si|² growth per step averaged over the run, fitted as coef·lr^power by least
+      squares in log-log (`growth` in the result; None without `growth_lrs`).
     The model's weights are restored afterwards."""
     sh = model.shape
     names = scale_invariant_names(sh)
@@ -1298,21 +1310,51 @@ def measure_scale_invariance(model: NanoTransformer, windows: _Windows, *, batch
     g_si, s_si = meas.groups["si"]
     g_rest, s_rest = meas.groups["rest"]
 
-    # Short AdamW run (torch.optim.AdamW, as the trainer steps it) from these weights.
-    opt = torch.optim.AdamW(list(params.values()), lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    # Short AdamW runs (torch.optim.AdamW, as the trainer steps it) from these weights, one per
+    # learning rate, all on the same batches so that only the LR differs between them.
     run_offs = windows.offsets(CALIB_STREAM + 2 * seed + 2, run_batch, 0, max(steps, 1))
-    norms = [init_si]
-    for t in range(steps):
-        xb, yb = windows.gather(run_offs[t])
-        opt.zero_grad(set_to_none=True)
-        _, loss = model(xb, yb)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(params.values()), RUN_CLIP)
-        opt.step()
-        norms.append(_flat_norm(si))
-        progress()
+
+    def adamw_run(run_lr: float) -> tuple[Any, list[float], list[float]]:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(saved[n])
+        opt = torch.optim.AdamW(list(params.values()), lr=run_lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        norms, norms_all = [init_si], [init_all]
+        for t in range(steps):
+            xb, yb = windows.gather(run_offs[t])
+            opt.zero_grad(set_to_none=True)
+            _, loss = model(xb, yb)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(params.values()), RUN_CLIP)
+            opt.step()
+            norms.append(_flat_norm(si))
+            norms_all.append(_flat_norm(list(params.values())))
+            progress()
+        return opt, norms, norms_all
+
+    growth_runs: list[dict[str, Any]] = []
+    for g_lr in sorted({float(x) for x in growth_lrs} - {float(lr)}):
+        _, g_norms, g_all = adamw_run(g_lr)
+        growth_runs.append({"lr": g_lr, "si_norm": g_norms, "all_norm": g_all})
+    opt, norms, norms_all = adamw_run(lr)
     run: dict[str, Any] = {"steps": steps, "lr": lr, "batch_size": run_batch, "clip": RUN_CLIP,
-                           "weight_decay": weight_decay, "si_norm": norms}
+                           "weight_decay": weight_decay, "si_norm": norms, "all_norm": norms_all}
+    growth: dict[str, Any] | None = None
+    if growth_lrs and steps > 0:
+        if float(lr) in {float(x) for x in growth_lrs}:
+            growth_runs.append({"lr": float(lr), "si_norm": norms, "all_norm": norms_all})
+        growth_runs.sort(key=lambda r: r["lr"])
+        half = steps // 2
+        for r in growth_runs:
+            n2, a2 = np.square(r["si_norm"]), np.square(r["all_norm"])
+            # Mean growth per step over the whole run (what the law uses) and over its second half
+            # (after Adam's first coherent steps), and the same for all weights (what sweeps log).
+            r.update(si_norm2_growth_per_step=float((n2[-1] - n2[0]) / steps),
+                     si_norm2_growth_per_step_late=float((n2[-1] - n2[half]) / (steps - half)),
+                     all_norm2_growth_per_step=float((a2[-1] - a2[0]) / steps))
+        growth = {"steps": steps, "batch_size": run_batch, "clip": RUN_CLIP, "weight_decay": weight_decay,
+                  "runs": growth_runs, **fit_growth_law([r["lr"] for r in growth_runs],
+                                                        [r["si_norm2_growth_per_step"] for r in growth_runs])}
     if steps > 0:
         def update_rms(group: Sequence[Tensor]) -> float:
             tot, n = 0.0, 0
@@ -1339,8 +1381,23 @@ def measure_scale_invariance(model: NanoTransformer, windows: _Windows, *, batch
         noise={"batch_sizes": list(batch_sizes), "repeats": repeats, "grad_norm2": meas.noise.grad_norm2,
                "trace_sigma": meas.noise.trace_sigma, "grad_norm2_si": g_si, "grad_norm2_rest": g_rest,
                "trace_sigma_si": s_si, "trace_sigma_rest": s_rest, "loss": meas.loss},
-        run=run,
+        run=run, growth=growth,
     )
+
+
+def fit_growth_law(lrs: Sequence[float], growth: Sequence[float]) -> dict[str, Any]:
+    """Least-squares fit of log(growth) = log(coef) + power·log(lr): {"coef", "power", "residual_rms"}
+    (residual in natural-log units). Needs two or more distinct LRs and positive growth (a PyphaseError
+    otherwise: |w_si|² that does not grow has no power law)."""
+    x, y = np.asarray(lrs, dtype=float), np.asarray(growth, dtype=float)
+    if len(set(x.tolist())) < 2:
+        raise PyphaseError(f"--radial-lrs: the growth law needs two or more distinct learning rates, got {sorted(set(x.tolist()))}")
+    if not (np.all(np.isfinite(y)) and np.all(y > 0)):
+        raise PyphaseError(f"|w_si|^2 did not grow at every learning rate ({', '.join(f'{v:.3g}' for v in y)} per step): "
+                           "no growth law to fit")
+    power, logc = np.polyfit(np.log(x), np.log(y), 1)
+    res = np.log(y) - (logc + power * np.log(x))
+    return {"coef": float(np.exp(logc)), "power": float(power), "residual_rms": float(np.sqrt(np.mean(res ** 2)))}
 
 
 #: Largest relative loss change under scaling that still counts as invariant (LayerNorm's eps and
@@ -1351,13 +1408,15 @@ INVARIANCE_TOL = 1e-3
 def add_scale_invariance(base: str | Path, *, device: str = "cpu", data: str | Path | None = None,
                          out: str | Path | None = None, batch_sizes: Sequence[int] = (32, 256), repeats: int = 4,
                          steps: int = 50, lr: float = 3e-3, run_batch: int | None = None, seed: int = 0,
-                         progress: bool = True) -> tuple[Any, ScaleInvariance]:
+                         growth_lrs: Sequence[float] = (), progress: bool = True) -> tuple[Any, ScaleInvariance]:
     """`pyphase calibrate --radial-base FILE`: measure the scale-invariant group on the model the
     calibration `base` describes (its shape and seed, at initialisation) and write `base` plus the
     radial fields (`pyphase.nqm` version 2) to `out`. Returns (NQMParams, ScaleInvariance).
 
     si_fraction = the measured share of |G|² at initialisation carried by the group; si_params and
-    si_init_norm = its size and norm. Nothing from any sweep is read."""
+    si_init_norm = its size and norm. With `growth_lrs` (two or more LRs) the file also gets the growth
+    law si_growth_coef·lr^si_growth_power fitted to short AdamW runs at those LRs (format version 3);
+    without, it is version 2 as before. Nothing from any sweep is read."""
     from tqdm.auto import tqdm
 
     from pyphase.data import load_corpus
@@ -1375,6 +1434,12 @@ def add_scale_invariance(base: str | Path, *, device: str = "cpu", data: str | P
             raise PyphaseError(f"{name}: must be >= {lo}, got {v}")
     if not (math.isfinite(lr) and lr > 0):
         raise PyphaseError(f"--lr: must be a positive number, got {lr}")
+    growth_lrs = [float(x) for x in growth_lrs]
+    bad = [x for x in growth_lrs if not (math.isfinite(x) and x > 0)]
+    if bad:
+        raise PyphaseError(f"--radial-lrs: learning rates must be positive numbers, got {bad[0]}")
+    if growth_lrs and len(set(growth_lrs)) < 2:
+        raise PyphaseError(f"--radial-lrs: the growth law needs two or more distinct learning rates, got {growth_lrs}")
     shape_info = params.provenance.get("shape") or {}
     name = shape_info.get("name", "default")
     if name not in SHAPES:
@@ -1390,10 +1455,11 @@ def add_scale_invariance(base: str | Path, *, device: str = "cpu", data: str | P
     train_ids = np.ascontiguousarray(corpus.train)
     windows = _Windows(torch.from_numpy(train_ids.astype(np.int64)).to(dev), len(train_ids), sh.block_size)
     model = NanoTransformer(sh, seed=seed).to(dev)
-    total = repeats * (max(sizes) // math.gcd(*sizes)) + steps
+    total = repeats * (max(sizes) // math.gcd(*sizes)) + steps * len(set(growth_lrs) | {lr})
     bar = tqdm(total=total, disable=not progress, unit="pass", desc="scale invariance", leave=False)
     si = measure_scale_invariance(model, windows, batch_sizes=sizes, repeats=repeats, steps=steps, lr=lr,
-                                  run_batch=run_batch, seed=seed, progress=lambda: bar.update(1))
+                                  run_batch=run_batch, seed=seed, growth_lrs=growth_lrs,
+                                  progress=lambda: bar.update(1))
     bar.close()
     worst = max(si.invariance.values())
     if worst > INVARIANCE_TOL:
@@ -1415,12 +1481,18 @@ def add_scale_invariance(base: str | Path, *, device: str = "cpu", data: str | P
         "method": ("si_fraction = |G_si|^2/|G|^2 at init from the per-coordinate two-batch estimator; "
                    "si_params = size of the residual-writer group; si_init_norm = its norm at init; "
                    "invariance checked by scaling the group on a fixed batch (tolerance "
-                   f"{INVARIANCE_TOL:g} relative)."),
+                   f"{INVARIANCE_TOL:g} relative)."
+                   + (" si_growth_coef, si_growth_power: least-squares fit in log-log of the mean |w_si|^2 growth "
+                      "per step of short AdamW runs (same batches, from the initial weights) at the learning rates "
+                      f"{', '.join(f'{x:g}' for x in sorted(set(growth_lrs)))}, {steps} steps each, B {run_batch}, clip "
+                      f"{RUN_CLIP:g}; the simulator applies it at every step." if growth_lrs else "")),
     }
     prov = {k: v for k, v in params.provenance.items() if k != "path"}
     prov.update(source=f"{params.source}+radial", radial=radial_prov)
+    law = ({"si_growth_coef": float(si.growth["coef"]), "si_growth_power": float(si.growth["power"])}
+           if si.growth is not None else {})
     new = NQMParams(**{k: getattr(params, k) for k in NQM_FIELDS}, si_fraction=float(si.grad_share),
-                    si_params=float(si.si_params), si_init_norm=float(si.si_init_norm), provenance=prov)
+                    si_params=float(si.si_params), si_init_norm=float(si.si_init_norm), **law, provenance=prov)
     if out is not None:
         new.save(out)
     return new, si
@@ -1442,6 +1514,15 @@ def format_scale_invariance(params: Any, si: ScaleInvariance) -> str:
             f"  {r['steps']} AdamW steps at lr {r['lr']:g}, B {r['batch_size']}: update RMS {r['update_rms_si']:.3g} "
             f"(si), {r['update_rms_all']:.3g} (all); |w_si|^2 grew {r['si_norm2_growth_per_step']:.3g}/step "
             f"against lr^2 u^2 si_params = {r['spherical_estimate_per_step']:.3g}/step")
+    if si.growth is not None:
+        g = si.growth
+        lines.append(f"  |w_si|^2 growth per step over {g['steps']} steps (B {g['batch_size']}): "
+                     + ", ".join(f"lr {r['lr']:g}: {r['si_norm2_growth_per_step']:.3g} "
+                                 f"(second half {r['si_norm2_growth_per_step_late']:.3g}; all weights "
+                                 f"{r['all_norm2_growth_per_step']:.3g})" for r in g["runs"])
+                     + f"; fit {g['coef']:.4g}·lr^{g['power']:.3f} (log residual RMS {g['residual_rms']:.3f})")
     lines.append(f"NQM radial part: si_fraction = {params.si_fraction:.4g}, si_params = {params.si_params:.6g}, "
-                 f"si_init_norm = {params.si_init_norm:.4g}")
+                 f"si_init_norm = {params.si_init_norm:.4g}"
+                 + (f", |w_si|^2 growth {params.si_growth_coef:.4g}·lr^{params.si_growth_power:.3f} per step"
+                    if params.growth_law else ""))
     return "\n".join(lines)

@@ -156,7 +156,11 @@ def calibrate(
         "write this calibration file plus the radial fields to --out (uses --device, --data, --batch, --repeats, "
         "--lr, --run-batch; shape and seed come from the file)."
     ),
-    radial_steps: int = typer.Option(200, "--radial-steps", help="AdamW steps of the radial measurement's update-RMS run."),
+    radial_steps: int = typer.Option(200, "--radial-steps", help="AdamW steps of each of the radial measurement's runs."),
+    radial_lrs: str = typer.Option(
+        "0.001,0.003,0.01", "--radial-lrs", help="Learning rates of the short AdamW runs whose |w_si|^2 growth is "
+        "fitted as coef*lr^power (the growth law, format version 3); 'none' writes version 2 without a law."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print the calibration as JSON instead of a table."),
 ) -> None:
@@ -165,11 +169,12 @@ def calibrate(
     from pyphase.calibrate import format_table, parse_int_list
 
     if radial_base is not None:
-        from pyphase.calibrate import add_scale_invariance, format_scale_invariance
+        from pyphase.calibrate import add_scale_invariance, format_scale_invariance, parse_float_list
 
         params, si = add_scale_invariance(
             radial_base, device=device, data=data, out=out, batch_sizes=parse_int_list(batch, "--batch"),
             repeats=repeats, steps=radial_steps, lr=lr, run_batch=run_batch, progress=progress,
+            growth_lrs=[] if radial_lrs.strip().lower() == "none" else parse_float_list(radial_lrs, "--radial-lrs"),
         )
         if as_json:
             _print_json(params.to_dict())

@@ -14,6 +14,8 @@ from pyphase.calibrate import (
     RESIDUAL_WRITERS,
     SHAPES,
     add_scale_invariance,
+    fit_growth_law,
+    parse_float_list,
     scale_invariant_names,
 )
 from pyphase.cli import app
@@ -61,6 +63,27 @@ def test_radial_measurement_is_deterministic(tmp_path):
     assert a.grad_share == b.grad_share and a.si_init_norm == b.si_init_norm
 
 
+def test_growth_law_runs_write_a_version_3_file_fitted_to_them(tmp_path):
+    out = tmp_path / "grown.json"
+    params, si = add_scale_invariance(_base(tmp_path), out=out, **{**FAST, "growth_lrs": (1e-3, 3e-3, 1e-2)})
+    obj = json.loads(out.read_text())
+    assert obj["version"] == 3 and NQMParams.load(out) == params and params.growth_law
+    g = si.growth
+    runs = g["runs"]
+    assert [r["lr"] for r in runs] == [1e-3, 3e-3, 1e-2] and all(len(r["si_norm"]) == FAST["steps"] + 1 for r in runs)
+    for r in runs:  # every run starts from the same initial weights
+        assert r["si_norm"][0] == si.si_init_norm
+        n = r["si_norm"]
+        assert r["si_norm2_growth_per_step"] == pytest.approx((n[-1] ** 2 - n[0] ** 2) / FAST["steps"], rel=1e-12)
+    fit = fit_growth_law([r["lr"] for r in runs], [r["si_norm2_growth_per_step"] for r in runs])
+    assert (params.si_growth_coef, params.si_growth_power) == (fit["coef"], fit["power"])
+    # the run at --lr is one of them, and adding the other LRs leaves the version-2 measurement unchanged
+    assert runs[1]["si_norm"] == si.run["si_norm"]
+    v2_params, v2 = add_scale_invariance(_base(tmp_path), **FAST)
+    assert v2.run["si_norm"] == si.run["si_norm"] and v2.growth is None and not v2_params.growth_law
+    assert {k: getattr(v2_params, k) for k in nqm.RADIAL_FIELDS} == {k: getattr(params, k) for k in nqm.RADIAL_FIELDS}
+
+
 @pytest.mark.parametrize(
     "kw,prov,message",
     [
@@ -68,6 +91,8 @@ def test_radial_measurement_is_deterministic(tmp_path):
         ({"batch_sizes": (3, 4)}, {}, "--batch"),
         ({"steps": 0}, {}, "--radial-steps: must be >= 1"),
         ({"lr": -1.0}, {}, "--lr: must be a positive number"),
+        ({"growth_lrs": (1e-3,)}, {}, "--radial-lrs: the growth law needs two or more distinct"),
+        ({"growth_lrs": (1e-3, -1.0)}, {}, "--radial-lrs: learning rates must be positive numbers, got -1.0"),
         ({}, {"data": {"sha256": "0" * 64}}, "differs from the calibration's"),
     ],
 )
@@ -83,6 +108,15 @@ def test_cli_radial_mode_and_its_exit_code(tmp_path, monkeypatch, capsys):
                                  "2,4", "--repeats", "2", "--radial-steps", "2", "--out", str(out), "--no-progress"])
     assert r.exit_code == 0, r.output
     assert "scale-invariant group" in r.output and NQMParams.load(out).radial
+    assert "growth" in r.output and NQMParams.load(out).growth_law  # the default --radial-lrs fits a law
+    r = CliRunner().invoke(app, ["calibrate", "--radial-base", str(_base(tmp_path)), "--device", "cpu", "--batch",
+                                 "2,4", "--repeats", "2", "--radial-steps", "2", "--radial-lrs", "none", "--out",
+                                 str(out), "--no-progress"])
+    assert r.exit_code == 0 and json.loads(out.read_text())["version"] == 2
+    r = CliRunner().invoke(app, ["calibrate", "--radial-base", str(_base(tmp_path)), "--radial-lrs", "0.001,x"])
+    # (main() turns a PyphaseError into one line and exit code 2, tested below)
+    assert isinstance(r.exception, PyphaseError) and "--radial-lrs: expected comma-separated numbers" in str(r.exception)
+    assert parse_float_list("0.001, 0.01", "--radial-lrs") == [0.001, 0.01]
     from pyphase.cli import main
 
     monkeypatch.setattr(sys, "argv", ["pyphase", "calibrate", "--radial-base", str(tmp_path / "missing.json")])
