@@ -115,7 +115,9 @@ from typing import TypedDict
 
 # Noisy quadratic model (NQM) simulator; the model is described in `pyphase.nqm` (NQMParams holds
 # the keyword arguments d..init_power, and the optional radial part si_fraction, si_params,
-# si_init_norm: all three or none, else ValueError). Every bad argument (negative or NaN LR, batch_size 0, d 0,
+# si_init_norm: all three or none, else ValueError; and its optional growth law si_growth_coef,
+# si_growth_power: both or neither, only with the radial part, |w_si|^2 grows by coef*lr^power per
+# step instead of by the simulated update). Every bad argument (negative or NaN LR, batch_size 0, d 0,
 # clip <= 0, NaN anywhere, unknown optimizer) raises ValueError naming it; the GIL is released while
 # trajectories run (rayon, `threads` workers or all cores). Results depend only on the arguments,
 # never on the thread count: each seed's noise stream is derived from the seed alone and shared by
@@ -149,6 +151,8 @@ def simulate(
     si_fraction: float | None = None,
     si_params: float | None = None,
     si_init_norm: float | None = None,
+    si_growth_coef: float | None = None,
+    si_growth_power: float | None = None,
     batch_size: Sequence[int],
     lr: Sequence[float],
     clip: Sequence[float | None],
@@ -192,6 +196,8 @@ def simulate_trajectory(
     si_fraction: float | None = None,
     si_params: float | None = None,
     si_init_norm: float | None = None,
+    si_growth_coef: float | None = None,
+    si_growth_power: float | None = None,
     batch_size: int,
     lr: float,
     clip: float | None,
@@ -228,6 +234,8 @@ def nqm_describe(
     si_fraction: float | None = None,
     si_params: float | None = None,
     si_init_norm: float | None = None,
+    si_growth_coef: float | None = None,
+    si_growth_power: float | None = None,
 ) -> NQMDescription: ...
 def adamw_reference(
     grads: npt.NDArray[np.float64],
