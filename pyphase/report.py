@@ -588,7 +588,8 @@ def clip_vs_lr(runs: pl.DataFrame) -> tuple[str, str]:
         if g["lr"].n_unique() < 3:
             continue
         rows = []
-        for (lr,), part in g.group_by(["lr"], maintain_order=True):
+        # ascending LR (first-appearance order puts an LR that only some batch sizes have last)
+        for (lr,), part in g.sort("lr").group_by(["lr"], maintain_order=True):
             row = {"group": an.group_label(clip, opt), "LR": lr}
             for col, name in [
                 ("avg_clip_frequency", "clip freq"),

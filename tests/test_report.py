@@ -245,6 +245,20 @@ def test_clip_frequency_against_lr() -> None:
     assert "| clip=1/adamw | 0.0001 | 0.896 |" in table
 
 
+def test_clip_vs_lr_table_is_in_ascending_lr_on_a_ragged_grid() -> None:
+    # B=64 has an extra LR below B=32's grid (as phase2_5's LR 3e-5 extension): it must come first
+    s = pl.concat(
+        [bowl_summaries(batches=(32,), lrs=(1e-4, 1e-3, 1e-2), seeds=1),
+         bowl_summaries(batches=(64,), lrs=(3e-5, 1e-4, 1e-3, 1e-2), seeds=1)],
+        how="vertical_relaxed",
+    ).with_columns((0.9 - 40 * pl.col("lr")).alias("avg_clip_frequency"))
+    steps = _steps_for(s, lambda r, t: 2.0, lambda r, t: 1.9)
+    table, text = rp.clip_vs_lr(rp.run_diagnostics(s, steps))
+    lrs = [float(line.split("|")[2]) for line in table.splitlines() if line.startswith("| clip=1/adamw |")]
+    assert lrs == [3e-5, 1e-4, 1e-3, 1e-2]
+    assert "at LR=3e-05 vs" in text
+
+
 def test_threshold_comparison_at_one_config() -> None:
     s = pl.concat(
         [bowl_summaries(batches=(256,), lrs=(0.05,), seeds=2, clip=c, rng_seed=i) for i, c in enumerate((None, 0.1))],
