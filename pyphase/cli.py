@@ -169,7 +169,11 @@ def calibrate(
     from pyphase.calibrate import format_table, parse_int_list
 
     if radial_base is not None:
-        from pyphase.calibrate import add_scale_invariance, format_scale_invariance, parse_float_list
+        from pyphase.calibrate import (
+            add_scale_invariance,
+            format_scale_invariance,
+            parse_float_list,
+        )
 
         params, si = add_scale_invariance(
             radial_base, device=device, data=data, out=out, batch_sizes=parse_int_list(batch, "--batch"),

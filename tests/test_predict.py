@@ -106,7 +106,7 @@ def test_init_power_may_be_omitted(tmp_path):
         ({"init_loss": 1.0}, "must exceed loss_floor"),
         ({"init_power": 3.0}, "init_power must be in [0, 2]"),
         ({"format": "other"}, "format is 'other'"),
-        ({"version": 3}, "version 3 is not supported"),
+        ({"version": 4}, "version 4 is not supported"),
         ({"provenance": {}}, "provenance"),
         ({"extra": 1}, "unknown key(s) extra"),
     ],
