@@ -136,7 +136,12 @@ class NQMParams:
         given = [k for k in RADIAL_FIELDS if getattr(self, k) is not None]
         if given and len(given) != len(RADIAL_FIELDS):
             raise PyphaseError(f"NQM {', '.join(RADIAL_FIELDS)} must be given together, got only {', '.join(given)}")
-        for name in given:
+        law = [k for k in GROWTH_FIELDS if getattr(self, k) is not None]
+        if law and len(law) != len(GROWTH_FIELDS):
+            raise PyphaseError(f"NQM {', '.join(GROWTH_FIELDS)} must be given together, got only {', '.join(law)}")
+        if law and not given:
+            raise PyphaseError(f"NQM {', '.join(GROWTH_FIELDS)} need the radial part ({', '.join(RADIAL_FIELDS)})")
+        for name in given + law:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise PyphaseError(f"NQM {name} must be a finite number, got {v!r}")
@@ -147,15 +152,6 @@ class NQMParams:
                 raise PyphaseError(f"NQM si_params must be >= 1, got {self.si_params}")
             if self.si_init_norm <= 0:  # type: ignore[operator]
                 raise PyphaseError(f"NQM si_init_norm must be > 0, got {self.si_init_norm}")
-        law = [k for k in GROWTH_FIELDS if getattr(self, k) is not None]
-        if law and len(law) != len(GROWTH_FIELDS):
-            raise PyphaseError(f"NQM {', '.join(GROWTH_FIELDS)} must be given together, got only {', '.join(law)}")
-        if law and not given:
-            raise PyphaseError(f"NQM {', '.join(GROWTH_FIELDS)} need the radial part ({', '.join(RADIAL_FIELDS)})")
-        for name in law:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise PyphaseError(f"NQM {name} must be a finite number, got {v!r}")
         if law:
             if self.si_growth_coef < 0:  # type: ignore[operator]
                 raise PyphaseError(f"NQM si_growth_coef must be >= 0, got {self.si_growth_coef}")
