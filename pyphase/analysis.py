@@ -378,6 +378,73 @@ def measure_beta(summaries: pl.DataFrame, *, n_boot: int = DEFAULT_BOOTSTRAP, se
     return [measure_group(g, n_boot=n_boot, seed=seed) for _, _, g in groups(summaries)]
 
 
+# --------------------------------------------------------------------------- β along training
+def summaries_at_step(summaries: pl.DataFrame, steps: pl.DataFrame, step: int) -> pl.DataFrame:
+    """`summaries` as if every run had stopped after `step` steps: `final_val_loss` is the val loss
+    evaluated at that step (null where the run has none), and a run counts as diverged only if it
+    diverged at or before `step` (what happened later is outside this budget)."""
+    val = steps.filter((pl.col("step") == step) & pl.col("val_loss").is_not_null()).select(
+        "run_id", pl.col("val_loss").alias("_val")
+    )
+    div = pl.col("diverged_step").cast(pl.Int64, strict=False)
+    diverged_by = div.is_not_null() & (div <= step)
+    return (
+        summaries.join(val, on="run_id", how="left")
+        .with_columns(
+            pl.col("_val").alias("final_val_loss"),
+            pl.when(diverged_by).then(div).otherwise(None).alias("diverged_step"),
+            diverged_by.not_().alias("converged"),
+            pl.lit(step).cast(summaries.schema["num_steps"]).alias("num_steps"),
+        )
+        .drop("_val")
+    )
+
+
+def common_eval_steps(summaries: pl.DataFrame, steps: pl.DataFrame) -> list[int]:
+    """Evaluation steps after step 0 at which every run of `summaries` has a val loss (or had
+    already diverged), ascending."""
+    evals = steps.filter(pl.col("val_loss").is_not_null() & (pl.col("step") > 0))
+    by_run = {r: set(v) for r, v in evals.group_by("run_id").agg(pl.col("step")).iter_rows()}
+    common: set[int] | None = None
+    for run_id, div in summaries.select("run_id", "diverged_step").iter_rows():
+        have = by_run.get(run_id, set())
+        candidates = set().union(*by_run.values()) if by_run else set()
+        covered = {t for t in candidates if t in have or (div is not None and div <= t)}
+        common = covered if common is None else common & covered
+    return sorted(common or ())
+
+
+@dataclass(frozen=True)
+class BudgetBeta:
+    """β of one clip/optimizer group with the val loss at `step` as every run's outcome."""
+
+    step: int
+    measurement: BetaMeasurement
+    best_loss: float  # lowest seed-mean val loss over the group's configs at that step
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({"step": self.step, "best_loss": self.best_loss} | self.measurement.to_dict())
+
+
+def beta_along_training(
+    summaries: pl.DataFrame, steps: pl.DataFrame, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
+) -> list[BudgetBeta]:
+    """β at every common evaluation step, each step taken as the training budget (val loss there in
+    place of the final one). Shows how LR_opt's batch dependence moves as training goes on, e.g. from
+    optimisation-limited early budgets to data-limited late ones."""
+    out = []
+    for t in common_eval_steps(summaries, steps):
+        at = summaries_at_step(summaries, steps, t)
+        cfg = config_table(at)
+        for m in measure_beta(at, n_boot=n_boot, seed=seed):
+            g = cfg.filter(
+                pl.col("gradient_clip").eq_missing(m.gradient_clip) & pl.col("optimizer").eq_missing(m.optimizer)
+            )
+            finite = g.filter(pl.col("loss").is_finite())["loss"]
+            out.append(BudgetBeta(t, m, float(finite.min()) if finite.len() else math.nan))
+    return out
+
+
 # --------------------------------------------------------------------------- clip telemetry check
 @dataclass(frozen=True)
 class ClipNormCheck:

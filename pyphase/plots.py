@@ -24,6 +24,7 @@ from pyphase.analysis import (
     CONFIG_KEYS,
     LR_OPT_FACTOR_MAX,
     BetaMeasurement,
+    BudgetBeta,
     Comparison,
     LrOptimum,
     group_label,
@@ -136,6 +137,47 @@ def plot_lr_opt(
     ax.legend(handles=handles + _marker_legend(measured), fontsize=8, loc="best")
     ax.set_title(title or "LR_opt vs batch size (band: 95% interval of β)")
     ax.grid(True, which="both", alpha=0.3)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- β along training
+def plot_beta_along(along: Sequence[BudgetBeta], path: Path, *, title: str = "") -> Path:
+    """β (with its 95% interval) against the training step taken as the budget, one line per
+    clip/optimizer group; hollow markers where some batch size's minimum is on a grid edge (a bound),
+    none where every one is; the lowest val loss at each step on a second axis; β = 0, 0.5, 1 marked."""
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax2 = ax.twinx()
+    labels = list(dict.fromkeys(group_label(b.measurement.gradient_clip, b.measurement.optimizer) for b in along))
+    for i, label in enumerate(labels):
+        color = _color(i)
+        mine = [b for b in along if group_label(b.measurement.gradient_clip, b.measurement.optimizer) == label]
+        pts = [b for b in mine if b.measurement.fit is not None and not all(o.at_edge for o in b.measurement.optima)]
+        if pts:
+            x = np.array([b.step for b in pts], float)
+            y = np.array([b.measurement.fit.beta for b in pts])
+            ax.plot(x, y, color=color, label=f"{label}: β")
+            with_ci = [b for b in pts if b.measurement.ci_low is not None]
+            if with_ci:
+                ax.fill_between([b.step for b in with_ci], [b.measurement.ci_low for b in with_ci],
+                                [b.measurement.ci_high for b in with_ci], color=color, alpha=0.15, lw=0)
+            edge = np.array([b.measurement.any_at_edge for b in pts])
+            ax.plot(x[~edge], y[~edge], "o", color=color, ms=4)
+            ax.plot(x[edge], y[edge], "o", color=color, mfc="none", ms=5)
+        ax2.plot([b.step for b in mine], [b.best_loss for b in mine], color=color, ls=":", alpha=0.7,
+                 label=f"{label}: lowest val loss")
+    for ref in (0.0, 0.5, 1.0):
+        ax.axhline(ref, color="0.6", lw=0.8, ls="--")
+        ax.annotate(f"β={ref:g}", (1.0, ref), xycoords=("axes fraction", "data"), fontsize=7, color="0.4",
+                    ha="right", va="bottom")
+    ax.set_xlabel("training step used as the budget")
+    ax.set_ylabel("β (LR_opt ∝ B^β), 95% band")
+    ax2.set_ylabel("lowest val loss (nats/char)")
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    handles.append(Line2D([], [], marker="o", color="0.3", mfc="none", ls="none", label="some B on a grid edge"))
+    ax.legend(handles=handles, fontsize=8, loc="upper right")
+    ax.set_title(title or "β along training", fontsize=10)
+    ax.grid(True, alpha=0.3)
     return _save(fig, path)
 
 

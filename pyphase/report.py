@@ -544,6 +544,56 @@ def early_stopping_words(runs: pl.DataFrame, n_boot: int) -> list[str]:
     return words
 
 
+def _lr_opt_text(o: an.LrOptimum) -> str:
+    bound = {"low": "≤", "high": "≥"}.get(o.edge or "", "")
+    return f"{o.batch_size}: {bound}{fmt(o.lr_opt)}"
+
+
+def beta_along_markdown(along: Sequence[an.BudgetBeta]) -> tuple[str, list[str]]:
+    """Table of β at each evaluation step taken as the budget, and one sentence per group."""
+    if not along:
+        return "", []
+    rows, words = [], []
+    for b in along:
+        m = b.measurement
+        edges = [o.batch_size for o in m.optima if o.at_edge]
+        rows.append(
+            {
+                "step": b.step,
+                "group": _label(m),
+                "β": m.fit.beta if m.fit and len(edges) < len(m.optima) else None,  # all-edge: no β
+                "95% interval": f"[{m.ci_low:.2f}, {m.ci_high:.2f}]" if m.ci_low is not None else "—",
+                "B on a grid edge": ", ".join(map(str, edges)) or "none",
+                "LR_opt by B": "; ".join(_lr_opt_text(o) for o in m.optima),
+                "lowest val loss": b.best_loss,
+            }
+        )
+    for label in dict.fromkeys(r["group"] for r in rows):
+        mine = [b for b in along if _label(b.measurement) == label]
+        measured = [b for b in mine if b.measurement.fit is not None and not b.measurement.any_at_edge]
+        text = (
+            f"β along training, {label} (the val loss at each of {len(mine)} evaluation steps taken as the budget): "
+            f"measured (every minimum inside the grid) at {len(measured)} of {len(mine)} steps"
+        )
+        if measured:
+            def at(b: an.BudgetBeta) -> str:
+                m = b.measurement
+                return f"{m.fit.beta:.2f} [{m.ci_low:.2f}, {m.ci_high:.2f}] at step {b.step:,} (lowest val {b.best_loss:.3f})"
+            first, last = measured[0], measured[-1]
+            low = min(measured, key=lambda b: b.measurement.fit.beta)
+            high = max(measured, key=lambda b: b.measurement.fit.beta)
+            text += f"; {at(first)}"
+            for extra in dict.fromkeys([high, low]):
+                if extra not in (first, last):
+                    text += f"; {'highest' if extra is high else 'lowest'} {at(extra)}"
+            if last is not first:
+                text += f"; {at(last)}"
+            zero = [b.step for b in measured if b.measurement.ci_low is not None and b.measurement.ci_low <= 0 <= b.measurement.ci_high]
+            text += f". The interval contains β = 0 at {len(zero)} of those {len(measured)} steps"
+        words.append(text + ".")
+    return markdown_table(rows, list(rows[0])), words
+
+
 def _flatness(runs: pl.DataFrame) -> dict[tuple[float | None, str | None], str]:
     """A warning per group when, at every batch size, 3+ LRs come within FLAT_WITHIN of the best loss
     (the minimum over LR is then too flat for its position to mean much)."""
@@ -913,6 +963,7 @@ def _make_plots(
     comparisons: Sequence[tuple[str, an.Comparison]],
     plot_dir: Path,
     entropies: CorpusEntropies | None,
+    along: Sequence[an.BudgetBeta] = (),
 ) -> list[tuple[str, Path]]:
     primary = comparisons[0][1] if comparisons else None
     out = []
@@ -925,6 +976,16 @@ def _make_plots(
                     plot_dir / f"{experiment}_lr_opt.png",
                     predicted=[g.predicted for g in primary.groups] if primary else (),
                     title=f"{experiment}: LR_opt vs batch size",
+                ),
+            )
+        )
+    if any(b.measurement.fit is not None and not b.measurement.any_at_edge for b in along):
+        out.append(
+            (
+                "β along training",
+                plots.plot_beta_along(
+                    along, plot_dir / f"{experiment}_beta_along_training.png",
+                    title=f"{experiment}: β with the val loss at each evaluation step as the budget",
                 ),
             )
         )
@@ -1043,7 +1104,10 @@ def experiment_report(
     entropies = entropies_of_corpus(corpus, rs, experiment) if corpus is not None else corpus_entropies(rs, experiment)
     steps = rs.steps.filter(pl.col("experiment") == experiment).collect()
     runs = run_diagnostics(summaries, steps) if steps.height else None
-    figures = _make_plots(steps, experiment, summaries, configs, measurements, comparisons, out_dir / "plots", entropies)
+    along = an.beta_along_training(summaries, steps, n_boot=n_boot) if runs is not None and not _only_one_lr(measurements) else []
+    figures = _make_plots(
+        steps, experiment, summaries, configs, measurements, comparisons, out_dir / "plots", entropies, along
+    )
 
     words = [beta_words(m) for m in measurements]
     if _only_one_lr(measurements):
@@ -1051,6 +1115,7 @@ def experiment_report(
     clip_check = an.check_clip_norms(summaries)
     words.append(clipping_words(clip_check, configs))
     sections: list[str] = []
+    table_bt = ""
     if runs is not None:
         table_lr, clip_lr_text = clip_vs_lr(runs)
         if clip_lr_text:
@@ -1064,6 +1129,8 @@ def experiment_report(
             words.append(text_of)
         if not _only_one_lr(measurements):
             words += early_stopping_words(runs, n_boot)
+            table_bt, words_bt = beta_along_markdown(along)
+            words += words_bt
         table_th, words_th = threshold_markdown(runs)
         words += words_th
         table_div, text_div = divergence_markdown(runs)
@@ -1081,6 +1148,13 @@ def experiment_report(
             sections += [caption, table_of]
         if table_lr:
             sections += [table_lr]
+        if table_bt:
+            caption = (
+                "β along training: the val loss at each evaluation step as every run's outcome (LR_opt per B refined "
+                "as for the final loss; ≤ / ≥ = minimum on the grid's low / high edge; lowest val loss = best seed-mean "
+                "config at that step):"
+            )
+            sections += [caption, table_bt]
         if table_th:
             sections += ["Clip thresholds at the same (B, LR):", table_th]
         if table_div:

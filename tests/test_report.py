@@ -51,7 +51,7 @@ def test_report_contains_the_measured_numbers_and_plots(synth_root: Path, predic
     assert "| beta | predicted β inside measured 95% interval" in text and "PASS" in text
     assert "noise-scale (B_noise=80)" in text
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(links) == 5
+    assert len(links) == 6 and "plots/synth_beta_along_training.png" in links
     assert all((out.parent / link).is_file() for link in links)
     assert "left the unigram plateau" in text and "After-clip norms are consistent" in text
 
@@ -429,3 +429,64 @@ def test_report_from_options_quotes_its_command_and_reads_only_results(
         rp.report_from_options(["synth"], preface=Path("nope.md"))
     with pytest.raises(PyphaseError, match="--calibration nope.json: no such file"):
         rp.report_from_options(["synth"], calibration=Path("nope.json"), out=Path("S.md"))
+
+
+# --------------------------------------------------------------------------- β along training
+def _budget_bowl(beta_of_step, c: float = 2e-4):
+    """Noise-free summaries on the quarter-decade grid and step rows whose val loss at step t is a
+    parabola in log10 LR with its minimum at c·B^beta_of_step(t)."""
+    s = bowl_summaries(seeds=1, noise=0.0)
+
+    def val(r, t):
+        opt = np.log10(c * r["batch_size"] ** beta_of_step(t))
+        return 2.0 + 0.3 * (np.log10(r["lr"]) - opt) ** 2
+
+    return s, _steps_for(s, val, lambda r, t: 1.0)
+
+
+def test_beta_along_training_recovers_a_beta_that_changes_with_the_budget() -> None:
+    s, steps = _budget_bowl(lambda t: 0.0 if t < 500 else 0.5)
+    along = an.beta_along_training(s, steps, n_boot=50)
+    assert [b.step for b in along] == list(range(100, 1001, 100))
+    for b in along:
+        expected = 0.0 if b.step < 500 else 0.5
+        assert b.measurement.fit.beta == pytest.approx(expected, abs=1e-9)
+        assert not b.measurement.any_at_edge
+        assert b.best_loss == pytest.approx(steps.filter(pl.col("step") == b.step)["val_loss"].min())
+    table, words = rp.beta_along_markdown(along)
+    assert len(words) == 1
+    assert "measured (every minimum inside the grid) at 10 of 10 steps" in words[0]
+    assert "-0.00 [" in words[0] or "0.00 [" in words[0]
+    assert "0.50 [" in words[0] and "at step 1,000" in words[0]
+    assert table.count("| clip=1/adamw |") == 10
+
+
+def test_summaries_at_step_counts_a_divergence_only_inside_the_budget() -> None:
+    s, steps = _budget_bowl(lambda t: 0.5)
+    victim = s["run_id"][3]
+    s = s.with_columns(
+        pl.when(pl.col("run_id") == victim).then(450).otherwise(None).cast(pl.Int64).alias("diverged_step"),
+        (pl.col("run_id") != victim).alias("converged"),
+    )
+    before = an.with_effective_loss(an.summaries_at_step(s, steps, 400)).filter(pl.col("run_id") == victim)
+    after = an.with_effective_loss(an.summaries_at_step(s, steps, 500)).filter(pl.col("run_id") == victim)
+    assert not before["diverged"][0] and np.isfinite(before["loss"][0])
+    assert after["diverged"][0] and after["loss"][0] == float("inf")
+    assert before["num_steps"][0] == 400 and after["diverged_step"][0] == 450
+    # its evaluations after the divergence may be missing: later steps stay common to every run
+    steps = steps.filter(~((pl.col("run_id") == victim) & (pl.col("step") > 450)))
+    assert an.common_eval_steps(s, steps) == list(range(100, 1001, 100))
+    # a finite run missing an evaluation removes that step
+    other = s["run_id"][0]
+    steps = steps.filter(~((pl.col("run_id") == other) & (pl.col("step") == 700)))
+    assert 700 not in an.common_eval_steps(s, steps)
+
+
+def test_beta_along_markdown_with_every_minimum_on_an_edge_reports_no_beta() -> None:
+    s, steps = _budget_bowl(lambda t: 0.5, c=1e-6)  # LR_opt far below the grid: low edge everywhere
+    along = an.beta_along_training(s, steps, n_boot=50)
+    table, words = rp.beta_along_markdown(along)
+    assert "measured (every minimum inside the grid) at 0 of 10 steps." in words[0]
+    first = next(line for line in table.splitlines() if line.startswith("| 100 |"))
+    assert first.split("|")[3].strip() in ("", "—")  # no β, not the slope through edge values
+    assert "≤0.0001" in first
