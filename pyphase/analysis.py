@@ -405,13 +405,11 @@ def common_eval_steps(summaries: pl.DataFrame, steps: pl.DataFrame) -> list[int]
     already diverged), ascending."""
     evals = steps.filter(pl.col("val_loss").is_not_null() & (pl.col("step") > 0))
     by_run = {r: set(v) for r, v in evals.group_by("run_id").agg(pl.col("step")).iter_rows()}
-    common: set[int] | None = None
+    common: set[int] = set().union(*by_run.values())
     for run_id, div in summaries.select("run_id", "diverged_step").iter_rows():
         have = by_run.get(run_id, set())
-        candidates = set().union(*by_run.values()) if by_run else set()
-        covered = {t for t in candidates if t in have or (div is not None and div <= t)}
-        common = covered if common is None else common & covered
-    return sorted(common or ())
+        common = {t for t in common if t in have or (div is not None and div <= t)}
+    return sorted(common)
 
 
 @dataclass(frozen=True)

@@ -549,6 +549,11 @@ def _lr_opt_text(o: an.LrOptimum) -> str:
     return f"{o.batch_size}: {bound}{fmt(o.lr_opt)}"
 
 
+def _budget_text(b: an.BudgetBeta) -> str:
+    m = b.measurement
+    return f"{m.fit.beta:.2f} [{m.ci_low:.2f}, {m.ci_high:.2f}] at step {b.step:,} (lowest val {b.best_loss:.3f})"
+
+
 def beta_along_markdown(along: Sequence[an.BudgetBeta]) -> tuple[str, list[str]]:
     """Table of β at each evaluation step taken as the budget, and one sentence per group."""
     if not along:
@@ -576,18 +581,15 @@ def beta_along_markdown(along: Sequence[an.BudgetBeta]) -> tuple[str, list[str]]
             f"measured (every minimum inside the grid) at {len(measured)} of {len(mine)} steps"
         )
         if measured:
-            def at(b: an.BudgetBeta) -> str:
-                m = b.measurement
-                return f"{m.fit.beta:.2f} [{m.ci_low:.2f}, {m.ci_high:.2f}] at step {b.step:,} (lowest val {b.best_loss:.3f})"
             first, last = measured[0], measured[-1]
             low = min(measured, key=lambda b: b.measurement.fit.beta)
             high = max(measured, key=lambda b: b.measurement.fit.beta)
-            text += f"; {at(first)}"
+            text += f"; {_budget_text(first)}"
             for extra in dict.fromkeys([high, low]):
                 if extra not in (first, last):
-                    text += f"; {'highest' if extra is high else 'lowest'} {at(extra)}"
+                    text += f"; {'highest' if extra is high else 'lowest'} {_budget_text(extra)}"
             if last is not first:
-                text += f"; {at(last)}"
+                text += f"; {_budget_text(last)}"
             zero = [b.step for b in measured if b.measurement.ci_low is not None and b.measurement.ci_low <= 0 <= b.measurement.ci_high]
             text += f". The interval contains β = 0 at {len(zero)} of those {len(measured)} steps"
         words.append(text + ".")
