@@ -4,8 +4,9 @@ Times 150 CUDA-graph-captured steps of one pack (K configs, batch B) for each va
 forward pass, and writes a torch.profiler table of the first variant with kernel time per step
 grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
   default   pyphase.model.packed_losses under torch.compile (what `pyphase train` runs)
+  sdpa      the stock attention it replaced: bias add, q/k/v split and transposes, flash SDPA
   autotune  the same with mode="max-autotune-no-cudagraphs" (Triton GEMM templates; slow set-up)
-  flex      FlexAttention instead of scaled_dot_product_attention
+  flex      FlexAttention instead of scaled_dot_product_attention (on the stock layout)
   contig    q, k, v made contiguous before attention
   bf16res   residual stream in bf16 instead of fp32 (changes numerics; for comparison only)
   cudnn / efficient   attention backend toggles (set before compiling)
@@ -33,7 +34,7 @@ res = []
 
 def group(name):
     n = name.lower()
-    for key, pat in (("attention", r"flash|fmha|sdpa|attention|dot_do_o|convert_dq"), ("matmul", r"nvjet|gemm|cutlass|sm90_xmma|bmm|mm_"),
+    for key, pat in (("attention", r"flash|fmha|sdpa|attention|attn|dot_do_o|convert_dq"), ("matmul", r"nvjet|gemm|cutlass|sm90_xmma|bmm|mm_"),
                      ("layernorm", r"layer_norm"), ("gelu", r"gelu"), ("cross_entropy", r"log_softmax|nll|softmax"),
                      ("embedding", r"embedding|index_put|scatter|sort|indexing|index_select|gather")):
         if re.search(pat, n):
@@ -96,7 +97,7 @@ for var in variants:
         ic.coordinate_descent_tuning = True
         mode = "max-autotune-no-cudagraphs"
     fn = packed_losses
-    if var in ("flex", "contig", "bf16res"):
+    if var in ("sdpa", "flex", "contig", "bf16res"):
         fn = make_losses(flex=var == "flex", contig=var == "contig", bf16res=var == "bf16res")
     if var != "eager":
         tr._losses = torch.compile(fn, dynamic=False, mode=mode)

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pyphase.attention import causal_attention
+
 if TYPE_CHECKING:
     from pyphase.config import ModelShape
 
@@ -201,10 +203,8 @@ def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tens
     x = (x + w["wpe"][:, None, :t]).reshape(kk, b * t, d)
     for i in range(s.n_layer):
         h = _ln(x, w[f"h{i}.ln1_w"], w[f"h{i}.ln1_b"])
-        qkv = _linear(h, w[f"h{i}.attn_w"], w[f"h{i}.attn_b"])
-        q, k_, v_ = (z.reshape(kk * b, t, nh, d // nh).transpose(1, 2) for z in qkv.split(d, dim=-1))
-        y = F.scaled_dot_product_attention(q, k_, v_, is_causal=True)
-        y = y.transpose(1, 2).reshape(kk, b * t, d)
+        # The projection's bias is added inside the attention (as it reads q, k, v), see attention.py.
+        y = causal_attention(torch.bmm(h, w[f"h{i}.attn_w"]), w[f"h{i}.attn_b"], b, t, nh)
         x = x + _linear(y, w[f"h{i}.proj_w"], w[f"h{i}.proj_b"])
         h = _ln(x, w[f"h{i}.ln2_w"], w[f"h{i}.ln2_b"])
         h = F.gelu(_linear(h, w[f"h{i}.fc_w"], w[f"h{i}.fc_b"]))

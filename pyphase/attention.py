@@ -1,0 +1,294 @@
+"""Causal self-attention read straight from the packed qkv projection, in Triton (CUDA).
+
+The packed model's QKV projection produces one (K, B·T, 3d) tensor without its bias. The stock path
+(`scaled_dot_product_attention`) needs the bias added and q, k, v split and transposed to
+(K·B, heads, T, head_dim) copies first, and its backward returns dq, dk, dv separately, to be
+concatenated back into the (K, B·T, 3d) layout of the projection's gradient. Measured on the H100
+for K = 5, B = 256, T = 256, head dim 32 (results/bench/profile_k5_b256_flash_a0f7d8f.txt), the
+flash kernels plus those copies took ~6 ms of a 22 ms step.
+
+These kernels read q, k, v (adding the bias as they load) from the projection's output in place,
+write the attention output in the (K, B·T, d) layout the output projection reads, and write
+dq, dk, dv straight into one (K, B·T, 3d) gradient. The algorithm is FlashAttention-2's (online
+softmax forward saving the log-sum-exp; backward recomputing probabilities, one pass for dk/dv per
+key block and one for dq per query block), specialised to short contexts and small heads.
+
+Numerics follow the stock path under bf16 autocast: q, k, v are rounded to the input's dtype after
+the bias add, scores and softmax in fp32, probabilities rounded to the input's dtype before the
+product with v. `attention_reference` is the stock computation the tests compare against; on the
+CPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, tests only).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
+    triton = None
+
+LOG2E = 1.4426950408889634
+
+
+def supported(qkv: Tensor, n_head: int) -> bool:
+    """Whether the Triton kernels handle this input (else use `attention_reference`).
+    PYPHASE_ATTENTION=sdpa in the environment turns them off."""
+    if triton is None or os.environ.get("PYPHASE_ATTENTION", "").lower() == "sdpa":
+        return False
+    d = qkv.shape[-1] // 3
+    hd = d // n_head
+    return qkv.is_cuda and hd in (16, 32, 64, 128) and qkv.dtype in (torch.bfloat16, torch.float16, torch.float32)
+
+
+def attention_reference(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int) -> Tensor:
+    """The stock computation: (K, B·T, 3d) projection without bias, (K, 3d) bias → (K, B·T, d)."""
+    kk, n, d3 = qkv.shape
+    d = d3 // 3
+    qkv = qkv + bias[:, None].to(qkv.dtype)
+    q, k, v = (z.reshape(kk * n_seq, t, n_head, d // n_head).transpose(1, 2) for z in qkv.split(d, dim=-1))
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return y.transpose(1, 2).reshape(kk, n, d)
+
+
+# Launch parameters: (query block rows, key block rows, warps, pipeline stages) of the forward and
+# backward kernels; blocks shrink for contexts shorter than a block. benches/bench_attention.py
+# times alternatives.
+CONFIG = {"fwd": (64, 64, 4, 2), "bwd": (64, 64, 4, 2)}
+
+
+def _launch(kind: str, t: int) -> tuple[int, int, int, int]:
+    bm, bn, warps, stages = CONFIG[kind]
+    small = max(16, triton.next_power_of_2(t))
+    return min(bm, small), min(bn, small), warps, stages
+
+
+if triton is not None:
+
+    @triton.jit
+    def _attn_fwd_kernel(QKV, BIAS, O, LSE, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr, HD: tl.constexpr,
+                    qk_scale, BM: tl.constexpr, BN: tl.constexpr):
+        pid_m = tl.program_id(0)
+        pid_sh = tl.program_id(1)
+        s = pid_sh // N_HEAD
+        h = pid_sh % N_HEAD
+        model = s // N_SEQ
+        row0 = s.to(tl.int64) * T
+        offs_m = pid_m * BM + tl.arange(0, BM)
+        offs_n = tl.arange(0, BN)
+        offs_d = tl.arange(0, HD)
+        dt = QKV.dtype.element_ty
+        bq = tl.load(BIAS + model * 3 * D + h * HD + offs_d).to(tl.float32)
+        bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
+        bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
+        m_ok = offs_m < T
+        q_ptr = QKV + (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
+        q = (tl.load(q_ptr, mask=m_ok[:, None], other=0.0).to(tl.float32) + bq[None, :]).to(dt)
+        m_i = tl.full([BM], float("-inf"), tl.float32)
+        l_i = tl.zeros([BM], tl.float32)
+        acc = tl.zeros([BM, HD], tl.float32)
+        hi = tl.minimum((pid_m + 1) * BM, T)
+        for start_n in range(0, hi, BN):
+            cols = start_n + offs_n
+            n_ok = cols < T
+            kv_row = (row0 + cols[:, None]) * (3 * D) + h * HD + offs_d[None, :]
+            k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
+            v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
+            qk = tl.dot(q, tl.trans(k)) * qk_scale
+            keep = (offs_m[:, None] >= cols[None, :]) & n_ok[None, :]
+            qk = tl.where(keep, qk, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            p = tl.exp2(qk - m_new[:, None])
+            alpha = tl.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(dt), v)
+            m_i = m_new
+        acc = acc / l_i[:, None]
+        o_ptr = O + (row0 + offs_m[:, None]) * D + h * HD + offs_d[None, :]
+        tl.store(o_ptr, acc.to(O.dtype.element_ty), mask=m_ok[:, None])
+        tl.store(LSE + pid_sh.to(tl.int64) * T + offs_m, m_i + tl.log2(l_i), mask=m_ok)
+
+    @triton.jit
+    def _attn_bwd_delta_kernel(O, DO, DELTA, T, N_HEAD: tl.constexpr, D: tl.constexpr, HD: tl.constexpr,
+                          BM: tl.constexpr):
+        pid_m = tl.program_id(0)
+        pid_sh = tl.program_id(1)
+        s = pid_sh // N_HEAD
+        h = pid_sh % N_HEAD
+        offs_m = pid_m * BM + tl.arange(0, BM)
+        offs_d = tl.arange(0, HD)
+        ok = offs_m < T
+        ptr = (s.to(tl.int64) * T + offs_m[:, None]) * D + h * HD + offs_d[None, :]
+        o = tl.load(O + ptr, mask=ok[:, None], other=0.0).to(tl.float32)
+        do = tl.load(DO + ptr, mask=ok[:, None], other=0.0).to(tl.float32)
+        tl.store(DELTA + pid_sh.to(tl.int64) * T + offs_m, tl.sum(o * do, 1), mask=ok)
+
+    @triton.jit
+    def _attn_bwd_dkdv_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr,
+                         HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr):
+        pid_n = tl.program_id(0)
+        pid_sh = tl.program_id(1)
+        s = pid_sh // N_HEAD
+        h = pid_sh % N_HEAD
+        model = s // N_SEQ
+        row0 = s.to(tl.int64) * T
+        offs_n = pid_n * BN + tl.arange(0, BN)
+        offs_m = tl.arange(0, BM)
+        offs_d = tl.arange(0, HD)
+        dt = QKV.dtype.element_ty
+        bq = tl.load(BIAS + model * 3 * D + h * HD + offs_d).to(tl.float32)
+        bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
+        bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
+        n_ok = offs_n < T
+        kv_row = (row0 + offs_n[:, None]) * (3 * D) + h * HD + offs_d[None, :]
+        k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
+        v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
+        dk = tl.zeros([BN, HD], tl.float32)
+        dv = tl.zeros([BN, HD], tl.float32)
+        lo = (pid_n * BN // BM) * BM
+        for start_m in range(lo, T, BM):
+            rows = start_m + offs_m
+            m_ok = rows < T
+            q = (tl.load(QKV + (row0 + rows[:, None]) * (3 * D) + h * HD + offs_d[None, :], mask=m_ok[:, None],
+                         other=0.0).to(tl.float32) + bq[None, :]).to(dt)
+            do = tl.load(DO + (row0 + rows[:, None]) * D + h * HD + offs_d[None, :], mask=m_ok[:, None], other=0.0)
+            lse = tl.load(LSE + pid_sh.to(tl.int64) * T + rows, mask=m_ok, other=0.0)
+            delta = tl.load(DELTA + pid_sh.to(tl.int64) * T + rows, mask=m_ok, other=0.0)
+            qk_t = tl.dot(k, tl.trans(q)) * qk_scale  # (BN, BM)
+            keep = (rows[None, :] >= offs_n[:, None]) & m_ok[None, :] & n_ok[:, None]
+            p_t = tl.where(keep, tl.exp2(qk_t - lse[None, :]), 0.0)
+            dv += tl.dot(p_t.to(dt), do.to(dt))
+            dp_t = tl.dot(v, tl.trans(do.to(dt)))
+            ds_t = p_t * (dp_t - delta[None, :])
+            dk += tl.dot(ds_t.to(dt), q)
+        out = (row0 + offs_n[:, None]) * (3 * D) + h * HD + offs_d[None, :]
+        tl.store(DQKV + out + D, (dk * sm_scale).to(DQKV.dtype.element_ty), mask=n_ok[:, None])
+        tl.store(DQKV + out + 2 * D, dv.to(DQKV.dtype.element_ty), mask=n_ok[:, None])
+
+    @triton.jit
+    def _attn_bwd_dq_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr,
+                       HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr):
+        pid_m = tl.program_id(0)
+        pid_sh = tl.program_id(1)
+        s = pid_sh // N_HEAD
+        h = pid_sh % N_HEAD
+        model = s // N_SEQ
+        row0 = s.to(tl.int64) * T
+        offs_m = pid_m * BM + tl.arange(0, BM)
+        offs_n = tl.arange(0, BN)
+        offs_d = tl.arange(0, HD)
+        dt = QKV.dtype.element_ty
+        bq = tl.load(BIAS + model * 3 * D + h * HD + offs_d).to(tl.float32)
+        bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
+        bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
+        m_ok = offs_m < T
+        q = (tl.load(QKV + (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :], mask=m_ok[:, None],
+                     other=0.0).to(tl.float32) + bq[None, :]).to(dt)
+        do = tl.load(DO + (row0 + offs_m[:, None]) * D + h * HD + offs_d[None, :], mask=m_ok[:, None],
+                     other=0.0).to(dt)
+        lse = tl.load(LSE + pid_sh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0)
+        delta = tl.load(DELTA + pid_sh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0)
+        dq = tl.zeros([BM, HD], tl.float32)
+        hi = tl.minimum((pid_m + 1) * BM, T)
+        for start_n in range(0, hi, BN):
+            cols = start_n + offs_n
+            n_ok = cols < T
+            kv_row = (row0 + cols[:, None]) * (3 * D) + h * HD + offs_d[None, :]
+            k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
+            v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
+            qk = tl.dot(q, tl.trans(k)) * qk_scale
+            keep = (offs_m[:, None] >= cols[None, :]) & n_ok[None, :] & m_ok[:, None]
+            p = tl.where(keep, tl.exp2(qk - lse[:, None]), 0.0)
+            dp = tl.dot(do, tl.trans(v))
+            ds = p * (dp - delta[:, None])
+            dq += tl.dot(ds.to(dt), k)
+        out = (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
+        tl.store(DQKV + out, (dq * sm_scale).to(DQKV.dtype.element_ty), mask=m_ok[:, None])
+
+
+def _dims(qkv: Tensor, n_seq: int, t: int, n_head: int) -> tuple[int, int, int, float]:
+    kk, n, d3 = qkv.shape
+    d = d3 // 3
+    if n != n_seq * t or d3 != 3 * d or d % n_head:
+        raise ValueError(f"qkv of shape {tuple(qkv.shape)} does not hold {n_seq} sequences of {t} with {n_head} heads")
+    return kk * n_seq, d, d // n_head, 1.0 / math.sqrt(d // n_head)
+
+
+@torch.library.custom_op("pyphase::causal_attention_fwd", mutates_args=())
+def _attn_fwd(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int) -> tuple[Tensor, Tensor]:
+    """(K, B·T, 3d) projection without bias, (K, 3d) bias → output (K, B·T, d), log2-sum-exp (K·B·heads, T)."""
+    qkv, bias = qkv.contiguous(), bias.contiguous()
+    seqs, d, hd, scale = _dims(qkv, n_seq, t, n_head)
+    o = qkv.new_empty(qkv.shape[0], qkv.shape[1], d)
+    lse = torch.empty(seqs * n_head, t, device=qkv.device, dtype=torch.float32)
+    bm, bn, warps, stages = _launch("fwd", t)
+    grid = (triton.cdiv(t, bm), seqs * n_head)
+    _attn_fwd_kernel[grid](qkv, bias, o, lse, t, n_seq, n_head, d, hd, scale * LOG2E, bm, bn, num_warps=warps,
+                      num_stages=stages)
+    return o, lse
+
+
+@_attn_fwd.register_fake
+def _(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int) -> tuple[Tensor, Tensor]:
+    seqs, d, _, _ = _dims(qkv, n_seq, t, n_head)
+    return qkv.new_empty(qkv.shape[0], qkv.shape[1], d), qkv.new_empty(seqs * n_head, t, dtype=torch.float32)
+
+
+@torch.library.custom_op("pyphase::causal_attention_bwd", mutates_args=())
+def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_seq: int, t: int,
+              n_head: int) -> Tensor:
+    """Gradient of `_attn_fwd`'s output w.r.t. the projection, as one (K, B·T, 3d) tensor."""
+    do, qkv, bias, o = do.contiguous(), qkv.contiguous(), bias.contiguous(), o.contiguous()
+    seqs, d, hd, scale = _dims(qkv, n_seq, t, n_head)
+    dqkv = torch.empty_like(qkv)
+    delta = torch.empty(seqs * n_head, t, device=qkv.device, dtype=torch.float32)
+    bm, bn, warps, stages = _launch("bwd", t)
+    _attn_bwd_delta_kernel[(triton.cdiv(t, bm), seqs * n_head)](o, do, delta, t, n_head, d, hd, bm, num_warps=4)
+    _attn_bwd_dkdv_kernel[(triton.cdiv(t, bn), seqs * n_head)](
+        qkv, bias, do, lse, delta, dqkv, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm, bn,
+        num_warps=warps, num_stages=stages)
+    _attn_bwd_dq_kernel[(triton.cdiv(t, bm), seqs * n_head)](
+        qkv, bias, do, lse, delta, dqkv, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm, bn,
+        num_warps=warps, num_stages=stages)
+    return dqkv
+
+
+@_attn_bwd.register_fake
+def _(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_seq: int, t: int, n_head: int) -> Tensor:
+    return torch.empty_like(qkv)
+
+
+def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    qkv, bias, n_seq, t, n_head = inputs
+    o, lse = output
+    ctx.save_for_backward(qkv, bias, o, lse)
+    ctx.dims = (n_seq, t, n_head)
+    ctx.bias_dtype = bias.dtype
+
+
+def _backward(ctx, do: Tensor, _dlse: Tensor):  # type: ignore[no-untyped-def]
+    qkv, bias, o, lse = ctx.saved_tensors
+    dqkv = _attn_bwd(do, qkv, bias, o, lse, *ctx.dims)
+    # The bias is added to every row of its model: its gradient is the row sum (in fp32, then the
+    # bias's dtype, as autograd of `qkv + bias[:, None]` would give).
+    dbias = dqkv.float().sum(dim=1).to(ctx.bias_dtype)
+    return dqkv, dbias, None, None, None
+
+
+_attn_fwd.register_autograd(_backward, setup_context=_setup)
+
+
+def causal_attention(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int,
+                     use_triton: bool | None = None) -> Tensor:
+    """Causal multi-head self-attention of the projection `qkv` (K, B·T, 3d, without its bias)
+    plus `bias` (K, 3d): output (K, B·T, d), heads concatenated. Triton kernels where `supported`
+    (or when `use_triton` forces them, e.g. in the interpreter), else `attention_reference`."""
+    if use_triton if use_triton is not None else supported(qkv, n_head):
+        return _attn_fwd(qkv, bias.to(qkv.dtype), n_seq, t, n_head)[0]
+    return attention_reference(qkv, bias, n_seq, t, n_head)

@@ -1,0 +1,95 @@
+"""pyphase.attention: the Triton causal attention equals the stock computation.
+
+On the CPU the kernels run in Triton's interpreter (a subprocess with TRITON_INTERPRET=1, which
+Triton reads when the kernels are defined) in fp32, where they must match scaled_dot_product_attention
+to rounding. The interpreter multiplies bf16 tiles wrongly (a Triton limitation), so bf16 accuracy is
+checked on CUDA only, against an fp64 reference, with the stock bf16 path's own error as the yardstick."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from pyphase.attention import attention_reference, causal_attention
+
+pytest.importorskip("triton")
+
+INTERPRETED = textwrap.dedent(
+    """
+    import json, sys, torch
+    from pyphase.attention import attention_reference, causal_attention
+    out = []
+    for k, b, t, nh, hd in json.loads(sys.argv[1]):
+        g = torch.Generator().manual_seed(k * 1000 + t)
+        d = nh * hd
+        qkv = torch.randn(k, b * t, 3 * d, generator=g).requires_grad_()
+        bias = (torch.randn(k, 3 * d, generator=g) * 0.5).requires_grad_()
+        do = torch.randn(k, b * t, d, generator=g)
+        y1 = causal_attention(qkv, bias, b, t, nh, use_triton=True)
+        g1 = torch.autograd.grad(y1, (qkv, bias), do)
+        y2 = attention_reference(qkv, bias, b, t, nh)
+        g2 = torch.autograd.grad(y2, (qkv, bias), do)
+        err = [(y1 - y2).abs().max().item()] + [(a - c).abs().max().item() / c.abs().max().item() for a, c in zip(g1, g2)]
+        out.append(err)
+    print(json.dumps(out))
+    """
+)
+
+# (models K, sequences per model B, context T, heads, head dim): block-aligned and ragged contexts,
+# one and several blocks, head dims 16 and 32.
+SHAPES = [(2, 2, 40, 2, 16), (1, 2, 64, 4, 32), (2, 1, 100, 2, 32), (1, 1, 130, 1, 16)]
+
+
+def test_triton_kernels_match_sdpa_in_the_interpreter() -> None:
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-c", INTERPRETED, json.dumps(SHAPES)], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    errs = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(errs) == len(SHAPES)
+    for shape, (out_err, dqkv_rel, dbias_rel) in zip(SHAPES, errs):
+        assert out_err < 1e-5, (shape, out_err)
+        assert dqkv_rel < 1e-5, (shape, dqkv_rel)
+        assert dbias_rel < 1e-5, (shape, dbias_rel)
+
+
+def test_cpu_path_is_the_stock_computation() -> None:
+    """Without CUDA, `causal_attention` is `attention_reference` (bias add + SDPA), bit for bit."""
+    g = torch.Generator().manual_seed(3)
+    qkv, bias = torch.randn(2, 3 * 16, 3 * 32, generator=g), torch.randn(2, 3 * 32, generator=g)
+    assert torch.equal(causal_attention(qkv, bias, 3, 16, 2), attention_reference(qkv, bias, 3, 16, 2))
+
+
+def test_shape_mismatch_is_a_clear_error() -> None:
+    qkv, bias = torch.randn(1, 50, 96), torch.randn(1, 96)
+    with pytest.raises(ValueError, match="does not hold 2 sequences of 16"):
+        causal_attention(qkv, bias, 2, 16, 2, use_triton=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 accuracy of the compiled kernels needs CUDA")
+@pytest.mark.parametrize("t", [256, 100])
+def test_bf16_accuracy_on_cuda_matches_the_stock_path(t: int) -> None:
+    dev = "cuda"
+    g = torch.Generator(device=dev).manual_seed(0)
+    k, b, nh, d = 2, 8, 4, 128
+    qkv = (torch.randn(k, b * t, 3 * d, device=dev, generator=g) * 1.5).bfloat16()
+    bias = (torch.randn(k, 3 * d, device=dev, generator=g) * 0.2).bfloat16()
+    do = torch.randn(k, b * t, d, device=dev, generator=g).bfloat16()
+    ref_in = [z.double().requires_grad_() for z in (qkv, bias)]
+    ref_y = attention_reference(ref_in[0], ref_in[1], b, t, nh)
+    ref_g = torch.autograd.grad(ref_y, ref_in, do.double())
+    errs = {}
+    for name, use in (("stock", False), ("triton", True)):
+        ins = [z.clone().requires_grad_() for z in (qkv, bias)]
+        y = causal_attention(ins[0], ins[1], b, t, nh, use_triton=use)
+        gr = torch.autograd.grad(y, ins, do)
+        errs[name] = [(y.double() - ref_y).abs().max().item()] + [
+            ((a.double() - c).abs().max() / c.abs().max()).item() for a, c in zip(gr, ref_g)]
+    for i in range(3):
+        assert errs["triton"][i] <= 2 * errs["stock"][i] + 1e-3, errs
