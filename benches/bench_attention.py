@@ -7,7 +7,9 @@ projection and bias, for
             torch.compile (what pyphase ran before attention.py), and its gradient's concatenation
   triton    pyphase.attention.causal_attention (optionally several launch configurations)
 and checks both against an fp64 reference on the same bf16 inputs. CUDA only:
-    python benches/bench_attention.py --k 5 --b 256 --configs "64,64,4,2;128,64,8,2" [--json PATH]
+    python benches/bench_attention.py --k 5 --b 256 [--fwd-configs "64,64,4,2;128,64,8,2"]
+        [--bwd-configs "32,128,128,32,4,3;64,64,64,64,4,2"] [--json PATH]
+(configurations as in pyphase.attention.CONFIG; the first of each list is timed with the other's default)
 """
 from __future__ import annotations
 
@@ -44,7 +46,8 @@ def main() -> None:
     ap.add_argument("--d", type=int, default=128)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--iters", type=int, default=50)
-    ap.add_argument("--configs", default="", help="';'-separated 'bm,bn,warps,stages' for fwd and bwd")
+    ap.add_argument("--fwd-configs", default="", help="';'-separated 'bm,bn,warps,stages'")
+    ap.add_argument("--bwd-configs", default="", help="';'-separated 'bm1,bn1,bm2,bn2,warps,stages'")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     dev = "cuda"
@@ -85,31 +88,36 @@ def main() -> None:
 
     rows = []
     ms_stock = timed(run(stock), a.iters)
-    rows.append({"variant": "stock (compiled, flash SDPA)", "ms": ms_stock})
-    configs = [c for c in a.configs.split(";") if c.strip()] or [",".join(map(str, attention.CONFIG["fwd"]))]
+    rows.append({"variant": "stock (compiled, flash SDPA)", "pass": "fwd+bwd", "ms": ms_stock})
     base = dict(attention.CONFIG)
-    for c in configs:
-        cfg = tuple(int(v) for v in c.split(","))
-        attention.CONFIG.update(fwd=cfg, bwd=cfg)
-        ms = timed(run(triton_fn), a.iters)
-        rows.append({"variant": f"triton {cfg}", "ms": ms})
+    rows.append({"variant": f"triton default {base['fwd']} {base['bwd']}", "pass": "fwd+bwd",
+                 "ms": timed(run(triton_fn), a.iters)})
+    for c in [c for c in a.bwd_configs.split(";") if c.strip()]:
+        attention.CONFIG.update(base, bwd=tuple(int(v) for v in c.split(",")))
+        rows.append({"variant": f"triton bwd {attention.CONFIG['bwd']}", "pass": "fwd+bwd",
+                     "ms": timed(run(triton_fn), a.iters)})
     attention.CONFIG.update(base)
-    # Forward alone, default configuration.
     with torch.no_grad():
         ms_fwd_stock = timed(lambda: stock(qkv, bias, b, t, nh), a.iters)
-        ms_fwd_triton = timed(lambda: causal_attention(qkv, bias, b, t, nh, use_triton=True), a.iters)
+        fwd_rows = [{"variant": "stock (compiled, flash SDPA)", "pass": "fwd", "ms": ms_fwd_stock}]
+        for c in [",".join(map(str, base["fwd"]))] + [c for c in a.fwd_configs.split(";") if c.strip()]:
+            attention.CONFIG.update(base, fwd=tuple(int(v) for v in c.split(",")))
+            fwd_rows.append({"variant": f"triton fwd {attention.CONFIG['fwd']}", "pass": "fwd",
+                             "ms": timed(lambda: causal_attention(qkv, bias, b, t, nh, use_triton=True), a.iters)})
+    attention.CONFIG.update(base)
 
     print(f"causal attention fwd+bwd, K={k} B={b} T={t} d={d} heads={nh} (head dim {d // nh}), bf16, "
           f"{torch.cuda.get_device_name()} torch {torch.__version__}")
     for r in rows:
-        print(f"  {r['variant']:<34} {r['ms']:8.3f} ms   x{ms_stock / r['ms']:.2f} vs stock")
-    print(f"  forward only: stock {ms_fwd_stock:.3f} ms, triton {ms_fwd_triton:.3f} ms (x{ms_fwd_stock / ms_fwd_triton:.2f})")
+        print(f"  fwd+bwd {r['variant']:<58} {r['ms']:8.3f} ms   x{ms_stock / r['ms']:.2f} vs stock")
+    for r in fwd_rows:
+        print(f"  fwd     {r['variant']:<58} {r['ms']:8.3f} ms   x{ms_fwd_stock / r['ms']:.2f} vs stock")
     for name, e in acc.items():
         print(f"  accuracy {name:<7} vs fp64: out {e['out_max_abs_err']:.2e}, dqkv {e['dqkv_max_abs_err']:.2e}, "
               f"dbias rel {e['dbias_max_rel_err']:.2e}")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"shape": dict(k=k, b=b, t=t, d=d, heads=nh), "rows": rows, "fwd_ms": [ms_fwd_stock, ms_fwd_triton],
+            json.dump({"shape": dict(k=k, b=b, t=t, d=d, heads=nh), "rows": rows + fwd_rows,
                        "accuracy": acc, "device": torch.cuda.get_device_name(), "torch": torch.__version__}, f, indent=1)
 
 

@@ -57,16 +57,17 @@ def attention_reference(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: i
     return y.transpose(1, 2).reshape(kk, n, d)
 
 
-# Launch parameters: (query block rows, key block rows, warps, pipeline stages) of the forward and
-# backward kernels; blocks shrink for contexts shorter than a block. benches/bench_attention.py
-# times alternatives.
-CONFIG = {"fwd": (64, 64, 4, 2), "bwd": (64, 64, 4, 2)}
+# Launch parameters (block rows, warps, pipeline stages); blocks shrink for contexts shorter than
+# a block. benches/bench_attention.py times alternatives.
+#   fwd: (query block, key block, warps, stages)
+#   bwd: dk/dv pass (query step, key block), dq pass (query block, key step), warps, stages
+CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 64, 4, 2), "bwd": (32, 128, 128, 32, 4, 3)}
 
 
-def _launch(kind: str, t: int) -> tuple[int, int, int, int]:
-    bm, bn, warps, stages = CONFIG[kind]
+def _launch(kind: str, t: int) -> tuple[int, ...]:
+    *blocks, warps, stages = CONFIG[kind]
     small = max(16, triton.next_power_of_2(t))
-    return min(bm, small), min(bn, small), warps, stages
+    return (*(min(b, small) for b in blocks), warps, stages)
 
 
 if triton is not None:
@@ -131,7 +132,9 @@ if triton is not None:
 
     @triton.jit
     def _attn_bwd_dkdv_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr,
-                         HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr):
+                              HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr):
+        """dk, dv of one block of BN keys, looping over the queries that see them in steps of BM.
+        Queries are loaded transposed (HD, BM) so every product is a plain tile product."""
         pid_n = tl.program_id(0)
         pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
@@ -151,29 +154,34 @@ if triton is not None:
         v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
         dk = tl.zeros([BN, HD], tl.float32)
         dv = tl.zeros([BN, HD], tl.float32)
+        lse_base = LSE + pid_sh.to(tl.int64) * T
+        delta_base = DELTA + pid_sh.to(tl.int64) * T
         lo = (pid_n * BN // BM) * BM
         for start_m in range(lo, T, BM):
             rows = start_m + offs_m
             m_ok = rows < T
-            q = (tl.load(QKV + (row0 + rows[:, None]) * (3 * D) + h * HD + offs_d[None, :], mask=m_ok[:, None],
-                         other=0.0).to(tl.float32) + bq[None, :]).to(dt)
-            do = tl.load(DO + (row0 + rows[:, None]) * D + h * HD + offs_d[None, :], mask=m_ok[:, None], other=0.0)
-            lse = tl.load(LSE + pid_sh.to(tl.int64) * T + rows, mask=m_ok, other=0.0)
-            delta = tl.load(DELTA + pid_sh.to(tl.int64) * T + rows, mask=m_ok, other=0.0)
-            qk_t = tl.dot(k, tl.trans(q)) * qk_scale  # (BN, BM)
-            keep = (rows[None, :] >= offs_n[:, None]) & m_ok[None, :] & n_ok[:, None]
+            q_t = (tl.load(QKV + (row0 + rows[None, :]) * (3 * D) + h * HD + offs_d[:, None], mask=m_ok[None, :],
+                           other=0.0).to(tl.float32) + bq[:, None]).to(dt)  # (HD, BM)
+            do = tl.load(DO + (row0 + rows[:, None]) * D + h * HD + offs_d[None, :], mask=m_ok[:, None],
+                         other=0.0).to(dt)  # (BM, HD)
+            lse = tl.load(lse_base + rows, mask=m_ok, other=0.0)
+            delta = tl.load(delta_base + rows, mask=m_ok, other=0.0)
+            qk_t = tl.dot(k, q_t) * qk_scale  # (BN, BM)
+            keep = (rows[None, :] >= offs_n[:, None]) & m_ok[None, :]
             p_t = tl.where(keep, tl.exp2(qk_t - lse[None, :]), 0.0)
-            dv += tl.dot(p_t.to(dt), do.to(dt))
-            dp_t = tl.dot(v, tl.trans(do.to(dt)))
+            dv += tl.dot(p_t.to(dt), do)
+            dp_t = tl.dot(v, tl.trans(do))
             ds_t = p_t * (dp_t - delta[None, :])
-            dk += tl.dot(ds_t.to(dt), q)
+            dk += tl.dot(ds_t.to(dt), tl.trans(q_t))
         out = (row0 + offs_n[:, None]) * (3 * D) + h * HD + offs_d[None, :]
         tl.store(DQKV + out + D, (dk * sm_scale).to(DQKV.dtype.element_ty), mask=n_ok[:, None])
         tl.store(DQKV + out + 2 * D, dv.to(DQKV.dtype.element_ty), mask=n_ok[:, None])
 
     @triton.jit
     def _attn_bwd_dq_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr,
-                       HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr):
+                            HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr):
+        """dq of one block of BM queries, looping over the keys they see in steps of BN (keys and
+        values loaded transposed, (HD, BN))."""
         pid_m = tl.program_id(0)
         pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
@@ -199,15 +207,15 @@ if triton is not None:
         for start_n in range(0, hi, BN):
             cols = start_n + offs_n
             n_ok = cols < T
-            kv_row = (row0 + cols[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-            k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
-            v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
-            qk = tl.dot(q, tl.trans(k)) * qk_scale
-            keep = (offs_m[:, None] >= cols[None, :]) & n_ok[None, :] & m_ok[:, None]
+            kv_t = (row0 + cols[None, :]) * (3 * D) + h * HD + offs_d[:, None]
+            k_t = (tl.load(QKV + kv_t + D, mask=n_ok[None, :], other=0.0).to(tl.float32) + bk[:, None]).to(dt)
+            v_t = (tl.load(QKV + kv_t + 2 * D, mask=n_ok[None, :], other=0.0).to(tl.float32) + bv[:, None]).to(dt)
+            qk = tl.dot(q, k_t) * qk_scale
+            keep = (offs_m[:, None] >= cols[None, :]) & n_ok[None, :]
             p = tl.where(keep, tl.exp2(qk - lse[:, None]), 0.0)
-            dp = tl.dot(do, tl.trans(v))
+            dp = tl.dot(do, v_t)
             ds = p * (dp - delta[:, None])
-            dq += tl.dot(ds.to(dt), k)
+            dq += tl.dot(ds.to(dt), tl.trans(k_t))
         out = (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
         tl.store(DQKV + out, (dq * sm_scale).to(DQKV.dtype.element_ty), mask=m_ok[:, None])
 
@@ -248,13 +256,13 @@ def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_s
     seqs, d, hd, scale = _dims(qkv, n_seq, t, n_head)
     dqkv = torch.empty_like(qkv)
     delta = torch.empty(seqs * n_head, t, device=qkv.device, dtype=torch.float32)
-    bm, bn, warps, stages = _launch("bwd", t)
-    _attn_bwd_delta_kernel[(triton.cdiv(t, bm), seqs * n_head)](o, do, delta, t, n_head, d, hd, bm, num_warps=4)
-    _attn_bwd_dkdv_kernel[(triton.cdiv(t, bn), seqs * n_head)](
-        qkv, bias, do, lse, delta, dqkv, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm, bn,
+    bm1, bn1, bm2, bn2, warps, stages = _launch("bwd", t)
+    _attn_bwd_delta_kernel[(triton.cdiv(t, 64), seqs * n_head)](o, do, delta, t, n_head, d, hd, 64, num_warps=4)
+    _attn_bwd_dkdv_kernel[(triton.cdiv(t, bn1), seqs * n_head)](
+        qkv, bias, do, lse, delta, dqkv, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
         num_warps=warps, num_stages=stages)
-    _attn_bwd_dq_kernel[(triton.cdiv(t, bm), seqs * n_head)](
-        qkv, bias, do, lse, delta, dqkv, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm, bn,
+    _attn_bwd_dq_kernel[(triton.cdiv(t, bm2), seqs * n_head)](
+        qkv, bias, do, lse, delta, dqkv, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
         num_warps=warps, num_stages=stages)
     return dqkv
 
