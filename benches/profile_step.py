@@ -3,8 +3,12 @@
 Times 150 CUDA-graph-captured steps of one pack (K configs, batch B) for each variant of the
 forward pass, and writes a torch.profiler table of the first variant with kernel time per step
 grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
-  default   pyphase.model.packed_losses under torch.compile (what `pyphase train` runs)
-  sdpa      the stock attention it replaced: bias add, q/k/v split and transposes, flash SDPA
+  default   pyphase.model.packed_losses under torch.compile, static shapes
+  sdpa      the stock forward pyphase.attention and pyphase.mlp replaced: bias add, q/k/v split and
+            transposes, flash SDPA; bmm, bias + GELU, bmm
+  dynamic   default with the batch dimension dynamic, as `pyphase train` compiles it
+  torch_mlp   default with PYPHASE_MLP=torch (stock MLP, Triton attention)
+  sdpa_attn   default with PYPHASE_ATTENTION=sdpa (stock attention, fused MLP)
   autotune  the same with mode="max-autotune-no-cudagraphs" (Triton GEMM templates; slow set-up)
   flex      FlexAttention instead of scaled_dot_product_attention (on the stock layout)
   contig    q, k, v made contiguous before attention
@@ -97,9 +101,18 @@ for var in variants:
         ic.coordinate_descent_tuning = True
         mode = "max-autotune-no-cudagraphs"
     fn = packed_losses
+    os.environ.pop("PYPHASE_MLP", None)
+    os.environ.pop("PYPHASE_ATTENTION", None)
+    if var == "torch_mlp":
+        os.environ["PYPHASE_MLP"] = "torch"
+    if var == "sdpa_attn":
+        os.environ["PYPHASE_ATTENTION"] = "sdpa"
     if var in ("sdpa", "flex", "contig", "bf16res"):
         fn = make_losses(flex=var == "flex", contig=var == "contig", bf16res=var == "bf16res")
-    if var != "eager":
+    if var == "dynamic":  # what `pyphase train` runs: batch dimension marked dynamic (train.PackTrainer._step)
+        tr.use_compile = True
+        tr._losses = torch.compile(fn, dynamic=None)
+    elif var != "eager":
         tr._losses = torch.compile(fn, dynamic=False, mode=mode)
     tr.capture()
     for _ in range(10):

@@ -61,7 +61,7 @@ def attention_reference(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: i
 # a block. benches/bench_attention.py times alternatives.
 #   fwd: (query block, key block, warps, stages)
 #   bwd: dk/dv pass (query step, key block), dq pass (query block, key step), warps, stages
-CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 64, 4, 2), "bwd": (32, 128, 128, 32, 4, 3)}
+CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 64, 4, 3), "bwd": (32, 128, 128, 32, 4, 3)}
 
 
 def _launch(kind: str, t: int) -> tuple[int, ...]:
@@ -131,7 +131,7 @@ if triton is not None:
         tl.store(DELTA + pid_sh.to(tl.int64) * T + offs_m, tl.sum(o * do, 1), mask=ok)
 
     @triton.jit
-    def _attn_bwd_dkdv_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr,
+    def _attn_bwd_dkdv_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr,
                               HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr):
         """dk, dv of one block of BN keys, looping over the queries that see them in steps of BM.
         Queries are loaded transposed (HD, BM) so every product is a plain tile product."""
@@ -174,11 +174,16 @@ if triton is not None:
             ds_t = p_t * (dp_t - delta[None, :])
             dk += tl.dot(ds_t.to(dt), tl.trans(q_t))
         out = (row0 + offs_n[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-        tl.store(DQKV + out + D, (dk * sm_scale).to(DQKV.dtype.element_ty), mask=n_ok[:, None])
-        tl.store(DQKV + out + 2 * D, dv.to(DQKV.dtype.element_ty), mask=n_ok[:, None])
+        dk = (dk * sm_scale).to(DQKV.dtype.element_ty)
+        dv = dv.to(DQKV.dtype.element_ty)
+        tl.store(DQKV + out + D, dk, mask=n_ok[:, None])
+        tl.store(DQKV + out + 2 * D, dv, mask=n_ok[:, None])
+        # The bias gradient is the column sum of the stored gradient (rows outside T hold zeros).
+        tl.atomic_add(DB + model * 3 * D + D + h * HD + offs_d, tl.sum(dk.to(tl.float32), 0))
+        tl.atomic_add(DB + model * 3 * D + 2 * D + h * HD + offs_d, tl.sum(dv.to(tl.float32), 0))
 
     @triton.jit
-    def _attn_bwd_dq_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr,
+    def _attn_bwd_dq_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr,
                             HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr):
         """dq of one block of BM queries, looping over the keys they see in steps of BN (keys and
         values loaded transposed, (HD, BN))."""
@@ -217,7 +222,9 @@ if triton is not None:
             ds = p * (dp - delta[:, None])
             dq += tl.dot(ds.to(dt), tl.trans(k_t))
         out = (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-        tl.store(DQKV + out, (dq * sm_scale).to(DQKV.dtype.element_ty), mask=m_ok[:, None])
+        dq = (dq * sm_scale).to(DQKV.dtype.element_ty)
+        tl.store(DQKV + out, dq, mask=m_ok[:, None])
+        tl.atomic_add(DB + model * 3 * D + h * HD + offs_d, tl.sum(tl.where(m_ok[:, None], dq.to(tl.float32), 0.0), 0))
 
 
 def _dims(qkv: Tensor, n_seq: int, t: int, n_head: int) -> tuple[int, int, int, float]:
@@ -250,26 +257,29 @@ def _(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int) -> tuple[Tenso
 
 @torch.library.custom_op("pyphase::causal_attention_bwd", mutates_args=())
 def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_seq: int, t: int,
-              n_head: int) -> Tensor:
-    """Gradient of `_attn_fwd`'s output w.r.t. the projection, as one (K, B·T, 3d) tensor."""
+              n_head: int) -> tuple[Tensor, Tensor]:
+    """Gradients of `_attn_fwd`'s output w.r.t. the projection, as one (K, B·T, 3d) tensor, and
+    w.r.t. the bias, (K, 3d) fp32: the column sums of the former, accumulated by the kernels."""
     do, qkv, bias, o = do.contiguous(), qkv.contiguous(), bias.contiguous(), o.contiguous()
     seqs, d, hd, scale = _dims(qkv, n_seq, t, n_head)
     dqkv = torch.empty_like(qkv)
+    dbias = torch.zeros(bias.shape, device=bias.device, dtype=torch.float32)
     delta = torch.empty(seqs * n_head, t, device=qkv.device, dtype=torch.float32)
     bm1, bn1, bm2, bn2, warps, stages = _launch("bwd", t)
     _attn_bwd_delta_kernel[(triton.cdiv(t, 64), seqs * n_head)](o, do, delta, t, n_head, d, hd, 64, num_warps=4)
     _attn_bwd_dkdv_kernel[(triton.cdiv(t, bn1), seqs * n_head)](
-        qkv, bias, do, lse, delta, dqkv, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
+        qkv, bias, do, lse, delta, dqkv, dbias, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
         num_warps=warps, num_stages=stages)
     _attn_bwd_dq_kernel[(triton.cdiv(t, bm2), seqs * n_head)](
-        qkv, bias, do, lse, delta, dqkv, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
+        qkv, bias, do, lse, delta, dqkv, dbias, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
         num_warps=warps, num_stages=stages)
-    return dqkv
+    return dqkv, dbias
 
 
 @_attn_bwd.register_fake
-def _(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_seq: int, t: int, n_head: int) -> Tensor:
-    return torch.empty_like(qkv)
+def _(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_seq: int, t: int,
+      n_head: int) -> tuple[Tensor, Tensor]:
+    return torch.empty_like(qkv), bias.new_empty(bias.shape, dtype=torch.float32)
 
 
 def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
@@ -282,11 +292,10 @@ def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
 
 def _backward(ctx, do: Tensor, _dlse: Tensor):  # type: ignore[no-untyped-def]
     qkv, bias, o, lse = ctx.saved_tensors
-    dqkv = _attn_bwd(do, qkv, bias, o, lse, *ctx.dims)
-    # The bias is added to every row of its model: its gradient is the row sum (in fp32, then the
-    # bias's dtype, as autograd of `qkv + bias[:, None]` would give).
-    dbias = dqkv.float().sum(dim=1).to(ctx.bias_dtype)
-    return dqkv, dbias, None, None, None
+    dqkv, dbias = _attn_bwd(do, qkv, bias, o, lse, *ctx.dims)
+    # The bias is added to every row of its model: its gradient is the row sum, accumulated in fp32
+    # by the kernels and returned in the bias's dtype, as autograd of `qkv + bias[:, None]` gives.
+    return dqkv, dbias.to(ctx.bias_dtype), None, None, None
 
 
 _attn_fwd.register_autograd(_backward, setup_context=_setup)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pyphase.attention import causal_attention
+from pyphase.mlp import gelu_mlp
 
 if TYPE_CHECKING:
     from pyphase.config import ModelShape
@@ -207,8 +208,9 @@ def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tens
         y = causal_attention(torch.bmm(h, w[f"h{i}.attn_w"]), w[f"h{i}.attn_b"], b, t, nh)
         x = x + _linear(y, w[f"h{i}.proj_w"], w[f"h{i}.proj_b"])
         h = _ln(x, w[f"h{i}.ln2_w"], w[f"h{i}.ln2_b"])
-        h = F.gelu(_linear(h, w[f"h{i}.fc_w"], w[f"h{i}.fc_b"]))
-        x = x + _linear(h, w[f"h{i}.fc2_w"], w[f"h{i}.fc2_b"])
+        # gelu(h @ fc_w + fc_b) @ fc2_w, GELU fused into the GEMMs on CUDA (see mlp.py)
+        y = gelu_mlp(h, w[f"h{i}.fc_w"], w[f"h{i}.fc_b"], w[f"h{i}.fc2_w"])
+        x = x + (y + w[f"h{i}.fc2_b"][:, None].to(y.dtype))
     x = _ln(x, w["lnf_w"], w["lnf_b"])
     logits = torch.bmm(x, w["head_w"])  # (K, B*T, V)
     ce = F.cross_entropy(logits.float().reshape(-1, v), targets.reshape(-1), reduction="none")

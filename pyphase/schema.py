@@ -84,6 +84,7 @@ SUMMARY_DTYPES: dict[str, pl.DataType] = {
     "corpus_bigram_entropy": pl.Float64(),
     "corpus_vocab_size": pl.Int64(),
     "pack_size": pl.Int64(),
+    "setup_time_s": pl.Float64(),  # pack creation to first step: compile, capture, first evaluation
 }
 
 # Per-step telemetry (train rows every step or every log interval; val_loss only on eval steps).

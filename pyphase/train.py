@@ -96,6 +96,7 @@ class PackTrainer:
 
     def __init__(self, configs: Sequence["RunConfig"], corpus: "Corpus", device: str = "cpu",
                  precision: str = "auto", compile: bool | None = None, cuda_graph: bool | None = None) -> None:
+        self._created = time.perf_counter()
         check_pack(configs)
         self.configs = list(configs)
         self.c0 = c0 = configs[0]
@@ -146,11 +147,10 @@ class PackTrainer:
         vx, vy = _core.gather_windows(valid, vo, t_len)
         self.val_x = torch.from_numpy(vx).to(dev)
         self.val_y = torch.from_numpy(vy).to(dev)
-        self._losses: Callable[..., Tensor] = packed_losses
-        if self.use_compile:
-            self._losses = torch.compile(packed_losses, dynamic=False)
+        self._losses: Callable[..., Tensor] = _compiled_losses() if self.use_compile else packed_losses
         self._graph: torch.cuda.CUDAGraph | None = None
         self.wall = 0.0
+        self.setup_time = math.nan
 
     # ------------------------------------------------------------------ one step (graph-capturable)
     def _step(self) -> None:
@@ -159,6 +159,11 @@ class PackTrainer:
         off = self.offsets.index_select(0, t.view(1))[0]  # (K, B)
         win = self.tokens[off[..., None] + self.window]  # (K, B, T+1)
         x, y = win[..., :-1], win[..., 1:]
+        if self.use_compile:
+            # The batch size is a dynamic dimension: packs of another batch size (and the same
+            # shape) reuse the compiled forward/backward instead of compiling their own.
+            torch._dynamo.mark_dynamic(x, 1)
+            torch._dynamo.mark_dynamic(y, 1)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             losses = self._losses(self.shape, self.model._leaf, x, y)
         grads = torch.autograd.grad(losses.sum(), self.model.leaves)
@@ -291,6 +296,8 @@ class PackTrainer:
         ev = self.c0.eval_interval
         if start == 0 and not self.state.evals:
             self.state.evals.append((0, *self.evaluate()))
+        # Creation to the first step: data to the device, compilation, graph capture, first evaluation.
+        self.setup_time = time.perf_counter() - self._created
         bar = tqdm(total=self.steps, initial=start, disable=not progress, unit="step",
                    desc=f"B={self.c0.batch_size} K={self.k}", leave=False)
         t0 = time.perf_counter()
@@ -351,6 +358,7 @@ class PackTrainer:
                 "wall_time_s": self.wall,
                 "tokens_per_s": tokens / self.wall if self.wall > 0 else math.nan,
                 "pack_size": self.k,
+                "setup_time_s": self.setup_time,
                 "device": _device_name(self.device),
                 "torch_version": torch.__version__,
             }
@@ -376,6 +384,18 @@ class PackTrainer:
                 steps_df = pl.concat([pl.DataFrame([row0], schema=steps_df.schema), steps_df])
             outs.append(RunOutput(cfg, summary, steps_df.select(STEP_COLUMNS)))
         return outs
+
+
+_COMPILED: Callable[..., Tensor] | None = None
+
+
+def _compiled_losses() -> Callable[..., Tensor]:
+    """`packed_losses` under torch.compile, one wrapper per process (its compiled code is shared by
+    every pack whose shapes match up to the batch size, see `PackTrainer._step`)."""
+    global _COMPILED
+    if _COMPILED is None:
+        _COMPILED = torch.compile(packed_losses, dynamic=None)
+    return _COMPILED
 
 
 def _device_name(device: torch.device) -> str:

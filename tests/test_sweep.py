@@ -45,7 +45,7 @@ from pyphase.sweep import (
 REPO = Path(__file__).resolve().parents[1]
 # The only summary values allowed to differ between two sweeps: timings, and the commit (other work
 # may commit to the checkout while the tests run).
-VOLATILE_COLUMNS = ["wall_time_s", "tokens_per_s", "git_commit"]
+VOLATILE_COLUMNS = ["wall_time_s", "tokens_per_s", "setup_time_s", "git_commit"]
 # One thread: the smoke model is tiny (threads only add sync overhead, badly so on a loaded 2-core
 # machine), and in-process and subprocess sweeps then run the very same kernels.
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
