@@ -4,11 +4,11 @@ Times 150 CUDA-graph-captured steps of one pack (K configs, batch B) for each va
 forward pass, and writes a torch.profiler table of the first variant with kernel time per step
 grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
   default   pyphase.model.packed_losses under torch.compile, static shapes
-  sdpa      the stock forward pyphase.attention and pyphase.mlp replaced: bias add, q/k/v split and
-            transposes, flash SDPA; bmm, bias + GELU, bmm
+  sdpa      the stock attention pyphase.attention replaced: bias add, q/k/v split and transposes,
+            flash SDPA
   dynamic   default with the batch dimension dynamic, as `pyphase train` compiles it
-  torch_mlp   default with PYPHASE_MLP=torch (stock MLP, Triton attention)
-  sdpa_attn   default with PYPHASE_ATTENTION=sdpa (stock attention, fused MLP)
+  triton_mlp  default with PYPHASE_MLP=triton (pyphase.mlp's fused GELU GEMMs, opt-in)
+  sdpa_attn   default with PYPHASE_ATTENTION=sdpa
   autotune  the same with mode="max-autotune-no-cudagraphs" (Triton GEMM templates; slow set-up)
   flex      FlexAttention instead of scaled_dot_product_attention (on the stock layout)
   contig    q, k, v made contiguous before attention
@@ -103,8 +103,8 @@ for var in variants:
     fn = packed_losses
     os.environ.pop("PYPHASE_MLP", None)
     os.environ.pop("PYPHASE_ATTENTION", None)
-    if var == "torch_mlp":
-        os.environ["PYPHASE_MLP"] = "torch"
+    if var == "triton_mlp":
+        os.environ["PYPHASE_MLP"] = "triton"
     if var == "sdpa_attn":
         os.environ["PYPHASE_ATTENTION"] = "sdpa"
     if var in ("sdpa", "flex", "contig", "bf16res"):

@@ -208,7 +208,7 @@ def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tens
         y = causal_attention(torch.bmm(h, w[f"h{i}.attn_w"]), w[f"h{i}.attn_b"], b, t, nh)
         x = x + _linear(y, w[f"h{i}.proj_w"], w[f"h{i}.proj_b"])
         h = _ln(x, w[f"h{i}.ln2_w"], w[f"h{i}.ln2_b"])
-        # gelu(h @ fc_w + fc_b) @ fc2_w, GELU fused into the GEMMs on CUDA (see mlp.py)
+        # gelu(h @ fc_w + fc_b) @ fc2_w (stock bmm/GELU; fused Triton kernels opt-in, see mlp.py)
         y = gelu_mlp(h, w[f"h{i}.fc_w"], w[f"h{i}.fc_b"], w[f"h{i}.fc2_w"])
         x = x + (y + w[f"h{i}.fc2_b"][:, None].to(y.dtype))
     x = _ln(x, w["lnf_w"], w["lnf_b"])
