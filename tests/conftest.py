@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -43,3 +47,21 @@ def tinyshakespeare(shared_data: Path) -> Path:
 def tokens_u16() -> np.ndarray:
     """A 10,000-token array whose value at position i is a fixed function of i (easy to check)."""
     return (np.arange(10_000, dtype=np.int64) * 7919 % 65521).astype(np.uint16)
+
+
+@pytest.fixture(scope="session")
+def run_interpreted() -> Callable[[str, list[Any]], list[Any]]:
+    """Run `code` in a fresh Python with TRITON_INTERPRET=1 (Triton reads it when kernels are
+    defined, hence the subprocess), passing `cases` as JSON in argv[1]; return the JSON list it
+    prints last, one entry per case."""
+
+    def run(code: str, cases: list[Any]) -> list[Any]:
+        env = dict(os.environ, TRITON_INTERPRET="1")
+        r = subprocess.run([sys.executable, "-c", code, json.dumps(cases)], env=env, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        assert len(out) == len(cases)
+        return out
+
+    return run

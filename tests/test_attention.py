@@ -7,10 +7,6 @@ checked on CUDA only, against an fp64 reference, with the stock bf16 path's own 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -46,13 +42,8 @@ INTERPRETED = textwrap.dedent(
 SHAPES = [(2, 2, 40, 2, 16), (1, 2, 64, 4, 32), (2, 1, 100, 2, 32), (1, 1, 130, 1, 16)]
 
 
-def test_triton_kernels_match_sdpa_in_the_interpreter() -> None:
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    r = subprocess.run([sys.executable, "-c", INTERPRETED, json.dumps(SHAPES)], env=env, capture_output=True,
-                       text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    errs = json.loads(r.stdout.strip().splitlines()[-1])
-    assert len(errs) == len(SHAPES)
+def test_triton_kernels_match_sdpa_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
+    errs = run_interpreted(INTERPRETED, SHAPES)
     for shape, (out_err, dqkv_rel, dbias_rel) in zip(SHAPES, errs):
         assert out_err < 1e-5, (shape, out_err)
         assert dqkv_rel < 1e-5, (shape, dqkv_rel)

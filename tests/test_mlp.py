@@ -6,10 +6,6 @@ bf16 accuracy is checked on CUDA only, against fp64, with the stock bf16 path's 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -47,13 +43,8 @@ INTERPRETED = textwrap.dedent(
 SHAPES = [(2, 100, 32, 128, (32, 64, 16, 4, 2)), (1, 64, 48, 192, (64, 128, 64, 4, 2)), (2, 37, 16, 64, (16, 32, 16, 4, 2))]
 
 
-def test_fused_mlp_matches_stock_in_the_interpreter() -> None:
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    r = subprocess.run([sys.executable, "-c", INTERPRETED, json.dumps(SHAPES)], env=env, capture_output=True,
-                       text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    errs = json.loads(r.stdout.strip().splitlines()[-1])
-    assert len(errs) == len(SHAPES)
+def test_fused_mlp_matches_stock_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
+    errs = run_interpreted(INTERPRETED, SHAPES)
     for shape, e in zip(SHAPES, errs):
         assert max(e) < 1e-5, (shape, e)  # output, dh, dw1, db1, dw2 (relative to their max)
 
