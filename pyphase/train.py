@@ -159,9 +159,11 @@ class PackTrainer:
         off = self.offsets.index_select(0, t.view(1))[0]  # (K, B)
         win = self.tokens[off[..., None] + self.window]  # (K, B, T+1)
         x, y = win[..., :-1], win[..., 1:]
-        if self.use_compile:
+        if self.use_compile and x.shape[1] > 1:
             # The batch size is a dynamic dimension: packs of another batch size (and the same
-            # shape) reuse the compiled forward/backward instead of compiling their own.
+            # shape) reuse the compiled forward/backward instead of compiling their own (measured
+            # on the H100: 0.6% slower kernels, one slower compile instead of one per batch size;
+            # results/bench/README.md). Size 1 is left static, as torch.compile specialises it.
             torch._dynamo.mark_dynamic(x, 1)
             torch._dynamo.mark_dynamic(y, 1)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
