@@ -1,0 +1,80 @@
+"""The packed MLP with GELU fused into its GEMMs (pyphase.mlp, opt-in) against the stock path.
+
+Times forward + backward of gelu(h @ w1 + b1) @ w2 for K packed models, bf16, for
+  stock     bmm, bias + GELU, bmm under torch.compile (what `pyphase train` runs by default)
+  triton    pyphase.mlp.gelu_mlp for each launch configuration given (rows, hidden columns,
+            inner step, warps, stages; the same for the forward and the backward kernel)
+and the forward alone. CUDA only:
+    python benches/bench_mlp.py --k 5 --b 256 --configs "128,128,64,8,3;64,128,64,4,3" [--json PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from pyphase import mlp
+from pyphase.mlp import gelu_mlp, gelu_mlp_reference
+
+from bench_attention import timed  # noqa: E402  (benches/ is the script's own folder)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--b", type=int, default=256)
+    ap.add_argument("--t", type=int, default=256)
+    ap.add_argument("--d", type=int, default=128)
+    ap.add_argument("--ratio", type=int, default=4)
+    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--configs", default="")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    dev = "cuda"
+    g = torch.Generator(device=dev).manual_seed(0)
+    k, n, d, f = a.k, a.b * a.t, a.d, a.ratio * a.d
+    h = torch.randn(k, n, d, device=dev, generator=g).bfloat16().requires_grad_()
+    w1 = (torch.randn(k, d, f, device=dev, generator=g) * 0.1).bfloat16().requires_grad_()
+    b1 = (torch.randn(k, f, device=dev, generator=g) * 0.5).bfloat16().requires_grad_()
+    w2 = (torch.randn(k, f, d, device=dev, generator=g) * 0.05).bfloat16().requires_grad_()
+    dy = torch.randn(k, n, d, device=dev, generator=g).bfloat16()
+    ins = (h, w1, b1, w2)
+    stock = torch.compile(gelu_mlp_reference, dynamic=False)
+
+    def fused(*z):
+        return gelu_mlp(*z, use_triton=True)
+
+    def both(fn):
+        def step():
+            torch.autograd.grad(fn(*ins), ins, dy)
+        return step
+
+    print(f"GELU MLP fwd+bwd, K={k} N={n} d={d} hidden={f}, bf16, {torch.cuda.get_device_name()} torch {torch.__version__}")
+
+    def show(r):
+        print(f"  {r['variant']:<32} fwd+bwd {r['fwd+bwd_ms']:7.3f} ms (x{rows[0]['fwd+bwd_ms'] / r['fwd+bwd_ms']:.2f})"
+              f"   fwd {r['fwd_ms']:7.3f} ms (x{rows[0]['fwd_ms'] / r['fwd_ms']:.2f})", flush=True)
+
+    rows = [{"variant": "stock (compiled)", "fwd+bwd_ms": timed(both(stock), a.iters)}]
+    with torch.no_grad():
+        rows[0]["fwd_ms"] = timed(lambda: stock(*ins), a.iters)
+    show(rows[0])
+    base = dict(mlp.CONFIG)
+    for c in [c for c in a.configs.split(";") if c.strip()] or [",".join(map(str, base["fwd"]))]:
+        cfg = tuple(int(v) for v in c.split(","))
+        mlp.CONFIG.update(fwd=cfg, bwd=cfg)
+        r = {"variant": f"triton {cfg}", "fwd+bwd_ms": timed(both(fused), a.iters)}
+        with torch.no_grad():
+            r["fwd_ms"] = timed(lambda: fused(*ins), a.iters)
+        rows.append(r)
+        show(r)
+    mlp.CONFIG.update(base)
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump({"shape": dict(k=k, n=n, d=d, hidden=f), "rows": rows, "device": torch.cuda.get_device_name(),
+                       "torch": torch.__version__}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
