@@ -13,6 +13,7 @@ and recorded as diverged; the others train on unaffected.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -388,16 +389,12 @@ class PackTrainer:
         return outs
 
 
-_COMPILED: Callable[..., Tensor] | None = None
-
-
+@functools.cache
 def _compiled_losses() -> Callable[..., Tensor]:
-    """`packed_losses` under torch.compile, one wrapper per process (its compiled code is shared by
-    every pack whose shapes match up to the batch size, see `PackTrainer._step`)."""
-    global _COMPILED
-    if _COMPILED is None:
-        _COMPILED = torch.compile(packed_losses, dynamic=None)
-    return _COMPILED
+    """`packed_losses` under torch.compile, one wrapper per process: its compiled code is shared by
+    every pack whose shapes match up to the batch size (marked dynamic in `PackTrainer._step`; other
+    sizes become dynamic by torch.compile's own rule once they change)."""
+    return torch.compile(packed_losses, dynamic=None)
 
 
 def _device_name(device: torch.device) -> str:
