@@ -1,11 +1,11 @@
-"""The packed MLP with GELU fused into its GEMMs (pyphase.mlp, opt-in) against the stock path.
+"""The packed MLP as pyphase.mlp's fused Triton kernels against the stock path.
 
 Times forward + backward of gelu(h @ w1 + b1) @ w2 for K packed models, bf16, for
-  stock     bmm, bias + GELU, bmm under torch.compile (what `pyphase train` runs by default)
-  triton    pyphase.mlp.gelu_mlp for each launch configuration given (rows, hidden columns,
-            inner step, warps, stages; the same for the forward and the backward kernel)
-and the forward alone. CUDA only:
-    python benches/bench_mlp.py --k 5 --b 256 --configs "128,128,64,8,3;64,128,64,4,3" [--json PATH]
+  stock     bmm, bias + GELU, bmm under torch.compile (what `pyphase train` ran before pyphase.mlp)
+  triton    pyphase.mlp.gelu_mlp for each launch configuration given (rows per tile, hidden units
+            per chunk, warps, stages; the same for the forward and the backward kernel)
+and the forward alone (backward = the difference). CUDA only:
+    python benches/bench_mlp.py --k 5 --b 256 --configs "128,64,8,2;64,64,4,3" [--json PATH]
 """
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ def main() -> None:
 
     def show(r):
         print(f"  {r['variant']:<32} fwd+bwd {r['fwd+bwd_ms']:7.3f} ms (x{rows[0]['fwd+bwd_ms'] / r['fwd+bwd_ms']:.2f})"
-              f"   fwd {r['fwd_ms']:7.3f} ms (x{rows[0]['fwd_ms'] / r['fwd_ms']:.2f})", flush=True)
+              f"   fwd {r['fwd_ms']:7.3f} ms (x{rows[0]['fwd_ms'] / r['fwd_ms']:.2f})"
+              f"   bwd {r['fwd+bwd_ms'] - r['fwd_ms']:7.3f} ms", flush=True)
 
     rows = [{"variant": "stock (compiled)", "fwd+bwd_ms": timed(both(stock), a.iters)}]
     with torch.no_grad():

@@ -7,7 +7,8 @@ grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
   sdpa      the stock attention pyphase.attention replaced: bias add, q/k/v split and transposes,
             flash SDPA
   dynamic   default with the batch dimension dynamic, as `pyphase train` compiles it
-  triton_mlp  default with PYPHASE_MLP=triton (pyphase.mlp's fused GELU GEMMs, opt-in)
+  triton_mlp  default with PYPHASE_MLP=triton (pyphase.mlp's fused MLP kernels)
+  torch_mlp   default with PYPHASE_MLP=torch (stock bmm/GELU MLP)
   sdpa_attn   default with PYPHASE_ATTENTION=sdpa
   autotune  the same with mode="max-autotune-no-cudagraphs" (Triton GEMM templates; slow set-up)
   flex      FlexAttention instead of scaled_dot_product_attention (on the stock layout)
@@ -38,7 +39,7 @@ res = []
 
 def group(name):
     n = name.lower()
-    for key, pat in (("attention", r"flash|fmha|sdpa|attention|attn|dot_do_o|convert_dq"), ("matmul", r"nvjet|gemm|cutlass|sm90_xmma|bmm|mm_"),
+    for key, pat in (("fused_mlp", r"_mlp_"), ("attention", r"flash|fmha|sdpa|attention|attn|dot_do_o|convert_dq"), ("matmul", r"nvjet|gemm|cutlass|sm90_xmma|bmm|mm_"),
                      ("layernorm", r"layer_norm"), ("gelu", r"gelu"), ("cross_entropy", r"log_softmax|nll|softmax"),
                      ("embedding", r"embedding|index_put|scatter|sort|indexing|index_select|gather")):
         if re.search(pat, n):
@@ -103,8 +104,8 @@ for var in variants:
     fn = packed_losses
     os.environ.pop("PYPHASE_MLP", None)
     os.environ.pop("PYPHASE_ATTENTION", None)
-    if var == "triton_mlp":
-        os.environ["PYPHASE_MLP"] = "triton"
+    if var in ("triton_mlp", "torch_mlp"):
+        os.environ["PYPHASE_MLP"] = var.split("_")[0]
     if var == "sdpa_attn":
         os.environ["PYPHASE_ATTENTION"] = "sdpa"
     if var in ("sdpa", "flex", "contig", "bf16res"):

@@ -1,29 +1,27 @@
-"""The transformer MLP's GELU fused into its GEMMs, in Triton (CUDA).
+"""The transformer MLP, `gelu(h @ w1 + b1) @ w2`, as two fused Triton kernels (CUDA).
 
-`gelu_mlp(h, w1, b1, w2)` is `gelu(h @ w1 + b1) @ w2` for K packed models (the fc2 bias is left to
-the caller, where the compiler fuses it with the residual add). The stock path writes the 4d-wide
-hidden layer to memory four times more than it must: the fc1 product, then bias + GELU reading it
-and writing the activation; in the backward pass the gradient w.r.t. the activation, then GELU's
-backward reading it and the pre-activation and writing the pre-activation's gradient, then a
-separate reduction reading that again for the bias gradient. On the H100 at K = 5, B = 256 those
-elementwise passes took 0.27 + 0.37 + 0.11 ms per layer (results/bench/profile_k5_b256_flash_*.txt).
+`gelu_mlp(h, w1, b1, w2)` computes it for K packed models (the fc2 bias is left to the caller, where
+the compiler fuses it with the residual add). The stock path moves the 4d-wide hidden layer through
+memory many times: the fc1 product, then bias + GELU reading it and writing the activation, fc2
+reading that; in the backward pass the gradient w.r.t. the activation, GELU's backward reading it
+and the pre-activation, a separate reduction for the bias gradient, and the GEMM for the input's
+gradient reading the pre-activation's gradient again. Here:
 
-Here fc1's GEMM applies bias and GELU in its epilogue and writes the pre-activation (for the
-backward pass) and the activation; the backward GEMM `dy @ w2^T` applies GELU's derivative in its
-epilogue, writes the pre-activation's gradient and per-tile column sums for the bias gradient.
-The weight gradients and fc2 stay cuBLAS products.
+- forward, one kernel per tile of rows: for each chunk of hidden units, fc1's product, bias, GELU and
+  the chunk's contribution to fc2's product, accumulated on chip; the activation never reaches
+  memory. The pre-activation is written once, for the backward pass.
+- backward, one kernel per tile of rows: for each chunk of hidden units, `dy @ w2^T`, GELU's
+  derivative from the saved pre-activation, the pre-activation's gradient (written, with the
+  recomputed activation, for the weight gradients), its per-tile column sums (the bias gradient)
+  and its contribution to the input's gradient, accumulated on chip. The two weight gradients,
+  reductions over all rows, stay cuBLAS products.
 
-OFF by default (opt in with PYPHASE_MLP=triton): measured on the H100 (K = 5, B = 256, torch 2.11,
-Triton 3.6, commit cce6e46, `benches/profile_step.py --variants default,torch_mlp`), these kernels
-take 617 us (forward) and 833 us (backward) per layer against ~370 and ~585 us for the stock
-GEMM + elementwise kernels they replace, so the whole step is slower (20.76 vs 19.11 ms). They
-move less data than the stock path but run far from memory bandwidth; tuning the tiles (or
-Hopper-specific GEMMs) is open work.
+Numerics follow the stock path under bf16 autocast: GEMM outputs are rounded to the input dtype,
+the bias is added to the rounded product and rounded again, GELU (exact, erf) and its derivative
+are computed in fp32 from the rounded pre-activation. `gelu_mlp_reference` is the stock computation
+the tests compare against; on the CPU the kernels run in Triton's interpreter (fp32).
 
-Numerics follow the stock path under bf16 autocast: every GEMM output is rounded to the input
-dtype, the bias is added to the rounded product and rounded again, GELU (exact, erf) and its
-derivative are computed in fp32 from the rounded pre-activation. `gelu_mlp_reference` is the stock
-computation the tests compare against; on the CPU the kernels run in Triton's interpreter (fp32).
+Whether it is on by default, and what it measured, is stated at `supported`.
 """
 
 from __future__ import annotations
@@ -40,13 +38,13 @@ try:
 except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
     triton = None
 
-# (rows, hidden columns, inner step, warps, stages) of the two fused GEMMs.
-CONFIG: dict[str, tuple[int, ...]] = {"fwd": (128, 128, 64, 8, 3), "bwd": (128, 128, 64, 8, 3)}
+# (rows per tile, hidden units per chunk, warps, pipeline stages) of the two kernels.
+CONFIG: dict[str, tuple[int, ...]] = {"fwd": (128, 64, 8, 2), "bwd": (128, 64, 8, 2)}
 
 
 def supported(h: Tensor, w1: Tensor) -> bool:
-    """Whether to use the Triton kernels for these inputs (else `gelu_mlp_reference`): only when
-    PYPHASE_MLP=triton is set (they are slower so far, see the module's docstring)."""
+    """Whether to use the Triton kernels for these inputs (else `gelu_mlp_reference`): CUDA tensors
+    of a float dtype with d and the hidden width multiples of 16, unless PYPHASE_MLP=torch."""
     if triton is None or os.environ.get("PYPHASE_MLP", "").lower() != "triton":
         return False
     d, f = w1.shape[-2:]
@@ -62,55 +60,71 @@ def gelu_mlp_reference(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
 if triton is not None:
 
     @triton.jit
-    def _fc_gelu_fwd_kernel(H, W1, B1, PRE, G, N, D: tl.constexpr, FF: tl.constexpr, BM: tl.constexpr,
-                            BN: tl.constexpr, BK: tl.constexpr):
-        pid_n = tl.program_id(0)
-        pid_m = tl.program_id(1)
-        k = tl.program_id(2).to(tl.int64)
-        offs_m = pid_m * BM + tl.arange(0, BM)
-        offs_n = pid_n * BN + tl.arange(0, BN)
-        offs_k = tl.arange(0, BK)
-        m_ok = offs_m < N
-        dt = PRE.dtype.element_ty
-        acc = tl.zeros([BM, BN], tl.float32)
-        for kk in range(0, D, BK):
-            a = tl.load(H + k * N * D + offs_m[:, None] * D + (kk + offs_k)[None, :], mask=m_ok[:, None], other=0.0)
-            b = tl.load(W1 + k * D * FF + (kk + offs_k)[:, None] * FF + offs_n[None, :])
-            acc += tl.dot(a, b)
-        bias = tl.load(B1 + k * FF + offs_n).to(tl.float32)
-        pre = (acc.to(dt).to(tl.float32) + bias[None, :]).to(dt)
-        x = pre.to(tl.float32)
-        g = 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
-        out = k * N * FF + offs_m[:, None] * FF + offs_n[None, :]
-        tl.store(PRE + out, pre, mask=m_ok[:, None])
-        tl.store(G + out, g.to(dt), mask=m_ok[:, None])
+    def _gelu_parts(z):
+        """GELU's Gaussian CDF and density at z (fp32)."""
+        cdf = 0.5 * (1.0 + tl.erf(z * 0.7071067811865476))
+        pdf = tl.exp(-0.5 * z * z) * 0.3989422804014327
+        return cdf, pdf
 
     @triton.jit
-    def _fc_gelu_bwd_kernel(DY, W2, PRE, DPRE, DB1P, N, D: tl.constexpr, FF: tl.constexpr, BM: tl.constexpr,
-                            BN: tl.constexpr, BK: tl.constexpr):
-        pid_n = tl.program_id(0)
-        pid_m = tl.program_id(1)
-        k = tl.program_id(2).to(tl.int64)
-        offs_m = pid_m * BM + tl.arange(0, BM)
-        offs_n = pid_n * BN + tl.arange(0, BN)
-        offs_k = tl.arange(0, BK)
-        m_ok = offs_m < N
-        dt = DPRE.dtype.element_ty
-        acc = tl.zeros([BM, BN], tl.float32)
-        for kk in range(0, D, BK):
-            a = tl.load(DY + k * N * D + offs_m[:, None] * D + (kk + offs_k)[None, :], mask=m_ok[:, None], other=0.0)
-            b = tl.load(W2 + k * FF * D + offs_n[None, :] * D + (kk + offs_k)[:, None])  # w2^T tile (BK, BN)
-            acc += tl.dot(a, b)
-        out = k * N * FF + offs_m[:, None] * FF + offs_n[None, :]
-        x = tl.load(PRE + out, mask=m_ok[:, None], other=0.0).to(tl.float32)
-        cdf = 0.5 * (1.0 + tl.erf(x * 0.7071067811865476))
-        pdf = tl.exp(-0.5 * x * x) * 0.3989422804014327
-        dpre = (acc.to(dt).to(tl.float32) * (cdf + x * pdf)).to(dt)
-        tl.store(DPRE + out, dpre, mask=m_ok[:, None])
-        # This tile's share of the bias gradient (rows outside N are zeros): summed over tiles later,
-        # in a fixed order, so the result does not depend on scheduling.
-        part = tl.sum(tl.where(m_ok[:, None], dpre.to(tl.float32), 0.0), 0)
-        tl.store(DB1P + (k * tl.num_programs(1) + pid_m) * FF + offs_n, part)
+    def _mlp_fwd_kernel(H, W1, B1, W2, Y, PRE, N, D: tl.constexpr, FF: tl.constexpr, BD: tl.constexpr,
+                        BM: tl.constexpr, BH: tl.constexpr):
+        pid_m = tl.program_id(0)
+        k = tl.program_id(1).to(tl.int64)
+        rows = pid_m * BM + tl.arange(0, BM)
+        cols = tl.arange(0, BD)
+        r_ok = rows < N
+        c_ok = cols < D
+        dt = Y.dtype.element_ty
+        x = tl.load(H + k * N * D + rows[:, None] * D + cols[None, :], mask=r_ok[:, None] & c_ok[None, :], other=0.0)
+        acc = tl.zeros([BM, BD], tl.float32)
+        for j in range(0, FF, BH):
+            hid = j + tl.arange(0, BH)
+            h_ok = hid < FF
+            w1 = tl.load(W1 + k * D * FF + cols[:, None] * FF + hid[None, :], mask=c_ok[:, None] & h_ok[None, :],
+                         other=0.0)
+            bias = tl.load(B1 + k * FF + hid, mask=h_ok, other=0.0).to(tl.float32)
+            pre = (tl.dot(x, w1).to(dt).to(tl.float32) + bias[None, :]).to(dt)
+            tl.store(PRE + k * N * FF + rows[:, None] * FF + hid[None, :], pre, mask=r_ok[:, None] & h_ok[None, :])
+            z = pre.to(tl.float32)
+            cdf, _ = _gelu_parts(z)
+            w2 = tl.load(W2 + k * FF * D + hid[:, None] * D + cols[None, :], mask=h_ok[:, None] & c_ok[None, :],
+                         other=0.0)
+            acc += tl.dot((z * cdf).to(dt), w2)
+        tl.store(Y + k * N * D + rows[:, None] * D + cols[None, :], acc.to(dt), mask=r_ok[:, None] & c_ok[None, :])
+
+    @triton.jit
+    def _mlp_bwd_kernel(DY, W1, W2, PRE, DH, DPRE, G, DB1P, N, D: tl.constexpr, FF: tl.constexpr,
+                        BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr):
+        pid_m = tl.program_id(0)
+        k = tl.program_id(1).to(tl.int64)
+        rows = pid_m * BM + tl.arange(0, BM)
+        cols = tl.arange(0, BD)
+        r_ok = rows < N
+        c_ok = cols < D
+        dt = DH.dtype.element_ty
+        dy = tl.load(DY + k * N * D + rows[:, None] * D + cols[None, :], mask=r_ok[:, None] & c_ok[None, :], other=0.0)
+        acc = tl.zeros([BM, BD], tl.float32)
+        for j in range(0, FF, BH):
+            hid = j + tl.arange(0, BH)
+            h_ok = hid < FF
+            tile = k * N * FF + rows[:, None] * FF + hid[None, :]
+            t_ok = r_ok[:, None] & h_ok[None, :]
+            w2 = tl.load(W2 + k * FF * D + hid[:, None] * D + cols[None, :], mask=h_ok[:, None] & c_ok[None, :],
+                         other=0.0)
+            dg = tl.dot(dy, tl.trans(w2)).to(dt).to(tl.float32)
+            z = tl.load(PRE + tile, mask=t_ok, other=0.0).to(tl.float32)
+            cdf, pdf = _gelu_parts(z)
+            dpre = (dg * (cdf + z * pdf)).to(dt)
+            tl.store(DPRE + tile, dpre, mask=t_ok)
+            tl.store(G + tile, (z * cdf).to(dt), mask=t_ok)
+            # This tile's share of the bias gradient (rows outside N are zeros), summed over tiles
+            # later in a fixed order, so the result does not depend on scheduling.
+            tl.store(DB1P + (k * tl.num_programs(0) + pid_m) * FF + hid, tl.sum(dpre.to(tl.float32), 0), mask=h_ok)
+            w1 = tl.load(W1 + k * D * FF + cols[:, None] * FF + hid[None, :], mask=c_ok[:, None] & h_ok[None, :],
+                         other=0.0)
+            acc += tl.dot(dpre, tl.trans(w1))
+        tl.store(DH + k * N * D + rows[:, None] * D + cols[None, :], acc.to(dt), mask=r_ok[:, None] & c_ok[None, :])
 
 
 def _check(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[int, int, int, int]:
@@ -122,69 +136,65 @@ def _check(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[int, int, int
     return kk, n, d, f
 
 
-def _grid(kind: str, n: int, d: int, f: int, kk: int) -> tuple[tuple[int, int, int], tuple[int, ...]]:
-    """Grid and launch parameters; column and inner blocks shrink to powers of two dividing f and d
-    (both multiples of 16, see `supported`)."""
-    bm, bn, bk, warps, stages = CONFIG[kind]
-    while f % bn:
-        bn //= 2
-    while d % bk:
-        bk //= 2
-    return (f // bn, triton.cdiv(n, bm), kk), (bm, bn, bk, warps, stages)
+def _launch(kind: str, n: int, d: int, f: int, kk: int) -> tuple[tuple[int, int], dict[str, int]]:
+    """Grid and launch parameters: one program per tile of rows and model; the hidden chunk shrinks
+    to the next power of two at or above 16 when the hidden width is smaller."""
+    bm, bh, warps, stages = CONFIG[kind]
+    bh = min(bh, max(16, triton.next_power_of_2(f)))
+    return (triton.cdiv(n, bm), kk), dict(BD=max(16, triton.next_power_of_2(d)), BM=bm, BH=bh, num_warps=warps,
+                                           num_stages=stages)
 
 
 @torch.library.custom_op("pyphase::gelu_mlp_fwd", mutates_args=())
-def _mlp_fwd(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """→ output (K, N, d), pre-activation and activation (K, N, f)."""
+def _mlp_fwd(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[Tensor, Tensor]:
+    """→ output (K, N, d) and the pre-activation (K, N, f) saved for the backward pass."""
     h, w1, b1, w2 = (z.contiguous() for z in (h, w1, b1, w2))
     kk, n, d, f = _check(h, w1, b1, w2)
+    y = h.new_empty(kk, n, d)
     pre = h.new_empty(kk, n, f)
-    g = h.new_empty(kk, n, f)
-    grid, (bm, bn, bk, warps, stages) = _grid("fwd", n, d, f, kk)
-    _fc_gelu_fwd_kernel[grid](h, w1, b1, pre, g, n, d, f, bm, bn, bk, num_warps=warps, num_stages=stages)
-    return torch.bmm(g, w2), pre, g
+    grid, meta = _launch("fwd", n, d, f, kk)
+    _mlp_fwd_kernel[grid](h, w1, b1, w2, y, pre, n, d, f, **meta)
+    return y, pre
 
 
 @_mlp_fwd.register_fake
-def _(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[Tensor, Tensor]:
     kk, n, d, f = _check(h, w1, b1, w2)
-    return h.new_empty(kk, n, d), h.new_empty(kk, n, f), h.new_empty(kk, n, f)
+    return h.new_empty(kk, n, d), h.new_empty(kk, n, f)
 
 
 @torch.library.custom_op("pyphase::gelu_mlp_bwd", mutates_args=())
-def _mlp_bwd(dy: Tensor, h: Tensor, w1: Tensor, w2: Tensor, pre: Tensor,
-             g: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _mlp_bwd(dy: Tensor, h: Tensor, w1: Tensor, w2: Tensor, pre: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """→ gradients w.r.t. h, w1, b1 (fp32), w2."""
-    dy, h, w1, w2, pre, g = (z.contiguous() for z in (dy, h, w1, w2, pre, g))
+    dy, h, w1, w2, pre = (z.contiguous() for z in (dy, h, w1, w2, pre))
     kk, n, d = h.shape
     f = w1.shape[-1]
-    grid, (bm, bn, bk, warps, stages) = _grid("bwd", n, d, f, kk)
+    grid, meta = _launch("bwd", n, d, f, kk)
+    dh = torch.empty_like(h)
     dpre = torch.empty_like(pre)
-    parts = torch.empty(kk, grid[1], f, device=h.device, dtype=torch.float32)
-    _fc_gelu_bwd_kernel[grid](dy, w2, pre, dpre, parts, n, d, f, bm, bn, bk, num_warps=warps,
-                              num_stages=stages)
-    dh = torch.bmm(dpre, w1.transpose(1, 2))
+    g = torch.empty_like(pre)
+    parts = torch.empty(kk, grid[0], f, device=h.device, dtype=torch.float32)
+    _mlp_bwd_kernel[grid](dy, w1, w2, pre, dh, dpre, g, parts, n, d, f, **meta)
     dw1 = torch.bmm(h.transpose(1, 2), dpre)
     dw2 = torch.bmm(g.transpose(1, 2), dy)
     return dh, dw1, parts.sum(dim=1), dw2
 
 
 @_mlp_bwd.register_fake
-def _(dy: Tensor, h: Tensor, w1: Tensor, w2: Tensor, pre: Tensor, g: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _(dy: Tensor, h: Tensor, w1: Tensor, w2: Tensor, pre: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return (torch.empty_like(h), torch.empty_like(w1), w1.new_empty(w1.shape[0], w1.shape[2], dtype=torch.float32),
             torch.empty_like(w2))
 
 
 def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
     h, w1, b1, w2 = inputs
-    _, pre, g = output
-    ctx.save_for_backward(h, w1, w2, pre, g)
+    ctx.save_for_backward(h, w1, w2, output[1])
     ctx.b1_dtype = b1.dtype
 
 
-def _backward(ctx, dy: Tensor, _dpre: Tensor, _dg: Tensor):  # type: ignore[no-untyped-def]
-    h, w1, w2, pre, g = ctx.saved_tensors
-    dh, dw1, db1, dw2 = _mlp_bwd(dy, h, w1, w2, pre, g)
+def _backward(ctx, dy: Tensor, _dpre: Tensor):  # type: ignore[no-untyped-def]
+    h, w1, w2, pre = ctx.saved_tensors
+    dh, dw1, db1, dw2 = _mlp_bwd(dy, h, w1, w2, pre)
     return dh, dw1, db1.to(ctx.b1_dtype), dw2
 
 
@@ -194,7 +204,7 @@ _mlp_fwd.register_autograd(_backward, setup_context=_setup)
 def gelu_mlp(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, use_triton: bool | None = None) -> Tensor:
     """gelu(h @ w1 + b1) @ w2 for K models: h (K, N, d), w1 (K, d, f), b1 (K, f), w2 (K, f, d).
     Under autocast the operands are cast to its dtype, as torch.bmm would. Triton kernels where
-    `supported` (opt-in) or when `use_triton` forces them, else the stock path."""
+    `supported` or when `use_triton` forces them, else the stock path."""
     if torch.is_autocast_enabled(h.device.type):
         dt = torch.get_autocast_dtype(h.device.type)
         h, w1, b1, w2 = h.to(dt), w1.to(dt), b1.to(dt), w2.to(dt)

@@ -39,8 +39,10 @@ INTERPRETED = textwrap.dedent(
 )
 
 # (models, rows, d, hidden, launch config): ragged rows, blocks larger than the hidden width,
-# d not a power of two (inner block shrinks to 16).
-SHAPES = [(2, 100, 32, 128, (32, 64, 16, 4, 2)), (1, 64, 48, 192, (64, 128, 64, 4, 2)), (2, 37, 16, 64, (16, 32, 16, 4, 2))]
+# d not a power of two (masked columns), a hidden width not a multiple of the chunk, a chunk wider
+# than the hidden layer.
+SHAPES = [(2, 100, 32, 128, (32, 64, 4, 2)), (1, 64, 48, 192, (64, 128, 4, 2)), (2, 37, 16, 64, (16, 32, 4, 2)),
+          (1, 40, 32, 32, (16, 64, 4, 2))]
 
 
 def test_fused_mlp_matches_stock_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
