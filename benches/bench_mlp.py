@@ -3,9 +3,10 @@
 Times forward + backward of gelu(h @ w1 + b1) @ w2 for K packed models, bf16, for
   stock     bmm, bias + GELU, bmm under torch.compile (what `pyphase train` ran before pyphase.mlp)
   triton    pyphase.mlp.gelu_mlp for each launch configuration given (rows per tile, hidden units
-            per chunk, warps, stages; the same for the forward and the backward kernel)
-and the forward alone (backward = the difference). CUDA only:
-    python benches/bench_mlp.py --k 5 --b 256 --configs "128,64,8,2;64,64,4,3" [--json PATH]
+            per chunk, warps, stages) for both kernels, or "FWD/BWD" for separate ones, where BWD
+            may be "torch" (the backward pass in torch ops, compiled)
+and the forward alone (backward = the difference), with each kernel's registers and spills. CUDA only:
+    python benches/bench_mlp.py --k 5 --b 256 --configs "128,64,8,2;64,64,4,3/torch" [--json PATH]
 """
 from __future__ import annotations
 
@@ -62,14 +63,23 @@ def main() -> None:
         rows[0]["fwd_ms"] = timed(lambda: stock(*ins), a.iters)
     show(rows[0])
     base = dict(mlp.CONFIG)
+    fused_c = torch.compile(fused, dynamic=False)
     for c in [c for c in a.configs.split(";") if c.strip()] or [",".join(map(str, base["fwd"]))]:
-        cfg = tuple(int(v) for v in c.split(","))
-        mlp.CONFIG.update(fwd=cfg, bwd=cfg)
-        r = {"variant": f"triton {cfg}", "fwd+bwd_ms": timed(both(fused), a.iters)}
+        fc, _, bc = c.partition("/")
+        fwd = tuple(int(v) for v in fc.split(","))
+        bwd = None if bc.strip() == "torch" else tuple(int(v) for v in (bc or fc).split(","))
+        mlp.CONFIG.update(fwd=fwd, bwd=bwd)
+        torch._dynamo.reset()
+        fn = fused_c if bwd is None else fused  # the torch-op backward is meant to be compiled
+        r = {"variant": f"triton {c.strip()}", "fwd+bwd_ms": timed(both(fn), a.iters)}
         with torch.no_grad():
             r["fwd_ms"] = timed(lambda: fused(*ins), a.iters)
+        r["regs_spills"] = {kind: [getattr(ck, "n_regs", None), getattr(ck, "n_spills", None)]
+                            for kind, ck in mlp.LAST.items()}
+        mlp.LAST.clear()
         rows.append(r)
         show(r)
+        print(f"      registers/spills per kernel: {r['regs_spills']}", flush=True)
     mlp.CONFIG.update(base)
     if a.json:
         with open(a.json, "w") as fh:

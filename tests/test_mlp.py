@@ -21,8 +21,8 @@ INTERPRETED = textwrap.dedent(
     from pyphase import mlp
     from pyphase.mlp import gelu_mlp, gelu_mlp_reference
     out = []
-    for k, n, d, f, cfg in json.loads(sys.argv[1]):
-        mlp.CONFIG.update(fwd=tuple(cfg), bwd=tuple(cfg))
+    for k, n, d, f, cfg, bwd in json.loads(sys.argv[1]):
+        mlp.CONFIG.update(fwd=tuple(cfg), bwd=tuple(cfg) if bwd else None)
         g = torch.Generator().manual_seed(n)
         h = torch.randn(k, n, d, generator=g).requires_grad_()
         w1 = (torch.randn(k, d, f, generator=g) * 0.3).requires_grad_()
@@ -38,11 +38,14 @@ INTERPRETED = textwrap.dedent(
     """
 )
 
-# (models, rows, d, hidden, launch config): ragged rows, blocks larger than the hidden width,
+# (models, rows, d, hidden, launch config, backward kernel?): ragged rows, blocks larger than the hidden width,
 # d not a power of two (masked columns), a hidden width not a multiple of the chunk, a chunk wider
 # than the hidden layer.
-SHAPES = [(2, 100, 32, 128, (32, 64, 4, 2)), (1, 64, 48, 192, (64, 128, 4, 2)), (2, 37, 16, 64, (16, 32, 4, 2)),
-          (1, 40, 32, 32, (16, 64, 4, 2))]
+# The last flag: backward kernel (else the backward pass in torch ops). (2, 64, 32, 128) needs no masks.
+SHAPES = [(2, 100, 32, 128, (32, 64, 4, 2), True), (1, 64, 48, 192, (64, 128, 4, 2), True),
+          (2, 37, 16, 64, (16, 32, 4, 2), True), (1, 40, 32, 32, (16, 64, 4, 2), True),
+          (2, 64, 32, 128, (32, 64, 4, 2), True), (2, 64, 32, 128, (32, 64, 4, 2), False),
+          (2, 100, 32, 128, (32, 64, 4, 2), False)]
 
 
 def test_fused_mlp_matches_stock_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
@@ -65,7 +68,11 @@ def test_shape_mismatch_is_a_clear_error() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 accuracy of the compiled kernels needs CUDA")
 @pytest.mark.parametrize("n", [4096, 1000])
-def test_bf16_accuracy_on_cuda_matches_the_stock_path(n: int) -> None:
+@pytest.mark.parametrize("bwd_kernel", [True, False])
+def test_bf16_accuracy_on_cuda_matches_the_stock_path(n: int, bwd_kernel: bool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pyphase import mlp
+
+    monkeypatch.setitem(mlp.CONFIG, "bwd", mlp.CONFIG["bwd"] or (64, 64, 4, 2) if bwd_kernel else None)
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
     k, d, f = 3, 128, 512
