@@ -7,6 +7,8 @@ Times forward + backward of gelu(h @ w1 + b1) @ w2 for K packed models, bf16, fo
             may be "torch" (the backward pass in torch ops, compiled)
 and the forward alone (backward = the difference), with each kernel's registers and spills. CUDA only:
     python benches/bench_mlp.py --k 5 --b 256 --configs "128,64,8,2;64,64,4,3/torch" [--json PATH]
+A fifth number 0 in a backward configuration computes the bias gradient as a torch sum; a
+configuration that fails (e.g. out of shared memory) is reported and skipped.
 """
 from __future__ import annotations
 
@@ -64,19 +66,29 @@ def main() -> None:
     show(rows[0])
     base = dict(mlp.CONFIG)
     fused_c = torch.compile(fused, dynamic=False)
-    for c in [c for c in a.configs.split(";") if c.strip()] or [",".join(map(str, base["fwd"]))]:
+
+    def run_config(c: str) -> dict:
+        """"FWD" or "FWD/BWD" launch configurations → timings and register/spill counts."""
         fc, _, bc = c.partition("/")
         fwd = tuple(int(v) for v in fc.split(","))
         bwd = None if bc.strip() == "torch" else tuple(int(v) for v in (bc or fc).split(","))
-        mlp.CONFIG.update(fwd=fwd, bwd=bwd)
+        mlp.CONFIG.update(fwd=fwd[:4], bwd=bwd)
         torch._dynamo.reset()
         fn = fused_c if bwd is None else fused  # the torch-op backward is meant to be compiled
+        mlp.LAST.clear()
         r = {"variant": f"triton {c.strip()}", "fwd+bwd_ms": timed(both(fn), a.iters)}
         with torch.no_grad():
             r["fwd_ms"] = timed(lambda: fused(*ins), a.iters)
         r["regs_spills"] = {kind: [getattr(ck, "n_regs", None), getattr(ck, "n_spills", None)]
                             for kind, ck in mlp.LAST.items()}
-        mlp.LAST.clear()
+        return r
+
+    for c in [c for c in a.configs.split(";") if c.strip()] or [",".join(map(str, base["fwd"]))]:
+        try:
+            r = run_config(c)
+        except Exception as e:  # noqa: BLE001 - e.g. a launch configuration out of shared memory
+            print(f"  triton {c.strip()}: failed: {str(e).splitlines()[0][:160]}", flush=True)
+            continue
         rows.append(r)
         show(r)
         print(f"      registers/spills per kernel: {r['regs_spills']}", flush=True)

@@ -40,6 +40,8 @@ except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
 
 # (rows per tile, hidden units per chunk, warps, pipeline stages) of the two kernels; "bwd" None
 # computes the backward pass with torch ops instead (which torch.compile fuses like the stock path).
+# An optional fifth entry 0 for "bwd" leaves the bias gradient to a torch sum over the written
+# pre-activation gradient instead of per-tile partial sums in the kernel.
 CONFIG: dict[str, tuple[int, ...] | None] = {"fwd": (128, 64, 8, 2), "bwd": (128, 64, 8, 2)}
 # The last compiled kernel launched of each kind (register and spill counts for benches/bench_mlp.py).
 LAST: dict[str, object] = {}
@@ -117,7 +119,8 @@ if triton is not None:
 
     @triton.jit
     def _mlp_bwd_kernel(DY, W1, W2, PRE, DH, DPRE, G, DB1P, N, D: tl.constexpr, FF: tl.constexpr,
-                        BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr):
+                        BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr,
+                        BIAS_PARTS: tl.constexpr):
         pid_m = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
         row0 = pid_m.to(tl.int64) * BM
@@ -154,17 +157,19 @@ if triton is not None:
             dg = tl.dot(dy, tl.trans(w2)).to(dt).to(tl.float32)
             cdf, pdf = _gelu_parts(z)
             dpre = (dg * (cdf + z * pdf)).to(dt)
-            # This tile's share of the bias gradient (rows outside N are zeros), summed over tiles
-            # later in a fixed order, so the result does not depend on scheduling.
+            # With BIAS_PARTS, this tile's share of the bias gradient (rows outside N are zeros),
+            # summed over tiles later in a fixed order, so the result does not depend on scheduling.
             if EVEN:
                 tl.store(DPRE + tile, dpre)
                 tl.store(G + tile, (z * cdf).to(dt))
-                tl.store(DB1P + hid, tl.sum(dpre.to(tl.float32), 0))
+                if BIAS_PARTS:
+                    tl.store(DB1P + hid, tl.sum(dpre.to(tl.float32), 0))
                 w1 = tl.load(W1 + cols[:, None] * FF + hid[None, :])
             else:
                 tl.store(DPRE + tile, dpre, mask=t_ok)
                 tl.store(G + tile, (z * cdf).to(dt), mask=t_ok)
-                tl.store(DB1P + hid, tl.sum(dpre.to(tl.float32), 0), mask=h_ok)
+                if BIAS_PARTS:
+                    tl.store(DB1P + hid, tl.sum(dpre.to(tl.float32), 0), mask=h_ok)
                 w1 = tl.load(W1 + cols[:, None] * FF + hid[None, :], mask=c_ok[:, None] & h_ok[None, :], other=0.0)
             acc += tl.dot(dpre, tl.trans(w1))
         if EVEN:
@@ -187,11 +192,14 @@ def _launch(kind: str, n: int, d: int, f: int, kk: int) -> tuple[tuple[int, int]
     to the next power of two at or above 16 when the hidden width is smaller."""
     cfg = CONFIG[kind]
     assert cfg is not None
-    bm, bh, warps, stages = cfg
+    bm, bh, warps, stages = cfg[:4]
     bh = min(bh, max(16, triton.next_power_of_2(f)))
     bd = max(16, triton.next_power_of_2(d))
     even = n % bm == 0 and d == bd and f % bh == 0  # no tile needs masks
-    return (triton.cdiv(n, bm), kk), dict(BD=bd, BM=bm, BH=bh, EVEN=even, num_warps=warps, num_stages=stages)
+    meta = dict(BD=bd, BM=bm, BH=bh, EVEN=even, num_warps=warps, num_stages=stages)
+    if kind == "bwd":
+        meta["BIAS_PARTS"] = bool(cfg[4]) if len(cfg) > 4 else True
+    return (triton.cdiv(n, bm), kk), meta
 
 
 @torch.library.custom_op("pyphase::gelu_mlp_fwd", mutates_args=())
@@ -222,11 +230,12 @@ def _mlp_bwd(dy: Tensor, h: Tensor, w1: Tensor, w2: Tensor, pre: Tensor) -> tupl
     dh = torch.empty_like(h)
     dpre = torch.empty_like(pre)
     g = torch.empty_like(pre)
-    parts = torch.empty(kk, grid[0], f, device=h.device, dtype=torch.float32)
+    parts = torch.empty(kk, grid[0] if meta["BIAS_PARTS"] else 0, f, device=h.device, dtype=torch.float32)
     LAST["bwd"] = _mlp_bwd_kernel[grid](dy, w1, w2, pre, dh, dpre, g, parts, n, d, f, **meta)
     dw1 = torch.bmm(h.transpose(1, 2), dpre)
     dw2 = torch.bmm(g.transpose(1, 2), dy)
-    return dh, dw1, parts.sum(dim=1), dw2
+    db1 = parts.sum(dim=1) if meta["BIAS_PARTS"] else dpre.sum(dim=1, dtype=torch.float32)
+    return dh, dw1, db1, dw2
 
 
 @_mlp_bwd.register_fake

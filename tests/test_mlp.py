@@ -22,7 +22,7 @@ INTERPRETED = textwrap.dedent(
     from pyphase.mlp import gelu_mlp, gelu_mlp_reference
     out = []
     for k, n, d, f, cfg, bwd in json.loads(sys.argv[1]):
-        mlp.CONFIG.update(fwd=tuple(cfg), bwd=tuple(cfg) if bwd else None)
+        mlp.CONFIG.update(fwd=tuple(cfg[:4]), bwd=tuple(cfg) if bwd else None)
         g = torch.Generator().manual_seed(n)
         h = torch.randn(k, n, d, generator=g).requires_grad_()
         w1 = (torch.randn(k, d, f, generator=g) * 0.3).requires_grad_()
@@ -41,11 +41,12 @@ INTERPRETED = textwrap.dedent(
 # (models, rows, d, hidden, launch config, backward kernel?): ragged rows, blocks larger than the hidden width,
 # d not a power of two (masked columns), a hidden width not a multiple of the chunk, a chunk wider
 # than the hidden layer.
-# The last flag: backward kernel (else the backward pass in torch ops). (2, 64, 32, 128) needs no masks.
+# The last flag: backward kernel (else the backward pass in torch ops); a fifth config entry 0: bias
+# gradient as a torch sum. (2, 64, 32, 128) needs no masks.
 SHAPES = [(2, 100, 32, 128, (32, 64, 4, 2), True), (1, 64, 48, 192, (64, 128, 4, 2), True),
           (2, 37, 16, 64, (16, 32, 4, 2), True), (1, 40, 32, 32, (16, 64, 4, 2), True),
           (2, 64, 32, 128, (32, 64, 4, 2), True), (2, 64, 32, 128, (32, 64, 4, 2), False),
-          (2, 100, 32, 128, (32, 64, 4, 2), False)]
+          (2, 100, 32, 128, (32, 64, 4, 2), False), (2, 100, 32, 128, (32, 64, 4, 2, 0), True)]
 
 
 def test_fused_mlp_matches_stock_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
