@@ -7,7 +7,7 @@ grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
   sdpa      the stock attention pyphase.attention replaced: bias add, q/k/v split and transposes,
             flash SDPA
   dynamic   default with the batch dimension dynamic, as `pyphase train` compiles it
-  triton_mlp  default with PYPHASE_MLP=triton (pyphase.mlp's fused MLP kernels)
+  triton_mlp  PYPHASE_MLP=triton: pyphase.mlp's fused MLP kernels (the default on CUDA since 57fb4a4)
   torch_mlp   default with PYPHASE_MLP=torch (stock bmm/GELU MLP)
   sdpa_attn   default with PYPHASE_ATTENTION=sdpa
   autotune  the same with mode="max-autotune-no-cudagraphs" (Triton GEMM templates; slow set-up)
