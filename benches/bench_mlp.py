@@ -4,9 +4,10 @@ Times forward + backward of gelu(h @ w1 + b1) @ w2 for K packed models, bf16, fo
   stock     bmm, bias + GELU, bmm under torch.compile (what `pyphase train` ran before pyphase.mlp)
   triton    pyphase.mlp.gelu_mlp for each launch configuration given (rows per tile, hidden units
             per chunk, warps, stages) for both kernels, or "FWD/BWD" for separate ones, where BWD
-            may be "torch" (the backward pass in torch ops, compiled)
+            may be "torch" (the backward pass in torch ops, compiled) or start with "split:"
+            (pyphase.mlp.set_config reads them)
 and the forward alone (backward = the difference), with each kernel's registers and spills. CUDA only:
-    python benches/bench_mlp.py --k 5 --b 256 --configs "128,64,8,2;64,64,4,3/torch" [--json PATH]
+    python benches/bench_mlp.py --k 5 --b 256 --configs "128,64,8,2;64,64,4,3/split:64,32,4,3" [--json PATH]
 A fifth number 0 in a backward configuration computes the bias gradient as a torch sum; a
 configuration that fails (e.g. out of shared memory) is reported and skipped.
 """
@@ -69,12 +70,9 @@ def main() -> None:
 
     def run_config(c: str) -> dict:
         """"FWD" or "FWD/BWD" launch configurations → timings and register/spill counts."""
-        fc, _, bc = c.partition("/")
-        fwd = tuple(int(v) for v in fc.split(","))
-        bwd = None if bc.strip() == "torch" else tuple(int(v) for v in (bc or fc).split(","))
-        mlp.CONFIG.update(fwd=fwd[:4], bwd=bwd)
+        mlp.set_config(c)
         torch._dynamo.reset()
-        fn = fused_c if bwd is None else fused  # the torch-op backward is meant to be compiled
+        fn = fused_c if mlp.CONFIG["bwd_mode"] == "torch" else fused  # the torch-op backward is meant to be compiled
         mlp.LAST.clear()
         r = {"variant": f"triton {c.strip()}", "fwd+bwd_ms": timed(both(fn), a.iters)}
         with torch.no_grad():
@@ -92,6 +90,7 @@ def main() -> None:
         rows.append(r)
         show(r)
         print(f"      registers/spills per kernel: {r['regs_spills']}", flush=True)
+    mlp.CONFIG.clear()
     mlp.CONFIG.update(base)
     if a.json:
         with open(a.json, "w") as fh:

@@ -32,14 +32,12 @@ ap.add_argument("--b", type=int, default=256)
 ap.add_argument("--variants", default="default")
 ap.add_argument("--out", default=os.environ.get("OUT", "."))
 ap.add_argument("--profile-all", action="store_true")
-ap.add_argument("--mlp-config", default=None, help='pyphase.mlp launch configs "FWD/BWD" (BWD may be "torch")')
+ap.add_argument("--mlp-config", default=None, help='pyphase.mlp launch configuration "FWD/BWD" (pyphase.mlp.set_config)')
 a = ap.parse_args()
 corpus = load_corpus(a.data)
 if a.mlp_config:
     from pyphase import mlp
-    fc, _, bc = a.mlp_config.partition("/")
-    mlp.CONFIG.update(fwd=tuple(int(v) for v in fc.split(",")),
-                      bwd=None if bc == "torch" else tuple(int(v) for v in (bc or fc).split(",")))
+    mlp.set_config(a.mlp_config)
 K, B, variants, out = a.k, a.b, a.variants.split(","), a.out
 res = []
 

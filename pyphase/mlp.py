@@ -40,15 +40,33 @@ try:
 except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
     triton = None
 
-# (rows per tile, hidden units per chunk, warps, pipeline stages) of the two kernels; "bwd" None
-# computes the backward pass with torch ops instead (which torch.compile fuses like the stock path).
-# An optional fifth entry 0 for "bwd" leaves the bias gradient to a torch sum over the written
-# pre-activation gradient instead of per-tile partial sums in the kernel.
+# (rows per tile, hidden units per chunk, warps, pipeline stages) of the two kernels. An optional
+# fifth entry 0 for "bwd" leaves the bias gradient to a torch sum over the written pre-activation
+# gradient instead of per-tile partial sums in the kernel. "bwd_mode": "fused" (one program per
+# tile of rows walks all hidden chunks and accumulates the input's gradient on chip), "split" (one
+# program per tile and chunk; the input's gradient is a cuBLAS product) or "torch" (the backward
+# pass in torch ops, which torch.compile fuses like the stock path). `set_config` parses them.
 # Chosen by `benches/bench_mlp.py` on the H100 (K = 5, N = 65,536, d = 128, hidden 512; commit
 # 57fb4a4, results/bench/bench_mlp_57fb4a4.txt): forward 0.49 ms, backward 1.39 ms per layer.
-CONFIG: dict[str, tuple[int, ...] | None] = {"fwd": (64, 32, 4, 2), "bwd": (64, 32, 4, 3)}
+CONFIG: dict[str, tuple[int, ...] | str] = {"fwd": (64, 32, 4, 2), "bwd": (64, 32, 4, 3), "bwd_mode": "fused"}
 # The last compiled kernel launched of each kind (register and spill counts for benches/bench_mlp.py).
 LAST: dict[str, object] = {}
+
+
+def set_config(spec: str) -> None:
+    """Set CONFIG from "FWD" or "FWD/BWD": FWD "rows,hidden,warps,stages" (also used for BWD when
+    BWD is absent), BWD "torch", "split:..." or "..." (fused) with an optional fifth entry."""
+    fc, _, bc = spec.strip().partition("/")
+    mode, _, nums = bc.strip().rpartition(":")
+    try:
+        fwd = tuple(int(v) for v in fc.split(","))
+        bwd = fwd if nums == "torch" else tuple(int(v) for v in (nums or fc).split(","))
+    except ValueError:
+        raise ValueError(f"MLP launch configuration {spec!r}: expected integers like '64,32,4,2/split:64,32,4,3'") from None
+    if len(fwd) != 4 or len(bwd) not in (4, 5) or mode not in ("", "fused", "split"):
+        raise ValueError(f"MLP launch configuration {spec!r}: expected 'FWD' or 'FWD/BWD' with 4 numbers each "
+                         "(BWD may add a fifth, or be 'torch', or start with 'split:')")
+    CONFIG.update(fwd=fwd, bwd=bwd, bwd_mode="torch" if nums == "torch" else (mode or "fused"))
 
 
 def supported(h: Tensor, w1: Tensor) -> bool:
@@ -128,16 +146,19 @@ if triton is not None:
     @triton.jit
     def _mlp_bwd_kernel(DY, W1, W2, PRE, DH, DPRE, G, DB1P, N, D: tl.constexpr, FF: tl.constexpr,
                         BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr,
-                        BIAS_PARTS: tl.constexpr):
-        pid_m = tl.program_id(0)
-        k = tl.program_id(1).to(tl.int64)
+                        BIAS_PARTS: tl.constexpr, SPAN: tl.constexpr, FUSE_DX: tl.constexpr):
+        # Program (c, m, k) handles hidden units [c·SPAN, (c+1)·SPAN) of row tile m of model k; with
+        # FUSE_DX (SPAN = FF) it also accumulates the input's gradient over all of them.
+        j0 = tl.program_id(0) * SPAN
+        pid_m = tl.program_id(1)
+        k = tl.program_id(2).to(tl.int64)
         row0 = pid_m.to(tl.int64) * BM
         DY += (k * N + row0) * D
         DH += (k * N + row0) * D
         PRE += (k * N + row0) * FF
         DPRE += (k * N + row0) * FF
         G += (k * N + row0) * FF
-        DB1P += (k * tl.num_programs(0) + pid_m) * FF
+        DB1P += (k * tl.num_programs(1) + pid_m) * FF
         W1 += k * D * FF
         W2 += k * FF * D
         rows = tl.arange(0, BM)
@@ -150,7 +171,7 @@ if triton is not None:
         else:
             dy = tl.load(DY + rows[:, None] * D + cols[None, :], mask=r_ok[:, None] & c_ok[None, :], other=0.0)
         acc = tl.zeros([BM, BD], tl.float32)
-        for j in range(0, FF, BH):
+        for j in range(j0, j0 + SPAN, BH):
             hid = j + tl.arange(0, BH)
             h_ok = hid < FF
             tile = rows[:, None] * FF + hid[None, :]
@@ -172,18 +193,23 @@ if triton is not None:
                 tl.store(G + tile, (z * cdf).to(dt))
                 if BIAS_PARTS:
                     tl.store(DB1P + hid, tl.sum(dpre.to(tl.float32), 0))
-                w1 = tl.load(W1 + cols[:, None] * FF + hid[None, :])
+                if FUSE_DX:
+                    w1 = tl.load(W1 + cols[:, None] * FF + hid[None, :])
             else:
                 tl.store(DPRE + tile, dpre, mask=t_ok)
                 tl.store(G + tile, (z * cdf).to(dt), mask=t_ok)
                 if BIAS_PARTS:
                     tl.store(DB1P + hid, tl.sum(dpre.to(tl.float32), 0), mask=h_ok)
-                w1 = tl.load(W1 + cols[:, None] * FF + hid[None, :], mask=c_ok[:, None] & h_ok[None, :], other=0.0)
-            acc += tl.dot(dpre, tl.trans(w1))
-        if EVEN:
-            tl.store(DH + rows[:, None] * D + cols[None, :], acc.to(dt))
-        else:
-            tl.store(DH + rows[:, None] * D + cols[None, :], acc.to(dt), mask=r_ok[:, None] & c_ok[None, :])
+                if FUSE_DX:
+                    w1 = tl.load(W1 + cols[:, None] * FF + hid[None, :], mask=c_ok[:, None] & h_ok[None, :],
+                                 other=0.0)
+            if FUSE_DX:
+                acc += tl.dot(dpre, tl.trans(w1))
+        if FUSE_DX:
+            if EVEN:
+                tl.store(DH + rows[:, None] * D + cols[None, :], acc.to(dt))
+            else:
+                tl.store(DH + rows[:, None] * D + cols[None, :], acc.to(dt), mask=r_ok[:, None] & c_ok[None, :])
 
 
 def _check(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[int, int, int, int]:
@@ -195,19 +221,23 @@ def _check(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[int, int, int
     return kk, n, d, f
 
 
-def _launch(kind: str, n: int, d: int, f: int, kk: int) -> tuple[tuple[int, int], dict[str, int]]:
-    """Grid and launch parameters: one program per tile of rows and model; the hidden chunk shrinks
-    to the next power of two at or above 16 when the hidden width is smaller."""
+def _launch(kind: str, n: int, d: int, f: int, kk: int) -> tuple[tuple[int, ...], dict[str, int]]:
+    """Grid and launch parameters: one program per tile of rows and model (and, for the split
+    backward pass, per hidden chunk); the hidden chunk shrinks to the next power of two at or above
+    16 when the hidden width is smaller."""
     cfg = CONFIG[kind]
-    assert cfg is not None
+    assert isinstance(cfg, tuple)
     bm, bh, warps, stages = cfg[:4]
     bh = min(bh, max(16, triton.next_power_of_2(f)))
     bd = max(16, triton.next_power_of_2(d))
     even = n % bm == 0 and d == bd and f % bh == 0  # no tile needs masks
     meta = dict(BD=bd, BM=bm, BH=bh, EVEN=even, num_warps=warps, num_stages=stages)
-    if kind == "bwd":
-        meta["BIAS_PARTS"] = bool(cfg[4]) if len(cfg) > 4 else True
-    return (triton.cdiv(n, bm), kk), meta
+    if kind == "fwd":
+        return (triton.cdiv(n, bm), kk), meta
+    split = CONFIG["bwd_mode"] == "split"
+    span = bh if split else triton.cdiv(f, bh) * bh
+    meta.update(BIAS_PARTS=bool(cfg[4]) if len(cfg) > 4 else True, SPAN=span, FUSE_DX=not split)
+    return (triton.cdiv(f, span), triton.cdiv(n, bm), kk), meta
 
 
 @torch.library.custom_op("pyphase::gelu_mlp_fwd", mutates_args=())
@@ -238,8 +268,10 @@ def _mlp_bwd(dy: Tensor, h: Tensor, w1: Tensor, w2: Tensor, pre: Tensor) -> tupl
     dh = torch.empty_like(h)
     dpre = torch.empty_like(pre)
     g = torch.empty_like(pre)
-    parts = torch.empty(kk, grid[0] if meta["BIAS_PARTS"] else 0, f, device=h.device, dtype=torch.float32)
+    parts = torch.empty(kk, grid[1] if meta["BIAS_PARTS"] else 0, f, device=h.device, dtype=torch.float32)
     LAST["bwd"] = _mlp_bwd_kernel[grid](dy, w1, w2, pre, dh, dpre, g, parts, n, d, f, **meta)
+    if not meta["FUSE_DX"]:
+        torch.bmm(dpre, w1.transpose(1, 2), out=dh)
     dw1 = torch.bmm(h.transpose(1, 2), dpre)
     dw2 = torch.bmm(g.transpose(1, 2), dy)
     db1 = parts.sum(dim=1) if meta["BIAS_PARTS"] else dpre.sum(dim=1, dtype=torch.float32)
@@ -272,7 +304,7 @@ def _mlp_bwd_torch(dy: Tensor, h: Tensor, w1: Tensor, w2: Tensor, pre: Tensor) -
 
 def _backward(ctx, dy: Tensor, _dpre: Tensor):  # type: ignore[no-untyped-def]
     h, w1, w2, pre = ctx.saved_tensors
-    bwd = _mlp_bwd if CONFIG["bwd"] is not None else _mlp_bwd_torch
+    bwd = _mlp_bwd_torch if CONFIG["bwd_mode"] == "torch" else _mlp_bwd
     dh, dw1, db1, dw2 = bwd(dy, h, w1, w2, pre)
     return dh, dw1, db1.to(ctx.b1_dtype), dw2
 

@@ -21,8 +21,8 @@ INTERPRETED = textwrap.dedent(
     from pyphase import mlp
     from pyphase.mlp import gelu_mlp, gelu_mlp_reference
     out = []
-    for k, n, d, f, cfg, bwd in json.loads(sys.argv[1]):
-        mlp.CONFIG.update(fwd=tuple(cfg[:4]), bwd=tuple(cfg) if bwd else None)
+    for k, n, d, f, spec in json.loads(sys.argv[1]):
+        mlp.set_config(spec)
         g = torch.Generator().manual_seed(n)
         h = torch.randn(k, n, d, generator=g).requires_grad_()
         w1 = (torch.randn(k, d, f, generator=g) * 0.3).requires_grad_()
@@ -38,15 +38,14 @@ INTERPRETED = textwrap.dedent(
     """
 )
 
-# (models, rows, d, hidden, launch config, backward kernel?): ragged rows, blocks larger than the hidden width,
-# d not a power of two (masked columns), a hidden width not a multiple of the chunk, a chunk wider
-# than the hidden layer.
-# The last flag: backward kernel (else the backward pass in torch ops); a fifth config entry 0: bias
-# gradient as a torch sum. (2, 64, 32, 128) needs no masks.
-SHAPES = [(2, 100, 32, 128, (32, 64, 4, 2), True), (1, 64, 48, 192, (64, 128, 4, 2), True),
-          (2, 37, 16, 64, (16, 32, 4, 2), True), (1, 40, 32, 32, (16, 64, 4, 2), True),
-          (2, 64, 32, 128, (32, 64, 4, 2), True), (2, 64, 32, 128, (32, 64, 4, 2), False),
-          (2, 100, 32, 128, (32, 64, 4, 2), False), (2, 100, 32, 128, (32, 64, 4, 2, 0), True)]
+# (models, rows, d, hidden, launch configuration as `mlp.set_config` reads it): ragged rows, blocks
+# larger than the hidden width, d not a power of two (masked columns), a hidden width not a multiple
+# of the chunk, a chunk wider than the hidden layer; (2, 64, 32, 128) needs no masks; the three
+# backward modes, and the bias gradient as a torch sum (fifth entry 0).
+SHAPES = [(2, 100, 32, 128, "32,64,4,2"), (1, 64, 48, 192, "64,128,4,2"), (2, 37, 16, 64, "16,32,4,2"),
+          (1, 40, 32, 32, "16,64,4,2"), (2, 64, 32, 128, "32,64,4,2"), (2, 64, 32, 128, "32,64,4,2/torch"),
+          (2, 100, 32, 128, "32,64,4,2/torch"), (2, 100, 32, 128, "32,64,4,2/32,64,4,2,0"),
+          (2, 100, 48, 192, "32,64,4,2/split:32,64,4,2"), (2, 64, 32, 128, "32,64,4,2/split:32,32,4,2,0")]
 
 
 def test_fused_mlp_matches_stock_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
@@ -61,6 +60,25 @@ def test_cpu_path_is_the_stock_computation() -> None:
     assert torch.equal(gelu_mlp(h, w1, b1, w2), gelu_mlp_reference(h, w1, b1, w2))
 
 
+def test_launch_configuration_parsing() -> None:
+    from pyphase import mlp
+
+    saved = dict(mlp.CONFIG)
+    try:
+        mlp.set_config("64,32,4,2/split:128,16,8,3,0")
+        assert mlp.CONFIG == {"fwd": (64, 32, 4, 2), "bwd": (128, 16, 8, 3, 0), "bwd_mode": "split"}
+        mlp.set_config("32,32,2,2")
+        assert mlp.CONFIG == {"fwd": (32, 32, 2, 2), "bwd": (32, 32, 2, 2), "bwd_mode": "fused"}
+        mlp.set_config("32,32,2,2/torch")
+        assert mlp.CONFIG["bwd_mode"] == "torch" and mlp.CONFIG["fwd"] == (32, 32, 2, 2)
+        for bad in ("64,32,4", "a,b,c,d", "64,32,4,2/fast:64,32,4,2", "64,32,4,2/1,2,3"):
+            with pytest.raises(ValueError, match="MLP launch configuration"):
+                mlp.set_config(bad)
+    finally:
+        mlp.CONFIG.clear()
+        mlp.CONFIG.update(saved)
+
+
 def test_shape_mismatch_is_a_clear_error() -> None:
     h, w1, b1, w2 = torch.randn(1, 8, 16), torch.randn(1, 16, 64), torch.randn(1, 32), torch.randn(1, 64, 16)
     with pytest.raises(ValueError, match="MLP shapes do not match"):
@@ -69,11 +87,11 @@ def test_shape_mismatch_is_a_clear_error() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 accuracy of the compiled kernels needs CUDA")
 @pytest.mark.parametrize("n", [4096, 1000])
-@pytest.mark.parametrize("bwd_kernel", [True, False])
-def test_bf16_accuracy_on_cuda_matches_the_stock_path(n: int, bwd_kernel: bool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("mode", ["fused", "split", "torch"])
+def test_bf16_accuracy_on_cuda_matches_the_stock_path(n: int, mode: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from pyphase import mlp
 
-    monkeypatch.setitem(mlp.CONFIG, "bwd", mlp.CONFIG["bwd"] or (64, 64, 4, 2) if bwd_kernel else None)
+    monkeypatch.setitem(mlp.CONFIG, "bwd_mode", mode)
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
     k, d, f = 3, 128, 512
