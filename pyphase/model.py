@@ -5,7 +5,8 @@
 - `PackedNanoTransformer`: K independent models of one shape trained as one batched model. Every
   parameter has a leading K axis and lives as a view of one flat (K, P) buffer, so per-model gradient
   norms, clipping and the optimizer step are a few kernels over that buffer, whatever K is. On CUDA
-  its attention runs as `pyphase.attention`'s Triton kernels (same computation, fewer copies).
+  its attention and MLP run as Triton kernels (`pyphase.attention`, `pyphase.mlp`: same computation,
+  less memory traffic).
 
 With V = 200 the default shape (d_model 128, 4 layers, 4 heads, MLP 4x, context 256) has 877,312
 parameters, the figure the trainer issue quotes; with Tiny Shakespeare's 65 characters it has 842,752.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
@@ -194,26 +195,50 @@ class PackedNanoTransformer(nn.Module):
         return packed_losses(self.shape, self._leaf, idx, targets)
 
 
-def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tensor) -> Tensor:
+# One block's parameters, in `Shape.param_shapes` order (names under "h{i}.").
+BLOCK_PARAMS = ("ln1_w", "ln1_b", "attn_w", "attn_b", "proj_w", "proj_b", "ln2_w", "ln2_b",
+                "fc_w", "fc_b", "fc2_w", "fc2_b")
+
+
+def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tensor,
+                  block: Callable[..., Tensor] | None = None, head: Callable[..., Tensor] | None = None) -> Tensor:
     """Forward pass of K models with parameters `w[name]` of shape (K, *shape): per-model mean
-    cross-entropy (K,) in fp32. A pure function, so `torch.compile` can trace it."""
-    s = shape
-    kk, b, t = idx.shape
-    d, nh, v = s.d_model, s.n_head, s.vocab_size
+    cross-entropy (K,) in fp32. A pure function, so `torch.compile` can trace it whole; `block` and
+    `head` replace `transformer_block` and `head_losses` (with their compiled forms, for regional
+    compilation: train.py)."""
+    block, head = block or transformer_block, head or head_losses
+    kk, _, t = idx.shape
+    d, v = shape.d_model, shape.vocab_size
     offs = (torch.arange(kk, device=idx.device) * v).view(kk, 1, 1)
-    x = F.embedding(idx + offs, w["wte"].reshape(kk * v, d))  # (K, B, T, d)
-    x = (x + w["wpe"][:, None, :t]).reshape(kk, b * t, d)
-    for i in range(s.n_layer):
-        h = _ln(x, w[f"h{i}.ln1_w"], w[f"h{i}.ln1_b"])
-        # The projection's bias is added inside the attention (as it reads q, k, v), see attention.py.
-        y = causal_attention(torch.bmm(h, w[f"h{i}.attn_w"]), w[f"h{i}.attn_b"], b, t, nh)
-        x = x + _linear(y, w[f"h{i}.proj_w"], w[f"h{i}.proj_b"])
-        h = _ln(x, w[f"h{i}.ln2_w"], w[f"h{i}.ln2_b"])
-        # gelu(h @ fc_w + fc_b) @ fc2_w (stock bmm/GELU; fused Triton kernels opt-in, see mlp.py)
-        y = gelu_mlp(h, w[f"h{i}.fc_w"], w[f"h{i}.fc_b"], w[f"h{i}.fc2_w"])
-        x = x + (y + w[f"h{i}.fc2_b"][:, None].to(y.dtype))
-    x = _ln(x, w["lnf_w"], w["lnf_b"])
-    logits = torch.bmm(x, w["head_w"])  # (K, B*T, V)
+    x = F.embedding(idx + offs, w["wte"].reshape(kk * v, d)) + w["wpe"][:, None, :t]  # (K, B, T, d)
+    for i in range(shape.n_layer):
+        x = block(x, *(w[f"h{i}.{n}"] for n in BLOCK_PARAMS), shape.n_head)
+    return head(x, w["lnf_w"], w["lnf_b"], w["head_w"], targets)
+
+
+def transformer_block(x: Tensor, ln1_w: Tensor, ln1_b: Tensor, attn_w: Tensor, attn_b: Tensor, proj_w: Tensor,
+                      proj_b: Tensor, ln2_w: Tensor, ln2_b: Tensor, fc_w: Tensor, fc_b: Tensor, fc2_w: Tensor,
+                      fc2_b: Tensor, n_head: int) -> Tensor:
+    """One pre-LN block of K models on the residual stream x (K, B, T, d) → (K, B, T, d)."""
+    kk, b, t, d = x.shape
+    x = x.reshape(kk, b * t, d)
+    h = _ln(x, ln1_w, ln1_b)
+    # The projection's bias is added inside the attention (as it reads q, k, v), see attention.py.
+    y = causal_attention(torch.bmm(h, attn_w), attn_b, b, t, n_head)
+    x = x + _linear(y, proj_w, proj_b)
+    h = _ln(x, ln2_w, ln2_b)
+    # gelu(h @ fc_w + fc_b) @ fc2_w: fused Triton kernels on CUDA (see mlp.py), stock bmm/GELU elsewhere
+    y = gelu_mlp(h, fc_w, fc_b, fc2_w)
+    x = x + (y + fc2_b[:, None].to(y.dtype))
+    return x.view(kk, b, t, d)
+
+
+def head_losses(x: Tensor, lnf_w: Tensor, lnf_b: Tensor, head_w: Tensor, targets: Tensor) -> Tensor:
+    """Final LayerNorm, output head and per-model mean cross-entropy: x (K, B, T, d) → (K,) fp32."""
+    kk, b, t, d = x.shape
+    v = head_w.shape[-1]
+    x = _ln(x.reshape(kk, b * t, d), lnf_w, lnf_b)
+    logits = torch.bmm(x, head_w)  # (K, B*T, V)
     ce = F.cross_entropy(logits.float().reshape(-1, v), targets.reshape(-1), reduction="none")
     return ce.view(kk, b * t).mean(dim=1)
 

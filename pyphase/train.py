@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from pyphase import _core
-from pyphase.model import PackedNanoTransformer, Shape, packed_losses
+from pyphase.model import PackedNanoTransformer, Shape, head_losses, packed_losses, transformer_block
 from pyphase.schema import STEP_COLUMNS
 
 if TYPE_CHECKING:
@@ -148,7 +148,8 @@ class PackTrainer:
         vx, vy = _core.gather_windows(valid, vo, t_len)
         self.val_x = torch.from_numpy(vx).to(dev)
         self.val_y = torch.from_numpy(vy).to(dev)
-        self._losses: Callable[..., Tensor] = _compiled_losses() if self.use_compile else packed_losses
+        self._losses: Callable[..., Tensor] = (_compiled_losses(os.environ.get("PYPHASE_COMPILE", "whole"))
+                                               if self.use_compile else packed_losses)
         self._graph: torch.cuda.CUDAGraph | None = None
         self.wall = 0.0
         self.setup_time = math.nan
@@ -390,11 +391,36 @@ class PackTrainer:
 
 
 @functools.cache
-def _compiled_losses() -> Callable[..., Tensor]:
-    """`packed_losses` under torch.compile, one wrapper per process: its compiled code is shared by
-    every pack whose shapes match up to the batch size (marked dynamic in `PackTrainer._step`; other
-    sizes become dynamic by torch.compile's own rule once they change)."""
-    return torch.compile(packed_losses, dynamic=None)
+def _compiled_losses(mode: str = "whole") -> Callable[..., Tensor]:
+    """`packed_losses` under torch.compile, one per process and mode (PYPHASE_COMPILE): its compiled
+    code is shared by every pack whose shapes match up to the batch size (marked dynamic in
+    `PackTrainer._step`; other sizes become dynamic by torch.compile's own rule once they change).
+
+    - "whole": the entire forward pass is one graph (and AOTAutograd's one backward graph).
+    - "regional": `transformer_block` is compiled once and called for every layer (same shapes, so
+      the same code), `head_losses` (final LayerNorm, head, cross-entropy) is a second graph; the
+      embedding and the loop over layers run uncompiled. Smaller graphs, shorter cold compile.
+    - "blocks": only `transformer_block` compiled, the head uncompiled: one compile less, slower
+      steps (on the CPU, default shape, the head's compile took ~3 s and made steps 4-16% faster;
+      benches/bench_compile.py compares the three modes)."""
+    if mode == "whole":
+        return torch.compile(packed_losses, dynamic=None)
+    if mode in ("regional", "blocks"):
+        block = _batch_dynamic(torch.compile(transformer_block, dynamic=None), 0)
+        head = _batch_dynamic(torch.compile(head_losses, dynamic=None), 0, -1) if mode == "regional" else None
+        return functools.partial(packed_losses, block=block, head=head)
+    raise ValueError(f"PYPHASE_COMPILE: expected 'whole', 'regional' or 'blocks', got {mode!r}")
+
+
+def _batch_dynamic(fn: Callable[..., Tensor], *positions: int) -> Callable[..., Tensor]:
+    """`fn` with dimension 1 (the batch) of its arguments at `positions` marked dynamic, as
+    `PackTrainer._step` marks the whole graph's inputs (the regions' inputs are intermediates)."""
+    def call(*args: Any) -> Tensor:
+        for i in positions:
+            if args[i].shape[1] > 1:
+                torch._dynamo.mark_dynamic(args[i], 1)
+        return fn(*args)
+    return call
 
 
 def _device_name(device: torch.device) -> str:

@@ -168,3 +168,37 @@ def test_compiled_packs_of_two_batch_sizes_share_one_graph_and_match_eager(corpu
         gap = (compiled.model.flat - eager.model.flat).norm(dim=1)
         assert bool((gap < 1e-3 * moved).all()), (gap, moved)
     assert counters["stats"]["unique_graphs"] == 1
+
+
+@pytest.mark.parametrize("mode, graphs", [("whole", 1), ("regional", 2), ("blocks", 1)])
+def test_compile_modes_match_eager_and_reuse_their_graphs(corpus, monkeypatch, mode, graphs):
+    """PYPHASE_COMPILE: the whole forward pass as one graph, or one graph of a transformer block
+    called for every layer (plus one of the head): same training as the uncompiled trainer, and the
+    two layers and both batch sizes reuse the same graphs."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("PYPHASE_COMPILE", mode)
+    torch._dynamo.reset()
+    counters.clear()
+    two_layers = replace(SHAPE, n_layer=2)
+    for b in (4, 8):
+        configs = [replace(cfg(b=b, steps=3, seed=s, lr=1e-3 * (s + 1)), model=two_layers) for s in range(2)]
+        compiled = PackTrainer(configs, corpus, "cpu", compile=True)
+        eager = PackTrainer(configs, corpus, "cpu", compile=False)
+        start = eager.model.flat.clone()
+        for _ in range(3):
+            compiled.step()
+            eager.step()
+        torch.testing.assert_close(compiled.state.loss, eager.state.loss, rtol=1e-5, atol=1e-5)
+        moved = (eager.model.flat - start).norm(dim=1)
+        gap = (compiled.model.flat - eager.model.flat).norm(dim=1)
+        assert bool((gap < 1e-3 * moved).all()), (gap, moved)
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert counters["stats"]["unique_graphs"] == counters["frames"]["ok"]
+
+
+def test_unknown_compile_mode_is_rejected(corpus, monkeypatch):
+    monkeypatch.setenv("PYPHASE_COMPILE", "everything")
+    with pytest.raises(ValueError, match="PYPHASE_COMPILE"):
+        PackTrainer([cfg()], corpus, "cpu", compile=True)
