@@ -9,6 +9,7 @@ grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
   dynamic   default with the batch dimension dynamic, as `pyphase train` compiles it
   triton_mlp  PYPHASE_MLP=triton: pyphase.mlp's fused MLP kernels (the default on CUDA since 57fb4a4)
   torch_mlp   default with PYPHASE_MLP=torch (stock bmm/GELU MLP)
+  torch_ln    default with PYPHASE_LN=torch (residual add + LayerNorm left to torch.compile)
   sdpa_attn   default with PYPHASE_ATTENTION=sdpa
   autotune  the same with mode="max-autotune-no-cudagraphs" (Triton GEMM templates; slow set-up)
   flex      FlexAttention instead of scaled_dot_product_attention (on the stock layout)
@@ -44,14 +45,19 @@ res = []
 def group(name):
     n = name.lower()
     for key, pat in (("fused_mlp", r"_mlp_"), ("attention", r"flash|fmha|sdpa|attention|attn|dot_do_o|convert_dq"), ("matmul", r"nvjet|gemm|cutlass|sm90_xmma|bmm|mm_"),
-                     ("layernorm", r"layer_norm"), ("gelu", r"gelu"), ("cross_entropy", r"log_softmax|nll|softmax"),
+                     ("layernorm", r"layer_norm|add_ln"), ("gelu", r"gelu"), ("cross_entropy", r"log_softmax|nll|softmax"),
                      ("embedding", r"embedding|index_put|scatter|sort|indexing|index_select|gather")):
         if re.search(pat, n):
             return key
     return "other"
 
 import torch.nn.functional as F
-from pyphase.model import _ln, _linear
+from pyphase.model import _linear
+from pyphase.layernorm import add_ln_reference
+
+
+def _ln(x, weight, bias):
+    return add_ln_reference(x, None, None, weight, bias)[1]
 
 def make_losses(flex=False, contig=False, bf16res=False):
     if flex:
@@ -108,6 +114,9 @@ for var in variants:
     fn = packed_losses
     os.environ.pop("PYPHASE_MLP", None)
     os.environ.pop("PYPHASE_ATTENTION", None)
+    os.environ.pop("PYPHASE_LN", None)
+    if var == "torch_ln":
+        os.environ["PYPHASE_LN"] = "torch"
     if var in ("triton_mlp", "torch_mlp"):
         os.environ["PYPHASE_MLP"] = var.split("_")[0]
     if var == "sdpa_attn":

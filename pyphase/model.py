@@ -5,8 +5,8 @@
 - `PackedNanoTransformer`: K independent models of one shape trained as one batched model. Every
   parameter has a leading K axis and lives as a view of one flat (K, P) buffer, so per-model gradient
   norms, clipping and the optimizer step are a few kernels over that buffer, whatever K is. On CUDA
-  its attention and MLP run as Triton kernels (`pyphase.attention`, `pyphase.mlp`: same computation,
-  less memory traffic).
+  its attention, MLP and residual-add + LayerNorm run as Triton kernels (`pyphase.attention`,
+  `pyphase.mlp`, `pyphase.layernorm`: same computation, less memory traffic).
 
 With V = 200 the default shape (d_model 128, 4 layers, 4 heads, MLP 4x, context 256) has 877,312
 parameters, the figure the trainer issue quotes; with Tiny Shakespeare's 65 characters it has 842,752.
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pyphase.attention import causal_attention
+from pyphase.layernorm import add_ln
 from pyphase.mlp import gelu_mlp
 
 if TYPE_CHECKING:
@@ -201,7 +202,8 @@ BLOCK_PARAMS = ("ln1_w", "ln1_b", "attn_w", "attn_b", "proj_w", "proj_b", "ln2_w
 
 
 def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tensor,
-                  block: Callable[..., Tensor] | None = None, head: Callable[..., Tensor] | None = None) -> Tensor:
+                  block: Callable[..., tuple[Tensor, Tensor]] | None = None,
+                  head: Callable[..., Tensor] | None = None) -> Tensor:
     """Forward pass of K models with parameters `w[name]` of shape (K, *shape): per-model mean
     cross-entropy (K,) in fp32. A pure function, so `torch.compile` can trace it whole; `block` and
     `head` replace `transformer_block` and `head_losses` (with their compiled forms, for regional
@@ -211,34 +213,39 @@ def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tens
     d, v = shape.d_model, shape.vocab_size
     offs = (torch.arange(kk, device=idx.device) * v).view(kk, 1, 1)
     x = F.embedding(idx + offs, w["wte"].reshape(kk * v, d)) + w["wpe"][:, None, :t]  # (K, B, T, d)
+    # Each block leaves its MLP output (and bias) to be added to the residual stream by the next
+    # LayerNorm's `add_ln`, which computes the add, the normalisation and their gradients together.
+    m: Tensor | None = None
+    mb: Tensor | None = None
     for i in range(shape.n_layer):
-        x = block(x, *(w[f"h{i}.{n}"] for n in BLOCK_PARAMS), shape.n_head)
-    return head(x, w["lnf_w"], w["lnf_b"], w["head_w"], targets)
+        x, m = block(x, m, mb, *(w[f"h{i}.{n}"] for n in BLOCK_PARAMS), shape.n_head)
+        mb = w[f"h{i}.fc2_b"]
+    return head(x, m, mb, w["lnf_w"], w["lnf_b"], w["head_w"], targets)
 
 
-def transformer_block(x: Tensor, ln1_w: Tensor, ln1_b: Tensor, attn_w: Tensor, attn_b: Tensor, proj_w: Tensor,
-                      proj_b: Tensor, ln2_w: Tensor, ln2_b: Tensor, fc_w: Tensor, fc_b: Tensor, fc2_w: Tensor,
-                      fc2_b: Tensor, n_head: int) -> Tensor:
-    """One pre-LN block of K models on the residual stream x (K, B, T, d) → (K, B, T, d)."""
+def transformer_block(x: Tensor, r: Tensor | None, rb: Tensor | None, ln1_w: Tensor, ln1_b: Tensor, attn_w: Tensor,
+                      attn_b: Tensor, proj_w: Tensor, proj_b: Tensor, ln2_w: Tensor, ln2_b: Tensor, fc_w: Tensor,
+                      fc_b: Tensor, fc2_w: Tensor, fc2_b: Tensor, n_head: int) -> tuple[Tensor, Tensor]:
+    """One pre-LN block of K models. x (K, B, T, d) is the residual stream before the previous
+    block's MLP output r (K, B·T, d) and its bias rb were added (None for the first block). Returns
+    the residual stream without this block's MLP output, and that output (its bias `fc2_b` not added)."""
     kk, b, t, d = x.shape
-    x = x.reshape(kk, b * t, d)
-    h = _ln(x, ln1_w, ln1_b)
+    x, h = add_ln(x.reshape(kk, b * t, d), r, rb, ln1_w, ln1_b)
     # The projection's bias is added inside the attention (as it reads q, k, v), see attention.py.
     y = causal_attention(torch.bmm(h, attn_w), attn_b, b, t, n_head)
-    x = x + _linear(y, proj_w, proj_b)
-    h = _ln(x, ln2_w, ln2_b)
+    x, h = add_ln(x, torch.bmm(y, proj_w), proj_b, ln2_w, ln2_b)
     # gelu(h @ fc_w + fc_b) @ fc2_w: fused Triton kernels on CUDA (see mlp.py), stock bmm/GELU elsewhere
-    y = gelu_mlp(h, fc_w, fc_b, fc2_w)
-    x = x + (y + fc2_b[:, None].to(y.dtype))
-    return x.view(kk, b, t, d)
+    return x.view(kk, b, t, d), gelu_mlp(h, fc_w, fc_b, fc2_w)
 
 
-def head_losses(x: Tensor, lnf_w: Tensor, lnf_b: Tensor, head_w: Tensor, targets: Tensor) -> Tensor:
-    """Final LayerNorm, output head and per-model mean cross-entropy: x (K, B, T, d) → (K,) fp32."""
+def head_losses(x: Tensor, r: Tensor | None, rb: Tensor | None, lnf_w: Tensor, lnf_b: Tensor, head_w: Tensor,
+                targets: Tensor) -> Tensor:
+    """The last block's MLP output r and bias rb added to the residual stream x (K, B, T, d), final
+    LayerNorm, output head and per-model mean cross-entropy → (K,) fp32."""
     kk, b, t, d = x.shape
     v = head_w.shape[-1]
-    x = _ln(x.reshape(kk, b * t, d), lnf_w, lnf_b)
-    logits = torch.bmm(x, head_w)  # (K, B*T, V)
+    _, h = add_ln(x.reshape(kk, b * t, d), r, rb, lnf_w, lnf_b)
+    logits = torch.bmm(h, head_w)  # (K, B*T, V)
     ce = F.cross_entropy(logits.float().reshape(-1, v), targets.reshape(-1), reduction="none")
     return ce.view(kk, b * t).mean(dim=1)
 
@@ -254,8 +261,3 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     stays in bf16 under autocast, like baddbmm's output."""
     y = torch.bmm(x, weight)
     return y + bias[:, None].to(y.dtype)
-
-
-def _ln(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """LayerNorm with a per-model affine: x (K, N, d), weight/bias (K, d)."""
-    return F.layer_norm(x, (x.shape[-1],)) * weight[:, None] + bias[:, None]

@@ -397,12 +397,16 @@ def _compiled_losses(mode: str = "whole") -> Callable[..., Tensor]:
     `PackTrainer._step`; other sizes become dynamic by torch.compile's own rule once they change).
 
     - "whole": the entire forward pass is one graph (and AOTAutograd's one backward graph).
-    - "regional": `transformer_block` is compiled once and called for every layer (same shapes, so
-      the same code), `head_losses` (final LayerNorm, head, cross-entropy) is a second graph; the
-      embedding and the loop over layers run uncompiled. Smaller graphs, shorter cold compile.
+    - "regional": `transformer_block` is compiled once for the first layer and once for the others
+      (which add the previous block's MLP output first), `head_losses` (final add + LayerNorm, head,
+      cross-entropy) is a third graph; the embedding and the loop over layers run uncompiled.
+      Smaller graphs, shorter cold compile.
     - "blocks": only `transformer_block` compiled, the head uncompiled: one compile less, slower
-      steps (on the CPU, default shape, the head's compile took ~3 s and made steps 4-16% faster;
-      benches/bench_compile.py compares the three modes)."""
+      steps.
+    Measured on the H100 (benches/bench_compile.py, K = 5, B = 128, cold caches, commit 9d3f496,
+    results/bench/bench_compile_9d3f496.txt): first step (compile + capture) 26.9 s whole, 25.0 s
+    regional, 19.0 s blocks; steady step 10.03 / 10.35 / 11.82 ms. Whole stays the default: over
+    phase3a's 10,000 steps the slower steps cost more than the compile saves."""
     if mode == "whole":
         return torch.compile(packed_losses, dynamic=None)
     if mode in ("regional", "blocks"):

@@ -170,11 +170,11 @@ def test_compiled_packs_of_two_batch_sizes_share_one_graph_and_match_eager(corpu
     assert counters["stats"]["unique_graphs"] == 1
 
 
-@pytest.mark.parametrize("mode, graphs", [("whole", 1), ("regional", 2), ("blocks", 1)])
+@pytest.mark.parametrize("mode, graphs", [("whole", 1), ("regional", 3), ("blocks", 2)])
 def test_compile_modes_match_eager_and_reuse_their_graphs(corpus, monkeypatch, mode, graphs):
-    """PYPHASE_COMPILE: the whole forward pass as one graph, or one graph of a transformer block
-    called for every layer (plus one of the head): same training as the uncompiled trainer, and the
-    two layers and both batch sizes reuse the same graphs."""
+    """PYPHASE_COMPILE: the whole forward pass as one graph, or graphs of a transformer block (one
+    for the first block, which has no previous MLP output to add, one for the others) plus one of
+    the head: same training as the uncompiled trainer, and both batch sizes reuse the same graphs."""
     import torch._dynamo
     from torch._dynamo.utils import counters
 

@@ -1,0 +1,212 @@
+"""Residual add + LayerNorm as one op for K packed models, in Triton (CUDA).
+
+Every LayerNorm of the packed transformer but the first reads the residual stream right after a
+branch's output was added to it: `x = x + (r + rb)`, `h = LN(x) * w + b`, where r is the attention
+projection's or the MLP's product (in the compute dtype) and rb its bias. torch.compile fuses the
+add with the normalisation, but computes the four parameter gradients (LayerNorm weight and bias,
+the branch's bias) as separate column sums, each reading (K, B·T, d) tensors again. Measured on
+the H100 at K = 5, B = 256 (results/bench/profile_k5_b256_tritonmlp_57fb4a4.txt) those sums took
+about 1.2 ms of an 18.5 ms step.
+
+Here the forward pass writes the new residual stream and the normalised output (in the autocast
+dtype, rounded once); the backward pass computes the input gradient, adds the residual stream's
+incoming gradient, writes it both in fp32 (the residual stream) and in the branch's dtype, and
+accumulates the three parameter gradients as per-program partial sums, summed in a fixed order.
+
+`add_ln(x, r, rb, w, b)` with r None is the plain LayerNorm (the first block's). On the CPU, or with
+PYPHASE_LN=torch, everything is the stock computation `add_ln_reference`; on the CPU the kernels run
+in Triton's interpreter in the tests (fp32).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
+    triton = None
+
+EPS = 1e-5  # F.layer_norm's default
+# fwd: (rows per program, warps); bwd: (rows per tile, tiles per program, warps).
+# Not tuned: first guesses for d = 128 (about 20 warps in flight per SM at K = 5, B = 256).
+CONFIG: dict[str, tuple[int, ...]] = {"fwd": (32, 4), "bwd": (32, 8, 4)}
+
+
+def supported(x: Tensor, r: Tensor | None) -> bool:
+    """Whether to use the Triton kernels: a branch to add, CUDA, unless PYPHASE_LN=torch."""
+    if triton is None or r is None or os.environ.get("PYPHASE_LN", "").lower() == "torch":
+        return False
+    return x.is_cuda and x.dtype == torch.float32
+
+
+def add_ln_reference(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """The stock computation: x (K, N, d) fp32 residual stream, r (K, N, d) branch output (or None),
+    rb (K, d) its bias, w/b (K, d) → (new residual stream, LayerNorm output)."""
+    if r is not None:
+        assert rb is not None
+        x = x + (r + rb[:, None].to(r.dtype))
+    return x, F.layer_norm(x, (x.shape[-1],)) * w[:, None] + b[:, None]
+
+
+if triton is not None:
+
+    @triton.jit
+    def _add_ln_fwd_kernel(X, R, RB, W, B, XN, H, MEAN, RSTD, N, eps, stride_rb, stride_w, stride_b,
+                           D: tl.constexpr, BD: tl.constexpr, ROWS: tl.constexpr):
+        pid = tl.program_id(0)
+        k = tl.program_id(1).to(tl.int64)
+        row0 = pid.to(tl.int64) * ROWS
+        rows = tl.arange(0, ROWS)
+        cols = tl.arange(0, BD)
+        r_ok = (row0 + rows) < N
+        c_ok = cols < D
+        m = r_ok[:, None] & c_ok[None, :]
+        off = (k * N + row0) * D + rows[:, None] * D + cols[None, :]
+        x = tl.load(X + off, mask=m, other=0.0)
+        r = tl.load(R + off, mask=m, other=0.0).to(tl.float32)
+        rb = tl.load(RB + k * stride_rb + cols, mask=c_ok, other=0.0).to(tl.float32)
+        # The branch's bias is added in its dtype (rounded), then the sum to the fp32 stream.
+        x = x + (r + rb[None, :]).to(R.dtype.element_ty).to(tl.float32)
+        tl.store(XN + off, x, mask=m)
+        mean = tl.sum(x, 1) / D
+        xc = tl.where(m, x - mean[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / D + eps)
+        w = tl.load(W + k * stride_w + cols, mask=c_ok, other=0.0)
+        b = tl.load(B + k * stride_b + cols, mask=c_ok, other=0.0)
+        h = xc * rstd[:, None] * w[None, :] + b[None, :]
+        tl.store(H + off, h.to(H.dtype.element_ty), mask=m)
+        tl.store(MEAN + k * N + row0 + rows, mean, mask=r_ok)
+        tl.store(RSTD + k * N + row0 + rows, rstd, mask=r_ok)
+
+    @triton.jit
+    def _add_ln_bwd_kernel(DXN, DH, XN, MEAN, RSTD, W, DX, DR, PART, N, stride_w, D: tl.constexpr,
+                           BD: tl.constexpr, ROWS: tl.constexpr, ITERS: tl.constexpr):
+        pid = tl.program_id(0)
+        k = tl.program_id(1).to(tl.int64)
+        rows = tl.arange(0, ROWS)
+        cols = tl.arange(0, BD)
+        c_ok = cols < D
+        w = tl.load(W + k * stride_w + cols, mask=c_ok, other=0.0).to(tl.float32)
+        acc_dw = tl.zeros([BD], tl.float32)
+        acc_db = tl.zeros([BD], tl.float32)
+        acc_drb = tl.zeros([BD], tl.float32)
+        for it in range(ITERS):
+            row0 = (pid * ITERS + it).to(tl.int64) * ROWS
+            r_ok = (row0 + rows) < N
+            m = r_ok[:, None] & c_ok[None, :]
+            off = (k * N + row0) * D + rows[:, None] * D + cols[None, :]
+            mean = tl.load(MEAN + k * N + row0 + rows, mask=r_ok, other=0.0)
+            rstd = tl.load(RSTD + k * N + row0 + rows, mask=r_ok, other=0.0)
+            xhat = tl.where(m, (tl.load(XN + off, mask=m, other=0.0) - mean[:, None]) * rstd[:, None], 0.0)
+            dh = tl.load(DH + off, mask=m, other=0.0).to(tl.float32)
+            acc_dw += tl.sum(dh * xhat, 0)
+            acc_db += tl.sum(dh, 0)
+            g = dh * w[None, :]
+            c1 = tl.sum(g * xhat, 1) / D
+            c2 = tl.sum(g, 1) / D
+            dx = (g - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
+            dx += tl.load(DXN + off, mask=m, other=0.0)
+            tl.store(DX + off, dx, mask=m)
+            tl.store(DR + off, dx.to(DR.dtype.element_ty), mask=m)
+            acc_drb += tl.sum(tl.where(m, dx, 0.0), 0)
+        part = PART + (k * tl.num_programs(0) + pid) * 3 * D + cols
+        tl.store(part, acc_dw, mask=c_ok)
+        tl.store(part + D, acc_db, mask=c_ok)
+        tl.store(part + 2 * D, acc_drb, mask=c_ok)
+
+
+def _check(x: Tensor, r: Tensor, rb: Tensor, w: Tensor, b: Tensor) -> tuple[int, int, int]:
+    kk, n, d = x.shape
+    if r.shape != x.shape or rb.shape != (kk, d) or w.shape != (kk, d) or b.shape != (kk, d):
+        raise ValueError(f"add_ln shapes do not match: x {tuple(x.shape)}, r {tuple(r.shape)}, rb {tuple(rb.shape)}, "
+                         f"w {tuple(w.shape)}, b {tuple(b.shape)}")
+    for name, z in (("rb", rb), ("w", w), ("b", b)):
+        if z.stride(-1) != 1:
+            raise ValueError(f"add_ln: {name} must have a contiguous last dimension")
+    return kk, n, d
+
+
+@torch.library.custom_op("pyphase::add_ln_fwd", mutates_args=())
+def _add_ln_fwd(x: Tensor, r: Tensor, rb: Tensor, w: Tensor, b: Tensor,
+                out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """→ new residual stream (fp32), LayerNorm output (out_dtype), row means and inverse std."""
+    x, r = x.contiguous(), r.contiguous()
+    kk, n, d = _check(x, r, rb, w, b)
+    xn = torch.empty_like(x)
+    h = torch.empty(kk, n, d, device=x.device, dtype=out_dtype)
+    mean = torch.empty(kk, n, device=x.device, dtype=torch.float32)
+    rstd = torch.empty_like(mean)
+    rows, warps = CONFIG["fwd"]
+    _add_ln_fwd_kernel[(triton.cdiv(n, rows), kk)](
+        x, r, rb, w, b, xn, h, mean, rstd, n, EPS, rb.stride(0), w.stride(0), b.stride(0), D=d,
+        BD=max(16, triton.next_power_of_2(d)), ROWS=rows, num_warps=warps)
+    return xn, h, mean, rstd
+
+
+@_add_ln_fwd.register_fake
+def _(x: Tensor, r: Tensor, rb: Tensor, w: Tensor, b: Tensor, out_dtype: torch.dtype):  # type: ignore[no-untyped-def]
+    kk, n, d = _check(x, r, rb, w, b)
+    return (torch.empty_like(x), x.new_empty(kk, n, d, dtype=out_dtype), x.new_empty(kk, n, dtype=torch.float32),
+            x.new_empty(kk, n, dtype=torch.float32))
+
+
+@torch.library.custom_op("pyphase::add_ln_bwd", mutates_args=())
+def _add_ln_bwd(dxn: Tensor, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor,
+                r_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """→ gradient of the residual stream (fp32), of the branch output (r_dtype), and the (K, 3, d)
+    fp32 gradients of the LayerNorm weight, its bias and the branch's bias."""
+    dxn, dh = dxn.contiguous(), dh.contiguous()
+    kk, n, d = xn.shape
+    rows, iters, warps = CONFIG["bwd"]
+    iters = max(1, min(iters, triton.cdiv(n, rows)))
+    progs = triton.cdiv(n, rows * iters)
+    dx = torch.empty_like(xn)
+    dr = torch.empty(kk, n, d, device=xn.device, dtype=r_dtype)
+    part = torch.empty(kk, progs, 3, d, device=xn.device, dtype=torch.float32)
+    _add_ln_bwd_kernel[(progs, kk)](dxn, dh, xn, mean, rstd, w, dx, dr, part, n, w.stride(0), D=d,
+                                    BD=max(16, triton.next_power_of_2(d)), ROWS=rows, ITERS=iters, num_warps=warps)
+    return dx, dr, part.sum(dim=1)
+
+
+@_add_ln_bwd.register_fake
+def _(dxn: Tensor, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor, r_dtype: torch.dtype):  # type: ignore[no-untyped-def]
+    kk, n, d = xn.shape
+    return torch.empty_like(xn), xn.new_empty(kk, n, d, dtype=r_dtype), xn.new_empty(kk, 3, d)
+
+
+def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    _, r, rb, w, b, _ = inputs
+    xn, _, mean, rstd = output
+    ctx.save_for_backward(xn, mean, rstd, w)
+    ctx.dtypes = (r.dtype, rb.dtype, w.dtype, b.dtype)
+
+
+def _backward(ctx, dxn: Tensor | None, dh: Tensor | None, _dmean: Tensor, _drstd: Tensor):  # type: ignore[no-untyped-def]
+    xn, mean, rstd, w = ctx.saved_tensors
+    r_dt, rb_dt, w_dt, b_dt = ctx.dtypes
+    dxn = torch.zeros_like(xn) if dxn is None else dxn
+    dh = torch.zeros_like(xn) if dh is None else dh
+    dx, dr, sums = _add_ln_bwd(dxn, dh, xn, mean, rstd, w, r_dt)
+    return dx, dr, sums[:, 2].to(rb_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None
+
+
+_add_ln_fwd.register_autograd(_backward, setup_context=_setup)
+
+
+def add_ln(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor,
+           use_triton: bool | None = None) -> tuple[Tensor, Tensor]:
+    """x + (r + rb) and its LayerNorm for K models (see `add_ln_reference`). The LayerNorm output is
+    in the autocast dtype when autocast is on (the dtype its consumers cast it to), else fp32."""
+    if r is None or not (use_triton if use_triton is not None else supported(x, r)):
+        return add_ln_reference(x, r, rb, w, b)
+    assert rb is not None
+    dev = x.device.type
+    out = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+    xn, h, _, _ = _add_ln_fwd(x, r, rb, w, b, out)
+    return xn, h
