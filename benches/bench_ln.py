@@ -1,0 +1,94 @@
+"""Residual add + LayerNorm as pyphase.layernorm's Triton op against the compiled stock path.
+
+Times forward + backward of `x + (r + rb)` and its LayerNorm for K packed models (x fp32, r bf16,
+output bf16 as under autocast; the gradients of x, r, rb, w, b) for
+  stock     add_ln_reference under torch.compile (what `PYPHASE_LN=torch` runs)
+  triton    pyphase.layernorm.add_ln for each launch configuration "FWD/BWD": FWD "rows,warps",
+            BWD "rows,tiles per program,warps" (pyphase.layernorm.CONFIG)
+and the forward alone (backward = the difference). CUDA only:
+    python benches/bench_ln.py --k 5 --b 256 --configs "32,4/32,8,4;16,4/16,16,4" [--json PATH]
+A configuration that fails is reported and skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from pyphase import layernorm
+from pyphase.layernorm import add_ln, add_ln_reference
+
+from bench_attention import timed  # noqa: E402  (benches/ is the script's own folder)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--b", type=int, default=256)
+    ap.add_argument("--t", type=int, default=256)
+    ap.add_argument("--d", type=int, default=128)
+    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--configs", default="")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    dev = "cuda"
+    g = torch.Generator(device=dev).manual_seed(0)
+    k, n, d = a.k, a.b * a.t, a.d
+    x = torch.randn(k, n, d, device=dev, generator=g).requires_grad_()
+    r = torch.randn(k, n, d, device=dev, generator=g).bfloat16().requires_grad_()
+    rb, w, b = (torch.randn(k, d, device=dev, generator=g).requires_grad_() for _ in range(3))
+    dxn = torch.randn(k, n, d, device=dev, generator=g)
+    dh = torch.randn(k, n, d, device=dev, generator=g).bfloat16()
+    ins = (x, r, rb, w, b)
+
+    def stock_fn(*z):
+        xn, h = add_ln_reference(*z)
+        return xn, h.to(torch.bfloat16)
+
+    def fused(*z):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return add_ln(*z, use_triton=True)
+
+    stock = torch.compile(stock_fn, dynamic=False)
+
+    def both(fn):
+        def step():
+            xn, h = fn(*ins)
+            torch.autograd.grad((xn, h), ins, (dxn, dh))
+        return step
+
+    print(f"add + LayerNorm fwd+bwd, K={k} N={n} d={d}, {torch.cuda.get_device_name()} torch {torch.__version__}")
+    rows = [{"variant": "stock (compiled)", "fwd+bwd_ms": timed(both(stock), a.iters)}]
+    with torch.no_grad():
+        rows[0]["fwd_ms"] = timed(lambda: stock(*ins), a.iters)
+
+    def show(r):
+        print(f"  {r['variant']:<28} fwd+bwd {r['fwd+bwd_ms']:7.3f} ms (x{rows[0]['fwd+bwd_ms'] / r['fwd+bwd_ms']:.2f})"
+              f"   fwd {r['fwd_ms']:7.3f} ms (x{rows[0]['fwd_ms'] / r['fwd_ms']:.2f})"
+              f"   bwd {r['fwd+bwd_ms'] - r['fwd_ms']:7.3f} ms", flush=True)
+
+    show(rows[0])
+    base = dict(layernorm.CONFIG)
+    for c in [c for c in a.configs.split(";") if c.strip()] or ["/".join(",".join(map(str, v)) for v in base.values())]:
+        try:
+            fc, _, bc = c.partition("/")
+            layernorm.CONFIG.update(fwd=tuple(int(v) for v in fc.split(",")),
+                                    bwd=tuple(int(v) for v in bc.split(",")) if bc else base["bwd"])
+            r = {"variant": f"triton {c.strip()}", "fwd+bwd_ms": timed(both(fused), a.iters)}
+            with torch.no_grad():
+                r["fwd_ms"] = timed(lambda: fused(*ins), a.iters)
+        except Exception as e:  # noqa: BLE001 - e.g. a launch configuration out of resources
+            print(f"  triton {c.strip()}: failed: {str(e).splitlines()[0][:160]}", flush=True)
+            continue
+        rows.append(r)
+        show(r)
+    layernorm.CONFIG.update(base)
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump({"shape": dict(k=k, n=n, d=d), "rows": rows, "device": torch.cuda.get_device_name(),
+                       "torch": torch.__version__}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
