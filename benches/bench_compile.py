@@ -1,6 +1,6 @@
 """Cold start of a pack under each compilation mode (PYPHASE_COMPILE): whole against regional.
 
-For each mode (whole, regional, blocks: see `pyphase.train._compiled_losses`), in a fresh
+For each mode (whole, regional, blocks, none: see `pyphase.train._compiled_losses`), in a fresh
 subprocess with fresh, empty TORCHINDUCTOR_CACHE_DIR and TRITON_CACHE_DIR (nothing reused from an
 earlier compile), times what `PackTrainer.run` does before training, in its order:
   construct    PackTrainer(...): model init, data to the device
@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-MODES = ("whole", "regional", "blocks")
+MODES = ("whole", "regional", "blocks", "none")
 # (key, label): the table's rows, seconds unless named ms
 ROWS = [("construct_s", "construct (s)"), ("first_step_s", "first step: compile+capture (s)"),
         ("compile_s", "  first _step alone (s)"), ("dynamo_s", "  dynamo compile timer (s)"),
@@ -75,7 +75,7 @@ def _time_pack(a: argparse.Namespace, corpus, b: int, suffix: str) -> dict:  # t
     dyn0, bw0 = metrics("_compile.compile_inner"), metrics("compile_fx.<locals>.bw_compiler")
     r: dict = {}
     t0 = time.perf_counter()
-    tr = PackTrainer(cfgs, corpus, str(dev), compile=True)
+    tr = PackTrainer(cfgs, corpus, str(dev), compile=os.environ["PYPHASE_COMPILE"] != "none")
     _sync(dev)
     r["construct"] = time.perf_counter() - t0
     # The first `_step` (the one that compiles), timed inside capture(): not while capturing.

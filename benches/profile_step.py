@@ -10,6 +10,8 @@ grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
   triton_mlp  PYPHASE_MLP=triton: pyphase.mlp's fused MLP kernels (the default on CUDA since 57fb4a4)
   torch_mlp   default with PYPHASE_MLP=torch (stock bmm/GELU MLP)
   torch_ln    default with PYPHASE_LN=torch (residual add + LayerNorm left to torch.compile)
+  torch_head  default with PYPHASE_HEAD=torch (head + cross-entropy left to torch.compile)
+  eager       nothing compiled (PYPHASE_COMPILE=none): custom ops and stock kernels in the CUDA graph
   sdpa_attn   default with PYPHASE_ATTENTION=sdpa
   autotune  the same with mode="max-autotune-no-cudagraphs" (Triton GEMM templates; slow set-up)
   flex      FlexAttention instead of scaled_dot_product_attention (on the stock layout)
@@ -44,7 +46,7 @@ res = []
 
 def group(name):
     n = name.lower()
-    for key, pat in (("fused_mlp", r"_mlp_"), ("attention", r"flash|fmha|sdpa|attention|attn|dot_do_o|convert_dq"), ("matmul", r"nvjet|gemm|cutlass|sm90_xmma|bmm|mm_"),
+    for key, pat in (("fused_mlp", r"_mlp_"), ("head_ce", r"_head_"), ("attention", r"flash|fmha|sdpa|attention|attn|dot_do_o|convert_dq"), ("matmul", r"nvjet|gemm|cutlass|sm90_xmma|bmm|mm_"),
                      ("layernorm", r"layer_norm|add_ln"), ("gelu", r"gelu"), ("cross_entropy", r"log_softmax|nll|softmax"),
                      ("embedding", r"embedding|index_put|scatter|sort|indexing|index_select|gather")):
         if re.search(pat, n):
@@ -115,8 +117,11 @@ for var in variants:
     os.environ.pop("PYPHASE_MLP", None)
     os.environ.pop("PYPHASE_ATTENTION", None)
     os.environ.pop("PYPHASE_LN", None)
+    os.environ.pop("PYPHASE_HEAD", None)
     if var == "torch_ln":
         os.environ["PYPHASE_LN"] = "torch"
+    if var == "torch_head":
+        os.environ["PYPHASE_HEAD"] = "torch"
     if var in ("triton_mlp", "torch_mlp"):
         os.environ["PYPHASE_MLP"] = var.split("_")[0]
     if var == "sdpa_attn":

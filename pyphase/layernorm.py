@@ -17,7 +17,8 @@ Measured on the H100 (K = 5, B = 256, `benches/profile_step.py --variants defaul
 908a9d4, with the untuned first launch configuration): the packed training step 18.07 ms against
 18.80 ms with the stock add + LayerNorm (-3.9%).
 
-`add_ln(x, r, rb, w, b)` with r None is the plain LayerNorm (the first block's). On the CPU, or with
+`add_ln(x, r, rb, w, b)` with r None is the plain LayerNorm (the first block's), the same kernels
+without the add (the residual stream returned is x itself). On the CPU, or with
 PYPHASE_LN=torch, everything is the stock computation `add_ln_reference`; on the CPU the kernels run
 in Triton's interpreter in the tests (fp32).
 """
@@ -45,8 +46,8 @@ CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 8), "bwd": (64, 4, 8)}
 
 
 def supported(x: Tensor, r: Tensor | None) -> bool:
-    """Whether to use the Triton kernels: a branch to add, CUDA, unless PYPHASE_LN=torch."""
-    if triton is None or r is None or os.environ.get("PYPHASE_LN", "").lower() == "torch":
+    """Whether to use the Triton kernels: CUDA, unless PYPHASE_LN=torch."""
+    if triton is None or os.environ.get("PYPHASE_LN", "").lower() == "torch":
         return False
     return x.is_cuda and x.dtype == torch.float32
 
@@ -64,7 +65,7 @@ if triton is not None:
 
     @triton.jit
     def _add_ln_fwd_kernel(X, R, RB, W, B, XN, H, MEAN, RSTD, N, eps, stride_rb, stride_w, stride_b,
-                           D: tl.constexpr, BD: tl.constexpr, ROWS: tl.constexpr):
+                           D: tl.constexpr, BD: tl.constexpr, ROWS: tl.constexpr, HAS_R: tl.constexpr):
         pid = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
         row0 = pid.to(tl.int64) * ROWS
@@ -74,12 +75,13 @@ if triton is not None:
         c_ok = cols < D
         m = r_ok[:, None] & c_ok[None, :]
         off = (k * N + row0) * D + rows[:, None] * D + cols[None, :]
-        x = tl.load(X + off, mask=m, other=0.0)
-        r = tl.load(R + off, mask=m, other=0.0).to(tl.float32)
-        rb = tl.load(RB + k * stride_rb + cols, mask=c_ok, other=0.0).to(tl.float32)
-        # The branch's bias is added in its dtype (rounded), then the sum to the fp32 stream.
-        x = x + (r + rb[None, :]).to(R.dtype.element_ty).to(tl.float32)
-        tl.store(XN + off, x, mask=m)
+        x = tl.load(X + off, mask=m, other=0.0).to(tl.float32)
+        if HAS_R:
+            r = tl.load(R + off, mask=m, other=0.0).to(tl.float32)
+            rb = tl.load(RB + k * stride_rb + cols, mask=c_ok, other=0.0).to(tl.float32)
+            # The branch's bias is added in its dtype (rounded), then the sum to the fp32 stream.
+            x = x + (r + rb[None, :]).to(R.dtype.element_ty).to(tl.float32)
+            tl.store(XN + off, x, mask=m)
         mean = tl.sum(x, 1) / D
         xc = tl.where(m, x - mean[:, None], 0.0)
         rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / D + eps)
@@ -92,7 +94,7 @@ if triton is not None:
 
     @triton.jit
     def _add_ln_bwd_kernel(DXN, DH, XN, MEAN, RSTD, W, DX, DR, PART, N, stride_w, D: tl.constexpr,
-                           BD: tl.constexpr, ROWS: tl.constexpr, ITERS: tl.constexpr):
+                           BD: tl.constexpr, ROWS: tl.constexpr, ITERS: tl.constexpr, HAS_R: tl.constexpr):
         pid = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
         rows = tl.arange(0, ROWS)
@@ -109,7 +111,7 @@ if triton is not None:
             off = (k * N + row0) * D + rows[:, None] * D + cols[None, :]
             mean = tl.load(MEAN + k * N + row0 + rows, mask=r_ok, other=0.0)
             rstd = tl.load(RSTD + k * N + row0 + rows, mask=r_ok, other=0.0)
-            xhat = tl.where(m, (tl.load(XN + off, mask=m, other=0.0) - mean[:, None]) * rstd[:, None], 0.0)
+            xhat = tl.where(m, (tl.load(XN + off, mask=m, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None], 0.0)
             dh = tl.load(DH + off, mask=m, other=0.0).to(tl.float32)
             acc_dw += tl.sum(dh * xhat, 0)
             acc_db += tl.sum(dh, 0)
@@ -117,88 +119,106 @@ if triton is not None:
             c1 = tl.sum(g * xhat, 1) / D
             c2 = tl.sum(g, 1) / D
             dx = (g - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
-            dx += tl.load(DXN + off, mask=m, other=0.0)
-            tl.store(DX + off, dx, mask=m)
-            tl.store(DR + off, dx.to(DR.dtype.element_ty), mask=m)
-            acc_drb += tl.sum(tl.where(m, dx, 0.0), 0)
+            if HAS_R:
+                dx += tl.load(DXN + off, mask=m, other=0.0)
+                tl.store(DR + off, dx.to(DR.dtype.element_ty), mask=m)
+                acc_drb += tl.sum(tl.where(m, dx, 0.0), 0)
+            tl.store(DX + off, dx.to(DX.dtype.element_ty), mask=m)
         part = PART + (k * tl.num_programs(0) + pid) * 3 * D + cols
         tl.store(part, acc_dw, mask=c_ok)
         tl.store(part + D, acc_db, mask=c_ok)
         tl.store(part + 2 * D, acc_drb, mask=c_ok)
 
 
-def _check(x: Tensor, r: Tensor, rb: Tensor, w: Tensor, b: Tensor) -> tuple[int, int, int]:
+def _check(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor) -> tuple[int, int, int]:
     kk, n, d = x.shape
-    if r.shape != x.shape or rb.shape != (kk, d) or w.shape != (kk, d) or b.shape != (kk, d):
-        raise ValueError(f"add_ln shapes do not match: x {tuple(x.shape)}, r {tuple(r.shape)}, rb {tuple(rb.shape)}, "
-                         f"w {tuple(w.shape)}, b {tuple(b.shape)}")
+    if ((r is None) != (rb is None) or (r is not None and r.shape != x.shape)
+            or (rb is not None and rb.shape != (kk, d)) or w.shape != (kk, d) or b.shape != (kk, d)):
+        shapes = ", ".join(f"{k} {None if z is None else tuple(z.shape)}" for k, z in
+                           (("x", x), ("r", r), ("rb", rb), ("w", w), ("b", b)))
+        raise ValueError(f"add_ln shapes do not match: {shapes}")
     for name, z in (("rb", rb), ("w", w), ("b", b)):
-        if z.stride(-1) != 1:
+        if z is not None and z.stride(-1) != 1:
             raise ValueError(f"add_ln: {name} must have a contiguous last dimension")
     return kk, n, d
 
 
 @torch.library.custom_op("pyphase::add_ln_fwd", mutates_args=())
-def _add_ln_fwd(x: Tensor, r: Tensor, rb: Tensor, w: Tensor, b: Tensor,
+def _add_ln_fwd(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor,
                 out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """→ new residual stream (fp32), LayerNorm output (out_dtype), row means and inverse std."""
-    x, r = x.contiguous(), r.contiguous()
+    """→ new residual stream (x's dtype; empty without a branch r: the stream is x), LayerNorm
+    output (out_dtype), row means and inverse std."""
+    x = x.contiguous()
     kk, n, d = _check(x, r, rb, w, b)
-    xn = torch.empty_like(x)
+    has_r = r is not None
+    xn = torch.empty_like(x) if has_r else x.new_empty(0)
     h = torch.empty(kk, n, d, device=x.device, dtype=out_dtype)
     mean = torch.empty(kk, n, device=x.device, dtype=torch.float32)
     rstd = torch.empty_like(mean)
     rows, warps = CONFIG["fwd"]
+    r = r.contiguous() if r is not None else x
+    rb = rb if rb is not None else w
     _add_ln_fwd_kernel[(triton.cdiv(n, rows), kk)](
         x, r, rb, w, b, xn, h, mean, rstd, n, EPS, rb.stride(0), w.stride(0), b.stride(0), D=d,
-        BD=max(16, triton.next_power_of_2(d)), ROWS=rows, num_warps=warps)
+        BD=max(16, triton.next_power_of_2(d)), ROWS=rows, HAS_R=has_r, num_warps=warps)
     return xn, h, mean, rstd
 
 
 @_add_ln_fwd.register_fake
-def _(x: Tensor, r: Tensor, rb: Tensor, w: Tensor, b: Tensor, out_dtype: torch.dtype):  # type: ignore[no-untyped-def]
+def _(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor, out_dtype: torch.dtype):  # type: ignore[no-untyped-def]
     kk, n, d = _check(x, r, rb, w, b)
-    return (torch.empty_like(x), x.new_empty(kk, n, d, dtype=out_dtype), x.new_empty(kk, n, dtype=torch.float32),
-            x.new_empty(kk, n, dtype=torch.float32))
+    return (torch.empty_like(x) if r is not None else x.new_empty(0), x.new_empty(kk, n, d, dtype=out_dtype),
+            x.new_empty(kk, n, dtype=torch.float32), x.new_empty(kk, n, dtype=torch.float32))
 
 
 @torch.library.custom_op("pyphase::add_ln_bwd", mutates_args=())
-def _add_ln_bwd(dxn: Tensor, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor,
+def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor,
                 r_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-    """→ gradient of the residual stream (fp32), of the branch output (r_dtype), and the (K, 3, d)
-    fp32 gradients of the LayerNorm weight, its bias and the branch's bias."""
-    dxn, dh = dxn.contiguous(), dh.contiguous()
+    """→ gradient of the residual stream (xn's dtype), of the branch output (r_dtype; empty when
+    dxn is None, i.e. without a branch, where the first is the LayerNorm's input gradient alone),
+    and the (K, 3, d) fp32 gradients of the LayerNorm weight, its bias and the branch's bias."""
+    dh = dh.contiguous()
     kk, n, d = xn.shape
+    has_r = dxn is not None
     rows, iters, warps = CONFIG["bwd"]
     iters = max(1, min(iters, triton.cdiv(n, rows)))
     progs = triton.cdiv(n, rows * iters)
     dx = torch.empty_like(xn)
-    dr = torch.empty(kk, n, d, device=xn.device, dtype=r_dtype)
+    dr = torch.empty(kk, n, d, device=xn.device, dtype=r_dtype) if has_r else xn.new_empty(0, dtype=r_dtype)
     part = torch.empty(kk, progs, 3, d, device=xn.device, dtype=torch.float32)
-    _add_ln_bwd_kernel[(progs, kk)](dxn, dh, xn, mean, rstd, w, dx, dr, part, n, w.stride(0), D=d,
-                                    BD=max(16, triton.next_power_of_2(d)), ROWS=rows, ITERS=iters, num_warps=warps)
+    _add_ln_bwd_kernel[(progs, kk)](dxn.contiguous() if has_r else dh, dh, xn, mean, rstd, w, dx, dr, part, n,
+                                    w.stride(0), D=d, BD=max(16, triton.next_power_of_2(d)), ROWS=rows,
+                                    ITERS=iters, HAS_R=has_r, num_warps=warps)
     return dx, dr, part.sum(dim=1)
 
 
 @_add_ln_bwd.register_fake
-def _(dxn: Tensor, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor, r_dtype: torch.dtype):  # type: ignore[no-untyped-def]
+def _(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor, r_dtype: torch.dtype):  # type: ignore[no-untyped-def]
     kk, n, d = xn.shape
-    return torch.empty_like(xn), xn.new_empty(kk, n, d, dtype=r_dtype), xn.new_empty(kk, 3, d)
+    dr = xn.new_empty(kk, n, d, dtype=r_dtype) if dxn is not None else xn.new_empty(0, dtype=r_dtype)
+    return torch.empty_like(xn), dr, xn.new_empty(kk, 3, d)
 
 
 def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
-    _, r, rb, w, b, _ = inputs
+    x, r, rb, w, b, _ = inputs
     xn, _, mean, rstd = output
-    ctx.save_for_backward(xn, mean, rstd, w)
-    ctx.dtypes = (r.dtype, rb.dtype, w.dtype, b.dtype)
+    ctx.has_r = r is not None
+    # Without a branch the residual stream is the input itself.
+    ctx.save_for_backward(xn if ctx.has_r else x, mean, rstd, w)
+    ctx.dtypes = (r.dtype if ctx.has_r else x.dtype, rb.dtype if ctx.has_r else x.dtype, w.dtype, b.dtype)
 
 
 def _backward(ctx, dxn: Tensor | None, dh: Tensor | None, _dmean: Tensor, _drstd: Tensor):  # type: ignore[no-untyped-def]
     xn, mean, rstd, w = ctx.saved_tensors
     r_dt, rb_dt, w_dt, b_dt = ctx.dtypes
-    dxn = torch.zeros_like(xn) if dxn is None else dxn
+    if ctx.has_r:
+        dxn = torch.zeros_like(xn) if dxn is None else dxn
+    else:
+        dxn = None
     dh = torch.zeros_like(xn) if dh is None else dh
     dx, dr, sums = _add_ln_bwd(dxn, dh, xn, mean, rstd, w, r_dt)
+    if not ctx.has_r:
+        return dx, None, None, sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None
     return dx, dr, sums[:, 2].to(rb_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None
 
 
@@ -209,10 +229,9 @@ def add_ln(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor,
            use_triton: bool | None = None) -> tuple[Tensor, Tensor]:
     """x + (r + rb) and its LayerNorm for K models (see `add_ln_reference`). The LayerNorm output is
     in the autocast dtype when autocast is on (the dtype its consumers cast it to), else fp32."""
-    if r is None or not (use_triton if use_triton is not None else supported(x, r)):
+    if not (use_triton if use_triton is not None else supported(x, r)):
         return add_ln_reference(x, r, rb, w, b)
-    assert rb is not None
     dev = x.device.type
     out = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
     xn, h, _, _ = _add_ln_fwd(x, r, rb, w, b, out)
-    return xn, h
+    return (x if r is None else xn), h

@@ -6,7 +6,7 @@
   parameter has a leading K axis and lives as a view of one flat (K, P) buffer, so per-model gradient
   norms, clipping and the optimizer step are a few kernels over that buffer, whatever K is. On CUDA
   its attention, MLP and residual-add + LayerNorm run as Triton kernels (`pyphase.attention`,
-  `pyphase.mlp`, `pyphase.layernorm`: same computation, less memory traffic).
+  `pyphase.mlp`, `pyphase.layernorm`, `pyphase.head`: same computation, less memory traffic).
 
 With V = 200 the default shape (d_model 128, 4 layers, 4 heads, MLP 4x, context 256) has 877,312
 parameters, the figure the trainer issue quotes; with Tiny Shakespeare's 65 characters it has 842,752.
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pyphase.attention import causal_attention
+from pyphase.head import head_ce
 from pyphase.layernorm import add_ln
 from pyphase.mlp import gelu_mlp
 
@@ -243,11 +244,9 @@ def head_losses(x: Tensor, r: Tensor | None, rb: Tensor | None, lnf_w: Tensor, l
     """The last block's MLP output r and bias rb added to the residual stream x (K, B, T, d), final
     LayerNorm, output head and per-model mean cross-entropy → (K,) fp32."""
     kk, b, t, d = x.shape
-    v = head_w.shape[-1]
     _, h = add_ln(x.reshape(kk, b * t, d), r, rb, lnf_w, lnf_b)
-    logits = torch.bmm(h, head_w)  # (K, B*T, V)
-    ce = F.cross_entropy(logits.float().reshape(-1, v), targets.reshape(-1), reduction="none")
-    return ce.view(kk, b * t).mean(dim=1)
+    # logits h @ head_w and their cross-entropy: one Triton op on CUDA (head.py), stock bmm + CE elsewhere
+    return head_ce(h, head_w, targets.reshape(kk, b * t)).mean(dim=1)
 
 
 def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:

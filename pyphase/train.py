@@ -105,7 +105,7 @@ class PackTrainer:
         cuda = self.device.type == "cuda"
         self.amp = (precision == "bf16") or (precision == "auto" and cuda)
         self.use_graph = cuda if cuda_graph is None else (cuda_graph and cuda)
-        self.use_compile = cuda if compile is None else compile
+        self.use_compile = (cuda and os.environ.get("PYPHASE_COMPILE", "whole") != "none") if compile is None else compile
         if cuda:
             # Measured on the H100 (torch 2.11): the cuDNN attention backend copies the strided
             # q/k/v/grad views into its own layout, 16 copies a step at ~190 us each for K=5, B=256;
@@ -403,6 +403,8 @@ def _compiled_losses(mode: str = "whole") -> Callable[..., Tensor]:
       Smaller graphs, shorter cold compile.
     - "blocks": only `transformer_block` compiled, the head uncompiled: one compile less, slower
       steps.
+    - "none" (read by `PackTrainer`, never reaches here): nothing compiled; the step runs the
+      custom Triton ops and stock kernels as they are, inside the CUDA graph.
     Measured on the H100 (benches/bench_compile.py, K = 5, B = 128, cold caches, commit 9d3f496,
     results/bench/bench_compile_9d3f496.txt): first step (compile + capture) 26.9 s whole, 25.0 s
     regional, 19.0 s blocks; steady step 10.03 / 10.35 / 11.82 ms. Whole stays the default: over
@@ -413,7 +415,7 @@ def _compiled_losses(mode: str = "whole") -> Callable[..., Tensor]:
         block = _batch_dynamic(torch.compile(transformer_block, dynamic=None), 0)
         head = _batch_dynamic(torch.compile(head_losses, dynamic=None), 0, -1) if mode == "regional" else None
         return functools.partial(packed_losses, block=block, head=head)
-    raise ValueError(f"PYPHASE_COMPILE: expected 'whole', 'regional' or 'blocks', got {mode!r}")
+    raise ValueError(f"PYPHASE_COMPILE: expected 'whole', 'regional', 'blocks' or 'none', got {mode!r}")
 
 
 def _batch_dynamic(fn: Callable[..., Tensor], *positions: int) -> Callable[..., Tensor]:

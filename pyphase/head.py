@@ -1,0 +1,195 @@
+"""Output head + cross-entropy for K packed models as one Triton op (CUDA).
+
+The stock path writes the (K, B·T, V) logits, converts them to fp32 (another copy), and runs
+log-softmax, the loss, its backward and the head's two gradient GEMMs as separate kernels; with
+V = 65 the GEMMs are misaligned (cuBLAS falls back to `align1` kernels). Measured on the H100 at
+K = 5, B = 256 (results/bench/profile_k5_b256_addln_908a9d4.txt) that is about 0.5 ms of an 18 ms
+step under torch.compile, and more without it. Here:
+
+- forward, one program per tile of rows: the logits of the tile on chip (fp32 accumulation of
+  h @ W, W rounded to h's dtype as autocast would), log-sum-exp, the loss of each row; writes the
+  per-row loss and log-sum-exp (8 bytes a row).
+- backward, one program per span of rows: recomputes the logits, softmax minus the one-hot target
+  times the incoming per-row gradient, writes the input's gradient, and accumulates the head
+  weight's gradient over its rows as a per-program partial sum (summed in a fixed order after).
+
+`head_ce(h, w, targets)` → per-row losses (K, N) fp32. On the CPU, or with PYPHASE_HEAD=torch,
+everything is the stock computation `head_ce_reference`; on the CPU the kernels run in Triton's
+interpreter in the tests (fp32). V is padded to a power of two on chip: up to MAX_VOCAB.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
+    triton = None
+
+MAX_VOCAB = 256
+# fwd: (rows per program, warps); bwd: (rows per tile, tiles per program, warps). First guess,
+# to be replaced by a measurement on the H100.
+CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 4), "bwd": (64, 8, 8)}
+
+
+def supported(h: Tensor, w: Tensor) -> bool:
+    """Whether to use the Triton kernels: CUDA, V <= MAX_VOCAB, unless PYPHASE_HEAD=torch."""
+    if triton is None or os.environ.get("PYPHASE_HEAD", "").lower() == "torch":
+        return False
+    return h.is_cuda and w.shape[-1] <= MAX_VOCAB
+
+
+def head_ce_reference(h: Tensor, w: Tensor, targets: Tensor) -> Tensor:
+    """The stock computation: h (K, N, d), w (K, d, V), targets (K, N) → per-row cross-entropy (K, N) fp32."""
+    kk, n, _ = h.shape
+    logits = torch.bmm(h, w)
+    v = logits.shape[-1]
+    return F.cross_entropy(logits.float().reshape(-1, v), targets.reshape(-1), reduction="none").view(kk, n)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _logits(H, W, T, k, row0, N, V, D: tl.constexpr, BD: tl.constexpr, VP: tl.constexpr, ROWS: tl.constexpr):
+        """Rows [row0, row0+ROWS) of model k: input tile, weight (cast to the input's dtype), fp32
+        logits with padded columns at -inf, targets, row mask, column mask."""
+        rows = tl.arange(0, ROWS)
+        cols = tl.arange(0, BD)
+        vs = tl.arange(0, VP)
+        r_ok = (row0 + rows) < N
+        c_ok = cols < D
+        v_ok = vs < V
+        h = tl.load(H + (k * N + row0 + rows)[:, None] * D + cols[None, :], mask=r_ok[:, None] & c_ok[None, :],
+                    other=0.0)
+        w = tl.load(W + k * D * V + cols[:, None] * V + vs[None, :], mask=c_ok[:, None] & v_ok[None, :], other=0.0)
+        logits = tl.dot(h, w.to(h.dtype))
+        logits = tl.where(v_ok[None, :], logits, float("-inf"))
+        tgt = tl.load(T + k * N + row0 + rows, mask=r_ok, other=0)
+        return h, w, logits, tgt, r_ok, v_ok
+
+    @triton.jit
+    def _head_fwd_kernel(H, W, T, LOSS, LSE, N, V, D: tl.constexpr, BD: tl.constexpr, VP: tl.constexpr,
+                         ROWS: tl.constexpr):
+        pid = tl.program_id(0)
+        k = tl.program_id(1).to(tl.int64)
+        row0 = pid.to(tl.int64) * ROWS
+        _, _, logits, tgt, r_ok, _ = _logits(H, W, T, k, row0, N, V, D, BD, VP, ROWS)
+        mx = tl.max(logits, 1)
+        lse = mx + tl.log(tl.sum(tl.exp(logits - mx[:, None]), 1))
+        vs = tl.arange(0, VP)
+        lt = tl.sum(tl.where(vs[None, :] == tgt[:, None], logits, 0.0), 1)
+        rows = tl.arange(0, ROWS)
+        tl.store(LOSS + k * N + row0 + rows, lse - lt, mask=r_ok)
+        tl.store(LSE + k * N + row0 + rows, lse, mask=r_ok)
+
+    @triton.jit
+    def _head_bwd_kernel(H, W, T, LSE, DL, DH, PART, N, V, D: tl.constexpr, BD: tl.constexpr, VP: tl.constexpr,
+                         ROWS: tl.constexpr, ITERS: tl.constexpr):
+        pid = tl.program_id(0)
+        k = tl.program_id(1).to(tl.int64)
+        rows = tl.arange(0, ROWS)
+        cols = tl.arange(0, BD)
+        c_ok = cols < D
+        vs = tl.arange(0, VP)
+        acc = tl.zeros([BD, VP], tl.float32)
+        for it in range(ITERS):
+            row0 = (pid * ITERS + it).to(tl.int64) * ROWS
+            h, w, logits, tgt, r_ok, v_ok = _logits(H, W, T, k, row0, N, V, D, BD, VP, ROWS)
+            lse = tl.load(LSE + k * N + row0 + rows, mask=r_ok, other=0.0)
+            dl = tl.load(DL + k * N + row0 + rows, mask=r_ok, other=0.0)
+            p = tl.exp(logits - lse[:, None])
+            dlog = (p - tl.where(vs[None, :] == tgt[:, None], 1.0, 0.0)) * dl[:, None]
+            dlog = tl.where(r_ok[:, None] & v_ok[None, :], dlog, 0.0).to(h.dtype)
+            dh = tl.dot(dlog, tl.trans(w.to(h.dtype)))
+            tl.store(DH + (k * N + row0 + rows)[:, None] * D + cols[None, :], dh.to(DH.dtype.element_ty),
+                     mask=r_ok[:, None] & c_ok[None, :])
+            acc += tl.dot(tl.trans(h), dlog)
+        part = PART + (k * tl.num_programs(0) + pid) * BD * VP
+        tl.store(part + cols[:, None] * VP + vs[None, :], acc)
+
+
+def _bd(d: int) -> int:
+    return max(16, triton.next_power_of_2(d))
+
+
+def _check(h: Tensor, w: Tensor, targets: Tensor) -> tuple[int, int, int, int]:
+    kk, n, d = h.shape
+    if w.dim() != 3 or w.shape[:2] != (kk, d) or targets.shape != (kk, n):
+        raise ValueError(f"head_ce shapes do not match: h {tuple(h.shape)}, w {tuple(w.shape)}, "
+                         f"targets {tuple(targets.shape)}")
+    return kk, n, d, w.shape[2]
+
+
+@torch.library.custom_op("pyphase::head_ce_fwd", mutates_args=())
+def _head_ce_fwd(h: Tensor, w: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """→ per-row loss and log-sum-exp, (K, N) fp32 each."""
+    h, w, targets = h.contiguous(), w.contiguous(), targets.contiguous()
+    kk, n, d, v = _check(h, w, targets)
+    loss = torch.empty(kk, n, device=h.device, dtype=torch.float32)
+    lse = torch.empty_like(loss)
+    rows, warps = CONFIG["fwd"]
+    _head_fwd_kernel[(triton.cdiv(n, rows), kk)](h, w, targets, loss, lse, n, v, D=d, BD=_bd(d),
+                                                 VP=max(16, triton.next_power_of_2(v)), ROWS=rows, num_warps=warps)
+    return loss, lse
+
+
+@_head_ce_fwd.register_fake
+def _(h: Tensor, w: Tensor, targets: Tensor):  # type: ignore[no-untyped-def]
+    kk, n, _, _ = _check(h, w, targets)
+    return h.new_empty(kk, n, dtype=torch.float32), h.new_empty(kk, n, dtype=torch.float32)
+
+
+@torch.library.custom_op("pyphase::head_ce_bwd", mutates_args=())
+def _head_ce_bwd(dl: Tensor, h: Tensor, w: Tensor, targets: Tensor, lse: Tensor) -> tuple[Tensor, Tensor]:
+    """→ gradient of the input (h's dtype) and of the head weight (K, d, V) fp32."""
+    h, w, targets, dl = h.contiguous(), w.contiguous(), targets.contiguous(), dl.contiguous()
+    kk, n, d, v = _check(h, w, targets)
+    vp = max(16, triton.next_power_of_2(v))
+    rows, iters, warps = CONFIG["bwd"]
+    iters = max(1, min(iters, triton.cdiv(n, rows)))
+    progs = triton.cdiv(n, rows * iters)
+    dh = torch.empty_like(h)
+    part = torch.empty(kk, progs, _bd(d), vp, device=h.device, dtype=torch.float32)
+    _head_bwd_kernel[(progs, kk)](h, w, targets, lse, dl, dh, part, n, v, D=d, BD=_bd(d), VP=vp, ROWS=rows, ITERS=iters,
+                                  num_warps=warps)
+    return dh, part.sum(dim=1)[:, :d, :v].contiguous()
+
+
+@_head_ce_bwd.register_fake
+def _(dl: Tensor, h: Tensor, w: Tensor, targets: Tensor, lse: Tensor):  # type: ignore[no-untyped-def]
+    kk, n, d, v = _check(h, w, targets)
+    return torch.empty_like(h), h.new_empty(kk, d, v, dtype=torch.float32)
+
+
+def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    h, w, targets = inputs
+    ctx.save_for_backward(h, w, targets, output[1])
+    ctx.w_dtype = w.dtype
+
+
+def _backward(ctx, dl: Tensor, _dlse: Tensor):  # type: ignore[no-untyped-def]
+    h, w, targets, lse = ctx.saved_tensors
+    dh, dw = _head_ce_bwd(dl, h, w, targets, lse)
+    return dh, dw.to(ctx.w_dtype), None
+
+
+_head_ce_fwd.register_autograd(_backward, setup_context=_setup)
+
+
+def head_ce(h: Tensor, w: Tensor, targets: Tensor, use_triton: bool | None = None) -> Tensor:
+    """Per-row cross-entropy (K, N) fp32 of logits h @ w against targets (see `head_ce_reference`).
+    Under autocast the weight is rounded to the autocast dtype, as the stock bmm does."""
+    if not (use_triton if use_triton is not None else supported(h, w)):
+        return head_ce_reference(h, w, targets)
+    if w.shape[-1] > MAX_VOCAB:
+        raise ValueError(f"head_ce kernels need V <= {MAX_VOCAB}, got V {w.shape[-1]}")
+    dev = h.device.type
+    if torch.is_autocast_enabled(dev):
+        h = h.to(torch.get_autocast_dtype(dev))
+    return _head_ce_fwd(h, w, targets)[0]
