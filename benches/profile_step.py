@@ -16,7 +16,7 @@ grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
   autotune  the same with mode="max-autotune-no-cudagraphs" (Triton GEMM templates; slow set-up)
   flex      FlexAttention instead of scaled_dot_product_attention (on the stock layout)
   contig    q, k, v made contiguous before attention
-  bf16res   residual stream in bf16 instead of fp32 (changes numerics; for comparison only)
+  bf16res   residual stream in bf16 instead of fp32 (PYPHASE_RESIDUAL=bf16; changes numerics)
   cudnn / efficient   attention backend toggles (set before compiling)
 CUDA only. Usage:
     python benches/profile_step.py --data PATH --k 5 --b 256 --variants default,flex --out DIR
@@ -126,12 +126,15 @@ for var in variants:
         os.environ["PYPHASE_MLP"] = var.split("_")[0]
     if var == "sdpa_attn":
         os.environ["PYPHASE_ATTENTION"] = "sdpa"
-    if var in ("sdpa", "flex", "contig", "bf16res"):
-        fn = make_losses(flex=var == "flex", contig=var == "contig", bf16res=var == "bf16res")
+    os.environ.pop("PYPHASE_RESIDUAL", None)
+    if var in ("bf16res", "eager_bf16res"):
+        os.environ["PYPHASE_RESIDUAL"] = "bf16"
+    if var in ("sdpa", "flex", "contig"):
+        fn = make_losses(flex=var == "flex", contig=var == "contig")
     if var == "dynamic":  # what `pyphase train` runs: batch dimension marked dynamic (train.PackTrainer._step)
         tr.use_compile = True
         tr._losses = torch.compile(fn, dynamic=None)
-    elif var != "eager":
+    elif var not in ("eager", "eager_bf16res"):
         tr._losses = torch.compile(fn, dynamic=False, mode=mode)
     tr.capture()
     for _ in range(10):

@@ -94,7 +94,8 @@ if triton is not None:
 
     @triton.jit
     def _add_ln_bwd_kernel(DXN, DH, XN, MEAN, RSTD, W, DX, DR, PART, N, stride_w, D: tl.constexpr,
-                           BD: tl.constexpr, ROWS: tl.constexpr, ITERS: tl.constexpr, HAS_R: tl.constexpr):
+                           BD: tl.constexpr, ROWS: tl.constexpr, ITERS: tl.constexpr, HAS_R: tl.constexpr,
+                           HAS_DXN: tl.constexpr):
         pid = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
         rows = tl.arange(0, ROWS)
@@ -119,8 +120,9 @@ if triton is not None:
             c1 = tl.sum(g * xhat, 1) / D
             c2 = tl.sum(g, 1) / D
             dx = (g - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
+            if HAS_DXN:
+                dx += tl.load(DXN + off, mask=m, other=0.0).to(tl.float32)
             if HAS_R:
-                dx += tl.load(DXN + off, mask=m, other=0.0)
                 tl.store(DR + off, dx.to(DR.dtype.element_ty), mask=m)
                 acc_drb += tl.sum(tl.where(m, dx, 0.0), 0)
             tl.store(DX + off, dx.to(DX.dtype.element_ty), mask=m)
@@ -173,29 +175,30 @@ def _(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor, out_
 
 @torch.library.custom_op("pyphase::add_ln_bwd", mutates_args=())
 def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor,
-                r_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-    """→ gradient of the residual stream (xn's dtype), of the branch output (r_dtype; empty when
-    dxn is None, i.e. without a branch, where the first is the LayerNorm's input gradient alone),
-    and the (K, 3, d) fp32 gradients of the LayerNorm weight, its bias and the branch's bias."""
+                r_dtype: torch.dtype, has_r: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """→ gradient of the residual stream (xn's dtype; without a branch, the LayerNorm input's
+    gradient), of the branch output (r_dtype; empty without a branch), and the (K, 3, d) fp32
+    gradients of the LayerNorm weight, its bias and the branch's bias. dxn, the incoming gradient
+    of the new residual stream, is None when that stream was not used downstream."""
     dh = dh.contiguous()
     kk, n, d = xn.shape
-    has_r = dxn is not None
     rows, iters, warps = CONFIG["bwd"]
     iters = max(1, min(iters, triton.cdiv(n, rows)))
     progs = triton.cdiv(n, rows * iters)
     dx = torch.empty_like(xn)
     dr = torch.empty(kk, n, d, device=xn.device, dtype=r_dtype) if has_r else xn.new_empty(0, dtype=r_dtype)
     part = torch.empty(kk, progs, 3, d, device=xn.device, dtype=torch.float32)
-    _add_ln_bwd_kernel[(progs, kk)](dxn.contiguous() if has_r else dh, dh, xn, mean, rstd, w, dx, dr, part, n,
-                                    w.stride(0), D=d, BD=max(16, triton.next_power_of_2(d)), ROWS=rows,
-                                    ITERS=iters, HAS_R=has_r, num_warps=warps)
+    _add_ln_bwd_kernel[(progs, kk)](dxn.contiguous() if dxn is not None else dh, dh, xn, mean, rstd, w, dx, dr,
+                                    part, n, w.stride(0), D=d, BD=max(16, triton.next_power_of_2(d)), ROWS=rows,
+                                    ITERS=iters, HAS_R=has_r, HAS_DXN=dxn is not None, num_warps=warps)
     return dx, dr, part.sum(dim=1)
 
 
 @_add_ln_bwd.register_fake
-def _(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor, r_dtype: torch.dtype):  # type: ignore[no-untyped-def]
+def _(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor, r_dtype: torch.dtype,  # type: ignore[no-untyped-def]
+      has_r: bool):
     kk, n, d = xn.shape
-    dr = xn.new_empty(kk, n, d, dtype=r_dtype) if dxn is not None else xn.new_empty(0, dtype=r_dtype)
+    dr = xn.new_empty(kk, n, d, dtype=r_dtype) if has_r else xn.new_empty(0, dtype=r_dtype)
     return torch.empty_like(xn), dr, xn.new_empty(kk, 3, d)
 
 
@@ -206,17 +209,19 @@ def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
     # Without a branch the residual stream is the input itself.
     ctx.save_for_backward(xn if ctx.has_r else x, mean, rstd, w)
     ctx.dtypes = (r.dtype if ctx.has_r else x.dtype, rb.dtype if ctx.has_r else x.dtype, w.dtype, b.dtype)
+    # Gradients of outputs nobody used (the final LayerNorm's residual stream, the row statistics)
+    # stay None instead of being filled with zeros: measured on the H100, uncompiled, 0.4 ms of
+    # fills a K = 5, B = 256 step (with those of the MLP's saved pre-activation).
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, dxn: Tensor | None, dh: Tensor | None, _dmean: Tensor, _drstd: Tensor):  # type: ignore[no-untyped-def]
     xn, mean, rstd, w = ctx.saved_tensors
     r_dt, rb_dt, w_dt, b_dt = ctx.dtypes
-    if ctx.has_r:
-        dxn = torch.zeros_like(xn) if dxn is None else dxn
-    else:
-        dxn = None
+    if dh is None and dxn is None:
+        return None, None, None, None, None, None
     dh = torch.zeros_like(xn) if dh is None else dh
-    dx, dr, sums = _add_ln_bwd(dxn, dh, xn, mean, rstd, w, r_dt)
+    dx, dr, sums = _add_ln_bwd(dxn if ctx.has_r else None, dh, xn, mean, rstd, w, r_dt, ctx.has_r)
     if not ctx.has_r:
         return dx, None, None, sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None
     return dx, dr, sums[:, 2].to(rb_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None

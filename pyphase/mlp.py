@@ -288,6 +288,9 @@ def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
     h, w1, b1, w2 = inputs
     ctx.save_for_backward(h, w1, w2, output[1])
     ctx.b1_dtype = b1.dtype
+    # Gradients of outputs nobody used (the saved pre-activation, row statistics) stay None instead
+    # of being filled with zeros: measured on the H100, uncompiled, 0.4 ms of fills a K = 5, B = 256 step.
+    ctx.set_materialize_grads(False)
 
 
 def _mlp_bwd_torch(dy: Tensor, h: Tensor, w1: Tensor, w2: Tensor, pre: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -304,6 +307,8 @@ def _mlp_bwd_torch(dy: Tensor, h: Tensor, w1: Tensor, w2: Tensor, pre: Tensor) -
 
 def _backward(ctx, dy: Tensor, _dpre: Tensor):  # type: ignore[no-untyped-def]
     h, w1, w2, pre = ctx.saved_tensors
+    if dy is None:  # the output was not used
+        return None, None, None, None
     bwd = _mlp_bwd_torch if CONFIG["bwd_mode"] == "torch" else _mlp_bwd
     dh, dw1, db1, dw2 = bwd(dy, h, w1, w2, pre)
     return dh, dw1, db1.to(ctx.b1_dtype), dw2

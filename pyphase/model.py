@@ -15,6 +15,7 @@ parameters, the figure the trainer issue quotes; with Tiny Shakespeare's 65 char
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -214,6 +215,10 @@ def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tens
     d, v = shape.d_model, shape.vocab_size
     offs = (torch.arange(kk, device=idx.device) * v).view(kk, 1, 1)
     x = F.embedding(idx + offs, w["wte"].reshape(kk * v, d)) + w["wpe"][:, None, :t]  # (K, B, T, d)
+    if os.environ.get("PYPHASE_RESIDUAL", "").lower() == "bf16" and torch.is_autocast_enabled(x.device.type):
+        # Opt-in: the residual stream (and its gradient) in the autocast dtype instead of fp32, half
+        # the LayerNorm kernels' traffic; changes numerics (benches/profile_step.py measures both).
+        x = x.to(torch.get_autocast_dtype(x.device.type))
     # Each block leaves its MLP output (and bias) to be added to the residual stream by the next
     # LayerNorm's `add_ln`, which computes the add, the normalisation and their gradients together.
     m: Tensor | None = None
