@@ -2,8 +2,8 @@
 
 (a) plain: eager fp32 NanoTransformer, torch.optim.AdamW, clip_grad_norm_, nanoGPT-style CPU batch
     sampling and a `.item()` sync per step (how seed 000 most likely trained);
-(b) pyphase, one config: packed trainer with K = 1 (bf16, whole step in a CUDA graph, optional
-    torch.compile kernels);
+(b) pyphase, one config: packed trainer with K = 1 (bf16, whole step in a CUDA graph, its Triton
+    kernels; torch.compile as the trainer's PYPHASE_COMPILE says, or forced by --compile/--no-compile);
 (c) pyphase, packed: K configs of one batch size as one model (as a phase sweep packs them).
 
 Prints steps/s, tokens/s, model-FLOP utilisation (6N + 12·L·d·T FLOP per token against 989 TFLOP/s
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -130,7 +131,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--tiny", action="store_true", help="tiny model (CPU smoke of this script)")
-    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--compile", dest="compile", action="store_true", default=None,
+                    help="force torch.compile (default: the trainer's own choice, PYPHASE_COMPILE)")
+    ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     dev = torch.device(a.device)
@@ -138,7 +141,7 @@ def main() -> None:
     shape = ModelShape(d_model=32, n_layer=1, n_head=2, block_size=32) if a.tiny else ModelShape()
     s = Shape.of(shape, corpus.tokenizer.vocab_size)
     fpt = s.flops_per_token()
-    compile = dev.type == "cuda" and not a.no_compile
+    compile = a.compile
     rows = []
     print(f"device={torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'} torch={torch.__version__} "
           f"params={s.n_params} flops/token={fpt:.3e} compile={compile}", flush=True)
@@ -158,8 +161,13 @@ def main() -> None:
                   f"x{r['vs_plain']:5.1f} vs plain  gather {100*gshare:4.1f}%  setup {setup:5.1f}s", flush=True)
     gap = bf16_loss_gap(corpus, 32, shape, dev)
     print(f"bf16 vs fp32 loss, relative difference after 30 steps: {gap:.2e}")
+    os.environ["PYPHASE_RESIDUAL"] = "bf16"  # the opt-in bf16 residual stream (pyphase.model)
+    gap_res = bf16_loss_gap(corpus, 32, shape, dev)
+    del os.environ["PYPHASE_RESIDUAL"]
+    print(f"  with PYPHASE_RESIDUAL=bf16: {gap_res:.2e}")
     if a.json:
-        a.json.write_text(json.dumps({"rows": rows, "bf16_rel_gap": gap, "torch": torch.__version__,
+        a.json.write_text(json.dumps({"rows": rows, "bf16_rel_gap": gap, "bf16_residual_rel_gap": gap_res,
+                                      "torch": torch.__version__,
                                       "device": str(dev)}, indent=2))
 
 

@@ -49,7 +49,7 @@ def supported(x: Tensor, r: Tensor | None) -> bool:
     """Whether to use the Triton kernels: CUDA, unless PYPHASE_LN=torch."""
     if triton is None or os.environ.get("PYPHASE_LN", "").lower() == "torch":
         return False
-    return x.is_cuda and x.dtype == torch.float32
+    return x.is_cuda and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
 
 
 def add_ln_reference(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -81,7 +81,7 @@ if triton is not None:
             rb = tl.load(RB + k * stride_rb + cols, mask=c_ok, other=0.0).to(tl.float32)
             # The branch's bias is added in its dtype (rounded), then the sum to the fp32 stream.
             x = x + (r + rb[None, :]).to(R.dtype.element_ty).to(tl.float32)
-            tl.store(XN + off, x, mask=m)
+            tl.store(XN + off, x.to(XN.dtype.element_ty), mask=m)
         mean = tl.sum(x, 1) / D
         xc = tl.where(m, x - mean[:, None], 0.0)
         rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / D + eps)

@@ -105,7 +105,8 @@ class PackTrainer:
         cuda = self.device.type == "cuda"
         self.amp = (precision == "bf16") or (precision == "auto" and cuda)
         self.use_graph = cuda if cuda_graph is None else (cuda_graph and cuda)
-        self.use_compile = (cuda and os.environ.get("PYPHASE_COMPILE", "whole") != "none") if compile is None else compile
+        # Default on CUDA: nothing compiled (PYPHASE_COMPILE unset or "none"), see `compile_mode`.
+        self.use_compile = (cuda and compile_mode() != "none") if compile is None else compile
         if cuda:
             # Measured on the H100 (torch 2.11): the cuDNN attention backend copies the strided
             # q/k/v/grad views into its own layout, 16 copies a step at ~190 us each for K=5, B=256;
@@ -148,7 +149,8 @@ class PackTrainer:
         vx, vy = _core.gather_windows(valid, vo, t_len)
         self.val_x = torch.from_numpy(vx).to(dev)
         self.val_y = torch.from_numpy(vy).to(dev)
-        self._losses: Callable[..., Tensor] = (_compiled_losses(os.environ.get("PYPHASE_COMPILE", "whole"))
+        mode = compile_mode()
+        self._losses: Callable[..., Tensor] = (_compiled_losses("whole" if mode == "none" else mode)
                                                if self.use_compile else packed_losses)
         self._graph: torch.cuda.CUDAGraph | None = None
         self.wall = 0.0
@@ -390,6 +392,17 @@ class PackTrainer:
         return outs
 
 
+def compile_mode() -> str:
+    """PYPHASE_COMPILE, default "none": on CUDA the training step runs pyphase's Triton kernels for
+    attention, MLP, add + LayerNorm and head + cross-entropy, and stock kernels for the rest, all in
+    one CUDA graph, without torch.compile. Measured on the H100 (commit ed57c9b/c5aaedc,
+    results/bench/bench_compile_ed57c9b.txt, variants_k5_b256_c5aaedc.txt): compiling ("whole")
+    makes the K = 5 steps 3.5-5.4% faster (B = 256: 17.88 against 18.51 ms) but costs 12 s more
+    cold start (first step 17.2 against 7.6 s), which phase3a's 10,000 steps do not earn back:
+    the uncompiled phase3a took 165.7 s cold, against 185.5-197.5 s compiled in earlier runs."""
+    return os.environ.get("PYPHASE_COMPILE", "none")
+
+
 @functools.cache
 def _compiled_losses(mode: str = "whole") -> Callable[..., Tensor]:
     """`packed_losses` under torch.compile, one per process and mode (PYPHASE_COMPILE): its compiled
@@ -403,12 +416,12 @@ def _compiled_losses(mode: str = "whole") -> Callable[..., Tensor]:
       Smaller graphs, shorter cold compile.
     - "blocks": only `transformer_block` compiled, the head uncompiled: one compile less, slower
       steps.
-    - "none" (read by `PackTrainer`, never reaches here): nothing compiled; the step runs the
-      custom Triton ops and stock kernels as they are, inside the CUDA graph.
+    - "none" (the default, read by `PackTrainer`): nothing compiled (see `compile_mode`); a trainer
+      told to compile anyway (compile=True) compiles "whole".
     Measured on the H100 (benches/bench_compile.py, K = 5, B = 128, cold caches, commit 9d3f496,
     results/bench/bench_compile_9d3f496.txt): first step (compile + capture) 26.9 s whole, 25.0 s
-    regional, 19.0 s blocks; steady step 10.03 / 10.35 / 11.82 ms. Whole stays the default: over
-    phase3a's 10,000 steps the slower steps cost more than the compile saves."""
+    regional, 19.0 s blocks; steady step 10.03 / 10.35 / 11.82 ms: of the compiled modes, whole
+    is the one worth its compile."""
     if mode == "whole":
         return torch.compile(packed_losses, dynamic=None)
     if mode in ("regional", "blocks"):

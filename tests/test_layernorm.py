@@ -74,12 +74,13 @@ def test_shape_mismatch_is_a_clear_error() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 accuracy of the compiled kernels needs CUDA")
-@pytest.mark.parametrize("n,has_r", [(4096, True), (1000, True), (1000, False)])
-def test_bf16_accuracy_on_cuda_matches_the_stock_path(n: int, has_r: bool) -> None:
+@pytest.mark.parametrize("n,has_r,x_dtype", [(4096, True, torch.float32), (1000, True, torch.float32),
+                                             (1000, False, torch.float32), (1000, True, torch.bfloat16)])
+def test_bf16_accuracy_on_cuda_matches_the_stock_path(n: int, has_r: bool, x_dtype: torch.dtype) -> None:
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
     k, d = 3, 128
-    x = torch.randn(k, n, d, device=dev, generator=g) * 3
+    x = (torch.randn(k, n, d, device=dev, generator=g) * 3).to(x_dtype)  # bf16: PYPHASE_RESIDUAL=bf16
     r = torch.randn(k, n, d, device=dev, generator=g).bfloat16()
     rb, w, b = (torch.randn(k, d, device=dev, generator=g) * s for s in (0.1, 1.0, 0.1))
     dxn = torch.randn(k, n, d, device=dev, generator=g)
