@@ -13,7 +13,6 @@ and checks both against an fp64 reference on the same bf16 inputs. CUDA only:
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
@@ -21,34 +20,14 @@ import torch
 from pyphase import attention
 from pyphase.attention import attention_reference, causal_attention
 
-
-def timed(fn, iters: int) -> float:
-    """Median ms of `fn` over `iters` calls (after 5 warm-up calls)."""
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
+from kernel_bench import parser, timed  # noqa: E402  (benches/ is the script's own folder)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--k", type=int, default=5)
-    ap.add_argument("--b", type=int, default=256)
-    ap.add_argument("--t", type=int, default=256)
-    ap.add_argument("--d", type=int, default=128)
+    ap = parser(__doc__, iters=50, configs=False)
     ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--fwd-configs", default="", help="';'-separated 'bm,bn,warps,stages'")
     ap.add_argument("--bwd-configs", default="", help="';'-separated 'bm1,bn1,bm2,bn2,warps,stages'")
-    ap.add_argument("--json", default=None)
     a = ap.parse_args()
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)

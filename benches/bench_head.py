@@ -12,27 +12,17 @@ A configuration that fails is reported and skipped.
 """
 from __future__ import annotations
 
-import argparse
-import json
-
 import torch
 
 from pyphase import head
 from pyphase.head import head_ce, head_ce_reference
 
-from bench_attention import timed  # noqa: E402  (benches/ is the script's own folder)
+from kernel_bench import Table, config_list, failed, parser  # noqa: E402  (benches/ is the script's own folder)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--k", type=int, default=5)
-    ap.add_argument("--b", type=int, default=256)
-    ap.add_argument("--t", type=int, default=256)
-    ap.add_argument("--d", type=int, default=128)
+    ap = parser(__doc__)
     ap.add_argument("--v", type=int, default=65)
-    ap.add_argument("--iters", type=int, default=30)
-    ap.add_argument("--configs", default="")
-    ap.add_argument("--json", default=None)
     a = ap.parse_args()
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
@@ -51,35 +41,26 @@ def main() -> None:
             torch.autograd.grad(run(fn), (h, w), dl)
         return step
 
-    stock = torch.compile(head_ce_reference, dynamic=False)
     print(f"head + cross-entropy fwd+bwd, K={k} N={n} d={d} V={v}, {torch.cuda.get_device_name()} torch {torch.__version__}")
-    rows = []
-
-    def measure(name, fn):
-        r = {"variant": name, "fwd+bwd_ms": timed(both(fn), a.iters)}
-        with torch.no_grad():
-            r["fwd_ms"] = timed(lambda: run(fn), a.iters)
-        rows.append(r)
-        print(f"  {r['variant']:<28} fwd+bwd {r['fwd+bwd_ms']:7.3f} ms (x{rows[0]['fwd+bwd_ms'] / r['fwd+bwd_ms']:.2f})"
-              f"   fwd {r['fwd_ms']:7.3f} ms (x{rows[0]['fwd_ms'] / r['fwd_ms']:.2f})"
-              f"   bwd {r['fwd+bwd_ms'] - r['fwd_ms']:7.3f} ms", flush=True)
-
-    measure("stock (compiled)", stock)
-    measure("stock (eager)", head_ce_reference)
+    table = Table(a.iters)
+    stock = torch.compile(head_ce_reference, dynamic=False)
+    table.measure("stock (compiled)", both(stock), lambda: run(stock))
+    table.measure("stock (eager)", both(head_ce_reference), lambda: run(head_ce_reference))
     base = dict(head.CONFIG)
-    for c in [c for c in a.configs.split(";") if c.strip()] or ["/".join(",".join(map(str, x)) for x in base.values())]:
+
+    def fused(*z):
+        return head_ce(*z, use_triton=True)
+
+    for c in config_list(a.configs, "/".join(",".join(map(str, x)) for x in base.values())):
         try:
             fc, _, bc = c.partition("/")
             head.CONFIG.update(fwd=tuple(int(x) for x in fc.split(",")),
                                bwd=tuple(int(x) for x in bc.split(",")) if bc else base["bwd"])
-            measure(f"triton {c.strip()}", lambda *z: head_ce(*z, use_triton=True))
+            table.measure(f"triton {c}", both(fused), lambda: run(fused))
         except Exception as e:  # noqa: BLE001 - e.g. a launch configuration out of resources
-            print(f"  triton {c.strip()}: failed: {str(e).splitlines()[0][:160]}", flush=True)
+            failed(c, e)
     head.CONFIG.update(base)
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump({"shape": dict(k=k, n=n, d=d, v=v), "rows": rows, "device": torch.cuda.get_device_name(),
-                       "torch": torch.__version__}, fh, indent=1)
+    table.write_json(a.json, dict(k=k, n=n, d=d, v=v))
 
 
 if __name__ == "__main__":

@@ -11,27 +11,16 @@ A configuration that fails is reported and skipped.
 """
 from __future__ import annotations
 
-import argparse
-import json
-
 import torch
 
 from pyphase import layernorm
 from pyphase.layernorm import add_ln, add_ln_reference
 
-from bench_attention import timed  # noqa: E402  (benches/ is the script's own folder)
+from kernel_bench import Table, config_list, failed, parser  # noqa: E402  (benches/ is the script's own folder)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--k", type=int, default=5)
-    ap.add_argument("--b", type=int, default=256)
-    ap.add_argument("--t", type=int, default=256)
-    ap.add_argument("--d", type=int, default=128)
-    ap.add_argument("--iters", type=int, default=30)
-    ap.add_argument("--configs", default="")
-    ap.add_argument("--json", default=None)
-    a = ap.parse_args()
+    a = parser(__doc__).parse_args()
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
     k, n, d = a.k, a.b * a.t, a.d
@@ -50,8 +39,6 @@ def main() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             return add_ln(*z, use_triton=True)
 
-    stock = torch.compile(stock_fn, dynamic=False)
-
     def both(fn):
         def step():
             xn, h = fn(*ins)
@@ -59,35 +46,20 @@ def main() -> None:
         return step
 
     print(f"add + LayerNorm fwd+bwd, K={k} N={n} d={d}, {torch.cuda.get_device_name()} torch {torch.__version__}")
-    rows = [{"variant": "stock (compiled)", "fwd+bwd_ms": timed(both(stock), a.iters)}]
-    with torch.no_grad():
-        rows[0]["fwd_ms"] = timed(lambda: stock(*ins), a.iters)
-
-    def show(r):
-        print(f"  {r['variant']:<28} fwd+bwd {r['fwd+bwd_ms']:7.3f} ms (x{rows[0]['fwd+bwd_ms'] / r['fwd+bwd_ms']:.2f})"
-              f"   fwd {r['fwd_ms']:7.3f} ms (x{rows[0]['fwd_ms'] / r['fwd_ms']:.2f})"
-              f"   bwd {r['fwd+bwd_ms'] - r['fwd_ms']:7.3f} ms", flush=True)
-
-    show(rows[0])
+    table = Table(a.iters)
+    stock = torch.compile(stock_fn, dynamic=False)
+    table.measure("stock (compiled)", both(stock), lambda: stock(*ins))
     base = dict(layernorm.CONFIG)
-    for c in [c for c in a.configs.split(";") if c.strip()] or ["/".join(",".join(map(str, v)) for v in base.values())]:
+    for c in config_list(a.configs, "/".join(",".join(map(str, v)) for v in base.values())):
         try:
             fc, _, bc = c.partition("/")
             layernorm.CONFIG.update(fwd=tuple(int(v) for v in fc.split(",")),
                                     bwd=tuple(int(v) for v in bc.split(",")) if bc else base["bwd"])
-            r = {"variant": f"triton {c.strip()}", "fwd+bwd_ms": timed(both(fused), a.iters)}
-            with torch.no_grad():
-                r["fwd_ms"] = timed(lambda: fused(*ins), a.iters)
+            table.measure(f"triton {c}", both(fused), lambda: fused(*ins))
         except Exception as e:  # noqa: BLE001 - e.g. a launch configuration out of resources
-            print(f"  triton {c.strip()}: failed: {str(e).splitlines()[0][:160]}", flush=True)
-            continue
-        rows.append(r)
-        show(r)
+            failed(c, e)
     layernorm.CONFIG.update(base)
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump({"shape": dict(k=k, n=n, d=d), "rows": rows, "device": torch.cuda.get_device_name(),
-                       "torch": torch.__version__}, fh, indent=1)
+    table.write_json(a.json, dict(k=k, n=n, d=d))
 
 
 if __name__ == "__main__":

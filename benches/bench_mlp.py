@@ -13,27 +13,17 @@ configuration that fails (e.g. out of shared memory) is reported and skipped.
 """
 from __future__ import annotations
 
-import argparse
-import json
-
 import torch
 
 from pyphase import mlp
 from pyphase.mlp import gelu_mlp, gelu_mlp_reference
 
-from bench_attention import timed  # noqa: E402  (benches/ is the script's own folder)
+from kernel_bench import Table, config_list, failed, parser  # noqa: E402  (benches/ is the script's own folder)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--k", type=int, default=5)
-    ap.add_argument("--b", type=int, default=256)
-    ap.add_argument("--t", type=int, default=256)
-    ap.add_argument("--d", type=int, default=128)
+    ap = parser(__doc__)
     ap.add_argument("--ratio", type=int, default=4)
-    ap.add_argument("--iters", type=int, default=30)
-    ap.add_argument("--configs", default="")
-    ap.add_argument("--json", default=None)
     a = ap.parse_args()
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
@@ -44,7 +34,6 @@ def main() -> None:
     w2 = (torch.randn(k, f, d, device=dev, generator=g) * 0.05).bfloat16().requires_grad_()
     dy = torch.randn(k, n, d, device=dev, generator=g).bfloat16()
     ins = (h, w1, b1, w2)
-    stock = torch.compile(gelu_mlp_reference, dynamic=False)
 
     def fused(*z):
         return gelu_mlp(*z, use_triton=True)
@@ -55,47 +44,28 @@ def main() -> None:
         return step
 
     print(f"GELU MLP fwd+bwd, K={k} N={n} d={d} hidden={f}, bf16, {torch.cuda.get_device_name()} torch {torch.__version__}")
-
-    def show(r):
-        print(f"  {r['variant']:<32} fwd+bwd {r['fwd+bwd_ms']:7.3f} ms (x{rows[0]['fwd+bwd_ms'] / r['fwd+bwd_ms']:.2f})"
-              f"   fwd {r['fwd_ms']:7.3f} ms (x{rows[0]['fwd_ms'] / r['fwd_ms']:.2f})"
-              f"   bwd {r['fwd+bwd_ms'] - r['fwd_ms']:7.3f} ms", flush=True)
-
-    rows = [{"variant": "stock (compiled)", "fwd+bwd_ms": timed(both(stock), a.iters)}]
-    with torch.no_grad():
-        rows[0]["fwd_ms"] = timed(lambda: stock(*ins), a.iters)
-    show(rows[0])
+    table = Table(a.iters, width=32)
+    stock = torch.compile(gelu_mlp_reference, dynamic=False)
+    table.measure("stock (compiled)", both(stock), lambda: stock(*ins))
     base = dict(mlp.CONFIG)
     fused_c = torch.compile(fused, dynamic=False)
-
-    def run_config(c: str) -> dict:
-        """"FWD" or "FWD/BWD" launch configurations → timings and register/spill counts."""
-        mlp.set_config(c)
-        torch._dynamo.reset()
-        fn = fused_c if mlp.CONFIG["bwd_mode"] == "torch" else fused  # the torch-op backward is meant to be compiled
-        mlp.LAST.clear()
-        r = {"variant": f"triton {c.strip()}", "fwd+bwd_ms": timed(both(fn), a.iters)}
-        with torch.no_grad():
-            r["fwd_ms"] = timed(lambda: fused(*ins), a.iters)
+    for c in config_list(a.configs, ",".join(map(str, base["fwd"]))):
+        try:
+            # "FWD" or "FWD/BWD" launch configurations → timings and register/spill counts
+            mlp.set_config(c)
+            torch._dynamo.reset()
+            fn = fused_c if mlp.CONFIG["bwd_mode"] == "torch" else fused  # the torch-op backward is meant to be compiled
+            mlp.LAST.clear()
+            r = table.measure(f"triton {c}", both(fn), lambda: fused(*ins))
+        except Exception as e:  # noqa: BLE001 - e.g. a launch configuration out of shared memory
+            failed(c, e)
+            continue
         r["regs_spills"] = {kind: [getattr(ck, "n_regs", None), getattr(ck, "n_spills", None)]
                             for kind, ck in mlp.LAST.items()}
-        return r
-
-    for c in [c for c in a.configs.split(";") if c.strip()] or [",".join(map(str, base["fwd"]))]:
-        try:
-            r = run_config(c)
-        except Exception as e:  # noqa: BLE001 - e.g. a launch configuration out of shared memory
-            print(f"  triton {c.strip()}: failed: {str(e).splitlines()[0][:160]}", flush=True)
-            continue
-        rows.append(r)
-        show(r)
         print(f"      registers/spills per kernel: {r['regs_spills']}", flush=True)
     mlp.CONFIG.clear()
     mlp.CONFIG.update(base)
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump({"shape": dict(k=k, n=n, d=d, hidden=f), "rows": rows, "device": torch.cuda.get_device_name(),
-                       "torch": torch.__version__}, fh, indent=1)
+    table.write_json(a.json, dict(k=k, n=n, d=d, hidden=f))
 
 
 if __name__ == "__main__":
