@@ -36,11 +36,16 @@ ap.add_argument("--variants", default="default")
 ap.add_argument("--out", default=os.environ.get("OUT", "."))
 ap.add_argument("--profile-all", action="store_true")
 ap.add_argument("--mlp-config", default=None, help='pyphase.mlp launch configuration "FWD/BWD" (pyphase.mlp.set_config)')
+ap.add_argument("--ln-config", default=None, help='pyphase.layernorm launch configuration "rows,warps/rows,tiles,warps"')
 a = ap.parse_args()
 corpus = load_corpus(a.data)
 if a.mlp_config:
     from pyphase import mlp
     mlp.set_config(a.mlp_config)
+if a.ln_config:
+    from pyphase import layernorm
+    fc, _, bc = a.ln_config.partition("/")
+    layernorm.CONFIG.update(fwd=tuple(int(v) for v in fc.split(",")), bwd=tuple(int(v) for v in bc.split(",")))
 K, B, variants, out = a.k, a.b, a.variants.split(","), a.out
 res = []
 
