@@ -195,3 +195,14 @@ def test_unknown_compile_mode_is_rejected(corpus, monkeypatch):
     monkeypatch.setenv("PYPHASE_COMPILE", "everything")
     with pytest.raises(ValueError, match="PYPHASE_COMPILE"):
         PackTrainer([cfg()], corpus, "cpu", compile=True)
+
+
+def test_converged_needs_both_final_losses_below_the_uniform_guess():
+    from pyphase.train import converged
+
+    ln65 = math.log(65)
+    assert converged(-1, 2.5, 2.6, 65)
+    assert not converged(120, 2.5, 2.6, 65)  # diverged at step 120
+    assert not converged(-1, 3.98, 7.15, 65)  # training loss fine, validation blew up at the end
+    assert not converged(-1, ln65 - 0.05, 2.6, 65)  # still at the uniform guess
+    assert not converged(-1, 2.5, math.nan, 65)
