@@ -45,7 +45,11 @@ except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
 # gradient instead of per-tile partial sums in the kernel. "bwd_mode": "fused" (one program per
 # tile of rows walks all hidden chunks and accumulates the input's gradient on chip), "split" (one
 # program per tile and chunk; the input's gradient is a cuBLAS product) or "torch" (the backward
-# pass in torch ops, which torch.compile fuses like the stock path). `set_config` parses them.
+# pass in torch ops, which torch.compile fuses like the stock path) or "dw" (the forward pass stores
+# no pre-activation; one program per hidden chunk and span of rows recomputes it, writes the
+# pre-activation's gradient and accumulates both weight gradients and the bias gradient on chip;
+# the input's gradient is a cuBLAS product; its fifth "bwd" entry is the rows per span, default
+# 4096). `set_config` parses them.
 # Chosen by `benches/bench_mlp.py` on the H100 (K = 5, N = 65,536, d = 128, hidden 512; commit
 # 57fb4a4, results/bench/bench_mlp_57fb4a4.txt): forward 0.49 ms, backward 1.39 ms per layer.
 CONFIG: dict[str, tuple[int, ...] | str] = {"fwd": (64, 32, 4, 2), "bwd": (64, 32, 4, 3), "bwd_mode": "fused"}
@@ -63,9 +67,9 @@ def set_config(spec: str) -> None:
         bwd = fwd if nums == "torch" else tuple(int(v) for v in (nums or fc).split(","))
     except ValueError:
         raise ValueError(f"MLP launch configuration {spec!r}: expected integers like '64,32,4,2/split:64,32,4,3'") from None
-    if len(fwd) != 4 or len(bwd) not in (4, 5) or mode not in ("", "fused", "split"):
+    if len(fwd) != 4 or len(bwd) not in (4, 5) or mode not in ("", "fused", "split", "dw"):
         raise ValueError(f"MLP launch configuration {spec!r}: expected 'FWD' or 'FWD/BWD' with 4 numbers each "
-                         "(BWD may add a fifth, or be 'torch', or start with 'split:')")
+                         "(BWD may add a fifth, or be 'torch', or start with 'split:' or 'dw:')")
     CONFIG.update(fwd=fwd, bwd=bwd, bwd_mode="torch" if nums == "torch" else (mode or "fused"))
 
 
@@ -99,7 +103,7 @@ if triton is not None:
 
     @triton.jit
     def _mlp_fwd_kernel(H, W1, B1, W2, Y, PRE, N, D: tl.constexpr, FF: tl.constexpr, BD: tl.constexpr,
-                        BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr):
+                        BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr, STORE_PRE: tl.constexpr):
         pid_m = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
         row0 = pid_m.to(tl.int64) * BM
@@ -130,10 +134,12 @@ if triton is not None:
                 bias = tl.load(B1 + hid, mask=h_ok, other=0.0).to(tl.float32)
             pre = (tl.dot(x, w1).to(dt).to(tl.float32) + bias[None, :]).to(dt)
             if EVEN:
-                tl.store(PRE + rows[:, None] * FF + hid[None, :], pre)
+                if STORE_PRE:
+                    tl.store(PRE + rows[:, None] * FF + hid[None, :], pre)
                 w2 = tl.load(W2 + hid[:, None] * D + cols[None, :])
             else:
-                tl.store(PRE + rows[:, None] * FF + hid[None, :], pre, mask=r_ok[:, None] & h_ok[None, :])
+                if STORE_PRE:
+                    tl.store(PRE + rows[:, None] * FF + hid[None, :], pre, mask=r_ok[:, None] & h_ok[None, :])
                 w2 = tl.load(W2 + hid[:, None] * D + cols[None, :], mask=h_ok[:, None] & c_ok[None, :], other=0.0)
             z = pre.to(tl.float32)
             cdf, _ = _gelu_parts(z)
@@ -212,6 +218,52 @@ if triton is not None:
                 tl.store(DH + rows[:, None] * D + cols[None, :], acc.to(dt), mask=r_ok[:, None] & c_ok[None, :])
 
 
+if triton is not None:
+
+    @triton.jit
+    def _mlp_bwd_dw_kernel(DY, H, W1, B1, W2, DPRE, PART, N, D: tl.constexpr, FF: tl.constexpr,
+                           BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, SPAN: tl.constexpr):
+        # Program (c, s, k): hidden units [c·BH, (c+1)·BH) over rows [s·SPAN, (s+1)·SPAN) of model k.
+        # Programs of one span differ only in c and run side by side, so h and dy come from L2
+        # after the first reads them.
+        c = tl.program_id(0)
+        s = tl.program_id(1)
+        k = tl.program_id(2).to(tl.int64)
+        hid = c * BH + tl.arange(0, BH)
+        cols = tl.arange(0, BD)
+        h_ok = hid < FF
+        c_ok = cols < D
+        dt = DPRE.dtype.element_ty
+        w1 = tl.load(W1 + k * D * FF + cols[:, None] * FF + hid[None, :], mask=c_ok[:, None] & h_ok[None, :],
+                     other=0.0)
+        w2 = tl.load(W2 + k * FF * D + hid[:, None] * D + cols[None, :], mask=h_ok[:, None] & c_ok[None, :],
+                     other=0.0)
+        b1 = tl.load(B1 + k * FF + hid, mask=h_ok, other=0.0).to(tl.float32)
+        acc_w1 = tl.zeros([BD, BH], tl.float32)
+        acc_w2 = tl.zeros([BH, BD], tl.float32)
+        acc_b = tl.zeros([BH], tl.float32)
+        for it in range(0, SPAN, BM):
+            rows = s.to(tl.int64) * SPAN + it + tl.arange(0, BM)
+            r_ok = rows < N
+            m = r_ok[:, None] & c_ok[None, :]
+            x = tl.load(H + (k * N + rows)[:, None] * D + cols[None, :], mask=m, other=0.0)
+            dy = tl.load(DY + (k * N + rows)[:, None] * D + cols[None, :], mask=m, other=0.0)
+            # the forward pass's pre-activation, rounded as there
+            z = (tl.dot(x, w1).to(dt).to(tl.float32) + b1[None, :]).to(dt).to(tl.float32)
+            cdf, pdf = _gelu_parts(z)
+            dg = tl.dot(dy, tl.trans(w2)).to(dt).to(tl.float32)
+            dpre = (dg * (cdf + z * pdf)).to(dt)  # rows outside N: dy = 0, so dpre = 0
+            tl.store(DPRE + (k * N + rows)[:, None] * FF + hid[None, :], dpre, mask=r_ok[:, None] & h_ok[None, :])
+            acc_w1 += tl.dot(tl.trans(x), dpre)
+            acc_w2 += tl.dot(tl.trans((z * cdf).to(dt)), dy)
+            acc_b += tl.sum(dpre.to(tl.float32), 0)
+        # this program's share of dw1 (BD x FF), dw2 (FF x BD) and db1 (FF) in its span's partial sums
+        PART += (k * tl.num_programs(1) + s) * (2 * BD + 1) * FF
+        tl.store(PART + cols[:, None] * FF + hid[None, :], acc_w1, mask=c_ok[:, None] & h_ok[None, :])
+        tl.store(PART + BD * FF + hid[:, None] * BD + cols[None, :], acc_w2, mask=h_ok[:, None] & c_ok[None, :])
+        tl.store(PART + 2 * BD * FF + hid, acc_b, mask=h_ok)
+
+
 def _check(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[int, int, int, int]:
     kk, n, d = h.shape
     f = w1.shape[-1]
@@ -246,16 +298,17 @@ def _mlp_fwd(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[Tensor, Ten
     h, w1, b1, w2 = (z.contiguous() for z in (h, w1, b1, w2))
     kk, n, d, f = _check(h, w1, b1, w2)
     y = h.new_empty(kk, n, d)
-    pre = h.new_empty(kk, n, f)
+    store_pre = CONFIG["bwd_mode"] != "dw"  # "dw" recomputes it in the backward pass
+    pre = h.new_empty(kk, n, f) if store_pre else h.new_empty(0)
     grid, meta = _launch("fwd", n, d, f, kk)
-    LAST["fwd"] = _mlp_fwd_kernel[grid](h, w1, b1, w2, y, pre, n, d, f, **meta)
+    LAST["fwd"] = _mlp_fwd_kernel[grid](h, w1, b1, w2, y, pre, n, d, f, STORE_PRE=store_pre, **meta)
     return y, pre
 
 
 @_mlp_fwd.register_fake
 def _(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[Tensor, Tensor]:
     kk, n, d, f = _check(h, w1, b1, w2)
-    return h.new_empty(kk, n, d), h.new_empty(kk, n, f)
+    return h.new_empty(kk, n, d), (h.new_empty(kk, n, f) if CONFIG["bwd_mode"] != "dw" else h.new_empty(0))
 
 
 @torch.library.custom_op("pyphase::gelu_mlp_bwd", mutates_args=())
@@ -284,10 +337,42 @@ def _(dy: Tensor, h: Tensor, w1: Tensor, w2: Tensor, pre: Tensor) -> tuple[Tenso
             torch.empty_like(w2))
 
 
+@torch.library.custom_op("pyphase::gelu_mlp_bwd_dw", mutates_args=())
+def _mlp_bwd_dw(dy: Tensor, h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Backward pass of bwd_mode "dw" → gradients w.r.t. h, w1, b1 (fp32), w2 (see CONFIG)."""
+    dy, h, w1, b1, w2 = (z.contiguous() for z in (dy, h, w1, b1, w2))
+    kk, n, d, f = _check(h, w1, b1, w2)
+    cfg = CONFIG["bwd"]
+    assert isinstance(cfg, tuple)
+    bm, bh, warps, stages = cfg[:4]
+    span = triton.cdiv(cfg[4] if len(cfg) > 4 else 4096, bm) * bm
+    span = min(span, triton.cdiv(n, bm) * bm)
+    bh = min(bh, max(16, triton.next_power_of_2(f)))
+    bd = max(16, triton.next_power_of_2(d))
+    spans = triton.cdiv(n, span)
+    dpre = h.new_empty(kk, n, f)
+    parts = torch.empty(kk, spans, (2 * bd + 1) * f, device=h.device, dtype=torch.float32)
+    LAST["bwd"] = _mlp_bwd_dw_kernel[(triton.cdiv(f, bh), spans, kk)](
+        dy, h, w1, b1, w2, dpre, parts, n, d, f, BD=bd, BM=bm, BH=bh, SPAN=span,
+        num_warps=warps, num_stages=stages)
+    sums = parts.sum(dim=1)
+    dw1 = sums[:, : bd * f].view(kk, bd, f)[:, :d].to(w1.dtype, copy=True)  # copies: outputs must not alias
+    dw2 = sums[:, bd * f : 2 * bd * f].view(kk, f, bd)[..., :d].to(w2.dtype, copy=True)
+    db1 = sums[:, 2 * bd * f :].clone()
+    return torch.bmm(dpre, w1.transpose(1, 2)), dw1, db1, dw2
+
+
+@_mlp_bwd_dw.register_fake
+def _(dy: Tensor, h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return (torch.empty_like(h), torch.empty_like(w1), w1.new_empty(w1.shape[0], w1.shape[2], dtype=torch.float32),
+            torch.empty_like(w2))
+
+
 def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
     h, w1, b1, w2 = inputs
-    ctx.save_for_backward(h, w1, w2, output[1])
+    ctx.save_for_backward(h, w1, b1, w2, output[1])
     ctx.b1_dtype = b1.dtype
+    ctx.mode = CONFIG["bwd_mode"]
     # Gradients of outputs nobody used (the saved pre-activation, row statistics) stay None instead
     # of being filled with zeros: measured on the H100, uncompiled, 0.4 ms of fills a K = 5, B = 256 step.
     ctx.set_materialize_grads(False)
@@ -306,11 +391,14 @@ def _mlp_bwd_torch(dy: Tensor, h: Tensor, w1: Tensor, w2: Tensor, pre: Tensor) -
 
 
 def _backward(ctx, dy: Tensor, _dpre: Tensor):  # type: ignore[no-untyped-def]
-    h, w1, w2, pre = ctx.saved_tensors
+    h, w1, b1, w2, pre = ctx.saved_tensors
     if dy is None:  # the output was not used
         return None, None, None, None
-    bwd = _mlp_bwd_torch if CONFIG["bwd_mode"] == "torch" else _mlp_bwd
-    dh, dw1, db1, dw2 = bwd(dy, h, w1, w2, pre)
+    if ctx.mode == "dw":
+        dh, dw1, db1, dw2 = _mlp_bwd_dw(dy, h, w1, b1, w2)
+    else:
+        bwd = _mlp_bwd_torch if ctx.mode == "torch" else _mlp_bwd
+        dh, dw1, db1, dw2 = bwd(dy, h, w1, w2, pre)
     return dh, dw1, db1.to(ctx.b1_dtype), dw2
 
 

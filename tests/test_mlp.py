@@ -41,11 +41,14 @@ INTERPRETED = textwrap.dedent(
 # (models, rows, d, hidden, launch configuration as `mlp.set_config` reads it): ragged rows, blocks
 # larger than the hidden width, d not a power of two (masked columns), a hidden width not a multiple
 # of the chunk, a chunk wider than the hidden layer; (2, 64, 32, 128) needs no masks; the three
-# backward modes, and the bias gradient as a torch sum (fifth entry 0).
+# backward modes, and the bias gradient as a torch sum (fifth entry 0); the "dw" backward with ragged
+# spans, masked columns, several hidden chunks, a chunk wider than the hidden layer and one span.
 SHAPES = [(2, 100, 32, 128, "32,64,4,2"), (1, 64, 48, 192, "64,128,4,2"), (2, 37, 16, 64, "16,32,4,2"),
           (1, 40, 32, 32, "16,64,4,2"), (2, 64, 32, 128, "32,64,4,2"), (2, 64, 32, 128, "32,64,4,2/torch"),
           (2, 100, 32, 128, "32,64,4,2/torch"), (2, 100, 32, 128, "32,64,4,2/32,64,4,2,0"),
-          (2, 100, 48, 192, "32,64,4,2/split:32,64,4,2"), (2, 64, 32, 128, "32,64,4,2/split:32,32,4,2,0")]
+          (2, 100, 48, 192, "32,64,4,2/split:32,64,4,2"), (2, 64, 32, 128, "32,64,4,2/split:32,32,4,2,0"),
+          (2, 100, 32, 128, "32,64,4,2/dw:32,64,4,2,64"), (1, 77, 48, 192, "32,64,4,2/dw:16,64,4,2,32"),
+          (2, 40, 32, 32, "16,64,4,2/dw:16,64,4,2"), (1, 64, 16, 64, "32,32,4,2/dw:32,16,4,2,16")]
 
 
 def test_fused_mlp_matches_stock_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
@@ -71,6 +74,8 @@ def test_launch_configuration_parsing() -> None:
         assert mlp.CONFIG == {"fwd": (32, 32, 2, 2), "bwd": (32, 32, 2, 2), "bwd_mode": "fused"}
         mlp.set_config("32,32,2,2/torch")
         assert mlp.CONFIG["bwd_mode"] == "torch" and mlp.CONFIG["fwd"] == (32, 32, 2, 2)
+        mlp.set_config("64,32,4,2/dw:64,64,8,2,2048")
+        assert mlp.CONFIG == {"fwd": (64, 32, 4, 2), "bwd": (64, 64, 8, 2, 2048), "bwd_mode": "dw"}
         for bad in ("64,32,4", "a,b,c,d", "64,32,4,2/fast:64,32,4,2", "64,32,4,2/1,2,3"):
             with pytest.raises(ValueError, match="MLP launch configuration"):
                 mlp.set_config(bad)
@@ -87,7 +92,7 @@ def test_shape_mismatch_is_a_clear_error() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 accuracy of the compiled kernels needs CUDA")
 @pytest.mark.parametrize("n", [4096, 1000])
-@pytest.mark.parametrize("mode", ["fused", "split", "torch"])
+@pytest.mark.parametrize("mode", ["fused", "split", "torch", "dw"])
 def test_bf16_accuracy_on_cuda_matches_the_stock_path(n: int, mode: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from pyphase import mlp
 
