@@ -49,7 +49,7 @@ def main() -> None:
     table.measure("stock (compiled)", both(stock), lambda: stock(*ins))
     base = dict(mlp.CONFIG)
     fused_c = torch.compile(fused, dynamic=False)
-    for c in config_list(a.configs, ",".join(map(str, base["fwd"]))):
+    for c in config_list(a.configs, mlp.config_spec()):
         try:
             # "FWD" or "FWD/BWD" launch configurations → timings and register/spill counts
             mlp.set_config(c)

@@ -8,13 +8,17 @@ and the pre-activation, a separate reduction for the bias gradient, and the GEMM
 gradient reading the pre-activation's gradient again. Here:
 
 - forward, one kernel per tile of rows: for each chunk of hidden units, fc1's product, bias, GELU and
-  the chunk's contribution to fc2's product, accumulated on chip; the activation never reaches
-  memory. The pre-activation is written once, for the backward pass.
-- backward, one kernel per tile of rows: for each chunk of hidden units, `dy @ w2^T`, GELU's
-  derivative from the saved pre-activation, the pre-activation's gradient (written, with the
-  recomputed activation, for the weight gradients), its per-tile column sums (the bias gradient)
-  and its contribution to the input's gradient, accumulated on chip. The two weight gradients,
-  reductions over all rows, stay cuBLAS products.
+  the chunk's contribution to fc2's product, accumulated on chip; neither the pre-activation nor
+  the activation reaches memory (in the default backward mode "dw").
+- backward ("dw", the default since 5e33660), one program per chunk of hidden units and span of
+  rows: recomputes the chunk's pre-activation from the MLP's input, `dy @ w2^T`, GELU's derivative,
+  writes the pre-activation's gradient, and accumulates the chunk's share of both weight gradients
+  and of the bias gradient over its rows on chip (per-span partial sums, summed in a fixed order).
+  The input's gradient is one cuBLAS product of the written pre-activation gradient. Programs of
+  one span run side by side, so the input and dy tiles they share come from L2.
+- backward ("fused", the earlier default), one program per tile of rows: the same from a saved
+  pre-activation, the input's gradient accumulated on chip, the weight gradients by cuBLAS from
+  the written pre-activation gradient and activation.
 
 Numerics follow the stock path under bf16 autocast: GEMM outputs are rounded to the input dtype,
 the bias is added to the rounded product and rounded again, GELU (exact, erf) and its derivative
@@ -22,8 +26,8 @@ are computed in fp32 from the rounded pre-activation. `gelu_mlp_reference` is th
 the tests compare against; on the CPU the kernels run in Triton's interpreter (fp32).
 
 On by default on CUDA (PYPHASE_MLP=torch turns it off); what it measured is stated at `supported`
-and `CONFIG`. What it does not reach: the backward kernel runs at about a third of the H100's
-memory bandwidth (1.0 ms for 1.15 GB and 86 GFLOP per layer), so the gain is small.
+and `CONFIG`. What it does not reach: the "dw" backward kernel holds two fp32 weight-gradient
+tiles on chip and runs at ~230 registers a thread, so few programs share an SM.
 """
 
 from __future__ import annotations
@@ -51,8 +55,10 @@ except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
 # the input's gradient is a cuBLAS product; its fifth "bwd" entry is the rows per span, default
 # 4096). `set_config` parses them.
 # Chosen by `benches/bench_mlp.py` on the H100 (K = 5, N = 65,536, d = 128, hidden 512; commit
-# 57fb4a4, results/bench/bench_mlp_57fb4a4.txt): forward 0.49 ms, backward 1.39 ms per layer.
-CONFIG: dict[str, tuple[int, ...] | str] = {"fwd": (64, 32, 4, 2), "bwd": (64, 32, 4, 3), "bwd_mode": "fused"}
+# 5e33660, results/bench/bench_mlp_dw_5e33660.txt): forward + backward 1.44 ms per layer against
+# 1.83 ms for "fused" (64, 32, 4, 3) and 1.87 ms for the compiled stock MLP; in the uncompiled
+# K = 5, B = 256 training step 17.41 against 18.54 ms (-6.1%, variants_k5_b256_dw_5e33660.txt).
+CONFIG: dict[str, tuple[int, ...] | str] = {"fwd": (64, 32, 4, 2), "bwd": (64, 32, 4, 3, 2048), "bwd_mode": "dw"}
 # The last compiled kernel launched of each kind (register and spill counts for benches/bench_mlp.py).
 LAST: dict[str, object] = {}
 
@@ -71,6 +77,14 @@ def set_config(spec: str) -> None:
         raise ValueError(f"MLP launch configuration {spec!r}: expected 'FWD' or 'FWD/BWD' with 4 numbers each "
                          "(BWD may add a fifth, or be 'torch', or start with 'split:' or 'dw:')")
     CONFIG.update(fwd=fwd, bwd=bwd, bwd_mode="torch" if nums == "torch" else (mode or "fused"))
+
+
+def config_spec() -> str:
+    """CONFIG as the string `set_config` reads."""
+    fwd, bwd, mode = (",".join(map(str, CONFIG["fwd"])), CONFIG["bwd"], CONFIG["bwd_mode"])
+    if mode == "torch":
+        return f"{fwd}/torch"
+    return f"{fwd}/{'' if mode == 'fused' else mode + ':'}{','.join(map(str, bwd))}"
 
 
 def supported(h: Tensor, w1: Tensor) -> bool:

@@ -76,6 +76,10 @@ def test_launch_configuration_parsing() -> None:
         assert mlp.CONFIG["bwd_mode"] == "torch" and mlp.CONFIG["fwd"] == (32, 32, 2, 2)
         mlp.set_config("64,32,4,2/dw:64,64,8,2,2048")
         assert mlp.CONFIG == {"fwd": (64, 32, 4, 2), "bwd": (64, 64, 8, 2, 2048), "bwd_mode": "dw"}
+        for spec in ("64,32,4,2/dw:64,64,8,2,2048", "32,32,2,2/torch", "64,32,4,2/split:128,16,8,3,0",
+                     "32,32,2,2/32,32,2,2"):
+            mlp.set_config(spec)
+            assert mlp.config_spec() == spec
         for bad in ("64,32,4", "a,b,c,d", "64,32,4,2/fast:64,32,4,2", "64,32,4,2/1,2,3"):
             with pytest.raises(ValueError, match="MLP launch configuration"):
                 mlp.set_config(bad)
