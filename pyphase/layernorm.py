@@ -52,13 +52,9 @@ def supported(x: Tensor, r: Tensor | None) -> bool:
     return x.is_cuda and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
 
 
-def add_ln_reference(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor,
-                     r_w: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def add_ln_reference(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """The stock computation: x (K, N, d) fp32 residual stream, r (K, N, d) branch output (or None),
-    rb (K, d) its bias, w/b (K, d) → (new residual stream, LayerNorm output). With r_w (K, d, d),
-    the branch output is r @ r_w (the attention's output projection)."""
-    if r is not None and r_w is not None:
-        r = torch.bmm(r, r_w)
+    rb (K, d) its bias, w/b (K, d) → (new residual stream, LayerNorm output)."""
     if r is not None:
         assert rb is not None
         x = x + (r + rb[:, None].to(r.dtype))
@@ -68,9 +64,8 @@ def add_ln_reference(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, 
 if triton is not None:
 
     @triton.jit
-    def _add_ln_fwd_kernel(X, R, RB, W, B, PW, XN, H, MEAN, RSTD, N, eps, stride_rb, stride_w, stride_b,
-                           D: tl.constexpr, BD: tl.constexpr, ROWS: tl.constexpr, HAS_R: tl.constexpr,
-                           HAS_PROJ: tl.constexpr):
+    def _add_ln_fwd_kernel(X, R, RB, W, B, XN, H, MEAN, RSTD, N, eps, stride_rb, stride_w, stride_b,
+                           D: tl.constexpr, BD: tl.constexpr, ROWS: tl.constexpr, HAS_R: tl.constexpr):
         pid = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
         row0 = pid.to(tl.int64) * ROWS
@@ -82,12 +77,7 @@ if triton is not None:
         off = (k * N + row0) * D + rows[:, None] * D + cols[None, :]
         x = tl.load(X + off, mask=m, other=0.0).to(tl.float32)
         if HAS_R:
-            if HAS_PROJ:  # the branch output is this tile of R (the projection's input) @ PW, rounded
-                pw = tl.load(PW + k * D * D + cols[:, None] * D + cols[None, :], mask=c_ok[:, None] & c_ok[None, :],
-                             other=0.0)
-                r = tl.dot(tl.load(R + off, mask=m, other=0.0), pw).to(R.dtype.element_ty).to(tl.float32)
-            else:
-                r = tl.load(R + off, mask=m, other=0.0).to(tl.float32)
+            r = tl.load(R + off, mask=m, other=0.0).to(tl.float32)
             rb = tl.load(RB + k * stride_rb + cols, mask=c_ok, other=0.0).to(tl.float32)
             # The branch's bias is added in its dtype (rounded), then the sum to the fp32 stream.
             x = x + (r + rb[None, :]).to(R.dtype.element_ty).to(tl.float32)
@@ -142,14 +132,12 @@ if triton is not None:
         tl.store(part + 2 * D, acc_drb, mask=c_ok)
 
 
-def _check(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor,
-           r_w: Tensor | None = None) -> tuple[int, int, int]:
+def _check(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor) -> tuple[int, int, int]:
     kk, n, d = x.shape
     if ((r is None) != (rb is None) or (r is not None and r.shape != x.shape)
-            or (rb is not None and rb.shape != (kk, d)) or w.shape != (kk, d) or b.shape != (kk, d)
-            or (r_w is not None and (r is None or r_w.shape != (kk, d, d)))):
+            or (rb is not None and rb.shape != (kk, d)) or w.shape != (kk, d) or b.shape != (kk, d)):
         shapes = ", ".join(f"{k} {None if z is None else tuple(z.shape)}" for k, z in
-                           (("x", x), ("r", r), ("rb", rb), ("w", w), ("b", b), ("r_w", r_w)))
+                           (("x", x), ("r", r), ("rb", rb), ("w", w), ("b", b)))
         raise ValueError(f"add_ln shapes do not match: {shapes}")
     for name, z in (("rb", rb), ("w", w), ("b", b)):
         if z is not None and z.stride(-1) != 1:
@@ -159,11 +147,11 @@ def _check(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor,
 
 @torch.library.custom_op("pyphase::add_ln_fwd", mutates_args=())
 def _add_ln_fwd(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor,
-                out_dtype: torch.dtype, r_w: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """→ new residual stream (x's dtype; empty without a branch r: the stream is x), LayerNorm
-    output (out_dtype), row means and inverse std. With r_w the branch output is r @ r_w."""
+    output (out_dtype), row means and inverse std."""
     x = x.contiguous()
-    kk, n, d = _check(x, r, rb, w, b, r_w)
+    kk, n, d = _check(x, r, rb, w, b)
     has_r = r is not None
     xn = torch.empty_like(x) if has_r else x.new_empty(0)
     h = torch.empty(kk, n, d, device=x.device, dtype=out_dtype)
@@ -172,17 +160,15 @@ def _add_ln_fwd(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Te
     rows, warps = CONFIG["fwd"]
     r = r.contiguous() if r is not None else x
     rb = rb if rb is not None else w
-    pw = r_w.to(r.dtype).contiguous() if r_w is not None else w
     _add_ln_fwd_kernel[(triton.cdiv(n, rows), kk)](
-        x, r, rb, w, b, pw, xn, h, mean, rstd, n, EPS, rb.stride(0), w.stride(0), b.stride(0), D=d,
-        BD=max(16, triton.next_power_of_2(d)), ROWS=rows, HAS_R=has_r, HAS_PROJ=r_w is not None, num_warps=warps)
+        x, r, rb, w, b, xn, h, mean, rstd, n, EPS, rb.stride(0), w.stride(0), b.stride(0), D=d,
+        BD=max(16, triton.next_power_of_2(d)), ROWS=rows, HAS_R=has_r, num_warps=warps)
     return xn, h, mean, rstd
 
 
 @_add_ln_fwd.register_fake
-def _(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor, out_dtype: torch.dtype,  # type: ignore[no-untyped-def]
-      r_w: Tensor | None = None):
-    kk, n, d = _check(x, r, rb, w, b, r_w)
+def _(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor, out_dtype: torch.dtype):  # type: ignore[no-untyped-def]
+    kk, n, d = _check(x, r, rb, w, b)
     return (torch.empty_like(x) if r is not None else x.new_empty(0), x.new_empty(kk, n, d, dtype=out_dtype),
             x.new_empty(kk, n, dtype=torch.float32), x.new_empty(kk, n, dtype=torch.float32))
 
@@ -217,15 +203,12 @@ def _(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w:
 
 
 def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
-    x, r, rb, w, b, _, r_w = inputs
+    x, r, rb, w, b, _ = inputs
     xn, _, mean, rstd = output
     ctx.has_r = r is not None
-    ctx.has_proj = r_w is not None
-    # Without a branch the residual stream is the input itself; with the projection, its input and
-    # weight give the gradients of both from the branch output's.
-    ctx.save_for_backward(xn if ctx.has_r else x, mean, rstd, w, *((r, r_w) if ctx.has_proj else ()))
-    ctx.dtypes = (r.dtype if ctx.has_r else x.dtype, rb.dtype if ctx.has_r else x.dtype, w.dtype, b.dtype,
-                  r_w.dtype if ctx.has_proj else None)
+    # Without a branch the residual stream is the input itself.
+    ctx.save_for_backward(xn if ctx.has_r else x, mean, rstd, w)
+    ctx.dtypes = (r.dtype if ctx.has_r else x.dtype, rb.dtype if ctx.has_r else x.dtype, w.dtype, b.dtype)
     # Gradients of outputs nobody used (the final LayerNorm's residual stream, the row statistics)
     # stay None instead of being filled with zeros: measured on the H100, uncompiled, 0.4 ms of
     # fills a K = 5, B = 256 step (with those of the MLP's saved pre-activation).
@@ -233,36 +216,27 @@ def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
 
 
 def _backward(ctx, dxn: Tensor | None, dh: Tensor | None, _dmean: Tensor, _drstd: Tensor):  # type: ignore[no-untyped-def]
-    xn, mean, rstd, w, *proj = ctx.saved_tensors
-    r_dt, rb_dt, w_dt, b_dt, rw_dt = ctx.dtypes
+    xn, mean, rstd, w = ctx.saved_tensors
+    r_dt, rb_dt, w_dt, b_dt = ctx.dtypes
     if dh is None and dxn is None:
-        return None, None, None, None, None, None, None
+        return None, None, None, None, None, None
     dh = torch.zeros_like(xn) if dh is None else dh
     dx, dr, sums = _add_ln_bwd(dxn if ctx.has_r else None, dh, xn, mean, rstd, w, r_dt, ctx.has_r)
     if not ctx.has_r:
-        return dx, None, None, sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None, None
-    d_rw = None
-    if ctx.has_proj:  # dr is the projection output's gradient: to its input and weight
-        y, r_w = proj
-        d_rw = torch.bmm(y.transpose(1, 2), dr).to(rw_dt)
-        dr = torch.bmm(dr, r_w.to(dr.dtype).transpose(1, 2))
-    return dx, dr, sums[:, 2].to(rb_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None, d_rw
+        return dx, None, None, sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None
+    return dx, dr, sums[:, 2].to(rb_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None
 
 
 _add_ln_fwd.register_autograd(_backward, setup_context=_setup)
 
 
 def add_ln(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor,
-           use_triton: bool | None = None, r_w: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """x + (r + rb) and its LayerNorm for K models (see `add_ln_reference`); with r_w the branch
-    output is r @ r_w, computed on chip (the product never reaches memory in the forward pass). The
-    LayerNorm output is in the autocast dtype when autocast is on (the dtype its consumers cast it
-    to), else fp32."""
+           use_triton: bool | None = None) -> tuple[Tensor, Tensor]:
+    """x + (r + rb) and its LayerNorm for K models (see `add_ln_reference`). The LayerNorm output is
+    in the autocast dtype when autocast is on (the dtype its consumers cast it to), else fp32."""
     if not (use_triton if use_triton is not None else supported(x, r)):
-        return add_ln_reference(x, r, rb, w, b, r_w)
+        return add_ln_reference(x, r, rb, w, b)
     dev = x.device.type
     out = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
-    if r_w is not None and torch.is_autocast_enabled(dev):
-        r, r_w = r.to(out), r_w.to(out)  # as torch.bmm under autocast
-    xn, h, _, _ = _add_ln_fwd(x, r, rb, w, b, out, r_w)
+    xn, h, _, _ = _add_ln_fwd(x, r, rb, w, b, out)
     return (x if r is None else xn), h

@@ -239,8 +239,7 @@ def transformer_block(x: Tensor, r: Tensor | None, rb: Tensor | None, ln1_w: Ten
     x, h = add_ln(x.reshape(kk, b * t, d), r, rb, ln1_w, ln1_b)
     # The projection's bias is added inside the attention (as it reads q, k, v), see attention.py.
     y = causal_attention(torch.bmm(h, attn_w), attn_b, b, t, n_head)
-    # the output projection y @ proj_w is computed inside the add + LayerNorm op (layernorm.py)
-    x, h = add_ln(x, y, proj_b, ln2_w, ln2_b, r_w=proj_w)
+    x, h = add_ln(x, torch.bmm(y, proj_w), proj_b, ln2_w, ln2_b)
     # gelu(h @ fc_w + fc_b) @ fc2_w: fused Triton kernels on CUDA (see mlp.py), stock bmm/GELU elsewhere
     return x.view(kk, b, t, d), gelu_mlp(h, fc_w, fc_b, fc2_w)
 

@@ -21,7 +21,7 @@ INTERPRETED = textwrap.dedent(
     from pyphase import layernorm
     from pyphase.layernorm import add_ln, add_ln_reference
     out = []
-    for k, n, d, fwd, bwd, use_x, has_r, proj in json.loads(sys.argv[1]):
+    for k, n, d, fwd, bwd, use_x, has_r in json.loads(sys.argv[1]):
         layernorm.CONFIG.update(fwd=tuple(fwd), bwd=tuple(bwd))
         g = torch.Generator().manual_seed(n + d)
         x = (torch.randn(k, n, d, generator=g) * 2 + 0.5).requires_grad_()
@@ -31,16 +31,10 @@ INTERPRETED = textwrap.dedent(
         rb, w, b = (flat[:, i * d:(i + 1) * d] for i in range(3))
         dxn = torch.randn(k, n, d, generator=g)
         dh = torch.randn(k, n, d, generator=g)
-        r_w = (torch.randn(k, d, d, generator=g) * 0.3).requires_grad_()
-        ins = ((x, r, rb, w, b) + ((r_w,) if proj else ())) if has_r else (x, w, b)
+        ins = (x, r, rb, w, b) if has_r else (x, w, b)
         res = []
-        for fn in (lambda *z, **kw: add_ln(*z, use_triton=True, **kw), add_ln_reference):
-            if not has_r:
-                xn, h = fn(x, None, None, w, b)
-            elif proj:  # r is the output projection's input, r_w its weight
-                xn, h = fn(x, r, rb, w, b, r_w=r_w)
-            else:
-                xn, h = fn(*ins)
+        for fn in (lambda *z: add_ln(*z, use_triton=True), add_ln_reference):
+            xn, h = fn(*ins) if has_r else fn(x, None, None, w, b)
             loss = (h * dh).sum() + ((xn * dxn).sum() if use_x else 0.0)
             res.append([xn, h, *torch.autograd.grad(loss, ins)])
         out.append([((a - c).abs().max() / c.abs().max()).item() for a, c in zip(*res)])
@@ -51,18 +45,16 @@ INTERPRETED = textwrap.dedent(
 # (models, rows, d, fwd config, bwd config, new residual stream used downstream): ragged rows
 # (not a multiple of a tile, nor of a program's tiles), d not a power of two (masked columns), more
 # programs than one, the final LayerNorm's case where only the normalised output is used, and the
-# first block's plain LayerNorm (no branch; its input used downstream or not), and the branch as the
-# attention's output projection computed in the op (r @ r_w; d a power of two or not).
-CASES = [(2, 100, 32, (32, 4), (16, 3, 4), True, True, False), (1, 77, 48, (16, 4), (8, 4, 2), True, True, False),
-         (3, 64, 16, (64, 4), (64, 1, 4), True, True, False), (2, 50, 32, (32, 4), (16, 2, 4), False, True, False),
-         (2, 100, 32, (32, 4), (16, 3, 4), True, False, False), (1, 77, 48, (16, 4), (8, 4, 2), False, False, False),
-         (2, 100, 32, (32, 4), (16, 3, 4), True, True, True), (1, 77, 48, (16, 4), (8, 4, 2), True, True, True)]
+# first block's plain LayerNorm (no branch; its input used downstream or not).
+CASES = [(2, 100, 32, (32, 4), (16, 3, 4), True, True), (1, 77, 48, (16, 4), (8, 4, 2), True, True),
+         (3, 64, 16, (64, 4), (64, 1, 4), True, True), (2, 50, 32, (32, 4), (16, 2, 4), False, True),
+         (2, 100, 32, (32, 4), (16, 3, 4), True, False), (1, 77, 48, (16, 4), (8, 4, 2), False, False)]
 
 
 def test_add_ln_matches_stock_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
     errs = run_interpreted(INTERPRETED, CASES)
     for case, e in zip(CASES, errs):
-        assert max(e) < 1e-5, (case, e)  # new stream, output; gradients of x, (r, rb,) w, b (, r_w)
+        assert max(e) < 1e-5, (case, e)  # new stream, output; gradients of x, (r, rb,) w, b
 
 
 def test_cpu_path_is_the_stock_computation() -> None:
@@ -82,10 +74,9 @@ def test_shape_mismatch_is_a_clear_error() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 accuracy of the compiled kernels needs CUDA")
-@pytest.mark.parametrize("n,has_r,x_dtype,proj", [(4096, True, torch.float32, False), (1000, True, torch.float32, False),
-                                                  (1000, False, torch.float32, False), (1000, True, torch.bfloat16, False),
-                                                  (1000, True, torch.float32, True)])
-def test_bf16_accuracy_on_cuda_matches_the_stock_path(n: int, has_r: bool, x_dtype: torch.dtype, proj: bool) -> None:
+@pytest.mark.parametrize("n,has_r,x_dtype", [(4096, True, torch.float32), (1000, True, torch.float32),
+                                             (1000, False, torch.float32), (1000, True, torch.bfloat16)])
+def test_bf16_accuracy_on_cuda_matches_the_stock_path(n: int, has_r: bool, x_dtype: torch.dtype) -> None:
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
     k, d = 3, 128
@@ -94,14 +85,10 @@ def test_bf16_accuracy_on_cuda_matches_the_stock_path(n: int, has_r: bool, x_dty
     rb, w, b = (torch.randn(k, d, device=dev, generator=g) * s for s in (0.1, 1.0, 0.1))
     dxn = torch.randn(k, n, d, device=dev, generator=g)
     dh = torch.randn(k, n, d, device=dev, generator=g).bfloat16()
-    r_w = torch.randn(k, d, d, device=dev, generator=g) * 0.1
-
     def call(fn, ins):  # type: ignore[no-untyped-def]
-        if proj:
-            return fn(*ins[:5], r_w=ins[5])
         return fn(*ins) if has_r else fn(ins[0], None, None, *ins[1:])
 
-    base = ((x, r, rb, w, b) + ((r_w,) if proj else ())) if has_r else (x, w, b)
+    base = (x, r, rb, w, b) if has_r else (x, w, b)
     ref_in = [z.double().requires_grad_() for z in base]
     xn, h = call(add_ln_reference, ref_in)
     ref = [xn, h, *torch.autograd.grad((h * dh.double()).sum() + (xn * dxn.double()).sum(), ref_in)]
@@ -109,7 +96,7 @@ def test_bf16_accuracy_on_cuda_matches_the_stock_path(n: int, has_r: bool, x_dty
     for name, use in (("stock", False), ("triton", True)):
         ins = [z.clone().requires_grad_() for z in base]
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            xn, h = call(lambda *z, **kw: add_ln(*z, use_triton=use, **kw), ins)
+            xn, h = call(lambda *z: add_ln(*z, use_triton=use), ins)
         h = h.bfloat16()  # the stock path's output is fp32, cast by its consumer under autocast
         outs = [xn, h, *torch.autograd.grad((h.float() * dh.float()).sum() + (xn * dxn).sum(), ins)]
         errs[name] = [((a.double() - c).abs().max() / c.abs().max()).item() for a, c in zip(outs, ref)]
