@@ -8,7 +8,7 @@ projection and bias, for
   triton    pyphase.attention.causal_attention (optionally several launch configurations)
 and checks both against an fp64 reference on the same bf16 inputs. CUDA only:
     python benches/bench_attention.py --k 5 --b 256 [--fwd-configs "64,64,4,2;128,64,8,2"]
-        [--bwd-configs "32,128,128,32,4,3;64,64,64,64,4,2"] [--seq-configs "32,8,2;16,4,2"] [--json PATH]
+        [--bwd-configs "32,128,128,32,4,3;64,64,64,64,4,2"] [--json PATH]
 (configurations as in pyphase.attention.CONFIG; the first of each list is timed with the other's default)
 """
 from __future__ import annotations
@@ -28,7 +28,6 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--fwd-configs", default="", help="';'-separated 'bm,bn,warps,stages'")
     ap.add_argument("--bwd-configs", default="", help="';'-separated 'bm1,bn1,bm2,bn2,warps,stages'")
-    ap.add_argument("--seq-configs", default="", help="';'-separated 'bm,warps,stages' of the whole-sequence backward")
     a = ap.parse_args()
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
@@ -70,20 +69,12 @@ def main() -> None:
     ms_stock = timed(run(stock), a.iters)
     rows.append({"variant": "stock (compiled, flash SDPA)", "pass": "fwd+bwd", "ms": ms_stock})
     base = dict(attention.CONFIG)
-    rows.append({"variant": f"triton default {base['fwd']} {base['bwd']} seq {base['bwd_seq']}", "pass": "fwd+bwd",
+    rows.append({"variant": f"triton default {base['fwd']} {base['bwd']}", "pass": "fwd+bwd",
                  "ms": timed(run(triton_fn), a.iters)})
-    # the three-kernel backward (whole-sequence pass off) with its default and the listed configurations
-    for c in [",".join(map(str, base["bwd"]))] + [c for c in a.bwd_configs.split(";") if c.strip()]:
-        attention.CONFIG.update(base, bwd=tuple(int(v) for v in c.split(",")), bwd_seq=(0, 4, 2))
+    for c in [c for c in a.bwd_configs.split(";") if c.strip()]:
+        attention.CONFIG.update(base, bwd=tuple(int(v) for v in c.split(",")))
         rows.append({"variant": f"triton bwd {attention.CONFIG['bwd']}", "pass": "fwd+bwd",
                      "ms": timed(run(triton_fn), a.iters)})
-    for c in [c for c in a.seq_configs.split(";") if c.strip()]:
-        try:
-            attention.CONFIG.update(base, bwd_seq=tuple(int(v) for v in c.split(",")))
-            rows.append({"variant": f"triton bwd_seq {attention.CONFIG['bwd_seq']}", "pass": "fwd+bwd",
-                         "ms": timed(run(triton_fn), a.iters)})
-        except Exception as e:  # noqa: BLE001 - e.g. a launch configuration out of resources
-            print(f"  bwd_seq {c}: failed: {str(e).splitlines()[0][:160]}", flush=True)
     attention.CONFIG.update(base)
     with torch.no_grad():
         ms_fwd_stock = timed(lambda: stock(qkv, bias, b, t, nh), a.iters)

@@ -61,14 +61,7 @@ def attention_reference(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: i
 # a block. benches/bench_attention.py times alternatives.
 #   fwd: (query block, key block, warps, stages)
 #   bwd: dk/dv pass (query step, key block), dq pass (query block, key step), warps, stages
-#   bwd_seq: (query step, warps, stages) of the whole-sequence backward pass, used for contexts up
-#       to SEQ_MAX (0 as the query step turns it off): one program per sequence and head holds all
-#       keys and values and their gradients on chip and walks the queries once, writing each query
-#       block's dq as it goes; the log-sum-exp's partner delta = rowsum(o * do) is computed in
-#       the same pass. One kernel instead of three (delta, dk/dv, dq), and every score computed
-#       once instead of twice.
-CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 64, 4, 3), "bwd": (32, 128, 128, 32, 4, 3), "bwd_seq": (32, 8, 2)}
-SEQ_MAX = 256
+CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 64, 4, 3), "bwd": (32, 128, 128, 32, 4, 3)}
 
 
 def _launch(kind: str, t: int) -> tuple[int, ...]:
@@ -234,64 +227,6 @@ if triton is not None:
         tl.atomic_add(DB + model * 3 * D + h * HD + offs_d, tl.sum(tl.where(m_ok[:, None], dq.to(tl.float32), 0.0), 0))
 
 
-if triton is not None:
-
-    @triton.jit
-    def _attn_bwd_seq_kernel(QKV, BIAS, O, DO, LSE, DQKV, DB, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr,
-                             HD: tl.constexpr, qk_scale, sm_scale, BT: tl.constexpr, BM: tl.constexpr):
-        """dq, dk, dv of one sequence and head: all BT >= T keys on chip, queries in steps of BM;
-        scores held transposed (keys x queries) so dk, dv accumulate by plain tile products."""
-        pid_sh = tl.program_id(0)
-        s = pid_sh // N_HEAD
-        h = pid_sh % N_HEAD
-        model = s // N_SEQ
-        row0 = s.to(tl.int64) * T
-        offs_n = tl.arange(0, BT)
-        offs_m = tl.arange(0, BM)
-        offs_d = tl.arange(0, HD)
-        dt = QKV.dtype.element_ty
-        bq = tl.load(BIAS + model * 3 * D + h * HD + offs_d).to(tl.float32)
-        bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
-        bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
-        n_ok = offs_n < T
-        kv_row = (row0 + offs_n[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-        k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
-        v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
-        dk = tl.zeros([BT, HD], tl.float32)
-        dv = tl.zeros([BT, HD], tl.float32)
-        dbq = tl.zeros([HD], tl.float32)
-        lse_base = LSE + pid_sh.to(tl.int64) * T
-        for start_m in range(0, T, BM):
-            rows = start_m + offs_m
-            m_ok = rows < T
-            q = (tl.load(QKV + (row0 + rows[:, None]) * (3 * D) + h * HD + offs_d[None, :], mask=m_ok[:, None],
-                         other=0.0).to(tl.float32) + bq[None, :]).to(dt)  # (BM, HD)
-            o_off = (row0 + rows[:, None]) * D + h * HD + offs_d[None, :]
-            do = tl.load(DO + o_off, mask=m_ok[:, None], other=0.0)
-            delta = tl.sum(tl.load(O + o_off, mask=m_ok[:, None], other=0.0).to(tl.float32) * do.to(tl.float32), 1)
-            do = do.to(dt)
-            lse = tl.load(lse_base + rows, mask=m_ok, other=0.0)
-            qk_t = tl.dot(k, tl.trans(q)) * qk_scale  # (BT, BM)
-            keep = (rows[None, :] >= offs_n[:, None]) & m_ok[None, :]
-            p_t = tl.where(keep, tl.exp2(qk_t - lse[None, :]), 0.0)
-            dv += tl.dot(p_t.to(dt), do)
-            dp_t = tl.dot(v, tl.trans(do))
-            ds_t = (p_t * (dp_t - delta[None, :])).to(dt)
-            dk += tl.dot(ds_t, q)
-            dq = (tl.dot(tl.trans(ds_t), k) * sm_scale).to(DQKV.dtype.element_ty)  # (BM, HD)
-            tl.store(DQKV + (row0 + rows[:, None]) * (3 * D) + h * HD + offs_d[None, :], dq, mask=m_ok[:, None])
-            dbq += tl.sum(tl.where(m_ok[:, None], dq.to(tl.float32), 0.0), 0)
-        out = (row0 + offs_n[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-        dk = (dk * sm_scale).to(DQKV.dtype.element_ty)
-        dv = dv.to(DQKV.dtype.element_ty)
-        tl.store(DQKV + out + D, dk, mask=n_ok[:, None])
-        tl.store(DQKV + out + 2 * D, dv, mask=n_ok[:, None])
-        # The bias gradient is the column sum of the stored gradient (rows outside T hold zeros).
-        tl.atomic_add(DB + model * 3 * D + h * HD + offs_d, dbq)
-        tl.atomic_add(DB + model * 3 * D + D + h * HD + offs_d, tl.sum(dk.to(tl.float32), 0))
-        tl.atomic_add(DB + model * 3 * D + 2 * D + h * HD + offs_d, tl.sum(dv.to(tl.float32), 0))
-
-
 def _dims(qkv: Tensor, n_seq: int, t: int, n_head: int) -> tuple[int, int, int, float]:
     kk, n, d3 = qkv.shape
     d = d3 // 3
@@ -329,13 +264,6 @@ def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_s
     seqs, d, hd, scale = _dims(qkv, n_seq, t, n_head)
     dqkv = torch.empty_like(qkv)
     dbias = torch.zeros(bias.shape, device=bias.device, dtype=torch.float32)
-    bm, warps_s, stages_s = CONFIG["bwd_seq"]
-    if bm and t <= SEQ_MAX:
-        bt = max(16, triton.next_power_of_2(t))
-        _attn_bwd_seq_kernel[(seqs * n_head,)](
-            qkv, bias, o, do, lse, dqkv, dbias, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bt, min(bm, bt),
-            num_warps=warps_s, num_stages=stages_s)
-        return dqkv, dbias
     delta = torch.empty(seqs * n_head, t, device=qkv.device, dtype=torch.float32)
     bm1, bn1, bm2, bn2, warps, stages = _launch("bwd", t)
     _attn_bwd_delta_kernel[(triton.cdiv(t, 64), seqs * n_head)](o, do, delta, t, n_head, d, hd, 64, num_warps=4)

@@ -19,11 +19,9 @@ pytest.importorskip("triton")
 INTERPRETED = textwrap.dedent(
     """
     import json, sys, torch
-    from pyphase import attention
     from pyphase.attention import attention_reference, causal_attention
     out = []
-    for k, b, t, nh, hd, seq in json.loads(sys.argv[1]):
-        attention.CONFIG["bwd_seq"] = tuple(seq)  # (0, ...) : the three-kernel backward
+    for k, b, t, nh, hd in json.loads(sys.argv[1]):
         g = torch.Generator().manual_seed(k * 1000 + t)
         d = nh * hd
         qkv = torch.randn(k, b * t, 3 * d, generator=g).requires_grad_()
@@ -39,12 +37,9 @@ INTERPRETED = textwrap.dedent(
     """
 )
 
-# (models K, sequences per model B, context T, heads, head dim, whole-sequence backward config):
-# block-aligned and ragged contexts, one and several blocks, head dims 16 and 32; each with the
-# three-kernel backward (query step 0) and with the whole-sequence one (ragged query steps too).
-SHAPES = [(2, 2, 40, 2, 16, (0, 4, 2)), (1, 2, 64, 4, 32, (0, 4, 2)), (2, 1, 100, 2, 32, (0, 4, 2)),
-          (1, 1, 130, 1, 16, (0, 4, 2)), (2, 2, 40, 2, 16, (16, 4, 2)), (1, 2, 64, 4, 32, (32, 4, 2)),
-          (2, 1, 100, 2, 32, (32, 4, 2)), (1, 1, 130, 1, 16, (64, 4, 2))]
+# (models K, sequences per model B, context T, heads, head dim): block-aligned and ragged contexts,
+# one and several blocks, head dims 16 and 32.
+SHAPES = [(2, 2, 40, 2, 16), (1, 2, 64, 4, 32), (2, 1, 100, 2, 32), (1, 1, 130, 1, 16)]
 
 
 def test_triton_kernels_match_sdpa_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
@@ -70,12 +65,7 @@ def test_shape_mismatch_is_a_clear_error() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 accuracy of the compiled kernels needs CUDA")
 @pytest.mark.parametrize("t", [256, 100])
-@pytest.mark.parametrize("seq", [True, False])
-def test_bf16_accuracy_on_cuda_matches_the_stock_path(t: int, seq: bool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from pyphase import attention
-
-    if not seq:  # the three-kernel backward
-        monkeypatch.setitem(attention.CONFIG, "bwd_seq", (0, 4, 2))
+def test_bf16_accuracy_on_cuda_matches_the_stock_path(t: int) -> None:
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
     k, b, nh, d = 2, 8, 4, 128
