@@ -240,3 +240,131 @@ def add_ln(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor,
     out = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
     xn, h, _, _ = _add_ln_fwd(x, r, rb, w, b, out)
     return (x if r is None else xn), h
+
+
+# ---------------------------------------------------------------------------------------- embedding
+# The first LayerNorm reads the embedding: x = wte[idx] + wpe[position]. Uncompiled, the stock path
+# is a gather kernel, a broadcast add and the LayerNorm, and in the backward pass an add of the
+# residual stream's two gradients (the LayerNorm's and the first block's) before the embedding's
+# own backward. `embed_ln` gathers both rows and normalises in one kernel (the tables sit in L2),
+# and its backward adds the residual stream's incoming gradient inside the LayerNorm backward kernel.
+
+
+def embed_ln_reference(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """idx (K, B, T) token ids of each model, wte (K, V, d), wpe (K, T_max, d), w/b (K, d) →
+    residual stream x (K, B·T, d) = wte[idx] + wpe[:T] and its LayerNorm."""
+    kk, bb, t = idx.shape
+    v, d = wte.shape[1:]
+    offs = (torch.arange(kk, device=idx.device) * v).view(kk, 1, 1)
+    x = (F.embedding(idx + offs, wte.reshape(kk * v, d)) + wpe[:, None, :t]).reshape(kk, bb * t, d)
+    return add_ln_reference(x, None, None, w, b)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _embed_ln_fwd_kernel(IDX, WTE, WPE, W, B, X, H, MEAN, RSTD, N, T, eps, stride_wte, stride_wpe, stride_w,
+                             stride_b, D: tl.constexpr, BD: tl.constexpr, ROWS: tl.constexpr):
+        pid = tl.program_id(0)
+        k = tl.program_id(1).to(tl.int64)
+        row0 = pid.to(tl.int64) * ROWS
+        rows = row0 + tl.arange(0, ROWS)
+        cols = tl.arange(0, BD)
+        r_ok = rows < N
+        c_ok = cols < D
+        m = r_ok[:, None] & c_ok[None, :]
+        tok = tl.load(IDX + k * N + rows, mask=r_ok, other=0)
+        pos = rows % T
+        x = (tl.load(WTE + k * stride_wte + tok[:, None] * D + cols[None, :], mask=m, other=0.0)
+             + tl.load(WPE + k * stride_wpe + pos[:, None] * D + cols[None, :], mask=m, other=0.0))
+        off = (k * N + rows[:, None]) * D + cols[None, :]
+        tl.store(X + off, x, mask=m)
+        mean = tl.sum(x, 1) / D
+        xc = tl.where(m, x - mean[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / D + eps)
+        w = tl.load(W + k * stride_w + cols, mask=c_ok, other=0.0)
+        bias = tl.load(B + k * stride_b + cols, mask=c_ok, other=0.0)
+        h = xc * rstd[:, None] * w[None, :] + bias[None, :]
+        tl.store(H + off, h.to(H.dtype.element_ty), mask=m)
+        tl.store(MEAN + k * N + rows, mean, mask=r_ok)
+        tl.store(RSTD + k * N + rows, rstd, mask=r_ok)
+
+
+def _check_embed(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor) -> tuple[int, int, int, int]:
+    kk, n = idx.shape[0], idx[0].numel()
+    t = idx.shape[-1]
+    d = wte.shape[-1]
+    if (idx.dim() != 3 or wte.dim() != 3 or wte.shape[0] != kk or wpe.shape[0] != kk or wpe.shape[2] != d
+            or wpe.shape[1] < t or w.shape != (kk, d) or b.shape != (kk, d)):
+        raise ValueError(f"embed_ln shapes do not match: idx {tuple(idx.shape)}, wte {tuple(wte.shape)}, "
+                         f"wpe {tuple(wpe.shape)}, w {tuple(w.shape)}, b {tuple(b.shape)}")
+    for name, z in (("wte", wte), ("wpe", wpe)):
+        if z.stride(2) != 1 or z.stride(1) != d:
+            raise ValueError(f"embed_ln: {name} must have contiguous rows")
+    return kk, n, t, d
+
+
+@torch.library.custom_op("pyphase::embed_ln_fwd", mutates_args=())
+def _embed_ln_fwd(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor,
+                  out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """→ residual stream (K, B·T, d) fp32, its LayerNorm (out_dtype), row means and inverse std."""
+    idx = idx.contiguous()
+    kk, n, t, d = _check_embed(idx, wte, wpe, w, b)
+    x = torch.empty(kk, n, d, device=wte.device, dtype=wte.dtype)
+    h = torch.empty(kk, n, d, device=wte.device, dtype=out_dtype)
+    mean = torch.empty(kk, n, device=wte.device, dtype=torch.float32)
+    rstd = torch.empty_like(mean)
+    rows, warps = CONFIG["fwd"]
+    _embed_ln_fwd_kernel[(triton.cdiv(n, rows), kk)](
+        idx, wte, wpe, w, b, x, h, mean, rstd, n, t, EPS, wte.stride(0), wpe.stride(0), w.stride(0), b.stride(0),
+        D=d, BD=max(16, triton.next_power_of_2(d)), ROWS=rows, num_warps=warps)
+    return x, h, mean, rstd
+
+
+@_embed_ln_fwd.register_fake
+def _(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor, out_dtype: torch.dtype):  # type: ignore[no-untyped-def]
+    kk, n, _, d = _check_embed(idx, wte, wpe, w, b)
+    return (wte.new_empty(kk, n, d), wte.new_empty(kk, n, d, dtype=out_dtype), wte.new_empty(kk, n),
+            wte.new_empty(kk, n))
+
+
+def _embed_setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    idx, wte, wpe, w, b, _ = inputs
+    x, _, mean, rstd = output
+    ctx.save_for_backward(idx, x, mean, rstd, w)
+    ctx.shapes = (tuple(wte.shape), tuple(wpe.shape))
+    ctx.dtypes = (wte.dtype, wpe.dtype, w.dtype, b.dtype)
+    ctx.set_materialize_grads(False)
+
+
+def _embed_backward(ctx, dx: Tensor | None, dh: Tensor | None, _dmean: Tensor, _drstd: Tensor):  # type: ignore[no-untyped-def]
+    idx, x, mean, rstd, w = ctx.saved_tensors
+    (kk, v, d), (_, t_max, _) = ctx.shapes
+    wte_dt, wpe_dt, w_dt, b_dt = ctx.dtypes
+    if dh is None and dx is None:
+        return None, None, None, None, None, None
+    dh = torch.zeros_like(x) if dh is None else dh
+    # the residual stream's whole gradient: the LayerNorm's plus the one arriving from downstream
+    gx, _, sums = _add_ln_bwd(dx, dh, x, mean, rstd, w, x.dtype, False)
+    t = idx.shape[-1]
+    offs = (torch.arange(kk, device=idx.device) * v).view(kk, 1, 1)
+    dwte = torch.ops.aten.embedding_dense_backward(gx.view(-1, d), (idx + offs).view(-1), kk * v, -1, False)
+    dwpe = gx.new_zeros(kk, t_max, d)
+    dwpe[:, :t] = gx.view(kk, -1, t, d).sum(dim=1)
+    return (None, dwte.view(kk, v, d).to(wte_dt), dwpe.to(wpe_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None)
+
+
+_embed_ln_fwd.register_autograd(_embed_backward, setup_context=_embed_setup)
+
+
+def embed_ln(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor,
+             use_triton: bool | None = None) -> tuple[Tensor, Tensor]:
+    """The embedding wte[idx] + wpe[position] of K models as the residual stream (K, B·T, d) and its
+    LayerNorm (see `embed_ln_reference`), in one kernel on CUDA (unless PYPHASE_LN=torch). The
+    LayerNorm output is in the autocast dtype when autocast is on, else fp32."""
+    if not (use_triton if use_triton is not None else (supported(wte, None) and wte.dtype == torch.float32)):
+        return embed_ln_reference(idx, wte, wpe, w, b)
+    dev = wte.device.type
+    out = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else wte.dtype
+    x, h, _, _ = _embed_ln_fwd(idx, wte, wpe, w, b, out)
+    return x, h

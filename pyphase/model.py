@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from pyphase.attention import causal_attention
 from pyphase.head import head_ce
-from pyphase.layernorm import add_ln
+from pyphase.layernorm import add_ln, embed_ln, embed_ln_reference
 from pyphase.mlp import gelu_mlp
 
 if TYPE_CHECKING:
@@ -211,32 +211,41 @@ def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tens
     `head` replace `transformer_block` and `head_losses` (with their compiled forms, for regional
     compilation: train.py)."""
     block, head = block or transformer_block, head or head_losses
-    kk, _, t = idx.shape
-    d, v = shape.d_model, shape.vocab_size
-    offs = (torch.arange(kk, device=idx.device) * v).view(kk, 1, 1)
-    x = F.embedding(idx + offs, w["wte"].reshape(kk * v, d)) + w["wpe"][:, None, :t]  # (K, B, T, d)
-    if os.environ.get("PYPHASE_RESIDUAL", "").lower() == "bf16" and torch.is_autocast_enabled(x.device.type):
+    kk, b, t = idx.shape
+    d = shape.d_model
+    h: Tensor | None = None
+    if os.environ.get("PYPHASE_RESIDUAL", "").lower() == "bf16" and torch.is_autocast_enabled(idx.device.type):
         # Opt-in: the residual stream (and its gradient) in the autocast dtype instead of fp32, half
         # the LayerNorm kernels' traffic; changes numerics (benches/profile_step.py measures both).
-        x = x.to(torch.get_autocast_dtype(x.device.type))
+        x = (embed_ln_reference(idx, w["wte"], w["wpe"], w["h0.ln1_w"], w["h0.ln1_b"])[0]
+             .to(torch.get_autocast_dtype(idx.device.type)))
+    else:
+        # the embedding and the first LayerNorm: one kernel on CUDA (layernorm.py)
+        x, h = embed_ln(idx, w["wte"], w["wpe"], w["h0.ln1_w"], w["h0.ln1_b"])
+    x = x.view(kk, b, t, d)
     # Each block leaves its MLP output (and bias) to be added to the residual stream by the next
     # LayerNorm's `add_ln`, which computes the add, the normalisation and their gradients together.
     m: Tensor | None = None
     mb: Tensor | None = None
     for i in range(shape.n_layer):
-        x, m = block(x, m, mb, *(w[f"h{i}.{n}"] for n in BLOCK_PARAMS), shape.n_head)
+        x, m = block(x, m, mb, *(w[f"h{i}.{n}"] for n in BLOCK_PARAMS), shape.n_head, h if i == 0 else None)
         mb = w[f"h{i}.fc2_b"]
     return head(x, m, mb, w["lnf_w"], w["lnf_b"], w["head_w"], targets)
 
 
 def transformer_block(x: Tensor, r: Tensor | None, rb: Tensor | None, ln1_w: Tensor, ln1_b: Tensor, attn_w: Tensor,
                       attn_b: Tensor, proj_w: Tensor, proj_b: Tensor, ln2_w: Tensor, ln2_b: Tensor, fc_w: Tensor,
-                      fc_b: Tensor, fc2_w: Tensor, fc2_b: Tensor, n_head: int) -> tuple[Tensor, Tensor]:
+                      fc_b: Tensor, fc2_w: Tensor, fc2_b: Tensor, n_head: int,
+                      h: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One pre-LN block of K models. x (K, B, T, d) is the residual stream before the previous
     block's MLP output r (K, B·T, d) and its bias rb were added (None for the first block). Returns
-    the residual stream without this block's MLP output, and that output (its bias `fc2_b` not added)."""
+    the residual stream without this block's MLP output, and that output (its bias `fc2_b` not added).
+    h, if given, is the first LayerNorm's output already (the first block's, from `embed_ln`)."""
     kk, b, t, d = x.shape
-    x, h = add_ln(x.reshape(kk, b * t, d), r, rb, ln1_w, ln1_b)
+    if h is None:
+        x, h = add_ln(x.reshape(kk, b * t, d), r, rb, ln1_w, ln1_b)
+    else:
+        x = x.reshape(kk, b * t, d)
     # The projection's bias is added inside the attention (as it reads q, k, v), see attention.py.
     y = causal_attention(torch.bmm(h, attn_w), attn_b, b, t, n_head)
     x, h = add_ln(x, torch.bmm(y, proj_w), proj_b, ln2_w, ln2_b)

@@ -432,7 +432,8 @@ def _compiled_losses(mode: str = "whole") -> Callable[..., Tensor]:
     if mode == "whole":
         return torch.compile(packed_losses, dynamic=None)
     if mode in ("regional", "blocks"):
-        block = _batch_dynamic(torch.compile(transformer_block, dynamic=None), 0)
+        # arguments with a batch dimension: x, and h (the first LayerNorm's output, first block only)
+        block = _batch_dynamic(torch.compile(transformer_block, dynamic=None), 0, 16)
         head = _batch_dynamic(torch.compile(head_losses, dynamic=None), 0, -1) if mode == "regional" else None
         return functools.partial(packed_losses, block=block, head=head)
     raise ValueError(f"PYPHASE_COMPILE: expected 'whole', 'regional', 'blocks' or 'none', got {mode!r}")
@@ -443,7 +444,7 @@ def _batch_dynamic(fn: Callable[..., Tensor], *positions: int) -> Callable[..., 
     `PackTrainer._step` marks the whole graph's inputs (the regions' inputs are intermediates)."""
     def call(*args: Any) -> Tensor:
         for i in positions:
-            if args[i].shape[1] > 1:
+            if i < len(args) and args[i] is not None and args[i].shape[1] > 1:
                 torch._dynamo.mark_dynamic(args[i], 1)
         return fn(*args)
     return call

@@ -102,3 +102,78 @@ def test_bf16_accuracy_on_cuda_matches_the_stock_path(n: int, has_r: bool, x_dty
         errs[name] = [((a.double() - c).abs().max() / c.abs().max()).item() for a, c in zip(outs, ref)]
     for i in range(len(ref)):
         assert errs["triton"][i] <= 2 * errs["stock"][i] + 1e-3, errs
+
+
+EMBED = textwrap.dedent(
+    """
+    import json, sys, torch
+    from pyphase import layernorm
+    from pyphase.layernorm import embed_ln, embed_ln_reference
+    out = []
+    for k, b, t, t_max, v, d, rows, use_x in json.loads(sys.argv[1]):
+        layernorm.CONFIG.update(fwd=(rows, 4), bwd=(16, 3, 4))
+        g = torch.Generator().manual_seed(b * t + d)
+        idx = torch.randint(0, v, (k, b, t), generator=g)
+        # tables and LayerNorm parameters as strided views of one buffer, as the packed model holds them
+        flat = torch.randn(k, (v + t_max) * d + 2 * d + 3, generator=g).requires_grad_()
+        wte = flat[:, : v * d].view(k, v, d)
+        wpe = flat[:, v * d : (v + t_max) * d].view(k, t_max, d)
+        w = flat[:, (v + t_max) * d : (v + t_max + 1) * d]
+        bb = flat[:, (v + t_max + 1) * d : (v + t_max + 2) * d]
+        dx = torch.randn(k, b * t, d, generator=g)
+        dh = torch.randn(k, b * t, d, generator=g)
+        res = []
+        for fn in (lambda *z: embed_ln(*z, use_triton=True), embed_ln_reference):
+            x, h = fn(idx, wte, wpe, w, bb)
+            loss = (h * dh).sum() + ((x * dx).sum() if use_x else 0.0)
+            res.append([x, h, *torch.autograd.grad(loss, flat)])
+        out.append([((a - c).abs().max() / c.abs().max()).item() for a, c in zip(*res)])
+    print(json.dumps(out))
+    """
+)
+
+# (models, sequences, context, position table length, vocabulary, d, rows per program, stream used
+# downstream): ragged rows, d not a power of two, a position table longer than the context.
+EMBED_CASES = [(2, 3, 20, 24, 11, 32, 16, True), (1, 2, 33, 33, 7, 48, 32, True), (2, 2, 16, 16, 5, 16, 8, False)]
+
+
+def test_embed_ln_matches_stock_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
+    errs = run_interpreted(EMBED, EMBED_CASES)
+    for case, e in zip(EMBED_CASES, errs):
+        assert max(e) < 1e-5, (case, e)  # stream, LayerNorm output, gradient of the parameter buffer
+
+
+def test_embed_ln_shape_mismatch_is_a_clear_error() -> None:
+    from pyphase.layernorm import embed_ln
+
+    idx = torch.zeros(1, 2, 8, dtype=torch.long)
+    with pytest.raises(ValueError, match="embed_ln shapes do not match"):
+        embed_ln(idx, torch.randn(1, 5, 16), torch.randn(1, 4, 16), torch.randn(1, 16), torch.randn(1, 16),
+                 use_triton=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 accuracy of the compiled kernels needs CUDA")
+def test_embed_ln_bf16_accuracy_on_cuda_matches_the_stock_path() -> None:
+    from pyphase.layernorm import embed_ln, embed_ln_reference
+
+    dev = "cuda"
+    g = torch.Generator(device=dev).manual_seed(0)
+    k, b, t, v, d = 3, 16, 256, 65, 128
+    idx = torch.randint(0, v, (k, b, t), device=dev, generator=g)
+    wte, wpe = torch.randn(k, v, d, device=dev, generator=g), torch.randn(k, t, d, device=dev, generator=g) * 0.1
+    w, bb = torch.randn(k, d, device=dev, generator=g), torch.randn(k, d, device=dev, generator=g) * 0.1
+    dx = torch.randn(k, b * t, d, device=dev, generator=g)
+    dh = torch.randn(k, b * t, d, device=dev, generator=g).bfloat16()
+    ref_in = [z.double().requires_grad_() for z in (wte, wpe, w, bb)]
+    x, h = embed_ln_reference(idx, *ref_in)
+    ref = [x, h, *torch.autograd.grad((h * dh.double()).sum() + (x * dx.double()).sum(), ref_in)]
+    errs = {}
+    for name, use in (("stock", False), ("triton", True)):
+        ins = [z.clone().requires_grad_() for z in (wte, wpe, w, bb)]
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            x, h = embed_ln(idx, *ins, use_triton=use)
+        h = h.bfloat16()
+        outs = [x, h, *torch.autograd.grad((h.float() * dh.float()).sum() + (x * dx).sum(), ins)]
+        errs[name] = [((a.double() - c).abs().max() / c.abs().max()).item() for a, c in zip(outs, ref)]
+    for i in range(len(ref)):
+        assert errs["triton"][i] <= 2 * errs["stock"][i] + 1e-3, errs
