@@ -116,8 +116,9 @@ if triton is not None:
         tl.store(part + cols[:, None] * VP + vs[None, :], acc)
 
 
-def _bd(d: int) -> int:
-    return max(16, triton.next_power_of_2(d))
+def _block(n: int) -> int:
+    """The on-chip width for n columns (d or V): the next power of two, at least 16 (tl.dot's minimum)."""
+    return max(16, triton.next_power_of_2(n))
 
 
 def _check(h: Tensor, w: Tensor, targets: Tensor) -> tuple[int, int, int, int]:
@@ -136,8 +137,8 @@ def _head_ce_fwd(h: Tensor, w: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]
     loss = torch.empty(kk, n, device=h.device, dtype=torch.float32)
     lse = torch.empty_like(loss)
     rows, warps = CONFIG["fwd"]
-    _head_fwd_kernel[(triton.cdiv(n, rows), kk)](h, w, targets, loss, lse, n, v, D=d, BD=_bd(d),
-                                                 VP=max(16, triton.next_power_of_2(v)), ROWS=rows, num_warps=warps)
+    _head_fwd_kernel[(triton.cdiv(n, rows), kk)](h, w, targets, loss, lse, n, v, D=d, BD=_block(d),
+                                                 VP=_block(v), ROWS=rows, num_warps=warps)
     return loss, lse
 
 
@@ -152,13 +153,13 @@ def _head_ce_bwd(dl: Tensor, h: Tensor, w: Tensor, targets: Tensor, lse: Tensor)
     """→ gradient of the input (h's dtype) and of the head weight (K, d, V) fp32."""
     h, w, targets, dl = h.contiguous(), w.contiguous(), targets.contiguous(), dl.contiguous()
     kk, n, d, v = _check(h, w, targets)
-    vp = max(16, triton.next_power_of_2(v))
+    vp = _block(v)
     rows, iters, warps = CONFIG["bwd"]
     iters = max(1, min(iters, triton.cdiv(n, rows)))
     progs = triton.cdiv(n, rows * iters)
     dh = torch.empty_like(h)
-    part = torch.empty(kk, progs, _bd(d), vp, device=h.device, dtype=torch.float32)
-    _head_bwd_kernel[(progs, kk)](h, w, targets, lse, dl, dh, part, n, v, D=d, BD=_bd(d), VP=vp, ROWS=rows, ITERS=iters,
+    part = torch.empty(kk, progs, _block(d), vp, device=h.device, dtype=torch.float32)
+    _head_bwd_kernel[(progs, kk)](h, w, targets, lse, dl, dh, part, n, v, D=d, BD=_block(d), VP=vp, ROWS=rows, ITERS=iters,
                                   num_warps=warps)
     return dh, part.sum(dim=1)[:, :d, :v].contiguous()
 

@@ -259,14 +259,23 @@ def add_ln(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor,
 # and its backward adds the residual stream's incoming gradient inside the LayerNorm backward kernel.
 
 
-def embed_ln_reference(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """idx (K, B, T) token ids of each model, wte (K, V, d), wpe (K, T_max, d), w/b (K, d) →
-    residual stream x (K, B·T, d) = wte[idx] + wpe[:T] and its LayerNorm."""
+def _table_rows(idx: Tensor, v: int) -> Tensor:
+    """Token ids (K, B, T) of each model as rows of the K models' stacked (K·V, d) token table."""
+    kk = idx.shape[0]
+    return idx + (torch.arange(kk, device=idx.device) * v).view(kk, 1, 1)
+
+
+def embed_reference(idx: Tensor, wte: Tensor, wpe: Tensor) -> Tensor:
+    """idx (K, B, T) token ids of each model, wte (K, V, d), wpe (K, T_max, d) → residual stream
+    x (K, B·T, d) = wte[idx] + wpe[:T], the stock computation."""
     kk, bb, t = idx.shape
     v, d = wte.shape[1:]
-    offs = (torch.arange(kk, device=idx.device) * v).view(kk, 1, 1)
-    x = (F.embedding(idx + offs, wte.reshape(kk * v, d)) + wpe[:, None, :t]).reshape(kk, bb * t, d)
-    return add_ln_reference(x, None, None, w, b)
+    return (F.embedding(_table_rows(idx, v), wte.reshape(kk * v, d)) + wpe[:, None, :t]).reshape(kk, bb * t, d)
+
+
+def embed_ln_reference(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """`embed_reference`'s residual stream and its LayerNorm (w/b (K, d))."""
+    return add_ln_reference(embed_reference(idx, wte, wpe), None, None, w, b)
 
 
 if triton is not None:
@@ -349,8 +358,7 @@ def _embed_backward(ctx, dx: Tensor | None, dh: Tensor | None, _dmean: Tensor, _
     # the residual stream's whole gradient: the LayerNorm's plus the one arriving from downstream
     gx, _, sums = _add_ln_bwd(dx, dh, x, mean, rstd, w, x.dtype, False)
     t = idx.shape[-1]
-    offs = (torch.arange(kk, device=idx.device) * v).view(kk, 1, 1)
-    dwte = torch.ops.aten.embedding_dense_backward(gx.view(-1, d), (idx + offs).view(-1), kk * v, -1, False)
+    dwte = torch.ops.aten.embedding_dense_backward(gx.view(-1, d), _table_rows(idx, v).view(-1), kk * v, -1, False)
     dwpe = gx.new_zeros(kk, t_max, d)
     dwpe[:, :t] = gx.view(kk, -1, t, d).sum(dim=1)
     return (None, dwte.view(kk, v, d).to(wte_dt), dwpe.to(wpe_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from pyphase.attention import causal_attention
 from pyphase.head import head_ce
-from pyphase.layernorm import add_ln, embed_ln, embed_ln_reference
+from pyphase.layernorm import add_ln, embed_ln, embed_reference
 from pyphase.mlp import gelu_mlp
 
 if TYPE_CHECKING:
@@ -217,8 +217,7 @@ def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tens
     if os.environ.get("PYPHASE_RESIDUAL", "").lower() == "bf16" and torch.is_autocast_enabled(idx.device.type):
         # Opt-in: the residual stream (and its gradient) in the autocast dtype instead of fp32, half
         # the LayerNorm kernels' traffic; changes numerics (benches/profile_step.py measures both).
-        x = (embed_ln_reference(idx, w["wte"], w["wpe"], w["h0.ln1_w"], w["h0.ln1_b"])[0]
-             .to(torch.get_autocast_dtype(idx.device.type)))
+        x = embed_reference(idx, w["wte"], w["wpe"]).to(torch.get_autocast_dtype(idx.device.type))
     else:
         # the embedding and the first LayerNorm: one kernel on CUDA (layernorm.py)
         x, h = embed_ln(idx, w["wte"], w["wpe"], w["h0.ln1_w"], w["h0.ln1_b"])

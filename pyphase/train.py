@@ -106,7 +106,8 @@ class PackTrainer:
         self.amp = (precision == "bf16") or (precision == "auto" and cuda)
         self.use_graph = cuda if cuda_graph is None else (cuda_graph and cuda)
         # Default on CUDA: nothing compiled (PYPHASE_COMPILE unset or "none"), see `compile_mode`.
-        self.use_compile = (cuda and compile_mode() != "none") if compile is None else compile
+        mode = compile_mode()
+        self.use_compile = (cuda and mode != "none") if compile is None else compile
         if cuda:
             # Measured on the H100 (torch 2.11): the cuDNN attention backend copies the strided
             # q/k/v/grad views into its own layout, 16 copies a step at ~190 us each for K=5, B=256;
@@ -149,7 +150,6 @@ class PackTrainer:
         vx, vy = _core.gather_windows(valid, vo, t_len)
         self.val_x = torch.from_numpy(vx).to(dev)
         self.val_y = torch.from_numpy(vy).to(dev)
-        mode = compile_mode()
         self._losses: Callable[..., Tensor] = (_compiled_losses("whole" if mode == "none" else mode)
                                                if self.use_compile else packed_losses)
         self._graph: torch.cuda.CUDAGraph | None = None
