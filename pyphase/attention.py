@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pyphase.kernels import launch
+
 try:
     import triton
     import triton.language as tl
@@ -244,8 +246,8 @@ def _attn_fwd(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int) -> tup
     lse = torch.empty(seqs * n_head, t, device=qkv.device, dtype=torch.float32)
     bm, bn, warps, stages = _launch("fwd", t)
     grid = (triton.cdiv(t, bm), seqs * n_head)
-    _attn_fwd_kernel[grid](qkv, bias, o, lse, t, n_seq, n_head, d, hd, scale * LOG2E, bm, bn, num_warps=warps,
-                      num_stages=stages)
+    launch(_attn_fwd_kernel, grid)(qkv, bias, o, lse, t, n_seq, n_head, d, hd, scale * LOG2E, bm, bn,
+                                   num_warps=warps, num_stages=stages)
     return o, lse
 
 
@@ -266,11 +268,12 @@ def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_s
     dbias = torch.zeros(bias.shape, device=bias.device, dtype=torch.float32)
     delta = torch.empty(seqs * n_head, t, device=qkv.device, dtype=torch.float32)
     bm1, bn1, bm2, bn2, warps, stages = _launch("bwd", t)
-    _attn_bwd_delta_kernel[(triton.cdiv(t, 64), seqs * n_head)](o, do, delta, t, n_head, d, hd, 64, num_warps=4)
-    _attn_bwd_dkdv_kernel[(triton.cdiv(t, bn1), seqs * n_head)](
+    launch(_attn_bwd_delta_kernel, (triton.cdiv(t, 64), seqs * n_head))(o, do, delta, t, n_head, d, hd, 64,
+                                                                        num_warps=4)
+    launch(_attn_bwd_dkdv_kernel, (triton.cdiv(t, bn1), seqs * n_head))(
         qkv, bias, do, lse, delta, dqkv, dbias, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
         num_warps=warps, num_stages=stages)
-    _attn_bwd_dq_kernel[(triton.cdiv(t, bm2), seqs * n_head)](
+    launch(_attn_bwd_dq_kernel, (triton.cdiv(t, bm2), seqs * n_head))(
         qkv, bias, do, lse, delta, dqkv, dbias, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
         num_warps=warps, num_stages=stages)
     return dqkv, dbias

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pyphase.kernels import launch
+
 try:
     import triton
     import triton.language as tl
@@ -137,7 +139,7 @@ def _head_ce_fwd(h: Tensor, w: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]
     loss = torch.empty(kk, n, device=h.device, dtype=torch.float32)
     lse = torch.empty_like(loss)
     rows, warps = CONFIG["fwd"]
-    _head_fwd_kernel[(triton.cdiv(n, rows), kk)](h, w, targets, loss, lse, n, v, D=d, BD=_block(d),
+    launch(_head_fwd_kernel, (triton.cdiv(n, rows), kk))(h, w, targets, loss, lse, n, v, D=d, BD=_block(d),
                                                  VP=_block(v), ROWS=rows, num_warps=warps)
     return loss, lse
 
@@ -159,8 +161,8 @@ def _head_ce_bwd(dl: Tensor, h: Tensor, w: Tensor, targets: Tensor, lse: Tensor)
     progs = triton.cdiv(n, rows * iters)
     dh = torch.empty_like(h)
     part = torch.empty(kk, progs, _block(d), vp, device=h.device, dtype=torch.float32)
-    _head_bwd_kernel[(progs, kk)](h, w, targets, lse, dl, dh, part, n, v, D=d, BD=_block(d), VP=vp, ROWS=rows, ITERS=iters,
-                                  num_warps=warps)
+    launch(_head_bwd_kernel, (progs, kk))(h, w, targets, lse, dl, dh, part, n, v, D=d, BD=_block(d), VP=vp, ROWS=rows,
+                                          ITERS=iters, num_warps=warps)
     return dh, part.sum(dim=1)[:, :d, :v].contiguous()
 
 

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pyphase.kernels import launch
+
 try:
     import triton
     import triton.language as tl
@@ -169,7 +171,7 @@ def _add_ln_fwd(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Te
     rows, warps = CONFIG["fwd"]
     r = r.contiguous() if r is not None else x
     rb = rb if rb is not None else w
-    _add_ln_fwd_kernel[(triton.cdiv(n, rows), kk)](
+    launch(_add_ln_fwd_kernel, (triton.cdiv(n, rows), kk))(
         x, r, rb, w, b, xn, h, mean, rstd, n, EPS, rb.stride(0), w.stride(0), b.stride(0), D=d,
         BD=max(16, triton.next_power_of_2(d)), ROWS=rows, HAS_R=has_r, num_warps=warps)
     return xn, h, mean, rstd
@@ -197,9 +199,10 @@ def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: 
     dx = torch.empty_like(xn)
     dr = torch.empty(kk, n, d, device=xn.device, dtype=r_dtype) if has_r else xn.new_empty(0, dtype=r_dtype)
     part = torch.empty(kk, progs, 3, d, device=xn.device, dtype=torch.float32)
-    _add_ln_bwd_kernel[(progs, kk)](dxn.contiguous() if dxn is not None else dh, dh, xn, mean, rstd, w, dx, dr,
-                                    part, n, w.stride(0), D=d, BD=max(16, triton.next_power_of_2(d)), ROWS=rows,
-                                    ITERS=iters, HAS_R=has_r, HAS_DXN=dxn is not None, num_warps=warps)
+    launch(_add_ln_bwd_kernel, (progs, kk))(
+        dxn.contiguous() if dxn is not None else dh, dh, xn, mean, rstd, w, dx, dr, part, n, w.stride(0), D=d,
+        BD=max(16, triton.next_power_of_2(d)), ROWS=rows, ITERS=iters, HAS_R=has_r, HAS_DXN=dxn is not None,
+        num_warps=warps)
     return dx, dr, part.sum(dim=1)
 
 
@@ -326,7 +329,7 @@ def _embed_ln_fwd(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor,
     mean = torch.empty(kk, n, device=wte.device, dtype=torch.float32)
     rstd = torch.empty_like(mean)
     rows, warps = CONFIG["fwd"]
-    _embed_ln_fwd_kernel[(triton.cdiv(n, rows), kk)](
+    launch(_embed_ln_fwd_kernel, (triton.cdiv(n, rows), kk))(
         idx, wte, wpe, w, b, x, h, mean, rstd, n, t, EPS, wte.stride(0), wpe.stride(0), w.stride(0), b.stride(0),
         D=d, BD=max(16, triton.next_power_of_2(d)), ROWS=rows, num_warps=warps)
     return x, h, mean, rstd

@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pyphase.kernels import launch
+
 try:
     import triton
     import triton.language as tl
@@ -317,7 +319,7 @@ def _mlp_fwd(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[Tensor, Ten
     store_pre = CONFIG["bwd_mode"] != "dw"  # "dw" recomputes it in the backward pass
     pre = h.new_empty(kk, n, f) if store_pre else h.new_empty(0)
     grid, meta = _launch("fwd", n, d, f, kk)
-    LAST["fwd"] = _mlp_fwd_kernel[grid](h, w1, b1, w2, y, pre, n, d, f, STORE_PRE=store_pre, **meta)
+    LAST["fwd"] = launch(_mlp_fwd_kernel, grid)(h, w1, b1, w2, y, pre, n, d, f, STORE_PRE=store_pre, **meta)
     return y, pre
 
 
@@ -338,7 +340,7 @@ def _mlp_bwd(dy: Tensor, h: Tensor, w1: Tensor, w2: Tensor, pre: Tensor) -> tupl
     dpre = torch.empty_like(pre)
     g = torch.empty_like(pre)
     parts = torch.empty(kk, grid[1] if meta["BIAS_PARTS"] else 0, f, device=h.device, dtype=torch.float32)
-    LAST["bwd"] = _mlp_bwd_kernel[grid](dy, w1, w2, pre, dh, dpre, g, parts, n, d, f, **meta)
+    LAST["bwd"] = launch(_mlp_bwd_kernel, grid)(dy, w1, w2, pre, dh, dpre, g, parts, n, d, f, **meta)
     if not meta["FUSE_DX"]:
         torch.bmm(dpre, w1.transpose(1, 2), out=dh)
     dw1 = torch.bmm(h.transpose(1, 2), dpre)
@@ -362,7 +364,7 @@ def _mlp_bwd_dw(dy: Tensor, h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tu
     bd = meta["BD"]
     dpre = h.new_empty(kk, n, f)
     parts = torch.empty(kk, grid[1], (2 * bd + 1) * f, device=h.device, dtype=torch.float32)
-    LAST["bwd"] = _mlp_bwd_dw_kernel[grid](dy, h, w1, b1, w2, dpre, parts, n, d, f, **meta)
+    LAST["bwd"] = launch(_mlp_bwd_dw_kernel, grid)(dy, h, w1, b1, w2, dpre, parts, n, d, f, **meta)
     sums = parts.sum(dim=1)
     dw1 = sums[:, : bd * f].view(kk, bd, f)[:, :d].to(w1.dtype, copy=True)  # copies: outputs must not alias
     dw2 = sums[:, bd * f : 2 * bd * f].view(kk, f, bd)[..., :d].to(w2.dtype, copy=True)

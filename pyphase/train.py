@@ -26,7 +26,7 @@ import polars as pl
 import torch
 from torch import Tensor
 
-from pyphase import _core
+from pyphase import _core, kernels
 from pyphase.model import PackedNanoTransformer, Shape, head_losses, packed_losses, transformer_block
 from pyphase.schema import STEP_COLUMNS
 
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 FINAL_WINDOW = 0.1
 # torch.nn.utils.clip_grad_norm_ adds this to the norm before dividing.
 CLIP_EPS = 1e-6
+# Validation windows per forward pass in `PackTrainer.evaluate`.
+EVAL_CHUNK = 32
 
 
 @dataclass
@@ -216,6 +218,25 @@ class PackTrainer:
         p.sub_(lr_t[:, None] * st.m)
 
     # ------------------------------------------------------------------ graph capture
+    def precompile(self) -> float:
+        """Compile every Triton kernel the step and the evaluation launch, in parallel (see
+        pyphase.kernels), from one dry forward + backward pass that runs none of them and changes
+        no state. Nothing to do under torch.compile (it compiles its own kernels) or on the CPU.
+        Returns the seconds it took."""
+        if self.device.type != "cuda" or self.use_compile:
+            return 0.0
+        t0 = time.perf_counter()
+        off = self.offsets[0]
+        win = self.tokens[off[..., None] + self.window]
+        with kernels.record() as launches, torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            losses = packed_losses(self.shape, self.model._leaf, win[..., :-1], win[..., 1:])
+            torch.autograd.grad(losses.sum(), self.model.leaves)
+            with torch.no_grad():
+                x = self.val_x[:EVAL_CHUNK].expand(self.k, -1, -1)
+                packed_losses(self.shape, self.model._leaf, x, self.val_y[:EVAL_CHUNK].expand(self.k, -1, -1))
+        kernels.compile_all(launches)
+        return time.perf_counter() - t0
+
     def capture(self) -> None:
         """Capture one step in a CUDA graph. Warm-up steps run on a side stream and are undone, so
         the captured run is identical to an eager one."""
@@ -248,7 +269,7 @@ class PackTrainer:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluate(self, chunk: int = 32) -> tuple[list[float], list[float]]:
+    def evaluate(self, chunk: int = EVAL_CHUNK) -> tuple[list[float], list[float]]:
         """Mean validation loss of each model on the fixed validation windows, and its weight norm."""
         n = self.val_x.shape[0]
         total = torch.zeros(self.k, device=self.device)
@@ -298,6 +319,7 @@ class PackTrainer:
             self.load(checkpoint)
         start = int(self.state.t.item())
         if self.use_graph and start < self.steps:
+            self.precompile()
             self.capture()
         ev = self.c0.eval_interval
         if start == 0 and not self.state.evals:

@@ -1,0 +1,73 @@
+"""Launching pyphase's Triton kernels, and compiling all of them at once before the first step.
+
+Every Triton kernel of pyphase (attention, MLP, LayerNorm, head) is launched as
+`launch(kernel, grid)(*args, **meta)`. Normally that is `kernel[grid](*args, **meta)`. Inside
+`record()` nothing runs: the launch is only written down (kernel, grid, arguments), so that one dry
+forward + backward pass of the model lists every kernel specialisation a training step needs.
+`compile_all(records)` then compiles them side by side in a thread pool (Triton's compiler releases
+the GIL; `triton.runtime._async_compile.AsyncCompileMode` hands each compile to the pool) into
+Triton's in-process kernel cache, so the first real step finds them compiled.
+
+Why: on a fresh machine the first step used to compile the ~13 kernels one after another (about
+10 s of the 13.8 s to the first step of phase3a on the H100, results/bench). Recording uses a
+plain module flag, not a context variable, because autograd runs the backward pass on its own
+thread; the compiles are submitted from the caller's thread, where AsyncCompileMode is active.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+_lock = threading.Lock()
+_records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]] | None = None
+
+
+def launch(kernel: Any, grid: Any) -> Callable[..., Any]:
+    """`kernel[grid]`, or, while `record()` is active, a callable that records the launch."""
+    if _records is None:
+        return kernel[grid]
+
+    def note(*args: Any, **meta: Any) -> None:
+        with _lock:
+            if _records is not None:
+                _records.append((kernel, grid, args, meta))
+    return note
+
+
+@contextmanager
+def record() -> Iterator[list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]]]:
+    """Within: Triton launches are recorded instead of run (outputs stay uninitialised)."""
+    global _records
+    out: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]] = []
+    with _lock:
+        if _records is not None:
+            raise RuntimeError("kernels.record() is already active")
+        _records = out
+    try:
+        yield out
+    finally:
+        with _lock:
+            _records = None
+
+
+def compile_all(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
+                workers: int | None = None) -> bool:
+    """Compile the recorded launches in parallel into Triton's kernel cache (nothing runs).
+    Returns False when this Triton has no asynchronous compile mode (then they compile one after
+    another here, which is what the first launch would have done anyway)."""
+    try:
+        from triton.runtime._async_compile import AsyncCompileMode
+    except ImportError:  # older Triton: compile sequentially
+        for kernel, grid, args, meta in records:
+            kernel.warmup(*args, grid=grid, **meta)
+        return False
+    n = workers or max(1, min(len(records), os.cpu_count() or 1, 16))
+    with ThreadPoolExecutor(n) as pool, AsyncCompileMode(pool):
+        for kernel, grid, args, meta in records:
+            kernel.warmup(*args, grid=grid, **meta)
+    return True

@@ -1,0 +1,85 @@
+"""pyphase.kernels: launches pass through normally, are only recorded inside `record()`, and
+`compile_all` compiles each recorded launch once without running it; on CUDA a trainer that
+precompiled trains exactly as one that compiled on first use."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from pyphase import kernels
+
+
+class FakeKernel:
+    """Stands in for a Triton JITFunction: records launches and warm-ups."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple] = []
+        self.warm: list[tuple] = []
+
+    def __getitem__(self, grid):  # type: ignore[no-untyped-def]
+        return lambda *args, **meta: self.runs.append((grid, args, meta))
+
+    def warmup(self, *args, grid, **meta):  # type: ignore[no-untyped-def]
+        self.warm.append((grid, args, meta))
+
+
+def test_launch_runs_outside_record_and_only_records_inside() -> None:
+    k = FakeKernel()
+    kernels.launch(k, (2, 3))(1, 2, BM=64)
+    assert k.runs == [((2, 3), (1, 2), {"BM": 64})]
+    with kernels.record() as rec:
+        kernels.launch(k, (4,))("a", num_warps=4)
+        # autograd runs the backward pass on another thread: recorded there too
+        t = threading.Thread(target=lambda: kernels.launch(k, (5,))("b"))
+        t.start()
+        t.join()
+    assert len(k.runs) == 1 and k.warm == []
+    assert [(g, a, m) for _, g, a, m in rec] == [((4,), ("a",), {"num_warps": 4}), ((5,), ("b",), {})]
+    kernels.launch(k, (6,))(0)  # recording ended
+    assert len(k.runs) == 2
+
+
+def test_record_does_not_nest_and_compile_all_warms_each_launch() -> None:
+    k = FakeKernel()
+    with kernels.record() as rec:
+        with pytest.raises(RuntimeError, match="already active"):
+            with kernels.record():
+                pass
+        kernels.launch(k, (1,))(7, BM=32)
+        kernels.launch(k, (2,))(8)
+    kernels.compile_all(rec, workers=2)
+    assert sorted(k.warm, key=str) == sorted([((1,), (7,), {"BM": 32}), ((2,), (8,), {})], key=str)
+    assert k.runs == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiling Triton kernels needs CUDA")
+def test_precompiled_trainer_trains_as_one_compiled_on_first_use() -> None:
+    pytest.importorskip("triton")
+    from pyphase import attention, head, layernorm, mlp
+    from pyphase.config import ModelShape, RunConfig
+    from pyphase.data import load_corpus
+    from pyphase.train import PackTrainer
+
+    corpus = load_corpus(None)
+    shape = ModelShape(d_model=64, n_layer=2, n_head=2, block_size=64)
+    cfgs = [RunConfig(experiment="t", batch_size=8, lr=lr, gradient_clip=1.0, seed=i, steps=6, eval_interval=3,
+                      eval_windows=4, model=shape) for i, lr in enumerate((1e-3, 3e-3))]
+    jits = [mlp._mlp_fwd_kernel, mlp._mlp_bwd_dw_kernel, attention._attn_fwd_kernel, attention._attn_bwd_dq_kernel,
+            layernorm._add_ln_fwd_kernel, layernorm._add_ln_bwd_kernel, head._head_fwd_kernel, head._head_bwd_kernel]
+    for j in jits:  # forget earlier compiles so the precompile has work to do
+        for cache in j.device_caches.values():
+            cache[0].clear()
+    runs = []
+    for pre in (True, False):
+        tr = PackTrainer(cfgs, corpus, "cuda")
+        if pre:
+            assert tr.precompile() > 0
+            assert all(len(j.device_caches[torch.cuda.current_device()][0]) > 0 for j in jits)
+        else:
+            tr.precompile = lambda: 0.0  # type: ignore[method-assign]
+        out = tr.run(progress=False)
+        runs.append([o.steps.select("train_loss", "val_loss", "grad_norm_before").rows() for o in out])
+    assert runs[0] == runs[1]
