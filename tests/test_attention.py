@@ -19,9 +19,12 @@ pytest.importorskip("triton")
 INTERPRETED = textwrap.dedent(
     """
     import json, sys, torch
+    from pyphase import attention
     from pyphase.attention import attention_reference, causal_attention
+    default = dict(attention.CONFIG)
     out = []
-    for k, b, t, nh, hd in json.loads(sys.argv[1]):
+    for (k, b, t, nh, hd), config in json.loads(sys.argv[1]):
+        attention.CONFIG.update(default, **{kind: tuple(v) for kind, v in config.items()})
         g = torch.Generator().manual_seed(k * 1000 + t)
         d = nh * hd
         qkv = torch.randn(k, b * t, 3 * d, generator=g).requires_grad_()
@@ -38,12 +41,18 @@ INTERPRETED = textwrap.dedent(
 )
 
 # (models K, sequences per model B, context T, heads, head dim): block-aligned and ragged contexts,
-# one and several blocks, head dims 16 and 32.
-SHAPES = [(2, 2, 40, 2, 16), (1, 2, 64, 4, 32), (2, 1, 100, 2, 32), (1, 1, 130, 1, 16)]
+# one and several blocks (256: several, all full), head dims 16 and 32.
+SHAPES = [(2, 2, 40, 2, 16), (1, 2, 64, 4, 32), (2, 1, 100, 2, 32), (1, 1, 130, 1, 16), (1, 1, 256, 2, 16)]
 
 
-def test_triton_kernels_match_sdpa_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
-    errs = run_interpreted(INTERPRETED, SHAPES)
+# Launch configurations besides the default: query blocks smaller / larger than key blocks, so the
+# diagonal (masked) and off-diagonal (unmasked) steps split differently.
+CONFIGS = [{}, {"fwd": (32, 64, 4, 2), "bwd": (64, 32, 32, 64, 4, 2)}, {"fwd": (64, 16, 4, 2), "bwd": (16, 64, 64, 16, 4, 2)}]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_triton_kernels_match_sdpa_in_the_interpreter(run_interpreted, config) -> None:  # type: ignore[no-untyped-def]
+    errs = run_interpreted(INTERPRETED, [[shape, config] for shape in SHAPES])
     for shape, (out_err, dqkv_rel, dbias_rel) in zip(SHAPES, errs):
         assert out_err < 1e-5, (shape, out_err)
         assert dqkv_rel < 1e-5, (shape, dqkv_rel)
