@@ -75,33 +75,8 @@ def _launch(kind: str, t: int) -> tuple[int, ...]:
 if triton is not None:
 
     @triton.jit
-    def _attn_fwd_block(acc, l_i, m_i, q, QKV, kv0, bk, bv, start_n, offs_m, offs_n, offs_d, T, qk_scale,
-                        D: tl.constexpr, DIAG: tl.constexpr, EVEN: tl.constexpr):
-        """One key block of the online softmax. Only blocks on the diagonal (DIAG) need the causal
-        mask; with EVEN (T a multiple of the blocks) no block needs a bounds mask."""
-        dt = QKV.dtype.element_ty
-        cols = start_n + offs_n
-        n_ok = cols < T
-        kv_row = kv0 + cols[:, None] * (3 * D) + offs_d[None, :]
-        if EVEN:
-            k = (tl.load(QKV + kv_row + D).to(tl.float32) + bk[None, :]).to(dt)
-            v = (tl.load(QKV + kv_row + 2 * D).to(tl.float32) + bv[None, :]).to(dt)
-        else:
-            k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
-            v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
-        qk = tl.dot(q, tl.trans(k)) * qk_scale
-        if DIAG:
-            qk = tl.where((offs_m[:, None] >= cols[None, :]) & n_ok[None, :], qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        p = tl.exp2(qk - m_new[:, None])
-        alpha = tl.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(dt), v)
-        return acc, l_i, m_new
-
-    @triton.jit
     def _attn_fwd_kernel(QKV, BIAS, O, LSE, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr, HD: tl.constexpr,
-                         qk_scale, BM: tl.constexpr, BN: tl.constexpr, EVEN: tl.constexpr):
+                    qk_scale, BM: tl.constexpr, BN: tl.constexpr):
         pid_m = tl.program_id(0)
         pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
@@ -121,15 +96,22 @@ if triton is not None:
         m_i = tl.full([BM], float("-inf"), tl.float32)
         l_i = tl.zeros([BM], tl.float32)
         acc = tl.zeros([BM, HD], tl.float32)
-        kv0 = row0 * (3 * D) + h * HD  # this sequence's and head's first key, in elements
-        # keys before the block's first query: every query sees them all
-        diag = (pid_m * BM // BN) * BN
-        for start_n in range(0, diag, BN):
-            acc, l_i, m_i = _attn_fwd_block(acc, l_i, m_i, q, QKV, kv0, bk, bv, start_n, offs_m, offs_n,
-                                            offs_d, T, qk_scale, D, False, True)
-        for start_n in range(diag, tl.minimum((pid_m + 1) * BM, T), BN):
-            acc, l_i, m_i = _attn_fwd_block(acc, l_i, m_i, q, QKV, kv0, bk, bv, start_n, offs_m, offs_n,
-                                            offs_d, T, qk_scale, D, True, EVEN)
+        hi = tl.minimum((pid_m + 1) * BM, T)
+        for start_n in range(0, hi, BN):
+            cols = start_n + offs_n
+            n_ok = cols < T
+            kv_row = (row0 + cols[:, None]) * (3 * D) + h * HD + offs_d[None, :]
+            k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
+            v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
+            qk = tl.dot(q, tl.trans(k)) * qk_scale
+            keep = (offs_m[:, None] >= cols[None, :]) & n_ok[None, :]
+            qk = tl.where(keep, qk, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            p = tl.exp2(qk - m_new[:, None])
+            alpha = tl.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(dt), v)
+            m_i = m_new
         acc = acc / l_i[:, None]
         o_ptr = O + (row0 + offs_m[:, None]) * D + h * HD + offs_d[None, :]
         tl.store(o_ptr, acc.to(O.dtype.element_ty), mask=m_ok[:, None])
@@ -151,42 +133,8 @@ if triton is not None:
         tl.store(DELTA + pid_sh.to(tl.int64) * T + offs_m, tl.sum(o * do, 1), mask=ok)
 
     @triton.jit
-    def _attn_dkdv_step(dk, dv, k, v, QKV, DO, lse_base, delta_base, row0, start_m, offs_m, offs_n, offs_d, bq, T,
-                        qk_scale, D: tl.constexpr, HD: tl.constexpr, h, DIAG: tl.constexpr, EVEN: tl.constexpr):
-        """dk, dv contributions of one step of BM queries; the causal mask only on the diagonal
-        (DIAG), the bounds mask only when T is not a multiple of the blocks (not EVEN)."""
-        dt = QKV.dtype.element_ty
-        rows = start_m + offs_m
-        m_ok = rows < T
-        q_ptr = QKV + (row0 + rows[None, :]) * (3 * D) + h * HD + offs_d[:, None]
-        do_ptr = DO + (row0 + rows[:, None]) * D + h * HD + offs_d[None, :]
-        if EVEN:
-            q_t = (tl.load(q_ptr).to(tl.float32) + bq[:, None]).to(dt)  # (HD, BM)
-            do = tl.load(do_ptr).to(dt)  # (BM, HD)
-            lse = tl.load(lse_base + rows)
-            delta = tl.load(delta_base + rows)
-        else:
-            q_t = (tl.load(q_ptr, mask=m_ok[None, :], other=0.0).to(tl.float32) + bq[:, None]).to(dt)
-            do = tl.load(do_ptr, mask=m_ok[:, None], other=0.0).to(dt)
-            lse = tl.load(lse_base + rows, mask=m_ok, other=0.0)
-            delta = tl.load(delta_base + rows, mask=m_ok, other=0.0)
-        qk_t = tl.dot(k, q_t) * qk_scale  # (BN, BM)
-        if DIAG:
-            p_t = tl.where((rows[None, :] >= offs_n[:, None]) & m_ok[None, :], tl.exp2(qk_t - lse[None, :]), 0.0)
-        elif EVEN:
-            p_t = tl.exp2(qk_t - lse[None, :])
-        else:
-            p_t = tl.where(m_ok[None, :], tl.exp2(qk_t - lse[None, :]), 0.0)
-        dv += tl.dot(p_t.to(dt), do)
-        dp_t = tl.dot(v, tl.trans(do))
-        ds_t = p_t * (dp_t - delta[None, :])
-        dk += tl.dot(ds_t.to(dt), tl.trans(q_t))
-        return dk, dv
-
-    @triton.jit
     def _attn_bwd_dkdv_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr,
-                              HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr,
-                              EVEN: tl.constexpr):
+                              HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr):
         """dk, dv of one block of BN keys, looping over the queries that see them in steps of BM.
         Queries are loaded transposed (HD, BM) so every product is a plain tile product."""
         pid_n = tl.program_id(0)
@@ -211,14 +159,22 @@ if triton is not None:
         lse_base = LSE + pid_sh.to(tl.int64) * T
         delta_base = DELTA + pid_sh.to(tl.int64) * T
         lo = (pid_n * BN // BM) * BM
-        # query steps that reach past the block's last key see every key of it
-        full = tl.minimum(((pid_n + 1) * BN + BM - 1) // BM * BM, T)
-        for start_m in range(lo, full, BM):
-            dk, dv = _attn_dkdv_step(dk, dv, k, v, QKV, DO, lse_base, delta_base, row0, start_m, offs_m, offs_n,
-                                     offs_d, bq, T, qk_scale, D, HD, h, True, EVEN)
-        for start_m in range(full, T, BM):
-            dk, dv = _attn_dkdv_step(dk, dv, k, v, QKV, DO, lse_base, delta_base, row0, start_m, offs_m, offs_n,
-                                     offs_d, bq, T, qk_scale, D, HD, h, False, EVEN)
+        for start_m in range(lo, T, BM):
+            rows = start_m + offs_m
+            m_ok = rows < T
+            q_t = (tl.load(QKV + (row0 + rows[None, :]) * (3 * D) + h * HD + offs_d[:, None], mask=m_ok[None, :],
+                           other=0.0).to(tl.float32) + bq[:, None]).to(dt)  # (HD, BM)
+            do = tl.load(DO + (row0 + rows[:, None]) * D + h * HD + offs_d[None, :], mask=m_ok[:, None],
+                         other=0.0).to(dt)  # (BM, HD)
+            lse = tl.load(lse_base + rows, mask=m_ok, other=0.0)
+            delta = tl.load(delta_base + rows, mask=m_ok, other=0.0)
+            qk_t = tl.dot(k, q_t) * qk_scale  # (BN, BM)
+            keep = (rows[None, :] >= offs_n[:, None]) & m_ok[None, :]
+            p_t = tl.where(keep, tl.exp2(qk_t - lse[None, :]), 0.0)
+            dv += tl.dot(p_t.to(dt), do)
+            dp_t = tl.dot(v, tl.trans(do))
+            ds_t = p_t * (dp_t - delta[None, :])
+            dk += tl.dot(ds_t.to(dt), tl.trans(q_t))
         out = (row0 + offs_n[:, None]) * (3 * D) + h * HD + offs_d[None, :]
         dk = (dk * sm_scale).to(DQKV.dtype.element_ty)
         dv = dv.to(DQKV.dtype.element_ty)
@@ -229,34 +185,8 @@ if triton is not None:
         tl.atomic_add(DB + model * 3 * D + 2 * D + h * HD + offs_d, tl.sum(dv.to(tl.float32), 0))
 
     @triton.jit
-    def _attn_dq_step(dq, q, do, lse, delta, QKV, kv0, start_n, offs_m, offs_n, offs_d, bk, bv, T, qk_scale,
-                      D: tl.constexpr, DIAG: tl.constexpr, EVEN: tl.constexpr):
-        """dq contribution of one step of BN keys (loaded transposed, (HD, BN)); masks as in
-        `_attn_dkdv_step`."""
-        dt = QKV.dtype.element_ty
-        cols = start_n + offs_n
-        n_ok = cols < T
-        kv_t = kv0 + cols[None, :] * (3 * D) + offs_d[:, None]
-        if EVEN:
-            k_t = (tl.load(QKV + kv_t + D).to(tl.float32) + bk[:, None]).to(dt)
-            v_t = (tl.load(QKV + kv_t + 2 * D).to(tl.float32) + bv[:, None]).to(dt)
-        else:
-            k_t = (tl.load(QKV + kv_t + D, mask=n_ok[None, :], other=0.0).to(tl.float32) + bk[:, None]).to(dt)
-            v_t = (tl.load(QKV + kv_t + 2 * D, mask=n_ok[None, :], other=0.0).to(tl.float32) + bv[:, None]).to(dt)
-        qk = tl.dot(q, k_t) * qk_scale
-        if DIAG:
-            p = tl.where((offs_m[:, None] >= cols[None, :]) & n_ok[None, :], tl.exp2(qk - lse[:, None]), 0.0)
-        else:
-            p = tl.exp2(qk - lse[:, None])
-        dp = tl.dot(do, v_t)
-        ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(dt), tl.trans(k_t))
-        return dq
-
-    @triton.jit
     def _attn_bwd_dq_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr,
-                            HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr,
-                            EVEN: tl.constexpr):
+                            HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr):
         """dq of one block of BM queries, looping over the keys they see in steps of BN (keys and
         values loaded transposed, (HD, BN))."""
         pid_m = tl.program_id(0)
@@ -280,15 +210,19 @@ if triton is not None:
         lse = tl.load(LSE + pid_sh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0)
         delta = tl.load(DELTA + pid_sh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0)
         dq = tl.zeros([BM, HD], tl.float32)
-        kv0 = row0 * (3 * D) + h * HD
-        # keys before the block's first query are seen by all its queries
-        diag = (pid_m * BM // BN) * BN
-        for start_n in range(0, diag, BN):
-            dq = _attn_dq_step(dq, q, do, lse, delta, QKV, kv0, start_n, offs_m, offs_n, offs_d, bk, bv, T, qk_scale,
-                               D, False, True)
-        for start_n in range(diag, tl.minimum((pid_m + 1) * BM, T), BN):
-            dq = _attn_dq_step(dq, q, do, lse, delta, QKV, kv0, start_n, offs_m, offs_n, offs_d, bk, bv, T, qk_scale,
-                               D, True, EVEN)
+        hi = tl.minimum((pid_m + 1) * BM, T)
+        for start_n in range(0, hi, BN):
+            cols = start_n + offs_n
+            n_ok = cols < T
+            kv_t = (row0 + cols[None, :]) * (3 * D) + h * HD + offs_d[:, None]
+            k_t = (tl.load(QKV + kv_t + D, mask=n_ok[None, :], other=0.0).to(tl.float32) + bk[:, None]).to(dt)
+            v_t = (tl.load(QKV + kv_t + 2 * D, mask=n_ok[None, :], other=0.0).to(tl.float32) + bv[:, None]).to(dt)
+            qk = tl.dot(q, k_t) * qk_scale
+            keep = (offs_m[:, None] >= cols[None, :]) & n_ok[None, :]
+            p = tl.where(keep, tl.exp2(qk - lse[:, None]), 0.0)
+            dp = tl.dot(do, v_t)
+            ds = p * (dp - delta[:, None])
+            dq += tl.dot(ds.to(dt), tl.trans(k_t))
         out = (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
         dq = (dq * sm_scale).to(DQKV.dtype.element_ty)
         tl.store(DQKV + out, dq, mask=m_ok[:, None])
@@ -313,7 +247,7 @@ def _attn_fwd(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int) -> tup
     bm, bn, warps, stages = _launch("fwd", t)
     grid = (triton.cdiv(t, bm), seqs * n_head)
     launch(_attn_fwd_kernel, grid)(qkv, bias, o, lse, t, n_seq, n_head, d, hd, scale * LOG2E, bm, bn,
-                                   t % bm == 0 and t % bn == 0, num_warps=warps, num_stages=stages)
+                                   num_warps=warps, num_stages=stages)
     return o, lse
 
 
@@ -338,10 +272,10 @@ def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_s
                                                                         num_warps=4)
     launch(_attn_bwd_dkdv_kernel, (triton.cdiv(t, bn1), seqs * n_head))(
         qkv, bias, do, lse, delta, dqkv, dbias, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
-        t % bm1 == 0 and t % bn1 == 0, num_warps=warps, num_stages=stages)
+        num_warps=warps, num_stages=stages)
     launch(_attn_bwd_dq_kernel, (triton.cdiv(t, bm2), seqs * n_head))(
         qkv, bias, do, lse, delta, dqkv, dbias, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
-        t % bm2 == 0 and t % bn2 == 0, num_warps=warps, num_stages=stages)
+        num_warps=warps, num_stages=stages)
     return dqkv, dbias
 
 
