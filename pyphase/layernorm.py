@@ -113,9 +113,11 @@ if triton is not None:
         cols = tl.arange(0, BD)
         c_ok = cols < D
         w = tl.load(W + k * stride_w + cols, mask=c_ok, other=0.0).to(tl.float32)
-        acc_dw = tl.zeros([BD], tl.float32)
-        acc_db = tl.zeros([BD], tl.float32)
-        acc_drb = tl.zeros([BD], tl.float32)
+        # Parameter-gradient partial sums kept per row of the tile and summed over rows once at the
+        # end: a column sum per tile would need a cross-warp reduction every iteration.
+        acc_dw = tl.zeros([ROWS, BD], tl.float32)
+        acc_db = tl.zeros([ROWS, BD], tl.float32)
+        acc_drb = tl.zeros([ROWS, BD], tl.float32)
         for it in range(ITERS):
             row0 = (pid * ITERS + it).to(tl.int64) * ROWS
             r_ok = (row0 + rows) < N
@@ -125,8 +127,8 @@ if triton is not None:
             rstd = tl.load(RSTD + k * N + row0 + rows, mask=r_ok, other=0.0)
             xhat = tl.where(m, (tl.load(XN + off, mask=m, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None], 0.0)
             dh = tl.load(DH + off, mask=m, other=0.0).to(tl.float32)
-            acc_dw += tl.sum(dh * xhat, 0)
-            acc_db += tl.sum(dh, 0)
+            acc_dw += dh * xhat
+            acc_db += dh
             g = dh * w[None, :]
             c1 = tl.sum(g * xhat, 1) / D
             c2 = tl.sum(g, 1) / D
@@ -135,12 +137,12 @@ if triton is not None:
                 dx += tl.load(DXN + off, mask=m, other=0.0).to(tl.float32)
             if HAS_R:
                 tl.store(DR + off, dx.to(DR.dtype.element_ty), mask=m)
-                acc_drb += tl.sum(tl.where(m, dx, 0.0), 0)
+                acc_drb += tl.where(m, dx, 0.0)
             tl.store(DX + off, dx.to(DX.dtype.element_ty), mask=m)
         part = PART + (k * tl.num_programs(0) + pid) * 3 * D + cols
-        tl.store(part, acc_dw, mask=c_ok)
-        tl.store(part + D, acc_db, mask=c_ok)
-        tl.store(part + 2 * D, acc_drb, mask=c_ok)
+        tl.store(part, tl.sum(acc_dw, 0), mask=c_ok)
+        tl.store(part + D, tl.sum(acc_db, 0), mask=c_ok)
+        tl.store(part + 2 * D, tl.sum(acc_drb, 0), mask=c_ok)
 
 
 def _check(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor) -> tuple[int, int, int]:
