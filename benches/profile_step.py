@@ -47,6 +47,7 @@ if a.ln_config:
     fc, _, bc = a.ln_config.partition("/")
     layernorm.CONFIG.update(fwd=tuple(int(v) for v in fc.split(",")), bwd=tuple(int(v) for v in bc.split(",")))
 K, B, variants, out = a.k, a.b, a.variants.split(","), a.out
+os.makedirs(out, exist_ok=True)
 res = []
 
 def group(name):

@@ -44,10 +44,12 @@ except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
 
 EPS = 1e-5  # F.layer_norm's default
 # fwd: (rows per program, warps); bwd: (rows per tile, tiles per program, warps).
-# Chosen by `benches/bench_ln.py` on the H100 (K = 5, N = 65,536, d = 128, commit 908a9d4,
-# results/bench/bench_ln_908a9d4.txt): backward 0.64 ms against 1.00 ms for the first guess
-# (32, 8, 4) and 1.12 ms for the compiled stock path; forward 0.29 ms (stock: 0.26 ms).
-CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 8), "bwd": (64, 4, 8)}
+# Chosen on the H100 (K = 5, N = 65,536, d = 128): forward by `benches/bench_ln.py` at 908a9d4
+# (0.29 ms; stock 0.26 ms); backward, since its parameter-gradient sums are kept per tile row,
+# by `bench_ln.py` at f35273d (results/bench/bench_ln_sweep_f35273d.txt: 0.37 ms against 0.49 ms
+# for the earlier (64, 4, 8)) and in the K = 5, B = 256 training step at dd928ea
+# (variants_k5_b256_dd928ea.txt: 16.14 against 16.27 ms, LayerNorm kernels 3.46 against 3.59 ms).
+CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 8), "bwd": (16, 16, 4)}
 
 
 def supported(x: Tensor, r: Tensor | None) -> bool:

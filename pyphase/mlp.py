@@ -60,7 +60,9 @@ except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
 # 5e33660, results/bench/bench_mlp_dw_5e33660.txt): forward + backward 1.44 ms per layer against
 # 1.83 ms for "fused" (64, 32, 4, 3) and 1.87 ms for the compiled stock MLP; in the uncompiled
 # K = 5, B = 256 training step 17.41 against 18.54 ms (-6.1%, variants_k5_b256_dw_5e33660.txt).
-CONFIG: dict[str, tuple[int, ...] | str] = {"fwd": (64, 32, 4, 2), "bwd": (64, 32, 4, 3, 2048), "bwd_mode": "dw"}
+# Spans of 4,096 rows (half the partial sums to add up) since dd928ea: step 16.12 against 16.26-16.27
+# ms with 2,048 (variants_k5_b256_dd928ea.txt).
+CONFIG: dict[str, tuple[int, ...] | str] = {"fwd": (64, 32, 4, 2), "bwd": (64, 32, 4, 3, 4096), "bwd_mode": "dw"}
 # The last compiled kernel launched of each kind (register and spill counts for benches/bench_mlp.py).
 LAST: dict[str, object] = {}
 
