@@ -10,8 +10,9 @@ flash kernels plus those copies took ~6 ms of a 22 ms step.
 These kernels read q, k, v (adding the bias as they load) from the projection's output in place,
 write the attention output in the (K, B·T, d) layout the output projection reads, and write
 dq, dk, dv straight into one (K, B·T, 3d) gradient. The algorithm is FlashAttention-2's (online
-softmax forward saving the log-sum-exp; backward recomputing probabilities, one pass for dk/dv per
-key block and one for dq per query block), specialised to short contexts and small heads.
+softmax forward saving the log-sum-exp; backward recomputing probabilities, one pass for dq per
+query block, which also computes the rows' rowsum(o * do), then one for dk/dv per key block),
+specialised to short contexts and small heads.
 
 Numerics follow the stock path under bf16 autocast: q, k, v are rounded to the input's dtype after
 the bias add, scores and softmax in fp32, probabilities rounded to the input's dtype before the
@@ -118,21 +119,6 @@ if triton is not None:
         tl.store(LSE + pid_sh.to(tl.int64) * T + offs_m, m_i + tl.log2(l_i), mask=m_ok)
 
     @triton.jit
-    def _attn_bwd_delta_kernel(O, DO, DELTA, T, N_HEAD: tl.constexpr, D: tl.constexpr, HD: tl.constexpr,
-                          BM: tl.constexpr):
-        pid_m = tl.program_id(0)
-        pid_sh = tl.program_id(1)
-        s = pid_sh // N_HEAD
-        h = pid_sh % N_HEAD
-        offs_m = pid_m * BM + tl.arange(0, BM)
-        offs_d = tl.arange(0, HD)
-        ok = offs_m < T
-        ptr = (s.to(tl.int64) * T + offs_m[:, None]) * D + h * HD + offs_d[None, :]
-        o = tl.load(O + ptr, mask=ok[:, None], other=0.0).to(tl.float32)
-        do = tl.load(DO + ptr, mask=ok[:, None], other=0.0).to(tl.float32)
-        tl.store(DELTA + pid_sh.to(tl.int64) * T + offs_m, tl.sum(o * do, 1), mask=ok)
-
-    @triton.jit
     def _attn_bwd_dkdv_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr,
                               HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr):
         """dk, dv of one block of BN keys, looping over the queries that see them in steps of BM.
@@ -185,10 +171,12 @@ if triton is not None:
         tl.atomic_add(DB + model * 3 * D + 2 * D + h * HD + offs_d, tl.sum(dv.to(tl.float32), 0))
 
     @triton.jit
-    def _attn_bwd_dq_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr,
-                            HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr):
+    def _attn_bwd_dq_kernel(QKV, BIAS, O, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, N_HEAD: tl.constexpr,
+                            D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
+                            BN: tl.constexpr):
         """dq of one block of BM queries, looping over the keys they see in steps of BN (keys and
-        values loaded transposed, (HD, BN))."""
+        values loaded transposed, (HD, BN)). Computes the rows' delta = rowsum(o * do) and writes
+        it for the dk/dv pass, which runs after this one."""
         pid_m = tl.program_id(0)
         pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
@@ -205,10 +193,12 @@ if triton is not None:
         m_ok = offs_m < T
         q = (tl.load(QKV + (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :], mask=m_ok[:, None],
                      other=0.0).to(tl.float32) + bq[None, :]).to(dt)
-        do = tl.load(DO + (row0 + offs_m[:, None]) * D + h * HD + offs_d[None, :], mask=m_ok[:, None],
-                     other=0.0).to(dt)
+        o_ptr = (row0 + offs_m[:, None]) * D + h * HD + offs_d[None, :]
+        do = tl.load(DO + o_ptr, mask=m_ok[:, None], other=0.0)
+        delta = tl.sum(tl.load(O + o_ptr, mask=m_ok[:, None], other=0.0).to(tl.float32) * do.to(tl.float32), 1)
+        tl.store(DELTA + pid_sh.to(tl.int64) * T + offs_m, delta, mask=m_ok)
+        do = do.to(dt)
         lse = tl.load(LSE + pid_sh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0)
-        delta = tl.load(DELTA + pid_sh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0)
         dq = tl.zeros([BM, HD], tl.float32)
         hi = tl.minimum((pid_m + 1) * BM, T)
         for start_n in range(0, hi, BN):
@@ -268,13 +258,11 @@ def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_s
     dbias = torch.zeros(bias.shape, device=bias.device, dtype=torch.float32)
     delta = torch.empty(seqs * n_head, t, device=qkv.device, dtype=torch.float32)
     bm1, bn1, bm2, bn2, warps, stages = _launch("bwd", t)
-    launch(_attn_bwd_delta_kernel, (triton.cdiv(t, 64), seqs * n_head))(o, do, delta, t, n_head, d, hd, 64,
-                                                                        num_warps=4)
+    launch(_attn_bwd_dq_kernel, (triton.cdiv(t, bm2), seqs * n_head))(
+        qkv, bias, o, do, lse, delta, dqkv, dbias, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
+        num_warps=warps, num_stages=stages)
     launch(_attn_bwd_dkdv_kernel, (triton.cdiv(t, bn1), seqs * n_head))(
         qkv, bias, do, lse, delta, dqkv, dbias, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
-        num_warps=warps, num_stages=stages)
-    launch(_attn_bwd_dq_kernel, (triton.cdiv(t, bm2), seqs * n_head))(
-        qkv, bias, do, lse, delta, dqkv, dbias, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
         num_warps=warps, num_stages=stages)
     return dqkv, dbias
 

@@ -60,9 +60,18 @@ def head_ce_reference(h: Tensor, w: Tensor, targets: Tensor) -> Tensor:
 if triton is not None:
 
     @triton.jit
-    def _logits(H, W, T, k, row0, N, V, D: tl.constexpr, BD: tl.constexpr, VP: tl.constexpr, ROWS: tl.constexpr):
-        """Rows [row0, row0+ROWS) of model k: input tile, weight (cast to the input's dtype), fp32
-        logits with padded columns at -inf, targets, row mask, column mask."""
+    def _head_weight(W, k, V, D: tl.constexpr, BD: tl.constexpr, VP: tl.constexpr, dt: tl.constexpr):
+        """Model k's (BD, VP) head weight tile, zero-padded, cast to the input's dtype dt."""
+        cols = tl.arange(0, BD)
+        vs = tl.arange(0, VP)
+        w = tl.load(W + k * D * V + cols[:, None] * V + vs[None, :], mask=(cols < D)[:, None] & (vs < V)[None, :],
+                    other=0.0)
+        return w.to(dt)
+
+    @triton.jit
+    def _logits(H, w, T, k, row0, N, V, D: tl.constexpr, BD: tl.constexpr, VP: tl.constexpr, ROWS: tl.constexpr):
+        """Rows [row0, row0+ROWS) of model k: input tile, fp32 logits with padded columns at -inf,
+        targets, row mask, column mask (w from `_head_weight`)."""
         rows = tl.arange(0, ROWS)
         cols = tl.arange(0, BD)
         vs = tl.arange(0, VP)
@@ -71,11 +80,10 @@ if triton is not None:
         v_ok = vs < V
         h = tl.load(H + (k * N + row0 + rows)[:, None] * D + cols[None, :], mask=r_ok[:, None] & c_ok[None, :],
                     other=0.0)
-        w = tl.load(W + k * D * V + cols[:, None] * V + vs[None, :], mask=c_ok[:, None] & v_ok[None, :], other=0.0)
-        logits = tl.dot(h, w.to(h.dtype))
+        logits = tl.dot(h, w)
         logits = tl.where(v_ok[None, :], logits, float("-inf"))
         tgt = tl.load(T + k * N + row0 + rows, mask=r_ok, other=0)
-        return h, w, logits, tgt, r_ok, v_ok
+        return h, logits, tgt, r_ok, v_ok
 
     @triton.jit
     def _head_fwd_kernel(H, W, T, LOSS, LSE, N, V, D: tl.constexpr, BD: tl.constexpr, VP: tl.constexpr,
@@ -83,7 +91,8 @@ if triton is not None:
         pid = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
         row0 = pid.to(tl.int64) * ROWS
-        _, _, logits, tgt, r_ok, _ = _logits(H, W, T, k, row0, N, V, D, BD, VP, ROWS)
+        w = _head_weight(W, k, V, D, BD, VP, H.dtype.element_ty)
+        _, logits, tgt, r_ok, _ = _logits(H, w, T, k, row0, N, V, D, BD, VP, ROWS)
         mx = tl.max(logits, 1)
         lse = mx + tl.log(tl.sum(tl.exp(logits - mx[:, None]), 1))
         vs = tl.arange(0, VP)
@@ -102,15 +111,16 @@ if triton is not None:
         c_ok = cols < D
         vs = tl.arange(0, VP)
         acc = tl.zeros([BD, VP], tl.float32)
+        w = _head_weight(W, k, V, D, BD, VP, H.dtype.element_ty)  # loaded once, not per tile
         for it in range(ITERS):
             row0 = (pid * ITERS + it).to(tl.int64) * ROWS
-            h, w, logits, tgt, r_ok, v_ok = _logits(H, W, T, k, row0, N, V, D, BD, VP, ROWS)
+            h, logits, tgt, r_ok, v_ok = _logits(H, w, T, k, row0, N, V, D, BD, VP, ROWS)
             lse = tl.load(LSE + k * N + row0 + rows, mask=r_ok, other=0.0)
             dl = tl.load(DL + k * N + row0 + rows, mask=r_ok, other=0.0)
             p = tl.exp(logits - lse[:, None])
             dlog = (p - tl.where(vs[None, :] == tgt[:, None], 1.0, 0.0)) * dl[:, None]
             dlog = tl.where(r_ok[:, None] & v_ok[None, :], dlog, 0.0).to(h.dtype)
-            dh = tl.dot(dlog, tl.trans(w.to(h.dtype)))
+            dh = tl.dot(dlog, tl.trans(w))
             tl.store(DH + (k * N + row0 + rows)[:, None] * D + cols[None, :], dh.to(DH.dtype.element_ty),
                      mask=r_ok[:, None] & c_ok[None, :])
             acc += tl.dot(tl.trans(h), dlog)
