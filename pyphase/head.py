@@ -38,8 +38,10 @@ MAX_VOCAB = 256
 # fwd: (rows per program, warps); bwd: (rows per tile, tiles per program, warps). Chosen by
 # `benches/bench_head.py` on the H100 (K = 5, N = 65,536, d = 128, V = 65, commit ed57c9b,
 # results/bench/bench_head_ed57c9b.txt): 0.70 ms forward + backward (first guess (64, 4)/(64, 8, 8):
-# 0.97 ms; stock under torch.compile 0.68 ms, uncompiled 2.19 ms).
-CONFIG: dict[str, tuple[int, ...]] = {"fwd": (128, 8), "bwd": (64, 4, 8)}
+# 0.97 ms; stock under torch.compile 0.68 ms, uncompiled 2.19 ms). Backward (64, 8, 8) since the
+# weight tile is loaded once per program (caa8751, results/bench/bench_head_sweep_caa8751.txt:
+# 0.44 ms against 0.65 ms for (64, 4, 8); compiled stock 0.81 ms).
+CONFIG: dict[str, tuple[int, ...]] = {"fwd": (128, 8), "bwd": (64, 8, 8)}
 
 
 def supported(h: Tensor, w: Tensor) -> bool:
