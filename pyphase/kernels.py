@@ -60,6 +60,8 @@ def compile_all(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
     """Compile the recorded launches in parallel into Triton's kernel cache (nothing runs).
     Returns False when this Triton has no asynchronous compile mode (then they compile one after
     another here, which is what the first launch would have done anyway)."""
+    if not records:
+        return True
     try:
         from triton.runtime._async_compile import AsyncCompileMode
     except ImportError:  # older Triton: compile sequentially
