@@ -8,8 +8,10 @@ forward + backward pass of the model lists every kernel specialisation a trainin
 the GIL; `triton.runtime._async_compile.AsyncCompileMode` hands each compile to the pool) into
 Triton's in-process kernel cache, so the first real step finds them compiled.
 
-Why: on a fresh machine the first step used to compile the ~13 kernels one after another (about
-10 s of the 13.8 s to the first step of phase3a on the H100, results/bench). Recording uses a
+Why: on a fresh machine the first step compiled the kernels (12 of them, 62 launches a step) one
+after another. Measured on the H100 (results/bench/p3short_*_bb47106.txt, phase3a shortened to 300
+steps, cold Triton cache): 15.6 s to the first step compiling on first use, 9.9 s with
+`PackTrainer.precompile`; the parallel compile itself took 2.9 s (setup_timing_h100_8679f9e.txt). Recording uses a
 plain module flag, not a context variable, because autograd runs the backward pass on its own
 thread; the compiles are submitted from the caller's thread, where AsyncCompileMode is active.
 """

@@ -231,9 +231,11 @@ class PackTrainer:
         with kernels.record() as launches, torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             losses = packed_losses(self.shape, self.model._leaf, win[..., :-1], win[..., 1:])
             torch.autograd.grad(losses.sum(), self.model.leaves)
-            with torch.no_grad():
-                x = self.val_x[:EVAL_CHUNK].expand(self.k, -1, -1)
-                packed_losses(self.shape, self.model._leaf, x, self.val_y[:EVAL_CHUNK].expand(self.k, -1, -1))
+            n = self.val_x.shape[0]
+            with torch.no_grad():  # the evaluation's chunk sizes: a full one and the last, shorter one
+                for a in sorted({0, n - n % EVAL_CHUNK} - {n}):
+                    x, y = (v[a : a + EVAL_CHUNK].expand(self.k, -1, -1) for v in (self.val_x, self.val_y))
+                    packed_losses(self.shape, self.model._leaf, x, y)
         kernels.compile_all(launches)
         return time.perf_counter() - t0
 

@@ -72,15 +72,21 @@ def test_precompiled_trainer_trains_as_one_compiled_on_first_use() -> None:
     for j in jits:  # forget earlier compiles so the precompile has work to do
         for cache in j.device_caches.values():
             cache[0].clear()
+    def cached() -> list[int]:
+        return [len(j.device_caches[torch.cuda.current_device()][0]) for j in jits]
+
     runs = []
     for pre in (True, False):
         tr = PackTrainer(cfgs, corpus, "cuda")
         if pre:
             assert tr.precompile() > 0
-            assert all(len(j.device_caches[torch.cuda.current_device()][0]) > 0 for j in jits)
+            after = cached()
+            assert all(after), after
         else:
             tr.precompile = lambda: 0.0  # type: ignore[method-assign]
         out = tr.run(progress=False)
+        if pre:
+            assert cached() == after  # training and evaluation compiled nothing more
         runs.append([o.steps.select("train_loss", "val_loss", "grad_norm_before").rows() for o in out])
     # the attention bias and embedding gradients are accumulated with atomics: equal up to their order
     torch.testing.assert_close(runs[0], runs[1], rtol=1e-4, atol=1e-5)
