@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import launch
+from pyphase.kernels import backward_op, call, launch, register_autograd
 
 try:
     import triton
@@ -288,13 +288,13 @@ def _backward(ctx, do: Tensor, _dlse: Tensor):  # type: ignore[no-untyped-def]
     qkv, bias, o, lse = ctx.saved_tensors
     if do is None:  # the output was not used
         return None, None, None, None, None
-    dqkv, dbias = _attn_bwd(do, qkv, bias, o, lse, *ctx.dims)
+    dqkv, dbias = backward_op(ctx, _attn_bwd)(do, qkv, bias, o, lse, *ctx.dims)
     # The bias is added to every row of its model: its gradient is the row sum, accumulated in fp32
     # by the kernels and returned in the bias's dtype, as autograd of `qkv + bias[:, None]` gives.
     return dqkv, dbias.to(ctx.bias_dtype), None, None, None
 
 
-_attn_fwd.register_autograd(_backward, setup_context=_setup)
+register_autograd(_attn_fwd, _backward, _setup)
 
 
 def causal_attention(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int,
@@ -303,5 +303,5 @@ def causal_attention(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int,
     plus `bias` (K, 3d): output (K, B·T, d), heads concatenated. Triton kernels where `supported`
     (or when `use_triton` forces them, e.g. in the interpreter), else `attention_reference`."""
     if use_triton if use_triton is not None else supported(qkv, n_head):
-        return _attn_fwd(qkv, bias.to(qkv.dtype), n_seq, t, n_head)[0]
+        return call(_attn_fwd, qkv, bias.to(qkv.dtype), n_seq, t, n_head)[0]
     return attention_reference(qkv, bias, n_seq, t, n_head)

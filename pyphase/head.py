@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import launch
+from pyphase.kernels import backward_op, call, launch, register_autograd
 
 try:
     import triton
@@ -197,11 +197,11 @@ def _backward(ctx, dl: Tensor, _dlse: Tensor):  # type: ignore[no-untyped-def]
     h, w, targets, lse = ctx.saved_tensors
     if dl is None:  # the losses were not used
         return None, None, None
-    dh, dw = _head_ce_bwd(dl, h, w, targets, lse)
+    dh, dw = backward_op(ctx, _head_ce_bwd)(dl, h, w, targets, lse)
     return dh, dw.to(ctx.w_dtype), None
 
 
-_head_ce_fwd.register_autograd(_backward, setup_context=_setup)
+register_autograd(_head_ce_fwd, _backward, _setup)
 
 
 def head_ce(h: Tensor, w: Tensor, targets: Tensor, use_triton: bool | None = None) -> Tensor:
@@ -214,4 +214,4 @@ def head_ce(h: Tensor, w: Tensor, targets: Tensor, use_triton: bool | None = Non
     dev = h.device.type
     if torch.is_autocast_enabled(dev):
         h = h.to(torch.get_autocast_dtype(dev))
-    return _head_ce_fwd(h, w, targets)[0]
+    return call(_head_ce_fwd, h, w, targets)[0]

@@ -1,4 +1,5 @@
-"""Launching pyphase's Triton kernels, and compiling all of them at once before the first step.
+"""Launching pyphase's Triton kernels, compiling all of them at once before the first step, and
+running their torch.library custom ops without torch.library's dispatch outside torch.compile.
 
 Every Triton kernel of pyphase (attention, MLP, LayerNorm, head) is launched as
 `launch(kernel, grid)(*args, **meta)`. Normally that is `kernel[grid](*args, **meta)`. Inside
@@ -8,7 +9,16 @@ forward + backward pass of the model lists every kernel specialisation a trainin
 the GIL; `triton.runtime._async_compile.AsyncCompileMode` hands each compile to the pool) into
 Triton's in-process kernel cache, so the first real step finds them compiled.
 
-Why: on a fresh machine the first step compiled the kernels (12 of them, 62 launches a step) one
+Each op is a torch.library custom op (so torch.compile can trace around it) with its autograd
+registered through `register_autograd`, which also builds the same autograd as a plain
+torch.autograd.Function over the op's undecorated function. `call(op, *args)` uses the custom op
+while torch.compile traces and the plain Function otherwise; `backward_op(ctx, op)` picks the
+matching form of an op called inside a backward pass. Why: the first call of any custom op imports
+torch._dynamo (torch.library wraps the op's implementation in `torch._disable_dynamo`), which
+pulls in sympy and torch.distributed; measured on the H100 that import was ~4 s of the time to the
+first step on a fresh machine (results/bench/setup_timing2_h100_58bdfb8.txt).
+
+Why compile in parallel: on a fresh machine the first step compiled the kernels (12 of them, 62 launches a step) one
 after another. Measured on the H100 (results/bench/p3short_*_bb47106.txt, phase3a shortened to 300
 steps, cold Triton cache): 15.6 s to the first step compiling on first use, 9.9 s with
 `PackTrainer.precompile`; the parallel compile itself took 2.9 s (setup_timing_h100_8679f9e.txt). Recording uses a
@@ -24,6 +34,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
+
+import torch
 
 _lock = threading.Lock()
 _records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]] | None = None
@@ -96,3 +108,43 @@ def _load_all(compiled: list[Any], pool: ThreadPoolExecutor) -> None:
         torch.cuda.set_device(device)
         init()
     list(pool.map(load, loaders[1:]))
+
+
+_EAGER: dict[str, Callable[..., Any]] = {}
+
+
+def register_autograd(op: Any, backward: Callable[..., Any], setup: Callable[..., None]) -> None:
+    """`op.register_autograd(backward, setup_context=setup)`, and the same as a plain autograd
+    Function over op's undecorated function for `call`. `backward` sees `ctx.eager` True there."""
+    op.register_autograd(backward, setup_context=setup)
+    raw = getattr(op, "_init_fn", None)  # torch.library's CustomOpDef keeps the function it wraps
+    if raw is None:  # another torch: always the custom op
+        _EAGER[op._qualname] = op
+        return
+
+    class Eager(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, *args: Any) -> Any:
+            out = raw(*args)
+            setup(ctx, args, out)
+            ctx.eager = True
+            return out
+
+        @staticmethod
+        def backward(ctx: Any, *grads: Any) -> Any:
+            return backward(ctx, *grads)
+
+    _EAGER[op._qualname] = Eager.apply
+
+
+def call(op: Any, *args: Any) -> Any:
+    """op(*args): the custom op under torch.compile, its plain autograd Function otherwise."""
+    if torch.compiler.is_compiling():
+        return op(*args)
+    return _EAGER[op._qualname](*args)
+
+
+def backward_op(ctx: Any, op: Any) -> Callable[..., Any]:
+    """An op called inside a backward pass: its undecorated function in the plain Function's
+    backward (`ctx.eager`), the custom op in the one torch.library registered."""
+    return getattr(op, "_init_fn", op) if getattr(ctx, "eager", False) else op

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import launch
+from pyphase.kernels import backward_op, call, launch, register_autograd
 
 try:
     import triton
@@ -237,13 +237,13 @@ def _backward(ctx, dxn: Tensor | None, dh: Tensor | None, _dmean: Tensor, _drstd
     if dh is None and dxn is None:
         return None, None, None, None, None, None
     dh = torch.zeros_like(xn) if dh is None else dh
-    dx, dr, sums = _add_ln_bwd(dxn if ctx.has_r else None, dh, xn, mean, rstd, w, r_dt, ctx.has_r)
+    dx, dr, sums = backward_op(ctx, _add_ln_bwd)(dxn if ctx.has_r else None, dh, xn, mean, rstd, w, r_dt, ctx.has_r)
     if not ctx.has_r:
         return dx, None, None, sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None
     return dx, dr, sums[:, 2].to(rb_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None
 
 
-_add_ln_fwd.register_autograd(_backward, setup_context=_setup)
+register_autograd(_add_ln_fwd, _backward, _setup)
 
 
 def add_ln(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor,
@@ -254,7 +254,7 @@ def add_ln(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor,
         return add_ln_reference(x, r, rb, w, b)
     dev = x.device.type
     out = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
-    xn, h, _, _ = _add_ln_fwd(x, r, rb, w, b, out)
+    xn, h, _, _ = call(_add_ln_fwd, x, r, rb, w, b, out)
     return (x if r is None else xn), h
 
 
@@ -363,7 +363,7 @@ def _embed_backward(ctx, dx: Tensor | None, dh: Tensor | None, _dmean: Tensor, _
         return None, None, None, None, None, None
     dh = torch.zeros_like(x) if dh is None else dh
     # the residual stream's whole gradient: the LayerNorm's plus the one arriving from downstream
-    gx, _, sums = _add_ln_bwd(dx, dh, x, mean, rstd, w, x.dtype, False)
+    gx, _, sums = backward_op(ctx, _add_ln_bwd)(dx, dh, x, mean, rstd, w, x.dtype, False)
     t = idx.shape[-1]
     dwte = torch.ops.aten.embedding_dense_backward(gx.view(-1, d), _table_rows(idx, v).view(-1), kk * v, -1, False)
     dwpe = gx.new_zeros(kk, t_max, d)
@@ -371,7 +371,7 @@ def _embed_backward(ctx, dx: Tensor | None, dh: Tensor | None, _dmean: Tensor, _
     return (None, dwte.view(kk, v, d).to(wte_dt), dwpe.to(wpe_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None)
 
 
-_embed_ln_fwd.register_autograd(_embed_backward, setup_context=_embed_setup)
+register_autograd(_embed_ln_fwd, _embed_backward, _embed_setup)
 
 
 def embed_ln(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor,
@@ -383,5 +383,5 @@ def embed_ln(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor,
         return embed_ln_reference(idx, wte, wpe, w, b)
     dev = wte.device.type
     out = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else wte.dtype
-    x, h, _, _ = _embed_ln_fwd(idx, wte, wpe, w, b, out)
+    x, h, _, _ = call(_embed_ln_fwd, idx, wte, wpe, w, b, out)
     return x, h

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import launch
+from pyphase.kernels import backward_op, call, launch, register_autograd
 
 try:
     import triton
@@ -410,14 +410,14 @@ def _backward(ctx, dy: Tensor, _dpre: Tensor):  # type: ignore[no-untyped-def]
     if dy is None:  # the output was not used
         return None, None, None, None
     if ctx.mode == "dw":
-        dh, dw1, db1, dw2 = _mlp_bwd_dw(dy, h, w1, b1, w2)
+        dh, dw1, db1, dw2 = backward_op(ctx, _mlp_bwd_dw)(dy, h, w1, b1, w2)
     else:
-        bwd = _mlp_bwd_torch if ctx.mode == "torch" else _mlp_bwd
+        bwd = _mlp_bwd_torch if ctx.mode == "torch" else backward_op(ctx, _mlp_bwd)
         dh, dw1, db1, dw2 = bwd(dy, h, w1, w2, pre)
     return dh, dw1, db1.to(ctx.b1_dtype), dw2
 
 
-_mlp_fwd.register_autograd(_backward, setup_context=_setup)
+register_autograd(_mlp_fwd, _backward, _setup)
 
 
 def gelu_mlp(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, use_triton: bool | None = None) -> Tensor:
@@ -428,5 +428,5 @@ def gelu_mlp(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, use_triton: bool | N
         dt = torch.get_autocast_dtype(h.device.type)
         h, w1, b1, w2 = h.to(dt), w1.to(dt), b1.to(dt), w2.to(dt)
     if use_triton if use_triton is not None else supported(h, w1):
-        return _mlp_fwd(h, w1, b1.to(h.dtype), w2)[0]
+        return call(_mlp_fwd, h, w1, b1.to(h.dtype), w2)[0]
     return gelu_mlp_reference(h, w1, b1, w2)

@@ -4,6 +4,7 @@ precompiled trains as one that compiled on first use."""
 
 from __future__ import annotations
 
+import textwrap
 import threading
 
 import pytest
@@ -53,6 +54,38 @@ def test_record_does_not_nest_and_compile_all_warms_each_launch() -> None:
     kernels.compile_all(rec, workers=2)
     assert sorted(k.warm, key=str) == sorted([((1,), (7,), {"BM": 32}), ((2,), (8,), {})], key=str)
     assert k.runs == []
+
+
+EAGER_OPS = textwrap.dedent(
+    """
+    import json, sys, torch
+    from pyphase.attention import causal_attention
+    from pyphase.head import head_ce
+    from pyphase.layernorm import add_ln, embed_ln
+    from pyphase.mlp import gelu_mlp
+    g = torch.Generator().manual_seed(0)
+    k, b, t, d, v = 1, 2, 16, 32, 11
+    leaf = lambda *s: (torch.randn(*s, generator=g) * 0.3).requires_grad_()
+    wte, wpe, w, bb = leaf(k, v, d), leaf(k, t, d), leaf(k, d), leaf(k, d)
+    idx = torch.randint(0, v, (k, b, t), generator=g)
+    x, h = embed_ln(idx, wte, wpe, w, bb, use_triton=True)
+    y = causal_attention(h @ leaf(k, d, 3 * d), leaf(k, 3 * d), b, t, 2, use_triton=True)
+    x, h = add_ln(x, y, leaf(k, d), w, bb, use_triton=True)
+    m = gelu_mlp(h, leaf(k, d, 4 * d), leaf(k, 4 * d), leaf(k, 4 * d, d), use_triton=True)
+    x, h = add_ln(x, m, leaf(k, d), w, bb, use_triton=True)
+    loss = head_ce(h, leaf(k, d, v), idx.view(k, -1), use_triton=True).mean()
+    loss.backward()
+    print(json.dumps([["torch._dynamo" in sys.modules, bool(torch.isfinite(wte.grad).all())]]))
+    """
+)
+
+
+def test_ops_run_forward_and_backward_without_importing_dynamo(run_interpreted) -> None:  # type: ignore[no-untyped-def]
+    """Outside torch.compile every op runs as a plain autograd Function: torch.library's dispatch
+    (which imports torch._dynamo on an op's first call) is not on the path."""
+    (dynamo, finite), = run_interpreted(EAGER_OPS, [0])
+    assert finite
+    assert not dynamo
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiling Triton kernels needs CUDA")
