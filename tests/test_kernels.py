@@ -59,6 +59,10 @@ def test_record_does_not_nest_and_compile_all_warms_each_launch() -> None:
 EAGER_OPS = textwrap.dedent(
     """
     import json, sys, torch
+    from torch._library.custom_ops import CustomOpDef
+    entered = []
+    dispatch = CustomOpDef.__call__
+    CustomOpDef.__call__ = lambda self, *a, **kw: entered.append(self._qualname) or dispatch(self, *a, **kw)
     from pyphase.attention import causal_attention
     from pyphase.head import head_ce
     from pyphase.layernorm import add_ln, embed_ln
@@ -75,17 +79,17 @@ EAGER_OPS = textwrap.dedent(
     x, h = add_ln(x, m, leaf(k, d), w, bb, use_triton=True)
     loss = head_ce(h, leaf(k, d, v), idx.view(k, -1), use_triton=True).mean()
     loss.backward()
-    print(json.dumps([["torch._dynamo" in sys.modules, bool(torch.isfinite(wte.grad).all())]]))
+    print(json.dumps([[entered, bool(torch.isfinite(wte.grad).all())]]))
     """
 )
 
 
-def test_ops_run_forward_and_backward_without_importing_dynamo(run_interpreted) -> None:  # type: ignore[no-untyped-def]
-    """Outside torch.compile every op runs as a plain autograd Function: torch.library's dispatch
-    (which imports torch._dynamo on an op's first call) is not on the path."""
-    (dynamo, finite), = run_interpreted(EAGER_OPS, [0])
+def test_ops_run_forward_and_backward_outside_torch_library_dispatch(run_interpreted) -> None:  # type: ignore[no-untyped-def]
+    """Outside torch.compile every op, forward and backward, runs as a plain autograd Function:
+    no custom op's dispatcher is entered (its first call imports torch._dynamo, ~4 s on the H100)."""
+    (entered, finite), = run_interpreted(EAGER_OPS, [0])
     assert finite
-    assert not dynamo
+    assert entered == []
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiling Triton kernels needs CUDA")
