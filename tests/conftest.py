@@ -16,6 +16,22 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def _triton_version() -> tuple[int, ...]:
+    try:
+        import triton
+    except ImportError:
+        return ()
+    return tuple(int(p) for p in triton.__version__.split("+")[0].split(".")[:2] if p.isdigit())
+
+
+# Triton's interpreter before 3.9 cannot run the MLP and attention kernels: on the H100 machine
+# (Triton 3.6) their interpreter tests stop in Triton with "TypeError: only 0-dimensional arrays can
+# be converted to Python scalars" (tensor.__index__), at this commit and at 2a7ad69 alike; they
+# pass under Triton 3.9 (CI). The compiled kernels are checked on CUDA by the bf16 accuracy tests.
+OLD_TRITON_INTERPRETER = pytest.mark.xfail(
+    (0,) < _triton_version() < (3, 9), reason="Triton < 3.9's interpreter cannot run these kernels", strict=False)
+
+
 def shared_data_dir() -> Path | None:
     """`$PYPHASE_SHARED/data` (or `$PYPHASE_SHARED` itself), else `../shared/data` beside the repo."""
     env = os.environ.get("PYPHASE_SHARED")

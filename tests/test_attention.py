@@ -12,6 +12,8 @@ import textwrap
 import pytest
 import torch
 
+from conftest import OLD_TRITON_INTERPRETER
+
 from pyphase.attention import attention_reference, causal_attention
 
 pytest.importorskip("triton")
@@ -50,6 +52,7 @@ SHAPES = [(2, 2, 40, 2, 16), (1, 2, 64, 4, 32), (2, 1, 100, 2, 32), (1, 1, 130, 
 CONFIGS = [{}, {"fwd": (32, 64, 4, 2), "bwd": (64, 32, 32, 64, 4, 2)}, {"fwd": (64, 16, 4, 2), "bwd": (16, 64, 64, 16, 4, 2)}]
 
 
+@OLD_TRITON_INTERPRETER
 @pytest.mark.parametrize("config", CONFIGS)
 def test_triton_kernels_match_sdpa_in_the_interpreter(run_interpreted, config) -> None:  # type: ignore[no-untyped-def]
     errs = run_interpreted(INTERPRETED, [[shape, config] for shape in SHAPES])

@@ -10,6 +10,8 @@ import threading
 import pytest
 import torch
 
+from conftest import OLD_TRITON_INTERPRETER
+
 from pyphase import kernels
 
 
@@ -84,6 +86,7 @@ EAGER_OPS = textwrap.dedent(
 )
 
 
+@OLD_TRITON_INTERPRETER
 def test_ops_run_forward_and_backward_outside_torch_library_dispatch(run_interpreted) -> None:  # type: ignore[no-untyped-def]
     """Outside torch.compile every op, forward and backward, runs as a plain autograd Function:
     no custom op's dispatcher is entered (its first call imports torch._dynamo, ~4 s on the H100)."""

@@ -11,6 +11,8 @@ import textwrap
 import pytest
 import torch
 
+from conftest import OLD_TRITON_INTERPRETER
+
 from pyphase.mlp import gelu_mlp, gelu_mlp_reference
 
 pytest.importorskip("triton")
@@ -51,6 +53,7 @@ SHAPES = [(2, 100, 32, 128, "32,64,4,2"), (1, 64, 48, 192, "64,128,4,2"), (2, 37
           (2, 40, 32, 32, "16,64,4,2/dw:16,64,4,2"), (1, 64, 16, 64, "32,32,4,2/dw:32,16,4,2,16")]
 
 
+@OLD_TRITON_INTERPRETER
 def test_fused_mlp_matches_stock_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
     errs = run_interpreted(INTERPRETED, SHAPES)
     for shape, e in zip(SHAPES, errs):
