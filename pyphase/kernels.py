@@ -16,14 +16,16 @@ while torch.compile traces and the plain Function otherwise; `backward_op(ctx, o
 matching form of an op called inside a backward pass. Why: the first call of any custom op imports
 torch._dynamo (torch.library wraps the op's implementation in `torch._disable_dynamo`), which
 pulls in sympy and torch.distributed; measured on the H100 that import was ~4 s of the time to the
-first step on a fresh machine (results/bench/setup_timing2_h100_58bdfb8.txt).
+first step on a fresh machine (results/bench/setup_timing2_h100_58bdfb8.txt; 0.15 s for the whole
+dry pass without it, setup_timing2_h100_e167fd1.txt).
 
-Why compile in parallel: on a fresh machine the first step compiled the kernels (12 of them, 62 launches a step) one
-after another. Measured on the H100 (results/bench/p3short_*_bb47106.txt, phase3a shortened to 300
-steps, cold Triton cache): 15.6 s to the first step compiling on first use, 9.9 s with
-`PackTrainer.precompile`; the parallel compile itself took 2.9 s (setup_timing_h100_8679f9e.txt). Recording uses a
-plain module flag, not a context variable, because autograd runs the backward pass on its own
-thread; the compiles are submitted from the caller's thread, where AsyncCompileMode is active.
+Why compile in parallel: on a fresh machine the first step compiled the kernels (12 of them, 62
+launches a step) one after another. Measured on the H100 (results/bench/p3short_*_bb47106.txt,
+phase3a shortened to 300 steps, cold Triton cache): 15.6 s to the first step compiling on first
+use, 9.9 s with `PackTrainer.precompile`. Whole phase3a on a fresh machine, to its first step:
+13.8 s at 10d055a, 4.8 s at e167fd1. Recording uses a plain module flag, not a context variable,
+because autograd runs the backward pass on its own thread; the compiles are submitted from the
+caller's thread, where AsyncCompileMode is active.
 """
 
 from __future__ import annotations
