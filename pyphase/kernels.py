@@ -72,24 +72,23 @@ def record() -> Iterator[list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]]]
 
 
 def compile_all(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
-                workers: int | None = None) -> bool:
-    """Compile the recorded launches in parallel into Triton's kernel cache (nothing runs).
-    Returns False when this Triton has no asynchronous compile mode (then they compile one after
-    another here, which is what the first launch would have done anyway)."""
+                workers: int | None = None) -> None:
+    """Compile the recorded launches in parallel into Triton's kernel cache (nothing runs). A
+    Triton without an asynchronous compile mode compiles them one after another here, which is what
+    their first launch would have done anyway."""
     if not records:
-        return True
+        return
     try:
         from triton.runtime._async_compile import AsyncCompileMode
     except ImportError:  # older Triton: compile sequentially
         for kernel, grid, args, meta in records:
             kernel.warmup(*args, grid=grid, **meta)
-        return False
+        return
     n = workers or max(1, min(len(records), os.cpu_count() or 1, 16))
     with ThreadPoolExecutor(n) as pool:
         with AsyncCompileMode(pool):
             compiled = [kernel.warmup(*args, grid=grid, **meta) for kernel, grid, args, meta in records]
         _load_all(compiled, pool)
-    return True
 
 
 def _load_all(compiled: list[Any], pool: ThreadPoolExecutor) -> None:
@@ -97,8 +96,6 @@ def _load_all(compiled: list[Any], pool: ThreadPoolExecutor) -> None:
     first launch would one after another (measured on the H100: the first step after the parallel
     compile still took 3.4 s, results/bench/setup_timing2_h100_58bdfb8.txt). `_init_handles` is Triton's
     private loader; without it the first launch does the same."""
-    import torch
-
     uniq = list({id(k): k for k in (getattr(c, "result", lambda: c)() for c in compiled if c is not None)}.values())
     loaders = [k._init_handles for k in uniq if hasattr(k, "_init_handles")]
     if not loaders:
@@ -115,9 +112,17 @@ def _load_all(compiled: list[Any], pool: ThreadPoolExecutor) -> None:
 _EAGER: dict[str, Callable[..., Any]] = {}
 
 
-def register_autograd(op: Any, backward: Callable[..., Any], setup: Callable[..., None]) -> None:
-    """`op.register_autograd(backward, setup_context=setup)`, and the same as a plain autograd
-    Function over op's undecorated function for `call`. `backward` sees `ctx.eager` True there."""
+def register_autograd(op: Any, backward: Callable[..., Any], setup_context: Callable[..., None]) -> None:
+    """`op.register_autograd(backward, setup_context=...)`, and the same as a plain autograd
+    Function over op's undecorated function for `call`. `backward` sees `ctx.eager` True there, and
+    None (not zeros) for the gradient of any output nobody used: measured on the H100, uncompiled,
+    filling those with zeros (log-sum-exps, row statistics, the MLP's saved pre-activation, the final
+    LayerNorm's residual stream) took 0.4 ms of a K = 5, B = 256 step."""
+
+    def setup(ctx: Any, inputs: Any, output: Any) -> None:
+        setup_context(ctx, inputs, output)
+        ctx.set_materialize_grads(False)
+
     op.register_autograd(backward, setup_context=setup)
     raw = getattr(op, "_init_fn", None)  # torch.library's CustomOpDef keeps the function it wraps
     if raw is None:  # another torch: always the custom op

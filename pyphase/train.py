@@ -159,12 +159,20 @@ class PackTrainer:
         self.setup_time = math.nan
 
     # ------------------------------------------------------------------ one step (graph-capturable)
+    def _batch(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Inputs and targets (K, B, T) of step t (a one-element tensor), gathered on the device."""
+        off = self.offsets.index_select(0, t)[0]  # (K, B)
+        win = self.tokens[off[..., None] + self.window]  # (K, B, T+1)
+        return win[..., :-1], win[..., 1:]
+
+    def _val_batch(self, a: int, chunk: int) -> tuple[Tensor, Tensor]:
+        """Validation windows [a, a + chunk) as inputs and targets (K, chunk, T), the same for each model."""
+        return self.val_x[a : a + chunk].expand(self.k, -1, -1), self.val_y[a : a + chunk].expand(self.k, -1, -1)
+
     def _step(self) -> None:
         st, c0 = self.state, self.c0
         t = st.t
-        off = self.offsets.index_select(0, t.view(1))[0]  # (K, B)
-        win = self.tokens[off[..., None] + self.window]  # (K, B, T+1)
-        x, y = win[..., :-1], win[..., 1:]
+        x, y = self._batch(t.view(1))
         if self.use_compile and x.shape[1] > 1:
             # The batch size is a dynamic dimension: packs of another batch size (and the same
             # shape) reuse the compiled forward/backward instead of compiling their own (measured
@@ -226,16 +234,13 @@ class PackTrainer:
         if self.device.type != "cuda" or self.use_compile:
             return 0.0
         t0 = time.perf_counter()
-        off = self.offsets[0]
-        win = self.tokens[off[..., None] + self.window]
         with kernels.record() as launches, torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            losses = packed_losses(self.shape, self.model._leaf, win[..., :-1], win[..., 1:])
+            losses = packed_losses(self.shape, self.model._leaf, *self._batch(self.state.t.new_zeros(1)))
             torch.autograd.grad(losses.sum(), self.model.leaves)
             n = self.val_x.shape[0]
             with torch.no_grad():  # the evaluation's chunk sizes: a full one and the last, shorter one
                 for a in sorted({0, n - n % EVAL_CHUNK} - {n}):
-                    x, y = (v[a : a + EVAL_CHUNK].expand(self.k, -1, -1) for v in (self.val_x, self.val_y))
-                    packed_losses(self.shape, self.model._leaf, x, y)
+                    packed_losses(self.shape, self.model._leaf, *self._val_batch(a, EVAL_CHUNK))
         kernels.compile_all(launches)
         return time.perf_counter() - t0
 
@@ -276,8 +281,7 @@ class PackTrainer:
         n = self.val_x.shape[0]
         total = torch.zeros(self.k, device=self.device)
         for a in range(0, n, chunk):
-            x = self.val_x[a : a + chunk].expand(self.k, -1, -1)
-            y = self.val_y[a : a + chunk].expand(self.k, -1, -1)
+            x, y = self._val_batch(a, chunk)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 total += packed_losses(self.shape, self.model._leaf, x, y) * x.shape[1]
         return (total / n).tolist(), self.model.flat.norm(dim=1).tolist()
