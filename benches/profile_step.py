@@ -35,6 +35,8 @@ ap.add_argument("--b", type=int, default=256)
 ap.add_argument("--variants", default="default")
 ap.add_argument("--out", default=os.environ.get("OUT", "."))
 ap.add_argument("--profile-all", action="store_true")
+ap.add_argument("--ops", action="store_true", help="also profile 3 uncaptured steps of the first variant by torch op and "
+                "input shape (which op launched which kernel), to OUT/ops_VARIANT_kK_bB.txt")
 ap.add_argument("--mlp-config", default=None, help='pyphase.mlp launch configuration "FWD/BWD" (pyphase.mlp.set_config)')
 ap.add_argument("--ln-config", default=None, help='pyphase.layernorm launch configuration "rows,warps/rows,tiles,warps"')
 a = ap.parse_args()
@@ -174,6 +176,17 @@ for var in variants:
         table = ka.table(sort_by="self_cuda_time_total", row_limit=40, max_name_column_width=90)
         open(f"{out}/profile_{var}_k{K}_b{B}.txt", "w").write(table)
         print(table[:6000])
+    if var == variants[0] and a.ops:
+        snap = {k: v.clone() for k, v in tr.state.tensors().items()}
+        flat0 = tr.model.flat.clone()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+            for _ in range(3):
+                tr._step()
+            torch.cuda.synchronize()
+        tr._restore(snap, flat0)
+        table = prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cuda_time_total", row_limit=80, max_name_column_width=40, max_shapes_column_width=70)
+        open(f"{out}/ops_{var}_k{K}_b{B}.txt", "w").write(table)
     res.append(r)
     del tr
     torch.cuda.empty_cache()

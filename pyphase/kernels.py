@@ -19,6 +19,11 @@ pulls in sympy and torch.distributed; measured on the H100 that import was ~4 s 
 first step on a fresh machine (results/bench/setup_timing2_h100_58bdfb8.txt; 0.15 s for the whole
 dry pass without it, setup_timing2_h100_e167fd1.txt).
 
+`sum_parts(part)` is the one kernel kept here, shared by the ops whose programs each write a
+partial sum (LayerNorm's and the MLP's parameter gradients): it adds them up in a fixed order, in
+place of `part.sum(dim=1)`, which took 11-21 us a call for these shapes on the H100 (13 calls a
+step; results/bench/ops_eager_k5_b256_*.txt).
+
 Why compile in parallel: on a fresh machine the first step compiled the kernels (12 of them, 62
 launches a step) one after another. Measured on the H100 (results/bench/p3short_*_bb47106.txt,
 phase3a shortened to 300 steps, cold Triton cache): 15.6 s to the first step compiling on first
@@ -38,6 +43,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from torch import Tensor
 
 _lock = threading.Lock()
 _records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]] | None = None
@@ -107,6 +113,40 @@ def _load_all(compiled: list[Any], pool: ThreadPoolExecutor) -> None:
         torch.cuda.set_device(device)
         init()
     list(pool.map(load, loaders[1:]))
+
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
+    triton = None
+
+if triton is not None:
+
+    @triton.jit
+    def _sum_parts_kernel(PART, OUT, R, C, BR: tl.constexpr, BC: tl.constexpr):
+        cb = tl.program_id(0)
+        k = tl.program_id(1).to(tl.int64)
+        cols = cb * BC + tl.arange(0, BC)
+        c_ok = cols < C
+        acc = tl.zeros([BC], tl.float32)
+        for r0 in range(0, R, BR):
+            rows = r0 + tl.arange(0, BR)
+            m = (rows < R)[:, None] & c_ok[None, :]
+            acc += tl.sum(tl.load(PART + (k * R + rows[:, None]) * C + cols[None, :], mask=m, other=0.0), 0)
+        tl.store(OUT + k * C + cols, acc, mask=c_ok)
+
+
+def sum_parts(part: Tensor) -> Tensor:
+    """(K, R, C) fp32 partial sums (contiguous) → their sum over R, (K, C) fp32, in a fixed order."""
+    kk, r, c = part.shape
+    if not part.is_contiguous() or part.dtype != torch.float32:
+        raise ValueError(f"sum_parts: expected contiguous fp32 partial sums, got {part.dtype} strides {part.stride()}")
+    out = part.new_empty(kk, c)
+    bc = 128
+    launch(_sum_parts_kernel, (triton.cdiv(c, bc), kk))(part, out, r, c, BR=min(64, max(2, triton.next_power_of_2(r))),
+                                                       BC=bc, num_warps=4)
+    return out
 
 
 _EAGER: dict[str, Callable[..., Any]] = {}

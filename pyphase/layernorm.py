@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import backward_op, call, launch, register_autograd
+from pyphase.kernels import backward_op, call, launch, register_autograd, sum_parts
 
 try:
     import triton
@@ -49,7 +49,9 @@ EPS = 1e-5  # F.layer_norm's default
 # by `bench_ln.py` at f35273d (results/bench/bench_ln_sweep_f35273d.txt: 0.37 ms against 0.49 ms
 # for the earlier (64, 4, 8)) and in the K = 5, B = 256 training step at dd928ea
 # (variants_k5_b256_dd928ea.txt: 16.14 against 16.27 ms, LayerNorm kernels 3.46 against 3.59 ms).
-CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 8), "bwd": (16, 16, 4)}
+CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 8), "bwd": (16, 16, 4), "embed_bwd": (16, 8, 256)}
+# embed_bwd: (positions per program, warps, programs aimed at), first guess, see `_embed_ln_bwd`.
+EMBED_MAX_VOCAB = 128  # larger vocabularies: the stock embedding backward (see `_embed_backward`)
 
 
 def supported(x: Tensor, r: Tensor | None) -> bool:
@@ -207,7 +209,7 @@ def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: 
         dxn.contiguous() if dxn is not None else dh, dh, xn, mean, rstd, w, dx, dr, part, n, w.stride(0), D=d,
         BD=max(16, triton.next_power_of_2(d)), ROWS=rows, ITERS=iters, HAS_R=has_r, HAS_DXN=dxn is not None,
         num_warps=warps)
-    return dx, dr, part.sum(dim=1)
+    return dx, dr, sum_parts(part.view(kk, progs, 3 * d)).view(kk, 3, d)
 
 
 @_add_ln_bwd.register_fake
@@ -342,6 +344,115 @@ def _(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor, out_dtype: to
             wte.new_empty(kk, n))
 
 
+if triton is not None:
+
+    @triton.jit
+    def _embed_ln_bwd_kernel(DXN, DH, X, MEAN, RSTD, W, IDX, PART_LN, PART_TE, PART_PE, N, T, NSEQ, SEQ_PER,
+                             stride_w, D: tl.constexpr, BD: tl.constexpr, VP: tl.constexpr, ROWS: tl.constexpr,
+                             HAS_DXN: tl.constexpr, SPLIT: tl.constexpr):
+        # Program (p, c, k): positions [p·ROWS, (p+1)·ROWS) of the sequences [c·SEQ_PER, (c+1)·SEQ_PER)
+        # of model k. Each row's residual-stream gradient dx is summed into the position table's
+        # gradient (rows of a tile are distinct positions) and into the token table's, as
+        # onehot(token)ᵀ · dx on the tensor cores, dx split into three bf16 terms (≈ fp32 exact).
+        p = tl.program_id(0)
+        c = tl.program_id(1)
+        k = tl.program_id(2).to(tl.int64)
+        pos = p * ROWS + tl.arange(0, ROWS)
+        p_ok = pos < T
+        cols = tl.arange(0, BD)
+        c_ok = cols < D
+        vocab = tl.arange(0, VP)
+        w = tl.load(W + k * stride_w + cols, mask=c_ok, other=0.0).to(tl.float32)
+        acc_dw = tl.zeros([ROWS, BD], tl.float32)
+        acc_db = tl.zeros([ROWS, BD], tl.float32)
+        acc_pe = tl.zeros([ROWS, BD], tl.float32)
+        acc_te = tl.zeros([VP, BD], tl.float32)
+        for i in range(SEQ_PER):
+            s = c * SEQ_PER + i
+            r_ok = p_ok & ((pos * 0 + s) < NSEQ)
+            rows = k * N + s.to(tl.int64) * T + pos
+            m = r_ok[:, None] & c_ok[None, :]
+            off = rows[:, None] * D + cols[None, :]
+            mean = tl.load(MEAN + rows, mask=r_ok, other=0.0)
+            rstd = tl.load(RSTD + rows, mask=r_ok, other=0.0)
+            xhat = tl.where(m, (tl.load(X + off, mask=m, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None], 0.0)
+            dh = tl.load(DH + off, mask=m, other=0.0).to(tl.float32)
+            acc_dw += dh * xhat
+            acc_db += dh
+            g = dh * w[None, :]
+            c1 = tl.sum(g * xhat, 1) / D
+            c2 = tl.sum(g, 1) / D
+            dx = (g - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
+            if HAS_DXN:
+                dx += tl.load(DXN + off, mask=m, other=0.0).to(tl.float32)
+            dx = tl.where(m, dx, 0.0)
+            acc_pe += dx
+            tok = tl.load(IDX + rows, mask=r_ok, other=-1)
+            if SPLIT:
+                onehot = (vocab[:, None] == tok[None, :]).to(tl.bfloat16)  # (VP, ROWS)
+                hi = dx.to(tl.bfloat16)
+                rest = dx - hi.to(tl.float32)
+                mid = rest.to(tl.bfloat16)
+                lo = (rest - mid.to(tl.float32)).to(tl.bfloat16)
+                acc_te = tl.dot(onehot, hi, acc_te)
+                acc_te = tl.dot(onehot, mid, acc_te)
+                acc_te = tl.dot(onehot, lo, acc_te)
+            else:  # Triton's interpreter: one fp32 product (its bf16 products are wrong, Triton 3.9)
+                acc_te = tl.dot((vocab[:, None] == tok[None, :]).to(tl.float32), dx, acc_te)
+        prog = (k * tl.num_programs(1) + c) * tl.num_programs(0) + p
+        part = PART_LN + prog * 2 * D + cols
+        tl.store(part, tl.sum(acc_dw, 0), mask=c_ok)
+        tl.store(part + D, tl.sum(acc_db, 0), mask=c_ok)
+        tl.store(PART_TE + prog * VP * D + vocab[:, None] * D + cols[None, :], acc_te,
+                 mask=(vocab[:, None] < VP) & c_ok[None, :])
+        tl.store(PART_PE + ((k * tl.num_programs(1) + c) * T + pos[:, None]) * D + cols[None, :], acc_pe,
+                 mask=p_ok[:, None] & c_ok[None, :])
+
+
+def _embed_grid(kk: int, n: int, t: int) -> tuple[int, int, int, int]:
+    """→ (position blocks, sequence chunks, sequences per chunk, positions per program)."""
+    rows, _, programs = CONFIG["embed_bwd"]
+    pb = triton.cdiv(t, rows)
+    nseq = n // t
+    chunks = max(1, min(nseq, programs // max(1, pb * kk)))
+    per = triton.cdiv(nseq, chunks)
+    return pb, triton.cdiv(nseq, per), per, rows
+
+
+@torch.library.custom_op("pyphase::embed_ln_bwd", mutates_args=())
+def _embed_ln_bwd(dxn: Tensor | None, dh: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, w: Tensor, idx: Tensor,
+                  v: int, t_max: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Backward pass of `embed_ln` in one kernel (vocabulary ≤ EMBED_MAX_VOCAB) → fp32 gradients of
+    the token table (K, v, d), the position table (K, t_max, d) and the LayerNorm's weight and bias
+    (K, 2, d). dxn: the incoming gradient of the residual stream (None if it was not used)."""
+    dh, idx = dh.contiguous(), idx.contiguous()
+    kk, n, d = x.shape
+    t = idx.shape[-1]
+    pb, chunks, per, rows = _embed_grid(kk, n, t)
+    vp = max(16, triton.next_power_of_2(v))
+    progs = pb * chunks
+    f32 = dict(device=x.device, dtype=torch.float32)
+    part_ln = torch.empty(kk, progs, 2 * d, **f32)
+    part_te = torch.empty(kk, progs, vp * d, **f32)
+    part_pe = torch.empty(kk, chunks, t * d, **f32)
+    launch(_embed_ln_bwd_kernel, (pb, chunks, kk))(
+        dxn.contiguous() if dxn is not None else dh, dh, x, mean, rstd, w, idx, part_ln, part_te, part_pe, n, t,
+        n // t, per, w.stride(0), D=d, BD=max(16, triton.next_power_of_2(d)), VP=vp, ROWS=rows,
+        HAS_DXN=dxn is not None, SPLIT=os.environ.get("TRITON_INTERPRET") != "1", num_warps=CONFIG["embed_bwd"][1])
+    dwte = sum_parts(part_te).view(kk, vp, d)[:, :v].contiguous()
+    dwpe = x.new_zeros(kk, t_max, d, dtype=torch.float32)
+    dwpe[:, :t] = sum_parts(part_pe).view(kk, t, d)
+    return dwte, dwpe, sum_parts(part_ln).view(kk, 2, d)
+
+
+@_embed_ln_bwd.register_fake
+def _(dxn: Tensor | None, dh: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, w: Tensor, idx: Tensor, v: int,  # type: ignore[no-untyped-def]
+      t_max: int):
+    kk, _, d = x.shape
+    return x.new_empty(kk, v, d, dtype=torch.float32), x.new_empty(kk, t_max, d, dtype=torch.float32), \
+        x.new_empty(kk, 2, d, dtype=torch.float32)
+
+
 def _embed_setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
     idx, wte, wpe, w, b, _ = inputs
     x, _, mean, rstd = output
@@ -357,6 +468,9 @@ def _embed_backward(ctx, dx: Tensor | None, dh: Tensor | None, _dmean: Tensor, _
     if dh is None and dx is None:
         return None, None, None, None, None, None
     dh = torch.zeros_like(x) if dh is None else dh
+    if v <= EMBED_MAX_VOCAB:  # everything in one kernel, the residual stream's gradient never written
+        dwte, dwpe, sums = backward_op(ctx, _embed_ln_bwd)(dx, dh, x, mean, rstd, w, idx, v, t_max)
+        return None, dwte.to(wte_dt), dwpe.to(wpe_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None
     # the residual stream's whole gradient: the LayerNorm's plus the one arriving from downstream
     gx, _, sums = backward_op(ctx, _add_ln_bwd)(dx, dh, x, mean, rstd, w, x.dtype, False)
     t = idx.shape[-1]

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import backward_op, call, launch, register_autograd
+from pyphase.kernels import backward_op, call, launch, register_autograd, sum_parts
 
 try:
     import triton
@@ -373,7 +373,7 @@ def _mlp_bwd_dw(dy: Tensor, h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tu
     dpre = h.new_empty(kk, n, f)
     parts = torch.empty(kk, grid[1], (2 * bd + 1) * f, device=h.device, dtype=torch.float32)
     LAST["bwd"] = launch(_mlp_bwd_dw_kernel, grid)(dy, h, w1, b1, w2, dpre, parts, n, d, f, **meta)
-    sums = parts.sum(dim=1)
+    sums = sum_parts(parts)
     dw1 = sums[:, : bd * f].view(kk, bd, f)[:, :d].to(w1.dtype, copy=True)  # copies: outputs must not alias
     dw2 = sums[:, bd * f : 2 * bd * f].view(kk, f, bd)[..., :d].to(w2.dtype, copy=True)
     db1 = sums[:, 2 * bd * f :].clone()

@@ -26,7 +26,7 @@ import polars as pl
 import torch
 from torch import Tensor
 
-from pyphase import _core, kernels
+from pyphase import _core, kernels, optim
 from pyphase.model import PackedNanoTransformer, Shape, head_losses, packed_losses, transformer_block
 from pyphase.schema import STEP_COLUMNS
 
@@ -185,18 +185,14 @@ class PackTrainer:
         grads = torch.autograd.grad(losses.sum(), self.model.leaves)
         with torch.no_grad():
             g = self.model.flat_grad(grads)
-            norm = g.square().sum(dim=1).sqrt()
+            norm = optim.grad_norm(g)
             finite = torch.isfinite(losses) & torch.isfinite(norm)
             newly_dead = st.alive & ~finite
             st.diverged_step.copy_(torch.where(newly_dead, t, st.diverged_step))
             st.alive.logical_and_(finite)
             coef = torch.clamp(self.clip / (norm + CLIP_EPS), max=1.0)
             lr_t = self.lr * self.sched.index_select(0, t.view(1)) * st.alive
-            g = torch.where(st.alive[:, None], g * coef[:, None], 0.0)
-            if c0.optimizer == "adamw":
-                self._adamw(g, lr_t, t)
-            else:
-                self._sgd(g, lr_t)
+            self._update(g, coef, lr_t)
             row = t.view(1)
             st.loss.index_copy_(0, row, losses.detach().float()[None])
             st.norm_before.index_copy_(0, row, norm[None])
@@ -205,25 +201,13 @@ class PackTrainer:
             st.lr.index_copy_(0, row, lr_t[None])
             st.t.add_(1)
 
-    def _adamw(self, g: Tensor, lr_t: Tensor, t: Tensor) -> None:
-        """torch.optim.AdamW's update (decoupled weight decay, bias correction), per-model lr."""
-        st, c0, p = self.state, self.c0, self.model.flat
-        b1, b2 = c0.betas
-        step = (t + 1).float()
-        p.mul_(1 - (lr_t * self.wd)[:, None])
-        st.m.lerp_(g, 1 - b1)
-        st.v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        bc1 = 1 - torch.pow(b1, step)
-        bc2_sqrt = torch.sqrt(1 - torch.pow(b2, step))
-        denom = (st.v.sqrt() / bc2_sqrt).add_(c0.eps)
-        p.sub_(st.m / denom * (lr_t / bc1)[:, None])
-
-    def _sgd(self, g: Tensor, lr_t: Tensor) -> None:
-        """torch.optim.SGD with momentum (dampening 0, no Nesterov, coupled weight decay)."""
-        st, p = self.state, self.model.flat
-        g = g + self.wd[:, None] * p * self.state.alive[:, None]
-        st.m.mul_(self.c0.momentum).add_(g)
-        p.sub_(lr_t[:, None] * st.m)
+    def _update(self, g: Tensor, coef: Tensor, lr_t: Tensor) -> None:
+        """Clip factor, divergence mask and optimizer update, in place (one kernel on CUDA: pyphase.optim)."""
+        st, c0 = self.state, self.c0
+        if c0.optimizer == "adamw":
+            optim.adamw_(self.model.flat, g, st.m, st.v, st.alive, coef, lr_t, self.wd, st.t, c0.betas, c0.eps)
+        else:
+            optim.sgd_(self.model.flat, g, st.m, st.alive, coef, lr_t, self.wd, c0.momentum)
 
     # ------------------------------------------------------------------ graph capture
     def precompile(self) -> float:
@@ -241,6 +225,10 @@ class PackTrainer:
             with torch.no_grad():  # the evaluation's chunk sizes: a full one and the last, shorter one
                 for a in sorted({0, n - n % EVAL_CHUNK} - {n}):
                     packed_losses(self.shape, self.model._leaf, *self._val_batch(a, EVAL_CHUNK))
+                if optim.supported(self.model.flat):  # the update's kernels, recorded only
+                    flat = self.model.flat
+                    optim.sumsq_parts(flat)
+                    self._update(flat, self.lr, self.lr)
         kernels.compile_all(launches)
         return time.perf_counter() - t0
 

@@ -13,6 +13,7 @@ import torch
 from conftest import OLD_TRITON_INTERPRETER
 
 from pyphase import kernels
+from pyphase.kernels import sum_parts
 
 
 class FakeKernel:
@@ -130,3 +131,32 @@ def test_precompiled_trainer_trains_as_one_compiled_on_first_use() -> None:
         runs.append([o.steps.select("train_loss", "val_loss", "grad_norm_before").rows() for o in out])
     # the attention bias and embedding gradients are accumulated with atomics: equal up to their order
     torch.testing.assert_close(runs[0], runs[1], rtol=1e-4, atol=1e-5)
+
+
+SUM_PARTS = textwrap.dedent(
+    """
+    import json, sys, torch
+    from pyphase.kernels import sum_parts
+    out = []
+    for k, r, c in json.loads(sys.argv[1]):
+        part = torch.randn(k, r, c, generator=torch.Generator().manual_seed(r * c), dtype=torch.float64)
+        ref = part.sum(dim=1)
+        got = sum_parts(part.float()).double()
+        out.append(((got - ref).abs().max() / ref.abs().max()).item())
+    print(json.dumps(out))
+    """
+)
+
+
+def test_sum_parts_adds_every_partial_sum(run_interpreted) -> None:  # type: ignore[no-untyped-def]
+    # partial counts below, at and above one block of rows (64), columns not a multiple of 128
+    cases = [(2, 5, 300), (1, 64, 128), (3, 130, 77), (1, 1, 1)]
+    for case, err in zip(cases, run_interpreted(SUM_PARTS, cases)):
+        assert err < 1e-6, (case, err)
+
+
+def test_sum_parts_refuses_what_it_cannot_read() -> None:
+    with pytest.raises(ValueError, match="contiguous fp32"):
+        sum_parts(torch.zeros(2, 3, 4).transpose(1, 2))
+    with pytest.raises(ValueError, match="contiguous fp32"):
+        sum_parts(torch.zeros(2, 3, 4, dtype=torch.float64))

@@ -110,8 +110,8 @@ EMBED = textwrap.dedent(
     from pyphase import layernorm
     from pyphase.layernorm import embed_ln, embed_ln_reference
     out = []
-    for k, b, t, t_max, v, d, rows, use_x in json.loads(sys.argv[1]):
-        layernorm.CONFIG.update(fwd=(rows, 4), bwd=(16, 3, 4))
+    for k, b, t, t_max, v, d, rows, use_x, programs in json.loads(sys.argv[1]):
+        layernorm.CONFIG.update(fwd=(rows, 4), bwd=(16, 3, 4), embed_bwd=(16, 4, programs))
         g = torch.Generator().manual_seed(b * t + d)
         idx = torch.randint(0, v, (k, b, t), generator=g)
         # tables and LayerNorm parameters as strided views of one buffer, as the packed model holds them
@@ -133,8 +133,12 @@ EMBED = textwrap.dedent(
 )
 
 # (models, sequences, context, position table length, vocabulary, d, rows per program, stream used
-# downstream): ragged rows, d not a power of two, a position table longer than the context.
-EMBED_CASES = [(2, 3, 20, 24, 11, 32, 16, True), (1, 2, 33, 33, 7, 48, 32, True), (2, 2, 16, 16, 5, 16, 8, False)]
+# downstream, backward programs aimed at): ragged rows, d not a power of two, a position table
+# longer than the context, sequences shared unevenly among the backward's programs, and a
+# vocabulary above EMBED_MAX_VOCAB (the stock embedding backward).
+EMBED_CASES = [(2, 3, 20, 24, 11, 32, 16, True, 256), (1, 2, 33, 33, 7, 48, 32, True, 256),
+               (2, 2, 16, 16, 5, 16, 8, False, 256), (2, 5, 20, 20, 11, 32, 16, True, 8),
+               (1, 2, 16, 16, 130, 16, 16, True, 256)]
 
 
 def test_embed_ln_matches_stock_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
@@ -177,3 +181,25 @@ def test_embed_ln_bf16_accuracy_on_cuda_matches_the_stock_path() -> None:
         errs[name] = [((a.double() - c).abs().max() / c.abs().max()).item() for a, c in zip(outs, ref)]
     for i in range(len(ref)):
         assert errs["triton"][i] <= 2 * errs["stock"][i] + 1e-3, errs
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
+def test_embed_ln_backward_is_fp32_accurate_on_cuda() -> None:
+    """The fused backward sums the token table's gradient on the tensor cores from three bf16 terms
+    of each row's gradient: in fp32 it must match the stock backward to fp32 rounding."""
+    from pyphase.layernorm import embed_ln, embed_ln_reference
+
+    dev = "cuda"
+    g = torch.Generator(device=dev).manual_seed(1)
+    k, b, t, v, d = 2, 24, 256, 65, 128
+    idx = torch.randint(0, v, (k, b, t), device=dev, generator=g)
+    ins = [torch.randn(k, v, d, device=dev, generator=g), torch.randn(k, t, d, device=dev, generator=g),
+           torch.randn(k, d, device=dev, generator=g), torch.randn(k, d, device=dev, generator=g)]
+    dx, dh = (torch.randn(k, b * t, d, device=dev, generator=g) for _ in range(2))
+    res = []
+    for fn in (lambda *z: embed_ln(*z, use_triton=True), embed_ln_reference):
+        z = [a.clone().requires_grad_() for a in ins]
+        x, h = fn(idx, *z)
+        res.append(torch.autograd.grad((h * dh).sum() + (x * dx).sum(), z))
+    for name, a, c in zip(("wte", "wpe", "w", "b"), *res):
+        assert ((a - c).abs().max() / c.abs().max()).item() < 1e-5, name
