@@ -39,6 +39,7 @@ ap.add_argument("--ops", action="store_true", help="also profile 3 uncaptured st
                 "input shape (which op launched which kernel), to OUT/ops_VARIANT_kK_bB.txt")
 ap.add_argument("--mlp-config", default=None, help='pyphase.mlp launch configuration "FWD/BWD" (pyphase.mlp.set_config)')
 ap.add_argument("--ln-config", default=None, help='pyphase.layernorm launch configuration "rows,warps/rows,tiles,warps"')
+ap.add_argument("--embed-config", default=None, help='pyphase.layernorm embedding backward "positions,warps,programs"')
 a = ap.parse_args()
 corpus = load_corpus(a.data)
 if a.mlp_config:
@@ -48,6 +49,9 @@ if a.ln_config:
     from pyphase import layernorm
     fc, _, bc = a.ln_config.partition("/")
     layernorm.CONFIG.update(fwd=tuple(int(v) for v in fc.split(",")), bwd=tuple(int(v) for v in bc.split(",")))
+if a.embed_config:
+    from pyphase import layernorm
+    layernorm.CONFIG["embed_bwd"] = tuple(int(v) for v in a.embed_config.split(","))
 K, B, variants, out = a.k, a.b, a.variants.split(","), a.out
 os.makedirs(out, exist_ok=True)
 res = []
@@ -56,7 +60,7 @@ def group(name):
     n = name.lower()
     for key, pat in (("fused_mlp", r"_mlp_"), ("head_ce", r"_head_"), ("attention", r"flash|fmha|sdpa|attention|attn|dot_do_o|convert_dq"), ("matmul", r"nvjet|gemm|cutlass|sm90_xmma|bmm|mm_"),
                      ("layernorm", r"layer_norm|add_ln"), ("gelu", r"gelu"), ("cross_entropy", r"log_softmax|nll|softmax"),
-                     ("embedding", r"embedding|index_put|scatter|sort|indexing|index_select|gather")):
+                     ("embedding", r"embedding|embed_ln_bwd|index_put|scatter|sort|indexing|index_select|gather")):
         if re.search(pat, n):
             return key
     return "other"

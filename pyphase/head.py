@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import backward_op, call, launch, register_autograd
+from pyphase.kernels import backward_op, call, launch, register_autograd, sum_parts
 
 try:
     import triton
@@ -175,7 +175,7 @@ def _head_ce_bwd(dl: Tensor, h: Tensor, w: Tensor, targets: Tensor, lse: Tensor)
     part = torch.empty(kk, progs, _block(d), vp, device=h.device, dtype=torch.float32)
     launch(_head_bwd_kernel, (progs, kk))(h, w, targets, lse, dl, dh, part, n, v, D=d, BD=_block(d), VP=vp, ROWS=rows,
                                           ITERS=iters, num_warps=warps)
-    return dh, part.sum(dim=1)[:, :d, :v].contiguous()
+    return dh, sum_parts(part.view(kk, progs, -1)).view(kk, -1, vp)[:, :d, :v].contiguous()
 
 
 @_head_ce_bwd.register_fake

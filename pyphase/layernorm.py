@@ -49,8 +49,10 @@ EPS = 1e-5  # F.layer_norm's default
 # by `bench_ln.py` at f35273d (results/bench/bench_ln_sweep_f35273d.txt: 0.37 ms against 0.49 ms
 # for the earlier (64, 4, 8)) and in the K = 5, B = 256 training step at dd928ea
 # (variants_k5_b256_dd928ea.txt: 16.14 against 16.27 ms, LayerNorm kernels 3.46 against 3.59 ms).
-CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 8), "bwd": (16, 16, 4), "embed_bwd": (16, 8, 256)}
-# embed_bwd: (positions per program, warps, programs aimed at), first guess, see `_embed_ln_bwd`.
+CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 8), "bwd": (16, 16, 4), "embed_bwd": (32, 8, 256)}
+# embed_bwd: (positions per program, warps, programs aimed at), from `benches/profile_step.py
+# --embed-config` on the H100 (results/bench/embed_sweep_*.txt: embedding kernel 0.185 ms a step
+# against 0.19-0.36 ms for the other five tried).
 EMBED_MAX_VOCAB = 128  # larger vocabularies: the stock embedding backward (see `_embed_backward`)
 
 
