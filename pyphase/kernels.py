@@ -139,16 +139,17 @@ if triton is not None:
 
 def sum_parts(part: Tensor, block: tuple[int, int] | None = None) -> Tensor:
     """(K, R, C) fp32 partial sums (contiguous) → their sum over R, (K, C) fp32, in a fixed order.
-    Each program sums a block of columns, `block` = (rows, columns) at a time; by default blocks
-    narrow enough to give ~2 programs per SM, and ~4,096 elements a load."""
+    Each program sums a block of columns, `block` = (rows, columns) at a time; by default 512
+    columns for few partials, 64 for many, narrower where that leaves fewer than ~2 programs per SM,
+    and ~4,096 elements a load."""
     kk, r, c = part.shape
     if not part.is_contiguous() or part.dtype != torch.float32:
         raise ValueError(f"sum_parts: expected contiguous fp32 partial sums, got {part.dtype} strides {part.stride()}")
-    if block is None:
-        bc = 128
+    if block is None:  # from benches/bench_sum_parts.py on the H100 (results/bench/bench_sum_parts_*.txt)
+        bc = 512 if r <= 16 else 64
         while bc > 16 and triton.cdiv(c, bc) * kk < 264:
             bc //= 2
-        block = (min(max(2, triton.next_power_of_2(r)), max(16, 4096 // bc)), bc)
+        block = (min(max(2, triton.next_power_of_2(r)), max(8, 4096 // bc)), bc)
     br, bc = block
     out = part.new_empty(kk, c)
     launch(_sum_parts_kernel, (triton.cdiv(c, bc), kk))(part, out, r, c, BR=br, BC=bc, num_warps=4)
