@@ -18,7 +18,12 @@ Measured on the H100 (K = 5, B = 256, `benches/profile_step.py --variants defaul
 18.80 ms with the stock add + LayerNorm (-3.9%).
 
 `embed_ln(idx, wte, wpe, w, b)` (end of this module) does the same for the first LayerNorm, which
-reads the embedding: gather, position add and normalisation in one kernel.
+reads the embedding: gather, position add and normalisation in one kernel. Its backward kernel also
+sums the token and position tables' gradients (vocabularies up to EMBED_MAX_VOCAB), so the residual
+stream's gradient at the embedding is never written: measured on the H100 at K = 5, B = 256 that
+replaced the LayerNorm backward (0.235 ms), the stock embedding backward (sort + atomic adds,
+0.21 ms) and the position gradient's sum (0.06 ms) by one 0.19-0.22 ms kernel
+(results/bench/ops_eager_k5_b256_*.txt).
 
 `add_ln(x, r, rb, w, b)` with r None is the plain LayerNorm (the first block's), the same kernels
 without the add (the residual stream returned is x itself). On the CPU, or with
@@ -110,6 +115,23 @@ if triton is not None:
         tl.store(RSTD + stat, rstd, mask=r_ok)
 
     @triton.jit
+    def _grad_rows(XN, DH, DXN, MEAN, RSTD, stat, off, m, r_ok, w, D: tl.constexpr, HAS_DXN: tl.constexpr):
+        # One tile of the LayerNorm backward (rows `stat` of the statistics, elements `off`): the
+        # input gradient dx, plus the residual stream's incoming gradient if HAS_DXN, and the
+        # output gradient and normalised input the parameter gradients are summed from.
+        mean = tl.load(MEAN + stat, mask=r_ok, other=0.0)
+        rstd = tl.load(RSTD + stat, mask=r_ok, other=0.0)
+        xhat = tl.where(m, (tl.load(XN + off, mask=m, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None], 0.0)
+        dh = tl.load(DH + off, mask=m, other=0.0).to(tl.float32)
+        g = dh * w[None, :]
+        c1 = tl.sum(g * xhat, 1) / D
+        c2 = tl.sum(g, 1) / D
+        dx = (g - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
+        if HAS_DXN:
+            dx += tl.load(DXN + off, mask=m, other=0.0).to(tl.float32)
+        return dx, dh, xhat
+
+    @triton.jit
     def _add_ln_bwd_kernel(DXN, DH, XN, MEAN, RSTD, W, DX, DR, PART, N, stride_w, D: tl.constexpr,
                            BD: tl.constexpr, ROWS: tl.constexpr, ITERS: tl.constexpr, HAS_R: tl.constexpr,
                            HAS_DXN: tl.constexpr):
@@ -129,18 +151,9 @@ if triton is not None:
             r_ok = (row0 + rows) < N
             m = r_ok[:, None] & c_ok[None, :]
             off = (k * N + row0) * D + rows[:, None] * D + cols[None, :]
-            mean = tl.load(MEAN + k * N + row0 + rows, mask=r_ok, other=0.0)
-            rstd = tl.load(RSTD + k * N + row0 + rows, mask=r_ok, other=0.0)
-            xhat = tl.where(m, (tl.load(XN + off, mask=m, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None], 0.0)
-            dh = tl.load(DH + off, mask=m, other=0.0).to(tl.float32)
+            dx, dh, xhat = _grad_rows(XN, DH, DXN, MEAN, RSTD, k * N + row0 + rows, off, m, r_ok, w, D, HAS_DXN)
             acc_dw += dh * xhat
             acc_db += dh
-            g = dh * w[None, :]
-            c1 = tl.sum(g * xhat, 1) / D
-            c2 = tl.sum(g, 1) / D
-            dx = (g - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
-            if HAS_DXN:
-                dx += tl.load(DXN + off, mask=m, other=0.0).to(tl.float32)
             if HAS_R:
                 tl.store(DR + off, dx.to(DR.dtype.element_ty), mask=m)
                 acc_drb += tl.where(m, dx, 0.0)
@@ -263,7 +276,8 @@ def add_ln(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor,
 # is a gather kernel, a broadcast add and the LayerNorm, and in the backward pass an add of the
 # residual stream's two gradients (the LayerNorm's and the first block's) before the embedding's
 # own backward. `embed_ln` gathers both rows and normalises in one kernel (the tables sit in L2),
-# and its backward adds the residual stream's incoming gradient inside the LayerNorm backward kernel.
+# and its backward (`_embed_ln_bwd`) computes the LayerNorm's, the residual stream's and both
+# tables' gradients in one kernel.
 
 
 def _table_rows(idx: Tensor, v: int) -> Tensor:
@@ -375,18 +389,9 @@ if triton is not None:
             rows = k * N + s.to(tl.int64) * T + pos
             m = r_ok[:, None] & c_ok[None, :]
             off = rows[:, None] * D + cols[None, :]
-            mean = tl.load(MEAN + rows, mask=r_ok, other=0.0)
-            rstd = tl.load(RSTD + rows, mask=r_ok, other=0.0)
-            xhat = tl.where(m, (tl.load(X + off, mask=m, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None], 0.0)
-            dh = tl.load(DH + off, mask=m, other=0.0).to(tl.float32)
+            dx, dh, xhat = _grad_rows(X, DH, DXN, MEAN, RSTD, rows, off, m, r_ok, w, D, HAS_DXN)
             acc_dw += dh * xhat
             acc_db += dh
-            g = dh * w[None, :]
-            c1 = tl.sum(g * xhat, 1) / D
-            c2 = tl.sum(g, 1) / D
-            dx = (g - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
-            if HAS_DXN:
-                dx += tl.load(DXN + off, mask=m, other=0.0).to(tl.float32)
             dx = tl.where(m, dx, 0.0)
             acc_pe += dx
             tok = tl.load(IDX + rows, mask=r_ok, other=-1)

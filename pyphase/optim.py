@@ -56,17 +56,16 @@ if triton is not None:
         tl.store(PART + k * NB + blk, tl.sum(g * g, 0))
 
     @triton.jit
+    def _block_of_model(ALIVE, COEF, LR, WD, P, BLOCK: tl.constexpr):
+        # This program's elements of its model's row (offsets, in-bounds mask) and the model's scalars.
+        k = tl.program_id(1).to(tl.int64)
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        return k * P + offs, offs < P, tl.load(ALIVE + k) != 0, tl.load(COEF + k), tl.load(LR + k), tl.load(WD + k)
+
+    @triton.jit
     def _adamw_kernel(PP, G, M, V, ALIVE, COEF, LR, WD, T, P, b1, b2, log2_b1, log2_b2, eps,
                       BLOCK: tl.constexpr):
-        blk = tl.program_id(0)
-        k = tl.program_id(1).to(tl.int64)
-        offs = blk * BLOCK + tl.arange(0, BLOCK)
-        ok = offs < P
-        at = k * P + offs
-        alive = tl.load(ALIVE + k) != 0
-        coef = tl.load(COEF + k)
-        lr = tl.load(LR + k)
-        wd = tl.load(WD + k)
+        at, ok, alive, coef, lr, wd = _block_of_model(ALIVE, COEF, LR, WD, P, BLOCK)
         step = (tl.load(T) + 1).to(tl.float32)
         g = tl.load(G + at, mask=ok, other=0.0)
         g = tl.where(alive, g * coef, 0.0)
@@ -86,15 +85,7 @@ if triton is not None:
 
     @triton.jit
     def _sgd_kernel(PP, G, M, ALIVE, COEF, LR, WD, P, momentum, BLOCK: tl.constexpr):
-        blk = tl.program_id(0)
-        k = tl.program_id(1).to(tl.int64)
-        offs = blk * BLOCK + tl.arange(0, BLOCK)
-        ok = offs < P
-        at = k * P + offs
-        alive = tl.load(ALIVE + k) != 0
-        coef = tl.load(COEF + k)
-        lr = tl.load(LR + k)
-        wd = tl.load(WD + k)
+        at, ok, alive, coef, lr, wd = _block_of_model(ALIVE, COEF, LR, WD, P, BLOCK)
         g = tl.load(G + at, mask=ok, other=0.0)
         p = tl.load(PP + at, mask=ok, other=0.0)
         m = tl.load(M + at, mask=ok, other=0.0)
