@@ -46,6 +46,13 @@ import torch
 from torch import Tensor
 
 _lock = threading.Lock()
+
+# Programs the LayerNorm and MLP backward launches aim at (all models together; ~10 per SM of an
+# H100): each program sums its rows' parameter gradients, so fewer rows per program means more
+# partial sums but more programs side by side. Measured at K = 5 (results/bench/b128_sweep_1ae46b6.txt):
+# at B = 256 the tuned launches already ran ~1,280 programs; at B = 128 they ran half as many, and
+# halving the rows per program took the step from 8.46 to 8.26 ms (MLP) and 8.38 ms (LayerNorm).
+BACKWARD_PROGRAMS = 1280
 _records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]] | None = None
 
 

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import backward_op, call, launch, register_autograd, sum_parts
+from pyphase.kernels import BACKWARD_PROGRAMS, backward_op, call, launch, register_autograd, sum_parts
 
 try:
     import triton
@@ -308,8 +308,11 @@ def _launch(kind: str, n: int, d: int, f: int, kk: int) -> tuple[tuple[int, ...]
     meta = dict(BD=bd, BM=bm, BH=bh, EVEN=even, num_warps=warps, num_stages=stages)
     if kind == "fwd":
         return (triton.cdiv(n, bm), kk), meta
-    if CONFIG["bwd_mode"] == "dw":  # SPAN: rows per program, a multiple of the tile, at most all rows
-        span = min(triton.cdiv(cfg[4] if len(cfg) > 4 else 4096, bm), triton.cdiv(n, bm)) * bm
+    if CONFIG["bwd_mode"] == "dw":
+        # SPAN: rows per program, a multiple of the tile, at most cfg[4], fewer where that leaves
+        # fewer than kernels.BACKWARD_PROGRAMS programs
+        spans = triton.cdiv(BACKWARD_PROGRAMS, triton.cdiv(f, bh) * kk)
+        span = min(triton.cdiv(cfg[4] if len(cfg) > 4 else 4096, bm), triton.cdiv(n, bm * spans)) * bm
         meta = dict(BD=bd, BM=bm, BH=bh, SPAN=span, num_warps=warps, num_stages=stages)
         return (triton.cdiv(f, bh), triton.cdiv(n, span), kk), meta
     split = CONFIG["bwd_mode"] == "split"
