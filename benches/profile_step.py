@@ -39,6 +39,7 @@ ap.add_argument("--ops", action="store_true", help="also profile 3 uncaptured st
                 "input shape (which op launched which kernel), to OUT/ops_VARIANT_kK_bB.txt")
 ap.add_argument("--mlp-config", default=None, help='pyphase.mlp launch configuration "FWD/BWD" (pyphase.mlp.set_config)')
 ap.add_argument("--ln-config", default=None, help='pyphase.layernorm launch configuration "rows,warps/rows,tiles,warps"')
+ap.add_argument("--backward-programs", type=int, default=None, help="pyphase.kernels.BACKWARD_PROGRAMS (1: the launches' own row counts)")
 ap.add_argument("--embed-config", default=None, help='pyphase.layernorm embedding backward "positions,warps,programs"')
 a = ap.parse_args()
 corpus = load_corpus(a.data)
@@ -49,6 +50,9 @@ if a.ln_config:
     from pyphase import layernorm
     fc, _, bc = a.ln_config.partition("/")
     layernorm.CONFIG.update(fwd=tuple(int(v) for v in fc.split(",")), bwd=tuple(int(v) for v in bc.split(",")))
+if a.backward_programs:
+    from pyphase import kernels
+    kernels.BACKWARD_PROGRAMS = a.backward_programs
 if a.embed_config:
     from pyphase import layernorm
     layernorm.CONFIG["embed_bwd"] = tuple(int(v) for v in a.embed_config.split(","))

@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import BACKWARD_PROGRAMS, backward_op, call, launch, register_autograd, sum_parts
+from pyphase import kernels
+from pyphase.kernels import backward_op, call, launch, register_autograd, sum_parts
 
 try:
     import triton
@@ -215,7 +216,7 @@ def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: 
     dh = dh.contiguous()
     kk, n, d = xn.shape
     rows, iters, warps = CONFIG["bwd"]
-    iters = max(1, min(iters, triton.cdiv(n * kk, rows * BACKWARD_PROGRAMS)))  # see kernels.BACKWARD_PROGRAMS
+    iters = max(1, min(iters, triton.cdiv(n * kk, rows * kernels.BACKWARD_PROGRAMS)))  # see kernels.BACKWARD_PROGRAMS
     progs = triton.cdiv(n, rows * iters)
     dx = torch.empty_like(xn)
     dr = torch.empty(kk, n, d, device=xn.device, dtype=r_dtype) if has_r else xn.new_empty(0, dtype=r_dtype)

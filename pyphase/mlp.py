@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import BACKWARD_PROGRAMS, backward_op, call, launch, register_autograd, sum_parts
+from pyphase import kernels
+from pyphase.kernels import backward_op, call, launch, register_autograd, sum_parts
 
 try:
     import triton
@@ -66,6 +67,10 @@ except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
 # Spans of 4,096 rows (half the partial sums to add up) since dd928ea: step 16.12 against 16.26-16.27
 # ms with 2,048 (variants_k5_b256_dd928ea.txt).
 CONFIG: dict[str, tuple[int, ...] | str] = {"fwd": (64, 32, 4, 2), "bwd": (64, 32, 4, 3, 4096), "bwd_mode": "dw"}
+# Fewest rows a "dw" backward program takes when more programs are wanted (kernels.BACKWARD_PROGRAMS):
+# measured on the H100 (results/bench/programs_sweep_*.txt), 2,048-row spans were best at B = 128
+# (K = 5), while at B = 32 (K = 7 and 4) spans under 2,048 rows made the step 2-5% slower.
+MIN_SPAN = 2048
 # The last compiled kernel launched of each kind (register and spill counts for benches/bench_mlp.py).
 LAST: dict[str, object] = {}
 
@@ -309,10 +314,11 @@ def _launch(kind: str, n: int, d: int, f: int, kk: int) -> tuple[tuple[int, ...]
     if kind == "fwd":
         return (triton.cdiv(n, bm), kk), meta
     if CONFIG["bwd_mode"] == "dw":
-        # SPAN: rows per program, a multiple of the tile, at most cfg[4], fewer where that leaves
-        # fewer than kernels.BACKWARD_PROGRAMS programs
-        spans = triton.cdiv(BACKWARD_PROGRAMS, triton.cdiv(f, bh) * kk)
-        span = min(triton.cdiv(cfg[4] if len(cfg) > 4 else 4096, bm), triton.cdiv(n, bm * spans)) * bm
+        # SPAN: rows per program, a multiple of the tile, at most cfg[4], fewer (down to MIN_SPAN)
+        # where that leaves fewer than kernels.BACKWARD_PROGRAMS programs
+        spans = triton.cdiv(kernels.BACKWARD_PROGRAMS, triton.cdiv(f, bh) * kk)
+        most = triton.cdiv(cfg[4] if len(cfg) > 4 else 4096, bm)
+        span = min(most, max(triton.cdiv(n, bm * spans), triton.cdiv(MIN_SPAN, bm))) * bm
         meta = dict(BD=bd, BM=bm, BH=bh, SPAN=span, num_warps=warps, num_stages=stages)
         return (triton.cdiv(f, bh), triton.cdiv(n, span), kk), meta
     split = CONFIG["bwd_mode"] == "split"
