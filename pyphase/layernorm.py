@@ -59,7 +59,11 @@ CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 8), "bwd": (16, 16, 4), "embed
 # embed_bwd: (positions per program, warps, programs aimed at), from `benches/profile_step.py
 # --embed-config` on the H100 (results/bench/embed_sweep_*.txt: embedding kernel 0.185 ms a step
 # against 0.19-0.36 ms for the other five tried).
-EMBED_MAX_VOCAB = 128  # larger vocabularies: the stock embedding backward (see `_embed_backward`)
+# The fused embedding backward keeps a (vocabulary x d) fp32 tile of the token table's gradient in
+# registers: up to 128 x 128 (padded to powers of two); larger tables take the stock embedding
+# backward (see `_embed_backward`), as register spills (or a compile out of resources) would cost more.
+EMBED_MAX_VOCAB = 128
+EMBED_MAX_TILE = 128 * 128
 
 
 def supported(x: Tensor, r: Tensor | None) -> bool:
@@ -430,7 +434,7 @@ def _embed_grid(kk: int, n: int, t: int) -> tuple[int, int, int, int]:
 @torch.library.custom_op("pyphase::embed_ln_bwd", mutates_args=())
 def _embed_ln_bwd(dxn: Tensor | None, dh: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, w: Tensor, idx: Tensor,
                   v: int, t_max: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Backward pass of `embed_ln` in one kernel (vocabulary ≤ EMBED_MAX_VOCAB) → fp32 gradients of
+    """Backward pass of `embed_ln` in one kernel (table tile ≤ EMBED_MAX_TILE) → fp32 gradients of
     the token table (K, v, d), the position table (K, t_max, d) and the LayerNorm's weight and bias
     (K, 2, d). dxn: the incoming gradient of the residual stream (None if it was not used)."""
     dh, idx = dh.contiguous(), idx.contiguous()
@@ -476,7 +480,8 @@ def _embed_backward(ctx, dx: Tensor | None, dh: Tensor | None, _dmean: Tensor, _
     if dh is None and dx is None:
         return None, None, None, None, None, None
     dh = torch.zeros_like(x) if dh is None else dh
-    if v <= EMBED_MAX_VOCAB:  # everything in one kernel, the residual stream's gradient never written
+    tile = max(16, triton.next_power_of_2(v)) * max(16, triton.next_power_of_2(d))
+    if v <= EMBED_MAX_VOCAB and tile <= EMBED_MAX_TILE:  # everything in one kernel, the residual stream's gradient never written
         dwte, dwpe, sums = backward_op(ctx, _embed_ln_bwd)(dx, dh, x, mean, rstd, w, idx, v, t_max)
         return None, dwte.to(wte_dt), dwpe.to(wpe_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None
     # the residual stream's whole gradient: the LayerNorm's plus the one arriving from downstream

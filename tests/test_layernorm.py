@@ -135,10 +135,10 @@ EMBED = textwrap.dedent(
 # (models, sequences, context, position table length, vocabulary, d, rows per program, stream used
 # downstream, backward programs aimed at): ragged rows, d not a power of two, a position table
 # longer than the context, sequences shared unevenly among the backward's programs, and a
-# vocabulary above EMBED_MAX_VOCAB (the stock embedding backward).
+# vocabulary above EMBED_MAX_VOCAB or a table tile above EMBED_MAX_TILE (the stock embedding backward).
 EMBED_CASES = [(2, 3, 20, 24, 11, 32, 16, True, 256), (1, 2, 33, 33, 7, 48, 32, True, 256),
                (2, 2, 16, 16, 5, 16, 8, False, 256), (2, 5, 20, 20, 11, 32, 16, True, 8),
-               (1, 2, 16, 16, 130, 16, 16, True, 256)]
+               (1, 2, 16, 16, 130, 16, 16, True, 256), (1, 2, 16, 16, 65, 256, 16, True, 256)]
 
 
 def test_embed_ln_matches_stock_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
