@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import backward_op, call, launch, register_autograd
+from pyphase.kernels import backward_op, call, launch, pad_width, register_autograd
 
 try:
     import triton
@@ -69,7 +69,7 @@ CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 64, 4, 3), "bwd": (32, 128, 12
 
 def _launch(kind: str, t: int) -> tuple[int, ...]:
     *blocks, warps, stages = CONFIG[kind]
-    small = max(16, triton.next_power_of_2(t))
+    small = pad_width(t)
     return (*(min(b, small) for b in blocks), warps, stages)
 
 

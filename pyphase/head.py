@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import backward_op, call, launch, register_autograd, sum_parts
+from pyphase.kernels import backward_op, call, launch, pad_width, register_autograd, sum_parts
 
 try:
     import triton
@@ -130,11 +130,6 @@ if triton is not None:
         tl.store(part + cols[:, None] * VP + vs[None, :], acc)
 
 
-def _block(n: int) -> int:
-    """The on-chip width for n columns (d or V): the next power of two, at least 16 (tl.dot's minimum)."""
-    return max(16, triton.next_power_of_2(n))
-
-
 def _check(h: Tensor, w: Tensor, targets: Tensor) -> tuple[int, int, int, int]:
     kk, n, d = h.shape
     if w.dim() != 3 or w.shape[:2] != (kk, d) or targets.shape != (kk, n):
@@ -151,8 +146,8 @@ def _head_ce_fwd(h: Tensor, w: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]
     loss = torch.empty(kk, n, device=h.device, dtype=torch.float32)
     lse = torch.empty_like(loss)
     rows, warps = CONFIG["fwd"]
-    launch(_head_fwd_kernel, (triton.cdiv(n, rows), kk))(h, w, targets, loss, lse, n, v, D=d, BD=_block(d),
-                                                 VP=_block(v), ROWS=rows, num_warps=warps)
+    launch(_head_fwd_kernel, (triton.cdiv(n, rows), kk))(h, w, targets, loss, lse, n, v, D=d, BD=pad_width(d),
+                                                          VP=pad_width(v), ROWS=rows, num_warps=warps)
     return loss, lse
 
 
@@ -167,14 +162,14 @@ def _head_ce_bwd(dl: Tensor, h: Tensor, w: Tensor, targets: Tensor, lse: Tensor)
     """→ gradient of the input (h's dtype) and of the head weight (K, d, V) fp32."""
     h, w, targets, dl = h.contiguous(), w.contiguous(), targets.contiguous(), dl.contiguous()
     kk, n, d, v = _check(h, w, targets)
-    vp = _block(v)
+    vp = pad_width(v)
     rows, iters, warps = CONFIG["bwd"]
     iters = max(1, min(iters, triton.cdiv(n, rows)))
     progs = triton.cdiv(n, rows * iters)
     dh = torch.empty_like(h)
-    part = torch.empty(kk, progs, _block(d), vp, device=h.device, dtype=torch.float32)
-    launch(_head_bwd_kernel, (progs, kk))(h, w, targets, lse, dl, dh, part, n, v, D=d, BD=_block(d), VP=vp, ROWS=rows,
-                                          ITERS=iters, num_warps=warps)
+    part = torch.empty(kk, progs, pad_width(d), vp, device=h.device, dtype=torch.float32)
+    launch(_head_bwd_kernel, (progs, kk))(h, w, targets, lse, dl, dh, part, n, v, D=d, BD=pad_width(d), VP=vp,
+                                          ROWS=rows, ITERS=iters, num_warps=warps)
     return dh, sum_parts(part.view(kk, progs, -1)).view(kk, -1, vp)[:, :d, :v].contiguous()
 
 

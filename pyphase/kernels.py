@@ -19,9 +19,9 @@ pulls in sympy and torch.distributed; measured on the H100 that import was ~4 s 
 first step on a fresh machine (results/bench/setup_timing2_h100_58bdfb8.txt; 0.15 s for the whole
 dry pass without it, setup_timing2_h100_e167fd1.txt).
 
-`sum_parts(part)` is the one kernel kept here, shared by the ops whose programs each write a
-partial sum (LayerNorm's and the MLP's parameter gradients): it adds them up in a fixed order, in
-place of `part.sum(dim=1)`, which took 11-21 us a call for these shapes on the H100 (13 calls a
+`pad_width(n)` is the padded on-chip width the kernels use. `sum_parts(part)` is the one kernel
+kept here, shared by the ops whose programs each write a partial sum (the LayerNorm, MLP, embedding
+and head parameter gradients): it adds them up in a fixed order, in place of `part.sum(dim=1)`, which took 11-21 us a call for these shapes on the H100 (13 calls a
 step; results/bench/ops_eager_k5_b256_*.txt).
 
 Why compile in parallel: on a fresh machine the first step compiled the kernels (12 of them, 62
@@ -142,6 +142,12 @@ if triton is not None:
             m = (rows < R)[:, None] & c_ok[None, :]
             acc += tl.sum(tl.load(PART + (k * R + rows[:, None]) * C + cols[None, :], mask=m, other=0.0), 0)
         tl.store(OUT + k * C + cols, acc, mask=c_ok)
+
+
+def pad_width(n: int) -> int:
+    """The on-chip width for n columns (d, V, a hidden width): the next power of two, at least 16
+    (tl.dot's smallest operand)."""
+    return max(16, triton.next_power_of_2(n))
 
 
 def sum_parts(part: Tensor, block: tuple[int, int] | None = None) -> Tensor:

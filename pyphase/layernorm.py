@@ -19,7 +19,7 @@ Measured on the H100 (K = 5, B = 256, `benches/profile_step.py --variants defaul
 
 `embed_ln(idx, wte, wpe, w, b)` (end of this module) does the same for the first LayerNorm, which
 reads the embedding: gather, position add and normalisation in one kernel. Its backward kernel also
-sums the token and position tables' gradients (vocabularies up to EMBED_MAX_VOCAB), so the residual
+sums the token and position tables' gradients (small tables: EMBED_MAX_VOCAB, EMBED_MAX_TILE), so the residual
 stream's gradient at the embedding is never written: measured on the H100 at K = 5, B = 256 that
 replaced the LayerNorm backward (0.235 ms), the stock embedding backward (sort + atomic adds,
 0.21 ms) and the position gradient's sum (0.06 ms) by one 0.19-0.22 ms kernel
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pyphase import kernels
-from pyphase.kernels import backward_op, call, launch, register_autograd, sum_parts
+from pyphase.kernels import backward_op, call, launch, pad_width, register_autograd, sum_parts
 
 try:
     import triton
@@ -199,7 +199,7 @@ def _add_ln_fwd(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Te
     rb = rb if rb is not None else w
     launch(_add_ln_fwd_kernel, (triton.cdiv(n, rows), kk))(
         x, r, rb, w, b, xn, h, mean, rstd, n, EPS, rb.stride(0), w.stride(0), b.stride(0), D=d,
-        BD=max(16, triton.next_power_of_2(d)), ROWS=rows, HAS_R=has_r, num_warps=warps)
+        BD=pad_width(d), ROWS=rows, HAS_R=has_r, num_warps=warps)
     return xn, h, mean, rstd
 
 
@@ -227,7 +227,7 @@ def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: 
     part = torch.empty(kk, progs, 3, d, device=xn.device, dtype=torch.float32)
     launch(_add_ln_bwd_kernel, (progs, kk))(
         dxn.contiguous() if dxn is not None else dh, dh, xn, mean, rstd, w, dx, dr, part, n, w.stride(0), D=d,
-        BD=max(16, triton.next_power_of_2(d)), ROWS=rows, ITERS=iters, HAS_R=has_r, HAS_DXN=dxn is not None,
+        BD=pad_width(d), ROWS=rows, ITERS=iters, HAS_R=has_r, HAS_DXN=dxn is not None,
         num_warps=warps)
     return dx, dr, sum_parts(part.view(kk, progs, 3 * d)).view(kk, 3, d)
 
@@ -354,7 +354,7 @@ def _embed_ln_fwd(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor,
     rows, warps = CONFIG["fwd"]
     launch(_embed_ln_fwd_kernel, (triton.cdiv(n, rows), kk))(
         idx, wte, wpe, w, b, x, h, mean, rstd, n, t, EPS, wte.stride(0), wpe.stride(0), w.stride(0), b.stride(0),
-        D=d, BD=max(16, triton.next_power_of_2(d)), ROWS=rows, num_warps=warps)
+        D=d, BD=pad_width(d), ROWS=rows, num_warps=warps)
     return x, h, mean, rstd
 
 
@@ -441,7 +441,7 @@ def _embed_ln_bwd(dxn: Tensor | None, dh: Tensor, x: Tensor, mean: Tensor, rstd:
     kk, n, d = x.shape
     t = idx.shape[-1]
     pb, chunks, per, rows = _embed_grid(kk, n, t)
-    vp = max(16, triton.next_power_of_2(v))
+    vp = pad_width(v)
     progs = pb * chunks
     f32 = dict(device=x.device, dtype=torch.float32)
     part_ln = torch.empty(kk, progs, 2 * d, **f32)
@@ -449,7 +449,7 @@ def _embed_ln_bwd(dxn: Tensor | None, dh: Tensor, x: Tensor, mean: Tensor, rstd:
     part_pe = torch.empty(kk, chunks, t * d, **f32)
     launch(_embed_ln_bwd_kernel, (pb, chunks, kk))(
         dxn.contiguous() if dxn is not None else dh, dh, x, mean, rstd, w, idx, part_ln, part_te, part_pe, n, t,
-        n // t, per, w.stride(0), D=d, BD=max(16, triton.next_power_of_2(d)), VP=vp, ROWS=rows,
+        n // t, per, w.stride(0), D=d, BD=pad_width(d), VP=vp, ROWS=rows,
         HAS_DXN=dxn is not None, SPLIT=os.environ.get("TRITON_INTERPRET") != "1", num_warps=CONFIG["embed_bwd"][1])
     dwte = sum_parts(part_te).view(kk, vp, d)[:, :v].contiguous()
     dwpe = x.new_zeros(kk, t_max, d, dtype=torch.float32)
@@ -480,8 +480,8 @@ def _embed_backward(ctx, dx: Tensor | None, dh: Tensor | None, _dmean: Tensor, _
     if dh is None and dx is None:
         return None, None, None, None, None, None
     dh = torch.zeros_like(x) if dh is None else dh
-    tile = max(16, triton.next_power_of_2(v)) * max(16, triton.next_power_of_2(d))
-    if v <= EMBED_MAX_VOCAB and tile <= EMBED_MAX_TILE:  # everything in one kernel, the residual stream's gradient never written
+    if v <= EMBED_MAX_VOCAB and pad_width(v) * pad_width(d) <= EMBED_MAX_TILE:
+        # everything in one kernel, the residual stream's gradient never written
         dwte, dwpe, sums = backward_op(ctx, _embed_ln_bwd)(dx, dh, x, mean, rstd, w, idx, v, t_max)
         return None, dwte.to(wte_dt), dwpe.to(wpe_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None
     # the residual stream's whole gradient: the LayerNorm's plus the one arriving from downstream

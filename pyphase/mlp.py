@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pyphase import kernels
-from pyphase.kernels import backward_op, call, launch, register_autograd, sum_parts
+from pyphase.kernels import backward_op, call, launch, pad_width, register_autograd, sum_parts
 
 try:
     import triton
@@ -307,8 +307,8 @@ def _launch(kind: str, n: int, d: int, f: int, kk: int) -> tuple[tuple[int, ...]
     cfg = CONFIG[kind]
     assert isinstance(cfg, tuple)
     bm, bh, warps, stages = cfg[:4]
-    bh = min(bh, max(16, triton.next_power_of_2(f)))
-    bd = max(16, triton.next_power_of_2(d))
+    bh = min(bh, pad_width(f))
+    bd = pad_width(d)
     even = n % bm == 0 and d == bd and f % bh == 0  # no tile needs masks
     meta = dict(BD=bd, BM=bm, BH=bh, EVEN=even, num_warps=warps, num_stages=stages)
     if kind == "fwd":
@@ -362,7 +362,7 @@ def _mlp_bwd(dy: Tensor, h: Tensor, w1: Tensor, w2: Tensor, pre: Tensor) -> tupl
         torch.bmm(dpre, w1.transpose(1, 2), out=dh)
     dw1 = torch.bmm(h.transpose(1, 2), dpre)
     dw2 = torch.bmm(g.transpose(1, 2), dy)
-    db1 = parts.sum(dim=1) if meta["BIAS_PARTS"] else dpre.sum(dim=1, dtype=torch.float32)
+    db1 = sum_parts(parts) if meta["BIAS_PARTS"] else dpre.sum(dim=1, dtype=torch.float32)
     return dh, dw1, db1, dw2
 
 
