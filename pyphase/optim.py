@@ -7,13 +7,13 @@ and divergence mask. Written as torch ops that is about fifteen elementwise kern
 each reading and writing whole (K, P) rows. Here:
 
 - `sumsq_parts(g)`: one kernel, each program's share of every row's sum of squares, (K, blocks);
-  `grad_norm(g)` sums those in a fixed order (deterministic, unlike atomics);
+  `grad_norm(g)` adds those up with `kernels.sum_parts` (a fixed order: deterministic, unlike atomics);
 - `adamw_(...)` / `sgd_(...)`: one kernel each that reads the gradient, parameters and moments once
   and writes parameters and moments once.
 
-Semantics are those of the torch ops in `PackTrainer._adamw` / `_sgd` (the reference, and the
-CPU path): the gradient of a model that is no longer alive counts as zero (even if it is NaN), its
-learning rate is zero, and its moments keep decaying. Rounding differs from the torch ops only in
+Semantics are those of the torch ops `adamw_reference_` / `sgd_reference_` (the reference, and
+the CPU path): the gradient of a model that is no longer alive counts as zero (even if it is NaN)
+and its moments keep decaying; PackTrainer also gives it a zero learning rate, so its parameters stay. Rounding differs from the torch ops only in
 the order of operations (fused multiply-adds, the norm's summation order, `exp2` for the bias
 corrections' powers); tests compare both (Triton's interpreter on the CPU, compiled on CUDA).
 PYPHASE_OPTIM=torch in the environment turns the kernels off.
@@ -27,7 +27,7 @@ import os
 import torch
 from torch import Tensor
 
-from pyphase.kernels import launch
+from pyphase.kernels import launch, sum_parts
 
 try:
     import triton
@@ -122,7 +122,7 @@ def grad_norm(g: Tensor, use_triton: bool | None = None) -> Tensor:
     """L2 norm of each row of g (K, P) fp32 → (K,): on CUDA the kernel's partial sums, summed in a
     fixed order (deterministic)."""
     if use_triton if use_triton is not None else supported(g):
-        return sumsq_parts(g).sum(dim=1).sqrt()
+        return sum_parts(sumsq_parts(g)[..., None])[:, 0].sqrt()
     return g.square().sum(dim=1).sqrt()
 
 

@@ -226,9 +226,8 @@ class PackTrainer:
                 for a in sorted({0, n - n % EVAL_CHUNK} - {n}):
                     packed_losses(self.shape, self.model._leaf, *self._val_batch(a, EVAL_CHUNK))
                 if optim.supported(self.model.flat):  # the update's kernels, recorded only
-                    flat = self.model.flat
-                    optim.sumsq_parts(flat)
-                    self._update(flat, self.lr, self.lr)
+                    optim.grad_norm(self.model.flat)
+                    self._update(self.model.flat, self.lr, self.lr)
         kernels.compile_all(launches)
         return time.perf_counter() - t0
 
