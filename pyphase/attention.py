@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import backward_op, call, launch, pad_width, register_autograd
+from pyphase.kernels import backward_op, call, launch, pad_width, register_autograd, sum_parts
 
 try:
     import triton
@@ -119,8 +119,9 @@ if triton is not None:
         tl.store(LSE + pid_sh.to(tl.int64) * T + offs_m, m_i + tl.log2(l_i), mask=m_ok)
 
     @triton.jit
-    def _attn_bwd_dkdv_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr,
-                              HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr):
+    def _attn_bwd_dkdv_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
+                              D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
+                              BN: tl.constexpr):
         """dk, dv of one block of BN keys, looping over the queries that see them in steps of BM.
         Queries are loaded transposed (HD, BM) so every product is a plain tile product."""
         pid_n = tl.program_id(0)
@@ -166,12 +167,14 @@ if triton is not None:
         dv = dv.to(DQKV.dtype.element_ty)
         tl.store(DQKV + out + D, dk, mask=n_ok[:, None])
         tl.store(DQKV + out + 2 * D, dv, mask=n_ok[:, None])
-        # The bias gradient is the column sum of the stored gradient (rows outside T hold zeros).
-        tl.atomic_add(DB + model * 3 * D + D + h * HD + offs_d, tl.sum(dk.to(tl.float32), 0))
-        tl.atomic_add(DB + model * 3 * D + 2 * D + h * HD + offs_d, tl.sum(dv.to(tl.float32), 0))
+        # The bias gradient is the column sum of the stored gradient (rows outside T hold zeros):
+        # this block's share, in its own row of the partial sums (added up in a fixed order later).
+        part = DB + (model * PARTS + (s % N_SEQ) * tl.num_programs(0) + pid_n) * 3 * D
+        tl.store(part + D + h * HD + offs_d, tl.sum(dk.to(tl.float32), 0))
+        tl.store(part + 2 * D + h * HD + offs_d, tl.sum(dv.to(tl.float32), 0))
 
     @triton.jit
-    def _attn_bwd_dq_kernel(QKV, BIAS, O, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, N_HEAD: tl.constexpr,
+    def _attn_bwd_dq_kernel(QKV, BIAS, O, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
                             D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
                             BN: tl.constexpr):
         """dq of one block of BM queries, looping over the keys they see in steps of BN (keys and
@@ -216,7 +219,8 @@ if triton is not None:
         out = (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
         dq = (dq * sm_scale).to(DQKV.dtype.element_ty)
         tl.store(DQKV + out, dq, mask=m_ok[:, None])
-        tl.atomic_add(DB + model * 3 * D + h * HD + offs_d, tl.sum(tl.where(m_ok[:, None], dq.to(tl.float32), 0.0), 0))
+        part = DB + (model * PARTS + (s % N_SEQ) * tl.num_programs(0) + pid_m) * 3 * D
+        tl.store(part + h * HD + offs_d, tl.sum(tl.where(m_ok[:, None], dq.to(tl.float32), 0.0), 0))
 
 
 def _dims(qkv: Tensor, n_seq: int, t: int, n_head: int) -> tuple[int, int, int, float]:
@@ -251,20 +255,27 @@ def _(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int) -> tuple[Tenso
 def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_seq: int, t: int,
               n_head: int) -> tuple[Tensor, Tensor]:
     """Gradients of `_attn_fwd`'s output w.r.t. the projection, as one (K, B·T, 3d) tensor, and
-    w.r.t. the bias, (K, 3d) fp32: the column sums of the former, accumulated by the kernels."""
+    w.r.t. the bias, (K, 3d) fp32: the column sums of the former, from per-block partial sums added in
+    a fixed order (the same bits every run)."""
     do, qkv, bias, o = do.contiguous(), qkv.contiguous(), bias.contiguous(), o.contiguous()
     seqs, d, hd, scale = _dims(qkv, n_seq, t, n_head)
     dqkv = torch.empty_like(qkv)
-    dbias = torch.zeros(bias.shape, device=bias.device, dtype=torch.float32)
     delta = torch.empty(seqs * n_head, t, device=qkv.device, dtype=torch.float32)
     bm1, bn1, bm2, bn2, warps, stages = _launch("bwd", t)
-    launch(_attn_bwd_dq_kernel, (triton.cdiv(t, bm2), seqs * n_head))(
-        qkv, bias, o, do, lse, delta, dqkv, dbias, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
+    # The bias gradient's partial sums: one row per sequence and block of either kernel (each
+    # writes its own columns: q by the dq pass, k and v by the dk/dv pass), zeros where one kernel
+    # has fewer blocks than the other. Summed in a fixed order: deterministic, unlike atomic adds.
+    q_blocks, kv_blocks = triton.cdiv(t, bm2), triton.cdiv(t, bn1)
+    parts = n_seq * max(q_blocks, kv_blocks)
+    new = torch.empty if q_blocks == kv_blocks else torch.zeros
+    part = new(qkv.shape[0], parts, 3 * d, device=qkv.device, dtype=torch.float32)
+    launch(_attn_bwd_dq_kernel, (q_blocks, seqs * n_head))(
+        qkv, bias, o, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
         num_warps=warps, num_stages=stages)
-    launch(_attn_bwd_dkdv_kernel, (triton.cdiv(t, bn1), seqs * n_head))(
-        qkv, bias, do, lse, delta, dqkv, dbias, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
+    launch(_attn_bwd_dkdv_kernel, (kv_blocks, seqs * n_head))(
+        qkv, bias, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
         num_warps=warps, num_stages=stages)
-    return dqkv, dbias
+    return dqkv, sum_parts(part)
 
 
 @_attn_bwd.register_fake
@@ -287,7 +298,8 @@ def _backward(ctx, do: Tensor, _dlse: Tensor):  # type: ignore[no-untyped-def]
         return None, None, None, None, None
     dqkv, dbias = backward_op(ctx, _attn_bwd)(do, qkv, bias, o, lse, *ctx.dims)
     # The bias is added to every row of its model: its gradient is the row sum, accumulated in fp32
-    # by the kernels and returned in the bias's dtype, as autograd of `qkv + bias[:, None]` gives.
+    # from the kernels' partial sums and returned in the bias's dtype, as autograd of
+    # `qkv + bias[:, None]` gives.
     return dqkv, dbias.to(ctx.bias_dtype), None, None, None
 
 
