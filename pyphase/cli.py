@@ -105,6 +105,9 @@ def train(
     out: Path = typer.Option(Path("runs"), "--out", help="Results folder; runs go to OUT/EXPERIMENT/RUN_ID/."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Run seeds 0..N-1 of every config instead of the file's seeds."),
     max_pack: Optional[int] = typer.Option(None, "--max-pack", help="At most K configs per packed model (1: no packing)."),
+    packs_together: Optional[int] = typer.Option(
+        None, "--packs-together",
+        help="On CUDA, at most N packs with the same number of steps train side by side on the GPU (default 4; 1: one at a time)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary rows as JSON instead of a table."),
 ) -> None:
@@ -115,7 +118,7 @@ def train(
     from pyphase.sweep import run_experiment
 
     result = run_experiment(experiment, device=device, data=data, out=out, seeds=seeds, max_pack=max_pack,
-                            progress=progress)
+                            progress=progress, packs_together=packs_together)
     if result.shard.rank != 0:
         return  # rank 0 reports the whole experiment after the final barrier
     if as_json:

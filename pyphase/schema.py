@@ -84,6 +84,8 @@ SUMMARY_DTYPES: dict[str, pl.DataType] = {
     "corpus_bigram_entropy": pl.Float64(),
     "corpus_vocab_size": pl.Int64(),
     "pack_size": pl.Int64(),
+    # packs trained side by side on one GPU, in one CUDA graph; wall_time_s is then their shared time
+    "packs_together": pl.Int64(),
     "setup_time_s": pl.Float64(),  # pack creation to first step: compile, capture, first evaluation
 }
 

@@ -231,23 +231,26 @@ class PackTrainer:
         kernels.compile_all(launches)
         return time.perf_counter() - t0
 
-    def capture(self) -> None:
-        """Capture one step in a CUDA graph. Warm-up steps run on a side stream and are undone, so
-        the captured run is identical to an eager one."""
-        snap = {k: v.clone() for k, v in self.state.tensors().items()}
-        flat0 = self.model.flat.clone()
+    def warm_up(self) -> None:
+        """Three steps on a side stream, then undone: what a CUDA graph capture needs first (the
+        caching allocator's and cuBLAS's first-use work happens outside the capture)."""
+        snap = self._snapshot()
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s):
             for _ in range(3):
                 self._step()
         torch.cuda.current_stream().wait_stream(s)
-        self._restore(snap, flat0)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            self._step()
-        self._restore(snap, flat0)  # capture runs nothing, but keep the state provably untouched
-        self._graph = g
+        self._restore(*snap)
+
+    def capture(self) -> None:
+        """Capture one step in a CUDA graph. Warm-up steps run on a side stream and are undone, so
+        the captured run is identical to an eager one."""
+        self.warm_up()
+        self._graph = capture_steps([self])
+
+    def _snapshot(self) -> tuple[dict[str, Tensor], Tensor]:
+        return {k: v.clone() for k, v in self.state.tensors().items()}, self.model.flat.clone()
 
     def _restore(self, snap: dict[str, Tensor], flat0: Tensor) -> None:
         with torch.no_grad():
@@ -306,45 +309,35 @@ class PackTrainer:
             stop_after: int | None = None) -> list[RunOutput]:
         """Train to the end (resuming from `checkpoint` if it holds this pack) and summarise.
         `stop_after` (tests only) raises KeyboardInterrupt once that many steps ran in this call."""
-        from tqdm.auto import tqdm
+        return run_together([self], [checkpoint], checkpoint_every=checkpoint_every, progress=progress,
+                            stop_after=stop_after)[0]
 
+    def begin(self, checkpoint: Path | None = None, capture: bool = True) -> int:
+        """Everything before the first step: resume from `checkpoint` if it holds this pack, compile
+        the kernels and capture the step's CUDA graph (with `capture` False only warm up for a
+        capture done elsewhere, `capture_steps`), evaluate the untrained models. Returns the step to
+        start from."""
         if checkpoint is not None and checkpoint.exists():
             self.load(checkpoint)
         start = int(self.state.t.item())
         if self.use_graph and start < self.steps:
             self.precompile()
-            self.capture()
-        ev = self.c0.eval_interval
+            if capture:
+                self.capture()
+            else:
+                self.warm_up()
         if start == 0 and not self.state.evals:
             self.state.evals.append((0, *self.evaluate()))
         # Creation to the first step: data to the device, compilation, graph capture, first evaluation.
         self.setup_time = time.perf_counter() - self._created
-        bar = tqdm(total=self.steps, initial=start, disable=not progress, unit="step",
-                   desc=f"B={self.c0.batch_size} K={self.k}", leave=False)
-        t0 = time.perf_counter()
-        done_here = 0
-        for s in range(start, self.steps):
-            self.step()
-            n = s + 1
-            done_here += 1
-            if n % ev == 0 or n == self.steps:
-                self.state.evals.append((n, *self.evaluate()))
-            if checkpoint is not None and n % checkpoint_every == 0 and n < self.steps:
-                self._sync_wall(t0)
-                t0 = time.perf_counter()
-                self.save(checkpoint)
-            if n % 50 == 0 or n == self.steps:
-                bar.update(n - bar.n)
-            if stop_after is not None and done_here >= stop_after:
-                raise KeyboardInterrupt(f"stop_after={stop_after} (test hook)")
-        bar.close()
-        self._sync_wall(t0)
-        return self.outputs()
+        return start
 
-    def _sync_wall(self, t0: float) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.wall += time.perf_counter() - t0
+    def end_of_step(self, n: int, checkpoint: Path | None, checkpoint_every: int) -> bool:
+        """After step n (1-based): evaluate on the evaluation steps; True when a checkpoint is due."""
+        if n % self.c0.eval_interval == 0 or n == self.steps:
+            self.state.evals.append((n, *self.evaluate()))
+        return checkpoint is not None and n % checkpoint_every == 0 and n < self.steps
+
 
     # ------------------------------------------------------------------ summaries
     def outputs(self) -> list[RunOutput]:
@@ -469,6 +462,107 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return "cpu"
+
+
+def capture_steps(trainers: Sequence[PackTrainer]) -> torch.cuda.CUDAGraph:
+    """One CUDA graph holding one step of each trainer (each warmed up, `PackTrainer.warm_up`): the
+    first on the capturing stream, every other on a stream of its own forked from it and joined
+    back, so a replay steps every pack once and their kernels may run side by side. Capturing runs
+    nothing; the state is restored anyway, provably untouched."""
+    snaps = [t._snapshot() for t in trainers]
+    streams = [torch.cuda.Stream() for _ in trainers[1:]]
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        main = torch.cuda.current_stream()
+        for st in streams:
+            st.wait_stream(main)
+        for st, t in zip(streams, trainers[1:]):
+            with torch.cuda.stream(st):
+                t._step()
+        trainers[0]._step()
+        for st in streams:
+            main.wait_stream(st)
+    for t, snap in zip(trainers, snaps):
+        t._restore(*snap)
+    return g
+
+
+def can_run_together(trainers: Sequence[PackTrainer], starts: Sequence[int]) -> bool:
+    """Packs step in lockstep when they are on one device, with the same number of steps, from the
+    same step (a resumed group whose checkpoints were written at different steps runs its packs one
+    after the other), and either all capture their step in a CUDA graph (then one graph for all)
+    or none does (eager steps, one pack's after the other's: no faster, but the same loop)."""
+    return (len(trainers) > 1 and len({t.use_graph for t in trainers}) == 1 and len({t.device for t in trainers}) == 1
+            and len({t.steps for t in trainers}) == 1 and len(set(starts)) == 1)
+
+
+def run_together(trainers: Sequence[PackTrainer], checkpoints: Sequence[Path | None], *,
+                 checkpoint_every: int = 1000, progress: bool = True,
+                 stop_after: int | None = None) -> list[list[RunOutput]]:
+    """Train packs side by side: where `can_run_together`, one CUDA graph replay steps all of them
+    (`capture_steps`), so the GPU overlaps one pack's kernels with another's; otherwise one pack
+    after the other, each its own graph (or eager on the CPU). Every pack evaluates, checkpoints
+    (to its own `checkpoints` entry) and reports exactly as it would alone, with the same numbers:
+    each step computes the same values whichever stream runs it. A pack's wall time is the wall
+    time of the steps it shared. `stop_after` (tests only) raises KeyboardInterrupt once that many
+    steps ran in this call. Returns each trainer's outputs, in order."""
+    if len(checkpoints) != len(trainers):
+        raise ValueError(f"run_together: {len(trainers)} trainers but {len(checkpoints)} checkpoint paths")
+    starts = [t.begin(ck, capture=False) for t, ck in zip(trainers, checkpoints)]
+    jobs = list(zip(trainers, checkpoints, starts))
+    groups = [jobs] if can_run_together(trainers, starts) else [[j] for j in jobs]
+    ran = 0
+    for group in groups:
+        ran = _lockstep(group, checkpoint_every, progress, stop_after, ran)
+    return [t.outputs() for t in trainers]
+
+
+def _lockstep(jobs: list[tuple[PackTrainer, Path | None, int]], checkpoint_every: int, progress: bool,
+              stop_after: int | None, ran: int) -> int:
+    """Step the packs of `jobs` (same steps, same start) together to the end; returns `ran` plus
+    the steps run here."""
+    from tqdm.auto import tqdm
+
+    ts = [t for t, _, _ in jobs]
+    start, steps = jobs[0][2], ts[0].steps
+    graph = capture_steps(ts) if ts[0].use_graph and start < steps else None
+    if len(ts) == 1:
+        ts[0]._graph = graph
+    for t in ts:  # creation to the first step, now with the capture
+        t.setup_time = time.perf_counter() - t._created
+    bar = tqdm(total=steps, initial=start, disable=not progress, unit="step", leave=False,
+               desc=" + ".join(f"B={t.c0.batch_size} K={t.k}" for t in ts))
+    t0 = time.perf_counter()
+    for s in range(start, steps):
+        if graph is not None:
+            graph.replay()
+        else:
+            for t in ts:
+                t.step()
+        n = s + 1
+        ran += 1
+        due = [(t, ck) for t, ck, _ in jobs if t.end_of_step(n, ck, checkpoint_every)]
+        if due:
+            t0 = _add_wall(ts, t0)
+            for t, ck in due:
+                t.save(ck)
+        if n % 50 == 0 or n == steps:
+            bar.update(n - bar.n)
+        if stop_after is not None and ran >= stop_after:
+            raise KeyboardInterrupt(f"stop_after={stop_after} (test hook)")
+    bar.close()
+    _add_wall(ts, t0)
+    return ran
+
+
+def _add_wall(trainers: Sequence[PackTrainer], t0: float) -> float:
+    """Add the time since t0 (device work finished) to each trainer's wall time; returns now."""
+    if trainers[0].device.type == "cuda":
+        torch.cuda.synchronize(trainers[0].device)
+    dt = time.perf_counter() - t0
+    for t in trainers:
+        t.wall += dt
+    return time.perf_counter()
 
 
 def train_pack(configs: Sequence["RunConfig"], corpus: "Corpus", *, device: str = "cpu",

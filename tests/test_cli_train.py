@@ -77,6 +77,7 @@ def test_train_seeds_override_runs_each_config_per_seed(tmp_path):
 ERRORS = [
     (["--device", "tpu"], "--device tpu"),
     (["--max-pack", "0"], "--max-pack"),
+    (["--packs-together", "0"], "--packs-together"),
     (["--seeds", "0"], "--seeds"),
     (["--data", "/nonexistent/corpus.txt"], "/nonexistent/corpus.txt"),
 ]

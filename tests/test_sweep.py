@@ -1,7 +1,7 @@
 """The sweep runner: sharding partitions the plan, packing groups by pack key, finished runs are
 skipped, an interrupted sweep (in-process after a checkpoint, or SIGKILLed in a subprocess) resumes
 to exactly the results of an uninterrupted one, and a diverging config is recorded without stopping
-the sweep. Everything trains the real `train_pack` on the `smoke` experiment (CPU, fp32).
+the sweep. Everything trains the real `train.run_together` on the `smoke` experiment (CPU, fp32).
 
 Tolerance: resumed and uninterrupted sweeps are compared for exact (bitwise) equality of every
 number except wall time and tokens/s: on one CPU thread the trainer is deterministic and its
@@ -10,6 +10,7 @@ checkpoint holds the whole state.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -40,6 +41,7 @@ from pyphase.sweep import (
     resolve_device,
     run_experiment,
     shard_from_env,
+    side_by_side,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,6 +129,19 @@ def test_pack_groups_by_key_keeps_order_and_caps_size():
             pack(configs, bad)
 
 
+def test_packs_of_equal_steps_go_side_by_side_in_order():
+    configs = load_experiment("smoke").configs
+    packs = pack(configs, 4)  # b4: 4 + 2, b8: 4 + 2, all 40 steps
+    assert side_by_side(packs, 4) == [packs]
+    assert side_by_side(packs, 3) == [packs[:3], packs[3:]]
+    assert side_by_side(packs, 1) == [[p] for p in packs]
+    longer = [[dataclasses.replace(c, steps=80) for c in packs[1]]]
+    assert side_by_side([packs[0], *longer, packs[2]], 4) == [[packs[0], packs[2]], longer]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(PyphaseError, match="packs-together"):
+            side_by_side(packs, bad)
+
+
 def test_pack_id_depends_on_members_not_order():
     a, b, c = load_experiment("smoke").configs[:3]
     assert pack_id([a, b]) == pack_id([b, a])
@@ -212,13 +227,13 @@ def test_finished_runs_are_skipped(reference, tmp_path, monkeypatch):
     out = tmp_path / "runs"
     shutil.copytree(reference, out)
     calls: list[list[str]] = []
-    real = pyphase.train.train_pack
+    real = pyphase.train.run_together
 
-    def counting(configs, *args, **kwargs):
-        calls.append([c.run_id for c in configs])
-        return real(configs, *args, **kwargs)
+    def counting(trainers, *args, **kwargs):
+        calls.extend([c.run_id for c in t.configs] for t in trainers)
+        return real(trainers, *args, **kwargs)
 
-    monkeypatch.setattr(pyphase.train, "train_pack", counting)
+    monkeypatch.setattr(pyphase.train, "run_together", counting)
     stale = out / "smoke" / PACKS_DIR / "b4_k6_0123456789abcdef.ckpt"  # of a pack that no longer exists
     stale.parent.mkdir()
     stale.write_bytes(b"old")
@@ -283,16 +298,16 @@ def test_resume_continues_an_interrupted_pack_from_its_checkpoint(reference, tmp
     exp = load_experiment("smoke")
     assert exp.checkpoint_every == 10 and exp.configs[0].steps == 40
     out = tmp_path / "runs"
-    real = pyphase.train.train_pack
+    real = pyphase.train.run_together
     calls: list[list[str]] = []
 
-    def interrupt_second_pack(configs, *args, **kwargs):
-        calls.append([c.run_id for c in configs])
+    def interrupt_second_pack(trainers, *args, **kwargs):
+        calls.extend([c.run_id for c in t.configs] for t in trainers)  # on the CPU: one pack a call
         if len(calls) == 2:
             kwargs["stop_after"] = 25  # train.py's test hook: KeyboardInterrupt after 25 steps
-        return real(configs, *args, **kwargs)
+        return real(trainers, *args, **kwargs)
 
-    monkeypatch.setattr(pyphase.train, "train_pack", interrupt_second_pack)
+    monkeypatch.setattr(pyphase.train, "run_together", interrupt_second_pack)
     with pytest.raises(KeyboardInterrupt):
         run_experiment("smoke", device="cpu", out=out, progress=False)
     first, second = pack(exp.configs)
@@ -309,7 +324,7 @@ def test_resume_continues_an_interrupted_pack_from_its_checkpoint(reference, tmp
         return real_step(self)
 
     calls.clear()
-    monkeypatch.setattr(pyphase.train, "train_pack", real)
+    monkeypatch.setattr(pyphase.train, "run_together", real)
     monkeypatch.setattr(pyphase.train.PackTrainer, "step", counting_step)
     res = run_experiment("smoke", device="cpu", out=out, progress=False)
     assert sorted(res.trained) == sorted(c.run_id for c in second)

@@ -14,7 +14,7 @@ from pyphase import _core
 from pyphase.config import ModelShape, RunConfig
 from pyphase.data import load_corpus
 from pyphase.model import NanoTransformer, Shape
-from pyphase.train import PackTrainer, train_pack
+from pyphase.train import PackTrainer, can_run_together, run_together, train_pack
 
 SHAPE = ModelShape(d_model=32, n_layer=1, n_head=2, block_size=16)
 
@@ -146,6 +146,61 @@ def test_cuda_training_repeats_bit_for_bit_and_resumes_exactly(corpus, tmp_path)
         for a, b in zip(first, other):
             for col in ("train_loss", "grad_norm_before", "grad_norm_after", "val_loss"):
                 np.testing.assert_array_equal(a.steps[col].to_numpy(), b.steps[col].to_numpy(), err_msg=col)
+
+
+def _packs_together_equal_packs_alone(corpus, tmp_path, device: str, shape: ModelShape) -> None:
+    """Two packs of different batch sizes (and evaluation intervals) trained by `run_together`:
+    uninterrupted; interrupted and resumed from their checkpoints; resumed with one checkpoint
+    lost (different starts: one after the other). Each time, every run equals its pack trained
+    alone, bit for bit."""
+    packs = [[replace(cfg(lr=lr, seed=i, steps=30, b=b), model=shape, eval_interval=ev) for i, lr in enumerate(lrs)]
+             for b, ev, lrs in ((4, 6, (3e-3, 1e-2)), (8, 10, (2e-3, 5e-3, 1e-3)))]
+    alone = [train_pack(p, corpus, device=device, progress=False) for p in packs]
+
+    def together(ckpts, **kw):
+        trainers = [PackTrainer(p, corpus, device) for p in packs]
+        return run_together(trainers, ckpts, checkpoint_every=5, progress=False, **kw)
+
+    def same(results):
+        for outs, refs in zip(results, alone, strict=True):
+            for o, r in zip(outs, refs, strict=True):
+                assert o.config == r.config
+                for col in ("train_loss", "grad_norm_before", "grad_norm_after", "clipped", "val_loss", "weight_norm"):
+                    np.testing.assert_array_equal(o.steps[col].to_numpy(), r.steps[col].to_numpy(), err_msg=col)
+                assert o.summary["final_val_loss"] == r.summary["final_val_loss"]
+
+    same(together([None, None]))
+    ckpts = [tmp_path / "a.ckpt", tmp_path / "b.ckpt"]
+    with pytest.raises(KeyboardInterrupt):
+        together(ckpts, stop_after=12)
+    assert all(c.exists() for c in ckpts)
+    same(together(ckpts))
+    for c in ckpts:  # the sweep deletes them once the runs are written
+        c.unlink()
+    with pytest.raises(KeyboardInterrupt):
+        together(ckpts, stop_after=17)
+    ckpts[0].unlink()  # as if killed between the two packs' checkpoint writes
+    same(together(ckpts))
+
+
+def test_packs_trained_together_equal_packs_trained_alone(corpus, tmp_path):
+    _packs_together_equal_packs_alone(corpus, tmp_path, "cpu", SHAPE)
+
+
+def test_packs_run_together_only_in_lockstep(corpus):
+    a, b = PackTrainer([cfg(b=4)], corpus), PackTrainer([cfg(b=8)], corpus)
+    assert can_run_together([a, b], [0, 0])
+    assert not can_run_together([a, b], [0, 5])  # resumed from checkpoints of different steps
+    assert not can_run_together([a], [0])
+    assert not can_run_together([a, PackTrainer([cfg(b=8, steps=20)], corpus)], [0, 0])
+    with pytest.raises(ValueError, match="checkpoint"):
+        run_together([a, b], [None])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA path (bf16 Triton kernels, CUDA graph) needs CUDA")
+def test_cuda_packs_trained_together_in_one_graph_equal_packs_trained_alone(corpus, tmp_path):
+    """On CUDA the packs' steps share one CUDA graph, each on its own stream: same bits as alone."""
+    _packs_together_equal_packs_alone(corpus, tmp_path, "cuda", ModelShape(d_model=64, n_layer=2, n_head=2, block_size=64))
 
 
 def test_summary_has_the_seed_columns_and_evaluations(corpus):
