@@ -4,7 +4,10 @@
     sampling and a `.item()` sync per step (how seed 000 most likely trained);
 (b) pyphase, one config: packed trainer with K = 1 (bf16, whole step in a CUDA graph, its Triton
     kernels; torch.compile as the trainer's PYPHASE_COMPILE says, or forced by --compile/--no-compile);
-(c) pyphase, packed: K configs of one batch size as one model (as a phase sweep packs them).
+(c) pyphase, packed: K configs of one batch size as one model (as a phase sweep packs them);
+(d) pyphase, packs side by side: packs of several batch sizes (phase3a's two by default) stepped by
+    one CUDA graph, each on its own stream (as `pyphase train` runs them on CUDA), against the same
+    packs one after the other, each replaying its own graph.
 
 Prints steps/s, tokens/s, model-FLOP utilisation (6N + 12·L·d·T FLOP per token against 989 TFLOP/s
 bf16 dense on H100) and ratios to (a); also the share of step time spent gathering batches and the
@@ -20,6 +23,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +31,7 @@ import torch
 from pyphase.config import ModelShape, RunConfig
 from pyphase.data import load_corpus
 from pyphase.model import NanoTransformer, Shape
-from pyphase.train import PackTrainer
+from pyphase.train import PackTrainer, capture_steps
 
 PEAK_BF16 = 989e12  # H100 SXM dense bf16, the MFU denominator the trainer issue names
 
@@ -108,6 +112,33 @@ def bench_pyphase(corpus, b: int, k: int, steps: int, warmup: int, shape: ModelS
     return 1.0 / dt, g / dt, setup
 
 
+def bench_together(corpus, packs: list[tuple[int, int]], steps: int, warmup: int, shape: ModelShape,
+                   dev: torch.device) -> tuple[float, float]:
+    """(rounds/s side by side, rounds/s one after the other): a round is one step of every pack."""
+    n = 2 * (steps + warmup) + 10
+    trainers = [PackTrainer([_cfg(b, 10 ** (-3 + 0.25 * i), 1.0, i, n, shape) for i in range(k)], corpus, str(dev))
+                for b, k in packs]
+    for t in trainers:
+        t.precompile()
+        t.warm_up()
+        t._graph = capture_steps([t])
+    together = capture_steps(trainers)
+
+    def timed(round_: Any) -> float:
+        for _ in range(warmup // 2):
+            round_()
+        _sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            round_()
+        _sync(dev)
+        return steps / (time.perf_counter() - t0)
+
+    side = timed(together.replay)
+    apart = timed(lambda: [t.step() for t in trainers])
+    return side, apart
+
+
 def bf16_loss_gap(corpus, b: int, shape: ModelShape, dev: torch.device) -> float:
     """Relative difference of one batch's loss in bf16 autocast against fp32, after 30 bf16 steps."""
     tr = PackTrainer([_cfg(b, 3e-3, 1.0, 0, 40, shape)], corpus, str(dev), compile=False, cuda_graph=False)
@@ -128,6 +159,8 @@ def main() -> None:
     ap.add_argument("--data", default=None)
     ap.add_argument("--batches", default="32,128,256")
     ap.add_argument("--packs", default="7,5,5", help="K for the packed variant, per batch size")
+    ap.add_argument("--together", default="128:5,256:5",
+                    help="packs B:K stepped side by side in one CUDA graph (CUDA only; '' to skip)")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--tiny", action="store_true", help="tiny model (CPU smoke of this script)")
@@ -159,6 +192,22 @@ def main() -> None:
             r = rows[-1]
             print(f"B={b:4d} {name:8s} K={kk}  {sps:8.1f} steps/s  {tps/1e6:8.2f} Mtok/s  MFU {100*r['mfu']:5.1f}%  "
                   f"x{r['vs_plain']:5.1f} vs plain  gather {100*gshare:4.1f}%  setup {setup:5.1f}s", flush=True)
+    together = [tuple(map(int, p.split(":"))) for p in a.together.split(",") if p] if dev.type == "cuda" else []
+    if together:
+        side, apart = bench_together(corpus, together, a.steps, a.warmup, shape, dev)
+        tok = sum(b * k for b, k in together) * shape.block_size  # tokens of one round
+        plain_tps = {r["batch"]: r["tokens_per_s"] for r in rows if r["variant"] == "plain"}
+        # the plain loop's time for the same tokens, batch size by batch size (where this run measured it)
+        plain_s = sum(b * k * shape.block_size / plain_tps.get(b, math.nan) for b, k in together)
+        name = "+".join(str(b) for b, _ in together)
+        for variant, rps in (("apart", apart), ("together", side)):
+            tps = rps * tok
+            rows.append(dict(batch=name, variant=variant, k="+".join(str(k) for _, k in together), steps_per_s=rps,
+                             tokens_per_s=tps, mfu=tps * fpt / PEAK_BF16, vs_plain=plain_s * rps, gather_share=math.nan,
+                             setup_s=math.nan))
+            print(f"B={name} {variant:8s} K={rows[-1]['k']}  {rps:8.1f} rounds/s  {tps/1e6:8.2f} Mtok/s  "
+                  f"MFU {100 * rows[-1]['mfu']:5.1f}%  x{rows[-1]['vs_plain']:5.1f} vs plain", flush=True)
+        print(f"side by side: x{side / apart:.3f} the rounds/s of the same packs one after the other", flush=True)
     gap = bf16_loss_gap(corpus, 32, shape, dev)
     print(f"bf16 vs fp32 loss, relative difference after 30 steps: {gap:.2e}")
     os.environ["PYPHASE_RESIDUAL"] = "bf16"  # the opt-in bf16 residual stream (pyphase.model)

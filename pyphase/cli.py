@@ -107,7 +107,7 @@ def train(
     max_pack: Optional[int] = typer.Option(None, "--max-pack", help="At most K configs per packed model (1: no packing)."),
     packs_together: Optional[int] = typer.Option(
         None, "--packs-together",
-        help="On CUDA, at most N packs with the same number of steps train side by side on the GPU (default 4; 1: one at a time)."),
+        help="At most N packs with the same number of steps train side by side, on CUDA in one CUDA graph (default: 4 on CUDA, 1 on the CPU; 1: one at a time)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary rows as JSON instead of a table."),
 ) -> None:

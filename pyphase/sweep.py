@@ -45,9 +45,11 @@ SUMMARY_FILE = "summary.parquet"
 STEPS_FILE = "steps.parquet"
 CONFIG_FILE = "config.json"
 PACKS_DIR = "_packs"
-# Packs trained side by side on one GPU by default (`side_by_side`). Measured on the H100 (commit
-# 714316c, results/bench/two_streams_one_graph_h100_714316c.txt): phase3a's two packs (K = 5 at
-# B = 128 and 256) in one graph 21.79 ms per pair of steps against 23.13 ms one after the other.
+# Packs trained side by side on one GPU by default (`side_by_side`). Measured on the H100:
+# phase3a's two packs (K = 5 at B = 128 and 256) in one graph 21.79 ms per pair of steps against
+# 23.13 ms one after the other (commit 714316c, results/bench/two_streams_one_graph_h100_714316c.txt);
+# the whole phase3a trained in 109.5 s against 116.1 s, with the same numbers bit for bit, and four
+# smaller packs side by side (--max-pack 3) in 110.8 s (3caf0d1, results/bench/README.md).
 PACKS_TOGETHER = 4
 # Ranks that finish early wait at the final barrier for the slowest one; a phase can take hours.
 BARRIER_TIMEOUT = timedelta(hours=48)
@@ -314,9 +316,10 @@ def run_experiment(
     and write its results; see the module docstring for files, resuming and sharding.
 
     `pack=False` trains every config alone (same as `max_pack=1`). `checkpoint_every` overrides the
-    experiment's `train.checkpoint_every`. On CUDA, up to `packs_together` packs with the same
-    number of steps train side by side in one CUDA graph (`side_by_side`; None: PACKS_TOGETHER; 1:
-    one after the other; the CPU always trains one at a time). Returns the summary of all finished runs of the plan.
+    experiment's `train.checkpoint_every`. Up to `packs_together` packs with the same number of
+    steps train side by side (`side_by_side`), on CUDA in one CUDA graph; None: PACKS_TOGETHER on
+    CUDA, 1 (one after the other, nothing to gain) on the CPU. Returns the summary of all finished
+    runs of the plan.
     """
     exp = load_experiment(name_or_path, seeds=seeds)  # first: a bad file fails before torch loads
     every = exp.checkpoint_every if checkpoint_every is None else checkpoint_every
@@ -324,15 +327,12 @@ def run_experiment(
         raise PyphaseError(f"checkpoint_every: must be an integer >= 1, got {every!r}")
     packs_max = 1 if not pack else max_pack
     _pack([], packs_max)  # validate --max-pack before any work
-    if packs_together is None:
-        packs_together = PACKS_TOGETHER
-    side_by_side([], packs_together)  # and --packs-together
+    side_by_side([], 1 if packs_together is None else packs_together)  # and --packs-together
     shard = shard_from_env()
     dev = resolve_device(device, shard.local_rank)
     from tqdm.auto import tqdm
 
     from pyphase.data import load_corpus
-    from pyphase.train import PackTrainer, run_together
 
     corpus = load_corpus(data)
     out = Path(out)
@@ -351,13 +351,12 @@ def run_experiment(
         trained: list[str] = []
         bar = tqdm(total=len(mine), initial=len(skipped), unit="run", file=sys.stderr, disable=not progress,
                    desc=exp.name if shard.world == 1 else f"{exp.name} [{shard.rank}/{shard.world}]")
-        together = packs_together if dev.startswith("cuda") else 1
-        for packs in side_by_side(_pack(todo, packs_max), together):
+        if packs_together is None:
+            packs_together = PACKS_TOGETHER if dev.startswith("cuda") else 1
+        for packs in side_by_side(_pack(todo, packs_max), packs_together):
             ckpts = [exp_dir / PACKS_DIR / f"{pack_id(group)}.ckpt" for group in packs]
-            trainers = [PackTrainer(group, corpus, dev) for group in packs]
-            results = run_together(trainers, ckpts, checkpoint_every=every, progress=progress)
-            del trainers  # free the device memory before the next group
-            for group, ckpt, outputs in zip(packs, ckpts, results, strict=True):
+            results = _train_side_by_side(packs, ckpts, corpus, dev, every, progress)
+            for group, ckpt, (outputs, n_together) in zip(packs, ckpts, results, strict=True):
                 for cfg, res in zip(group, outputs, strict=True):
                     if res.config != cfg:
                         raise RuntimeError(f"training returned {res.config.run_id} where {cfg.run_id} was expected")
@@ -368,7 +367,7 @@ def run_experiment(
                                git_commit=commit, corpus=corpus.name, corpus_sha256=corpus.sha256,
                                corpus_unigram_entropy=corpus.unigram_entropy,
                                corpus_bigram_entropy=corpus.bigram_entropy,
-                               corpus_vocab_size=corpus.tokenizer.vocab_size, packs_together=len(packs))
+                               corpus_vocab_size=corpus.tokenizer.vocab_size, packs_together=n_together)
                     write_run(out, cfg, row, res.steps)
                     trained.append(cfg.run_id)
                 # Only now, with every run of the pack written, is the checkpoint no longer needed.
@@ -385,6 +384,28 @@ def run_experiment(
             dist.destroy_process_group()
     return SweepResult(experiment=exp, summary=read_summaries(out, exp.configs), out_dir=exp_dir,
                        trained=trained, skipped=skipped, device=dev, shard=shard)
+
+
+def _train_side_by_side(packs: list[list[RunConfig]], ckpts: list[Path], corpus: Any, dev: str, every: int,
+                        progress: bool) -> list[tuple[list[Any], int]]:
+    """Train packs side by side (`train.run_together`); where they do not fit in the GPU's memory
+    together, one at a time instead, each resuming from any checkpoint the attempt wrote. Returns
+    each pack's outputs and how many packs trained side by side with it (itself included)."""
+    import torch
+
+    from pyphase.train import PackTrainer, run_together
+
+    try:
+        trainers = [PackTrainer(group, corpus, dev) for group in packs]
+        return [(o, len(packs)) for o in run_together(trainers, ckpts, checkpoint_every=every, progress=progress)]
+    except torch.cuda.OutOfMemoryError:
+        if len(packs) == 1:
+            raise
+    # here, outside the handler, the failed attempt's tensors are free
+    torch.cuda.empty_cache()
+    print(f"warning: {len(packs)} packs do not fit side by side in {dev}'s memory; training them one at a time "
+          "(--packs-together 1 does so from the start)", file=sys.stderr)
+    return [_train_side_by_side([p], [c], corpus, dev, every, progress)[0] for p, c in zip(packs, ckpts)]
 
 
 def _remove_stale_checkpoints(out: Path, exp: Experiment) -> None:

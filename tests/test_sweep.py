@@ -257,6 +257,38 @@ def test_finished_runs_are_skipped(reference, tmp_path, monkeypatch):
     assert_same_results(reference, out, ignore=("pack_size",))
 
 
+def test_packs_side_by_side_give_the_same_results(reference, tmp_path, monkeypatch, capsys):
+    """--packs-together 2 on the CPU (eager lockstep: nothing to gain there, but the same loop as
+    the CUDA graph's) writes the reference's numbers; so does a group that does not fit in the GPU's
+    memory, retried one pack at a time, with a warning."""
+    seen: list[int] = []
+    real = pyphase.train.run_together
+
+    def recording(trainers, *args, **kwargs):
+        seen.append(len(trainers))
+        return real(trainers, *args, **kwargs)
+
+    monkeypatch.setattr(pyphase.train, "run_together", recording)
+    out = tmp_path / "together"
+    res = run_experiment("smoke", device="cpu", out=out, progress=False, packs_together=2)
+    assert seen == [2] and set(res.summary["packs_together"].to_list()) == {2}
+    assert_same_results(reference, out, ignore=("packs_together",))
+
+    def out_of_memory(trainers, *args, **kwargs):
+        seen.append(len(trainers))
+        if len(trainers) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
+        return real(trainers, *args, **kwargs)
+
+    seen.clear()
+    monkeypatch.setattr(pyphase.train, "run_together", out_of_memory)
+    out = tmp_path / "oom"
+    res = run_experiment("smoke", device="cpu", out=out, progress=False, packs_together=2)
+    assert seen == [2, 1, 1] and set(res.summary["packs_together"].to_list()) == {1}
+    assert "2 packs do not fit side by side in cpu's memory; training them one at a time" in capsys.readouterr().err
+    assert_same_results(reference, out, ignore=("packs_together",))
+
+
 def test_a_run_is_written_steps_first_and_summary_last(tmp_path, monkeypatch):
     """The summary marks a run finished, so it must be the last file to appear."""
     order: list[str] = []
