@@ -22,15 +22,19 @@ gradient reading the pre-activation's gradient again. Here:
 
 Numerics follow the stock path under bf16 autocast: GEMM outputs are rounded to the input dtype,
 the bias is added to the rounded product and rounded again, GELU (exact, erf) and its derivative
-are computed in fp32 from the rounded pre-activation. `gelu_mlp_reference` is the stock computation
+are computed in fp32 from the rounded pre-activation, the Gaussian CDF to 1.5e-7 (Abramowitz &
+Stegun 7.1.26 in the kernels, `_gelu_parts`; far below the bf16 rounding of everything it feeds). `gelu_mlp_reference` is the stock computation
 the tests compare against; on the CPU the kernels run in Triton's interpreter (fp32).
 
 On by default on CUDA (PYPHASE_MLP=torch turns it off); what it measured is stated at `supported`
 and `CONFIG`. What it does not reach: the "dw" backward kernel holds two fp32 weight-gradient
 tiles on chip and runs at ~220 registers a thread, so few programs share an SM, and wider hidden
 chunks (fewer re-reads of the input and dy tiles from L2) run out of shared memory or spill
-(results/bench/bench_mlp_dw_bigtiles_bb47106.txt); the exact GELU (erf, exp) costs ~0.25 ms a
-layer of the forward and backward kernels together on the H100 (bench_mlp_gelu_cost_e5ce101.txt).
+(results/bench/bench_mlp_dw_bigtiles_bb47106.txt). GELU with libdevice's erf and a separate exp
+cost ~0.25 ms a layer of the forward and backward kernels together on the H100
+(bench_mlp_gelu_cost_e5ce101.txt); `_gelu_parts`'s polynomial sharing one exp2 between the CDF and
+the density made the K = 5 step 15.08 -> 14.64 ms at B = 256, 8.10 -> 7.88 ms at B = 128
+(results/bench/gelu_ab_f3c0e9c.txt).
 """
 
 from __future__ import annotations
