@@ -5,7 +5,13 @@ Rust batcher, precomputed for every step), forward/backward of the packed model,
 gradient norm, clipping exactly as `torch.nn.utils.clip_grad_norm_`, AdamW exactly as
 `torch.optim.AdamW` (or SGD with momentum as `torch.optim.SGD`) with a per-model learning rate,
 and telemetry written into preallocated per-step buffers. On CUDA the whole step is captured once
-in a CUDA graph and replayed; validation and checkpoints happen between replays.
+in a CUDA graph and replayed; validation and checkpoints happen between replays. Several packs
+with the same number of steps can share one graph, each on its own stream (`run_together`), so
+the GPU overlaps their kernels. pyphase's kernels are deterministic (fixed-order reductions, no
+atomic adds), so with them (the default for the phase shapes) a pack computes the same bits alone,
+side by side, again, or resumed from a checkpoint; stock fallbacks (the embedding backward above a
+128 x 128 vocabulary x d table, the opt-in bf16 residual stream, the PYPHASE_* switches) may add
+atomically and lose that.
 
 A model whose loss or gradient norm becomes non-finite is frozen (zero update) from that step on
 and recorded as diverged; the others train on unaffected.
