@@ -69,14 +69,19 @@ def bench_plain(corpus, b: int, steps: int, warmup: int, shape: ModelShape, dev:
         opt.step()
         return loss.item(), norm.item()
 
+    return _rate(one, steps, warmup, dev)
+
+
+def _rate(fn: Any, calls: int, warmup: int, dev: torch.device) -> float:
+    """Calls of `fn` per second, after `warmup` calls, device work included."""
     for _ in range(warmup):
-        one()
+        fn()
     _sync(dev)
     t0 = time.perf_counter()
-    for _ in range(steps):
-        one()
+    for _ in range(calls):
+        fn()
     _sync(dev)
-    return steps / (time.perf_counter() - t0)
+    return calls / (time.perf_counter() - t0)
 
 
 def bench_pyphase(corpus, b: int, k: int, steps: int, warmup: int, shape: ModelShape, dev: torch.device,
@@ -91,11 +96,7 @@ def bench_pyphase(corpus, b: int, k: int, steps: int, warmup: int, shape: ModelS
         tr.step()
     _sync(dev)
     setup = time.perf_counter() - t_setup
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        tr.step()
-    _sync(dev)
-    dt = (time.perf_counter() - t0) / steps
+    dt = 1.0 / _rate(tr.step, steps, 0, dev)
     # Gather alone, same shapes, same indexing as the step; on CUDA captured in a graph as in the
     # step (ten gathers a replay), so the host's launch overhead, which the step's graph does not
     # pay, is not counted.
@@ -115,14 +116,7 @@ def bench_pyphase(corpus, b: int, k: int, steps: int, warmup: int, shape: ModelS
         run = graph.replay
     else:
         run = gather
-    for _ in range(5):
-        run()
-    _sync(dev)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        run()
-    _sync(dev)
-    g = (time.perf_counter() - t0) / (steps * per_call)
+    g = 1.0 / (_rate(run, steps, 5, dev) * per_call)
     return 1.0 / dt, g / dt, setup
 
 
@@ -138,18 +132,8 @@ def bench_together(corpus, packs: list[tuple[int, int]], steps: int, warmup: int
         t._graph = capture_steps([t])
     together = capture_steps(trainers)
 
-    def timed(round_: Any) -> float:
-        for _ in range(warmup // 2):
-            round_()
-        _sync(dev)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            round_()
-        _sync(dev)
-        return steps / (time.perf_counter() - t0)
-
-    side = timed(together.replay)
-    apart = timed(lambda: [t.step() for t in trainers])
+    side = _rate(together.replay, steps, warmup // 2, dev)
+    apart = _rate(lambda: [t.step() for t in trainers], steps, warmup // 2, dev)
     return side, apart
 
 
