@@ -49,7 +49,8 @@ PACKS_DIR = "_packs"
 # phase3a's two packs (K = 5 at B = 128 and 256) in one graph 21.79 ms per pair of steps against
 # 23.13 ms one after the other (commit 714316c, results/bench/two_streams_one_graph_h100_714316c.txt);
 # the whole phase3a trained in 109.5 s against 116.1 s, with the same numbers bit for bit, and four
-# smaller packs side by side (--max-pack 3) in 110.8 s (3caf0d1, results/bench/README.md).
+# smaller packs side by side (--max-pack 3) in 110.8 s (3caf0d1); phase2_5's four packs (B = 32 to
+# 256) side by side in 275.5 s against 300.2 s, same numbers (439e91a; results/bench/README.md).
 PACKS_TOGETHER = 4
 # Ranks that finish early wait at the final barrier for the slowest one; a phase can take hours.
 BARRIER_TIMEOUT = timedelta(hours=48)
