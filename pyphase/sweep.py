@@ -23,6 +23,7 @@ to learn rank and world size and for one barrier at the end, so that rank 0 repo
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import os
@@ -396,13 +397,16 @@ def _train_side_by_side(packs: list[list[RunConfig]], ckpts: list[Path], corpus:
 
     from pyphase.train import PackTrainer, run_together
 
+    trainers: list[PackTrainer] = []
     try:
         trainers = [PackTrainer(group, corpus, dev) for group in packs]
         return [(o, len(packs)) for o in run_together(trainers, ckpts, checkpoint_every=every, progress=progress)]
     except torch.cuda.OutOfMemoryError:
         if len(packs) == 1:
             raise
-    # here, outside the handler, the failed attempt's tensors are free
+    # here, outside the handler (whose traceback held them), free the failed attempt's tensors
+    del trainers
+    gc.collect()
     torch.cuda.empty_cache()
     print(f"warning: {len(packs)} packs do not fit side by side in {dev}'s memory; training them one at a time "
           "(--packs-together 1 does so from the start)", file=sys.stderr)

@@ -318,20 +318,17 @@ class PackTrainer:
         return run_together([self], [checkpoint], checkpoint_every=checkpoint_every, progress=progress,
                             stop_after=stop_after)[0]
 
-    def begin(self, checkpoint: Path | None = None, capture: bool = True) -> int:
-        """Everything before the first step: resume from `checkpoint` if it holds this pack, compile
-        the kernels and capture the step's CUDA graph (with `capture` False only warm up for a
-        capture done elsewhere, `capture_steps`), evaluate the untrained models. Returns the step to
-        start from."""
+    def begin(self, checkpoint: Path | None = None) -> int:
+        """Everything before the first step but the graph capture (`capture_steps`, which may hold
+        other packs' steps too): resume from `checkpoint` if it holds this pack, compile the
+        kernels, warm up for the capture, evaluate the untrained models. Returns the step to start
+        from."""
         if checkpoint is not None and checkpoint.exists():
             self.load(checkpoint)
         start = int(self.state.t.item())
         if self.use_graph and start < self.steps:
             self.precompile()
-            if capture:
-                self.capture()
-            else:
-                self.warm_up()
+            self.warm_up()
         if start == 0 and not self.state.evals:
             self.state.evals.append((0, *self.evaluate()))
         # Creation to the first step: data to the device, compilation, graph capture, first evaluation.
@@ -343,7 +340,6 @@ class PackTrainer:
         if n % self.c0.eval_interval == 0 or n == self.steps:
             self.state.evals.append((n, *self.evaluate()))
         return checkpoint is not None and n % checkpoint_every == 0 and n < self.steps
-
 
     # ------------------------------------------------------------------ summaries
     def outputs(self) -> list[RunOutput]:
@@ -514,7 +510,7 @@ def run_together(trainers: Sequence[PackTrainer], checkpoints: Sequence[Path | N
     steps ran in this call. Returns each trainer's outputs, in order."""
     if len(checkpoints) != len(trainers):
         raise ValueError(f"run_together: {len(trainers)} trainers but {len(checkpoints)} checkpoint paths")
-    starts = [t.begin(ck, capture=False) for t, ck in zip(trainers, checkpoints)]
+    starts = [t.begin(ck) for t, ck in zip(trainers, checkpoints)]
     jobs = list(zip(trainers, checkpoints, starts))
     groups = [jobs] if can_run_together(trainers, starts) else [[j] for j in jobs]
     ran = 0
@@ -534,7 +530,9 @@ def _lockstep(jobs: list[tuple[PackTrainer, Path | None, int]], checkpoint_every
     graph = capture_steps(ts) if ts[0].use_graph and start < steps else None
     if len(ts) == 1:
         ts[0]._graph = graph
-    for t in ts:  # creation to the first step, now with the capture
+    # Creation to the first step, now with the capture (packs one after the other: with the
+    # training of the packs before this one).
+    for t in ts:
         t.setup_time = time.perf_counter() - t._created
     bar = tqdm(total=steps, initial=start, disable=not progress, unit="step", leave=False,
                desc=" + ".join(f"B={t.c0.batch_size} K={t.k}" for t in ts))
