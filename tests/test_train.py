@@ -203,6 +203,19 @@ def test_cuda_packs_trained_together_in_one_graph_equal_packs_trained_alone(corp
     _packs_together_equal_packs_alone(corpus, tmp_path, "cuda", ModelShape(d_model=64, n_layer=2, n_head=2, block_size=64))
 
 
+def test_checkpoint_blob_is_a_snapshot_the_training_does_not_change(corpus):
+    """Checkpoints are written by a thread while the training goes on: the blob must not share
+    memory with the live state (on the CPU `.cpu()` would return the very tensors)."""
+    tr = PackTrainer([cfg()], corpus)
+    tr.step()
+    blob = tr.checkpoint_blob()
+    flat, m = tr.model.flat.clone(), tr.state.m.clone()
+    for _ in range(3):
+        tr.step()
+    assert not torch.equal(tr.model.flat, flat)
+    assert torch.equal(blob["flat"], flat) and torch.equal(blob["state"]["m"], m) and int(blob["state"]["t"]) == 1
+
+
 def test_summary_has_the_seed_columns_and_evaluations(corpus):
     from pyphase.schema import SEED_SUMMARY_COLUMNS, STEP_COLUMNS
 
