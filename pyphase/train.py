@@ -162,6 +162,7 @@ class PackTrainer:
         self._losses: Callable[..., Tensor] = (_compiled_losses("whole" if mode == "none" else mode)
                                                if self.use_compile else packed_losses)
         self._graph: torch.cuda.CUDAGraph | None = None
+        self._precompiled = False  # `precompile` or `precompile_together` ran
         self.wall = 0.0
         self.setup_time = math.nan
 
@@ -222,9 +223,17 @@ class PackTrainer:
         pyphase.kernels), from one dry forward + backward pass that runs none of them and changes
         no state. Nothing to do under torch.compile (it compiles its own kernels) or on the CPU.
         Returns the seconds it took."""
-        if self.device.type != "cuda" or self.use_compile:
-            return 0.0
         t0 = time.perf_counter()
+        kernels.compile_all(self.kernel_launches())
+        self._precompiled = True
+        return time.perf_counter() - t0
+
+    def kernel_launches(self) -> list[tuple[Any, ...]]:
+        """The Triton launches of a step and of the evaluation, recorded by a dry forward + backward
+        pass that runs none of them and changes no state (empty under torch.compile or on the CPU);
+        `precompile` compiles them, `precompile_together` several packs' at once."""
+        if self.device.type != "cuda" or self.use_compile:
+            return []
         with kernels.record() as launches, torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             losses = packed_losses(self.shape, self.model._leaf, *self._batch(self.state.t.new_zeros(1)))
             torch.autograd.grad(losses.sum(), self.model.leaves)
@@ -235,8 +244,7 @@ class PackTrainer:
                 if optim.supported(self.model.flat):  # the update's kernels, recorded only
                     optim.grad_norm(self.model.flat)
                     self._update(self.model.flat, self.lr, self.lr)
-        kernels.compile_all(launches)
-        return time.perf_counter() - t0
+        return launches
 
     def warm_up(self) -> None:
         """Three steps on a side stream, then undone: what a CUDA graph capture needs first (the
@@ -330,7 +338,8 @@ class PackTrainer:
             self.load(checkpoint)
         start = int(self.state.t.item())
         if self.use_graph and start < self.steps:
-            self.precompile()
+            if not self._precompiled:
+                self.precompile()
             self.warm_up()
         if start == 0 and not self.state.evals:
             self.state.evals.append((0, *self.evaluate()))
@@ -478,6 +487,14 @@ def write_checkpoint(blob: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def precompile_together(trainers: Sequence[PackTrainer]) -> None:
+    """`PackTrainer.precompile` for several packs in one parallel compile (packs of other batch
+    sizes need some kernels of their own: other launch constants)."""
+    kernels.compile_all([r for t in trainers for r in t.kernel_launches()])
+    for t in trainers:
+        t._precompiled = True
+
+
 def capture_steps(trainers: Sequence[PackTrainer]) -> torch.cuda.CUDAGraph:
     """One CUDA graph holding one step of each trainer (each warmed up, `PackTrainer.warm_up`): the
     first on the capturing stream, every other on a stream of its own forked from it and joined
@@ -522,6 +539,8 @@ def run_together(trainers: Sequence[PackTrainer], checkpoints: Sequence[Path | N
     steps ran in this call. Returns each trainer's outputs, in order."""
     if len(checkpoints) != len(trainers):
         raise ValueError(f"run_together: {len(trainers)} trainers but {len(checkpoints)} checkpoint paths")
+    if len(trainers) > 1:
+        precompile_together([t for t in trainers if t.use_graph])
     starts = [t.begin(ck) for t, ck in zip(trainers, checkpoints)]
     jobs = list(zip(trainers, checkpoints, starts))
     groups = [jobs] if can_run_together(trainers, starts) else [[j] for j in jobs]
