@@ -31,7 +31,7 @@ import torch
 from pyphase.config import ModelShape, RunConfig
 from pyphase.data import load_corpus
 from pyphase.model import NanoTransformer, Shape
-from pyphase.train import PackTrainer, capture_steps
+from pyphase.train import PackTrainer, capture_steps, precompile_together
 
 PEAK_BF16 = 989e12  # H100 SXM dense bf16, the MFU denominator the trainer issue names
 
@@ -126,10 +126,9 @@ def bench_together(corpus, packs: list[tuple[int, int]], steps: int, warmup: int
     n = 2 * (steps + warmup) + 10
     trainers = [PackTrainer([_cfg(b, 10 ** (-3 + 0.25 * i), 1.0, i, n, shape) for i in range(k)], corpus, str(dev))
                 for b, k in packs]
+    precompile_together(trainers)
     for t in trainers:
-        t.precompile()
-        t.warm_up()
-        t._graph = capture_steps([t])
+        t.capture()
     together = capture_steps(trainers)
 
     side = _rate(together.replay, steps, warmup // 2, dev)

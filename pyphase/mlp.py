@@ -21,10 +21,11 @@ gradient reading the pre-activation's gradient again. Here:
   the written pre-activation gradient and activation.
 
 Numerics follow the stock path under bf16 autocast: GEMM outputs are rounded to the input dtype,
-the bias is added to the rounded product and rounded again, GELU (exact, erf) and its derivative
-are computed in fp32 from the rounded pre-activation, the Gaussian CDF to 1.5e-7 (Abramowitz &
-Stegun 7.1.26 in the kernels, `_gelu_parts`; far below the bf16 rounding of everything it feeds). `gelu_mlp_reference` is the stock computation
-the tests compare against; on the CPU the kernels run in Triton's interpreter (fp32).
+the bias is added to the rounded product and rounded again, GELU (the erf form, not tanh's) and its
+derivative are computed in fp32 from the rounded pre-activation; the kernels compute the Gaussian
+CDF to 1.5e-7 (Abramowitz & Stegun 7.1.26, `_gelu_parts`), far below the bf16 rounding of
+everything it feeds. `gelu_mlp_reference` is the stock computation the tests compare against; on
+the CPU the kernels run in Triton's interpreter (fp32).
 
 On by default on CUDA (PYPHASE_MLP=torch turns it off); what it measured is stated at `supported`
 and `CONFIG`. What it does not reach: the "dw" backward kernel holds two fp32 weight-gradient

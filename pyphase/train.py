@@ -162,7 +162,6 @@ class PackTrainer:
         self._losses: Callable[..., Tensor] = (_compiled_losses("whole" if mode == "none" else mode)
                                                if self.use_compile else packed_losses)
         self._graph: torch.cuda.CUDAGraph | None = None
-        self._precompiled = False  # `precompile` or `precompile_together` ran
         self.wall = 0.0
         self.setup_time = math.nan
 
@@ -225,7 +224,6 @@ class PackTrainer:
         Returns the seconds it took."""
         t0 = time.perf_counter()
         kernels.compile_all(self.kernel_launches())
-        self._precompiled = True
         return time.perf_counter() - t0
 
     def kernel_launches(self) -> list[tuple[Any, ...]]:
@@ -329,22 +327,20 @@ class PackTrainer:
         return run_together([self], [checkpoint], checkpoint_every=checkpoint_every, progress=progress,
                             stop_after=stop_after)[0]
 
-    def begin(self, checkpoint: Path | None = None) -> int:
+    def begin(self, checkpoint: Path | None = None, precompile: bool = True) -> int:
         """Everything before the first step but the graph capture (`capture_steps`, which may hold
         other packs' steps too): resume from `checkpoint` if it holds this pack, compile the
-        kernels, warm up for the capture, evaluate the untrained models. Returns the step to start
-        from."""
+        kernels (unless `precompile` is False: `precompile_together` did), warm up for the capture,
+        evaluate the untrained models. Returns the step to start from."""
         if checkpoint is not None and checkpoint.exists():
             self.load(checkpoint)
         start = int(self.state.t.item())
         if self.use_graph and start < self.steps:
-            if not self._precompiled:
+            if precompile:
                 self.precompile()
             self.warm_up()
         if start == 0 and not self.state.evals:
             self.state.evals.append((0, *self.evaluate()))
-        # Creation to the first step: data to the device, compilation, graph capture, first evaluation.
-        self.setup_time = time.perf_counter() - self._created
         return start
 
     def end_of_step(self, n: int, checkpoint: Path | None, checkpoint_every: int) -> bool:
@@ -491,8 +487,6 @@ def precompile_together(trainers: Sequence[PackTrainer]) -> None:
     """`PackTrainer.precompile` for several packs in one parallel compile (packs of other batch
     sizes need some kernels of their own: other launch constants)."""
     kernels.compile_all([r for t in trainers for r in t.kernel_launches()])
-    for t in trainers:
-        t._precompiled = True
 
 
 def capture_steps(trainers: Sequence[PackTrainer]) -> torch.cuda.CUDAGraph:
@@ -539,9 +533,10 @@ def run_together(trainers: Sequence[PackTrainer], checkpoints: Sequence[Path | N
     steps ran in this call. Returns each trainer's outputs, in order."""
     if len(checkpoints) != len(trainers):
         raise ValueError(f"run_together: {len(trainers)} trainers but {len(checkpoints)} checkpoint paths")
-    if len(trainers) > 1:
+    several = len(trainers) > 1
+    if several:
         precompile_together([t for t in trainers if t.use_graph])
-    starts = [t.begin(ck) for t, ck in zip(trainers, checkpoints)]
+    starts = [t.begin(ck, precompile=not several) for t, ck in zip(trainers, checkpoints)]
     jobs = list(zip(trainers, checkpoints, starts))
     groups = [jobs] if can_run_together(trainers, starts) else [[j] for j in jobs]
     ran = 0
@@ -559,10 +554,8 @@ def _lockstep(jobs: list[tuple[PackTrainer, Path | None, int]], checkpoint_every
     ts = [t for t, _, _ in jobs]
     start, steps = jobs[0][2], ts[0].steps
     graph = capture_steps(ts) if ts[0].use_graph and start < steps else None
-    if len(ts) == 1:
-        ts[0]._graph = graph
-    # Creation to the first step, now with the capture (packs one after the other: with the
-    # training of the packs before this one).
+    # Creation to the first step: data to the device, compilation, graph capture, first evaluation
+    # (packs one after the other: with the training of the packs before this one too).
     for t in ts:
         t.setup_time = time.perf_counter() - t._created
     bar = tqdm(total=steps, initial=start, disable=not progress, unit="step", leave=False,
