@@ -139,7 +139,7 @@ if triton is not None:
     @triton.jit
     def _add_ln_bwd_kernel(DXN, DH, XN, MEAN, RSTD, W, DX, DR, PART, N, stride_w, D: tl.constexpr,
                            BD: tl.constexpr, ROWS: tl.constexpr, ITERS: tl.constexpr, HAS_R: tl.constexpr,
-                           HAS_DXN: tl.constexpr):
+                           HAS_DXN: tl.constexpr, STORE_DR: tl.constexpr):
         pid = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
         rows = tl.arange(0, ROWS)
@@ -160,7 +160,8 @@ if triton is not None:
             acc_dw += dh * xhat
             acc_db += dh
             if HAS_R:
-                tl.store(DR + off, dx.to(DR.dtype.element_ty), mask=m)
+                if STORE_DR:
+                    tl.store(DR + off, dx.to(DR.dtype.element_ty), mask=m)
                 acc_drb += tl.where(m, dx, 0.0)
             tl.store(DX + off, dx.to(DX.dtype.element_ty), mask=m)
         part = PART + (k * tl.num_programs(0) + pid) * 3 * D + cols
@@ -214,20 +215,22 @@ def _(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor, out_
 def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor,
                 r_dtype: torch.dtype, has_r: bool) -> tuple[Tensor, Tensor, Tensor]:
     """→ gradient of the residual stream (xn's dtype; without a branch, the LayerNorm input's
-    gradient), of the branch output (r_dtype; empty without a branch), and the (K, 3, d) fp32
-    gradients of the LayerNorm weight, its bias and the branch's bias. dxn, the incoming gradient
-    of the new residual stream, is None when that stream was not used downstream."""
+    gradient), of the branch output (r_dtype; empty without a branch, or when r_dtype is xn's: the
+    same values as the first), and the (K, 3, d) fp32 gradients of the LayerNorm weight, its bias and
+    the branch's bias. dxn, the incoming gradient of the new residual stream, is None when that
+    stream was not used downstream."""
     dh = dh.contiguous()
     kk, n, d = xn.shape
     rows, iters, warps = CONFIG["bwd"]
     iters = max(1, min(iters, triton.cdiv(n * kk, rows * kernels.BACKWARD_PROGRAMS)))  # see kernels.BACKWARD_PROGRAMS
     progs = triton.cdiv(n, rows * iters)
     dx = torch.empty_like(xn)
-    dr = torch.empty(kk, n, d, device=xn.device, dtype=r_dtype) if has_r else xn.new_empty(0, dtype=r_dtype)
+    store_dr = has_r and r_dtype != xn.dtype
+    dr = torch.empty(kk, n, d, device=xn.device, dtype=r_dtype) if store_dr else xn.new_empty(0, dtype=r_dtype)
     part = torch.empty(kk, progs, 3, d, device=xn.device, dtype=torch.float32)
     launch(_add_ln_bwd_kernel, (progs, kk))(
         dxn.contiguous() if dxn is not None else dh, dh, xn, mean, rstd, w, dx, dr, part, n, w.stride(0), D=d,
-        BD=pad_width(d), ROWS=rows, ITERS=iters, HAS_R=has_r, HAS_DXN=dxn is not None,
+        BD=pad_width(d), ROWS=rows, ITERS=iters, HAS_R=has_r, HAS_DXN=dxn is not None, STORE_DR=store_dr,
         num_warps=warps)
     return dx, dr, sum_parts(part.view(kk, progs, 3 * d)).view(kk, 3, d)
 
@@ -236,7 +239,7 @@ def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: 
 def _(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor, r_dtype: torch.dtype,  # type: ignore[no-untyped-def]
       has_r: bool):
     kk, n, d = xn.shape
-    dr = xn.new_empty(kk, n, d, dtype=r_dtype) if has_r else xn.new_empty(0, dtype=r_dtype)
+    dr = xn.new_empty(kk, n, d, dtype=r_dtype) if has_r and r_dtype != xn.dtype else xn.new_empty(0, dtype=r_dtype)
     return torch.empty_like(xn), dr, xn.new_empty(kk, 3, d)
 
 
@@ -258,6 +261,8 @@ def _backward(ctx, dxn: Tensor | None, dh: Tensor | None, _dmean: Tensor, _drstd
     dx, dr, sums = backward_op(ctx, _add_ln_bwd)(dxn if ctx.has_r else None, dh, xn, mean, rstd, w, r_dt, ctx.has_r)
     if not ctx.has_r:
         return dx, None, None, sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None
+    if dr.numel() == 0 < dx.numel():  # a stream in the branch's dtype: the branch's gradient is the stream's
+        dr = dx
     return dx, dr, sums[:, 2].to(rb_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None
 
 
@@ -299,9 +304,11 @@ def embed_reference(idx: Tensor, wte: Tensor, wpe: Tensor) -> Tensor:
     return (F.embedding(_table_rows(idx, v), wte.reshape(kk * v, d)) + wpe[:, None, :t]).reshape(kk, bb * t, d)
 
 
-def embed_ln_reference(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """`embed_reference`'s residual stream and its LayerNorm (w/b (K, d))."""
-    return add_ln_reference(embed_reference(idx, wte, wpe), None, None, w, b)
+def embed_ln_reference(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor,
+                       residual_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """`embed_reference`'s residual stream (rounded to residual_dtype if given) and its LayerNorm (w/b (K, d))."""
+    x = embed_reference(idx, wte, wpe)
+    return add_ln_reference(x if residual_dtype is None else x.to(residual_dtype), None, None, w, b)
 
 
 if triton is not None:
@@ -321,8 +328,10 @@ if triton is not None:
         pos = rows % T
         x = (tl.load(WTE + k * stride_wte + tok[:, None] * D + cols[None, :], mask=m, other=0.0)
              + tl.load(WPE + k * stride_wpe + pos[:, None] * D + cols[None, :], mask=m, other=0.0))
+        x = x.to(X.dtype.element_ty)  # the residual stream's dtype: normalised as stored
         off = (k * N + rows[:, None]) * D + cols[None, :]
         tl.store(X + off, x, mask=m)
+        x = x.to(tl.float32)
         _normalise_rows(x, m, c_ok, r_ok, cols, off, k * N + rows, W + k * stride_w, B + k * stride_b, H, MEAN, RSTD,
                         eps, D)
 
@@ -342,12 +351,12 @@ def _check_embed(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor) ->
 
 
 @torch.library.custom_op("pyphase::embed_ln_fwd", mutates_args=())
-def _embed_ln_fwd(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor,
-                  out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """→ residual stream (K, B·T, d) fp32, its LayerNorm (out_dtype), row means and inverse std."""
+def _embed_ln_fwd(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor, out_dtype: torch.dtype,
+                  x_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """→ residual stream (K, B·T, d) in x_dtype, its LayerNorm (out_dtype), row means and inverse std."""
     idx = idx.contiguous()
     kk, n, t, d = _check_embed(idx, wte, wpe, w, b)
-    x = torch.empty(kk, n, d, device=wte.device, dtype=wte.dtype)
+    x = torch.empty(kk, n, d, device=wte.device, dtype=x_dtype)
     h = torch.empty(kk, n, d, device=wte.device, dtype=out_dtype)
     mean = torch.empty(kk, n, device=wte.device, dtype=torch.float32)
     rstd = torch.empty_like(mean)
@@ -359,9 +368,10 @@ def _embed_ln_fwd(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor,
 
 
 @_embed_ln_fwd.register_fake
-def _(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor, out_dtype: torch.dtype):  # type: ignore[no-untyped-def]
+def _(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor, out_dtype: torch.dtype,  # type: ignore[no-untyped-def]
+      x_dtype: torch.dtype):
     kk, n, _, d = _check_embed(idx, wte, wpe, w, b)
-    return (wte.new_empty(kk, n, d), wte.new_empty(kk, n, d, dtype=out_dtype), wte.new_empty(kk, n),
+    return (wte.new_empty(kk, n, d, dtype=x_dtype), wte.new_empty(kk, n, d, dtype=out_dtype), wte.new_empty(kk, n),
             wte.new_empty(kk, n))
 
 
@@ -466,7 +476,7 @@ def _(dxn: Tensor | None, dh: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, w: 
 
 
 def _embed_setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
-    idx, wte, wpe, w, b, _ = inputs
+    idx, wte, wpe, w, b, _, _ = inputs
     x, _, mean, rstd = output
     ctx.save_for_backward(idx, x, mean, rstd, w)
     ctx.shapes = (tuple(wte.shape), tuple(wpe.shape))
@@ -478,32 +488,35 @@ def _embed_backward(ctx, dx: Tensor | None, dh: Tensor | None, _dmean: Tensor, _
     (kk, v, d), (_, t_max, _) = ctx.shapes
     wte_dt, wpe_dt, w_dt, b_dt = ctx.dtypes
     if dh is None and dx is None:
-        return None, None, None, None, None, None
+        return None, None, None, None, None, None, None
     dh = torch.zeros_like(x) if dh is None else dh
     if v <= EMBED_MAX_VOCAB and pad_width(v) * pad_width(d) <= EMBED_MAX_TILE:
         # everything in one kernel, the residual stream's gradient never written
         dwte, dwpe, sums = backward_op(ctx, _embed_ln_bwd)(dx, dh, x, mean, rstd, w, idx, v, t_max)
-        return None, dwte.to(wte_dt), dwpe.to(wpe_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None
+        return None, dwte.to(wte_dt), dwpe.to(wpe_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None, None
     # the residual stream's whole gradient: the LayerNorm's plus the one arriving from downstream
     gx, _, sums = backward_op(ctx, _add_ln_bwd)(dx, dh, x, mean, rstd, w, x.dtype, False)
+    gx = gx.float()
     t = idx.shape[-1]
     dwte = torch.ops.aten.embedding_dense_backward(gx.view(-1, d), _table_rows(idx, v).view(-1), kk * v, -1, False)
     dwpe = gx.new_zeros(kk, t_max, d)
     dwpe[:, :t] = gx.view(kk, -1, t, d).sum(dim=1)
-    return (None, dwte.view(kk, v, d).to(wte_dt), dwpe.to(wpe_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None)
+    return (None, dwte.view(kk, v, d).to(wte_dt), dwpe.to(wpe_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None,
+            None)
 
 
 register_autograd(_embed_ln_fwd, _embed_backward, _embed_setup)
 
 
-def embed_ln(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor,
+def embed_ln(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor, residual_dtype: torch.dtype | None = None,
              use_triton: bool | None = None) -> tuple[Tensor, Tensor]:
-    """The embedding wte[idx] + wpe[position] of K models as the residual stream (K, B·T, d) and its
-    LayerNorm (see `embed_ln_reference`), in one kernel on CUDA (unless PYPHASE_LN=torch). The
-    LayerNorm output is in the autocast dtype when autocast is on, else fp32."""
+    """The embedding wte[idx] + wpe[position] of K models as the residual stream (K, B·T, d; in the
+    tables' dtype, or rounded to residual_dtype) and its LayerNorm (see `embed_ln_reference`), in
+    one kernel on CUDA (unless PYPHASE_LN=torch). The LayerNorm output is in the autocast dtype when
+    autocast is on, else fp32."""
     if not (use_triton if use_triton is not None else (supported(wte, None) and wte.dtype == torch.float32)):
-        return embed_ln_reference(idx, wte, wpe, w, b)
+        return embed_ln_reference(idx, wte, wpe, w, b, residual_dtype)
     dev = wte.device.type
     out = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else wte.dtype
-    x, h, _, _ = call(_embed_ln_fwd, idx, wte, wpe, w, b, out)
+    x, h, _, _ = call(_embed_ln_fwd, idx, wte, wpe, w, b, out, residual_dtype or wte.dtype)
     return x, h

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from pyphase.attention import causal_attention
 from pyphase.head import head_ce
-from pyphase.layernorm import add_ln, embed_ln, embed_reference
+from pyphase.layernorm import add_ln, embed_ln
 from pyphase.mlp import gelu_mlp
 
 if TYPE_CHECKING:
@@ -185,8 +185,22 @@ class PackedNanoTransformer(nn.Module):
         return flat[:, a:b].view(flat.shape[0], *s)
 
     def flat_grad(self, grads: list[Tensor]) -> Tensor:
-        """Concatenate per-parameter gradients (in `leaves` order) into one (K, P) buffer."""
+        """Concatenate per-parameter gradients (in `leaves` order) into one (K, P) fp32 buffer
+        (gradients of lower-precision leaves widened, exactly, by the concatenation)."""
         return torch.cat([g.reshape(self.k, -1) for g in grads], dim=1)
+
+    def cast_copy_leaves(self, copy: Tensor) -> tuple[dict[str, Tensor], list[Tensor]]:
+        """Leaves for forward + backward passes that read the CAST_PARAMS from `copy`, a (K, P)
+        tensor of `flat` rounded to the autocast dtype (the caller refreshes it before each pass),
+        and the other parameters from `flat`: like `_leaf` and `leaves`. The former's gradients come
+        back in copy's dtype, as the casts' would before autograd widened them."""
+        if copy.shape != self.flat.shape:
+            raise ValueError(f"cast copy of shape {tuple(copy.shape)} does not match the parameters' {tuple(self.flat.shape)}")
+        leaf = dict(self._leaf)
+        for n in self.names:
+            if n.split(".")[-1] in CAST_PARAMS:
+                leaf[n] = self.view(n, copy).detach().requires_grad_()
+        return leaf, [leaf[n] for n in self.names]
 
     def load_single(self, k: int, model: NanoTransformer) -> None:
         """Copy a single model's weights into slot k (tests and conversions)."""
@@ -197,6 +211,14 @@ class PackedNanoTransformer(nn.Module):
         """Mean cross-entropy of each model on its own batch: idx, targets (K, B, T) → (K,) fp32."""
         return packed_losses(self.shape, self._leaf, idx, targets)
 
+
+# Parameters that every use casts to the autocast dtype first: the QKV and output projections'
+# weights (torch.bmm under autocast), the QKV bias (`causal_attention`) and the MLP's weights and
+# first bias (`gelu_mlp`). Under autocast the trainer reads them from a copy of `flat` in that dtype,
+# made once a step (`PackedNanoTransformer.cast_copy_leaves`): the same values and, widened exactly
+# by `flat_grad`, the same gradients as casting at each use, without a cast kernel per use and per
+# gradient (~50 small kernels a step for the default shape).
+CAST_PARAMS = ("attn_w", "attn_b", "proj_w", "fc_w", "fc_b", "fc2_w")
 
 # One block's parameters, in `Shape.param_shapes` order (names under "h{i}.").
 BLOCK_PARAMS = ("ln1_w", "ln1_b", "attn_w", "attn_b", "proj_w", "proj_b", "ln2_w", "ln2_b",
@@ -213,14 +235,13 @@ def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tens
     block, head = block or transformer_block, head or head_losses
     kk, b, t = idx.shape
     d = shape.d_model
-    h: Tensor | None = None
-    if os.environ.get("PYPHASE_RESIDUAL", "").lower() == "bf16" and torch.is_autocast_enabled(idx.device.type):
-        # Opt-in: the residual stream (and its gradient) in the autocast dtype instead of fp32, half
-        # the LayerNorm kernels' traffic; changes numerics (benches/profile_step.py measures both).
-        x = embed_reference(idx, w["wte"], w["wpe"]).to(torch.get_autocast_dtype(idx.device.type))
-    else:
-        # the embedding and the first LayerNorm: one kernel on CUDA (layernorm.py)
-        x, h = embed_ln(idx, w["wte"], w["wpe"], w["h0.ln1_w"], w["h0.ln1_b"])
+    # Opt-in (PYPHASE_RESIDUAL=bf16): the residual stream (and its gradient) in the autocast dtype
+    # instead of fp32, half the LayerNorm kernels' traffic; changes numerics (benches/profile_step.py
+    # measures both).
+    low = os.environ.get("PYPHASE_RESIDUAL", "").lower() == "bf16" and torch.is_autocast_enabled(idx.device.type)
+    # the embedding and the first LayerNorm: one kernel on CUDA (layernorm.py)
+    x, h = embed_ln(idx, w["wte"], w["wpe"], w["h0.ln1_w"], w["h0.ln1_b"],
+                    torch.get_autocast_dtype(idx.device.type) if low else None)
     x = x.view(kk, b, t, d)
     # Each block leaves its MLP output (and bias) to be added to the residual stream by the next
     # LayerNorm's `add_ln`, which computes the add, the normalisation and their gradients together.

@@ -87,6 +87,8 @@ SUMMARY_DTYPES: dict[str, pl.DataType] = {
     # packs trained side by side on one GPU, in one CUDA graph; wall_time_s is then their shared time
     "packs_together": pl.Int64(),
     "setup_time_s": pl.Float64(),  # pack creation to first step: compile, capture, first evaluation
+    # "bf16 autocast" or "fp32", then any PYPHASE_* switch set that changes the numbers (train.NUMERIC_SWITCHES)
+    "numerics": pl.String(),
 }
 
 # Per-step telemetry (train rows every step or every log interval; val_loss only on eval steps).
