@@ -18,8 +18,6 @@ grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
   contig    q, k, v made contiguous before attention
   bf16res   residual stream in bf16 instead of fp32 (PYPHASE_RESIDUAL=bf16; changes numerics)
   eager_bf16res  eager with the bf16 residual stream
-  eager_nocopy   eager with PYPHASE_CAST_COPY=0: weights cast at each use instead of read from one
-            bf16 copy a step (pyphase.model.CAST_PARAMS; the same bits)
   cudnn / efficient   attention backend toggles (set before compiling)
 CUDA only. Usage:
     python benches/profile_step.py --data PATH --k 5 --b 256 --variants default,flex --out DIR
@@ -121,9 +119,6 @@ for var in variants:
     t0 = time.perf_counter()
     cfgs = [RunConfig(experiment="p", batch_size=B, lr=1e-3*(i+1), gradient_clip=1.0, seed=i, steps=400,
                       eval_interval=10**6, eval_windows=4) for i in range(K)]
-    os.environ.pop("PYPHASE_CAST_COPY", None)
-    if var == "eager_nocopy":
-        os.environ["PYPHASE_CAST_COPY"] = "0"
     tr = PackTrainer(cfgs, corpus, "cuda", compile=False)
     torch.backends.cuda.enable_cudnn_sdp(var == "cudnn")
     if var == "efficient":
@@ -156,7 +151,7 @@ for var in variants:
     if var == "dynamic":  # what `pyphase train` runs: batch dimension marked dynamic (train.PackTrainer._step)
         tr.use_compile = True
         tr._losses = torch.compile(fn, dynamic=None)
-    elif var not in ("eager", "eager_bf16res", "eager_nocopy"):
+    elif var not in ("eager", "eager_bf16res"):
         tr._losses = torch.compile(fn, dynamic=False, mode=mode)
     tr.capture()
     for _ in range(10):

@@ -185,22 +185,8 @@ class PackedNanoTransformer(nn.Module):
         return flat[:, a:b].view(flat.shape[0], *s)
 
     def flat_grad(self, grads: list[Tensor]) -> Tensor:
-        """Concatenate per-parameter gradients (in `leaves` order) into one (K, P) fp32 buffer
-        (gradients of lower-precision leaves widened, exactly, by the concatenation)."""
+        """Concatenate per-parameter gradients (in `leaves` order) into one (K, P) buffer."""
         return torch.cat([g.reshape(self.k, -1) for g in grads], dim=1)
-
-    def cast_copy_leaves(self, copy: Tensor) -> tuple[dict[str, Tensor], list[Tensor]]:
-        """Leaves for forward + backward passes that read the CAST_PARAMS from `copy`, a (K, P)
-        tensor of `flat` rounded to the autocast dtype (the caller refreshes it before each pass),
-        and the other parameters from `flat`: like `_leaf` and `leaves`. The former's gradients come
-        back in copy's dtype, as the casts' would before autograd widened them."""
-        if copy.shape != self.flat.shape:
-            raise ValueError(f"cast copy of shape {tuple(copy.shape)} does not match the parameters' {tuple(self.flat.shape)}")
-        leaf = dict(self._leaf)
-        for n in self.names:
-            if n.split(".")[-1] in CAST_PARAMS:
-                leaf[n] = self.view(n, copy).detach().requires_grad_()
-        return leaf, [leaf[n] for n in self.names]
 
     def load_single(self, k: int, model: NanoTransformer) -> None:
         """Copy a single model's weights into slot k (tests and conversions)."""
@@ -211,14 +197,6 @@ class PackedNanoTransformer(nn.Module):
         """Mean cross-entropy of each model on its own batch: idx, targets (K, B, T) → (K,) fp32."""
         return packed_losses(self.shape, self._leaf, idx, targets)
 
-
-# Parameters that every use casts to the autocast dtype first: the QKV and output projections'
-# weights (torch.bmm under autocast), the QKV bias (`causal_attention`) and the MLP's weights and
-# first bias (`gelu_mlp`). Under autocast the trainer reads them from a copy of `flat` in that dtype,
-# made once a step (`PackedNanoTransformer.cast_copy_leaves`): the same values and, widened exactly
-# by `flat_grad`, the same gradients as casting at each use, without a cast kernel per use and per
-# gradient (~50 small kernels a step for the default shape).
-CAST_PARAMS = ("attn_w", "attn_b", "proj_w", "fc_w", "fc_b", "fc2_w")
 
 # One block's parameters, in `Shape.param_shapes` order (names under "h{i}.").
 BLOCK_PARAMS = ("ln1_w", "ln1_b", "attn_w", "attn_b", "proj_w", "proj_b", "ln2_w", "ln2_b",

@@ -48,7 +48,7 @@ CLIP_EPS = 1e-6
 # Validation windows per forward pass in `PackTrainer.evaluate`.
 EVAL_CHUNK = 32
 # Environment switches that change a run's numbers (other kernels or another precision); a summary
-# row's "numerics" names those that were set. PYPHASE_CAST_COPY is not one: it gives the same bits.
+# row's "numerics" names those that were set.
 NUMERIC_SWITCHES = ("PYPHASE_ATTENTION", "PYPHASE_COMPILE", "PYPHASE_HEAD", "PYPHASE_LN", "PYPHASE_MLP",
                     "PYPHASE_OPTIM", "PYPHASE_RESIDUAL")
 
@@ -172,14 +172,6 @@ class PackTrainer:
         self.val_y = torch.from_numpy(vy).to(dev)
         self._losses: Callable[..., Tensor] = (_compiled_losses("whole" if mode == "none" else mode)
                                                if self.use_compile else packed_losses)
-        # Under autocast the step reads the parameters every use casts (model.CAST_PARAMS) from a
-        # copy in the autocast dtype refreshed at the start of each step; PYPHASE_CAST_COPY=0 casts
-        # at each use instead (the same bits, ~50 more small kernels a step).
-        self.cast_copy: Tensor | None = None
-        self._leaf, self._leaves = self.model._leaf, self.model.leaves
-        if self.amp and os.environ.get("PYPHASE_CAST_COPY", "1") != "0":
-            self.cast_copy = torch.empty_like(self.model.flat, dtype=torch.bfloat16)
-            self._leaf, self._leaves = self.model.cast_copy_leaves(self.cast_copy)
         self._graph: torch.cuda.CUDAGraph | None = None
         self.wall = 0.0
         self.setup_time = math.nan
@@ -206,10 +198,9 @@ class PackTrainer:
             # results/bench/README.md). Size 1 is left static, as torch.compile specialises it.
             torch._dynamo.mark_dynamic(x, 1)
             torch._dynamo.mark_dynamic(y, 1)
-        self._refresh_cast_copy()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            losses = self._losses(self.shape, self._leaf, x, y)
-        grads = torch.autograd.grad(losses.sum(), self._leaves)
+            losses = self._losses(self.shape, self.model._leaf, x, y)
+        grads = torch.autograd.grad(losses.sum(), self.model.leaves)
         with torch.no_grad():
             g = self.model.flat_grad(grads)
             norm = optim.grad_norm(g)
@@ -227,11 +218,6 @@ class PackTrainer:
             st.clipped.index_copy_(0, row, (norm > self.clip).float()[None])
             st.lr.index_copy_(0, row, lr_t[None])
             st.t.add_(1)
-
-    def _refresh_cast_copy(self) -> None:
-        if self.cast_copy is not None:
-            with torch.no_grad():
-                self.cast_copy.copy_(self.model.flat)
 
     def _update(self, g: Tensor, coef: Tensor, lr_t: Tensor) -> None:
         """Clip factor, divergence mask and optimizer update, in place (one kernel on CUDA: pyphase.optim)."""
@@ -258,8 +244,8 @@ class PackTrainer:
         if self.device.type != "cuda" or self.use_compile:
             return []
         with kernels.record() as launches, torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            losses = packed_losses(self.shape, self._leaf, *self._batch(self.state.t.new_zeros(1)))
-            torch.autograd.grad(losses.sum(), self._leaves)
+            losses = packed_losses(self.shape, self.model._leaf, *self._batch(self.state.t.new_zeros(1)))
+            torch.autograd.grad(losses.sum(), self.model.leaves)
             n = self.val_x.shape[0]
             with torch.no_grad():  # the evaluation's chunk sizes: a full one and the last, shorter one
                 for a in sorted({0, n - n % EVAL_CHUNK} - {n}):

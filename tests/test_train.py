@@ -148,34 +148,6 @@ def test_cuda_training_repeats_bit_for_bit_and_resumes_exactly(corpus, tmp_path)
                 np.testing.assert_array_equal(a.steps[col].to_numpy(), b.steps[col].to_numpy(), err_msg=col)
 
 
-def _cast_copy_trains_as_casting_at_each_use(corpus, monkeypatch, device: str) -> None:
-    """Under bf16 autocast the step reads the parameters every use casts (model.CAST_PARAMS) from
-    one bf16 copy a step: the same bits as casting at each use (PYPHASE_CAST_COPY=0)."""
-    shape = ModelShape(d_model=64, n_layer=2, n_head=2, block_size=32)
-    cs = [replace(cfg(lr=lr, clip=clip, seed=i, steps=20, b=8), model=shape)
-          for i, (lr, clip) in enumerate([(3e-3, 1.0), (1e-2, 0.05)])]
-    runs = {}
-    for flag in ("0", "1"):
-        monkeypatch.setenv("PYPHASE_CAST_COPY", flag)
-        tr = PackTrainer(cs, corpus, device, precision="bf16")
-        assert (tr.cast_copy is not None) == (flag == "1")
-        runs[flag] = tr.run(progress=False)
-    assert all(o.summary["converged"] for o in runs["0"])
-    assert runs["0"][0].summary["train_loss_std"] > 0  # it trained
-    for a, b in zip(runs["0"], runs["1"]):
-        for col in ("train_loss", "grad_norm_before", "grad_norm_after", "val_loss"):
-            np.testing.assert_array_equal(a.steps[col].to_numpy(), b.steps[col].to_numpy(), err_msg=col)
-
-
-def test_cast_copy_trains_as_casting_at_each_use(corpus, monkeypatch):
-    _cast_copy_trains_as_casting_at_each_use(corpus, monkeypatch, "cpu")
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA path (bf16 Triton kernels, CUDA graph) needs CUDA")
-def test_cuda_cast_copy_trains_as_casting_at_each_use(corpus, monkeypatch):
-    _cast_copy_trains_as_casting_at_each_use(corpus, monkeypatch, "cuda")
-
-
 def _packs_together_equal_packs_alone(corpus, tmp_path, device: str, shape: ModelShape) -> None:
     """Two packs of different batch sizes (and evaluation intervals) trained by `run_together`:
     uninterrupted; interrupted and resumed from their checkpoints; resumed with one checkpoint
@@ -258,12 +230,11 @@ def test_summary_has_the_seed_columns_and_evaluations(corpus):
 
 
 def test_summary_names_the_numerics_and_the_switches_that_change_them(corpus, monkeypatch):
-    for k in ("PYPHASE_RESIDUAL", "PYPHASE_MLP", "PYPHASE_CAST_COPY"):
+    for k in ("PYPHASE_RESIDUAL", "PYPHASE_MLP"):
         monkeypatch.delenv(k, raising=False)
     assert train_pack([cfg(steps=2)], corpus, progress=False)[0].summary["numerics"] == "fp32"
     monkeypatch.setenv("PYPHASE_RESIDUAL", "bf16")
     monkeypatch.setenv("PYPHASE_MLP", "torch")
-    monkeypatch.setenv("PYPHASE_CAST_COPY", "0")  # the same bits either way: not named
     (o,) = train_pack([cfg(steps=2)], corpus, progress=False, precision="bf16")
     assert o.summary["numerics"] == "bf16 autocast; PYPHASE_MLP=torch; PYPHASE_RESIDUAL=bf16"
 
