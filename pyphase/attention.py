@@ -7,23 +7,17 @@ concatenated back into the (K, B·T, 3d) layout of the projection's gradient. Me
 for K = 5, B = 256, T = 256, head dim 32 (results/bench/profile_k5_b256_flash_a0f7d8f.txt), the
 flash kernels plus those copies took ~6 ms of a 22 ms step.
 
-These kernels read q, k, v (and the bias, see below) from the projection's output in place,
+These kernels read q, k, v (adding the bias as they load) from the projection's output in place,
 write the attention output in the (K, B·T, d) layout the output projection reads, and write
 dq, dk, dv straight into one (K, B·T, 3d) gradient. The algorithm is FlashAttention-2's (online
 softmax forward saving the log-sum-exp; backward recomputing probabilities, one pass for dq per
 query block, which also computes the rows' rowsum(o * do), then one for dk/dv per key block),
 specialised to short contexts and small heads.
 
-The projection's bias enters as the algebra allows, not as the stock path adds it: only q gets its
-bias before the scores. The key bias adds q·b_k to every score of a query's row, which the softmax
-cancels: the output does not depend on it and its gradient is exactly zero. The value bias adds
-b_v to every output row (each row of probabilities sums to 1): it is added to the output, and its
-gradient is the column sum of the output's gradient. So the loops load keys and values as the
-projection wrote them, with no add and no second rounding per element (measured on the H100:
-results/bench/README.md). Otherwise numerics follow the stock path under bf16 autocast: q rounded
-to the input's dtype after its bias add, scores and softmax in fp32, probabilities rounded to the
-input's dtype before the product with v. `attention_reference` is the stock computation the tests
-compare against; on the CPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, tests only).
+Numerics follow the stock path under bf16 autocast: q, k, v are rounded to the input's dtype after
+the bias add, scores and softmax in fp32, probabilities rounded to the input's dtype before the
+product with v. `attention_reference` is the stock computation the tests compare against; on the
+CPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, tests only).
 """
 
 from __future__ import annotations
@@ -95,6 +89,7 @@ if triton is not None:
         offs_d = tl.arange(0, HD)
         dt = QKV.dtype.element_ty
         bq = tl.load(BIAS + model * 3 * D + h * HD + offs_d).to(tl.float32)
+        bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
         bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
         m_ok = offs_m < T
         q_ptr = QKV + (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
@@ -107,9 +102,8 @@ if triton is not None:
             cols = start_n + offs_n
             n_ok = cols < T
             kv_row = (row0 + cols[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-            # keys and values without their biases (see the module docstring)
-            k = tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(dt)
-            v = tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(dt)
+            k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
+            v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
             qk = tl.dot(q, tl.trans(k)) * qk_scale
             keep = (offs_m[:, None] >= cols[None, :]) & n_ok[None, :]
             qk = tl.where(keep, qk, float("-inf"))
@@ -119,14 +113,15 @@ if triton is not None:
             l_i = l_i * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None] + tl.dot(p.to(dt), v)
             m_i = m_new
-        acc = acc / l_i[:, None] + bv[None, :]  # each row of probabilities sums to 1
+        acc = acc / l_i[:, None]
         o_ptr = O + (row0 + offs_m[:, None]) * D + h * HD + offs_d[None, :]
         tl.store(o_ptr, acc.to(O.dtype.element_ty), mask=m_ok[:, None])
         tl.store(LSE + pid_sh.to(tl.int64) * T + offs_m, m_i + tl.log2(l_i), mask=m_ok)
 
     @triton.jit
-    def _attn_bwd_dkdv_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr,
-                              HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr):
+    def _attn_bwd_dkdv_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
+                              D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
+                              BN: tl.constexpr):
         """dk, dv of one block of BN keys, looping over the queries that see them in steps of BM.
         Queries are loaded transposed (HD, BM) so every product is a plain tile product."""
         pid_n = tl.program_id(0)
@@ -140,10 +135,12 @@ if triton is not None:
         offs_d = tl.arange(0, HD)
         dt = QKV.dtype.element_ty
         bq = tl.load(BIAS + model * 3 * D + h * HD + offs_d).to(tl.float32)
+        bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
+        bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
         n_ok = offs_n < T
         kv_row = (row0 + offs_n[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-        k = tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(dt)
-        v = tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(dt)
+        k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
+        v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
         dk = tl.zeros([BN, HD], tl.float32)
         dv = tl.zeros([BN, HD], tl.float32)
         lse_base = LSE + pid_sh.to(tl.int64) * T
@@ -170,15 +167,19 @@ if triton is not None:
         dv = dv.to(DQKV.dtype.element_ty)
         tl.store(DQKV + out + D, dk, mask=n_ok[:, None])
         tl.store(DQKV + out + 2 * D, dv, mask=n_ok[:, None])
+        # The bias gradient is the column sum of the stored gradient (rows outside T hold zeros):
+        # this block's share, in its own row of the partial sums (added up in a fixed order later).
+        part = DB + (model * PARTS + (s % N_SEQ) * tl.num_programs(0) + pid_n) * 3 * D
+        tl.store(part + D + h * HD + offs_d, tl.sum(dk.to(tl.float32), 0))
+        tl.store(part + 2 * D + h * HD + offs_d, tl.sum(dv.to(tl.float32), 0))
 
     @triton.jit
-    def _attn_bwd_dq_kernel(QKV, BIAS, O, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, N_HEAD: tl.constexpr,
+    def _attn_bwd_dq_kernel(QKV, BIAS, O, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
                             D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
                             BN: tl.constexpr):
         """dq of one block of BM queries, looping over the keys they see in steps of BN (keys and
-        values loaded transposed, (HD, BN)). Computes the rows' delta = rowsum((o - bv) * do) and
-        writes it for the dk/dv pass, which runs after this one; and the bias gradient's share of
-        its rows: dq's and do's column sums for the query and value biases, zeros for the keys'."""
+        values loaded transposed, (HD, BN)). Computes the rows' delta = rowsum(o * do) and writes
+        it for the dk/dv pass, which runs after this one."""
         pid_m = tl.program_id(0)
         pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
@@ -190,15 +191,14 @@ if triton is not None:
         offs_d = tl.arange(0, HD)
         dt = QKV.dtype.element_ty
         bq = tl.load(BIAS + model * 3 * D + h * HD + offs_d).to(tl.float32)
+        bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
         bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
         m_ok = offs_m < T
         q = (tl.load(QKV + (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :], mask=m_ok[:, None],
                      other=0.0).to(tl.float32) + bq[None, :]).to(dt)
         o_ptr = (row0 + offs_m[:, None]) * D + h * HD + offs_d[None, :]
         do = tl.load(DO + o_ptr, mask=m_ok[:, None], other=0.0)
-        o = tl.load(O + o_ptr, mask=m_ok[:, None], other=0.0).to(tl.float32) - bv[None, :]
-        do32 = tl.where(m_ok[:, None], do.to(tl.float32), 0.0)
-        delta = tl.sum(o * do32, 1)  # rowsum(p · dp) with dp from the values without their bias
+        delta = tl.sum(tl.load(O + o_ptr, mask=m_ok[:, None], other=0.0).to(tl.float32) * do.to(tl.float32), 1)
         tl.store(DELTA + pid_sh.to(tl.int64) * T + offs_m, delta, mask=m_ok)
         do = do.to(dt)
         lse = tl.load(LSE + pid_sh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0)
@@ -208,8 +208,8 @@ if triton is not None:
             cols = start_n + offs_n
             n_ok = cols < T
             kv_t = (row0 + cols[None, :]) * (3 * D) + h * HD + offs_d[:, None]
-            k_t = tl.load(QKV + kv_t + D, mask=n_ok[None, :], other=0.0).to(dt)
-            v_t = tl.load(QKV + kv_t + 2 * D, mask=n_ok[None, :], other=0.0).to(dt)
+            k_t = (tl.load(QKV + kv_t + D, mask=n_ok[None, :], other=0.0).to(tl.float32) + bk[:, None]).to(dt)
+            v_t = (tl.load(QKV + kv_t + 2 * D, mask=n_ok[None, :], other=0.0).to(tl.float32) + bv[:, None]).to(dt)
             qk = tl.dot(q, k_t) * qk_scale
             keep = (offs_m[:, None] >= cols[None, :]) & n_ok[None, :]
             p = tl.where(keep, tl.exp2(qk - lse[:, None]), 0.0)
@@ -219,13 +219,8 @@ if triton is not None:
         out = (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
         dq = (dq * sm_scale).to(DQKV.dtype.element_ty)
         tl.store(DQKV + out, dq, mask=m_ok[:, None])
-        # This block's share of the bias gradient, in its own row of the partial sums (added up in
-        # a fixed order later): the keys' bias does not change the output (a constant per row of
-        # scores), the values' adds to every output row.
-        part = DB + (model * N_SEQ * tl.num_programs(0) + (s % N_SEQ) * tl.num_programs(0) + pid_m) * 3 * D
+        part = DB + (model * PARTS + (s % N_SEQ) * tl.num_programs(0) + pid_m) * 3 * D
         tl.store(part + h * HD + offs_d, tl.sum(tl.where(m_ok[:, None], dq.to(tl.float32), 0.0), 0))
-        tl.store(part + D + h * HD + offs_d, tl.zeros([HD], tl.float32))
-        tl.store(part + 2 * D + h * HD + offs_d, tl.sum(do32, 0))
 
 
 def _dims(qkv: Tensor, n_seq: int, t: int, n_head: int) -> tuple[int, int, int, float]:
@@ -267,15 +262,18 @@ def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_s
     dqkv = torch.empty_like(qkv)
     delta = torch.empty(seqs * n_head, t, device=qkv.device, dtype=torch.float32)
     bm1, bn1, bm2, bn2, warps, stages = _launch("bwd", t)
-    # The bias gradient's partial sums: one row per sequence and query block of the dq pass.
-    # Summed in a fixed order: deterministic, unlike atomic adds.
+    # The bias gradient's partial sums: one row per sequence and block of either kernel (each
+    # writes its own columns: q by the dq pass, k and v by the dk/dv pass), zeros where one kernel
+    # has fewer blocks than the other. Summed in a fixed order: deterministic, unlike atomic adds.
     q_blocks, kv_blocks = triton.cdiv(t, bm2), triton.cdiv(t, bn1)
-    part = torch.empty(qkv.shape[0], n_seq * q_blocks, 3 * d, device=qkv.device, dtype=torch.float32)
+    parts = n_seq * max(q_blocks, kv_blocks)
+    new = torch.empty if q_blocks == kv_blocks else torch.zeros
+    part = new(qkv.shape[0], parts, 3 * d, device=qkv.device, dtype=torch.float32)
     launch(_attn_bwd_dq_kernel, (q_blocks, seqs * n_head))(
-        qkv, bias, o, do, lse, delta, dqkv, part, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
+        qkv, bias, o, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
         num_warps=warps, num_stages=stages)
     launch(_attn_bwd_dkdv_kernel, (kv_blocks, seqs * n_head))(
-        qkv, bias, do, lse, delta, dqkv, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
+        qkv, bias, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
         num_warps=warps, num_stages=stages)
     return dqkv, sum_parts(part)
 
