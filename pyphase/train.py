@@ -55,8 +55,10 @@ NUMERIC_SWITCHES = ("PYPHASE_ATTENTION", "PYPHASE_COMPILE", "PYPHASE_HEAD", "PYP
 
 def numerics(amp: bool) -> str:
     """The summary's "numerics": "bf16 autocast" or "fp32", then the NUMERIC_SWITCHES set, e.g.
-    "bf16 autocast; PYPHASE_RESIDUAL=bf16"."""
-    set_ = [f"{k}={os.environ[k]}" for k in NUMERIC_SWITCHES if os.environ.get(k)]
+    "bf16 autocast; PYPHASE_RESIDUAL=bf16" (PYPHASE_RESIDUAL only under autocast, the only place
+    it acts)."""
+    set_ = [f"{k}={os.environ[k]}" for k in NUMERIC_SWITCHES
+            if os.environ.get(k) and (amp or k != "PYPHASE_RESIDUAL")]
     return "; ".join(["bf16 autocast" if amp else "fp32", *set_])
 
 

@@ -238,6 +238,8 @@ def test_summary_names_the_numerics_and_the_switches_that_change_them(corpus, mo
     assert train_pack([cfg(steps=2)], corpus, progress=False)[0].summary["numerics"] == "fp32"
     monkeypatch.setenv("PYPHASE_RESIDUAL", "bf16")
     monkeypatch.setenv("PYPHASE_MLP", "torch")
+    # without autocast the residual switch does nothing, and is not named
+    assert train_pack([cfg(steps=2)], corpus, progress=False)[0].summary["numerics"] == "fp32; PYPHASE_MLP=torch"
     (o,) = train_pack([cfg(steps=2)], corpus, progress=False, precision="bf16")
     assert o.summary["numerics"] == "bf16 autocast; PYPHASE_MLP=torch; PYPHASE_RESIDUAL=bf16"
 
