@@ -509,6 +509,7 @@ DERIVED_PROVENANCE_KEYS = (
     "device",
     "torch_version",
     "git_commit",
+    "numerics",
     "environments",
     "corpus",
     "corpus_entropies",
@@ -531,8 +532,9 @@ def _unique_or_list(values: Sequence[Any]) -> Any:
 
 
 def _environments(summaries: pl.DataFrame) -> list[dict[str, Any]]:
-    """Each distinct (device, torch, commit) and the seeds and runs that ran on it."""
-    keys = ["device", "torch_version", "git_commit"]
+    """Each distinct (device, torch, commit, and numerics where the summaries record it) and the
+    seeds and runs that ran on it."""
+    keys = ["device", "torch_version", "git_commit"] + (["numerics"] if "numerics" in summaries.columns else [])
     out = []
     for part in summaries.partition_by(keys, maintain_order=False):
         row = {k: part[k][0] for k in keys}
@@ -667,6 +669,8 @@ def export_experiment(
         "device": _unique_or_list(summaries["device"].to_list()),
         "torch_version": _unique_or_list(summaries["torch_version"].to_list()),
         "git_commit": _unique_or_list(summaries["git_commit"].to_list()),
+        # precision and numerics switches (train.numerics); None for runs from before the column
+        "numerics": _unique_or_list(summaries["numerics"].to_list()) if "numerics" in summaries.columns else None,
         "environments": _environments(summaries),
         "corpus": _corpus_facts(summaries, Path(corpus) if corpus is not None else None, previous),
         "corpus_entropies": None

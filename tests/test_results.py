@@ -350,6 +350,22 @@ def test_export_round_trips_summaries_and_steps(tmp_path: Path) -> None:
     assert prov["command"] == ["make it"] and prov["kind"] == res.PROVENANCE_KIND
 
 
+def test_export_names_the_numerics_of_each_environment(tmp_path: Path) -> None:
+    """Runs of one experiment trained with different numerics (e.g. one seed with PYPHASE_RESIDUAL=bf16)
+    are told apart in the provenance; runs from before the column have none."""
+    s = _export_runs(tmp_path / "runs")
+    for row in s.iter_rows(named=True):  # seed 1 with the opt-in bf16 stream
+        f = tmp_path / "runs" / "exp_x" / row["run_id"] / res.SUMMARY_FILE
+        mode = "bf16 autocast" + ("; PYPHASE_RESIDUAL=bf16" if row["seed"] == 1 else "")
+        pl.read_parquet(f).with_columns(pl.lit(mode).alias("numerics")).write_parquet(f)
+    prov = res.read_provenance(res.export_experiment("exp_x", tmp_path / "runs", tmp_path / "results", {}))
+    assert prov["numerics"] == ["bf16 autocast", "bf16 autocast; PYPHASE_RESIDUAL=bf16"]
+    assert [(e["numerics"], e["seeds"], e["runs"]) for e in prov["environments"]] == [
+        ("bf16 autocast", [0], 4), ("bf16 autocast; PYPHASE_RESIDUAL=bf16", [1], 4)]
+    _export_runs(tmp_path / "runs2")  # summaries without the column
+    assert res.read_provenance(res.export_experiment("exp_x", tmp_path / "runs2", tmp_path / "results2", {}))["numerics"] is None
+
+
 def test_export_thins_steps_past_the_size_limit(tmp_path: Path) -> None:
     s = _export_runs(tmp_path / "runs")
     res.export_experiment("exp_x", tmp_path / "runs", tmp_path / "results", max_steps_bytes=1)
