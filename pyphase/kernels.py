@@ -21,8 +21,9 @@ dry pass without it, setup_timing2_h100_e167fd1.txt).
 
 `pad_width(n)` is the padded on-chip width the kernels use. `sum_parts(part)` is the one kernel
 kept here, shared by the ops whose programs each write a partial sum (the LayerNorm, MLP, embedding
-and head parameter gradients): it adds them up in a fixed order, in place of `part.sum(dim=1)`, which took 11-21 us a call for these shapes on the H100 (13 calls a
-step; results/bench/ops_eager_k5_b256_*.txt).
+and head parameter gradients): it adds them up in a fixed order, in place of `part.sum(dim=1)`,
+which took 11-21 us a call for these shapes on the H100 (13 calls a step;
+results/bench/ops_eager_k5_b256_*.txt).
 
 Why compile in parallel: on a fresh machine the first step compiled the kernels (12 of them, 62
 launches a step) one after another. Measured on the H100 (results/bench/p3short_*_bb47106.txt,

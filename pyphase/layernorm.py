@@ -211,6 +211,12 @@ def _(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor, out_
             x.new_empty(kk, n, dtype=torch.float32), x.new_empty(kk, n, dtype=torch.float32))
 
 
+def _writes_branch_grad(has_r: bool, r_dtype: torch.dtype, x_dtype: torch.dtype) -> bool:
+    """Whether `_add_ln_bwd` writes the branch's gradient: there is a branch and its dtype is not the
+    stream's (otherwise the stream's gradient serves, `_backward`)."""
+    return has_r and r_dtype != x_dtype
+
+
 @torch.library.custom_op("pyphase::add_ln_bwd", mutates_args=())
 def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor,
                 r_dtype: torch.dtype, has_r: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -225,7 +231,7 @@ def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: 
     iters = max(1, min(iters, triton.cdiv(n * kk, rows * kernels.BACKWARD_PROGRAMS)))  # see kernels.BACKWARD_PROGRAMS
     progs = triton.cdiv(n, rows * iters)
     dx = torch.empty_like(xn)
-    store_dr = has_r and r_dtype != xn.dtype
+    store_dr = _writes_branch_grad(has_r, r_dtype, xn.dtype)
     dr = torch.empty(kk, n, d, device=xn.device, dtype=r_dtype) if store_dr else xn.new_empty(0, dtype=r_dtype)
     part = torch.empty(kk, progs, 3, d, device=xn.device, dtype=torch.float32)
     launch(_add_ln_bwd_kernel, (progs, kk))(
@@ -239,7 +245,8 @@ def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: 
 def _(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor, r_dtype: torch.dtype,  # type: ignore[no-untyped-def]
       has_r: bool):
     kk, n, d = xn.shape
-    dr = xn.new_empty(kk, n, d, dtype=r_dtype) if has_r and r_dtype != xn.dtype else xn.new_empty(0, dtype=r_dtype)
+    dr = xn.new_empty(kk, n, d, dtype=r_dtype) if _writes_branch_grad(has_r, r_dtype, xn.dtype) else \
+        xn.new_empty(0, dtype=r_dtype)
     return torch.empty_like(xn), dr, xn.new_empty(kk, 3, d)
 
 

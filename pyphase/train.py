@@ -236,7 +236,7 @@ class PackTrainer:
         no state. Nothing to do under torch.compile (it compiles its own kernels) or on the CPU.
         Returns the seconds it took."""
         t0 = time.perf_counter()
-        kernels.compile_all(self.kernel_launches())
+        precompile_together([self])
         return time.perf_counter() - t0
 
     def kernel_launches(self) -> list[tuple[Any, ...]]:
@@ -303,13 +303,9 @@ class PackTrainer:
         return (total / n).tolist(), self.model.flat.norm(dim=1).tolist()
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self, path: Path) -> None:
-        """Atomically write everything needed to continue exactly where we are."""
-        write_checkpoint(self.checkpoint_blob(), path)
-
     def checkpoint_blob(self) -> dict[str, Any]:
-        """Everything needed to continue exactly where we are, copied to the host (what `save`
-        writes; `write_checkpoint` may write it later, training goes on meanwhile)."""
+        """Everything needed to continue exactly where we are, copied to the host (`write_checkpoint`
+        writes it, possibly later: training goes on meanwhile)."""
         return {
             "run_ids": [c.run_id for c in self.configs],
             # copies even on the CPU (where .cpu() would return the live tensor the training mutates)
