@@ -18,6 +18,8 @@ grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
   contig    q, k, v made contiguous before attention
   bf16res   residual stream in bf16 instead of fp32 (PYPHASE_RESIDUAL=bf16; changes numerics)
   eager_bf16res  eager with the bf16 residual stream
+  eager_unfused, eager_bf16res_unfused  the same with PYPHASE_MLP_BLOCK=off (pyphase.mlp_block's
+            fused add + LayerNorm, MLP, add + LayerNorm forward kernel off: three kernels)
   cudnn / efficient   attention backend toggles (set before compiling)
 CUDA only. Usage:
     python benches/profile_step.py --data PATH --k 5 --b 256 --variants default,flex --out DIR
@@ -144,14 +146,17 @@ for var in variants:
     if var == "sdpa_attn":
         os.environ["PYPHASE_ATTENTION"] = "sdpa"
     os.environ.pop("PYPHASE_RESIDUAL", None)
-    if var in ("bf16res", "eager_bf16res"):
+    if var in ("bf16res", "eager_bf16res", "eager_bf16res_unfused"):
         os.environ["PYPHASE_RESIDUAL"] = "bf16"
+    os.environ.pop("PYPHASE_MLP_BLOCK", None)
+    if var.endswith("_unfused"):
+        os.environ["PYPHASE_MLP_BLOCK"] = "off"
     if var in ("sdpa", "flex", "contig"):
         fn = make_losses(flex=var == "flex", contig=var == "contig")
     if var == "dynamic":  # what `pyphase train` runs: batch dimension marked dynamic (train.PackTrainer._step)
         tr.use_compile = True
         tr._losses = torch.compile(fn, dynamic=None)
-    elif var not in ("eager", "eager_bf16res"):
+    elif not var.startswith("eager"):
         tr._losses = torch.compile(fn, dynamic=False, mode=mode)
     tr.capture()
     for _ in range(10):

@@ -6,7 +6,8 @@
   parameter has a leading K axis and lives as a view of one flat (K, P) buffer, so per-model gradient
   norms, clipping and the optimizer step are a few kernels over that buffer, whatever K is. On CUDA
   its attention, MLP and residual-add + LayerNorm run as Triton kernels (`pyphase.attention`,
-  `pyphase.mlp`, `pyphase.layernorm`, `pyphase.head`: same computation, less memory traffic).
+  `pyphase.mlp`, `pyphase.layernorm`, `pyphase.mlp_block`, `pyphase.head`: same computation, less
+  memory traffic).
 
 With V = 200 the default shape (d_model 128, 4 layers, 4 heads, MLP 4x, context 256) has 877,312
 parameters, the figure the trainer issue quotes; with Tiny Shakespeare's 65 characters it has 842,752.
@@ -25,8 +26,8 @@ from torch import Tensor, nn
 
 from pyphase.attention import causal_attention
 from pyphase.head import head_ce
-from pyphase.layernorm import add_ln, embed_ln
-from pyphase.mlp import gelu_mlp
+from pyphase.layernorm import embed_ln
+from pyphase.mlp_block import mlp_block
 
 if TYPE_CHECKING:
     from pyphase.config import ModelShape
@@ -198,9 +199,9 @@ class PackedNanoTransformer(nn.Module):
         return packed_losses(self.shape, self._leaf, idx, targets)
 
 
-# One block's parameters, in `Shape.param_shapes` order (names under "h{i}.").
-BLOCK_PARAMS = ("ln1_w", "ln1_b", "attn_w", "attn_b", "proj_w", "proj_b", "ln2_w", "ln2_b",
-                "fc_w", "fc_b", "fc2_w", "fc2_b")
+# One block's parameters used by `transformer_block`, in `Shape.param_shapes` order (names under
+# "h{i}."); its first LayerNorm (ln1_w, ln1_b) is applied by the block before it (or `embed_ln`).
+BLOCK_PARAMS = ("attn_w", "attn_b", "proj_w", "proj_b", "ln2_w", "ln2_b", "fc_w", "fc_b", "fc2_w", "fc2_b")
 
 
 def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tensor,
@@ -221,44 +222,35 @@ def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tens
     x, h = embed_ln(idx, w["wte"], w["wpe"], w["h0.ln1_w"], w["h0.ln1_b"],
                     torch.get_autocast_dtype(idx.device.type) if low else None)
     x = x.view(kk, b, t, d)
-    # Each block leaves its MLP output (and bias) to be added to the residual stream by the next
-    # LayerNorm's `add_ln`, which computes the add, the normalisation and their gradients together.
-    m: Tensor | None = None
-    mb: Tensor | None = None
+    # Each block ends with the next LayerNorm (the next block's first, or the final one), which it
+    # computes together with its MLP (mlp_block.py).
     for i in range(shape.n_layer):
-        x, m = block(x, m, mb, *(w[f"h{i}.{n}"] for n in BLOCK_PARAMS), shape.n_head, h if i == 0 else None)
-        mb = w[f"h{i}.fc2_b"]
-    return head(x, m, mb, w["lnf_w"], w["lnf_b"], w["head_w"], targets)
+        nxt = (f"h{i + 1}.ln1_w", f"h{i + 1}.ln1_b") if i + 1 < shape.n_layer else ("lnf_w", "lnf_b")
+        x, h = block(x, h, *(w[f"h{i}.{n}"] for n in BLOCK_PARAMS), w[nxt[0]], w[nxt[1]], shape.n_head)
+    return head(h, w["head_w"], targets)
 
 
-def transformer_block(x: Tensor, r: Tensor | None, rb: Tensor | None, ln1_w: Tensor, ln1_b: Tensor, attn_w: Tensor,
-                      attn_b: Tensor, proj_w: Tensor, proj_b: Tensor, ln2_w: Tensor, ln2_b: Tensor, fc_w: Tensor,
-                      fc_b: Tensor, fc2_w: Tensor, fc2_b: Tensor, n_head: int,
-                      h: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """One pre-LN block of K models. x (K, B, T, d) is the residual stream before the previous
-    block's MLP output r (K, B·T, d) and its bias rb were added (None for the first block). Returns
-    the residual stream without this block's MLP output, and that output (its bias `fc2_b` not added).
-    h, if given, is the first LayerNorm's output already (the first block's, from `embed_ln`)."""
+def transformer_block(x: Tensor, h: Tensor, attn_w: Tensor, attn_b: Tensor, proj_w: Tensor, proj_b: Tensor,
+                      ln2_w: Tensor, ln2_b: Tensor, fc_w: Tensor, fc_b: Tensor, fc2_w: Tensor, fc2_b: Tensor,
+                      next_w: Tensor, next_b: Tensor, n_head: int) -> tuple[Tensor, Tensor]:
+    """One pre-LN block of K models: x (K, B, T, d) the residual stream, h (K, B·T, d) its first
+    LayerNorm's output. Returns the new residual stream and the next LayerNorm's output (weights
+    next_w, next_b: the next block's first LayerNorm, or the final one)."""
     kk, b, t, d = x.shape
-    if h is None:
-        x, h = add_ln(x.reshape(kk, b * t, d), r, rb, ln1_w, ln1_b)
-    else:
-        x = x.reshape(kk, b * t, d)
     # The projection's bias is added inside the attention (as it reads q, k, v), see attention.py.
     y = causal_attention(torch.bmm(h, attn_w), attn_b, b, t, n_head)
-    x, h = add_ln(x, torch.bmm(y, proj_w), proj_b, ln2_w, ln2_b)
-    # gelu(h @ fc_w + fc_b) @ fc2_w: fused Triton kernels on CUDA (see mlp.py), stock bmm/GELU elsewhere
-    return x.view(kk, b, t, d), gelu_mlp(h, fc_w, fc_b, fc2_w)
+    # add + LayerNorm, gelu(h @ fc_w + fc_b) @ fc2_w, add + next LayerNorm: one Triton kernel
+    # forward on CUDA (mlp_block.py), the unfused ops elsewhere
+    x, h = mlp_block(x.reshape(kk, b * t, d), torch.bmm(y, proj_w), proj_b, ln2_w, ln2_b, fc_w, fc_b, fc2_w,
+                     fc2_b, next_w, next_b)
+    return x.view(kk, b, t, d), h
 
 
-def head_losses(x: Tensor, r: Tensor | None, rb: Tensor | None, lnf_w: Tensor, lnf_b: Tensor, head_w: Tensor,
-                targets: Tensor) -> Tensor:
-    """The last block's MLP output r and bias rb added to the residual stream x (K, B, T, d), final
-    LayerNorm, output head and per-model mean cross-entropy → (K,) fp32."""
-    kk, b, t, d = x.shape
-    _, h = add_ln(x.reshape(kk, b * t, d), r, rb, lnf_w, lnf_b)
+def head_losses(h: Tensor, head_w: Tensor, targets: Tensor) -> Tensor:
+    """The final LayerNorm's output h (K, B·T, d), output head and per-model mean cross-entropy → (K,) fp32."""
+    kk = h.shape[0]
     # logits h @ head_w and their cross-entropy: one Triton op on CUDA (head.py), stock bmm + CE elsewhere
-    return head_ce(h, head_w, targets.reshape(kk, b * t)).mean(dim=1)
+    return head_ce(h, head_w, targets.reshape(kk, -1)).mean(dim=1)
 
 
 def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:

@@ -445,9 +445,9 @@ def _compiled_losses(mode: str = "whole") -> Callable[..., Tensor]:
     `PackTrainer._step`; other sizes become dynamic by torch.compile's own rule once they change).
 
     - "whole": the entire forward pass is one graph (and AOTAutograd's one backward graph).
-    - "regional": `transformer_block` is compiled once for the first layer and once for the others
-      (which add the previous block's MLP output first), `head_losses` (final add + LayerNorm, head,
-      cross-entropy) is a third graph; the embedding and the loop over layers run uncompiled.
+    - "regional": `transformer_block` is compiled (once: every layer has the same signature),
+      `head_losses` (head and cross-entropy) is a second graph; the embedding and the loop over
+      layers run uncompiled.
       Smaller graphs, shorter cold compile.
     - "blocks": only `transformer_block` compiled, the head uncompiled: one compile less, slower
       steps.
@@ -460,8 +460,8 @@ def _compiled_losses(mode: str = "whole") -> Callable[..., Tensor]:
     if mode == "whole":
         return torch.compile(packed_losses, dynamic=None)
     if mode in ("regional", "blocks"):
-        # arguments with a batch dimension: x, and h (the first LayerNorm's output, first block only)
-        block = _batch_dynamic(torch.compile(transformer_block, dynamic=None), 0, 16)
+        # arguments with a batch dimension: x and h (the block's first LayerNorm's output)
+        block = _batch_dynamic(torch.compile(transformer_block, dynamic=None), 0, 1)
         head = _batch_dynamic(torch.compile(head_losses, dynamic=None), 0, -1) if mode == "regional" else None
         return functools.partial(packed_losses, block=block, head=head)
     raise ValueError(f"PYPHASE_COMPILE: expected 'whole', 'regional', 'blocks' or 'none', got {mode!r}")

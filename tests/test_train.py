@@ -279,11 +279,11 @@ def _compiled_trains_as_eager(corpus, shape) -> None:  # type: ignore[no-untyped
         assert bool((gap < 1e-3 * moved).all()), (gap, moved)
 
 
-@pytest.mark.parametrize("mode, graphs", [("whole", 1), ("regional", 3), ("blocks", 2)])
+@pytest.mark.parametrize("mode, graphs", [("whole", 1), ("regional", 2), ("blocks", 1)])
 def test_compile_modes_match_eager_and_reuse_their_graphs(corpus, monkeypatch, mode, graphs):
-    """PYPHASE_COMPILE: the whole forward pass as one graph, or graphs of a transformer block (one
-    for the first block, which has no previous MLP output to add, one for the others) plus one of
-    the head: same training as the uncompiled trainer, and both batch sizes reuse the same graphs."""
+    """PYPHASE_COMPILE: the whole forward pass as one graph, or one graph of a transformer block
+    (every block has the same signature) plus one of the head: same training as the uncompiled
+    trainer, and both batch sizes reuse the same graphs."""
     import torch._dynamo
     from torch._dynamo.utils import counters
 

@@ -1,0 +1,245 @@
+"""The MLP half of a pre-LN block, from the attention branch's output to the next LayerNorm, as one
+forward kernel for K packed models (CUDA).
+
+    x1 = x0 + (p + pb)              the attention projection's output p (and bias) added to the stream
+    h  = LN(x1) · lw + lb           the block's second LayerNorm
+    m  = gelu(h @ w1 + b1) @ w2     the MLP (pyphase.mlp)
+    x2 = x1 + (m + b2)
+    h2 = LN(x2) · nw + nb           the next block's first LayerNorm, or the final one
+
+Unfused that is three kernels, `add_ln`, the MLP's forward and `add_ln` again, and the residual
+stream and both LayerNorm outputs make extra trips through memory: the MLP reads h back, writes m,
+and the second `add_ln` reads m and x1 back. Here one program per tile of rows (d is one tile
+wide, so every row is whole on chip) does all of it: the add and LayerNorm before the MLP's loop
+over hidden chunks, the add and the next LayerNorm after it. It writes what the backward pass
+needs (x1, h, x2 and both rows' statistics) and h2; m never reaches memory.
+
+The computation and its roundings are those of the unfused kernels, step by step (the same
+expressions, from `layernorm._normalise_rows` and the MLP forward's loop), and the backward pass
+is theirs: `layernorm`'s add + LayerNorm backward, the MLP's "dw" backward, `layernorm`'s again, in
+the order autograd ran them unfused. `mlp_block` falls back to the unfused ops (which pick their
+own kernels or the stock path) on the CPU, when one of them is switched off (PYPHASE_MLP=torch,
+PYPHASE_LN=torch), when the MLP's backward mode is not "dw", or with PYPHASE_MLP_BLOCK=off.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+from pyphase import layernorm, mlp
+from pyphase.kernels import backward_op, call, launch, pad_width, register_autograd
+from pyphase.layernorm import EPS, add_ln
+from pyphase.mlp import gelu_mlp
+
+try:
+    import triton
+    import triton.language as tl
+
+    from pyphase.mlp import _gelu_parts
+except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
+    triton = None
+
+# (rows per tile, hidden units per chunk, warps, pipeline stages); None: the MLP forward's
+CONFIG: dict[str, tuple[int, ...] | None] = {"fwd": None}
+
+
+def supported(x0: Tensor, p: Tensor, w1: Tensor) -> bool:
+    """Whether `mlp_block` runs the fused kernel: where the unfused path would run the add +
+    LayerNorm and MLP kernels with the "dw" backward, unless PYPHASE_MLP_BLOCK=off."""
+    if triton is None or os.environ.get("PYPHASE_MLP_BLOCK", "").lower() in ("off", "0", "no"):
+        return False
+    return (layernorm.supported(x0, p) and mlp.supported(p, w1) and mlp.CONFIG["bwd_mode"] == "dw"
+            and x0.dim() == 3)
+
+
+def mlp_block_reference(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1: Tensor, b1: Tensor,
+                        w2: Tensor, b2: Tensor, nw: Tensor, nb: Tensor) -> tuple[Tensor, Tensor]:
+    """The unfused ops: `add_ln`, `gelu_mlp`, `add_ln` → (x2, h2)."""
+    x1, h = add_ln(x0, p, pb, lw, lb)
+    return add_ln(x1, gelu_mlp(h, w1, b1, w2), b2, nw, nb)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _ln_rows(x, m, c_ok, r_ok, cols, off, stat, W, B, H, MEAN, RSTD, eps, D: tl.constexpr):
+        """`layernorm._normalise_rows`, also returning the output as stored (H's dtype)."""
+        mean = tl.sum(x, 1) / D
+        xc = tl.where(m, x - mean[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / D + eps)
+        w = tl.load(W + cols, mask=c_ok, other=0.0)
+        b = tl.load(B + cols, mask=c_ok, other=0.0)
+        h = (xc * rstd[:, None] * w[None, :] + b[None, :]).to(H.dtype.element_ty)
+        tl.store(H + off, h, mask=m)
+        tl.store(MEAN + stat, mean, mask=r_ok)
+        tl.store(RSTD + stat, rstd, mask=r_ok)
+        return h
+
+    @triton.jit
+    def _mlp_block_fwd_kernel(X0, P, PB, LW, LB, W1, B1, W2, B2, NW, NB, X1, H, MEAN1, RSTD1, X2, H2, MEAN2, RSTD2,
+                              N, eps, s_pb, s_lw, s_lb, s_b2, s_nw, s_nb, D: tl.constexpr, FF: tl.constexpr,
+                              BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr):
+        pid_m = tl.program_id(0)
+        k = tl.program_id(1).to(tl.int64)
+        row0 = pid_m.to(tl.int64) * BM
+        rows = tl.arange(0, BM)
+        cols = tl.arange(0, BD)
+        r_ok = (row0 + rows) < N
+        c_ok = cols < D
+        m = r_ok[:, None] & c_ok[None, :]
+        off = (k * N + row0) * D + rows[:, None] * D + cols[None, :]
+        stat = k * N + row0 + rows
+        dt = W1.dtype.element_ty
+        # x1 = x0 + (p + pb) and its LayerNorm, as layernorm._add_ln_fwd_kernel
+        x = tl.load(X0 + off, mask=m, other=0.0).to(tl.float32)
+        r = tl.load(P + off, mask=m, other=0.0).to(tl.float32)
+        rb = tl.load(PB + k * s_pb + cols, mask=c_ok, other=0.0).to(tl.float32)
+        x = x + (r + rb[None, :]).to(P.dtype.element_ty).to(tl.float32)
+        tl.store(X1 + off, x.to(X1.dtype.element_ty), mask=m)
+        h = _ln_rows(x, m, c_ok, r_ok, cols, off, stat, LW + k * s_lw, LB + k * s_lb, H, MEAN1, RSTD1, eps, D)
+        h = h.to(dt)
+        # the MLP, as mlp._mlp_fwd_kernel (masked rows/columns of h are never stored from)
+        W1 += k * D * FF
+        W2 += k * FF * D
+        B1 += k * FF
+        acc = tl.zeros([BM, BD], tl.float32)
+        for j in range(0, FF, BH):
+            hid = j + tl.arange(0, BH)
+            h_ok = hid < FF
+            if EVEN:
+                w1 = tl.load(W1 + cols[:, None] * FF + hid[None, :])
+                bias = tl.load(B1 + hid).to(tl.float32)
+                w2 = tl.load(W2 + hid[:, None] * D + cols[None, :])
+            else:
+                w1 = tl.load(W1 + cols[:, None] * FF + hid[None, :], mask=c_ok[:, None] & h_ok[None, :], other=0.0)
+                bias = tl.load(B1 + hid, mask=h_ok, other=0.0).to(tl.float32)
+                w2 = tl.load(W2 + hid[:, None] * D + cols[None, :], mask=h_ok[:, None] & c_ok[None, :], other=0.0)
+            pre = (tl.dot(h, w1).to(dt).to(tl.float32) + bias[None, :]).to(dt)
+            z = pre.to(tl.float32)
+            cdf, _ = _gelu_parts(z)
+            acc += tl.dot((z * cdf).to(dt), w2)
+        y = acc.to(dt).to(tl.float32)
+        # x2 = x1 + (m + b2) and the next LayerNorm, as the next add_ln: x1 read back as stored
+        # (all threads' stores of it done first)
+        tl.debug_barrier()
+        x = tl.load(X1 + off, mask=m, other=0.0).to(tl.float32)
+        b2 = tl.load(B2 + k * s_b2 + cols, mask=c_ok, other=0.0).to(tl.float32)
+        x = x + (y + b2[None, :]).to(dt).to(tl.float32)
+        tl.store(X2 + off, x.to(X2.dtype.element_ty), mask=m)
+        _ln_rows(x, m, c_ok, r_ok, cols, off, stat, NW + k * s_nw, NB + k * s_nb, H2, MEAN2, RSTD2, eps, D)
+
+
+def _check(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor,
+           nw: Tensor, nb: Tensor) -> tuple[int, int, int, int]:
+    kk, n, d = x0.shape
+    f = w1.shape[-1]
+    vecs = {"pb": pb, "lw": lw, "lb": lb, "b2": b2, "nw": nw, "nb": nb}
+    if (p.shape != x0.shape or w1.shape != (kk, d, f) or b1.shape != (kk, f) or w2.shape != (kk, f, d)
+            or any(v.shape != (kk, d) for v in vecs.values())):
+        shapes = ", ".join(f"{k} {tuple(z.shape)}" for k, z in (("x0", x0), ("p", p), ("w1", w1), ("b1", b1),
+                                                               ("w2", w2), *vecs.items()))
+        raise ValueError(f"mlp_block shapes do not match: {shapes}")
+    for name, z in vecs.items():
+        if z.stride(-1) != 1:
+            raise ValueError(f"mlp_block: {name} must have a contiguous last dimension")
+    return kk, n, d, f
+
+
+def _launch(n: int, d: int, f: int, kk: int) -> tuple[tuple[int, int], dict[str, int]]:
+    cfg = CONFIG["fwd"] or mlp.CONFIG["fwd"]
+    assert isinstance(cfg, tuple)
+    bm, bh, warps, stages = cfg[:4]
+    bh = min(bh, pad_width(f))
+    bd = pad_width(d)
+    even = n % bm == 0 and d == bd and f % bh == 0
+    return (triton.cdiv(n, bm), kk), dict(BD=bd, BM=bm, BH=bh, EVEN=even, num_warps=warps, num_stages=stages)
+
+
+@torch.library.custom_op("pyphase::mlp_block_fwd", mutates_args=())
+def _mlp_block_fwd(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1: Tensor, b1: Tensor, w2: Tensor,
+                   b2: Tensor, nw: Tensor, nb: Tensor, out_dtype: torch.dtype
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """→ x1, h (out_dtype), its row means and inverse std, x2, h2 (out_dtype), its row means and
+    inverse std (x1, x2 in x0's dtype)."""
+    x0, p, w1, b1, w2 = (z.contiguous() for z in (x0, p, w1, b1, w2))
+    kk, n, d, f = _check(x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb)
+    x1, x2 = torch.empty_like(x0), torch.empty_like(x0)
+    h = torch.empty(kk, n, d, device=x0.device, dtype=out_dtype)
+    h2 = torch.empty_like(h)
+    stats = [torch.empty(kk, n, device=x0.device, dtype=torch.float32) for _ in range(4)]
+    grid, meta = _launch(n, d, f, kk)
+    launch(_mlp_block_fwd_kernel, grid)(
+        x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb, x1, h, stats[0], stats[1], x2, h2, stats[2], stats[3], n, EPS,
+        pb.stride(0), lw.stride(0), lb.stride(0), b2.stride(0), nw.stride(0), nb.stride(0), D=d, FF=f, **meta)
+    return x1, h, stats[0], stats[1], x2, h2, stats[2], stats[3]
+
+
+@_mlp_block_fwd.register_fake
+def _(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor,  # type: ignore[no-untyped-def]
+      nw: Tensor, nb: Tensor, out_dtype: torch.dtype):
+    kk, n, d, _ = _check(x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb)
+    h = x0.new_empty(kk, n, d, dtype=out_dtype)
+    stat = x0.new_empty(kk, n, dtype=torch.float32)
+    return torch.empty_like(x0), h, stat, torch.empty_like(stat), torch.empty_like(x0), torch.empty_like(h), \
+        torch.empty_like(stat), torch.empty_like(stat)
+
+
+def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb, _ = inputs
+    x1, h, mean1, rstd1, x2, _, mean2, rstd2 = output
+    ctx.save_for_backward(x1, h, mean1, rstd1, x2, mean2, rstd2, lw, w1, b1, w2, nw)
+    ctx.dtypes = (p.dtype, pb.dtype, lw.dtype, lb.dtype, b1.dtype, b2.dtype, nw.dtype, nb.dtype)
+
+
+def _branch(dx: Tensor, dr: Tensor) -> Tensor:
+    """The branch's gradient from `_add_ln_bwd`'s outputs: dr, or the stream's when it was not written
+    (a stream in the branch's dtype, see layernorm._backward)."""
+    return dx if dr.numel() == 0 < dx.numel() else dr
+
+
+def _backward(ctx, dx1, dh, _dm1, _dr1, dx2, dh2, _dm2, _dr2):  # type: ignore[no-untyped-def]
+    """The unfused ops' backward passes in autograd's order: the second add + LayerNorm, the MLP,
+    the first add + LayerNorm."""
+    x1, h, mean1, rstd1, x2, mean2, rstd2, lw, w1, b1, w2, nw = ctx.saved_tensors
+    p_dt, pb_dt, lw_dt, lb_dt, b1_dt, b2_dt, nw_dt, nb_dt = ctx.dtypes
+    if dx2 is None and dh2 is None and dx1 is None and dh is None:
+        return (None,) * 12
+    add_ln_bwd = backward_op(ctx, layernorm._add_ln_bwd)
+    dh2 = torch.zeros_like(h) if dh2 is None else dh2
+    g1, dm, sums2 = add_ln_bwd(dx2, dh2, x2, mean2, rstd2, nw, w1.dtype, True)
+    dhm, dw1, db1, dw2 = backward_op(ctx, mlp._mlp_bwd_dw)(_branch(g1, dm), h, w1, b1, w2)
+    if dh is not None:
+        dhm = dhm + dh
+    if dx1 is not None:
+        g1 = g1 + dx1
+    g0, dp, sums1 = add_ln_bwd(g1, dhm, x1, mean1, rstd1, lw, p_dt, True)
+    return (g0, _branch(g0, dp), sums1[:, 2].to(pb_dt), sums1[:, 0].to(lw_dt), sums1[:, 1].to(lb_dt), dw1,
+            db1.to(b1_dt), dw2, sums2[:, 2].to(b2_dt), sums2[:, 0].to(nw_dt), sums2[:, 1].to(nb_dt), None)
+
+
+register_autograd(_mlp_block_fwd, _backward, _setup)
+
+
+def mlp_block(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1: Tensor, b1: Tensor, w2: Tensor,
+              b2: Tensor, nw: Tensor, nb: Tensor, use_triton: bool | None = None) -> tuple[Tensor, Tensor]:
+    """From the residual stream x0 (K, N, d) and the attention branch's output p (K, N, d; bias pb
+    (K, d)) to the new residual stream x2 and the next LayerNorm's output h2 (see the module's
+    docstring): LayerNorm weights lw/lb and nw/nb (K, d), MLP weights w1 (K, d, f), b1 (K, f),
+    w2 (K, f, d), b2 (K, d). One kernel where `supported` (or when `use_triton` forces it, e.g. in
+    the interpreter), else `mlp_block_reference`. The LayerNorm outputs are in the autocast dtype
+    when autocast is on, else x0's; the MLP's operands are cast to the autocast dtype as
+    `gelu_mlp` casts them."""
+    if not (use_triton if use_triton is not None else supported(x0, p, w1)):
+        return mlp_block_reference(x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb)
+    dev = x0.device.type
+    if torch.is_autocast_enabled(dev):
+        dt = torch.get_autocast_dtype(dev)
+        w1, b1, w2 = w1.to(dt), b1.to(dt), w2.to(dt)
+        out = dt
+    else:
+        out = x0.dtype
+    _, _, _, _, x2, h2, _, _ = call(_mlp_block_fwd, x0, p, pb, lw, lb, w1, b1.to(w1.dtype), w2, b2, nw, nb, out)
+    return x2, h2

@@ -1,0 +1,110 @@
+"""pyphase.mlp_block: add + LayerNorm, MLP, add + next LayerNorm in one forward kernel equals the
+unfused ops, forward and backward.
+
+On the CPU the kernel runs in Triton's interpreter (subprocess with TRITON_INTERPRET=1) in fp32 and
+must match the stock computation to rounding. On CUDA (bf16 autocast) it must give the unfused
+kernels' results bit for bit: it computes the same expressions in the same order."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+
+from conftest import OLD_TRITON_INTERPRETER
+
+from pyphase.mlp_block import mlp_block, mlp_block_reference
+
+pytest.importorskip("triton")
+
+NAMES = ("x0", "p", "pb", "lw", "lb", "w1", "b1", "w2", "b2", "nw", "nb")
+
+
+def _inputs(k: int, n: int, d: int, f: int, g: torch.Generator, device: str = "cpu") -> list[torch.Tensor]:
+    def r(*s: int, scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:
+        return torch.randn(*s, generator=g, device=device) * scale + shift
+    return [r(k, n, d), r(k, n, d, scale=0.5), r(k, d, scale=0.3), r(k, d, scale=0.2, shift=1.0), r(k, d, scale=0.2),
+            r(k, d, f, scale=0.3), r(k, f, scale=0.5), r(k, f, d, scale=0.2), r(k, d, scale=0.3),
+            r(k, d, scale=0.2, shift=1.0), r(k, d, scale=0.2)]
+
+
+INTERPRETED = textwrap.dedent(
+    """
+    import json, sys, torch
+    from pyphase import mlp, mlp_block as mb
+    from pyphase.mlp_block import mlp_block, mlp_block_reference
+    from test_mlp_block import _inputs
+    out = []
+    for k, n, d, f, spec in json.loads(sys.argv[1]):
+        mlp.set_config(spec)
+        g = torch.Generator().manual_seed(n + d)
+        ins = [z.requires_grad_() for z in _inputs(k, n, d, f, g)]
+        dx2, dh2 = torch.randn(k, n, d, generator=g), torch.randn(k, n, d, generator=g)
+        errs = []
+        res = []
+        for use in (True, False):
+            fn = (lambda *a: mlp_block(*a, use_triton=True)) if use else mlp_block_reference
+            x2, h2 = fn(*ins)
+            grads = torch.autograd.grad((x2, h2), ins, (dx2, dh2))
+            res.append((x2, h2, *grads))
+        out.append([((a - c).abs().max() / c.abs().max()).item() for a, c in zip(*res)])
+    print(json.dumps(out))
+    """
+)
+
+# (models, rows, d, hidden, MLP launch configuration as `mlp.set_config` reads it; the fused kernel
+# takes the forward's): no masks; ragged rows; d not a power of two (masked columns) and a hidden
+# width not a multiple of the chunk; a chunk wider than the hidden layer.
+SHAPES = [(2, 64, 32, 128, "32,64,4,2/dw:32,64,4,2,64"), (2, 100, 32, 128, "32,64,4,2/dw:32,64,4,2,64"),
+          (1, 77, 48, 192, "32,128,4,2/dw:16,64,4,2,32"), (2, 40, 32, 32, "16,64,4,2/dw:16,64,4,2")]
+
+
+@OLD_TRITON_INTERPRETER
+def test_fused_block_matches_the_unfused_ops_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    errs = run_interpreted(f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r})\n" + INTERPRETED, SHAPES)
+    for shape, e in zip(SHAPES, errs):
+        # x2, h2, then the gradients of x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb (relative to their max)
+        assert max(e) < 1e-5, (shape, dict(zip(("x2", "h2", *NAMES), e)))
+
+
+def test_cpu_path_is_the_unfused_computation() -> None:
+    g = torch.Generator().manual_seed(0)
+    ins = _inputs(2, 24, 16, 64, g)
+    x2, h2 = mlp_block(*ins)
+    r2, q2 = mlp_block_reference(*ins)
+    assert torch.equal(x2, r2) and torch.equal(h2, q2)
+
+
+def test_shape_mismatch_is_a_clear_error() -> None:
+    g = torch.Generator().manual_seed(0)
+    ins = _inputs(1, 8, 16, 64, g)
+    ins[6] = torch.randn(1, 32)  # b1 of the wrong width
+    with pytest.raises(ValueError, match="mlp_block shapes do not match"):
+        mlp_block(*ins, use_triton=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernel needs CUDA")
+@pytest.mark.parametrize("n", [4096, 1000])
+@pytest.mark.parametrize("stream", [torch.float32, torch.bfloat16])
+def test_cuda_fused_block_gives_the_unfused_kernels_bits(n: int, stream: torch.dtype, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    g = torch.Generator(device="cuda").manual_seed(n)
+    k, d, f = 3, 128, 512
+    base = _inputs(k, n, d, f, g, "cuda")
+    base[0] = base[0].to(stream)
+    base[1] = base[1].bfloat16()  # the projection's output under autocast
+    dx2 = torch.randn(k, n, d, generator=g, device="cuda").to(stream)
+    dh2 = torch.randn(k, n, d, generator=g, device="cuda").bfloat16()
+    res = {}
+    for fused in (True, False):
+        monkeypatch.setenv("PYPHASE_MLP_BLOCK", "on" if fused else "off")
+        ins = [z.clone().requires_grad_() for z in base]
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            x2, h2 = mlp_block(*ins)
+        res[fused] = (x2, h2, *torch.autograd.grad((x2, h2), ins, (dx2, dh2)))
+    for name, a, b in zip(("x2", "h2", *NAMES), res[True], res[False]):
+        assert a.dtype == b.dtype and torch.equal(a, b), (name, (a.float() - b.float()).abs().max().item())
