@@ -41,11 +41,15 @@ ap.add_argument("--profile-all", action="store_true")
 ap.add_argument("--ops", action="store_true", help="also profile 3 uncaptured steps of the first variant by torch op and "
                 "input shape (which op launched which kernel), to OUT/ops_VARIANT_kK_bB.txt")
 ap.add_argument("--mlp-config", default=None, help='pyphase.mlp launch configuration "FWD/BWD" (pyphase.mlp.set_config)')
+ap.add_argument("--block-config", default=None, help='pyphase.mlp_block launch configuration "FWD/PRO,EPI,RELOAD" (pyphase.mlp_block.set_config)')
 ap.add_argument("--ln-config", default=None, help='pyphase.layernorm launch configuration "rows,warps/rows,tiles,warps"')
 ap.add_argument("--backward-programs", type=int, default=None, help="pyphase.kernels.BACKWARD_PROGRAMS (1: the launches' own row counts)")
 ap.add_argument("--embed-config", default=None, help='pyphase.layernorm embedding backward "positions,warps,programs"')
 a = ap.parse_args()
 corpus = load_corpus(a.data)
+if a.block_config:
+    from pyphase import mlp_block
+    mlp_block.set_config(a.block_config)
 if a.mlp_config:
     from pyphase import mlp
     mlp.set_config(a.mlp_config)
@@ -173,6 +177,12 @@ for var in variants:
     mfu = tok * tr.shape.flops_per_token() / 989e12
     loss = tr.state.loss[159].tolist()
     r = dict(variant=var, K=K, B=B, ms_per_step=dt * 1e3, mtok_s=tok / 1e6, mfu=mfu, setup_s=setup, loss_step160=loss)
+    from pyphase import mlp_block
+    if a.block_config:
+        r["block_config"] = a.block_config
+    kern = mlp_block.LAST.pop("fwd", None)
+    if kern is not None and not var.endswith("_unfused"):
+        r["block_regs_spills"] = [getattr(kern, "n_regs", None), getattr(kern, "n_spills", None)]
     print(json.dumps(r), flush=True)
     if var == variants[0] or a.profile_all:
         with profile(activities=[ProfilerActivity.CUDA]) as prof:

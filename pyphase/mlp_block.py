@@ -42,8 +42,27 @@ try:
 except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
     triton = None
 
-# (rows per tile, hidden units per chunk, warps, pipeline stages); None: the MLP forward's
-CONFIG: dict[str, tuple[int, ...] | None] = {"fwd": None}
+# "fwd": (rows per tile, hidden units per chunk, warps, pipeline stages), None: the MLP forward's;
+# "fuse": (first add + LayerNorm in the kernel, second in the kernel, x1 read back for the second
+# rather than kept in registers), each 0 or 1; a step done outside runs layernorm's add + LayerNorm
+# kernel. `set_config` parses "ROWS,HIDDEN,WARPS,STAGES/PRO,EPI,RELOAD".
+CONFIG: dict[str, tuple[int, ...] | None] = {"fwd": None, "fuse": (1, 1, 1)}
+# The last compiled kernel launched (register and spill counts for benches/profile_step.py).
+LAST: dict[str, object] = {}
+
+
+def set_config(spec: str) -> None:
+    """Set CONFIG from "FWD" or "FWD/FUSE" (FWD may be "mlp": the MLP forward's launch)."""
+    fc, _, fu = spec.strip().partition("/")
+    try:
+        fwd = None if fc.strip() == "mlp" else tuple(int(v) for v in fc.split(","))
+        fuse = tuple(int(v) for v in fu.split(",")) if fu else (1, 1, 1)
+    except ValueError:
+        raise ValueError(f"mlp_block launch configuration {spec!r}: expected integers like '64,32,4,2/1,1,1'") from None
+    if (fwd is not None and len(fwd) != 4) or len(fuse) != 3 or not set(fuse) <= {0, 1}:
+        raise ValueError(f"mlp_block launch configuration {spec!r}: expected 'ROWS,HIDDEN,WARPS,STAGES' or 'mlp', "
+                         "optionally '/PRO,EPI,RELOAD' (each 0 or 1)")
+    CONFIG.update(fwd=fwd, fuse=fuse)
 
 
 def supported(x0: Tensor, p: Tensor, w1: Tensor) -> bool:
@@ -79,9 +98,13 @@ if triton is not None:
         return h
 
     @triton.jit
-    def _mlp_block_fwd_kernel(X0, P, PB, LW, LB, W1, B1, W2, B2, NW, NB, X1, H, MEAN1, RSTD1, X2, H2, MEAN2, RSTD2,
+    def _mlp_block_fwd_kernel(X0, P, PB, LW, LB, W1, B1, W2, B2, NW, NB, X1, H, MEAN1, RSTD1, X2, H2, MEAN2, RSTD2, M,
                               N, eps, s_pb, s_lw, s_lb, s_b2, s_nw, s_nb, D: tl.constexpr, FF: tl.constexpr,
-                              BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr):
+                              BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr,
+                              PRO: tl.constexpr, EPI: tl.constexpr, RELOAD: tl.constexpr):
+        # PRO: the first add + LayerNorm here (else h is read, written by layernorm's kernel); EPI:
+        # the second add + LayerNorm here (else the MLP's output is written to M for layernorm's
+        # kernel); RELOAD: x1 read back for the second add (else kept in registers).
         pid_m = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
         row0 = pid_m.to(tl.int64) * BM
@@ -93,13 +116,16 @@ if triton is not None:
         off = (k * N + row0) * D + rows[:, None] * D + cols[None, :]
         stat = k * N + row0 + rows
         dt = W1.dtype.element_ty
-        # x1 = x0 + (p + pb) and its LayerNorm, as layernorm._add_ln_fwd_kernel
-        x = tl.load(X0 + off, mask=m, other=0.0).to(tl.float32)
-        r = tl.load(P + off, mask=m, other=0.0).to(tl.float32)
-        rb = tl.load(PB + k * s_pb + cols, mask=c_ok, other=0.0).to(tl.float32)
-        x = x + (r + rb[None, :]).to(P.dtype.element_ty).to(tl.float32)
-        tl.store(X1 + off, x.to(X1.dtype.element_ty), mask=m)
-        h = _ln_rows(x, m, c_ok, r_ok, cols, off, stat, LW + k * s_lw, LB + k * s_lb, H, MEAN1, RSTD1, eps, D)
+        if PRO:
+            # x1 = x0 + (p + pb) and its LayerNorm, as layernorm._add_ln_fwd_kernel
+            x1 = tl.load(X0 + off, mask=m, other=0.0).to(tl.float32)
+            r = tl.load(P + off, mask=m, other=0.0).to(tl.float32)
+            rb = tl.load(PB + k * s_pb + cols, mask=c_ok, other=0.0).to(tl.float32)
+            x1 = x1 + (r + rb[None, :]).to(P.dtype.element_ty).to(tl.float32)
+            tl.store(X1 + off, x1.to(X1.dtype.element_ty), mask=m)
+            h = _ln_rows(x1, m, c_ok, r_ok, cols, off, stat, LW + k * s_lw, LB + k * s_lb, H, MEAN1, RSTD1, eps, D)
+        else:
+            h = tl.load(H + off, mask=m, other=0.0)
         h = h.to(dt)
         # the MLP, as mlp._mlp_fwd_kernel (masked rows/columns of h are never stored from)
         W1 += k * D * FF
@@ -121,15 +147,20 @@ if triton is not None:
             z = pre.to(tl.float32)
             cdf, _ = _gelu_parts(z)
             acc += tl.dot((z * cdf).to(dt), w2)
-        y = acc.to(dt).to(tl.float32)
-        # x2 = x1 + (m + b2) and the next LayerNorm, as the next add_ln: x1 read back as stored
-        # (all threads' stores of it done first)
-        tl.debug_barrier()
-        x = tl.load(X1 + off, mask=m, other=0.0).to(tl.float32)
-        b2 = tl.load(B2 + k * s_b2 + cols, mask=c_ok, other=0.0).to(tl.float32)
-        x = x + (y + b2[None, :]).to(dt).to(tl.float32)
-        tl.store(X2 + off, x.to(X2.dtype.element_ty), mask=m)
-        _ln_rows(x, m, c_ok, r_ok, cols, off, stat, NW + k * s_nw, NB + k * s_nb, H2, MEAN2, RSTD2, eps, D)
+        if EPI:
+            # x2 = x1 + (m + b2) and the next LayerNorm, as the next add_ln, from x1 as stored
+            y = acc.to(dt).to(tl.float32)
+            if RELOAD or not PRO:
+                tl.debug_barrier()  # all threads' stores of x1 done
+                x = tl.load(X1 + off, mask=m, other=0.0).to(tl.float32)
+            else:
+                x = x1.to(X1.dtype.element_ty).to(tl.float32)
+            b2 = tl.load(B2 + k * s_b2 + cols, mask=c_ok, other=0.0).to(tl.float32)
+            x = x + (y + b2[None, :]).to(dt).to(tl.float32)
+            tl.store(X2 + off, x.to(X2.dtype.element_ty), mask=m)
+            _ln_rows(x, m, c_ok, r_ok, cols, off, stat, NW + k * s_nw, NB + k * s_nb, H2, MEAN2, RSTD2, eps, D)
+        else:
+            tl.store(M + off, acc.to(dt), mask=m)
 
 
 def _check(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor,
@@ -171,9 +202,20 @@ def _mlp_block_fwd(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1
     h2 = torch.empty_like(h)
     stats = [torch.empty(kk, n, device=x0.device, dtype=torch.float32) for _ in range(4)]
     grid, meta = _launch(n, d, f, kk)
-    launch(_mlp_block_fwd_kernel, grid)(
-        x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb, x1, h, stats[0], stats[1], x2, h2, stats[2], stats[3], n, EPS,
-        pb.stride(0), lw.stride(0), lb.stride(0), b2.stride(0), nw.stride(0), nb.stride(0), D=d, FF=f, **meta)
+    pro, epi, reload = (bool(v) for v in CONFIG["fuse"] or (1, 1, 1))
+    rows, warps = layernorm.CONFIG["fwd"]
+    ln = dict(D=d, BD=pad_width(d), ROWS=rows, HAS_R=True, num_warps=warps)
+    if not pro:
+        launch(layernorm._add_ln_fwd_kernel, (triton.cdiv(n, rows), kk))(
+            x0, p, pb, lw, lb, x1, h, stats[0], stats[1], n, EPS, pb.stride(0), lw.stride(0), lb.stride(0), **ln)
+    y = x0.new_empty(0, dtype=w1.dtype) if epi else torch.empty(kk, n, d, device=x0.device, dtype=w1.dtype)
+    LAST["fwd"] = launch(_mlp_block_fwd_kernel, grid)(
+        x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb, x1, h, stats[0], stats[1], x2, h2, stats[2], stats[3], y, n, EPS,
+        pb.stride(0), lw.stride(0), lb.stride(0), b2.stride(0), nw.stride(0), nb.stride(0), D=d, FF=f, PRO=pro,
+        EPI=epi, RELOAD=reload, **meta)
+    if not epi:
+        launch(layernorm._add_ln_fwd_kernel, (triton.cdiv(n, rows), kk))(
+            x1, y, b2, nw, nb, x2, h2, stats[2], stats[3], n, EPS, b2.stride(0), nw.stride(0), nb.stride(0), **ln)
     return x1, h, stats[0], stats[1], x2, h2, stats[2], stats[3]
 
 

@@ -100,7 +100,7 @@ def test_ops_run_forward_and_backward_outside_torch_library_dispatch(run_interpr
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiling Triton kernels needs CUDA")
 def test_precompiled_trainer_trains_as_one_compiled_on_first_use() -> None:
     pytest.importorskip("triton")
-    from pyphase import attention, head, kernels, layernorm, mlp, optim
+    from pyphase import attention, head, kernels, layernorm, mlp, mlp_block, optim
     from pyphase.config import ModelShape, RunConfig
     from pyphase.data import load_corpus
     from pyphase.train import PackTrainer
@@ -109,10 +109,14 @@ def test_precompiled_trainer_trains_as_one_compiled_on_first_use() -> None:
     shape = ModelShape(d_model=64, n_layer=2, n_head=2, block_size=64)
     cfgs = [RunConfig(experiment="t", batch_size=8, lr=lr, gradient_clip=1.0, seed=i, steps=6, eval_interval=3,
                       eval_windows=4, model=shape) for i, lr in enumerate((1e-3, 3e-3))]
-    jits = [mlp._mlp_fwd_kernel, mlp._mlp_bwd_dw_kernel, attention._attn_fwd_kernel, attention._attn_bwd_dq_kernel,
-            layernorm._add_ln_fwd_kernel, layernorm._add_ln_bwd_kernel, head._head_fwd_kernel, head._head_bwd_kernel,
+    # every kernel of a training step (the add + LayerNorm forward kernel only where mlp_block leaves
+    # a step to it)
+    jits = [mlp_block._mlp_block_fwd_kernel, mlp._mlp_bwd_dw_kernel, attention._attn_fwd_kernel,
+            attention._attn_bwd_dq_kernel, layernorm._add_ln_bwd_kernel, head._head_fwd_kernel, head._head_bwd_kernel,
             layernorm._embed_ln_fwd_kernel, layernorm._embed_ln_bwd_kernel, kernels._sum_parts_kernel,
             optim._sumsq_kernel, optim._adamw_kernel]
+    if mlp_block.CONFIG["fuse"] != (1, 1, 1):
+        jits.append(layernorm._add_ln_fwd_kernel)
     for j in jits:  # forget earlier compiles so the precompile has work to do
         for cache in j.device_caches.values():
             cache[0].clear()

@@ -36,8 +36,9 @@ INTERPRETED = textwrap.dedent(
     from pyphase.mlp_block import mlp_block, mlp_block_reference
     from test_mlp_block import _inputs
     out = []
-    for k, n, d, f, spec in json.loads(sys.argv[1]):
+    for k, n, d, f, spec, bspec in json.loads(sys.argv[1]):
         mlp.set_config(spec)
+        mb.set_config(bspec)
         g = torch.Generator().manual_seed(n + d)
         ins = [z.requires_grad_() for z in _inputs(k, n, d, f, g)]
         dx2, dh2 = torch.randn(k, n, d, generator=g), torch.randn(k, n, d, generator=g)
@@ -53,11 +54,16 @@ INTERPRETED = textwrap.dedent(
     """
 )
 
-# (models, rows, d, hidden, MLP launch configuration as `mlp.set_config` reads it; the fused kernel
-# takes the forward's): no masks; ragged rows; d not a power of two (masked columns) and a hidden
-# width not a multiple of the chunk; a chunk wider than the hidden layer.
-SHAPES = [(2, 64, 32, 128, "32,64,4,2/dw:32,64,4,2,64"), (2, 100, 32, 128, "32,64,4,2/dw:32,64,4,2,64"),
-          (1, 77, 48, 192, "32,128,4,2/dw:16,64,4,2,32"), (2, 40, 32, 32, "16,64,4,2/dw:16,64,4,2")]
+# (models, rows, d, hidden, MLP launch configuration as `mlp.set_config` reads it, the fused
+# kernel's as `mlp_block.set_config` does): no masks; ragged rows; d not a power of two (masked
+# columns) and a hidden width not a multiple of the chunk; a chunk wider than the hidden layer; its
+# own launch; x1 kept in registers; the first or the second add + LayerNorm left to layernorm's kernel.
+SHAPES = [(2, 64, 32, 128, "32,64,4,2/dw:32,64,4,2,64", "mlp"), (2, 100, 32, 128, "32,64,4,2/dw:32,64,4,2,64", "mlp"),
+          (1, 77, 48, 192, "32,128,4,2/dw:16,64,4,2,32", "mlp"), (2, 40, 32, 32, "16,64,4,2/dw:16,64,4,2", "mlp"),
+          (2, 100, 32, 128, "32,64,4,2/dw:32,64,4,2,64", "16,32,4,1"),
+          (2, 100, 32, 128, "32,64,4,2/dw:32,64,4,2,64", "mlp/1,1,0"),
+          (1, 77, 48, 192, "32,128,4,2/dw:16,64,4,2,32", "mlp/0,1,1"),
+          (1, 77, 48, 192, "32,128,4,2/dw:16,64,4,2,32", "mlp/1,0,1")]
 
 
 @OLD_TRITON_INTERPRETER
@@ -80,6 +86,19 @@ def test_cpu_path_is_the_unfused_computation() -> None:
     assert torch.equal(x2, r2) and torch.equal(h2, q2)
 
 
+def test_launch_configuration_parsing(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pyphase import mlp_block as mb
+
+    monkeypatch.setattr(mb, "CONFIG", dict(mb.CONFIG))
+    mb.set_config("64,32,8,3/1,0,1")
+    assert mb.CONFIG == {"fwd": (64, 32, 8, 3), "fuse": (1, 0, 1)}
+    mb.set_config("mlp")
+    assert mb.CONFIG == {"fwd": None, "fuse": (1, 1, 1)}
+    for bad in ("64,32,4", "mlp/1,2,1", "a,b,c,d", "mlp/1,1"):
+        with pytest.raises(ValueError, match="mlp_block launch configuration"):
+            mb.set_config(bad)
+
+
 def test_shape_mismatch_is_a_clear_error() -> None:
     g = torch.Generator().manual_seed(0)
     ins = _inputs(1, 8, 16, 64, g)
@@ -89,9 +108,15 @@ def test_shape_mismatch_is_a_clear_error() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernel needs CUDA")
-@pytest.mark.parametrize("n", [4096, 1000])
-@pytest.mark.parametrize("stream", [torch.float32, torch.bfloat16])
-def test_cuda_fused_block_gives_the_unfused_kernels_bits(n: int, stream: torch.dtype, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("n, stream, spec", [(4096, torch.float32, "mlp"), (1000, torch.float32, "mlp"),
+                                             (4096, torch.bfloat16, "mlp"), (1000, torch.bfloat16, "mlp"),
+                                             (1000, torch.float32, "mlp/1,1,0"), (1000, torch.float32, "mlp/0,1,1"),
+                                             (1000, torch.float32, "mlp/1,0,1")])
+def test_cuda_fused_block_gives_the_unfused_kernels_bits(n: int, stream: torch.dtype, spec: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pyphase import mlp_block as mb
+
+    monkeypatch.setattr(mb, "CONFIG", dict(mb.CONFIG))
+    mb.set_config(spec)
     g = torch.Generator(device="cuda").manual_seed(n)
     k, d, f = 3, 128, 512
     base = _inputs(k, n, d, f, g, "cuda")
