@@ -41,7 +41,7 @@ ap.add_argument("--profile-all", action="store_true")
 ap.add_argument("--ops", action="store_true", help="also profile 3 uncaptured steps of the first variant by torch op and "
                 "input shape (which op launched which kernel), to OUT/ops_VARIANT_kK_bB.txt")
 ap.add_argument("--mlp-config", default=None, help='pyphase.mlp launch configuration "FWD/BWD" (pyphase.mlp.set_config)')
-ap.add_argument("--block-config", default=None, help='pyphase.mlp_block launch configuration "FWD/PRO,EPI,RELOAD" (pyphase.mlp_block.set_config)')
+ap.add_argument("--block-config", default=None, help='pyphase.mlp_block launch configuration "FWD/PRO,EPI" (pyphase.mlp_block.set_config)')
 ap.add_argument("--ln-config", default=None, help='pyphase.layernorm launch configuration "rows,warps/rows,tiles,warps"')
 ap.add_argument("--backward-programs", type=int, default=None, help="pyphase.kernels.BACKWARD_PROGRAMS (1: the launches' own row counts)")
 ap.add_argument("--embed-config", default=None, help='pyphase.layernorm embedding backward "positions,warps,programs"')

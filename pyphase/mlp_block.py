@@ -17,9 +17,14 @@ needs (x1, h, x2 and both rows' statistics) and h2; m never reaches memory.
 The computation and its roundings are those of the unfused kernels, step by step (the same
 expressions, from `layernorm._normalise_rows` and the MLP forward's loop), and the backward pass
 is theirs: `layernorm`'s add + LayerNorm backward, the MLP's "dw" backward, `layernorm`'s again, in
-the order autograd ran them unfused. `mlp_block` falls back to the unfused ops (which pick their
+the order autograd ran them unfused. On the H100 it gives the unfused kernels' bits (tests and a
+whole phase3a, results/bench/README.md). `mlp_block` falls back to the unfused ops (which pick their
 own kernels or the stock path) on the CPU, when one of them is switched off (PYPHASE_MLP=torch,
 PYPHASE_LN=torch), when the MLP's backward mode is not "dw", or with PYPHASE_MLP_BLOCK=off.
+
+What it gains is small: the kernel holds a LayerNorm's fp32 row tile besides the MLP's accumulator
+and runs at 255 registers a thread (the MLP forward alone: 127), so fewer programs share an SM.
+With the MLP forward's launch it made the step slower; `CONFIG` states what was measured.
 """
 
 from __future__ import annotations
@@ -43,10 +48,13 @@ except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
     triton = None
 
 # "fwd": (rows per tile, hidden units per chunk, warps, pipeline stages), None: the MLP forward's;
-# "fuse": (first add + LayerNorm in the kernel, second in the kernel, x1 read back for the second
-# rather than kept in registers), each 0 or 1; a step done outside runs layernorm's add + LayerNorm
-# kernel. `set_config` parses "ROWS,HIDDEN,WARPS,STAGES/PRO,EPI,RELOAD".
-CONFIG: dict[str, tuple[int, ...] | None] = {"fwd": None, "fuse": (1, 1, 1)}
+# "fuse": (first add + LayerNorm in the kernel, second in the kernel), each 0 or 1; a step left out
+# runs layernorm's add + LayerNorm kernel. `set_config` parses "ROWS,HIDDEN,WARPS,STAGES/PRO,EPI".
+# Chosen on the H100 (K = 5, `benches/profile_step.py --block-config`; results/bench/mlp_block_*):
+# with the MLP forward's own launch (64, 32, 4, 2) the fused kernel made the step slower (15.16
+# against 14.62 ms at B = 256); (64, 64, 4, 3) made it faster, 14.36 against 14.67-14.70 ms at
+# B = 256 and 7.74 against 7.90 ms at B = 128, in one call (mlp_block_sweep2_dac2b52.txt).
+CONFIG: dict[str, tuple[int, ...] | None] = {"fwd": (64, 64, 4, 3), "fuse": (1, 1)}
 # The last compiled kernel launched (register and spill counts for benches/profile_step.py).
 LAST: dict[str, object] = {}
 
@@ -56,12 +64,12 @@ def set_config(spec: str) -> None:
     fc, _, fu = spec.strip().partition("/")
     try:
         fwd = None if fc.strip() == "mlp" else tuple(int(v) for v in fc.split(","))
-        fuse = tuple(int(v) for v in fu.split(",")) if fu else (1, 1, 1)
+        fuse = tuple(int(v) for v in fu.split(",")) if fu else (1, 1)
     except ValueError:
-        raise ValueError(f"mlp_block launch configuration {spec!r}: expected integers like '64,32,4,2/1,1,1'") from None
-    if (fwd is not None and len(fwd) != 4) or len(fuse) != 3 or not set(fuse) <= {0, 1}:
+        raise ValueError(f"mlp_block launch configuration {spec!r}: expected integers like '64,64,4,3/1,1'") from None
+    if (fwd is not None and len(fwd) != 4) or len(fuse) != 2 or not set(fuse) <= {0, 1}:
         raise ValueError(f"mlp_block launch configuration {spec!r}: expected 'ROWS,HIDDEN,WARPS,STAGES' or 'mlp', "
-                         "optionally '/PRO,EPI,RELOAD' (each 0 or 1)")
+                         "optionally '/PRO,EPI' (each 0 or 1)")
     CONFIG.update(fwd=fwd, fuse=fuse)
 
 
@@ -101,10 +109,10 @@ if triton is not None:
     def _mlp_block_fwd_kernel(X0, P, PB, LW, LB, W1, B1, W2, B2, NW, NB, X1, H, MEAN1, RSTD1, X2, H2, MEAN2, RSTD2, M,
                               N, eps, s_pb, s_lw, s_lb, s_b2, s_nw, s_nb, D: tl.constexpr, FF: tl.constexpr,
                               BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr,
-                              PRO: tl.constexpr, EPI: tl.constexpr, RELOAD: tl.constexpr):
+                              PRO: tl.constexpr, EPI: tl.constexpr):
         # PRO: the first add + LayerNorm here (else h is read, written by layernorm's kernel); EPI:
         # the second add + LayerNorm here (else the MLP's output is written to M for layernorm's
-        # kernel); RELOAD: x1 read back for the second add (else kept in registers).
+        # kernel).
         pid_m = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
         row0 = pid_m.to(tl.int64) * BM
@@ -149,12 +157,11 @@ if triton is not None:
             acc += tl.dot((z * cdf).to(dt), w2)
         if EPI:
             # x2 = x1 + (m + b2) and the next LayerNorm, as the next add_ln, from x1 as stored
+            # x1 read back (all threads' stores of it done first): measured on the H100, keeping it
+            # in registers instead spilled and changed the bits (results/bench/mlp_block_sweep_dac2b52.txt)
             y = acc.to(dt).to(tl.float32)
-            if RELOAD or not PRO:
-                tl.debug_barrier()  # all threads' stores of x1 done
-                x = tl.load(X1 + off, mask=m, other=0.0).to(tl.float32)
-            else:
-                x = x1.to(X1.dtype.element_ty).to(tl.float32)
+            tl.debug_barrier()
+            x = tl.load(X1 + off, mask=m, other=0.0).to(tl.float32)
             b2 = tl.load(B2 + k * s_b2 + cols, mask=c_ok, other=0.0).to(tl.float32)
             x = x + (y + b2[None, :]).to(dt).to(tl.float32)
             tl.store(X2 + off, x.to(X2.dtype.element_ty), mask=m)
@@ -202,7 +209,7 @@ def _mlp_block_fwd(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1
     h2 = torch.empty_like(h)
     stats = [torch.empty(kk, n, device=x0.device, dtype=torch.float32) for _ in range(4)]
     grid, meta = _launch(n, d, f, kk)
-    pro, epi, reload = (bool(v) for v in CONFIG["fuse"] or (1, 1, 1))
+    pro, epi = (bool(v) for v in CONFIG["fuse"] or (1, 1))
     rows, warps = layernorm.CONFIG["fwd"]
     ln = dict(D=d, BD=pad_width(d), ROWS=rows, HAS_R=True, num_warps=warps)
     if not pro:
@@ -212,7 +219,7 @@ def _mlp_block_fwd(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1
     LAST["fwd"] = launch(_mlp_block_fwd_kernel, grid)(
         x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb, x1, h, stats[0], stats[1], x2, h2, stats[2], stats[3], y, n, EPS,
         pb.stride(0), lw.stride(0), lb.stride(0), b2.stride(0), nw.stride(0), nb.stride(0), D=d, FF=f, PRO=pro,
-        EPI=epi, RELOAD=reload, **meta)
+        EPI=epi, **meta)
     if not epi:
         launch(layernorm._add_ln_fwd_kernel, (triton.cdiv(n, rows), kk))(
             x1, y, b2, nw, nb, x2, h2, stats[2], stats[3], n, EPS, b2.stride(0), nw.stride(0), nb.stride(0), **ln)

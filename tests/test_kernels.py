@@ -115,7 +115,7 @@ def test_precompiled_trainer_trains_as_one_compiled_on_first_use() -> None:
             attention._attn_bwd_dq_kernel, layernorm._add_ln_bwd_kernel, head._head_fwd_kernel, head._head_bwd_kernel,
             layernorm._embed_ln_fwd_kernel, layernorm._embed_ln_bwd_kernel, kernels._sum_parts_kernel,
             optim._sumsq_kernel, optim._adamw_kernel]
-    if mlp_block.CONFIG["fuse"] != (1, 1, 1):
+    if mlp_block.CONFIG["fuse"] != (1, 1):
         jits.append(layernorm._add_ln_fwd_kernel)
     for j in jits:  # forget earlier compiles so the precompile has work to do
         for cache in j.device_caches.values():
