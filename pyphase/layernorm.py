@@ -25,6 +25,10 @@ replaced the LayerNorm backward (0.235 ms), the stock embedding backward (sort +
 0.21 ms) and the position gradient's sum (0.06 ms) by one 0.19-0.22 ms kernel
 (results/bench/ops_eager_k5_b256_*.txt).
 
+In the packed model's forward pass on CUDA, `pyphase.mlp_block` computes both add + LayerNorms
+of a block's MLP half inside its MLP kernel (the same expressions, the same bits); their backward
+passes are this module's.
+
 `add_ln(x, r, rb, w, b)` with r None is the plain LayerNorm (the first block's), the same kernels
 without the add (the residual stream returned is x itself). On the CPU, or with
 PYPHASE_LN=torch, everything is the stock computation `add_ln_reference`; on the CPU the kernels run

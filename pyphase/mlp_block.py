@@ -156,9 +156,9 @@ if triton is not None:
             cdf, _ = _gelu_parts(z)
             acc += tl.dot((z * cdf).to(dt), w2)
         if EPI:
-            # x2 = x1 + (m + b2) and the next LayerNorm, as the next add_ln, from x1 as stored
-            # x1 read back (all threads' stores of it done first): measured on the H100, keeping it
-            # in registers instead spilled and changed the bits (results/bench/mlp_block_sweep_dac2b52.txt)
+            # x2 = x1 + (m + b2) and the next LayerNorm, as the next add_ln, from x1 read back as
+            # stored once all threads' stores of it are done (keeping it in registers instead spilled
+            # and changed the bits on the H100: results/bench/mlp_block_sweep_dac2b52.txt, "1,1,0")
             y = acc.to(dt).to(tl.float32)
             tl.debug_barrier()
             x = tl.load(X1 + off, mask=m, other=0.0).to(tl.float32)
