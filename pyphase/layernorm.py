@@ -102,26 +102,33 @@ if triton is not None:
         off = (k * N + row0) * D + rows[:, None] * D + cols[None, :]
         x = tl.load(X + off, mask=m, other=0.0).to(tl.float32)
         if HAS_R:
-            r = tl.load(R + off, mask=m, other=0.0).to(tl.float32)
-            rb = tl.load(RB + k * stride_rb + cols, mask=c_ok, other=0.0).to(tl.float32)
-            # The branch's bias is added in its dtype (rounded), then the sum to the fp32 stream.
-            x = x + (r + rb[None, :]).to(R.dtype.element_ty).to(tl.float32)
+            x = _add_rows(x, R, RB + k * stride_rb, off, m, cols, c_ok)
             tl.store(XN + off, x.to(XN.dtype.element_ty), mask=m)
         _normalise_rows(x, m, c_ok, r_ok, cols, off, k * N + row0 + rows, W + k * stride_w, B + k * stride_b, H,
                         MEAN, RSTD, eps, D)
 
     @triton.jit
+    def _add_rows(x, R, RB, off, m, cols, c_ok):
+        """The fp32 rows x plus the branch's rows R at `off` and its bias RB: the bias is added in
+        the branch's dtype (rounded), then the sum to the fp32 stream."""
+        r = tl.load(R + off, mask=m, other=0.0).to(tl.float32)
+        rb = tl.load(RB + cols, mask=c_ok, other=0.0).to(tl.float32)
+        return x + (r + rb[None, :]).to(R.dtype.element_ty).to(tl.float32)
+
+    @triton.jit
     def _normalise_rows(x, m, c_ok, r_ok, cols, off, stat, W, B, H, MEAN, RSTD, eps, D: tl.constexpr):
-        """LayerNorm of the fp32 rows x (masked by m): output to H at `off`, row statistics at `stat`."""
+        """LayerNorm of the fp32 rows x (masked by m): output to H at `off` (also returned, as
+        stored), row statistics at `stat`."""
         mean = tl.sum(x, 1) / D
         xc = tl.where(m, x - mean[:, None], 0.0)
         rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / D + eps)
         w = tl.load(W + cols, mask=c_ok, other=0.0)
         b = tl.load(B + cols, mask=c_ok, other=0.0)
-        h = xc * rstd[:, None] * w[None, :] + b[None, :]
-        tl.store(H + off, h.to(H.dtype.element_ty), mask=m)
+        h = (xc * rstd[:, None] * w[None, :] + b[None, :]).to(H.dtype.element_ty)
+        tl.store(H + off, h, mask=m)
         tl.store(MEAN + stat, mean, mask=r_ok)
         tl.store(RSTD + stat, rstd, mask=r_ok)
+        return h
 
     @triton.jit
     def _grad_rows(XN, DH, DXN, MEAN, RSTD, stat, off, m, r_ok, w, D: tl.constexpr, HAS_DXN: tl.constexpr):

@@ -139,6 +139,30 @@ if triton is not None:
         return cdf, e * 0.3989422804014327
 
     @triton.jit
+    def _fc1_chunk(x, W1, B1, hid, h_ok, cols, c_ok, FF: tl.constexpr, EVEN: tl.constexpr):
+        """Hidden units `hid` of the pre-activation x @ w1 + b1 (W1, B1 one model's), rounded as the
+        stock path rounds it: the product, then the sum with the bias, to W1's dtype."""
+        dt = W1.dtype.element_ty
+        if EVEN:
+            w1 = tl.load(W1 + cols[:, None] * FF + hid[None, :])
+            bias = tl.load(B1 + hid).to(tl.float32)
+        else:
+            w1 = tl.load(W1 + cols[:, None] * FF + hid[None, :], mask=c_ok[:, None] & h_ok[None, :], other=0.0)
+            bias = tl.load(B1 + hid, mask=h_ok, other=0.0).to(tl.float32)
+        return (tl.dot(x, w1).to(dt).to(tl.float32) + bias[None, :]).to(dt)
+
+    @triton.jit
+    def _fc2_chunk(acc, pre, W2, hid, h_ok, cols, c_ok, D: tl.constexpr, EVEN: tl.constexpr):
+        """acc plus gelu(pre) @ w2 for the hidden units `hid` (W2 one model's)."""
+        if EVEN:
+            w2 = tl.load(W2 + hid[:, None] * D + cols[None, :])
+        else:
+            w2 = tl.load(W2 + hid[:, None] * D + cols[None, :], mask=h_ok[:, None] & c_ok[None, :], other=0.0)
+        z = pre.to(tl.float32)
+        cdf, _ = _gelu_parts(z)
+        return acc + tl.dot((z * cdf).to(W2.dtype.element_ty), w2)
+
+    @triton.jit
     def _mlp_fwd_kernel(H, W1, B1, W2, Y, PRE, N, D: tl.constexpr, FF: tl.constexpr, BD: tl.constexpr,
                         BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr, STORE_PRE: tl.constexpr):
         pid_m = tl.program_id(0)
@@ -163,24 +187,13 @@ if triton is not None:
         for j in range(0, FF, BH):
             hid = j + tl.arange(0, BH)
             h_ok = hid < FF
-            if EVEN:
-                w1 = tl.load(W1 + cols[:, None] * FF + hid[None, :])
-                bias = tl.load(B1 + hid).to(tl.float32)
-            else:
-                w1 = tl.load(W1 + cols[:, None] * FF + hid[None, :], mask=c_ok[:, None] & h_ok[None, :], other=0.0)
-                bias = tl.load(B1 + hid, mask=h_ok, other=0.0).to(tl.float32)
-            pre = (tl.dot(x, w1).to(dt).to(tl.float32) + bias[None, :]).to(dt)
-            if EVEN:
-                if STORE_PRE:
+            pre = _fc1_chunk(x, W1, B1, hid, h_ok, cols, c_ok, FF, EVEN)
+            if STORE_PRE:
+                if EVEN:
                     tl.store(PRE + rows[:, None] * FF + hid[None, :], pre)
-                w2 = tl.load(W2 + hid[:, None] * D + cols[None, :])
-            else:
-                if STORE_PRE:
+                else:
                     tl.store(PRE + rows[:, None] * FF + hid[None, :], pre, mask=r_ok[:, None] & h_ok[None, :])
-                w2 = tl.load(W2 + hid[:, None] * D + cols[None, :], mask=h_ok[:, None] & c_ok[None, :], other=0.0)
-            z = pre.to(tl.float32)
-            cdf, _ = _gelu_parts(z)
-            acc += tl.dot((z * cdf).to(dt), w2)
+            acc = _fc2_chunk(acc, pre, W2, hid, h_ok, cols, c_ok, D, EVEN)
         if EVEN:
             tl.store(Y + rows[:, None] * D + cols[None, :], acc.to(dt))
         else:

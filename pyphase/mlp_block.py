@@ -15,8 +15,8 @@ over hidden chunks, the add and the next LayerNorm after it. It writes what the 
 needs (x1, h, x2 and both rows' statistics) and h2; m never reaches memory.
 
 The computation and its roundings are those of the unfused kernels, step by step (the same
-expressions, from `layernorm._normalise_rows` and the MLP forward's loop), and the backward pass
-is theirs: `layernorm`'s add + LayerNorm backward, the MLP's "dw" backward, `layernorm`'s again, in
+expressions: `layernorm`'s `_add_rows` and `_normalise_rows`, `mlp`'s `_fc1_chunk` and
+`_fc2_chunk`), and the backward pass is theirs: `layernorm`'s add + LayerNorm backward, the MLP's "dw" backward, `layernorm`'s again, in
 the order autograd ran them unfused. On the H100 it gives the unfused kernels' bits (tests and a
 whole phase3a, results/bench/README.md). `mlp_block` falls back to the unfused ops (which pick their
 own kernels or the stock path) on the CPU, when one of them is switched off (PYPHASE_MLP=torch,
@@ -43,7 +43,8 @@ try:
     import triton
     import triton.language as tl
 
-    from pyphase.mlp import _gelu_parts
+    from pyphase.layernorm import _add_rows, _normalise_rows
+    from pyphase.mlp import _fc1_chunk, _fc2_chunk
 except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
     triton = None
 
@@ -92,20 +93,6 @@ def mlp_block_reference(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tenso
 if triton is not None:
 
     @triton.jit
-    def _ln_rows(x, m, c_ok, r_ok, cols, off, stat, W, B, H, MEAN, RSTD, eps, D: tl.constexpr):
-        """`layernorm._normalise_rows`, also returning the output as stored (H's dtype)."""
-        mean = tl.sum(x, 1) / D
-        xc = tl.where(m, x - mean[:, None], 0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / D + eps)
-        w = tl.load(W + cols, mask=c_ok, other=0.0)
-        b = tl.load(B + cols, mask=c_ok, other=0.0)
-        h = (xc * rstd[:, None] * w[None, :] + b[None, :]).to(H.dtype.element_ty)
-        tl.store(H + off, h, mask=m)
-        tl.store(MEAN + stat, mean, mask=r_ok)
-        tl.store(RSTD + stat, rstd, mask=r_ok)
-        return h
-
-    @triton.jit
     def _mlp_block_fwd_kernel(X0, P, PB, LW, LB, W1, B1, W2, B2, NW, NB, X1, H, MEAN1, RSTD1, X2, H2, MEAN2, RSTD2, M,
                               N, eps, s_pb, s_lw, s_lb, s_b2, s_nw, s_nb, D: tl.constexpr, FF: tl.constexpr,
                               BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr,
@@ -127,11 +114,10 @@ if triton is not None:
         if PRO:
             # x1 = x0 + (p + pb) and its LayerNorm, as layernorm._add_ln_fwd_kernel
             x1 = tl.load(X0 + off, mask=m, other=0.0).to(tl.float32)
-            r = tl.load(P + off, mask=m, other=0.0).to(tl.float32)
-            rb = tl.load(PB + k * s_pb + cols, mask=c_ok, other=0.0).to(tl.float32)
-            x1 = x1 + (r + rb[None, :]).to(P.dtype.element_ty).to(tl.float32)
+            x1 = _add_rows(x1, P, PB + k * s_pb, off, m, cols, c_ok)
             tl.store(X1 + off, x1.to(X1.dtype.element_ty), mask=m)
-            h = _ln_rows(x1, m, c_ok, r_ok, cols, off, stat, LW + k * s_lw, LB + k * s_lb, H, MEAN1, RSTD1, eps, D)
+            h = _normalise_rows(x1, m, c_ok, r_ok, cols, off, stat, LW + k * s_lw, LB + k * s_lb, H, MEAN1, RSTD1,
+                                eps, D)
         else:
             h = tl.load(H + off, mask=m, other=0.0)
         h = h.to(dt)
@@ -143,18 +129,8 @@ if triton is not None:
         for j in range(0, FF, BH):
             hid = j + tl.arange(0, BH)
             h_ok = hid < FF
-            if EVEN:
-                w1 = tl.load(W1 + cols[:, None] * FF + hid[None, :])
-                bias = tl.load(B1 + hid).to(tl.float32)
-                w2 = tl.load(W2 + hid[:, None] * D + cols[None, :])
-            else:
-                w1 = tl.load(W1 + cols[:, None] * FF + hid[None, :], mask=c_ok[:, None] & h_ok[None, :], other=0.0)
-                bias = tl.load(B1 + hid, mask=h_ok, other=0.0).to(tl.float32)
-                w2 = tl.load(W2 + hid[:, None] * D + cols[None, :], mask=h_ok[:, None] & c_ok[None, :], other=0.0)
-            pre = (tl.dot(h, w1).to(dt).to(tl.float32) + bias[None, :]).to(dt)
-            z = pre.to(tl.float32)
-            cdf, _ = _gelu_parts(z)
-            acc += tl.dot((z * cdf).to(dt), w2)
+            acc = _fc2_chunk(acc, _fc1_chunk(h, W1, B1, hid, h_ok, cols, c_ok, FF, EVEN), W2, hid, h_ok, cols, c_ok,
+                             D, EVEN)
         if EPI:
             # x2 = x1 + (m + b2) and the next LayerNorm, as the next add_ln, from x1 read back as
             # stored once all threads' stores of it are done (keeping it in registers instead spilled
@@ -165,7 +141,7 @@ if triton is not None:
             b2 = tl.load(B2 + k * s_b2 + cols, mask=c_ok, other=0.0).to(tl.float32)
             x = x + (y + b2[None, :]).to(dt).to(tl.float32)
             tl.store(X2 + off, x.to(X2.dtype.element_ty), mask=m)
-            _ln_rows(x, m, c_ok, r_ok, cols, off, stat, NW + k * s_nw, NB + k * s_nb, H2, MEAN2, RSTD2, eps, D)
+            _normalise_rows(x, m, c_ok, r_ok, cols, off, stat, NW + k * s_nw, NB + k * s_nb, H2, MEAN2, RSTD2, eps, D)
         else:
             tl.store(M + off, acc.to(dt), mask=m)
 
