@@ -16,11 +16,12 @@ needs (x1, h, x2 and both rows' statistics) and h2; m never reaches memory.
 
 The computation and its roundings are those of the unfused kernels, step by step (the same
 expressions: `layernorm`'s `_add_rows` and `_normalise_rows`, `mlp`'s `_fc1_chunk` and
-`_fc2_chunk`), and the backward pass is theirs: `layernorm`'s add + LayerNorm backward, the MLP's "dw" backward, `layernorm`'s again, in
-the order autograd ran them unfused. On the H100 it gives the unfused kernels' bits (tests and a
-whole phase3a, results/bench/README.md). `mlp_block` falls back to the unfused ops (which pick their
-own kernels or the stock path) on the CPU, when one of them is switched off (PYPHASE_MLP=torch,
-PYPHASE_LN=torch), when the MLP's backward mode is not "dw", or with PYPHASE_MLP_BLOCK=off.
+`_fc2_chunk`), and the backward pass is theirs: `layernorm`'s add + LayerNorm backward, the MLP's
+"dw" backward, `layernorm`'s again, in the order autograd ran them unfused. On the H100 it gives the
+unfused kernels' bits (tests and a whole phase3a, results/bench/README.md). `mlp_block` falls back
+to the unfused ops (which pick their own kernels or the stock path) on the CPU, when one of them is
+switched off (PYPHASE_MLP=torch, PYPHASE_LN=torch), when the MLP's backward mode is not "dw", or
+with PYPHASE_MLP_BLOCK=off.
 
 What it gains is small: the kernel holds a LayerNorm's fp32 row tile besides the MLP's accumulator
 and runs at 255 registers a thread (the MLP forward alone: 127), so fewer programs share an SM.
