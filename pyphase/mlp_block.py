@@ -75,13 +75,19 @@ def set_config(spec: str) -> None:
     CONFIG.update(fwd=fwd, fuse=fuse)
 
 
+# The widest d (padded) the fused kernel takes: its row tiles are d wide and it was measured at
+# d = 128 only (at 255 registers a thread there); wider models take the unfused kernels.
+MAX_WIDTH = 128
+
+
 def supported(x0: Tensor, p: Tensor, w1: Tensor) -> bool:
     """Whether `mlp_block` runs the fused kernel: where the unfused path would run the add +
-    LayerNorm and MLP kernels with the "dw" backward, unless PYPHASE_MLP_BLOCK=off."""
+    LayerNorm and MLP kernels with the "dw" backward, d at most MAX_WIDTH (padded), unless
+    PYPHASE_MLP_BLOCK=off."""
     if triton is None or os.environ.get("PYPHASE_MLP_BLOCK", "").lower() in ("off", "0", "no"):
         return False
-    return (layernorm.supported(x0, p) and mlp.supported(p, w1) and mlp.CONFIG["bwd_mode"] == "dw"
-            and x0.dim() == 3)
+    return (x0.dim() == 3 and pad_width(x0.shape[-1]) <= MAX_WIDTH and layernorm.supported(x0, p)
+            and mlp.supported(p, w1) and mlp.CONFIG["bwd_mode"] == "dw")
 
 
 def mlp_block_reference(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1: Tensor, b1: Tensor,

@@ -99,6 +99,20 @@ def test_launch_configuration_parsing(monkeypatch) -> None:  # type: ignore[no-u
             mb.set_config(bad)
 
 
+def test_only_widths_up_to_max_width_take_the_fused_kernel(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pyphase import layernorm, mlp
+    from pyphase import mlp_block as mb
+
+    monkeypatch.setattr(layernorm, "supported", lambda x, r: True)  # as on CUDA
+    monkeypatch.setattr(mlp, "supported", lambda h, w: True)
+    monkeypatch.delenv("PYPHASE_MLP_BLOCK", raising=False)
+    for d, fused in ((128, True), (96, True), (130, False), (256, False)):
+        x = torch.zeros(1, 4, d)
+        assert mb.supported(x, x, torch.zeros(1, d, 4 * d)) is fused, d
+    monkeypatch.setenv("PYPHASE_MLP_BLOCK", "off")
+    assert not mb.supported(torch.zeros(1, 4, 128), torch.zeros(1, 4, 128), torch.zeros(1, 128, 512))
+
+
 def test_shape_mismatch_is_a_clear_error() -> None:
     g = torch.Generator().manual_seed(0)
     ins = _inputs(1, 8, 16, 64, g)
