@@ -206,13 +206,22 @@ def _add_ln_fwd(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Te
     h = torch.empty(kk, n, d, device=x.device, dtype=out_dtype)
     mean = torch.empty(kk, n, device=x.device, dtype=torch.float32)
     rstd = torch.empty_like(mean)
+    _launch_fwd(x, r.contiguous() if r is not None else None, rb, w, b, xn, h, mean, rstd)
+    return xn, h, mean, rstd
+
+
+def _launch_fwd(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor, xn: Tensor, h: Tensor,
+                mean: Tensor, rstd: Tensor) -> None:
+    """Launch the add + LayerNorm forward kernel into the given outputs (x, r contiguous (K, N, d);
+    without a branch r, xn is not written)."""
+    kk, n, d = x.shape
     rows, warps = CONFIG["fwd"]
-    r = r.contiguous() if r is not None else x
-    rb = rb if rb is not None else w
+    has_r = r is not None
+    r, rb = (r, rb) if has_r else (x, w)
+    assert rb is not None
     launch(_add_ln_fwd_kernel, (triton.cdiv(n, rows), kk))(
         x, r, rb, w, b, xn, h, mean, rstd, n, EPS, rb.stride(0), w.stride(0), b.stride(0), D=d,
         BD=pad_width(d), ROWS=rows, HAS_R=has_r, num_warps=warps)
-    return xn, h, mean, rstd
 
 
 @_add_ln_fwd.register_fake
@@ -276,12 +285,23 @@ def _backward(ctx, dxn: Tensor | None, dh: Tensor | None, _dmean: Tensor, _drstd
     if dh is None and dxn is None:
         return None, None, None, None, None, None
     dh = torch.zeros_like(xn) if dh is None else dh
-    dx, dr, sums = backward_op(ctx, _add_ln_bwd)(dxn if ctx.has_r else None, dh, xn, mean, rstd, w, r_dt, ctx.has_r)
     if not ctx.has_r:
+        dx, _, sums = backward_op(ctx, _add_ln_bwd)(None, dh, xn, mean, rstd, w, r_dt, False)
         return dx, None, None, sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None
+    return (*branch_grads(ctx, dxn, dh, xn, mean, rstd, w, ctx.dtypes), None)
+
+
+def branch_grads(ctx, dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor,  # type: ignore[no-untyped-def]
+                 dtypes: tuple[torch.dtype, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Backward pass of `x + (r + rb)` and its LayerNorm, inside a backward pass `ctx` (see
+    `kernels.backward_op`): gradients of the stream x, of the branch r, of rb, of the LayerNorm's
+    weight and bias, in `dtypes` (r, rb, w, b). Inputs as `_add_ln_bwd`'s. `pyphase.mlp_block`
+    uses it for its two add + LayerNorms."""
+    r_dt, rb_dt, w_dt, b_dt = dtypes
+    dx, dr, sums = backward_op(ctx, _add_ln_bwd)(dxn, dh, xn, mean, rstd, w, r_dt, True)
     if dr.numel() == 0 < dx.numel():  # a stream in the branch's dtype: the branch's gradient is the stream's
         dr = dx
-    return dx, dr, sums[:, 2].to(rb_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None
+    return dx, dr, sums[:, 2].to(rb_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt)
 
 
 register_autograd(_add_ln_fwd, _backward, _setup)

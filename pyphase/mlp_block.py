@@ -193,19 +193,15 @@ def _mlp_block_fwd(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1
     stats = [torch.empty(kk, n, device=x0.device, dtype=torch.float32) for _ in range(4)]
     grid, meta = _launch(n, d, f, kk)
     pro, epi = (bool(v) for v in CONFIG["fuse"] or (1, 1))
-    rows, warps = layernorm.CONFIG["fwd"]
-    ln = dict(D=d, BD=pad_width(d), ROWS=rows, HAS_R=True, num_warps=warps)
     if not pro:
-        launch(layernorm._add_ln_fwd_kernel, (triton.cdiv(n, rows), kk))(
-            x0, p, pb, lw, lb, x1, h, stats[0], stats[1], n, EPS, pb.stride(0), lw.stride(0), lb.stride(0), **ln)
+        layernorm._launch_fwd(x0, p, pb, lw, lb, x1, h, stats[0], stats[1])
     y = x0.new_empty(0, dtype=w1.dtype) if epi else torch.empty(kk, n, d, device=x0.device, dtype=w1.dtype)
     LAST["fwd"] = launch(_mlp_block_fwd_kernel, grid)(
         x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb, x1, h, stats[0], stats[1], x2, h2, stats[2], stats[3], y, n, EPS,
         pb.stride(0), lw.stride(0), lb.stride(0), b2.stride(0), nw.stride(0), nb.stride(0), D=d, FF=f, PRO=pro,
         EPI=epi, **meta)
     if not epi:
-        launch(layernorm._add_ln_fwd_kernel, (triton.cdiv(n, rows), kk))(
-            x1, y, b2, nw, nb, x2, h2, stats[2], stats[3], n, EPS, b2.stride(0), nw.stride(0), nb.stride(0), **ln)
+        layernorm._launch_fwd(x1, y, b2, nw, nb, x2, h2, stats[2], stats[3])
     return x1, h, stats[0], stats[1], x2, h2, stats[2], stats[3]
 
 
@@ -223,33 +219,26 @@ def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
     x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb, _ = inputs
     x1, h, mean1, rstd1, x2, _, mean2, rstd2 = output
     ctx.save_for_backward(x1, h, mean1, rstd1, x2, mean2, rstd2, lw, w1, b1, w2, nw)
-    ctx.dtypes = (p.dtype, pb.dtype, lw.dtype, lb.dtype, b1.dtype, b2.dtype, nw.dtype, nb.dtype)
-
-
-def _branch(dx: Tensor, dr: Tensor) -> Tensor:
-    """The branch's gradient from `_add_ln_bwd`'s outputs: dr, or the stream's when it was not written
-    (a stream in the branch's dtype, see layernorm._backward)."""
-    return dx if dr.numel() == 0 < dx.numel() else dr
+    # (branch, its bias, LayerNorm weight, bias) of the first add + LayerNorm, then the second's; b1
+    ctx.dtypes = ((p.dtype, pb.dtype, lw.dtype, lb.dtype), (w1.dtype, b2.dtype, nw.dtype, nb.dtype), b1.dtype)
 
 
 def _backward(ctx, dx1, dh, _dm1, _dr1, dx2, dh2, _dm2, _dr2):  # type: ignore[no-untyped-def]
     """The unfused ops' backward passes in autograd's order: the second add + LayerNorm, the MLP,
     the first add + LayerNorm."""
     x1, h, mean1, rstd1, x2, mean2, rstd2, lw, w1, b1, w2, nw = ctx.saved_tensors
-    p_dt, pb_dt, lw_dt, lb_dt, b1_dt, b2_dt, nw_dt, nb_dt = ctx.dtypes
+    first, second, b1_dt = ctx.dtypes
     if dx2 is None and dh2 is None and dx1 is None and dh is None:
         return (None,) * 12
-    add_ln_bwd = backward_op(ctx, layernorm._add_ln_bwd)
     dh2 = torch.zeros_like(h) if dh2 is None else dh2
-    g1, dm, sums2 = add_ln_bwd(dx2, dh2, x2, mean2, rstd2, nw, w1.dtype, True)
-    dhm, dw1, db1, dw2 = backward_op(ctx, mlp._mlp_bwd_dw)(_branch(g1, dm), h, w1, b1, w2)
+    g1, dm, db2, dnw, dnb = layernorm.branch_grads(ctx, dx2, dh2, x2, mean2, rstd2, nw, second)
+    dhm, dw1, db1, dw2 = backward_op(ctx, mlp._mlp_bwd_dw)(dm, h, w1, b1, w2)
     if dh is not None:
         dhm = dhm + dh
     if dx1 is not None:
         g1 = g1 + dx1
-    g0, dp, sums1 = add_ln_bwd(g1, dhm, x1, mean1, rstd1, lw, p_dt, True)
-    return (g0, _branch(g0, dp), sums1[:, 2].to(pb_dt), sums1[:, 0].to(lw_dt), sums1[:, 1].to(lb_dt), dw1,
-            db1.to(b1_dt), dw2, sums2[:, 2].to(b2_dt), sums2[:, 0].to(nw_dt), sums2[:, 1].to(nb_dt), None)
+    g0, dp, dpb, dlw, dlb = layernorm.branch_grads(ctx, g1, dhm, x1, mean1, rstd1, lw, first)
+    return g0, dp, dpb, dlw, dlb, dw1, db1.to(b1_dt), dw2, db2, dnw, dnb, None
 
 
 register_autograd(_mlp_block_fwd, _backward, _setup)
