@@ -117,9 +117,14 @@ def test_precompiled_trainer_trains_as_one_compiled_on_first_use() -> None:
             optim._sumsq_kernel, optim._adamw_kernel]
     if mlp_block.CONFIG["fuse"] != (1, 1):
         jits.append(layernorm._add_ln_fwd_kernel)
-    for j in jits:  # forget earlier compiles so the precompile has work to do
-        for cache in j.device_caches.values():
-            cache[0].clear()
+
+    def forget() -> None:  # forget earlier compiles so the precompile has work to do
+        for j in jits:
+            for cache in j.device_caches.values():
+                cache[0].clear()
+
+    forget()
+
     def cached() -> list[int]:
         return [len(j.device_caches[torch.cuda.current_device()][0]) for j in jits]
 
@@ -141,9 +146,7 @@ def test_precompiled_trainer_trains_as_one_compiled_on_first_use() -> None:
     # Two packs of other batch sizes side by side: one parallel compile for both, nothing after it.
     from pyphase.train import precompile_together, run_together
 
-    for j in jits:
-        for cache in j.device_caches.values():
-            cache[0].clear()
+    forget()
     packs = [PackTrainer([replace(c, batch_size=b) for c in cfgs], corpus, "cuda") for b in (4, 16)]
     precompile_together(packs)
     after = cached()
