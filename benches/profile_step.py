@@ -21,6 +21,7 @@ grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
   eager_unfused, eager_bf16res_unfused  the same with PYPHASE_MLP_BLOCK=off (pyphase.mlp_block's
             fused add + LayerNorm, MLP, add + LayerNorm forward kernel off: three kernels)
   cudnn / efficient   attention backend toggles (set before compiling)
+  VARIANT:attnN  VARIANT with the N-th of --attn-bwd's pyphase.attention backward configurations
 CUDA only. Usage:
     python benches/profile_step.py --data PATH --k 5 --b 256 --variants default,flex --out DIR
 """
@@ -44,6 +45,8 @@ ap.add_argument("--mlp-config", default=None, help='pyphase.mlp launch configura
 ap.add_argument("--block-config", default=None, help='pyphase.mlp_block launch configuration "FWD/PRO,EPI" (pyphase.mlp_block.set_config)')
 ap.add_argument("--ln-config", default=None, help='pyphase.layernorm launch configuration "rows,warps/rows,tiles,warps"')
 ap.add_argument("--backward-programs", type=int, default=None, help="pyphase.kernels.BACKWARD_PROGRAMS (1: the launches' own row counts)")
+ap.add_argument("--attn-bwd", default="", help='";"-separated pyphase.attention backward launch configurations; '
+                'a variant named VARIANT:attnN runs with the N-th (6 values: two passes, 4: one pass)')
 ap.add_argument("--embed-config", default=None, help='pyphase.layernorm embedding backward "positions,warps,programs"')
 a = ap.parse_args()
 corpus = load_corpus(a.data)
@@ -120,7 +123,14 @@ def make_losses(flex=False, contig=False, bf16res=False):
         return ce.view(kk, b * t).mean(dim=1)
     return losses
 
-for var in variants:
+from pyphase import attention
+attn_default = dict(attention.CONFIG)
+attn_bwd = [tuple(int(v) for v in c.split(",")) for c in a.attn_bwd.split(";") if c.strip()]
+for var_name in variants:
+    var, _, attn_i = var_name.partition(":attn")
+    attention.CONFIG.update(attn_default)
+    if attn_i:
+        attention.CONFIG["bwd"] = attn_bwd[int(attn_i)]
     torch._dynamo.reset()
     t0 = time.perf_counter()
     cfgs = [RunConfig(experiment="p", batch_size=B, lr=1e-3*(i+1), gradient_clip=1.0, seed=i, steps=400,
@@ -176,7 +186,7 @@ for var in variants:
     tok = K * B * 256 / dt
     mfu = tok * tr.shape.flops_per_token() / 989e12
     loss = tr.state.loss[159].tolist()
-    r = dict(variant=var, K=K, B=B, ms_per_step=dt * 1e3, mtok_s=tok / 1e6, mfu=mfu, setup_s=setup, loss_step160=loss)
+    r = dict(variant=var_name, attn_bwd=attention.CONFIG["bwd"], K=K, B=B, ms_per_step=dt * 1e3, mtok_s=tok / 1e6, mfu=mfu, setup_s=setup, loss_step160=loss)
     from pyphase import mlp_block
     if a.block_config:
         r["block_config"] = a.block_config
@@ -184,7 +194,7 @@ for var in variants:
     if kern is not None and not var.endswith("_unfused"):
         r["block_regs_spills"] = [getattr(kern, "n_regs", None), getattr(kern, "n_spills", None)]
     print(json.dumps(r), flush=True)
-    if var == variants[0] or a.profile_all:
+    if var_name == variants[0] or a.profile_all:
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(5):
                 tr.step()
@@ -200,7 +210,7 @@ for var in variants:
         table = ka.table(sort_by="self_cuda_time_total", row_limit=40, max_name_column_width=90)
         open(f"{out}/profile_{var}_k{K}_b{B}.txt", "w").write(table)
         print(table[:6000])
-    if var == variants[0] and a.ops:
+    if var_name == variants[0] and a.ops:
         snap = {k: v.clone() for k, v in tr.state.tensors().items()}
         flat0 = tr.model.flat.clone()
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
