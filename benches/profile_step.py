@@ -45,8 +45,8 @@ ap.add_argument("--mlp-config", default=None, help='pyphase.mlp launch configura
 ap.add_argument("--block-config", default=None, help='pyphase.mlp_block launch configuration "FWD/PRO,EPI" (pyphase.mlp_block.set_config)')
 ap.add_argument("--ln-config", default=None, help='pyphase.layernorm launch configuration "rows,warps/rows,tiles,warps"')
 ap.add_argument("--backward-programs", type=int, default=None, help="pyphase.kernels.BACKWARD_PROGRAMS (1: the launches' own row counts)")
-ap.add_argument("--attn-bwd", default="", help='";"-separated pyphase.attention backward launch configurations; '
-                'a variant named VARIANT:attnN runs with the N-th (6 values: two passes, 4: one pass)')
+ap.add_argument("--attn-bwd", default="", help='";"-separated pyphase.attention backward launch configurations (CONFIG["bwd"]); '
+                'a variant named VARIANT:attnN runs with the N-th')
 ap.add_argument("--embed-config", default=None, help='pyphase.layernorm embedding backward "positions,warps,programs"')
 a = ap.parse_args()
 corpus = load_corpus(a.data)

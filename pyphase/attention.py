@@ -63,9 +63,7 @@ def attention_reference(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: i
 # Launch parameters (block rows, warps, pipeline stages); blocks shrink for contexts shorter than
 # a block. benches/bench_attention.py times alternatives.
 #   fwd: (query block, key block, warps, stages)
-#   bwd, one pass (4 values): (query step, key block, warps, stages)
-#   bwd, two passes (6 values): dk/dv pass (query step, key block), dq pass (query block, key step),
-#        warps, stages
+#   bwd: dk/dv pass (query step, key block), dq pass (query block, key step), warps, stages
 CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 64, 4, 3), "bwd": (32, 128, 128, 32, 4, 3)}
 
 
@@ -225,94 +223,6 @@ if triton is not None:
         tl.store(part + h * HD + offs_d, tl.sum(tl.where(m_ok[:, None], dq.to(tl.float32), 0.0), 0))
 
 
-    @triton.jit
-    def _attn_bwd_kernel(QKV, BIAS, O, DO, LSE, DELTA, DQ_ACC, DQKV, DB, T, N_SEQ, N_HEAD: tl.constexpr,
-                         D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
-                         BN: tl.constexpr):
-        """The whole backward of one (sequence, head) in one pass: for each block of BN keys, loop
-        over the queries that see them in steps of BM (loaded transposed, (HD, BM)), computing the
-        probabilities and their gradient once for dk, dv and dq together. dk and dv of a key block
-        are finished in its loop; a query step's dq is the sum over key blocks, kept in fp32 in
-        DQ_ACC between key blocks and written out after the last key block it sees. One program
-        owns all of its rows, so the sums run in a fixed order (the same bits every run)."""
-        pid_sh = tl.program_id(0)
-        s = pid_sh // N_HEAD
-        h = pid_sh % N_HEAD
-        model = s // N_SEQ
-        row0 = s.to(tl.int64) * T
-        offs_m = tl.arange(0, BM)
-        offs_j = tl.arange(0, BN)
-        offs_d = tl.arange(0, HD)
-        dt = QKV.dtype.element_ty
-        bq = tl.load(BIAS + model * 3 * D + h * HD + offs_d).to(tl.float32)
-        bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
-        bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
-        lse_base = LSE + pid_sh.to(tl.int64) * T
-        delta_base = DELTA + pid_sh.to(tl.int64) * T
-        acc_base = DQ_ACC + pid_sh.to(tl.int64) * T * HD
-        # delta = rowsum(o * do) of every row, first (every key block needs all of them).
-        for start_m in range(0, T, BM):
-            rows = start_m + offs_m
-            m_ok = rows < T
-            o_ptr = (row0 + rows[:, None]) * D + h * HD + offs_d[None, :]
-            do = tl.load(DO + o_ptr, mask=m_ok[:, None], other=0.0).to(dt)
-            o = tl.load(O + o_ptr, mask=m_ok[:, None], other=0.0)
-            tl.store(delta_base + rows, tl.sum(o.to(tl.float32) * do.to(tl.float32), 1), mask=m_ok)
-        tl.debug_barrier()
-        dbq = tl.zeros([HD], tl.float32)
-        dbk = tl.zeros([HD], tl.float32)
-        dbv = tl.zeros([HD], tl.float32)
-        for start_n in range(0, T, BN):
-            offs_n = start_n + offs_j
-            n_ok = offs_n < T
-            kv_row = (row0 + offs_n[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-            k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
-            v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
-            dk = tl.zeros([BN, HD], tl.float32)
-            dv = tl.zeros([BN, HD], tl.float32)
-            for start_m in range((start_n // BM) * BM, T, BM):
-                rows = start_m + offs_m
-                m_ok = rows < T
-                q_t = (tl.load(QKV + (row0 + rows[None, :]) * (3 * D) + h * HD + offs_d[:, None], mask=m_ok[None, :],
-                               other=0.0).to(tl.float32) + bq[:, None]).to(dt)  # (HD, BM)
-                do = tl.load(DO + (row0 + rows[:, None]) * D + h * HD + offs_d[None, :], mask=m_ok[:, None],
-                             other=0.0).to(dt)  # (BM, HD)
-                lse = tl.load(lse_base + rows, mask=m_ok, other=0.0)
-                delta = tl.load(delta_base + rows, mask=m_ok, other=0.0)
-                qk_t = tl.dot(k, q_t) * qk_scale  # (BN, BM)
-                keep = (rows[None, :] >= offs_n[:, None]) & m_ok[None, :]
-                p_t = tl.where(keep, tl.exp2(qk_t - lse[None, :]), 0.0)
-                dv += tl.dot(p_t.to(dt), do)
-                dp_t = tl.dot(v, tl.trans(do))
-                ds_t = (p_t * (dp_t - delta[None, :])).to(dt)
-                dk += tl.dot(ds_t, tl.trans(q_t))
-                dq = tl.dot(tl.trans(ds_t), k)  # (BM, HD): this key block's share
-                acc_ptr = acc_base + rows[:, None] * HD + offs_d[None, :]
-                if start_n > 0:  # key block 0 wrote every row
-                    dq += tl.load(acc_ptr, mask=m_ok[:, None], other=0.0)
-                # Later key blocks see this query step if their first key is at or before its last row.
-                if start_n + BN <= tl.minimum(start_m + BM, T) - 1:
-                    tl.store(acc_ptr, dq, mask=m_ok[:, None])
-                else:
-                    dq_out = (dq * sm_scale).to(DQKV.dtype.element_ty)
-                    tl.store(DQKV + (row0 + rows[:, None]) * (3 * D) + h * HD + offs_d[None, :], dq_out,
-                             mask=m_ok[:, None])
-                    dbq += tl.sum(tl.where(m_ok[:, None], dq_out.to(tl.float32), 0.0), 0)
-            tl.debug_barrier()  # this key block's DQ_ACC writes, before the next one reads them
-            out = (row0 + offs_n[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-            dk = (dk * sm_scale).to(DQKV.dtype.element_ty)
-            dv = dv.to(DQKV.dtype.element_ty)
-            tl.store(DQKV + out + D, dk, mask=n_ok[:, None])
-            tl.store(DQKV + out + 2 * D, dv, mask=n_ok[:, None])
-            dbk += tl.sum(dk.to(tl.float32), 0)
-            dbv += tl.sum(dv.to(tl.float32), 0)
-        # The bias gradient: this sequence's column sums of the stored gradient, in its own row of
-        # the partial sums (added up over sequences in a fixed order later).
-        part = DB + (model * N_SEQ + s % N_SEQ) * 3 * D + h * HD + offs_d
-        tl.store(part, dbq)
-        tl.store(part + D, dbk)
-        tl.store(part + 2 * D, dbv)
-
 def _dims(qkv: Tensor, n_seq: int, t: int, n_head: int) -> tuple[int, int, int, float]:
     kk, n, d3 = qkv.shape
     d = d3 // 3
@@ -351,15 +261,6 @@ def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_s
     seqs, d, hd, scale = _dims(qkv, n_seq, t, n_head)
     dqkv = torch.empty_like(qkv)
     delta = torch.empty(seqs * n_head, t, device=qkv.device, dtype=torch.float32)
-    if len(CONFIG["bwd"]) == 4:
-        bm, bn, warps, stages = _launch("bwd", t)
-        # dq's running sums between key blocks (fp32), needed only where there are several
-        acc = torch.empty(seqs * n_head, t, hd, device=qkv.device, dtype=torch.float32) if t > bn else delta
-        part = torch.empty(qkv.shape[0], n_seq, 3 * d, device=qkv.device, dtype=torch.float32)
-        launch(_attn_bwd_kernel, (seqs * n_head,))(
-            qkv, bias, o, do, lse, delta, acc, dqkv, part, t, n_seq, n_head, d, hd, scale * LOG2E, scale, bm, bn,
-            num_warps=warps, num_stages=stages)
-        return dqkv, sum_parts(part)
     bm1, bn1, bm2, bn2, warps, stages = _launch("bwd", t)
     # The bias gradient's partial sums: one row per sequence and block of either kernel (each
     # writes its own columns: q by the dq pass, k and v by the dk/dv pass), zeros where one kernel
