@@ -22,6 +22,7 @@ grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
             fused add + LayerNorm, MLP, add + LayerNorm forward kernel off: three kernels)
   cudnn / efficient   attention backend toggles (set before compiling)
   VARIANT:attnN  VARIANT with the N-th of --attn-bwd's pyphase.attention backward configurations
+  VARIANT+NAME=VALUE  VARIANT with the environment variable NAME set to VALUE (e.g. PYPHASE_ATTENTION_TMA=off)
 CUDA only. Usage:
     python benches/profile_step.py --data PATH --k 5 --b 256 --variants default,flex --out DIR
 """
@@ -126,8 +127,14 @@ def make_losses(flex=False, contig=False, bf16res=False):
 from pyphase import attention
 attn_default = dict(attention.CONFIG)
 attn_bwd = [tuple(int(v) for v in c.split(",")) for c in a.attn_bwd.split(";") if c.strip()]
+env_set: list[str] = []
 for var_name in variants:
-    var, _, attn_i = var_name.partition(":attn")
+    for key in env_set:
+        os.environ.pop(key, None)
+    var, *env = var_name.split("+")
+    env_set = [kv.partition("=")[0] for kv in env]
+    os.environ.update(kv.partition("=")[::2] for kv in env)
+    var, _, attn_i = var.partition(":attn")
     attention.CONFIG.update(attn_default)
     if attn_i:
         attention.CONFIG["bwd"] = attn_bwd[int(attn_i)]
