@@ -36,10 +36,6 @@ try:
     import triton.language as tl
 except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
     triton = None
-try:
-    from triton.tools.tensor_descriptor import TensorDescriptor
-except ImportError:  # pragma: no cover - a Triton without tensor descriptors: plain loads
-    TensorDescriptor = None
 
 LOG2E = 1.4426950408889634
 
@@ -71,31 +67,6 @@ def attention_reference(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: i
 CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 64, 4, 3), "bwd": (32, 128, 128, 32, 4, 3)}
 
 
-# Tensor descriptors (TMA) for the kernels' tile loads and stores where the GPU has them (Hopper
-# on): None decides by the device, True forces them (the interpreter tests), False turns them off;
-# so does PYPHASE_ATTENTION_TMA=off. Same values loaded, so the same bits.
-TMA: bool | None = None
-
-
-def _use_tma(hd: int, *xs: Tensor) -> bool:
-    """Whether to pass tensor descriptors of `xs` (each (K, B·T, w)): where TMA can address them
-    (16-byte aligned starts and rows, blocks at least 16 bytes wide)."""
-    if TensorDescriptor is None or os.environ.get("PYPHASE_ATTENTION_TMA", "").lower() in ("off", "0", "no"):
-        return False
-    if TMA is not None:
-        return TMA
-    x = xs[0]
-    return (x.is_cuda and torch.cuda.get_device_capability(x.device)[0] >= 9 and hd * x.element_size() >= 16
-            and all(z.data_ptr() % 16 == 0 and z.shape[-1] * z.element_size() % 16 == 0 for z in xs))
-
-
-def _descs(x: Tensor, seqs: int, t: int, hd: int, *rows: int) -> list:  # type: ignore[type-arg]
-    """Tensor descriptors of (K, B·T, w) `x` as (sequences, T, w), one for each block of `rows`
-    rows and hd columns (rows past a sequence's T read as zeros, and are not written)."""
-    x3 = x.view(seqs, t, x.shape[-1])
-    return [TensorDescriptor.from_tensor(x3, [1, r, hd]) for r in rows]
-
-
 def _launch(kind: str, t: int) -> tuple[int, ...]:
     *blocks, warps, stages = CONFIG[kind]
     small = pad_width(t)
@@ -105,11 +76,8 @@ def _launch(kind: str, t: int) -> tuple[int, ...]:
 if triton is not None:
 
     @triton.jit
-    def _attn_fwd_kernel(QKV, QD, KD, BIAS, O, OD, LSE, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr,
-                         HD: tl.constexpr, qk_scale, BM: tl.constexpr, BN: tl.constexpr, TMA: tl.constexpr):
-        """QD, KD, OD: (sequences, T, 3d / d) tensor descriptors of QKV and O with blocks of (1, BM, HD)
-        and (1, BN, HD) when TMA (loads and stores by the Hopper's tensor memory accelerator, rows
-        past T read as zeros), else None and plain masked loads."""
+    def _attn_fwd_kernel(QKV, BIAS, O, LSE, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr, HD: tl.constexpr,
+                    qk_scale, BM: tl.constexpr, BN: tl.constexpr):
         pid_m = tl.program_id(0)
         pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
@@ -124,12 +92,8 @@ if triton is not None:
         bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
         bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
         m_ok = offs_m < T
-        if TMA:
-            q = QD.load([s, pid_m * BM, h * HD]).reshape(BM, HD)
-        else:
-            q = tl.load(QKV + (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :], mask=m_ok[:, None],
-                        other=0.0)
-        q = (q.to(tl.float32) + bq[None, :]).to(dt)
+        q_ptr = QKV + (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
+        q = (tl.load(q_ptr, mask=m_ok[:, None], other=0.0).to(tl.float32) + bq[None, :]).to(dt)
         m_i = tl.full([BM], float("-inf"), tl.float32)
         l_i = tl.zeros([BM], tl.float32)
         acc = tl.zeros([BM, HD], tl.float32)
@@ -137,15 +101,9 @@ if triton is not None:
         for start_n in range(0, hi, BN):
             cols = start_n + offs_n
             n_ok = cols < T
-            if TMA:
-                k = KD.load([s, start_n, D + h * HD]).reshape(BN, HD)
-                v = KD.load([s, start_n, 2 * D + h * HD]).reshape(BN, HD)
-            else:
-                kv_row = (row0 + cols[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-                k = tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0)
-                v = tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0)
-            k = (k.to(tl.float32) + bk[None, :]).to(dt)
-            v = (v.to(tl.float32) + bv[None, :]).to(dt)
+            kv_row = (row0 + cols[:, None]) * (3 * D) + h * HD + offs_d[None, :]
+            k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
+            v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
             qk = tl.dot(q, tl.trans(k)) * qk_scale
             keep = (offs_m[:, None] >= cols[None, :]) & n_ok[None, :]
             qk = tl.where(keep, qk, float("-inf"))
@@ -155,20 +113,17 @@ if triton is not None:
             l_i = l_i * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None] + tl.dot(p.to(dt), v)
             m_i = m_new
-        acc = (acc / l_i[:, None]).to(O.dtype.element_ty)
-        if TMA:
-            OD.store([s, pid_m * BM, h * HD], acc.reshape(1, BM, HD))
-        else:
-            tl.store(O + (row0 + offs_m[:, None]) * D + h * HD + offs_d[None, :], acc, mask=m_ok[:, None])
+        acc = acc / l_i[:, None]
+        o_ptr = O + (row0 + offs_m[:, None]) * D + h * HD + offs_d[None, :]
+        tl.store(o_ptr, acc.to(O.dtype.element_ty), mask=m_ok[:, None])
         tl.store(LSE + pid_sh.to(tl.int64) * T + offs_m, m_i + tl.log2(l_i), mask=m_ok)
 
     @triton.jit
-    def _attn_bwd_dkdv_kernel(QKV, QD, KD, BIAS, DO, DOD, LSE, DELTA, DQKV, DKD, DB, T, N_SEQ, PARTS,
-                              N_HEAD: tl.constexpr, D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale,
-                              BM: tl.constexpr, BN: tl.constexpr, TMA: tl.constexpr):
+    def _attn_bwd_dkdv_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
+                              D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
+                              BN: tl.constexpr):
         """dk, dv of one block of BN keys, looping over the queries that see them in steps of BM.
-        Queries are used transposed (HD, BM) so every product is a plain tile product. QD, DOD
-        (blocks of BM rows), KD, DKD (BN rows): tensor descriptors when TMA, as in the forward pass."""
+        Queries are loaded transposed (HD, BM) so every product is a plain tile product."""
         pid_n = tl.program_id(0)
         pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
@@ -184,14 +139,8 @@ if triton is not None:
         bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
         n_ok = offs_n < T
         kv_row = (row0 + offs_n[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-        if TMA:
-            k = KD.load([s, pid_n * BN, D + h * HD]).reshape(BN, HD)
-            v = KD.load([s, pid_n * BN, 2 * D + h * HD]).reshape(BN, HD)
-        else:
-            k = tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0)
-            v = tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0)
-        k = (k.to(tl.float32) + bk[None, :]).to(dt)
-        v = (v.to(tl.float32) + bv[None, :]).to(dt)
+        k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
+        v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
         dk = tl.zeros([BN, HD], tl.float32)
         dv = tl.zeros([BN, HD], tl.float32)
         lse_base = LSE + pid_sh.to(tl.int64) * T
@@ -200,14 +149,10 @@ if triton is not None:
         for start_m in range(lo, T, BM):
             rows = start_m + offs_m
             m_ok = rows < T
-            if TMA:
-                q_t = tl.trans((QD.load([s, start_m, h * HD]).reshape(BM, HD).to(tl.float32) + bq[None, :]).to(dt))
-                do = DOD.load([s, start_m, h * HD]).reshape(BM, HD).to(dt)
-            else:
-                q_t = (tl.load(QKV + (row0 + rows[None, :]) * (3 * D) + h * HD + offs_d[:, None], mask=m_ok[None, :],
-                               other=0.0).to(tl.float32) + bq[:, None]).to(dt)  # (HD, BM)
-                do = tl.load(DO + (row0 + rows[:, None]) * D + h * HD + offs_d[None, :], mask=m_ok[:, None],
-                             other=0.0).to(dt)  # (BM, HD)
+            q_t = (tl.load(QKV + (row0 + rows[None, :]) * (3 * D) + h * HD + offs_d[:, None], mask=m_ok[None, :],
+                           other=0.0).to(tl.float32) + bq[:, None]).to(dt)  # (HD, BM)
+            do = tl.load(DO + (row0 + rows[:, None]) * D + h * HD + offs_d[None, :], mask=m_ok[:, None],
+                         other=0.0).to(dt)  # (BM, HD)
             lse = tl.load(lse_base + rows, mask=m_ok, other=0.0)
             delta = tl.load(delta_base + rows, mask=m_ok, other=0.0)
             qk_t = tl.dot(k, q_t) * qk_scale  # (BN, BM)
@@ -217,14 +162,11 @@ if triton is not None:
             dp_t = tl.dot(v, tl.trans(do))
             ds_t = p_t * (dp_t - delta[None, :])
             dk += tl.dot(ds_t.to(dt), tl.trans(q_t))
+        out = (row0 + offs_n[:, None]) * (3 * D) + h * HD + offs_d[None, :]
         dk = (dk * sm_scale).to(DQKV.dtype.element_ty)
         dv = dv.to(DQKV.dtype.element_ty)
-        if TMA:
-            DKD.store([s, pid_n * BN, D + h * HD], dk.reshape(1, BN, HD))
-            DKD.store([s, pid_n * BN, 2 * D + h * HD], dv.reshape(1, BN, HD))
-        else:
-            tl.store(DQKV + kv_row + D, dk, mask=n_ok[:, None])
-            tl.store(DQKV + kv_row + 2 * D, dv, mask=n_ok[:, None])
+        tl.store(DQKV + out + D, dk, mask=n_ok[:, None])
+        tl.store(DQKV + out + 2 * D, dv, mask=n_ok[:, None])
         # The bias gradient is the column sum of the stored gradient (rows outside T hold zeros):
         # this block's share, in its own row of the partial sums (added up in a fixed order later).
         part = DB + (model * PARTS + (s % N_SEQ) * tl.num_programs(0) + pid_n) * 3 * D
@@ -232,13 +174,12 @@ if triton is not None:
         tl.store(part + 2 * D + h * HD + offs_d, tl.sum(dv.to(tl.float32), 0))
 
     @triton.jit
-    def _attn_bwd_dq_kernel(QKV, QD, KD, BIAS, O, OD, DO, DOD, LSE, DELTA, DQKV, DQD, DB, T, N_SEQ, PARTS,
-                            N_HEAD: tl.constexpr, D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale,
-                            BM: tl.constexpr, BN: tl.constexpr, TMA: tl.constexpr):
+    def _attn_bwd_dq_kernel(QKV, BIAS, O, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
+                            D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
+                            BN: tl.constexpr):
         """dq of one block of BM queries, looping over the keys they see in steps of BN (keys and
-        values used transposed, (HD, BN)). Computes the rows' delta = rowsum(o * do) and writes
-        it for the dk/dv pass, which runs after this one. QD, OD, DOD, DQD (blocks of BM rows), KD
-        (BN rows): tensor descriptors when TMA, as in the forward pass."""
+        values loaded transposed, (HD, BN)). Computes the rows' delta = rowsum(o * do) and writes
+        it for the dk/dv pass, which runs after this one."""
         pid_m = tl.program_id(0)
         pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
@@ -253,18 +194,11 @@ if triton is not None:
         bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
         bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
         m_ok = offs_m < T
-        if TMA:
-            q = QD.load([s, pid_m * BM, h * HD]).reshape(BM, HD)
-            do = DOD.load([s, pid_m * BM, h * HD]).reshape(BM, HD)
-            o = OD.load([s, pid_m * BM, h * HD]).reshape(BM, HD)
-        else:
-            q = tl.load(QKV + (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :], mask=m_ok[:, None],
-                        other=0.0)
-            o_ptr = (row0 + offs_m[:, None]) * D + h * HD + offs_d[None, :]
-            do = tl.load(DO + o_ptr, mask=m_ok[:, None], other=0.0)
-            o = tl.load(O + o_ptr, mask=m_ok[:, None], other=0.0)
-        q = (q.to(tl.float32) + bq[None, :]).to(dt)
-        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+        q = (tl.load(QKV + (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :], mask=m_ok[:, None],
+                     other=0.0).to(tl.float32) + bq[None, :]).to(dt)
+        o_ptr = (row0 + offs_m[:, None]) * D + h * HD + offs_d[None, :]
+        do = tl.load(DO + o_ptr, mask=m_ok[:, None], other=0.0)
+        delta = tl.sum(tl.load(O + o_ptr, mask=m_ok[:, None], other=0.0).to(tl.float32) * do.to(tl.float32), 1)
         tl.store(DELTA + pid_sh.to(tl.int64) * T + offs_m, delta, mask=m_ok)
         do = do.to(dt)
         lse = tl.load(LSE + pid_sh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0)
@@ -273,26 +207,18 @@ if triton is not None:
         for start_n in range(0, hi, BN):
             cols = start_n + offs_n
             n_ok = cols < T
-            if TMA:
-                k_t = tl.trans((KD.load([s, start_n, D + h * HD]).reshape(BN, HD).to(tl.float32) + bk[None, :]).to(dt))
-                v_t = tl.trans((KD.load([s, start_n, 2 * D + h * HD]).reshape(BN, HD).to(tl.float32)
-                                + bv[None, :]).to(dt))
-            else:
-                kv_t = (row0 + cols[None, :]) * (3 * D) + h * HD + offs_d[:, None]
-                k_t = (tl.load(QKV + kv_t + D, mask=n_ok[None, :], other=0.0).to(tl.float32) + bk[:, None]).to(dt)
-                v_t = (tl.load(QKV + kv_t + 2 * D, mask=n_ok[None, :], other=0.0).to(tl.float32)
-                       + bv[:, None]).to(dt)
+            kv_t = (row0 + cols[None, :]) * (3 * D) + h * HD + offs_d[:, None]
+            k_t = (tl.load(QKV + kv_t + D, mask=n_ok[None, :], other=0.0).to(tl.float32) + bk[:, None]).to(dt)
+            v_t = (tl.load(QKV + kv_t + 2 * D, mask=n_ok[None, :], other=0.0).to(tl.float32) + bv[:, None]).to(dt)
             qk = tl.dot(q, k_t) * qk_scale
             keep = (offs_m[:, None] >= cols[None, :]) & n_ok[None, :]
             p = tl.where(keep, tl.exp2(qk - lse[:, None]), 0.0)
             dp = tl.dot(do, v_t)
             ds = p * (dp - delta[:, None])
             dq += tl.dot(ds.to(dt), tl.trans(k_t))
+        out = (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
         dq = (dq * sm_scale).to(DQKV.dtype.element_ty)
-        if TMA:
-            DQD.store([s, pid_m * BM, h * HD], dq.reshape(1, BM, HD))
-        else:
-            tl.store(DQKV + (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :], dq, mask=m_ok[:, None])
+        tl.store(DQKV + out, dq, mask=m_ok[:, None])
         part = DB + (model * PARTS + (s % N_SEQ) * tl.num_programs(0) + pid_m) * 3 * D
         tl.store(part + h * HD + offs_d, tl.sum(tl.where(m_ok[:, None], dq.to(tl.float32), 0.0), 0))
 
@@ -314,10 +240,8 @@ def _attn_fwd(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int) -> tup
     lse = torch.empty(seqs * n_head, t, device=qkv.device, dtype=torch.float32)
     bm, bn, warps, stages = _launch("fwd", t)
     grid = (triton.cdiv(t, bm), seqs * n_head)
-    tma = _use_tma(hd, qkv, o)
-    qd, kd, od = (*_descs(qkv, seqs, t, hd, bm, bn), *_descs(o, seqs, t, hd, bm)) if tma else (None,) * 3
-    launch(_attn_fwd_kernel, grid)(qkv, qd, kd, bias, o, od, lse, t, n_seq, n_head, d, hd, scale * LOG2E, bm, bn,
-                                   tma, num_warps=warps, num_stages=stages)
+    launch(_attn_fwd_kernel, grid)(qkv, bias, o, lse, t, n_seq, n_head, d, hd, scale * LOG2E, bm, bn,
+                                   num_warps=warps, num_stages=stages)
     return o, lse
 
 
@@ -345,18 +269,12 @@ def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_s
     parts = n_seq * max(q_blocks, kv_blocks)
     new = torch.empty if q_blocks == kv_blocks else torch.zeros
     part = new(qkv.shape[0], parts, 3 * d, device=qkv.device, dtype=torch.float32)
-    tma = _use_tma(hd, qkv, dqkv, o, do)
-    # descriptors: the dq pass's blocks (bm2 query rows, bn2 key rows), then the dk/dv pass's
-    qd2, kd2, dqd, qd1, kd1, dkd = (*_descs(qkv, seqs, t, hd, bm2, bn2), *_descs(dqkv, seqs, t, hd, bm2),
-                                    *_descs(qkv, seqs, t, hd, bm1, bn1), *_descs(dqkv, seqs, t, hd, bn1)) \
-        if tma else (None,) * 6
-    od, dod2, dod1 = (*_descs(o, seqs, t, hd, bm2), *_descs(do, seqs, t, hd, bm2, bm1)) if tma else (None,) * 3
     launch(_attn_bwd_dq_kernel, (q_blocks, seqs * n_head))(
-        qkv, qd2, kd2, bias, o, od, do, dod2, lse, delta, dqkv, dqd, part, t, n_seq, parts, n_head, d, hd,
-        scale * LOG2E, scale, bm2, bn2, tma, num_warps=warps, num_stages=stages)
+        qkv, bias, o, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
+        num_warps=warps, num_stages=stages)
     launch(_attn_bwd_dkdv_kernel, (kv_blocks, seqs * n_head))(
-        qkv, qd1, kd1, bias, do, dod1, lse, delta, dqkv, dkd, part, t, n_seq, parts, n_head, d, hd,
-        scale * LOG2E, scale, bm1, bn1, tma, num_warps=warps, num_stages=stages)
+        qkv, bias, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
+        num_warps=warps, num_stages=stages)
     return dqkv, sum_parts(part)
 
 
