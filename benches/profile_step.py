@@ -22,7 +22,7 @@ grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
             fused add + LayerNorm, MLP, add + LayerNorm forward kernel off: three kernels)
   cudnn / efficient   attention backend toggles (set before compiling)
   VARIANT:attnN  VARIANT with the N-th of --attn-bwd's pyphase.attention backward configurations
-  VARIANT+NAME=VALUE  VARIANT with the environment variable NAME set to VALUE (e.g. PYPHASE_ATTENTION_TMA=off)
+  VARIANT+NAME=VALUE  VARIANT with the environment variable NAME set to VALUE (e.g. eager+PYPHASE_MLP_BLOCK=off)
 CUDA only. Usage:
     python benches/profile_step.py --data PATH --k 5 --b 256 --variants default,flex --out DIR
 """
