@@ -323,12 +323,14 @@ def _check(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[int, int, int
     return kk, n, d, f
 
 
-def _launch(kind: str, n: int, d: int, f: int, kk: int) -> tuple[tuple[int, ...], dict[str, int]]:
+def _launch(kind: str, n: int, d: int, f: int, kk: int,
+            cfg: tuple[int, ...] | None = None) -> tuple[tuple[int, ...], dict[str, int]]:
     """Grid and launch parameters: one program per tile of rows and model (and, for the split
     backward pass, per hidden chunk; for the "dw" backward pass, one per hidden chunk and span of
     rows); the hidden chunk shrinks to the next power of two at or above 16 when the hidden width is
-    smaller."""
-    cfg = CONFIG[kind]
+    smaller. `cfg` in place of CONFIG[kind]: another kernel's launch with the same tiles
+    (`pyphase.mlp_block`'s forward)."""
+    cfg = CONFIG[kind] if cfg is None else cfg
     assert isinstance(cfg, tuple)
     bm, bh, warps, stages = cfg[:4]
     bh = min(bh, pad_width(f))

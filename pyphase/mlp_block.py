@@ -169,16 +169,6 @@ def _check(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1: Tensor
     return kk, n, d, f
 
 
-def _launch(n: int, d: int, f: int, kk: int) -> tuple[tuple[int, int], dict[str, int]]:
-    cfg = CONFIG["fwd"] or mlp.CONFIG["fwd"]
-    assert isinstance(cfg, tuple)
-    bm, bh, warps, stages = cfg[:4]
-    bh = min(bh, pad_width(f))
-    bd = pad_width(d)
-    even = n % bm == 0 and d == bd and f % bh == 0
-    return (triton.cdiv(n, bm), kk), dict(BD=bd, BM=bm, BH=bh, EVEN=even, num_warps=warps, num_stages=stages)
-
-
 @torch.library.custom_op("pyphase::mlp_block_fwd", mutates_args=())
 def _mlp_block_fwd(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1: Tensor, b1: Tensor, w2: Tensor,
                    b2: Tensor, nw: Tensor, nb: Tensor, out_dtype: torch.dtype
@@ -191,7 +181,8 @@ def _mlp_block_fwd(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1
     h = torch.empty(kk, n, d, device=x0.device, dtype=out_dtype)
     h2 = torch.empty_like(h)
     stats = [torch.empty(kk, n, device=x0.device, dtype=torch.float32) for _ in range(4)]
-    grid, meta = _launch(n, d, f, kk)
+    # the MLP forward's tiles, grid and masks, with this kernel's own launch (CONFIG)
+    grid, meta = mlp._launch("fwd", n, d, f, kk, CONFIG["fwd"] or mlp.CONFIG["fwd"])  # type: ignore[arg-type]
     pro, epi = (bool(v) for v in CONFIG["fuse"] or (1, 1))
     if not pro:
         layernorm._launch_fwd(x0, p, pb, lw, lb, x1, h, stats[0], stats[1])
