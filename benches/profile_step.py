@@ -132,8 +132,6 @@ for var_name in variants:
     for key in env_set:
         os.environ.pop(key, None)
     var, *env = var_name.split("+")
-    env_set = [kv.partition("=")[0] for kv in env]
-    os.environ.update(kv.partition("=")[::2] for kv in env)
     var, _, attn_i = var.partition(":attn")
     attention.CONFIG.update(attn_default)
     if attn_i:
@@ -172,6 +170,9 @@ for var_name in variants:
     os.environ.pop("PYPHASE_MLP_BLOCK", None)
     if var.endswith("_unfused"):
         os.environ["PYPHASE_MLP_BLOCK"] = "off"
+    # VARIANT+NAME=VALUE: set after the variants' own switches above, so it overrides them
+    env_set = [kv.partition("=")[0] for kv in env]
+    os.environ.update(kv.partition("=")[::2] for kv in env)
     if var in ("sdpa", "flex", "contig"):
         fn = make_losses(flex=var == "flex", contig=var == "contig")
     if var == "dynamic":  # what `pyphase train` runs: batch dimension marked dynamic (train.PackTrainer._step)
