@@ -22,8 +22,7 @@ grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
             fused add + LayerNorm, MLP, add + LayerNorm forward kernel off: three kernels)
   cudnn / efficient   attention backend toggles (set before compiling)
   VARIANT:attnN  VARIANT with the N-th of --attn-bwd's pyphase.attention backward configurations
-  VARIANT+NAME=VALUE  VARIANT with the environment variable NAME set to VALUE (e.g. eager+PYPHASE_MLP_BLOCK=off,
-            eager+PYPHASE_MAXNREG=dkdv:168/attn_bwd_dq:128: register caps, pyphase.kernels.maxnreg)
+  VARIANT+NAME=VALUE  VARIANT with the environment variable NAME set to VALUE (e.g. eager+PYPHASE_MLP_BLOCK=off)
 CUDA only. Usage:
     python benches/profile_step.py --data PATH --k 5 --b 256 --variants default,flex --out DIR
 """
@@ -130,16 +129,15 @@ attn_default = dict(attention.CONFIG)
 
 
 def regs_spills() -> dict[str, list[list[int]]]:
-    """Registers and spills per thread of the step's main kernels, as compiled for the present
-    register caps (PYPHASE_MAXNREG; pyphase.kernels.maxnreg): each compiled specialisation."""
-    from pyphase import kernels, mlp, mlp_block
+    """Registers and spills per thread of the step's main kernels: each specialisation compiled so
+    far in this process (all variants' launches)."""
+    from pyphase import mlp, mlp_block
     out = {}
     for kern in (attention._attn_fwd_kernel, attention._attn_bwd_dq_kernel, attention._attn_bwd_dkdv_kernel,
                  mlp._mlp_bwd_dw_kernel, mlp_block._mlp_block_fwd_kernel):
-        cap = kernels.maxnreg(kern)
         out[kern.fn.__name__] = sorted({(ck.n_regs, ck.n_spills) for cache in kern.device_caches.values()
                                         for ck in (cache[0] if isinstance(cache, tuple) else cache).values()
-                                        if getattr(ck.metadata, "maxnreg", None) == cap and getattr(ck, "n_regs", None) is not None})
+                                        if getattr(ck, "n_regs", None) is not None})
     return out
 attn_bwd = [tuple(int(v) for v in c.split(",")) for c in a.attn_bwd.split(";") if c.strip()]
 env_set: list[str] = []
@@ -216,8 +214,6 @@ for var_name in variants:
     kern = mlp_block.LAST.pop("fwd", None)
     if kern is not None and not var.endswith("_unfused"):
         r["block_regs_spills"] = [getattr(kern, "n_regs", None), getattr(kern, "n_spills", None)]
-    if os.environ.get("PYPHASE_MAXNREG"):
-        r["maxnreg"] = os.environ["PYPHASE_MAXNREG"]
     r["regs_spills"] = regs_spills()
     print(json.dumps(r), flush=True)
     if var_name == variants[0] or a.profile_all:

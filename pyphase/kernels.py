@@ -58,49 +58,15 @@ _records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]] | None = None
 
 
 def launch(kernel: Any, grid: Any) -> Callable[..., Any]:
-    """`kernel[grid]`, or, while `record()` is active, a callable that records the launch. A
-    register cap from PYPHASE_MAXNREG (`maxnreg`) is added to the launch's options."""
-    cap = maxnreg(kernel)
+    """`kernel[grid]`, or, while `record()` is active, a callable that records the launch."""
     if _records is None:
-        run = kernel[grid]
-        if cap is None:
-            return run
-
-        def capped(*args: Any, **meta: Any) -> Any:
-            return run(*args, **meta, maxnreg=cap)
-        return capped
+        return kernel[grid]
 
     def note(*args: Any, **meta: Any) -> None:
-        if cap is not None:
-            meta = {**meta, "maxnreg": cap}
         with _lock:
             if _records is not None:
                 _records.append((kernel, grid, args, meta))
     return note
-
-
-_maxnreg_cache: tuple[str, dict[str, int]] = ("", {})
-
-
-def maxnreg(kernel: Any) -> int | None:
-    """The register cap per thread PYPHASE_MAXNREG sets for this kernel, if any: entries
-    "NAME:N" separated by "/" or ";", NAME a part of the kernel's function name (e.g.
-    "dkdv:168/attn_bwd_dq:128"); the first entry that matches counts. A tuning switch: a cap
-    changes registers and spills, never the arithmetic."""
-    global _maxnreg_cache
-    spec = os.environ.get("PYPHASE_MAXNREG", "")
-    if not spec:
-        return None
-    if spec != _maxnreg_cache[0]:
-        caps: dict[str, int] = {}
-        for entry in spec.replace(";", "/").split("/"):
-            name, _, n = entry.strip().partition(":")
-            if not name or not n.strip().isdigit():
-                raise ValueError(f"PYPHASE_MAXNREG entry {entry!r}: expected NAME:REGISTERS, e.g. 'dkdv:168'")
-            caps.setdefault(name, int(n))
-        _maxnreg_cache = (spec, caps)
-    fn_name = getattr(getattr(kernel, "fn", kernel), "__name__", "")
-    return next((n for name, n in _maxnreg_cache[1].items() if name in fn_name), None)
 
 
 @contextmanager

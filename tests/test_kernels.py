@@ -7,7 +7,6 @@ from __future__ import annotations
 import textwrap
 import threading
 from dataclasses import replace
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -59,34 +58,6 @@ def test_record_does_not_nest_and_compile_all_warms_each_launch() -> None:
     kernels.compile_all(rec, workers=2)
     assert sorted(k.warm, key=str) == sorted([((1,), (7,), {"BM": 32}), ((2,), (8,), {})], key=str)
     assert k.runs == []
-
-
-class NamedKernel(FakeKernel):
-    """A FakeKernel with a Triton-like `fn.__name__`."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.fn = SimpleNamespace(__name__=name)
-
-
-def test_maxnreg_caps_the_named_kernels_launches_and_records(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    dkdv, dq, other = NamedKernel("_attn_bwd_dkdv_kernel"), NamedKernel("_attn_bwd_dq_kernel"), NamedKernel("_mlp_fwd_kernel")
-    monkeypatch.setenv("PYPHASE_MAXNREG", "dkdv:168/attn_bwd_dq:128")
-    assert (kernels.maxnreg(dkdv), kernels.maxnreg(dq), kernels.maxnreg(other)) == (168, 128, None)
-    kernels.launch(dkdv, (1,))(3, BM=32)
-    kernels.launch(other, (1,))(4)
-    assert dkdv.runs == [((1,), (3,), {"BM": 32, "maxnreg": 168})] and other.runs == [((1,), (4,), {})]
-    with kernels.record() as rec:
-        kernels.launch(dq, (2,))(5, num_warps=4)
-    kernels.compile_all(rec, workers=1)
-    assert dq.warm == [((2,), (5,), {"num_warps": 4, "maxnreg": 128})] and dq.runs == []
-    monkeypatch.setenv("PYPHASE_MAXNREG", "dkdv:96;dkdv:200")  # a new value is read again; the first match counts
-    assert kernels.maxnreg(dkdv) == 96
-    monkeypatch.delenv("PYPHASE_MAXNREG")
-    assert kernels.maxnreg(dkdv) is None
-    monkeypatch.setenv("PYPHASE_MAXNREG", "dkdv=168")
-    with pytest.raises(ValueError, match="PYPHASE_MAXNREG entry 'dkdv=168'"):
-        kernels.launch(dkdv, (1,))
 
 
 EAGER_OPS = textwrap.dedent(
