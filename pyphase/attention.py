@@ -7,7 +7,8 @@ concatenated back into the (K, B·T, 3d) layout of the projection's gradient. Me
 for K = 5, B = 256, T = 256, head dim 32 (results/bench/profile_k5_b256_flash_a0f7d8f.txt), the
 flash kernels plus those copies took ~6 ms of a 22 ms step.
 
-These kernels read q, k, v (adding the bias as they load) from the projection's output in place,
+These kernels read q, k, v (adding the bias as they load, unless the projection already holds it:
+`bias_in_qkv`, the packed model's path on CUDA, `pyphase.linear`) from the projection's output in place,
 write the attention output in the (K, B·T, d) layout the output projection reads, and write
 dq, dk, dv straight into one (K, B·T, 3d) gradient. The algorithm is FlashAttention-2's (online
 softmax forward saving the log-sum-exp; backward recomputing probabilities, one pass for dq per
@@ -43,18 +44,25 @@ LOG2E = 1.4426950408889634
 def supported(qkv: Tensor, n_head: int) -> bool:
     """Whether the Triton kernels handle this input (else use `attention_reference`).
     PYPHASE_ATTENTION=sdpa in the environment turns them off."""
+    return supported_width(qkv, qkv.shape[-1] // 3, n_head)
+
+
+def supported_width(x: Tensor, d: int, n_head: int) -> bool:
+    """`supported` for a projection of width 3d on x's device and in x's dtype."""
     if triton is None or os.environ.get("PYPHASE_ATTENTION", "").lower() == "sdpa":
         return False
-    d = qkv.shape[-1] // 3
     hd = d // n_head
-    return qkv.is_cuda and hd in (16, 32, 64, 128) and qkv.dtype in (torch.bfloat16, torch.float16, torch.float32)
+    return x.is_cuda and hd in (16, 32, 64, 128) and x.dtype in (torch.bfloat16, torch.float16, torch.float32)
 
 
-def attention_reference(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int) -> Tensor:
-    """The stock computation: (K, B·T, 3d) projection without bias, (K, 3d) bias → (K, B·T, d)."""
+def attention_reference(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int,
+                        bias_in_qkv: bool = False) -> Tensor:
+    """The stock computation: (K, B·T, 3d) projection without bias, (K, 3d) bias → (K, B·T, d).
+    With bias_in_qkv the projection already holds the bias (its gradient flows through qkv only)."""
     kk, n, d3 = qkv.shape
     d = d3 // 3
-    qkv = qkv + bias[:, None].to(qkv.dtype)
+    if not bias_in_qkv:
+        qkv = qkv + bias[:, None].to(qkv.dtype)
     q, k, v = (z.reshape(kk * n_seq, t, n_head, d // n_head).transpose(1, 2) for z in qkv.split(d, dim=-1))
     y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     return y.transpose(1, 2).reshape(kk, n, d)
@@ -77,7 +85,7 @@ if triton is not None:
 
     @triton.jit
     def _attn_fwd_kernel(QKV, BIAS, O, LSE, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr, HD: tl.constexpr,
-                    qk_scale, BM: tl.constexpr, BN: tl.constexpr):
+                    qk_scale, BM: tl.constexpr, BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr):
         pid_m = tl.program_id(0)
         pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
@@ -88,12 +96,15 @@ if triton is not None:
         offs_n = tl.arange(0, BN)
         offs_d = tl.arange(0, HD)
         dt = QKV.dtype.element_ty
-        bq = tl.load(BIAS + model * 3 * D + h * HD + offs_d).to(tl.float32)
-        bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
-        bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
         m_ok = offs_m < T
         q_ptr = QKV + (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-        q = (tl.load(q_ptr, mask=m_ok[:, None], other=0.0).to(tl.float32) + bq[None, :]).to(dt)
+        if BIAS_IN_QKV:
+            q = tl.load(q_ptr, mask=m_ok[:, None], other=0.0)
+        else:
+            bq = tl.load(BIAS + model * 3 * D + h * HD + offs_d).to(tl.float32)
+            bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
+            bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
+            q = (tl.load(q_ptr, mask=m_ok[:, None], other=0.0).to(tl.float32) + bq[None, :]).to(dt)
         m_i = tl.full([BM], float("-inf"), tl.float32)
         l_i = tl.zeros([BM], tl.float32)
         acc = tl.zeros([BM, HD], tl.float32)
@@ -102,8 +113,12 @@ if triton is not None:
             cols = start_n + offs_n
             n_ok = cols < T
             kv_row = (row0 + cols[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-            k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
-            v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
+            if BIAS_IN_QKV:  # the tiles go straight to the tile products
+                k = tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0)
+                v = tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0)
+            else:
+                k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
+                v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
             qk = tl.dot(q, tl.trans(k)) * qk_scale
             keep = (offs_m[:, None] >= cols[None, :]) & n_ok[None, :]
             qk = tl.where(keep, qk, float("-inf"))
@@ -121,7 +136,7 @@ if triton is not None:
     @triton.jit
     def _attn_bwd_dkdv_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
                               D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
-                              BN: tl.constexpr):
+                              BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr):
         """dk, dv of one block of BN keys, looping over the queries that see them in steps of BM.
         Queries are loaded transposed (HD, BM) so every product is a plain tile product."""
         pid_n = tl.program_id(0)
@@ -134,13 +149,17 @@ if triton is not None:
         offs_m = tl.arange(0, BM)
         offs_d = tl.arange(0, HD)
         dt = QKV.dtype.element_ty
-        bq = tl.load(BIAS + model * 3 * D + h * HD + offs_d).to(tl.float32)
-        bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
-        bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
         n_ok = offs_n < T
         kv_row = (row0 + offs_n[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-        k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
-        v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
+        if BIAS_IN_QKV:
+            k = tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0)
+            v = tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0)
+        else:
+            bq = tl.load(BIAS + model * 3 * D + h * HD + offs_d).to(tl.float32)
+            bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
+            bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
+            k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
+            v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
         dk = tl.zeros([BN, HD], tl.float32)
         dv = tl.zeros([BN, HD], tl.float32)
         lse_base = LSE + pid_sh.to(tl.int64) * T
@@ -149,8 +168,11 @@ if triton is not None:
         for start_m in range(lo, T, BM):
             rows = start_m + offs_m
             m_ok = rows < T
-            q_t = (tl.load(QKV + (row0 + rows[None, :]) * (3 * D) + h * HD + offs_d[:, None], mask=m_ok[None, :],
-                           other=0.0).to(tl.float32) + bq[:, None]).to(dt)  # (HD, BM)
+            q_ptr = QKV + (row0 + rows[None, :]) * (3 * D) + h * HD + offs_d[:, None]  # (HD, BM)
+            if BIAS_IN_QKV:
+                q_t = tl.load(q_ptr, mask=m_ok[None, :], other=0.0)
+            else:
+                q_t = (tl.load(q_ptr, mask=m_ok[None, :], other=0.0).to(tl.float32) + bq[:, None]).to(dt)
             do = tl.load(DO + (row0 + rows[:, None]) * D + h * HD + offs_d[None, :], mask=m_ok[:, None],
                          other=0.0).to(dt)  # (BM, HD)
             lse = tl.load(lse_base + rows, mask=m_ok, other=0.0)
@@ -176,7 +198,7 @@ if triton is not None:
     @triton.jit
     def _attn_bwd_dq_kernel(QKV, BIAS, O, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
                             D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
-                            BN: tl.constexpr):
+                            BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr):
         """dq of one block of BM queries, looping over the keys they see in steps of BN (keys and
         values loaded transposed, (HD, BN)). Computes the rows' delta = rowsum(o * do) and writes
         it for the dk/dv pass, which runs after this one."""
@@ -190,12 +212,15 @@ if triton is not None:
         offs_n = tl.arange(0, BN)
         offs_d = tl.arange(0, HD)
         dt = QKV.dtype.element_ty
-        bq = tl.load(BIAS + model * 3 * D + h * HD + offs_d).to(tl.float32)
-        bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
-        bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
         m_ok = offs_m < T
-        q = (tl.load(QKV + (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :], mask=m_ok[:, None],
-                     other=0.0).to(tl.float32) + bq[None, :]).to(dt)
+        q_ptr = QKV + (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
+        if BIAS_IN_QKV:
+            q = tl.load(q_ptr, mask=m_ok[:, None], other=0.0)
+        else:
+            bq = tl.load(BIAS + model * 3 * D + h * HD + offs_d).to(tl.float32)
+            bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
+            bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
+            q = (tl.load(q_ptr, mask=m_ok[:, None], other=0.0).to(tl.float32) + bq[None, :]).to(dt)
         o_ptr = (row0 + offs_m[:, None]) * D + h * HD + offs_d[None, :]
         do = tl.load(DO + o_ptr, mask=m_ok[:, None], other=0.0)
         delta = tl.sum(tl.load(O + o_ptr, mask=m_ok[:, None], other=0.0).to(tl.float32) * do.to(tl.float32), 1)
@@ -208,8 +233,12 @@ if triton is not None:
             cols = start_n + offs_n
             n_ok = cols < T
             kv_t = (row0 + cols[None, :]) * (3 * D) + h * HD + offs_d[:, None]
-            k_t = (tl.load(QKV + kv_t + D, mask=n_ok[None, :], other=0.0).to(tl.float32) + bk[:, None]).to(dt)
-            v_t = (tl.load(QKV + kv_t + 2 * D, mask=n_ok[None, :], other=0.0).to(tl.float32) + bv[:, None]).to(dt)
+            if BIAS_IN_QKV:
+                k_t = tl.load(QKV + kv_t + D, mask=n_ok[None, :], other=0.0)
+                v_t = tl.load(QKV + kv_t + 2 * D, mask=n_ok[None, :], other=0.0)
+            else:
+                k_t = (tl.load(QKV + kv_t + D, mask=n_ok[None, :], other=0.0).to(tl.float32) + bk[:, None]).to(dt)
+                v_t = (tl.load(QKV + kv_t + 2 * D, mask=n_ok[None, :], other=0.0).to(tl.float32) + bv[:, None]).to(dt)
             qk = tl.dot(q, k_t) * qk_scale
             keep = (offs_m[:, None] >= cols[None, :]) & n_ok[None, :]
             p = tl.where(keep, tl.exp2(qk - lse[:, None]), 0.0)
@@ -232,28 +261,30 @@ def _dims(qkv: Tensor, n_seq: int, t: int, n_head: int) -> tuple[int, int, int, 
 
 
 @torch.library.custom_op("pyphase::causal_attention_fwd", mutates_args=())
-def _attn_fwd(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int) -> tuple[Tensor, Tensor]:
-    """(K, B·T, 3d) projection without bias, (K, 3d) bias → output (K, B·T, d), log2-sum-exp (K·B·heads, T)."""
+def _attn_fwd(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int,
+              bias_in_qkv: bool) -> tuple[Tensor, Tensor]:
+    """(K, B·T, 3d) projection without bias (with it if bias_in_qkv), (K, 3d) bias → output (K, B·T, d),
+    log2-sum-exp (K·B·heads, T)."""
     qkv, bias = qkv.contiguous(), bias.contiguous()
     seqs, d, hd, scale = _dims(qkv, n_seq, t, n_head)
     o = qkv.new_empty(qkv.shape[0], qkv.shape[1], d)
     lse = torch.empty(seqs * n_head, t, device=qkv.device, dtype=torch.float32)
     bm, bn, warps, stages = _launch("fwd", t)
     grid = (triton.cdiv(t, bm), seqs * n_head)
-    launch(_attn_fwd_kernel, grid)(qkv, bias, o, lse, t, n_seq, n_head, d, hd, scale * LOG2E, bm, bn,
+    launch(_attn_fwd_kernel, grid)(qkv, bias, o, lse, t, n_seq, n_head, d, hd, scale * LOG2E, bm, bn, bias_in_qkv,
                                    num_warps=warps, num_stages=stages)
     return o, lse
 
 
 @_attn_fwd.register_fake
-def _(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int) -> tuple[Tensor, Tensor]:
+def _(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int, bias_in_qkv: bool) -> tuple[Tensor, Tensor]:
     seqs, d, _, _ = _dims(qkv, n_seq, t, n_head)
     return qkv.new_empty(qkv.shape[0], qkv.shape[1], d), qkv.new_empty(seqs * n_head, t, dtype=torch.float32)
 
 
 @torch.library.custom_op("pyphase::causal_attention_bwd", mutates_args=())
 def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_seq: int, t: int,
-              n_head: int) -> tuple[Tensor, Tensor]:
+              n_head: int, bias_in_qkv: bool) -> tuple[Tensor, Tensor]:
     """Gradients of `_attn_fwd`'s output w.r.t. the projection, as one (K, B·T, 3d) tensor, and
     w.r.t. the bias, (K, 3d) fp32: the column sums of the former, from per-block partial sums added in
     a fixed order (the same bits every run)."""
@@ -271,46 +302,68 @@ def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_s
     part = new(qkv.shape[0], parts, 3 * d, device=qkv.device, dtype=torch.float32)
     launch(_attn_bwd_dq_kernel, (q_blocks, seqs * n_head))(
         qkv, bias, o, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
-        num_warps=warps, num_stages=stages)
+        bias_in_qkv, num_warps=warps, num_stages=stages)
     launch(_attn_bwd_dkdv_kernel, (kv_blocks, seqs * n_head))(
         qkv, bias, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
-        num_warps=warps, num_stages=stages)
+        bias_in_qkv, num_warps=warps, num_stages=stages)
     return dqkv, sum_parts(part)
 
 
 @_attn_bwd.register_fake
 def _(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_seq: int, t: int,
-      n_head: int) -> tuple[Tensor, Tensor]:
+      n_head: int, bias_in_qkv: bool) -> tuple[Tensor, Tensor]:
     return torch.empty_like(qkv), bias.new_empty(bias.shape, dtype=torch.float32)
 
 
 def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
-    qkv, bias, n_seq, t, n_head = inputs
+    qkv, bias, n_seq, t, n_head, bias_in_qkv = inputs
     o, lse = output
     ctx.save_for_backward(qkv, bias, o, lse)
-    ctx.dims = (n_seq, t, n_head)
+    ctx.dims = (n_seq, t, n_head, bias_in_qkv)
     ctx.bias_dtype = bias.dtype
 
 
 def _backward(ctx, do: Tensor, _dlse: Tensor):  # type: ignore[no-untyped-def]
     qkv, bias, o, lse = ctx.saved_tensors
     if do is None:  # the output was not used
-        return None, None, None, None, None
+        return None, None, None, None, None, None
     dqkv, dbias = backward_op(ctx, _attn_bwd)(do, qkv, bias, o, lse, *ctx.dims)
     # The bias is added to every row of its model: its gradient is the row sum, accumulated in fp32
     # from the kernels' partial sums and returned in the bias's dtype, as autograd of
     # `qkv + bias[:, None]` gives.
-    return dqkv, dbias.to(ctx.bias_dtype), None, None, None
+    return dqkv, dbias.to(ctx.bias_dtype), None, None, None, None
 
 
 register_autograd(_attn_fwd, _backward, _setup)
 
 
 def causal_attention(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int,
-                     use_triton: bool | None = None) -> Tensor:
+                     use_triton: bool | None = None, bias_in_qkv: bool = False) -> Tensor:
     """Causal multi-head self-attention of the projection `qkv` (K, B·T, 3d, without its bias)
     plus `bias` (K, 3d): output (K, B·T, d), heads concatenated. Triton kernels where `supported`
-    (or when `use_triton` forces them, e.g. in the interpreter), else `attention_reference`."""
+    (or when `use_triton` forces them, e.g. in the interpreter), else `attention_reference`.
+
+    bias_in_qkv: qkv already holds the bias, added by its producer (`pyphase.linear.linear_bias`,
+    rounded as the kernels round it), so the kernels load q, k, v without adding it; `bias` is then
+    only the input whose gradient this op returns (the column sums of qkv's gradient, as without),
+    and the producer must treat the bias as a constant (`bias.detach()`) so it is counted once."""
     if use_triton if use_triton is not None else supported(qkv, n_head):
-        return call(_attn_fwd, qkv, bias.to(qkv.dtype), n_seq, t, n_head)[0]
-    return attention_reference(qkv, bias, n_seq, t, n_head)
+        return call(_attn_fwd, qkv, bias.to(qkv.dtype), n_seq, t, n_head, bias_in_qkv)[0]
+    if bias_in_qkv:
+        # the gradient w.r.t. bias is the column sum of qkv's, as in the kernels' path
+        qkv = _BiasGrad.apply(qkv, bias)
+    return attention_reference(qkv, bias, n_seq, t, n_head, bias_in_qkv)
+
+
+class _BiasGrad(torch.autograd.Function):
+    """Identity on qkv that hands bias (K, 3d) the column sums of qkv's gradient: for a qkv whose
+    producer added the bias as a constant (`causal_attention`'s bias_in_qkv on the stock path)."""
+
+    @staticmethod
+    def forward(ctx, qkv: Tensor, bias: Tensor) -> Tensor:  # type: ignore[no-untyped-def, override]
+        ctx.bias_dtype = bias.dtype
+        return qkv.view_as(qkv)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[no-untyped-def, override]
+        return g, g.sum(dim=1, dtype=torch.float32).to(ctx.bias_dtype)

@@ -24,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pyphase import attention, linear
 from pyphase.attention import causal_attention
 from pyphase.head import head_ce
 from pyphase.layernorm import embed_ln
+from pyphase.linear import linear_bias
 from pyphase.mlp_block import mlp_block
 
 if TYPE_CHECKING:
@@ -237,8 +239,13 @@ def transformer_block(x: Tensor, h: Tensor, attn_w: Tensor, attn_b: Tensor, proj
     LayerNorm's output. Returns the new residual stream and the next LayerNorm's output (weights
     next_w, next_b: the next block's first LayerNorm, or the final one)."""
     kk, b, t, d = x.shape
-    # The projection's bias is added inside the attention (as it reads q, k, v), see attention.py.
-    y = causal_attention(torch.bmm(h, attn_w), attn_b, b, t, n_head)
+    if linear.supported(h, attn_w) and attention.supported_width(h, d, n_head):
+        # The projection's bias added in its GEMM's epilogue, so the attention kernels load q, k, v
+        # without adding it (linear.py); the attention op returns the bias's gradient.
+        y = causal_attention(linear_bias(h, attn_w, attn_b.detach()), attn_b, b, t, n_head, bias_in_qkv=True)
+    else:
+        # The projection's bias is added inside the attention (as it reads q, k, v), see attention.py.
+        y = causal_attention(torch.bmm(h, attn_w), attn_b, b, t, n_head)
     # add + LayerNorm, gelu(h @ fc_w + fc_b) @ fc2_w, add + next LayerNorm: one Triton kernel
     # forward on CUDA (mlp_block.py), the unfused ops elsewhere
     x, h = mlp_block(x.reshape(kk, b * t, d), torch.bmm(y, proj_w), proj_b, ln2_w, ln2_b, fc_w, fc_b, fc2_w,

@@ -1,0 +1,137 @@
+"""The attention's QKV projection with its bias, h @ w + b for K packed models, as one Triton GEMM (CUDA).
+
+Why: `pyphase.attention`'s kernels used to add the q, k, v bias to every tile they load (the
+projection came from cuBLAS without it). A tile that goes through registers for that add cannot go
+straight from memory to the tensor cores' operand buffers, and the loops load k, v (forward and dq
+pass) or q (dk/dv pass) again for every block. Measured on the H100 (K = 5, T = 256, head dim 32,
+results/bench/attn_bias_in_qkv_*.txt): the three attention kernels without the adds in their loops
+took 0.82 instead of 0.92 ms a layer at B = 256 (0.43 instead of 0.48 at B = 128). The bias is added
+here instead, once per element, in the GEMM's epilogue; this GEMM is slower than cuBLAS's
+(0.162 against 0.124 ms at B = 256), so the layer gains ~0.06 ms net.
+
+Numerics are the unfused path's, bit for bit: the product accumulated in fp32 and rounded to the
+input dtype (cuBLAS's result: on the H100 every element equal, results/bench/qkv_gemm_*.txt),
+then the bias added in fp32 and rounded again, which is what the attention kernels computed as they
+loaded the tiles (`causal_attention(..., bias_in_qkv=True)` then skips the add). The gradients are
+those of `torch.bmm`'s autograd (the same cuBLAS products); the bias is taken as a constant here and
+gets its gradient from the attention op, which sums it from its kernels' partial sums as before.
+`linear_bias_reference` is the stock computation; on the CPU the kernel runs in Triton's
+interpreter in the tests. PYPHASE_LINEAR=torch turns the kernel off (bmm, and the attention kernels
+add the bias as before).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+from pyphase.kernels import call, launch, pad_width, register_autograd
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
+    triton = None
+
+# (rows per program, output columns per program, warps), from .dev/qkv_gemm.py on the H100 at K = 5,
+# N = 65,536, d = 128, 3d = 384 (results/bench/qkv_gemm_*.txt): 0.162 ms against 0.170-0.239 ms for
+# six other tiles.
+CONFIG: dict[str, tuple[int, int, int]] = {"fwd": (64, 128, 4)}
+
+
+def supported(h: Tensor, w: Tensor) -> bool:
+    """Whether to use the kernel (else `linear_bias_reference`): CUDA tensors of a float dtype, the
+    inner width at most 256 (one tile), unless PYPHASE_LINEAR=torch."""
+    if triton is None or os.environ.get("PYPHASE_LINEAR", "").lower() == "torch":
+        return False
+    return (h.is_cuda and w.shape[-2] <= 256 and h.dtype in (torch.bfloat16, torch.float16, torch.float32))
+
+
+def linear_bias_reference(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """The stock computation: bmm, then the bias in the product's dtype."""
+    y = torch.bmm(h, w)
+    return y + b[:, None].to(y.dtype)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _linear_bias_kernel(H, W, B, Y, N, D: tl.constexpr, F: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
+                            BN: tl.constexpr):
+        pid_m = tl.program_id(0)
+        pid_n = tl.program_id(1)
+        k = tl.program_id(2).to(tl.int64)
+        rows = pid_m * BM + tl.arange(0, BM)
+        cols = pid_n * BN + tl.arange(0, BN)
+        inner = tl.arange(0, BD)
+        r_ok = rows < N
+        c_ok = cols < F
+        i_ok = inner < D
+        h = tl.load(H + (k * N + rows)[:, None] * D + inner[None, :], mask=r_ok[:, None] & i_ok[None, :], other=0.0)
+        w = tl.load(W + k * D * F + inner[:, None] * F + cols[None, :], mask=i_ok[:, None] & c_ok[None, :], other=0.0)
+        dt = Y.dtype.element_ty
+        # the product rounded as cuBLAS's output, then the bias added and rounded again
+        y = tl.dot(h, w).to(dt).to(tl.float32) + tl.load(B + k * F + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+        tl.store(Y + (k * N + rows)[:, None] * F + cols[None, :], y.to(dt), mask=r_ok[:, None] & c_ok[None, :])
+
+
+def _check(h: Tensor, w: Tensor, b: Tensor) -> tuple[int, int, int, int]:
+    kk, n, d = h.shape
+    f = w.shape[-1]
+    if w.shape != (kk, d, f) or b.shape != (kk, f):
+        raise ValueError(f"linear_bias shapes do not match: h {tuple(h.shape)}, w {tuple(w.shape)}, b {tuple(b.shape)}")
+    return kk, n, d, f
+
+
+@torch.library.custom_op("pyphase::linear_bias_fwd", mutates_args=())
+def _linear_bias_fwd(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """(K, N, d) @ (K, d, f) + (K, f) → (K, N, f) in h's dtype."""
+    h, w, b = h.contiguous(), w.contiguous(), b.contiguous()
+    kk, n, d, f = _check(h, w, b)
+    y = h.new_empty(kk, n, f)
+    bm, bn, warps = CONFIG["fwd"]
+    bn = min(bn, pad_width(f))
+    launch(_linear_bias_kernel, (triton.cdiv(n, bm), triton.cdiv(f, bn), kk))(
+        h, w, b, y, n, d, f, pad_width(d), bm, bn, num_warps=warps, num_stages=1)
+    return y
+
+
+@_linear_bias_fwd.register_fake
+def _(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    kk, n, _, f = _check(h, w, b)
+    return h.new_empty(kk, n, f)
+
+
+def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    h, w, b = inputs
+    ctx.save_for_backward(h, w)
+    ctx.b_grad = b.requires_grad
+
+
+def _backward(ctx, dy: Tensor | None):  # type: ignore[no-untyped-def]
+    h, w = ctx.saved_tensors
+    if dy is None:
+        return None, None, None
+    # torch.bmm's autograd formulas (the same cuBLAS products as the unfused path)
+    dh = dy.bmm(w.transpose(1, 2))
+    dw = h.transpose(1, 2).bmm(dy)
+    db = dy.sum(dim=1, dtype=torch.float32).to(dy.dtype) if ctx.b_grad else None
+    return dh, dw, db
+
+
+register_autograd(_linear_bias_fwd, _backward, _setup)
+
+
+def linear_bias(h: Tensor, w: Tensor, b: Tensor, use_triton: bool | None = None) -> Tensor:
+    """h (K, N, d) @ w (K, d, f) + b (K, f), per model, with the stock path's roundings (under
+    autocast w and b are cast to the autocast dtype, as torch.bmm's autocast casts w). One kernel
+    where `supported` (or when `use_triton` forces it), else `linear_bias_reference`."""
+    if not (use_triton if use_triton is not None else supported(h, w)):
+        return linear_bias_reference(h, w, b)
+    dev = h.device.type
+    if torch.is_autocast_enabled(dev):
+        dt = torch.get_autocast_dtype(dev)
+        h, w = h.to(dt), w.to(dt)
+    return call(_linear_bias_fwd, h, w, b.to(w.dtype))
