@@ -7,7 +7,10 @@ pass) or q (dk/dv pass) again for every block. Measured on the H100 (K = 5, T = 
 results/bench/attn_bias_in_qkv_*.txt): the three attention kernels without the adds in their loops
 took 0.82 instead of 0.92 ms a layer at B = 256 (0.43 instead of 0.48 at B = 128). The bias is added
 here instead, once per element, in the GEMM's epilogue; this GEMM is slower than cuBLAS's
-(0.162 against 0.124 ms at B = 256), so the layer gains ~0.06 ms net.
+(0.162 against 0.124 ms at B = 256, results/bench/qkv_gemm_*.txt), so the layer gains ~0.06 ms net.
+The K = 5 training step (results/bench/linear_bias_h100_957c54b.txt, `benches/profile_step.py
+--variants eager,eager+PYPHASE_LINEAR=torch,...`): 14.09 / 14.05 against 14.36 / 14.33 ms at B = 256,
+7.58 / 7.61 against 7.77 / 7.74 ms at B = 128 (-2%), the same losses.
 
 Numerics are the unfused path's, bit for bit: the product accumulated in fp32 and rounded to the
 input dtype (cuBLAS's result: on the H100 every element equal, results/bench/qkv_gemm_*.txt),
