@@ -6,10 +6,10 @@ straight from memory to the tensor cores' operand buffers, and the loops load k,
 pass) or q (dk/dv pass) again for every block. Measured on the H100 (K = 5, T = 256, head dim 32,
 results/bench/attn_bias_in_qkv_*.txt): the three attention kernels without the adds in their loops
 took 0.82 instead of 0.92 ms a layer at B = 256 (0.43 instead of 0.48 at B = 128). The bias is added
-here instead, once per element, in the GEMM's epilogue; this GEMM is slower than cuBLAS's
-(0.162 against 0.124 ms at B = 256, results/bench/qkv_gemm_*.txt), so the layer gains ~0.06 ms net.
-The K = 5 training step (results/bench/linear_bias_h100_957c54b.txt, `benches/profile_step.py
---variants eager,eager+PYPHASE_LINEAR=torch,...`): 14.09 / 14.05 against 14.36 / 14.33 ms at B = 256,
+here instead, once per element, in the GEMM's epilogue (a persistent kernel, `CONFIG`: 0.134 ms
+against cuBLAS's 0.124 ms without the bias at B = 256). With a first, per-tile kernel (0.162 ms) the
+K = 5 training step took (results/bench/linear_bias_h100_957c54b.txt, `benches/profile_step.py
+--variants eager,eager+PYPHASE_LINEAR=torch,...`) 14.09 / 14.05 against 14.36 / 14.33 ms at B = 256,
 7.58 / 7.61 against 7.77 / 7.74 ms at B = 128 (-2%), the same losses.
 
 Numerics are the unfused path's, bit for bit: the product accumulated in fp32 and rounded to the
@@ -38,10 +38,12 @@ try:
 except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
     triton = None
 
-# (rows per program, output columns per program, warps), from .dev/qkv_gemm.py on the H100 at K = 5,
-# N = 65,536, d = 128, 3d = 384 (results/bench/qkv_gemm_*.txt): 0.162 ms against 0.170-0.239 ms for
-# six other tiles.
-CONFIG: dict[str, tuple[int, int, int]] = {"fwd": (64, 128, 4)}
+# (rows per tile, output columns per tile, warps, pipeline stages, programs per multiprocessor) of the
+# persistent kernel, from .dev/gemm_sweep.py on the H100 at K = 5, N = 65,536 / 32,768, d = 128,
+# 3d = 384 (results/bench/gemm_sweep_h100_*.txt): 0.134 / 0.070 ms against 0.124 / 0.065 ms for
+# cuBLAS's bmm without the bias; 0.146-0.222 ms for six other persistent launches, 0.142-0.203 ms for
+# one program per row tile looping over the columns, 0.162-0.175 ms for one program per tile.
+CONFIG: dict[str, tuple[int, int, int, int, int]] = {"fwd": (128, 128, 8, 3, 2)}
 
 
 def supported(h: Tensor, w: Tensor) -> bool:
@@ -61,23 +63,28 @@ def linear_bias_reference(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
 if triton is not None:
 
     @triton.jit
-    def _linear_bias_kernel(H, W, B, Y, N, D: tl.constexpr, F: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
-                            BN: tl.constexpr):
-        pid_m = tl.program_id(0)
-        pid_n = tl.program_id(1)
-        k = tl.program_id(2).to(tl.int64)
-        rows = pid_m * BM + tl.arange(0, BM)
-        cols = pid_n * BN + tl.arange(0, BN)
+    def _linear_bias_kernel(H, W, B, Y, N, KK, NPROG, D: tl.constexpr, F: tl.constexpr, BD: tl.constexpr,
+                            BM: tl.constexpr, BN: tl.constexpr, STAGES: tl.constexpr):
+        # Persistent: NPROG programs take the (model, row tile, column tile) tiles in turn, so the
+        # loads of a program's next tile overlap the current one's product and stores.
+        pid = tl.program_id(0)
+        tm = tl.cdiv(N, BM)
+        tn: tl.constexpr = (F + BN - 1) // BN
         inner = tl.arange(0, BD)
-        r_ok = rows < N
-        c_ok = cols < F
         i_ok = inner < D
-        h = tl.load(H + (k * N + rows)[:, None] * D + inner[None, :], mask=r_ok[:, None] & i_ok[None, :], other=0.0)
-        w = tl.load(W + k * D * F + inner[:, None] * F + cols[None, :], mask=i_ok[:, None] & c_ok[None, :], other=0.0)
         dt = Y.dtype.element_ty
-        # the product rounded as cuBLAS's output, then the bias added and rounded again
-        y = tl.dot(h, w).to(dt).to(tl.float32) + tl.load(B + k * F + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-        tl.store(Y + (k * N + rows)[:, None] * F + cols[None, :], y.to(dt), mask=r_ok[:, None] & c_ok[None, :])
+        for tile in tl.range(pid, tm * tn * KK, NPROG, num_stages=STAGES):
+            k = (tile // (tn * tm)).to(tl.int64)
+            rows = (tile // tn) % tm * BM + tl.arange(0, BM)
+            cols = tile % tn * BN + tl.arange(0, BN)
+            r_ok = rows < N
+            c_ok = cols < F
+            h = tl.load(H + (k * N + rows)[:, None] * D + inner[None, :], mask=r_ok[:, None] & i_ok[None, :], other=0.0)
+            w = tl.load(W + k * D * F + inner[:, None] * F + cols[None, :], mask=i_ok[:, None] & c_ok[None, :], other=0.0)
+            # the product rounded as cuBLAS's output, then the bias added and rounded again
+            y = (tl.dot(h, w).to(dt).to(tl.float32)
+                 + tl.load(B + k * F + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :])
+            tl.store(Y + (k * N + rows)[:, None] * F + cols[None, :], y.to(dt), mask=r_ok[:, None] & c_ok[None, :])
 
 
 def _check(h: Tensor, w: Tensor, b: Tensor) -> tuple[int, int, int, int]:
@@ -94,11 +101,20 @@ def _linear_bias_fwd(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
     h, w, b = h.contiguous(), w.contiguous(), b.contiguous()
     kk, n, d, f = _check(h, w, b)
     y = h.new_empty(kk, n, f)
-    bm, bn, warps = CONFIG["fwd"]
+    bm, bn, warps, stages, per_sm = CONFIG["fwd"]
     bn = min(bn, pad_width(f))
-    launch(_linear_bias_kernel, (triton.cdiv(n, bm), triton.cdiv(f, bn), kk))(
-        h, w, b, y, n, d, f, pad_width(d), bm, bn, num_warps=warps, num_stages=1)
+    tiles = triton.cdiv(n, bm) * triton.cdiv(f, bn) * kk
+    nprog = max(1, min(tiles, per_sm * _sm_count(h.device)))
+    launch(_linear_bias_kernel, (nprog,))(h, w, b, y, n, kk, nprog, d, f, pad_width(d), bm, bn, stages,
+                                          num_warps=warps)
     return y
+
+
+def _sm_count(device: torch.device) -> int:
+    """Multiprocessors of a CUDA device (the interpreter on the CPU: 4)."""
+    if device.type != "cuda":
+        return 4
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 @_linear_bias_fwd.register_fake

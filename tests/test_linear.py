@@ -63,9 +63,10 @@ INTERPRETED = textwrap.dedent(
     """
 )
 
-# (models, rows, inner width, output width, launch (rows, columns, warps)): whole tiles, ragged rows
-# and columns, an inner width below one tile.
-CASES = [(2, 128, 32, 96, [64, 32, 4]), (1, 100, 32, 48, [32, 32, 4]), (2, 70, 24, 40, [32, 16, 4])]
+# (models, rows, inner width, output width, launch (rows, columns, warps, stages, programs per
+# multiprocessor; the interpreter counts 4)): whole tiles, ragged rows and columns, an inner width
+# below one tile, fewer programs than tiles.
+CASES = [(2, 128, 32, 96, [64, 32, 4, 2, 1]), (1, 100, 32, 48, [32, 32, 4, 3, 2]), (2, 70, 24, 40, [32, 16, 4, 1, 1])]
 
 
 @OLD_TRITON_INTERPRETER
