@@ -47,11 +47,14 @@ CONFIG: dict[str, tuple[int, int, int, int, int]] = {"fwd": (128, 128, 8, 3, 2)}
 
 
 def supported(h: Tensor, w: Tensor) -> bool:
-    """Whether to use the kernel (else `linear_bias_reference`): CUDA tensors of a float dtype, the
-    inner width at most 256 (one tile), unless PYPHASE_LINEAR=torch."""
-    if triton is None or os.environ.get("PYPHASE_LINEAR", "").lower() == "torch":
+    """Whether to use the kernel (else `linear_bias_reference`): CUDA tensors computed in a 16-bit
+    dtype (under autocast, or given so), the inner width at most 256 (one tile), unless
+    PYPHASE_LINEAR=torch. fp32 takes the stock path: its tiles would not fit the shared memory at
+    this launch, and Triton's fp32 products would round through TF32 where cuBLAS's do not."""
+    if triton is None or os.environ.get("PYPHASE_LINEAR", "").lower() == "torch" or not h.is_cuda:
         return False
-    return (h.is_cuda and w.shape[-2] <= 256 and h.dtype in (torch.bfloat16, torch.float16, torch.float32))
+    dt = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else h.dtype
+    return w.shape[-2] <= 256 and dt in (torch.bfloat16, torch.float16)
 
 
 def linear_bias_reference(h: Tensor, w: Tensor, b: Tensor) -> Tensor:

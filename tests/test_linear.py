@@ -119,3 +119,20 @@ def test_cuda_step_has_the_same_bits_with_and_without_the_gemm(monkeypatch) -> N
         out[mode] = (losses.detach(), model.flat_grad(list(grads)))
     assert torch.equal(out["torch"][0], out[""][0])
     assert torch.equal(out["torch"][1], out[""][1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
+def test_cuda_fp32_takes_the_stock_path_and_autocast_the_kernel() -> None:
+    from pyphase import linear
+
+    g = torch.Generator(device="cuda").manual_seed(3)
+    h = torch.randn(2, 4096, 128, device="cuda", generator=g)
+    w = torch.randn(2, 128, 384, device="cuda", generator=g) * 0.1
+    b = torch.randn(2, 384, device="cuda", generator=g)
+    assert not linear.supported(h, w)  # fp32: bmm + bias, as before
+    assert torch.equal(linear_bias(h, w, b), linear_bias_reference(h, w, b))
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        assert linear.supported(h, w)
+        y = linear_bias(h, w, b)
+        ref = linear_bias_reference(h.bfloat16(), w, b)
+    assert y.dtype == torch.bfloat16 and torch.equal(y, ref)
