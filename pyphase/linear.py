@@ -7,10 +7,11 @@ pass) or q (dk/dv pass) again for every block. Measured on the H100 (K = 5, T = 
 results/bench/attn_bias_in_qkv_*.txt): the three attention kernels without the adds in their loops
 took 0.82 instead of 0.92 ms a layer at B = 256 (0.43 instead of 0.48 at B = 128). The bias is added
 here instead, once per element, in the GEMM's epilogue (a persistent kernel, `CONFIG`: 0.134 ms
-against cuBLAS's 0.124 ms without the bias at B = 256). With a first, per-tile kernel (0.162 ms) the
-K = 5 training step took (results/bench/linear_bias_h100_957c54b.txt, `benches/profile_step.py
---variants eager,eager+PYPHASE_LINEAR=torch,...`) 14.09 / 14.05 against 14.36 / 14.33 ms at B = 256,
-7.58 / 7.61 against 7.77 / 7.74 ms at B = 128 (-2%), the same losses.
+against cuBLAS's 0.124 ms without the bias at B = 256). The K = 5 training step
+(`benches/profile_step.py --variants eager,eager+PYPHASE_LINEAR=torch,...`): 13.91 / 13.89 against
+14.37 ms at B = 256 (-3.3%, results/bench/linear_persistent_h100_58a1928.txt); with a first,
+per-tile kernel (0.162 ms) it was 14.09 / 14.05 against 14.36 / 14.33 ms, and 7.58 / 7.61 against
+7.77 / 7.74 ms at B = 128 (results/bench/linear_bias_h100_957c54b.txt); the same losses.
 
 Numerics are the unfused path's, bit for bit: the product accumulated in fp32 and rounded to the
 input dtype (cuBLAS's result: on the H100 every element equal, results/bench/qkv_gemm_*.txt),
