@@ -8,7 +8,9 @@ projection and bias, for
   triton    pyphase.attention.causal_attention (optionally several launch configurations)
 and checks both against an fp64 reference on the same bf16 inputs. CUDA only:
     python benches/bench_attention.py --k 5 --b 256 [--fwd-configs "64,64,4,2;128,64,8,2"]
-        [--bwd-configs "32,128,128,32,4,3;64,64,64,64,4,2"] [--json PATH]
+        [--bwd-configs "32,128,128,32,4,3;64,64,64,64,4,2"] [--bias-in-qkv] [--json PATH]
+(--bias-in-qkv: the triton rows read a projection that already holds the bias, added once before
+timing, as the packed model on CUDA does since pyphase.linear; the stock row adds it as always)
 (configurations as in pyphase.attention.CONFIG; the first of each list is timed with the other's default)
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--fwd-configs", default="", help="';'-separated 'bm,bn,warps,stages'")
     ap.add_argument("--bwd-configs", default="", help="';'-separated 'bm1,bn1,bm2,bn2,warps,stages'")
+    ap.add_argument("--bias-in-qkv", action="store_true", help="triton rows: the bias already in the projection")
     a = ap.parse_args()
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
@@ -38,14 +41,17 @@ def main() -> None:
 
     stock = torch.compile(attention_reference, dynamic=False)
 
-    def run(fn):
+    # the projection the triton rows read: with --bias-in-qkv the bias added once, outside the timing
+    qkv_t = (qkv.detach() + bias.detach()[:, None]).requires_grad_() if a.bias_in_qkv else qkv
+
+    def run(fn, q=qkv):
         def step():
-            y = fn(qkv, bias, b, t, nh)
-            torch.autograd.grad(y, (qkv, bias), do)
+            y = fn(q, bias, b, t, nh)
+            torch.autograd.grad(y, (q, bias), do)
         return step
 
     def triton_fn(q, bb, *dims):
-        return causal_attention(q, bb, *dims, use_triton=True)
+        return causal_attention(q, bb, *dims, use_triton=True, bias_in_qkv=a.bias_in_qkv)
 
     # Accuracy on a slice of the problem (fp64 reference on the same bf16 inputs).
     ns = 8
@@ -57,7 +63,8 @@ def main() -> None:
     acc = {}
     for name, fn in (("stock", attention_reference), ("triton", triton_fn)):
         ins = [z.clone().requires_grad_() for z in (q_s, b_s)]
-        y = fn(ins[0], ins[1], ns, t, nh)
+        q_in = ins[0] + ins[1][:, None].detach() if name == "triton" and a.bias_in_qkv else ins[0]
+        y = fn(q_in, ins[1], ns, t, nh)
         gr = torch.autograd.grad(y, ins, do_s)
         acc[name] = {
             "out_max_abs_err": (y.double() - ref_y).abs().max().item(),
@@ -70,11 +77,11 @@ def main() -> None:
     rows.append({"variant": "stock (compiled, flash SDPA)", "pass": "fwd+bwd", "ms": ms_stock})
     base = dict(attention.CONFIG)
     rows.append({"variant": f"triton default {base['fwd']} {base['bwd']}", "pass": "fwd+bwd",
-                 "ms": timed(run(triton_fn), a.iters)})
+                 "ms": timed(run(triton_fn, qkv_t), a.iters)})
     for c in [c for c in a.bwd_configs.split(";") if c.strip()]:
         attention.CONFIG.update(base, bwd=tuple(int(v) for v in c.split(",")))
         rows.append({"variant": f"triton bwd {attention.CONFIG['bwd']}", "pass": "fwd+bwd",
-                     "ms": timed(run(triton_fn), a.iters)})
+                     "ms": timed(run(triton_fn, qkv_t), a.iters)})
     attention.CONFIG.update(base)
     with torch.no_grad():
         ms_fwd_stock = timed(lambda: stock(qkv, bias, b, t, nh), a.iters)
@@ -82,10 +89,11 @@ def main() -> None:
         for c in [",".join(map(str, base["fwd"]))] + [c for c in a.fwd_configs.split(";") if c.strip()]:
             attention.CONFIG.update(base, fwd=tuple(int(v) for v in c.split(",")))
             fwd_rows.append({"variant": f"triton fwd {attention.CONFIG['fwd']}", "pass": "fwd",
-                             "ms": timed(lambda: causal_attention(qkv, bias, b, t, nh, use_triton=True), a.iters)})
+                             "ms": timed(lambda: triton_fn(qkv_t, bias, b, t, nh), a.iters)})
     attention.CONFIG.update(base)
 
     print(f"causal attention fwd+bwd, K={k} B={b} T={t} d={d} heads={nh} (head dim {d // nh}), bf16, "
+          f"{'triton rows with the bias in qkv, ' if a.bias_in_qkv else ''}"
           f"{torch.cuda.get_device_name()} torch {torch.__version__}")
     for r in rows:
         print(f"  fwd+bwd {r['variant']:<58} {r['ms']:8.3f} ms   x{ms_stock / r['ms']:.2f} vs stock")
