@@ -22,6 +22,7 @@ grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
             fused add + LayerNorm, MLP, add + LayerNorm forward kernel off: three kernels)
   cudnn / efficient   attention backend toggles (set before compiling)
   VARIANT:attnN  VARIANT with the N-th of --attn-bwd's pyphase.attention backward configurations
+  VARIANT:fwdN   VARIANT with the N-th of --attn-fwd's forward configurations (after :attnN if both)
   VARIANT+NAME=VALUE  VARIANT with the environment variable NAME set to VALUE (e.g. eager+PYPHASE_MLP_BLOCK=off)
 CUDA only. Usage:
     python benches/profile_step.py --data PATH --k 5 --b 256 --variants default,flex --out DIR
@@ -48,6 +49,8 @@ ap.add_argument("--ln-config", default=None, help='pyphase.layernorm launch conf
 ap.add_argument("--backward-programs", type=int, default=None, help="pyphase.kernels.BACKWARD_PROGRAMS (1: the launches' own row counts)")
 ap.add_argument("--attn-bwd", default="", help='";"-separated pyphase.attention backward launch configurations (CONFIG["bwd"]); '
                 'a variant named VARIANT:attnN runs with the N-th')
+ap.add_argument("--attn-fwd", default="", help='";"-separated pyphase.attention forward launch configurations (CONFIG["fwd"]); '
+                'a variant named VARIANT:fwdN runs with the N-th')
 ap.add_argument("--embed-config", default=None, help='pyphase.layernorm embedding backward "positions,warps,programs"')
 a = ap.parse_args()
 corpus = load_corpus(a.data)
@@ -140,15 +143,19 @@ def regs_spills() -> dict[str, list[list[int]]]:
                                         if getattr(ck, "n_regs", None) is not None})
     return out
 attn_bwd = [tuple(int(v) for v in c.split(",")) for c in a.attn_bwd.split(";") if c.strip()]
+attn_fwd = [tuple(int(v) for v in c.split(",")) for c in a.attn_fwd.split(";") if c.strip()]
 env_set: list[str] = []
 for var_name in variants:
     for key in env_set:
         os.environ.pop(key, None)
     var, *env = var_name.split("+")
+    var, _, fwd_i = var.partition(":fwd")
     var, _, attn_i = var.partition(":attn")
     attention.CONFIG.update(attn_default)
     if attn_i:
         attention.CONFIG["bwd"] = attn_bwd[int(attn_i)]
+    if fwd_i:
+        attention.CONFIG["fwd"] = attn_fwd[int(fwd_i)]
     torch._dynamo.reset()
     t0 = time.perf_counter()
     cfgs = [RunConfig(experiment="p", batch_size=B, lr=1e-3*(i+1), gradient_clip=1.0, seed=i, steps=400,
@@ -207,7 +214,7 @@ for var_name in variants:
     tok = K * B * 256 / dt
     mfu = tok * tr.shape.flops_per_token() / 989e12
     loss = tr.state.loss[159].tolist()
-    r = dict(variant=var_name, attn_bwd=attention.CONFIG["bwd"], K=K, B=B, ms_per_step=dt * 1e3, mtok_s=tok / 1e6, mfu=mfu, setup_s=setup, loss_step160=loss)
+    r = dict(variant=var_name, attn_fwd=attention.CONFIG["fwd"], attn_bwd=attention.CONFIG["bwd"], K=K, B=B, ms_per_step=dt * 1e3, mtok_s=tok / 1e6, mfu=mfu, setup_s=setup, loss_step160=loss)
     from pyphase import mlp_block
     if a.block_config:
         r["block_config"] = a.block_config
