@@ -89,6 +89,13 @@ def _launch(kind: str, t: int) -> tuple[int, ...]:
 if triton is not None:
 
     @triton.jit
+    def _head_bias(BIAS, model, h, offs_d, D: tl.constexpr, HD: tl.constexpr):
+        """Head h's q, k and v bias of one model (fp32), for kernels that add it as they load."""
+        base = BIAS + model * 3 * D + h * HD + offs_d
+        return (tl.load(base).to(tl.float32), tl.load(base + D).to(tl.float32),
+                tl.load(base + 2 * D).to(tl.float32))
+
+    @triton.jit
     def _attn_fwd_kernel(QKV, BIAS, O, LSE, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr, HD: tl.constexpr,
                     qk_scale, BM: tl.constexpr, BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr):
         pid_m = tl.program_id(0)
@@ -106,9 +113,7 @@ if triton is not None:
         if BIAS_IN_QKV:
             q = tl.load(q_ptr, mask=m_ok[:, None], other=0.0)
         else:
-            bq = tl.load(BIAS + model * 3 * D + h * HD + offs_d).to(tl.float32)
-            bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
-            bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
+            bq, bk, bv = _head_bias(BIAS, model, h, offs_d, D, HD)
             q = (tl.load(q_ptr, mask=m_ok[:, None], other=0.0).to(tl.float32) + bq[None, :]).to(dt)
         m_i = tl.full([BM], float("-inf"), tl.float32)
         l_i = tl.zeros([BM], tl.float32)
@@ -160,9 +165,7 @@ if triton is not None:
             k = tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0)
             v = tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0)
         else:
-            bq = tl.load(BIAS + model * 3 * D + h * HD + offs_d).to(tl.float32)
-            bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
-            bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
+            bq, bk, bv = _head_bias(BIAS, model, h, offs_d, D, HD)
             k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
             v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
         dk = tl.zeros([BN, HD], tl.float32)
@@ -222,9 +225,7 @@ if triton is not None:
         if BIAS_IN_QKV:
             q = tl.load(q_ptr, mask=m_ok[:, None], other=0.0)
         else:
-            bq = tl.load(BIAS + model * 3 * D + h * HD + offs_d).to(tl.float32)
-            bk = tl.load(BIAS + model * 3 * D + D + h * HD + offs_d).to(tl.float32)
-            bv = tl.load(BIAS + model * 3 * D + 2 * D + h * HD + offs_d).to(tl.float32)
+            bq, bk, bv = _head_bias(BIAS, model, h, offs_d, D, HD)
             q = (tl.load(q_ptr, mask=m_ok[:, None], other=0.0).to(tl.float32) + bq[None, :]).to(dt)
         o_ptr = (row0 + offs_m[:, None]) * D + h * HD + offs_d[None, :]
         do = tl.load(DO + o_ptr, mask=m_ok[:, None], other=0.0)
