@@ -90,10 +90,21 @@ if triton is not None:
 
     @triton.jit
     def _head_bias(BIAS, model, h, offs_d, D: tl.constexpr, HD: tl.constexpr):
-        """Head h's q, k and v bias of one model (fp32), for kernels that add it as they load."""
+        """Head h's q, k and v bias of one model (fp32), for kernels that add it as they load (unused,
+        and so compiled away, when the projection holds it already)."""
         base = BIAS + model * 3 * D + h * HD + offs_d
         return (tl.load(base).to(tl.float32), tl.load(base + D).to(tl.float32),
                 tl.load(base + 2 * D).to(tl.float32))
+
+    @triton.jit
+    def _biased(tile, bias, dt, BIAS_IN_QKV: tl.constexpr):
+        """A loaded q, k or v tile as the products take it: as loaded when the projection holds the
+        bias (BIAS_IN_QKV), else plus `bias` (broadcast to the tile) in fp32, rounded to dt."""
+        if BIAS_IN_QKV:
+            out = tile
+        else:
+            out = (tile.to(tl.float32) + bias).to(dt)
+        return out
 
     @triton.jit
     def _attn_fwd_kernel(QKV, BIAS, O, LSE, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr, HD: tl.constexpr,
@@ -110,11 +121,8 @@ if triton is not None:
         dt = QKV.dtype.element_ty
         m_ok = offs_m < T
         q_ptr = QKV + (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-        if BIAS_IN_QKV:
-            q = tl.load(q_ptr, mask=m_ok[:, None], other=0.0)
-        else:
-            bq, bk, bv = _head_bias(BIAS, model, h, offs_d, D, HD)
-            q = (tl.load(q_ptr, mask=m_ok[:, None], other=0.0).to(tl.float32) + bq[None, :]).to(dt)
+        bq, bk, bv = _head_bias(BIAS, model, h, offs_d, D, HD)
+        q = _biased(tl.load(q_ptr, mask=m_ok[:, None], other=0.0), bq[None, :], dt, BIAS_IN_QKV)
         m_i = tl.full([BM], float("-inf"), tl.float32)
         l_i = tl.zeros([BM], tl.float32)
         acc = tl.zeros([BM, HD], tl.float32)
@@ -123,12 +131,8 @@ if triton is not None:
             cols = start_n + offs_n
             n_ok = cols < T
             kv_row = (row0 + cols[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-            if BIAS_IN_QKV:  # the tiles go straight to the tile products
-                k = tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0)
-                v = tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0)
-            else:
-                k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
-                v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
+            k = _biased(tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0), bk[None, :], dt, BIAS_IN_QKV)
+            v = _biased(tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0), bv[None, :], dt, BIAS_IN_QKV)
             qk = tl.dot(q, tl.trans(k)) * qk_scale
             keep = (offs_m[:, None] >= cols[None, :]) & n_ok[None, :]
             qk = tl.where(keep, qk, float("-inf"))
@@ -161,13 +165,9 @@ if triton is not None:
         dt = QKV.dtype.element_ty
         n_ok = offs_n < T
         kv_row = (row0 + offs_n[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-        if BIAS_IN_QKV:
-            k = tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0)
-            v = tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0)
-        else:
-            bq, bk, bv = _head_bias(BIAS, model, h, offs_d, D, HD)
-            k = (tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bk[None, :]).to(dt)
-            v = (tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0).to(tl.float32) + bv[None, :]).to(dt)
+        bq, bk, bv = _head_bias(BIAS, model, h, offs_d, D, HD)
+        k = _biased(tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0), bk[None, :], dt, BIAS_IN_QKV)
+        v = _biased(tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0), bv[None, :], dt, BIAS_IN_QKV)
         dk = tl.zeros([BN, HD], tl.float32)
         dv = tl.zeros([BN, HD], tl.float32)
         lse_base = LSE + pid_sh.to(tl.int64) * T
@@ -177,10 +177,7 @@ if triton is not None:
             rows = start_m + offs_m
             m_ok = rows < T
             q_ptr = QKV + (row0 + rows[None, :]) * (3 * D) + h * HD + offs_d[:, None]  # (HD, BM)
-            if BIAS_IN_QKV:
-                q_t = tl.load(q_ptr, mask=m_ok[None, :], other=0.0)
-            else:
-                q_t = (tl.load(q_ptr, mask=m_ok[None, :], other=0.0).to(tl.float32) + bq[:, None]).to(dt)
+            q_t = _biased(tl.load(q_ptr, mask=m_ok[None, :], other=0.0), bq[:, None], dt, BIAS_IN_QKV)
             do = tl.load(DO + (row0 + rows[:, None]) * D + h * HD + offs_d[None, :], mask=m_ok[:, None],
                          other=0.0).to(dt)  # (BM, HD)
             lse = tl.load(lse_base + rows, mask=m_ok, other=0.0)
@@ -222,11 +219,8 @@ if triton is not None:
         dt = QKV.dtype.element_ty
         m_ok = offs_m < T
         q_ptr = QKV + (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-        if BIAS_IN_QKV:
-            q = tl.load(q_ptr, mask=m_ok[:, None], other=0.0)
-        else:
-            bq, bk, bv = _head_bias(BIAS, model, h, offs_d, D, HD)
-            q = (tl.load(q_ptr, mask=m_ok[:, None], other=0.0).to(tl.float32) + bq[None, :]).to(dt)
+        bq, bk, bv = _head_bias(BIAS, model, h, offs_d, D, HD)
+        q = _biased(tl.load(q_ptr, mask=m_ok[:, None], other=0.0), bq[None, :], dt, BIAS_IN_QKV)
         o_ptr = (row0 + offs_m[:, None]) * D + h * HD + offs_d[None, :]
         do = tl.load(DO + o_ptr, mask=m_ok[:, None], other=0.0)
         delta = tl.sum(tl.load(O + o_ptr, mask=m_ok[:, None], other=0.0).to(tl.float32) * do.to(tl.float32), 1)
@@ -239,12 +233,8 @@ if triton is not None:
             cols = start_n + offs_n
             n_ok = cols < T
             kv_t = (row0 + cols[None, :]) * (3 * D) + h * HD + offs_d[:, None]
-            if BIAS_IN_QKV:
-                k_t = tl.load(QKV + kv_t + D, mask=n_ok[None, :], other=0.0)
-                v_t = tl.load(QKV + kv_t + 2 * D, mask=n_ok[None, :], other=0.0)
-            else:
-                k_t = (tl.load(QKV + kv_t + D, mask=n_ok[None, :], other=0.0).to(tl.float32) + bk[:, None]).to(dt)
-                v_t = (tl.load(QKV + kv_t + 2 * D, mask=n_ok[None, :], other=0.0).to(tl.float32) + bv[:, None]).to(dt)
+            k_t = _biased(tl.load(QKV + kv_t + D, mask=n_ok[None, :], other=0.0), bk[:, None], dt, BIAS_IN_QKV)
+            v_t = _biased(tl.load(QKV + kv_t + 2 * D, mask=n_ok[None, :], other=0.0), bv[:, None], dt, BIAS_IN_QKV)
             qk = tl.dot(q, k_t) * qk_scale
             keep = (offs_m[:, None] >= cols[None, :]) & n_ok[None, :]
             p = tl.where(keep, tl.exp2(qk - lse[:, None]), 0.0)

@@ -241,8 +241,10 @@ def transformer_block(x: Tensor, h: Tensor, attn_w: Tensor, attn_b: Tensor, proj
     kk, b, t, d = x.shape
     if linear.supported(h, attn_w) and attention.supported_width(h, d, n_head):
         # The projection's bias added in its GEMM's epilogue, so the attention kernels load q, k, v
-        # without adding it (linear.py); the attention op returns the bias's gradient.
-        y = causal_attention(linear_bias(h, attn_w, attn_b.detach()), attn_b, b, t, n_head, bias_in_qkv=True)
+        # without adding it (linear.py); the attention op returns the bias's gradient. One cast of
+        # the bias serves both ops.
+        bias = attn_b.to(h.dtype)
+        y = causal_attention(linear_bias(h, attn_w, bias.detach()), bias, b, t, n_head, bias_in_qkv=True)
     else:
         # The projection's bias is added inside the attention (as it reads q, k, v), see attention.py.
         y = causal_attention(torch.bmm(h, attn_w), attn_b, b, t, n_head)
