@@ -56,23 +56,26 @@ except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
 # with the MLP forward's own launch (64, 32, 4, 2) the fused kernel made the step slower (15.16
 # against 14.62 ms at B = 256); (64, 64, 4, 3) made it faster, 14.36 against 14.67-14.70 ms at
 # B = 256 and 7.74 against 7.90 ms at B = 128, in one call (mlp_block_sweep2_dac2b52.txt).
-CONFIG: dict[str, tuple[int, ...] | None] = {"fwd": (64, 64, 4, 3), "fuse": (1, 1)}
+CONFIG: dict[str, tuple[int, ...] | int | None] = {"fwd": (64, 64, 4, 3), "fuse": (1, 1), "stage": 0, "maxnreg": 0}
 # The last compiled kernel launched (register and spill counts for benches/profile_step.py).
 LAST: dict[str, object] = {}
 
 
 def set_config(spec: str) -> None:
-    """Set CONFIG from "FWD" or "FWD/FUSE" (FWD may be "mlp": the MLP forward's launch)."""
+    """Set CONFIG from "FWD" or "FWD/FUSE": FWD "ROWS,HIDDEN,WARPS,STAGES[,MAXNREG]" or "mlp" (the MLP
+    forward's launch), FUSE "PRO,EPI[,STAGE]" (each 0 or 1); MAXNREG and STAGE default to 0."""
     fc, _, fu = spec.strip().partition("/")
     try:
         fwd = None if fc.strip() == "mlp" else tuple(int(v) for v in fc.split(","))
         fuse = tuple(int(v) for v in fu.split(",")) if fu else (1, 1)
     except ValueError:
         raise ValueError(f"mlp_block launch configuration {spec!r}: expected integers like '64,64,4,3/1,1'") from None
-    if (fwd is not None and len(fwd) != 4) or len(fuse) != 2 or not set(fuse) <= {0, 1}:
-        raise ValueError(f"mlp_block launch configuration {spec!r}: expected 'ROWS,HIDDEN,WARPS,STAGES' or 'mlp', "
-                         "optionally '/PRO,EPI' (each 0 or 1)")
-    CONFIG.update(fwd=fwd, fuse=fuse)
+    if ((fwd is not None and (len(fwd) not in (4, 5) or (len(fwd) == 5 and not 0 <= fwd[4] <= 255)))
+            or len(fuse) not in (2, 3) or not set(fuse) <= {0, 1}):
+        raise ValueError(f"mlp_block launch configuration {spec!r}: expected 'ROWS,HIDDEN,WARPS,STAGES[,MAXNREG]' or "
+                         "'mlp', optionally '/PRO,EPI[,STAGE]' (each 0 or 1)")
+    CONFIG.update(fwd=None if fwd is None else fwd[:4], maxnreg=fwd[4] if fwd is not None and len(fwd) == 5 else 0,
+                  fuse=fuse[:2], stage=fuse[2] if len(fuse) == 3 else 0)
 
 
 # The widest d (padded) the fused kernel takes: its row tiles are d wide and it was measured at
@@ -103,10 +106,13 @@ if triton is not None:
     def _mlp_block_fwd_kernel(X0, P, PB, LW, LB, W1, B1, W2, B2, NW, NB, X1, H, MEAN1, RSTD1, X2, H2, MEAN2, RSTD2, M,
                               N, eps, s_pb, s_lw, s_lb, s_b2, s_nw, s_nb, D: tl.constexpr, FF: tl.constexpr,
                               BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr,
-                              PRO: tl.constexpr, EPI: tl.constexpr):
+                              PRO: tl.constexpr, EPI: tl.constexpr, STAGE: tl.constexpr):
         # PRO: the first add + LayerNorm here (else h is read, written by layernorm's kernel); EPI:
         # the second add + LayerNorm here (else the MLP's output is written to M for layernorm's
-        # kernel).
+        # kernel). STAGE: h read back as stored before the MLP's loop (the loop's products then take
+        # it from shared memory, not from registers), and the MLP's output staged through M for the
+        # second add + LayerNorm (so it runs in the layout the loads give, without the product's
+        # accumulator live): fewer registers a thread (`CONFIG`).
         pid_m = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
         row0 = pid_m.to(tl.int64) * BM
@@ -127,6 +133,9 @@ if triton is not None:
                                 eps, D)
         else:
             h = tl.load(H + off, mask=m, other=0.0)
+        if STAGE and PRO:
+            tl.debug_barrier()  # every thread's h stored
+            h = tl.load(H + off, mask=m, other=0.0)
         h = h.to(dt)
         # the MLP, as mlp._mlp_fwd_kernel (masked rows/columns of h are never stored from)
         W1 += k * D * FF
@@ -142,8 +151,19 @@ if triton is not None:
             # x2 = x1 + (m + b2) and the next LayerNorm, as the next add_ln, from x1 read back as
             # stored once all threads' stores of it are done (keeping it in registers instead spilled
             # and changed the bits on the H100: results/bench/mlp_block_sweep_dac2b52.txt, "1,1,0")
-            y = acc.to(dt).to(tl.float32)
-            tl.debug_barrier()
+            if STAGE:
+                tl.store(M + off, acc.to(dt), mask=m)
+                tl.debug_barrier()
+                # the tile's offsets and masks computed again (written otherwise, so the compiler
+                # does not keep the first ones live in registers through the loop)
+                rows_e = tl.arange(0, BM)
+                off = (k * N + row0) * D + (rows_e[:, None] * D + cols[None, :])
+                r_ok = rows_e < N - row0
+                m = r_ok[:, None] & c_ok[None, :]
+                y = tl.load(M + off, mask=m, other=0.0).to(tl.float32)
+            else:
+                y = acc.to(dt).to(tl.float32)
+                tl.debug_barrier()
             x = tl.load(X1 + off, mask=m, other=0.0).to(tl.float32)
             b2 = tl.load(B2 + k * s_b2 + cols, mask=c_ok, other=0.0).to(tl.float32)
             x = x + (y + b2[None, :]).to(dt).to(tl.float32)
@@ -184,13 +204,17 @@ def _mlp_block_fwd(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1
     # the MLP forward's tiles, grid and masks, with this kernel's own launch (CONFIG)
     grid, meta = mlp._launch("fwd", n, d, f, kk, CONFIG["fwd"] or mlp.CONFIG["fwd"])  # type: ignore[arg-type]
     pro, epi = (bool(v) for v in CONFIG["fuse"] or (1, 1))
+    stage = bool(CONFIG["stage"])
     if not pro:
         layernorm._launch_fwd(x0, p, pb, lw, lb, x1, h, stats[0], stats[1])
-    y = x0.new_empty(0, dtype=w1.dtype) if epi else torch.empty(kk, n, d, device=x0.device, dtype=w1.dtype)
+    y = x0.new_empty(0, dtype=w1.dtype) if epi and not stage else torch.empty(kk, n, d, device=x0.device,
+                                                                                 dtype=w1.dtype)
+    if CONFIG["maxnreg"] and x0.is_cuda:
+        meta["maxnreg"] = CONFIG["maxnreg"]
     LAST["fwd"] = launch(_mlp_block_fwd_kernel, grid)(
         x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb, x1, h, stats[0], stats[1], x2, h2, stats[2], stats[3], y, n, EPS,
         pb.stride(0), lw.stride(0), lb.stride(0), b2.stride(0), nw.stride(0), nb.stride(0), D=d, FF=f, PRO=pro,
-        EPI=epi, **meta)
+        EPI=epi, STAGE=stage, **meta)
     if not epi:
         layernorm._launch_fwd(x1, y, b2, nw, nb, x2, h2, stats[2], stats[3])
     return x1, h, stats[0], stats[1], x2, h2, stats[2], stats[3]

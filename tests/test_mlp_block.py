@@ -57,13 +57,17 @@ INTERPRETED = textwrap.dedent(
 # (models, rows, d, hidden, MLP launch configuration as `mlp.set_config` reads it, the fused
 # kernel's as `mlp_block.set_config` does): no masks; ragged rows; d not a power of two (masked
 # columns) and a hidden width not a multiple of the chunk; a chunk wider than the hidden layer; its
-# own launch; the first or the second add + LayerNorm left to layernorm's kernel.
+# own launch; the first or the second add + LayerNorm left to layernorm's kernel; h and the MLP's
+# output staged through memory ("/1,1,1").
 SHAPES = [(2, 64, 32, 128, "32,64,4,2/dw:32,64,4,2,64", "mlp"), (2, 100, 32, 128, "32,64,4,2/dw:32,64,4,2,64", "mlp"),
           (1, 77, 48, 192, "32,128,4,2/dw:16,64,4,2,32", "mlp"), (2, 40, 32, 32, "16,64,4,2/dw:16,64,4,2", "mlp"),
           (2, 100, 32, 128, "32,64,4,2/dw:32,64,4,2,64", "16,32,4,1"),
           (2, 100, 32, 128, "32,64,4,2/dw:32,64,4,2,64", "64,64,4,3"),
           (1, 77, 48, 192, "32,128,4,2/dw:16,64,4,2,32", "mlp/0,1"),
-          (1, 77, 48, 192, "32,128,4,2/dw:16,64,4,2,32", "mlp/1,0")]
+          (1, 77, 48, 192, "32,128,4,2/dw:16,64,4,2,32", "mlp/1,0"),
+          (2, 100, 32, 128, "32,64,4,2/dw:32,64,4,2,64", "64,32,4,3/1,1,1"),
+          (1, 77, 48, 192, "32,128,4,2/dw:16,64,4,2,32", "mlp/1,1,1"),
+          (1, 77, 48, 192, "32,128,4,2/dw:16,64,4,2,32", "mlp/0,1,1")]
 
 
 @OLD_TRITON_INTERPRETER
@@ -91,10 +95,12 @@ def test_launch_configuration_parsing(monkeypatch) -> None:  # type: ignore[no-u
 
     monkeypatch.setattr(mb, "CONFIG", dict(mb.CONFIG))
     mb.set_config("64,32,8,3/1,0")
-    assert mb.CONFIG == {"fwd": (64, 32, 8, 3), "fuse": (1, 0)}
+    assert mb.CONFIG == {"fwd": (64, 32, 8, 3), "fuse": (1, 0), "stage": 0, "maxnreg": 0}
+    mb.set_config("64,32,4,3,168/1,1,1")
+    assert mb.CONFIG == {"fwd": (64, 32, 4, 3), "fuse": (1, 1), "stage": 1, "maxnreg": 168}
     mb.set_config("mlp")
-    assert mb.CONFIG == {"fwd": None, "fuse": (1, 1)}
-    for bad in ("64,32,4", "mlp/1,2", "a,b,c,d", "mlp/1,1,1"):
+    assert mb.CONFIG == {"fwd": None, "fuse": (1, 1), "stage": 0, "maxnreg": 0}
+    for bad in ("64,32,4", "mlp/1,2", "a,b,c,d", "mlp/1,1,2", "64,32,4,3,300", "mlp/1,1,1,1"):
         with pytest.raises(ValueError, match="mlp_block launch configuration"):
             mb.set_config(bad)
 
@@ -125,7 +131,9 @@ def test_shape_mismatch_is_a_clear_error() -> None:
 @pytest.mark.parametrize("n, stream, spec", [(4096, torch.float32, "64,64,4,3"), (1000, torch.float32, "64,64,4,3"),
                                              (4096, torch.bfloat16, "64,64,4,3"), (1000, torch.bfloat16, "64,64,4,3"),
                                              (4096, torch.float32, "mlp"), (1000, torch.float32, "mlp/0,1"),
-                                             (1000, torch.float32, "mlp/1,0")])
+                                             (1000, torch.float32, "mlp/1,0"), (4096, torch.float32, "64,32,4,3,168/1,1,1"),
+                                             (1000, torch.float32, "64,32,4,3,168/1,1,1"),
+                                             (1000, torch.bfloat16, "64,64,4,3/1,1,1"), (1000, torch.float32, "mlp/0,1,1")])
 def test_cuda_fused_block_gives_the_unfused_kernels_bits(n: int, stream: torch.dtype, spec: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from pyphase import mlp_block as mb
 
