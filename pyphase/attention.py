@@ -77,7 +77,7 @@ def attention_reference(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: i
 # B = 128 (results/bench/attn_sweep_bias_in_qkv_h100_4518b8e.txt), but its smaller blocks sum the
 # bias gradient's partial sums in another order, so training gives other bits (the losses at step
 # 160 differ in the 3rd decimal); kept as it is, so runs stay comparable bit for bit with earlier ones.
-CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 64, 4, 3), "bwd": (32, 128, 128, 32, 4, 3)}
+CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 64, 4, 3), "bwd": (32, 128, 128, 32, 4, 3), "dkdv_maxnreg": (0,)}
 
 
 def _launch(kind: str, t: int) -> tuple[int, ...]:
@@ -189,7 +189,10 @@ if triton is not None:
             dp_t = tl.dot(v, tl.trans(do))
             ds_t = p_t * (dp_t - delta[None, :])
             dk += tl.dot(ds_t.to(dt), tl.trans(q_t))
-        out = (row0 + offs_n[:, None]) * (3 * D) + h * HD + offs_d[None, :]
+        # the key block's offsets computed again, written otherwise than kv_row above, so the compiler
+        # does not keep those live in registers through the loop
+        offs_e = pid_n * BN + tl.arange(0, BN)
+        out = row0 * (3 * D) + (offs_e[:, None] * (3 * D) + (h * HD + offs_d[None, :]))
         dk = (dk * sm_scale).to(DQKV.dtype.element_ty)
         dv = dv.to(DQKV.dtype.element_ty)
         tl.store(DQKV + out + D, dk, mask=n_ok[:, None])
@@ -299,9 +302,10 @@ def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_s
     launch(_attn_bwd_dq_kernel, (q_blocks, seqs * n_head))(
         qkv, bias, o, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
         bias_in_qkv, num_warps=warps, num_stages=stages)
+    cap = {"maxnreg": CONFIG["dkdv_maxnreg"][0]} if CONFIG["dkdv_maxnreg"][0] and qkv.is_cuda else {}
     launch(_attn_bwd_dkdv_kernel, (kv_blocks, seqs * n_head))(
         qkv, bias, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
-        bias_in_qkv, num_warps=warps, num_stages=stages)
+        bias_in_qkv, num_warps=warps, num_stages=stages, **cap)
     return dqkv, sum_parts(part)
 
 
