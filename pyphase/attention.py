@@ -77,7 +77,11 @@ def attention_reference(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: i
 # B = 128 (results/bench/attn_sweep_bias_in_qkv_h100_4518b8e.txt), but its smaller blocks sum the
 # bias gradient's partial sums in another order, so training gives other bits (the losses at step
 # 160 differ in the 3rd decimal); kept as it is, so runs stay comparable bit for bit with earlier ones.
-CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 64, 4, 3), "bwd": (32, 128, 128, 32, 4, 3), "dkdv_maxnreg": (0,)}
+# dkdv_maxnreg: a register cap for the dk/dv pass (0: none). At 168 registers (4 spilled; 186 uncapped)
+# three of its programs share an SM instead of two: the K = 5 step 13.793 against 13.859 / 13.885 ms at
+# B = 256, 7.442 against 7.501 / 7.500 ms at B = 128, the same losses (attn_maxnreg_h100_5b07b5e.txt).
+# Session 12 had found caps without gain when the pass needed 231 registers (maxnreg_270343f.diff).
+CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 64, 4, 3), "bwd": (32, 128, 128, 32, 4, 3), "dkdv_maxnreg": (168,)}
 
 
 def _launch(kind: str, t: int) -> tuple[int, ...]:

@@ -24,8 +24,11 @@ switched off (PYPHASE_MLP=torch, PYPHASE_LN=torch), when the MLP's backward mode
 with PYPHASE_MLP_BLOCK=off.
 
 What it gains is small: the kernel holds a LayerNorm's fp32 row tile besides the MLP's accumulator
-and runs at 255 registers a thread (the MLP forward alone: 127), so fewer programs share an SM.
-With the MLP forward's launch it made the step slower; `CONFIG` states what was measured.
+and ran at 255 registers a thread (the MLP forward alone: 127), so fewer programs share an SM.
+With the MLP forward's launch it made the step slower; `CONFIG` states what was measured. Since
+session 13 it reads h back as stored before the MLP's loop and stages the MLP's output through
+memory for the second add + LayerNorm ("stage"), which with 32 hidden units a chunk brings it to
+168 registers without spills: three programs an SM instead of two.
 """
 
 from __future__ import annotations
@@ -51,12 +54,17 @@ except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
 
 # "fwd": (rows per tile, hidden units per chunk, warps, pipeline stages), None: the MLP forward's;
 # "fuse": (first add + LayerNorm in the kernel, second in the kernel), each 0 or 1; a step left out
-# runs layernorm's add + LayerNorm kernel. `set_config` parses "ROWS,HIDDEN,WARPS,STAGES/PRO,EPI".
+# runs layernorm's add + LayerNorm kernel; "stage": 1 reads h back before the MLP's loop and stages
+# the MLP's output through memory (the kernel's STAGE); "maxnreg": a register cap (0: none).
+# `set_config` parses "ROWS,HIDDEN,WARPS,STAGES[,MAXNREG]/PRO,EPI[,STAGE]".
 # Chosen on the H100 (K = 5, `benches/profile_step.py --block-config`; results/bench/mlp_block_*):
 # with the MLP forward's own launch (64, 32, 4, 2) the fused kernel made the step slower (15.16
 # against 14.62 ms at B = 256); (64, 64, 4, 3) made it faster, 14.36 against 14.67-14.70 ms at
-# B = 256 and 7.74 against 7.90 ms at B = 128, in one call (mlp_block_sweep2_dac2b52.txt).
-CONFIG: dict[str, tuple[int, ...] | int | None] = {"fwd": (64, 64, 4, 3), "fuse": (1, 1), "stage": 0, "maxnreg": 0}
+# B = 256 and 7.74 against 7.90 ms at B = 128, in one call (mlp_block_sweep2_dac2b52.txt). Staged,
+# (64, 32, 4, 3) at 168 registers (no spills, three programs an SM): 13.725 / 13.752 against 13.869 /
+# 13.859 ms at B = 256, 7.428 / 7.410 against 7.469 / 7.464 ms at B = 128, the same losses; staged
+# without the cap or at other tiles 13.895-14.846 ms (results/bench/mlp_block_stage_h100_095cb89.txt).
+CONFIG: dict[str, tuple[int, ...] | int | None] = {"fwd": (64, 32, 4, 3), "fuse": (1, 1), "stage": 1, "maxnreg": 168}
 # The last compiled kernel launched (register and spill counts for benches/profile_step.py).
 LAST: dict[str, object] = {}
 
