@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import backward_op, call, launch, pad_width, register_autograd, sum_parts
+from pyphase.kernels import backward_op, call, launch, pad_width, register_autograd, register_cap, sum_parts
 
 try:
     import triton
@@ -83,12 +83,6 @@ def attention_reference(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: i
 # (attn_maxnreg_h100_5b07b5e.txt). Session 12 had found caps without gain when the pass needed 231
 # registers (maxnreg_270343f.diff).
 CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 64, 4, 3), "bwd": (32, 128, 128, 32, 4, 3), "maxnreg": (0, 0, 168)}
-
-
-def _cap(kernel: int, x: Tensor) -> dict[str, int]:
-    """The launch option for CONFIG's register cap of kernel 0 (forward), 1 (dq) or 2 (dk/dv), on CUDA."""
-    cap = CONFIG["maxnreg"][kernel]
-    return {"maxnreg": cap} if cap and x.is_cuda else {}
 
 
 def _launch(kind: str, t: int) -> tuple[int, ...]:
@@ -255,9 +249,7 @@ if triton is not None:
             dp = tl.dot(do, v_t)
             ds = p * (dp - delta[:, None])
             dq += tl.dot(ds.to(dt), tl.trans(k_t))
-        # the block's offsets computed again (see the dk/dv pass)
-        offs_e = pid_m * BM + tl.arange(0, BM)
-        out = row0 * (3 * D) + (offs_e[:, None] * (3 * D) + (h * HD + offs_d[None, :]))
+        out = (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
         dq = (dq * sm_scale).to(DQKV.dtype.element_ty)
         tl.store(DQKV + out, dq, mask=m_ok[:, None])
         part = DB + (model * PARTS + (s % N_SEQ) * tl.num_programs(0) + pid_m) * 3 * D
@@ -284,7 +276,7 @@ def _attn_fwd(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int,
     bm, bn, warps, stages = _launch("fwd", t)
     grid = (triton.cdiv(t, bm), seqs * n_head)
     launch(_attn_fwd_kernel, grid)(qkv, bias, o, lse, t, n_seq, n_head, d, hd, scale * LOG2E, bm, bn, bias_in_qkv,
-                                   num_warps=warps, num_stages=stages, **_cap(0, qkv))
+                                   num_warps=warps, num_stages=stages, **register_cap(CONFIG["maxnreg"][0], qkv))
     return o, lse
 
 
@@ -314,10 +306,10 @@ def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_s
     part = new(qkv.shape[0], parts, 3 * d, device=qkv.device, dtype=torch.float32)
     launch(_attn_bwd_dq_kernel, (q_blocks, seqs * n_head))(
         qkv, bias, o, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
-        bias_in_qkv, num_warps=warps, num_stages=stages, **_cap(1, qkv))
+        bias_in_qkv, num_warps=warps, num_stages=stages, **register_cap(CONFIG["maxnreg"][1], qkv))
     launch(_attn_bwd_dkdv_kernel, (kv_blocks, seqs * n_head))(
         qkv, bias, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
-        bias_in_qkv, num_warps=warps, num_stages=stages, **_cap(2, qkv))
+        bias_in_qkv, num_warps=warps, num_stages=stages, **register_cap(CONFIG["maxnreg"][2], qkv))
     return dqkv, sum_parts(part)
 
 

@@ -145,6 +145,12 @@ if triton is not None:
         tl.store(OUT + k * C + cols, acc, mask=c_ok)
 
 
+def register_cap(cap: int, x: Tensor) -> dict[str, int]:
+    """Launch options for a register cap of `cap` per thread (Triton's `maxnreg`; 0: none) for a
+    kernel on x's device: only on CUDA, not in the interpreter."""
+    return {"maxnreg": cap} if cap and x.is_cuda else {}
+
+
 def pad_width(n: int) -> int:
     """The on-chip width for n columns (d, V, a hidden width): the next power of two, at least 16
     (tl.dot's smallest operand)."""

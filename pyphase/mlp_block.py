@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from pyphase import layernorm, mlp
-from pyphase.kernels import backward_op, call, launch, pad_width, register_autograd
+from pyphase.kernels import backward_op, call, launch, pad_width, register_autograd, register_cap
 from pyphase.layernorm import EPS, add_ln
 from pyphase.mlp import gelu_mlp
 
@@ -217,8 +217,7 @@ def _mlp_block_fwd(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1
         layernorm._launch_fwd(x0, p, pb, lw, lb, x1, h, stats[0], stats[1])
     y = x0.new_empty(0, dtype=w1.dtype) if epi and not stage else torch.empty(kk, n, d, device=x0.device,
                                                                                  dtype=w1.dtype)
-    if CONFIG["maxnreg"] and x0.is_cuda:
-        meta["maxnreg"] = CONFIG["maxnreg"]
+    meta.update(register_cap(CONFIG["maxnreg"], x0))  # type: ignore[arg-type]
     LAST["fwd"] = launch(_mlp_block_fwd_kernel, grid)(
         x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb, x1, h, stats[0], stats[1], x2, h2, stats[2], stats[3], y, n, EPS,
         pb.stride(0), lw.stride(0), lb.stride(0), b2.stride(0), nw.stride(0), nb.stride(0), D=d, FF=f, PRO=pro,

@@ -100,7 +100,7 @@ def test_ops_run_forward_and_backward_outside_torch_library_dispatch(run_interpr
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiling Triton kernels needs CUDA")
 def test_precompiled_trainer_trains_as_one_compiled_on_first_use() -> None:
     pytest.importorskip("triton")
-    from pyphase import attention, head, kernels, layernorm, mlp, mlp_block, optim
+    from pyphase import attention, head, kernels, layernorm, linear, mlp, mlp_block, optim
     from pyphase.config import ModelShape, RunConfig
     from pyphase.data import load_corpus
     from pyphase.train import PackTrainer
@@ -114,7 +114,7 @@ def test_precompiled_trainer_trains_as_one_compiled_on_first_use() -> None:
     jits = [mlp_block._mlp_block_fwd_kernel, mlp._mlp_bwd_dw_kernel, attention._attn_fwd_kernel,
             attention._attn_bwd_dq_kernel, layernorm._add_ln_bwd_kernel, head._head_fwd_kernel, head._head_bwd_kernel,
             layernorm._embed_ln_fwd_kernel, layernorm._embed_ln_bwd_kernel, kernels._sum_parts_kernel,
-            optim._sumsq_kernel, optim._adamw_kernel]
+            optim._sumsq_kernel, optim._adamw_kernel, linear._linear_bias_kernel]
     if mlp_block.CONFIG["fuse"] != (1, 1):
         jits.append(layernorm._add_ln_fwd_kernel)
 
