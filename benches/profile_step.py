@@ -84,7 +84,7 @@ def group(name):
     return "other"
 
 import torch.nn.functional as F
-from pyphase.model import _linear
+from pyphase.linear import linear_bias_reference as _linear
 from pyphase.layernorm import add_ln_reference
 
 

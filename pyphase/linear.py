@@ -59,7 +59,14 @@ def supported(h: Tensor, w: Tensor) -> bool:
 
 
 def linear_bias_reference(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
-    """The stock computation: bmm, then the bias in the product's dtype."""
+    """The stock computation, per model: h (K, N, in) @ w (K, in, out) + b (K, out).
+
+    Not `torch.baddbmm`: cuBLAS needs baddbmm's broadcast bias written into the whole (K, N, out)
+    output before the GEMM, a separate full-size copy kernel outside the compiler's reach (measured
+    on the H100 for K = 5, B = 256: 16 such copies a step, 2.9 ms of a 24.8 ms step). A plain bmm
+    plus a bias add lets torch.compile fuse the add into the next elementwise kernel (GELU, the
+    residual add, the attention layout copy). The bias is cast to the product's dtype so the add
+    stays in bf16 under autocast, like baddbmm's output."""
     y = torch.bmm(h, w)
     return y + b[:, None].to(y.dtype)
 

@@ -260,16 +260,3 @@ def head_losses(h: Tensor, head_w: Tensor, targets: Tensor) -> Tensor:
     kk = h.shape[0]
     # logits h @ head_w and their cross-entropy: one Triton op on CUDA (head.py), stock bmm + CE elsewhere
     return head_ce(h, head_w, targets.reshape(kk, -1)).mean(dim=1)
-
-
-def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """Per-model affine map: x (K, N, in) @ weight (K, in, out) + bias (K, out).
-
-    Not `torch.baddbmm`: cuBLAS needs baddbmm's broadcast bias written into the whole (K, N, out)
-    output before the GEMM, a separate full-size copy kernel outside the compiler's reach (measured
-    on the H100 for K = 5, B = 256: 16 such copies a step, 2.9 ms of a 24.8 ms step). A plain bmm
-    plus a bias add lets torch.compile fuse the add into the next elementwise kernel (GELU, the
-    residual add, the attention layout copy). The bias is cast to the product's dtype so the add
-    stays in bf16 under autocast, like baddbmm's output."""
-    y = torch.bmm(x, weight)
-    return y + bias[:, None].to(y.dtype)
