@@ -179,12 +179,16 @@ def sum_parts(part: Tensor, block: tuple[int, int] | None = None) -> Tensor:
 _EAGER: dict[str, Callable[..., Any]] = {}
 
 
-def register_autograd(op: Any, backward: Callable[..., Any], setup_context: Callable[..., None]) -> None:
+def register_autograd(op: Any, backward: Callable[..., Any], setup_context: Callable[..., None],
+                      stream: tuple[int | None, int] | None = None) -> None:
     """`op.register_autograd(backward, setup_context=...)`, and the same as a plain autograd
     Function over op's undecorated function for `call`. `backward` sees `ctx.eager` True there, and
     None (not zeros) for the gradient of any output nobody used: measured on the H100, uncompiled,
     filling those with zeros (log-sum-exps, row statistics, the MLP's saved pre-activation, the final
-    LayerNorm's residual stream) took 0.4 ms of a K = 5, B = 256 step."""
+    LayerNorm's residual stream) took 0.4 ms of a K = 5, B = 256 step.
+
+    `stream` = (input index or None, output index) of an op that reads and writes the residual
+    stream also registers it for `call_stream` (see there)."""
 
     def setup(ctx: Any, inputs: Any, output: Any) -> None:
         setup_context(ctx, inputs, output)
@@ -209,6 +213,76 @@ def register_autograd(op: Any, backward: Callable[..., Any], setup_context: Call
             return backward(ctx, *grads)
 
     _EAGER[op._qualname] = Eager.apply
+    if stream is not None:
+        _STREAM[op._qualname] = _stream_function(raw, setup, backward, *stream)
+
+
+# The residual stream's gradient in a lower precision than the stream (PYPHASE_RESIDUAL=bf16grad,
+# model.py). Autograd casts every gradient to the dtype of the tensor it belongs to, so an fp32
+# stream would get an fp32 gradient whatever the ops return. Instead the ops that write the stream
+# mark it non-differentiable and return beside it a "carrier": a tensor of the stream's shape in the
+# gradient's dtype, with no storage of its own (stride 0, never read). The op that reads the stream
+# takes the carrier as its last input, and its backward pass returns the stream's gradient as the
+# carrier's. The fp32 stream, the forward pass and its bits stay as they are.
+_STREAM: dict[str, Callable[..., Any]] = {}
+
+
+def carrier(like: Tensor, dtype: torch.dtype) -> Tensor:
+    """A stride-0 tensor of like's shape in dtype whose gradient carries like's (its values are
+    never read)."""
+    return torch.empty((), dtype=dtype, device=like.device).expand(like.shape)
+
+
+def _stream_function(raw: Callable[..., Any], setup: Callable[..., None], backward: Callable[..., Any],
+                     s_in: int | None, s_out: int) -> Callable[..., Any]:
+    class Stream(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, grad_dtype: torch.dtype, *args: Any) -> Any:
+            if s_in is not None:
+                args = args[:-1]  # the carrier
+            out = raw(*args)
+            setup(ctx, args, out)
+            ctx.eager = True
+            ctx.grad_dtype = grad_dtype
+            ctx.mark_non_differentiable(out[s_out])
+            return (*out, carrier(out[s_out], grad_dtype))
+
+        @staticmethod
+        def backward(ctx: Any, *grads: Any) -> Any:
+            *outs, g_stream = grads
+            outs[s_out] = g_stream
+            ins = list(backward(ctx, *outs))
+            if s_in is None:
+                return (None, *ins)
+            g_in, ins[s_in] = ins[s_in], None
+            return (None, *ins, g_in)
+
+    return Stream.apply
+
+
+def call_stream(op: Any, grad_dtype: torch.dtype, *args: Any) -> Any:
+    """op(*args) for an op registered with `stream`, its stream's gradient in grad_dtype (eager
+    only, not under torch.compile): the stream input (if any) comes with its carrier as one more
+    argument, last; the stream output comes out non-differentiable, its carrier as one more output,
+    last. The op's backward pass finds grad_dtype in `ctx.grad_dtype`."""
+    return _STREAM[op._qualname](grad_dtype, *args)
+
+
+class _Rejoin(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, c: Tensor) -> Tensor:
+        ctx.dtype = c.dtype
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor | None) -> Any:
+        return None, (None if g is None else g.to(ctx.dtype))
+
+
+def rejoin(x: Tensor, c: Tensor) -> Tensor:
+    """The stream x (non-differentiable) as a differentiable tensor again, its gradient going to the
+    carrier c: for ops without a `call_stream` form (fallbacks) after one that had one."""
+    return _Rejoin.apply(x, c)
 
 
 def call(op: Any, *args: Any) -> Any:

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pyphase import kernels
-from pyphase.kernels import backward_op, call, launch, pad_width, register_autograd, sum_parts
+from pyphase.kernels import backward_op, call, call_stream, launch, pad_width, register_autograd, sum_parts
 
 try:
     import triton
@@ -231,18 +231,18 @@ def _(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor, out_
             x.new_empty(kk, n, dtype=torch.float32), x.new_empty(kk, n, dtype=torch.float32))
 
 
-def _writes_branch_grad(has_r: bool, r_dtype: torch.dtype, x_dtype: torch.dtype) -> bool:
-    """Whether `_add_ln_bwd` writes the branch's gradient: there is a branch and its dtype is not the
-    stream's (otherwise the stream's gradient serves, `_backward`)."""
-    return has_r and r_dtype != x_dtype
+def _writes_branch_grad(has_r: bool, r_dtype: torch.dtype, g_dtype: torch.dtype) -> bool:
+    """Whether `_add_ln_bwd` writes the branch's gradient: there is a branch and its dtype is not
+    that of the stream's gradient (otherwise the stream's gradient serves, `branch_grads`)."""
+    return has_r and r_dtype != g_dtype
 
 
 @torch.library.custom_op("pyphase::add_ln_bwd", mutates_args=())
 def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor,
-                r_dtype: torch.dtype, has_r: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """→ gradient of the residual stream (xn's dtype; without a branch, the LayerNorm input's
-    gradient), of the branch output (r_dtype; empty without a branch, or when r_dtype is xn's: the
-    same values as the first), and the (K, 3, d) fp32 gradients of the LayerNorm weight, its bias and
+                r_dtype: torch.dtype, has_r: bool, g_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """→ gradient of the residual stream (g_dtype, xn's unless PYPHASE_RESIDUAL=bf16grad; without a
+    branch, the LayerNorm input's gradient), of the branch output (r_dtype; empty without a branch,
+    or when r_dtype is g_dtype: the same values as the first), and the (K, 3, d) fp32 gradients of the LayerNorm weight, its bias and
     the branch's bias. dxn, the incoming gradient of the new residual stream, is None when that
     stream was not used downstream."""
     dh = dh.contiguous()
@@ -250,8 +250,8 @@ def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: 
     rows, iters, warps = CONFIG["bwd"]
     iters = max(1, min(iters, triton.cdiv(n * kk, rows * kernels.BACKWARD_PROGRAMS)))  # see kernels.BACKWARD_PROGRAMS
     progs = triton.cdiv(n, rows * iters)
-    dx = torch.empty_like(xn)
-    store_dr = _writes_branch_grad(has_r, r_dtype, xn.dtype)
+    dx = torch.empty(xn.shape, device=xn.device, dtype=g_dtype)
+    store_dr = _writes_branch_grad(has_r, r_dtype, g_dtype)
     dr = torch.empty(kk, n, d, device=xn.device, dtype=r_dtype) if store_dr else xn.new_empty(0, dtype=r_dtype)
     part = torch.empty(kk, progs, 3, d, device=xn.device, dtype=torch.float32)
     launch(_add_ln_bwd_kernel, (progs, kk))(
@@ -263,11 +263,11 @@ def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: 
 
 @_add_ln_bwd.register_fake
 def _(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor, r_dtype: torch.dtype,  # type: ignore[no-untyped-def]
-      has_r: bool):
+      has_r: bool, g_dtype: torch.dtype):
     kk, n, d = xn.shape
-    dr = xn.new_empty(kk, n, d, dtype=r_dtype) if _writes_branch_grad(has_r, r_dtype, xn.dtype) else \
+    dr = xn.new_empty(kk, n, d, dtype=r_dtype) if _writes_branch_grad(has_r, r_dtype, g_dtype) else \
         xn.new_empty(0, dtype=r_dtype)
-    return torch.empty_like(xn), dr, xn.new_empty(kk, 3, d)
+    return xn.new_empty(kk, n, d, dtype=g_dtype), dr, xn.new_empty(kk, 3, d)
 
 
 def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
@@ -286,7 +286,7 @@ def _backward(ctx, dxn: Tensor | None, dh: Tensor | None, _dmean: Tensor, _drstd
         return None, None, None, None, None, None
     dh = torch.zeros_like(xn) if dh is None else dh
     if not ctx.has_r:
-        dx, _, sums = backward_op(ctx, _add_ln_bwd)(None, dh, xn, mean, rstd, w, r_dt, False)
+        dx, _, sums = backward_op(ctx, _add_ln_bwd)(None, dh, xn, mean, rstd, w, r_dt, False, xn.dtype)
         return dx, None, None, sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None
     return (*branch_grads(ctx, dxn, dh, xn, mean, rstd, w, ctx.dtypes), None)
 
@@ -296,9 +296,11 @@ def branch_grads(ctx, dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, 
     """Backward pass of `x + (r + rb)` and its LayerNorm, inside a backward pass `ctx` (see
     `kernels.backward_op`): gradients of the stream x, of the branch r, of rb, of the LayerNorm's
     weight and bias, in `dtypes` (r, rb, w, b). Inputs as `_add_ln_bwd`'s. `pyphase.mlp_block`
-    uses it for its two add + LayerNorms."""
+    uses it for its two add + LayerNorms. The stream's gradient is in `ctx.grad_dtype` where the op
+    ran by `kernels.call_stream`, else in the stream's dtype."""
     r_dt, rb_dt, w_dt, b_dt = dtypes
-    dx, dr, sums = backward_op(ctx, _add_ln_bwd)(dxn, dh, xn, mean, rstd, w, r_dt, True)
+    g_dt = getattr(ctx, "grad_dtype", None) or xn.dtype
+    dx, dr, sums = backward_op(ctx, _add_ln_bwd)(dxn, dh, xn, mean, rstd, w, r_dt, True, g_dt)
     if dr.numel() == 0 < dx.numel():  # a stream in the branch's dtype: the branch's gradient is the stream's
         dr = dx
     return dx, dr, sums[:, 2].to(rb_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt)
@@ -533,7 +535,7 @@ def _embed_backward(ctx, dx: Tensor | None, dh: Tensor | None, _dmean: Tensor, _
         dwte, dwpe, sums = backward_op(ctx, _embed_ln_bwd)(dx, dh, x, mean, rstd, w, idx, v, t_max)
         return None, dwte.to(wte_dt), dwpe.to(wpe_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt), None, None
     # the residual stream's whole gradient: the LayerNorm's plus the one arriving from downstream
-    gx, _, sums = backward_op(ctx, _add_ln_bwd)(dx, dh, x, mean, rstd, w, x.dtype, False)
+    gx, _, sums = backward_op(ctx, _add_ln_bwd)(dx, dh, x, mean, rstd, w, x.dtype, False, x.dtype)
     gx = gx.float()
     t = idx.shape[-1]
     dwte = torch.ops.aten.embedding_dense_backward(gx.view(-1, d), _table_rows(idx, v).view(-1), kk * v, -1, False)
@@ -543,7 +545,7 @@ def _embed_backward(ctx, dx: Tensor | None, dh: Tensor | None, _dmean: Tensor, _
             None)
 
 
-register_autograd(_embed_ln_fwd, _embed_backward, _embed_setup)
+register_autograd(_embed_ln_fwd, _embed_backward, _embed_setup, stream=(None, 0))
 
 
 def embed_ln(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor, residual_dtype: torch.dtype | None = None,
@@ -552,9 +554,23 @@ def embed_ln(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor, residu
     tables' dtype, or rounded to residual_dtype) and its LayerNorm (see `embed_ln_reference`), in
     one kernel on CUDA (unless PYPHASE_LN=torch). The LayerNorm output is in the autocast dtype when
     autocast is on, else fp32."""
+    x, h, _ = embed_ln_stream(idx, wte, wpe, w, b, residual_dtype, None, use_triton)
+    return x, h
+
+
+def embed_ln_stream(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor,
+                    residual_dtype: torch.dtype | None, grad_dtype: torch.dtype | None,
+                    use_triton: bool | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """`embed_ln` → (x, h, carrier): with grad_dtype, where the kernel runs uncompiled, the stream x
+    comes out non-differentiable and its gradient arrives in grad_dtype through the carrier
+    (`kernels.call_stream`); otherwise the carrier is None."""
     if not (use_triton if use_triton is not None else (supported(wte, None) and wte.dtype == torch.float32)):
-        return embed_ln_reference(idx, wte, wpe, w, b, residual_dtype)
+        return (*embed_ln_reference(idx, wte, wpe, w, b, residual_dtype), None)
     dev = wte.device.type
     out = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else wte.dtype
-    x, h, _, _ = call(_embed_ln_fwd, idx, wte, wpe, w, b, out, residual_dtype or wte.dtype)
-    return x, h
+    args = (idx, wte, wpe, w, b, out, residual_dtype or wte.dtype)
+    if grad_dtype is not None and not torch.compiler.is_compiling():
+        x, h, _, _, c = call_stream(_embed_ln_fwd, grad_dtype, *args)
+        return x, h, c
+    x, h, _, _ = call(_embed_ln_fwd, *args)
+    return x, h, None

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from pyphase import layernorm, mlp
-from pyphase.kernels import backward_op, call, launch, pad_width, register_autograd, register_cap
+from pyphase.kernels import backward_op, call, call_stream, launch, pad_width, register_autograd, register_cap, rejoin
 from pyphase.layernorm import EPS, add_ln
 from pyphase.mlp import gelu_mlp
 
@@ -263,20 +263,33 @@ def _backward(ctx, dx1, dh, _dm1, _dr1, dx2, dh2, _dm2, _dr2):  # type: ignore[n
     return g0, dp, dpb, dlw, dlb, dw1, db1.to(b1_dt), dw2, db2, dnw, dnb, None
 
 
-register_autograd(_mlp_block_fwd, _backward, _setup)
+register_autograd(_mlp_block_fwd, _backward, _setup, stream=(0, 4))
 
 
 def mlp_block(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1: Tensor, b1: Tensor, w2: Tensor,
               b2: Tensor, nw: Tensor, nb: Tensor, use_triton: bool | None = None) -> tuple[Tensor, Tensor]:
+    """See `mlp_block_stream` (without a carrier)."""
+    x2, h2, _ = mlp_block_stream(x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb, None, use_triton)
+    return x2, h2
+
+
+def mlp_block_stream(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1: Tensor, b1: Tensor,
+                     w2: Tensor, b2: Tensor, nw: Tensor, nb: Tensor, c0: Tensor | None,
+                     use_triton: bool | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
     """From the residual stream x0 (K, N, d) and the attention branch's output p (K, N, d; bias pb
     (K, d)) to the new residual stream x2 and the next LayerNorm's output h2 (see the module's
     docstring): LayerNorm weights lw/lb and nw/nb (K, d), MLP weights w1 (K, d, f), b1 (K, f),
     w2 (K, f, d), b2 (K, d). One kernel where `supported` (or when `use_triton` forces it, e.g. in
     the interpreter), else `mlp_block_reference`. The LayerNorm outputs are in the autocast dtype
     when autocast is on, else x0's; the MLP's operands are cast to the autocast dtype as
-    `gelu_mlp` casts them."""
-    if not (use_triton if use_triton is not None else supported(x0, p, w1)):
-        return mlp_block_reference(x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb)
+    `gelu_mlp` casts them. With a carrier c0 (x0 non-differentiable, its gradient in c0's dtype,
+    `kernels.call_stream`) the kernel's x2 comes out the same way, with its carrier; the fallback
+    takes the gradient back into x0's dtype (`kernels.rejoin`) and returns None for a carrier."""
+    if not (use_triton if use_triton is not None else supported(x0, p, w1)) or (
+            c0 is not None and torch.compiler.is_compiling()):
+        if c0 is not None:  # the stream's gradient back in its own dtype from here on
+            x0 = rejoin(x0, c0)
+        return (*mlp_block_reference(x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb), None)
     dev = x0.device.type
     if torch.is_autocast_enabled(dev):
         dt = torch.get_autocast_dtype(dev)
@@ -284,5 +297,9 @@ def mlp_block(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1: Ten
         out = dt
     else:
         out = x0.dtype
-    _, _, _, _, x2, h2, _, _ = call(_mlp_block_fwd, x0, p, pb, lw, lb, w1, b1.to(w1.dtype), w2, b2, nw, nb, out)
-    return x2, h2
+    args = (x0, p, pb, lw, lb, w1, b1.to(w1.dtype), w2, b2, nw, nb, out)
+    if c0 is not None:
+        _, _, _, _, x2, h2, _, _, c2 = call_stream(_mlp_block_fwd, c0.dtype, *args, c0)
+        return x2, h2, c2
+    _, _, _, _, x2, h2, _, _ = call(_mlp_block_fwd, *args)
+    return x2, h2, None

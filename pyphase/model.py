@@ -27,9 +27,9 @@ from torch import Tensor, nn
 from pyphase import attention, linear
 from pyphase.attention import causal_attention
 from pyphase.head import head_ce
-from pyphase.layernorm import embed_ln
+from pyphase.layernorm import embed_ln_stream
 from pyphase.linear import linear_bias
-from pyphase.mlp_block import mlp_block
+from pyphase.mlp_block import mlp_block_stream
 
 if TYPE_CHECKING:
     from pyphase.config import ModelShape
@@ -218,17 +218,24 @@ def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tens
     d = shape.d_model
     # Opt-in (PYPHASE_RESIDUAL=bf16): the residual stream (and its gradient) in the autocast dtype
     # instead of fp32, half the LayerNorm kernels' traffic; changes numerics (benches/profile_step.py
-    # measures both).
-    low = os.environ.get("PYPHASE_RESIDUAL", "").lower() == "bf16" and torch.is_autocast_enabled(idx.device.type)
+    # measures both). PYPHASE_RESIDUAL=bf16grad: the stream in fp32 (the forward pass's bits as
+    # without it), only its gradient in the autocast dtype, through carriers (kernels.call_stream);
+    # where a kernel is not used, the gradient goes back to fp32 (kernels.rejoin).
+    mode = os.environ.get("PYPHASE_RESIDUAL", "").lower() if torch.is_autocast_enabled(idx.device.type) else ""
+    low = torch.get_autocast_dtype(idx.device.type) if mode in ("bf16", "bf16grad") else None
     # the embedding and the first LayerNorm: one kernel on CUDA (layernorm.py)
-    x, h = embed_ln(idx, w["wte"], w["wpe"], w["h0.ln1_w"], w["h0.ln1_b"],
-                    torch.get_autocast_dtype(idx.device.type) if low else None)
+    x, h, c = embed_ln_stream(idx, w["wte"], w["wpe"], w["h0.ln1_w"], w["h0.ln1_b"], low if mode == "bf16" else None,
+                              low if mode == "bf16grad" else None)
     x = x.view(kk, b, t, d)
     # Each block ends with the next LayerNorm (the next block's first, or the final one), which it
     # computes together with its MLP (mlp_block.py).
     for i in range(shape.n_layer):
         nxt = (f"h{i + 1}.ln1_w", f"h{i + 1}.ln1_b") if i + 1 < shape.n_layer else ("lnf_w", "lnf_b")
-        x, h = block(x, h, *(w[f"h{i}.{n}"] for n in BLOCK_PARAMS), w[nxt[0]], w[nxt[1]], shape.n_head)
+        ws = (*(w[f"h{i}.{n}"] for n in BLOCK_PARAMS), w[nxt[0]], w[nxt[1]])
+        if c is None:
+            x, h = block(x, h, *ws, shape.n_head)
+        else:
+            x, h, c = transformer_block_stream(x, h, *ws, shape.n_head, c)
     return head(h, w["head_w"], targets)
 
 
@@ -238,6 +245,17 @@ def transformer_block(x: Tensor, h: Tensor, attn_w: Tensor, attn_b: Tensor, proj
     """One pre-LN block of K models: x (K, B, T, d) the residual stream, h (K, B·T, d) its first
     LayerNorm's output. Returns the new residual stream and the next LayerNorm's output (weights
     next_w, next_b: the next block's first LayerNorm, or the final one)."""
+    x, h, _ = transformer_block_stream(x, h, attn_w, attn_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b, fc2_w, fc2_b,
+                                       next_w, next_b, n_head, None)
+    return x, h
+
+
+def transformer_block_stream(x: Tensor, h: Tensor, attn_w: Tensor, attn_b: Tensor, proj_w: Tensor,
+                             proj_b: Tensor, ln2_w: Tensor, ln2_b: Tensor, fc_w: Tensor, fc_b: Tensor,
+                             fc2_w: Tensor, fc2_b: Tensor, next_w: Tensor, next_b: Tensor, n_head: int,
+                             c: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """`transformer_block` with the stream's carrier c (K, B·T, d) or None (`mlp_block_stream`):
+    → (x, h, the new stream's carrier or None)."""
     kk, b, t, d = x.shape
     if linear.supported(h, attn_w) and attention.supported_width(h, d, n_head):
         # The projection's bias added in its GEMM's epilogue, so the attention kernels load q, k, v
@@ -250,9 +268,9 @@ def transformer_block(x: Tensor, h: Tensor, attn_w: Tensor, attn_b: Tensor, proj
         y = causal_attention(torch.bmm(h, attn_w), attn_b, b, t, n_head)
     # add + LayerNorm, gelu(h @ fc_w + fc_b) @ fc2_w, add + next LayerNorm: one Triton kernel
     # forward on CUDA (mlp_block.py), the unfused ops elsewhere
-    x, h = mlp_block(x.reshape(kk, b * t, d), torch.bmm(y, proj_w), proj_b, ln2_w, ln2_b, fc_w, fc_b, fc2_w,
-                     fc2_b, next_w, next_b)
-    return x.view(kk, b, t, d), h
+    x, h, c = mlp_block_stream(x.reshape(kk, b * t, d), torch.bmm(y, proj_w), proj_b, ln2_w, ln2_b, fc_w, fc_b,
+                               fc2_w, fc2_b, next_w, next_b, c)
+    return x.view(kk, b, t, d), h, c
 
 
 def head_losses(h: Tensor, head_w: Tensor, targets: Tensor) -> Tensor:

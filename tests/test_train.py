@@ -128,12 +128,12 @@ def test_resume_from_checkpoint_equals_uninterrupted(corpus, tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA path (bf16 Triton kernels, CUDA graph) needs CUDA")
-@pytest.mark.parametrize("residual", ["", "bf16"])
+@pytest.mark.parametrize("residual", ["", "bf16", "bf16grad"])
 def test_cuda_training_repeats_bit_for_bit_and_resumes_exactly(corpus, tmp_path, monkeypatch, residual):
     """On CUDA, with the Triton kernels and the step captured in a CUDA graph: the same pack trained
     twice gives the same bits (every reduction is in a fixed order, no atomic adds), and a run
     interrupted and resumed from its checkpoint equals the uninterrupted one; with the default fp32
-    residual stream and with the opt-in bf16 one."""
+    residual stream, the opt-in bf16 one, and the fp32 one with a bf16 gradient."""
     monkeypatch.setenv("PYPHASE_RESIDUAL", residual)
     shape = ModelShape(d_model=64, n_layer=2, n_head=2, block_size=64)  # head dim 32, as phase3a
     cs = [replace(cfg(lr=lr, clip=clip, seed=i, steps=40, b=16), model=shape)
