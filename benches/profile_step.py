@@ -17,7 +17,8 @@ grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
   flex      FlexAttention instead of scaled_dot_product_attention (on the stock layout)
   contig    q, k, v made contiguous before attention
   bf16res   residual stream in bf16 instead of fp32 (PYPHASE_RESIDUAL=bf16; changes numerics)
-  eager_bf16res  eager with the bf16 residual stream
+  eager_bf16res  eager with the bf16 residual stream (eager+PYPHASE_RESIDUAL=bf16grad: the fp32
+            stream with a bf16 gradient)
   eager_unfused, eager_bf16res_unfused  the same with PYPHASE_MLP_BLOCK=off (pyphase.mlp_block's
             fused add + LayerNorm, MLP, add + LayerNorm forward kernel off: three kernels)
   cudnn / efficient   attention backend toggles (set before compiling)

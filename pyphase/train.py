@@ -9,8 +9,8 @@ in a CUDA graph and replayed; validation and checkpoints happen between replays.
 with the same number of steps can share one graph, each on its own stream (`run_together`), so
 the GPU overlaps their kernels. pyphase's kernels are deterministic (fixed-order reductions, no
 atomic adds), so with them (the default for the phase shapes) a pack computes the same bits alone,
-side by side, again, or resumed from a checkpoint, with the fp32 residual stream or the opt-in bf16
-one (PYPHASE_RESIDUAL=bf16); stock fallbacks (the embedding backward above a 128 x 128 vocabulary x d
+side by side, again, or resumed from a checkpoint, with the fp32 residual stream, the opt-in bf16
+one (PYPHASE_RESIDUAL=bf16) or the fp32 one with a bf16 gradient (PYPHASE_RESIDUAL=bf16grad); stock fallbacks (the embedding backward above a 128 x 128 vocabulary x d
 table, the PYPHASE_ATTENTION/MLP/LN/HEAD/OPTIM/COMPILE switches) may add atomically and lose that.
 
 A model whose loss or gradient norm becomes non-finite is frozen (zero update) from that step on
@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from pyphase import _core, kernels, optim
+from pyphase.errors import PyphaseError
 from pyphase.model import PackedNanoTransformer, Shape, head_losses, packed_losses, transformer_block
 from pyphase.schema import STEP_COLUMNS
 
@@ -51,6 +52,11 @@ EVAL_CHUNK = 32
 # row's "numerics" names those that were set.
 NUMERIC_SWITCHES = ("PYPHASE_ATTENTION", "PYPHASE_COMPILE", "PYPHASE_HEAD", "PYPHASE_LN", "PYPHASE_MLP",
                     "PYPHASE_OPTIM", "PYPHASE_RESIDUAL")
+
+
+# PYPHASE_RESIDUAL's values (pyphase.model): unset, the stream and its gradient in bf16, or only
+# its gradient.
+RESIDUAL_MODES = ("", "bf16", "bf16grad")
 
 
 def numerics(amp: bool) -> str:
@@ -126,6 +132,10 @@ class PackTrainer:
         self.device = torch.device(device)
         cuda = self.device.type == "cuda"
         self.amp = (precision == "bf16") or (precision == "auto" and cuda)
+        residual = os.environ.get("PYPHASE_RESIDUAL", "")
+        if residual.lower() not in RESIDUAL_MODES:
+            raise PyphaseError(f"PYPHASE_RESIDUAL={residual!r}: expected one of {', '.join(RESIDUAL_MODES[1:])} "
+                               "(or unset: fp32 stream and gradient)")
         self.use_graph = cuda if cuda_graph is None else (cuda_graph and cuda)
         # Default on CUDA: nothing compiled (PYPHASE_COMPILE unset or "none"), see `compile_mode`.
         mode = compile_mode()

@@ -244,6 +244,17 @@ def test_summary_names_the_numerics_and_the_switches_that_change_them(corpus, mo
     assert o.summary["numerics"] == "bf16 autocast; PYPHASE_MLP=torch; PYPHASE_RESIDUAL=bf16"
 
 
+def test_unknown_residual_mode_is_a_clear_error(corpus, monkeypatch):
+    from pyphase.errors import PyphaseError
+
+    monkeypatch.setenv("PYPHASE_RESIDUAL", "fp16")
+    with pytest.raises(PyphaseError, match="PYPHASE_RESIDUAL='fp16': expected one of bf16, bf16grad"):
+        PackTrainer([cfg()], corpus)
+    monkeypatch.setenv("PYPHASE_RESIDUAL", "bf16grad")
+    (o,) = train_pack([cfg(steps=2)], corpus, progress=False, precision="bf16")
+    assert o.summary["numerics"].endswith("PYPHASE_RESIDUAL=bf16grad")
+
+
 def test_mixed_pack_is_rejected(corpus):
     with pytest.raises(ValueError, match="differ"):
         PackTrainer([cfg(b=4), cfg(b=8)], corpus)
