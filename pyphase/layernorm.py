@@ -242,8 +242,8 @@ def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: 
                 r_dtype: torch.dtype, has_r: bool, g_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     """→ gradient of the residual stream (g_dtype, xn's unless PYPHASE_RESIDUAL=bf16grad; without a
     branch, the LayerNorm input's gradient), of the branch output (r_dtype; empty without a branch,
-    or when r_dtype is g_dtype: the same values as the first), and the (K, 3, d) fp32 gradients of the LayerNorm weight, its bias and
-    the branch's bias. dxn, the incoming gradient of the new residual stream, is None when that
+    or when r_dtype is g_dtype: the same values as the first), and the (K, 3, d) fp32 gradients of
+    the LayerNorm weight, its bias and the branch's bias. dxn, the incoming gradient of the new residual stream, is None when that
     stream was not used downstream."""
     dh = dh.contiguous()
     kk, n, d = xn.shape

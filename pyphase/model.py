@@ -213,6 +213,7 @@ def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tens
     cross-entropy (K,) in fp32. A pure function, so `torch.compile` can trace it whole; `block` and
     `head` replace `transformer_block` and `head_losses` (with their compiled forms, for regional
     compilation: train.py)."""
+    default_block = block is None
     block, head = block or transformer_block, head or head_losses
     kk, b, t = idx.shape
     d = shape.d_model
@@ -220,12 +221,13 @@ def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tens
     # instead of fp32, half the LayerNorm kernels' traffic; changes numerics (benches/profile_step.py
     # measures both). PYPHASE_RESIDUAL=bf16grad: the stream in fp32 (the forward pass's bits as
     # without it), only its gradient in the autocast dtype, through carriers (kernels.call_stream);
-    # where a kernel is not used, the gradient goes back to fp32 (kernels.rejoin).
+    # where a kernel is not used, the gradient goes back to fp32 (kernels.rejoin). Not with a
+    # compiled `block` (PYPHASE_COMPILE=regional/blocks), which takes no carrier.
     mode = os.environ.get("PYPHASE_RESIDUAL", "").lower() if torch.is_autocast_enabled(idx.device.type) else ""
     low = torch.get_autocast_dtype(idx.device.type) if mode in ("bf16", "bf16grad") else None
     # the embedding and the first LayerNorm: one kernel on CUDA (layernorm.py)
     x, h, c = embed_ln_stream(idx, w["wte"], w["wpe"], w["h0.ln1_w"], w["h0.ln1_b"], low if mode == "bf16" else None,
-                              low if mode == "bf16grad" else None)
+                              low if mode == "bf16grad" and default_block else None)
     x = x.view(kk, b, t, d)
     # Each block ends with the next LayerNorm (the next block's first, or the final one), which it
     # computes together with its MLP (mlp_block.py).

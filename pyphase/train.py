@@ -10,8 +10,9 @@ with the same number of steps can share one graph, each on its own stream (`run_
 the GPU overlaps their kernels. pyphase's kernels are deterministic (fixed-order reductions, no
 atomic adds), so with them (the default for the phase shapes) a pack computes the same bits alone,
 side by side, again, or resumed from a checkpoint, with the fp32 residual stream, the opt-in bf16
-one (PYPHASE_RESIDUAL=bf16) or the fp32 one with a bf16 gradient (PYPHASE_RESIDUAL=bf16grad); stock fallbacks (the embedding backward above a 128 x 128 vocabulary x d
-table, the PYPHASE_ATTENTION/MLP/LN/HEAD/OPTIM/COMPILE switches) may add atomically and lose that.
+one (PYPHASE_RESIDUAL=bf16) or the fp32 one with a bf16 gradient (PYPHASE_RESIDUAL=bf16grad);
+stock fallbacks (the embedding backward above a 128 x 128 vocabulary x d table, the
+PYPHASE_ATTENTION/MLP/LN/HEAD/OPTIM/COMPILE switches) may add atomically and lose that.
 
 A model whose loss or gradient norm becomes non-finite is frozen (zero update) from that step on
 and recorded as diverged; the others train on unaffected.
