@@ -141,6 +141,9 @@ class PackTrainer:
         # Default on CUDA: nothing compiled (PYPHASE_COMPILE unset or "none"), see `compile_mode`.
         mode = compile_mode()
         self.use_compile = (cuda and mode != "none") if compile is None else compile
+        if residual.lower() == "bf16grad" and self.use_compile:  # its carriers exist only uncompiled (model.py)
+            raise PyphaseError("PYPHASE_RESIDUAL=bf16grad works only uncompiled: unset PYPHASE_COMPILE "
+                               "(or set it to none)")
         if cuda:
             # Measured on the H100 (torch 2.11): the cuDNN attention backend copies the strided
             # q/k/v/grad views into its own layout, 16 copies a step at ~190 us each for K=5, B=256;

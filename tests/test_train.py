@@ -251,6 +251,8 @@ def test_unknown_residual_mode_is_a_clear_error(corpus, monkeypatch):
     with pytest.raises(PyphaseError, match="PYPHASE_RESIDUAL='fp16': expected one of bf16, bf16grad"):
         PackTrainer([cfg()], corpus)
     monkeypatch.setenv("PYPHASE_RESIDUAL", "bf16grad")
+    with pytest.raises(PyphaseError, match="bf16grad works only uncompiled"):
+        PackTrainer([cfg()], corpus, compile=True)
     (o,) = train_pack([cfg(steps=2)], corpus, progress=False, precision="bf16")
     assert o.summary["numerics"].endswith("PYPHASE_RESIDUAL=bf16grad")
 
