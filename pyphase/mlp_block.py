@@ -285,10 +285,11 @@ def mlp_block_stream(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, 
     `gelu_mlp` casts them. With a carrier c0 (x0 non-differentiable, its gradient in c0's dtype,
     `kernels.call_stream`) the kernel's x2 comes out the same way, with its carrier; the fallback
     takes the gradient back into x0's dtype (`kernels.rejoin`) and returns None for a carrier."""
-    if not (use_triton if use_triton is not None else supported(x0, p, w1)) or (
-            c0 is not None and torch.compiler.is_compiling()):
-        if c0 is not None:  # the stream's gradient back in its own dtype from here on
-            x0 = rejoin(x0, c0)
+    fused = use_triton if use_triton is not None else supported(x0, p, w1)
+    if c0 is not None and not (fused and not torch.compiler.is_compiling()):
+        # no carrier form here: the stream's gradient back in its own dtype from here on
+        x0, c0 = rejoin(x0, c0), None
+    if not fused:
         return (*mlp_block_reference(x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb), None)
     dev = x0.device.type
     if torch.is_autocast_enabled(dev):

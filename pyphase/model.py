@@ -201,6 +201,10 @@ class PackedNanoTransformer(nn.Module):
         return packed_losses(self.shape, self._leaf, idx, targets)
 
 
+# PYPHASE_RESIDUAL's values (`packed_losses`): unset (the stream and its gradient in fp32), the
+# stream and its gradient in bf16, or only its gradient.
+RESIDUAL_MODES = ("", "bf16", "bf16grad")
+
 # One block's parameters used by `transformer_block`, in `Shape.param_shapes` order (names under
 # "h{i}."); its first LayerNorm (ln1_w, ln1_b) is applied by the block before it (or `embed_ln`).
 BLOCK_PARAMS = ("attn_w", "attn_b", "proj_w", "proj_b", "ln2_w", "ln2_b", "fc_w", "fc_b", "fc2_w", "fc2_b")
@@ -224,7 +228,7 @@ def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tens
     # where a kernel is not used, the gradient goes back to fp32 (kernels.rejoin). Not with a
     # compiled `block` (PYPHASE_COMPILE=regional/blocks), which takes no carrier.
     mode = os.environ.get("PYPHASE_RESIDUAL", "").lower() if torch.is_autocast_enabled(idx.device.type) else ""
-    low = torch.get_autocast_dtype(idx.device.type) if mode in ("bf16", "bf16grad") else None
+    low = torch.get_autocast_dtype(idx.device.type) if mode in RESIDUAL_MODES[1:] else None
     # the embedding and the first LayerNorm: one kernel on CUDA (layernorm.py)
     x, h, c = embed_ln_stream(idx, w["wte"], w["wpe"], w["h0.ln1_w"], w["h0.ln1_b"], low if mode == "bf16" else None,
                               low if mode == "bf16grad" and default_block else None)

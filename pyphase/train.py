@@ -36,7 +36,7 @@ from torch import Tensor
 
 from pyphase import _core, kernels, optim
 from pyphase.errors import PyphaseError
-from pyphase.model import PackedNanoTransformer, Shape, head_losses, packed_losses, transformer_block
+from pyphase.model import RESIDUAL_MODES, PackedNanoTransformer, Shape, head_losses, packed_losses, transformer_block
 from pyphase.schema import STEP_COLUMNS
 
 if TYPE_CHECKING:
@@ -53,11 +53,6 @@ EVAL_CHUNK = 32
 # row's "numerics" names those that were set.
 NUMERIC_SWITCHES = ("PYPHASE_ATTENTION", "PYPHASE_COMPILE", "PYPHASE_HEAD", "PYPHASE_LN", "PYPHASE_MLP",
                     "PYPHASE_OPTIM", "PYPHASE_RESIDUAL")
-
-
-# PYPHASE_RESIDUAL's values (pyphase.model): unset, the stream and its gradient in bf16, or only
-# its gradient.
-RESIDUAL_MODES = ("", "bf16", "bf16grad")
 
 
 def numerics(amp: bool) -> str:
