@@ -12,13 +12,14 @@ grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
   torch_ln    default with PYPHASE_LN=torch (residual add + LayerNorm left to torch.compile)
   torch_head  default with PYPHASE_HEAD=torch (head + cross-entropy left to torch.compile)
   eager       nothing compiled (PYPHASE_COMPILE=none): custom ops and stock kernels in the CUDA graph
+            (the residual stream's gradient in bf16, the default since session 16; the earlier
+            default's fp32 gradient: eager+PYPHASE_RESIDUAL=fp32)
   sdpa_attn   default with PYPHASE_ATTENTION=sdpa
   autotune  the same with mode="max-autotune-no-cudagraphs" (Triton GEMM templates; slow set-up)
   flex      FlexAttention instead of scaled_dot_product_attention (on the stock layout)
   contig    q, k, v made contiguous before attention
   bf16res   residual stream in bf16 instead of fp32 (PYPHASE_RESIDUAL=bf16; changes numerics)
-  eager_bf16res  eager with the bf16 residual stream (eager+PYPHASE_RESIDUAL=bf16grad: the fp32
-            stream with a bf16 gradient)
+  eager_bf16res  eager with the bf16 residual stream
   eager_unfused, eager_bf16res_unfused  the same with PYPHASE_MLP_BLOCK=off (pyphase.mlp_block's
             fused add + LayerNorm, MLP, add + LayerNorm forward kernel off: three kernels)
   cudnn / efficient   attention backend toggles (set before compiling)

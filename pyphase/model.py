@@ -201,9 +201,27 @@ class PackedNanoTransformer(nn.Module):
         return packed_losses(self.shape, self._leaf, idx, targets)
 
 
-# PYPHASE_RESIDUAL's values (`packed_losses`): unset (the stream and its gradient in fp32), the
-# stream and its gradient in bf16, or only its gradient.
-RESIDUAL_MODES = ("", "bf16", "bf16grad")
+# PYPHASE_RESIDUAL's values (`packed_losses`): unset (the default, `residual_mode`), the stream and
+# its gradient in fp32, both in bf16, or the stream in fp32 and only its gradient in bf16.
+RESIDUAL_MODES = ("", "fp32", "bf16", "bf16grad")
+
+
+def residual_mode(device_type: str, compiled: bool | None = None) -> str:
+    """The residual stream's numerics under autocast on `device_type`: PYPHASE_RESIDUAL when set,
+    else "bf16grad" on CUDA without torch.compile (where its carriers exist) and "fp32" elsewhere.
+    `compiled` None: whether torch.compile is tracing now.
+
+    Why bf16grad is the default on CUDA since session 16: the stream's forward bits are fp32's, only
+    its gradient is rounded to bf16; the step is 4% faster on the H100 and, over three seeds of
+    phase3a (30 runs), the final losses differ from fp32's by about the seeds' own spread, in no
+    direction (results/bench/bf16grad_vs_fp32_3seeds.txt). PYPHASE_RESIDUAL=fp32 gives the earlier
+    default's bits (every result committed before session 16)."""
+    env = os.environ.get("PYPHASE_RESIDUAL", "").lower()
+    if env:
+        return env
+    if compiled is None:
+        compiled = torch.compiler.is_compiling()
+    return "bf16grad" if device_type == "cuda" and not compiled else "fp32"
 
 # One block's parameters used by `transformer_block`, in `Shape.param_shapes` order (names under
 # "h{i}."); its first LayerNorm (ln1_w, ln1_b) is applied by the block before it (or `embed_ln`).
@@ -221,14 +239,14 @@ def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tens
     block, head = block or transformer_block, head or head_losses
     kk, b, t = idx.shape
     d = shape.d_model
-    # Opt-in (PYPHASE_RESIDUAL=bf16): the residual stream (and its gradient) in the autocast dtype
-    # instead of fp32, half the LayerNorm kernels' traffic; changes numerics (benches/profile_step.py
-    # measures both). PYPHASE_RESIDUAL=bf16grad: the stream in fp32 (the forward pass's bits as
-    # without it), only its gradient in the autocast dtype, through carriers (kernels.call_stream);
-    # where a kernel is not used, the gradient goes back to fp32 (kernels.rejoin). Not with a
-    # compiled `block` (PYPHASE_COMPILE=regional/blocks), which takes no carrier.
-    mode = os.environ.get("PYPHASE_RESIDUAL", "").lower() if torch.is_autocast_enabled(idx.device.type) else ""
-    low = torch.get_autocast_dtype(idx.device.type) if mode in RESIDUAL_MODES[1:] else None
+    # `residual_mode`. "bf16grad" (the default on CUDA uncompiled): the stream in fp32 (the forward
+    # pass's bits as with "fp32"), only its gradient in the autocast dtype, through carriers
+    # (kernels.call_stream); where a kernel is not used, the gradient goes back to fp32
+    # (kernels.rejoin). Not with a compiled `block` (PYPHASE_COMPILE=regional/blocks), which takes no
+    # carrier. Opt-in "bf16": the residual stream (and its gradient) in the autocast dtype instead of
+    # fp32, half the LayerNorm kernels' traffic; changes numerics (benches/profile_step.py measures it).
+    mode = residual_mode(idx.device.type) if torch.is_autocast_enabled(idx.device.type) else "fp32"
+    low = torch.get_autocast_dtype(idx.device.type) if mode in ("bf16", "bf16grad") else None
     # the embedding and the first LayerNorm: one kernel on CUDA (layernorm.py)
     x, h, c = embed_ln_stream(idx, w["wte"], w["wpe"], w["h0.ln1_w"], w["h0.ln1_b"], low if mode == "bf16" else None,
                               low if mode == "bf16grad" and default_block else None)

@@ -9,8 +9,9 @@ in a CUDA graph and replayed; validation and checkpoints happen between replays.
 with the same number of steps can share one graph, each on its own stream (`run_together`), so
 the GPU overlaps their kernels. pyphase's kernels are deterministic (fixed-order reductions, no
 atomic adds), so with them (the default for the phase shapes) a pack computes the same bits alone,
-side by side, again, or resumed from a checkpoint, with the fp32 residual stream, the opt-in bf16
-one (PYPHASE_RESIDUAL=bf16) or the fp32 one with a bf16 gradient (PYPHASE_RESIDUAL=bf16grad);
+side by side, again, or resumed from a checkpoint, with the fp32 residual stream and a bf16 gradient
+(the default on CUDA, `model.residual_mode`), the fp32 stream and gradient (PYPHASE_RESIDUAL=fp32)
+or the opt-in bf16 stream (PYPHASE_RESIDUAL=bf16);
 stock fallbacks (the embedding backward above a 128 x 128 vocabulary x d table, the
 PYPHASE_ATTENTION/MLP/LN/HEAD/OPTIM/COMPILE switches) may add atomically and lose that.
 
@@ -36,7 +37,8 @@ from torch import Tensor
 
 from pyphase import _core, kernels, optim
 from pyphase.errors import PyphaseError
-from pyphase.model import RESIDUAL_MODES, PackedNanoTransformer, Shape, head_losses, packed_losses, transformer_block
+from pyphase.model import (RESIDUAL_MODES, PackedNanoTransformer, Shape, head_losses, packed_losses, residual_mode,
+                           transformer_block)
 from pyphase.schema import STEP_COLUMNS
 
 if TYPE_CHECKING:
@@ -55,12 +57,16 @@ NUMERIC_SWITCHES = ("PYPHASE_ATTENTION", "PYPHASE_COMPILE", "PYPHASE_HEAD", "PYP
                     "PYPHASE_OPTIM", "PYPHASE_RESIDUAL")
 
 
-def numerics(amp: bool) -> str:
+def numerics(amp: bool, residual: str = "fp32") -> str:
     """The summary's "numerics": "bf16 autocast" or "fp32", then the NUMERIC_SWITCHES set, e.g.
-    "bf16 autocast; PYPHASE_RESIDUAL=bf16" (PYPHASE_RESIDUAL only under autocast, the only place
-    it acts)."""
-    set_ = [f"{k}={os.environ[k]}" for k in NUMERIC_SWITCHES
-            if os.environ.get(k) and (amp or k != "PYPHASE_RESIDUAL")]
+    "bf16 autocast; PYPHASE_MLP=torch". The residual stream is named by the mode in effect
+    (`residual`, `model.residual_mode`), set or by default, as PYPHASE_RESIDUAL=bf16 or =bf16grad,
+    and not at all for fp32 (under autocast only, the only place it acts): the same label for the
+    same numbers, e.g. "bf16 autocast" for every run with the fp32 stream and gradient, the default
+    before session 16."""
+    set_ = [f"{k}={os.environ[k]}" for k in NUMERIC_SWITCHES if os.environ.get(k) and k != "PYPHASE_RESIDUAL"]
+    if amp and residual != "fp32":
+        set_.append(f"PYPHASE_RESIDUAL={residual}")
     return "; ".join(["bf16 autocast" if amp else "fp32", *set_])
 
 
@@ -131,7 +137,7 @@ class PackTrainer:
         residual = os.environ.get("PYPHASE_RESIDUAL", "")
         if residual.lower() not in RESIDUAL_MODES:
             raise PyphaseError(f"PYPHASE_RESIDUAL={residual!r}: expected one of {', '.join(RESIDUAL_MODES[1:])} "
-                               "(or unset: fp32 stream and gradient)")
+                               "(or unset: bf16grad on CUDA without torch.compile, else fp32)")
         self.use_graph = cuda if cuda_graph is None else (cuda_graph and cuda)
         # Default on CUDA: nothing compiled (PYPHASE_COMPILE unset or "none"), see `compile_mode`.
         mode = compile_mode()
@@ -139,6 +145,8 @@ class PackTrainer:
         if residual.lower() == "bf16grad" and self.use_compile:  # its carriers exist only uncompiled (model.py)
             raise PyphaseError("PYPHASE_RESIDUAL=bf16grad works only uncompiled: unset PYPHASE_COMPILE "
                                "(or set it to none)")
+        # The residual stream's numerics in effect (the summary's "numerics" names them).
+        self.residual = residual_mode(self.device.type, self.use_compile) if self.amp else "fp32"
         if cuda:
             # Measured on the H100 (torch 2.11): the cuDNN attention backend copies the strided
             # q/k/v/grad views into its own layout, 16 copies a step at ~190 us each for K=5, B=256;
@@ -399,7 +407,7 @@ class PackTrainer:
                 "tokens_per_s": tokens / self.wall if self.wall > 0 else math.nan,
                 "pack_size": self.k,
                 "setup_time_s": self.setup_time,
-                "numerics": numerics(self.amp),
+                "numerics": numerics(self.amp, self.residual),
                 "device": _device_name(self.device),
                 "torch_version": torch.__version__,
             }
