@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import backward_op, call, launch, pad_width, register_autograd, register_cap, sum_parts
+from pyphase.kernels import alive_mask, backward_op, call, launch, pad_width, register_autograd, register_cap, sum_parts
 
 try:
     import triton
@@ -112,13 +112,15 @@ if triton is not None:
         return out
 
     @triton.jit
-    def _attn_fwd_kernel(QKV, BIAS, O, LSE, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr, HD: tl.constexpr,
+    def _attn_fwd_kernel(ALIVE, QKV, BIAS, O, LSE, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr, HD: tl.constexpr,
                     qk_scale, BM: tl.constexpr, BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr):
         pid_m = tl.program_id(0)
         pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
         h = pid_sh % N_HEAD
         model = s // N_SEQ
+        if tl.load(ALIVE + model) == 0:  # a frozen model (kernels.skipping_dead)
+            return
         row0 = s.to(tl.int64) * T
         offs_m = pid_m * BM + tl.arange(0, BM)
         offs_n = tl.arange(0, BN)
@@ -153,7 +155,7 @@ if triton is not None:
         tl.store(LSE + pid_sh.to(tl.int64) * T + offs_m, m_i + tl.log2(l_i), mask=m_ok)
 
     @triton.jit
-    def _attn_bwd_dkdv_kernel(QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
+    def _attn_bwd_dkdv_kernel(ALIVE, QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
                               D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
                               BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr):
         """dk, dv of one block of BN keys, looping over the queries that see them in steps of BM.
@@ -163,6 +165,8 @@ if triton is not None:
         s = pid_sh // N_HEAD
         h = pid_sh % N_HEAD
         model = s // N_SEQ
+        if tl.load(ALIVE + model) == 0:  # a frozen model (kernels.skipping_dead)
+            return
         row0 = s.to(tl.int64) * T
         offs_n = pid_n * BN + tl.arange(0, BN)
         offs_m = tl.arange(0, BM)
@@ -209,7 +213,7 @@ if triton is not None:
         tl.store(part + 2 * D + h * HD + offs_d, tl.sum(dv.to(tl.float32), 0))
 
     @triton.jit
-    def _attn_bwd_dq_kernel(QKV, BIAS, O, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
+    def _attn_bwd_dq_kernel(ALIVE, QKV, BIAS, O, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
                             D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
                             BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr):
         """dq of one block of BM queries, looping over the keys they see in steps of BN (keys and
@@ -220,6 +224,8 @@ if triton is not None:
         s = pid_sh // N_HEAD
         h = pid_sh % N_HEAD
         model = s // N_SEQ
+        if tl.load(ALIVE + model) == 0:  # a frozen model (kernels.skipping_dead)
+            return
         row0 = s.to(tl.int64) * T
         offs_m = pid_m * BM + tl.arange(0, BM)
         offs_n = tl.arange(0, BN)
@@ -275,7 +281,7 @@ def _attn_fwd(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int,
     lse = torch.empty(seqs * n_head, t, device=qkv.device, dtype=torch.float32)
     bm, bn, warps, stages = _launch("fwd", t)
     grid = (triton.cdiv(t, bm), seqs * n_head)
-    launch(_attn_fwd_kernel, grid)(qkv, bias, o, lse, t, n_seq, n_head, d, hd, scale * LOG2E, bm, bn, bias_in_qkv,
+    launch(_attn_fwd_kernel, grid)(alive_mask(qkv.shape[0], qkv.device), qkv, bias, o, lse, t, n_seq, n_head, d, hd, scale * LOG2E, bm, bn, bias_in_qkv,
                                    num_warps=warps, num_stages=stages, **register_cap(CONFIG["maxnreg"][0], qkv))
     return o, lse
 
@@ -304,11 +310,12 @@ def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_s
     parts = n_seq * max(q_blocks, kv_blocks)
     new = torch.empty if q_blocks == kv_blocks else torch.zeros
     part = new(qkv.shape[0], parts, 3 * d, device=qkv.device, dtype=torch.float32)
+    alive = alive_mask(qkv.shape[0], qkv.device)
     launch(_attn_bwd_dq_kernel, (q_blocks, seqs * n_head))(
-        qkv, bias, o, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
+        alive, qkv, bias, o, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
         bias_in_qkv, num_warps=warps, num_stages=stages, **register_cap(CONFIG["maxnreg"][1], qkv))
     launch(_attn_bwd_dkdv_kernel, (kv_blocks, seqs * n_head))(
-        qkv, bias, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
+        alive, qkv, bias, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
         bias_in_qkv, num_warps=warps, num_stages=stages, **register_cap(CONFIG["maxnreg"][2], qkv))
     return dqkv, sum_parts(part)
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import backward_op, call, launch, pad_width, register_autograd, sum_parts
+from pyphase.kernels import alive_mask, backward_op, call, launch, pad_width, register_autograd, sum_parts
 
 try:
     import triton
@@ -88,10 +88,12 @@ if triton is not None:
         return h, logits, tgt, r_ok, v_ok
 
     @triton.jit
-    def _head_fwd_kernel(H, W, T, LOSS, LSE, N, V, D: tl.constexpr, BD: tl.constexpr, VP: tl.constexpr,
+    def _head_fwd_kernel(ALIVE, H, W, T, LOSS, LSE, N, V, D: tl.constexpr, BD: tl.constexpr, VP: tl.constexpr,
                          ROWS: tl.constexpr):
         pid = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
+        if tl.load(ALIVE + k) == 0:  # a frozen model (kernels.skipping_dead)
+            return
         row0 = pid.to(tl.int64) * ROWS
         w = _head_weight(W, k, V, D, BD, VP, H.dtype.element_ty)
         _, logits, tgt, r_ok, _ = _logits(H, w, T, k, row0, N, V, D, BD, VP, ROWS)
@@ -104,10 +106,12 @@ if triton is not None:
         tl.store(LSE + k * N + row0 + rows, lse, mask=r_ok)
 
     @triton.jit
-    def _head_bwd_kernel(H, W, T, LSE, DL, DH, PART, N, V, D: tl.constexpr, BD: tl.constexpr, VP: tl.constexpr,
+    def _head_bwd_kernel(ALIVE, H, W, T, LSE, DL, DH, PART, N, V, D: tl.constexpr, BD: tl.constexpr, VP: tl.constexpr,
                          ROWS: tl.constexpr, ITERS: tl.constexpr):
         pid = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
+        if tl.load(ALIVE + k) == 0:  # a frozen model (kernels.skipping_dead)
+            return
         rows = tl.arange(0, ROWS)
         cols = tl.arange(0, BD)
         c_ok = cols < D
@@ -146,7 +150,7 @@ def _head_ce_fwd(h: Tensor, w: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]
     loss = torch.empty(kk, n, device=h.device, dtype=torch.float32)
     lse = torch.empty_like(loss)
     rows, warps = CONFIG["fwd"]
-    launch(_head_fwd_kernel, (triton.cdiv(n, rows), kk))(h, w, targets, loss, lse, n, v, D=d, BD=pad_width(d),
+    launch(_head_fwd_kernel, (triton.cdiv(n, rows), kk))(alive_mask(kk, h.device), h, w, targets, loss, lse, n, v, D=d, BD=pad_width(d),
                                                           VP=pad_width(v), ROWS=rows, num_warps=warps)
     return loss, lse
 
@@ -168,7 +172,7 @@ def _head_ce_bwd(dl: Tensor, h: Tensor, w: Tensor, targets: Tensor, lse: Tensor)
     progs = triton.cdiv(n, rows * iters)
     dh = torch.empty_like(h)
     part = torch.empty(kk, progs, pad_width(d), vp, device=h.device, dtype=torch.float32)
-    launch(_head_bwd_kernel, (progs, kk))(h, w, targets, lse, dl, dh, part, n, v, D=d, BD=pad_width(d), VP=vp,
+    launch(_head_bwd_kernel, (progs, kk))(alive_mask(kk, h.device), h, w, targets, lse, dl, dh, part, n, v, D=d, BD=pad_width(d), VP=vp,
                                           ROWS=rows, ITERS=iters, num_warps=warps)
     return dh, sum_parts(part.view(kk, progs, -1)).view(kk, -1, vp)[:, :d, :v].contiguous()
 

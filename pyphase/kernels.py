@@ -55,6 +55,9 @@ _lock = threading.Lock()
 # halving the rows per program took the step from 8.46 to 8.26 ms (MLP) and 8.38 ms (LayerNorm).
 BACKWARD_PROGRAMS = 1280
 _records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]] | None = None
+# The pack's alive mask while `skipping_dead` is active (`alive_mask`), and all-true masks otherwise.
+_alive: Tensor | None = None
+_all_alive: dict[tuple[int, str], Tensor] = {}
 
 
 def launch(kernel: Any, grid: Any) -> Callable[..., Any]:
@@ -67,6 +70,43 @@ def launch(kernel: Any, grid: Any) -> Callable[..., Any]:
             if _records is not None:
                 _records.append((kernel, grid, args, meta))
     return note
+
+
+@contextmanager
+def skipping_dead(alive: Tensor) -> Iterator[None]:
+    """Within: the kernels of a training step of K packed models (`alive`: (K,) bool on their
+    device) skip the programs of every model k with alive[k] false. The kernels read the mask when
+    they run, so a CUDA graph captured within skips whichever models are dead at each replay. A
+    model that diverged is frozen (`train.PackTrainer`): its step computes nothing anyone reads, and
+    skipping it leaves every other model's bits unchanged (each program works on one model's rows;
+    what the skipped programs would write stays unwritten). The kernels that skip: attention's
+    three, the MLP-half forward and the MLP "dw" backward, the add + LayerNorm backward, the
+    embedding + LayerNorm forward and backward, and the head's two (the QKV GEMM, cuBLAS's products
+    and the partial sums still run). PYPHASE_SKIP_DEAD=0 turns it off (for A/B timing)."""
+    global _alive
+    prev = _alive
+    _alive = alive if os.environ.get("PYPHASE_SKIP_DEAD", "1") != "0" else None
+    try:
+        yield
+    finally:
+        _alive = prev
+
+
+def alive_mask(kk: int, device: torch.device) -> Tensor:
+    """The mask a kernel over kk models gets as its ALIVE argument: the one `skipping_dead` set (if
+    it has kk entries on `device`), else an all-true one (made once per size and device, never
+    inside a CUDA graph capture, where its memory would belong to the graph)."""
+    a = _alive
+    if a is not None and a.shape[0] == kk and a.device == device:
+        return a
+    key = (kk, str(device))
+    ones = _all_alive.get(key)
+    if ones is None:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(f"kernels.alive_mask: first all-true mask of {kk} models made inside a CUDA graph "
+                               "capture; launch the kernels once before capturing")
+        ones = _all_alive[key] = torch.ones(kk, dtype=torch.bool, device=device)
+    return ones
 
 
 @contextmanager

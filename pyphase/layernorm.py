@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pyphase import kernels
-from pyphase.kernels import backward_op, call, call_stream, launch, pad_width, register_autograd, sum_parts
+from pyphase.kernels import alive_mask, backward_op, call, call_stream, launch, pad_width, register_autograd, sum_parts
 
 try:
     import triton
@@ -148,11 +148,13 @@ if triton is not None:
         return dx, dh, xhat
 
     @triton.jit
-    def _add_ln_bwd_kernel(DXN, DH, XN, MEAN, RSTD, W, DX, DR, PART, N, stride_w, D: tl.constexpr,
+    def _add_ln_bwd_kernel(ALIVE, DXN, DH, XN, MEAN, RSTD, W, DX, DR, PART, N, stride_w, D: tl.constexpr,
                            BD: tl.constexpr, ROWS: tl.constexpr, ITERS: tl.constexpr, HAS_R: tl.constexpr,
                            HAS_DXN: tl.constexpr, STORE_DR: tl.constexpr):
         pid = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
+        if tl.load(ALIVE + k) == 0:  # a frozen model (kernels.skipping_dead)
+            return
         rows = tl.arange(0, ROWS)
         cols = tl.arange(0, BD)
         c_ok = cols < D
@@ -255,7 +257,7 @@ def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: 
     dr = torch.empty(kk, n, d, device=xn.device, dtype=r_dtype) if store_dr else xn.new_empty(0, dtype=r_dtype)
     part = torch.empty(kk, progs, 3, d, device=xn.device, dtype=torch.float32)
     launch(_add_ln_bwd_kernel, (progs, kk))(
-        dxn.contiguous() if dxn is not None else dh, dh, xn, mean, rstd, w, dx, dr, part, n, w.stride(0), D=d,
+        alive_mask(kk, xn.device), dxn.contiguous() if dxn is not None else dh, dh, xn, mean, rstd, w, dx, dr, part, n, w.stride(0), D=d,
         BD=pad_width(d), ROWS=rows, ITERS=iters, HAS_R=has_r, HAS_DXN=dxn is not None, STORE_DR=store_dr,
         num_warps=warps)
     return dx, dr, sum_parts(part.view(kk, progs, 3 * d)).view(kk, 3, d)
@@ -354,10 +356,12 @@ def embed_ln_reference(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tens
 if triton is not None:
 
     @triton.jit
-    def _embed_ln_fwd_kernel(IDX, WTE, WPE, W, B, X, H, MEAN, RSTD, N, T, eps, stride_wte, stride_wpe, stride_w,
+    def _embed_ln_fwd_kernel(ALIVE, IDX, WTE, WPE, W, B, X, H, MEAN, RSTD, N, T, eps, stride_wte, stride_wpe, stride_w,
                              stride_b, D: tl.constexpr, BD: tl.constexpr, ROWS: tl.constexpr):
         pid = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
+        if tl.load(ALIVE + k) == 0:  # a frozen model (kernels.skipping_dead)
+            return
         row0 = pid.to(tl.int64) * ROWS
         rows = row0 + tl.arange(0, ROWS)
         cols = tl.arange(0, BD)
@@ -402,7 +406,7 @@ def _embed_ln_fwd(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor, o
     rstd = torch.empty_like(mean)
     rows, warps = CONFIG["fwd"]
     launch(_embed_ln_fwd_kernel, (triton.cdiv(n, rows), kk))(
-        idx, wte, wpe, w, b, x, h, mean, rstd, n, t, EPS, wte.stride(0), wpe.stride(0), w.stride(0), b.stride(0),
+        alive_mask(kk, wte.device), idx, wte, wpe, w, b, x, h, mean, rstd, n, t, EPS, wte.stride(0), wpe.stride(0), w.stride(0), b.stride(0),
         D=d, BD=pad_width(d), ROWS=rows, num_warps=warps)
     return x, h, mean, rstd
 
@@ -418,7 +422,7 @@ def _(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor, out_dtype: to
 if triton is not None:
 
     @triton.jit
-    def _embed_ln_bwd_kernel(DXN, DH, X, MEAN, RSTD, W, IDX, PART_LN, PART_TE, PART_PE, N, T, NSEQ, SEQ_PER,
+    def _embed_ln_bwd_kernel(ALIVE, DXN, DH, X, MEAN, RSTD, W, IDX, PART_LN, PART_TE, PART_PE, N, T, NSEQ, SEQ_PER,
                              stride_w, D: tl.constexpr, BD: tl.constexpr, VP: tl.constexpr, ROWS: tl.constexpr,
                              HAS_DXN: tl.constexpr, SPLIT: tl.constexpr):
         # Program (p, c, k): positions [p·ROWS, (p+1)·ROWS) of the sequences [c·SEQ_PER, (c+1)·SEQ_PER)
@@ -428,6 +432,8 @@ if triton is not None:
         p = tl.program_id(0)
         c = tl.program_id(1)
         k = tl.program_id(2).to(tl.int64)
+        if tl.load(ALIVE + k) == 0:  # a frozen model (kernels.skipping_dead)
+            return
         pos = p * ROWS + tl.arange(0, ROWS)
         p_ok = pos < T
         cols = tl.arange(0, BD)
@@ -498,7 +504,7 @@ def _embed_ln_bwd(dxn: Tensor | None, dh: Tensor, x: Tensor, mean: Tensor, rstd:
     part_te = torch.empty(kk, progs, vp * d, **f32)
     part_pe = torch.empty(kk, chunks, t * d, **f32)
     launch(_embed_ln_bwd_kernel, (pb, chunks, kk))(
-        dxn.contiguous() if dxn is not None else dh, dh, x, mean, rstd, w, idx, part_ln, part_te, part_pe, n, t,
+        alive_mask(kk, x.device), dxn.contiguous() if dxn is not None else dh, dh, x, mean, rstd, w, idx, part_ln, part_te, part_pe, n, t,
         n // t, per, w.stride(0), D=d, BD=pad_width(d), VP=vp, ROWS=rows,
         HAS_DXN=dxn is not None, SPLIT=os.environ.get("TRITON_INTERPRET") != "1", num_warps=CONFIG["embed_bwd"][1])
     dwte = sum_parts(part_te).view(kk, vp, d)[:, :v].contiguous()

@@ -39,7 +39,8 @@ import torch
 from torch import Tensor
 
 from pyphase import layernorm, mlp
-from pyphase.kernels import backward_op, call, call_stream, launch, pad_width, register_autograd, register_cap, rejoin
+from pyphase.kernels import (alive_mask, backward_op, call, call_stream, launch, pad_width, register_autograd, register_cap,
+                             rejoin)
 from pyphase.layernorm import EPS, add_ln
 from pyphase.mlp import gelu_mlp
 
@@ -111,7 +112,7 @@ def mlp_block_reference(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tenso
 if triton is not None:
 
     @triton.jit
-    def _mlp_block_fwd_kernel(X0, P, PB, LW, LB, W1, B1, W2, B2, NW, NB, X1, H, MEAN1, RSTD1, X2, H2, MEAN2, RSTD2, M,
+    def _mlp_block_fwd_kernel(ALIVE, X0, P, PB, LW, LB, W1, B1, W2, B2, NW, NB, X1, H, MEAN1, RSTD1, X2, H2, MEAN2, RSTD2, M,
                               N, eps, s_pb, s_lw, s_lb, s_b2, s_nw, s_nb, D: tl.constexpr, FF: tl.constexpr,
                               BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr,
                               PRO: tl.constexpr, EPI: tl.constexpr, STAGE: tl.constexpr):
@@ -123,6 +124,8 @@ if triton is not None:
         # accumulator live): fewer registers a thread (`CONFIG`).
         pid_m = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
+        if tl.load(ALIVE + k) == 0:  # a frozen model (kernels.skipping_dead)
+            return
         row0 = pid_m.to(tl.int64) * BM
         rows = tl.arange(0, BM)
         cols = tl.arange(0, BD)
@@ -219,7 +222,7 @@ def _mlp_block_fwd(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1
                                                                                  dtype=w1.dtype)
     meta.update(register_cap(CONFIG["maxnreg"], x0))  # type: ignore[arg-type]
     LAST["fwd"] = launch(_mlp_block_fwd_kernel, grid)(
-        x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb, x1, h, stats[0], stats[1], x2, h2, stats[2], stats[3], y, n, EPS,
+        alive_mask(kk, x0.device), x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb, x1, h, stats[0], stats[1], x2, h2, stats[2], stats[3], y, n, EPS,
         pb.stride(0), lw.stride(0), lb.stride(0), b2.stride(0), nw.stride(0), nb.stride(0), D=d, FF=f, PRO=pro,
         EPI=epi, STAGE=stage, **meta)
     if not epi:

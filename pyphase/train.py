@@ -16,7 +16,9 @@ stock fallbacks (the embedding backward above a 128 x 128 vocabulary x d table, 
 PYPHASE_ATTENTION/MLP/LN/HEAD/OPTIM/COMPILE switches) may add atomically and lose that.
 
 A model whose loss or gradient norm becomes non-finite is frozen (zero update) from that step on
-and recorded as diverged; the others train on unaffected.
+and recorded as diverged; the others train on unaffected. On CUDA the kernels skip a frozen model
+from its next step on (`kernels.skipping_dead`), so a pack with diverged models steps faster, and
+every other model's bits stay as they were; its step metrics after the divergence are NaN.
 """
 
 from __future__ import annotations
@@ -217,24 +219,29 @@ class PackTrainer:
             # results/bench/README.md). Size 1 is left static, as torch.compile specialises it.
             torch._dynamo.mark_dynamic(x, 1)
             torch._dynamo.mark_dynamic(y, 1)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            losses = self._losses(self.shape, self.model._leaf, x, y)
-        grads = torch.autograd.grad(losses.sum(), self.model.leaves)
+        # A model that diverged in an earlier step is frozen: the kernels skip it (its loss,
+        # gradient and norm here are whatever its buffers held, read by nobody but the masks below).
+        with kernels.skipping_dead(st.alive):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                losses = self._losses(self.shape, self.model._leaf, x, y)
+            grads = torch.autograd.grad(losses.sum(), self.model.leaves)
         with torch.no_grad():
             g = self.model.flat_grad(grads)
             norm = optim.grad_norm(g)
             finite = torch.isfinite(losses) & torch.isfinite(norm)
+            was_alive = st.alive.clone()
             newly_dead = st.alive & ~finite
             st.diverged_step.copy_(torch.where(newly_dead, t, st.diverged_step))
             st.alive.logical_and_(finite)
             coef = torch.clamp(self.clip / (norm + CLIP_EPS), max=1.0)
             lr_t = self.lr * self.sched.index_select(0, t.view(1)) * st.alive
             self._update(g, coef, lr_t)
+            # Telemetry up to and including the step that diverged; NaN (not clipped) after it.
             row = t.view(1)
-            st.loss.index_copy_(0, row, losses.detach().float()[None])
-            st.norm_before.index_copy_(0, row, norm[None])
-            st.norm_after.index_copy_(0, row, (norm * coef)[None])
-            st.clipped.index_copy_(0, row, (norm > self.clip).float()[None])
+            st.loss.index_copy_(0, row, torch.where(was_alive, losses.detach().float(), math.nan)[None])
+            st.norm_before.index_copy_(0, row, torch.where(was_alive, norm, math.nan)[None])
+            st.norm_after.index_copy_(0, row, torch.where(was_alive, norm * coef, math.nan)[None])
+            st.clipped.index_copy_(0, row, ((norm > self.clip) & was_alive).float()[None])
             st.lr.index_copy_(0, row, lr_t[None])
             st.t.add_(1)
 
