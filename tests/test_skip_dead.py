@@ -132,17 +132,25 @@ def test_metrics_after_a_divergence_are_nan_and_the_summary_stops_there() -> Non
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the skipping kernels run on CUDA")
-def test_cuda_pack_with_a_diverged_model_gives_the_same_bits_with_and_without_skipping(monkeypatch) -> None:
+def test_cuda_pack_with_a_diverged_model_gives_the_same_bits_with_and_without_skipping(monkeypatch, tmp_path) -> None:
     corpus = load_corpus(None)
     shape = ModelShape(d_model=64, n_layer=2, n_head=2, block_size=64)  # head dim 32, as phase3a
     runs = {}
     for skip in ("1", "0"):
         monkeypatch.setenv("PYPHASE_SKIP_DEAD", skip)
         runs[skip] = train_pack(_pack(40, 16, shape), corpus, device="cuda", progress=False)
+    # interrupted after the divergence and resumed from the checkpoint (which holds the alive mask)
+    monkeypatch.setenv("PYPHASE_SKIP_DEAD", "1")
+    ck = tmp_path / "pack.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train_pack(_pack(40, 16, shape), corpus, device="cuda", checkpoint=ck, checkpoint_every=10, progress=False,
+                   stop_after=25)
+    runs["resumed"] = train_pack(_pack(40, 16, shape), corpus, device="cuda", checkpoint=ck, checkpoint_every=10,
+                                 progress=False)
     on, off = runs["1"], runs["0"]
-    assert on[1].summary["diverged_step"] is not None and on[1].summary["diverged_step"] < 30
+    assert on[1].summary["diverged_step"] is not None and on[1].summary["diverged_step"] < 20
     assert on[0].summary["diverged_step"] is None and on[2].summary["diverged_step"] is None
-    for a, b in zip(on, off):
+    for a, b in [*zip(on, off), *zip(on, runs["resumed"])]:
         for col in ("train_loss", "grad_norm_before", "grad_norm_after", "val_loss", "weight_norm", "lr"):
             np.testing.assert_array_equal(a.steps[col].to_numpy(), b.steps[col].to_numpy(), err_msg=col)
         for k in ("final_train_loss", "final_val_loss", "avg_grad_norm_before", "avg_clip_frequency",
