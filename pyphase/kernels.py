@@ -19,6 +19,9 @@ pulls in sympy and torch.distributed; measured on the H100 that import was ~4 s 
 first step on a fresh machine (results/bench/setup_timing2_h100_58bdfb8.txt; 0.15 s for the whole
 dry pass without it, setup_timing2_h100_e167fd1.txt).
 
+`skipping_dead(alive)` makes the step's kernels skip the programs of the pack's diverged models
+(each takes the mask from `alive_mask` as its first argument and returns at once for a dead model).
+
 `pad_width(n)` is the padded on-chip width the kernels use. `sum_parts(part)` is the one kernel
 kept here, shared by the ops whose programs each write a partial sum (the LayerNorm, MLP, embedding
 and head parameter gradients): it adds them up in a fixed order, in place of `part.sum(dim=1)`,
