@@ -53,11 +53,6 @@ FINAL_WINDOW = 0.1
 CLIP_EPS = 1e-6
 # Validation windows per forward pass in `PackTrainer.evaluate`.
 EVAL_CHUNK = 32
-# Stream priorities of packs stepping side by side in one CUDA graph (`capture_steps`;
-# PYPHASE_PACK_PRIORITY overrides): "none" (all the default), "heavy" (the pack with the most work
-# a step favoured) or "light".
-PACK_PRIORITIES = ("none", "heavy", "light")
-PACK_PRIORITY = "none"
 # Environment switches that change a run's numbers (other kernels or another precision); a summary
 # row's "numerics" names those that were set.
 NUMERIC_SWITCHES = ("PYPHASE_ATTENTION", "PYPHASE_COMPILE", "PYPHASE_HEAD", "PYPHASE_LN", "PYPHASE_MLP",
@@ -528,52 +523,22 @@ def precompile_together(trainers: Sequence[PackTrainer]) -> None:
     kernels.compile_all([r for t in trainers for r in t.kernel_launches()])
 
 
-def pack_priority() -> str:
-    """PYPHASE_PACK_PRIORITY (`capture_steps`): "none", "heavy" or "light"; unset: PACK_PRIORITY."""
-    v = os.environ.get("PYPHASE_PACK_PRIORITY", "").lower() or PACK_PRIORITY
-    if v not in PACK_PRIORITIES:
-        raise PyphaseError(f"PYPHASE_PACK_PRIORITY must be one of {', '.join(PACK_PRIORITIES)}, got {v!r}")
-    return v
-
-
-def _step_cost(t: PackTrainer) -> float:
-    """A pack's work per step, for ranking packs: tokens a step times parameters a model."""
-    return float(t.k * t.c0.batch_size * t.c0.model.block_size * t.model.n_params)
-
-
-def capture_steps(trainers: Sequence[PackTrainer], priority: str | None = None) -> torch.cuda.CUDAGraph:
-    """One CUDA graph holding one step of each trainer (each warmed up, `PackTrainer.warm_up`): one
-    on the capturing stream, every other on a stream of its own forked from it and joined back, so
-    a replay steps every pack once and their kernels may run side by side. Capturing runs nothing;
-    the state is restored anyway, provably untouched.
-
-    `priority` (None: `pack_priority()`): with several packs, "heavy" captures the pack with the
-    most work a step (`_step_cost`) on a stream of the highest priority and the others on the
-    lowest, "light" the lightest one, "none" all at the default priority. torch instantiates graphs
-    with cudaGraphInstantiateFlagUseNodePriority, so the GPU then hands free multiprocessors to the
-    favoured pack's waiting blocks first and the others' blocks fill in around them. The order in
-    which kernels run changes, never what they compute: the same bits either way."""
-    mode = pack_priority() if priority is None else priority
-    if mode not in PACK_PRIORITIES:
-        raise ValueError(f"capture_steps: priority must be one of {PACK_PRIORITIES}, got {mode!r}")
-    order = list(trainers)
-    capture_stream = None
-    low = 0
-    if len(order) > 1 and mode != "none":
-        low, high = torch.cuda.Stream.priority_range()
-        order.sort(key=_step_cost, reverse=mode == "heavy")  # the favoured pack first (stable)
-        capture_stream = torch.cuda.Stream(priority=high)
+def capture_steps(trainers: Sequence[PackTrainer]) -> torch.cuda.CUDAGraph:
+    """One CUDA graph holding one step of each trainer (each warmed up, `PackTrainer.warm_up`): the
+    first on the capturing stream, every other on a stream of its own forked from it and joined
+    back, so a replay steps every pack once and their kernels may run side by side. Capturing runs
+    nothing; the state is restored anyway, provably untouched."""
     snaps = [t._snapshot() for t in trainers]
-    streams = [torch.cuda.Stream(priority=low) for _ in order[1:]]
+    streams = [torch.cuda.Stream() for _ in trainers[1:]]
     g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g, stream=capture_stream):
+    with torch.cuda.graph(g):
         main = torch.cuda.current_stream()
         for st in streams:
             st.wait_stream(main)
-        for st, t in zip(streams, order[1:]):
+        for st, t in zip(streams, trainers[1:]):
             with torch.cuda.stream(st):
                 t._step()
-        order[0]._step()
+        trainers[0]._step()
         for st in streams:
             main.wait_stream(st)
     for t, snap in zip(trainers, snaps):

@@ -13,10 +13,8 @@ import torch
 from pyphase import _core
 from pyphase.config import ModelShape, RunConfig
 from pyphase.data import load_corpus
-from pyphase.errors import PyphaseError
 from pyphase.model import NanoTransformer, Shape
-from pyphase.train import (NUMERIC_SWITCHES, PACK_PRIORITIES, PACK_PRIORITY, PackTrainer, can_run_together, pack_priority,
-                           run_together, train_pack)
+from pyphase.train import NUMERIC_SWITCHES, PackTrainer, can_run_together, run_together, train_pack
 
 SHAPE = ModelShape(d_model=32, n_layer=1, n_head=2, block_size=16)
 
@@ -204,23 +202,9 @@ def test_packs_run_together_only_in_lockstep(corpus):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA path (bf16 Triton kernels, CUDA graph) needs CUDA")
-@pytest.mark.parametrize("priority", PACK_PRIORITIES)
-def test_cuda_packs_trained_together_in_one_graph_equal_packs_trained_alone(corpus, tmp_path, monkeypatch, priority):
-    """On CUDA the packs' steps share one CUDA graph, each on its own stream (with each stream
-    priority mode): same bits as alone."""
-    monkeypatch.setenv("PYPHASE_PACK_PRIORITY", priority)
+def test_cuda_packs_trained_together_in_one_graph_equal_packs_trained_alone(corpus, tmp_path):
+    """On CUDA the packs' steps share one CUDA graph, each on its own stream: same bits as alone."""
     _packs_together_equal_packs_alone(corpus, tmp_path, "cuda", ModelShape(d_model=64, n_layer=2, n_head=2, block_size=64))
-
-
-def test_pack_priority_reads_its_switch_and_refuses_other_values(monkeypatch):
-    monkeypatch.delenv("PYPHASE_PACK_PRIORITY", raising=False)
-    assert pack_priority() == PACK_PRIORITY
-    for m in PACK_PRIORITIES:
-        monkeypatch.setenv("PYPHASE_PACK_PRIORITY", m.upper())
-        assert pack_priority() == m
-    monkeypatch.setenv("PYPHASE_PACK_PRIORITY", "high")
-    with pytest.raises(PyphaseError, match="PYPHASE_PACK_PRIORITY must be one of none, heavy, light"):
-        pack_priority()
 
 
 def test_checkpoint_blob_is_a_snapshot_the_training_does_not_change(corpus):
