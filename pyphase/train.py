@@ -291,8 +291,9 @@ class PackTrainer:
         with kernels.record() as launches, torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             w, leaves = self._weights()
             losses = packed_losses(self.shape, w, *self._batch(self.state.t.new_zeros(1)))
+            grads = torch.autograd.grad(losses.sum(), leaves)
             with torch.no_grad():
-                self._flat_grad(torch.autograd.grad(losses.sum(), leaves))
+                self._flat_grad(grads)
             n = self.val_x.shape[0]
             with torch.no_grad():  # the evaluation's chunk sizes: a full one and the last, shorter one
                 for a in sorted({0, n - n % EVAL_CHUNK} - {n}):
