@@ -16,6 +16,11 @@ gradient is cast back), and `gather` writes the step's gradients, concatenated p
 bf16 to fp32 is exact, so every op sees the same values and the optimizer the same gradient: the
 same bits as the casts (tests/test_packing.py, and phase3a on the H100, results/bench/README.md).
 
+Measured on the H100 (benches/bench_working_copy.py, results/bench/bench_working_copy_*_8d6214b.txt):
+one config at B = 128 steps x1.065 faster, packs at B = 32 x1.05-1.09; next to another pack's
+big kernels the small ones were mostly hidden already, so phase3a's two packs side by side gain
+only x1.002.
+
 The trainer uses it under autocast without torch.compile; PYPHASE_WORKING_COPY=0 turns it off.
 On the CPU the two kernels are torch copies.
 """
