@@ -20,6 +20,8 @@ from pyphase.config import ModelShape, RunConfig
 from pyphase.data import load_corpus
 from pyphase.train import PackTrainer, capture_steps
 
+from kernel_bench import replay_ms  # noqa: E402  (benches/ is the script's own folder)
+
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--data", default=os.environ.get("PYPHASE_DATA"))
 ap.add_argument("--k", type=int, default=5)
@@ -51,15 +53,6 @@ off = trainer()
 os.environ.pop("PYPHASE_SKIP_DEAD")
 
 
-def timed(g: torch.cuda.CUDAGraph, n: int) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(n):
-        g.replay()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / n
-
 
 results = []
 for dead in range(0, a.k):
@@ -68,11 +61,11 @@ for dead in range(0, a.k):
         if dead:
             t.state.alive[a.k - dead:] = False  # the highest learning rates, as in phase3a
     for _, g in (on, off):
-        timed(g, 5)  # warm
+        replay_ms(g, 5)  # warm
     ms = {"on": [], "off": []}
     for _ in range(a.rounds):
         for name, (_, g) in (("on", on), ("off", off)):
-            ms[name].append(timed(g, a.steps))
+            ms[name].append(replay_ms(g, a.steps))
     best = {k: min(v) for k, v in ms.items()}
     results.append({"k": a.k, "b": a.b, "dead": dead, "ms_skip": best["on"], "ms_noskip": best["off"],
                     "ratio": best["on"] / best["off"], "rounds_skip": ms["on"], "rounds_noskip": ms["off"]})

@@ -21,6 +21,8 @@ from pyphase.config import ModelShape, RunConfig
 from pyphase.data import load_corpus
 from pyphase.train import PackTrainer, capture_steps, precompile_together
 
+from kernel_bench import replay_ms  # noqa: E402  (benches/ is the script's own folder)
+
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--data", default=os.environ.get("PYPHASE_DATA"))
 ap.add_argument("--k", type=int, default=5)
@@ -56,24 +58,15 @@ ways = {"working copy": build(True), "cast where used": build(False)}
 os.environ.pop("PYPHASE_WORKING_COPY")
 
 
-def timed(g: torch.cuda.CUDAGraph, n: int) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(n):
-        g.replay()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / n
-
 
 results = []
 for name in ways["working copy"][1]:
     for _, gs in ways.values():
-        timed(gs[name], 5)  # warm
+        replay_ms(gs[name], 5)  # warm
     ms: dict[str, list[float]] = {w: [] for w in ways}
     for _ in range(a.rounds):
         for w, (_, gs) in ways.items():
-            ms[w].append(timed(gs[name], a.steps))
+            ms[w].append(replay_ms(gs[name], a.steps))
     best = {w: min(v) for w, v in ms.items()}
     results.append({"graph": name, "k": a.k, "best_ms": best, "rounds": ms,
                     "speedup": best["cast where used"] / best["working copy"]})

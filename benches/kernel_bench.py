@@ -1,5 +1,5 @@
 """Shared parts of the kernel benches (bench_attention, bench_ln, bench_head, bench_mlp): CUDA-event
-timing, the common command line, the table of forward + backward / forward timings with ratios to
+timing (also of captured steps: bench_skip_dead, bench_working_copy), the common command line, the table of forward + backward / forward timings with ratios to
 the first row, and the JSON output. Not a bench itself."""
 from __future__ import annotations
 
@@ -24,6 +24,17 @@ def timed(fn: Callable[[], object], iters: int) -> float:
         torch.cuda.synchronize()
         times.append(a.elapsed_time(b))
     return sorted(times)[len(times) // 2]
+
+
+def replay_ms(graph: torch.cuda.CUDAGraph, n: int) -> float:
+    """Mean ms of one replay of a captured CUDA graph over n replays back to back (CUDA events)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(n):
+        graph.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / n
 
 
 def parser(doc: str, iters: int = 30, configs: bool = True) -> argparse.ArgumentParser:

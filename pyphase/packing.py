@@ -76,14 +76,19 @@ if triton is not None:
         return tl.where(x != x, 0x7FFF, r).to(tl.uint16)
 
     @triton.jit
-    def _refresh_kernel(FLAT, LOW, SRC, N, DST, P, BLOCK: tl.constexpr, BF16: tl.constexpr):
-        # Program (s, c, k): elements [c·BLOCK, (c+1)·BLOCK) of copied parameter s of model k.
+    def _segment_block(N, BLOCK: tl.constexpr):
+        """Program (s, c, k)'s share: segment s (of size N[s]), model k, elements j = [c·BLOCK,
+        (c+1)·BLOCK) of the segment, in bounds where ok."""
         s = tl.program_id(0)
-        c = tl.program_id(1)
         k = tl.program_id(2).to(tl.int64)
         n = tl.load(N + s)
-        j = c * BLOCK + tl.arange(0, BLOCK)
-        ok = j < n
+        j = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        return s, k, n, j, j < n
+
+    @triton.jit
+    def _refresh_kernel(FLAT, LOW, SRC, N, DST, P, BLOCK: tl.constexpr, BF16: tl.constexpr):
+        # elements of copied parameter s of model k (`_segment_block`)
+        s, k, n, j, ok = _segment_block(N, BLOCK)
         x = tl.load(FLAT + k * P + tl.load(SRC + s) + j, mask=ok)
         at = tl.load(DST + s) + k * n + j
         if BF16:
@@ -93,14 +98,9 @@ if triton is not None:
 
     @triton.jit
     def _gather_kernel(G_LOW, G32, OUT, DST, N, OFF, LOW, P, P_LOW, P32, BLOCK: tl.constexpr):
-        # Program (s, c, k): elements [c·BLOCK, (c+1)·BLOCK) of parameter s's gradient of model k,
-        # from its dtype's concatenation (row k, offset OFF[s]) to OUT's row k at DST[s].
-        s = tl.program_id(0)
-        c = tl.program_id(1)
-        k = tl.program_id(2).to(tl.int64)
-        n = tl.load(N + s)
-        j = c * BLOCK + tl.arange(0, BLOCK)
-        ok = j < n
+        # elements of parameter s's gradient of model k (`_segment_block`), from its dtype's
+        # concatenation (row k, offset OFF[s]) to OUT's row k at DST[s]
+        s, k, n, j, ok = _segment_block(N, BLOCK)
         off = tl.load(OFF + s)
         if tl.load(LOW + s) != 0:
             g = tl.load(G_LOW + k * P_LOW + off + j, mask=ok).to(tl.float32)
