@@ -130,9 +130,10 @@ def record() -> Iterator[list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]]]
 
 def compile_all(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
                 workers: int | None = None) -> None:
-    """Compile the recorded launches in parallel into Triton's kernel cache (nothing runs). A
-    Triton without an asynchronous compile mode compiles them one after another here, which is what
-    their first launch would have done anyway."""
+    """Compile the recorded launches in parallel into Triton's kernel cache (nothing runs), and
+    load each compiled kernel onto the GPU as soon as its own compile is done (`_load_when_compiled`).
+    A Triton without an asynchronous compile mode compiles them one after another here, which is
+    what their first launch would have done anyway."""
     if not records:
         return
     try:
@@ -142,28 +143,59 @@ def compile_all(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
             kernel.warmup(*args, grid=grid, **meta)
         return
     n = workers or max(1, min(len(records), os.cpu_count() or 1, 16))
-    with ThreadPoolExecutor(n) as pool:
+    with ThreadPoolExecutor(n) as pool, ThreadPoolExecutor(n) as loaders:
         with AsyncCompileMode(pool):
             compiled = [kernel.warmup(*args, grid=grid, **meta) for kernel, grid, args, meta in records]
-        _load_all(compiled, pool)
+            loads = _load_when_compiled(compiled, loaders)
+        for f in loads:
+            f.result()
 
 
-def _load_all(compiled: list[Any], pool: ThreadPoolExecutor) -> None:
-    """Load the compiled kernels onto the GPU and build their launchers, side by side, as their
-    first launch would one after another (measured on the H100: the first step after the parallel
-    compile still took 3.4 s, results/bench/setup_timing2_h100_58bdfb8.txt). `_init_handles` is Triton's
-    private loader; without it the first launch does the same."""
-    uniq = list({id(k): k for k in (getattr(c, "result", lambda: c)() for c in compiled if c is not None)}.values())
-    loaders = [k._init_handles for k in uniq if hasattr(k, "_init_handles")]
-    if not loaders:
-        return
+def _load_when_compiled(compiled: list[Any], loaders: ThreadPoolExecutor) -> list[Any]:
+    """Load the compiled kernels onto the GPU and build their launchers (`_init_handles`, Triton's
+    private loader, what each first launch would do one after another), each in `loaders` as soon
+    as its compile finishes, while the slower ones still compile: measured on the H100, loading
+    after all compiles had finished took 1.24 s of phase3a's cold setup
+    (results/bench/setup_profile_h100_a4e0fdb.txt). The first load also sets up Triton's driver
+    utilities, so the others wait for it. Returns the loads' futures."""
     device = torch.cuda.current_device()
-    loaders[0]()  # the first also sets up Triton's driver utilities, once
+    first, first_done = threading.Lock(), threading.Event()
 
-    def load(init: Callable[[], None]) -> None:
+    def load(src: Any) -> None:
+        kernel = src.result()  # the compile's future (or an already compiled kernel's stand-in)
+        init = getattr(kernel, "_init_handles", None) if kernel is not None else None
+        if init is None:
+            return
         torch.cuda.set_device(device)
+        if not first_done.is_set():
+            with first:
+                if not first_done.is_set():
+                    init()
+                    first_done.set()
+                    return
         init()
-    list(pool.map(load, loaders[1:]))
+
+    class _Done:
+        def __init__(self, kernel: Any) -> None:
+            self.kernel = kernel
+
+        def result(self) -> Any:
+            return self.kernel
+
+    seen: set[int] = set()
+    loads = []
+    for c in compiled:
+        if c is None or id(c) in seen:
+            continue
+        seen.add(id(c))
+        d = getattr(c, "__dict__", {})
+        if "finalize_compile" in d:  # Triton's FutureKernel: its compile's future, taken now (dropped
+            fut = d.get("future")    # once finalized), or the kernel it already finalized
+            src = fut if fut is not None else _Done(d.get("kernel"))
+        else:  # compiled before (Triton's in-process cache)
+            src = _Done(c)
+        loads.append(loaders.submit(load, src))
+    return loads
 
 
 try:
