@@ -154,10 +154,12 @@ def compile_all(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
 def _load_when_compiled(compiled: list[Any], loaders: ThreadPoolExecutor) -> list[Any]:
     """Load the compiled kernels onto the GPU and build their launchers (`_init_handles`, Triton's
     private loader, what each first launch would do one after another), each in `loaders` as soon
-    as its compile finishes, while the slower ones still compile: measured on the H100, loading
-    after all compiles had finished took 1.24 s of phase3a's cold setup
-    (results/bench/setup_profile_h100_a4e0fdb.txt). The first load also sets up Triton's driver
-    utilities, so the others wait for it. Returns the loads' futures."""
+    as its compile finishes, while the slower ones still compile (loading after the last compile
+    took 1.24 s of phase3a's cold setup, results/bench/setup_profile_h100_a4e0fdb.txt). Measured on
+    one H100, phase3a shortened to 300 steps with an empty Triton cache each time: setup 4.68-4.85 s
+    against 4.92-5.01 s loading after the last compile (results/bench/setup_load_early_ab_h100_1d718e2.txt).
+    The first load also sets up Triton's driver utilities, so the others wait for it. Returns the
+    loads' futures."""
     device = torch.cuda.current_device()
     first, first_done = threading.Lock(), threading.Event()
 
