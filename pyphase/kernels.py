@@ -160,7 +160,7 @@ def _load_when_compiled(compiled: list[Any], loaders: ThreadPoolExecutor) -> lis
     against 4.92-5.01 s loading after the last compile (results/bench/setup_load_early_ab_h100_1d718e2.txt).
     The first load also sets up Triton's driver utilities, so the others wait for it. Returns the
     loads' futures."""
-    device = torch.cuda.current_device()
+    device = torch.cuda.current_device() if torch.cuda.is_available() else None
     first, first_done = threading.Lock(), threading.Event()
 
     def load(src: Any) -> None:
@@ -168,7 +168,8 @@ def _load_when_compiled(compiled: list[Any], loaders: ThreadPoolExecutor) -> lis
         init = getattr(kernel, "_init_handles", None) if kernel is not None else None
         if init is None:
             return
-        torch.cuda.set_device(device)
+        if device is not None:
+            torch.cuda.set_device(device)
         if not first_done.is_set():
             with first:
                 if not first_done.is_set():
