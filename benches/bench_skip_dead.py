@@ -53,7 +53,6 @@ off = trainer()
 os.environ.pop("PYPHASE_SKIP_DEAD")
 
 
-
 results = []
 for dead in range(0, a.k):
     for t, _ in (on, off):

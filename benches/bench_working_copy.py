@@ -58,7 +58,6 @@ ways = {"working copy": build(True), "cast where used": build(False)}
 os.environ.pop("PYPHASE_WORKING_COPY")
 
 
-
 results = []
 for name in ways["working copy"][1]:
     for _, gs in ways.values():

@@ -163,8 +163,8 @@ def _load_when_compiled(compiled: list[Any], loaders: ThreadPoolExecutor) -> lis
     device = torch.cuda.current_device() if torch.cuda.is_available() else None
     first, first_done = threading.Lock(), threading.Event()
 
-    def load(src: Any) -> None:
-        kernel = src.result()  # the compile's future (or an already compiled kernel's stand-in)
+    def load(get: Callable[[], Any]) -> None:
+        kernel = get()  # waits for the kernel's compile
         init = getattr(kernel, "_init_handles", None) if kernel is not None else None
         if init is None:
             return
@@ -178,13 +178,6 @@ def _load_when_compiled(compiled: list[Any], loaders: ThreadPoolExecutor) -> lis
                     return
         init()
 
-    class _Done:
-        def __init__(self, kernel: Any) -> None:
-            self.kernel = kernel
-
-        def result(self) -> Any:
-            return self.kernel
-
     seen: set[int] = set()
     loads = []
     for c in compiled:
@@ -194,10 +187,10 @@ def _load_when_compiled(compiled: list[Any], loaders: ThreadPoolExecutor) -> lis
         d = getattr(c, "__dict__", {})
         if "finalize_compile" in d:  # Triton's FutureKernel: its compile's future, taken now (dropped
             fut = d.get("future")    # once finalized), or the kernel it already finalized
-            src = fut if fut is not None else _Done(d.get("kernel"))
+            get = fut.result if fut is not None else (lambda k=d.get("kernel"): k)
         else:  # compiled before (Triton's in-process cache)
-            src = _Done(c)
-        loads.append(loaders.submit(load, src))
+            get = lambda k=c: k  # noqa: E731
+        loads.append(loaders.submit(load, get))
     return loads
 
 

@@ -182,18 +182,15 @@ class WorkingCopy:
     def gather(self, grads: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
         """The step's gradients (in `leaves` order: the copy's dtype for copied parameters, fp32
         for the others) as one (K, P) fp32 buffer in `flat`'s order."""
+        if not self._use_kernels():  # one concatenation, promoting the copy's dtype to fp32
+            return self.model.flat_grad(list(grads))
         kk = self.kk
         low = [g.reshape(kk, -1) for i, g in enumerate(grads) if i in self._copied_set]
         rest = [g.reshape(kk, -1) for i, g in enumerate(grads) if i not in self._copied_set]
         g_low = torch.cat(low, dim=1) if low else self.low.new_empty(kk, 0)
         g32 = torch.cat(rest, dim=1) if rest else self.model.flat.new_empty(kk, 0)
         out = self.model.flat.new_empty(kk, self.p)
-        if self._use_kernels():
-            grid = (self._g_n.numel(), triton.cdiv(self._max_g, BLOCK), kk)
-            launch(_gather_kernel, grid)(g_low, g32, out, self._g_dst, self._g_n, self._g_off, self._g_low, self.p,
-                                         self.p_low, self.p32, BLOCK=BLOCK, num_warps=4)
-            return out
-        for name, g in zip(self.model.names, grads):
-            a, b, _ = self.model._slices[name]
-            out[:, a:b] = g.reshape(kk, -1)
+        grid = (self._g_n.numel(), triton.cdiv(self._max_g, BLOCK), kk)
+        launch(_gather_kernel, grid)(g_low, g32, out, self._g_dst, self._g_n, self._g_off, self._g_low, self.p,
+                                     self.p_low, self.p32, BLOCK=BLOCK, num_warps=4)
         return out
