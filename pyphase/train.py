@@ -96,8 +96,9 @@ class _State:
     norm_after: Tensor  # (steps, K)
     clipped: Tensor  # (steps, K) 0/1
     lr: Tensor  # (steps, K) learning rate applied
-    # (step, val loss per model, weight norm per model), at every evaluation
-    evals: list[tuple[int, list[float], list[float]]] = field(default_factory=list)
+    # (step, val loss per model, weight norm per model), at every evaluation; during training the
+    # two may be (K,) device tensors not read back yet (`PackTrainer._settle_evals`)
+    evals: list[tuple[int, Any, Any]] = field(default_factory=list)
 
     def tensors(self) -> dict[str, Tensor]:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, Tensor)}
@@ -337,16 +338,35 @@ class PackTrainer:
             self._step()
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
     def evaluate(self, chunk: int = EVAL_CHUNK) -> tuple[list[float], list[float]]:
         """Mean validation loss of each model on the fixed validation windows, and its weight norm."""
+        val, norm = self._evaluate_queued(chunk)
+        return val.tolist(), norm.tolist()
+
+    @torch.no_grad()
+    def _evaluate_queued(self, chunk: int = EVAL_CHUNK) -> tuple[Tensor, Tensor]:
+        """`evaluate` without waiting for it: (K,) tensors on the device, computed in stream order
+        after the steps queued before. The training loop stores them in `state.evals` and reads them
+        back only where it waits for the device anyway (`_settle_evals`), so an evaluation costs
+        the device its kernels and no idle time: read back at once, the loop had to wait for every
+        queued step and then for the evaluation's launches, with nothing queued behind them."""
         n = self.val_x.shape[0]
         total = torch.zeros(self.k, device=self.device)
         for a in range(0, n, chunk):
             x, y = self._val_batch(a, chunk)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 total += packed_losses(self.shape, self.model._leaf, x, y) * x.shape[1]
-        return (total / n).tolist(), self.model.flat.norm(dim=1).tolist()
+        return total / n, self.model.flat.norm(dim=1)
+
+    def _settle_evals(self) -> list[tuple[int, list[float], list[float]]]:
+        """`state.evals` with the queued evaluations read back (one transfer for all of them)."""
+        ev = self.state.evals
+        queued = [i for i, (_, v, _) in enumerate(ev) if isinstance(v, Tensor)]
+        if queued:
+            back = torch.stack([torch.stack(ev[i][1:]) for i in queued]).tolist()
+            for i, (v, w) in zip(queued, back):
+                ev[i] = (ev[i][0], v, w)
+        return ev
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_blob(self) -> dict[str, Any]:
@@ -357,7 +377,7 @@ class PackTrainer:
             # copies even on the CPU (where .cpu() would return the live tensor the training mutates)
             "flat": self.model.flat.detach().to("cpu", copy=True),
             "state": {k: v.detach().to("cpu", copy=True) for k, v in self.state.tensors().items()},
-            "evals": list(self.state.evals),
+            "evals": list(self._settle_evals()),
             "wall": self.wall,
         }
 
@@ -401,12 +421,13 @@ class PackTrainer:
     def end_of_step(self, n: int, checkpoint: Path | None, checkpoint_every: int) -> bool:
         """After step n (1-based): evaluate on the evaluation steps; True when a checkpoint is due."""
         if n % self.c0.eval_interval == 0 or n == self.steps:
-            self.state.evals.append((n, *self.evaluate()))
+            self.state.evals.append((n, *self._evaluate_queued()))
         return checkpoint is not None and n % checkpoint_every == 0 and n < self.steps
 
     # ------------------------------------------------------------------ summaries
     def outputs(self) -> list[RunOutput]:
         st = self.state
+        self._settle_evals()
         arr = {k: getattr(st, k).cpu().numpy() for k in ("loss", "norm_before", "norm_after", "clipped", "lr")}
         div = st.diverged_step.cpu().numpy()
         tokens = self.k * self.c0.batch_size * self.c0.model.block_size * self.steps

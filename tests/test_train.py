@@ -233,6 +233,25 @@ def test_summary_has_the_seed_columns_and_evaluations(corpus):
     assert o.summary["n_params"] == sum(p.numel() for p in NanoTransformer(shape).parameters())
 
 
+def test_evaluations_queued_during_training_read_back_the_values_evaluate_gives(corpus):
+    """The loop queues its evaluations without reading them back (`_evaluate_queued`): they are
+    read back at the checkpoint and at the end, equal to what `evaluate` returns at that step."""
+    a, b = PackTrainer([cfg(seed=0), cfg(seed=1)], corpus), PackTrainer([cfg(seed=0), cfg(seed=1)], corpus)
+    expected = []
+    for n in range(1, 13):
+        a.step()
+        b.step()
+        due = a.end_of_step(n, None, 1000)
+        assert not due
+        if n % 6 == 0:
+            expected.append((n, *b.evaluate()))
+    assert all(isinstance(v, torch.Tensor) for _, v, _ in a.state.evals)  # queued, not read back
+    blob = a.checkpoint_blob()
+    assert blob["evals"] == expected
+    assert all(isinstance(v, list) and isinstance(w, list) for _, v, w in a.state.evals)
+    assert [e[0] for e in a.state.evals] == [6, 12] and len(expected[0][1]) == 2
+
+
 def test_summary_names_the_numerics_and_the_switches_that_change_them(corpus, monkeypatch):
     for k in ("PYPHASE_RESIDUAL", "PYPHASE_MLP"):
         monkeypatch.delenv(k, raising=False)
