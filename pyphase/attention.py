@@ -112,8 +112,54 @@ if triton is not None:
         return out
 
     @triton.jit
+    def _scaled(qk, qk_scale, RN: tl.constexpr):
+        """qk · qk_scale rounded to fp32 on its own. With RN (on the GPU) as PTX's mul.rn, which the
+        compiler does not fuse with the subtraction that follows into one multiply-add: where a
+        mask's select stands between them it cannot, and a tile without the mask must give the
+        masked tile's bits. Triton's interpreter (no inline PTX) fuses nothing anyway."""
+        if RN:
+            out = tl.inline_asm_elementwise("mul.rn.f32 $0, $1, $2;", "=r,r,r", [qk, qk_scale], dtype=tl.float32,
+                                            is_pure=True, pack=1)
+        else:
+            out = qk * qk_scale
+        return out
+
+    @triton.jit
+    def _fwd_tile(q, QKV, kv_base, start_n, offs_n, offs_m, offs_d, m_i, l_i, acc, bk, bv, qk_scale, T, dt,
+                  D: tl.constexpr, BIAS_IN_QKV: tl.constexpr, MASK: tl.constexpr, EVEN: tl.constexpr,
+                  RN: tl.constexpr):
+        """One key block of the forward loop: the online softmax's running max, sum and output
+        updated with keys `cols`. MASK: the causal mask (and, unless EVEN, the sequence's end)
+        applied to the scores; off the diagonal every key is visible and in the sequence, so the
+        tile is used as it is (the same values: the mask keeps everything there)."""
+        cols = start_n + offs_n
+        kv_row = kv_base + cols[:, None] * (3 * D)
+        if EVEN:
+            k = _biased(tl.load(QKV + kv_row + D), bk[None, :], dt, BIAS_IN_QKV)
+            v = _biased(tl.load(QKV + kv_row + 2 * D), bv[None, :], dt, BIAS_IN_QKV)
+        else:
+            n_ok = cols < T
+            k = _biased(tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0), bk[None, :], dt, BIAS_IN_QKV)
+            v = _biased(tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0), bv[None, :], dt, BIAS_IN_QKV)
+        qk = _scaled(tl.dot(q, tl.trans(k)), qk_scale, RN)
+        if MASK:
+            keep = (offs_m - start_n)[:, None] >= offs_n[None, :]  # cols <= rows, in 32 bits
+            if not EVEN:
+                keep = keep & (cols < T)[None, :]
+            qk = tl.where(keep, qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        p = tl.exp2(qk - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(dt), v)
+        return m_new, l_i, acc
+
+    @triton.jit
     def _attn_fwd_kernel(ALIVE, QKV, BIAS, O, LSE, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr, HD: tl.constexpr,
-                    qk_scale, BM: tl.constexpr, BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr):
+                    qk_scale, BM: tl.constexpr, BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr, EVEN: tl.constexpr = False,
+                    DIAG: tl.constexpr = False, RN: tl.constexpr = False):
+        # EVEN: T is a multiple of BM and BN (no bounds masks); DIAG: the causal mask only on the key
+        # blocks that reach the diagonal (`_fwd_tile`), else on every block; RN: `_scaled`
         pid_m = tl.program_id(0)
         pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
@@ -129,37 +175,76 @@ if triton is not None:
         m_ok = offs_m < T
         q_ptr = QKV + (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
         bq, bk, bv = _head_bias(BIAS, model, h, offs_d, D, HD)
-        q = _biased(tl.load(q_ptr, mask=m_ok[:, None], other=0.0), bq[None, :], dt, BIAS_IN_QKV)
+        if EVEN:
+            q = _biased(tl.load(q_ptr), bq[None, :], dt, BIAS_IN_QKV)
+        else:
+            q = _biased(tl.load(q_ptr, mask=m_ok[:, None], other=0.0), bq[None, :], dt, BIAS_IN_QKV)
         m_i = tl.full([BM], float("-inf"), tl.float32)
         l_i = tl.zeros([BM], tl.float32)
         acc = tl.zeros([BM, HD], tl.float32)
+        kv_base = row0 * (3 * D) + h * HD + offs_d[None, :]
         hi = tl.minimum((pid_m + 1) * BM, T)
-        for start_n in range(0, hi, BN):
-            cols = start_n + offs_n
-            n_ok = cols < T
-            kv_row = (row0 + cols[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-            k = _biased(tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0), bk[None, :], dt, BIAS_IN_QKV)
-            v = _biased(tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0), bv[None, :], dt, BIAS_IN_QKV)
-            qk = tl.dot(q, tl.trans(k)) * qk_scale
-            keep = (offs_m[:, None] >= cols[None, :]) & n_ok[None, :]
-            qk = tl.where(keep, qk, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(qk, 1))
-            p = tl.exp2(qk - m_new[:, None])
-            alpha = tl.exp2(m_i - m_new)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(dt), v)
-            m_i = m_new
+        # key blocks wholly before the query block's first row: every key visible to every query
+        mid = (pid_m * BM // BN) * BN if DIAG else 0
+        for start_n in range(0, mid, BN):
+            m_i, l_i, acc = _fwd_tile(q, QKV, kv_base, start_n, offs_n, offs_m, offs_d, m_i, l_i, acc, bk, bv,
+                                      qk_scale, T, dt, D, BIAS_IN_QKV, False, True, RN)
+        for start_n in range(mid, hi, BN):
+            m_i, l_i, acc = _fwd_tile(q, QKV, kv_base, start_n, offs_n, offs_m, offs_d, m_i, l_i, acc, bk, bv,
+                                      qk_scale, T, dt, D, BIAS_IN_QKV, True, EVEN, RN)
         acc = acc / l_i[:, None]
         o_ptr = O + (row0 + offs_m[:, None]) * D + h * HD + offs_d[None, :]
-        tl.store(o_ptr, acc.to(O.dtype.element_ty), mask=m_ok[:, None])
-        tl.store(LSE + pid_sh.to(tl.int64) * T + offs_m, m_i + tl.log2(l_i), mask=m_ok)
+        if EVEN:
+            tl.store(o_ptr, acc.to(O.dtype.element_ty))
+            tl.store(LSE + pid_sh.to(tl.int64) * T + offs_m, m_i + tl.log2(l_i))
+        else:
+            tl.store(o_ptr, acc.to(O.dtype.element_ty), mask=m_ok[:, None])
+            tl.store(LSE + pid_sh.to(tl.int64) * T + offs_m, m_i + tl.log2(l_i), mask=m_ok)
+
+    @triton.jit
+    def _dkdv_tile(k, v, dk, dv, QKV, DO, lse_base, delta_base, row0, h, rows, offs_n, offs_d, bq, qk_scale, T, dt,
+                   D: tl.constexpr, HD: tl.constexpr, BIAS_IN_QKV: tl.constexpr, MASK: tl.constexpr,
+                   EVEN: tl.constexpr):
+        """One query step of the dk/dv loop: dk, dv of the key block updated with queries `rows`.
+        MASK: the causal mask (and, unless EVEN, the sequence's end) on the probabilities; where
+        every query sees every key of the block, the tile is used as it is (the same values). The
+        mask selects after exp2, so with or without it the score's scaling and the subtraction of
+        the log-sum-exp fuse into one multiply-add alike (unlike the forward pass: `_scaled`)."""
+        q_ptr = QKV + (row0 + rows[None, :]) * (3 * D) + h * HD + offs_d[:, None]  # (HD, BM)
+        do_ptr = DO + (row0 + rows[:, None]) * D + h * HD + offs_d[None, :]
+        if EVEN:
+            q_t = _biased(tl.load(q_ptr), bq[:, None], dt, BIAS_IN_QKV)
+            do = tl.load(do_ptr).to(dt)  # (BM, HD)
+            lse = tl.load(lse_base + rows)
+            delta = tl.load(delta_base + rows)
+        else:
+            m_ok = rows < T
+            q_t = _biased(tl.load(q_ptr, mask=m_ok[None, :], other=0.0), bq[:, None], dt, BIAS_IN_QKV)
+            do = tl.load(do_ptr, mask=m_ok[:, None], other=0.0).to(dt)  # (BM, HD)
+            lse = tl.load(lse_base + rows, mask=m_ok, other=0.0)
+            delta = tl.load(delta_base + rows, mask=m_ok, other=0.0)
+        qk_t = tl.dot(k, q_t) * qk_scale  # (BN, BM)
+        if MASK:
+            keep = rows[None, :] >= offs_n[:, None]
+            if not EVEN:
+                keep = keep & (rows < T)[None, :]
+            p_t = tl.where(keep, tl.exp2(qk_t - lse[None, :]), 0.0)
+        else:
+            p_t = tl.exp2(qk_t - lse[None, :])
+        dv += tl.dot(p_t.to(dt), do)
+        dp_t = tl.dot(v, tl.trans(do))
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk += tl.dot(ds_t.to(dt), tl.trans(q_t))
+        return dk, dv
 
     @triton.jit
     def _attn_bwd_dkdv_kernel(ALIVE, QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
                               D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
-                              BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr):
+                              BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr, EVEN: tl.constexpr = False,
+                              DIAG: tl.constexpr = False):
         """dk, dv of one block of BN keys, looping over the queries that see them in steps of BM.
-        Queries are loaded transposed (HD, BM) so every product is a plain tile product."""
+        Queries are loaded transposed (HD, BM) so every product is a plain tile product. EVEN and
+        DIAG as for the forward kernel (DIAG: the mask only on query steps before the block's last key)."""
         pid_n = tl.program_id(0)
         pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
@@ -182,22 +267,14 @@ if triton is not None:
         lse_base = LSE + pid_sh.to(tl.int64) * T
         delta_base = DELTA + pid_sh.to(tl.int64) * T
         lo = (pid_n * BN // BM) * BM
-        for start_m in range(lo, T, BM):
-            rows = start_m + offs_m
-            m_ok = rows < T
-            q_ptr = QKV + (row0 + rows[None, :]) * (3 * D) + h * HD + offs_d[:, None]  # (HD, BM)
-            q_t = _biased(tl.load(q_ptr, mask=m_ok[None, :], other=0.0), bq[:, None], dt, BIAS_IN_QKV)
-            do = tl.load(DO + (row0 + rows[:, None]) * D + h * HD + offs_d[None, :], mask=m_ok[:, None],
-                         other=0.0).to(dt)  # (BM, HD)
-            lse = tl.load(lse_base + rows, mask=m_ok, other=0.0)
-            delta = tl.load(delta_base + rows, mask=m_ok, other=0.0)
-            qk_t = tl.dot(k, q_t) * qk_scale  # (BN, BM)
-            keep = (rows[None, :] >= offs_n[:, None]) & m_ok[None, :]
-            p_t = tl.where(keep, tl.exp2(qk_t - lse[None, :]), 0.0)
-            dv += tl.dot(p_t.to(dt), do)
-            dp_t = tl.dot(v, tl.trans(do))
-            ds_t = p_t * (dp_t - delta[None, :])
-            dk += tl.dot(ds_t.to(dt), tl.trans(q_t))
+        # query steps from `mid` on: every row at or after the block's last key, so no mask
+        mid = tl.minimum(tl.cdiv((pid_n + 1) * BN - 1, BM) * BM, T) if DIAG else T
+        for start_m in range(lo, mid, BM):
+            dk, dv = _dkdv_tile(k, v, dk, dv, QKV, DO, lse_base, delta_base, row0, h, start_m + offs_m, offs_n, offs_d,
+                                bq, qk_scale, T, dt, D, HD, BIAS_IN_QKV, True, EVEN)
+        for start_m in range(mid, T, BM):
+            dk, dv = _dkdv_tile(k, v, dk, dv, QKV, DO, lse_base, delta_base, row0, h, start_m + offs_m, offs_n, offs_d,
+                                bq, qk_scale, T, dt, D, HD, BIAS_IN_QKV, False, EVEN)
         # the key block's offsets computed again, written otherwise than kv_row above, so the compiler
         # does not keep those live in registers through the loop
         offs_e = pid_n * BN + tl.arange(0, BN)
@@ -213,12 +290,40 @@ if triton is not None:
         tl.store(part + 2 * D + h * HD + offs_d, tl.sum(dv.to(tl.float32), 0))
 
     @triton.jit
+    def _dq_tile(q, do, dq, lse, delta, QKV, row0, h, start_n, offs_n, offs_m, offs_d, bk, bv, qk_scale, T, dt, D: tl.constexpr,
+                 HD: tl.constexpr, BIAS_IN_QKV: tl.constexpr, MASK: tl.constexpr, EVEN: tl.constexpr):
+        """One key step of the dq loop: dq of the query block updated with keys `cols` (MASK as in
+        `_dkdv_tile`)."""
+        cols = start_n + offs_n
+        kv_t = (row0 + cols[None, :]) * (3 * D) + h * HD + offs_d[:, None]
+        if EVEN:
+            k_t = _biased(tl.load(QKV + kv_t + D), bk[:, None], dt, BIAS_IN_QKV)
+            v_t = _biased(tl.load(QKV + kv_t + 2 * D), bv[:, None], dt, BIAS_IN_QKV)
+        else:
+            n_ok = cols < T
+            k_t = _biased(tl.load(QKV + kv_t + D, mask=n_ok[None, :], other=0.0), bk[:, None], dt, BIAS_IN_QKV)
+            v_t = _biased(tl.load(QKV + kv_t + 2 * D, mask=n_ok[None, :], other=0.0), bv[:, None], dt, BIAS_IN_QKV)
+        qk = tl.dot(q, k_t) * qk_scale
+        if MASK:
+            keep = (offs_m - start_n)[:, None] >= offs_n[None, :]  # cols <= rows, in 32 bits
+            if not EVEN:
+                keep = keep & (cols < T)[None, :]
+            p = tl.where(keep, tl.exp2(qk - lse[:, None]), 0.0)
+        else:
+            p = tl.exp2(qk - lse[:, None])
+        dp = tl.dot(do, v_t)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(dt), tl.trans(k_t))
+        return dq
+
+    @triton.jit
     def _attn_bwd_dq_kernel(ALIVE, QKV, BIAS, O, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
                             D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
-                            BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr):
+                            BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr, EVEN: tl.constexpr = False,
+                            DIAG: tl.constexpr = False):
         """dq of one block of BM queries, looping over the keys they see in steps of BN (keys and
         values loaded transposed, (HD, BN)). Computes the rows' delta = rowsum(o * do) and writes
-        it for the dk/dv pass, which runs after this one."""
+        it for the dk/dv pass, which runs after this one. EVEN and DIAG as for the forward kernel."""
         pid_m = tl.program_id(0)
         pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
@@ -243,23 +348,31 @@ if triton is not None:
         lse = tl.load(LSE + pid_sh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0)
         dq = tl.zeros([BM, HD], tl.float32)
         hi = tl.minimum((pid_m + 1) * BM, T)
-        for start_n in range(0, hi, BN):
-            cols = start_n + offs_n
-            n_ok = cols < T
-            kv_t = (row0 + cols[None, :]) * (3 * D) + h * HD + offs_d[:, None]
-            k_t = _biased(tl.load(QKV + kv_t + D, mask=n_ok[None, :], other=0.0), bk[:, None], dt, BIAS_IN_QKV)
-            v_t = _biased(tl.load(QKV + kv_t + 2 * D, mask=n_ok[None, :], other=0.0), bv[:, None], dt, BIAS_IN_QKV)
-            qk = tl.dot(q, k_t) * qk_scale
-            keep = (offs_m[:, None] >= cols[None, :]) & n_ok[None, :]
-            p = tl.where(keep, tl.exp2(qk - lse[:, None]), 0.0)
-            dp = tl.dot(do, v_t)
-            ds = p * (dp - delta[:, None])
-            dq += tl.dot(ds.to(dt), tl.trans(k_t))
+        # key steps wholly before the query block's first row: every key visible to every query
+        mid = (pid_m * BM // BN) * BN if DIAG else 0
+        for start_n in range(0, mid, BN):
+            dq = _dq_tile(q, do, dq, lse, delta, QKV, row0, h, start_n, offs_n, offs_m, offs_d, bk, bv, qk_scale, T,
+                          dt, D, HD, BIAS_IN_QKV, False, True)
+        for start_n in range(mid, hi, BN):
+            dq = _dq_tile(q, do, dq, lse, delta, QKV, row0, h, start_n, offs_n, offs_m, offs_d, bk, bv, qk_scale, T,
+                          dt, D, HD, BIAS_IN_QKV, True, EVEN)
         out = (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
         dq = (dq * sm_scale).to(DQKV.dtype.element_ty)
         tl.store(DQKV + out, dq, mask=m_ok[:, None])
         part = DB + (model * PARTS + (s % N_SEQ) * tl.num_programs(0) + pid_m) * 3 * D
         tl.store(part + h * HD + offs_d, tl.sum(tl.where(m_ok[:, None], dq.to(tl.float32), 0.0), 0))
+
+
+def _tiles(qkv: Tensor, t: int, bm: int, bn: int, rn: bool = True) -> dict[str, bool]:
+    """The kernels' tile switches: EVEN where the context is a multiple of both blocks (no bounds
+    masks) and DIAG, the causal mask only on the tiles that cross the diagonal, unless
+    PYPHASE_ATTN_MASK=all (every tile masked, as before session 18); RN (the forward kernel's) on
+    CUDA (`_scaled`). None changes a value, only the instructions: measured on the H100, the
+    masks' integer compares and selects, not the exponentials, kept the attention kernels' busiest
+    pipeline (ALU) at 36-61% (results/bench/ncu_sections_k5_b256_e648aca.txt)."""
+    every = os.environ.get("PYPHASE_ATTN_MASK", "").lower() == "all"
+    out = dict(EVEN=t % bm == 0 and t % bn == 0 and not every, DIAG=not every)
+    return out | {"RN": qkv.is_cuda} if rn else out
 
 
 def _dims(qkv: Tensor, n_seq: int, t: int, n_head: int) -> tuple[int, int, int, float]:
@@ -282,7 +395,8 @@ def _attn_fwd(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int,
     bm, bn, warps, stages = _launch("fwd", t)
     grid = (triton.cdiv(t, bm), seqs * n_head)
     launch(_attn_fwd_kernel, grid)(alive_mask(qkv.shape[0], qkv.device), qkv, bias, o, lse, t, n_seq, n_head, d, hd, scale * LOG2E, bm, bn, bias_in_qkv,
-                                   num_warps=warps, num_stages=stages, **register_cap(CONFIG["maxnreg"][0], qkv))
+                                   **_tiles(qkv, t, bm, bn), num_warps=warps, num_stages=stages,
+                                   **register_cap(CONFIG["maxnreg"][0], qkv))
     return o, lse
 
 
@@ -313,10 +427,12 @@ def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_s
     alive = alive_mask(qkv.shape[0], qkv.device)
     launch(_attn_bwd_dq_kernel, (q_blocks, seqs * n_head))(
         alive, qkv, bias, o, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
-        bias_in_qkv, num_warps=warps, num_stages=stages, **register_cap(CONFIG["maxnreg"][1], qkv))
+        bias_in_qkv, **_tiles(qkv, t, bm2, bn2, rn=False), num_warps=warps, num_stages=stages,
+        **register_cap(CONFIG["maxnreg"][1], qkv))
     launch(_attn_bwd_dkdv_kernel, (kv_blocks, seqs * n_head))(
         alive, qkv, bias, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
-        bias_in_qkv, num_warps=warps, num_stages=stages, **register_cap(CONFIG["maxnreg"][2], qkv))
+        bias_in_qkv, **_tiles(qkv, t, bm1, bn1, rn=False), num_warps=warps, num_stages=stages,
+        **register_cap(CONFIG["maxnreg"][2], qkv))
     return dqkv, sum_parts(part)
 
 

@@ -64,6 +64,64 @@ def test_triton_kernels_match_sdpa_in_the_interpreter(run_interpreted, config) -
         assert dbias_rel < 1e-5, (shape, dbias_rel)
 
 
+# The same kernels with the causal and bounds masks on every tile (PYPHASE_ATTN_MASK=all) and only
+# where needed (the default: the causal mask on the tiles that cross the diagonal, bounds masks only
+# for contexts that are not a multiple of the blocks): the masks keep every value elsewhere, so the
+# two must agree bit for bit.
+DIAG_BITS = textwrap.dedent(
+    """
+    import json, os, sys, torch
+    from pyphase import attention
+    from pyphase.attention import causal_attention
+    default = dict(attention.CONFIG)
+    out = []
+    for (k, b, t, nh, hd), config in json.loads(sys.argv[1]):
+        attention.CONFIG.update(default, **{kind: tuple(v) for kind, v in config.items()})
+        g = torch.Generator().manual_seed(k * 1000 + t)
+        d = nh * hd
+        qkv = torch.randn(k, b * t, 3 * d, generator=g)
+        bias = torch.randn(k, 3 * d, generator=g) * 0.5
+        do = torch.randn(k, b * t, d, generator=g)
+        res = []
+        for mask in ("all", ""):
+            os.environ["PYPHASE_ATTN_MASK"] = mask
+            ins = [qkv.clone().requires_grad_(), bias.clone().requires_grad_()]
+            y = causal_attention(ins[0], ins[1], b, t, nh, use_triton=True)
+            res.append([y, *torch.autograd.grad(y, ins, do)])
+        out.append(all(torch.equal(a, c) for a, c in zip(*res)))
+    print(json.dumps(out))
+    """
+)
+
+
+@OLD_TRITON_INTERPRETER
+@pytest.mark.parametrize("config", CONFIGS[:3])
+def test_masking_only_the_diagonal_tiles_gives_the_same_bits_in_the_interpreter(run_interpreted, config) -> None:  # type: ignore[no-untyped-def]
+    shapes = [SHAPES[1], SHAPES[2], SHAPES[4]]  # aligned, ragged, several blocks
+    assert run_interpreted(DIAG_BITS, [[shape, config] for shape in shapes]) == [True] * len(shapes)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels' bits need CUDA")
+@pytest.mark.parametrize("t", [256, 100])
+def test_masking_only_the_diagonal_tiles_gives_the_same_bits_on_cuda(t: int, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """bf16 on the GPU, where an unmasked tile could fuse the score's scaling with the subtraction
+    that follows into one multiply-add (`attention._scaled` prevents it): the same bits either way."""
+    g = torch.Generator(device="cuda").manual_seed(1)
+    k, b, nh, d = 2, 8, 4, 128
+    qkv = (torch.randn(k, b * t, 3 * d, device="cuda", generator=g) * 1.5).bfloat16()
+    bias = (torch.randn(k, 3 * d, device="cuda", generator=g) * 0.2).bfloat16()
+    do = torch.randn(k, b * t, d, device="cuda", generator=g).bfloat16()
+    res = []
+    for mask in ("all", ""):
+        monkeypatch.setenv("PYPHASE_ATTN_MASK", mask)
+        for bias_in_qkv in (False, True):
+            ins = [qkv.clone().requires_grad_(), bias.clone().requires_grad_()]
+            y = causal_attention(ins[0], ins[1], b, t, nh, use_triton=True, bias_in_qkv=bias_in_qkv)
+            res.append([y, *torch.autograd.grad(y, ins, do)])
+    for a, c in zip(res[:2], res[2:]):
+        assert all(torch.equal(x, z) for x, z in zip(a, c))
+
+
 def test_cpu_path_is_the_stock_computation() -> None:
     """Without CUDA, `causal_attention` is `attention_reference` (bias add + SDPA), bit for bit."""
     g = torch.Generator().manual_seed(3)
