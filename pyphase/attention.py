@@ -367,9 +367,11 @@ def _tiles(qkv: Tensor, t: int, bm: int, bn: int, rn: bool = True) -> dict[str, 
     """The kernels' tile switches: EVEN where the context is a multiple of both blocks (no bounds
     masks) and DIAG, the causal mask only on the tiles that cross the diagonal, unless
     PYPHASE_ATTN_MASK=all (every tile masked, as before session 18); RN (the forward kernel's) on
-    CUDA (`_scaled`). None changes a value, only the instructions: measured on the H100, the
-    masks' integer compares and selects, not the exponentials, kept the attention kernels' busiest
-    pipeline (ALU) at 36-61% (results/bench/ncu_sections_k5_b256_e648aca.txt)."""
+    CUDA (`_scaled`). None changes a value, only the instructions. Why: on the H100 the ALU pipe
+    (the masks' integer compares and selects) was the attention kernels' busiest, 36-61%
+    (results/bench/ncu_sections_k5_b256_e648aca.txt); with these switches the loops issue about
+    half the ALU instructions, but the K = 5 step gained only 0.3-0.6% (phase3a's packs side by
+    side 18.793 against 18.879 ms, the same bits; bench_switch_attn_mask_f151ffc.txt)."""
     every = os.environ.get("PYPHASE_ATTN_MASK", "").lower() == "all"
     out = dict(EVEN=t % bm == 0 and t % bn == 0 and not every, DIAG=not every)
     return out | {"RN": qkv.is_cuda} if rn else out
