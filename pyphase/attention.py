@@ -13,7 +13,8 @@ write the attention output in the (K, B·T, d) layout the output projection read
 dq, dk, dv straight into one (K, B·T, 3d) gradient. The algorithm is FlashAttention-2's (online
 softmax forward saving the log-sum-exp; backward recomputing probabilities, one pass for dq per
 query block, which also computes the rows' rowsum(o * do), then one for dk/dv per key block),
-specialised to short contexts and small heads.
+specialised to short contexts and small heads. Only the tiles that cross the diagonal apply the causal
+mask, and bounds masks only where the context is not a multiple of the blocks (`_tiles`).
 
 Numerics follow the stock path under bf16 autocast: q, k, v are rounded to the input's dtype after
 the bias add, scores and softmax in fp32, probabilities rounded to the input's dtype before the
