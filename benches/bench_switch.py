@@ -51,13 +51,14 @@ def main(argv: Sequence[str] | None = None, doc: str = __doc__, env: str | None 
     total = a.steps * a.rounds * (len(batches) + 1) + 20
     before = os.environ.get(key)
 
-    def build(switched: bool) -> tuple[list[PackTrainer], dict[str, torch.cuda.CUDAGraph]]:
-        if switched:
-            os.environ[key] = value
-        elif before is None:
+    def set_switch(v: str | None) -> None:
+        if v is None:
             os.environ.pop(key, None)
         else:
-            os.environ[key] = before
+            os.environ[key] = v
+
+    def build(switched: bool) -> tuple[list[PackTrainer], dict[str, torch.cuda.CUDAGraph]]:
+        set_switch(value if switched else before)
         ts = [PackTrainer([RunConfig(experiment="bench", batch_size=b, lr=lr, gradient_clip=1.0, seed=0, steps=total,
                                      model=shape) for lr in lrs], corpus, "cuda") for b in batches]
         assert check is None or all(check(t, switched) for t in ts)
@@ -70,10 +71,7 @@ def main(argv: Sequence[str] | None = None, doc: str = __doc__, env: str | None 
         return ts, graphs
 
     ways = {names[0]: build(False), names[1]: build(True)}
-    if before is None:
-        os.environ.pop(key, None)
-    else:
-        os.environ[key] = before
+    set_switch(before)
     results = []
     for name in ways[names[0]][1]:
         for _, gs in ways.values():

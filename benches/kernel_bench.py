@@ -1,5 +1,5 @@
 """Shared parts of the kernel benches (bench_attention, bench_ln, bench_head, bench_mlp): CUDA-event
-timing (also of captured steps: bench_skip_dead, bench_working_copy), the common command line, the
+timing (also of captured steps: bench_skip_dead, bench_switch), the common command line, the
 table of forward + backward / forward timings with ratios to the first row, and the JSON output.
 Not a bench itself."""
 from __future__ import annotations

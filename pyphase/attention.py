@@ -113,6 +113,23 @@ if triton is not None:
         return out
 
     @triton.jit
+    def _load(ptr, ok, EVEN: tl.constexpr):
+        """The tile at ptr: as it is where EVEN (every row in the sequence), else zeros where not ok."""
+        if EVEN:
+            out = tl.load(ptr)
+        else:
+            out = tl.load(ptr, mask=ok, other=0.0)
+        return out
+
+    @triton.jit
+    def _store(ptr, value, ok, EVEN: tl.constexpr):
+        """Store value at ptr: all of it where EVEN, else where ok."""
+        if EVEN:
+            tl.store(ptr, value)
+        else:
+            tl.store(ptr, value, mask=ok)
+
+    @triton.jit
     def _scaled(qk, qk_scale, RN: tl.constexpr):
         """qk · qk_scale rounded to fp32 on its own. With RN (on the GPU) as PTX's mul.rn, which the
         compiler does not fuse with the subtraction that follows into one multiply-add: where a
@@ -135,18 +152,14 @@ if triton is not None:
         tile is used as it is (the same values: the mask keeps everything there)."""
         cols = start_n + offs_n
         kv_row = kv_base + cols[:, None] * (3 * D)
-        if EVEN:
-            k = _biased(tl.load(QKV + kv_row + D), bk[None, :], dt, BIAS_IN_QKV)
-            v = _biased(tl.load(QKV + kv_row + 2 * D), bv[None, :], dt, BIAS_IN_QKV)
-        else:
-            n_ok = cols < T
-            k = _biased(tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0), bk[None, :], dt, BIAS_IN_QKV)
-            v = _biased(tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0), bv[None, :], dt, BIAS_IN_QKV)
+        n_ok = cols < T
+        k = _biased(_load(QKV + kv_row + D, n_ok[:, None], EVEN), bk[None, :], dt, BIAS_IN_QKV)
+        v = _biased(_load(QKV + kv_row + 2 * D, n_ok[:, None], EVEN), bv[None, :], dt, BIAS_IN_QKV)
         qk = _scaled(tl.dot(q, tl.trans(k)), qk_scale, RN)
         if MASK:
             keep = (offs_m - start_n)[:, None] >= offs_n[None, :]  # cols <= rows, in 32 bits
             if not EVEN:
-                keep = keep & (cols < T)[None, :]
+                keep = keep & n_ok[None, :]
             qk = tl.where(keep, qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         p = tl.exp2(qk - m_new[:, None])
@@ -176,10 +189,7 @@ if triton is not None:
         m_ok = offs_m < T
         q_ptr = QKV + (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
         bq, bk, bv = _head_bias(BIAS, model, h, offs_d, D, HD)
-        if EVEN:
-            q = _biased(tl.load(q_ptr), bq[None, :], dt, BIAS_IN_QKV)
-        else:
-            q = _biased(tl.load(q_ptr, mask=m_ok[:, None], other=0.0), bq[None, :], dt, BIAS_IN_QKV)
+        q = _biased(_load(q_ptr, m_ok[:, None], EVEN), bq[None, :], dt, BIAS_IN_QKV)
         m_i = tl.full([BM], float("-inf"), tl.float32)
         l_i = tl.zeros([BM], tl.float32)
         acc = tl.zeros([BM, HD], tl.float32)
@@ -195,12 +205,8 @@ if triton is not None:
                                       qk_scale, T, dt, D, BIAS_IN_QKV, True, EVEN, RN)
         acc = acc / l_i[:, None]
         o_ptr = O + (row0 + offs_m[:, None]) * D + h * HD + offs_d[None, :]
-        if EVEN:
-            tl.store(o_ptr, acc.to(O.dtype.element_ty))
-            tl.store(LSE + pid_sh.to(tl.int64) * T + offs_m, m_i + tl.log2(l_i))
-        else:
-            tl.store(o_ptr, acc.to(O.dtype.element_ty), mask=m_ok[:, None])
-            tl.store(LSE + pid_sh.to(tl.int64) * T + offs_m, m_i + tl.log2(l_i), mask=m_ok)
+        _store(o_ptr, acc.to(O.dtype.element_ty), m_ok[:, None], EVEN)
+        _store(LSE + pid_sh.to(tl.int64) * T + offs_m, m_i + tl.log2(l_i), m_ok, EVEN)
 
     @triton.jit
     def _dkdv_tile(k, v, dk, dv, QKV, DO, lse_base, delta_base, row0, h, rows, offs_n, offs_d, bq, qk_scale, T, dt,
@@ -213,22 +219,16 @@ if triton is not None:
         the log-sum-exp fuse into one multiply-add alike (unlike the forward pass: `_scaled`)."""
         q_ptr = QKV + (row0 + rows[None, :]) * (3 * D) + h * HD + offs_d[:, None]  # (HD, BM)
         do_ptr = DO + (row0 + rows[:, None]) * D + h * HD + offs_d[None, :]
-        if EVEN:
-            q_t = _biased(tl.load(q_ptr), bq[:, None], dt, BIAS_IN_QKV)
-            do = tl.load(do_ptr).to(dt)  # (BM, HD)
-            lse = tl.load(lse_base + rows)
-            delta = tl.load(delta_base + rows)
-        else:
-            m_ok = rows < T
-            q_t = _biased(tl.load(q_ptr, mask=m_ok[None, :], other=0.0), bq[:, None], dt, BIAS_IN_QKV)
-            do = tl.load(do_ptr, mask=m_ok[:, None], other=0.0).to(dt)  # (BM, HD)
-            lse = tl.load(lse_base + rows, mask=m_ok, other=0.0)
-            delta = tl.load(delta_base + rows, mask=m_ok, other=0.0)
+        m_ok = rows < T
+        q_t = _biased(_load(q_ptr, m_ok[None, :], EVEN), bq[:, None], dt, BIAS_IN_QKV)
+        do = _load(do_ptr, m_ok[:, None], EVEN).to(dt)  # (BM, HD)
+        lse = _load(lse_base + rows, m_ok, EVEN)
+        delta = _load(delta_base + rows, m_ok, EVEN)
         qk_t = tl.dot(k, q_t) * qk_scale  # (BN, BM)
         if MASK:
             keep = rows[None, :] >= offs_n[:, None]
             if not EVEN:
-                keep = keep & (rows < T)[None, :]
+                keep = keep & m_ok[None, :]
             p_t = tl.where(keep, tl.exp2(qk_t - lse[None, :]), 0.0)
         else:
             p_t = tl.exp2(qk_t - lse[None, :])
@@ -297,18 +297,14 @@ if triton is not None:
         `_dkdv_tile`)."""
         cols = start_n + offs_n
         kv_t = (row0 + cols[None, :]) * (3 * D) + h * HD + offs_d[:, None]
-        if EVEN:
-            k_t = _biased(tl.load(QKV + kv_t + D), bk[:, None], dt, BIAS_IN_QKV)
-            v_t = _biased(tl.load(QKV + kv_t + 2 * D), bv[:, None], dt, BIAS_IN_QKV)
-        else:
-            n_ok = cols < T
-            k_t = _biased(tl.load(QKV + kv_t + D, mask=n_ok[None, :], other=0.0), bk[:, None], dt, BIAS_IN_QKV)
-            v_t = _biased(tl.load(QKV + kv_t + 2 * D, mask=n_ok[None, :], other=0.0), bv[:, None], dt, BIAS_IN_QKV)
+        n_ok = cols < T
+        k_t = _biased(_load(QKV + kv_t + D, n_ok[None, :], EVEN), bk[:, None], dt, BIAS_IN_QKV)
+        v_t = _biased(_load(QKV + kv_t + 2 * D, n_ok[None, :], EVEN), bv[:, None], dt, BIAS_IN_QKV)
         qk = tl.dot(q, k_t) * qk_scale
         if MASK:
             keep = (offs_m - start_n)[:, None] >= offs_n[None, :]  # cols <= rows, in 32 bits
             if not EVEN:
-                keep = keep & (cols < T)[None, :]
+                keep = keep & n_ok[None, :]
             p = tl.where(keep, tl.exp2(qk - lse[:, None]), 0.0)
         else:
             p = tl.exp2(qk - lse[:, None])
@@ -364,18 +360,17 @@ if triton is not None:
         tl.store(part + h * HD + offs_d, tl.sum(tl.where(m_ok[:, None], dq.to(tl.float32), 0.0), 0))
 
 
-def _tiles(qkv: Tensor, t: int, bm: int, bn: int, rn: bool = True) -> dict[str, bool]:
+def _tiles(t: int, bm: int, bn: int) -> dict[str, bool]:
     """The kernels' tile switches: EVEN where the context is a multiple of both blocks (no bounds
     masks) and DIAG, the causal mask only on the tiles that cross the diagonal, unless
-    PYPHASE_ATTN_MASK=all (every tile masked, as before session 18); RN (the forward kernel's) on
-    CUDA (`_scaled`). None changes a value, only the instructions. Why: on the H100 the ALU pipe
+    PYPHASE_ATTN_MASK=all (every tile masked, as before session 18); the forward kernel also takes
+    RN (`_scaled`). None changes a value, only the instructions. Why: on the H100 the ALU pipe
     (the masks' integer compares and selects) was the attention kernels' busiest, 36-61%
     (results/bench/ncu_sections_k5_b256_e648aca.txt); with these switches the loops issue about
     half the ALU instructions, but the K = 5 step gained only 0.3-0.6% (phase3a's packs side by
     side 18.793 against 18.879 ms, the same bits; bench_switch_attn_mask_f151ffc.txt)."""
     every = os.environ.get("PYPHASE_ATTN_MASK", "").lower() == "all"
-    out = dict(EVEN=t % bm == 0 and t % bn == 0 and not every, DIAG=not every)
-    return out | {"RN": qkv.is_cuda} if rn else out
+    return dict(EVEN=t % bm == 0 and t % bn == 0 and not every, DIAG=not every)
 
 
 def _dims(qkv: Tensor, n_seq: int, t: int, n_head: int) -> tuple[int, int, int, float]:
@@ -398,7 +393,7 @@ def _attn_fwd(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int,
     bm, bn, warps, stages = _launch("fwd", t)
     grid = (triton.cdiv(t, bm), seqs * n_head)
     launch(_attn_fwd_kernel, grid)(alive_mask(qkv.shape[0], qkv.device), qkv, bias, o, lse, t, n_seq, n_head, d, hd, scale * LOG2E, bm, bn, bias_in_qkv,
-                                   **_tiles(qkv, t, bm, bn), num_warps=warps, num_stages=stages,
+                                   **_tiles(t, bm, bn), RN=qkv.is_cuda, num_warps=warps, num_stages=stages,
                                    **register_cap(CONFIG["maxnreg"][0], qkv))
     return o, lse
 
@@ -430,11 +425,11 @@ def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_s
     alive = alive_mask(qkv.shape[0], qkv.device)
     launch(_attn_bwd_dq_kernel, (q_blocks, seqs * n_head))(
         alive, qkv, bias, o, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
-        bias_in_qkv, **_tiles(qkv, t, bm2, bn2, rn=False), num_warps=warps, num_stages=stages,
+        bias_in_qkv, **_tiles(t, bm2, bn2), num_warps=warps, num_stages=stages,
         **register_cap(CONFIG["maxnreg"][1], qkv))
     launch(_attn_bwd_dkdv_kernel, (kv_blocks, seqs * n_head))(
         alive, qkv, bias, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
-        bias_in_qkv, **_tiles(qkv, t, bm1, bn1, rn=False), num_warps=warps, num_stages=stages,
+        bias_in_qkv, **_tiles(t, bm1, bn1), num_warps=warps, num_stages=stages,
         **register_cap(CONFIG["maxnreg"][2], qkv))
     return dqkv, sum_parts(part)
 
