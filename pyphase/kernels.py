@@ -131,9 +131,15 @@ def record() -> Iterator[list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]]]
 def compile_all(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
                 workers: int | None = None) -> None:
     """Compile the recorded launches in parallel into Triton's kernel cache (nothing runs), and
-    load each compiled kernel onto the GPU as soon as its own compile is done (`_load_when_compiled`).
-    A Triton without an asynchronous compile mode compiles them one after another here, which is
-    what their first launch would have done anyway."""
+    load each compiled kernel onto the GPU as soon as its own compile is done (`_Loader`).
+
+    Where `forked_compile.wanted()`, the compiles run in forked processes (`forked_compile`: the
+    thread pool alone overlapped them only partly, Triton's compiler being partly Python), each
+    writing Triton's on-disk cache; the warm-up of each launch, in the order the processes finish,
+    then finds its kernel there. Either way the warm-ups go through a thread pool under Triton's
+    AsyncCompileMode, which also compiles whatever the processes did not. A Triton without an
+    asynchronous compile mode compiles them one after another here, which is what their first
+    launch would have done anyway."""
     if not records:
         return
     try:
@@ -143,55 +149,90 @@ def compile_all(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
             kernel.warmup(*args, grid=grid, **meta)
         return
     n = workers or max(1, min(len(records), os.cpu_count() or 1, 16))
-    with ThreadPoolExecutor(n) as pool, ThreadPoolExecutor(n) as loaders:
-        with AsyncCompileMode(pool):
-            compiled = [kernel.warmup(*args, grid=grid, **meta) for kernel, grid, args, meta in records]
-            loads = _load_when_compiled(compiled, loaders)
-        for f in loads:
-            f.result()
+    forked, order = _fork_compiles(records, n)
+    try:
+        with ThreadPoolExecutor(n) as pool, ThreadPoolExecutor(n) as loaders:
+            loader = _Loader(loaders)
+            with AsyncCompileMode(pool):
+                for kernel, grid, args, meta in (records[i] for i in order):
+                    loader.add(kernel.warmup(*args, grid=grid, **meta))
+            for f in loader.loads:
+                f.result()
+    finally:
+        if forked is not None:
+            forked.close()
 
 
-def _load_when_compiled(compiled: list[Any], loaders: ThreadPoolExecutor) -> list[Any]:
-    """Load the compiled kernels onto the GPU and build their launchers (`_init_handles`, Triton's
+def _fork_compiles(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
+                   n: int) -> tuple[Any, Iterator[int]]:
+    """Start the forked compiles of `records` (`forked_compile`) if wanted and worth it; returns the
+    pool (None if not started) and the records' indices in the order to warm them up: those with
+    nothing to compile first, then each job's records as its process finishes it."""
+    from pyphase import forked_compile
+
+    if not (forked_compile.wanted() and torch.cuda.is_available()):
+        return None, iter(range(len(records)))
+    jobs, of_record = forked_compile.plan(records)
+    if len(jobs) < 2:
+        return None, iter(range(len(records)))
+    pool = forked_compile.Pool(jobs, min(n, len(jobs)))
+
+    def order() -> Iterator[int]:
+        by_job: dict[int, list[int]] = {}
+        for r, j in enumerate(of_record):
+            if j is None:
+                yield r
+            else:
+                by_job.setdefault(j, []).append(r)
+        for j in pool.done():
+            yield from by_job.get(j, [])
+    return pool, order()
+
+
+class _Loader:
+    """Loads compiled kernels onto the GPU and builds their launchers (`_init_handles`, Triton's
     private loader, what each first launch would do one after another), each in `loaders` as soon
     as its compile finishes, while the slower ones still compile (loading after the last compile
     took 1.24 s of phase3a's cold setup, results/bench/setup_profile_h100_a4e0fdb.txt). Measured on
     one H100, phase3a shortened to 300 steps with an empty Triton cache each time: setup 4.68-4.85 s
     against 4.92-5.01 s loading after the last compile (results/bench/setup_load_early_ab_h100_1d718e2.txt).
-    The first load also sets up Triton's driver utilities, so the others wait for it. Returns the
+    The first load also sets up Triton's driver utilities, so the others wait for it. `loads`: the
     loads' futures."""
-    device = torch.cuda.current_device() if torch.cuda.is_available() else None
-    first, first_done = threading.Lock(), threading.Event()
 
-    def load(get: Callable[[], Any]) -> None:
+    def __init__(self, loaders: ThreadPoolExecutor) -> None:
+        self.loaders = loaders
+        self.loads: list[Any] = []
+        self.device = torch.cuda.current_device() if torch.cuda.is_available() else None
+        self._first, self._first_done = threading.Lock(), threading.Event()
+        self._seen: set[int] = set()
+
+    def _load(self, get: Callable[[], Any]) -> None:
         kernel = get()  # waits for the kernel's compile
         init = getattr(kernel, "_init_handles", None) if kernel is not None else None
         if init is None:
             return
-        if device is not None:
-            torch.cuda.set_device(device)
-        if not first_done.is_set():
-            with first:
-                if not first_done.is_set():
+        if self.device is not None:
+            torch.cuda.set_device(self.device)
+        if not self._first_done.is_set():
+            with self._first:
+                if not self._first_done.is_set():
                     init()
-                    first_done.set()
+                    self._first_done.set()
                     return
         init()
 
-    seen: set[int] = set()
-    loads = []
-    for c in compiled:
-        if c is None or id(c) in seen:
-            continue
-        seen.add(id(c))
+    def add(self, c: Any) -> None:
+        """Load `c` (what a warm-up returned) once its compile is done."""
+        if c is None or id(c) in self._seen:
+            return
+        self._seen.add(id(c))
         d = getattr(c, "__dict__", {})
         if "finalize_compile" in d:  # Triton's FutureKernel: its compile's future, taken now (dropped
             fut = d.get("future")    # once finalized), or the kernel it already finalized
             get = fut.result if fut is not None else (lambda k=d.get("kernel"): k)
         else:  # compiled before (Triton's in-process cache)
             get = lambda k=c: k  # noqa: E731
-        loads.append(loaders.submit(load, get))
-    return loads
+        self.loads.append(self.loaders.submit(self._load, get))
 
 
 try:

@@ -97,31 +97,42 @@ def test_ops_run_forward_and_backward_outside_torch_library_dispatch(run_interpr
     assert entered == []
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiling Triton kernels needs CUDA")
-def test_precompiled_trainer_trains_as_one_compiled_on_first_use() -> None:
-    pytest.importorskip("triton")
-    from pyphase import attention, head, kernels, layernorm, linear, mlp, mlp_block, optim
+def _small_pack():  # type: ignore[no-untyped-def]
+    """Two configs of a small model, and every Triton kernel of their training step (the add +
+    LayerNorm forward kernel only where mlp_block leaves a step to it)."""
+    from pyphase import attention, head, layernorm, linear, mlp, mlp_block, optim
     from pyphase.config import ModelShape, RunConfig
-    from pyphase.data import load_corpus
-    from pyphase.train import PackTrainer
 
-    corpus = load_corpus(None)
     shape = ModelShape(d_model=64, n_layer=2, n_head=2, block_size=64)
     cfgs = [RunConfig(experiment="t", batch_size=8, lr=lr, gradient_clip=1.0, seed=i, steps=6, eval_interval=3,
                       eval_windows=4, model=shape) for i, lr in enumerate((1e-3, 3e-3))]
-    # every kernel of a training step (the add + LayerNorm forward kernel only where mlp_block leaves
-    # a step to it)
     jits = [mlp_block._mlp_block_fwd_kernel, mlp._mlp_bwd_dw_kernel, attention._attn_fwd_kernel,
             attention._attn_bwd_dq_kernel, layernorm._add_ln_bwd_kernel, head._head_fwd_kernel, head._head_bwd_kernel,
             layernorm._embed_ln_fwd_kernel, layernorm._embed_ln_bwd_kernel, kernels._sum_parts_kernel,
             optim._sumsq_kernel, optim._adamw_kernel, linear._linear_bias_kernel]
     if mlp_block.CONFIG["fuse"] != (1, 1):
         jits.append(layernorm._add_ln_fwd_kernel)
+    return cfgs, jits
 
-    def forget() -> None:  # forget earlier compiles so the precompile has work to do
-        for j in jits:
-            for cache in j.device_caches.values():
-                cache[0].clear()
+
+def _forget(jits) -> None:  # type: ignore[no-untyped-def]
+    """Forget this process's compiles of `jits`, so a precompile has work to do."""
+    for j in jits:
+        for cache in j.device_caches.values():
+            cache[0].clear()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiling Triton kernels needs CUDA")
+def test_precompiled_trainer_trains_as_one_compiled_on_first_use() -> None:
+    pytest.importorskip("triton")
+    from pyphase.data import load_corpus
+    from pyphase.train import PackTrainer
+
+    corpus = load_corpus(None)
+    cfgs, jits = _small_pack()
+
+    def forget() -> None:
+        _forget(jits)
 
     forget()
 
@@ -153,6 +164,35 @@ def test_precompiled_trainer_trains_as_one_compiled_on_first_use() -> None:
     assert all(after), after
     run_together(packs, [None, None], progress=False)
     assert cached() == after
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiling Triton kernels needs CUDA")
+@pytest.mark.parametrize("procs", ["1", "0"])
+def test_compile_all_in_forked_processes_leaves_the_parent_only_cache_hits(procs, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """With forked compiles every compile the parent itself runs finds Triton's on-disk cache filled
+    (the children compiled under the same key); with the thread pool alone (the control) each one
+    compiles. Each way starts from an empty cache and nothing compiled in this process."""
+    triton = pytest.importorskip("triton")
+    from pyphase.data import load_corpus
+    from pyphase.train import PackTrainer
+
+    monkeypatch.setenv("PYPHASE_COMPILE_PROCS", procs)
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("TRITON_ALWAYS_COMPILE", raising=False)
+    cfgs, jits = _small_pack()
+    tr = PackTrainer(cfgs, load_corpus(None), "cuda")
+    records = tr.kernel_launches()
+    _forget(jits)
+    hits: list[bool] = []
+    old = triton.knobs.compilation.listener
+    triton.knobs.compilation.listener = lambda **kw: hits.append(kw["cache_hit"])
+    try:
+        kernels.compile_all(records)
+    finally:
+        triton.knobs.compilation.listener = old
+    assert len(hits) >= len(jits) - 1, hits
+    assert all(hits) if procs == "1" else not any(hits), hits
+    assert all(len(j.device_caches[torch.cuda.current_device()][0]) for j in jits if j.device_caches)
 
 
 SUM_PARTS = textwrap.dedent(

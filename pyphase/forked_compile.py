@@ -1,0 +1,162 @@
+"""Compiling Triton kernels in processes forked from this one, so that their compiles run in
+parallel for real.
+
+Why: `kernels.compile_all` compiled a sweep's kernels in a thread pool, but part of Triton's
+compiler is Python (the kernel's AST turned into MLIR, the stages' driver code) and holds the GIL,
+so the threads overlap only partly. Measured on the H100 machine (16 cores), phase3a's cold
+compile took 5.5 s of wall time (results/bench/timeline_cold_h100_b2282e1.txt), the longest span
+outside training of a cold phase3a.
+
+How: `plan(records)` runs each recorded launch's warm-up with Triton's `_do_compile` replaced by a
+stand-in that writes down what it would compile (the kernel, its signature, constants, attributes,
+options and target) and compiles nothing. `start(jobs)` forks worker processes that inherit those
+objects (and Triton, already imported: a fork starts at once) and compile each job exactly as
+`_do_compile` would, `fn.compile(fn.ASTSource(...), target, options)`. That writes Triton's on-disk
+cache, under the same key, so the parent's own warm-up of the job afterwards is a cache hit that
+only loads the binary. A child never touches CUDA (the target is passed in), which is what makes
+forking after CUDA's initialisation safe, as for torch's DataLoader workers; a job a child could
+not compile is simply compiled again by the parent, which raises its error as before.
+
+`wanted()`: only where `fork` exists and PYPHASE_COMPILE_PROCS is not "0" (which keeps the thread
+pool alone, for A/B and as an escape hatch).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import TimeoutError as FuturesTimeout
+from dataclasses import dataclass
+from typing import Any
+
+# Longest the parent waits for the children in all (a normal compile takes seconds); past it, the
+# jobs left are compiled by the parent and the children are stopped.
+TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """One kernel specialisation to compile: the arguments of Triton's `JITFunction._do_compile`."""
+    fn: Any
+    signature: Any
+    constexprs: Any
+    options: Any
+    attrs: Any
+    target: Any
+
+
+# The parent's jobs while a pool runs; forked children read theirs from here by index.
+_JOBS: list[Job] = []
+
+
+def wanted() -> bool:
+    """Whether compiles go to forked processes (see the module docstring)."""
+    if os.environ.get("PYPHASE_COMPILE_PROCS", "1") == "0":
+        return False
+    import multiprocessing as mp
+
+    return "fork" in mp.get_all_start_methods()
+
+
+def plan(records: Sequence[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]]) -> tuple[list[Job], list[int | None]]:
+    """What warming up each recorded launch (kernel, grid, args, meta) would compile, compiling
+    nothing: the distinct jobs, and for each record the index of its job (None where nothing is to
+    be compiled: not a Triton kernel, or already compiled in this process)."""
+    from triton.runtime.jit import JITFunction
+
+    jobs: list[Job] = []
+    index: dict[Any, int] = {}
+    seen: list[int] = []
+
+    def stand_in(self: Any, key: Any, signature: Any, device: Any, constexprs: Any, options: Any, attrs: Any,
+                 warmup: Any) -> None:
+        k = (id(self), repr(key))
+        if k not in index:
+            index[k] = len(jobs)
+            jobs.append(Job(self, signature, constexprs, options, attrs, self.device_caches[device][2]))
+        seen.append(index[k])
+        return None  # nothing compiled: the warm-up returns at once
+
+    of_record: list[int | None] = []
+    real = JITFunction._do_compile
+    JITFunction._do_compile = stand_in  # type: ignore[method-assign]
+    try:
+        for kernel, grid, args, meta in records:
+            seen.clear()
+            if isinstance(kernel, JITFunction):
+                kernel.warmup(*args, grid=grid, **meta)
+            of_record.append(seen[0] if seen else None)
+    finally:
+        JITFunction._do_compile = real  # type: ignore[method-assign]
+    return jobs, of_record
+
+
+def _compile_job(i: int) -> tuple[float, str | None]:
+    """In a child: compile job i as `_do_compile` would (into Triton's on-disk cache). Returns the
+    seconds it took and None, or the error's text (the parent then compiles the job itself)."""
+    t = time.perf_counter()
+    try:
+        j = _JOBS[i]
+        compile_, source = _compiler(j.fn)
+        compile_(source(j.fn, j.signature, j.constexprs, j.attrs), target=j.target, options=j.options.__dict__)
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which compiles it again
+        return time.perf_counter() - t, f"{type(e).__name__}: {e}"
+    return time.perf_counter() - t, None
+
+
+def _compiler(fn: Any) -> tuple[Any, Any]:
+    """The compile function and source class `fn._do_compile` uses (set on a kernel at its first
+    launch on a device; Triton's own before that)."""
+    from triton.compiler import ASTSource, compile
+
+    return getattr(fn, "compile", compile), getattr(fn, "ASTSource", ASTSource)
+
+
+class Pool:
+    """Forked workers compiling `jobs` (`start`); `done()` yields each job's index as it finishes."""
+
+    def __init__(self, jobs: list[Job], workers: int) -> None:
+        global _JOBS
+        _JOBS = jobs
+        import multiprocessing as mp
+
+        self.times: dict[int, float] = {}
+        self.errors: dict[int, str] = {}
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"))
+        with warnings.catch_warnings():
+            # Python 3.12 warns on any fork of a process with threads (CUDA's, torch's); the children
+            # only compile (no CUDA, no locks another thread could hold: the import lock is reset).
+            warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
+            self._futures: dict[Future[tuple[float, str | None]], int] = {
+                self._pool.submit(_compile_job, i): i for i in range(len(jobs))}
+
+    def done(self, timeout: float = TIMEOUT_S) -> Iterator[int]:
+        """Job indices in the order their compiles finish; after `timeout`, the ones still running
+        (the parent compiles those itself)."""
+        left = dict(self._futures)
+        try:
+            for f in as_completed(self._futures, timeout=timeout):
+                i = left.pop(f)
+                try:
+                    self.times[i], err = f.result()
+                except Exception as e:  # noqa: BLE001 - a child died: the parent compiles the job
+                    err = f"{type(e).__name__}: {e}"
+                if err is not None:
+                    self.errors[i] = err
+                yield i
+        except FuturesTimeout:
+            for i in left.values():
+                self.errors[i] = f"not compiled within {timeout:.0f} s"
+                yield i
+
+    def close(self) -> None:
+        """Stop the workers (at once: every job is finished or no longer waited for)."""
+        global _JOBS
+        for p in list(getattr(self._pool, "_processes", {}).values()):
+            if p.is_alive() and any(not f.done() for f in self._futures):
+                p.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        _JOBS = []

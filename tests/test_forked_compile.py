@@ -1,0 +1,72 @@
+"""Kernels compiled in forked processes (pyphase.forked_compile) land in Triton's on-disk cache under
+the key the parent's own compile looks up, so the parent only loads them; a job a child cannot
+compile is reported, not fatal. These compile for sm_90 on any machine (Triton brings ptxas); the
+end-to-end path through `kernels.compile_all` on a GPU is in tests/test_kernels.py."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import pytest
+
+triton = pytest.importorskip("triton")
+
+pytestmark = pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs fork")
+
+P = "*bf16"
+SIG = {"ALIVE": "*i1", "QKV": P, "BIAS": P, "O": P, "LSE": "*fp32", "T": "i32", "N_SEQ": "i32",
+       "N_HEAD": "constexpr", "D": "constexpr", "HD": "constexpr", "qk_scale": "fp32", "BM": "constexpr",
+       "BN": "constexpr", "BIAS_IN_QKV": "constexpr", "EVEN": "constexpr", "DIAG": "constexpr", "RN": "constexpr"}
+
+
+def _jobs(hds: list[int]):  # type: ignore[no-untyped-def]
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import make_backend
+
+    from pyphase import attention
+    from pyphase.forked_compile import Job
+
+    target = GPUTarget("cuda", 90, 32)
+    options = make_backend(target).parse_options({"num_warps": 4, "num_stages": 3})
+    attrs = {(list(SIG).index(a),): [["tt.divisibility", 16]] for a in ("ALIVE", "QKV", "BIAS", "O", "LSE")}
+    return [Job(attention._attn_fwd_kernel, SIG, {"N_HEAD": 4, "D": 4 * hd, "HD": hd, "BM": 64, "BN": 64,
+                                                  "BIAS_IN_QKV": True, "EVEN": True, "DIAG": True, "RN": True},
+                options, attrs, target) for hd in hds]
+
+
+def test_children_fill_the_cache_the_parent_reads_and_report_failures(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from triton import knobs
+
+    from pyphase import forked_compile
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("TRITON_ALWAYS_COMPILE", raising=False)
+    jobs = _jobs([32, 33])  # a head width of 33 cannot compile (tl.arange needs a power of 2)
+    pool = forked_compile.Pool(jobs, 2)
+    try:
+        done = list(pool.done())
+    finally:
+        pool.close()
+    assert sorted(done) == [0, 1]
+    assert set(pool.errors) == {1} and pool.times[0] > 0
+    assert forked_compile._JOBS == []
+
+    hits: list[bool] = []
+    old = knobs.compilation.listener
+    knobs.compilation.listener = lambda **kw: hits.append(kw["cache_hit"])
+    try:
+        for j in jobs[:1] * 2 + _jobs([16]):  # the child's job twice, then one no child compiled
+            compile_, source = forked_compile._compiler(j.fn)
+            compile_(source(j.fn, j.signature, j.constexprs, j.attrs), target=j.target, options=j.options.__dict__)
+    finally:
+        knobs.compilation.listener = old
+    assert hits == [True, True, False]
+
+
+def test_switch_off_keeps_the_thread_pool(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pyphase import forked_compile
+
+    monkeypatch.setenv("PYPHASE_COMPILE_PROCS", "0")
+    assert not forked_compile.wanted()
+    monkeypatch.setenv("PYPHASE_COMPILE_PROCS", "1")
+    assert forked_compile.wanted()
