@@ -4,7 +4,7 @@ parallel for real.
 Why: `kernels.compile_all` compiled a sweep's kernels in a thread pool, but part of Triton's
 compiler is Python (the kernel's AST turned into MLIR, the stages' driver code) and holds the GIL,
 so the threads overlap only partly. Measured on the H100 machine (16 cores), phase3a's cold
-compile took 5.5 s of wall time (results/bench/timeline_cold_h100_b2282e1.txt), the longest span
+compile took 5.5 s of wall time (results/bench/timeline_cold_h100_b2282e1.txt; 2.93 s with this module, phase3a_seed0_timing_h100_b6ab03b.txt), the longest span
 outside training of a cold phase3a.
 
 How: `plan(records)` runs each recorded launch's warm-up with Triton's `_do_compile` replaced by a
