@@ -17,6 +17,9 @@ only loads the binary. A child never touches CUDA (the target is passed in), whi
 forking after CUDA's initialisation safe, as for torch's DataLoader workers; a job a child could
 not compile is simply compiled again by the parent, which raises its error as before.
 
+The stand-in answers only the planning thread; a launch from any other thread meanwhile compiles
+as usual. `workers(n)` shares the machine's cores among the processes of one node under torchrun.
+
 `wanted()`: only where `fork` exists and PYPHASE_COMPILE_PROCS is not "0" (which keeps the thread
 pool alone, for A/B and as an escape hatch).
 """
@@ -24,6 +27,7 @@ pool alone, for A/B and as an escape hatch).
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -61,6 +65,16 @@ def wanted() -> bool:
     return "fork" in mp.get_all_start_methods()
 
 
+def workers(n: int) -> int:
+    """At most `n` processes, and no more than this process's share of the cores where torchrun
+    runs LOCAL_WORLD_SIZE processes on the node (each compiling the same kernels)."""
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    return max(1, min(n, (os.cpu_count() or 1) // local))
+
+
 def plan(records: Sequence[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]]) -> tuple[list[Job], list[int | None]]:
     """What warming up each recorded launch (kernel, grid, args, meta) would compile, compiling
     nothing: the distinct jobs, and for each record the index of its job (None where nothing is to
@@ -70,9 +84,13 @@ def plan(records: Sequence[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]]) ->
     jobs: list[Job] = []
     index: dict[Any, int] = {}
     seen: list[int] = []
+    real = JITFunction._do_compile
+    planner = threading.get_ident()
 
     def stand_in(self: Any, key: Any, signature: Any, device: Any, constexprs: Any, options: Any, attrs: Any,
-                 warmup: Any) -> None:
+                 warmup: Any) -> Any:
+        if threading.get_ident() != planner:  # another thread's launch meanwhile: compile it as ever
+            return real(self, key, signature, device, constexprs, options, attrs, warmup)
         k = (id(self), repr(key))
         if k not in index:
             index[k] = len(jobs)
@@ -81,7 +99,6 @@ def plan(records: Sequence[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]]) ->
         return None  # nothing compiled: the warm-up returns at once
 
     of_record: list[int | None] = []
-    real = JITFunction._do_compile
     JITFunction._do_compile = stand_in  # type: ignore[method-assign]
     try:
         for kernel, grid, args, meta in records:

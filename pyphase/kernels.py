@@ -175,7 +175,7 @@ def _fork_compiles(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]
     jobs, of_record = forked_compile.plan(records)
     if len(jobs) < 2:
         return None, iter(range(len(records)))
-    pool = forked_compile.Pool(jobs, min(n, len(jobs)))
+    pool = forked_compile.Pool(jobs, forked_compile.workers(min(n, len(jobs))))
 
     def order() -> Iterator[int]:
         by_job: dict[int, list[int]] = {}

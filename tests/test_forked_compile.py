@@ -70,3 +70,17 @@ def test_switch_off_keeps_the_thread_pool(monkeypatch) -> None:  # type: ignore[
     assert not forked_compile.wanted()
     monkeypatch.setenv("PYPHASE_COMPILE_PROCS", "1")
     assert forked_compile.wanted()
+
+
+def test_workers_share_the_cores_among_a_nodes_processes(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from pyphase import forked_compile
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert [forked_compile.workers(n) for n in (1, 8, 25)] == [1, 8, 16]
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert forked_compile.workers(25) == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert forked_compile.workers(25) == 1
