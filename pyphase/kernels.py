@@ -40,6 +40,7 @@ caller's thread, where AsyncCompileMode is active.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -172,10 +173,15 @@ def _fork_compiles(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]
 
     if not (forked_compile.wanted() and torch.cuda.is_available()):
         return None, iter(range(len(records)))
-    jobs, of_record = forked_compile.plan(records)
-    if len(jobs) < 2:
+    try:
+        jobs, of_record = forked_compile.plan(records)
+        if len(jobs) < 2:
+            return None, iter(range(len(records)))
+        pool = forked_compile.Pool(jobs, forked_compile.workers(min(n, len(jobs))))
+    except Exception as e:  # noqa: BLE001 - e.g. another Triton's internals: the thread pool compiles all
+        print(f"warning: compiling Triton kernels in forked processes failed ({type(e).__name__}: {e}); "
+              "compiling them in threads", file=sys.stderr)
         return None, iter(range(len(records)))
-    pool = forked_compile.Pool(jobs, forked_compile.workers(min(n, len(jobs))))
 
     def order() -> Iterator[int]:
         by_job: dict[int, list[int]] = {}
@@ -204,7 +210,7 @@ class _Loader:
         self.loads: list[Any] = []
         self.device = torch.cuda.current_device() if torch.cuda.is_available() else None
         self._first, self._first_done = threading.Lock(), threading.Event()
-        self._seen: set[int] = set()
+        self._seen: dict[int, Any] = {}  # id -> the object, kept so that no id is reused meanwhile
 
     def _load(self, get: Callable[[], Any]) -> None:
         kernel = get()  # waits for the kernel's compile
@@ -225,7 +231,7 @@ class _Loader:
         """Load `c` (what a warm-up returned) once its compile is done."""
         if c is None or id(c) in self._seen:
             return
-        self._seen.add(id(c))
+        self._seen[id(c)] = c
         d = getattr(c, "__dict__", {})
         if "finalize_compile" in d:  # Triton's FutureKernel: its compile's future, taken now (dropped
             fut = d.get("future")    # once finalized), or the kernel it already finalized

@@ -60,6 +60,25 @@ def test_record_does_not_nest_and_compile_all_warms_each_launch() -> None:
     assert k.runs == []
 
 
+def test_compile_all_falls_back_to_threads_when_forked_compiles_cannot_start(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    from pyphase import forked_compile
+
+    def broken(records):  # type: ignore[no-untyped-def]
+        raise RuntimeError("no such Triton internals")
+
+    monkeypatch.setenv("PYPHASE_COMPILE_PROCS", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(forked_compile, "plan", broken)
+    k = FakeKernel()
+    with kernels.record() as rec:
+        kernels.launch(k, (1,))(7, BM=32)
+        kernels.launch(k, (2,))(8)
+    kernels.compile_all(rec, workers=2)
+    assert sorted(k.warm, key=str) == sorted([((1,), (7,), {"BM": 32}), ((2,), (8,), {})], key=str)
+    assert "compiling them in threads" in capsys.readouterr().err
+
+
 EAGER_OPS = textwrap.dedent(
     """
     import json, sys, torch
