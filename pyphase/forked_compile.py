@@ -124,6 +124,39 @@ def _compile_job(i: int) -> tuple[float, str | None]:
     return time.perf_counter() - t, None
 
 
+def warm_up(target: Any, mode: str | None = None) -> None:
+    """Do in this process, before forking, what each child's first compile would otherwise do again:
+    import Triton's code generator and libdevice's bindings (imported on first use), and ask the
+    target's backend for its hash (which runs `ptxas --version` once); with `mode` "tiny" (or
+    PYPHASE_COMPILE_WARM=tiny), also compile a one-line kernel. Failures are ignored: the
+    children then do it themselves."""
+    mode = mode or os.environ.get("PYPHASE_COMPILE_WARM", "import")
+    if mode == "none":
+        return
+    try:
+        import triton.compiler.code_generator  # noqa: F401
+        import triton.language.extra.libdevice  # noqa: F401
+        from triton.compiler import ASTSource, compile
+        from triton.compiler.compiler import make_backend
+
+        make_backend(target).hash()
+        if mode == "tiny":
+            compile(ASTSource(fn=_tiny_kernel(), signature={"X": "*fp32", "N": "constexpr"}, constexprs={"N": 16},
+                              attrs={}), target=target, options={"num_warps": 1})
+    except Exception:  # noqa: BLE001 - only a head start
+        pass
+
+
+def _tiny_kernel() -> Any:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _warm_up_kernel(X, N: tl.constexpr):
+        tl.store(X + tl.arange(0, N), tl.arange(0, N).to(tl.float32))
+    return _warm_up_kernel
+
+
 def _compiler(fn: Any) -> tuple[Any, Any]:
     """The compile function and source class `fn._do_compile` uses (set on a kernel at its first
     launch on a device; Triton's own before that)."""

@@ -174,7 +174,15 @@ def _fork_compiles(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]
     if not (forked_compile.wanted() and torch.cuda.is_available()):
         return None, iter(range(len(records)))
     try:
-        jobs, of_record = forked_compile.plan(records)
+        from triton.runtime.driver import driver
+
+        warm = threading.Thread(target=forked_compile.warm_up, args=(driver.active.get_current_target(),),
+                                name="pyphase-compile-warm-up")
+        warm.start()
+        try:
+            jobs, of_record = forked_compile.plan(records)
+        finally:
+            warm.join()
         if len(jobs) < 2:
             return None, iter(range(len(records)))
         pool = forked_compile.Pool(jobs, forked_compile.workers(min(n, len(jobs))))
