@@ -3,13 +3,17 @@ parallel for real.
 
 Why: `kernels.compile_all` compiled a sweep's kernels in a thread pool, but part of Triton's
 compiler is Python (the kernel's AST turned into MLIR, the stages' driver code) and holds the GIL,
-so the threads overlap only partly. Measured on the H100 machine (16 cores), phase3a's cold
-compile took 5.5 s of wall time (results/bench/timeline_cold_h100_b2282e1.txt; 2.93 s with this module, phase3a_seed0_timing_h100_b6ab03b.txt), the longest span
-outside training of a cold phase3a.
+so the threads overlap only partly. Measured on H100 machines (16 cores; results/bench/README.md):
+- a cold phase3a, the first command on a fresh machine: `compile_all` 5.51 s in threads
+  (timeline_cold_h100_b2282e1.txt), 2.93 s forked (phase3a_seed0_timing_h100_b6ab03b.txt), on two
+  machines;
+- on one machine, phase3a cut to 300 steps, an empty Triton cache and the page cache dropped before
+  each run: 4.64-5.36 s in threads, 3.72-4.81 s forked (setup_forked_cold_ab_h100_8ae9a62.txt,
+  setup_warm_ab_h100_c3ed8ea.txt).
 
 How: `plan(records)` runs each recorded launch's warm-up with Triton's `_do_compile` replaced by a
 stand-in that writes down what it would compile (the kernel, its signature, constants, attributes,
-options and target) and compiles nothing. `start(jobs)` forks worker processes that inherit those
+options and target) and compiles nothing. `Pool(jobs, workers)` forks worker processes that inherit those
 objects (and Triton, already imported: a fork starts at once) and compile each job exactly as
 `_do_compile` would, `fn.compile(fn.ASTSource(...), target, options)`. That writes Triton's on-disk
 cache, under the same key, so the parent's own warm-up of the job afterwards is a cache hit that
@@ -18,7 +22,8 @@ forking after CUDA's initialisation safe, as for torch's DataLoader workers; a j
 not compile is simply compiled again by the parent, which raises its error as before.
 
 The stand-in answers only the planning thread; a launch from any other thread meanwhile compiles
-as usual. `workers(n)` shares the machine's cores among the processes of one node under torchrun.
+as usual. `warm_up(target)`, run while the parent plans, does once what every child's first compile
+would do again. `workers(n)` shares the machine's cores among the processes of one node under torchrun.
 
 `wanted()`: only where `fork` exists and PYPHASE_COMPILE_PROCS is not "0" (which keeps the thread
 pool alone, for A/B and as an escape hatch).
@@ -124,37 +129,22 @@ def _compile_job(i: int) -> tuple[float, str | None]:
     return time.perf_counter() - t, None
 
 
-def warm_up(target: Any, mode: str | None = None) -> None:
+def warm_up(target: Any) -> None:
     """Do in this process, before forking, what each child's first compile would otherwise do again:
     import Triton's code generator and libdevice's bindings (imported on first use), and ask the
-    target's backend for its hash (which runs `ptxas --version` once); with `mode` "tiny" (or
-    PYPHASE_COMPILE_WARM=tiny), also compile a one-line kernel. Failures are ignored: the
+    target's backend for its hash (which runs `ptxas --version` once). Measured on the H100 machine
+    with the page cache dropped before each run (results/bench/setup_warm_ab_h100_c3ed8ea.txt):
+    `compile_all` 3.72-4.19 s with it, 3.74-4.41 s without, 4.64-5.03 s in threads; also compiling
+    a one-line kernel here first gained nothing more (3.60-4.11 s). Failures are ignored: the
     children then do it themselves."""
-    mode = mode or os.environ.get("PYPHASE_COMPILE_WARM", "import")
-    if mode == "none":
-        return
     try:
         import triton.compiler.code_generator  # noqa: F401
         import triton.language.extra.libdevice  # noqa: F401
-        from triton.compiler import ASTSource, compile
         from triton.compiler.compiler import make_backend
 
         make_backend(target).hash()
-        if mode == "tiny":
-            compile(ASTSource(fn=_tiny_kernel(), signature={"X": "*fp32", "N": "constexpr"}, constexprs={"N": 16},
-                              attrs={}), target=target, options={"num_warps": 1})
     except Exception:  # noqa: BLE001 - only a head start
         pass
-
-
-def _tiny_kernel() -> Any:
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def _warm_up_kernel(X, N: tl.constexpr):
-        tl.store(X + tl.arange(0, N), tl.arange(0, N).to(tl.float32))
-    return _warm_up_kernel
 
 
 def _compiler(fn: Any) -> tuple[Any, Any]:
@@ -166,7 +156,7 @@ def _compiler(fn: Any) -> tuple[Any, Any]:
 
 
 class Pool:
-    """Forked workers compiling `jobs` (`start`); `done()` yields each job's index as it finishes."""
+    """Forked workers compiling `jobs`; `done()` yields each job's index as it finishes."""
 
     def __init__(self, jobs: list[Job], workers: int) -> None:
         global _JOBS
