@@ -116,14 +116,22 @@ def plan(records: Sequence[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]]) ->
     return jobs, of_record
 
 
+def compile_job(j: Job) -> Any:
+    """Compile `j` as `_do_compile` would, with the compile function and source class it uses (set
+    on a kernel at its first launch on a device; Triton's own before that): into Triton's on-disk
+    cache, or from it where the same job was compiled before. Returns the compiled kernel."""
+    from triton.compiler import ASTSource, compile
+
+    compile_, source = getattr(j.fn, "compile", compile), getattr(j.fn, "ASTSource", ASTSource)
+    return compile_(source(j.fn, j.signature, j.constexprs, j.attrs), target=j.target, options=j.options.__dict__)
+
+
 def _compile_job(i: int) -> tuple[float, str | None]:
-    """In a child: compile job i as `_do_compile` would (into Triton's on-disk cache). Returns the
-    seconds it took and None, or the error's text (the parent then compiles the job itself)."""
+    """In a child: `compile_job` of job i. Returns the seconds it took and None, or the error's
+    text (the parent then compiles the job itself)."""
     t = time.perf_counter()
     try:
-        j = _JOBS[i]
-        compile_, source = _compiler(j.fn)
-        compile_(source(j.fn, j.signature, j.constexprs, j.attrs), target=j.target, options=j.options.__dict__)
+        compile_job(_JOBS[i])
     except Exception as e:  # noqa: BLE001 - reported to the parent, which compiles it again
         return time.perf_counter() - t, f"{type(e).__name__}: {e}"
     return time.perf_counter() - t, None
@@ -145,14 +153,6 @@ def warm_up(target: Any) -> None:
         make_backend(target).hash()
     except Exception:  # noqa: BLE001 - only a head start
         pass
-
-
-def _compiler(fn: Any) -> tuple[Any, Any]:
-    """The compile function and source class `fn._do_compile` uses (set on a kernel at its first
-    launch on a device; Triton's own before that)."""
-    from triton.compiler import ASTSource, compile
-
-    return getattr(fn, "compile", compile), getattr(fn, "ASTSource", ASTSource)
 
 
 class Pool:
@@ -195,8 +195,9 @@ class Pool:
     def close(self) -> None:
         """Stop the workers (at once: every job is finished or no longer waited for)."""
         global _JOBS
-        for p in list(getattr(self._pool, "_processes", {}).values()):
-            if p.is_alive() and any(not f.done() for f in self._futures):
-                p.terminate()
+        if any(not f.done() for f in self._futures):
+            for p in list(getattr(self._pool, "_processes", {}).values()):
+                if p.is_alive():
+                    p.terminate()
         self._pool.shutdown(wait=True, cancel_futures=True)
         _JOBS = []

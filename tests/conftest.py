@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -81,3 +83,17 @@ def run_interpreted() -> Callable[[str, list[Any]], list[Any]]:
         return out
 
     return run
+
+
+@contextmanager
+def triton_cache_hits() -> Iterator[list[bool]]:
+    """Within: every Triton compile of this process appends whether it was an on-disk cache hit."""
+    from triton import knobs
+
+    hits: list[bool] = []
+    old = knobs.compilation.listener
+    knobs.compilation.listener = lambda **kw: hits.append(kw["cache_hit"])
+    try:
+        yield hits
+    finally:
+        knobs.compilation.listener = old

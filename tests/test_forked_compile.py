@@ -9,6 +9,8 @@ import multiprocessing as mp
 
 import pytest
 
+from conftest import triton_cache_hits
+
 triton = pytest.importorskip("triton")
 
 pytestmark = pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs fork")
@@ -35,8 +37,6 @@ def _jobs(hds: list[int]):  # type: ignore[no-untyped-def]
 
 
 def test_children_fill_the_cache_the_parent_reads_and_report_failures(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from triton import knobs
-
     from pyphase import forked_compile
 
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
@@ -51,15 +51,9 @@ def test_children_fill_the_cache_the_parent_reads_and_report_failures(tmp_path, 
     assert set(pool.errors) == {1} and pool.times[0] > 0
     assert forked_compile._JOBS == []
 
-    hits: list[bool] = []
-    old = knobs.compilation.listener
-    knobs.compilation.listener = lambda **kw: hits.append(kw["cache_hit"])
-    try:
+    with triton_cache_hits() as hits:
         for j in jobs[:1] * 2 + _jobs([16]):  # the child's job twice, then one no child compiled
-            compile_, source = forked_compile._compiler(j.fn)
-            compile_(source(j.fn, j.signature, j.constexprs, j.attrs), target=j.target, options=j.options.__dict__)
-    finally:
-        knobs.compilation.listener = old
+            forked_compile.compile_job(j)
     assert hits == [True, True, False]
 
 

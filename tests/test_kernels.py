@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import OLD_TRITON_INTERPRETER
+from conftest import OLD_TRITON_INTERPRETER, triton_cache_hits
 
 from pyphase import kernels
 from pyphase.kernels import sum_parts
@@ -149,11 +149,7 @@ def test_precompiled_trainer_trains_as_one_compiled_on_first_use() -> None:
 
     corpus = load_corpus(None)
     cfgs, jits = _small_pack()
-
-    def forget() -> None:
-        _forget(jits)
-
-    forget()
+    _forget(jits)
 
     def cached() -> list[int]:
         return [len(j.device_caches[torch.cuda.current_device()][0]) for j in jits]
@@ -176,7 +172,7 @@ def test_precompiled_trainer_trains_as_one_compiled_on_first_use() -> None:
     # Two packs of other batch sizes side by side: one parallel compile for both, nothing after it.
     from pyphase.train import precompile_together, run_together
 
-    forget()
+    _forget(jits)
     packs = [PackTrainer([replace(c, batch_size=b) for c in cfgs], corpus, "cuda") for b in (4, 16)]
     precompile_together(packs)
     after = cached()
@@ -191,7 +187,7 @@ def test_compile_all_in_forked_processes_leaves_the_parent_only_cache_hits(procs
     """With forked compiles every compile the parent itself runs finds Triton's on-disk cache filled
     (the children compiled under the same key); with the thread pool alone (the control) each one
     compiles. Each way starts from an empty cache and nothing compiled in this process."""
-    triton = pytest.importorskip("triton")
+    pytest.importorskip("triton")
     from pyphase.data import load_corpus
     from pyphase.train import PackTrainer
 
@@ -202,13 +198,8 @@ def test_compile_all_in_forked_processes_leaves_the_parent_only_cache_hits(procs
     tr = PackTrainer(cfgs, load_corpus(None), "cuda")
     records = tr.kernel_launches()
     _forget(jits)
-    hits: list[bool] = []
-    old = triton.knobs.compilation.listener
-    triton.knobs.compilation.listener = lambda **kw: hits.append(kw["cache_hit"])
-    try:
+    with triton_cache_hits() as hits:
         kernels.compile_all(records)
-    finally:
-        triton.knobs.compilation.listener = old
     assert len(hits) >= len(jits) - 1, hits
     assert all(hits) if procs == "1" else not any(hits), hits
     assert all(len(j.device_caches[torch.cuda.current_device()][0]) for j in jits if j.device_caches)
