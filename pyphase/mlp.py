@@ -31,7 +31,9 @@ On by default on CUDA (PYPHASE_MLP=torch turns it off); what it measured is stat
 and `CONFIG`. What it does not reach: the "dw" backward kernel holds two fp32 weight-gradient
 tiles on chip and runs at ~220 registers a thread, so few programs share an SM, and wider hidden
 chunks (fewer re-reads of the input and dy tiles from L2) run out of shared memory or spill
-(results/bench/bench_mlp_dw_bigtiles_bb47106.txt). GELU with libdevice's erf and a separate exp
+(results/bench/bench_mlp_dw_bigtiles_bb47106.txt). Written by hand in Gluon, with every product on
+asynchronous warpgroup MMA, it was no faster: the same latency limit at 8 warps an SM
+(results/bench/gluon_dw_h100_e592c76.txt). GELU with libdevice's erf and a separate exp
 cost ~0.25 ms a layer of the forward and backward kernels together on the H100
 (bench_mlp_gelu_cost_e5ce101.txt); `_gelu_parts`'s polynomial sharing one exp2 between the CDF and
 the density made the K = 5 step 15.08 -> 14.64 ms at B = 256, 8.10 -> 7.88 ms at B = 128
