@@ -128,13 +128,28 @@ def gelu_mlp_reference(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
 if triton is not None:
 
     @triton.jit
-    def _gelu_parts(z):
+    def _recip(x, HW_RCP: tl.constexpr):
+        """1 / x for 1 <= x < 2^126 (fp32). With HW_RCP (on the GPU) the bare hardware reciprocal
+        (PTX rcp.approx.ftz.f32, SASS MUFU.RCP): Triton compiles `1.0 / x` to div.full.f32, which
+        is that same MUFU.RCP times the numerator, after range checks that rescale denominators
+        above 2^126 or below 2^-126. GELU's 1 + p|z| (p = 0.2316, any finite fp32 z) is at most
+        7.9e37 < 2^126 ≈ 8.5e37, and infinite z gives 0 either way, so the bits are the same, in 1
+        instruction instead of 8 (`gelu_rcp`). Triton's interpreter runs no inline PTX."""
+        if HW_RCP:
+            out = tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                            is_pure=True, pack=1)
+        else:
+            out = 1.0 / x
+        return out
+
+    @triton.jit
+    def _gelu_parts(z, HW_RCP: tl.constexpr):
         """GELU's Gaussian CDF and density at z (fp32). erf by Abramowitz & Stegun 7.1.26
         (|error| <= 1.5e-7, far below the bf16 rounding of what uses it): erfc(x) for x >= 0 is
         poly(1 / (1 + p x)) · exp(-x²), and exp(-x²) at x = |z|/√2 is the density's exp(-z²/2),
         so one exp2 serves both."""
         e = tl.exp2(z * z * -0.7213475204444817)  # exp(-z²/2)
-        t = 1.0 / (1.0 + 0.23164188826636 * tl.abs(z))  # p / √2 = 0.3275911 / √2
+        t = _recip(1.0 + 0.23164188826636 * tl.abs(z), HW_RCP)  # p / √2 = 0.3275911 / √2
         poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
         half_erfc = 0.5 * poly * e  # = 1 - cdf(|z|)
         cdf = tl.where(z >= 0, 1.0 - half_erfc, half_erfc)
@@ -154,19 +169,20 @@ if triton is not None:
         return (tl.dot(x, w1).to(dt).to(tl.float32) + bias[None, :]).to(dt)
 
     @triton.jit
-    def _fc2_chunk(acc, pre, W2, hid, h_ok, cols, c_ok, D: tl.constexpr, EVEN: tl.constexpr):
+    def _fc2_chunk(acc, pre, W2, hid, h_ok, cols, c_ok, D: tl.constexpr, EVEN: tl.constexpr, HW_RCP: tl.constexpr):
         """acc plus gelu(pre) @ w2 for the hidden units `hid` (W2 one model's)."""
         if EVEN:
             w2 = tl.load(W2 + hid[:, None] * D + cols[None, :])
         else:
             w2 = tl.load(W2 + hid[:, None] * D + cols[None, :], mask=h_ok[:, None] & c_ok[None, :], other=0.0)
         z = pre.to(tl.float32)
-        cdf, _ = _gelu_parts(z)
+        cdf, _ = _gelu_parts(z, HW_RCP)
         return acc + tl.dot((z * cdf).to(W2.dtype.element_ty), w2)
 
     @triton.jit
     def _mlp_fwd_kernel(H, W1, B1, W2, Y, PRE, N, D: tl.constexpr, FF: tl.constexpr, BD: tl.constexpr,
-                        BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr, STORE_PRE: tl.constexpr):
+                        BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr, STORE_PRE: tl.constexpr,
+                        HW_RCP: tl.constexpr):
         pid_m = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
         row0 = pid_m.to(tl.int64) * BM
@@ -195,7 +211,7 @@ if triton is not None:
                     tl.store(PRE + rows[:, None] * FF + hid[None, :], pre)
                 else:
                     tl.store(PRE + rows[:, None] * FF + hid[None, :], pre, mask=r_ok[:, None] & h_ok[None, :])
-            acc = _fc2_chunk(acc, pre, W2, hid, h_ok, cols, c_ok, D, EVEN)
+            acc = _fc2_chunk(acc, pre, W2, hid, h_ok, cols, c_ok, D, EVEN, HW_RCP)
         if EVEN:
             tl.store(Y + rows[:, None] * D + cols[None, :], acc.to(dt))
         else:
@@ -204,7 +220,8 @@ if triton is not None:
     @triton.jit
     def _mlp_bwd_kernel(DY, W1, W2, PRE, DH, DPRE, G, DB1P, N, D: tl.constexpr, FF: tl.constexpr,
                         BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr,
-                        BIAS_PARTS: tl.constexpr, SPAN: tl.constexpr, FUSE_DX: tl.constexpr):
+                        BIAS_PARTS: tl.constexpr, SPAN: tl.constexpr, FUSE_DX: tl.constexpr,
+                        HW_RCP: tl.constexpr):
         # Program (c, m, k) handles hidden units [c·SPAN, (c+1)·SPAN) of row tile m of model k; with
         # FUSE_DX (SPAN = FF) it also accumulates the input's gradient over all of them.
         j0 = tl.program_id(0) * SPAN
@@ -242,7 +259,7 @@ if triton is not None:
                 w2 = tl.load(W2 + hid[:, None] * D + cols[None, :], mask=w_ok, other=0.0)
                 z = tl.load(PRE + tile, mask=t_ok, other=0.0).to(tl.float32)
             dg = tl.dot(dy, tl.trans(w2)).to(dt).to(tl.float32)
-            cdf, pdf = _gelu_parts(z)
+            cdf, pdf = _gelu_parts(z, HW_RCP)
             dpre = (dg * (cdf + z * pdf)).to(dt)
             # With BIAS_PARTS, this tile's share of the bias gradient (rows outside N are zeros),
             # summed over tiles later in a fixed order, so the result does not depend on scheduling.
@@ -271,7 +288,8 @@ if triton is not None:
 
     @triton.jit
     def _mlp_bwd_dw_kernel(ALIVE, DY, H, W1, B1, W2, DPRE, PART, N, D: tl.constexpr, FF: tl.constexpr,
-                           BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, SPAN: tl.constexpr):
+                           BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, SPAN: tl.constexpr,
+                           HW_RCP: tl.constexpr):
         # Program (c, s, k): hidden units [c·BH, (c+1)·BH) over rows [s·SPAN, (s+1)·SPAN) of model k.
         # Programs of one span differ only in c and run side by side, so h and dy come from L2
         # after the first reads them.
@@ -304,7 +322,7 @@ if triton is not None:
             dy = tl.load(DY + (k * N + rows)[:, None] * D + cols[None, :], mask=m, other=0.0)
             # the forward pass's pre-activation, rounded as there
             z = (tl.dot(x, w1).to(dt).to(tl.float32) + b1[None, :]).to(dt).to(tl.float32)
-            cdf, pdf = _gelu_parts(z)
+            cdf, pdf = _gelu_parts(z, HW_RCP)
             dg = tl.dot(dy, tl.trans(w2)).to(dt).to(tl.float32)
             dpre = (dg * (cdf + z * pdf)).to(dt)  # rows outside N: dy = 0, so dpre = 0
             tl.store(DPRE + (k * N + rows)[:, None] * FF + hid[None, :], dpre, mask=r_ok[:, None] & h_ok[None, :])
@@ -327,6 +345,16 @@ def _check(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[int, int, int
     return kk, n, d, f
 
 
+def gelu_rcp() -> bool:
+    """Whether the kernels take GELU's 1 / (1 + p|z|) as the bare hardware reciprocal (`_recip`):
+    always, but in Triton's interpreter (no inline PTX) or with PYPHASE_GELU_RCP=div (the division
+    as before, for benches/profile_step.py's A/B; the same bits, 7 more instructions an element)."""
+    knobs = getattr(triton, "knobs", None)
+    interpreted = (knobs.runtime.interpret if knobs is not None
+                   else os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"))
+    return not interpreted and os.environ.get("PYPHASE_GELU_RCP", "").lower() != "div"
+
+
 def _launch(kind: str, n: int, d: int, f: int, kk: int,
             cfg: tuple[int, ...] | None = None) -> tuple[tuple[int, ...], dict[str, int]]:
     """Grid and launch parameters: one program per tile of rows and model (and, for the split
@@ -340,7 +368,7 @@ def _launch(kind: str, n: int, d: int, f: int, kk: int,
     bh = min(bh, pad_width(f))
     bd = pad_width(d)
     even = n % bm == 0 and d == bd and f % bh == 0  # no tile needs masks
-    meta = dict(BD=bd, BM=bm, BH=bh, EVEN=even, num_warps=warps, num_stages=stages)
+    meta = dict(BD=bd, BM=bm, BH=bh, EVEN=even, HW_RCP=gelu_rcp(), num_warps=warps, num_stages=stages)
     if kind == "fwd":
         return (triton.cdiv(n, bm), kk), meta
     if CONFIG["bwd_mode"] == "dw":
@@ -349,7 +377,7 @@ def _launch(kind: str, n: int, d: int, f: int, kk: int,
         spans = triton.cdiv(kernels.BACKWARD_PROGRAMS, triton.cdiv(f, bh) * kk)
         most = triton.cdiv(cfg[4] if len(cfg) > 4 else 4096, bm)
         span = min(most, max(triton.cdiv(n, bm * spans), triton.cdiv(MIN_SPAN, bm))) * bm
-        meta = dict(BD=bd, BM=bm, BH=bh, SPAN=span, num_warps=warps, num_stages=stages)
+        meta = dict(BD=bd, BM=bm, BH=bh, SPAN=span, HW_RCP=meta["HW_RCP"], num_warps=warps, num_stages=stages)
         return (triton.cdiv(f, bh), triton.cdiv(n, span), kk), meta
     split = CONFIG["bwd_mode"] == "split"
     span = bh if split else triton.cdiv(f, bh) * bh

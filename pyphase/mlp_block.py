@@ -115,7 +115,7 @@ if triton is not None:
     def _mlp_block_fwd_kernel(ALIVE, X0, P, PB, LW, LB, W1, B1, W2, B2, NW, NB, X1, H, MEAN1, RSTD1, X2, H2, MEAN2, RSTD2, M,
                               N, eps, s_pb, s_lw, s_lb, s_b2, s_nw, s_nb, D: tl.constexpr, FF: tl.constexpr,
                               BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr,
-                              PRO: tl.constexpr, EPI: tl.constexpr, STAGE: tl.constexpr):
+                              PRO: tl.constexpr, EPI: tl.constexpr, STAGE: tl.constexpr, HW_RCP: tl.constexpr):
         # PRO: the first add + LayerNorm here (else h is read, written by layernorm's kernel); EPI:
         # the second add + LayerNorm here (else the MLP's output is written to M for layernorm's
         # kernel). STAGE: h read back as stored before the MLP's loop (the loop's products then take
@@ -157,7 +157,7 @@ if triton is not None:
             hid = j + tl.arange(0, BH)
             h_ok = hid < FF
             acc = _fc2_chunk(acc, _fc1_chunk(h, W1, B1, hid, h_ok, cols, c_ok, FF, EVEN), W2, hid, h_ok, cols, c_ok,
-                             D, EVEN)
+                             D, EVEN, HW_RCP)
         if EPI:
             # x2 = x1 + (m + b2) and the next LayerNorm, as the next add_ln, from x1 read back as
             # stored once all threads' stores of it are done (keeping it in registers instead spilled

@@ -123,3 +123,91 @@ def test_bf16_accuracy_on_cuda_matches_the_stock_path(n: int, mode: str, monkeyp
         errs[name] = [((a.double() - c).abs().max() / c.abs().max()).item() for a, c in zip(outs, ref)]
     for i in range(5):
         assert errs["triton"][i] <= 2 * errs["stock"][i] + 1e-3, errs
+
+
+def test_gelu_reciprocal_switch(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pyphase import mlp
+
+    monkeypatch.delenv("PYPHASE_GELU_RCP", raising=False)
+    monkeypatch.setattr(mlp.triton.knobs.runtime, "interpret", False)
+    assert mlp.gelu_rcp()
+    monkeypatch.setenv("PYPHASE_GELU_RCP", "div")
+    assert not mlp.gelu_rcp()
+    monkeypatch.delenv("PYPHASE_GELU_RCP")
+    monkeypatch.setattr(mlp.triton.knobs.runtime, "interpret", True)  # no inline PTX there
+    assert not mlp.gelu_rcp()
+
+
+def test_gelu_hardware_reciprocal_compiles_for_sm90() -> None:
+    """The GPU path's inline PTX goes through ptxas for sm_90 on any machine (Triton brings it): the
+    reciprocal is one rcp.approx.ftz, the division's range checks are gone."""
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import ASTSource
+
+    from pyphase import mlp
+
+    @triton.jit
+    def probe(Z, OUT, HW_RCP: tl.constexpr):
+        z = tl.load(Z + tl.arange(0, 128))
+        cdf, pdf = mlp._gelu_parts(z, HW_RCP)
+        tl.store(OUT + tl.arange(0, 128), cdf + pdf)
+
+    asm = {}
+    for hw in (False, True):
+        src = ASTSource(probe, {"Z": "*fp32", "OUT": "*fp32", "HW_RCP": "constexpr"}, {"HW_RCP": hw})
+        ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 1})
+        assert ck.asm["cubin"]
+        asm[hw] = ck.asm["ptx"]
+    assert "rcp.approx.ftz.f32" in asm[True] and "div.full.f32" not in asm[True]
+    assert "div.full.f32" in asm[False]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
+@pytest.mark.parametrize("mode", ["fused", "split", "dw", "block"])
+def test_gelu_hardware_reciprocal_gives_the_divisions_bits(mode: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """GELU's 1 / (1 + p|z|) as the bare hardware reciprocal gives every output of the forward and
+    backward kernels bit for bit as the division did, extreme pre-activations included."""
+    from pyphase import mlp
+    from pyphase.mlp_block import mlp_block
+
+    monkeypatch.setitem(mlp.CONFIG, "bwd_mode", "dw" if mode == "block" else mode)
+    dev = "cuda"
+    g = torch.Generator(device=dev).manual_seed(3)
+    k, n, d, f = 2, 1000, 128, 512
+    w1 = (torch.randn(k, d, f, device=dev, generator=g) * 0.3).bfloat16()
+    b1 = torch.randn(k, f, device=dev, generator=g) * 2
+    b1[0, :6] = torch.tensor([3e38, -3e38, 1e30, -1e30, float("inf"), -float("inf")])  # z beyond any product
+    b1 = b1.bfloat16()
+    w2 = (torch.randn(k, f, d, device=dev, generator=g) * 0.05).bfloat16()
+    h = torch.randn(k, n, d, device=dev, generator=g) * 3
+    p = torch.randn(k, n, d, device=dev, generator=g).bfloat16()
+    dy = torch.randn(k, n, d, device=dev, generator=g)
+    vecs = [torch.randn(k, d, device=dev, generator=g) for _ in range(6)]
+
+    def run() -> list[torch.Tensor]:
+        if mode == "block":
+            ins = [z.clone().requires_grad_() for z in (h, p, *vecs[:3], w1, b1, w2, *vecs[3:])]
+            x0, p_, pb, lw, lb, w1_, b1_, w2_, b2, nw, nb = ins
+            with torch.autocast("cuda", torch.bfloat16):
+                x2, h2 = mlp_block(x0, p_, pb, lw, lb, w1_, b1_, w2_, b2, nw, nb, use_triton=True)
+            outs = [x2, h2]
+            loss = (x2 * dy).sum() + (h2.float() * dy).sum()
+        else:
+            ins = [z.clone().requires_grad_() for z in (h.bfloat16(), w1, b1, w2)]
+            y = mlp.gelu_mlp(*ins, use_triton=True)
+            outs = [y]
+            loss = (y.float() * dy).sum()
+        grads = torch.autograd.grad(loss, ins, allow_unused=True)
+        return outs + [gr for gr in grads if gr is not None]
+
+    monkeypatch.setenv("PYPHASE_GELU_RCP", "div")
+    assert not mlp.gelu_rcp()
+    before = run()
+    monkeypatch.delenv("PYPHASE_GELU_RCP")
+    assert mlp.gelu_rcp()
+    after = run()
+    assert len(before) == len(after) >= 5
+    for a, b in zip(before, after):
+        assert a.dtype == b.dtype and torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
