@@ -22,7 +22,8 @@ dry pass without it, setup_timing2_h100_e167fd1.txt).
 `skipping_dead(alive)` makes the step's kernels skip the programs of the pack's diverged models
 (each takes the mask from `alive_mask` as its first argument and returns at once for a dead model).
 
-`pad_width(n)` is the padded on-chip width the kernels use. `sum_parts(part)` is the one kernel
+`pad_width(n)` is the padded on-chip width the kernels use; `unmasked(whole)` says whether a kernel
+drops its bounds masks. `sum_parts(part)` is the one kernel
 kept here, shared by the ops whose programs each write a partial sum (the LayerNorm, MLP, embedding
 and head parameter gradients): it adds them up in a fixed order, in place of `part.sum(dim=1)`,
 which took 11-21 us a call for these shapes on the H100 (13 calls a step;
@@ -275,6 +276,14 @@ def register_cap(cap: int, x: Tensor) -> dict[str, int]:
     """Launch options for a register cap of `cap` per thread (Triton's `maxnreg`; 0: none) for a
     kernel on x's device: only on CUDA, not in the interpreter."""
     return {"maxnreg": cap} if cap and x.is_cuda else {}
+
+
+def unmasked(whole: bool) -> bool:
+    """Whether a kernel may drop its bounds masks: `whole` (its tiles cover the rows and columns
+    exactly), unless PYPHASE_MASKS=all, which keeps every mask (for A/B timing; the values are the
+    same either way, only the instructions differ). The attention kernels' own switch is
+    PYPHASE_ATTN_MASK (`attention._tiles`)."""
+    return whole and os.environ.get("PYPHASE_MASKS", "").lower() != "all"
 
 
 def pad_width(n: int) -> int:

@@ -289,7 +289,7 @@ if triton is not None:
     @triton.jit
     def _mlp_bwd_dw_kernel(ALIVE, DY, H, W1, B1, W2, DPRE, PART, N, D: tl.constexpr, FF: tl.constexpr,
                            BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, SPAN: tl.constexpr,
-                           HW_RCP: tl.constexpr):
+                           EVEN: tl.constexpr, HW_RCP: tl.constexpr):
         # Program (c, s, k): hidden units [c·BH, (c+1)·BH) over rows [s·SPAN, (s+1)·SPAN) of model k.
         # Programs of one span differ only in c and run side by side, so h and dy come from L2
         # after the first reads them.
@@ -314,18 +314,29 @@ if triton is not None:
         # (the smallest product), instead of a cross-warp reduction every iteration.
         ones = tl.full([16, BM], 1.0, dt)
         acc_b = tl.zeros([16, BH], tl.float32)
+        # EVEN (every span whole, d and the hidden width multiples of the tiles): no masks, and the
+        # span's rows addressed from its first, in 32 bits
+        first = (k * N + s.to(tl.int64) * SPAN)
         for it in range(0, SPAN, BM):
-            rows = s.to(tl.int64) * SPAN + it + tl.arange(0, BM)
-            r_ok = rows < N
-            m = r_ok[:, None] & c_ok[None, :]
-            x = tl.load(H + (k * N + rows)[:, None] * D + cols[None, :], mask=m, other=0.0)
-            dy = tl.load(DY + (k * N + rows)[:, None] * D + cols[None, :], mask=m, other=0.0)
+            if EVEN:
+                at = it + tl.arange(0, BM)
+                x = tl.load(H + first * D + (at[:, None] * D + cols[None, :]))
+                dy = tl.load(DY + first * D + (at[:, None] * D + cols[None, :]))
+            else:
+                rows = s.to(tl.int64) * SPAN + it + tl.arange(0, BM)
+                r_ok = rows < N
+                m = r_ok[:, None] & c_ok[None, :]
+                x = tl.load(H + (k * N + rows)[:, None] * D + cols[None, :], mask=m, other=0.0)
+                dy = tl.load(DY + (k * N + rows)[:, None] * D + cols[None, :], mask=m, other=0.0)
             # the forward pass's pre-activation, rounded as there
             z = (tl.dot(x, w1).to(dt).to(tl.float32) + b1[None, :]).to(dt).to(tl.float32)
             cdf, pdf = _gelu_parts(z, HW_RCP)
             dg = tl.dot(dy, tl.trans(w2)).to(dt).to(tl.float32)
             dpre = (dg * (cdf + z * pdf)).to(dt)  # rows outside N: dy = 0, so dpre = 0
-            tl.store(DPRE + (k * N + rows)[:, None] * FF + hid[None, :], dpre, mask=r_ok[:, None] & h_ok[None, :])
+            if EVEN:
+                tl.store(DPRE + first * FF + (at[:, None] * FF + hid[None, :]), dpre)
+            else:
+                tl.store(DPRE + (k * N + rows)[:, None] * FF + hid[None, :], dpre, mask=r_ok[:, None] & h_ok[None, :])
             acc_w1 += tl.dot(tl.trans(x), dpre)
             acc_w2 += tl.dot(tl.trans((z * cdf).to(dt)), dy)
             acc_b += tl.dot(ones, dpre)
@@ -367,7 +378,7 @@ def _launch(kind: str, n: int, d: int, f: int, kk: int,
     bm, bh, warps, stages = cfg[:4]
     bh = min(bh, pad_width(f))
     bd = pad_width(d)
-    even = n % bm == 0 and d == bd and f % bh == 0  # no tile needs masks
+    even = kernels.unmasked(n % bm == 0 and d == bd and f % bh == 0)  # no tile needs masks
     meta = dict(BD=bd, BM=bm, BH=bh, EVEN=even, HW_RCP=gelu_rcp(), num_warps=warps, num_stages=stages)
     if kind == "fwd":
         return (triton.cdiv(n, bm), kk), meta
@@ -377,7 +388,8 @@ def _launch(kind: str, n: int, d: int, f: int, kk: int,
         spans = triton.cdiv(kernels.BACKWARD_PROGRAMS, triton.cdiv(f, bh) * kk)
         most = triton.cdiv(cfg[4] if len(cfg) > 4 else 4096, bm)
         span = min(most, max(triton.cdiv(n, bm * spans), triton.cdiv(MIN_SPAN, bm))) * bm
-        meta = dict(BD=bd, BM=bm, BH=bh, SPAN=span, HW_RCP=meta["HW_RCP"], num_warps=warps, num_stages=stages)
+        meta = dict(BD=bd, BM=bm, BH=bh, SPAN=span, EVEN=even and kernels.unmasked(n % span == 0), HW_RCP=meta["HW_RCP"],
+                    num_warps=warps, num_stages=stages)
         return (triton.cdiv(f, bh), triton.cdiv(n, span), kk), meta
     split = CONFIG["bwd_mode"] == "split"
     span = bh if split else triton.cdiv(f, bh) * bh

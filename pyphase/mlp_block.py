@@ -129,8 +129,12 @@ if triton is not None:
         row0 = pid_m.to(tl.int64) * BM
         rows = tl.arange(0, BM)
         cols = tl.arange(0, BD)
-        r_ok = (row0 + rows) < N
-        c_ok = cols < D
+        if EVEN:  # every row and column inside (N a multiple of BM, D = BD): masks that fold away
+            r_ok = tl.full([BM], 1, tl.int1)
+            c_ok = tl.full([BD], 1, tl.int1)
+        else:
+            r_ok = (row0 + rows) < N
+            c_ok = cols < D
         m = r_ok[:, None] & c_ok[None, :]
         off = (k * N + row0) * D + rows[:, None] * D + cols[None, :]
         stat = k * N + row0 + rows
@@ -169,8 +173,9 @@ if triton is not None:
                 # does not keep the first ones live in registers through the loop)
                 rows_e = tl.arange(0, BM)
                 off = (k * N + row0) * D + (rows_e[:, None] * D + cols[None, :])
-                r_ok = rows_e < N - row0
-                m = r_ok[:, None] & c_ok[None, :]
+                if not EVEN:
+                    r_ok = rows_e < N - row0
+                    m = r_ok[:, None] & c_ok[None, :]
                 y = tl.load(M + off, mask=m, other=0.0).to(tl.float32)
             else:
                 y = acc.to(dt).to(tl.float32)

@@ -232,3 +232,12 @@ def test_sum_parts_refuses_what_it_cannot_read() -> None:
         sum_parts(torch.zeros(2, 3, 4).transpose(1, 2))
     with pytest.raises(ValueError, match="contiguous fp32"):
         sum_parts(torch.zeros(2, 3, 4, dtype=torch.float64))
+
+
+def test_masks_switch(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pyphase import kernels
+
+    monkeypatch.delenv("PYPHASE_MASKS", raising=False)
+    assert kernels.unmasked(True) and not kernels.unmasked(False)
+    monkeypatch.setenv("PYPHASE_MASKS", "all")
+    assert not kernels.unmasked(True) and not kernels.unmasked(False)

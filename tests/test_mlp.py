@@ -165,17 +165,21 @@ def test_gelu_hardware_reciprocal_compiles_for_sm90() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
+@pytest.mark.parametrize("switch", ["PYPHASE_GELU_RCP=div", "PYPHASE_MASKS=all"])
+@pytest.mark.parametrize("n", [1000, 4096])  # ragged spans (masked loads) and whole ones (EVEN)
 @pytest.mark.parametrize("mode", ["fused", "split", "dw", "block"])
-def test_gelu_hardware_reciprocal_gives_the_divisions_bits(mode: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """GELU's 1 / (1 + p|z|) as the bare hardware reciprocal gives every output of the forward and
-    backward kernels bit for bit as the division did, extreme pre-activations included."""
-    from pyphase import mlp
+def test_instruction_switches_keep_the_bits(mode: str, n: int, switch: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """GELU's 1 / (1 + p|z|) as the bare hardware reciprocal, and the bounds masks dropped where
+    the tiles cover the rows exactly, give every output of the MLP's forward and backward kernels
+    (and, for the fused block, the add + LayerNorm backward's) bit for bit as the division and the
+    masks did, extreme pre-activations included."""
+    from pyphase import kernels, mlp
     from pyphase.mlp_block import mlp_block
 
     monkeypatch.setitem(mlp.CONFIG, "bwd_mode", "dw" if mode == "block" else mode)
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(3)
-    k, n, d, f = 2, 1000, 128, 512
+    k, d, f = 2, 128, 512
     w1 = (torch.randn(k, d, f, device=dev, generator=g) * 0.3).bfloat16()
     b1 = torch.randn(k, f, device=dev, generator=g) * 2
     b1[0, :6] = torch.tensor([3e38, -3e38, 1e30, -1e30, float("inf"), -float("inf")])  # z beyond any product
@@ -202,11 +206,12 @@ def test_gelu_hardware_reciprocal_gives_the_divisions_bits(mode: str, monkeypatc
         grads = torch.autograd.grad(loss, ins, allow_unused=True)
         return outs + [gr for gr in grads if gr is not None]
 
-    monkeypatch.setenv("PYPHASE_GELU_RCP", "div")
-    assert not mlp.gelu_rcp()
+    name, _, value = switch.partition("=")
+    monkeypatch.setenv(name, value)
+    assert not (mlp.gelu_rcp() and kernels.unmasked(True))
     before = run()
-    monkeypatch.delenv("PYPHASE_GELU_RCP")
-    assert mlp.gelu_rcp()
+    monkeypatch.delenv(name)
+    assert mlp.gelu_rcp() and kernels.unmasked(True)
     after = run()
     assert len(before) == len(after) >= 5
     for a, b in zip(before, after):

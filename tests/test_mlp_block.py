@@ -58,7 +58,7 @@ INTERPRETED = textwrap.dedent(
 # kernel's as `mlp_block.set_config` does): no masks; ragged rows; d not a power of two (masked
 # columns) and a hidden width not a multiple of the chunk; a chunk wider than the hidden layer; its
 # own launch; the first or the second add + LayerNorm left to layernorm's kernel; h and the MLP's
-# output staged through memory ("/1,1,1").
+# output staged through memory ("/1,1,1"), with ragged rows and with none (no masks at all).
 SHAPES = [(2, 64, 32, 128, "32,64,4,2/dw:32,64,4,2,64", "mlp"), (2, 100, 32, 128, "32,64,4,2/dw:32,64,4,2,64", "mlp"),
           (1, 77, 48, 192, "32,128,4,2/dw:16,64,4,2,32", "mlp"), (2, 40, 32, 32, "16,64,4,2/dw:16,64,4,2", "mlp"),
           (2, 100, 32, 128, "32,64,4,2/dw:32,64,4,2,64", "16,32,4,1"),
@@ -66,6 +66,7 @@ SHAPES = [(2, 64, 32, 128, "32,64,4,2/dw:32,64,4,2,64", "mlp"), (2, 100, 32, 128
           (1, 77, 48, 192, "32,128,4,2/dw:16,64,4,2,32", "mlp/0,1"),
           (1, 77, 48, 192, "32,128,4,2/dw:16,64,4,2,32", "mlp/1,0"),
           (2, 100, 32, 128, "32,64,4,2/dw:32,64,4,2,64", "64,32,4,3/1,1,1"),
+          (2, 128, 32, 128, "32,64,4,2/dw:32,64,4,2,64", "64,32,4,3/1,1,1"),
           (1, 77, 48, 192, "32,128,4,2/dw:16,64,4,2,32", "mlp/1,1,1"),
           (1, 77, 48, 192, "32,128,4,2/dw:16,64,4,2,32", "mlp/0,1,1")]
 
