@@ -281,8 +281,10 @@ def register_cap(cap: int, x: Tensor) -> dict[str, int]:
 def unmasked(whole: bool) -> bool:
     """Whether a kernel may drop its bounds masks: `whole` (its tiles cover the rows and columns
     exactly), unless PYPHASE_MASKS=all, which keeps every mask (for A/B timing; the values are the
-    same either way, only the instructions differ). The attention kernels' own switch is
-    PYPHASE_ATTN_MASK (`attention._tiles`)."""
+    same either way, only the instructions differ). Used by the MLP's kernels (`mlp._launch`); the
+    attention kernels' own switch is PYPHASE_ATTN_MASK (`attention._tiles`). Not by the add +
+    LayerNorm backward: there the mask's select kept `acc + dx · rstd` from becoming one fused
+    multiply-add, and without it a phase3a run on the H100 gave other bits (session 21)."""
     return whole and os.environ.get("PYPHASE_MASKS", "").lower() != "all"
 
 

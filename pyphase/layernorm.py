@@ -150,16 +150,14 @@ if triton is not None:
     @triton.jit
     def _add_ln_bwd_kernel(ALIVE, DXN, DH, XN, MEAN, RSTD, W, DX, DR, PART, N, stride_w, D: tl.constexpr,
                            BD: tl.constexpr, ROWS: tl.constexpr, ITERS: tl.constexpr, HAS_R: tl.constexpr,
-                           HAS_DXN: tl.constexpr, STORE_DR: tl.constexpr, EVEN: tl.constexpr = False):
-        # EVEN: every program's rows inside (N a multiple of ROWS · ITERS) and D = BD: the masks
-        # are constants that fold away (fewer instructions, the same values)
+                           HAS_DXN: tl.constexpr, STORE_DR: tl.constexpr):
         pid = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
         if tl.load(ALIVE + k) == 0:  # a frozen model (kernels.skipping_dead)
             return
         rows = tl.arange(0, ROWS)
         cols = tl.arange(0, BD)
-        c_ok = tl.full([BD], 1, tl.int1) if EVEN else cols < D
+        c_ok = cols < D
         w = tl.load(W + k * stride_w + cols, mask=c_ok, other=0.0).to(tl.float32)
         # Parameter-gradient partial sums kept per row of the tile and summed over rows once at the
         # end: a column sum per tile would need a cross-warp reduction every iteration.
@@ -168,7 +166,7 @@ if triton is not None:
         acc_drb = tl.zeros([ROWS, BD], tl.float32)
         for it in range(ITERS):
             row0 = (pid * ITERS + it).to(tl.int64) * ROWS
-            r_ok = tl.full([ROWS], 1, tl.int1) if EVEN else (row0 + rows) < N
+            r_ok = (row0 + rows) < N
             m = r_ok[:, None] & c_ok[None, :]
             off = (k * N + row0) * D + rows[:, None] * D + cols[None, :]
             dx, dh, xhat = _grad_rows(XN, DH, DXN, MEAN, RSTD, k * N + row0 + rows, off, m, r_ok, w, D, HAS_DXN)
@@ -261,7 +259,7 @@ def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: 
     launch(_add_ln_bwd_kernel, (progs, kk))(
         alive_mask(kk, xn.device), dxn.contiguous() if dxn is not None else dh, dh, xn, mean, rstd, w, dx, dr, part, n, w.stride(0), D=d,
         BD=pad_width(d), ROWS=rows, ITERS=iters, HAS_R=has_r, HAS_DXN=dxn is not None, STORE_DR=store_dr,
-        EVEN=kernels.unmasked(n % (rows * iters) == 0 and d == pad_width(d)), num_warps=warps)
+        num_warps=warps)
     return dx, dr, sum_parts(part.view(kk, progs, 3 * d)).view(kk, 3, d)
 
 
