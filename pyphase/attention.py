@@ -36,6 +36,8 @@ from pyphase.kernels import alive_mask, backward_op, call, launch, pad_width, re
 try:
     import triton
     import triton.language as tl
+
+    from pyphase.kernels import mul_rn
 except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
     triton = None
 
@@ -130,19 +132,6 @@ if triton is not None:
             tl.store(ptr, value, mask=ok)
 
     @triton.jit
-    def _scaled(qk, qk_scale, RN: tl.constexpr):
-        """qk · qk_scale rounded to fp32 on its own. With RN (on the GPU) as PTX's mul.rn, which the
-        compiler does not fuse with the subtraction that follows into one multiply-add: where a
-        mask's select stands between them it cannot, and a tile without the mask must give the
-        masked tile's bits. Triton's interpreter (no inline PTX) fuses nothing anyway."""
-        if RN:
-            out = tl.inline_asm_elementwise("mul.rn.f32 $0, $1, $2;", "=r,r,r", [qk, qk_scale], dtype=tl.float32,
-                                            is_pure=True, pack=1)
-        else:
-            out = qk * qk_scale
-        return out
-
-    @triton.jit
     def _fwd_tile(q, QKV, kv_base, start_n, offs_n, offs_m, offs_d, m_i, l_i, acc, bk, bv, qk_scale, T, dt,
                   D: tl.constexpr, BIAS_IN_QKV: tl.constexpr, MASK: tl.constexpr, EVEN: tl.constexpr,
                   RN: tl.constexpr):
@@ -155,7 +144,7 @@ if triton is not None:
         n_ok = cols < T
         k = _biased(_load(QKV + kv_row + D, n_ok[:, None], EVEN), bk[None, :], dt, BIAS_IN_QKV)
         v = _biased(_load(QKV + kv_row + 2 * D, n_ok[:, None], EVEN), bv[None, :], dt, BIAS_IN_QKV)
-        qk = _scaled(tl.dot(q, tl.trans(k)), qk_scale, RN)
+        qk = mul_rn(tl.dot(q, tl.trans(k)), qk_scale, RN)  # not fused with the subtraction that follows
         if MASK:
             keep = (offs_m - start_n)[:, None] >= offs_n[None, :]  # cols <= rows, in 32 bits
             if not EVEN:
@@ -173,7 +162,7 @@ if triton is not None:
                     qk_scale, BM: tl.constexpr, BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr, EVEN: tl.constexpr = False,
                     DIAG: tl.constexpr = False, RN: tl.constexpr = False):
         # EVEN: T is a multiple of BM and BN (no bounds masks); DIAG: the causal mask only on the key
-        # blocks that reach the diagonal (`_fwd_tile`), else on every block; RN: `_scaled`
+        # blocks that reach the diagonal (`_fwd_tile`), else on every block; RN: `kernels.mul_rn`
         pid_m = tl.program_id(0)
         pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
@@ -216,7 +205,7 @@ if triton is not None:
         MASK: the causal mask (and, unless EVEN, the sequence's end) on the probabilities; where
         every query sees every key of the block, the tile is used as it is (the same values). The
         mask selects after exp2, so with or without it the score's scaling and the subtraction of
-        the log-sum-exp fuse into one multiply-add alike (unlike the forward pass: `_scaled`)."""
+        the log-sum-exp fuse into one multiply-add alike (unlike the forward pass: `kernels.mul_rn`)."""
         q_ptr = QKV + (row0 + rows[None, :]) * (3 * D) + h * HD + offs_d[:, None]  # (HD, BM)
         do_ptr = DO + (row0 + rows[:, None]) * D + h * HD + offs_d[None, :]
         m_ok = rows < T
@@ -364,7 +353,7 @@ def _tiles(t: int, bm: int, bn: int) -> dict[str, bool]:
     """The kernels' tile switches: EVEN where the context is a multiple of both blocks (no bounds
     masks) and DIAG, the causal mask only on the tiles that cross the diagonal, unless
     PYPHASE_ATTN_MASK=all (every tile masked, as before session 18); the forward kernel also takes
-    RN (`_scaled`). None changes a value, only the instructions. Why: on the H100 the ALU pipe
+    RN (`kernels.mul_rn`). None changes a value, only the instructions. Why: on the H100 the ALU pipe
     (the masks' integer compares and selects) was the attention kernels' busiest, 36-61%
     (results/bench/ncu_sections_k5_b256_e648aca.txt); with these switches the loops issue about
     half the ALU instructions, but the K = 5 step gained only 0.3-0.6% (phase3a's packs side by

@@ -259,6 +259,20 @@ except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
 if triton is not None:
 
     @triton.jit
+    def mul_rn(a, b, RN: tl.constexpr):
+        """a · b rounded to fp32 on its own. With RN (on the GPU) as PTX's mul.rn, which the
+        compiler does not fuse with an addition or subtraction that follows into one multiply-add:
+        where a mask's select stands between them it cannot, and a tile without the mask must give
+        the masked tile's bits (`attention`'s scores, the add + LayerNorm backward's branch
+        gradient). Triton's interpreter (no inline PTX) fuses nothing anyway."""
+        if RN:
+            out = tl.inline_asm_elementwise("mul.rn.f32 $0, $1, $2;", "=r,r,r", [a, b], dtype=tl.float32,
+                                            is_pure=True, pack=1)
+        else:
+            out = a * b
+        return out
+
+    @triton.jit
     def _sum_parts_kernel(PART, OUT, R, C, BR: tl.constexpr, BC: tl.constexpr):
         cb = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
@@ -281,10 +295,12 @@ def register_cap(cap: int, x: Tensor) -> dict[str, int]:
 def unmasked(whole: bool) -> bool:
     """Whether a kernel may drop its bounds masks: `whole` (its tiles cover the rows and columns
     exactly), unless PYPHASE_MASKS=all, which keeps every mask (for A/B timing; the values are the
-    same either way, only the instructions differ). Used by the MLP's kernels (`mlp._launch`); the
-    attention kernels' own switch is PYPHASE_ATTN_MASK (`attention._tiles`). Not by the add +
-    LayerNorm backward: there the mask's select kept `acc + dx · rstd` from becoming one fused
-    multiply-add, and without it a phase3a run on the H100 gave other bits (session 21)."""
+    same either way, only the instructions differ). Used by the MLP's kernels (`mlp._launch`), the
+    add + LayerNorm backward and the QKV GEMM (`linear`); the attention kernels' own switch is
+    PYPHASE_ATTN_MASK (`attention._tiles`). Where a dropped mask's select was all that kept a
+    product apart from a later sum, the product is rounded on its own (`mul_rn`): the add +
+    LayerNorm backward's `acc + dx · rstd` fused into one multiply-add without it, and a phase3a
+    run on the H100 gave other bits (session 21)."""
     return whole and os.environ.get("PYPHASE_MASKS", "").lower() != "all"
 
 

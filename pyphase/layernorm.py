@@ -49,6 +49,8 @@ from pyphase.kernels import alive_mask, backward_op, call, call_stream, launch, 
 try:
     import triton
     import triton.language as tl
+
+    from pyphase.kernels import mul_rn
 except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
     triton = None
 
@@ -131,10 +133,14 @@ if triton is not None:
         return h
 
     @triton.jit
-    def _grad_rows(XN, DH, DXN, MEAN, RSTD, stat, off, m, r_ok, w, D: tl.constexpr, HAS_DXN: tl.constexpr):
+    def _grad_rows(XN, DH, DXN, MEAN, RSTD, stat, off, m, r_ok, w, D: tl.constexpr, HAS_DXN: tl.constexpr,
+                   RN: tl.constexpr):
         # One tile of the LayerNorm backward (rows `stat` of the statistics, elements `off`): the
         # input gradient dx, plus the residual stream's incoming gradient if HAS_DXN, and the
-        # output gradient and normalised input the parameter gradients are summed from.
+        # output gradient and normalised input the parameter gradients are summed from. Without
+        # HAS_DXN, dx's last product is rounded on its own (`kernels.mul_rn`, RN on the GPU), so that
+        # a caller's sum of unmasked dx does not fuse it into a multiply-add (a masked sum's
+        # select keeps it apart anyway).
         mean = tl.load(MEAN + stat, mask=r_ok, other=0.0)
         rstd = tl.load(RSTD + stat, mask=r_ok, other=0.0)
         xhat = tl.where(m, (tl.load(XN + off, mask=m, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None], 0.0)
@@ -142,22 +148,26 @@ if triton is not None:
         g = dh * w[None, :]
         c1 = tl.sum(g * xhat, 1) / D
         c2 = tl.sum(g, 1) / D
-        dx = (g - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
         if HAS_DXN:
+            dx = (g - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
             dx += tl.load(DXN + off, mask=m, other=0.0).to(tl.float32)
+        else:
+            dx = mul_rn(g - xhat * c1[:, None] - c2[:, None], rstd[:, None], RN)
         return dx, dh, xhat
 
     @triton.jit
     def _add_ln_bwd_kernel(ALIVE, DXN, DH, XN, MEAN, RSTD, W, DX, DR, PART, N, stride_w, D: tl.constexpr,
                            BD: tl.constexpr, ROWS: tl.constexpr, ITERS: tl.constexpr, HAS_R: tl.constexpr,
-                           HAS_DXN: tl.constexpr, STORE_DR: tl.constexpr):
+                           HAS_DXN: tl.constexpr, STORE_DR: tl.constexpr, EVEN: tl.constexpr, RN: tl.constexpr):
+        # EVEN: every program's rows inside (N a multiple of ROWS · ITERS) and D = BD, so the masks
+        # are constants that fold away (`kernels.unmasked`); RN: `_grad_rows`
         pid = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
         if tl.load(ALIVE + k) == 0:  # a frozen model (kernels.skipping_dead)
             return
         rows = tl.arange(0, ROWS)
         cols = tl.arange(0, BD)
-        c_ok = cols < D
+        c_ok = tl.full([BD], 1, tl.int1) if EVEN else cols < D
         w = tl.load(W + k * stride_w + cols, mask=c_ok, other=0.0).to(tl.float32)
         # Parameter-gradient partial sums kept per row of the tile and summed over rows once at the
         # end: a column sum per tile would need a cross-warp reduction every iteration.
@@ -166,10 +176,10 @@ if triton is not None:
         acc_drb = tl.zeros([ROWS, BD], tl.float32)
         for it in range(ITERS):
             row0 = (pid * ITERS + it).to(tl.int64) * ROWS
-            r_ok = (row0 + rows) < N
+            r_ok = tl.full([ROWS], 1, tl.int1) if EVEN else (row0 + rows) < N
             m = r_ok[:, None] & c_ok[None, :]
             off = (k * N + row0) * D + rows[:, None] * D + cols[None, :]
-            dx, dh, xhat = _grad_rows(XN, DH, DXN, MEAN, RSTD, k * N + row0 + rows, off, m, r_ok, w, D, HAS_DXN)
+            dx, dh, xhat = _grad_rows(XN, DH, DXN, MEAN, RSTD, k * N + row0 + rows, off, m, r_ok, w, D, HAS_DXN, RN)
             acc_dw += dh * xhat
             acc_db += dh
             if HAS_R:
@@ -259,7 +269,7 @@ def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: 
     launch(_add_ln_bwd_kernel, (progs, kk))(
         alive_mask(kk, xn.device), dxn.contiguous() if dxn is not None else dh, dh, xn, mean, rstd, w, dx, dr, part, n, w.stride(0), D=d,
         BD=pad_width(d), ROWS=rows, ITERS=iters, HAS_R=has_r, HAS_DXN=dxn is not None, STORE_DR=store_dr,
-        num_warps=warps)
+        EVEN=kernels.unmasked(n % (rows * iters) == 0 and d == pad_width(d)), RN=xn.is_cuda, num_warps=warps)
     return dx, dr, sum_parts(part.view(kk, progs, 3 * d)).view(kk, 3, d)
 
 
@@ -424,7 +434,7 @@ if triton is not None:
     @triton.jit
     def _embed_ln_bwd_kernel(ALIVE, DXN, DH, X, MEAN, RSTD, W, IDX, PART_LN, PART_TE, PART_PE, N, T, NSEQ, SEQ_PER,
                              stride_w, D: tl.constexpr, BD: tl.constexpr, VP: tl.constexpr, ROWS: tl.constexpr,
-                             HAS_DXN: tl.constexpr, SPLIT: tl.constexpr):
+                             HAS_DXN: tl.constexpr, SPLIT: tl.constexpr, RN: tl.constexpr):
         # Program (p, c, k): positions [p·ROWS, (p+1)·ROWS) of the sequences [c·SEQ_PER, (c+1)·SEQ_PER)
         # of model k. Each row's residual-stream gradient dx is summed into the position table's
         # gradient (rows of a tile are distinct positions) and into the token table's, as
@@ -450,7 +460,7 @@ if triton is not None:
             rows = k * N + s.to(tl.int64) * T + pos
             m = r_ok[:, None] & c_ok[None, :]
             off = rows[:, None] * D + cols[None, :]
-            dx, dh, xhat = _grad_rows(X, DH, DXN, MEAN, RSTD, rows, off, m, r_ok, w, D, HAS_DXN)
+            dx, dh, xhat = _grad_rows(X, DH, DXN, MEAN, RSTD, rows, off, m, r_ok, w, D, HAS_DXN, RN)
             acc_dw += dh * xhat
             acc_db += dh
             dx = tl.where(m, dx, 0.0)
@@ -506,7 +516,7 @@ def _embed_ln_bwd(dxn: Tensor | None, dh: Tensor, x: Tensor, mean: Tensor, rstd:
     launch(_embed_ln_bwd_kernel, (pb, chunks, kk))(
         alive_mask(kk, x.device), dxn.contiguous() if dxn is not None else dh, dh, x, mean, rstd, w, idx, part_ln, part_te, part_pe, n, t,
         n // t, per, w.stride(0), D=d, BD=pad_width(d), VP=vp, ROWS=rows,
-        HAS_DXN=dxn is not None, SPLIT=os.environ.get("TRITON_INTERPRET") != "1", num_warps=CONFIG["embed_bwd"][1])
+        HAS_DXN=dxn is not None, SPLIT=os.environ.get("TRITON_INTERPRET") != "1", RN=x.is_cuda, num_warps=CONFIG["embed_bwd"][1])
     dwte = sum_parts(part_te).view(kk, vp, d)[:, :v].contiguous()
     dwpe = x.new_zeros(kk, t_max, d, dtype=torch.float32)
     dwpe[:, :t] = sum_parts(part_pe).view(kk, t, d)

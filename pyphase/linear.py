@@ -31,6 +31,7 @@ import os
 import torch
 from torch import Tensor
 
+from pyphase import kernels
 from pyphase.kernels import call, launch, pad_width, register_autograd
 
 try:
@@ -75,21 +76,22 @@ if triton is not None:
 
     @triton.jit
     def _linear_bias_kernel(H, W, B, Y, N, KK, NPROG, D: tl.constexpr, F: tl.constexpr, BD: tl.constexpr,
-                            BM: tl.constexpr, BN: tl.constexpr, STAGES: tl.constexpr):
+                            BM: tl.constexpr, BN: tl.constexpr, STAGES: tl.constexpr, EVEN: tl.constexpr):
         # Persistent: NPROG programs take the (model, row tile, column tile) tiles in turn, so the
-        # loads of a program's next tile overlap the current one's product and stores.
+        # loads of a program's next tile overlap the current one's product and stores. EVEN: the
+        # tiles cover the rows and columns exactly, so the masks are constants that fold away.
         pid = tl.program_id(0)
         tm = tl.cdiv(N, BM)
         tn: tl.constexpr = (F + BN - 1) // BN
         inner = tl.arange(0, BD)
-        i_ok = inner < D
+        i_ok = tl.full([BD], 1, tl.int1) if EVEN else inner < D
         dt = Y.dtype.element_ty
         for tile in tl.range(pid, tm * tn * KK, NPROG, num_stages=STAGES):
             k = (tile // (tn * tm)).to(tl.int64)
             rows = (tile // tn) % tm * BM + tl.arange(0, BM)
             cols = tile % tn * BN + tl.arange(0, BN)
-            r_ok = rows < N
-            c_ok = cols < F
+            r_ok = tl.full([BM], 1, tl.int1) if EVEN else rows < N
+            c_ok = tl.full([BN], 1, tl.int1) if EVEN else cols < F
             h = tl.load(H + (k * N + rows)[:, None] * D + inner[None, :], mask=r_ok[:, None] & i_ok[None, :], other=0.0)
             w = tl.load(W + k * D * F + inner[:, None] * F + cols[None, :], mask=i_ok[:, None] & c_ok[None, :], other=0.0)
             # the product rounded as cuBLAS's output, then the bias added and rounded again
@@ -116,7 +118,8 @@ def _linear_bias_fwd(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
     bn = min(bn, pad_width(f))
     tiles = triton.cdiv(n, bm) * triton.cdiv(f, bn) * kk
     nprog = max(1, min(tiles, per_sm * _sm_count(h.device)))
-    launch(_linear_bias_kernel, (nprog,))(h, w, b, y, n, kk, nprog, d, f, pad_width(d), bm, bn, stages,
+    even = kernels.unmasked(n % bm == 0 and f % bn == 0 and d == pad_width(d))
+    launch(_linear_bias_kernel, (nprog,))(h, w, b, y, n, kk, nprog, d, f, pad_width(d), bm, bn, stages, even,
                                           num_warps=warps)
     return y
 

@@ -167,12 +167,12 @@ def test_gelu_hardware_reciprocal_compiles_for_sm90() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
 @pytest.mark.parametrize("switch", ["PYPHASE_GELU_RCP=div", "PYPHASE_MASKS=all"])
 @pytest.mark.parametrize("n", [1000, 4096])  # ragged spans (masked loads) and whole ones (EVEN)
-@pytest.mark.parametrize("mode", ["fused", "split", "dw", "block", "block_h2"])
+@pytest.mark.parametrize("mode", ["fused", "split", "dw", "block", "block_h2", "linear"])
 def test_instruction_switches_keep_the_bits(mode: str, n: int, switch: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """GELU's 1 / (1 + p|z|) as the bare hardware reciprocal, and the bounds masks dropped where
     the tiles cover the rows exactly, give every output of the MLP's forward and backward kernels
     (and, for the fused block, the add + LayerNorm backward's) bit for bit as the division and the
-    masks did, extreme pre-activations included. "block_h2": the new stream x2 unused downstream,
+    masks did, extreme pre-activations included; and the QKV GEMM's ("linear"). "block_h2": the new stream x2 unused downstream,
     as after the last block, so the add + LayerNorm backward runs without an incoming stream
     gradient (where dropping its masks had changed the bits: kernels.unmasked)."""
     from pyphase import kernels, mlp
@@ -193,7 +193,14 @@ def test_instruction_switches_keep_the_bits(mode: str, n: int, switch: str, monk
     vecs = [torch.randn(k, d, device=dev, generator=g) for _ in range(6)]
 
     def run() -> list[torch.Tensor]:
-        if mode.startswith("block"):
+        if mode == "linear":
+            from pyphase.linear import linear_bias
+
+            ins = [z.clone().requires_grad_() for z in (h.bfloat16(), w1[..., :384], b1[:, :384])]
+            y = linear_bias(*ins)
+            outs = [y]
+            loss = (y.float()[..., :128] * dy).sum()
+        elif mode.startswith("block"):
             ins = [z.clone().requires_grad_() for z in (h, p, *vecs[:3], w1, b1, w2, *vecs[3:])]
             x0, p_, pb, lw, lb, w1_, b1_, w2_, b2, nw, nb = ins
             with torch.autocast("cuda", torch.bfloat16):
@@ -215,6 +222,6 @@ def test_instruction_switches_keep_the_bits(mode: str, n: int, switch: str, monk
     monkeypatch.delenv(name)
     assert mlp.gelu_rcp() and kernels.unmasked(True)
     after = run()
-    assert len(before) == len(after) >= 5
+    assert len(before) == len(after) >= (4 if mode == "linear" else 5)
     for a, b in zip(before, after):
         assert a.dtype == b.dtype and torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
