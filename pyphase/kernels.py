@@ -273,6 +273,17 @@ if triton is not None:
         return out
 
     @triton.jit
+    def below(offs, n, WHOLE: tl.constexpr):
+        """The bounds mask offs < n, or, where WHOLE (the tiles cover the range exactly,
+        `unmasked`), a constant true mask that Triton folds away with the loads, stores and selects
+        it guards."""
+        if WHOLE:
+            ok = tl.full(offs.shape, 1, tl.int1)
+        else:
+            ok = offs < n
+        return ok
+
+    @triton.jit
     def _sum_parts_kernel(PART, OUT, R, C, BR: tl.constexpr, BC: tl.constexpr):
         cb = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)

@@ -50,7 +50,7 @@ try:
     import triton
     import triton.language as tl
 
-    from pyphase.kernels import mul_rn
+    from pyphase.kernels import below, mul_rn
 except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
     triton = None
 
@@ -167,7 +167,7 @@ if triton is not None:
             return
         rows = tl.arange(0, ROWS)
         cols = tl.arange(0, BD)
-        c_ok = tl.full([BD], 1, tl.int1) if EVEN else cols < D
+        c_ok = below(cols, D, EVEN)
         w = tl.load(W + k * stride_w + cols, mask=c_ok, other=0.0).to(tl.float32)
         # Parameter-gradient partial sums kept per row of the tile and summed over rows once at the
         # end: a column sum per tile would need a cross-warp reduction every iteration.
@@ -176,7 +176,7 @@ if triton is not None:
         acc_drb = tl.zeros([ROWS, BD], tl.float32)
         for it in range(ITERS):
             row0 = (pid * ITERS + it).to(tl.int64) * ROWS
-            r_ok = tl.full([ROWS], 1, tl.int1) if EVEN else (row0 + rows) < N
+            r_ok = below(row0 + rows, N, EVEN)
             m = r_ok[:, None] & c_ok[None, :]
             off = (k * N + row0) * D + rows[:, None] * D + cols[None, :]
             dx, dh, xhat = _grad_rows(XN, DH, DXN, MEAN, RSTD, k * N + row0 + rows, off, m, r_ok, w, D, HAS_DXN, RN)

@@ -37,6 +37,8 @@ from pyphase.kernels import call, launch, pad_width, register_autograd
 try:
     import triton
     import triton.language as tl
+
+    from pyphase.kernels import below
 except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
     triton = None
 
@@ -84,14 +86,14 @@ if triton is not None:
         tm = tl.cdiv(N, BM)
         tn: tl.constexpr = (F + BN - 1) // BN
         inner = tl.arange(0, BD)
-        i_ok = tl.full([BD], 1, tl.int1) if EVEN else inner < D
+        i_ok = below(inner, D, EVEN)
         dt = Y.dtype.element_ty
         for tile in tl.range(pid, tm * tn * KK, NPROG, num_stages=STAGES):
             k = (tile // (tn * tm)).to(tl.int64)
             rows = (tile // tn) % tm * BM + tl.arange(0, BM)
             cols = tile % tn * BN + tl.arange(0, BN)
-            r_ok = tl.full([BM], 1, tl.int1) if EVEN else rows < N
-            c_ok = tl.full([BN], 1, tl.int1) if EVEN else cols < F
+            r_ok = below(rows, N, EVEN)
+            c_ok = below(cols, F, EVEN)
             h = tl.load(H + (k * N + rows)[:, None] * D + inner[None, :], mask=r_ok[:, None] & i_ok[None, :], other=0.0)
             w = tl.load(W + k * D * F + inner[:, None] * F + cols[None, :], mask=i_ok[:, None] & c_ok[None, :], other=0.0)
             # the product rounded as cuBLAS's output, then the bias added and rounded again

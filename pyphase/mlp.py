@@ -361,7 +361,7 @@ def gelu_rcp() -> bool:
     """Whether the kernels take GELU's 1 / (1 + p|z|) as the bare hardware reciprocal (`_recip`):
     always, but in Triton's interpreter (no inline PTX) or with PYPHASE_GELU_RCP=div (the division
     as before, for benches/profile_step.py's A/B; the same bits, 7 more instructions an element)."""
-    knobs = getattr(triton, "knobs", None)
+    knobs = getattr(triton, "knobs", None)  # Triton < 3.4 has none (pyproject allows torch >= 2.4)
     interpreted = (knobs.runtime.interpret if knobs is not None
                    else os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"))
     return not interpreted and os.environ.get("PYPHASE_GELU_RCP", "").lower() != "div"
@@ -389,7 +389,7 @@ def _launch(kind: str, n: int, d: int, f: int, kk: int,
         spans = triton.cdiv(kernels.BACKWARD_PROGRAMS, triton.cdiv(f, bh) * kk)
         most = triton.cdiv(cfg[4] if len(cfg) > 4 else 4096, bm)
         span = min(most, max(triton.cdiv(n, bm * spans), triton.cdiv(MIN_SPAN, bm))) * bm
-        meta = dict(BD=bd, BM=bm, BH=bh, SPAN=span, EVEN=even and kernels.unmasked(n % span == 0), HW_RCP=meta["HW_RCP"],
+        meta = dict(BD=bd, BM=bm, BH=bh, SPAN=span, EVEN=even and n % span == 0, HW_RCP=meta["HW_RCP"],
                     num_warps=warps, num_stages=stages)
         return (triton.cdiv(f, bh), triton.cdiv(n, span), kk), meta
     split = CONFIG["bwd_mode"] == "split"

@@ -48,6 +48,7 @@ try:
     import triton
     import triton.language as tl
 
+    from pyphase.kernels import below
     from pyphase.layernorm import _add_rows, _normalise_rows
     from pyphase.mlp import _fc1_chunk, _fc2_chunk
 except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
@@ -129,12 +130,8 @@ if triton is not None:
         row0 = pid_m.to(tl.int64) * BM
         rows = tl.arange(0, BM)
         cols = tl.arange(0, BD)
-        if EVEN:  # every row and column inside (N a multiple of BM, D = BD): masks that fold away
-            r_ok = tl.full([BM], 1, tl.int1)
-            c_ok = tl.full([BD], 1, tl.int1)
-        else:
-            r_ok = (row0 + rows) < N
-            c_ok = cols < D
+        r_ok = below(row0 + rows, N, EVEN)  # EVEN: N a multiple of BM, D = BD (masks that fold away)
+        c_ok = below(cols, D, EVEN)
         m = r_ok[:, None] & c_ok[None, :]
         off = (k * N + row0) * D + rows[:, None] * D + cols[None, :]
         stat = k * N + row0 + rows
@@ -173,9 +170,8 @@ if triton is not None:
                 # does not keep the first ones live in registers through the loop)
                 rows_e = tl.arange(0, BM)
                 off = (k * N + row0) * D + (rows_e[:, None] * D + cols[None, :])
-                if not EVEN:
-                    r_ok = rows_e < N - row0
-                    m = r_ok[:, None] & c_ok[None, :]
+                r_ok = below(rows_e, N - row0, EVEN)
+                m = r_ok[:, None] & c_ok[None, :]
                 y = tl.load(M + off, mask=m, other=0.0).to(tl.float32)
             else:
                 y = acc.to(dt).to(tl.float32)

@@ -235,8 +235,6 @@ def test_sum_parts_refuses_what_it_cannot_read() -> None:
 
 
 def test_masks_switch(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from pyphase import kernels
-
     monkeypatch.delenv("PYPHASE_MASKS", raising=False)
     assert kernels.unmasked(True) and not kernels.unmasked(False)
     monkeypatch.setenv("PYPHASE_MASKS", "all")
