@@ -1,3 +1,3 @@
-from pyphase.cli import main
+from pyphase.cli import console
 
-main()
+console()

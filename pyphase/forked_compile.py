@@ -21,6 +21,9 @@ only loads the binary. A child never touches CUDA (the target is passed in), whi
 forking after CUDA's initialisation safe, as for torch's DataLoader workers; a job a child could
 not compile is simply compiled again by the parent, which raises its error as before.
 
+While the children compile, `build_launchers` builds in the parent's threads the C launchers
+Triton 3.6 would otherwise build with gcc as each compiled kernel is loaded.
+
 The stand-in answers only the planning thread; a launch from any other thread meanwhile compiles
 as usual. `warm_up(target)`, run while the parent plans, does once what every child's first compile
 would do again. `workers(n)` shares the machine's cores among the processes of one node under torchrun.
@@ -36,7 +39,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed, wait
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
 from typing import Any
@@ -153,6 +156,71 @@ def warm_up(target: Any) -> None:
         make_backend(target).hash()
     except Exception:  # noqa: BLE001 - only a head start
         pass
+
+
+def launcher_source(j: Job) -> str | None:
+    """The C source of the launcher Triton builds for `j`'s kernel when it is first loaded (its
+    `CudaLauncher`: the same constants, signature and no tensor descriptors, which pyphase's kernels
+    do not use), or None where this Triton builds none that way."""
+    from triton.backends.nvidia import driver as nv
+    from triton.compiler import ASTSource
+
+    if not hasattr(nv, "make_launcher"):
+        return None
+    src = getattr(j.fn, "ASTSource", ASTSource)(j.fn, j.signature, j.constexprs, j.attrs)
+    constants = src.constants if hasattr(src, "constants") else {}
+    constants = {((src.fn.arg_names.index(i),) if isinstance(i, str) else i): v for i, v in constants.items()}
+    return nv.make_launcher(constants, dict(src.signature.items()), None)
+
+
+def build_launcher(source: str) -> None:
+    """Build (with gcc) the launcher module of `source` into Triton's cache, as `CudaLauncher` does,
+    so that loading the kernel later finds it there."""
+    from triton.backends.nvidia import driver as nv
+
+    nv.compile_module_from_src(src=source, name="__triton_launcher", library_dirs=nv.library_dirs(),
+                               include_dirs=nv.include_dirs, libraries=nv.libraries)
+
+
+class Launchers:
+    """Distinct launcher sources being built in threads (gcc runs outside the GIL); `wait()` until
+    all are built (or failed: only a head start, the loader then builds its own), `close()`."""
+
+    def __init__(self, sources: Sequence[str], workers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pyphase-launcher")
+        self._futures = [self._pool.submit(self._build, s) for s in sources]
+
+    @staticmethod
+    def _build(source: str) -> None:
+        try:
+            build_launcher(source)
+        except Exception:  # noqa: BLE001 - only a head start
+            pass
+
+    def wait(self) -> None:
+        wait(self._futures)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def build_launchers(jobs: Sequence[Job], workers: int = 4) -> Launchers | None:
+    """Start building the distinct launchers of `jobs` while the kernels compile: on a fresh machine
+    Triton 3.6 builds one with gcc when each compiled kernel is loaded, which after the last compile
+    kept the parent ~0.6 s longer (results/bench/timeline_cold_h100_cd054c7.txt). None where there
+    is nothing to build (a Triton with one launcher for every kernel, PYPHASE_PREBUILD_LAUNCHERS=0)."""
+    if os.environ.get("PYPHASE_PREBUILD_LAUNCHERS", "1") == "0":
+        return None
+    sources: dict[str, None] = {}
+    for j in jobs:
+        try:
+            s = launcher_source(j)
+        except Exception:  # noqa: BLE001 - another Triton's internals: the loader builds its own
+            return None
+        if s is None:
+            return None
+        sources[s] = None
+    return Launchers(list(sources), workers) if sources else None
 
 
 class Pool:

@@ -151,10 +151,10 @@ def compile_all(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
             kernel.warmup(*args, grid=grid, **meta)
         return
     n = workers or max(1, min(len(records), os.cpu_count() or 1, 16))
-    forked, order = _fork_compiles(records, n)
+    forked, order, launchers = _fork_compiles(records, n)
     try:
         with ThreadPoolExecutor(n) as pool, ThreadPoolExecutor(n) as loaders:
-            loader = _Loader(loaders)
+            loader = _Loader(loaders, launchers.wait if launchers is not None else None)
             with AsyncCompileMode(pool):
                 for kernel, grid, args, meta in (records[i] for i in order):
                     loader.add(kernel.warmup(*args, grid=grid, **meta))
@@ -163,34 +163,85 @@ def compile_all(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
     finally:
         if forked is not None:
             forked.close()
+        if launchers is not None:
+            launchers.close()
+
+
+# prepare_compiles' thread, and the target it found once set (None: it failed)
+_prepared: tuple[threading.Thread, threading.Event, list[Any]] | None = None
+
+
+def prepare_compiles() -> None:
+    """Start, once per process and in a background thread, what compiling needs before anything
+    can be planned: Triton's CUDA driver, whose first use on a fresh machine builds its C helper
+    module with gcc (0.39 s of `compile_all` before its planning began in a cold phase3a on the
+    H100, results/bench/timeline_cold_h100_cd054c7.txt), then `forked_compile.warm_up`. Called
+    before the dry pass, which it overlaps; `compile_all` waits for the driver before planning.
+    Nothing on the CPU or without Triton."""
+    global _prepared
+    if _prepared is not None or not torch.cuda.is_available():
+        return
+    try:
+        import triton  # noqa: F401
+    except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
+        return
+    ready, box = threading.Event(), []
+
+    def run() -> None:
+        try:
+            from triton.runtime.driver import driver
+
+            box.append(driver.active.get_current_target())
+        except Exception:  # noqa: BLE001 - compile_all then asks the driver itself, raising its error
+            box.append(None)
+        ready.set()
+        if box[0] is not None:
+            from pyphase import forked_compile
+
+            if forked_compile.wanted():
+                forked_compile.warm_up(box[0])
+
+    thread = threading.Thread(target=run, name="pyphase-compile-prepare", daemon=True)
+    _prepared = (thread, ready, box)
+    thread.start()
+
+
+def _compile_target() -> Any:
+    """The GPU target to compile for, once `prepare_compiles`' thread found it (started here if
+    it was not yet)."""
+    prepare_compiles()
+    if _prepared is not None:
+        _prepared[1].wait()
+        if _prepared[2][0] is not None:
+            return _prepared[2][0]
+    from triton.runtime.driver import driver
+
+    return driver.active.get_current_target()
 
 
 def _fork_compiles(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
-                   n: int) -> tuple[Any, Iterator[int]]:
+                   n: int) -> tuple[Any, Iterator[int], Any]:
     """Start the forked compiles of `records` (`forked_compile`) if wanted and worth it; returns the
-    pool (None if not started) and the records' indices in the order to warm them up: those with
-    nothing to compile first, then each job's records as its process finishes it."""
+    pool (None if not started), the records' indices in the order to warm them up (those with
+    nothing to compile first, then each job's records as its process finishes it) and their
+    launchers being built meanwhile (`forked_compile.build_launchers`; None if none)."""
     from pyphase import forked_compile
 
     if not (forked_compile.wanted() and torch.cuda.is_available()):
-        return None, iter(range(len(records)))
+        return None, iter(range(len(records))), None
     try:
-        from triton.runtime.driver import driver
-
-        warm = threading.Thread(target=forked_compile.warm_up, args=(driver.active.get_current_target(),),
-                                name="pyphase-compile-warm-up")
-        warm.start()
-        try:
-            jobs, of_record = forked_compile.plan(records)
-        finally:
-            warm.join()
+        _compile_target()  # Triton's driver is ready (planning asks it); its warm-up may go on
+        jobs, of_record = forked_compile.plan(records)
+        if _prepared is not None:
+            _prepared[0].join()  # the warm-up is done: the children inherit it
         if len(jobs) < 2:
-            return None, iter(range(len(records)))
+            return None, iter(range(len(records))), None
         pool = forked_compile.Pool(jobs, forked_compile.workers(min(n, len(jobs))))
     except Exception as e:  # noqa: BLE001 - e.g. another Triton's internals: the thread pool compiles all
         print(f"warning: compiling Triton kernels in forked processes failed ({type(e).__name__}: {e}); "
               "compiling them in threads", file=sys.stderr)
-        return None, iter(range(len(records)))
+        return None, iter(range(len(records))), None
+    launchers = forked_compile.build_launchers(jobs)
 
     def order() -> Iterator[int]:
         by_job: dict[int, list[int]] = {}
@@ -201,7 +252,7 @@ def _fork_compiles(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]
                 by_job.setdefault(j, []).append(r)
         for j in pool.done():
             yield from by_job.get(j, [])
-    return pool, order()
+    return pool, order(), launchers
 
 
 class _Loader:
@@ -211,11 +262,13 @@ class _Loader:
     took 1.24 s of phase3a's cold setup, results/bench/setup_profile_h100_a4e0fdb.txt). Measured on
     one H100, phase3a shortened to 300 steps with an empty Triton cache each time: setup 4.68-4.85 s
     against 4.92-5.01 s loading after the last compile (results/bench/setup_load_early_ab_h100_1d718e2.txt).
-    The first load also sets up Triton's driver utilities, so the others wait for it. `loads`: the
-    loads' futures."""
+    The first load also sets up Triton's driver utilities, so the others wait for it. Each load
+    first calls `before` (if given: waiting for the launchers built meanwhile,
+    `forked_compile.build_launchers`, rather than building one again). `loads`: the loads' futures."""
 
-    def __init__(self, loaders: ThreadPoolExecutor) -> None:
+    def __init__(self, loaders: ThreadPoolExecutor, before: Callable[[], None] | None = None) -> None:
         self.loaders = loaders
+        self.before = before
         self.loads: list[Any] = []
         self.device = torch.cuda.current_device() if torch.cuda.is_available() else None
         self._first, self._first_done = threading.Lock(), threading.Event()
@@ -226,6 +279,8 @@ class _Loader:
         init = getattr(kernel, "_init_handles", None) if kernel is not None else None
         if init is None:
             return
+        if self.before is not None:
+            self.before()
         if self.device is not None:
             torch.cuda.set_device(self.device)
         if not self._first_done.is_set():

@@ -156,6 +156,8 @@ class PackTrainer:
             # q/k/v/grad views into its own layout, 16 copies a step at ~190 us each for K=5, B=256;
             # the flash backend reads them in place.
             torch.backends.cuda.enable_cudnn_sdp(False)
+            if self.use_graph and not self.use_compile:  # its kernels are compiled before the first step
+                kernels.prepare_compiles()
         self.shape = Shape.of(c0.model, corpus.tokenizer.vocab_size)
         k, steps, dev = len(configs), c0.steps, self.device
         self.k, self.steps = k, steps

@@ -111,3 +111,54 @@ def test_train_device_cuda_without_cuda_is_one_line_exit_2(tmp_path, monkeypatch
 def test_train_entry_point_exits_2_in_a_real_process(tmp_path):
     r = pyphase("train", "smoke", "--device", "tpu", "--out", str(tmp_path), timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--device tpu" in r.stderr
+
+
+def test_fast_exit_only_after_success_with_cuda_and_only_from_the_console(monkeypatch, capsys):
+    """`main(fast_exit=True)` (the console script) ends a successful run that initialised CUDA with
+    os._exit(0) after flushing; not after a failure, not without CUDA, not with PYPHASE_FAST_EXIT=0,
+    and never for `main()` as tests call it."""
+    from pyphase import cli
+
+    exits: list[int] = []
+
+    def fake_exit(code: int) -> None:
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+
+    def run(*args: str, fast: bool = True) -> int:
+        monkeypatch.setattr(sys, "argv", ["pyphase", *args])
+        with pytest.raises(SystemExit) as e:
+            cli.main(fast_exit=fast)
+        return e.value.code
+
+    assert run("--help") == 0 and exits == [0]
+    assert "Usage" in capsys.readouterr().out  # flushed before the exit
+    assert run("--help", fast=False) == 0 and exits == [0]
+    assert run("train", "smoke", "--device", "tpu") == 2 and exits == [0]
+    monkeypatch.setenv("PYPHASE_FAST_EXIT", "0")
+    assert run("--help") == 0 and exits == [0]
+    monkeypatch.delenv("PYPHASE_FAST_EXIT")
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert run("--help") == 0 and exits == [0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_train_on_cuda_with_and_without_the_fast_exit_writes_the_same_runs(tmp_path):
+    """On CUDA the console script ends without the interpreter's teardown: exit code 0, the JSON on
+    stdout complete, every run's files on disk, the same numbers as with the normal exit."""
+    keep = ["run_id", "final_train_loss", "final_val_loss", "avg_grad_norm_before", "avg_grad_norm_after",
+            "avg_clip_frequency", "converged"]
+    rows = {}
+    for fast in ("1", "0"):
+        out = tmp_path / fast
+        r = subprocess.run([sys.executable, "-m", "pyphase", "train", "smoke", "--device", "cuda", "--out", str(out),
+                            "--json", "--no-progress"], env={**ENV, "PYPHASE_FAST_EXIT": fast}, capture_output=True,
+                           text=True, check=False, timeout=300)
+        assert r.returncode == 0, r.stderr
+        rows[fast] = [{k: row[k] for k in keep} for row in json.loads(r.stdout)]
+        for c in load_experiment("smoke").configs:
+            assert (out / "smoke" / c.run_id / STEPS_FILE).exists()
+    assert rows["1"] == rows["0"] and len(rows["1"]) == len(load_experiment("smoke").configs)

@@ -78,3 +78,35 @@ def test_workers_share_the_cores_among_a_nodes_processes(monkeypatch) -> None:  
     assert forked_compile.workers(25) == 4
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
     assert forked_compile.workers(25) == 1
+
+
+def test_launchers_are_built_once_per_distinct_source(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`build_launchers` builds each distinct launcher source once, in its own threads, as Triton's
+    `CudaLauncher` would (its module name, the source `make_launcher` gives for the kernel's constants
+    and signature); nothing where this Triton has no per-signature launcher or the switch is off."""
+    import threading
+
+    from triton.backends.nvidia import driver as nv
+
+    from pyphase import forked_compile
+
+    jobs = _jobs([32, 32, 16])  # the first two are the same kernel specialisation
+    if not hasattr(nv, "make_launcher"):  # Triton >= 3.7: one launcher for every kernel, nothing to build
+        assert forked_compile.build_launchers(jobs) is None
+    built: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(nv, "make_launcher", lambda constants, signature, meta: repr((sorted(constants.items()),
+                                                                                     signature, meta)), raising=False)
+    monkeypatch.setattr(nv, "compile_module_from_src", lambda src, name, **kw: built.append(
+        (src, name, threading.current_thread().name)), raising=False)
+    monkeypatch.setattr(nv, "library_dirs", lambda: [], raising=False)
+    launchers = forked_compile.build_launchers(jobs)
+    assert launchers is not None
+    launchers.wait()
+    launchers.close()
+    assert len(built) == 2 and {b[1] for b in built} == {"__triton_launcher"}
+    assert all(b[2].startswith("pyphase-launcher") for b in built)
+    hd = list(SIG).index("HD")
+    assert {w for w in (16, 32) for b in built if f"(({hd},), {w})" in b[0]} == {16, 32}  # one each
+    assert "None)" in built[0][0]  # no tensor descriptors
+    monkeypatch.setenv("PYPHASE_PREBUILD_LAUNCHERS", "0")
+    assert forked_compile.build_launchers(jobs) is None

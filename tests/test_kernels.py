@@ -239,3 +239,38 @@ def test_masks_switch(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     assert kernels.unmasked(True) and not kernels.unmasked(False)
     monkeypatch.setenv("PYPHASE_MASKS", "all")
     assert not kernels.unmasked(True) and not kernels.unmasked(False)
+
+
+@OLD_TRITON_INTERPRETER
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiling Triton kernels needs CUDA")
+def test_compile_all_builds_the_launchers_before_the_kernels_load(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Where Triton builds a launcher per kernel signature with gcc (3.6, the H100 machine's), every
+    one `compile_all` needs is built by its own threads while the kernels compile, so loading a
+    compiled kernel finds its launcher in the cache: no launcher is built anywhere else. From an
+    empty cache and nothing compiled in this process."""
+    pytest.importorskip("triton")
+    from triton.backends.nvidia import driver as nv
+    from triton.runtime import build
+
+    from pyphase.data import load_corpus
+    from pyphase.train import PackTrainer
+
+    if not hasattr(nv, "make_launcher"):
+        pytest.skip("this Triton has one launcher for every kernel")
+    monkeypatch.setenv("PYPHASE_COMPILE_PROCS", "1")
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("TRITON_ALWAYS_COMPILE", raising=False)
+    cfgs, jits = _small_pack()
+    records = PackTrainer(cfgs, load_corpus(None), "cuda").kernel_launches()
+    _forget(jits)
+    builds: list[tuple[str, str]] = []
+    real = build._build
+
+    def spy(name, *a, **k):  # type: ignore[no-untyped-def]
+        builds.append((name, threading.current_thread().name))
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(build, "_build", spy)
+    kernels.compile_all(records)
+    launchers = [t for n, t in builds if n == "__triton_launcher"]
+    assert launchers and all(t.startswith("pyphase-launcher") for t in launchers), builds
