@@ -241,7 +241,6 @@ def test_masks_switch(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     assert not kernels.unmasked(True) and not kernels.unmasked(False)
 
 
-@OLD_TRITON_INTERPRETER
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiling Triton kernels needs CUDA")
 def test_compile_all_builds_the_launchers_before_the_kernels_load(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Where Triton builds a launcher per kernel signature with gcc (3.6, the H100 machine's), every
