@@ -333,8 +333,9 @@ def report(
 def _exit_without_teardown() -> None:
     """End a successful run that used CUDA at once, with `os._exit(0)` after flushing stdout and
     stderr: Python's finalisation and CUDA's teardown (the context, its memory pools and graphs)
-    otherwise took 0.89 s after the last line of a phase3a on the H100
-    (results/bench/timeline_cold_h100_cd054c7.txt), and every result is on disk by then (written
+    otherwise took 0.79-0.88 s after the last line of a phase3a on the H100, 0.16-0.19 s with this
+    (results/bench/timeline_cold_h100_cd054c7.txt, setup_exit_ab_h100_22db3a0.txt, phase3a cut to
+    300 steps on one machine), and every result is on disk by then (written
     and closed atomically, the process group destroyed, the compile workers and checkpoint writer
     stopped). PYPHASE_FAST_EXIT=0 keeps the normal exit."""
     torch = sys.modules.get("torch")

@@ -25,8 +25,8 @@ While the children compile, `build_launchers` builds in the parent's threads the
 Triton 3.6 would otherwise build with gcc as each compiled kernel is loaded.
 
 The stand-in answers only the planning thread; a launch from any other thread meanwhile compiles
-as usual. `warm_up(target)`, run while the parent plans, does once what every child's first compile
-would do again. `workers(n)` shares the machine's cores among the processes of one node under torchrun.
+as usual. `warm_up(target)`, run in the parent before forking (`kernels.prepare_compiles` starts it
+during the dry pass), does once what every child's first compile would do again. `workers(n)` shares the machine's cores among the processes of one node under torchrun.
 
 `wanted()`: only where `fork` exists and PYPHASE_COMPILE_PROCS is not "0" (which keeps the thread
 pool alone, for A/B and as an escape hatch).
@@ -206,9 +206,10 @@ class Launchers:
 
 def build_launchers(jobs: Sequence[Job], workers: int = 4) -> Launchers | None:
     """Start building the distinct launchers of `jobs` while the kernels compile: on a fresh machine
-    Triton 3.6 builds one with gcc when each compiled kernel is loaded, which after the last compile
-    kept the parent ~0.6 s longer (results/bench/timeline_cold_h100_cd054c7.txt). None where there
-    is nothing to build (a Triton with one launcher for every kernel, PYPHASE_PREBUILD_LAUNCHERS=0)."""
+    Triton 3.6 builds one with gcc when each compiled kernel is loaded, which kept the parent 0.50-0.60
+    s past the last compile; 0.04-0.28 s with this (H100, results/bench/timeline_cold_h100_cd054c7.txt,
+    timeline_cold_h100_22db3a0.txt, setup_exit_ab_h100_22db3a0.txt). None where there is nothing to
+    build (a Triton with one launcher for every kernel, PYPHASE_PREBUILD_LAUNCHERS=0)."""
     if os.environ.get("PYPHASE_PREBUILD_LAUNCHERS", "1") == "0":
         return None
     sources: dict[str, None] = {}
