@@ -8,6 +8,8 @@ forward + backward pass of the model lists every kernel specialisation a trainin
 `compile_all(records)` then compiles them side by side in a thread pool (Triton's compiler releases
 the GIL; `triton.runtime._async_compile.AsyncCompileMode` hands each compile to the pool) into
 Triton's in-process kernel cache, so the first real step finds them compiled.
+`prepare_compiles()`, called when a CUDA trainer is made, readies Triton's driver in a thread
+meanwhile.
 
 Each op is a torch.library custom op (so torch.compile can trace around it) with its autograd
 registered through `register_autograd`, which also builds the same autograd as a plain
