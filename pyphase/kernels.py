@@ -169,8 +169,8 @@ def compile_all(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
             launchers.close()
 
 
-# prepare_compiles' thread, and the target it found once set (None: it failed)
-_prepared: tuple[threading.Thread, threading.Event, list[Any]] | None = None
+# prepare_compiles' thread, and the event it sets once Triton's driver is ready (or failed)
+_prepared: tuple[threading.Thread, threading.Event] | None = None
 
 
 def prepare_compiles() -> None:
@@ -188,38 +188,36 @@ def prepare_compiles() -> None:
         import triton  # noqa: F401
     except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
         return
-    ready, box = threading.Event(), []
+    ready = threading.Event()
 
     def run() -> None:
         try:
             from triton.runtime.driver import driver
 
-            box.append(driver.active.get_current_target())
-        except Exception:  # noqa: BLE001 - compile_all then asks the driver itself, raising its error
-            box.append(None)
-        ready.set()
-        if box[0] is not None:
-            from pyphase import forked_compile
+            target = driver.active.get_current_target()
+        except Exception:  # noqa: BLE001 - `_wait_for_driver` asks the driver again, raising its error
+            return
+        finally:
+            ready.set()
+        from pyphase import forked_compile
 
-            if forked_compile.wanted():
-                forked_compile.warm_up(box[0])
+        if forked_compile.wanted():
+            forked_compile.warm_up(target)
 
     thread = threading.Thread(target=run, name="pyphase-compile-prepare", daemon=True)
-    _prepared = (thread, ready, box)
+    _prepared = (thread, ready)
     thread.start()
 
 
-def _compile_target() -> Any:
-    """The GPU target to compile for, once `prepare_compiles`' thread found it (started here if
-    it was not yet)."""
+def _wait_for_driver() -> None:
+    """Return once Triton's driver is ready (`prepare_compiles`, started here if it was not yet);
+    raises the driver's error where it cannot start."""
     prepare_compiles()
     if _prepared is not None:
         _prepared[1].wait()
-        if _prepared[2][0] is not None:
-            return _prepared[2][0]
     from triton.runtime.driver import driver
 
-    return driver.active.get_current_target()
+    driver.active.get_current_target()
 
 
 def _fork_compiles(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
@@ -233,7 +231,7 @@ def _fork_compiles(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]
     if not (forked_compile.wanted() and torch.cuda.is_available()):
         return None, iter(range(len(records))), None
     try:
-        _compile_target()  # Triton's driver is ready (planning asks it); its warm-up may go on
+        _wait_for_driver()  # planning asks the driver; its warm-up may go on meanwhile
         jobs, of_record = forked_compile.plan(records)
         if _prepared is not None:
             _prepared[0].join()  # the warm-up is done: the children inherit it
