@@ -292,7 +292,7 @@ def transformer_block_stream(x: Tensor, h: Tensor, attn_w: Tensor, attn_b: Tenso
         y = causal_attention(torch.bmm(h, attn_w), attn_b, b, t, n_head)
     # add + LayerNorm, gelu(h @ fc_w + fc_b) @ fc2_w, add + next LayerNorm: one Triton kernel
     # forward on CUDA (mlp_block.py), the unfused ops elsewhere
-    x, h, c = mlp_block_stream(x.reshape(kk, b * t, d), torch.bmm(y, proj_w), proj_b, ln2_w, ln2_b, fc_w, fc_b,
+    x, h, c = mlp_block_stream(x.reshape(kk, b * t, d), linear.matmul(y, proj_w), proj_b, ln2_w, ln2_b, fc_w, fc_b,
                                fc2_w, fc2_b, next_w, next_b, c)
     return x.view(kk, b, t, d), h, c
 
