@@ -143,6 +143,7 @@ def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
     h, w, b = inputs
     ctx.save_for_backward(h, w)
     ctx.b_grad = b.requires_grad
+    ctx.side = side.claim(w)
 
 
 def _backward(ctx, dy: Tensor | None):  # type: ignore[no-untyped-def]
@@ -150,17 +151,17 @@ def _backward(ctx, dy: Tensor | None):  # type: ignore[no-untyped-def]
     if dy is None:
         return None, None, None
     # torch.bmm's autograd formulas (the same cuBLAS products as the unfused path); the weight's
-    # gradient on a side stream (pyphase.side)
-    dw = _weight_grad(h, dy)
+    # gradient on a side stream where pyphase.side gave the weight to this op
+    dw = _weight_grad(h, dy, ctx.side) if ctx.needs_input_grad[1] else None
     dh = dy.bmm(w.transpose(1, 2))
     db = dy.sum(dim=1, dtype=torch.float32).to(dy.dtype) if ctx.b_grad else None
     return dh, dw, db
 
 
-def _weight_grad(h: Tensor, dy: Tensor) -> Tensor:
-    """h^T @ dy per model, torch.bmm's autograd product for the weight of `h @ w`, computed off the
-    backward pass's critical path where `side.enabled` (into a tensor allocated on this stream)."""
-    if not side.enabled(dy):
+def _weight_grad(h: Tensor, dy: Tensor, on_side: bool) -> Tensor:
+    """h^T @ dy per model, torch.bmm's autograd product for the weight of `h @ w`; on the side
+    stream (`side.off_critical_path`, into a tensor allocated on this stream) if `on_side`."""
+    if not on_side:
         return h.transpose(1, 2).bmm(dy)
     dw = dy.new_empty(h.shape[0], h.shape[2], dy.shape[2])
     with side.off_critical_path(h, dy):
@@ -179,20 +180,20 @@ class _MatMul(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout: Tensor):  # type: ignore[no-untyped-def, override]
         y, w = ctx.saved_tensors
-        dw = _weight_grad(y, dout) if ctx.needs_input_grad[1] else None
+        dw = _weight_grad(y, dout, True) if ctx.needs_input_grad[1] else None
         dy = dout.bmm(w.transpose(1, 2)) if ctx.needs_input_grad[0] else None
         return dy, dw
 
 
 def matmul(y: Tensor, w: Tensor) -> Tensor:
-    """torch.bmm(y, w) (K, N, d) @ (K, d, f), with the same values and gradients; on CUDA outside
-    torch.compile the weight's gradient is computed on a side stream (pyphase.side)."""
-    if not side.enabled(y):
-        return torch.bmm(y, w)
+    """torch.bmm(y, w) (K, N, d) @ (K, d, f), with the same values and gradients; the weight's
+    gradient on a side stream where `side.claim` gives w to this op (a weight from `side.defer`)."""
     dev = y.device.type
     if torch.is_autocast_enabled(dev):  # torch.bmm's autocast: both operands in the autocast dtype
         dt = torch.get_autocast_dtype(dev)
         y, w = y.to(dt), w.to(dt)
+    if not side.claim(w):
+        return torch.bmm(y, w)
     return _MatMul.apply(y, w)
 
 

@@ -8,19 +8,31 @@ import torch
 from pyphase import linear, side
 
 
-def test_cpu_runs_in_place_and_matmul_is_bmm() -> None:
+def test_cpu_defers_nothing_and_matmul_is_bmm() -> None:
     g = torch.Generator().manual_seed(0)
     y = torch.randn(2, 8, 4, generator=g, requires_grad=True)
     w = torch.randn(2, 4, 3, generator=g, requires_grad=True)
     assert not side.enabled(y)
-    with side.off_critical_path(y):  # nothing to fork: the body runs here, nothing is pending
-        z = y * 2
-    assert not side._pending and torch.equal(z, y * 2)
+    (wd,) = side.defer(w)
+    assert wd is w and not side.claim(wd)
     out = linear.matmul(y, w)
     gy, gw = torch.autograd.grad(out.square().sum(), (y, w))
     ref = torch.bmm(y, w)
     ry, rw = torch.autograd.grad(ref.square().sum(), (y, w))
     assert torch.equal(out, ref) and torch.equal(gy, ry) and torch.equal(gw, rw)
+
+
+def test_a_deferred_weight_is_claimed_once(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(side, "enabled", lambda x: True)
+    w = torch.randn(2, 4, 3, requires_grad=True)
+    a, b = side.defer(w, w * 2)
+    assert side.claim(a) and not side.claim(a)  # a second use's gradient stays on the main stream
+    assert side.claim(b) and not side.claim(w)  # only deferred weights
+    with torch.no_grad():
+        (c,) = side.defer(w)
+    assert c is w and not side.claim(c)  # no gradient, nothing to defer
+    gw = torch.autograd.grad((a.sum() + b.sum()), w)[0]  # the deferred node passes gradients on
+    assert torch.equal(gw, torch.full_like(w, 3.0))
 
 
 def test_switch_and_compile_turn_it_off(monkeypatch) -> None:  # type: ignore[no-untyped-def]
