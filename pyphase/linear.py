@@ -31,7 +31,7 @@ import os
 import torch
 from torch import Tensor
 
-from pyphase import kernels, side
+from pyphase import kernels
 from pyphase.kernels import call, launch, pad_width, register_autograd
 
 try:
@@ -143,58 +143,17 @@ def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
     h, w, b = inputs
     ctx.save_for_backward(h, w)
     ctx.b_grad = b.requires_grad
-    ctx.side = side.claim(w)
 
 
 def _backward(ctx, dy: Tensor | None):  # type: ignore[no-untyped-def]
     h, w = ctx.saved_tensors
     if dy is None:
         return None, None, None
-    # torch.bmm's autograd formulas (the same cuBLAS products as the unfused path); the weight's
-    # gradient on a side stream where pyphase.side gave the weight to this op
-    dw = _weight_grad(h, dy, ctx.side) if ctx.needs_input_grad[1] else None
+    # torch.bmm's autograd formulas (the same cuBLAS products as the unfused path)
     dh = dy.bmm(w.transpose(1, 2))
+    dw = h.transpose(1, 2).bmm(dy)
     db = dy.sum(dim=1, dtype=torch.float32).to(dy.dtype) if ctx.b_grad else None
     return dh, dw, db
-
-
-def _weight_grad(h: Tensor, dy: Tensor, on_side: bool) -> Tensor:
-    """h^T @ dy per model, torch.bmm's autograd product for the weight of `h @ w`; on the side
-    stream (`side.off_critical_path`, into a tensor allocated on this stream) if `on_side`."""
-    if not on_side:
-        return h.transpose(1, 2).bmm(dy)
-    dw = dy.new_empty(h.shape[0], h.shape[2], dy.shape[2])
-    with side.off_critical_path(h, dy):
-        torch.bmm(h.transpose(1, 2), dy, out=dw)
-    return dw
-
-
-class _MatMul(torch.autograd.Function):
-    """torch.bmm(y, w) with torch.bmm's autograd products, the weight's on a side stream."""
-
-    @staticmethod
-    def forward(ctx, y: Tensor, w: Tensor) -> Tensor:  # type: ignore[no-untyped-def, override]
-        ctx.save_for_backward(y, w)
-        return torch.bmm(y, w)
-
-    @staticmethod
-    def backward(ctx, dout: Tensor):  # type: ignore[no-untyped-def, override]
-        y, w = ctx.saved_tensors
-        dw = _weight_grad(y, dout, True) if ctx.needs_input_grad[1] else None
-        dy = dout.bmm(w.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        return dy, dw
-
-
-def matmul(y: Tensor, w: Tensor) -> Tensor:
-    """torch.bmm(y, w) (K, N, d) @ (K, d, f), with the same values and gradients; the weight's
-    gradient on a side stream where `side.claim` gives w to this op (a weight from `side.defer`)."""
-    dev = y.device.type
-    if torch.is_autocast_enabled(dev):  # torch.bmm's autocast: both operands in the autocast dtype
-        dt = torch.get_autocast_dtype(dev)
-        y, w = y.to(dt), w.to(dt)
-    if not side.claim(w):
-        return torch.bmm(y, w)
-    return _MatMul.apply(y, w)
 
 
 register_autograd(_linear_bias_fwd, _backward, _setup)

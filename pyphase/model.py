@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pyphase import attention, linear, side
+from pyphase import attention, linear
 from pyphase.attention import causal_attention
 from pyphase.head import head_ce
 from pyphase.layernorm import embed_ln_stream
@@ -247,7 +247,6 @@ def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tens
     # fp32, half the LayerNorm kernels' traffic; changes numerics (benches/profile_step.py measures it).
     mode = residual_mode(idx.device.type) if torch.is_autocast_enabled(idx.device.type) else "fp32"
     low = torch.get_autocast_dtype(idx.device.type) if mode in ("bf16", "bf16grad") else None
-    w = _deferred_projections(shape, w, idx.device.type)
     # the embedding and the first LayerNorm: one kernel on CUDA (layernorm.py)
     x, h, c = embed_ln_stream(idx, w["wte"], w["wpe"], w["h0.ln1_w"], w["h0.ln1_b"], low if mode == "bf16" else None,
                               low if mode == "bf16grad" and default_block else None)
@@ -262,18 +261,6 @@ def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tens
         else:
             x, h, c = transformer_block_stream(x, h, *ws, shape.n_head, c)
     return head(h, w["head_w"], targets)
-
-
-def _deferred_projections(shape: Shape, w: dict[str, Tensor], dev: str) -> dict[str, Tensor]:
-    """w with every block's QKV and output projection weights (cast as their ops' autocast casts
-    them) through `side.defer`, so those ops may compute their gradients on a side stream (CUDA,
-    uncompiled); w itself where that is off. Called before any other op of the forward pass."""
-    names = [f"h{i}.{n}" for i in range(shape.n_layer) for n in ("attn_w", "proj_w")]
-    if not names or not torch.is_grad_enabled() or not side.enabled(w[names[0]]):
-        return w
-    dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
-    ws = side.defer(*(w[n] if dt is None else w[n].to(dt) for n in names))
-    return {**w, **dict(zip(names, ws))}
 
 
 def transformer_block(x: Tensor, h: Tensor, attn_w: Tensor, attn_b: Tensor, proj_w: Tensor, proj_b: Tensor,
@@ -305,7 +292,7 @@ def transformer_block_stream(x: Tensor, h: Tensor, attn_w: Tensor, attn_b: Tenso
         y = causal_attention(torch.bmm(h, attn_w), attn_b, b, t, n_head)
     # add + LayerNorm, gelu(h @ fc_w + fc_b) @ fc2_w, add + next LayerNorm: one Triton kernel
     # forward on CUDA (mlp_block.py), the unfused ops elsewhere
-    x, h, c = mlp_block_stream(x.reshape(kk, b * t, d), linear.matmul(y, proj_w), proj_b, ln2_w, ln2_b, fc_w, fc_b,
+    x, h, c = mlp_block_stream(x.reshape(kk, b * t, d), torch.bmm(y, proj_w), proj_b, ln2_w, ln2_b, fc_w, fc_b,
                                fc2_w, fc2_b, next_w, next_b, c)
     return x.view(kk, b, t, d), h, c
 
