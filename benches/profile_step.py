@@ -25,7 +25,8 @@ grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
   cudnn / efficient   attention backend toggles (set before compiling)
   VARIANT:attnN  VARIANT with the N-th of --attn-bwd's pyphase.attention backward configurations
   VARIANT:fwdN   VARIANT with the N-th of --attn-fwd's forward configurations (after :attnN if both)
-  VARIANT+NAME=VALUE  VARIANT with the environment variable NAME set to VALUE (e.g. eager+PYPHASE_MLP_BLOCK=off)
+  VARIANT+NAME=VALUE  VARIANT with the environment variable NAME set to VALUE (e.g. eager+PYPHASE_MLP_BLOCK=off;
+            eager+BENCH_BLAS=cublaslt: torch's preferred BLAS library for the variant, cuBLAS by default)
 CUDA only. Usage:
     python benches/profile_step.py --data PATH --k 5 --b 256 --variants default,flex --out DIR
 """
@@ -195,6 +196,9 @@ for var_name in variants:
     # VARIANT+NAME=VALUE: set after the variants' own switches above, so it overrides them
     env_set = [kv.partition("=")[0] for kv in env]
     os.environ.update(kv.partition("=")[::2] for kv in env)
+    # BENCH_BLAS=cublas|cublaslt (as VARIANT+BENCH_BLAS=...): torch's preferred BLAS library for the
+    # variant's cuBLAS products (the bmm GEMMs of the QKV / output projections and the MLP's input gradient)
+    torch.backends.cuda.preferred_blas_library(os.environ.get("BENCH_BLAS", "cublas"))
     if var in ("sdpa", "flex", "contig"):
         fn = make_losses(flex=var == "flex", contig=var == "contig")
     if var == "dynamic":  # what `pyphase train` runs: batch dimension marked dynamic (train.PackTrainer._step)
