@@ -196,8 +196,8 @@ for var_name in variants:
     # VARIANT+NAME=VALUE: set after the variants' own switches above, so it overrides them
     env_set = [kv.partition("=")[0] for kv in env]
     os.environ.update(kv.partition("=")[::2] for kv in env)
-    # BENCH_BLAS=cublas|cublaslt (as VARIANT+BENCH_BLAS=...): torch's preferred BLAS library for the
-    # variant's cuBLAS products (the bmm GEMMs of the QKV / output projections and the MLP's input gradient)
+    # BENCH_BLAS=cublas|cublaslt (as VARIANT+BENCH_BLAS=...): torch's preferred BLAS library for every
+    # torch.bmm of the variant's step (the output projection, the input and weight gradients)
     torch.backends.cuda.preferred_blas_library(os.environ.get("BENCH_BLAS", "cublas"))
     if var in ("sdpa", "flex", "contig"):
         fn = make_losses(flex=var == "flex", contig=var == "contig")
