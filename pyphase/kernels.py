@@ -25,7 +25,7 @@ dry pass without it, setup_timing2_h100_e167fd1.txt).
 (each takes the mask from `alive_mask` as its first argument and returns at once for a dead model).
 
 `pad_width(n)` is the padded on-chip width the kernels use; `unmasked(whole)` says whether a kernel
-drops its bounds masks. `sum_parts(part)` is the one kernel
+drops its bounds masks; `interpreted()` whether Triton interprets the kernels (no inline PTX). `sum_parts(part)` is the one kernel
 kept here, shared by the ops whose programs each write a partial sum (the LayerNorm, MLP, embedding
 and head parameter gradients): it adds them up in a fixed order, in place of `part.sum(dim=1)`,
 which took 11-21 us a call for these shapes on the H100 (13 calls a step;
@@ -357,6 +357,17 @@ def register_cap(cap: int, x: Tensor) -> dict[str, int]:
     """Launch options for a register cap of `cap` per thread (Triton's `maxnreg`; 0: none) for a
     kernel on x's device: only on CUDA, not in the interpreter."""
     return {"maxnreg": cap} if cap and x.is_cuda else {}
+
+
+def interpreted() -> bool:
+    """Whether Triton runs kernels in its interpreter (TRITON_INTERPRET; on the CPU, in the tests),
+    where there is no inline PTX and its bf16 products are not the GPU's."""
+    import triton
+
+    knobs = getattr(triton, "knobs", None)  # Triton < 3.4 has none (pyproject allows torch >= 2.4)
+    if knobs is not None:
+        return bool(knobs.runtime.interpret)
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
 def unmasked(whole: bool) -> bool:

@@ -516,7 +516,7 @@ def _embed_ln_bwd(dxn: Tensor | None, dh: Tensor, x: Tensor, mean: Tensor, rstd:
     launch(_embed_ln_bwd_kernel, (pb, chunks, kk))(
         alive_mask(kk, x.device), dxn.contiguous() if dxn is not None else dh, dh, x, mean, rstd, w, idx, part_ln, part_te, part_pe, n, t,
         n // t, per, w.stride(0), D=d, BD=pad_width(d), VP=vp, ROWS=rows,
-        HAS_DXN=dxn is not None, SPLIT=os.environ.get("TRITON_INTERPRET") != "1", RN=x.is_cuda, num_warps=CONFIG["embed_bwd"][1])
+        HAS_DXN=dxn is not None, SPLIT=not kernels.interpreted(), RN=x.is_cuda, num_warps=CONFIG["embed_bwd"][1])
     dwte = sum_parts(part_te).view(kk, vp, d)[:, :v].contiguous()
     dwpe = x.new_zeros(kk, t_max, d, dtype=torch.float32)
     dwpe[:, :t] = sum_parts(part_pe).view(kk, t, d)

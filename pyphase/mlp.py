@@ -361,10 +361,7 @@ def gelu_rcp() -> bool:
     """Whether the kernels take GELU's 1 / (1 + p|z|) as the bare hardware reciprocal (`_recip`):
     always, but in Triton's interpreter (no inline PTX) or with PYPHASE_GELU_RCP=div (the division
     as before, for benches/profile_step.py's A/B; the same bits, 7 more instructions an element)."""
-    knobs = getattr(triton, "knobs", None)  # Triton < 3.4 has none (pyproject allows torch >= 2.4)
-    interpreted = (knobs.runtime.interpret if knobs is not None
-                   else os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"))
-    return not interpreted and os.environ.get("PYPHASE_GELU_RCP", "").lower() != "div"
+    return not kernels.interpreted() and os.environ.get("PYPHASE_GELU_RCP", "").lower() != "div"
 
 
 def _launch(kind: str, n: int, d: int, f: int, kk: int,
