@@ -198,7 +198,8 @@ def start(packages: Sequence[str] = PACKAGES, *, workers: int | None = None, for
     """Set up the cache for those of `packages` that have no `__pycache__` (all of them with
     `force`) and start compiling their sources into it in the background; once per process
     (later calls return the first call's result). `workers`: processes for the background compile
-    (default: the CPUs less one, none on a machine of fewer than 4)."""
+    (default: the CPUs less one, none on a machine of fewer than 4 or in a torchrun process of
+    local rank > 0), at most one per 20 files."""
     global _ACTIVE
     if _ACTIVE is not None:
         return _ACTIVE
@@ -224,7 +225,9 @@ def start(packages: Sequence[str] = PACKAGES, *, workers: int | None = None, for
     files = [f for folder in roots.values() for f in sources(folder)
              if not os.path.exists(cache_path(root, f))]
     ncpu = os.cpu_count() or 1
-    n = min(workers if workers is not None else (ncpu - 1 if ncpu >= 4 else 0), len(files) // 20)
+    if workers is None:  # under torchrun, one process a node compiles ahead (the others use its cache)
+        workers = ncpu - 1 if ncpu >= 4 and os.environ.get("LOCAL_RANK", "0") == "0" else 0
+    n = min(workers, len(files) // 20)
     procs = _spawn(root, files, n) if n > 0 else []
     _ACTIVE = Warmup(finder, procs, len(files))
     return _ACTIVE
@@ -249,7 +252,9 @@ def _spawn(root: str, files: list[str], n: int) -> list[subprocess.Popen]:
     procs = []
     for i in range(n):
         try:
-            p = subprocess.Popen([sys.executable, "-S", "-c", code, root], stdin=subprocess.PIPE,
+            # The parent's -O level: the same cache file names and code.
+            opt = ["-" + "O" * sys.flags.optimize] if sys.flags.optimize else []
+            p = subprocess.Popen([sys.executable, "-S", *opt, "-c", code, root], stdin=subprocess.PIPE,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
         except OSError:
             break
