@@ -1,3 +1,3 @@
-from pyphase.cli import console
+from pyphase.console import main
 
-console()
+main()

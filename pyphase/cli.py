@@ -366,17 +366,9 @@ def main(fast_exit: bool = False) -> None:
         sys.exit(2)
 
 
-# Commands that import torch and Triton (every command imports numpy and polars).
-_TORCH_COMMANDS = ("train", "calibrate")
-
-
 def console() -> None:
-    """The `pyphase` console script (and `python -m pyphase`): `main` with its fast exit, after
-    `coldstart.start` for the packages the command will import."""
-    from pyphase import coldstart
-
-    command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
-    coldstart.start(coldstart.PACKAGES if command in _TORCH_COMMANDS else ("numpy", "polars"))
+    """The CLI as the `pyphase` console script and `python -m pyphase` run it (through
+    `pyphase.console`): `main` with its fast exit."""
     main(fast_exit=True)
 
 

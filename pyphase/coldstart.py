@@ -36,8 +36,14 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-# What `pyphase train` imports that is heavy; numpy and polars are imported by every command.
-PACKAGES = ("torch", "triton", "numpy", "polars")
+# The top-level modules a command imports, by name: the CLI's own (typer and what typer brings,
+# which varies with its version; absent ones are skipped), numpy and polars for every command, and
+# torch and Triton for those that train.
+CLI_PACKAGES = ("typer", "click", "rich", "pydantic", "pydantic_core", "annotated_types", "annotated_doc",
+                "typing_inspection", "typing_extensions", "shellingham", "tqdm", "numpy", "polars")
+TORCH_PACKAGES = ("torch", "torchgen", "triton")
+PACKAGES = TORCH_PACKAGES + CLI_PACKAGES
+TORCH_COMMANDS = ("train", "calibrate")
 # Parts of these packages no pyphase command imports (torch.compile's and the test tooling's);
 # left out of the background compile only (a module of them that is imported is cached as any).
 SKIP_DIRS = frozenset({"_inductor", "_dynamo", "testing", "tests", "onnx", "_numpy", "benchmarks", "_vendor",
@@ -124,11 +130,11 @@ class CachedSourceLoader(importlib.machinery.SourceFileLoader):
 
 
 class CacheFinder:
-    """A meta-path finder for the modules of `roots` (package name -> its folder): Python's path
-    finder finds them, and their source files get a `CachedSourceLoader` with the cache at `root`."""
+    """A meta-path finder for the top-level modules named in `roots` and their submodules: Python's
+    path finder finds them, and their source files get a `CachedSourceLoader` with the cache at `root`."""
 
-    def __init__(self, roots: dict[str, str], root: str) -> None:
-        self.roots = dict(roots)
+    def __init__(self, roots: Sequence[str], root: str) -> None:
+        self.roots = frozenset(roots)
         self.loader = type("Loader", (CachedSourceLoader,), {"root": root})
 
     def find_spec(self, fullname: str, path: Sequence[str] | None = None, target: object = None):
@@ -143,16 +149,29 @@ class CacheFinder:
         pass
 
 
-def package_dir(name: str) -> str | None:
-    """The folder of top-level package `name`, found without importing it (None if absent or not a
-    plain source package)."""
+def packages_for(argv: Sequence[str]) -> tuple[str, ...]:
+    """The packages the CLI command in `argv` (without the program name) will import."""
+    command = next((a for a in argv if not a.startswith("-")), "")
+    return PACKAGES if command in TORCH_COMMANDS else CLI_PACKAGES
+
+
+def module_origin(name: str) -> str | None:
+    """The source file of top-level module `name` (a package's `__init__.py`), found without
+    importing it; None if absent or not Python source."""
     try:
         spec = importlib.machinery.PathFinder.find_spec(name)
     except (ImportError, ValueError):
         return None
-    if spec is None or not spec.origin or not spec.origin.endswith("__init__.py"):
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
-    return os.path.dirname(spec.origin)
+    return spec.origin
+
+
+def module_sources(origin: str) -> list[str]:
+    """The files to compile ahead for a top-level module: a package's sources (`sources`), or the file."""
+    if os.path.basename(origin) == "__init__.py":
+        return sources(os.path.dirname(origin))
+    return [origin]
 
 
 def sources(folder: str) -> list[str]:
@@ -195,8 +214,9 @@ class Warmup:
 
 def start(packages: Sequence[str] = PACKAGES, *, workers: int | None = None, force: bool | None = None,
           root: str | None = None) -> Warmup:
-    """Set up the cache for those of `packages` that have no `__pycache__` (all of them with
-    `force`) and start compiling their sources into it in the background; once per process
+    """Set up the cache for those of `packages` (top-level modules) that have no `__pycache__` (all
+    of them with `force`) and start compiling the sources of those not yet imported into it in the
+    background (an imported one's later submodules are still cached); once per process
     (later calls return the first call's result). `workers`: processes for the background compile
     (default: the CPUs less one, none on a machine of fewer than 4 or in a torchrun process of
     local rank > 0), at most one per 20 files."""
@@ -209,20 +229,18 @@ def start(packages: Sequence[str] = PACKAGES, *, workers: int | None = None, for
     if mode in ("0", "off", "false", "no") or sys.pycache_prefix is not None:
         _ACTIVE = Warmup(None, [], 0)
         return _ACTIVE
-    roots = {}
+    roots = {}  # name -> origin, of the modules without bytecode beside them
     for name in packages:
-        folder = package_dir(name)
-        if folder is None or name in sys.modules:
-            continue
-        if force or not os.path.exists(importlib.util.cache_from_source(os.path.join(folder, "__init__.py"))):
-            roots[name] = folder
+        origin = module_origin(name)
+        if origin is not None and (force or not os.path.exists(importlib.util.cache_from_source(origin))):
+            roots[name] = origin
     root = root or cache_root()
     if not roots or not _writable(root):
         _ACTIVE = Warmup(None, [], 0)
         return _ACTIVE
     finder = CacheFinder(roots, root)
     sys.meta_path.insert(0, finder)
-    files = [f for folder in roots.values() for f in sources(folder)
+    files = [f for name, origin in roots.items() if name not in sys.modules for f in module_sources(origin)
              if not os.path.exists(cache_path(root, f))]
     ncpu = os.cpu_count() or 1
     if workers is None:  # under torchrun, one process a node compiles ahead (the others use its cache)

@@ -156,6 +156,28 @@ def test_start_once_per_process(tmp_path: Path) -> None:
     assert res == {"same": True, "finders": 1}
 
 
+def test_single_file_module(tmp_path: Path) -> None:
+    (tmp_path / "ppcs_single.py").write_text("ANSWER = 6 * 7\n")
+    cache = tmp_path / "cache"
+    res = run_py("""
+        import json
+        from pyphase import coldstart
+        w = coldstart.start(("ppcs_single", "ppcs_absent"), workers=0)
+        import ppcs_single
+        print(json.dumps({"roots": sorted(w.finder.roots), "answer": ppcs_single.ANSWER,
+                          "loader": type(ppcs_single.__spec__.loader).__name__}))
+        """, tmp_path, cache)
+    assert res == {"roots": ["ppcs_single"], "answer": 42, "loader": "Loader"}
+    assert Path(coldstart.cache_path(str(cache), str(tmp_path / "ppcs_single.py"))).is_file()
+
+
+def test_packages_for_commands() -> None:
+    assert "torch" in coldstart.packages_for(["train", "phase3a"]) and "triton" in coldstart.packages_for(["calibrate"])
+    for argv in (["predict", "--clip", "1.0"], ["--help"], [], ["results", "list"]):
+        pk = coldstart.packages_for(argv)
+        assert "torch" not in pk and {"numpy", "polars", "typer"} <= set(pk)
+
+
 def test_cache_path_mirrors_the_source() -> None:
     p = coldstart.cache_path("/c", "/x/y/z.py")
     assert p.startswith("/c/x/y/z.py.") and p.endswith(".pyc") and sys.implementation.cache_tag in p
