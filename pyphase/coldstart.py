@@ -20,9 +20,10 @@ thing; where a package's `__pycache__` is missing, it
   gives Python's own loader (same source, file name and optimisation level).
 
 Where every package has its `__pycache__` (an ordinary pip install) it does nothing. It never
-changes what a module computes, only where its bytecode comes from. PYPHASE_COLDSTART=0 turns it
-off; PYPHASE_COLDSTART=force applies it even to packages with a `__pycache__` (tests, benches).
-Only the standard library is imported here.
+changes what a module computes, only where its bytecode comes from. PYTHONDONTWRITEBYTECODE keeps
+Python from writing beside the sources; this cache is pyphase's own, as Triton keeps compiled
+kernels in `~/.triton`. PYPHASE_COLDSTART=0 turns it off; PYPHASE_COLDSTART=force applies it even
+to packages with a `__pycache__` (tests, benches). Only the standard library is imported here.
 """
 
 from __future__ import annotations
@@ -69,10 +70,11 @@ def cache_path(root: str, source: str) -> str:
     return os.path.join(root, os.path.abspath(source).lstrip(os.sep)) + f".{tag}.pyc"
 
 
-def read_cached(cfile: str, source: str) -> object | None:
-    """The code object in `cfile` if it is a valid timestamp `.pyc` of `source` as it is now, else None."""
+def read_cached(cfile: str, source: str, st: os.stat_result | None = None) -> object | None:
+    """The code object in `cfile` if it is a valid timestamp `.pyc` of `source` as it is now (or as
+    `st`, its stat), else None."""
     try:
-        st = os.stat(source)
+        st = st or os.stat(source)
         with open(cfile, "rb") as f:
             data = f.read()
     except OSError:
@@ -94,11 +96,12 @@ def compile_source(source: str) -> object:
     return compile(data, source, "exec", dont_inherit=True, optimize=-1)
 
 
-def write_cached(cfile: str, source: str, code: object) -> None:
-    """Write `code` as a timestamp `.pyc` of `source` to `cfile` atomically; failures are ignored
-    (the cache is an optimisation: an unwritable place only means compiling next time too)."""
+def write_cached(cfile: str, source: str, code: object, st: os.stat_result | None = None) -> None:
+    """Write `code` as a timestamp `.pyc` of `source` (stamped with `st`, its stat taken before it
+    was read, as Python's loader does) to `cfile` atomically; failures are ignored (the cache is an
+    optimisation: an unwritable place only means compiling next time too)."""
     try:
-        st = os.stat(source)
+        st = st or os.stat(source)
         data = b"".join((_MAGIC, (0).to_bytes(4, "little"), (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little"),
                          (st.st_size & 0xFFFFFFFF).to_bytes(4, "little"), marshal.dumps(code)))
         os.makedirs(os.path.dirname(cfile), exist_ok=True)
@@ -122,10 +125,14 @@ class CachedSourceLoader(importlib.machinery.SourceFileLoader):
     def get_code(self, fullname: str) -> object:
         source = self.get_filename(fullname)
         cfile = cache_path(self.root, source)
-        code = read_cached(cfile, source)
+        try:
+            st = os.stat(source)
+        except OSError:
+            return super().get_code(fullname)
+        code = read_cached(cfile, source, st)
         if code is None:
             code = compile_source(source)
-            write_cached(cfile, source, code)
+            write_cached(cfile, source, code, st)
         return code
 
 
@@ -189,13 +196,14 @@ def compile_listed(root: str, files: Sequence[str]) -> int:
     n = 0
     for source in files:
         cfile = cache_path(root, source)
-        if read_cached(cfile, source) is not None:
-            continue
         try:
+            st = os.stat(source)
+            if read_cached(cfile, source, st) is not None:
+                continue
             code = compile_source(source)
         except (OSError, SyntaxError, ValueError):
             continue
-        write_cached(cfile, source, code)
+        write_cached(cfile, source, code, st)
         n += 1
     return n
 

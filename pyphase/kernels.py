@@ -67,15 +67,24 @@ _alive: Tensor | None = None
 _all_alive: dict[tuple[int, str], Tensor] = {}
 
 
+# Compile options every launch passes explicitly. FP fusion (`a * b + c` as one fused multiply-add
+# where Triton's compiler sees fit) is what every kernel's numerics and bits were measured and tested
+# with, and where one product must stay a product of its own the kernel says so (`mul_rn`); Triton
+# has it on by default through 3.9, which warns that 3.10's default will be off.
+LAUNCH_OPTIONS: dict[str, Any] = {"enable_fp_fusion": True}
+
+
 def launch(kernel: Any, grid: Any) -> Callable[..., Any]:
-    """`kernel[grid]`, or, while `record()` is active, a callable that records the launch."""
+    """`kernel[grid]` with LAUNCH_OPTIONS, or, while `record()` is active, a callable that records
+    the launch (with them too, so that its compile is the one the launch will look up)."""
     if _records is None:
-        return kernel[grid]
+        run = kernel[grid]
+        return lambda *args, **meta: run(*args, **LAUNCH_OPTIONS, **meta)
 
     def note(*args: Any, **meta: Any) -> None:
         with _lock:
             if _records is not None:
-                _records.append((kernel, grid, args, meta))
+                _records.append((kernel, grid, args, {**LAUNCH_OPTIONS, **meta}))
     return note
 
 

@@ -25,11 +25,11 @@ def _jobs(hds: list[int]):  # type: ignore[no-untyped-def]
     from triton.backends.compiler import GPUTarget
     from triton.compiler.compiler import make_backend
 
-    from pyphase import attention
+    from pyphase import attention, kernels
     from pyphase.forked_compile import Job
 
     target = GPUTarget("cuda", 90, 32)
-    options = make_backend(target).parse_options({"num_warps": 4, "num_stages": 3})
+    options = make_backend(target).parse_options({"num_warps": 4, "num_stages": 3, **kernels.LAUNCH_OPTIONS})
     attrs = {(list(SIG).index(a),): [["tt.divisibility", 16]] for a in ("ALIVE", "QKV", "BIAS", "O", "LSE")}
     return [Job(attention._attn_fwd_kernel, SIG, {"N_HEAD": 4, "D": 4 * hd, "HD": hd, "BM": 64, "BN": 64,
                                                   "BIAS_IN_QKV": True, "EVEN": True, "DIAG": True, "RN": True},

@@ -34,7 +34,10 @@ class FakeKernel:
 def test_launch_runs_outside_record_and_only_records_inside() -> None:
     k = FakeKernel()
     kernels.launch(k, (2, 3))(1, 2, BM=64)
-    assert k.runs == [((2, 3), (1, 2), {"BM": 64})]
+    # FP fusion pinned on every launch (Triton 3.10 turns its default off).
+    fused = {"enable_fp_fusion": True}
+    assert kernels.LAUNCH_OPTIONS == fused
+    assert k.runs == [((2, 3), (1, 2), {"BM": 64, **fused})]
     with kernels.record() as rec:
         kernels.launch(k, (4,))("a", num_warps=4)
         # autograd runs the backward pass on another thread: recorded there too
@@ -42,7 +45,7 @@ def test_launch_runs_outside_record_and_only_records_inside() -> None:
         t.start()
         t.join()
     assert len(k.runs) == 1 and k.warm == []
-    assert [(g, a, m) for _, g, a, m in rec] == [((4,), ("a",), {"num_warps": 4}), ((5,), ("b",), {})]
+    assert [(g, a, m) for _, g, a, m in rec] == [((4,), ("a",), {"num_warps": 4, **fused}), ((5,), ("b",), fused)]
     kernels.launch(k, (6,))(0)  # recording ended
     assert len(k.runs) == 2
 
@@ -56,7 +59,8 @@ def test_record_does_not_nest_and_compile_all_warms_each_launch() -> None:
         kernels.launch(k, (1,))(7, BM=32)
         kernels.launch(k, (2,))(8)
     kernels.compile_all(rec, workers=2)
-    assert sorted(k.warm, key=str) == sorted([((1,), (7,), {"BM": 32}), ((2,), (8,), {})], key=str)
+    fused = kernels.LAUNCH_OPTIONS
+    assert sorted(k.warm, key=str) == sorted([((1,), (7,), {"BM": 32, **fused}), ((2,), (8,), fused)], key=str)
     assert k.runs == []
 
 
@@ -75,7 +79,8 @@ def test_compile_all_falls_back_to_threads_when_forked_compiles_cannot_start(mon
         kernels.launch(k, (1,))(7, BM=32)
         kernels.launch(k, (2,))(8)
     kernels.compile_all(rec, workers=2)
-    assert sorted(k.warm, key=str) == sorted([((1,), (7,), {"BM": 32}), ((2,), (8,), {})], key=str)
+    fused = kernels.LAUNCH_OPTIONS
+    assert sorted(k.warm, key=str) == sorted([((1,), (7,), {"BM": 32, **fused}), ((2,), (8,), fused)], key=str)
     assert "compiling them in threads" in capsys.readouterr().err
 
 
