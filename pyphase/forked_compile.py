@@ -75,12 +75,34 @@ def wanted() -> bool:
 
 def workers(n: int) -> int:
     """At most `n` processes, and no more than this process's share of the cores where torchrun
-    runs LOCAL_WORLD_SIZE processes on the node (each compiling the same kernels)."""
+    runs LOCAL_WORLD_SIZE processes on the node (each compiling the same kernels), nor than
+    PYPHASE_COMPILE_WORKERS where set."""
     try:
         local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     except ValueError:
         local = 1
-    return max(1, min(n, (os.cpu_count() or 1) // local))
+    try:
+        cap = int(os.environ.get("PYPHASE_COMPILE_WORKERS", "0"))
+    except ValueError:
+        cap = 0
+    return max(1, min(n, (os.cpu_count() or 1) // local, cap if cap > 0 else n))
+
+
+# Seconds each kernel took to compile for the H100, one after another in one process (Triton 3.6,
+# results/bench/compile_stages_h100_5df8a9b.txt): the pool starts the longest first, so that with
+# fewer workers than jobs the longest one does not start last. Kernels not listed count 0.5 s.
+COMPILE_S = {"_mlp_block_fwd_kernel": 1.58, "_head_bwd_kernel": 1.08, "_attn_bwd_dkdv_kernel": 0.92,
+             "_mlp_bwd_dw_kernel": 0.88, "_head_fwd_kernel": 0.75, "_attn_bwd_dq_kernel": 0.72,
+             "_embed_ln_bwd_kernel": 0.70, "_attn_fwd_kernel": 0.69, "_linear_bias_kernel": 0.50,
+             "_embed_ln_fwd_kernel": 0.48, "_add_ln_bwd_kernel": 0.37, "_adamw_kernel": 0.26,
+             "_refresh_kernel": 0.2, "_sum_parts_kernel": 0.16, "_gather_kernel": 0.13, "_sumsq_kernel": 0.07}
+
+
+def longest_first(jobs: Sequence[Job]) -> list[int]:
+    """Job indices by expected compile time (COMPILE_S), longest first; ties in plan order."""
+    def name(j: Job) -> str:
+        return getattr(j.fn, "__name__", None) or getattr(getattr(j.fn, "fn", None), "__name__", "")
+    return sorted(range(len(jobs)), key=lambda i: -COMPILE_S.get(name(jobs[i]), 0.5))
 
 
 def plan(records: Sequence[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]]) -> tuple[list[Job], list[int | None]]:
@@ -240,7 +262,7 @@ class Pool:
             # only compile (no CUDA, no locks another thread could hold: the import lock is reset).
             warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
             self._futures: dict[Future[tuple[float, str | None]], int] = {
-                self._pool.submit(_compile_job, i): i for i in range(len(jobs))}
+                self._pool.submit(_compile_job, i): i for i in longest_first(jobs)}
 
     def done(self, timeout: float = TIMEOUT_S) -> Iterator[int]:
         """Job indices in the order their compiles finish; after `timeout`, the ones still running
