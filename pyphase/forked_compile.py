@@ -74,18 +74,25 @@ def wanted() -> bool:
 
 
 def workers(n: int) -> int:
-    """At most `n` processes, and no more than this process's share of the cores where torchrun
-    runs LOCAL_WORLD_SIZE processes on the node (each compiling the same kernels), nor than
-    PYPHASE_COMPILE_WORKERS where set."""
-    try:
-        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    except ValueError:
-        local = 1
+    """At most `n` processes, and no more than three quarters of this process's share of the cores
+    (all of the cores, or one core's worth each of LOCAL_WORLD_SIZE processes compiling the same
+    kernels under torchrun): the parent needs some meanwhile, loading the compiled kernels and
+    building their launchers in threads. On the H100 machine's 16 cores, phase3a's 25 compiles
+    (cut to 300 steps, an empty Triton cache each run, results/bench/compile_workers_ab_h100_3092f51.txt)
+    took 2.49 / 2.68 s with 16 workers, 2.21 / 2.19 s with 12, 2.27 / 2.39 s with 8 and 2.82 / 2.92 s
+    with 6. PYPHASE_COMPILE_WORKERS sets the number instead (still at most `n`)."""
     try:
         cap = int(os.environ.get("PYPHASE_COMPILE_WORKERS", "0"))
     except ValueError:
         cap = 0
-    return max(1, min(n, (os.cpu_count() or 1) // local, cap if cap > 0 else n))
+    if cap > 0:
+        return max(1, min(n, cap))
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    share = (os.cpu_count() or 1) // local
+    return max(1, min(n, share * 3 // 4 if share >= 4 else share))
 
 
 # Seconds each kernel took to compile for the H100, one after another in one process (Triton 3.6,

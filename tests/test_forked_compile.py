@@ -73,11 +73,33 @@ def test_workers_share_the_cores_among_a_nodes_processes(monkeypatch) -> None:  
 
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    assert [forked_compile.workers(n) for n in (1, 8, 25)] == [1, 8, 16]
+    monkeypatch.delenv("PYPHASE_COMPILE_WORKERS", raising=False)
+    # Three quarters of the cores (the parent loads kernels and builds launchers meanwhile).
+    assert [forked_compile.workers(n) for n in (1, 8, 25)] == [1, 8, 12]
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    assert forked_compile.workers(25) == 4
+    assert forked_compile.workers(25) == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert forked_compile.workers(25) == 2
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
     assert forked_compile.workers(25) == 1
+    monkeypatch.setenv("PYPHASE_COMPILE_WORKERS", "6")
+    assert [forked_compile.workers(n) for n in (4, 25)] == [4, 6]
+
+
+def test_longest_compiles_start_first() -> None:
+    from pyphase import forked_compile
+    from pyphase.forked_compile import Job
+
+    def kernel(name):  # type: ignore[no-untyped-def]
+        return type("K", (), {"__name__": name})()
+
+    names = ["_sum_parts_kernel", "_mlp_block_fwd_kernel", "_unknown_kernel", "_attn_fwd_kernel", "_sumsq_kernel",
+             "_sum_parts_kernel"]
+    jobs = [Job(kernel(n), None, None, None, None, None) for n in names]
+    order = [names[i] for i in forked_compile.longest_first(jobs)]
+    assert order == ["_mlp_block_fwd_kernel", "_attn_fwd_kernel", "_unknown_kernel", "_sum_parts_kernel",
+                     "_sum_parts_kernel", "_sumsq_kernel"]
+    assert forked_compile.longest_first(jobs)[3:5] == [0, 5]  # ties keep the plan's order
 
 
 def test_launchers_are_built_once_per_distinct_source(monkeypatch) -> None:  # type: ignore[no-untyped-def]
