@@ -76,8 +76,8 @@ def wanted() -> bool:
 def workers(n: int) -> int:
     """At most `n` processes, and no more than three quarters of this process's share of the cores
     (all of the cores, or one core's worth each of LOCAL_WORLD_SIZE processes compiling the same
-    kernels under torchrun): the parent needs some meanwhile, loading the compiled kernels and
-    building their launchers in threads. On the H100 machine's 16 cores, phase3a's 25 compiles
+    kernels under torchrun), since the parent works meanwhile too (loading the compiled kernels,
+    building their launchers in threads). On the H100 machine's 16 cores, phase3a's 25 compiles
     (cut to 300 steps, an empty Triton cache each run, results/bench/compile_workers_ab_h100_3092f51.txt)
     took 2.49 / 2.68 s with 16 workers, 2.21 / 2.19 s with 12, 2.27 / 2.39 s with 8 and 2.82 / 2.92 s
     with 6. PYPHASE_COMPILE_WORKERS sets the number instead (still at most `n`)."""

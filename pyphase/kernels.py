@@ -79,7 +79,7 @@ def launch(kernel: Any, grid: Any) -> Callable[..., Any]:
     the launch (with them too, so that its compile is the one the launch will look up)."""
     if _records is None:
         run = kernel[grid]
-        return lambda *args, **meta: run(*args, **LAUNCH_OPTIONS, **meta)
+        return lambda *args, **meta: run(*args, **{**LAUNCH_OPTIONS, **meta})
 
     def note(*args: Any, **meta: Any) -> None:
         with _lock:

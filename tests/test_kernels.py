@@ -48,6 +48,8 @@ def test_launch_runs_outside_record_and_only_records_inside() -> None:
     assert [(g, a, m) for _, g, a, m in rec] == [((4,), ("a",), {"num_warps": 4, **fused}), ((5,), ("b",), fused)]
     kernels.launch(k, (6,))(0)  # recording ended
     assert len(k.runs) == 2
+    kernels.launch(k, (7,))(0, enable_fp_fusion=False)  # a launch's own option wins
+    assert k.runs[-1] == ((7,), (0,), {"enable_fp_fusion": False})
 
 
 def test_record_does_not_nest_and_compile_all_warms_each_launch() -> None:
