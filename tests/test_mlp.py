@@ -146,7 +146,7 @@ def test_gelu_hardware_reciprocal_compiles_for_sm90() -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler.compiler import ASTSource
 
-    from pyphase import mlp
+    from pyphase import kernels, mlp
 
     @triton.jit
     def probe(Z, OUT, HW_RCP: tl.constexpr):
@@ -157,7 +157,7 @@ def test_gelu_hardware_reciprocal_compiles_for_sm90() -> None:
     asm = {}
     for hw in (False, True):
         src = ASTSource(probe, {"Z": "*fp32", "OUT": "*fp32", "HW_RCP": "constexpr"}, {"HW_RCP": hw})
-        ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 1})
+        ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 1, **kernels.LAUNCH_OPTIONS})
         assert ck.asm["cubin"]
         asm[hw] = ck.asm["ptx"]
     assert "rcp.approx.ftz.f32" in asm[True] and "div.full.f32" not in asm[True]
