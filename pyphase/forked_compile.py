@@ -183,32 +183,8 @@ def warm_up(target: Any) -> None:
         from triton.compiler.compiler import make_backend
 
         make_backend(target).hash()
-        if os.environ.get("PYPHASE_COMPILE_WARM", "") == "compile":
-            _warm_compile(target)
     except Exception:  # noqa: BLE001 - only a head start
         pass
-
-
-def _warm_compile(target: Any) -> None:
-    """Compile a small kernel through every stage (A/B switch PYPHASE_COMPILE_WARM=compile): a
-    process's first compile took ~0.35 s longer than the same compile again, in a forked child as in
-    the parent after `warm_up` (results/bench/child_faults_h100_bb5f78f.txt)."""
-    import triton
-    import triton.language as tl
-    from triton.compiler import ASTSource
-
-    @triton.jit
-    def _warm_kernel(X, Y, N: tl.constexpr):
-        i = tl.arange(0, N)
-        a = tl.load(X + i[:, None] * N + i[None, :])
-        b = tl.dot(a, a)
-        s = tl.sum(b, axis=1) + tl.max(b, axis=1)
-        tl.store(Y + i, tl.exp2(tl.where(s > 0, s, -s)))
-
-    src = ASTSource(_warm_kernel, {"X": "*bf16", "Y": "*fp32", "N": "constexpr"}, {"N": 16})
-    from pyphase.kernels import LAUNCH_OPTIONS
-
-    triton.compile(src, target=target, options={"num_warps": 4, **LAUNCH_OPTIONS})
 
 
 def launcher_source(j: Job) -> str | None:

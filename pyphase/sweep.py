@@ -332,13 +332,6 @@ def run_experiment(
     side_by_side([], 1 if packs_together is None else packs_together)  # and --packs-together
     shard = shard_from_env()
     dev = resolve_device(device, shard.local_rank)
-    if dev.startswith("cuda") and os.environ.get("PYPHASE_PREPARE_EARLY", "") == "1":  # A/B switch (run166)
-        import torch
-
-        from pyphase import kernels
-
-        torch.cuda.set_device(dev)
-        kernels.prepare_compiles()
     from tqdm.auto import tqdm
 
     from pyphase.data import load_corpus
