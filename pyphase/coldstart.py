@@ -117,23 +117,29 @@ def write_cached(cfile: str, source: str, code: object, st: os.stat_result | Non
         pass
 
 
+def cached_code(root: str, source: str) -> tuple[object, bool]:
+    """`source`'s code object from the cache at `root`, or compiled and written there; and whether
+    it was compiled. Raises OSError where the source cannot be read, SyntaxError where it is no Python."""
+    st = os.stat(source)
+    cfile = cache_path(root, source)
+    code = read_cached(cfile, source, st)
+    if code is not None:
+        return code, False
+    code = compile_source(source)
+    write_cached(cfile, source, code, st)
+    return code, True
+
+
 class CachedSourceLoader(importlib.machinery.SourceFileLoader):
     """Python's source loader with the bytecode in pyphase's cache instead of `__pycache__`."""
 
     root = ""
 
     def get_code(self, fullname: str) -> object:
-        source = self.get_filename(fullname)
-        cfile = cache_path(self.root, source)
         try:
-            st = os.stat(source)
-        except OSError:
+            return cached_code(self.root, self.get_filename(fullname))[0]
+        except OSError:  # the source cannot be read: Python's own loader says so
             return super().get_code(fullname)
-        code = read_cached(cfile, source, st)
-        if code is None:
-            code = compile_source(source)
-            write_cached(cfile, source, code, st)
-        return code
 
 
 class CacheFinder:
@@ -195,16 +201,10 @@ def compile_listed(root: str, files: Sequence[str]) -> int:
     (a worker's job); returns how many were written."""
     n = 0
     for source in files:
-        cfile = cache_path(root, source)
         try:
-            st = os.stat(source)
-            if read_cached(cfile, source, st) is not None:
-                continue
-            code = compile_source(source)
+            n += cached_code(root, source)[1]
         except (OSError, SyntaxError, ValueError):
             continue
-        write_cached(cfile, source, code, st)
-        n += 1
     return n
 
 

@@ -81,18 +81,20 @@ def workers(n: int) -> int:
     (cut to 300 steps, an empty Triton cache each run, results/bench/compile_workers_ab_h100_3092f51.txt)
     took 2.49 / 2.68 s with 16 workers, 2.21 / 2.19 s with 12, 2.27 / 2.39 s with 8 and 2.82 / 2.92 s
     with 6. PYPHASE_COMPILE_WORKERS sets the number instead (still at most `n`)."""
-    try:
-        cap = int(os.environ.get("PYPHASE_COMPILE_WORKERS", "0"))
-    except ValueError:
-        cap = 0
+    cap = _env_int("PYPHASE_COMPILE_WORKERS", 0)
     if cap > 0:
         return max(1, min(n, cap))
-    try:
-        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    except ValueError:
-        local = 1
-    share = (os.cpu_count() or 1) // local
+    share = (os.cpu_count() or 1) // max(1, _env_int("LOCAL_WORLD_SIZE", 1))
     return max(1, min(n, share * 3 // 4 if share >= 4 else share))
+
+
+def _env_int(name: str, default: int) -> int:
+    """The integer in environment variable `name`, or `default` where it is unset or not one (these
+    only tune how many processes compile; a bad value never stops a run)."""
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
 
 
 # Seconds each kernel took to compile for the H100, one after another in one process (Triton 3.6,

@@ -36,8 +36,8 @@ def make_package(base: Path, name: str = "ppcs_pkg", n_extra: int = 0) -> Path:
 def run_py(code: str, base: Path, cache: Path, **env: str) -> dict:
     """Run `code` in a fresh interpreter with `base` and the repository on the path; it prints JSON."""
     full_env = dict(os.environ, PYTHONPATH=f"{base}{os.pathsep}{ROOT}", PYTHONDONTWRITEBYTECODE="1",
-                    PYPHASE_PYCACHE=str(cache), **env)
-    full_env.pop("PYPHASE_COLDSTART", None)
+                    PYPHASE_PYCACHE=str(cache))
+    full_env.pop("PYPHASE_COLDSTART", None)  # the case's own `env` decides
     full_env.update(env)
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env, capture_output=True, text=True,
                          timeout=120)
