@@ -100,13 +100,14 @@ def _launch(kind: str, t: int) -> tuple[int, ...]:
 def backward_kernels() -> tuple[str, tuple[int, ...]]:
     """Which backward pass runs, from PYPHASE_ATTN_BWD: "two" (the dq kernel, then the dk/dv
     kernel: FlashAttention-2's two passes) or "one" (`_attn_bwd_kernel`, the default), optionally
-    with its launch, "one:QUERY_STEP,KEY_BLOCK,WARPS,STAGES[,MAXNREG]" (else CONFIG["one"]).
+    with its launch, "one:QUERY_STEP,KEY_BLOCK,WARPS,STAGES[,MAXNREG]" (or "_" between the numbers;
+    else CONFIG["one"]).
     Raises ValueError for anything else."""
     env = os.environ.get("PYPHASE_ATTN_BWD", "").strip().lower()
     mode, _, spec = env.partition(":")
     if mode in ("", "one"):
         try:
-            one = tuple(int(v) for v in spec.split(",")) if spec else CONFIG["one"]
+            one = tuple(int(v) for v in spec.replace("_", ",").split(",")) if spec else CONFIG["one"]
         except ValueError:
             one = ()
         if len(one) in (4, 5) and all(v > 0 for v in one[:4]) and one[1] % one[0] == 0:

@@ -120,7 +120,9 @@ def test_backward_kernels_setting(monkeypatch) -> None:  # type: ignore[no-untyp
     assert backward_kernels() == ("two", CONFIG["bwd"])
     monkeypatch.setenv("PYPHASE_ATTN_BWD", "one:16,64,8,2")
     assert backward_kernels() == ("one", (16, 64, 8, 2, 0))
-    for bad in ("three", "one:16,48,4,2", "one:16,64", "one:a,b,c,d", "two:1,2", "one:0,64,4,2"):
+    monkeypatch.setenv("PYPHASE_ATTN_BWD", "one:16_64_8_2_128")
+    assert backward_kernels() == ("one", (16, 64, 8, 2, 128))
+    for bad in ("three", "one:32,48,4,2", "one:16,64", "one:a,b,c,d", "two:1,2", "one:0,64,4,2"):
         monkeypatch.setenv("PYPHASE_ATTN_BWD", bad)
         with pytest.raises(ValueError, match="PYPHASE_ATTN_BWD"):
             backward_kernels()
