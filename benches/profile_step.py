@@ -139,7 +139,7 @@ def regs_spills() -> dict[str, list[list[int]]]:
     far in this process (all variants' launches)."""
     from pyphase import mlp, mlp_block
     out = {}
-    for kern in (attention._attn_fwd_kernel, attention._attn_bwd_dq_kernel, attention._attn_bwd_dkdv_kernel, attention._attn_bwd_kernel,
+    for kern in (attention._attn_fwd_kernel, attention._attn_bwd_dq_kernel, attention._attn_bwd_dkdv_kernel,
                  mlp._mlp_bwd_dw_kernel, mlp_block._mlp_block_fwd_kernel):
         out[kern.fn.__name__] = sorted({(ck.n_regs, ck.n_spills) for cache in kern.device_caches.values()
                                         for ck in (cache[0] if isinstance(cache, tuple) else cache).values()

@@ -85,37 +85,13 @@ def attention_reference(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: i
 # 13.859 / 13.885 ms at B = 256, 7.442 against 7.501 / 7.500 ms at B = 128, the same losses
 # (attn_maxnreg_h100_5b07b5e.txt). Session 12 had found caps without gain when the pass needed 231
 # registers (maxnreg_270343f.diff).
-#   one: the one-kernel backward (`_attn_bwd_kernel`, PYPHASE_ATTN_BWD): (query step, key block,
-#   warps, stages, register cap), the key block a multiple of the query step
-CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 64, 4, 3), "bwd": (32, 128, 128, 32, 4, 3), "maxnreg": (0, 0, 168),
-                                      "one": (32, 128, 4, 3, 0)}
+CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 64, 4, 3), "bwd": (32, 128, 128, 32, 4, 3), "maxnreg": (0, 0, 168)}
 
 
 def _launch(kind: str, t: int) -> tuple[int, ...]:
     *blocks, warps, stages = CONFIG[kind]
     small = pad_width(t)
     return (*(min(b, small) for b in blocks), warps, stages)
-
-
-def backward_kernels() -> tuple[str, tuple[int, ...]]:
-    """Which backward pass runs, from PYPHASE_ATTN_BWD: "two" (the dq kernel, then the dk/dv
-    kernel: FlashAttention-2's two passes) or "one" (`_attn_bwd_kernel`, the default), optionally
-    with its launch, "one:QUERY_STEP,KEY_BLOCK,WARPS,STAGES[,MAXNREG]" (or "_" between the numbers;
-    else CONFIG["one"]).
-    Raises ValueError for anything else."""
-    env = os.environ.get("PYPHASE_ATTN_BWD", "").strip().lower()
-    mode, _, spec = env.partition(":")
-    if mode in ("", "one"):
-        try:
-            one = tuple(int(v) for v in spec.replace("_", ",").split(",")) if spec else CONFIG["one"]
-        except ValueError:
-            one = ()
-        if len(one) in (4, 5) and all(v > 0 for v in one[:4]) and one[1] % one[0] == 0:
-            return "one", (*one, 0)[:5]
-    elif mode == "two" and not spec:
-        return "two", CONFIG["bwd"]
-    raise ValueError(f"PYPHASE_ATTN_BWD={env!r}: expected 'two', 'one' or 'one:QUERY_STEP,KEY_BLOCK,WARPS,STAGES[,MAXNREG]' "
-                     "with the key block a multiple of the query step")
 
 
 if triton is not None:
@@ -372,113 +348,6 @@ if triton is not None:
         part = DB + (model * PARTS + (s % N_SEQ) * tl.num_programs(0) + pid_m) * 3 * D
         tl.store(part + h * HD + offs_d, tl.sum(tl.where(m_ok[:, None], dq.to(tl.float32), 0.0), 0))
 
-    @triton.jit
-    def _bwd_tile(k, v, dk, dv, dq_sum, QKV, DO, DQKV, acc_base, lse_base, delta_base, row0, h, start_n, rows, offs_n,
-                  offs_d, bq, qk_scale, sm_scale, T, dt, D: tl.constexpr, HD: tl.constexpr, BIAS_IN_QKV: tl.constexpr,
-                  MASK: tl.constexpr, EVEN: tl.constexpr, FINAL: tl.constexpr):
-        """One query step of `_attn_bwd_kernel`'s loop over a key block: dk, dv of the key block updated
-        with queries `rows` as in `_dkdv_tile`, and the same tile's share of those queries' dq,
-        dS^T·k. dq accumulates in fp32 over the key blocks in order, through the program's own
-        scratch rows (acc_base): the first key block (start_n 0) starts from zeros, and the last one
-        that reaches these queries (FINAL: the block holding their diagonal) writes dq, scaled and
-        rounded, to DQKV and adds its column sums to dq_sum (the bias gradient's share)."""
-        q_ptr = QKV + (row0 + rows[None, :]) * (3 * D) + h * HD + offs_d[:, None]  # (HD, BM)
-        do_ptr = DO + (row0 + rows[:, None]) * D + h * HD + offs_d[None, :]
-        m_ok = rows < T
-        q_t = _biased(_load(q_ptr, m_ok[None, :], EVEN), bq[:, None], dt, BIAS_IN_QKV)
-        do = _load(do_ptr, m_ok[:, None], EVEN).to(dt)  # (BM, HD)
-        lse = _load(lse_base + rows, m_ok, EVEN)
-        delta = _load(delta_base + rows, m_ok, EVEN)
-        qk_t = tl.dot(k, q_t) * qk_scale  # (BN, BM)
-        if MASK:
-            keep = rows[None, :] >= offs_n[:, None]
-            if not EVEN:
-                keep = keep & m_ok[None, :]
-            p_t = tl.where(keep, tl.exp2(qk_t - lse[None, :]), 0.0)
-        else:
-            p_t = tl.exp2(qk_t - lse[None, :])
-        dv += tl.dot(p_t.to(dt), do)
-        dp_t = tl.dot(v, tl.trans(do))
-        ds_t = (p_t * (dp_t - delta[None, :])).to(dt)
-        dk += tl.dot(ds_t, tl.trans(q_t))
-        acc_ptr = acc_base + rows[:, None] * HD + offs_d[None, :]
-        dq = tl.load(acc_ptr, mask=m_ok[:, None] & (start_n > 0), other=0.0)
-        dq = tl.dot(tl.trans(ds_t), k, dq)  # (BM, HD)
-        if FINAL:
-            dq = (dq * sm_scale).to(DQKV.dtype.element_ty)
-            _store(DQKV + (row0 + rows[:, None]) * (3 * D) + h * HD + offs_d[None, :], dq, m_ok[:, None], EVEN)
-            dq_sum += tl.sum(tl.where(m_ok[:, None], dq.to(tl.float32), 0.0), 0)
-        else:
-            _store(acc_ptr, dq, m_ok[:, None], EVEN)
-        return dk, dv, dq_sum
-
-    @triton.jit
-    def _attn_bwd_kernel(ALIVE, QKV, BIAS, O, DO, LSE, DELTA, DQACC, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
-                         D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr,
-                         BIAS_IN_QKV: tl.constexpr, EVEN: tl.constexpr = False, DIAG: tl.constexpr = False):
-        """The whole backward pass of one sequence and head in one program: delta = rowsum(o * do)
-        for every row, then for each block of BN keys in order, dk and dv over the queries that see
-        them in steps of BM (BN a multiple of BM), each step also adding its share to those queries'
-        dq (`_bwd_tile`). Unlike the two-pass form (`_attn_bwd_dq_kernel`, `_attn_bwd_dkdv_kernel`)
-        each tile's probabilities and their gradient are computed once, not once per pass.
-        EVEN as for the forward kernel; DIAG: the causal mask only on the query steps that cross
-        the key block's diagonal, else on every step."""
-        pid_sh = tl.program_id(0)
-        s = pid_sh // N_HEAD
-        h = pid_sh % N_HEAD
-        model = s // N_SEQ
-        if tl.load(ALIVE + model) == 0:  # a frozen model (kernels.skipping_dead)
-            return
-        row0 = s.to(tl.int64) * T
-        offs_m = tl.arange(0, BM)
-        offs_d = tl.arange(0, HD)
-        dt = QKV.dtype.element_ty
-        lse_base = LSE + pid_sh.to(tl.int64) * T
-        delta_base = DELTA + pid_sh.to(tl.int64) * T
-        acc_base = DQACC + pid_sh.to(tl.int64) * T * HD
-        for start_m in range(0, T, BM):
-            rows = start_m + offs_m
-            m_ok = rows < T
-            o_ptr = (row0 + rows[:, None]) * D + h * HD + offs_d[None, :]
-            do = _load(DO + o_ptr, m_ok[:, None], EVEN)
-            o = _load(O + o_ptr, m_ok[:, None], EVEN)
-            _store(delta_base + rows, tl.sum(o.to(tl.float32) * do.to(tl.float32), 1), m_ok, EVEN)
-        tl.debug_barrier()  # every row's delta stored, for all the program's threads
-        bq, bk, bv = _head_bias(BIAS, model, h, offs_d, D, HD)
-        part = DB + (model * PARTS + (s % N_SEQ) * tl.cdiv(T, BN)) * 3 * D + h * HD + offs_d
-        dq_sum = tl.zeros([HD], tl.float32)
-        for start_n in range(0, T, BN):
-            offs_n = start_n + tl.arange(0, BN)
-            n_ok = offs_n < T
-            kv_row = (row0 + offs_n[:, None]) * (3 * D) + h * HD + offs_d[None, :]
-            k = _biased(tl.load(QKV + kv_row + D, mask=n_ok[:, None], other=0.0), bk[None, :], dt, BIAS_IN_QKV)
-            v = _biased(tl.load(QKV + kv_row + 2 * D, mask=n_ok[:, None], other=0.0), bv[None, :], dt, BIAS_IN_QKV)
-            dk = tl.zeros([BN, HD], tl.float32)
-            dv = tl.zeros([BN, HD], tl.float32)
-            tl.debug_barrier()  # the previous key block's dq stores, for all the program's threads
-            # the query steps across the diagonal (the last key block these queries see), masked
-            for start_m in range(start_n, tl.minimum(start_n + BN, T), BM):
-                dk, dv, dq_sum = _bwd_tile(k, v, dk, dv, dq_sum, QKV, DO, DQKV, acc_base, lse_base, delta_base, row0, h,
-                                           start_n, start_m + offs_m, offs_n, offs_d, bq, qk_scale, sm_scale, T, dt, D,
-                                           HD, BIAS_IN_QKV, True, EVEN, True)
-            # the later queries see every key of the block: masked only without DIAG
-            for start_m in range(start_n + BN, T, BM):
-                dk, dv, dq_sum = _bwd_tile(k, v, dk, dv, dq_sum, QKV, DO, DQKV, acc_base, lse_base, delta_base, row0, h,
-                                           start_n, start_m + offs_m, offs_n, offs_d, bq, qk_scale, sm_scale, T, dt, D,
-                                           HD, BIAS_IN_QKV, not DIAG, EVEN, False)
-            out = row0 * (3 * D) + (offs_n[:, None] * (3 * D) + (h * HD + offs_d[None, :]))
-            dk = (dk * sm_scale).to(DQKV.dtype.element_ty)
-            dv = dv.to(DQKV.dtype.element_ty)
-            tl.store(DQKV + out + D, dk, mask=n_ok[:, None])
-            tl.store(DQKV + out + 2 * D, dv, mask=n_ok[:, None])
-            # the bias gradient's partial sums: a row per sequence and key block (k and v columns);
-            # the q columns hold the whole sequence's dq sums in the first block's row, zeros after
-            row = part + (start_n // BN) * 3 * D
-            tl.store(row + D, tl.sum(dk.to(tl.float32), 0))
-            tl.store(row + 2 * D, tl.sum(dv.to(tl.float32), 0))
-            tl.store(row, tl.zeros([HD], tl.float32), mask=(offs_d < HD) & (start_n > 0))
-        tl.store(part, dq_sum)
-
 
 def _tiles(t: int, bm: int, bn: int) -> dict[str, bool]:
     """The kernels' tile switches: EVEN where the context is a multiple of both blocks (no bounds
@@ -534,20 +403,6 @@ def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_s
     seqs, d, hd, scale = _dims(qkv, n_seq, t, n_head)
     dqkv = torch.empty_like(qkv)
     delta = torch.empty(seqs * n_head, t, device=qkv.device, dtype=torch.float32)
-    alive = alive_mask(qkv.shape[0], qkv.device)
-    mode, launch_one = backward_kernels()
-    if mode == "one":
-        small = pad_width(t)
-        bm, bn = min(launch_one[0], small), min(launch_one[1], small)
-        kv_blocks = triton.cdiv(t, bn)
-        part = torch.empty(qkv.shape[0], n_seq * kv_blocks, 3 * d, device=qkv.device, dtype=torch.float32)
-        # dq's fp32 running sums between key blocks (unused with one block)
-        acc = torch.empty(seqs * n_head, t, hd, device=qkv.device, dtype=torch.float32) if kv_blocks > 1 else delta
-        launch(_attn_bwd_kernel, (seqs * n_head,))(
-            alive, qkv, bias, o, do, lse, delta, acc, dqkv, part, t, n_seq, n_seq * kv_blocks, n_head, d, hd,
-            scale * LOG2E, scale, bm, bn, bias_in_qkv, **_tiles(t, bm, bn), num_warps=launch_one[2],
-            num_stages=launch_one[3], **register_cap(launch_one[4], qkv))
-        return dqkv, sum_parts(part)
     bm1, bn1, bm2, bn2, warps, stages = _launch("bwd", t)
     # The bias gradient's partial sums: one row per sequence and block of either kernel (each
     # writes its own columns: q by the dq pass, k and v by the dk/dv pass), zeros where one kernel
@@ -556,6 +411,7 @@ def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_s
     parts = n_seq * max(q_blocks, kv_blocks)
     new = torch.empty if q_blocks == kv_blocks else torch.zeros
     part = new(qkv.shape[0], parts, 3 * d, device=qkv.device, dtype=torch.float32)
+    alive = alive_mask(qkv.shape[0], qkv.device)
     launch(_attn_bwd_dq_kernel, (q_blocks, seqs * n_head))(
         alive, qkv, bias, o, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
         bias_in_qkv, **_tiles(t, bm2, bn2), num_warps=warps, num_stages=stages,

@@ -26,7 +26,6 @@ INTERPRETED = textwrap.dedent(
     default = dict(attention.CONFIG)
     out = []
     for (k, b, t, nh, hd), config in json.loads(sys.argv[1]):
-        os.environ["PYPHASE_ATTN_BWD"] = config.pop("mode", "one")
         attention.CONFIG.update(default, **{kind: tuple(v) for kind, v in config.items()})
         g = torch.Generator().manual_seed(k * 1000 + t)
         d = nh * hd
@@ -52,15 +51,11 @@ INTERPRETED = textwrap.dedent(
 SHAPES = [(2, 2, 40, 2, 16), (1, 2, 64, 4, 32), (2, 1, 100, 2, 32), (1, 1, 130, 1, 16), (1, 1, 256, 2, 16)]
 
 
-# Launch configurations besides the default. The one-kernel backward (the default, "one"): query
-# steps of a quarter of the key block, and equal to it (every step then the diagonal's). The
-# two-kernel backward ("two"): query blocks smaller / larger than key blocks, so the diagonal
-# (masked) and off-diagonal (unmasked) steps split differently; in the last, the dq pass has twice
-# as many blocks as the dk/dv pass (the bias gradient's partial sums of unequal counts).
-CONFIGS = [{}, {"one": (16, 64, 4, 2)}, {"one": (32, 32, 4, 2)}, {"mode": "two"},
-           {"mode": "two", "fwd": (32, 64, 4, 2), "bwd": (64, 32, 32, 64, 4, 2)},
-           {"mode": "two", "fwd": (64, 16, 4, 2), "bwd": (16, 64, 64, 16, 4, 2)},
-           {"mode": "two", "bwd": (16, 64, 32, 16, 4, 2)}]
+# Launch configurations besides the default: query blocks smaller / larger than key blocks, so the
+# diagonal (masked) and off-diagonal (unmasked) steps split differently; in the last, the dq pass
+# has twice as many blocks as the dk/dv pass (the bias gradient's partial sums of unequal counts).
+CONFIGS = [{}, {"fwd": (32, 64, 4, 2), "bwd": (64, 32, 32, 64, 4, 2)}, {"fwd": (64, 16, 4, 2), "bwd": (16, 64, 64, 16, 4, 2)},
+           {"bwd": (16, 64, 32, 16, 4, 2)}]
 
 
 @OLD_TRITON_INTERPRETER
@@ -77,12 +72,10 @@ def test_triton_kernels_match_sdpa_in_the_interpreter(run_interpreted, config) -
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels' bits need CUDA")
-@pytest.mark.parametrize("bwd", ["one", "two"])
 @pytest.mark.parametrize("t", [256, 100])
-def test_masking_only_the_diagonal_tiles_gives_the_same_bits_on_cuda(t: int, bwd: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_masking_only_the_diagonal_tiles_gives_the_same_bits_on_cuda(t: int, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """bf16 on the GPU, where an unmasked tile could fuse the score's scaling with the subtraction
     that follows into one multiply-add (`attention._scaled` prevents it): the same bits either way."""
-    monkeypatch.setenv("PYPHASE_ATTN_BWD", bwd)
     g = torch.Generator(device="cuda").manual_seed(1)
     k, b, nh, d = 2, 8, 4, 128
     qkv = (torch.randn(k, b * t, 3 * d, device="cuda", generator=g) * 1.5).bfloat16()
@@ -112,27 +105,9 @@ def test_shape_mismatch_is_a_clear_error() -> None:
         causal_attention(qkv, bias, 2, 16, 2, use_triton=True)
 
 
-def test_backward_kernels_setting(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from pyphase.attention import CONFIG, backward_kernels
-    monkeypatch.delenv("PYPHASE_ATTN_BWD", raising=False)
-    assert backward_kernels() == ("one", CONFIG["one"])
-    monkeypatch.setenv("PYPHASE_ATTN_BWD", "two")
-    assert backward_kernels() == ("two", CONFIG["bwd"])
-    monkeypatch.setenv("PYPHASE_ATTN_BWD", "one:16,64,8,2")
-    assert backward_kernels() == ("one", (16, 64, 8, 2, 0))
-    monkeypatch.setenv("PYPHASE_ATTN_BWD", "one:16_64_8_2_128")
-    assert backward_kernels() == ("one", (16, 64, 8, 2, 128))
-    for bad in ("three", "one:32,48,4,2", "one:16,64", "one:a,b,c,d", "two:1,2", "one:0,64,4,2"):
-        monkeypatch.setenv("PYPHASE_ATTN_BWD", bad)
-        with pytest.raises(ValueError, match="PYPHASE_ATTN_BWD"):
-            backward_kernels()
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 accuracy of the compiled kernels needs CUDA")
-@pytest.mark.parametrize("bwd", ["one", "two"])
 @pytest.mark.parametrize("t", [256, 100])
-def test_bf16_accuracy_on_cuda_matches_the_stock_path(t: int, bwd: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("PYPHASE_ATTN_BWD", bwd)
+def test_bf16_accuracy_on_cuda_matches_the_stock_path(t: int) -> None:
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
     k, b, nh, d = 2, 8, 4, 128
