@@ -280,3 +280,50 @@ def test_compile_all_builds_the_launchers_before_the_kernels_load(tmp_path, monk
     kernels.compile_all(records)
     launchers = [t for n, t in builds if n == "__triton_launcher"]
     assert launchers and all(t.startswith("pyphase-launcher") for t in launchers), builds
+
+
+def test_early_compile_workers_only_on_cuda_and_stopped_when_unused(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`start_compiles` forks nothing for a CPU sweep or with forked compiles off; `stop_compiles`
+    is harmless when none were started."""
+    kernels.start_compiles("cpu")
+    assert kernels._early is None
+    monkeypatch.setenv("PYPHASE_COMPILE_PROCS", "0")
+    kernels.start_compiles("cuda")
+    assert kernels._early is None
+    kernels.stop_compiles()
+    assert kernels.take_early_compiles() is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiling Triton kernels needs CUDA")
+def test_compile_workers_forked_before_the_dry_pass_compile_its_launches_as_recorded(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Workers forked before the trainer exists (`start_compiles`) are sent each job as the dry pass
+    records its launch (planned in the background, before `compile_all`), and the parent's own
+    compiles are then all cache hits, as with workers forked by `compile_all`."""
+    import time
+
+    pytest.importorskip("triton")
+    from pyphase.data import load_corpus
+    from pyphase.train import PackTrainer
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("TRITON_ALWAYS_COMPILE", raising=False)
+    monkeypatch.delenv("PYPHASE_COMPILE_PROCS", raising=False)
+    cfgs, jits = _small_pack()
+    _forget(jits)
+    kernels.start_compiles("cuda")
+    early = kernels._early
+    assert early is not None and len(early.pool._pool._processes) >= 1
+    try:
+        tr = PackTrainer(cfgs, load_corpus(None), "cuda")
+        records = tr.kernel_launches()
+        deadline = time.monotonic() + 60
+        while len(early.job_of) < len(records) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(early.job_of) == len(records) and early.planner.jobs  # planned before compile_all
+        with triton_cache_hits() as hits:
+            kernels.compile_all(records)
+    finally:
+        kernels.stop_compiles()
+    assert kernels._early is None
+    assert len(hits) >= len(jits) - 1 and all(hits), hits
+    assert all(len(j.device_caches[torch.cuda.current_device()][0]) for j in jits if j.device_caches)
