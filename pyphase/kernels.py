@@ -297,6 +297,7 @@ class _EarlyCompiles:
         self.launchers: Any = forked_compile.Launchers([], 4)
         self.job_of: dict[int, tuple[Any, int | None]] = {}  # id(record) -> (record, its job)
         self.error: BaseException | None = None
+        self._device = torch.cuda.current_device()  # the caller's, for the planner thread's warm-ups
         self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="pyphase-compile-planner", daemon=True)
         self._thread.start()
@@ -326,6 +327,7 @@ class _EarlyCompiles:
 
     def _run(self) -> None:
         try:
+            torch.cuda.set_device(self._device)
             _wait_for_driver()  # planning asks the driver
             while True:
                 rec = self._queue.get()
