@@ -379,6 +379,8 @@ def start_compiles(device: torch.device | str) -> None:
 
         major, minor = torch.cuda.get_device_capability(dev)
         warm = GPUTarget("cuda", 10 * major + minor, 32)
+        if os.environ.get("PYPHASE_COMPILE_EARLY") == "nowarm":  # A/B: the workers skip their warm-up
+            warm = None
         pool = forked_compile.Pool([], forked_compile.workers(min(16, os.cpu_count() or 1)), warm)
     except Exception:  # noqa: BLE001 - compile_all forks its own workers as before
         return
