@@ -42,6 +42,7 @@ caller's thread, where AsyncCompileMode is active.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -167,7 +168,8 @@ def compile_all(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
             kernel.warmup(*args, grid=grid, **meta)
         return
     n = workers or max(1, min(len(records), os.cpu_count() or 1, 16))
-    forked, order, launchers = _fork_compiles(records, n, take_early_compiles())
+    early = take_early_compiles()
+    forked, order, launchers = _fork_compiles(records, n, early)
     try:
         with ThreadPoolExecutor(n) as pool, ThreadPoolExecutor(n) as loaders:
             loader = _Loader(loaders, launchers.wait if launchers is not None else None)
@@ -177,10 +179,13 @@ def compile_all(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
             for f in loader.loads:
                 f.result()
     finally:
-        if forked is not None:
-            forked.close()
-        if launchers is not None:
-            launchers.close()
+        if early is not None:
+            early.close()
+        else:
+            if forked is not None:
+                forked.close()
+            if launchers is not None:
+                launchers.close()
 
 
 # prepare_compiles' thread, and the event it sets once Triton's driver is ready (or failed)
@@ -287,12 +292,13 @@ class _EarlyCompiles:
     each launch the dry pass records (`offer`) as soon as Triton's driver is ready and sends its job
     to them, starting its launcher's build too; `finish(records)` plans whatever is left."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, frozen: bool = False) -> None:
         import queue
 
         from pyphase import forked_compile
 
         self.pool = pool
+        self.frozen = frozen  # gc.freeze() was called before the fork: gc.unfreeze() once the workers end
         self.planner = forked_compile.Planner()
         self.launchers: Any = forked_compile.Launchers([], 4)
         self.job_of: dict[int, tuple[Any, int | None]] = {}  # id(record) -> (record, its job)
@@ -349,10 +355,14 @@ class _EarlyCompiles:
         return self.pool, self.planner.jobs, of_record, self.launchers
 
     def close(self) -> None:
+        """End the workers and the launcher builds (idempotent)."""
         self._queue.put(None)
         self.pool.close()
         if self.launchers is not None:
             self.launchers.close()
+        if self.frozen:
+            gc.unfreeze()
+            self.frozen = False
 
 
 # The compile workers `start_compiles` forked, until `compile_all` takes them (`take_early_compiles`)
@@ -370,6 +380,7 @@ def start_compiles(device: torch.device | str) -> None:
     global _early
     from pyphase import forked_compile
 
+    frozen = False
     dev = torch.device(device)
     if (_early is not None or dev.type != "cuda" or not forked_compile.wanted() or triton is None
             or os.environ.get("PYPHASE_COMPILE_EARLY", "1") == "0"):
@@ -381,12 +392,19 @@ def start_compiles(device: torch.device | str) -> None:
         warm = GPUTarget("cuda", 10 * major + minor, 32)
         if os.environ.get("PYPHASE_COMPILE_EARLY") == "nowarm":  # A/B: the workers skip their warm-up
             warm = None
+        # Python's collector would otherwise, at its next full collection while the workers live, write
+        # to every object's header: copying nearly every page of the parent's memory (copy-on-write)
+        frozen = os.environ.get("PYPHASE_COMPILE_EARLY") != "nofreeze"
+        if frozen:
+            gc.freeze()
         pool = forked_compile.Pool([], forked_compile.workers(min(16, os.cpu_count() or 1)), warm)
     except Exception:  # noqa: BLE001 - compile_all forks its own workers as before
+        if frozen:
+            gc.unfreeze()
         return
     prepare_compiles()
     with _lock:
-        _early = _EarlyCompiles(pool)
+        _early = _EarlyCompiles(pool, frozen)
 
 
 def take_early_compiles() -> "_EarlyCompiles | None":
