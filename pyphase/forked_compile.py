@@ -11,21 +11,15 @@ so the threads overlap only partly. Measured on H100 machines (16 cores; results
   each run: 4.64-5.36 s in threads, 3.72-4.81 s forked (setup_forked_cold_ab_h100_8ae9a62.txt,
   setup_warm_ab_h100_c3ed8ea.txt).
 
-How: `plan(records)` (or a `Planner`, one record at a time) runs each recorded launch's warm-up with
-Triton's `_do_compile` replaced by a stand-in that writes down what it would compile (the kernel, its
-signature, constants, attributes, options and target) and compiles nothing. `Pool(jobs, workers)`
-forks worker processes (with Triton and the kernel modules already imported: a fork starts at once)
-and sends each job to them (`job_spec`: the kernel by module and name, the rest pickled), which
-compile it exactly as `_do_compile` would, `fn.compile(fn.ASTSource(...), target, options)`. That
-writes Triton's on-disk cache, under the same key, so the parent's own warm-up of the job afterwards
-is a cache hit that only loads the binary. A child never touches CUDA (the target is passed in), which
-is what makes forking after CUDA's initialisation safe, as for torch's DataLoader workers; a job a
-child could not compile is simply compiled again by the parent, which raises its error as before.
-
-Since jobs are sent rather than inherited, the workers can be forked before any job is known
-(`kernels.start_compiles`, when a sweep on CUDA starts): each then does its process's one-time
-compiler set-up (`_child_start`: `warm_up` and a one-line kernel) while the parent builds the
-trainers, and takes each job as soon as the dry pass has recorded and planned it.
+How: `plan(records)` runs each recorded launch's warm-up with Triton's `_do_compile` replaced by a
+stand-in that writes down what it would compile (the kernel, its signature, constants, attributes,
+options and target) and compiles nothing. `Pool(jobs, workers)` forks worker processes that inherit those
+objects (and Triton, already imported: a fork starts at once) and compile each job exactly as
+`_do_compile` would, `fn.compile(fn.ASTSource(...), target, options)`. That writes Triton's on-disk
+cache, under the same key, so the parent's own warm-up of the job afterwards is a cache hit that
+only loads the binary. A child never touches CUDA (the target is passed in), which is what makes
+forking after CUDA's initialisation safe, as for torch's DataLoader workers; a job a child could
+not compile is simply compiled again by the parent, which raises its error as before.
 
 While the children compile, `build_launchers` builds in the parent's threads the C launchers
 Triton 3.6 would otherwise build with gcc as each compiled kernel is loaded.
@@ -40,7 +34,6 @@ pool alone, for A/B and as an escape hatch).
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 import time
@@ -65,6 +58,10 @@ class Job:
     options: Any
     attrs: Any
     target: Any
+
+
+# The parent's jobs while a pool runs; forked children read theirs from here by index.
+_JOBS: list[Job] = []
 
 
 def wanted() -> bool:
@@ -112,55 +109,45 @@ COMPILE_S = {"_mlp_block_fwd_kernel": 1.58, "_head_bwd_kernel": 1.08, "_attn_bwd
 
 def longest_first(jobs: Sequence[Job]) -> list[int]:
     """Job indices by expected compile time (COMPILE_S), longest first; ties in plan order."""
-    return sorted(range(len(jobs)), key=lambda i: -COMPILE_S.get(kernel_name(jobs[i]), 0.5))
-
-
-class Planner:
-    """What warming up recorded launches (kernel, grid, args, meta) would compile, compiling nothing:
-    `jobs`, the distinct jobs so far, and `add(records)` gives each record's job index (None where
-    nothing is to be compiled: not a Triton kernel, or already compiled in this process)."""
-
-    def __init__(self) -> None:
-        self.jobs: list[Job] = []
-        self._index: dict[Any, int] = {}
-
-    def add(self, records: Sequence[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]]) -> list[int | None]:
-        from triton.runtime.jit import JITFunction
-
-        seen: list[int] = []
-        real = JITFunction._do_compile
-        planner = threading.get_ident()
-        jobs, index = self.jobs, self._index
-
-        def stand_in(self: Any, key: Any, signature: Any, device: Any, constexprs: Any, options: Any, attrs: Any,
-                     warmup: Any) -> Any:
-            if threading.get_ident() != planner:  # another thread's launch meanwhile: compile it as ever
-                return real(self, key, signature, device, constexprs, options, attrs, warmup)
-            k = (id(self), repr(key))
-            if k not in index:
-                index[k] = len(jobs)
-                jobs.append(Job(self, signature, constexprs, options, attrs, self.device_caches[device][2]))
-            seen.append(index[k])
-            return None  # nothing compiled: the warm-up returns at once
-
-        of_record: list[int | None] = []
-        JITFunction._do_compile = stand_in  # type: ignore[method-assign]
-        try:
-            for kernel, grid, args, meta in records:
-                seen.clear()
-                if isinstance(kernel, JITFunction):
-                    kernel.warmup(*args, grid=grid, **meta)
-                of_record.append(seen[0] if seen else None)
-        finally:
-            JITFunction._do_compile = real  # type: ignore[method-assign]
-        return of_record
+    def name(j: Job) -> str:
+        return getattr(j.fn, "__name__", None) or getattr(getattr(j.fn, "fn", None), "__name__", "")
+    return sorted(range(len(jobs)), key=lambda i: -COMPILE_S.get(name(jobs[i]), 0.5))
 
 
 def plan(records: Sequence[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]]) -> tuple[list[Job], list[int | None]]:
-    """`Planner` for `records` at once: the distinct jobs, and for each record its job's index or None."""
-    p = Planner()
-    of_record = p.add(records)
-    return p.jobs, of_record
+    """What warming up each recorded launch (kernel, grid, args, meta) would compile, compiling
+    nothing: the distinct jobs, and for each record the index of its job (None where nothing is to
+    be compiled: not a Triton kernel, or already compiled in this process)."""
+    from triton.runtime.jit import JITFunction
+
+    jobs: list[Job] = []
+    index: dict[Any, int] = {}
+    seen: list[int] = []
+    real = JITFunction._do_compile
+    planner = threading.get_ident()
+
+    def stand_in(self: Any, key: Any, signature: Any, device: Any, constexprs: Any, options: Any, attrs: Any,
+                 warmup: Any) -> Any:
+        if threading.get_ident() != planner:  # another thread's launch meanwhile: compile it as ever
+            return real(self, key, signature, device, constexprs, options, attrs, warmup)
+        k = (id(self), repr(key))
+        if k not in index:
+            index[k] = len(jobs)
+            jobs.append(Job(self, signature, constexprs, options, attrs, self.device_caches[device][2]))
+        seen.append(index[k])
+        return None  # nothing compiled: the warm-up returns at once
+
+    of_record: list[int | None] = []
+    JITFunction._do_compile = stand_in  # type: ignore[method-assign]
+    try:
+        for kernel, grid, args, meta in records:
+            seen.clear()
+            if isinstance(kernel, JITFunction):
+                kernel.warmup(*args, grid=grid, **meta)
+            of_record.append(seen[0] if seen else None)
+    finally:
+        JITFunction._do_compile = real  # type: ignore[method-assign]
+    return jobs, of_record
 
 
 def compile_job(j: Job) -> Any:
@@ -173,53 +160,15 @@ def compile_job(j: Job) -> Any:
     return compile_(source(j.fn, j.signature, j.constexprs, j.attrs), target=j.target, options=j.options.__dict__)
 
 
-def kernel_name(j: Job) -> str:
-    return getattr(j.fn, "__name__", None) or getattr(getattr(j.fn, "fn", None), "__name__", "")
-
-
-def job_spec(j: Job) -> tuple[Any, ...]:
-    """What a child needs to compile `j`, all of it picklable: the kernel as its module and name
-    (the child has the module, imported before the fork), then the job's other fields. Raises
-    ValueError for a kernel that is not its module's attribute of that name."""
-    py = getattr(j.fn, "fn", None)
-    module, name = getattr(py, "__module__", None), getattr(py, "__name__", None)
-    if module is None or name is None or getattr(importlib.import_module(module), name, None) is not j.fn:
-        raise ValueError(f"kernel {j.fn!r} is not reachable as module.name")
-    return (module, name, j.signature, j.constexprs, j.options, j.attrs, j.target)
-
-
-def _compile_spec(spec: tuple[Any, ...]) -> tuple[float, str | None]:
-    """In a child: `compile_job` of the job `job_spec` gave. Returns the seconds it took and None,
-    or the error's text (the parent then compiles the job itself)."""
+def _compile_job(i: int) -> tuple[float, str | None]:
+    """In a child: `compile_job` of job i. Returns the seconds it took and None, or the error's
+    text (the parent then compiles the job itself)."""
     t = time.perf_counter()
     try:
-        module, name, *rest = spec
-        compile_job(Job(getattr(importlib.import_module(module), name), *rest))
+        compile_job(_JOBS[i])
     except Exception as e:  # noqa: BLE001 - reported to the parent, which compiles it again
         return time.perf_counter() - t, f"{type(e).__name__}: {e}"
     return time.perf_counter() - t, None
-
-
-def _child_start(target: Any) -> None:
-    """A worker's first act, before any job: `warm_up(target)` and compiling a one-line kernel for
-    it, the one-time set-up of a process's first compile (~0.35 s on the H100 machine, more when
-    several processes start at once, results/bench/child_faults_h100_bb5f78f.txt), done while the
-    parent still records and plans. Nothing where target is None; failures are ignored."""
-    if target is None:
-        return
-    warm_up(target)
-    try:
-        from triton.compiler import ASTSource, compile
-
-        from pyphase.kernels import _touch_kernel
-
-        compile(ASTSource(_touch_kernel, {"X": "*fp32"}), target=target)
-    except Exception:  # noqa: BLE001 - only a head start
-        pass
-
-
-def _noop() -> None:
-    """Submitted first, so that the pool forks its workers at once."""
 
 
 def warm_up(target: Any) -> None:
@@ -270,16 +219,7 @@ class Launchers:
 
     def __init__(self, sources: Sequence[str], workers: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pyphase-launcher")
-        self._sources: set[str] = set()
-        self._futures: list[Future[None]] = []
-        for s in sources:
-            self.add(s)
-
-    def add(self, source: str) -> None:
-        """Start building `source` unless it was added before."""
-        if source not in self._sources:
-            self._sources.add(source)
-            self._futures.append(self._pool.submit(self._build, source))
+        self._futures = [self._pool.submit(self._build, s) for s in sources]
 
     @staticmethod
     def _build(source: str) -> None:
@@ -316,36 +256,22 @@ def build_launchers(jobs: Sequence[Job], workers: int = 4) -> Launchers | None:
 
 
 class Pool:
-    """`workers` forked processes compiling jobs: `jobs` at once, longest first, and each job
-    `submit`ted later; `done()` yields each job's index as it finishes. The processes fork here,
-    each starting with `_child_start(warm)`."""
+    """Forked workers compiling `jobs`; `done()` yields each job's index as it finishes."""
 
-    def __init__(self, jobs: Sequence[Job], workers: int, warm: Any = None) -> None:
+    def __init__(self, jobs: list[Job], workers: int) -> None:
+        global _JOBS
+        _JOBS = jobs
         import multiprocessing as mp
 
         self.times: dict[int, float] = {}
         self.errors: dict[int, str] = {}
-        self.names: dict[int, str] = {}
-        self._futures: dict[Future[tuple[float, str | None]], int] = {}
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"),
-                                         initializer=_child_start, initargs=(warm,))
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"))
         with warnings.catch_warnings():
             # Python 3.12 warns on any fork of a process with threads (CUDA's, torch's); the children
             # only compile (no CUDA, no locks another thread could hold: the import lock is reset).
             warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
-            self._pool.submit(_noop)  # the first submit forks every worker
-        for i in longest_first(jobs):
-            self.submit(i, jobs[i])
-
-    def submit(self, i: int, job: Job) -> None:
-        """Compile `job` (known as index i) in a worker; one that cannot be sent is reported as an error."""
-        self.names[i] = kernel_name(job)
-        try:
-            f = self._pool.submit(_compile_spec, job_spec(job))
-        except Exception as e:  # noqa: BLE001 - the parent compiles it
-            f = Future()
-            f.set_result((0.0, f"{type(e).__name__}: {e}"))
-        self._futures[f] = i
+            self._futures: dict[Future[tuple[float, str | None]], int] = {
+                self._pool.submit(_compile_job, i): i for i in longest_first(jobs)}
 
     def done(self, timeout: float = TIMEOUT_S) -> Iterator[int]:
         """Job indices in the order their compiles finish; after `timeout`, the ones still running
@@ -368,8 +294,10 @@ class Pool:
 
     def close(self) -> None:
         """Stop the workers (at once: every job is finished or no longer waited for)."""
+        global _JOBS
         if any(not f.done() for f in self._futures):
             for p in list(getattr(self._pool, "_processes", {}).values()):
                 if p.is_alive():
                     p.terminate()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        _JOBS = []

@@ -42,7 +42,6 @@ caller's thread, where AsyncCompileMode is active.
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 import threading
@@ -83,14 +82,9 @@ def launch(kernel: Any, grid: Any) -> Callable[..., Any]:
         return lambda *args, **meta: run(*args, **{**LAUNCH_OPTIONS, **meta})
 
     def note(*args: Any, **meta: Any) -> None:
-        rec = (kernel, grid, args, {**LAUNCH_OPTIONS, **meta})
         with _lock:
-            if _records is None:
-                return
-            _records.append(rec)
-            early = _early
-        if early is not None:
-            early.offer(rec)
+            if _records is not None:
+                _records.append((kernel, grid, args, {**LAUNCH_OPTIONS, **meta}))
     return note
 
 
@@ -168,8 +162,7 @@ def compile_all(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
             kernel.warmup(*args, grid=grid, **meta)
         return
     n = workers or max(1, min(len(records), os.cpu_count() or 1, 16))
-    early = take_early_compiles()
-    forked, order, launchers = _fork_compiles(records, n, early)
+    forked, order, launchers = _fork_compiles(records, n)
     try:
         with ThreadPoolExecutor(n) as pool, ThreadPoolExecutor(n) as loaders:
             loader = _Loader(loaders, launchers.wait if launchers is not None else None)
@@ -179,13 +172,10 @@ def compile_all(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
             for f in loader.loads:
                 f.result()
     finally:
-        if early is not None:
-            early.close()
-        else:
-            if forked is not None:
-                forked.close()
-            if launchers is not None:
-                launchers.close()
+        if forked is not None:
+            forked.close()
+        if launchers is not None:
+            launchers.close()
 
 
 # prepare_compiles' thread, and the event it sets once Triton's driver is ready (or failed)
@@ -240,23 +230,13 @@ def _wait_for_driver() -> None:
 
 
 def _fork_compiles(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]],
-                   n: int, early: "_EarlyCompiles | None" = None) -> tuple[Any, Iterator[int], Any]:
-    """Start the forked compiles of `records` (`forked_compile`) if wanted and worth it, or finish
-    those `early` started; returns the pool (None if not started), the records' indices in the order
-    to warm them up (those with nothing to compile first, then each job's records as its process
-    finishes it) and their launchers being built meanwhile (`forked_compile.build_launchers`; None if
-    none)."""
+                   n: int) -> tuple[Any, Iterator[int], Any]:
+    """Start the forked compiles of `records` (`forked_compile`) if wanted and worth it; returns the
+    pool (None if not started), the records' indices in the order to warm them up (those with
+    nothing to compile first, then each job's records as its process finishes it) and their
+    launchers being built meanwhile (`forked_compile.build_launchers`; None if none)."""
     from pyphase import forked_compile
 
-    if early is not None:
-        try:
-            pool, jobs, of_record, launchers = early.finish(records)
-        except Exception as e:  # noqa: BLE001 - the thread pool compiles all
-            early.close()
-            print(f"warning: compiling Triton kernels in forked processes failed ({type(e).__name__}: {e}); "
-                  "compiling them in threads", file=sys.stderr)
-            return None, iter(range(len(records))), None
-        return pool, _finish_order(pool, of_record), launchers
     if not (forked_compile.wanted() and torch.cuda.is_available()):
         return None, iter(range(len(records))), None
     try:
@@ -271,156 +251,18 @@ def _fork_compiles(records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]
         print(f"warning: compiling Triton kernels in forked processes failed ({type(e).__name__}: {e}); "
               "compiling them in threads", file=sys.stderr)
         return None, iter(range(len(records))), None
-    return pool, _finish_order(pool, of_record), forked_compile.build_launchers(jobs)
+    launchers = forked_compile.build_launchers(jobs)
 
-
-def _finish_order(pool: Any, of_record: list[int | None]) -> Iterator[int]:
-    """Record indices in the order to warm them up: those with nothing to compile first, then each
-    job's records as `pool` finishes the job."""
-    by_job: dict[int, list[int]] = {}
-    for r, j in enumerate(of_record):
-        if j is None:
-            yield r
-        else:
-            by_job.setdefault(j, []).append(r)
-    for j in pool.done():
-        yield from by_job.get(j, [])
-
-
-class _EarlyCompiles:
-    """Compile workers forked before the dry pass (`start_compiles`), and a planner thread that plans
-    each launch the dry pass records (`offer`) as soon as Triton's driver is ready and sends its job
-    to them, starting its launcher's build too; `finish(records)` plans whatever is left."""
-
-    def __init__(self, pool: Any, frozen: bool = False) -> None:
-        import queue
-
-        from pyphase import forked_compile
-
-        self.pool = pool
-        self.frozen = frozen  # gc.freeze() was called before the fork: gc.unfreeze() once the workers end
-        self.planner = forked_compile.Planner()
-        self.launchers: Any = forked_compile.Launchers([], 4)
-        self.job_of: dict[int, tuple[Any, int | None]] = {}  # id(record) -> (record, its job)
-        self.error: BaseException | None = None
-        self._device = torch.cuda.current_device()  # the caller's, for the planner thread's warm-ups
-        self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="pyphase-compile-planner", daemon=True)
-        self._thread.start()
-
-    def offer(self, rec: Any) -> None:
-        self._queue.put(rec)
-
-    def _plan(self, recs: list[Any]) -> None:
-        from pyphase import forked_compile
-
-        known = len(self.planner.jobs)
-        for rec, j in zip(recs, self.planner.add(recs)):
-            self.job_of[id(rec)] = (rec, j)
-        for i in range(known, len(self.planner.jobs)):
-            job = self.planner.jobs[i]
-            self.pool.submit(i, job)
-            if self.launchers is not None:
-                try:
-                    src = forked_compile.launcher_source(job)
-                except Exception:  # noqa: BLE001 - another Triton's internals: the loader builds its own
-                    src = None
-                if src is None:  # a Triton with one launcher for every kernel: nothing to build
-                    self.launchers.close()
-                    self.launchers = None
-                else:
-                    self.launchers.add(src)
-
-    def _run(self) -> None:
-        try:
-            torch.cuda.set_device(self._device)
-            _wait_for_driver()  # planning asks the driver
-            while True:
-                rec = self._queue.get()
-                if rec is None:
-                    return
-                self._plan([rec])
-        except BaseException as e:  # noqa: BLE001 - raised again by finish
-            self.error = e
-
-    def finish(self, records: list[Any]) -> tuple[Any, list[Any], list[int | None], Any]:
-        """Plan the records not planned yet and send their jobs; returns the pool, the jobs, each
-        record's job and the launchers."""
-        self._queue.put(None)
-        self._thread.join()
-        if self.error is not None:
-            raise self.error
-        self._plan([r for r in records if id(r) not in self.job_of])
-        of_record = [self.job_of[id(r)][1] for r in records]
-        return self.pool, self.planner.jobs, of_record, self.launchers
-
-    def close(self) -> None:
-        """End the workers and the launcher builds (idempotent)."""
-        self._queue.put(None)
-        self.pool.close()
-        if self.launchers is not None:
-            self.launchers.close()
-        if self.frozen:
-            gc.unfreeze()
-            self.frozen = False
-
-
-# The compile workers `start_compiles` forked, until `compile_all` takes them (`take_early_compiles`)
-_early: _EarlyCompiles | None = None
-
-
-def start_compiles(device: torch.device | str) -> None:
-    """Fork the processes that will compile the kernels (`forked_compile.Pool`) now, when a sweep on
-    CUDA starts, rather than after the dry pass: each does its one-time compiler set-up for this
-    GPU's target while the parent loads the corpus and builds the trainers, and the dry pass's
-    launches are planned and sent to them as they are recorded (`_EarlyCompiles`). Also starts
-    `prepare_compiles`. Nothing where forked compiles are not wanted, without CUDA or Triton, with
-    PYPHASE_COMPILE_EARLY=0 (`compile_all` forks its workers then, as before), or when started
-    already; `stop_compiles` ends them where no `compile_all` took them."""
-    global _early
-    from pyphase import forked_compile
-
-    frozen = False
-    dev = torch.device(device)
-    if (_early is not None or dev.type != "cuda" or not forked_compile.wanted() or triton is None
-            or os.environ.get("PYPHASE_COMPILE_EARLY", "1") == "0"):
-        return
-    try:
-        from triton.backends.compiler import GPUTarget
-
-        major, minor = torch.cuda.get_device_capability(dev)
-        warm = GPUTarget("cuda", 10 * major + minor, 32)
-        if os.environ.get("PYPHASE_COMPILE_EARLY") == "nowarm":  # A/B: the workers skip their warm-up
-            warm = None
-        # Python's collector would otherwise, at its next full collection while the workers live, write
-        # to every object's header: copying nearly every page of the parent's memory (copy-on-write)
-        frozen = os.environ.get("PYPHASE_COMPILE_EARLY") != "nofreeze"
-        if frozen:
-            gc.freeze()
-        pool = forked_compile.Pool([], forked_compile.workers(min(16, os.cpu_count() or 1)), warm)
-    except Exception:  # noqa: BLE001 - compile_all forks its own workers as before
-        if frozen:
-            gc.unfreeze()
-        return
-    prepare_compiles()
-    with _lock:
-        _early = _EarlyCompiles(pool, frozen)
-
-
-def take_early_compiles() -> "_EarlyCompiles | None":
-    """The workers `start_compiles` forked, handed over once (then no longer fed by `record`)."""
-    global _early
-    with _lock:
-        early, _early = _early, None
-    return early
-
-
-def stop_compiles() -> None:
-    """End the workers `start_compiles` forked if no `compile_all` took them."""
-    early = take_early_compiles()
-    if early is not None:
-        early.close()
-
+    def order() -> Iterator[int]:
+        by_job: dict[int, list[int]] = {}
+        for r, j in enumerate(of_record):
+            if j is None:
+                yield r
+            else:
+                by_job.setdefault(j, []).append(r)
+        for j in pool.done():
+            yield from by_job.get(j, [])
+    return pool, order(), launchers
 
 
 class _Loader:
@@ -505,11 +347,6 @@ if triton is not None:
         else:
             ok = offs < n
         return ok
-
-    @triton.jit
-    def _touch_kernel(X):
-        """A one-line kernel a compile worker compiles first (`forked_compile._child_start`)."""
-        tl.store(X, tl.load(X) + 1.0)
 
     @triton.jit
     def _sum_parts_kernel(PART, OUT, R, C, BR: tl.constexpr, BC: tl.constexpr):

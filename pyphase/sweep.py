@@ -344,12 +344,7 @@ def run_experiment(
         if dev.startswith("cuda"):
             import torch
 
-            from pyphase import kernels
-            from pyphase.train import compile_mode
-
             torch.cuda.set_device(int(dev.split(":")[1]))
-            if compile_mode() == "none":  # the Triton kernels' compile workers fork now, before the trainers
-                kernels.start_compiles(dev)
         mine = plan(exp, rank=shard.rank, world=shard.world)
         finished = {c.run_id for c in mine if is_finished(out, c)}
         skipped = [c.run_id for c in mine if c.run_id in finished]
@@ -385,10 +380,6 @@ def run_experiment(
         if shard.rank == 0:
             _remove_stale_checkpoints(out, exp)
     finally:
-        if dev.startswith("cuda"):
-            from pyphase import kernels
-
-            kernels.stop_compiles()
         if created_group:
             import torch.distributed as dist
 

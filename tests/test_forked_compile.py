@@ -49,7 +49,7 @@ def test_children_fill_the_cache_the_parent_reads_and_report_failures(tmp_path, 
         pool.close()
     assert sorted(done) == [0, 1]
     assert set(pool.errors) == {1} and pool.times[0] > 0
-    assert pool.names == {0: "_attn_fwd_kernel", 1: "_attn_fwd_kernel"}
+    assert forked_compile._JOBS == []
 
     with triton_cache_hits() as hits:
         for j in jobs[:1] * 2 + _jobs([16]):  # the child's job twice, then one no child compiled
@@ -132,54 +132,3 @@ def test_launchers_are_built_once_per_distinct_source(monkeypatch) -> None:  # t
     assert "None)" in built[0][0]  # no tensor descriptors
     monkeypatch.setenv("PYPHASE_PREBUILD_LAUNCHERS", "0")
     assert forked_compile.build_launchers(jobs) is None
-
-
-def test_workers_forked_before_their_jobs_warm_up_then_compile_what_is_sent(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """`Pool([], n, warm)` forks its workers at once; each first compiles the one-line kernel for the
-    warm-up target (`_child_start`), then the jobs submitted later, sent by module and name."""
-    import os
-    import time
-
-    from triton.backends.compiler import GPUTarget
-
-    from pyphase import forked_compile
-
-    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("TRITON_ALWAYS_COMPILE", raising=False)
-    pool = forked_compile.Pool([], 2, GPUTarget("cuda", 90, 32))
-    try:
-        assert len(pool._pool._processes) == 2  # forked before any job
-        deadline = time.monotonic() + 120
-        def warmed() -> list[str]:
-            return sorted(f for _, _, fs in os.walk(tmp_path) for f in fs)
-        while not any(f.endswith(".cubin") for f in warmed()) and time.monotonic() < deadline:
-            time.sleep(0.1)  # the warm-up compiles land in the cache with no job sent
-        assert any(f.startswith("_touch_kernel") and f.endswith(".cubin") for f in warmed()), warmed()
-        jobs = _jobs([32, 33])
-        for i, j in enumerate(jobs):
-            pool.submit(i, j)
-        done = list(pool.done())
-    finally:
-        pool.close()
-    assert sorted(done) == [0, 1] and set(pool.errors) == {1} and pool.times[0] > 0
-    with triton_cache_hits() as hits:
-        forked_compile.compile_job(jobs[0])
-    assert hits == [True]
-
-
-def test_a_kernel_not_reachable_by_module_and_name_is_compiled_by_the_parent() -> None:
-    from pyphase import attention, forked_compile
-
-    job = _jobs([32])[0]
-    module, name, *_ = forked_compile.job_spec(job)
-    assert (module, name) == ("pyphase.attention", "_attn_fwd_kernel")
-    stray = forked_compile.Job(attention._attn_bwd_dq_kernel, *list(job.__dict__.values())[1:])
-    object.__setattr__(stray, "fn", type("K", (), {"fn": attention._attn_fwd_kernel.fn})())
-    with pytest.raises(ValueError, match="not reachable"):
-        forked_compile.job_spec(stray)
-    pool = forked_compile.Pool([], 1)
-    try:
-        pool.submit(0, stray)
-        assert list(pool.done()) == [0] and "not reachable" in pool.errors[0]
-    finally:
-        pool.close()
