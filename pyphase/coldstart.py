@@ -70,6 +70,13 @@ def cache_path(root: str, source: str) -> str:
     return os.path.join(root, os.path.abspath(source).lstrip(os.sep)) + f".{tag}.pyc"
 
 
+def _header(st: os.stat_result) -> bytes:
+    """The 16-byte header of a timestamp `.pyc` (magic, flags 0, the source's mtime and size) of a
+    source with stat `st`."""
+    return b"".join((_MAGIC, (0).to_bytes(4, "little"), (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little"),
+                     (st.st_size & 0xFFFFFFFF).to_bytes(4, "little")))
+
+
 def read_cached(cfile: str, source: str, st: os.stat_result | None = None) -> object | None:
     """The code object in `cfile` if it is a valid timestamp `.pyc` of `source` as it is now (or as
     `st`, its stat), else None."""
@@ -79,9 +86,7 @@ def read_cached(cfile: str, source: str, st: os.stat_result | None = None) -> ob
             data = f.read()
     except OSError:
         return None
-    if (len(data) < 16 or data[:4] != _MAGIC or int.from_bytes(data[4:8], "little") != 0
-            or int.from_bytes(data[8:12], "little") != int(st.st_mtime) & 0xFFFFFFFF
-            or int.from_bytes(data[12:16], "little") != st.st_size & 0xFFFFFFFF):
+    if data[:16] != _header(st):
         return None
     try:
         return marshal.loads(memoryview(data)[16:])
@@ -102,8 +107,7 @@ def write_cached(cfile: str, source: str, code: object, st: os.stat_result | Non
     optimisation: an unwritable place only means compiling next time too)."""
     try:
         st = st or os.stat(source)
-        data = b"".join((_MAGIC, (0).to_bytes(4, "little"), (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little"),
-                         (st.st_size & 0xFFFFFFFF).to_bytes(4, "little"), marshal.dumps(code)))
+        data = _header(st) + marshal.dumps(code)
         os.makedirs(os.path.dirname(cfile), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cfile), prefix=".tmp-", suffix=".pyc")
         try:
