@@ -290,7 +290,7 @@ if triton is not None:
     @triton.jit
     def _mlp_bwd_dw_kernel(ALIVE, DY, H, W1, B1, W2, DPRE, PART, N, D: tl.constexpr, FF: tl.constexpr,
                            BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, SPAN: tl.constexpr,
-                           EVEN: tl.constexpr, HW_RCP: tl.constexpr, PIPE: tl.constexpr = False):
+                           EVEN: tl.constexpr, HW_RCP: tl.constexpr):
         # Program (c, s, k): hidden units [c·BH, (c+1)·BH) over rows [s·SPAN, (s+1)·SPAN) of model k.
         # Programs of one span differ only in c and run side by side, so h and dy come from L2
         # after the first reads them.
@@ -318,32 +318,7 @@ if triton is not None:
         # EVEN (every span whole, d and the hidden width multiples of the tiles): no masks, and the
         # span's rows addressed from its first, in 32 bits
         first = k * N + s.to(tl.int64) * SPAN
-        if PIPE and EVEN:
-            # the pre-activation one tile ahead: the next tile's h @ w1 and this tile's dy @ w2^T are
-            # issued before this tile's GELU, so the tensor cores work on them while the ALUs do the
-            # GELU; this tile's h is read again (from L2) for the weight-gradient product. The same
-            # products and sums.
-            at = tl.arange(0, BM)
-            x = tl.load(H + first * D + (at[:, None] * D + cols[None, :]))
-            zr = tl.dot(x, w1)
-            for it in range(0, SPAN, BM):
-                at = it + tl.arange(0, BM)
-                nx = (it + BM) % SPAN + tl.arange(0, BM)  # the last tile's "next" is the first again (unused)
-                x_n = tl.load(H + first * D + (nx[:, None] * D + cols[None, :]))
-                zr_n = tl.dot(x_n, w1)
-                x = tl.load(H + first * D + (at[:, None] * D + cols[None, :]))
-                dy = tl.load(DY + first * D + (at[:, None] * D + cols[None, :]))
-                dgr = tl.dot(dy, tl.trans(w2))
-                z = (zr.to(dt).to(tl.float32) + b1[None, :]).to(dt).to(tl.float32)
-                cdf, pdf = _gelu_parts(z, HW_RCP)
-                dg = dgr.to(dt).to(tl.float32)
-                dpre = (dg * (cdf + z * pdf)).to(dt)
-                tl.store(DPRE + first * FF + (at[:, None] * FF + hid[None, :]), dpre)
-                acc_w1 += tl.dot(tl.trans(x), dpre)
-                acc_w2 += tl.dot(tl.trans((z * cdf).to(dt)), dy)
-                acc_b += tl.dot(ones, dpre)
-                zr = zr_n
-        for it in range(0, SPAN if not (PIPE and EVEN) else 0, BM):
+        for it in range(0, SPAN, BM):
             if EVEN:
                 at = it + tl.arange(0, BM)
                 x = tl.load(H + first * D + (at[:, None] * D + cols[None, :]))
@@ -474,11 +449,7 @@ def _mlp_bwd_dw(dy: Tensor, h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tu
     bd = meta["BD"]
     dpre = h.new_empty(kk, n, f)
     parts = torch.empty(kk, grid[1], (2 * bd + 1) * f, device=h.device, dtype=torch.float32)
-    ab = os.environ.get("PYPHASE_DW_PIPE", "")  # A/B switch (experiment): "1" piped, 2 stages; "s2" 2 stages
-    if ab:
-        meta["num_stages"] = 2
-    LAST["bwd"] = launch(_mlp_bwd_dw_kernel, grid)(alive_mask(kk, h.device), dy, h, w1, b1, w2, dpre, parts, n, d, f,
-                                                   PIPE=ab == "1", **meta)
+    LAST["bwd"] = launch(_mlp_bwd_dw_kernel, grid)(alive_mask(kk, h.device), dy, h, w1, b1, w2, dpre, parts, n, d, f, **meta)
     sums = sum_parts(parts)
     dw1 = sums[:, : bd * f].view(kk, bd, f)[:, :d].to(w1.dtype, copy=True)  # copies: outputs must not alias
     dw2 = sums[:, bd * f : 2 * bd * f].view(kk, f, bd)[..., :d].to(w2.dtype, copy=True)

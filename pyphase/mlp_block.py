@@ -116,8 +116,7 @@ if triton is not None:
     def _mlp_block_fwd_kernel(ALIVE, X0, P, PB, LW, LB, W1, B1, W2, B2, NW, NB, X1, H, MEAN1, RSTD1, X2, H2, MEAN2, RSTD2, M,
                               N, eps, s_pb, s_lw, s_lb, s_b2, s_nw, s_nb, D: tl.constexpr, FF: tl.constexpr,
                               BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr,
-                              PRO: tl.constexpr, EPI: tl.constexpr, STAGE: tl.constexpr, HW_RCP: tl.constexpr,
-                              PIPE: tl.constexpr = False):
+                              PRO: tl.constexpr, EPI: tl.constexpr, STAGE: tl.constexpr, HW_RCP: tl.constexpr):
         # PRO: the first add + LayerNorm here (else h is read, written by layernorm's kernel); EPI:
         # the second add + LayerNorm here (else the MLP's output is written to M for layernorm's
         # kernel). STAGE: h read back as stored before the MLP's loop (the loop's products then take
@@ -155,25 +154,11 @@ if triton is not None:
         W2 += k * FF * D
         B1 += k * FF
         acc = tl.zeros([BM, BD], tl.float32)
-        if PIPE:
-            # one chunk ahead: the next chunk's fc1 product is issued before this chunk's GELU, so
-            # the tensor cores work on it while the ALUs do the GELU (the same products and sums)
-            hid = tl.arange(0, BH)
+        for j in range(0, FF, BH):
+            hid = j + tl.arange(0, BH)
             h_ok = hid < FF
-            pre = _fc1_chunk(h, W1, B1, hid, h_ok, cols, c_ok, FF, EVEN)
-            for j in range(BH, FF, BH):
-                hid_n = j + tl.arange(0, BH)
-                h_ok_n = hid_n < FF
-                pre_n = _fc1_chunk(h, W1, B1, hid_n, h_ok_n, cols, c_ok, FF, EVEN)
-                acc = _fc2_chunk(acc, pre, W2, hid, h_ok, cols, c_ok, D, EVEN, HW_RCP)
-                pre, hid, h_ok = pre_n, hid_n, h_ok_n
-            acc = _fc2_chunk(acc, pre, W2, hid, h_ok, cols, c_ok, D, EVEN, HW_RCP)
-        else:
-            for j in range(0, FF, BH):
-                hid = j + tl.arange(0, BH)
-                h_ok = hid < FF
-                acc = _fc2_chunk(acc, _fc1_chunk(h, W1, B1, hid, h_ok, cols, c_ok, FF, EVEN), W2, hid, h_ok, cols,
-                                 c_ok, D, EVEN, HW_RCP)
+            acc = _fc2_chunk(acc, _fc1_chunk(h, W1, B1, hid, h_ok, cols, c_ok, FF, EVEN), W2, hid, h_ok, cols, c_ok,
+                             D, EVEN, HW_RCP)
         if EPI:
             # x2 = x1 + (m + b2) and the next LayerNorm, as the next add_ln, from x1 read back as
             # stored once all threads' stores of it are done (keeping it in registers instead spilled
@@ -240,7 +225,7 @@ def _mlp_block_fwd(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1
     LAST["fwd"] = launch(_mlp_block_fwd_kernel, grid)(
         alive_mask(kk, x0.device), x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb, x1, h, stats[0], stats[1], x2, h2, stats[2], stats[3], y, n, EPS,
         pb.stride(0), lw.stride(0), lb.stride(0), b2.stride(0), nw.stride(0), nb.stride(0), D=d, FF=f, PRO=pro,
-        EPI=epi, STAGE=stage, PIPE=os.environ.get("PYPHASE_MLP_PIPE", "0") == "1", **meta)
+        EPI=epi, STAGE=stage, **meta)
     if not epi:
         layernorm._launch_fwd(x1, y, b2, nw, nb, x2, h2, stats[2], stats[3])
     return x1, h, stats[0], stats[1], x2, h2, stats[2], stats[3]
