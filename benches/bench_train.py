@@ -11,7 +11,10 @@
 
 Prints steps/s, tokens/s, model-FLOP utilisation (6N + 12·L·d·T FLOP per token against 989 TFLOP/s
 bf16 dense on H100) and ratios to (a); also the share of step time spent gathering batches (on
-CUDA timed inside a CUDA graph, as the step runs it) and the bf16-vs-fp32 loss difference. Usage:
+CUDA timed inside a CUDA graph, as the step runs it) and the bf16-vs-fp32 loss difference. On CUDA,
+where NVML can be read (`gpu_meter.py`), each timed loop's energy per million tokens, mean power,
+mean SM clock and the share of the time the board was held at its power cap: on the H100 the packed
+step runs at the 700 W limit with the SM clock lowered, so its speed depends on its energy. Usage:
     python benches/bench_train.py --device cuda --data PATH [--batches 32,128,256] [--steps 200]
 """
 
@@ -28,12 +31,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from gpu_meter import Meter
 from pyphase.config import ModelShape, RunConfig
 from pyphase.data import load_corpus
 from pyphase.model import NanoTransformer, Shape
 from pyphase.train import PackTrainer, capture_steps, precompile_together
 
 PEAK_BF16 = 989e12  # H100 SXM dense bf16, the MFU denominator the trainer issue names
+METER: Meter | None = None  # set by main on CUDA where NVML can be read
 
 
 def _cfg(b: int, lr: float, clip: float | None, seed: int, steps: int, shape: ModelShape) -> RunConfig:
@@ -46,7 +51,8 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def bench_plain(corpus, b: int, steps: int, warmup: int, shape: ModelShape, dev: torch.device) -> float:
+def bench_plain(corpus, b: int, steps: int, warmup: int, shape: ModelShape, dev: torch.device,
+                energy: dict[str, float] | None = None) -> float:
     """Steps/s of the plain eager fp32 loop with per-step host syncs."""
     s = Shape.of(shape, corpus.tokenizer.vocab_size)
     model = NanoTransformer(s, seed=0).to(dev)
@@ -69,23 +75,31 @@ def bench_plain(corpus, b: int, steps: int, warmup: int, shape: ModelShape, dev:
         opt.step()
         return loss.item(), norm.item()
 
-    return _rate(one, steps, warmup, dev)
+    return _rate(one, steps, warmup, dev, energy)
 
 
-def _rate(fn: Any, calls: int, warmup: int, dev: torch.device) -> float:
-    """Calls of `fn` per second, after `warmup` calls, device work included."""
+def _rate(fn: Any, calls: int, warmup: int, dev: torch.device, energy: dict[str, float] | None = None) -> float:
+    """Calls of `fn` per second, after `warmup` calls, device work included. With a METER and an
+    `energy` dict, the timed calls' joules per call, watts, SM clock and power-capped share go in it."""
     for _ in range(warmup):
         fn()
     _sync(dev)
+    meter = METER.window() if METER is not None and energy is not None else None
+    stats = meter.__enter__() if meter is not None else {}
     t0 = time.perf_counter()
     for _ in range(calls):
         fn()
     _sync(dev)
-    return calls / (time.perf_counter() - t0)
+    rate = calls / (time.perf_counter() - t0)
+    if meter is not None:
+        meter.__exit__(None, None, None)
+        energy.update(joules_per_call=stats["joules"] / calls, watts=stats["watts"], sm_mhz=stats["sm_mhz"],
+                      capped=stats["capped"])
+    return rate
 
 
 def bench_pyphase(corpus, b: int, k: int, steps: int, warmup: int, shape: ModelShape, dev: torch.device,
-                  compile: bool) -> tuple[float, float, float]:
+                  compile: bool, energy: dict[str, float] | None = None) -> tuple[float, float, float]:
     """(steps/s of the pack, gather share of step time, setup seconds incl. compile and capture)."""
     t_setup = time.perf_counter()
     cfgs = [_cfg(b, 10 ** (-3 + 0.25 * i), 1.0, i, steps + warmup + 3, shape) for i in range(k)]
@@ -96,7 +110,7 @@ def bench_pyphase(corpus, b: int, k: int, steps: int, warmup: int, shape: ModelS
         tr.step()
     _sync(dev)
     setup = time.perf_counter() - t_setup
-    dt = 1.0 / _rate(tr.step, steps, 0, dev)
+    dt = 1.0 / _rate(tr.step, steps, 0, dev, energy)
     # Gather alone, same shapes, same indexing as the step; on CUDA captured in a graph as in the
     # step (ten gathers a replay), so the host's launch overhead, which the step's graph does not
     # pay, is not counted.
@@ -121,7 +135,8 @@ def bench_pyphase(corpus, b: int, k: int, steps: int, warmup: int, shape: ModelS
 
 
 def bench_together(corpus, packs: list[tuple[int, int]], steps: int, warmup: int, shape: ModelShape,
-                   dev: torch.device) -> tuple[float, float]:
+                   dev: torch.device, energy: tuple[dict[str, float], dict[str, float]] | None = None
+                   ) -> tuple[float, float]:
     """(rounds/s side by side, rounds/s one after the other): a round is one step of every pack."""
     n = 2 * (steps + warmup) + 10
     trainers = [PackTrainer([_cfg(b, 10 ** (-3 + 0.25 * i), 1.0, i, n, shape) for i in range(k)], corpus, str(dev))
@@ -131,8 +146,8 @@ def bench_together(corpus, packs: list[tuple[int, int]], steps: int, warmup: int
         t.capture()
     together = capture_steps(trainers)
 
-    side = _rate(together.replay, steps, warmup // 2, dev)
-    apart = _rate(lambda: [t.step() for t in trainers], steps, warmup // 2, dev)
+    side = _rate(together.replay, steps, warmup // 2, dev, energy[0] if energy else None)
+    apart = _rate(lambda: [t.step() for t in trainers], steps, warmup // 2, dev, energy[1] if energy else None)
     return side, apart
 
 
@@ -148,6 +163,22 @@ def bf16_loss_gap(corpus, b: int, shape: ModelShape, dev: torch.device) -> float
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             l16 = packed_losses(tr.shape, tr.model._leaf, x, y).double()
     return float(((l16 - l32).abs() / l32.abs()).max())
+
+
+def _energy_row(e: dict[str, float], tokens_per_call: int) -> dict[str, float]:
+    """A row's energy columns from `_rate`'s dict (empty without a meter): joules per million
+    tokens, watts, mean SM clock (MHz), share of the time at the power cap."""
+    if not e:
+        return {}
+    return dict(joules_per_mtok=e["joules_per_call"] / tokens_per_call * 1e6, watts=e["watts"], sm_mhz=e["sm_mhz"],
+                power_capped=e["capped"])
+
+
+def _energy_text(r: dict[str, Any]) -> str:
+    if "joules_per_mtok" not in r:
+        return ""
+    return (f"  {r['joules_per_mtok']:7.1f} J/Mtok  {r['watts']:5.0f} W  SM {r['sm_mhz']:4.0f} MHz  "
+            f"power cap {100 * r['power_capped']:3.0f}%")
 
 
 def main() -> None:
@@ -167,6 +198,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     dev = torch.device(a.device)
+    global METER
+    METER = Meter.open(dev)
     corpus = load_corpus(a.data)
     shape = ModelShape(d_model=32, n_layer=1, n_head=2, block_size=32) if a.tiny else ModelShape()
     s = Shape.of(shape, corpus.tokenizer.vocab_size)
@@ -177,33 +210,38 @@ def main() -> None:
           f"params={s.n_params} flops/token={fpt:.3e} compile={compile}", flush=True)
     for b, k in zip(map(int, a.batches.split(",")), map(int, a.packs.split(","))):
         tok = b * shape.block_size
-        plain = bench_plain(corpus, b, max(20, a.steps // 4), 5, shape, dev)
-        single, g1, setup1 = bench_pyphase(corpus, b, 1, a.steps, a.warmup, shape, dev, compile)
-        packed, gk, setupk = bench_pyphase(corpus, b, k, a.steps, a.warmup, shape, dev, compile)
-        for name, kk, sps, gshare, setup in (("plain", 1, plain, math.nan, 0.0), ("pyphase", 1, single, g1, setup1),
-                                             ("packed", k, packed, gk, setupk)):
+        en: list[dict[str, float]] = [{}, {}, {}]
+        plain = bench_plain(corpus, b, max(20, a.steps // 4), 5, shape, dev, en[0])
+        single, g1, setup1 = bench_pyphase(corpus, b, 1, a.steps, a.warmup, shape, dev, compile, en[1])
+        packed, gk, setupk = bench_pyphase(corpus, b, k, a.steps, a.warmup, shape, dev, compile, en[2])
+        for (name, kk, sps, gshare, setup), e in zip((("plain", 1, plain, math.nan, 0.0), ("pyphase", 1, single, g1, setup1),
+                                                      ("packed", k, packed, gk, setupk)), en):
             tps = sps * kk * tok
             rows.append(dict(batch=b, variant=name, k=kk, steps_per_s=sps, tokens_per_s=tps,
                              mfu=tps * fpt / PEAK_BF16, vs_plain=tps / (plain * tok), gather_share=gshare,
-                             setup_s=setup))
+                             setup_s=setup, **_energy_row(e, kk * tok)))
             r = rows[-1]
             print(f"B={b:4d} {name:8s} K={kk}  {sps:8.1f} steps/s  {tps/1e6:8.2f} Mtok/s  MFU {100*r['mfu']:5.1f}%  "
-                  f"x{r['vs_plain']:5.1f} vs plain  gather {100*gshare:4.1f}%  setup {setup:5.1f}s", flush=True)
+                  f"x{r['vs_plain']:5.1f} vs plain  gather {100*gshare:4.1f}%  setup {setup:5.1f}s{_energy_text(r)}",
+                  flush=True)
     together = [tuple(map(int, p.split(":"))) for p in a.together.split(",") if p] if dev.type == "cuda" else []
     if together:
-        side, apart = bench_together(corpus, together, a.steps, a.warmup, shape, dev)
+        en_side: dict[str, float] = {}
+        en_apart: dict[str, float] = {}
+        side, apart = bench_together(corpus, together, a.steps, a.warmup, shape, dev, (en_side, en_apart))
         tok = sum(b * k for b, k in together) * shape.block_size  # tokens of one round
         plain_tps = {r["batch"]: r["tokens_per_s"] for r in rows if r["variant"] == "plain"}
         # the plain loop's time for the same tokens, batch size by batch size (where this run measured it)
         plain_s = sum(b * k * shape.block_size / plain_tps.get(b, math.nan) for b, k in together)
         name = "+".join(str(b) for b, _ in together)
-        for variant, rps in (("apart", apart), ("together", side)):
+        for variant, rps, e in (("apart", apart, en_apart), ("together", side, en_side)):
             tps = rps * tok
             rows.append(dict(batch=name, variant=variant, k="+".join(str(k) for _, k in together), steps_per_s=rps,
                              tokens_per_s=tps, mfu=tps * fpt / PEAK_BF16, vs_plain=plain_s * rps, gather_share=math.nan,
-                             setup_s=math.nan))
+                             setup_s=math.nan, **_energy_row(e, tok)))
             print(f"B={name} {variant:8s} K={rows[-1]['k']}  {rps:8.1f} rounds/s  {tps/1e6:8.2f} Mtok/s  "
-                  f"MFU {100 * rows[-1]['mfu']:5.1f}%  x{rows[-1]['vs_plain']:5.1f} vs plain", flush=True)
+                  f"MFU {100 * rows[-1]['mfu']:5.1f}%  x{rows[-1]['vs_plain']:5.1f} vs plain{_energy_text(rows[-1])}",
+                  flush=True)
         print(f"side by side: x{side / apart:.3f} the rounds/s of the same packs one after the other", flush=True)
     gap = bf16_loss_gap(corpus, 32, shape, dev)
     print(f"bf16 vs fp32 loss, relative difference after 30 steps: {gap:.2e}")
