@@ -1,7 +1,8 @@
 """Where a packed training step spends its time, and what alternative forward passes would save.
 
 Times 150 CUDA-graph-captured steps of one pack (K configs, batch B) for each variant of the
-forward pass, and writes a torch.profiler table of the first variant with kernel time per step
+forward pass (with their energy, power, SM clock and power-capped share where NVML can be read:
+`gpu_meter.py`), and writes a torch.profiler table of the first variant with kernel time per step
 grouped (matmul, attention, LayerNorm, GELU, cross-entropy, other). Variants:
   default   pyphase.model.packed_losses under torch.compile, static shapes
   sdpa      the stock attention pyphase.attention replaced: bias add, q/k/v split and transposes,
@@ -32,6 +33,7 @@ CUDA only. Usage:
 """
 import argparse, os, time, json, re
 import torch
+from gpu_meter import Meter
 from torch.profiler import profile, ProfilerActivity
 from pyphase.config import RunConfig
 from pyphase.data import load_corpus
@@ -57,6 +59,7 @@ ap.add_argument("--attn-fwd", default="", help='";"-separated pyphase.attention 
 ap.add_argument("--embed-config", default=None, help='pyphase.layernorm embedding backward "positions,warps,programs"')
 a = ap.parse_args()
 corpus = load_corpus(a.data)
+METER = Meter.open(torch.device("cuda", torch.cuda.current_device())) if torch.cuda.is_available() else None
 if a.block_config:
     from pyphase import mlp_block
     mlp_block.set_config(a.block_config)
@@ -211,16 +214,23 @@ for var_name in variants:
         tr.step()
     torch.cuda.synchronize()
     setup = time.perf_counter() - t0
-    t1 = time.perf_counter()
     n = 150
+    window = METER.window() if METER is not None else None
+    energy = window.__enter__() if window is not None else {}
+    t1 = time.perf_counter()
     for _ in range(n):
         tr.step()
     torch.cuda.synchronize()
     dt = (time.perf_counter() - t1) / n
+    if window is not None:
+        window.__exit__(None, None, None)
     tok = K * B * 256 / dt
     mfu = tok * tr.shape.flops_per_token() / 989e12
     loss = tr.state.loss[159].tolist()
     r = dict(variant=var_name, attn_fwd=attention.CONFIG["fwd"], attn_bwd=attention.CONFIG["bwd"], K=K, B=B, ms_per_step=dt * 1e3, mtok_s=tok / 1e6, mfu=mfu, setup_s=setup, loss_step160=loss)
+    if energy:  # the timed steps' energy (the board at its power cap lowers the SM clock: gpu_meter.py)
+        r.update(joules_per_step=energy["joules"] / n, watts=energy["watts"], sm_mhz=energy["sm_mhz"],
+                 power_capped=energy["capped"])
     from pyphase import mlp_block
     if a.block_config:
         r["block_config"] = a.block_config
