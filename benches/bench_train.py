@@ -25,6 +25,7 @@ import json
 import math
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -84,15 +85,13 @@ def _rate(fn: Any, calls: int, warmup: int, dev: torch.device, energy: dict[str,
     for _ in range(warmup):
         fn()
     _sync(dev)
-    meter = METER.window() if METER is not None and energy is not None else None
-    stats = meter.__enter__() if meter is not None else {}
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    _sync(dev)
-    rate = calls / (time.perf_counter() - t0)
-    if meter is not None:
-        meter.__exit__(None, None, None)
+    with METER.window() if METER is not None and energy is not None else nullcontext({}) as stats:
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        _sync(dev)
+        rate = calls / (time.perf_counter() - t0)
+    if stats:  # filled as the window closed
         energy.update(joules_per_call=stats["joules"] / calls, watts=stats["watts"], sm_mhz=stats["sm_mhz"],
                       capped=stats["capped"])
     return rate

@@ -32,6 +32,7 @@ CUDA only. Usage:
     python benches/profile_step.py --data PATH --k 5 --b 256 --variants default,flex --out DIR
 """
 import argparse, os, time, json, re
+from contextlib import nullcontext
 import torch
 from gpu_meter import Meter
 from torch.profiler import profile, ProfilerActivity
@@ -215,15 +216,12 @@ for var_name in variants:
     torch.cuda.synchronize()
     setup = time.perf_counter() - t0
     n = 150
-    window = METER.window() if METER is not None else None
-    energy = window.__enter__() if window is not None else {}
-    t1 = time.perf_counter()
-    for _ in range(n):
-        tr.step()
-    torch.cuda.synchronize()
-    dt = (time.perf_counter() - t1) / n
-    if window is not None:
-        window.__exit__(None, None, None)
+    with METER.window() if METER is not None else nullcontext({}) as energy:  # filled as it closes
+        t1 = time.perf_counter()
+        for _ in range(n):
+            tr.step()
+        torch.cuda.synchronize()
+        dt = (time.perf_counter() - t1) / n
     tok = K * B * 256 / dt
     mfu = tok * tr.shape.flops_per_token() / 989e12
     loss = tr.state.loss[159].tolist()
