@@ -49,7 +49,7 @@ class Meter:
             if lib.nvmlInit_v2() != 0 or lib.nvmlDeviceGetHandleByIndex_v2(ctypes.c_uint(index), ctypes.byref(handle)) != 0:
                 return None
             meter = cls(lib, handle)
-            meter.energy_mj()
+            meter.energy_mj(), meter.sm_mhz(), meter.reasons()  # each query the window makes answers here
             return meter
         except (OSError, AttributeError, RuntimeError):
             return None
