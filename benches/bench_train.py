@@ -81,7 +81,7 @@ def bench_plain(corpus, b: int, steps: int, warmup: int, shape: ModelShape, dev:
 
 def _rate(fn: Any, calls: int, warmup: int, dev: torch.device, energy: dict[str, float] | None = None) -> float:
     """Calls of `fn` per second, after `warmup` calls, device work included. With a METER and an
-    `energy` dict, the timed calls' joules per call, watts, SM clock and power-capped share go in it."""
+    `energy` dict, the meter's window (`gpu_meter.Meter.window`) and the joules per call go in it."""
     for _ in range(warmup):
         fn()
     _sync(dev)
@@ -92,8 +92,7 @@ def _rate(fn: Any, calls: int, warmup: int, dev: torch.device, energy: dict[str,
         _sync(dev)
         rate = calls / (time.perf_counter() - t0)
     if stats:  # filled as the window closed
-        energy.update(joules_per_call=stats["joules"] / calls, watts=stats["watts"], sm_mhz=stats["sm_mhz"],
-                      capped=stats["capped"])
+        energy.update(stats, joules_per_call=stats["joules"] / calls)
     return rate
 
 
@@ -170,7 +169,7 @@ def _energy_row(e: dict[str, float], tokens_per_call: int) -> dict[str, float]:
     if not e:
         return {}
     return dict(joules_per_mtok=e["joules_per_call"] / tokens_per_call * 1e6, watts=e["watts"], sm_mhz=e["sm_mhz"],
-                power_capped=e["capped"])
+                power_capped=e["power_capped"])
 
 
 def _energy_text(r: dict[str, Any]) -> str:

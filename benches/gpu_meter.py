@@ -77,8 +77,8 @@ class Meter:
     @contextmanager
     def window(self, interval: float = 0.02) -> Iterator[dict[str, float]]:
         """Measure the `with` block (the caller synchronises the device at both ends); the yielded
-        dict is filled on exit: joules, seconds, watts, sm_mhz (mean of the samples), capped (share
-        of samples with the software power cap active)."""
+        dict is filled on exit: joules, seconds, watts, sm_mhz (mean of the samples), power_capped
+        (share of samples with the software power cap active)."""
         out: dict[str, float] = {}
         samples: list[tuple[int, int]] = []
         stop = threading.Event()
@@ -98,4 +98,4 @@ class Meter:
             samples.append((self.sm_mhz(), self.reasons()))
             out.update(joules=(e1 - e0) / 1e3, seconds=t1 - t0, watts=(e1 - e0) / 1e3 / (t1 - t0),
                        sm_mhz=sum(s for s, _ in samples) / len(samples),
-                       capped=sum(1 for _, r in samples if r & SW_POWER_CAP) / len(samples))
+                       power_capped=sum(1 for _, r in samples if r & SW_POWER_CAP) / len(samples))

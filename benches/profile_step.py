@@ -228,7 +228,7 @@ for var_name in variants:
     r = dict(variant=var_name, attn_fwd=attention.CONFIG["fwd"], attn_bwd=attention.CONFIG["bwd"], K=K, B=B, ms_per_step=dt * 1e3, mtok_s=tok / 1e6, mfu=mfu, setup_s=setup, loss_step160=loss)
     if energy:  # the timed steps' energy (the board at its power cap lowers the SM clock: gpu_meter.py)
         r.update(joules_per_step=energy["joules"] / n, watts=energy["watts"], sm_mhz=energy["sm_mhz"],
-                 power_capped=energy["capped"])
+                 power_capped=energy["power_capped"])
     from pyphase import mlp_block
     if a.block_config:
         r["block_config"] = a.block_config
