@@ -7,6 +7,7 @@ import argparse
 
 import torch
 
+from kernel_bench import capture
 from pyphase.kernels import sum_parts
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -22,15 +23,7 @@ def timed(fn, n=20, reps=20):
     """GPU microseconds a call: n calls captured in one CUDA graph, replayed `reps` times (a
     Python loop of launches would time Triton's host-side launch, ~20 us, instead of the kernel)."""
     fn()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(n):
-            fn()
+    g = capture(fn, n)
     g.replay()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()

@@ -32,6 +32,7 @@ import time
 
 import torch
 from gpu_meter import Meter
+from kernel_bench import capture
 
 try:
     import triton
@@ -70,20 +71,6 @@ def timed(meter: Meter, fn, seconds: float) -> tuple[dict[str, float], int]:
     return w, n
 
 
-def graphed(fn, repeats: int):
-    """fn repeated `repeats` times in one CUDA graph (no launch gaps between short kernels)."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(repeats):
-            fn()
-    return g.replay
-
-
 def measure(seconds: float) -> dict[str, dict[str, float]]:
     dev = torch.device("cuda")
     meter = Meter.open(dev)
@@ -114,7 +101,7 @@ def measure(seconds: float) -> dict[str, dict[str, float]]:
     a = torch.empty(2**22, dtype=torch.bfloat16, device=dev).normal_()
     b = torch.empty_like(a)
     reps = 50
-    w, n = timed(meter, graphed(lambda: b.copy_(a), reps), seconds)
+    w, n = timed(meter, capture(lambda: b.copy_(a), reps).replay, seconds)
     row("l2", w, n * reps * 2.0 * a.numel() * a.element_size(), "B")
     del a, b
 

@@ -1,5 +1,5 @@
 """Shared parts of the kernel benches (bench_attention, bench_ln, bench_head, bench_mlp): CUDA-event
-timing (also of captured steps: bench_skip_dead, bench_switch), the common command line, the
+timing (also of captured steps: bench_skip_dead, bench_switch; captured calls: bench_sum_parts, energy_floor), the common command line, the
 table of forward + backward / forward timings with ratios to the first row, and the JSON output.
 Not a bench itself."""
 from __future__ import annotations
@@ -25,6 +25,21 @@ def timed(fn: Callable[[], object], iters: int) -> float:
         torch.cuda.synchronize()
         times.append(a.elapsed_time(b))
     return sorted(times)[len(times) // 2]
+
+
+def capture(fn: Callable[[], object], repeats: int) -> torch.cuda.CUDAGraph:
+    """`repeats` calls of fn captured in one CUDA graph (fn run once first on a side stream, as
+    capture needs), so short kernels replay without the host's launch gaps between them."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(repeats):
+            fn()
+    return graph
 
 
 def replay_ms(graph: torch.cuda.CUDAGraph, n: int) -> float:
