@@ -20,7 +20,7 @@ same bytes and FLOPs done at the measured full rates (time = the slower of bytes
 and FLOPs / matmul rate), baseline included. Rates come from simple kernels: another kernel's bytes
 or instructions need not cost the same, so the split is an estimate, labelled as such.
 
-CUDA only. Usage:
+Measuring needs CUDA and NVML; `--from` reads an earlier run's windows instead and runs anywhere. Usage:
     python benches/energy_floor.py [--seconds 3] [--json OUT.json | --from EARLIER.json]
         [--step-ms MS --step-joules J --step-dram-gb GB --step-tflop TF [--step-l2-gb GB] [--step-inst N]]
 """
