@@ -114,7 +114,8 @@ def measure(seconds: float) -> dict[str, dict[str, float]]:
     del a, b, c
 
     if triton is not None:
-        block, programs = 1024, 132 * 16
+        block = 1024
+        programs = 16 * torch.cuda.get_device_properties(dev).multi_processor_count  # 16 a multiprocessor
         x = torch.rand(block * programs, device=dev)
         y = torch.empty_like(x)
         fn = lambda: _fma_kernel[(programs,)](x, y, ITERS=FMA_ITERS, BLOCK=block, num_warps=4)

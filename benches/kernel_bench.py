@@ -1,7 +1,7 @@
 """Shared parts of the kernel benches (bench_attention, bench_ln, bench_head, bench_mlp): CUDA-event
-timing (also of captured steps: bench_skip_dead, bench_switch; captured calls: bench_sum_parts, energy_floor), the common command line, the
-table of forward + backward / forward timings with ratios to the first row, and the JSON output.
-Not a bench itself."""
+timing (also of captured steps: bench_skip_dead, bench_switch), calls captured in a CUDA graph
+(bench_sum_parts, energy_floor), the common command line, the table of forward + backward /
+forward timings with ratios to the first row, and the JSON output. Not a bench itself."""
 from __future__ import annotations
 
 import argparse
