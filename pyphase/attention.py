@@ -31,14 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import (alive_mask, backward_op, call, launch, pad_width, register_autograd, register_cap, reversed_order,
-                             sum_parts)
+from pyphase.kernels import alive_mask, backward_op, call, launch, pad_width, register_autograd, register_cap, sum_parts
 
 try:
     import triton
     import triton.language as tl
 
-    from pyphase.kernels import mul_rn, pid
+    from pyphase.kernels import mul_rn
 except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
     triton = None
 
@@ -161,11 +160,11 @@ if triton is not None:
     @triton.jit
     def _attn_fwd_kernel(ALIVE, QKV, BIAS, O, LSE, T, N_SEQ, N_HEAD: tl.constexpr, D: tl.constexpr, HD: tl.constexpr,
                     qk_scale, BM: tl.constexpr, BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr, EVEN: tl.constexpr = False,
-                    DIAG: tl.constexpr = False, RN: tl.constexpr = False, REV: tl.constexpr = False):
+                    DIAG: tl.constexpr = False, RN: tl.constexpr = False):
         # EVEN: T is a multiple of BM and BN (no bounds masks); DIAG: the causal mask only on the key
         # blocks that reach the diagonal (`_fwd_tile`), else on every block; RN: `kernels.mul_rn`
-        pid_m = pid(0, REV)
-        pid_sh = pid(1, REV)
+        pid_m = tl.program_id(0)
+        pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
         h = pid_sh % N_HEAD
         model = s // N_SEQ
@@ -232,12 +231,12 @@ if triton is not None:
     def _attn_bwd_dkdv_kernel(ALIVE, QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
                               D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
                               BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr, EVEN: tl.constexpr = False,
-                              DIAG: tl.constexpr = False, REV: tl.constexpr = False):
+                              DIAG: tl.constexpr = False):
         """dk, dv of one block of BN keys, looping over the queries that see them in steps of BM.
         Queries are loaded transposed (HD, BM) so every product is a plain tile product. EVEN and
         DIAG as for the forward kernel (DIAG: the mask only on query steps before the block's last key)."""
-        pid_n = pid(0, REV)
-        pid_sh = pid(1, REV)
+        pid_n = tl.program_id(0)
+        pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
         h = pid_sh % N_HEAD
         model = s // N_SEQ
@@ -307,12 +306,12 @@ if triton is not None:
     def _attn_bwd_dq_kernel(ALIVE, QKV, BIAS, O, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
                             D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
                             BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr, EVEN: tl.constexpr = False,
-                            DIAG: tl.constexpr = False, REV: tl.constexpr = False):
+                            DIAG: tl.constexpr = False):
         """dq of one block of BM queries, looping over the keys they see in steps of BN (keys and
         values loaded transposed, (HD, BN)). Computes the rows' delta = rowsum(o * do) and writes
         it for the dk/dv pass, which runs after this one. EVEN and DIAG as for the forward kernel."""
-        pid_m = pid(0, REV)
-        pid_sh = pid(1, REV)
+        pid_m = tl.program_id(0)
+        pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
         h = pid_sh % N_HEAD
         model = s // N_SEQ
@@ -383,7 +382,7 @@ def _attn_fwd(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: int,
     bm, bn, warps, stages = _launch("fwd", t)
     grid = (triton.cdiv(t, bm), seqs * n_head)
     launch(_attn_fwd_kernel, grid)(alive_mask(qkv.shape[0], qkv.device), qkv, bias, o, lse, t, n_seq, n_head, d, hd, scale * LOG2E, bm, bn, bias_in_qkv,
-                                   **_tiles(t, bm, bn), RN=qkv.is_cuda, REV=reversed_order("attn_fwd"), num_warps=warps, num_stages=stages,
+                                   **_tiles(t, bm, bn), RN=qkv.is_cuda, num_warps=warps, num_stages=stages,
                                    **register_cap(CONFIG["maxnreg"][0], qkv))
     return o, lse
 
@@ -415,11 +414,11 @@ def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_s
     alive = alive_mask(qkv.shape[0], qkv.device)
     launch(_attn_bwd_dq_kernel, (q_blocks, seqs * n_head))(
         alive, qkv, bias, o, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
-        bias_in_qkv, **_tiles(t, bm2, bn2), REV=reversed_order("dq"), num_warps=warps, num_stages=stages,
+        bias_in_qkv, **_tiles(t, bm2, bn2), num_warps=warps, num_stages=stages,
         **register_cap(CONFIG["maxnreg"][1], qkv))
     launch(_attn_bwd_dkdv_kernel, (kv_blocks, seqs * n_head))(
         alive, qkv, bias, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm1, bn1,
-        bias_in_qkv, **_tiles(t, bm1, bn1), REV=reversed_order("dkdv"), num_warps=warps, num_stages=stages,
+        bias_in_qkv, **_tiles(t, bm1, bn1), num_warps=warps, num_stages=stages,
         **register_cap(CONFIG["maxnreg"][2], qkv))
     return dqkv, sum_parts(part)
 

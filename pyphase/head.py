@@ -26,13 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import alive_mask, backward_op, call, launch, pad_width, register_autograd, reversed_order, sum_parts
+from pyphase.kernels import alive_mask, backward_op, call, launch, pad_width, register_autograd, sum_parts
 
 try:
     import triton
     import triton.language as tl
-
-    from pyphase.kernels import pid as program
 except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
     triton = None
 
@@ -91,9 +89,9 @@ if triton is not None:
 
     @triton.jit
     def _head_fwd_kernel(ALIVE, H, W, T, LOSS, LSE, N, V, D: tl.constexpr, BD: tl.constexpr, VP: tl.constexpr,
-                         ROWS: tl.constexpr, REV: tl.constexpr = False):
-        pid = program(0, REV)
-        k = program(1, REV).to(tl.int64)
+                         ROWS: tl.constexpr):
+        pid = tl.program_id(0)
+        k = tl.program_id(1).to(tl.int64)
         if tl.load(ALIVE + k) == 0:  # a frozen model (kernels.skipping_dead)
             return
         row0 = pid.to(tl.int64) * ROWS
@@ -109,9 +107,9 @@ if triton is not None:
 
     @triton.jit
     def _head_bwd_kernel(ALIVE, H, W, T, LSE, DL, DH, PART, N, V, D: tl.constexpr, BD: tl.constexpr, VP: tl.constexpr,
-                         ROWS: tl.constexpr, ITERS: tl.constexpr, REV: tl.constexpr = False):
-        pid = program(0, REV)
-        k = program(1, REV).to(tl.int64)
+                         ROWS: tl.constexpr, ITERS: tl.constexpr):
+        pid = tl.program_id(0)
+        k = tl.program_id(1).to(tl.int64)
         if tl.load(ALIVE + k) == 0:  # a frozen model (kernels.skipping_dead)
             return
         rows = tl.arange(0, ROWS)
@@ -153,8 +151,7 @@ def _head_ce_fwd(h: Tensor, w: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]
     lse = torch.empty_like(loss)
     rows, warps = CONFIG["fwd"]
     launch(_head_fwd_kernel, (triton.cdiv(n, rows), kk))(alive_mask(kk, h.device), h, w, targets, loss, lse, n, v, D=d, BD=pad_width(d),
-                                                          VP=pad_width(v), ROWS=rows,
-                                                          REV=reversed_order("head_fwd"), num_warps=warps)
+                                                          VP=pad_width(v), ROWS=rows, num_warps=warps)
     return loss, lse
 
 
@@ -176,8 +173,7 @@ def _head_ce_bwd(dl: Tensor, h: Tensor, w: Tensor, targets: Tensor, lse: Tensor)
     dh = torch.empty_like(h)
     part = torch.empty(kk, progs, pad_width(d), vp, device=h.device, dtype=torch.float32)
     launch(_head_bwd_kernel, (progs, kk))(alive_mask(kk, h.device), h, w, targets, lse, dl, dh, part, n, v, D=d, BD=pad_width(d), VP=vp,
-                                          ROWS=rows, ITERS=iters, REV=reversed_order("head_bwd"),
-                                          num_warps=warps)
+                                          ROWS=rows, ITERS=iters, num_warps=warps)
     return dh, sum_parts(part.view(kk, progs, -1)).view(kk, -1, vp)[:, :d, :v].contiguous()
 
 

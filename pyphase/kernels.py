@@ -73,30 +73,6 @@ _all_alive: dict[tuple[int, str], Tensor] = {}
 # has it on by default through 3.9, which warns that 3.10's default will be off.
 LAUNCH_OPTIONS: dict[str, Any] = {"enable_fp_fusion": True}
 
-# The order in which a kernel's programs run: the GPU starts a grid's programs in the order of their
-# ids, so a kernel that walks its rows from the last to the first (`pid` with REV) starts where the
-# kernel before it, walking them forward, stopped, and finds that kernel's latest writes (or reads)
-# still in L2 instead of the oldest ones, which are the first evicted. Keys (the kernels and calls
-# that take REV): embed_fwd, qkv, attn_fwd, block, head_fwd, head_bwd, ln_bwd_a (the add + LayerNorm
-# backward after the block's MLP), ln_bwd_b (the one before it), dw, dq, dkdv, embed_bwd. Only the
-# order changes: every program computes and writes what it did, partial sums included (the same
-# bits). PYPHASE_ORDER="key,key,..." reverses those kernels instead of REVERSED ("none": none).
-REVERSED: frozenset[str] = frozenset()
-ORDER_KEYS = ("embed_fwd", "qkv", "attn_fwd", "block", "head_fwd", "head_bwd", "ln_bwd_a", "ln_bwd_b", "dw", "dq",
-              "dkdv", "embed_bwd")
-
-
-def reversed_order(key: str) -> bool:
-    """Whether kernel `key` (ORDER_KEYS) runs its programs last to first (REVERSED, PYPHASE_ORDER)."""
-    env = os.environ.get("PYPHASE_ORDER")
-    if env is None:
-        return key in REVERSED
-    keys = {k.strip() for k in env.lower().split(",")} - {"", "none"}
-    if not keys <= set(ORDER_KEYS):
-        raise ValueError(f"PYPHASE_ORDER: unknown kernel(s) {sorted(keys - set(ORDER_KEYS))}; expected some of "
-                         f"{', '.join(ORDER_KEYS)} or 'none'")
-    return key in keys
-
 
 def launch(kernel: Any, grid: Any) -> Callable[..., Any]:
     """`kernel[grid]` with LAUNCH_OPTIONS, or, while `record()` is active, a callable that records
@@ -360,14 +336,6 @@ if triton is not None:
         else:
             out = a * b
         return out
-
-    @triton.jit
-    def pid(axis: tl.constexpr, REV: tl.constexpr):
-        """tl.program_id(axis), or with REV counted from the grid's end (`reversed_order`)."""
-        p = tl.program_id(axis)
-        if REV:
-            p = tl.num_programs(axis) - 1 - p
-        return p
 
     @triton.jit
     def below(offs, n, WHOLE: tl.constexpr):

@@ -51,7 +51,6 @@ try:
     import triton.language as tl
 
     from pyphase.kernels import below, mul_rn
-    from pyphase.kernels import pid as program
 except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
     triton = None
 
@@ -159,12 +158,11 @@ if triton is not None:
     @triton.jit
     def _add_ln_bwd_kernel(ALIVE, DXN, DH, XN, MEAN, RSTD, W, DX, DR, PART, N, stride_w, D: tl.constexpr,
                            BD: tl.constexpr, ROWS: tl.constexpr, ITERS: tl.constexpr, HAS_R: tl.constexpr,
-                           HAS_DXN: tl.constexpr, STORE_DR: tl.constexpr, EVEN: tl.constexpr, RN: tl.constexpr,
-                           REV: tl.constexpr = False):
+                           HAS_DXN: tl.constexpr, STORE_DR: tl.constexpr, EVEN: tl.constexpr, RN: tl.constexpr):
         # EVEN: every program's rows inside (N a multiple of ROWS · ITERS) and D = BD, so the masks
-        # are constants that fold away (`kernels.unmasked`); RN: `_grad_rows`; REV: `kernels.pid`
-        pid = program(0, REV)
-        k = program(1, REV).to(tl.int64)
+        # are constants that fold away (`kernels.unmasked`); RN: `_grad_rows`
+        pid = tl.program_id(0)
+        k = tl.program_id(1).to(tl.int64)
         if tl.load(ALIVE + k) == 0:  # a frozen model (kernels.skipping_dead)
             return
         rows = tl.arange(0, ROWS)
@@ -253,7 +251,7 @@ def _writes_branch_grad(has_r: bool, r_dtype: torch.dtype, g_dtype: torch.dtype)
 
 @torch.library.custom_op("pyphase::add_ln_bwd", mutates_args=())
 def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor,
-                r_dtype: torch.dtype, has_r: bool, g_dtype: torch.dtype, rev: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+                r_dtype: torch.dtype, has_r: bool, g_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     """→ gradient of the residual stream (g_dtype, xn's unless PYPHASE_RESIDUAL=bf16grad; without a
     branch, the LayerNorm input's gradient), of the branch output (r_dtype; empty without a branch,
     or when r_dtype is g_dtype: the same values as the first), and the (K, 3, d) fp32 gradients of
@@ -271,13 +269,13 @@ def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: 
     launch(_add_ln_bwd_kernel, (progs, kk))(
         alive_mask(kk, xn.device), dxn.contiguous() if dxn is not None else dh, dh, xn, mean, rstd, w, dx, dr, part, n, w.stride(0), D=d,
         BD=pad_width(d), ROWS=rows, ITERS=iters, HAS_R=has_r, HAS_DXN=dxn is not None, STORE_DR=store_dr,
-        EVEN=kernels.unmasked(n % (rows * iters) == 0 and d == pad_width(d)), RN=xn.is_cuda, REV=rev, num_warps=warps)
+        EVEN=kernels.unmasked(n % (rows * iters) == 0 and d == pad_width(d)), RN=xn.is_cuda, num_warps=warps)
     return dx, dr, sum_parts(part.view(kk, progs, 3 * d)).view(kk, 3, d)
 
 
 @_add_ln_bwd.register_fake
 def _(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor, r_dtype: torch.dtype,  # type: ignore[no-untyped-def]
-      has_r: bool, g_dtype: torch.dtype, rev: bool = False):
+      has_r: bool, g_dtype: torch.dtype):
     kk, n, d = xn.shape
     dr = xn.new_empty(kk, n, d, dtype=r_dtype) if _writes_branch_grad(has_r, r_dtype, g_dtype) else \
         xn.new_empty(0, dtype=r_dtype)
@@ -306,16 +304,15 @@ def _backward(ctx, dxn: Tensor | None, dh: Tensor | None, _dmean: Tensor, _drstd
 
 
 def branch_grads(ctx, dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor,  # type: ignore[no-untyped-def]
-                 dtypes: tuple[torch.dtype, ...], rev: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                 dtypes: tuple[torch.dtype, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Backward pass of `x + (r + rb)` and its LayerNorm, inside a backward pass `ctx` (see
     `kernels.backward_op`): gradients of the stream x, of the branch r, of rb, of the LayerNorm's
     weight and bias, in `dtypes` (r, rb, w, b). Inputs as `_add_ln_bwd`'s. `pyphase.mlp_block`
     uses it for its two add + LayerNorms. The stream's gradient is in `ctx.grad_dtype` where the op
-    ran by `kernels.call_stream`, else in the stream's dtype. rev: the kernel's programs last to first
-    (`kernels.reversed_order`)."""
+    ran by `kernels.call_stream`, else in the stream's dtype."""
     r_dt, rb_dt, w_dt, b_dt = dtypes
     g_dt = getattr(ctx, "grad_dtype", None) or xn.dtype
-    dx, dr, sums = backward_op(ctx, _add_ln_bwd)(dxn, dh, xn, mean, rstd, w, r_dt, True, g_dt, rev)
+    dx, dr, sums = backward_op(ctx, _add_ln_bwd)(dxn, dh, xn, mean, rstd, w, r_dt, True, g_dt)
     if dr.numel() == 0 < dx.numel():  # a stream in the branch's dtype: the branch's gradient is the stream's
         dr = dx
     return dx, dr, sums[:, 2].to(rb_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt)
@@ -370,9 +367,9 @@ if triton is not None:
 
     @triton.jit
     def _embed_ln_fwd_kernel(ALIVE, IDX, WTE, WPE, W, B, X, H, MEAN, RSTD, N, T, eps, stride_wte, stride_wpe, stride_w,
-                             stride_b, D: tl.constexpr, BD: tl.constexpr, ROWS: tl.constexpr, REV: tl.constexpr = False):
-        pid = program(0, REV)
-        k = program(1, REV).to(tl.int64)
+                             stride_b, D: tl.constexpr, BD: tl.constexpr, ROWS: tl.constexpr):
+        pid = tl.program_id(0)
+        k = tl.program_id(1).to(tl.int64)
         if tl.load(ALIVE + k) == 0:  # a frozen model (kernels.skipping_dead)
             return
         row0 = pid.to(tl.int64) * ROWS
@@ -420,7 +417,7 @@ def _embed_ln_fwd(idx: Tensor, wte: Tensor, wpe: Tensor, w: Tensor, b: Tensor, o
     rows, warps = CONFIG["fwd"]
     launch(_embed_ln_fwd_kernel, (triton.cdiv(n, rows), kk))(
         alive_mask(kk, wte.device), idx, wte, wpe, w, b, x, h, mean, rstd, n, t, EPS, wte.stride(0), wpe.stride(0), w.stride(0), b.stride(0),
-        D=d, BD=pad_width(d), ROWS=rows, REV=kernels.reversed_order("embed_fwd"), num_warps=warps)
+        D=d, BD=pad_width(d), ROWS=rows, num_warps=warps)
     return x, h, mean, rstd
 
 
@@ -437,14 +434,14 @@ if triton is not None:
     @triton.jit
     def _embed_ln_bwd_kernel(ALIVE, DXN, DH, X, MEAN, RSTD, W, IDX, PART_LN, PART_TE, PART_PE, N, T, NSEQ, SEQ_PER,
                              stride_w, D: tl.constexpr, BD: tl.constexpr, VP: tl.constexpr, ROWS: tl.constexpr,
-                             HAS_DXN: tl.constexpr, SPLIT: tl.constexpr, RN: tl.constexpr, REV: tl.constexpr = False):
+                             HAS_DXN: tl.constexpr, SPLIT: tl.constexpr, RN: tl.constexpr):
         # Program (p, c, k): positions [p·ROWS, (p+1)·ROWS) of the sequences [c·SEQ_PER, (c+1)·SEQ_PER)
         # of model k. Each row's residual-stream gradient dx is summed into the position table's
         # gradient (rows of a tile are distinct positions) and into the token table's, as
         # onehot(token)ᵀ · dx on the tensor cores, dx split into three bf16 terms (≈ fp32 exact).
-        p = program(0, REV)
-        c = program(1, REV)
-        k = program(2, REV).to(tl.int64)
+        p = tl.program_id(0)
+        c = tl.program_id(1)
+        k = tl.program_id(2).to(tl.int64)
         if tl.load(ALIVE + k) == 0:  # a frozen model (kernels.skipping_dead)
             return
         pos = p * ROWS + tl.arange(0, ROWS)
@@ -519,8 +516,7 @@ def _embed_ln_bwd(dxn: Tensor | None, dh: Tensor, x: Tensor, mean: Tensor, rstd:
     launch(_embed_ln_bwd_kernel, (pb, chunks, kk))(
         alive_mask(kk, x.device), dxn.contiguous() if dxn is not None else dh, dh, x, mean, rstd, w, idx, part_ln, part_te, part_pe, n, t,
         n // t, per, w.stride(0), D=d, BD=pad_width(d), VP=vp, ROWS=rows,
-        HAS_DXN=dxn is not None, SPLIT=not kernels.interpreted(), RN=x.is_cuda,
-        REV=kernels.reversed_order("embed_bwd"), num_warps=CONFIG["embed_bwd"][1])
+        HAS_DXN=dxn is not None, SPLIT=not kernels.interpreted(), RN=x.is_cuda, num_warps=CONFIG["embed_bwd"][1])
     dwte = sum_parts(part_te).view(kk, vp, d)[:, :v].contiguous()
     dwpe = x.new_zeros(kk, t_max, d, dtype=torch.float32)
     dwpe[:, :t] = sum_parts(part_pe).view(kk, t, d)

@@ -78,20 +78,17 @@ if triton is not None:
 
     @triton.jit
     def _linear_bias_kernel(H, W, B, Y, N, KK, NPROG, D: tl.constexpr, F: tl.constexpr, BD: tl.constexpr,
-                            BM: tl.constexpr, BN: tl.constexpr, STAGES: tl.constexpr, EVEN: tl.constexpr,
-                            REV: tl.constexpr = False):
+                            BM: tl.constexpr, BN: tl.constexpr, STAGES: tl.constexpr, EVEN: tl.constexpr):
         # Persistent: NPROG programs take the (model, row tile, column tile) tiles in turn, so the
         # loads of a program's next tile overlap the current one's product and stores. EVEN: the
-        # tiles cover the rows and columns exactly, so the masks are constants that fold away. REV:
-        # the tiles from the last to the first (`kernels.reversed_order`).
+        # tiles cover the rows and columns exactly, so the masks are constants that fold away.
         pid = tl.program_id(0)
         tm = tl.cdiv(N, BM)
         tn: tl.constexpr = (F + BN - 1) // BN
         inner = tl.arange(0, BD)
         i_ok = below(inner, D, EVEN)
         dt = Y.dtype.element_ty
-        for it in tl.range(pid, tm * tn * KK, NPROG, num_stages=STAGES):
-            tile = tm * tn * KK - 1 - it if REV else it
+        for tile in tl.range(pid, tm * tn * KK, NPROG, num_stages=STAGES):
             k = (tile // (tn * tm)).to(tl.int64)
             rows = (tile // tn) % tm * BM + tl.arange(0, BM)
             cols = tile % tn * BN + tl.arange(0, BN)
@@ -125,7 +122,7 @@ def _linear_bias_fwd(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
     nprog = max(1, min(tiles, per_sm * _sm_count(h.device)))
     even = kernels.unmasked(n % bm == 0 and f % bn == 0 and d == pad_width(d))
     launch(_linear_bias_kernel, (nprog,))(h, w, b, y, n, kk, nprog, d, f, pad_width(d), bm, bn, stages, even,
-                                          REV=kernels.reversed_order("qkv"), num_warps=warps)
+                                          num_warps=warps)
     return y
 
 

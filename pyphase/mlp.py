@@ -54,8 +54,6 @@ from pyphase.kernels import alive_mask, backward_op, call, launch, pad_width, re
 try:
     import triton
     import triton.language as tl
-
-    from pyphase.kernels import pid
 except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
     triton = None
 
@@ -292,13 +290,13 @@ if triton is not None:
     @triton.jit
     def _mlp_bwd_dw_kernel(ALIVE, DY, H, W1, B1, W2, DPRE, PART, N, D: tl.constexpr, FF: tl.constexpr,
                            BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, SPAN: tl.constexpr,
-                           EVEN: tl.constexpr, HW_RCP: tl.constexpr, REV: tl.constexpr = False):
+                           EVEN: tl.constexpr, HW_RCP: tl.constexpr):
         # Program (c, s, k): hidden units [c·BH, (c+1)·BH) over rows [s·SPAN, (s+1)·SPAN) of model k.
         # Programs of one span differ only in c and run side by side, so h and dy come from L2
-        # after the first reads them. REV: `kernels.pid`.
-        c = pid(0, REV)
-        s = pid(1, REV)
-        k = pid(2, REV).to(tl.int64)
+        # after the first reads them.
+        c = tl.program_id(0)
+        s = tl.program_id(1)
+        k = tl.program_id(2).to(tl.int64)
         if tl.load(ALIVE + k) == 0:  # a frozen model (kernels.skipping_dead)
             return
         hid = c * BH + tl.arange(0, BH)
@@ -451,8 +449,7 @@ def _mlp_bwd_dw(dy: Tensor, h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tu
     bd = meta["BD"]
     dpre = h.new_empty(kk, n, f)
     parts = torch.empty(kk, grid[1], (2 * bd + 1) * f, device=h.device, dtype=torch.float32)
-    LAST["bwd"] = launch(_mlp_bwd_dw_kernel, grid)(alive_mask(kk, h.device), dy, h, w1, b1, w2, dpre, parts, n, d, f,
-                                                   REV=kernels.reversed_order("dw"), **meta)
+    LAST["bwd"] = launch(_mlp_bwd_dw_kernel, grid)(alive_mask(kk, h.device), dy, h, w1, b1, w2, dpre, parts, n, d, f, **meta)
     sums = sum_parts(parts)
     dw1 = sums[:, : bd * f].view(kk, bd, f)[:, :d].to(w1.dtype, copy=True)  # copies: outputs must not alias
     dw2 = sums[:, bd * f : 2 * bd * f].view(kk, f, bd)[..., :d].to(w2.dtype, copy=True)

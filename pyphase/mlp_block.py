@@ -40,7 +40,7 @@ from torch import Tensor
 
 from pyphase import layernorm, mlp
 from pyphase.kernels import (alive_mask, backward_op, call, call_stream, launch, pad_width, register_autograd, register_cap,
-                             rejoin, reversed_order)
+                             rejoin)
 from pyphase.layernorm import EPS, add_ln
 from pyphase.mlp import gelu_mlp
 
@@ -48,7 +48,7 @@ try:
     import triton
     import triton.language as tl
 
-    from pyphase.kernels import below, pid
+    from pyphase.kernels import below
     from pyphase.layernorm import _add_rows, _normalise_rows
     from pyphase.mlp import _fc1_chunk, _fc2_chunk
 except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
@@ -116,16 +116,15 @@ if triton is not None:
     def _mlp_block_fwd_kernel(ALIVE, X0, P, PB, LW, LB, W1, B1, W2, B2, NW, NB, X1, H, MEAN1, RSTD1, X2, H2, MEAN2, RSTD2, M,
                               N, eps, s_pb, s_lw, s_lb, s_b2, s_nw, s_nb, D: tl.constexpr, FF: tl.constexpr,
                               BD: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr, EVEN: tl.constexpr,
-                              PRO: tl.constexpr, EPI: tl.constexpr, STAGE: tl.constexpr, HW_RCP: tl.constexpr,
-                              REV: tl.constexpr = False):
+                              PRO: tl.constexpr, EPI: tl.constexpr, STAGE: tl.constexpr, HW_RCP: tl.constexpr):
         # PRO: the first add + LayerNorm here (else h is read, written by layernorm's kernel); EPI:
         # the second add + LayerNorm here (else the MLP's output is written to M for layernorm's
         # kernel). STAGE: h read back as stored before the MLP's loop (the loop's products then take
         # it from shared memory, not from registers), and the MLP's output staged through M for the
         # second add + LayerNorm (so it runs in the layout the loads give, without the product's
         # accumulator live): fewer registers a thread (`CONFIG`).
-        pid_m = pid(0, REV)
-        k = pid(1, REV).to(tl.int64)
+        pid_m = tl.program_id(0)
+        k = tl.program_id(1).to(tl.int64)
         if tl.load(ALIVE + k) == 0:  # a frozen model (kernels.skipping_dead)
             return
         row0 = pid_m.to(tl.int64) * BM
@@ -226,7 +225,7 @@ def _mlp_block_fwd(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1
     LAST["fwd"] = launch(_mlp_block_fwd_kernel, grid)(
         alive_mask(kk, x0.device), x0, p, pb, lw, lb, w1, b1, w2, b2, nw, nb, x1, h, stats[0], stats[1], x2, h2, stats[2], stats[3], y, n, EPS,
         pb.stride(0), lw.stride(0), lb.stride(0), b2.stride(0), nw.stride(0), nb.stride(0), D=d, FF=f, PRO=pro,
-        EPI=epi, STAGE=stage, REV=reversed_order("block"), **meta)
+        EPI=epi, STAGE=stage, **meta)
     if not epi:
         layernorm._launch_fwd(x1, y, b2, nw, nb, x2, h2, stats[2], stats[3])
     return x1, h, stats[0], stats[1], x2, h2, stats[2], stats[3]
@@ -258,13 +257,13 @@ def _backward(ctx, dx1, dh, _dm1, _dr1, dx2, dh2, _dm2, _dr2):  # type: ignore[n
     if dx2 is None and dh2 is None and dx1 is None and dh is None:
         return (None,) * 12
     dh2 = torch.zeros_like(h) if dh2 is None else dh2
-    g1, dm, db2, dnw, dnb = layernorm.branch_grads(ctx, dx2, dh2, x2, mean2, rstd2, nw, second, reversed_order("ln_bwd_a"))
+    g1, dm, db2, dnw, dnb = layernorm.branch_grads(ctx, dx2, dh2, x2, mean2, rstd2, nw, second)
     dhm, dw1, db1, dw2 = backward_op(ctx, mlp._mlp_bwd_dw)(dm, h, w1, b1, w2)
     if dh is not None:
         dhm = dhm + dh
     if dx1 is not None:
         g1 = g1 + dx1
-    g0, dp, dpb, dlw, dlb = layernorm.branch_grads(ctx, g1, dhm, x1, mean1, rstd1, lw, first, reversed_order("ln_bwd_b"))
+    g0, dp, dpb, dlw, dlb = layernorm.branch_grads(ctx, g1, dhm, x1, mean1, rstd1, lw, first)
     return g0, dp, dpb, dlw, dlb, dw1, db1.to(b1_dt), dw2, db2, dnw, dnb, None
 
 
