@@ -42,11 +42,6 @@ except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
     triton = None
 
 LOG2E = 1.4426950408889634
-# The bit pattern the "co" backward fills delta with before its dq programs write it (a NaN with a
-# payload no arithmetic produces: the GPU's NaN results are 0x7fffffff), as an int32.
-SENTINEL_BITS = -4531283  # 0xffbadbad
-if triton is not None:
-    SENTINEL = tl.constexpr(SENTINEL_BITS)
 
 
 def supported(qkv: Tensor, n_head: int) -> bool:
@@ -91,24 +86,6 @@ def attention_reference(qkv: Tensor, bias: Tensor, n_seq: int, t: int, n_head: i
 # (attn_maxnreg_h100_5b07b5e.txt). Session 12 had found caps without gain when the pass needed 231
 # registers (maxnreg_270343f.diff).
 CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 64, 4, 3), "bwd": (32, 128, 128, 32, 4, 3), "maxnreg": (0, 0, 168)}
-# CO: 0 runs the backward pass's dq and dk/dv passes as two kernels, one after the other; LAG > 0 runs
-# them in one grid, each pair's (sequence and head's) dk/dv programs LAG pairs behind its dq programs
-# (`_attn_bwd_co_kernel`; the same bits). PYPHASE_ATTN_CO=LAG sets it.
-CO = 0
-
-
-def co_lag() -> int:
-    """The "co" backward's lag in pairs, 0 for two kernels (CO, PYPHASE_ATTN_CO)."""
-    env = os.environ.get("PYPHASE_ATTN_CO", "").strip()
-    if not env:
-        return CO
-    try:
-        lag = int(env)
-    except ValueError:
-        raise ValueError(f"PYPHASE_ATTN_CO={env!r}: expected a whole number of pairs (0: two kernels)") from None
-    if lag < 0:
-        raise ValueError(f"PYPHASE_ATTN_CO={env!r}: expected a whole number of pairs (0: two kernels)")
-    return lag
 
 
 def _launch(kind: str, t: int) -> tuple[int, ...]:
@@ -251,13 +228,20 @@ if triton is not None:
         return dk, dv
 
     @triton.jit
-    def _dkdv_program(pid_n, pid_sh, NB, QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
-                      D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr,
-                      BIAS_IN_QKV: tl.constexpr, EVEN: tl.constexpr, DIAG: tl.constexpr):
-        """dk, dv of key block pid_n (of NB) of sequence and head pid_sh (`_attn_bwd_dkdv_kernel`)."""
+    def _attn_bwd_dkdv_kernel(ALIVE, QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
+                              D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
+                              BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr, EVEN: tl.constexpr = False,
+                              DIAG: tl.constexpr = False):
+        """dk, dv of one block of BN keys, looping over the queries that see them in steps of BM.
+        Queries are loaded transposed (HD, BM) so every product is a plain tile product. EVEN and
+        DIAG as for the forward kernel (DIAG: the mask only on query steps before the block's last key)."""
+        pid_n = tl.program_id(0)
+        pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
         h = pid_sh % N_HEAD
         model = s // N_SEQ
+        if tl.load(ALIVE + model) == 0:  # a frozen model (kernels.skipping_dead)
+            return
         row0 = s.to(tl.int64) * T
         offs_n = pid_n * BN + tl.arange(0, BN)
         offs_m = tl.arange(0, BM)
@@ -291,23 +275,9 @@ if triton is not None:
         tl.store(DQKV + out + 2 * D, dv, mask=n_ok[:, None])
         # The bias gradient is the column sum of the stored gradient (rows outside T hold zeros):
         # this block's share, in its own row of the partial sums (added up in a fixed order later).
-        part = DB + (model * PARTS + (s % N_SEQ) * NB + pid_n) * 3 * D
+        part = DB + (model * PARTS + (s % N_SEQ) * tl.num_programs(0) + pid_n) * 3 * D
         tl.store(part + D + h * HD + offs_d, tl.sum(dk.to(tl.float32), 0))
         tl.store(part + 2 * D + h * HD + offs_d, tl.sum(dv.to(tl.float32), 0))
-
-    @triton.jit
-    def _attn_bwd_dkdv_kernel(ALIVE, QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
-                              D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
-                              BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr, EVEN: tl.constexpr = False,
-                              DIAG: tl.constexpr = False):
-        """dk, dv of one block of BN keys, looping over the queries that see them in steps of BM.
-        Queries are loaded transposed (HD, BM) so every product is a plain tile product. EVEN and
-        DIAG as for the forward kernel (DIAG: the mask only on query steps before the block's last key)."""
-        pid_n = tl.program_id(0)
-        pid_sh = tl.program_id(1)
-        if tl.load(ALIVE + pid_sh // N_HEAD // N_SEQ) != 0:  # else a frozen model (kernels.skipping_dead)
-            _dkdv_program(pid_n, pid_sh, tl.num_programs(0), QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS,
-                          N_HEAD, D, HD, qk_scale, sm_scale, BM, BN, BIAS_IN_QKV, EVEN, DIAG)
 
     @triton.jit
     def _dq_tile(q, do, dq, lse, delta, QKV, row0, h, start_n, offs_n, offs_m, offs_d, bk, bv, qk_scale, T, dt, D: tl.constexpr,
@@ -333,13 +303,20 @@ if triton is not None:
         return dq
 
     @triton.jit
-    def _dq_program(pid_m, pid_sh, NB, QKV, BIAS, O, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
-                    D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr, BN: tl.constexpr,
-                    BIAS_IN_QKV: tl.constexpr, EVEN: tl.constexpr, DIAG: tl.constexpr):
-        """dq (and delta) of query block pid_m (of NB) of sequence and head pid_sh (`_attn_bwd_dq_kernel`)."""
+    def _attn_bwd_dq_kernel(ALIVE, QKV, BIAS, O, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
+                            D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
+                            BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr, EVEN: tl.constexpr = False,
+                            DIAG: tl.constexpr = False):
+        """dq of one block of BM queries, looping over the keys they see in steps of BN (keys and
+        values loaded transposed, (HD, BN)). Computes the rows' delta = rowsum(o * do) and writes
+        it for the dk/dv pass, which runs after this one. EVEN and DIAG as for the forward kernel."""
+        pid_m = tl.program_id(0)
+        pid_sh = tl.program_id(1)
         s = pid_sh // N_HEAD
         h = pid_sh % N_HEAD
         model = s // N_SEQ
+        if tl.load(ALIVE + model) == 0:  # a frozen model (kernels.skipping_dead)
+            return
         row0 = s.to(tl.int64) * T
         offs_m = pid_m * BM + tl.arange(0, BM)
         offs_n = tl.arange(0, BN)
@@ -368,62 +345,8 @@ if triton is not None:
         out = (row0 + offs_m[:, None]) * (3 * D) + h * HD + offs_d[None, :]
         dq = (dq * sm_scale).to(DQKV.dtype.element_ty)
         tl.store(DQKV + out, dq, mask=m_ok[:, None])
-        part = DB + (model * PARTS + (s % N_SEQ) * NB + pid_m) * 3 * D
+        part = DB + (model * PARTS + (s % N_SEQ) * tl.num_programs(0) + pid_m) * 3 * D
         tl.store(part + h * HD + offs_d, tl.sum(tl.where(m_ok[:, None], dq.to(tl.float32), 0.0), 0))
-
-    @triton.jit
-    def _attn_bwd_dq_kernel(ALIVE, QKV, BIAS, O, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD: tl.constexpr,
-                            D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale, BM: tl.constexpr,
-                            BN: tl.constexpr, BIAS_IN_QKV: tl.constexpr, EVEN: tl.constexpr = False,
-                            DIAG: tl.constexpr = False):
-        """dq of one block of BM queries, looping over the keys they see in steps of BN (keys and
-        values loaded transposed, (HD, BN)). Computes the rows' delta = rowsum(o * do) and writes
-        it for the dk/dv pass, which runs after this one. EVEN and DIAG as for the forward kernel."""
-        pid_m = tl.program_id(0)
-        pid_sh = tl.program_id(1)
-        if tl.load(ALIVE + pid_sh // N_HEAD // N_SEQ) != 0:  # else a frozen model (kernels.skipping_dead)
-            _dq_program(pid_m, pid_sh, tl.num_programs(0), QKV, BIAS, O, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS,
-                        N_HEAD, D, HD, qk_scale, sm_scale, BM, BN, BIAS_IN_QKV, EVEN, DIAG)
-
-    @triton.jit
-    def _attn_bwd_co_kernel(ALIVE, TICKET, QKV, BIAS, O, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, PAIRS, LAG,
-                            N_HEAD: tl.constexpr, D: tl.constexpr, HD: tl.constexpr, qk_scale, sm_scale,
-                            BM1: tl.constexpr, BN1: tl.constexpr, BM2: tl.constexpr, BN2: tl.constexpr,
-                            KB: tl.constexpr, QB: tl.constexpr, TP: tl.constexpr, BIAS_IN_QKV: tl.constexpr,
-                            EVEN1: tl.constexpr, DIAG1: tl.constexpr, EVEN2: tl.constexpr, DIAG2: tl.constexpr):
-        """Both passes of the backward pass in one grid ("co", `_attn_bwd`): program t (in the order
-        the programs start, from an atomic ticket) is, within unit t // (QB + KB), one of the QB
-        dq programs of pair (sequence and head) t // (QB + KB), or one of the KB dk/dv programs of
-        the pair LAG units earlier. A pair's dk/dv programs so start soon after its dq programs,
-        while the q, k, v and do tiles they both read are still in L2, instead of a whole pass
-        later. A dk/dv program waits until its rows' delta (written by the pair's dq programs
-        into a buffer filled with the bit pattern SENTINEL) is there; the pair's dq programs hold
-        earlier tickets, so they run or ran. Each program computes what it does in the two kernels."""
-        t = tl.atomic_add(TICKET, 1)
-        if t == (PAIRS + LAG) * (QB + KB) - 1:  # the last ticket: reset for the next launch
-            tl.atomic_xchg(TICKET, 0)
-        unit = t // (QB + KB)
-        r = t % (QB + KB)
-        if r < QB:
-            if unit < PAIRS:
-                if tl.load(ALIVE + unit // N_HEAD // N_SEQ) != 0:
-                    _dq_program(r, unit, QB, QKV, BIAS, O, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD, D, HD,
-                                qk_scale, sm_scale, BM2, BN2, BIAS_IN_QKV, EVEN2, DIAG2)
-        else:
-            pair = unit - LAG
-            if pair >= 0:
-                if tl.load(ALIVE + pair // N_HEAD // N_SEQ) != 0:
-                    # the rows this key block's queries span: [lo, T)
-                    offs = tl.arange(0, TP)
-                    need = (offs >= ((r - QB) * BN1 // BM1) * BM1) & (offs < T)
-                    base = DELTA + pair.to(tl.int64) * T
-                    busy = tl.sum(((tl.load(base + offs, mask=need, other=0.0, volatile=True).to(tl.int32, bitcast=True)
-                                    == SENTINEL) & need).to(tl.int32), 0)
-                    while busy > 0:
-                        busy = tl.sum(((tl.load(base + offs, mask=need, other=0.0, volatile=True)
-                                        .to(tl.int32, bitcast=True) == SENTINEL) & need).to(tl.int32), 0)
-                    _dkdv_program(r - QB, pair, KB, QKV, BIAS, DO, LSE, DELTA, DQKV, DB, T, N_SEQ, PARTS, N_HEAD, D,
-                                  HD, qk_scale, sm_scale, BM1, BN1, BIAS_IN_QKV, EVEN1, DIAG1)
 
 
 def _tiles(t: int, bm: int, bn: int) -> dict[str, bool]:
@@ -489,19 +412,6 @@ def _attn_bwd(do: Tensor, qkv: Tensor, bias: Tensor, o: Tensor, lse: Tensor, n_s
     new = torch.empty if q_blocks == kv_blocks else torch.zeros
     part = new(qkv.shape[0], parts, 3 * d, device=qkv.device, dtype=torch.float32)
     alive = alive_mask(qkv.shape[0], qkv.device)
-    lag = co_lag()
-    if lag:
-        # one grid (`_attn_bwd_co_kernel`): delta starts as SENTINEL, the ticket counter at 0 (the
-        # kernel's last program sets it back to 0)
-        delta = torch.full((seqs * n_head, t), SENTINEL_BITS, device=qkv.device, dtype=torch.int32).view(torch.float32)
-        ticket = torch.zeros(1, device=qkv.device, dtype=torch.int32)
-        pairs = seqs * n_head
-        launch(_attn_bwd_co_kernel, ((pairs + lag) * (q_blocks + kv_blocks),))(
-            alive, ticket, qkv, bias, o, do, lse, delta, dqkv, part, t, n_seq, parts, pairs, lag, n_head, d, hd,
-            scale * LOG2E, scale, bm1, bn1, bm2, bn2, kv_blocks, q_blocks, pad_width(t), bias_in_qkv,
-            *_tiles(t, bm1, bn1).values(), *_tiles(t, bm2, bn2).values(), num_warps=warps, num_stages=stages,
-            **register_cap(CONFIG["maxnreg"][2], qkv))
-        return dqkv, sum_parts(part)
     launch(_attn_bwd_dq_kernel, (q_blocks, seqs * n_head))(
         alive, qkv, bias, o, do, lse, delta, dqkv, part, t, n_seq, parts, n_head, d, hd, scale * LOG2E, scale, bm2, bn2,
         bias_in_qkv, **_tiles(t, bm2, bn2), num_warps=warps, num_stages=stages,

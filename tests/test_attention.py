@@ -38,17 +38,10 @@ INTERPRETED = textwrap.dedent(
         y0 = causal_attention(qkv, bias, b, t, nh, use_triton=True)
         g0 = torch.autograd.grad(y0, (qkv, bias), do)
         del os.environ["PYPHASE_ATTN_MASK"]
-        same_co = True
-        for lag in ("1", "3", "1000"):  # both passes in one grid: the same bits
-            os.environ["PYPHASE_ATTN_CO"] = lag
-            y3 = causal_attention(qkv, bias, b, t, nh, use_triton=True)
-            g3 = torch.autograd.grad(y3, (qkv, bias), do)
-            same_co = same_co and all(torch.equal(a, c) for a, c in zip((y1, *g1), (y3, *g3)))
-        del os.environ["PYPHASE_ATTN_CO"]
         y2 = attention_reference(qkv, bias, b, t, nh)
         g2 = torch.autograd.grad(y2, (qkv, bias), do)
         err = [(y1 - y2).abs().max().item()] + [(a - c).abs().max().item() / c.abs().max().item() for a, c in zip(g1, g2)]
-        out.append(err + [all(torch.equal(a, c) for a, c in zip((y1, *g1), (y0, *g0))), same_co])
+        out.append(err + [all(torch.equal(a, c) for a, c in zip((y1, *g1), (y0, *g0)))])
     print(json.dumps(out))
     """
 )
@@ -69,16 +62,13 @@ CONFIGS = [{}, {"fwd": (32, 64, 4, 2), "bwd": (64, 32, 32, 64, 4, 2)}, {"fwd": (
 @pytest.mark.parametrize("config", CONFIGS)
 def test_triton_kernels_match_sdpa_in_the_interpreter(run_interpreted, config) -> None:  # type: ignore[no-untyped-def]
     errs = run_interpreted(INTERPRETED, [[shape, config] for shape in SHAPES])
-    for shape, (out_err, dqkv_rel, dbias_rel, same_masking_all, same_co) in zip(SHAPES, errs):
+    for shape, (out_err, dqkv_rel, dbias_rel, same_masking_all) in zip(SHAPES, errs):
         assert out_err < 1e-5, (shape, out_err)
         assert dqkv_rel < 1e-5, (shape, dqkv_rel)
         assert dbias_rel < 1e-5, (shape, dbias_rel)
         # the masks only where needed (the default) and on every tile (PYPHASE_ATTN_MASK=all): they
         # keep every value elsewhere, so the same bits
         assert same_masking_all, shape
-        # the two backward passes in one grid (PYPHASE_ATTN_CO, a lag of 1, 3 or more pairs than there
-        # are): the same programs in another order, so the same bits
-        assert same_co, shape
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels' bits need CUDA")
@@ -100,50 +90,6 @@ def test_masking_only_the_diagonal_tiles_gives_the_same_bits_on_cuda(t: int, mon
             res.append([y, *torch.autograd.grad(y, ins, do)])
     for a, c in zip(res[:2], res[2:]):
         assert all(torch.equal(x, z) for x, z in zip(a, c))
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels' bits need CUDA")
-@pytest.mark.parametrize("t", [256, 100])
-def test_both_backward_passes_in_one_grid_give_the_same_bits_on_cuda(t: int, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """PYPHASE_ATTN_CO=LAG (`attention._attn_bwd_co_kernel`, the dk/dv programs waiting on the dq
-    programs' delta): the same bits as the two kernels, at lags shorter and longer than the
-    programs the GPU holds at once, twice in a row (the ticket counter set back), and with a frozen
-    model, whose programs return at once (no wait on a delta nobody writes)."""
-    from pyphase import kernels
-
-    g = torch.Generator(device="cuda").manual_seed(2)
-    k, b, nh, d = 3, 64, 4, 128
-    qkv = (torch.randn(k, b * t, 3 * d, device="cuda", generator=g) * 1.5).bfloat16()
-    bias = (torch.randn(k, 3 * d, device="cuda", generator=g) * 0.2).bfloat16()
-    do = torch.randn(k, b * t, d, device="cuda", generator=g).bfloat16()
-
-    def grads(alive=None):  # type: ignore[no-untyped-def]
-        ins = [qkv.clone().requires_grad_(), bias.clone().requires_grad_()]
-        with kernels.skipping_dead(torch.tensor(alive, device="cuda")) if alive else torch.enable_grad():
-            y = causal_attention(ins[0], ins[1], b, t, nh, use_triton=True, bias_in_qkv=True)
-            return torch.autograd.grad(y, ins, do)
-
-    monkeypatch.setenv("PYPHASE_ATTN_CO", "0")
-    ref, ref_dead = grads(), grads([True, False, True])
-    for lag in ("1", "40", "5000"):
-        monkeypatch.setenv("PYPHASE_ATTN_CO", lag)
-        for _ in range(2):
-            assert all(torch.equal(a, c) for a, c in zip(grads(), ref)), lag
-        dq, db = grads([True, False, True])
-        assert torch.equal(dq[[0, 2]], ref_dead[0][[0, 2]]) and torch.equal(db[[0, 2]], ref_dead[1][[0, 2]]), lag
-
-
-def test_co_switch_is_checked(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from pyphase import attention
-
-    monkeypatch.setenv("PYPHASE_ATTN_CO", "64")
-    assert attention.co_lag() == 64
-    for bad in ("-1", "two"):
-        monkeypatch.setenv("PYPHASE_ATTN_CO", bad)
-        with pytest.raises(ValueError, match="PYPHASE_ATTN_CO"):
-            attention.co_lag()
-    monkeypatch.delenv("PYPHASE_ATTN_CO")
-    assert attention.co_lag() == attention.CO
 
 
 def test_cpu_path_is_the_stock_computation() -> None:
