@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from gpu_meter import Meter
+from kernel_bench import capture
 from pyphase.config import ModelShape, RunConfig
 from pyphase.data import load_corpus
 from pyphase.model import NanoTransformer, Shape
@@ -118,14 +119,8 @@ def bench_pyphase(corpus, b: int, k: int, steps: int, warmup: int, shape: ModelS
         return tr.tokens[off[..., None] + tr.window]
     per_call = 1
     if dev.type == "cuda":
-        for _ in range(3):
-            gather()
-        torch.cuda.synchronize(dev)
-        graph, per_call = torch.cuda.CUDAGraph(), 10
-        with torch.cuda.graph(graph):
-            for _ in range(per_call):
-                gather()
-        run = graph.replay
+        per_call = 10
+        run = capture(gather, per_call).replay
     else:
         run = gather
     g = 1.0 / (_rate(run, steps, 5, dev) * per_call)

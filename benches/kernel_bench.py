@@ -1,6 +1,6 @@
 """Shared parts of the kernel benches (bench_attention, bench_ln, bench_head, bench_mlp): CUDA-event
 timing (also of captured steps: bench_skip_dead, bench_switch), calls captured in a CUDA graph
-(bench_sum_parts, energy_floor), the common command line, the table of forward + backward /
+(bench_sum_parts, energy_floor, bench_train's gather), the common command line, the table of forward + backward /
 forward timings with ratios to the first row, and the JSON output. Not a bench itself."""
 from __future__ import annotations
 
