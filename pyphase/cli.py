@@ -80,7 +80,10 @@ def predict(
     ),
     optimizer: str = typer.Option("adamw", "--optimizer", help="adamw or sgd."),
     batch: str = typer.Option("32,64,128,256", "--batch", help="Comma-separated batch sizes."),
-    lr: str = typer.Option("1e-4:1e-1:13", "--lr", help="start:stop:count (log-spaced) or a comma list."),
+    lr: Optional[str] = typer.Option(
+        None, "--lr", help="start:stop:count (log-spaced) or a comma list. Default: 1e-4:1e-1:13, widened a decade "
+        "at a time (up to 3) while some batch size's LR_opt sits on its edge."
+    ),
     steps: int = typer.Option(5000, "--steps", help="Optimizer steps per trajectory."),
     seeds: int = typer.Option(8, "--seeds", help="Seeds per config."),
     calibration: Optional[Path] = typer.Option(

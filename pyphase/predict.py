@@ -41,6 +41,9 @@ from pyphase.schema import (
 OPTIMIZERS = ("adamw", "sgd")
 DEFAULT_BATCHES = (32, 64, 128, 256)
 DEFAULT_LR_GRID = "1e-4:1e-1:13"
+# Without --lr, the default grid is widened a decade at a time, at most this often, while some
+# batch size's LR_opt sits on its edge (an edge minimum bounds LR_opt, it does not locate it).
+DEFAULT_EDGE_EXTENSIONS = 3
 DEFAULT_STEPS = 5000
 DEFAULT_SEEDS = 8
 DEFAULT_OUT = Path("predictions")
@@ -168,8 +171,14 @@ def predict(
     threads: int | None = None,
     n_boot: int = analysis.DEFAULT_BOOTSTRAP,
     progress: bool = True,
+    extend_edges: int = 0,
 ) -> Prediction:
     """Simulate every (clip, B, LR, seed) on the NQM and summarise what it predicts.
+
+    `extend_edges` > 0: while some batch size's LR_opt sits on an edge of the grid, widen the grid
+    on that side by one decade at the grid's own log spacing and simulate the new LRs, at most
+    `extend_edges` times (`summary["lr_grid_extensions"]` lists what was added). The LRs already
+    simulated keep their results exactly (the noise depends on the seed only).
 
     `params` defaults to `NQMParams.default()` (shipped calibration, else the built-in values).
     Seeds share noise draws across configs (common random numbers), so LR and B comparisons within
@@ -183,56 +192,46 @@ def predict(
     batches = sorted({int(b) for b in batches})
     if not batches or batches[0] < 1:
         raise PyphaseError(f"batch sizes must be >= 1, got {batches}")
-    lrs = sorted(float(v) for v in (lrs if lrs is not None else parse_lr_grid(DEFAULT_LR_GRID)))
+    lrs = sorted({float(v) for v in (lrs if lrs is not None else parse_lr_grid(DEFAULT_LR_GRID))})
     if not lrs or not all(math.isfinite(v) and v > 0 for v in lrs):
         raise PyphaseError(f"learning rates must be positive and finite, got {lrs}")
     if steps < 1:
         raise PyphaseError(f"steps must be >= 1, got {steps}")
     if seeds < 1:
         raise PyphaseError(f"seeds must be >= 1, got {seeds}")
+    if extend_edges < 0:
+        raise PyphaseError(f"extend_edges must be >= 0, got {extend_edges}")
     params = params if params is not None else NQMParams.default()
     settings = settings if settings is not None else OptimizerSettings.trainer_defaults()
 
     from tqdm.auto import tqdm
 
-    from pyphase import _core
-
     t0 = time.perf_counter()
-    seed_list = list(range(seeds))
-    n_cfg = len(batches) * len(lrs)
     frames, curve_frames, rho_frames = [], [], []
-    with tqdm(total=len(clips) * n_cfg * seeds, disable=not progress, file=sys.stderr, unit="traj",
-              desc="simulate") as bar:
-        for clip in clips:
-            for b in batches:
-                # One call per (clip, B): the bar moves, and every call draws the same noise per
-                # seed (it depends on the seed only), so splitting changes no result.
-                out = _core.simulate(
-                    **params.core_kwargs(),
-                    batch_size=[b] * len(lrs),
-                    lr=lrs,
-                    clip=[clip] * len(lrs),
-                    seeds=seed_list,
-                    steps=steps,
-                    optimizer=optimizer,
-                    **settings.core_kwargs(),
-                    curve_points=CURVE_POINTS,
-                    precision=precision,
-                    threads=threads,
-                )
-                frames.append(_trajectory_frame(out, clip, optimizer, b, lrs))
-                curve_frames.append(_curve_frame(out, clip, optimizer, b, lrs))
-                if params.radial:
-                    rho_frames.append(pl.DataFrame({
-                        "clip": pl.Series([clip] * len(out["config"]), dtype=pl.Float64),
-                        "batch_size": pl.Series([b] * len(out["config"]), dtype=pl.Int64),
-                        "lr": np.asarray(lrs, dtype=float)[out["config"]],
-                        "rho_final": out["rho_final"],
-                    }))
-                bar.update(len(lrs) * seeds)
+    requested = list(lrs)
+    extensions: list[dict[str, Any]] = []
+    with tqdm(total=len(clips) * len(batches) * len(lrs) * seeds, disable=not progress, file=sys.stderr,
+              unit="traj", desc="simulate") as bar:
+        new_lrs = lrs
+        while True:
+            _simulate_grid(clips, optimizer, batches, new_lrs, steps, seeds, params, settings, precision, threads,
+                           bar, frames, curve_frames, rho_frames)
+            if len(extensions) >= extend_edges:
+                break
+            new_lrs = edge_extension(pl.concat(frames), lrs)
+            if not new_lrs:
+                break
+            extensions.append({"added": new_lrs, "low": sum(v < lrs[0] for v in new_lrs),
+                               "high": sum(v > lrs[-1] for v in new_lrs)})
+            lrs = sorted(lrs + new_lrs)
+            bar.total += len(clips) * len(batches) * len(new_lrs) * seeds
+            bar.refresh()
     sim_seconds = time.perf_counter() - t0
-    table = pl.concat(frames).select(PREDICTION_COLUMNS)
-    curves = pl.concat(curve_frames)
+    table, curves = pl.concat(frames), pl.concat(curve_frames)
+    if extensions:  # the rows as one simulation of the widened grid would give them
+        table = _in_grid_order(table, clips, ["batch_size", "lr", "seed"])
+        curves = _in_grid_order(curves, clips, ["batch_size", "lr", "seed", "step"])
+    table = table.select(PREDICTION_COLUMNS)
     summary = summarize(table, params, n_boot=n_boot)
     if rho_frames:
         summary["radial"] = radial_summary(pl.concat(rho_frames), params)
@@ -241,12 +240,72 @@ def predict(
         optimizer_settings=dataclasses.asdict(settings),
         batch_sizes=batches,
         lrs=lrs,
+        lr_grid_requested=requested,
+        lr_grid_extensions=extensions,
         steps=steps,
         seeds=seeds,
         precision=precision,
         simulate_seconds=round(sim_seconds, 3),
     )
     return Prediction(table=table, curves=curves, summary=json_safe(summary), params=params)
+
+
+def _simulate_grid(clips, optimizer, batches, lrs, steps, seeds, params, settings, precision, threads, bar,
+                   frames, curve_frames, rho_frames) -> None:
+    """Simulate every (clip, B) over `lrs` and append the trajectory, curve and ρ frames."""
+    from pyphase import _core
+
+    seed_list = list(range(seeds))
+    for clip in clips:
+        for b in batches:
+            # One call per (clip, B): the bar moves, and every call draws the same noise per
+            # seed (it depends on the seed only), so splitting changes no result.
+            out = _core.simulate(
+                **params.core_kwargs(),
+                batch_size=[b] * len(lrs),
+                lr=lrs,
+                clip=[clip] * len(lrs),
+                seeds=seed_list,
+                steps=steps,
+                optimizer=optimizer,
+                **settings.core_kwargs(),
+                curve_points=CURVE_POINTS,
+                precision=precision,
+                threads=threads,
+            )
+            frames.append(_trajectory_frame(out, clip, optimizer, b, lrs))
+            curve_frames.append(_curve_frame(out, clip, optimizer, b, lrs))
+            if params.radial:
+                rho_frames.append(pl.DataFrame({
+                    "clip": pl.Series([clip] * len(out["config"]), dtype=pl.Float64),
+                    "batch_size": pl.Series([b] * len(out["config"]), dtype=pl.Int64),
+                    "lr": np.asarray(lrs, dtype=float)[out["config"]],
+                    "rho_final": out["rho_final"],
+                }))
+            bar.update(len(lrs) * seeds)
+
+
+def _in_grid_order(df: pl.DataFrame, clips: Sequence[float | None], keys: list[str]) -> pl.DataFrame:
+    """Rows in (clip as asked, then `keys`) order, as one simulation of the whole grid gives them."""
+    return pl.concat([df.filter(pl.col("clip").is_null() if c is None else pl.col("clip") == c).sort(keys)
+                      for c in clips])
+
+
+def edge_extension(table: pl.DataFrame, lrs: Sequence[float], decades: float = 1.0) -> list[float]:
+    """The LRs that widen the ascending grid `lrs` by `decades` on each side where some (clip, B)
+    has its LR_opt on that edge of `table`'s grid, at the grid's own log spacing there (one decade
+    per side for a single-LR grid)."""
+    edges = {o.edge for _c, _o, g in analysis.groups(analysis.prediction_summaries(table))
+             for o in analysis.lr_optima(g)}
+    lo, hi = math.log10(lrs[0]), math.log10(lrs[-1])
+    added: list[float] = []
+    for side, sign, end, step in (("low", -1, lo, lo - math.log10(lrs[1]) if len(lrs) > 1 else -decades),
+                                  ("high", 1, hi, math.log10(lrs[-2]) - hi if len(lrs) > 1 else -decades)):
+        if side in edges or ("only" in edges):
+            step = abs(step)
+            n = max(1, round(decades / step))
+            added += [float(10 ** (end + sign * step * k)) for k in range(1, n + 1)]
+    return sorted(added)
 
 
 def _trajectory_frame(out: dict[str, np.ndarray], clip: float | None, optimizer: str, b: int,
@@ -381,6 +440,7 @@ def summarize(table: pl.DataFrame, params: NQMParams, *, n_boot: int = analysis.
                 "beta_r2": m.fit.r2 if m.fit else None,
                 "beta_naive_grid": m.naive.beta if m.naive else None,
                 "any_lr_opt_at_edge": m.any_at_edge,
+                **beta_status(m),
                 "per_batch": per_batch,
                 "rules": rules_for(m, desc["b_simple"]),
             }
@@ -399,6 +459,33 @@ def summarize(table: pl.DataFrame, params: NQMParams, *, n_boot: int = analysis.
         "regime_thresholds": {"transition": REGIME_TRANSITION_AT, "saturation": REGIME_SATURATION_AT},
         "groups": groups_out,
     }
+
+
+def beta_status(m: analysis.BetaMeasurement) -> dict[str, Any]:
+    """Whether a group's β is a prediction ("predicted"), a slope with grid-edge bounds in it
+    ("bounded") or no prediction at all ("not_predicted"), with one sentence saying why."""
+    edges = [o for o in m.optima if o.at_edge]
+    if m.fit is None:
+        return {"beta_status": "not_predicted",
+                "beta_note": "β not predicted: fewer than two batch sizes have a finite LR_opt"}
+    by_note: dict[str, list[str]] = {}
+    for o in edges:
+        by_note.setdefault(o.note, []).append(str(o.batch_size))
+    where = "; ".join(f"B = {', '.join(bs)}: {note}" for note, bs in by_note.items())
+    widen = " and ".join(
+        f"{'below' if side == 'low' else 'above'} {min(lrs) if side == 'low' else max(lrs):.4g}"
+        for side in ("low", "high")
+        for lrs in [[o.grid_lr for o in edges if o.edge == side]] if lrs)
+    hint = f"; widen --lr {widen}" if widen else ""
+    if len(edges) == len(m.optima):
+        return {"beta_status": "not_predicted",
+                "beta_note": (f"β not predicted: every batch size's LR_opt is on a grid edge ({where}); the slope "
+                              f"through those grid values, {m.fit.beta:.3f}, reflects the grid, not the loss{hint}")}
+    if edges:
+        return {"beta_status": "bounded",
+                "beta_note": (f"β only bounded: {len(edges)} of {len(m.optima)} batch sizes have LR_opt on a grid "
+                              f"edge ({where}){hint}")}
+    return {"beta_status": "predicted", "beta_note": None}
 
 
 def radial_summary(rho: pl.DataFrame, params: NQMParams) -> dict[str, Any]:
@@ -511,11 +598,17 @@ def plot_regime_map(pred: Prediction, group: dict[str, Any], path: Path) -> Path
     ax.set_ylabel("batch size")
     beta = group.get("beta")
     ci = group.get("beta_ci95")
-    beta_txt = "β undefined" if beta is None else f"β = {beta:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+    status = group.get("beta_status", "predicted")
+    if beta is None or status == "not_predicted":
+        beta_txt = "β not predicted" + (" (LR_opt on grid edges)" if beta is not None else "")
+    else:
+        beta_txt = (f"β = {beta:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+                    + (" (a bound: some LR_opt on a grid edge)" if status == "bounded" else ""))
     ax.set_title(f"Predicted clip frequency, {group['optimizer']}, clip = {group['label']} — {beta_txt}\n"
                  f"NQM: {pred.params.source}", fontsize=10)
     fig.colorbar(im, ax=ax, label="clip frequency (seed mean)")
-    fig.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    if ax.get_legend_handles_labels()[0]:
+        fig.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
@@ -525,6 +618,16 @@ def _fmt(v: Any, spec: str = ".3g") -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
     return format(v, spec)
+
+
+def _widened_words(summary: dict[str, Any]) -> str:
+    ext = summary.get("lr_grid_extensions") or []
+    if not ext:
+        return ""
+    req = summary["lr_grid_requested"]
+    sides = [side for side in ("low", "high") if any(e[side] for e in ext)]
+    return (f", widened from {_fmt(min(req))}..{_fmt(max(req))} because LR_opt sat on its "
+            f"{' and '.join(sides)} edge{'s' if len(sides) > 1 else ''}")
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -540,7 +643,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         + f"); |G(θ0)| = {summary['init_grad_norm']:.3g}, B_simple = {summary['b_simple']:.3g}"),
         (f"{summary.get('optimizer', '?')}, {summary.get('steps', '?')} steps, {summary.get('seeds', '?')} seeds, "
         f"LR grid {_fmt(min(summary.get('lrs', [math.nan])))}..{_fmt(max(summary.get('lrs', [math.nan])))} "
-        f"({len(summary.get('lrs', []))} points)"),
+        f"({len(summary.get('lrs', []))} points)"
+        + _widened_words(summary)),
     ]
     head = ["B", "LR_opt", "edge", "loss", "clip freq", "regime", "eff LR/LR", "E[scale]", "|g|",
             "LR@0.5", "LR@0.99"]
@@ -554,11 +658,14 @@ def format_summary(summary: dict[str, Any]) -> str:
                 for r in g["per_batch"]]
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
         ci = g["beta_ci95"]
+        status = g.get("beta_status", "predicted")
         lines += [
             "",
-            f"clip = {g['label']} ({g['optimizer']}): β = {_fmt(g['beta'], '.3f')}"
-            + (f"  95% [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-            + f"  (R² {_fmt(g['beta_r2'], '.2f')}; grid argmin β {_fmt(g['beta_naive_grid'], '.3f')})",
+            f"clip = {g['label']} ({g['optimizer']}): "
+            + (f"⚠ {g['beta_note']}" if status == "not_predicted" else
+               f"β = {_fmt(g['beta'], '.3f')}" + (f"  95% [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+               + f"  (R² {_fmt(g['beta_r2'], '.2f')}; grid argmin β {_fmt(g['beta_naive_grid'], '.3f')})"
+               + (f"\n⚠ {g['beta_note']}" if status == "bounded" else "")),
             "  ".join(h.rjust(w) for h, w in zip(head, widths)),
             *("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows),
         ]
@@ -578,14 +685,16 @@ def run_predict(
     clips: Sequence[str] | None = None,
     optimizer: str = "adamw",
     batch: str = ",".join(str(b) for b in DEFAULT_BATCHES),
-    lr: str = DEFAULT_LR_GRID,
+    lr: str | None = None,
     steps: int = DEFAULT_STEPS,
     seeds: int = DEFAULT_SEEDS,
     calibration: str | Path | None = None,
     out: str | Path = DEFAULT_OUT,
     progress: bool = True,
 ) -> Prediction:
-    """`pyphase predict`: parse the option strings, simulate, write every output file to `out`."""
+    """`pyphase predict`: parse the option strings, simulate, write every output file to `out`.
+    Without `lr`, the default grid, widened while an LR_opt sits on its edge (DEFAULT_EDGE_EXTENSIONS);
+    a grid the user gives is simulated as given."""
     if optimizer not in OPTIMIZERS:
         raise PyphaseError(f"--optimizer: unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
     if steps < 1:
@@ -594,11 +703,12 @@ def run_predict(
         raise PyphaseError(f"--seeds: must be >= 1, got {seeds}")
     parsed_clips = parse_clips(clips if clips else ["1.0"])
     batches = parse_batches(batch)
-    lrs = parse_lr_grid(lr)
+    lrs = parse_lr_grid(lr if lr is not None else DEFAULT_LR_GRID)
     params = NQMParams.load(calibration) if calibration is not None else NQMParams.default()
     out_path = Path(out)
     if out_path.exists() and not out_path.is_dir():
         raise PyphaseError(f"--out: {out_path} exists and is not a directory")
-    pred = predict(parsed_clips, optimizer, batches, lrs, steps, seeds, params, progress=progress)
+    pred = predict(parsed_clips, optimizer, batches, lrs, steps, seeds, params, progress=progress,
+                   extend_edges=DEFAULT_EDGE_EXTENSIONS if lr is None else 0)
     write_prediction(pred, out_path)
     return pred

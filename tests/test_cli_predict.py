@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -38,10 +39,21 @@ def test_default_predict_runs_on_builtin_parameters(tmp_path):
     assert f"NQM parameters: {source}" in r.stdout and "clip = 1 (adamw): β =" in r.stdout
     assert "simulate" in r.stderr  # the progress bar, on stderr
     t = pl.read_parquet(out / "trajectories.parquet")
-    assert t.columns == PREDICTION_COLUMNS and t.height == 4 * 13 * 8
-    assert sorted(t["batch_size"].unique().to_list()) == [32, 64, 128, 256]
     summary = json.loads((out / "prediction.json").read_text())
     assert summary["nqm_source"] == source and summary["steps"] == 5000 and summary["seeds"] == 8
+    # the default grid 1e-4..1e-1 (13 points), widened a decade at a time while an LR_opt is on its edge
+    assert summary["lr_grid_requested"] == pytest.approx(list(np.geomspace(1e-4, 1e-1, 13)))
+    assert set(summary["lr_grid_requested"]) <= set(summary["lrs"])
+    assert len(summary["lrs"]) == 13 + sum(len(e["added"]) for e in summary["lr_grid_extensions"])
+    (g,) = summary["groups"]
+    if len(summary["lr_grid_extensions"]) < 3:  # widening stopped because every optimum is interior
+        assert all(r["edge"] is None for r in g["per_batch"]) and g["beta_status"] == "predicted"
+    else:
+        assert g["beta_status"] != "predicted" and "⚠" in r.stdout
+    if summary["lr_grid_extensions"]:
+        assert "widened from 0.0001..0.1" in r.stdout
+    assert t.columns == PREDICTION_COLUMNS and t.height == 4 * len(summary["lrs"]) * 8
+    assert sorted(t["batch_size"].unique().to_list()) == [32, 64, 128, 256]
     assert (out / "regime_map_clip1.png").stat().st_size > 10_000
 
 
@@ -54,6 +66,19 @@ def test_json_output_is_pure_json_and_matches_the_file(tmp_path, monkeypatch, ca
     assert printed == json.loads((out / "prediction.json").read_text())
     assert [g["label"] for g in printed["groups"]] == ["none", "1"]
     assert printed["batch_sizes"] == [8, 32] and len(printed["lrs"]) == 3
+
+
+def test_a_given_lr_grid_is_not_widened_and_edge_optima_are_flagged(tmp_path, monkeypatch, capsys):
+    """--lr given: simulated as given, even with every optimum on its high edge (too low an LR to converge), and β is not
+    printed as a prediction."""
+    code, stdout, _ = main_in_process(monkeypatch, capsys, "predict", "--out", str(tmp_path / "p"), "--batch", "8,32",
+                                      "--lr", "1e-7:2e-7:2", "--steps", "200", "--seeds", "2")
+    assert code == 0
+    summary = json.loads((tmp_path / "p" / "prediction.json").read_text())
+    assert summary["lrs"] == pytest.approx([1e-7, 2e-7]) and summary["lr_grid_extensions"] == []
+    (g,) = summary["groups"]
+    assert all(r["edge"] == "high" for r in g["per_batch"]) and g["beta_status"] == "not_predicted"
+    assert "⚠ β not predicted" in stdout and "widen --lr above 2e-07" in stdout and "widened" not in stdout
 
 
 def test_calibration_file_is_used_and_labelled(tmp_path, monkeypatch, capsys):

@@ -16,6 +16,8 @@ from pyphase.errors import PyphaseError
 from pyphase.nqm import NQMParams
 from pyphase.predict import (
     OptimizerSettings,
+    edge_extension,
+    format_summary,
     parse_batches,
     parse_clips,
     parse_lr_grid,
@@ -190,6 +192,60 @@ def test_summary_recovers_a_known_optimum_and_beta(beta):
 def test_summary_flags_an_optimum_at_the_grid_edge():
     s = summarize(_synthetic_table(lambda b: 1e-5), SMALL, n_boot=50)
     assert all(r["edge"] == "low" and r["lr_opt"] == pytest.approx(1e-4) for r in s["groups"][0]["per_batch"])
+
+
+def test_beta_on_grid_edges_is_not_a_prediction():
+    """Every LR_opt on the low edge: the slope through the grid's edge values (0 here) is not
+    reported as β; some on an edge: β is only a bound. The words say which way to widen --lr."""
+    s = summarize(_synthetic_table(lambda b: 1e-5), SMALL, n_boot=50)
+    (g,) = s["groups"]
+    assert g["beta_status"] == "not_predicted" and g["beta"] == pytest.approx(0.0, abs=1e-12)
+    assert "every batch size's LR_opt is on a grid edge" in g["beta_note"] and "widen --lr below 0.0001" in g["beta_note"]
+    text = format_summary(s)
+    assert "clip = 1 (adamw): ⚠ β not predicted" in text and "β = 0.000" not in text
+    part = summarize(_synthetic_table(lambda b: 1e-5 if b == 256 else 1e-3), SMALL, n_boot=50)
+    (g,) = part["groups"]
+    assert g["beta_status"] == "bounded" and "1 of 4 batch sizes" in g["beta_note"] and "B = 256" in g["beta_note"]
+    assert "β = " in format_summary(part) and "⚠ β only bounded" in format_summary(part)
+    high = summarize(_synthetic_table(lambda b: 1.0), SMALL, n_boot=50)
+    assert "widen --lr above 0.1" in high["groups"][0]["beta_note"]
+    inner = summarize(_synthetic_table(lambda b: 1e-3), SMALL, n_boot=50)
+    assert inner["groups"][0]["beta_status"] == "predicted" and inner["groups"][0]["beta_note"] is None
+
+
+def test_edge_extension_adds_a_decade_at_the_grid_spacing_on_the_edge_side():
+    lrs = list(np.geomspace(1e-4, 1e-1, 13))
+    low = edge_extension(_synthetic_table(lambda b: 1e-5), lrs)
+    assert low == pytest.approx([10**-5, 10**-4.75, 10**-4.5, 10**-4.25], rel=1e-12)
+    high = edge_extension(_synthetic_table(lambda b: 1.0), lrs)
+    assert high == pytest.approx([10**-0.75, 10**-0.5, 10**-0.25, 1.0], rel=1e-12)
+    assert edge_extension(_synthetic_table(lambda b: 1e-3), lrs) == []
+    mixed = edge_extension(_synthetic_table(lambda b: 1e-5 if b == 32 else 1.0), lrs)
+    assert len(mixed) == 8 and min(mixed) == pytest.approx(1e-5) and max(mixed) == pytest.approx(1.0)
+
+
+def test_widened_grid_equals_one_simulation_of_the_whole_grid():
+    """LR_opt on the high edge of a three-point grid: predict widens it until the optima are
+    interior, and the result (table, curves, summary) is exactly that of simulating the widened
+    grid at once; without extend_edges the grid is simulated as given."""
+    kw = {"steps": 300, "seeds": 2, "params": SMALL, "progress": False, "n_boot": 20}
+    lrs = [1e-3, 10**-2.75, 10**-2.5]
+    narrow = predict([1.0, None], "adamw", [8, 32], lrs, **kw)
+    assert all(r["edge"] == "high" for g in narrow.summary["groups"] for r in g["per_batch"])
+    assert narrow.summary["lrs"] == lrs and narrow.summary["lr_grid_extensions"] == []
+    wide = predict([1.0, None], "adamw", [8, 32], lrs, extend_edges=3, **kw)
+    ext = wide.summary["lr_grid_extensions"]
+    assert 1 <= len(ext) <= 3 and all(e["high"] == 4 and e["low"] == 0 for e in ext)
+    assert wide.summary["lr_grid_requested"] == lrs and len(wide.summary["lrs"]) == 3 + 4 * len(ext)
+    assert all(r["edge"] is None for g in wide.summary["groups"] for r in g["per_batch"])
+    assert all(g["beta_status"] == "predicted" for g in wide.summary["groups"])
+    once = predict([1.0, None], "adamw", [8, 32], wide.summary["lrs"], **kw)
+    assert wide.table.equals(once.table) and wide.curves.equals(once.curves)
+    assert wide.summary["groups"] == once.summary["groups"]
+    assert wide.table.filter(pl.col("lr").is_in(lrs)).equals(narrow.table)
+    assert "widened from 0.001..0.00316 because LR_opt sat on its high edge" in format_summary(wide.summary)
+    with pytest.raises(PyphaseError):
+        predict([1.0], "adamw", [8], lrs, extend_edges=-1, **kw)
 
 
 # --------------------------------------------------------------------------- a real (small) prediction
