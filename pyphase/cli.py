@@ -82,7 +82,7 @@ def predict(
     batch: str = typer.Option("32,64,128,256", "--batch", help="Comma-separated batch sizes."),
     lr: Optional[str] = typer.Option(
         None, "--lr", help="start:stop:count (log-spaced) or a comma list. Default: 1e-4:1e-1:13, widened a decade "
-        "at a time (up to 3) while some batch size's LR_opt sits on its edge."
+        "at a time (up to 3) while some batch size's LR_opt sits on its edge, then refined twice around the optima."
     ),
     steps: int = typer.Option(5000, "--steps", help="Optimizer steps per trajectory."),
     seeds: int = typer.Option(8, "--seeds", help="Seeds per config."),

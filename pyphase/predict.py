@@ -42,8 +42,11 @@ OPTIMIZERS = ("adamw", "sgd")
 DEFAULT_BATCHES = (32, 64, 128, 256)
 DEFAULT_LR_GRID = "1e-4:1e-1:13"
 # Without --lr, the default grid is widened a decade at a time, at most this often, while some
-# batch size's LR_opt sits on its edge (an edge minimum bounds LR_opt, it does not locate it).
+# batch size's LR_opt sits on its edge (an edge minimum bounds LR_opt, it does not locate it),
+# then its spacing is halved around the optima this often (a parabola through three points a
+# quarter decade apart is biased where the loss is asymmetric in log LR, as the NQM's is).
 DEFAULT_EDGE_EXTENSIONS = 3
+DEFAULT_ZOOMS = 2
 DEFAULT_STEPS = 5000
 DEFAULT_SEEDS = 8
 DEFAULT_OUT = Path("predictions")
@@ -172,13 +175,17 @@ def predict(
     n_boot: int = analysis.DEFAULT_BOOTSTRAP,
     progress: bool = True,
     extend_edges: int = 0,
+    zoom: int = 0,
 ) -> Prediction:
     """Simulate every (clip, B, LR, seed) on the NQM and summarise what it predicts.
 
     `extend_edges` > 0: while some batch size's LR_opt sits on an edge of the grid, widen the grid
     on that side by one decade at the grid's own log spacing and simulate the new LRs, at most
-    `extend_edges` times (`summary["lr_grid_extensions"]` lists what was added). The LRs already
-    simulated keep their results exactly (the noise depends on the seed only).
+    `extend_edges` times. `zoom` > 0: then, `zoom` times, add the log-midpoints on both sides of
+    every interior grid minimum, halving the spacing where the optima are (the parabola through
+    three coarse points is biased where the loss is asymmetric in log LR). `summary["lr_grid_extensions"]`
+    lists what was added. The LRs already simulated keep their results exactly (the noise depends
+    on the seed only), so the result equals one simulation of the final grid.
 
     `params` defaults to `NQMParams.default()` (shipped calibration, else the built-in values).
     Seeds share noise draws across configs (common random numbers), so LR and B comparisons within
@@ -199,8 +206,8 @@ def predict(
         raise PyphaseError(f"steps must be >= 1, got {steps}")
     if seeds < 1:
         raise PyphaseError(f"seeds must be >= 1, got {seeds}")
-    if extend_edges < 0:
-        raise PyphaseError(f"extend_edges must be >= 0, got {extend_edges}")
+    if extend_edges < 0 or zoom < 0:
+        raise PyphaseError(f"extend_edges and zoom must be >= 0, got {extend_edges}, {zoom}")
     params = params if params is not None else NQMParams.default()
     settings = settings if settings is not None else OptimizerSettings.trainer_defaults()
 
@@ -216,19 +223,23 @@ def predict(
         while True:
             _simulate_grid(clips, optimizer, batches, new_lrs, steps, seeds, params, settings, precision, threads,
                            bar, frames, curve_frames, rho_frames)
-            if len(extensions) >= extend_edges:
-                break
-            new_lrs = edge_extension(pl.concat(frames), lrs)
+            widened = sum(e["kind"] == "widen" for e in extensions)
+            zoomed = sum(e["kind"] == "zoom" for e in extensions)
+            kind, new_lrs = "widen", []
+            if widened < extend_edges and zoomed == 0:
+                new_lrs = edge_extension(pl.concat(frames), lrs)
+            if not new_lrs and zoomed < zoom:
+                kind, new_lrs = "zoom", zoom_points(pl.concat(frames), lrs)
             if not new_lrs:
                 break
-            extensions.append({"added": new_lrs, "low": sum(v < lrs[0] for v in new_lrs),
+            extensions.append({"kind": kind, "added": new_lrs, "low": sum(v < lrs[0] for v in new_lrs),
                                "high": sum(v > lrs[-1] for v in new_lrs)})
             lrs = sorted(lrs + new_lrs)
             bar.total += len(clips) * len(batches) * len(new_lrs) * seeds
             bar.refresh()
     sim_seconds = time.perf_counter() - t0
     table, curves = pl.concat(frames), pl.concat(curve_frames)
-    if extensions:  # the rows as one simulation of the widened grid would give them
+    if extensions:  # the rows as one simulation of the final grid would give them
         table = _in_grid_order(table, clips, ["batch_size", "lr", "seed"])
         curves = _in_grid_order(curves, clips, ["batch_size", "lr", "seed", "step"])
     table = table.select(PREDICTION_COLUMNS)
@@ -289,6 +300,21 @@ def _in_grid_order(df: pl.DataFrame, clips: Sequence[float | None], keys: list[s
     """Rows in (clip as asked, then `keys`) order, as one simulation of the whole grid gives them."""
     return pl.concat([df.filter(pl.col("clip").is_null() if c is None else pl.col("clip") == c).sort(keys)
                       for c in clips])
+
+
+def zoom_points(table: pl.DataFrame, lrs: Sequence[float]) -> list[float]:
+    """The log-midpoints between every interior grid minimum of `table` (per clip and B) and its two
+    neighbours on the ascending grid `lrs`: the LRs that halve the spacing around the optima."""
+    grid = list(lrs)
+    added: set[float] = set()
+    for _c, _o, g in analysis.groups(analysis.prediction_summaries(table)):
+        for o in analysis.lr_optima(g):
+            if o.at_edge or not math.isfinite(o.grid_lr):
+                continue
+            i = grid.index(o.grid_lr)
+            for j in (i - 1, i + 1):
+                added.add(float(math.sqrt(grid[i] * grid[j])))
+    return sorted(added - set(grid))
 
 
 def edge_extension(table: pl.DataFrame, lrs: Sequence[float], decades: float = 1.0) -> list[float]:
@@ -625,9 +651,17 @@ def _widened_words(summary: dict[str, Any]) -> str:
     if not ext:
         return ""
     req = summary["lr_grid_requested"]
-    sides = [side for side in ("low", "high") if any(e[side] for e in ext)]
-    return (f", widened from {_fmt(min(req))}..{_fmt(max(req))} because LR_opt sat on its "
-            f"{' and '.join(sides)} edge{'s' if len(sides) > 1 else ''}")
+    widen = [e for e in ext if e.get("kind", "widen") == "widen"]
+    zoom = [e for e in ext if e.get("kind") == "zoom"]
+    words = []
+    if widen:
+        sides = [side for side in ("low", "high") if any(e[side] for e in widen)]
+        words.append(f"widened from {_fmt(min(req))}..{_fmt(max(req))} because LR_opt sat on its "
+                     f"{' and '.join(sides)} edge{'s' if len(sides) > 1 else ''}")
+    if zoom:
+        words.append(f"{sum(len(e['added']) for e in zoom)} LRs added around the optima "
+                     f"({len(zoom)} halving{'s' if len(zoom) > 1 else ''} of the spacing)")
+    return ", " + "; ".join(words)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -693,8 +727,8 @@ def run_predict(
     progress: bool = True,
 ) -> Prediction:
     """`pyphase predict`: parse the option strings, simulate, write every output file to `out`.
-    Without `lr`, the default grid, widened while an LR_opt sits on its edge (DEFAULT_EDGE_EXTENSIONS);
-    a grid the user gives is simulated as given."""
+    Without `lr`, the default grid, widened while an LR_opt sits on its edge (DEFAULT_EDGE_EXTENSIONS),
+    then refined around the optima (DEFAULT_ZOOMS); a grid the user gives is simulated as given."""
     if optimizer not in OPTIMIZERS:
         raise PyphaseError(f"--optimizer: unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
     if steps < 1:
@@ -709,6 +743,7 @@ def run_predict(
     if out_path.exists() and not out_path.is_dir():
         raise PyphaseError(f"--out: {out_path} exists and is not a directory")
     pred = predict(parsed_clips, optimizer, batches, lrs, steps, seeds, params, progress=progress,
-                   extend_edges=DEFAULT_EDGE_EXTENSIONS if lr is None else 0)
+                   extend_edges=DEFAULT_EDGE_EXTENSIONS if lr is None else 0,
+                   zoom=DEFAULT_ZOOMS if lr is None else 0)
     write_prediction(pred, out_path)
     return pred

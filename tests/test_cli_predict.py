@@ -44,13 +44,18 @@ def test_default_predict_runs_on_builtin_parameters(tmp_path):
     # the default grid 1e-4..1e-1 (13 points), widened a decade at a time while an LR_opt is on its edge
     assert summary["lr_grid_requested"] == pytest.approx(list(np.geomspace(1e-4, 1e-1, 13)))
     assert set(summary["lr_grid_requested"]) <= set(summary["lrs"])
-    assert len(summary["lrs"]) == 13 + sum(len(e["added"]) for e in summary["lr_grid_extensions"])
+    # then refined twice around the optima
+    ext = summary["lr_grid_extensions"]
+    assert len(summary["lrs"]) == 13 + sum(len(e["added"]) for e in ext)
+    widen = [e for e in ext if e["kind"] == "widen"]
+    assert [e["kind"] for e in ext] == ["widen"] * len(widen) + ["zoom"] * (len(ext) - len(widen))
     (g,) = summary["groups"]
-    if len(summary["lr_grid_extensions"]) < 3:  # widening stopped because every optimum is interior
+    if len(widen) < 3:  # widening stopped because every optimum is interior
         assert all(r["edge"] is None for r in g["per_batch"]) and g["beta_status"] == "predicted"
+        assert len(ext) - len(widen) == 2 and "2 halvings of the spacing" in r.stdout
     else:
         assert g["beta_status"] != "predicted" and "⚠" in r.stdout
-    if summary["lr_grid_extensions"]:
+    if widen:
         assert "widened from 0.0001..0.1" in r.stdout
     assert t.columns == PREDICTION_COLUMNS and t.height == 4 * len(summary["lrs"]) * 8
     assert sorted(t["batch_size"].unique().to_list()) == [32, 64, 128, 256]

@@ -18,6 +18,7 @@ from pyphase.predict import (
     OptimizerSettings,
     edge_extension,
     format_summary,
+    zoom_points,
     parse_batches,
     parse_clips,
     parse_lr_grid,
@@ -246,6 +247,25 @@ def test_widened_grid_equals_one_simulation_of_the_whole_grid():
     assert "widened from 0.001..0.00316 because LR_opt sat on its high edge" in format_summary(wide.summary)
     with pytest.raises(PyphaseError):
         predict([1.0], "adamw", [8], lrs, extend_edges=-1, **kw)
+    # then two halvings of the spacing around the optima: again one simulation of the final grid
+    fine = predict([1.0, None], "adamw", [8, 32], lrs, extend_edges=3, zoom=2, **kw)
+    zooms = [e for e in fine.summary["lr_grid_extensions"] if e["kind"] == "zoom"]
+    assert len(zooms) == 2 and all(e["low"] == 0 and e["high"] == 0 and e["added"] for e in zooms)
+    once = predict([1.0, None], "adamw", [8, 32], fine.summary["lrs"], **kw)
+    assert fine.table.equals(once.table) and fine.summary["groups"] == once.summary["groups"]
+    grid = np.log10(fine.summary["lrs"])
+    for g in fine.summary["groups"]:
+        for r in g["per_batch"]:  # a quarter of the original spacing on both sides of each grid minimum
+            i = int(np.flatnonzero(np.isclose(grid, math.log10(r["lr_opt_grid"]), rtol=0, atol=1e-12))[0])
+            assert grid[i] - grid[i - 1] == pytest.approx(0.0625) and grid[i + 1] - grid[i] == pytest.approx(0.0625)
+    assert "LRs added around the optima (2 halvings of the spacing)" in format_summary(fine.summary)
+
+
+def test_zoom_points_are_the_log_midpoints_around_each_interior_minimum():
+    lrs = list(np.geomspace(1e-4, 1e-1, 13))
+    table = _synthetic_table(lambda b: 1e-3 if b <= 64 else 10**-2.5)
+    assert zoom_points(table, lrs) == pytest.approx([10**-3.125, 10**-2.875, 10**-2.625, 10**-2.375], rel=1e-12)
+    assert zoom_points(_synthetic_table(lambda b: 1e-5), lrs) == []  # edge minima are widened, not zoomed
 
 
 # --------------------------------------------------------------------------- a real (small) prediction
