@@ -301,6 +301,11 @@ class BetaMeasurement:
     def any_at_edge(self) -> bool:
         return any(o.at_edge for o in self.optima)
 
+    @property
+    def all_at_edge(self) -> bool:
+        """Every LR_opt is a grid-edge bound: a line through them reflects the grid, not the loss."""
+        return all(o.at_edge for o in self.optima)
+
     def to_dict(self) -> dict[str, Any]:
         return json_safe(
             {

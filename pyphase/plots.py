@@ -113,7 +113,7 @@ def plot_lr_opt(
         color = _color(i)
         _draw_measured(ax, m, color)
         bs = np.array(sorted({o.batch_size for o in m.optima}), float)
-        if m.fit is not None and not all(o.at_edge for o in m.optima):  # all-edge "fits" measure nothing
+        if m.fit is not None and not m.all_at_edge:  # all-edge "fits" measure nothing
             grid = np.geomspace(bs.min() / 1.3, bs.max() * 1.3, 50)
             ax.plot(grid, m.fit.lr_at(grid), color=color, label=_fit_label(m))
             if m.ci_low is not None:
@@ -152,7 +152,7 @@ def plot_beta_along(along: Sequence[BudgetBeta], path: Path, *, title: str = "")
     for i, label in enumerate(labels):
         color = _color(i)
         mine = [b for b in along if group_label(b.measurement.gradient_clip, b.measurement.optimizer) == label]
-        pts = [b for b in mine if b.measurement.fit is not None and not all(o.at_edge for o in b.measurement.optima)]
+        pts = [b for b in mine if b.measurement.fit is not None and not b.measurement.all_at_edge]
         if pts:
             x = np.array([b.step for b in pts], float)
             y = np.array([b.measurement.fit.beta for b in pts])

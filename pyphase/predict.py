@@ -225,11 +225,14 @@ def predict(
                            bar, frames, curve_frames, rho_frames)
             widened = sum(e["kind"] == "widen" for e in extensions)
             zoomed = sum(e["kind"] == "zoom" for e in extensions)
+            if widened >= extend_edges and zoomed >= zoom:
+                break
+            optima = grid_optima(pl.concat(frames))
             kind, new_lrs = "widen", []
             if widened < extend_edges and zoomed == 0:
-                new_lrs = edge_extension(pl.concat(frames), lrs)
+                new_lrs = edge_extension(optima, lrs)
             if not new_lrs and zoomed < zoom:
-                kind, new_lrs = "zoom", zoom_points(pl.concat(frames), lrs)
+                kind, new_lrs = "zoom", zoom_points(optima, lrs)
             if not new_lrs:
                 break
             extensions.append({"kind": kind, "added": new_lrs, "low": sum(v < lrs[0] for v in new_lrs),
@@ -302,35 +305,36 @@ def _in_grid_order(df: pl.DataFrame, clips: Sequence[float | None], keys: list[s
                       for c in clips])
 
 
-def zoom_points(table: pl.DataFrame, lrs: Sequence[float]) -> list[float]:
-    """The log-midpoints between every interior grid minimum of `table` (per clip and B) and its two
-    neighbours on the ascending grid `lrs`: the LRs that halve the spacing around the optima."""
+def grid_optima(table: pl.DataFrame) -> list[analysis.LrOptimum]:
+    """LR_opt of every (clip, B) of a trajectory table on its own LR grid (no fit, no bootstrap)."""
+    return [o for _c, _o, g in analysis.groups(analysis.prediction_summaries(table)) for o in analysis.lr_optima(g)]
+
+
+def zoom_points(optima: Sequence[analysis.LrOptimum], lrs: Sequence[float]) -> list[float]:
+    """The log-midpoints between every interior grid minimum in `optima` and its two neighbours on
+    the ascending grid `lrs`: the LRs that halve the spacing around the optima."""
     grid = list(lrs)
     added: set[float] = set()
-    for _c, _o, g in analysis.groups(analysis.prediction_summaries(table)):
-        for o in analysis.lr_optima(g):
-            if o.at_edge or not math.isfinite(o.grid_lr):
-                continue
-            i = grid.index(o.grid_lr)
-            for j in (i - 1, i + 1):
-                added.add(float(math.sqrt(grid[i] * grid[j])))
+    for o in optima:
+        if o.at_edge or not math.isfinite(o.grid_lr):
+            continue
+        i = grid.index(o.grid_lr)
+        for j in (i - 1, i + 1):
+            added.add(float(math.sqrt(grid[i] * grid[j])))
     return sorted(added - set(grid))
 
 
-def edge_extension(table: pl.DataFrame, lrs: Sequence[float], decades: float = 1.0) -> list[float]:
-    """The LRs that widen the ascending grid `lrs` by `decades` on each side where some (clip, B)
-    has its LR_opt on that edge of `table`'s grid, at the grid's own log spacing there (one decade
-    per side for a single-LR grid)."""
-    edges = {o.edge for _c, _o, g in analysis.groups(analysis.prediction_summaries(table))
-             for o in analysis.lr_optima(g)}
-    lo, hi = math.log10(lrs[0]), math.log10(lrs[-1])
+def edge_extension(optima: Sequence[analysis.LrOptimum], lrs: Sequence[float], decades: float = 1.0) -> list[float]:
+    """The LRs that widen the ascending grid `lrs` by `decades` on each side where some LR_opt in
+    `optima` sits on that edge, at the grid's own log spacing there (one step of `decades` for a
+    single-LR grid)."""
+    edges = {o.edge for o in optima}
     added: list[float] = []
-    for side, sign, end, step in (("low", -1, lo, lo - math.log10(lrs[1]) if len(lrs) > 1 else -decades),
-                                  ("high", 1, hi, math.log10(lrs[-2]) - hi if len(lrs) > 1 else -decades)):
-        if side in edges or ("only" in edges):
-            step = abs(step)
-            n = max(1, round(decades / step))
-            added += [float(10 ** (end + sign * step * k)) for k in range(1, n + 1)]
+    for side, sign, end, inner in (("low", -1, lrs[0], lrs[1:2]), ("high", 1, lrs[-1], lrs[-2:-1])):
+        if side in edges or "only" in edges:
+            step = abs(math.log10(end / inner[0])) if inner else decades
+            added += [float(10 ** (math.log10(end) + sign * step * k))
+                      for k in range(1, max(1, round(decades / step)) + 1)]
     return sorted(added)
 
 
@@ -503,7 +507,7 @@ def beta_status(m: analysis.BetaMeasurement) -> dict[str, Any]:
         for side in ("low", "high")
         for lrs in [[o.grid_lr for o in edges if o.edge == side]] if lrs)
     hint = f"; widen --lr {widen}" if widen else ""
-    if len(edges) == len(m.optima):
+    if m.all_at_edge:
         return {"beta_status": "not_predicted",
                 "beta_note": (f"β not predicted: every batch size's LR_opt is on a grid edge ({where}); the slope "
                               f"through those grid values, {m.fit.beta:.3f}, reflects the grid, not the loss{hint}")}
@@ -651,8 +655,8 @@ def _widened_words(summary: dict[str, Any]) -> str:
     if not ext:
         return ""
     req = summary["lr_grid_requested"]
-    widen = [e for e in ext if e.get("kind", "widen") == "widen"]
-    zoom = [e for e in ext if e.get("kind") == "zoom"]
+    widen = [e for e in ext if e["kind"] == "widen"]
+    zoom = [e for e in ext if e["kind"] == "zoom"]
     words = []
     if widen:
         sides = [side for side in ("low", "high") if any(e[side] for e in widen)]

@@ -289,7 +289,7 @@ def beta_words(m: an.BetaMeasurement) -> str:
         return f"**{group}**: β is not measured: fewer than two batch sizes have a finite LR_opt."
     edges = [o for o in m.optima if o.at_edge]
     edge_notes = "; ".join(f"B={o.batch_size}: {o.note}" for o in edges)
-    if len(edges) == len(m.optima):
+    if m.all_at_edge:
         return (
             f"**{group}**: ⚠ β is not measured: every batch size's minimum is on a grid edge ({edge_notes}). "
             f"A line through those grid values has slope {m.fit.beta:.2f}, which reflects the chosen grid, "

@@ -18,6 +18,7 @@ from pyphase.predict import (
     OptimizerSettings,
     edge_extension,
     format_summary,
+    grid_optima,
     zoom_points,
     parse_batches,
     parse_clips,
@@ -216,12 +217,12 @@ def test_beta_on_grid_edges_is_not_a_prediction():
 
 def test_edge_extension_adds_a_decade_at_the_grid_spacing_on_the_edge_side():
     lrs = list(np.geomspace(1e-4, 1e-1, 13))
-    low = edge_extension(_synthetic_table(lambda b: 1e-5), lrs)
+    low = edge_extension(grid_optima(_synthetic_table(lambda b: 1e-5)), lrs)
     assert low == pytest.approx([10**-5, 10**-4.75, 10**-4.5, 10**-4.25], rel=1e-12)
-    high = edge_extension(_synthetic_table(lambda b: 1.0), lrs)
+    high = edge_extension(grid_optima(_synthetic_table(lambda b: 1.0)), lrs)
     assert high == pytest.approx([10**-0.75, 10**-0.5, 10**-0.25, 1.0], rel=1e-12)
-    assert edge_extension(_synthetic_table(lambda b: 1e-3), lrs) == []
-    mixed = edge_extension(_synthetic_table(lambda b: 1e-5 if b == 32 else 1.0), lrs)
+    assert edge_extension(grid_optima(_synthetic_table(lambda b: 1e-3)), lrs) == []
+    mixed = edge_extension(grid_optima(_synthetic_table(lambda b: 1e-5 if b == 32 else 1.0)), lrs)
     assert len(mixed) == 8 and min(mixed) == pytest.approx(1e-5) and max(mixed) == pytest.approx(1.0)
 
 
@@ -264,8 +265,8 @@ def test_widened_grid_equals_one_simulation_of_the_whole_grid():
 def test_zoom_points_are_the_log_midpoints_around_each_interior_minimum():
     lrs = list(np.geomspace(1e-4, 1e-1, 13))
     table = _synthetic_table(lambda b: 1e-3 if b <= 64 else 10**-2.5)
-    assert zoom_points(table, lrs) == pytest.approx([10**-3.125, 10**-2.875, 10**-2.625, 10**-2.375], rel=1e-12)
-    assert zoom_points(_synthetic_table(lambda b: 1e-5), lrs) == []  # edge minima are widened, not zoomed
+    assert zoom_points(grid_optima(table), lrs) == pytest.approx([10**-3.125, 10**-2.875, 10**-2.625, 10**-2.375], rel=1e-12)
+    assert zoom_points(grid_optima(_synthetic_table(lambda b: 1e-5)), lrs) == []  # edge minima are widened, not zoomed
 
 
 # --------------------------------------------------------------------------- a real (small) prediction
