@@ -61,6 +61,15 @@ _lock = threading.Lock()
 # at B = 256 the tuned launches already ran ~1,280 programs; at B = 128 they ran half as many, and
 # halving the rows per program took the step from 8.46 to 8.26 ms (MLP) and 8.38 ms (LayerNorm).
 BACKWARD_PROGRAMS = 1280
+# The pack size those launch choices are made for, whatever the pack's actual size K. A choice that
+# sets how many rows one partial sum covers (MLP and LayerNorm backward spans, the embedding's
+# sequence chunks, `sum_parts`'s blocks) sets the order of the sums, hence the bits; made from K, it
+# gave a config other numbers in a pack of 3 than in a pack of 5, so a sweep spread over two GPUs
+# (packs of 2 and 3) did not reproduce the one-GPU sweep (packs of 5): at phase3a's edge-of-stability
+# learning rates the runs then differed by up to 0.5 nats, one diverging in one and not the other
+# (results/bench/README.md, session 43). Made for this fixed size, a config's numbers do not depend on
+# which configs share its pack. 5 is phase3a's and phase2_5's pack size, whose bits stay as they were.
+PARTIALS_PACK = 5
 _records: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]] | None = None
 # The pack's alive mask while `skipping_dead` is active (`alive_mask`), and all-true masks otherwise.
 _alive: Tensor | None = None
@@ -401,13 +410,14 @@ def sum_parts(part: Tensor, block: tuple[int, int] | None = None) -> Tensor:
     """(K, R, C) fp32 partial sums (contiguous) → their sum over R, (K, C) fp32, in a fixed order.
     Each program sums a block of columns, `block` = (rows, columns) at a time; by default 512
     columns for few partials, 64 for many, narrower where that leaves fewer than ~2 programs per SM,
-    and ~4,096 elements a load."""
+    and ~4,096 elements a load. The block sets the summation order (tl.sum's tree over a block's rows
+    follows its layout), so it is chosen for a pack of PARTIALS_PACK models whatever K is."""
     kk, r, c = part.shape
     if not part.is_contiguous() or part.dtype != torch.float32:
         raise ValueError(f"sum_parts: expected contiguous fp32 partial sums, got {part.dtype} strides {part.stride()}")
     if block is None:  # from benches/bench_sum_parts.py on the H100 (results/bench/bench_sum_parts_*.txt)
         bc = 512 if r <= 16 else 64
-        while bc > 16 and triton.cdiv(c, bc) * kk < 264:
+        while bc > 16 and triton.cdiv(c, bc) * PARTIALS_PACK < 264:
             bc //= 2
         block = (min(max(2, triton.next_power_of_2(r)), max(8, 4096 // bc)), bc)
     br, bc = block

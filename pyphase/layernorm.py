@@ -260,7 +260,8 @@ def _add_ln_bwd(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: 
     dh = dh.contiguous()
     kk, n, d = xn.shape
     rows, iters, warps = CONFIG["bwd"]
-    iters = max(1, min(iters, triton.cdiv(n * kk, rows * kernels.BACKWARD_PROGRAMS)))  # see kernels.BACKWARD_PROGRAMS
+    # rows per program (and so the parameter gradients' summation order): see kernels.PARTIALS_PACK
+    iters = max(1, min(iters, triton.cdiv(n * kernels.PARTIALS_PACK, rows * kernels.BACKWARD_PROGRAMS)))
     progs = triton.cdiv(n, rows * iters)
     dx = torch.empty(xn.shape, device=xn.device, dtype=g_dtype)
     store_dr = _writes_branch_grad(has_r, r_dtype, g_dtype)
@@ -487,12 +488,13 @@ if triton is not None:
                  mask=p_ok[:, None] & c_ok[None, :])
 
 
-def _embed_grid(kk: int, n: int, t: int) -> tuple[int, int, int, int]:
+def _embed_grid(n: int, t: int) -> tuple[int, int, int, int]:
     """→ (position blocks, sequence chunks, sequences per chunk, positions per program)."""
     rows, _, programs = CONFIG["embed_bwd"]
     pb = triton.cdiv(t, rows)
     nseq = n // t
-    chunks = max(1, min(nseq, programs // max(1, pb * kk)))
+    # sequences per chunk (the position embedding's summation order) for kernels.PARTIALS_PACK, not kk
+    chunks = max(1, min(nseq, programs // max(1, pb * kernels.PARTIALS_PACK)))
     per = triton.cdiv(nseq, chunks)
     return pb, triton.cdiv(nseq, per), per, rows
 
@@ -506,7 +508,7 @@ def _embed_ln_bwd(dxn: Tensor | None, dh: Tensor, x: Tensor, mean: Tensor, rstd:
     dh, idx = dh.contiguous(), idx.contiguous()
     kk, n, d = x.shape
     t = idx.shape[-1]
-    pb, chunks, per, rows = _embed_grid(kk, n, t)
+    pb, chunks, per, rows = _embed_grid(n, t)
     vp = pad_width(v)
     progs = pb * chunks
     f32 = dict(device=x.device, dtype=torch.float32)

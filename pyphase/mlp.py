@@ -382,8 +382,9 @@ def _launch(kind: str, n: int, d: int, f: int, kk: int,
         return (triton.cdiv(n, bm), kk), meta
     if CONFIG["bwd_mode"] == "dw":
         # SPAN: rows per program, a multiple of the tile, at most cfg[4], fewer (down to MIN_SPAN)
-        # where that leaves fewer than kernels.BACKWARD_PROGRAMS programs
-        spans = triton.cdiv(kernels.BACKWARD_PROGRAMS, triton.cdiv(f, bh) * kk)
+        # where that leaves fewer than kernels.BACKWARD_PROGRAMS programs in a pack of
+        # kernels.PARTIALS_PACK models (not kk: the span sets the weight gradients' summation order)
+        spans = triton.cdiv(kernels.BACKWARD_PROGRAMS, triton.cdiv(f, bh) * kernels.PARTIALS_PACK)
         most = triton.cdiv(cfg[4] if len(cfg) > 4 else 4096, bm)
         span = min(most, max(triton.cdiv(n, bm * spans), triton.cdiv(MIN_SPAN, bm))) * bm
         meta = dict(BD=bd, BM=bm, BH=bh, SPAN=span, EVEN=even and n % span == 0, HW_RCP=meta["HW_RCP"],

@@ -152,6 +152,27 @@ def test_cuda_training_repeats_bit_for_bit_and_resumes_exactly(corpus, tmp_path,
                 np.testing.assert_array_equal(a.steps[col].to_numpy(), b.steps[col].to_numpy(), err_msg=col)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA path (bf16 Triton kernels, CUDA graph) needs CUDA")
+def test_cuda_config_trains_to_the_same_bits_alone_and_in_a_pack(corpus, monkeypatch):
+    """A config's numbers do not depend on its pack's other configs: trained alone (K = 1) or in a
+    pack of 3, the same bits at every step. The backward kernels' programs aimed at are shrunk so
+    that rows-per-partial-sum choices made from K would differ at this size (they did before
+    kernels.PARTIALS_PACK; tests/test_pack_independence.py checks the kernels one by one)."""
+    from pyphase import kernels, mlp
+
+    monkeypatch.setattr(kernels, "BACKWARD_PROGRAMS", 16)
+    monkeypatch.setattr(mlp, "MIN_SPAN", 16)
+    shape = ModelShape(d_model=64, n_layer=2, n_head=2, block_size=64)
+    cs = [replace(cfg(lr=lr, clip=clip, seed=i, steps=30, b=16), model=shape)
+          for i, (lr, clip) in enumerate([(3e-3, 1.0), (1e-2, 0.1), (2e-3, None)])]
+    packed = train_pack(cs, corpus, device="cuda", progress=False)
+    assert all(o.summary["converged"] for o in packed)
+    for c, p in zip(cs, packed, strict=True):
+        alone = train_pack([c], corpus, device="cuda", progress=False)[0]
+        for col in ("train_loss", "grad_norm_before", "grad_norm_after", "clipped", "val_loss", "weight_norm"):
+            np.testing.assert_array_equal(alone.steps[col].to_numpy(), p.steps[col].to_numpy(), err_msg=f"{c.run_id} {col}")
+
+
 def _packs_together_equal_packs_alone(corpus, tmp_path, device: str, shape: ModelShape) -> None:
     """Two packs of different batch sizes (and evaluation intervals) trained by `run_together`:
     uninterrupted; interrupted and resumed from their checkpoints; resumed with one checkpoint
