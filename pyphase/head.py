@@ -211,3 +211,37 @@ def head_ce(h: Tensor, w: Tensor, targets: Tensor, use_triton: bool | None = Non
     if torch.is_autocast_enabled(dev):
         h = h.to(torch.get_autocast_dtype(dev))
     return call(_head_ce_fwd, h, w, targets)[0]
+
+
+@torch.library.custom_op("pyphase::mean_rows", mutates_args=())
+def _mean_rows(x: Tensor) -> Tensor:
+    """(K, N) fp32 → each row's mean (K,), summed in `sum_parts`'s fixed order."""
+    kk, n = x.shape
+    return sum_parts(x.contiguous().view(kk, n, 1))[:, 0] / n
+
+
+@_mean_rows.register_fake
+def _(x: Tensor) -> Tensor:
+    return x.new_empty(x.shape[0])
+
+
+def _setup_mean(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    ctx.n = inputs[0].shape[1]
+
+
+def _backward_mean(ctx, g: Tensor | None):  # type: ignore[no-untyped-def]
+    # torch's mean backward: the gradient expanded over the row, divided by its length
+    return None if g is None else (g / ctx.n)[:, None].expand(-1, ctx.n)
+
+
+register_autograd(_mean_rows, _backward_mean, _setup_mean)
+
+
+def mean_loss(rows: Tensor) -> Tensor:
+    """Per-model mean (K,) of per-row losses (K, N) fp32. On CUDA in a fixed order that does not depend
+    on K: torch's `mean(dim=1)` picks its reduction's split from the number of rows it reduces to, so
+    a model's loss came out an ulp apart alone and in a pack of 5 (results/bench/README.md, session 43;
+    the gradients never depended on it: its backward is 1/N for every row, as here). Elsewhere `mean`."""
+    if not rows.is_cuda or triton is None:
+        return rows.mean(dim=1)
+    return call(_mean_rows, rows)

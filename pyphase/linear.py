@@ -151,12 +151,51 @@ def _backward(ctx, dy: Tensor | None):  # type: ignore[no-untyped-def]
         return None, None, None
     # torch.bmm's autograd formulas (the same cuBLAS products as the unfused path)
     dh = dy.bmm(w.transpose(1, 2))
-    dw = h.transpose(1, 2).bmm(dy)
+    dw = weight_grad(h, dy)
     db = dy.sum(dim=1, dtype=torch.float32).to(dy.dtype) if ctx.b_grad else None
     return dh, dw, db
 
 
 register_autograd(_linear_bias_fwd, _backward, _setup)
+
+
+def weight_grad(h: Tensor, dy: Tensor) -> Tensor:
+    """h (K, N, i) transposed @ dy (K, N, o) → (K, i, o): a weight's gradient, a sum over the N rows.
+    cuBLAS sums a lone model's product (K = 1) in another order than any batch's: measured on the H200
+    (results/bench/cublas_batch_bits_h200_*.txt), every K >= 2 gives each model the same bits and
+    K = 1 others. On CUDA a lone model is therefore computed as a batch of two (its inputs repeated
+    through a zero batch stride, no copy) and the copy dropped: the same bits in any pack."""
+    if h.shape[0] == 1 and h.is_cuda:
+        h, dy = h.expand(2, -1, -1), dy.expand(2, -1, -1)
+        return h.transpose(1, 2).bmm(dy)[:1]
+    return h.transpose(1, 2).bmm(dy)
+
+
+class _Project(torch.autograd.Function):
+    """y @ w per model, torch.bmm's forward and input gradient, `weight_grad` for w's gradient."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, w: Tensor) -> Tensor:  # type: ignore[no-untyped-def, override]
+        ctx.save_for_backward(y, w)
+        return torch.bmm(y, w)
+
+    @staticmethod
+    def backward(ctx, dz: Tensor):  # type: ignore[no-untyped-def, override]
+        y, w = ctx.saved_tensors
+        return (dz.bmm(w.transpose(1, 2)) if ctx.needs_input_grad[0] else None,
+                weight_grad(y, dz) if ctx.needs_input_grad[1] else None)
+
+
+def project(y: Tensor, w: Tensor) -> Tensor:
+    """torch.bmm(y, w) (K, N, i) @ (K, i, o), the same bits, with a lone model's weight gradient as a
+    batch's (`weight_grad`); under autocast both operands cast as torch.bmm's autocast casts them."""
+    if not y.is_cuda or torch.compiler.is_compiling():
+        return torch.bmm(y, w)
+    if torch.is_autocast_enabled("cuda"):
+        dt = torch.get_autocast_dtype("cuda")
+        y, w = y.to(dt), w.to(dt)
+    with torch.autocast("cuda", enabled=False):
+        return _Project.apply(y, w)
 
 
 def linear_bias(h: Tensor, w: Tensor, b: Tensor, use_triton: bool | None = None) -> Tensor:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from pyphase import attention, linear
 from pyphase.attention import causal_attention
-from pyphase.head import head_ce
+from pyphase.head import head_ce, mean_loss
 from pyphase.layernorm import embed_ln_stream
 from pyphase.linear import linear_bias
 from pyphase.mlp_block import mlp_block_stream
@@ -292,7 +292,7 @@ def transformer_block_stream(x: Tensor, h: Tensor, attn_w: Tensor, attn_b: Tenso
         y = causal_attention(torch.bmm(h, attn_w), attn_b, b, t, n_head)
     # add + LayerNorm, gelu(h @ fc_w + fc_b) @ fc2_w, add + next LayerNorm: one Triton kernel
     # forward on CUDA (mlp_block.py), the unfused ops elsewhere
-    x, h, c = mlp_block_stream(x.reshape(kk, b * t, d), torch.bmm(y, proj_w), proj_b, ln2_w, ln2_b, fc_w, fc_b,
+    x, h, c = mlp_block_stream(x.reshape(kk, b * t, d), linear.project(y, proj_w), proj_b, ln2_w, ln2_b, fc_w, fc_b,
                                fc2_w, fc2_b, next_w, next_b, c)
     return x.view(kk, b, t, d), h, c
 
@@ -301,4 +301,4 @@ def head_losses(h: Tensor, head_w: Tensor, targets: Tensor) -> Tensor:
     """The final LayerNorm's output h (K, B·T, d), output head and per-model mean cross-entropy → (K,) fp32."""
     kk = h.shape[0]
     # logits h @ head_w and their cross-entropy: one Triton op on CUDA (head.py), stock bmm + CE elsewhere
-    return head_ce(h, head_w, targets.reshape(kk, -1)).mean(dim=1)
+    return mean_loss(head_ce(h, head_w, targets.reshape(kk, -1)))

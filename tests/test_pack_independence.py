@@ -78,3 +78,51 @@ CASES = ["mlp", "add_ln", "embed_ln"]
 def test_a_models_gradients_are_the_same_bits_alone_and_in_a_pack(run_interpreted) -> None:  # type: ignore[no-untyped-def]
     for case, equal in zip(CASES, run_interpreted(ALONE_AND_PACKED, CASES)):
         assert all(equal), (case, equal)  # outputs, then every input's gradient: model 0's, bit for bit
+
+
+CUDA = pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="cuBLAS and the CUDA kernels need CUDA")
+
+
+@CUDA
+@pytest.mark.parametrize("rows", [1000, 65536])
+def test_cuda_weight_gradient_of_a_lone_model_is_its_bits_in_a_batch(rows: int) -> None:
+    """cuBLAS sums K = 1's weight-gradient product in another order than a batch's; `weight_grad`
+    gives a lone model the bits it gets in packs of 2, 3 and 5 (and the input gradient's product,
+    `project`'s forward, never depended on K)."""
+    import torch
+
+    from pyphase.linear import project, weight_grad
+
+    g = torch.Generator(device="cuda").manual_seed(rows)
+    h = torch.randn(5, rows, 128, device="cuda", generator=g).bfloat16()
+    dy = torch.randn(5, rows, 384, device="cuda", generator=g).bfloat16()
+    alone = weight_grad(h[:1], dy[:1])
+    for k in (2, 3, 5):
+        assert torch.equal(alone, weight_grad(h[:k], dy[:k])[:1]), k
+    w = (torch.randn(5, 128, 128, device="cuda", generator=g) * 0.05).requires_grad_()
+    y = torch.randn(5, rows, 128, device="cuda", generator=g).bfloat16().requires_grad_()
+    dz = torch.randn(5, rows, 128, device="cuda", generator=g).bfloat16()
+    grads = []
+    for k in (1, 3):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            z = project(y[:k], w[:k])
+        assert z.dtype == torch.bfloat16 and torch.equal(z, torch.bmm(y[:k], w[:k].bfloat16()))
+        grads.append(torch.autograd.grad(z, (y, w), dz[:k]))
+    for a, b in zip(*grads):
+        assert torch.equal(a[:1], b[:1])
+
+
+@CUDA
+def test_cuda_mean_loss_is_the_same_bits_in_any_pack_with_torchs_gradient() -> None:
+    import torch
+
+    from pyphase.head import mean_loss
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    rows = (torch.rand(5, 65536, device="cuda", generator=g) * 4).requires_grad_()
+    means = [mean_loss(rows[:k]) for k in (1, 2, 3, 5)]
+    assert all(torch.equal(m[:1], means[0]) for m in means)
+    torch.testing.assert_close(means[-1], rows.mean(dim=1), rtol=1e-6, atol=0)
+    mine, = torch.autograd.grad(means[-1].sum(), rows)
+    stock, = torch.autograd.grad(rows.mean(dim=1).sum(), rows)
+    assert torch.equal(mine, stock)
