@@ -20,6 +20,8 @@ interpreter in the tests (fp32). V is padded to a power of two on chip: up to MA
 
 from __future__ import annotations
 
+import math
+
 import os
 
 import torch
@@ -215,9 +217,13 @@ def head_ce(h: Tensor, w: Tensor, targets: Tensor, use_triton: bool | None = Non
 
 @torch.library.custom_op("pyphase::mean_rows", mutates_args=())
 def _mean_rows(x: Tensor) -> Tensor:
-    """(K, N) fp32 → each row's mean (K,), summed in `sum_parts`'s fixed order."""
+    """(K, N) fp32 → each row's mean (K,), summed in `sum_parts`'s fixed order: the row as (N / C, C)
+    summed over its N / C rows for each of C columns, then those C sums (two short launches; one
+    program per model over all N was ~0.1 ms of a K = 5, B = 256 step on the H200)."""
     kk, n = x.shape
-    return sum_parts(x.contiguous().view(kk, n, 1))[:, 0] / n
+    c = math.gcd(n, 256)
+    cols = sum_parts(x.contiguous().view(kk, n // c, c))
+    return sum_parts(cols.view(kk, c, 1))[:, 0] / n
 
 
 @_mean_rows.register_fake

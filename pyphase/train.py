@@ -358,7 +358,10 @@ class PackTrainer:
             x, y = self._val_batch(a, chunk)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 total += packed_losses(self.shape, self.model._leaf, x, y) * x.shape[1]
-        return total / n, self.model.flat.norm(dim=1)
+        # the weight norm in a fixed order that does not depend on K on CUDA (torch's norm picks its
+        # reduction's split from the number of models: an ulp apart alone and in a pack)
+        flat = self.model.flat
+        return total / n, optim.grad_norm(flat) if optim.supported(flat) else flat.norm(dim=1)
 
     def _settle_evals(self) -> list[tuple[int, list[float], list[float]]]:
         """`state.evals` with the queued evaluations read back (one transfer for all of them)."""
