@@ -21,7 +21,6 @@ interpreter in the tests (fp32). V is padded to a power of two on chip: up to MA
 from __future__ import annotations
 
 import math
-
 import os
 
 import torch
