@@ -27,8 +27,11 @@ import gc
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -101,6 +104,34 @@ def _init_process_group(shard: Shard) -> bool:
         # Launched by hand with RANK/WORLD_SIZE but no rendezvous: shard without a final barrier.
         return False
     dist.init_process_group("gloo", rank=shard.rank, world_size=shard.world, timeout=BARRIER_TIMEOUT)
+    return True
+
+
+# How often a torchrun worker looks whether its launcher is still there (`stop_with_launcher`).
+LAUNCHER_WATCH_S = 0.5
+
+
+def stop_with_launcher(shard: Shard) -> bool:
+    """Under torchrun, end this worker when its launcher dies; True if a watch was started.
+
+    torchrun starts every worker in a session of its own, so a SIGKILL sent to torchrun or to its
+    process group (`kill -9`, a scheduler's hard kill, the OOM killer) leaves the workers training.
+    On the two-H200 host they finished the sweep while the rerun meant to resume it trained the same
+    runs beside them (results/bench/README.md, session 43). A daemon thread notes the parent process
+    and, once the worker has been handed to another parent, sends this process SIGTERM: it stops as
+    a kill stops it (every file written atomically), and the rerun resumes from the checkpoints."""
+    if shard.world == 1 or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return False
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(LAUNCHER_WATCH_S)
+        print(f"pyphase: rank {shard.rank}: torchrun (pid {parent}) is gone; stopping (the rerun resumes "
+              "from the checkpoints)", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="pyphase-launcher-watch", daemon=True).start()
     return True
 
 
@@ -331,6 +362,7 @@ def run_experiment(
     _pack([], packs_max)  # validate --max-pack before any work
     side_by_side([], 1 if packs_together is None else packs_together)  # and --packs-together
     shard = shard_from_env()
+    stop_with_launcher(shard)
     dev = resolve_device(device, shard.local_rank)
     from tqdm.auto import tqdm
 

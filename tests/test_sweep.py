@@ -396,6 +396,87 @@ def test_sigkilled_sweep_resumes_without_losing_or_doubling_rows(reference, tmp_
     assert_same_results(reference, out, ignore=("pack_size",))
 
 
+LONG = """\
+name = "long"
+[model]
+d_model = 32
+n_layer = 2
+n_head = 2
+block_size = 32
+[train]
+steps = 4000
+eval_interval = 2000
+eval_windows = 2
+checkpoint_every = 10
+[grid]
+batch_size = 4
+lr = [1e-3, 3e-3]
+gradient_clip = [1.0]
+"""
+
+
+def _live_procs(marker: str, parent: int | None = None) -> list[int]:
+    """Processes (not zombies) whose command line holds marker, and whose parent is `parent` if given
+    (Linux /proc)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if state != "Z" and marker in cmd and (parent is None or int(ppid) == parent):
+            found.append(int(d.name))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from Linux's /proc")
+def test_torchrun_workers_stop_when_torchrun_is_sigkilled(tmp_path):
+    """torchrun starts its workers in sessions of their own, so SIGKILL to torchrun alone used to leave
+    them training (on the two-H200 host they finished the sweep beside the rerun meant to resume it).
+    Each worker now watches its launcher (`sweep.stop_with_launcher`): killed mid-sweep, torchrun's
+    workers stop within seconds, long before their 4,000 steps end, leaving their checkpoints."""
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not on PATH")
+    exp, out = tmp_path / "long.toml", tmp_path / "runs"
+    exp.write_text(LONG)
+    proc = subprocess.Popen([torchrun, "--nproc-per-node", "2", "-m", "pyphase", "train", str(exp), "--device", "cpu",
+                             "--out", str(out), "--no-progress"], env=SUBPROCESS_ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list((out / "long").glob(f"{PACKS_DIR}/*.ckpt"))) < 2:  # both ranks are training
+            assert proc.poll() is None, f"torchrun ended early: {proc.stderr.read()!r}"
+            assert time.monotonic() < deadline, "no checkpoints appeared in time"
+            time.sleep(0.05)
+        workers = _live_procs(str(out), parent=proc.pid)
+        assert len(workers) == 2, workers
+        proc.send_signal(signal.SIGKILL)  # torchrun only: its workers are in other sessions
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while not all(_gone(w) for w in workers):
+            assert time.monotonic() < deadline, "the workers went on training without their launcher"
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for w in _live_procs(str(out)):  # whatever is left of the sweep
+            os.kill(w, signal.SIGKILL)
+    assert not finished_ids(out, "long")  # stopped mid-run: the checkpoints are what a rerun resumes from
+    assert list((out / "long").glob(f"{PACKS_DIR}/*.ckpt"))
+
+
 # --------------------------------------------------------------------------- divergence
 DIVERGING = """\
 name = "div"
