@@ -164,7 +164,9 @@ def weight_grad(h: Tensor, dy: Tensor) -> Tensor:
     cuBLAS sums a lone model's product (K = 1) in another order than any batch's: measured on the H200
     (results/bench/cublas_batch_bits_h200_*.txt), every K >= 2 gives each model the same bits and
     K = 1 others. On CUDA a lone model is therefore computed as a batch of two (its inputs repeated
-    through a zero batch stride, no copy) and the copy dropped: the same bits in any pack."""
+    through a zero batch stride) and the second product dropped: the same bits in any pack, at ~3x
+    that product's time (95 against 26-30 us at N = 65,536; a K = 1, B = 256 step 3.28 instead of
+    2.79 ms, results/bench/profile_k1_b256_*_h200_76d7fbb.txt)."""
     if h.shape[0] == 1 and h.is_cuda:
         h, dy = h.expand(2, -1, -1), dy.expand(2, -1, -1)
         return h.transpose(1, 2).bmm(dy)[:1]
