@@ -167,10 +167,10 @@ def weight_grad(h: Tensor, dy: Tensor) -> Tensor:
     through a zero batch stride) and the second product dropped: the same bits in any pack, at ~3x
     that product's time (95 against 26-30 us at N = 65,536; a K = 1, B = 256 step 3.28 instead of
     2.79 ms, results/bench/profile_k1_b256_*_h200_76d7fbb.txt)."""
-    if h.shape[0] == 1 and h.is_cuda:
+    kk = h.shape[0]
+    if kk == 1 and h.is_cuda:
         h, dy = h.expand(2, -1, -1), dy.expand(2, -1, -1)
-        return h.transpose(1, 2).bmm(dy)[:1]
-    return h.transpose(1, 2).bmm(dy)
+    return h.transpose(1, 2).bmm(dy)[:kk]
 
 
 class _Project(torch.autograd.Function):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+import torch
 
 from conftest import OLD_TRITON_INTERPRETER
 
@@ -80,7 +81,7 @@ def test_a_models_gradients_are_the_same_bits_alone_and_in_a_pack(run_interprete
         assert all(equal), (case, equal)  # outputs, then every input's gradient: model 0's, bit for bit
 
 
-CUDA = pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="cuBLAS and the CUDA kernels need CUDA")
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="cuBLAS and the CUDA kernels need CUDA")
 
 
 @CUDA
@@ -89,8 +90,6 @@ def test_cuda_weight_gradient_of_a_lone_model_is_its_bits_in_a_batch(rows: int) 
     """cuBLAS sums K = 1's weight-gradient product in another order than a batch's; `weight_grad`
     gives a lone model the bits it gets in packs of 2, 3 and 5 (and the input gradient's product,
     `project`'s forward, never depended on K)."""
-    import torch
-
     from pyphase.linear import project, weight_grad
 
     g = torch.Generator(device="cuda").manual_seed(rows)
@@ -114,8 +113,6 @@ def test_cuda_weight_gradient_of_a_lone_model_is_its_bits_in_a_batch(rows: int) 
 
 @CUDA
 def test_cuda_mean_loss_is_the_same_bits_in_any_pack_with_torchs_gradient() -> None:
-    import torch
-
     from pyphase.head import mean_loss
 
     g = torch.Generator(device="cuda").manual_seed(0)

@@ -415,29 +415,34 @@ gradient_clip = [1.0]
 """
 
 
+def _state_and_parent(pid: int | str) -> tuple[str, int] | None:
+    """A process's state letter and parent pid from Linux's /proc; None once it is gone."""
+    try:
+        state, ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except OSError:
+        return None
+    return state, int(ppid)
+
+
 def _live_procs(marker: str, parent: int | None = None) -> list[int]:
-    """Processes (not zombies) whose command line holds marker, and whose parent is `parent` if given
-    (Linux /proc)."""
+    """Processes (not zombies) whose command line holds marker, and whose parent is `parent` if given."""
     found = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
-            stat = (d / "stat").read_text()
             cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if state != "Z" and marker in cmd and (parent is None or int(ppid) == parent):
+        sp = _state_and_parent(d.name)
+        if sp is not None and sp[0] != "Z" and marker in cmd and (parent is None or sp[1] == parent):
             found.append(int(d.name))
     return found
 
 
 def _gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+    sp = _state_and_parent(pid)
+    return sp is None or sp[0] == "Z"
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from Linux's /proc")
