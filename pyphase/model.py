@@ -289,7 +289,7 @@ def transformer_block_stream(x: Tensor, h: Tensor, attn_w: Tensor, attn_b: Tenso
         y = causal_attention(linear_bias(h, attn_w, bias.detach()), bias, b, t, n_head, bias_in_qkv=True)
     else:
         # The projection's bias is added inside the attention (as it reads q, k, v), see attention.py.
-        y = causal_attention(torch.bmm(h, attn_w), attn_b, b, t, n_head)
+        y = causal_attention(linear.project(h, attn_w), attn_b, b, t, n_head)
     # add + LayerNorm, gelu(h @ fc_w + fc_b) @ fc2_w, add + next LayerNorm: one Triton kernel
     # forward on CUDA (mlp_block.py), the unfused ops elsewhere
     x, h, c = mlp_block_stream(x.reshape(kk, b * t, d), linear.project(y, proj_w), proj_b, ln2_w, ln2_b, fc_w, fc_b,

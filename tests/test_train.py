@@ -153,13 +153,16 @@ def test_cuda_training_repeats_bit_for_bit_and_resumes_exactly(corpus, tmp_path,
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA path (bf16 Triton kernels, CUDA graph) needs CUDA")
-def test_cuda_config_trains_to_the_same_bits_alone_and_in_a_pack(corpus, monkeypatch):
+@pytest.mark.parametrize("linear_mode", ["", "torch"])
+def test_cuda_config_trains_to_the_same_bits_alone_and_in_a_pack(corpus, monkeypatch, linear_mode):
     """A config's numbers do not depend on its pack's other configs: trained alone (K = 1) or in a
     pack of 3, the same bits at every step. The backward kernels' programs aimed at are shrunk so
     that rows-per-partial-sum choices made from K would differ at this size (they did before
-    kernels.PARTIALS_PACK; tests/test_pack_independence.py checks the kernels one by one)."""
+    kernels.PARTIALS_PACK; tests/test_pack_independence.py checks the kernels one by one). Also with
+    PYPHASE_LINEAR=torch, where the QKV projection is a plain product (`linear.project`)."""
     from pyphase import kernels, mlp
 
+    monkeypatch.setenv("PYPHASE_LINEAR", linear_mode)
     monkeypatch.setattr(kernels, "BACKWARD_PROGRAMS", 16)
     monkeypatch.setattr(mlp, "MIN_SPAN", 16)
     shape = ModelShape(d_model=64, n_layer=2, n_head=2, block_size=64)
