@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyphase.kernels import alive_mask, backward_op, call, launch, pad_width, register_autograd, sum_parts
+from pyphase.kernels import (alive_mask, autocast_operands, backward_op, call, launch, pad_width, register_autograd,
+                             sum_parts)
 
 try:
     import triton
@@ -208,9 +209,7 @@ def head_ce(h: Tensor, w: Tensor, targets: Tensor, use_triton: bool | None = Non
         return head_ce_reference(h, w, targets)
     if w.shape[-1] > MAX_VOCAB:
         raise ValueError(f"head_ce kernels need V <= {MAX_VOCAB}, got V {w.shape[-1]}")
-    dev = h.device.type
-    if torch.is_autocast_enabled(dev):
-        h = h.to(torch.get_autocast_dtype(dev))
+    (h,) = autocast_operands(h.device.type, h)
     return call(_head_ce_fwd, h, w, targets)[0]
 
 

@@ -400,6 +400,15 @@ def unmasked(whole: bool) -> bool:
     return whole and os.environ.get("PYPHASE_MASKS", "").lower() != "all"
 
 
+def autocast_operands(dev: str, *ts: Tensor) -> tuple[Tensor, ...]:
+    """The operands cast to the autocast dtype where autocast is on for device type dev (as torch.bmm's
+    autocast casts them), else as they are."""
+    if not torch.is_autocast_enabled(dev):
+        return ts
+    dt = torch.get_autocast_dtype(dev)
+    return tuple(t.to(dt) for t in ts)
+
+
 def pad_width(n: int) -> int:
     """The on-chip width for n columns (d, V, a hidden width): the next power of two, at least 16
     (tl.dot's smallest operand)."""

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from pyphase import kernels
-from pyphase.kernels import call, launch, pad_width, register_autograd
+from pyphase.kernels import autocast_operands, call, launch, pad_width, register_autograd
 
 try:
     import triton
@@ -193,9 +193,7 @@ def project(y: Tensor, w: Tensor) -> Tensor:
     batch's (`weight_grad`); under autocast both operands cast as torch.bmm's autocast casts them."""
     if not y.is_cuda or torch.compiler.is_compiling():
         return torch.bmm(y, w)
-    if torch.is_autocast_enabled("cuda"):
-        dt = torch.get_autocast_dtype("cuda")
-        y, w = y.to(dt), w.to(dt)
+    y, w = autocast_operands("cuda", y, w)
     with torch.autocast("cuda", enabled=False):
         return _Project.apply(y, w)
 
@@ -206,8 +204,5 @@ def linear_bias(h: Tensor, w: Tensor, b: Tensor, use_triton: bool | None = None)
     where `supported` (or when `use_triton` forces it), else `linear_bias_reference`."""
     if not (use_triton if use_triton is not None else supported(h, w)):
         return linear_bias_reference(h, w, b)
-    dev = h.device.type
-    if torch.is_autocast_enabled(dev):
-        dt = torch.get_autocast_dtype(dev)
-        h, w = h.to(dt), w.to(dt)
+    h, w = autocast_operands(h.device.type, h, w)
     return call(_linear_bias_fwd, h, w, b.to(w.dtype))

@@ -49,7 +49,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pyphase import kernels
-from pyphase.kernels import alive_mask, backward_op, call, launch, pad_width, register_autograd, sum_parts
+from pyphase.kernels import (alive_mask, autocast_operands, backward_op, call, launch, pad_width, register_autograd,
+                             sum_parts)
 
 try:
     import triton
@@ -502,9 +503,7 @@ def gelu_mlp(h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, use_triton: bool | N
     """gelu(h @ w1 + b1) @ w2 for K models: h (K, N, d), w1 (K, d, f), b1 (K, f), w2 (K, f, d).
     Under autocast the operands are cast to its dtype, as torch.bmm would. Triton kernels where
     `supported` or when `use_triton` forces them, else the stock path."""
-    if torch.is_autocast_enabled(h.device.type):
-        dt = torch.get_autocast_dtype(h.device.type)
-        h, w1, b1, w2 = h.to(dt), w1.to(dt), b1.to(dt), w2.to(dt)
+    h, w1, b1, w2 = autocast_operands(h.device.type, h, w1, b1, w2)
     if use_triton if use_triton is not None else supported(h, w1):
         return call(_mlp_fwd, h, w1, b1.to(h.dtype), w2)[0]
     return gelu_mlp_reference(h, w1, b1, w2)
