@@ -208,20 +208,24 @@ RESIDUAL_MODES = ("", "fp32", "bf16", "bf16grad")
 
 def residual_mode(device_type: str, compiled: bool | None = None) -> str:
     """The residual stream's numerics under autocast on `device_type`: PYPHASE_RESIDUAL when set,
-    else "bf16grad" on CUDA without torch.compile (where its carriers exist) and "fp32" elsewhere.
-    `compiled` None: whether torch.compile is tracing now.
+    else "bf16" on CUDA without torch.compile and "fp32" elsewhere. `compiled` None: whether
+    torch.compile is tracing now.
 
-    Why bf16grad is the default on CUDA since session 16: the stream's forward bits are fp32's, only
-    its gradient is rounded to bf16; the step is 4% faster on the H100 and, over three seeds of
-    phase3a (30 runs), the final losses differ from fp32's by about the seeds' own spread, in no
-    direction (results/bench/bf16grad_vs_fp32_3seeds.txt). PYPHASE_RESIDUAL=fp32 gives the earlier
-    default's bits (every result committed before session 16)."""
+    Why the bf16 stream is the default on CUDA since session 45: the stream and its gradient in the
+    autocast dtype halve the LayerNorm kernels' traffic; the K = 5, B = 256 step took 11.04 against
+    11.53 ms (-4.2%) on an H200, and over four seeds of phase3a (40 runs against the same 40 with
+    the earlier default) the final validation losses differ by a median of -0.007 nats, median
+    |difference| 0.048, Wilcoxon signed-rank p = 0.55, 2 runs diverged in each
+    (results/bench/bf16_stream_vs_bf16grad_4seeds_h200_b68557b.txt). Earlier defaults, for their bits:
+    PYPHASE_RESIDUAL=bf16grad (the stream in fp32, its gradient in bf16: sessions 16-44, 4% faster
+    than fp32 on the H100, results/bench/bf16grad_vs_fp32_3seeds.txt) and =fp32 (every result
+    committed before session 16)."""
     env = os.environ.get("PYPHASE_RESIDUAL", "").lower()
     if env:
         return env
     if compiled is None:
         compiled = torch.compiler.is_compiling()
-    return "bf16grad" if device_type == "cuda" and not compiled else "fp32"
+    return "bf16" if device_type == "cuda" and not compiled else "fp32"
 
 # One block's parameters used by `transformer_block`, in `Shape.param_shapes` order (names under
 # "h{i}."); its first LayerNorm (ln1_w, ln1_b) is applied by the block before it (or `embed_ln`).
@@ -239,12 +243,12 @@ def packed_losses(shape: Shape, w: dict[str, Tensor], idx: Tensor, targets: Tens
     block, head = block or transformer_block, head or head_losses
     kk, b, t = idx.shape
     d = shape.d_model
-    # `residual_mode`. "bf16grad" (the default on CUDA uncompiled): the stream in fp32 (the forward
-    # pass's bits as with "fp32"), only its gradient in the autocast dtype, through carriers
-    # (kernels.call_stream); where a kernel is not used, the gradient goes back to fp32
-    # (kernels.rejoin). Not with a compiled `block` (PYPHASE_COMPILE=regional/blocks), which takes no
-    # carrier. Opt-in "bf16": the residual stream (and its gradient) in the autocast dtype instead of
-    # fp32, half the LayerNorm kernels' traffic; changes numerics (benches/profile_step.py measures it).
+    # `residual_mode`. "bf16" (the default on CUDA uncompiled): the residual stream and its gradient
+    # in the autocast dtype instead of fp32, half the LayerNorm kernels' traffic. "bf16grad": the
+    # stream in fp32 (the forward pass's bits as with "fp32"), only its gradient in the autocast
+    # dtype, through carriers (kernels.call_stream); where a kernel is not used, the gradient goes
+    # back to fp32 (kernels.rejoin). Not with a compiled `block` (PYPHASE_COMPILE=regional/blocks),
+    # which takes no carrier. benches/profile_step.py measures the modes' steps.
     mode = residual_mode(idx.device.type) if torch.is_autocast_enabled(idx.device.type) else "fp32"
     low = torch.get_autocast_dtype(idx.device.type) if mode in ("bf16", "bf16grad") else None
     # the embedding and the first LayerNorm: one kernel on CUDA (layernorm.py)

@@ -141,7 +141,7 @@ class PackTrainer:
         residual = os.environ.get("PYPHASE_RESIDUAL", "")
         if residual.lower() not in RESIDUAL_MODES:
             raise PyphaseError(f"PYPHASE_RESIDUAL={residual!r}: expected one of {', '.join(RESIDUAL_MODES[1:])} "
-                               "(or unset: bf16grad on CUDA without torch.compile, else fp32)")
+                               "(or unset: bf16 on CUDA without torch.compile, else fp32)")
         self.use_graph = cuda if cuda_graph is None else (cuda_graph and cuda)
         # Default on CUDA: nothing compiled (PYPHASE_COMPILE unset or "none"), see `compile_mode`.
         mode = compile_mode()

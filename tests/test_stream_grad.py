@@ -106,14 +106,15 @@ def test_cuda_bf16grad_keeps_the_forward_bits_and_rounds_only_the_stream_gradien
     idx = torch.randint(0, 65, (2, 16, 256), generator=g, device="cuda")
     tgt = torch.randint(0, 65, (2, 16, 256), generator=g, device="cuda")
     res = {}
-    for mode in ("fp32", "bf16grad", ""):
+    for mode in ("fp32", "bf16grad", "bf16", ""):
         monkeypatch.setenv("PYPHASE_RESIDUAL", mode)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = model.losses(idx, tgt)
         res[mode] = (loss.detach(), torch.autograd.grad(loss.sum(), model.leaves))
     (l32, g32), (l16, g16) = res["fp32"], res["bf16grad"]
-    # unset is bf16grad on CUDA (model.residual_mode), bit for bit
-    assert torch.equal(res[""][0], l16) and all(torch.equal(a, b) for a, b in zip(res[""][1], g16))
+    # unset is the bf16 stream on CUDA (model.residual_mode), bit for bit
+    assert torch.equal(res[""][0], res["bf16"][0]) and all(torch.equal(a, b) for a, b in zip(res[""][1], res["bf16"][1]))
+    assert not torch.equal(res["bf16"][0], l32)  # the bf16 stream rounds the forward pass too
     assert torch.equal(l32, l16)
     rel = {n: ((a - b).abs().max() / b.abs().max()).item() for n, a, b in zip(model.names, g16, g32)}
     assert max(rel.values()) < 2e-2, rel
