@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -384,12 +385,22 @@ class PackTrainer:
             "state": {k: v.detach().to("cpu", copy=True) for k, v in self.state.tensors().items()},
             "evals": list(self._settle_evals()),
             "wall": self.wall,
+            "numerics": numerics(self.amp, self.residual),
         }
 
     def load(self, path: Path) -> bool:
-        """Restore from a checkpoint of the same pack; False (and no change) if it is another pack's."""
+        """Restore from a checkpoint of the same pack; False (and no change) if it is another pack's,
+        or if it was trained with other numerics (`numerics`: another precision, switch or default,
+        e.g. written before an upgrade changed the residual stream's default; or not recorded, as
+        before session 45): a run continued that way would mix two numerics under one summary's
+        label, so the pack trains from step 0 instead, and says so on stderr."""
         blob = torch.load(path, map_location="cpu", weights_only=False)
         if blob["run_ids"] != [c.run_id for c in self.configs]:
+            return False
+        want = numerics(self.amp, self.residual)
+        if blob.get("numerics") != want:
+            print(f"pyphase: {path} was trained with numerics {blob.get('numerics') or '(not recorded)'!r}, this run's "
+                  f"are {want!r}: training its pack from step 0", file=sys.stderr, flush=True)
             return False
         with torch.no_grad():
             self.model.flat.copy_(blob["flat"])

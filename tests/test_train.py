@@ -127,6 +127,35 @@ def test_resume_from_checkpoint_equals_uninterrupted(corpus, tmp_path):
             assert a.summary[k] == b.summary[k]
 
 
+def test_checkpoint_of_other_numerics_restarts_the_pack_instead_of_mixing_them(corpus, tmp_path, capsys):
+    """A checkpoint written with other numerics (here fp32, resumed under bf16 autocast; in practice
+    a changed default or switch between interruption and rerun) is not continued: the pack trains
+    from step 0 and equals an uninterrupted run with the new numerics, and stderr says why. A
+    checkpoint without the record (written before it existed) is treated the same way."""
+    cs = [cfg(lr=2e-3, seed=0, steps=20), cfg(lr=5e-3, clip=0.2, seed=1, steps=20)]
+    fresh = train_pack(cs, corpus, progress=False, precision="bf16")
+    ck = tmp_path / "pack.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train_pack(cs, corpus, checkpoint=ck, checkpoint_every=5, progress=False, stop_after=13)
+    assert torch.load(ck, weights_only=False)["numerics"] == "fp32"
+    capsys.readouterr()
+    resumed = train_pack(cs, corpus, checkpoint=ck, checkpoint_every=5, progress=False, precision="bf16")
+    assert "trained with numerics 'fp32', this run's are 'bf16 autocast': training its pack from step 0" in capsys.readouterr().err
+    for a, b in zip(fresh, resumed):
+        np.testing.assert_array_equal(a.steps["train_loss"].to_numpy(), b.steps["train_loss"].to_numpy())
+        assert b.summary["numerics"] == "bf16 autocast" and a.summary["final_val_loss"] == b.summary["final_val_loss"]
+    # the same numerics resume (test_resume_from_checkpoint_equals_uninterrupted); an unrecorded one restarts
+    with pytest.raises(KeyboardInterrupt):
+        train_pack(cs, corpus, checkpoint=ck, checkpoint_every=5, progress=False, stop_after=13)
+    blob = torch.load(ck, weights_only=False)
+    del blob["numerics"]
+    torch.save(blob, ck)
+    capsys.readouterr()
+    again = train_pack(cs, corpus, checkpoint=ck, checkpoint_every=5, progress=False)
+    assert "(not recorded)" in capsys.readouterr().err
+    assert again[0].summary["numerics"] == "fp32"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA path (bf16 Triton kernels, CUDA graph) needs CUDA")
 @pytest.mark.parametrize("residual", ["", "fp32", "bf16grad"])
 def test_cuda_training_repeats_bit_for_bit_and_resumes_exactly(corpus, tmp_path, monkeypatch, residual):
