@@ -83,7 +83,7 @@ res = []
 
 def group(name):
     n = name.lower()
-    for key, pat in (("fused_mlp", r"_mlp_"), ("head_ce", r"_head_"), ("attention", r"flash|fmha|sdpa|attention|attn|dot_do_o|convert_dq"), ("matmul", r"nvjet|gemm|cutlass|sm90_xmma|bmm|mm_|linear_bias"),
+    for key, pat in (("fused_mlp", r"_mlp_"), ("head_ce", r"_head_"), ("attention", r"flash|fmha|sdpa|attention|attn|dot_do_o|convert_dq"), ("matmul", r"nvjet|gemm|cutlass|sm90_xmma|bmm|mm_|linear_bias|wgrad"),
                      ("layernorm", r"layer_norm|add_ln"), ("gelu", r"gelu"), ("cross_entropy", r"log_softmax|nll|softmax"),
                      ("embedding", r"embedding|embed_ln_bwd|index_put|scatter|sort|indexing|index_select|gather")):
         if re.search(pat, n):

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from pyphase import kernels
-from pyphase.kernels import autocast_operands, call, launch, pad_width, register_autograd
+from pyphase.kernels import alive_mask, autocast_operands, call, launch, pad_width, register_autograd, sum_parts
 
 try:
     import triton
@@ -47,7 +47,10 @@ except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
 # 3d = 384 (results/bench/gemm_sweep_h100_*.txt): 0.134 / 0.070 ms against 0.124 / 0.065 ms for
 # cuBLAS's bmm without the bias; 0.146-0.222 ms for six other persistent launches, 0.142-0.203 ms for
 # one program per row tile looping over the columns, 0.162-0.175 ms for one program per tile.
-CONFIG: dict[str, tuple[int, int, int, int, int]] = {"fwd": (128, 128, 8, 3, 2)}
+CONFIG: dict[str, tuple[int, int, int, int, int]] = {"fwd": (128, 128, 8, 3, 2), "wgrad": (64, 128, 8, 3, 264)}
+# "wgrad": (rows per loop step, output columns per program, warps, pipeline stages, programs aimed at
+# in a pack of kernels.PARTIALS_PACK models) of `weight_grad`'s kernel (session 45, first guess; see
+# there).
 
 
 def supported(h: Tensor, w: Tensor) -> bool:
@@ -100,6 +103,34 @@ if triton is not None:
             y = (tl.dot(h, w).to(dt).to(tl.float32)
                  + tl.load(B + k * F + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :])
             tl.store(Y + (k * N + rows)[:, None] * F + cols[None, :], y.to(dt), mask=r_ok[:, None] & c_ok[None, :])
+
+
+if triton is not None:
+
+    @triton.jit
+    def _wgrad_kernel(ALIVE, H, DY, PART, N, I, O, SPAN, SPANS, BI: tl.constexpr, BN: tl.constexpr,
+                      BO: tl.constexpr, STAGES: tl.constexpr):
+        # One program per (span of rows, column tile of the output, model): the span's share of
+        # h^T @ dy, (I, BO) in fp32, written as one partial sum; `sum_parts` adds the spans up.
+        s = tl.program_id(0)
+        j = tl.program_id(1)
+        k = tl.program_id(2).to(tl.int64)
+        if tl.load(ALIVE + k) == 0:  # a frozen model (kernels.skipping_dead)
+            return
+        inner = tl.arange(0, BI)
+        cols = j * BO + tl.arange(0, BO)
+        i_ok = inner < I
+        c_ok = cols < O
+        acc = tl.zeros((BI, BO), tl.float32)
+        first = s * SPAN
+        for r in tl.range(0, SPAN, BN, num_stages=STAGES):
+            rows = first + r + tl.arange(0, BN)
+            r_ok = rows < N
+            h = tl.load(H + (k * N + rows)[:, None] * I + inner[None, :], mask=r_ok[:, None] & i_ok[None, :], other=0.0)
+            dy = tl.load(DY + (k * N + rows)[:, None] * O + cols[None, :], mask=r_ok[:, None] & c_ok[None, :], other=0.0)
+            acc = tl.dot(tl.trans(h), dy, acc)
+        tl.store(PART + ((k * SPANS + s) * I + inner)[:, None] * O + cols[None, :], acc,
+                 mask=i_ok[:, None] & c_ok[None, :])
 
 
 def _check(h: Tensor, w: Tensor, b: Tensor) -> tuple[int, int, int, int]:
@@ -159,18 +190,48 @@ def _backward(ctx, dy: Tensor | None):  # type: ignore[no-untyped-def]
 register_autograd(_linear_bias_fwd, _backward, _setup)
 
 
-def weight_grad(h: Tensor, dy: Tensor) -> Tensor:
-    """h (K, N, i) transposed @ dy (K, N, o) → (K, i, o): a weight's gradient, a sum over the N rows.
-    cuBLAS sums a lone model's product (K = 1) in another order than any batch's: measured on the H200
-    (results/bench/cublas_batch_bits_h200_*.txt), every K >= 2 gives each model the same bits and
-    K = 1 others. On CUDA a lone model is therefore computed as a batch of two (its inputs repeated
-    through a zero batch stride) and the second product dropped: the same bits in any pack, at ~3x
-    that product's time (95 against 26-30 us at N = 65,536; a K = 1, B = 256 step 3.28 instead of
-    2.79 ms, results/bench/profile_k1_b256_*_h200_76d7fbb.txt)."""
-    kk = h.shape[0]
-    if kk == 1 and h.is_cuda:
-        h, dy = h.expand(2, -1, -1), dy.expand(2, -1, -1)
-    return h.transpose(1, 2).bmm(dy)[:kk]
+def wgrad_supported(h: Tensor, dy: Tensor) -> bool:
+    """Whether `weight_grad` runs its Triton kernel: CUDA tensors in a 16-bit dtype, the inner width at
+    most 128 (padded: one tile), not while torch.compile traces, unless PYPHASE_WGRAD=cublas."""
+    return (triton is not None and h.is_cuda and not torch.compiler.is_compiling()
+            and os.environ.get("PYPHASE_WGRAD", "").lower() != "cublas"
+            and h.dtype in (torch.bfloat16, torch.float16) and dy.dtype == h.dtype and pad_width(h.shape[-1]) <= 128)
+
+
+def weight_grad(h: Tensor, dy: Tensor, use_triton: bool | None = None) -> Tensor:
+    """h (K, N, i) transposed @ dy (K, N, o) → (K, i, o) in h's dtype: a weight's gradient, a sum over
+    the N rows, accumulated in fp32 and rounded once (as cuBLAS's product is).
+
+    Where `wgrad_supported` (or `use_triton` forces it), one Triton kernel: each program sums one span
+    of rows for one column tile of one model, and `kernels.sum_parts` adds the spans up in a fixed
+    order. The spans are chosen for a pack of kernels.PARTIALS_PACK models and the row count, never
+    from K or the device, so a model gets the same bits alone and in any pack (cuBLAS sums a lone
+    model's product, K = 1, in another order than a batch's: results/bench/cublas_batch_bits_h200_*.txt;
+    it was run as a batch of two for that, at ~3x the product's time, 95 against 26-30 us at
+    N = 65,536, a K = 1, B = 256 step 3.28 instead of 2.79 ms, results/bench/profile_k1_b256_*_h200_76d7fbb.txt).
+    PYPHASE_WGRAD=cublas gives sessions 43-44's cuBLAS products (other bits); so does the CPU."""
+    if not (use_triton if use_triton is not None else wgrad_supported(h, dy)):
+        kk = h.shape[0]
+        if kk == 1 and h.is_cuda:
+            h, dy = h.expand(2, -1, -1), dy.expand(2, -1, -1)
+        return h.transpose(1, 2).bmm(dy)[:kk]
+    h, dy = h.contiguous(), dy.contiguous()
+    kk, n, i = h.shape
+    o = dy.shape[-1]
+    if dy.shape[:2] != (kk, n):
+        raise ValueError(f"weight_grad shapes do not match: h {tuple(h.shape)}, dy {tuple(dy.shape)}")
+    bn, bo, warps, stages, target = CONFIG["wgrad"]
+    bo = min(bo, pad_width(o))
+    tiles = triton.cdiv(o, bo)
+    steps = triton.cdiv(n, bn)
+    # rows per span (the summation order): for PARTIALS_PACK models, not kk
+    spans = max(1, min(steps, triton.cdiv(target, tiles * kernels.PARTIALS_PACK)))
+    span = triton.cdiv(steps, spans) * bn
+    spans = triton.cdiv(n, span)
+    part = torch.empty(kk, spans, i * o, device=h.device, dtype=torch.float32)
+    launch(_wgrad_kernel, (spans, tiles, kk))(alive_mask(kk, h.device), h, dy, part, n, i, o, span, spans,
+                                              pad_width(i), bn, bo, stages, num_warps=warps)
+    return sum_parts(part).view(kk, i, o).to(h.dtype)
 
 
 class _Project(torch.autograd.Function):

@@ -135,7 +135,7 @@ def _small_pack():  # type: ignore[no-untyped-def]
     jits = [mlp_block._mlp_block_fwd_kernel, mlp._mlp_bwd_dw_kernel, attention._attn_fwd_kernel,
             attention._attn_bwd_dq_kernel, layernorm._add_ln_bwd_kernel, head._head_fwd_kernel, head._head_bwd_kernel,
             layernorm._embed_ln_fwd_kernel, layernorm._embed_ln_bwd_kernel, kernels._sum_parts_kernel,
-            optim._sumsq_kernel, optim._adamw_kernel, linear._linear_bias_kernel]
+            optim._sumsq_kernel, optim._adamw_kernel, linear._linear_bias_kernel, linear._wgrad_kernel]
     if mlp_block.CONFIG["fuse"] != (1, 1):
         jits.append(layernorm._add_ln_fwd_kernel)
     return cfgs, jits

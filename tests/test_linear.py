@@ -136,3 +136,74 @@ def test_cuda_fp32_takes_the_stock_path_and_autocast_the_kernel() -> None:
         y = linear_bias(h, w, b)
         ref = linear_bias_reference(h.bfloat16(), w, b)
     assert y.dtype == torch.bfloat16 and torch.equal(y, ref)
+
+
+WGRAD = textwrap.dedent(
+    """
+    import json, sys, torch
+    from pyphase import linear
+    from pyphase.linear import weight_grad
+    out = []
+    for k, n, i, o, cfg in json.loads(sys.argv[1]):
+        linear.CONFIG["wgrad"] = tuple(cfg)
+        g = torch.Generator().manual_seed(n + o)
+        h = torch.randn(k, n, i, generator=g)
+        dy = torch.randn(k, n, o, generator=g)
+        got = weight_grad(h, dy, use_triton=True)
+        ref = h.double().transpose(1, 2).bmm(dy.double())
+        err = ((got.double() - ref).abs().max() / ref.abs().max()).item()
+        # each model alone (K = 1) and the pack's last model moved to the front: the same bits
+        alone = [torch.equal(weight_grad(h[m:m + 1], dy[m:m + 1], use_triton=True)[0], got[m]) for m in range(k)]
+        flip = weight_grad(h.flip(0), dy.flip(0), use_triton=True)
+        out.append([err, all(alone), torch.equal(flip.flip(0), got), list(got.shape)])
+    print(json.dumps(out))
+    """
+)
+
+# (models, rows, inner width, output width, launch (rows a loop step, output columns, warps, stages,
+# programs aimed at)): many spans with a ragged last one, an output width below and above one tile
+# (ragged column tile), an inner width below its padded tile, one span.
+WGRAD_CASES = [(3, 300, 32, 96, [16, 64, 4, 2, 40]), (2, 130, 24, 40, [32, 32, 4, 1, 64]), (3, 50, 16, 16, [64, 16, 4, 3, 1])]
+
+
+@OLD_TRITON_INTERPRETER
+def test_weight_grad_kernel_is_the_product_with_the_same_bits_alone_and_in_any_pack(run_interpreted) -> None:  # type: ignore[no-untyped-def]
+    """The weight-gradient kernel (h^T @ dy per model, spans of rows summed by `sum_parts`) equals the
+    product to fp32 rounding, and a model's result does not depend on the pack: alone, in a pack of
+    2 or 3, at another position, the same bits (the spans are chosen without K)."""
+    res = run_interpreted(WGRAD, WGRAD_CASES)
+    for (k, n, i, o, _), (err, alone, flip, shape) in zip(WGRAD_CASES, res):
+        assert shape == [k, i, o]
+        assert err < 1e-5, (k, n, i, o, err)
+        assert alone and flip, (k, n, i, o)
+
+
+def test_weight_grad_takes_cublas_on_the_cpu_and_when_switched(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pyphase.linear import wgrad_supported
+
+    h, dy = torch.randn(2, 8, 4).bfloat16(), torch.randn(2, 8, 6).bfloat16()
+    assert not wgrad_supported(h, dy)  # CPU
+    if torch.cuda.is_available():
+        hc, dc = h.cuda(), dy.cuda()
+        assert wgrad_supported(hc, dc)
+        assert not wgrad_supported(hc.float(), dc.float())  # fp32 takes cuBLAS
+        monkeypatch.setenv("PYPHASE_WGRAD", "cublas")
+        assert not wgrad_supported(hc, dc)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
+@pytest.mark.parametrize("n, o", [(65_536, 384), (32_768, 128), (1000, 48)])
+def test_cuda_weight_grad_kernel_rounds_the_product_once_and_ignores_the_pack(n, o) -> None:
+    from pyphase.linear import weight_grad
+
+    g = torch.Generator(device="cuda").manual_seed(n)
+    h = torch.randn(3, n, 128, device="cuda", generator=g).bfloat16()
+    dy = (torch.randn(3, n, o, device="cuda", generator=g) * 0.01).bfloat16()
+    got = weight_grad(h, dy)
+    assert got.dtype == torch.bfloat16 and got.shape == (3, 128, o)
+    ref = h.double().transpose(1, 2).bmm(dy.double())
+    # one rounding to bf16 of an fp32 sum: within a bf16 ulp and a little of the reference
+    assert ((got.double() - ref).abs() <= ref.abs() * 2 ** -8 + 1e-6 * ref.abs().max()).all()
+    for m in range(3):
+        assert torch.equal(weight_grad(h[m:m + 1], dy[m:m + 1])[0], got[m])
+    assert torch.equal(weight_grad(h[[2, 0]], dy[[2, 0]]), got[[2, 0]])
