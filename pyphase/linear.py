@@ -49,8 +49,11 @@ except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
 # one program per row tile looping over the columns, 0.162-0.175 ms for one program per tile.
 CONFIG: dict[str, tuple[int, int, int, int, int]] = {"fwd": (128, 128, 8, 3, 2), "wgrad": (64, 128, 8, 3, 264)}
 # "wgrad": (rows per loop step, output columns per program, warps, pipeline stages, programs aimed at
-# in a pack of kernels.PARTIALS_PACK models) of `weight_grad`'s kernel (session 45, first guess; see
-# there).
+# in a pack of kernels.PARTIALS_PACK models) of `weight_grad`'s kernel. The first launch tried (session
+# 45, not swept), on an H200 against cuBLAS (`benches/profile_step.py --variants
+# eager,eager+PYPHASE_WGRAD=cublas`, results/bench/profile_k{1,5}_b256_wgrad_h200_64f9045.txt): the
+# K = 1, B = 256 step 2.691 against 3.176 ms (-15%, the lone model's batch-of-two gone), K = 5
+# 10.958 / 10.954 against 10.997 / 11.007 ms.
 
 
 def supported(h: Tensor, w: Tensor) -> bool:
