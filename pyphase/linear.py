@@ -107,9 +107,6 @@ if triton is not None:
                  + tl.load(B + k * F + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :])
             tl.store(Y + (k * N + rows)[:, None] * F + cols[None, :], y.to(dt), mask=r_ok[:, None] & c_ok[None, :])
 
-
-if triton is not None:
-
     @triton.jit
     def _wgrad_kernel(ALIVE, H, DY, PART, N, I, O, SPAN, SPANS, BI: tl.constexpr, BN: tl.constexpr,
                       BO: tl.constexpr, STAGES: tl.constexpr):
