@@ -58,8 +58,6 @@ ap.add_argument("--attn-bwd", default="", help='";"-separated pyphase.attention 
 ap.add_argument("--attn-fwd", default="", help='";"-separated pyphase.attention forward launch configurations (CONFIG["fwd"]); '
                 'a variant named VARIANT:fwdN runs with the N-th')
 ap.add_argument("--embed-config", default=None, help='pyphase.layernorm embedding backward "positions,warps,programs"')
-ap.add_argument("--dot-config", default=None, help='pyphase.layernorm product + add + LayerNorm backward '
-                '"rows,F chunk,tiles,warps,stages" (CONFIG["dot_bwd"])')
 a = ap.parse_args()
 corpus = load_corpus(a.data)
 METER = Meter.open(torch.device("cuda", torch.cuda.current_device())) if torch.cuda.is_available() else None
@@ -79,9 +77,6 @@ if a.backward_programs:
 if a.embed_config:
     from pyphase import layernorm
     layernorm.CONFIG["embed_bwd"] = tuple(int(v) for v in a.embed_config.split(","))
-if a.dot_config:
-    from pyphase import layernorm
-    layernorm.CONFIG["dot_bwd"] = tuple(int(v) for v in a.dot_config.split(","))
 K, B, variants, out = a.k, a.b, a.variants.split(","), a.out
 os.makedirs(out, exist_ok=True)
 res = []
@@ -89,7 +84,7 @@ res = []
 def group(name):
     n = name.lower()
     for key, pat in (("fused_mlp", r"_mlp_"), ("head_ce", r"_head_"), ("attention", r"flash|fmha|sdpa|attention|attn|dot_do_o|convert_dq"), ("matmul", r"nvjet|gemm|cutlass|sm90_xmma|bmm|mm_|linear_bias|wgrad"),
-                     ("layernorm", r"layer_norm|add_ln|dot_ln"), ("gelu", r"gelu"), ("cross_entropy", r"log_softmax|nll|softmax"),
+                     ("layernorm", r"layer_norm|add_ln"), ("gelu", r"gelu"), ("cross_entropy", r"log_softmax|nll|softmax"),
                      ("embedding", r"embedding|embed_ln_bwd|index_put|scatter|sort|indexing|index_select|gather")):
         if re.search(pat, n):
             return key
@@ -146,10 +141,10 @@ attn_default = dict(attention.CONFIG)
 def regs_spills() -> dict[str, list[list[int]]]:
     """Registers and spills per thread of the step's main kernels: each specialisation compiled so
     far in this process (all variants' launches)."""
-    from pyphase import layernorm, mlp, mlp_block
+    from pyphase import mlp, mlp_block
     out = {}
     for kern in (attention._attn_fwd_kernel, attention._attn_bwd_dq_kernel, attention._attn_bwd_dkdv_kernel,
-                 mlp._mlp_bwd_dw_kernel, mlp_block._mlp_block_fwd_kernel, layernorm._dot_ln_bwd_kernel):
+                 mlp._mlp_bwd_dw_kernel, mlp_block._mlp_block_fwd_kernel):
         out[kern.fn.__name__] = sorted({(ck.n_regs, ck.n_spills) for cache in kern.device_caches.values()
                                         for ck in (cache[0] if isinstance(cache, tuple) else cache).values()
                                         if getattr(ck, "n_regs", None) is not None})

@@ -61,8 +61,7 @@ EPS = 1e-5  # F.layer_norm's default
 # by `bench_ln.py` at f35273d (results/bench/bench_ln_sweep_f35273d.txt: 0.37 ms against 0.49 ms
 # for the earlier (64, 4, 8)) and in the K = 5, B = 256 training step at dd928ea
 # (variants_k5_b256_dd928ea.txt: 16.14 against 16.27 ms, LayerNorm kernels 3.46 against 3.59 ms).
-CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 8), "bwd": (16, 16, 4), "embed_bwd": (32, 8, 256),
-                                      "dot_bwd": (64, 64, 4, 8, 3)}
+CONFIG: dict[str, tuple[int, ...]] = {"fwd": (64, 8), "bwd": (16, 16, 4), "embed_bwd": (32, 8, 256)}
 # embed_bwd: (positions per program, warps, programs aimed at), from `benches/profile_step.py
 # --embed-config` on the H100 (results/bench/embed_sweep_*.txt: embedding kernel 0.185 ms a step
 # against 0.19-0.36 ms for the other five tried).
@@ -142,16 +141,10 @@ if triton is not None:
         # HAS_DXN, dx's last product is rounded on its own (`kernels.mul_rn`, RN on the GPU), so that
         # a caller's sum of unmasked dx does not fuse it into a multiply-add (a masked sum's
         # select keeps it apart anyway).
-        dh = tl.load(DH + off, mask=m, other=0.0).to(tl.float32)
-        return _grad_tile(XN, dh, DXN, MEAN, RSTD, stat, off, m, r_ok, w, D, HAS_DXN, RN)
-
-    @triton.jit
-    def _grad_tile(XN, dh, DXN, MEAN, RSTD, stat, off, m, r_ok, w, D: tl.constexpr, HAS_DXN: tl.constexpr,
-                   RN: tl.constexpr):
-        # `_grad_rows` with the output gradient's tile dh (fp32, zero where masked) given
         mean = tl.load(MEAN + stat, mask=r_ok, other=0.0)
         rstd = tl.load(RSTD + stat, mask=r_ok, other=0.0)
         xhat = tl.where(m, (tl.load(XN + off, mask=m, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None], 0.0)
+        dh = tl.load(DH + off, mask=m, other=0.0).to(tl.float32)
         g = dh * w[None, :]
         c1 = tl.sum(g * xhat, 1) / D
         c2 = tl.sum(g, 1) / D
@@ -198,56 +191,6 @@ if triton is not None:
         tl.store(part, tl.sum(acc_dw, 0), mask=c_ok)
         tl.store(part + D, tl.sum(acc_db, 0), mask=c_ok)
         tl.store(part + 2 * D, tl.sum(acc_drb, 0), mask=c_ok)
-
-    @triton.jit
-    def _dot_ln_bwd_kernel(ALIVE, DXN, A, WA, XN, MEAN, RSTD, W, DX, DR, PART, N, F, stride_w, D: tl.constexpr,
-                           BD: tl.constexpr, ROWS: tl.constexpr, BF: tl.constexpr, ITERS: tl.constexpr,
-                           STORE_DR: tl.constexpr, EVEN: tl.constexpr, STAGES: tl.constexpr):
-        # `_add_ln_bwd_kernel` (with the stream's incoming gradient DXN) whose output gradient is the
-        # product A @ WA^T, A (K, N, F), WA (K, D, F), computed here tile by tile, rounded to A's dtype
-        # as a GEMM's output would be, and never written. EVEN: every program's rows inside, D = BD
-        # and F a multiple of BF.
-        pid = tl.program_id(0)
-        k = tl.program_id(1).to(tl.int64)
-        if tl.load(ALIVE + k) == 0:  # a frozen model (kernels.skipping_dead)
-            return
-        rows = tl.arange(0, ROWS)
-        cols = tl.arange(0, BD)
-        c_ok = below(cols, D, EVEN)
-        w = tl.load(W + k * stride_w + cols, mask=c_ok, other=0.0).to(tl.float32)
-        WA += k * D * F
-        # the parameter gradients' column sums, one per tile added to the program's partial sum
-        acc_dw = tl.zeros([BD], tl.float32)
-        acc_db = tl.zeros([BD], tl.float32)
-        acc_drb = tl.zeros([BD], tl.float32)
-        # tiles addressed from their first row (64-bit bases), with 32-bit offsets within
-        tile = rows[:, None] * D + cols[None, :]
-        for it in range(ITERS):
-            row0 = (pid * ITERS + it).to(tl.int64) * ROWS
-            r_ok = below(row0 + rows, N, EVEN)
-            m = r_ok[:, None] & c_ok[None, :]
-            first = k * N + row0
-            a_first = A + first * F
-            acc = tl.zeros([ROWS, BD], tl.float32)
-            for f0 in tl.range(0, F, BF, num_stages=STAGES):
-                fs = f0 + tl.arange(0, BF)
-                f_ok = below(fs, F, EVEN)
-                a = tl.load(a_first + (rows[:, None] * F + fs[None, :]), mask=r_ok[:, None] & f_ok[None, :], other=0.0)
-                wa = tl.load(WA + (cols[:, None] * F + fs[None, :]), mask=c_ok[:, None] & f_ok[None, :], other=0.0)
-                acc = tl.dot(a, tl.trans(wa), acc)
-            dh = acc.to(A.dtype.element_ty).to(tl.float32)
-            dx, dh, xhat = _grad_tile(XN + first * D, dh, DXN + first * D, MEAN + first, RSTD + first, rows, tile, m,
-                                      r_ok, w, D, True, False)
-            acc_dw += tl.sum(dh * xhat, 0)
-            acc_db += tl.sum(dh, 0)
-            if STORE_DR:
-                tl.store(DR + first * D + tile, dx.to(DR.dtype.element_ty), mask=m)
-            acc_drb += tl.sum(tl.where(m, dx, 0.0), 0)
-            tl.store(DX + first * D + tile, dx.to(DX.dtype.element_ty), mask=m)
-        part = PART + (k * tl.num_programs(0) + pid) * 3 * D + cols
-        tl.store(part, acc_dw, mask=c_ok)
-        tl.store(part + D, acc_db, mask=c_ok)
-        tl.store(part + 2 * D, acc_drb, mask=c_ok)
 
 
 def _check(x: Tensor, r: Tensor | None, rb: Tensor | None, w: Tensor, b: Tensor) -> tuple[int, int, int]:
@@ -340,42 +283,6 @@ def _(dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w:
     return xn.new_empty(kk, n, d, dtype=g_dtype), dr, xn.new_empty(kk, 3, d)
 
 
-@torch.library.custom_op("pyphase::dot_ln_bwd", mutates_args=())
-def _dot_ln_bwd(dxn: Tensor, a: Tensor, wa: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor,
-                r_dtype: torch.dtype, g_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-    """`_add_ln_bwd` with a branch and the stream's incoming gradient dxn, for the LayerNorm output's
-    gradient a @ wa^T (a (K, N, F), wa (K, d, F): the product a GEMM would have written, in a's
-    dtype), computed on chip (`_dot_ln_bwd_kernel`)."""
-    a, wa, dxn = a.contiguous(), wa.contiguous(), dxn.contiguous()
-    kk, n, d = xn.shape
-    f = a.shape[-1]
-    if a.shape[:2] != (kk, n) or wa.shape != (kk, d, f):
-        raise ValueError(f"dot_ln_bwd shapes do not match: xn {tuple(xn.shape)}, a {tuple(a.shape)}, wa {tuple(wa.shape)}")
-    rows, bf, iters, warps, stages = CONFIG["dot_bwd"]
-    bf = min(bf, pad_width(f))
-    # rows per program (and so the parameter gradients' summation order): see kernels.PARTIALS_PACK
-    iters = max(1, min(iters, triton.cdiv(n * kernels.PARTIALS_PACK, rows * kernels.BACKWARD_PROGRAMS)))
-    progs = triton.cdiv(n, rows * iters)
-    dx = torch.empty(xn.shape, device=xn.device, dtype=g_dtype)
-    store_dr = _writes_branch_grad(True, r_dtype, g_dtype)
-    dr = torch.empty(kk, n, d, device=xn.device, dtype=r_dtype) if store_dr else xn.new_empty(0, dtype=r_dtype)
-    part = torch.empty(kk, progs, 3, d, device=xn.device, dtype=torch.float32)
-    even = kernels.unmasked(n % (rows * iters) == 0 and d == pad_width(d) and f % bf == 0)
-    launch(_dot_ln_bwd_kernel, (progs, kk))(
-        alive_mask(kk, xn.device), dxn, a, wa, xn, mean, rstd, w, dx, dr, part, n, f, w.stride(0), D=d,
-        BD=pad_width(d), ROWS=rows, BF=bf, ITERS=iters, STORE_DR=store_dr, EVEN=even, STAGES=stages, num_warps=warps)
-    return dx, dr, sum_parts(part.view(kk, progs, 3 * d)).view(kk, 3, d)
-
-
-@_dot_ln_bwd.register_fake
-def _(dxn: Tensor, a: Tensor, wa: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor,  # type: ignore[no-untyped-def]
-      r_dtype: torch.dtype, g_dtype: torch.dtype):
-    kk, n, d = xn.shape
-    dr = xn.new_empty(kk, n, d, dtype=r_dtype) if _writes_branch_grad(True, r_dtype, g_dtype) else \
-        xn.new_empty(0, dtype=r_dtype)
-    return xn.new_empty(kk, n, d, dtype=g_dtype), dr, xn.new_empty(kk, 3, d)
-
-
 def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
     x, r, rb, w, b, _ = inputs
     xn, _, mean, rstd = output
@@ -404,23 +311,9 @@ def branch_grads(ctx, dxn: Tensor | None, dh: Tensor, xn: Tensor, mean: Tensor, 
     weight and bias, in `dtypes` (r, rb, w, b). Inputs as `_add_ln_bwd`'s. `pyphase.mlp_block`
     uses it for its two add + LayerNorms. The stream's gradient is in `ctx.grad_dtype` where the op
     ran by `kernels.call_stream`, else in the stream's dtype."""
+    r_dt, rb_dt, w_dt, b_dt = dtypes
     g_dt = getattr(ctx, "grad_dtype", None) or xn.dtype
-    dx, dr, sums = backward_op(ctx, _add_ln_bwd)(dxn, dh, xn, mean, rstd, w, dtypes[0], True, g_dt)
-    return _branch_outputs(dx, dr, sums, dtypes)
-
-
-def branch_grads_dot(ctx, dxn: Tensor, a: Tensor, wa: Tensor, xn: Tensor, mean: Tensor, rstd: Tensor, w: Tensor,  # type: ignore[no-untyped-def]
-                     dtypes: tuple[torch.dtype, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """`branch_grads` for the LayerNorm output's gradient a @ wa^T, computed on chip (`_dot_ln_bwd`):
-    `pyphase.mlp_block` passes the MLP's pre-activation gradient and fc1's weight."""
-    g_dt = getattr(ctx, "grad_dtype", None) or xn.dtype
-    dx, dr, sums = backward_op(ctx, _dot_ln_bwd)(dxn, a, wa, xn, mean, rstd, w, dtypes[0], g_dt)
-    return _branch_outputs(dx, dr, sums, dtypes)
-
-
-def _branch_outputs(dx: Tensor, dr: Tensor, sums: Tensor, dtypes: tuple[torch.dtype, ...]
-                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    _, rb_dt, w_dt, b_dt = dtypes
+    dx, dr, sums = backward_op(ctx, _add_ln_bwd)(dxn, dh, xn, mean, rstd, w, r_dt, True, g_dt)
     if dr.numel() == 0 < dx.numel():  # a stream in the branch's dtype: the branch's gradient is the stream's
         dr = dx
     return dx, dr, sums[:, 2].to(rb_dt), sums[:, 0].to(w_dt), sums[:, 1].to(b_dt)

@@ -445,32 +445,6 @@ def _(dy: Tensor, h: Tensor, w1: Tensor, w2: Tensor, pre: Tensor) -> tuple[Tenso
 @torch.library.custom_op("pyphase::gelu_mlp_bwd_dw", mutates_args=())
 def _mlp_bwd_dw(dy: Tensor, h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Backward pass of bwd_mode "dw" → gradients w.r.t. h, w1, b1 (fp32), w2 (see CONFIG)."""
-    dpre, dw1, db1, dw2 = _dw_pass(dy, h, w1, b1, w2)
-    return torch.bmm(dpre, w1.contiguous().transpose(1, 2)), dw1, db1, dw2
-
-
-@_mlp_bwd_dw.register_fake
-def _(dy: Tensor, h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return (torch.empty_like(h), torch.empty_like(w1), w1.new_empty(w1.shape[0], w1.shape[2], dtype=torch.float32),
-            torch.empty_like(w2))
-
-
-@torch.library.custom_op("pyphase::gelu_mlp_bwd_dw_pre", mutates_args=())
-def _mlp_bwd_dw_pre(dy: Tensor, h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """`_mlp_bwd_dw` without the input's gradient: → the pre-activation's gradient (K, N, f) in h's
-    dtype, whose product with w1^T is h's gradient (`pyphase.mlp_block` computes that product
-    inside the LayerNorm backward that reads it), and the gradients w.r.t. w1, b1 (fp32), w2."""
-    return _dw_pass(dy, h, w1, b1, w2)
-
-
-@_mlp_bwd_dw_pre.register_fake
-def _(dy: Tensor, h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return (h.new_empty(*h.shape[:2], w1.shape[2]), torch.empty_like(w1),
-            w1.new_empty(w1.shape[0], w1.shape[2], dtype=torch.float32), torch.empty_like(w2))
-
-
-def _dw_pass(dy: Tensor, h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The "dw" backward kernel and its partial sums → dpre, dw1, db1 (fp32), dw2."""
     dy, h, w1, b1, w2 = (z.contiguous() for z in (dy, h, w1, b1, w2))
     kk, n, d, f = _check(h, w1, b1, w2)
     grid, meta = _launch("bwd", n, d, f, kk)
@@ -482,7 +456,13 @@ def _dw_pass(dy: Tensor, h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple
     dw1 = sums[:, : bd * f].view(kk, bd, f)[:, :d].to(w1.dtype, copy=True)  # copies: outputs must not alias
     dw2 = sums[:, bd * f : 2 * bd * f].view(kk, f, bd)[..., :d].to(w2.dtype, copy=True)
     db1 = sums[:, 2 * bd * f :].clone()
-    return dpre, dw1, db1, dw2
+    return torch.bmm(dpre, w1.transpose(1, 2)), dw1, db1, dw2
+
+
+@_mlp_bwd_dw.register_fake
+def _(dy: Tensor, h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return (torch.empty_like(h), torch.empty_like(w1), w1.new_empty(w1.shape[0], w1.shape[2], dtype=torch.float32),
+            torch.empty_like(w2))
 
 
 def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]

@@ -103,15 +103,6 @@ def supported(x0: Tensor, p: Tensor, w1: Tensor) -> bool:
             and mlp.supported(p, w1) and mlp.CONFIG["bwd_mode"] == "dw")
 
 
-def dh_on_chip() -> bool:
-    """Whether the fused block's backward pass computes the MLP input's gradient dpre @ w1^T inside
-    the first add + LayerNorm's backward kernel (`layernorm.branch_grads_dot`), so that it is never
-    written and read back: the default, unless PYPHASE_MLP_DH=cublas (a cuBLAS product, then the
-    add + LayerNorm backward reading it: the numerics before session 46; the product's fp32 sums
-    are added in another order, so a few of its bf16 roundings differ)."""
-    return os.environ.get("PYPHASE_MLP_DH", "").lower() != "cublas"
-
-
 def mlp_block_reference(x0: Tensor, p: Tensor, pb: Tensor, lw: Tensor, lb: Tensor, w1: Tensor, b1: Tensor,
                         w2: Tensor, b2: Tensor, nw: Tensor, nb: Tensor) -> tuple[Tensor, Tensor]:
     """The unfused ops: `add_ln`, `gelu_mlp`, `add_ln` → (x2, h2)."""
@@ -267,17 +258,12 @@ def _backward(ctx, dx1, dh, _dm1, _dr1, dx2, dh2, _dm2, _dr2):  # type: ignore[n
         return (None,) * 12
     dh2 = torch.zeros_like(h) if dh2 is None else dh2
     g1, dm, db2, dnw, dnb = layernorm.branch_grads(ctx, dx2, dh2, x2, mean2, rstd2, nw, second)
+    dhm, dw1, db1, dw2 = backward_op(ctx, mlp._mlp_bwd_dw)(dm, h, w1, b1, w2)
+    if dh is not None:
+        dhm = dhm + dh
     if dx1 is not None:
         g1 = g1 + dx1
-    if dh is None and dh_on_chip():
-        # h's gradient dpre @ w1^T computed inside the first add + LayerNorm's backward kernel
-        dpre, dw1, db1, dw2 = backward_op(ctx, mlp._mlp_bwd_dw_pre)(dm, h, w1, b1, w2)
-        g0, dp, dpb, dlw, dlb = layernorm.branch_grads_dot(ctx, g1, dpre, w1, x1, mean1, rstd1, lw, first)
-    else:
-        dhm, dw1, db1, dw2 = backward_op(ctx, mlp._mlp_bwd_dw)(dm, h, w1, b1, w2)
-        if dh is not None:
-            dhm = dhm + dh
-        g0, dp, dpb, dlw, dlb = layernorm.branch_grads(ctx, g1, dhm, x1, mean1, rstd1, lw, first)
+    g0, dp, dpb, dlw, dlb = layernorm.branch_grads(ctx, g1, dhm, x1, mean1, rstd1, lw, first)
     return g0, dp, dpb, dlw, dlb, dw1, db1.to(b1_dt), dw2, db2, dnw, dnb, None
 
 

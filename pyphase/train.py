@@ -58,7 +58,7 @@ EVAL_CHUNK = 32
 # Environment switches that change a run's numbers (other kernels or another precision); a summary
 # row's "numerics" names those that were set.
 NUMERIC_SWITCHES = ("PYPHASE_ATTENTION", "PYPHASE_COMPILE", "PYPHASE_HEAD", "PYPHASE_LN", "PYPHASE_MLP",
-                    "PYPHASE_MLP_DH", "PYPHASE_OPTIM", "PYPHASE_RESIDUAL", "PYPHASE_WGRAD")
+                    "PYPHASE_OPTIM", "PYPHASE_RESIDUAL", "PYPHASE_WGRAD")
 
 
 def numerics(amp: bool, residual: str = "fp32") -> str:

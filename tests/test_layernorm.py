@@ -57,40 +57,6 @@ def test_add_ln_matches_stock_in_the_interpreter(run_interpreted) -> None:  # ty
         assert max(e) < 1e-5, (case, e)  # new stream, output; gradients of x, (r, rb,) w, b
 
 
-DOT_INTERPRETED = textwrap.dedent(
-    """
-    import json, sys, torch
-    from pyphase import layernorm
-    out = []
-    for k, n, d, f, cfg, r_dtype in json.loads(sys.argv[1]):
-        layernorm.CONFIG.update(dot_bwd=tuple(cfg))
-        g = torch.Generator().manual_seed(n + d + f)
-        xn, dxn = torch.randn(k, n, d, generator=g) * 2 + 0.5, torch.randn(k, n, d, generator=g)
-        a, wa = torch.randn(k, n, f, generator=g), torch.randn(k, d, f, generator=g) * 0.3
-        mean, rstd = xn.mean(-1), torch.rsqrt(xn.var(-1, unbiased=False) + layernorm.EPS)
-        w = torch.randn(k, d + 3, generator=g)[:, :d]  # a strided view, as the packed model's
-        rdt = getattr(torch, r_dtype)
-        got = layernorm._dot_ln_bwd(dxn, a, wa, xn, mean, rstd, w, rdt, torch.float32)
-        want = layernorm._add_ln_bwd(dxn, torch.bmm(a, wa.transpose(1, 2)), xn, mean, rstd, w, rdt, True, torch.float32)
-        out.append([[list(x.shape) for x in got], [list(x.shape) for x in want],
-                    [((x - y).abs().max() / y.abs().max()).item() for x, y in zip(got, want) if y.numel()]])
-    print(json.dumps(out))
-    """
-)
-
-# (models, rows, d, F, (rows per tile, F per chunk, tiles per program, warps, stages), the branch's
-# dtype): no masks; ragged rows, d not a power of two and F not a multiple of its chunk; a branch
-# gradient of its own dtype (written apart from the stream's)
-DOT_CASES = [(2, 128, 32, 64, (16, 32, 4, 4, 1), "float32"), (1, 77, 48, 40, (16, 16, 3, 4, 2), "float32"),
-             (3, 100, 32, 96, (32, 64, 2, 4, 1), "float64")]
-
-
-def test_dot_ln_bwd_is_the_product_then_the_add_ln_backward_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
-    for case, (got, want, errs) in zip(DOT_CASES, run_interpreted(DOT_INTERPRETED, DOT_CASES)):
-        assert got == want, case  # the stream's gradient, the branch's (empty when it is the stream's), the sums
-        assert len(errs) == (3 if case[-1] == "float64" else 2) and max(errs) < 1e-5, (case, errs)
-
-
 def test_cpu_path_is_the_stock_computation() -> None:
     g = torch.Generator().manual_seed(3)
     x, r = torch.randn(2, 10, 16, generator=g), torch.randn(2, 10, 16, generator=g)
@@ -136,42 +102,6 @@ def test_bf16_accuracy_on_cuda_matches_the_stock_path(n: int, has_r: bool, x_dty
         errs[name] = [((a.double() - c).abs().max() / c.abs().max()).item() for a, c in zip(outs, ref)]
     for i in range(len(ref)):
         assert errs["triton"][i] <= 2 * errs["stock"][i] + 1e-3, errs
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
-@pytest.mark.parametrize("n,f,g_dtype", [(4096, 512, torch.bfloat16), (1000, 512, torch.float32),
-                                         (1000, 384, torch.bfloat16)])
-def test_cuda_dot_ln_bwd_is_as_accurate_as_the_cublas_product_then_the_kernel(n: int, f: int, g_dtype: torch.dtype) -> None:
-    from pyphase import layernorm
-
-    dev = "cuda"
-    g = torch.Generator(device=dev).manual_seed(n + f)
-    k, d = 3, 128
-    xn = (torch.randn(k, n, d, device=dev, generator=g) * 3).to(g_dtype)
-    dxn = torch.randn(k, n, d, device=dev, generator=g).to(g_dtype)
-    a = torch.randn(k, n, f, device=dev, generator=g).bfloat16()
-    wa = (torch.randn(k, d, f, device=dev, generator=g) * 0.05).bfloat16()
-    w = torch.randn(k, d, device=dev, generator=g)
-    x64 = xn.double()
-    mean, rstd = x64.mean(-1), torch.rsqrt(x64.var(-1, unbiased=False) + layernorm.EPS)
-    # fp64 reference from the same statistics: LayerNorm's backward for the output gradient a @ wa^T
-    xhat = (x64 - mean[..., None]) * rstd[..., None]
-    dh = torch.bmm(a.double(), wa.double().transpose(1, 2))
-    gw = dh * w.double()[:, None]
-    gx = gw - xhat * (gw * xhat).mean(-1, keepdim=True) - gw.mean(-1, keepdim=True)
-    ref_dx = gx * rstd[..., None] + dxn.double()
-    ref = [ref_dx, (dh * xhat).sum(1), dh.sum(1), ref_dx.sum(1)]
-    mean, rstd = mean.float(), rstd.float()
-    outs = {"kernel": layernorm._dot_ln_bwd(dxn, a, wa, xn, mean, rstd, w, torch.bfloat16, g_dtype),
-            "cublas": layernorm._add_ln_bwd(dxn, torch.bmm(a, wa.transpose(1, 2)), xn, mean, rstd, w, torch.bfloat16,
-                                            True, g_dtype)}
-    errs = {}
-    for name, (dx, dr, sums) in outs.items():
-        assert dx.dtype == g_dtype and (dr.numel() == 0) == (g_dtype == torch.bfloat16)
-        got = [dx, sums[:, 0], sums[:, 1], sums[:, 2]]
-        errs[name] = [((x.double() - y).abs().max() / y.abs().max()).item() for x, y in zip(got, ref)]
-    for i in range(4):  # the stream's gradient, then the LayerNorm weight's, its bias's and the branch bias's
-        assert errs["kernel"][i] <= 1.5 * errs["cublas"][i] + 1e-4, errs
 
 
 EMBED = textwrap.dedent(

@@ -28,7 +28,7 @@ ALONE_AND_PACKED = textwrap.dedent(
     from pyphase.mlp import gelu_mlp
     kernels.BACKWARD_PROGRAMS, mlp.MIN_SPAN = 16, 16  # small targets: spans would follow K at these sizes
     mlp.set_config("16,32,4,2/dw:16,32,4,2,4096")
-    layernorm.CONFIG.update(fwd=(16, 4), bwd=(16, 8, 4), embed_bwd=(16, 4, 8), dot_bwd=(16, 32, 8, 4, 1))
+    layernorm.CONFIG.update(fwd=(16, 4), bwd=(16, 8, 4), embed_bwd=(16, 4, 8))
     n, d, f, t, v = 256, 32, 64, 16, 11
 
     def model0(k, build):
@@ -63,29 +63,16 @@ ALONE_AND_PACKED = textwrap.dedent(
         x, h = embed_ln(idx, wte, wpe, w, b, None, use_triton=True)
         return [x, h, *torch.autograd.grad((h * dh).sum() + (x * dx).sum(), flat)]
 
-    def mlp_block_case(k):
-        # the fused MLP half, whose backward computes h's gradient inside the LayerNorm backward
-        from pyphase.mlp_block import mlp_block
-        ins = model0(k, lambda m, g: [torch.randn(m, n, d, generator=g), torch.randn(m, n, d, generator=g),
-                                      *(torch.randn(m, d, generator=g) * 0.3 for _ in range(3)),
-                                      torch.randn(m, d, f, generator=g) * 0.3, torch.randn(m, f, generator=g),
-                                      torch.randn(m, f, d, generator=g) * 0.3,
-                                      *(torch.randn(m, d, generator=g) * 0.3 for _ in range(3)),
-                                      torch.randn(m, n, d, generator=g), torch.randn(m, n, d, generator=g)])
-        ins, (dx2, dh2) = [z.requires_grad_() for z in ins[:11]], ins[11:]
-        x2, h2 = mlp_block(*ins, use_triton=True)
-        return [x2, h2, *torch.autograd.grad((x2, h2), ins, (dx2, dh2))]
-
     out = []
     for case in json.loads(sys.argv[1]):
-        fn = {"mlp": mlp_case, "add_ln": add_ln_case, "embed_ln": embed_case, "mlp_block": mlp_block_case}[case]
+        fn = {"mlp": mlp_case, "add_ln": add_ln_case, "embed_ln": embed_case}[case]
         alone, packed = fn(1), fn(4)
         out.append([bool(torch.equal(a[:1], b[:1])) for a, b in zip(alone, packed)])
     print(json.dumps(out))
     """
 )
 
-CASES = ["mlp", "add_ln", "embed_ln", "mlp_block"]
+CASES = ["mlp", "add_ln", "embed_ln"]
 
 
 @OLD_TRITON_INTERPRETER
