@@ -84,28 +84,46 @@ if triton is not None:
 
     @triton.jit
     def _linear_bias_kernel(H, W, B, Y, N, KK, NPROG, D: tl.constexpr, F: tl.constexpr, BD: tl.constexpr,
-                            BM: tl.constexpr, BN: tl.constexpr, STAGES: tl.constexpr, EVEN: tl.constexpr):
+                            BM: tl.constexpr, BN: tl.constexpr, STAGES: tl.constexpr, EVEN: tl.constexpr,
+                            TMA: tl.constexpr = False):
         # Persistent: NPROG programs take the (model, row tile, column tile) tiles in turn, so the
         # loads of a program's next tile overlap the current one's product and stores. EVEN: the
-        # tiles cover the rows and columns exactly, so the masks are constants that fold away.
+        # tiles cover the rows and columns exactly, so the masks are constants that fold away. TMA:
+        # h, w and y move by the tensor memory accelerator (descriptors over (model, row, column),
+        # whose bounds replace the masks; `tma`), the same tiles and products.
         pid = tl.program_id(0)
         tm = tl.cdiv(N, BM)
         tn: tl.constexpr = (F + BN - 1) // BN
         inner = tl.arange(0, BD)
         i_ok = below(inner, D, EVEN)
         dt = Y.dtype.element_ty
+        if TMA:
+            h_desc = tl.make_tensor_descriptor(H, shape=[KK, N, D], strides=[N * D, D, 1], block_shape=[1, BM, BD])
+            w_desc = tl.make_tensor_descriptor(W, shape=[KK, D, F], strides=[D * F, F, 1], block_shape=[1, BD, BN])
+            y_desc = tl.make_tensor_descriptor(Y, shape=[KK, N, F], strides=[N * F, F, 1], block_shape=[1, BM, BN])
         for tile in tl.range(pid, tm * tn * KK, NPROG, num_stages=STAGES):
             k = (tile // (tn * tm)).to(tl.int64)
-            rows = (tile // tn) % tm * BM + tl.arange(0, BM)
-            cols = tile % tn * BN + tl.arange(0, BN)
-            r_ok = below(rows, N, EVEN)
+            row0 = (tile // tn) % tm * BM
+            col0 = tile % tn * BN
+            cols = col0 + tl.arange(0, BN)
             c_ok = below(cols, F, EVEN)
-            h = tl.load(H + (k * N + rows)[:, None] * D + inner[None, :], mask=r_ok[:, None] & i_ok[None, :], other=0.0)
-            w = tl.load(W + k * D * F + inner[:, None] * F + cols[None, :], mask=i_ok[:, None] & c_ok[None, :], other=0.0)
+            if TMA:
+                h = h_desc.load([tile // (tn * tm), row0, 0]).reshape(BM, BD)
+                w = w_desc.load([tile // (tn * tm), 0, col0]).reshape(BD, BN)
+            else:
+                rows = row0 + tl.arange(0, BM)
+                r_ok = below(rows, N, EVEN)
+                h = tl.load(H + (k * N + rows)[:, None] * D + inner[None, :], mask=r_ok[:, None] & i_ok[None, :],
+                            other=0.0)
+                w = tl.load(W + k * D * F + inner[:, None] * F + cols[None, :], mask=i_ok[:, None] & c_ok[None, :],
+                            other=0.0)
             # the product rounded as cuBLAS's output, then the bias added and rounded again
             y = (tl.dot(h, w).to(dt).to(tl.float32)
                  + tl.load(B + k * F + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :])
-            tl.store(Y + (k * N + rows)[:, None] * F + cols[None, :], y.to(dt), mask=r_ok[:, None] & c_ok[None, :])
+            if TMA:
+                y_desc.store([tile // (tn * tm), row0, col0], y.to(dt).reshape(1, BM, BN))
+            else:
+                tl.store(Y + (k * N + rows)[:, None] * F + cols[None, :], y.to(dt), mask=r_ok[:, None] & c_ok[None, :])
 
     @triton.jit
     def _wgrad_kernel(ALIVE, H, DY, PART, N, I, O, SPAN, SPANS, BI: tl.constexpr, BN: tl.constexpr,
@@ -153,8 +171,27 @@ def _linear_bias_fwd(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
     nprog = max(1, min(tiles, per_sm * _sm_count(h.device)))
     even = kernels.unmasked(n % bm == 0 and f % bn == 0 and d == pad_width(d))
     launch(_linear_bias_kernel, (nprog,))(h, w, b, y, n, kk, nprog, d, f, pad_width(d), bm, bn, stages, even,
-                                          num_warps=warps)
+                                          tma(h, d, f), num_warps=warps)
     return y
+
+
+def tma(h: Tensor, d: int, f: int) -> bool:
+    """Whether the QKV GEMM moves its tiles by TMA descriptors: PYPHASE_LINEAR_TMA=1, on a GPU of
+    compute capability 9 or more (or in Triton's interpreter), rows 16-byte aligned (d, f multiples
+    of 8 for 16-bit dtypes). Descriptors made inside a kernel need a scratch allocator, set here once."""
+    global _ALLOCATOR_SET
+    if os.environ.get("PYPHASE_LINEAR_TMA", "0") != "1" or d % 8 or f % 8:
+        return False
+    if h.is_cuda:
+        if torch.cuda.get_device_capability(h.device)[0] < 9:
+            return False
+        if not _ALLOCATOR_SET:
+            triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
+            _ALLOCATOR_SET = True
+    return True
+
+
+_ALLOCATOR_SET = False
 
 
 def _sm_count(device: torch.device) -> int:

@@ -23,7 +23,7 @@ pytest.importorskip("triton")
 
 INTERPRETED = textwrap.dedent(
     """
-    import json, sys, torch
+    import json, os, sys, torch
     from pyphase import linear
     from pyphase.attention import causal_attention
     from pyphase.linear import linear_bias, linear_bias_reference
@@ -45,7 +45,8 @@ INTERPRETED = textwrap.dedent(
         if case == "attention":
             out.append(attention_bits())
             continue
-        k, n, d, f, cfg = case
+        k, n, d, f, cfg, tma = case
+        os.environ["PYPHASE_LINEAR_TMA"] = tma
         linear.CONFIG["fwd"] = tuple(cfg)
         g = torch.Generator().manual_seed(n + f)
         h = torch.randn(k, n, d, generator=g).requires_grad_()
@@ -64,9 +65,11 @@ INTERPRETED = textwrap.dedent(
 )
 
 # (models, rows, inner width, output width, launch (rows, columns, warps, stages, programs per
-# multiprocessor; the interpreter counts 4)): whole tiles, ragged rows and columns, an inner width
-# below one tile, fewer programs than tiles.
-CASES = [(2, 128, 32, 96, [64, 32, 4, 2, 1]), (1, 100, 32, 48, [32, 32, 4, 3, 2]), (2, 70, 24, 40, [32, 16, 4, 1, 1])]
+# multiprocessor; the interpreter counts 4), PYPHASE_LINEAR_TMA): whole tiles, ragged rows and
+# columns, an inner width below one tile, fewer programs than tiles; each with pointer loads and
+# with TMA descriptors (whose bounds must stop a ragged tile at its own model's rows).
+CASES = [(*c, tma) for tma in ("0", "1") for c in
+         [(2, 128, 32, 96, [64, 32, 4, 2, 1]), (1, 100, 32, 48, [32, 32, 4, 3, 2]), (2, 70, 24, 40, [32, 16, 4, 1, 1])]]
 
 
 @OLD_TRITON_INTERPRETER
@@ -102,9 +105,11 @@ def test_stock_attention_with_the_bias_in_qkv_gives_the_bias_its_gradient() -> N
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
-def test_cuda_step_has_the_same_bits_with_and_without_the_gemm(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("tma", ["0", "1"])
+def test_cuda_step_has_the_same_bits_with_and_without_the_gemm(tma: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from pyphase.model import PackedNanoTransformer, Shape
 
+    monkeypatch.setenv("PYPHASE_LINEAR_TMA", tma)
     shape = Shape(vocab_size=65, d_model=128, n_layer=2, n_head=4, mlp_ratio=4, block_size=256)
     g = torch.Generator().manual_seed(0)
     idx = torch.randint(0, 65, (2, 4, 256), generator=g).cuda()
