@@ -47,7 +47,10 @@ except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
 # 3d = 384 (results/bench/gemm_sweep_h100_*.txt): 0.134 / 0.070 ms against 0.124 / 0.065 ms for
 # cuBLAS's bmm without the bias; 0.146-0.222 ms for six other persistent launches, 0.142-0.203 ms for
 # one program per row tile looping over the columns, 0.162-0.175 ms for one program per tile.
-CONFIG: dict[str, tuple[int, int, int, int, int]] = {"fwd": (128, 128, 8, 3, 2), "wgrad": (64, 128, 8, 3, 264)}
+CONFIG: dict[str, tuple[int, int, int, int, int]] = {"fwd": (128, 128, 8, 3, 2), "fwd_tma": (128, 128, 8, 3, 1),
+                                                     "wgrad": (64, 128, 8, 3, 264)}
+# "fwd_tma": the persistent kernel's launch with TMA descriptors (`tma`): its three stages of h and w
+# tiles and the output's staging take 224 KB of shared memory, one program a multiprocessor.
 # "wgrad": (rows per loop step, output columns per program, warps, pipeline stages, programs aimed at
 # in a pack of kernels.PARTIALS_PACK models) of `weight_grad`'s kernel. The first launch tried (session
 # 45, not swept), on an H200 against cuBLAS (`benches/profile_step.py --variants
@@ -165,13 +168,14 @@ def _linear_bias_fwd(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
     h, w, b = h.contiguous(), w.contiguous(), b.contiguous()
     kk, n, d, f = _check(h, w, b)
     y = h.new_empty(kk, n, f)
-    bm, bn, warps, stages, per_sm = CONFIG["fwd"]
+    use_tma = tma(h, d, f)
+    bm, bn, warps, stages, per_sm = CONFIG["fwd_tma" if use_tma else "fwd"]
     bn = min(bn, pad_width(f))
     tiles = triton.cdiv(n, bm) * triton.cdiv(f, bn) * kk
     nprog = max(1, min(tiles, per_sm * _sm_count(h.device)))
     even = kernels.unmasked(n % bm == 0 and f % bn == 0 and d == pad_width(d))
     launch(_linear_bias_kernel, (nprog,))(h, w, b, y, n, kk, nprog, d, f, pad_width(d), bm, bn, stages, even,
-                                          tma(h, d, f), num_warps=warps)
+                                          use_tma, num_warps=warps)
     return y
 
 
@@ -180,7 +184,8 @@ def tma(h: Tensor, d: int, f: int) -> bool:
     compute capability 9 or more (or in Triton's interpreter), rows 16-byte aligned (d, f multiples
     of 8 for 16-bit dtypes). Descriptors made inside a kernel need a scratch allocator, set here once."""
     global _ALLOCATOR_SET
-    if os.environ.get("PYPHASE_LINEAR_TMA", "0") != "1" or d % 8 or f % 8:
+    if (os.environ.get("PYPHASE_LINEAR_TMA", "0") != "1" or d % 8 or f % 8
+            or not hasattr(tl, "make_tensor_descriptor") or not hasattr(triton, "set_allocator")):
         return False
     if h.is_cuda:
         if torch.cuda.get_device_capability(h.device)[0] < 9:
