@@ -59,7 +59,7 @@ ap.add_argument("--attn-fwd", default="", help='";"-separated pyphase.attention 
                 'a variant named VARIANT:fwdN runs with the N-th')
 ap.add_argument("--embed-config", default=None, help='pyphase.layernorm embedding backward "positions,warps,programs"')
 ap.add_argument("--linear-config", default=None, help='pyphase.linear QKV GEMM "rows,columns,warps,stages,programs per SM" '
-                '(CONFIG["fwd"])')
+                '(CONFIG["fwd"] and, for PYPHASE_LINEAR_TMA=1, CONFIG["fwd_tma"])')
 a = ap.parse_args()
 corpus = load_corpus(a.data)
 METER = Meter.open(torch.device("cuda", torch.cuda.current_device())) if torch.cuda.is_available() else None
@@ -75,7 +75,7 @@ if a.ln_config:
     layernorm.CONFIG.update(fwd=tuple(int(v) for v in fc.split(",")), bwd=tuple(int(v) for v in bc.split(",")))
 if a.linear_config:
     from pyphase import linear
-    linear.CONFIG["fwd"] = tuple(int(v) for v in a.linear_config.split(","))
+    linear.CONFIG["fwd"] = linear.CONFIG["fwd_tma"] = tuple(int(v) for v in a.linear_config.split(","))
 if a.backward_programs:
     from pyphase import kernels
     kernels.BACKWARD_PROGRAMS = a.backward_programs

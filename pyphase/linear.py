@@ -105,14 +105,15 @@ if triton is not None:
             w_desc = tl.make_tensor_descriptor(W, shape=[KK, D, F], strides=[D * F, F, 1], block_shape=[1, BD, BN])
             y_desc = tl.make_tensor_descriptor(Y, shape=[KK, N, F], strides=[N * F, F, 1], block_shape=[1, BM, BN])
         for tile in tl.range(pid, tm * tn * KK, NPROG, num_stages=STAGES):
-            k = (tile // (tn * tm)).to(tl.int64)
+            model = tile // (tn * tm)
+            k = model.to(tl.int64)
             row0 = (tile // tn) % tm * BM
             col0 = tile % tn * BN
             cols = col0 + tl.arange(0, BN)
             c_ok = below(cols, F, EVEN)
             if TMA:
-                h = h_desc.load([tile // (tn * tm), row0, 0]).reshape(BM, BD)
-                w = w_desc.load([tile // (tn * tm), 0, col0]).reshape(BD, BN)
+                h = h_desc.load([model, row0, 0]).reshape(BM, BD)
+                w = w_desc.load([model, 0, col0]).reshape(BD, BN)
             else:
                 rows = row0 + tl.arange(0, BM)
                 r_ok = below(rows, N, EVEN)
@@ -124,7 +125,7 @@ if triton is not None:
             y = (tl.dot(h, w).to(dt).to(tl.float32)
                  + tl.load(B + k * F + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :])
             if TMA:
-                y_desc.store([tile // (tn * tm), row0, col0], y.to(dt).reshape(1, BM, BN))
+                y_desc.store([model, row0, col0], y.to(dt).reshape(1, BM, BN))
             else:
                 tl.store(Y + (k * N + rows)[:, None] * F + cols[None, :], y.to(dt), mask=r_ok[:, None] & c_ok[None, :])
 

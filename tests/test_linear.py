@@ -47,7 +47,7 @@ INTERPRETED = textwrap.dedent(
             continue
         k, n, d, f, cfg, tma = case
         os.environ["PYPHASE_LINEAR_TMA"] = tma
-        linear.CONFIG["fwd"] = tuple(cfg)
+        linear.CONFIG["fwd"] = linear.CONFIG["fwd_tma"] = tuple(cfg)
         g = torch.Generator().manual_seed(n + f)
         h = torch.randn(k, n, d, generator=g).requires_grad_()
         w = (torch.randn(k, d, f, generator=g) * 0.2).requires_grad_()
