@@ -59,6 +59,13 @@ EVAL_CHUNK = 32
 # row's "numerics" names those that were set.
 NUMERIC_SWITCHES = ("PYPHASE_ATTENTION", "PYPHASE_COMPILE", "PYPHASE_HEAD", "PYPHASE_LN", "PYPHASE_MLP",
                     "PYPHASE_OPTIM", "PYPHASE_RESIDUAL", "PYPHASE_WGRAD")
+# The defaults' numerics revision: bumped whenever a change of default gives other bits with the same
+# `numerics` label (which names only the switches that are set). A checkpoint records it and one of
+# another revision is not continued (`PackTrainer.load`). History:
+#   1  c9530b1 (session 45): the bf16 residual stream the default on CUDA; checkpoints record `numerics`
+#   2  64f9045 (session 45): the projections' weight gradients by a Triton kernel (PYPHASE_WGRAD=cublas
+#      gives revision 1's bits)
+NUMERICS_REVISION = 2
 
 
 def numerics(amp: bool, residual: str = "fp32") -> str:
@@ -386,14 +393,17 @@ class PackTrainer:
             "evals": list(self._settle_evals()),
             "wall": self.wall,
             "numerics": numerics(self.amp, self.residual),
+            "numerics_revision": NUMERICS_REVISION,
         }
 
     def load(self, path: Path) -> bool:
         """Restore from a checkpoint of the same pack; False (and no change) if it is another pack's,
         or if it was trained with other numerics (`numerics`: another precision, switch or default,
         e.g. written before an upgrade changed the residual stream's default; or not recorded, as
-        before session 45): a run continued that way would mix two numerics under one summary's
-        label, so the pack trains from step 0 instead, and says so on stderr."""
+        before session 45), or by code whose defaults gave other bits under the same label (another
+        NUMERICS_REVISION, or none recorded, as before session 47): a run continued that way would
+        mix two numerics under one summary's label, so the pack trains from step 0 instead, and says
+        so on stderr."""
         blob = torch.load(path, map_location="cpu", weights_only=False)
         if blob["run_ids"] != [c.run_id for c in self.configs]:
             return False
@@ -401,6 +411,12 @@ class PackTrainer:
         if blob.get("numerics") != want:
             print(f"pyphase: {path} was trained with numerics {blob.get('numerics') or '(not recorded)'!r}, this run's "
                   f"are {want!r}: training its pack from step 0", file=sys.stderr, flush=True)
+            return False
+        if blob.get("numerics_revision") != NUMERICS_REVISION:
+            got = blob.get("numerics_revision")
+            print(f"pyphase: {path} was trained by pyphase's numerics revision {'(not recorded)' if got is None else got}, "
+                  f"this code's is {NUMERICS_REVISION} (a default changed the bits since): training its pack from step 0",
+                  file=sys.stderr, flush=True)
             return False
         with torch.no_grad():
             self.model.flat.copy_(blob["flat"])

@@ -156,6 +156,53 @@ def test_checkpoint_of_other_numerics_restarts_the_pack_instead_of_mixing_them(c
     assert again[0].summary["numerics"] == "fp32"
 
 
+def test_checkpoint_of_another_numerics_revision_restarts_the_pack(corpus, tmp_path, capsys, monkeypatch):
+    """A default that changes the bits keeps the `numerics` label (it names only the switches that are
+    set), so a checkpoint also records NUMERICS_REVISION: one written by code of another revision, or
+    without the record, is not continued (the pack trains from step 0, equal to a fresh run, and
+    stderr says why), while one of this revision resumes."""
+    from pyphase import train as tr
+
+    cs = [cfg(lr=2e-3, seed=0, steps=20), cfg(lr=5e-3, clip=0.2, seed=1, steps=20)]
+    fresh = train_pack(cs, corpus, progress=False)
+    ck = tmp_path / "pack.ckpt"
+    for written, told in ((tr.NUMERICS_REVISION - 1, f"revision {tr.NUMERICS_REVISION - 1}, "), (None, "(not recorded)")):
+        ck.unlink(missing_ok=True)  # the run before left one at its end
+        with pytest.raises(KeyboardInterrupt):
+            train_pack(cs, corpus, checkpoint=ck, checkpoint_every=5, progress=False, stop_after=13)
+        blob = torch.load(ck, weights_only=False)
+        assert blob["numerics_revision"] == tr.NUMERICS_REVISION and blob["numerics"] == "fp32"
+        if written is None:
+            del blob["numerics_revision"]
+        else:
+            blob["numerics_revision"] = written
+        # the weights of a resumed run would show: a restart must not read them
+        blob["flat"] = torch.full_like(blob["flat"], float("nan"))
+        torch.save(blob, ck)
+        capsys.readouterr()
+        again = train_pack(cs, corpus, checkpoint=ck, checkpoint_every=5, progress=False)
+        err = capsys.readouterr().err
+        assert told in err and f"this code's is {tr.NUMERICS_REVISION}" in err and "from step 0" in err
+        for a, b in zip(fresh, again):
+            np.testing.assert_array_equal(a.steps["train_loss"].to_numpy(), b.steps["train_loss"].to_numpy())
+    # code whose revision was bumped after the interruption restarts too; the same revision resumes
+    ck.unlink()
+    with pytest.raises(KeyboardInterrupt):
+        train_pack(cs, corpus, checkpoint=ck, checkpoint_every=5, progress=False, stop_after=13)
+    monkeypatch.setattr(tr, "NUMERICS_REVISION", tr.NUMERICS_REVISION + 1)
+    capsys.readouterr()
+    train_pack(cs, corpus, checkpoint=ck, checkpoint_every=5, progress=False)
+    assert f"this code's is {tr.NUMERICS_REVISION}" in capsys.readouterr().err
+    ck.unlink()
+    with pytest.raises(KeyboardInterrupt):
+        train_pack(cs, corpus, checkpoint=ck, checkpoint_every=5, progress=False, stop_after=13)
+    capsys.readouterr()
+    resumed = train_pack(cs, corpus, checkpoint=ck, checkpoint_every=5, progress=False)
+    assert "from step 0" not in capsys.readouterr().err
+    for a, b in zip(fresh, resumed):
+        np.testing.assert_array_equal(a.steps["train_loss"].to_numpy(), b.steps["train_loss"].to_numpy())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA path (bf16 Triton kernels, CUDA graph) needs CUDA")
 @pytest.mark.parametrize("residual", ["", "fp32", "bf16grad"])
 def test_cuda_training_repeats_bit_for_bit_and_resumes_exactly(corpus, tmp_path, monkeypatch, residual):
