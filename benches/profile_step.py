@@ -59,7 +59,7 @@ ap.add_argument("--attn-fwd", default="", help='";"-separated pyphase.attention 
                 'a variant named VARIANT:fwdN runs with the N-th')
 ap.add_argument("--embed-config", default=None, help='pyphase.layernorm embedding backward "positions,warps,programs"')
 ap.add_argument("--linear-config", default=None, help='pyphase.linear QKV GEMM "rows,columns,warps,stages,programs per SM" '
-                '(CONFIG["fwd"] and, for PYPHASE_LINEAR_TMA=1, CONFIG["fwd_tma"])')
+                '(CONFIG["fwd"] and, with TMA descriptors, the default on GPUs of compute capability 9 or more, CONFIG["fwd_tma"])')
 a = ap.parse_args()
 corpus = load_corpus(a.data)
 METER = Meter.open(torch.device("cuda", torch.cuda.current_device())) if torch.cuda.is_available() else None

@@ -181,17 +181,19 @@ def _linear_bias_fwd(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
 
 
 def tma(h: Tensor, d: int, f: int) -> bool:
-    """Whether the QKV GEMM moves its tiles by TMA descriptors: PYPHASE_LINEAR_TMA=1, on a GPU of
-    compute capability 9 or more (or in Triton's interpreter), rows 16-byte aligned (d, f multiples
-    of 8 for 16-bit dtypes). Descriptors made inside a kernel need a scratch allocator, set here once.
+    """Whether the QKV GEMM moves its tiles by TMA descriptors: by default on a GPU of compute
+    capability 9 or more, rows 16-byte aligned (d, f multiples of 8 for 16-bit dtypes), with a Triton
+    that makes descriptors inside kernels; PYPHASE_LINEAR_TMA=0 turns it off, =1 also takes it in
+    Triton's interpreter (tests). Descriptors made inside a kernel need a scratch allocator, set here once.
 
-    The same bits (tests; the K = 5, B = 256 step's losses). Measured on an H200 (session 46,
-    results/bench/profile_k5_b256_linear_tma_*): the kernel took 112 against 133 us a layer at its
-    own launch ("fwd_tma"), and the K = 5, B = 256 step 11.352 / 11.378 / 11.360 against 11.382 /
-    11.394 / 11.450 ms, alternating in one process (-0.4%, at the power cap). Opt-in: the cold
-    phase3a (forked compiles) and the trainer's CUDA tests have not run with it yet."""
+    The same bits (tests; the K = 5, B = 256 step's losses; a whole cold phase3a, results/bench).
+    Measured on an H200 (session 46, results/bench/profile_k5_b256_linear_tma_*): the kernel took
+    112 against 133 us a layer at its own launch ("fwd_tma"), and the K = 5, B = 256 step 11.352 /
+    11.378 / 11.360 against 11.382 / 11.394 / 11.450 ms, alternating in one process (-0.4%, at the
+    power cap). The default since session 47."""
     global _ALLOCATOR_SET
-    if (os.environ.get("PYPHASE_LINEAR_TMA", "0") != "1" or d % 8 or f % 8
+    env = os.environ.get("PYPHASE_LINEAR_TMA", "")
+    if (env == "0" or (not h.is_cuda and env != "1") or d % 8 or f % 8
             or not hasattr(tl, "make_tensor_descriptor") or not hasattr(triton, "set_allocator")):
         return False
     if h.is_cuda:
