@@ -415,7 +415,7 @@ class PackTrainer:
         if blob.get("numerics_revision") != NUMERICS_REVISION:
             got = blob.get("numerics_revision")
             print(f"pyphase: {path} was trained by pyphase's numerics revision {'(not recorded)' if got is None else got}, "
-                  f"this code's is {NUMERICS_REVISION} (a default changed the bits since): training its pack from step 0",
+                  f"this code's is {NUMERICS_REVISION} (its defaults may give other bits): training its pack from step 0",
                   file=sys.stderr, flush=True)
             return False
         with torch.no_grad():
