@@ -551,7 +551,8 @@ def _lr_opt_text(o: an.LrOptimum) -> str:
 
 def _budget_text(b: an.BudgetBeta) -> str:
     m = b.measurement
-    return f"{m.fit.beta:.2f} [{m.ci_low:.2f}, {m.ci_high:.2f}] at step {b.step:,} (lowest val {b.best_loss:.3f})"
+    interval = f"[{m.ci_low:.2f}, {m.ci_high:.2f}]" if m.ci_low is not None and m.ci_high is not None else "(no interval)"
+    return f"{m.fit.beta:.2f} {interval} at step {b.step:,} (lowest val {b.best_loss:.3f})"
 
 
 def beta_along_markdown(along: Sequence[an.BudgetBeta]) -> tuple[str, list[str]]:

@@ -190,7 +190,9 @@ def test_console_sets_up_the_cache(tmp_path: Path, cmd: str) -> None:
     corpus = tmp_path / "c.txt"
     corpus.write_text("hello world, a tiny corpus. " * 200)
     cache = tmp_path / "cache"
-    env = dict(os.environ, PYPHASE_COLDSTART="force", PYPHASE_PYCACHE=str(cache), PYTHONPATH=str(ROOT))
+    # the checkout first, then whatever the environment's PYTHONPATH holds (where a machine keeps packages)
+    path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = dict(os.environ, PYPHASE_COLDSTART="force", PYPHASE_PYCACHE=str(cache), PYTHONPATH=path)
     args = (["data", "stats", str(corpus), "--json"] if cmd == "data"
             else ["train", "smoke", "--device", "cpu", "--out", str(tmp_path / "runs"), "--no-progress"])
     out = subprocess.run([sys.executable, "-m", "pyphase", *args], env=env, capture_output=True, text=True, timeout=300)

@@ -13,6 +13,8 @@ import torch
 
 from pyphase.head import head_ce, head_ce_reference
 
+from conftest import OLD_TRITON_INTERPRETER
+
 pytest.importorskip("triton")
 
 INTERPRETED = textwrap.dedent(
@@ -45,6 +47,7 @@ CASES = [(2, 100, 32, 65, (32, 4), (16, 3, 4)), (1, 77, 48, 20, (16, 4), (16, 2,
          (3, 64, 16, 16, (64, 4), (64, 1, 4))]
 
 
+@OLD_TRITON_INTERPRETER
 def test_head_ce_matches_stock_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
     errs = run_interpreted(INTERPRETED, CASES)
     for case, e in zip(CASES, errs):

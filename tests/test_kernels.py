@@ -227,6 +227,7 @@ SUM_PARTS = textwrap.dedent(
 )
 
 
+@OLD_TRITON_INTERPRETER
 def test_sum_parts_adds_every_partial_sum(run_interpreted) -> None:  # type: ignore[no-untyped-def]
     # partial counts below, at and above one block of rows (64), columns not a multiple of 128
     cases = [(2, 5, 300), (1, 64, 128), (3, 130, 77), (1, 1, 1)]

@@ -13,6 +13,8 @@ import torch
 
 from pyphase.layernorm import add_ln, add_ln_reference
 
+from conftest import OLD_TRITON_INTERPRETER
+
 pytest.importorskip("triton")
 
 INTERPRETED = textwrap.dedent(
@@ -51,6 +53,7 @@ CASES = [(2, 100, 32, (32, 4), (16, 3, 4), True, True), (1, 77, 48, (16, 4), (8,
          (2, 100, 32, (32, 4), (16, 3, 4), True, False), (1, 77, 48, (16, 4), (8, 4, 2), False, False)]
 
 
+@OLD_TRITON_INTERPRETER
 def test_add_ln_matches_stock_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
     errs = run_interpreted(INTERPRETED, CASES)
     for case, e in zip(CASES, errs):
@@ -144,6 +147,7 @@ EMBED_CASES = [(2, 3, 20, 24, 11, 32, 16, True, 256, False), (1, 2, 33, 33, 7, 4
                (2, 3, 20, 24, 11, 32, 16, True, 256, True), (1, 2, 16, 16, 130, 16, 16, True, 256, True)]
 
 
+@OLD_TRITON_INTERPRETER
 def test_embed_ln_matches_stock_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
     errs = run_interpreted(EMBED, EMBED_CASES)
     for case, e in zip(EMBED_CASES, errs):

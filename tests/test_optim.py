@@ -14,6 +14,8 @@ import torch
 
 from pyphase import optim
 
+from conftest import OLD_TRITON_INTERPRETER
+
 pytest.importorskip("triton")
 
 # Runs `steps` updates of both forms from the same start and returns the largest relative
@@ -67,6 +69,7 @@ INTERPRETED = COMPARE + textwrap.dedent(
 CASES = [("adamw", 3, 10_000, 3), ("adamw", 1, 4096, 2), ("adamw", 2, 100, 4), ("sgd", 3, 5000, 3)]
 
 
+@OLD_TRITON_INTERPRETER
 def test_fused_update_matches_torch_ops_in_the_interpreter(run_interpreted) -> None:  # type: ignore[no-untyped-def]
     errs = run_interpreted(INTERPRETED, CASES)
     for case, e in zip(CASES, errs):

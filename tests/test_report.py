@@ -461,6 +461,19 @@ def test_beta_along_training_recovers_a_beta_that_changes_with_the_budget() -> N
     assert table.count("| clip=1/adamw |") == 10
 
 
+def test_beta_along_markdown_without_an_interval_says_so() -> None:
+    """A step whose β has no bootstrap interval (too few usable points, as the smoke experiment on a
+    real corpus gives) is reported without one instead of failing the whole report."""
+    from dataclasses import replace
+
+    s, steps = _budget_bowl(lambda t: 0.5)
+    along = [replace(b, measurement=replace(b.measurement, ci_low=None, ci_high=None)) for b in an.beta_along_training(s, steps, n_boot=50)]
+    table, words = rp.beta_along_markdown(along)
+    assert "0.50 (no interval) at step 100" in words[0] and "0.50 (no interval) at step 1,000" in words[0]
+    assert "The interval contains β = 0 at 0 of those 10 steps" in words[0]
+    assert table.count("| — |") == 10
+
+
 def test_summaries_at_step_counts_a_divergence_only_inside_the_budget() -> None:
     s, steps = _budget_bowl(lambda t: 0.5)
     victim = s["run_id"][3]

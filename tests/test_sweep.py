@@ -181,7 +181,10 @@ def test_resolve_device():
             resolve_device("cuda")
 
 
-def test_git_commit_is_the_checkout_head():
+def test_git_commit_is_the_checkout_head(monkeypatch):
+    monkeypatch.setenv("PYPHASE_GIT_COMMIT", "0123abc")  # names the commit where the code has no .git
+    assert sweep.git_commit() == "0123abc"
+    monkeypatch.delenv("PYPHASE_GIT_COMMIT")
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
     if head.returncode != 0:
         assert sweep.git_commit() == "unknown"
@@ -201,7 +204,7 @@ def test_smoke_sweep_writes_every_run_with_the_seed_columns(reference):
     assert (summary["experiment"] == "smoke").all() and (summary["optimizer"] == "adamw").all()
     assert (summary["device"] == "cpu").all() and (summary["torch_version"] == torch.__version__).all()
     commit = summary["git_commit"].unique().to_list()
-    assert len(commit) == 1 and (commit[0] == "unknown" or len(commit[0]) == 40)
+    assert len(commit) == 1 and (commit[0] in ("unknown", os.environ.get("PYPHASE_GIT_COMMIT")) or len(commit[0]) == 40)
     from pyphase.data import load_corpus
 
     corpus = load_corpus(None)
