@@ -591,8 +591,14 @@ def beta_along_markdown(along: Sequence[an.BudgetBeta]) -> tuple[str, list[str]]
                     text += f"; {'highest' if extra is high else 'lowest'} {_budget_text(extra)}"
             if last is not first:
                 text += f"; {_budget_text(last)}"
-            zero = [b.step for b in measured if b.measurement.ci_low is not None and b.measurement.ci_low <= 0 <= b.measurement.ci_high]
-            text += f". The interval contains β = 0 at {len(zero)} of those {len(measured)} steps"
+            with_ci = [b for b in measured if b.measurement.ci_low is not None and b.measurement.ci_high is not None]
+            zero = [b.step for b in with_ci if b.measurement.ci_low <= 0 <= b.measurement.ci_high]
+            if len(with_ci) == len(measured):
+                text += f". The interval contains β = 0 at {len(zero)} of those {len(measured)} steps"
+            elif with_ci:
+                text += f". The interval contains β = 0 at {len(zero)} of the {len(with_ci)} of those steps that have one"
+            else:
+                text += ". None of those steps has an interval"
         words.append(text + ".")
     return markdown_table(rows, list(rows[0])), words
 

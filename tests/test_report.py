@@ -470,8 +470,13 @@ def test_beta_along_markdown_without_an_interval_says_so() -> None:
     along = [replace(b, measurement=replace(b.measurement, ci_low=None, ci_high=None)) for b in an.beta_along_training(s, steps, n_boot=50)]
     table, words = rp.beta_along_markdown(along)
     assert "0.50 (no interval) at step 100" in words[0] and "0.50 (no interval) at step 1,000" in words[0]
-    assert "The interval contains β = 0 at 0 of those 10 steps" in words[0]
+    assert words[0].endswith("None of those steps has an interval.")
     assert table.count("| — |") == 10
+    # some steps with an interval: the count says of how many
+    along[0] = an.beta_along_training(s, steps, n_boot=50)[0]
+    _, words = rp.beta_along_markdown(along)
+    assert "0.50 (no interval) at step 1,000" in words[0] and "0.50 [" in words[0]
+    assert words[0].endswith("The interval contains β = 0 at 0 of the 1 of those steps that have one.")
 
 
 def test_summaries_at_step_counts_a_divergence_only_inside_the_budget() -> None:
