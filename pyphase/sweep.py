@@ -371,6 +371,10 @@ def run_experiment(
     corpus = load_corpus(data)
     out = Path(out)
     exp_dir = out / exp.name
+    try:  # before any training: a folder that cannot be made would lose the first pack's work
+        exp_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PyphaseError(f"--out {out}: cannot create {exp_dir}: {e.strerror or e}") from None
     created_group = _init_process_group(shard)
     try:
         if dev.startswith("cuda"):

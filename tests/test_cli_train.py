@@ -101,6 +101,14 @@ def test_train_user_errors_are_one_line_exit_2(tmp_path, monkeypatch, capsys, ar
     assert not list((tmp_path / "runs").glob("smoke/*/summary.parquet"))
 
 
+def test_train_out_that_cannot_be_created_is_one_line_exit_2_before_any_training(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code, err = main_in_process(monkeypatch, capsys, "train", "smoke", "--out", str(blocker / "runs"))
+    assert code == 2
+    assert err == f"error: --out {blocker / 'runs'}: cannot create {blocker / 'runs' / 'smoke'}: Not a directory\n", err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_train_device_cuda_without_cuda_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     code, err = main_in_process(monkeypatch, capsys, "train", "smoke", "--device", "cuda", "--out", str(tmp_path))
