@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 
@@ -354,7 +354,9 @@ def main(fast_exit: bool = False) -> None:
     console script and `python -m pyphase`, not callers in a process that goes on, like tests), a
     successful run that used CUDA ends without the interpreter's teardown (`_exit_without_teardown`)."""
     try:
-        app()
+        # not standalone: click's usage errors come back here instead of as a boxed message
+        rc = app(standalone_mode=False, prog_name="pyphase")
+        sys.exit(rc if isinstance(rc, int) and not isinstance(rc, bool) else 0)  # --help, typer.Exit: their code
     except SystemExit as e:
         if fast_exit and e.code in (None, 0):
             _exit_without_teardown()
@@ -367,6 +369,33 @@ def main(fast_exit: bool = False) -> None:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         typer.echo(f"error: {msg}", err=True)
         sys.exit(2)
+    except Exception as e:
+        _usage_error_or_raise(e)
+
+
+def _usage_error_or_raise(e: Exception) -> NoReturn:
+    """click's exceptions, as typer (which may bring its own copy of click) raises them outside
+    standalone mode: a usage error (unknown option or command, missing argument or value) is one
+    line and exit 2, naming the command's help, and click's other errors one line with their own
+    code; a command group called without a command shows its help (exit 2, as before); Ctrl-C is
+    "Aborted!" and exit 1, as click says it; anything else is re-raised."""
+    kind = type(e).__name__
+    if kind == "NoArgsIsHelpError":
+        text = e.format_message()  # type: ignore[attr-defined]  # typer's rich help printed it already: ""
+        if text.strip():
+            typer.echo(text)
+        sys.exit(2)
+    if kind == "Abort":
+        typer.echo("Aborted!", err=True)
+        sys.exit(1)
+    code = getattr(e, "exit_code", None)
+    if hasattr(e, "format_message") and isinstance(code, int):  # click's ClickException and its kinds
+        ctx = getattr(e, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None and code == 2 else ""
+        msg = " ".join(e.format_message().split())  # type: ignore[attr-defined]
+        typer.echo(f"error: {msg}{where}", err=True)
+        sys.exit(code)
+    raise e
 
 
 def console() -> None:

@@ -120,6 +120,31 @@ def test_user_errors_are_one_line_exit_2(tmp_path, monkeypatch, capsys, args, fr
     assert not (tmp_path / "p" / "trajectories.parquet").exists()
 
 
+USAGE_ERRORS = [
+    (["predict", "--nosuch", "1"], "No such option: --nosuch", "(see 'pyphase predict --help')"),
+    (["report"], "Missing argument 'experiments'.", "(see 'pyphase report --help')"),
+    (["results", "show"], "Missing argument 'experiment'.", "(see 'pyphase results show --help')"),
+    (["predict", "--clip"], "Option '--clip' requires an argument.", ""),
+    (["nosuch"], "No such command 'nosuch'.", "(see 'pyphase --help')"),
+]
+
+
+@pytest.mark.parametrize("args,message,see", USAGE_ERRORS, ids=[" ".join(e[0]) for e in USAGE_ERRORS])
+def test_usage_errors_are_one_line_exit_2(monkeypatch, capsys, args, message, see):
+    """Errors click finds before a command runs (unknown option or command, missing argument or
+    value) are one line too, not typer's boxed message, and name the help to read."""
+    code, out, err = main_in_process(monkeypatch, capsys, *args)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"error: {message}") and err.endswith(f"{see}\n") and err.count("\n") == 1, err
+
+
+def test_help_and_a_group_without_its_command_print_help_on_stdout(monkeypatch, capsys):
+    code, out, err = main_in_process(monkeypatch, capsys, "--help")
+    assert code == 0 and "predict" in out and "train" in out and err == ""
+    code, out, err = main_in_process(monkeypatch, capsys, "results")
+    assert code == 2 and "show" in out and err == ""
+
+
 def test_out_that_is_a_file_is_a_user_error(tmp_path, monkeypatch, capsys):
     f = tmp_path / "file"
     f.write_text("x")
