@@ -407,16 +407,16 @@ class PackTrainer:
         blob = torch.load(path, map_location="cpu", weights_only=False)
         if blob["run_ids"] != [c.run_id for c in self.configs]:
             return False
-        want = numerics(self.amp, self.residual)
+        want, got = numerics(self.amp, self.residual), blob.get("numerics_revision")
         if blob.get("numerics") != want:
-            print(f"pyphase: {path} was trained with numerics {blob.get('numerics') or '(not recorded)'!r}, this run's "
-                  f"are {want!r}: training its pack from step 0", file=sys.stderr, flush=True)
-            return False
-        if blob.get("numerics_revision") != NUMERICS_REVISION:
-            got = blob.get("numerics_revision")
-            print(f"pyphase: {path} was trained by pyphase's numerics revision {'(not recorded)' if got is None else got}, "
-                  f"this code's is {NUMERICS_REVISION} (its defaults may give other bits): training its pack from step 0",
-                  file=sys.stderr, flush=True)
+            why = f"with numerics {blob.get('numerics') or '(not recorded)'!r}, this run's are {want!r}"
+        elif got != NUMERICS_REVISION:
+            why = (f"by pyphase's numerics revision {'(not recorded)' if got is None else got}, this code's is "
+                   f"{NUMERICS_REVISION} (its defaults may give other bits)")
+        else:
+            why = ""
+        if why:
+            print(f"pyphase: {path} was trained {why}: training its pack from step 0", file=sys.stderr, flush=True)
             return False
         with torch.no_grad():
             self.model.flat.copy_(blob["flat"])
