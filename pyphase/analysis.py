@@ -69,6 +69,39 @@ def diverged_expr() -> pl.Expr:
     return not_finite | not_converged | pl.col("diverged_step").is_not_null()
 
 
+def check_summaries(summaries: pl.DataFrame) -> None:
+    """Raise PyphaseError, naming the first bad row, where summaries cannot be analysed: a batch size
+    that is not a positive integer, an LR that is not positive and finite, or two runs of one
+    experiment with the same (clip, optimizer, B, LR, seed), which would pass for two seeds and
+    narrow β's interval (rows without a seed cannot be told apart and are not checked)."""
+
+    def where(row: dict[str, Any]) -> str:
+        exp = f"experiment '{row['experiment']}'" if row.get("experiment") is not None else "summaries"
+        run = f" run '{row['run_id']}'" if row.get("run_id") is not None else ""
+        return exp + run
+
+    bad_b = summaries.filter(pl.col("batch_size").fill_null(0) <= 0)
+    if bad_b.height:
+        row = bad_b.row(0, named=True)
+        raise PyphaseError(f"{where(row)}: batch_size must be a positive integer, got {row['batch_size']}")
+    lr = pl.col("lr").cast(pl.Float64)
+    bad_lr = summaries.filter((lr.is_finite() & (lr > 0)).fill_null(False).not_())
+    if bad_lr.height:
+        row = bad_lr.row(0, named=True)
+        raise PyphaseError(f"{where(row)}: lr must be positive and finite, got {row['lr']}")
+    if "seed" not in summaries.columns:
+        return
+    keys = [c for c in ["experiment", *CONFIG_KEYS, "seed"] if c in summaries.columns]
+    seeded = summaries.filter(pl.col("seed").is_not_null())
+    dup = seeded.filter(seeded.select(keys).is_duplicated())
+    if dup.height:
+        row = dup.row(0, named=True)
+        same = dup.filter(pl.all_horizontal(pl.col(k).eq_missing(row[k]) for k in keys))
+        what = ", ".join(f"{k} {row[k]}" for k in keys if k != "experiment")
+        raise PyphaseError(f"{where(row)}: {same.height} runs have {what}; each would count as another seed "
+                           f"({dup.height} duplicated rows in all: remove the duplicates)")
+
+
 def with_effective_loss(summaries: pl.DataFrame) -> pl.DataFrame:
     """Add `diverged` and `loss` (final val loss, +inf for a diverged run, so it never wins a minimum)."""
     df = summaries.with_columns(diverged_expr().alias("diverged"))
@@ -82,6 +115,7 @@ def config_table(summaries: pl.DataFrame) -> pl.DataFrame:
 
     `loss` is the mean final val loss with diverged runs as +inf (what LR_opt is chosen from).
     """
+    check_summaries(summaries)
     df = with_effective_loss(summaries)
     return (
         df.group_by(CONFIG_KEYS)
@@ -255,7 +289,10 @@ def fit_power_law(batch_sizes: Sequence[float], lrs: Sequence[float]) -> PowerLa
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     ss_res = float(np.sum((y - (r.intercept + r.slope * x)) ** 2))
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
-    stderr = float(r.stderr) if x.size > 2 else float("nan")
+    # β's standard error from the residuals, not linregress's: scipy gives NaN when every LR is equal,
+    # where the residuals (all zero) give 0, and the same value otherwise
+    sxx = float(np.sum((x - x.mean()) ** 2))
+    stderr = math.sqrt(ss_res / (x.size - 2) / sxx) if x.size > 2 else float("nan")
     return PowerLawFit(float(r.slope), float(10**r.intercept), r2, stderr, int(x.size))
 
 
@@ -380,6 +417,7 @@ def measure_beta(summaries: pl.DataFrame, *, n_boot: int = DEFAULT_BOOTSTRAP, se
     """β for every clip/optimizer group of an experiment's summaries (one row per run)."""
     if summaries.height == 0:
         raise PyphaseError("no finished runs to measure β from")
+    check_summaries(summaries)
     return [measure_group(g, n_boot=n_boot, seed=seed) for _, _, g in groups(summaries)]
 
 
@@ -582,12 +620,19 @@ def score_rules(
 def _baseline_lr(name: str, spec: Any, bs: Sequence[int], anchor_b: int, anchor_lr: float) -> dict[int, float]:
     """A baseline from the prediction JSON: {"beta": x} (anchored like the rules) or {"lr_opt": {"B": lr}}."""
     if isinstance(spec, Mapping) and isinstance(spec.get("beta"), (int, float)):
+        if not math.isfinite(spec["beta"]):
+            raise PyphaseError(f"prediction baseline '{name}': beta must be finite, got {spec['beta']}")
         return beta_rule_lr(bs, anchor_b, anchor_lr, float(spec["beta"]))
     if isinstance(spec, Mapping) and isinstance(spec.get("lr_opt"), Mapping):
         try:
-            return {int(b): float(v) for b, v in spec["lr_opt"].items()}
+            lr = {int(b): float(v) for b, v in spec["lr_opt"].items()}
         except (TypeError, ValueError) as e:
             raise PyphaseError(f"prediction baseline '{name}': lr_opt must map batch size to LR ({e})") from e
+        for b, v in lr.items():
+            if b <= 0 or not (math.isfinite(v) and v > 0):
+                raise PyphaseError(f"prediction baseline '{name}': lr_opt needs batch sizes >= 1 and LRs positive "
+                                   f"and finite, got {b}: {v}")
+        return lr
     raise PyphaseError(f'prediction baseline \'{name}\': expected {{"beta": x}} or {{"lr_opt": {{B: lr}}}}')
 
 
@@ -809,7 +854,11 @@ def compare(
             b_noise_source = f"prediction JSON '{key}'"
             if key == "b_simple":
                 b_noise_source += " (the simulated NQM's B_simple at initialisation)"
-    pred_groups = groups(prediction_summaries(prediction)) if prediction is not None else []
+    check_summaries(summaries)
+    pred_summaries = prediction_summaries(prediction) if prediction is not None else None
+    if pred_summaries is not None:
+        check_summaries(pred_summaries)
+    pred_groups = groups(pred_summaries) if pred_summaries is not None else []
     compared, clip_rows, unmatched = [], [], 0
     for clip, opt, mgroup in groups(summaries):
         pgroup = _matching_group(clip, opt, pred_groups) if prediction is not None else None

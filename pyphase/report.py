@@ -265,7 +265,7 @@ def _clip_markdown(cmp: an.Comparison) -> str:
 
 # --------------------------------------------------------------------------- the answer in words
 def _beta_meaning(m: an.BetaMeasurement) -> str:
-    if m.ci_low is None:
+    if m.ci_low is None or m.ci_high is None or not (math.isfinite(m.ci_low) and math.isfinite(m.ci_high)):
         return ""
     refs = {"no batch dependence (β=0)": 0.0, "the square-root rule (β=0.5)": 0.5, "the linear rule (β=1)": 1.0}
     inside = [n for n, v in refs.items() if m.ci_low <= v <= m.ci_high]
@@ -976,7 +976,8 @@ def _make_plots(
 ) -> list[tuple[str, Path]]:
     primary = comparisons[0][1] if comparisons else None
     out = []
-    if not _only_one_lr(measurements):  # with one LR per batch size there is no LR_opt to draw
+    # with one LR per batch size, or every LR diverged, there is no LR_opt to draw
+    if not _only_one_lr(measurements) and any(math.isfinite(o.lr_opt) for m in measurements for o in m.optima):
         out.append(
             (
                 "LR_opt vs batch size",
@@ -1036,6 +1037,16 @@ def _make_plots(
     return out
 
 
+def _not_measured_reason(m: an.BetaMeasurement) -> str:
+    if _only_one_lr([m]):
+        return "one LR per B"
+    if not any(math.isfinite(o.lr_opt) for o in m.optima):
+        return "every LR diverged"
+    if m.fit is None:
+        return "fewer than two B with a finite LR_opt"
+    return "every LR_opt on a grid edge"
+
+
 def summary_rows(experiment: str, measurements: Sequence[an.BetaMeasurement], configs: pl.DataFrame) -> list[dict]:
     """One row per clip/optimizer group for the report's summary table."""
     rows = []
@@ -1048,7 +1059,7 @@ def summary_rows(experiment: str, measurements: Sequence[an.BetaMeasurement], co
         freq = g["avg_clip_frequency"].drop_nulls()
         edges = [o for o in m.optima if o.at_edge]
         if m.fit is None or _only_one_lr([m]) or len(edges) == len(m.optima):
-            beta = "not measured (" + ("one LR per B" if _only_one_lr([m]) else "every LR_opt on a grid edge") + ")"
+            beta = f"not measured ({_not_measured_reason(m)})"
         else:
             beta = f"{m.fit.beta:.2f} {_interval_text(m)}" + (f", bounded: {len(edges)} of {len(m.optima)} B on an edge" if edges else "")
         rows.append(
@@ -1262,6 +1273,7 @@ def write_report(
     """
     if not experiments:
         raise PyphaseError("name at least one experiment to report on")
+    experiments = list(dict.fromkeys(experiments))  # one section per experiment, however often it is named
     b_noise, b_noise_source = noise_scale(b_noise, calibration)
     rs = scan(root, list(experiments))
     out = Path(out) if out is not None else default_report_path(experiments)

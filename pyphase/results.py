@@ -66,6 +66,7 @@ class ExperimentSource:
     runs: int
     finished: int
     packs_in_progress: int = 0
+    error: str | None = None  # why its summary.csv cannot be read (find_experiments(strict=False))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -132,9 +133,14 @@ def _committed_row_count(csv_path: Path) -> int:
         raise PyphaseError(f"{csv_path}: unreadable CSV ({_first_line(e)})") from e
 
 
-def _source_of(folder: Path, root: Path) -> ExperimentSource | None:
+def _source_of(folder: Path, root: Path, strict: bool = True) -> ExperimentSource | None:
     if (folder / COMMITTED_SUMMARY_FILE).is_file():
-        n = _committed_row_count(folder / COMMITTED_SUMMARY_FILE)
+        try:
+            n = _committed_row_count(folder / COMMITTED_SUMMARY_FILE)
+        except PyphaseError as e:
+            if strict:
+                raise
+            return ExperimentSource(folder.name, root, COMMITTED_LAYOUT, folder, 0, 0, error=str(e))
         return ExperimentSource(folder.name, root, COMMITTED_LAYOUT, folder, n, n)
     runs = [d for d in folder.iterdir() if _is_run_folder(d)]
     packs = len(list((folder / PACKS_DIR).glob("*.ckpt")))
@@ -144,14 +150,16 @@ def _source_of(folder: Path, root: Path) -> ExperimentSource | None:
     return ExperimentSource(folder.name, root, RUNS_LAYOUT, folder, len(runs), finished, packs)
 
 
-def find_experiments(root: Path | str | Sequence[Path | str] | None = None) -> list[ExperimentSource]:
-    """Every experiment folder under the roots (missing roots are skipped), in root order then by name."""
+def find_experiments(root: Path | str | Sequence[Path | str] | None = None, strict: bool = True) -> list[ExperimentSource]:
+    """Every experiment folder under the roots (missing roots are skipped), in root order then by name.
+    An unreadable committed summary.csv raises PyphaseError, or with strict=False is returned with
+    its `error` (so that it stops only a command that reads that experiment)."""
     found: list[ExperimentSource] = []
     for r in _roots(root):
         if not r.is_dir():
             continue
         for folder in sorted(p for p in r.iterdir() if p.is_dir()):
-            src = _source_of(folder, r)
+            src = _source_of(folder, r, strict)
             if src is not None:
                 found.append(src)
     return found
@@ -252,18 +260,21 @@ def _empty_steps() -> pl.LazyFrame:
 
 
 def _select_sources(roots: list[Path], experiment: str | Sequence[str] | None) -> list[ExperimentSource]:
-    sources = _first_per_experiment(find_experiments(roots))
+    sources = _first_per_experiment(find_experiments(roots, strict=experiment is None))
     if experiment is None:
         chosen = [s for s in sources if s.finished > 0]
         if not chosen:
             raise PyphaseError(f"no finished runs under {_describe_roots(roots)}")
         return chosen
-    wanted = [experiment] if isinstance(experiment, str) else list(experiment)
+    # an experiment named twice is read once (its runs would otherwise count twice, as extra seeds)
+    wanted = [experiment] if isinstance(experiment, str) else list(dict.fromkeys(experiment))
     by_name = {s.experiment: s for s in sources}
     for name in wanted:
         if name not in by_name:
             raise PyphaseError(f"no results for experiment '{name}' under {_describe_roots(roots)}")
         s = by_name[name]
+        if s.error is not None:
+            raise PyphaseError(s.error)
         if s.finished == 0:
             raise PyphaseError(f"experiment '{name}' under {s.root}/ has no finished runs (0 of {s.runs})")
     return [by_name[n] for n in wanted]

@@ -257,6 +257,64 @@ def test_two_batch_sizes_give_an_undefined_interval() -> None:
     assert math.isnan(m.fit.beta_stderr)
 
 
+def test_fit_stderr_is_the_residual_one_and_zero_for_equal_lrs() -> None:
+    from scipy import stats
+
+    bs, lrs = [16, 32, 64, 128], [1e-3, 1.5e-3, 1.8e-3, 3.1e-3]
+    fit = an.fit_power_law(bs, lrs)
+    assert fit.beta_stderr == pytest.approx(stats.linregress(np.log10(bs), np.log10(lrs)).stderr, rel=1e-12)
+    # every LR_opt equal: scipy's stderr is NaN, the residuals give exactly 0 (β = 0 is inside [0, 0])
+    flat = an.fit_power_law([16, 32, 64], [1e-3, 1e-3, 1e-3])
+    assert flat.beta == pytest.approx(0.0, abs=1e-12) and flat.beta_stderr == 0.0
+    lo, hi = an._t_interval(flat)
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("batch_size", 0, "batch_size must be a positive integer, got 0"),
+        ("batch_size", -16, "batch_size must be a positive integer, got -16"),
+        ("lr", 0.0, "lr must be positive and finite, got 0.0"),
+        ("lr", -1e-3, "lr must be positive and finite, got -0.001"),
+        ("lr", float("inf"), "lr must be positive and finite, got inf"),
+    ],
+)
+def test_a_bad_batch_size_or_lr_is_a_user_error_naming_the_run(column: str, value: float, message: str) -> None:
+    df = bowl_summaries(seeds=1)
+    first = df["run_id"][0]
+    df = df.with_columns(pl.when(pl.col("run_id") == first).then(pl.lit(value)).otherwise(pl.col(column))
+                         .cast(df.schema[column]).alias(column))
+    for call in (an.measure_beta, an.config_table, lambda d: an.compare(d, experiment="synth")):
+        with pytest.raises(PyphaseError, match=f"experiment 'synth' run '{re.escape(first)}': {re.escape(message)}"):
+            call(df)
+
+
+def test_a_run_counted_twice_is_a_user_error_not_another_seed() -> None:
+    df = bowl_summaries(seeds=2)
+    twice = pl.concat([df, df.head(1).with_columns(pl.lit("copy").alias("run_id"))])
+    for call in (an.measure_beta, an.config_table, lambda d: an.compare(d, experiment="synth")):
+        with pytest.raises(PyphaseError, match=r"2 runs have gradient_clip 1.0, optimizer adamw, batch_size 16, "
+                                               r"lr 0.0001, seed 0; each would count as another seed"):
+            call(twice)
+    # the same config with another seed, or rows without a seed, are not duplicates
+    other_seed = pl.concat([df, df.head(1).with_columns(pl.lit(7, dtype=df.schema["seed"]).alias("seed"), pl.lit("s7").alias("run_id"))])
+    assert an.measure_beta(other_seed)[0].fit is not None
+    unseeded = pl.concat([df, df]).with_columns(pl.lit(None, dtype=pl.Int64).alias("seed"))
+    assert an.measure_beta(unseeded)[0].fit is not None
+
+
+def test_a_prediction_with_a_bad_lr_or_baseline_is_a_user_error() -> None:
+    df = bowl_summaries(seeds=1)
+    pred = as_prediction(df).with_columns(pl.when(pl.int_range(pl.len()) == 0).then(0.0).otherwise(pl.col("lr")).alias("lr"))
+    with pytest.raises(PyphaseError, match="lr must be positive and finite, got 0.0"):
+        an.compare(df, experiment="synth", prediction=pred)
+    measured = {32: 1e-3, 64: 2e-3}
+    for spec in ({"lr_opt": {"32": 0}}, {"lr_opt": {"0": 1e-3}}, {"lr_opt": {"32": float("nan")}}, {"beta": float("inf")}):
+        with pytest.raises(PyphaseError, match="prediction baseline 'zero'"):
+            an.score_rules(measured, extra={"zero": spec})
+
+
 def test_naive_beta_of_seed_phase_2_5_argmins_is_1_17() -> None:
     # seed 000: argmins [0.001, 0.003, 0.01, 0.01] at B = 32..256 gave β = 1.17, R² = 0.89
     fit = an.fit_power_law([32, 64, 128, 256], [0.001, 0.003, 0.01, 0.01])

@@ -508,3 +508,42 @@ def test_beta_along_markdown_with_every_minimum_on_an_edge_reports_no_beta() -> 
     first = next(line for line in table.splitlines() if line.startswith("| 100 |"))
     assert first.split("|")[3].strip() in ("", "—")  # no β, not the slope through edge values
     assert "≤0.0001" in first
+
+
+def test_a_report_where_every_run_diverged_is_written_and_says_so(tmp_path: Path) -> None:
+    df = bowl_summaries(seeds=1, lrs=LRS[::3], clip=None, experiment="alldiv").with_columns(
+        pl.lit(float("nan")).alias("final_val_loss"), pl.lit(False).alias("converged"))
+    write_runs(tmp_path / "runs", df)
+    out = rp.write_report(["alldiv"], root=tmp_path / "runs", out=tmp_path / "REPORT.md", n_boot=50)
+    text = out.read_text()
+    assert "| alldiv | clip=off/adamw | not measured (every LR diverged) | — |" in text
+    assert "plots/alldiv_lr_opt.png" not in text  # no LR_opt to draw, and no crash drawing none
+
+
+def test_summary_row_says_why_beta_is_not_measured() -> None:
+    one_b = bowl_summaries(seeds=1, batches=(64,), lrs=LRS[::2])
+    rows = rp.summary_rows("e", an.measure_beta(one_b), an.config_table(one_b))
+    assert rows[0]["β [95% interval]"] == "not measured (fewer than two B with a finite LR_opt)"
+    edges = bowl_summaries(seeds=1, lrs=LRS[:3])  # every minimum above the grid: all on its high edge
+    rows = rp.summary_rows("e", an.measure_beta(edges), an.config_table(edges))
+    assert rows[0]["β [95% interval]"] == "not measured (every LR_opt on a grid edge)"
+
+
+def test_an_experiment_named_twice_is_reported_once(synth_root: Path, tmp_path: Path) -> None:
+    once = rp.write_report(["synth"], root=synth_root, out=tmp_path / "once" / "REPORT.md", n_boot=100).read_text()
+    twice = rp.write_report(["synth", "synth"], root=synth_root, out=tmp_path / "twice" / "REPORT.md", n_boot=100).read_text()
+    assert twice.count("\n## synth") == 1
+    assert twice.split("\n", 1)[1] == once.split("\n", 1)[1]  # all but the title line
+    assert scan(synth_root, ["synth", "synth"]).summaries.collect().height == scan(synth_root, "synth").summaries.collect().height
+
+
+def test_an_unreadable_summary_stops_only_commands_that_read_it(synth_root: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "results" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "summary.csv").write_text("")
+    roots = [synth_root, tmp_path / "results"]
+    assert scan(roots, "synth").summaries.collect().height > 0
+    with pytest.raises(PyphaseError, match="broken/summary.csv: unreadable CSV"):
+        scan(roots, "broken")
+    with pytest.raises(PyphaseError, match="broken/summary.csv: unreadable CSV"):
+        scan(roots)  # every experiment: the broken one among them
