@@ -430,7 +430,7 @@ def summaries_at_step(summaries: pl.DataFrame, steps: pl.DataFrame, step: int) -
         "run_id", pl.col("val_loss").alias("_val")
     )
     div = pl.col("diverged_step").cast(pl.Int64, strict=False)
-    diverged_by = div.is_not_null() & (div <= step)
+    diverged_by = div.is_not_null() & (div < step)  # its first non-finite step, diverged_step + 1, is <= step
     return (
         summaries.join(val, on="run_id", how="left")
         .with_columns(
@@ -451,7 +451,7 @@ def common_eval_steps(summaries: pl.DataFrame, steps: pl.DataFrame) -> list[int]
     common: set[int] = set().union(*by_run.values())
     for run_id, div in summaries.select("run_id", "diverged_step").iter_rows():
         have = by_run.get(run_id, set())
-        common = {t for t in common if t in have or (div is not None and div <= t)}
+        common = {t for t in common if t in have or (div is not None and div < t)}
     return sorted(common)
 
 

@@ -28,7 +28,10 @@ app.add_typer(results_app, name="results")
 
 
 def _print_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2, default=str))
+    """Strict JSON (NaN and infinities as null, as `results --format json` writes them)."""
+    from pyphase.results import json_safe
+
+    typer.echo(json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False))
 
 
 # --------------------------------------------------------------------------- data (foundation)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 import math
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -360,6 +360,13 @@ def _build(raw: dict[str, Any], path: Path, seeds_override: int | None) -> Exper
                       checkpoint_every=checkpoint_every, settings=raw)
 
 
+def config_record(config: RunConfig) -> dict[str, Any]:
+    """The RunConfig as JSON-ready data (what a run's config.json and a pack's checkpoint hold of it)."""
+    rec = asdict(config)
+    rec["betas"] = list(config.betas)
+    return rec
+
+
 def load_experiment(name_or_path: str | Path, *, seeds: int | None = None) -> Experiment:
     """Read and validate an experiment: a TOML path, or the name of one under `experiments/`.
 
@@ -372,6 +379,8 @@ def load_experiment(name_or_path: str | Path, *, seeds: int | None = None) -> Ex
             raw = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise PyphaseError(f"{path}: not valid TOML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError as e:
+        raise PyphaseError(f"{path}: not valid TOML: not UTF-8 (invalid byte at offset {e.start})") from None
     except OSError as e:
         raise PyphaseError(f"{path}: cannot read: {e.strerror}") from None
     try:

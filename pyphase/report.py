@@ -25,6 +25,7 @@ from pyphase.results import (
     CorpusEntropies,
     PredictionFiles,
     ResultSet,
+    collect_steps,
     corpus_entropies,
     entropies_of_corpus,
     read_json_object,
@@ -693,7 +694,8 @@ def divergence_markdown(runs: pl.DataFrame) -> tuple[str, str]:
             "B": r["batch_size"],
             "LR": r["lr"],
             "seed": r["seed"],
-            "diverged at step": r["diverged_step"],
+            # steps.parquet's numbering: the first step whose loss or gradient norm was not finite
+            "diverged at step": None if r["diverged_step"] is None else r["diverged_step"] + 1,
             "largest finite ‖g‖": r["max_grad_norm"],
             "clip freq": r["avg_clip_frequency"],
         }
@@ -1122,7 +1124,10 @@ def experiment_report(
     cmp = comparisons[0][1]
     measurements = [g.measured for g in cmp.groups]  # compare measured every group: one bootstrap, not two
     entropies = entropies_of_corpus(corpus, rs, experiment) if corpus is not None else corpus_entropies(rs, experiment)
-    steps = rs.steps.filter(pl.col("experiment") == experiment).collect()
+    try:
+        steps = rs.steps.filter(pl.col("experiment") == experiment).collect()
+    except pl.exceptions.PolarsError:
+        steps = collect_steps(rs).filter(pl.col("experiment") == experiment)  # names a damaged file
     runs = run_diagnostics(summaries, steps) if steps.height else None
     along = an.beta_along_training(summaries, steps, n_boot=n_boot) if runs is not None and not _only_one_lr(measurements) else []
     figures = _make_plots(

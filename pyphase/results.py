@@ -39,6 +39,7 @@ STEPS_FILE = "steps.parquet"
 CHECKPOINT_FILE = "checkpoint.pt"
 PACKS_DIR = "_packs"  # the sweep's checkpoints of packs still training: <experiment>/_packs/<pack_id>.ckpt
 CONFIG_FILE = "config.json"
+PLAN_FILE = "plan.json"  # the sweep's last plan: every run_id of the experiment (all shards)
 COMMITTED_SUMMARY_FILE = "summary.csv"
 PROVENANCE_FILE = "provenance.json"
 
@@ -144,10 +145,22 @@ def _source_of(folder: Path, root: Path, strict: bool = True) -> ExperimentSourc
         return ExperimentSource(folder.name, root, COMMITTED_LAYOUT, folder, n, n)
     runs = [d for d in folder.iterdir() if _is_run_folder(d)]
     packs = len(list((folder / PACKS_DIR).glob("*.ckpt")))
-    if not runs and not packs:
+    planned = _planned_run_ids(folder / PLAN_FILE)
+    if not runs and not packs and not planned:
         return None
     finished = sum((d / SUMMARY_FILE).is_file() for d in runs)
-    return ExperimentSource(folder.name, root, RUNS_LAYOUT, folder, len(runs), finished, packs)
+    # runs the plan names but no folder holds yet (other shards', later packs') count as unfinished
+    return ExperimentSource(folder.name, root, RUNS_LAYOUT, folder, len({d.name for d in runs} | planned), finished,
+                            packs)
+
+
+def _planned_run_ids(path: Path) -> set[str]:
+    """The run_ids of a sweep's plan.json (empty if there is none or it cannot be read)."""
+    try:
+        ids = json.loads(path.read_text()).get("run_ids", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {str(i) for i in ids} if isinstance(ids, list) else set()
 
 
 def find_experiments(root: Path | str | Sequence[Path | str] | None = None, strict: bool = True) -> list[ExperimentSource]:
@@ -396,7 +409,31 @@ def query(rs: ResultSet, sql: str) -> pl.DataFrame:
     try:
         return ctx.execute(sql).collect()
     except pl.exceptions.PolarsError as e:
+        _raise_if_a_steps_file_is_damaged(rs)  # the data's fault, not the SQL's: name the file
         raise PyphaseError(f"SQL failed: {_first_line(e)}") from e
+
+
+def collect_steps(rs: ResultSet) -> pl.DataFrame:
+    """Every step row of the result set; a damaged steps.parquet fails with one line naming it."""
+    try:
+        return rs.steps.collect()
+    except pl.exceptions.PolarsError as e:
+        _raise_if_a_steps_file_is_damaged(rs)
+        raise PyphaseError(f"cannot read the step metrics: {_first_line(e)}") from e
+
+
+def _raise_if_a_steps_file_is_damaged(rs: ResultSet) -> None:
+    """Read each steps file of the result set whole; raise PyphaseError naming the first that fails."""
+    for src in rs.sources:
+        files = [src.path / STEPS_FILE] if src.layout == COMMITTED_LAYOUT else sorted(
+            d / STEPS_FILE for d in src.path.iterdir() if (d / SUMMARY_FILE).is_file())
+        for f in files:
+            if not f.is_file():
+                continue
+            try:
+                pl.read_parquet(f)
+            except (pl.exceptions.PolarsError, OSError) as e:
+                raise PyphaseError(f"{f}: unreadable Parquet ({_first_line(e)})") from None
 
 
 def format_frame(df: pl.DataFrame, fmt: str) -> str:
@@ -655,6 +692,8 @@ def export_experiment(
     src = rs.source(experiment)
     if src.layout != RUNS_LAYOUT:
         raise PyphaseError(f"{src.path}: already in the committed layout; export reads run folders")
+    if (dest_root / experiment).resolve() == src.path.resolve():
+        raise PyphaseError(f"--dest {dest_root}: that is where the run folders are ({src.path}); export to another folder")
     unfinished = src.runs - src.finished
     if (unfinished or src.packs_in_progress) and not allow_unfinished:
         raise PyphaseError(
@@ -662,7 +701,7 @@ def export_experiment(
             f"{src.packs_in_progress} packs in progress: finish the sweep or allow unfinished runs"
         )
     summaries = rs.summaries.collect().sort(["batch_size", "lr", "gradient_clip", "seed", "run_id"], nulls_last=False)
-    steps = rs.steps.collect().drop("experiment").sort(["run_id", "step"])
+    steps = collect_steps(rs).drop("experiment").sort(["run_id", "step"])
     entropies = corpus_entropies(rs, experiment)
     out = dest_root / experiment
     previous = read_provenance(out) if out.is_dir() else {}

@@ -37,7 +37,9 @@ EXTRA_SUMMARY_COLUMNS: list[str] = [
     "seed",
     "optimizer",  # "adamw" | "sgd"
     "n_params",
-    "diverged_step",  # null when the run stayed finite
+    # null when the run stayed finite; else the number of steps completed with a finite loss and
+    # gradient norm: steps.parquet's step diverged_step + 1 (steps count from 1) is the first that was not
+    "diverged_step",
     "wall_time_s",
     "tokens_per_s",
     "device",

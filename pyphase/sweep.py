@@ -22,7 +22,6 @@ to learn rank and world size and for one barrier at the end, so that rank 0 repo
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import hashlib
 import json
@@ -41,7 +40,7 @@ from typing import Any
 import polars as pl
 
 import pyphase
-from pyphase.config import Experiment, RunConfig, load_experiment
+from pyphase.config import Experiment, RunConfig, config_record, load_experiment
 from pyphase.errors import PyphaseError
 from pyphase.schema import STEP_COLUMNS, SUMMARY_COLUMNS, SUMMARY_DTYPES
 
@@ -49,6 +48,7 @@ SUMMARY_FILE = "summary.parquet"
 STEPS_FILE = "steps.parquet"
 CONFIG_FILE = "config.json"
 PACKS_DIR = "_packs"
+PLAN_FILE = "plan.json"  # <out>/<experiment>/plan.json: every run_id of the last plan (all shards)
 # Packs trained side by side on one GPU by default (`side_by_side`). Measured on the H100:
 # phase3a's two packs (K = 5 at B = 128 and 256) in one graph 21.79 ms per pair of steps against
 # 23.13 ms one after the other (commit 714316c, results/bench/two_streams_one_graph_h100_714316c.txt);
@@ -238,13 +238,6 @@ def run_dir(out: Path, config: RunConfig) -> Path:
     return Path(out) / config.experiment / config.run_id
 
 
-def config_record(config: RunConfig) -> dict[str, Any]:
-    """The RunConfig as JSON-ready data (what config.json holds)."""
-    rec = dataclasses.asdict(config)
-    rec["betas"] = list(config.betas)
-    return rec
-
-
 def is_finished(out: Path, config: RunConfig) -> bool:
     """True if the run's summary exists. Raises if that run was trained under a different config
     (same run_id, e.g. other steps or model shape): mixing the two would be silently wrong."""
@@ -263,7 +256,17 @@ def is_finished(out: Path, config: RunConfig) -> bool:
         raise PyphaseError(
             f"{d} holds a finished run of a different config ({diff}); use another --out or remove it"
         )
+    _read_summary(d / SUMMARY_FILE)  # a damaged summary fails here, naming it, before any training
     return True
+
+
+def _read_summary(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise PyphaseError(f"{path}: unreadable Parquet ({first}); remove its run folder to train the run "
+                           "again") from None
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -310,7 +313,7 @@ def write_run(out: Path, config: RunConfig, summary: dict[str, Any], steps: pl.D
 
 def read_summaries(out: Path, configs: Sequence[RunConfig]) -> pl.DataFrame:
     """Summary rows of the finished runs among `configs`, in their order (empty frame if none)."""
-    frames = [pl.read_parquet(run_dir(out, c) / SUMMARY_FILE) for c in configs
+    frames = [_read_summary(run_dir(out, c) / SUMMARY_FILE) for c in configs
               if (run_dir(out, c) / SUMMARY_FILE).exists()]
     if not frames:
         return pl.DataFrame(schema={k: SUMMARY_DTYPES[k] for k in SUMMARY_COLUMNS})
@@ -375,6 +378,10 @@ def run_experiment(
         exp_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise PyphaseError(f"--out {out}: cannot create {exp_dir}: {e.strerror or e}") from None
+    # every run of the plan, this shard's and the others': what `results list` and `export` count as
+    # runs, so that a sweep whose other shards (or later packs) have not run yet is not called complete
+    plan_ids = json.dumps({"experiment": exp.name, "run_ids": [c.run_id for c in exp.configs]}, indent=1).encode()
+    _atomic_write(exp_dir / PLAN_FILE, lambda f: f.write(plan_ids))
     created_group = _init_process_group(shard)
     try:
         if dev.startswith("cuda"):
@@ -449,15 +456,32 @@ def _train_side_by_side(packs: list[list[RunConfig]], ckpts: list[Path], corpus:
     return [_train_side_by_side([p], [c], corpus, dev, every, progress)[0] for p, c in zip(packs, ckpts)]
 
 
+def _checkpoint_run_ids(path: Path) -> list[str] | None:
+    """The run_ids a pack's checkpoint holds; None if it cannot be read."""
+    import torch
+
+    try:
+        ids = torch.load(path, map_location="cpu", weights_only=False)["run_ids"]
+    except Exception:  # noqa: BLE001 - unreadable: it can never be resumed
+        return None
+    return [str(i) for i in ids] if isinstance(ids, list) else None
+
+
 def _remove_stale_checkpoints(out: Path, exp: Experiment) -> None:
-    """Once every run of the plan is finished, leftover checkpoints (of packs whose composition
-    changed, e.g. after a crash between two runs' writes) can never be resumed: delete them."""
+    """Once every run of the plan is finished, delete the leftover checkpoints that can never be
+    resumed: those whose runs are all finished (e.g. after a crash between two runs' writes), and
+    unreadable ones. A checkpoint holding an unfinished run of another plan (one trained with
+    another --seeds) is kept: running that plan again resumes it."""
     packs_dir = out / exp.name / PACKS_DIR
     if not packs_dir.is_dir() or not all((run_dir(out, c) / SUMMARY_FILE).exists() for c in exp.configs):
         return
     for f in packs_dir.iterdir():
-        if f.suffix == ".ckpt" or f.name.endswith(".ckpt.tmp"):
+        if f.name.endswith(".ckpt.tmp"):
             f.unlink(missing_ok=True)
+        elif f.suffix == ".ckpt":
+            ids = _checkpoint_run_ids(f)
+            if ids is None or all((out / exp.name / i / SUMMARY_FILE).exists() for i in ids):
+                f.unlink(missing_ok=True)
     try:
         packs_dir.rmdir()
     except OSError:

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from pyphase import _core, kernels, optim, packing
+from pyphase.config import config_record
 from pyphase.errors import PyphaseError
 from pyphase.model import (RESIDUAL_MODES, PackedNanoTransformer, Shape, head_losses, packed_losses, residual_mode,
                            transformer_block)
@@ -394,37 +395,56 @@ class PackTrainer:
             "wall": self.wall,
             "numerics": numerics(self.amp, self.residual),
             "numerics_revision": NUMERICS_REVISION,
+            "configs": [config_record(c) for c in self.configs],
         }
 
     def load(self, path: Path) -> bool:
         """Restore from a checkpoint of the same pack; False (and no change) if it is another pack's,
-        or if it was trained with other numerics (`numerics`: another precision, switch or default,
-        e.g. written before an upgrade changed the residual stream's default; or not recorded, as
-        before session 45), or by code whose defaults gave other bits under the same label (another
+        and also, with a line on stderr saying why (the pack then trains from step 0), if it cannot
+        be read (truncated, emptied), if its runs were trained under other settings (any field of a
+        run's config: weight decay, steps, model shape, ...; or not recorded, as before session 48),
+        or with other numerics (`numerics`: another precision, switch or default, e.g. written
+        before an upgrade changed the residual stream's default; or not recorded, as before session
+        45), or by code whose defaults gave other bits under the same label (another
         NUMERICS_REVISION, or none recorded, as before session 47): a run continued that way would
-        mix two numerics under one summary's label, so the pack trains from step 0 instead, and says
-        so on stderr."""
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        if blob["run_ids"] != [c.run_id for c in self.configs]:
+        mix two trainings under one summary's label."""
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=False)
+            ids = blob["run_ids"]
+        except Exception as e:  # noqa: BLE001 - any unreadable file: the pack starts over, nothing is lost
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            return self._restart(path, f"cannot be read ({type(e).__name__}: {first})")
+        if ids != [c.run_id for c in self.configs]:
             return False
         want, got = numerics(self.amp, self.residual), blob.get("numerics_revision")
+        stored = blob.get("configs")
+        changed = _changed_fields(stored, self.configs)
+        state = blob.get("state", {})
+        if changed:
+            return self._restart(path, f"was trained with other settings ({changed})")
         if blob.get("numerics") != want:
-            why = f"with numerics {blob.get('numerics') or '(not recorded)'!r}, this run's are {want!r}"
-        elif got != NUMERICS_REVISION:
-            why = (f"by pyphase's numerics revision {'(not recorded)' if got is None else got}, this code's is "
-                   f"{NUMERICS_REVISION} (its defaults may give other bits)")
-        else:
-            why = ""
-        if why:
-            print(f"pyphase: {path} was trained {why}: training its pack from step 0", file=sys.stderr, flush=True)
-            return False
+            return self._restart(path, f"was trained with numerics {blob.get('numerics') or '(not recorded)'!r}, "
+                                       f"this run's are {want!r}")
+        if got != NUMERICS_REVISION:
+            return self._restart(path, f"was trained by pyphase's numerics revision "
+                                       f"{'(not recorded)' if got is None else got}, this code's is "
+                                       f"{NUMERICS_REVISION} (its defaults may give other bits)")
+        mine = {"flat": self.model.flat, **{f"state {k}": v for k, v in self.state.tensors().items()}}
+        theirs = {"flat": blob.get("flat"), **{f"state {k}": state.get(k) for k in self.state.tensors()}}
+        for k, v in mine.items():
+            if not isinstance(theirs[k], Tensor) or theirs[k].shape != v.shape:
+                return self._restart(path, f"holds no {k} of shape {tuple(v.shape)}")
         with torch.no_grad():
-            self.model.flat.copy_(blob["flat"])
-            for k, v in self.state.tensors().items():
-                v.copy_(blob["state"][k])
+            for k, v in mine.items():
+                v.copy_(theirs[k])
         self.state.evals = list(blob["evals"])
         self.wall = float(blob["wall"])
         return True
+
+    @staticmethod
+    def _restart(path: Path, why: str) -> bool:
+        print(f"pyphase: {path} {why}: training its pack from step 0", file=sys.stderr, flush=True)
+        return False
 
     # ------------------------------------------------------------------ the loop
     def run(self, checkpoint: Path | None = None, checkpoint_every: int = 1000, progress: bool = True,
@@ -515,6 +535,19 @@ class PackTrainer:
                 steps_df = pl.concat([pl.DataFrame([row0], schema=steps_df.schema), steps_df])
             outs.append(RunOutput(cfg, summary, steps_df.select(STEP_COLUMNS)))
         return outs
+
+
+def _changed_fields(stored: Any, configs: Sequence[RunConfig]) -> str:
+    """"" if a checkpoint's recorded configs are those of `configs`, else which fields differ (of the
+    first run that differs)."""
+    want = [config_record(c) for c in configs]
+    if not isinstance(stored, list) or len(stored) != len(want) or not all(isinstance(s, dict) for s in stored):
+        return "its configs are not recorded"
+    for c, s, w in zip(configs, stored, want):
+        diff = [f"{k} {s.get(k)!r} -> {w[k]!r}" for k in w if s.get(k) != w[k]]
+        if diff:
+            return f"{c.run_id}: " + ", ".join(diff)
+    return ""
 
 
 def converged(diverged_step: int, final_train: float, final_val: float, vocab_size: int) -> bool:

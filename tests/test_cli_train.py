@@ -101,6 +101,31 @@ def test_train_user_errors_are_one_line_exit_2(tmp_path, monkeypatch, capsys, ar
     assert not list((tmp_path / "runs").glob("smoke/*/summary.parquet"))
 
 
+def test_train_json_is_strict_with_a_diverged_run(tmp_path, monkeypatch, capsys):
+    from test_sweep import DIVERGING
+
+    toml = tmp_path / "div.toml"
+    toml.write_text(DIVERGING)
+    monkeypatch.setattr(sys, "argv", ["pyphase", "train", str(toml), "--out", str(tmp_path / "runs"), "--json",
+                                      "--no-progress"])
+    from pyphase.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    rows = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} is not strict JSON"))
+    bad = max(rows, key=lambda r: r["lr"])
+    assert bad["converged"] is False and bad["final_val_loss"] is None
+
+
+def test_a_toml_that_is_not_utf8_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    toml = tmp_path / "latin1.toml"
+    toml.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+    code, err = main_in_process(monkeypatch, capsys, "train", str(toml), "--out", str(tmp_path / "runs"))
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: {toml}: not valid TOML: not UTF-8"), err
+
+
 def test_train_out_that_cannot_be_created_is_one_line_exit_2_before_any_training(tmp_path, monkeypatch, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("")

@@ -203,7 +203,7 @@ def test_diagnostics_stop_at_divergence() -> None:
     d = rp.run_diagnostics(s, steps)
     assert d["best_val"].item() == 2.0 and d["max_grad_norm"].item() == 500.0 and d["diverged"].item()
     table, text = rp.divergence_markdown(d)
-    assert "| 1 | 32 | 0.01 | 0 | 500 | 500 |" in table
+    assert "| 1 | 32 | 0.01 | 0 | 501 | 500 |" in table  # steps 1-500 finite: step 501 diverged
     assert text.startswith("1 runs diverged; before the first non-finite step their gradient norm reached 500 to 500.")
 
 

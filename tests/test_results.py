@@ -460,3 +460,20 @@ def test_cli_export_writes_the_folder_and_errors_are_one_line(
     assert code == 0 and "exp_x: 8 runs, seeds [0, 1]" in out and (tmp_path / "elsewhere" / "exp_x").is_dir()
     code, _, err = run("missing")
     assert code == 2 and err == "error: no results for experiment 'missing' under runs/\n"
+
+
+def test_a_damaged_steps_file_is_named_by_export_query_and_report(runs_root: Path, tmp_path: Path) -> None:
+    from pyphase import report as rp
+
+    victim = sorted((runs_root / "exp_a").glob(f"*/{res.STEPS_FILE}"))[2]
+    data = bytearray(victim.read_bytes())
+    mid = len(data) // 2
+    data[mid - 40 : mid + 40] = b"\xff" * 80  # the footer (schema) stays readable, the data does not
+    victim.write_bytes(bytes(data))
+    for call in (
+        lambda: res.export_experiment("exp_a", runs_root, tmp_path / "out"),
+        lambda: res.query(res.scan(runs_root, "exp_a"), "SELECT avg(train_loss) AS m FROM steps"),
+        lambda: rp.write_report(["exp_a"], root=runs_root, out=tmp_path / "rep" / "REPORT.md", n_boot=20),
+    ):
+        with pytest.raises(PyphaseError, match=f"{victim}: unreadable Parquet"):
+            call()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
@@ -326,6 +327,55 @@ def test_a_run_finished_under_another_config_is_refused(reference, tmp_path):
         run_experiment("smoke", device="cpu", out=out, progress=False)
 
 
+def test_a_damaged_summary_is_a_one_line_error_before_any_training(reference, tmp_path, monkeypatch):
+    out = tmp_path / "runs"
+    shutil.copytree(reference, out)
+    rid = load_experiment("smoke").configs[3].run_id
+    summary = out / "smoke" / rid / SUMMARY_FILE
+    summary.write_bytes(summary.read_bytes()[:100])
+    monkeypatch.setattr(pyphase.train, "run_together", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(PyphaseError, match=f"{rid}/{SUMMARY_FILE}: unreadable Parquet .*remove its run folder") as e:
+        run_experiment("smoke", device="cpu", out=out, progress=False)
+    assert "\n" not in str(e.value)
+
+
+def test_only_checkpoints_that_can_never_be_resumed_are_removed(reference, tmp_path):
+    """With every run of this plan finished, a checkpoint of finished runs, or an unreadable one, is
+    removed; one that holds runs of another plan (another --seeds) that are not finished is kept, so
+    that running that plan again resumes it."""
+    out = tmp_path / "runs"
+    shutil.copytree(reference, out)
+    packs = out / "smoke" / PACKS_DIR
+    packs.mkdir()
+    ids = [c.run_id for c in load_experiment("smoke").configs]
+    other = [c.run_id for c in load_experiment("smoke", seeds=2).configs if c.seed == 1][:2]
+    torch.save({"run_ids": ids[:2]}, packs / "done.ckpt")
+    torch.save({"run_ids": [ids[0], other[0]]}, packs / "mixed.ckpt")
+    (packs / "broken.ckpt").write_bytes(b"")
+    run_experiment("smoke", device="cpu", out=out, progress=False)
+    assert sorted(p.name for p in packs.iterdir()) == ["mixed.ckpt"]
+
+
+def test_export_counts_the_runs_of_the_plan_that_no_folder_holds_yet(reference, tmp_path):
+    """The sweep writes its plan (every run_id, all shards): runs of other shards, or of packs not
+    started, count as unfinished, so `results list` and `export` do not call a part of a sweep whole."""
+    from pyphase import results as res
+
+    out = tmp_path / "runs"
+    shutil.copytree(reference, out)
+    plan = json.loads((out / "smoke" / sweep.PLAN_FILE).read_text())
+    assert plan["run_ids"] == [c.run_id for c in load_experiment("smoke").configs]
+    shutil.rmtree(out / "smoke" / plan["run_ids"][5])  # as if another shard had trained it elsewhere
+    src = next(s for s in res.find_experiments(out) if s.experiment == "smoke")
+    assert (src.runs, src.finished) == (12, 11)
+    with pytest.raises(PyphaseError, match="has 1 unfinished runs"):
+        res.export_experiment("smoke", out, tmp_path / "results")
+    done = res.export_experiment("smoke", out, tmp_path / "results", allow_unfinished=True)
+    assert json.loads((done / "provenance.json").read_text())["runs"]["unfinished"] == 1
+    with pytest.raises(PyphaseError, match="that is where the run folders are"):
+        res.export_experiment("smoke", out, out, allow_unfinished=True)
+
+
 def test_resume_continues_an_interrupted_pack_from_its_checkpoint(reference, tmp_path, monkeypatch):
     """Deterministic interruption: the second pack is stopped after 25 of its 40 steps (checkpoints
     every 10), then the sweep is rerun. The rerun must train only the second pack, and only its
@@ -518,6 +568,11 @@ def test_diverging_config_is_recorded_and_the_sweep_goes_on(tmp_path, max_pack):
     assert ok["diverged_step"] is None
     steps_ok = pl.read_parquet(tmp_path / "runs" / "div" / ok["run_id"] / STEPS_FILE)
     assert steps_ok.filter(pl.col("step") >= 1)["train_loss"].is_finite().all()
+    # schema.py's convention: diverged_step steps were finite, step diverged_step + 1 was not
+    steps_bad = pl.read_parquet(tmp_path / "runs" / "div" / bad["run_id"] / STEPS_FILE)
+    loss = dict(steps_bad.filter(pl.col("step") >= 1).select("step", "train_loss").iter_rows())
+    d = bad["diverged_step"]
+    assert all(math.isfinite(loss[t]) for t in range(1, d + 1)) and not math.isfinite(loss[d + 1])
 
 
 # --------------------------------------------------------------------------- torchrun sharding

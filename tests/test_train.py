@@ -156,6 +156,49 @@ def test_checkpoint_of_other_numerics_restarts_the_pack_instead_of_mixing_them(c
     assert again[0].summary["numerics"] == "fp32"
 
 
+def test_checkpoint_of_other_settings_or_unreadable_restarts_the_pack(corpus, tmp_path, capsys):
+    """A checkpoint records each run's whole config: one trained with other settings that keep the
+    run_ids (weight decay, steps, ...) is not continued, nor is an unreadable one (truncated or
+    emptied); the pack trains from step 0, equal to a fresh run of the new settings, and stderr says
+    why in one line. A checkpoint without the record (before session 48) restarts too."""
+    cs = [cfg(lr=2e-3, seed=0, steps=20), cfg(lr=5e-3, clip=0.2, seed=1, steps=20)]
+    ck = tmp_path / "pack.ckpt"
+
+    def interrupted() -> None:
+        ck.unlink(missing_ok=True)
+        with pytest.raises(KeyboardInterrupt):
+            train_pack(cs, corpus, checkpoint=ck, checkpoint_every=5, progress=False, stop_after=13)
+
+    def damage(how: str) -> None:
+        if how == "truncated":
+            ck.write_bytes(ck.read_bytes()[:1000])
+        elif how == "empty":
+            ck.write_bytes(b"")
+        elif how == "unrecorded":
+            blob = torch.load(ck, weights_only=False)
+            del blob["configs"]
+            torch.save(blob, ck)
+
+    cases = [
+        ([replace(c, weight_decay=0.5) for c in cs], None, "other settings (adamw_b4_lr0.002_clip1_s0: weight_decay 0.01 -> 0.5)"),
+        ([replace(c, steps=25) for c in cs], None, "steps 20 -> 25"),
+        ([replace(c, model=ModelShape(d_model=8, n_layer=1, n_head=2, block_size=16)) for c in cs], None, "model "),
+        (cs, "truncated", "cannot be read ("),
+        (cs, "empty", "cannot be read (EOFError"),
+        (cs, "unrecorded", "its configs are not recorded"),
+    ]
+    for new, how, told in cases:
+        interrupted()
+        damage(how)
+        capsys.readouterr()
+        again = train_pack(new, corpus, checkpoint=ck, checkpoint_every=5, progress=False)
+        err = capsys.readouterr().err
+        assert told in err and err.count("training its pack from step 0") == 1, err
+        fresh = train_pack(new, corpus, progress=False)
+        for a, b in zip(fresh, again):
+            np.testing.assert_array_equal(a.steps["train_loss"].to_numpy(), b.steps["train_loss"].to_numpy())
+
+
 def test_checkpoint_of_another_numerics_revision_restarts_the_pack(corpus, tmp_path, capsys, monkeypatch):
     """A default that changes the bits keeps the `numerics` label (it names only the switches that are
     set), so a checkpoint also records NUMERICS_REVISION: one written by code of another revision, or
