@@ -18,6 +18,9 @@ __version__: str
 
 TokenArray = npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint8] | npt.NDArray[np.int32] | npt.NDArray[np.int64]
 
+# The batcher's outputs hold at most 2**30 elements each: a larger request (offsets, or windows times
+# block) raises ValueError "... is too large" before anything is allocated.
+
 def batch_offsets(
     n_tokens: int, block: int, batch: int, seeds: list[int], start_step: int, n_steps: int
 ) -> npt.NDArray[np.int64]:
@@ -118,7 +121,8 @@ from typing import TypedDict
 # si_init_norm: all three or none, else ValueError; and its optional growth law si_growth_coef,
 # si_growth_power: both or neither, only with the radial part, |w_si|^2 grows by coef*lr^power per
 # step instead of by the simulated update). Every bad argument (negative or NaN LR, batch_size 0, d 0,
-# clip <= 0, NaN anywhere, unknown optimizer) raises ValueError naming it; the GIL is released while
+# clip <= 0, eps <= 0, NaN anywhere, unknown optimizer, threads outside 1..=1024, curve_points above
+# 1,000,000, steps above 100,000,000) raises ValueError naming it; the GIL is released while
 # trajectories run (rayon, `threads` workers or all cores). Results depend only on the arguments,
 # never on the thread count: each seed's noise stream is derived from the seed alone and shared by
 # every config of the call (common random numbers).

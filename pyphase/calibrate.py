@@ -86,6 +86,8 @@ def fit_two_batch(sq_norms: np.ndarray, batch_sizes: Sequence[int]) -> NoiseEsti
         raise ValueError(f"sq_norms must have shape (repeats, {len(sizes)}), got {s.shape}")
     if len(set(sizes)) < 2:
         raise ValueError(f"the two-batch estimator needs at least two distinct batch sizes, got {list(sizes)}")
+    if min(sizes) < 1:
+        raise ValueError(f"batch sizes must be >= 1, got {list(sizes)}")
     r = s.shape[0]
     per_repeat = s @ _two_batch_design(sizes).T  # (R, 2): (|G|², tr Σ) per repeat
     g2, tr = per_repeat.mean(axis=0)

@@ -92,7 +92,7 @@ def predict(
     calibration: Optional[Path] = typer.Option(
         None, "--calibration", help="NQM calibration file (default: the shipped one, else built-in values)."
     ),
-    out: Path = typer.Option(Path("predictions"), "--out", help="Folder for Parquet tables, JSON summary and PNG maps."),
+    out: str = typer.Option("predictions", "--out", help="Folder for Parquet tables, JSON summary and PNG maps."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary JSON instead of tables."),
 ) -> None:
     """Simulate clipped SGD/AdamW on a calibrated noisy quadratic model and predict LR_opt, β, clip frequency and regimes."""

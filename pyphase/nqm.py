@@ -213,6 +213,10 @@ class NQMParams:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise PyphaseError(f"calibration file {p} is not valid JSON: {e}") from None
         params = cls.from_dict(obj, where=str(p))
+        try:  # the simulator's own limits (d, a spectrum that underflows, ...), before any simulation
+            params.describe()
+        except ValueError as e:
+            raise PyphaseError(f"calibration file {p}: {e}") from None
         return params.with_provenance(path=str(p))
 
     # ------------------------------------------------------------------ output

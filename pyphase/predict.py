@@ -79,6 +79,14 @@ class OptimizerSettings:
         return dataclasses.asdict(self)
 
 
+# Bounds of the options (a larger value is a one-line error before any work): the simulator's
+# MAX_STEPS (rust/sim/sweep.rs), and sizes far beyond any sweep that would only exhaust memory.
+MAX_STEPS = 100_000_000
+MAX_SEEDS = 10_000
+MAX_LRS = 10_000
+MAX_BATCH = 10**12
+
+
 def parse_lr_grid(text: str) -> list[float]:
     """'start:stop:n' (n log-spaced LRs, both ends included) or a comma list 'a,b,c'."""
     text = text.strip()
@@ -89,8 +97,8 @@ def parse_lr_grid(text: str) -> list[float]:
                 raise PyphaseError(f"--lr: expected start:stop:count, got {text!r}")
             start, stop, n_text = float(parts[0]), float(parts[1]), parts[2]
             n = int(n_text)
-            if n < 1:
-                raise PyphaseError(f"--lr: count must be >= 1, got {n}")
+            if not 1 <= n <= MAX_LRS:
+                raise PyphaseError(f"--lr: count must be in 1..{MAX_LRS}, got {n}")
             if not (math.isfinite(start) and math.isfinite(stop) and start > 0 and stop > 0):
                 raise PyphaseError(f"--lr: start and stop must be positive and finite, got {text!r}")
             if n == 1 and start != stop:
@@ -103,6 +111,8 @@ def parse_lr_grid(text: str) -> list[float]:
         raise PyphaseError(f"--lr: not a number in {text!r}") from None
     if not lrs:
         raise PyphaseError("--lr: no learning rate given")
+    if len(lrs) > MAX_LRS:
+        raise PyphaseError(f"--lr: at most {MAX_LRS} learning rates, got {len(lrs)}")
     bad = [v for v in lrs if not (math.isfinite(v) and v > 0)]
     if bad:
         raise PyphaseError(f"--lr: learning rates must be positive and finite, got {bad[0]}")
@@ -117,9 +127,9 @@ def parse_batches(text: str) -> list[int]:
         raise PyphaseError(f"--batch: not an integer in {text!r}") from None
     if not values:
         raise PyphaseError("--batch: no batch size given")
-    bad = [v for v in values if v < 1]
+    bad = [v for v in values if not 1 <= v <= MAX_BATCH]
     if bad:
-        raise PyphaseError(f"--batch: batch sizes must be >= 1, got {bad[0]}")
+        raise PyphaseError(f"--batch: batch sizes must be in 1..{MAX_BATCH}, got {bad[0]}")
     return sorted(set(values))
 
 
@@ -145,8 +155,12 @@ def parse_clips(values: Sequence[str]) -> list[float | None]:
 
 
 def clip_label(clip: float | None) -> str:
-    """'1', '10', 'none': used in file names and tables."""
-    return "none" if clip is None else f"{clip:g}"
+    """'1', '10', 'none': used in file names and tables; %g where that names the value exactly,
+    else every digit (1e-07 and 1.00000001e-07 must not share a regime map's file)."""
+    if clip is None:
+        return "none"
+    short = f"{clip:g}"
+    return short if float(short) == clip else repr(float(clip))
 
 
 # --------------------------------------------------------------------------- result
@@ -735,10 +749,12 @@ def run_predict(
     then refined around the optima (DEFAULT_ZOOMS); a grid the user gives is simulated as given."""
     if optimizer not in OPTIMIZERS:
         raise PyphaseError(f"--optimizer: unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
-    if steps < 1:
-        raise PyphaseError(f"--steps: must be >= 1, got {steps}")
-    if seeds < 1:
-        raise PyphaseError(f"--seeds: must be >= 1, got {seeds}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise PyphaseError(f"--steps: must be in 1..{MAX_STEPS}, got {steps}")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise PyphaseError(f"--seeds: must be in 1..{MAX_SEEDS}, got {seeds}")
+    if not str(out).strip():
+        raise PyphaseError("--out: empty path")
     parsed_clips = parse_clips(clips if clips else ["1.0"])
     batches = parse_batches(batch)
     lrs = parse_lr_grid(lr if lr is not None else DEFAULT_LR_GRID)
@@ -746,6 +762,10 @@ def run_predict(
     out_path = Path(out)
     if out_path.exists() and not out_path.is_dir():
         raise PyphaseError(f"--out: {out_path} exists and is not a directory")
+    try:  # before simulating: a folder that cannot be made would lose the work
+        out_path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PyphaseError(f"--out: cannot create {out_path}: {e.strerror or e}") from None
     pred = predict(parsed_clips, optimizer, batches, lrs, steps, seeds, params, progress=progress,
                    extend_edges=DEFAULT_EDGE_EXTENSIONS if lr is None else 0,
                    zoom=DEFAULT_ZOOMS if lr is None else 0)

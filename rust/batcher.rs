@@ -41,6 +41,18 @@ fn prefetch<T>(tokens: &[T], start: usize, len: usize) {
     let _ = (tokens, start, len);
 }
 
+/// Most elements one output array may hold (8 GiB of int64): a larger request is an error, not an
+/// allocation that aborts the process.
+pub const MAX_ELEMENTS: usize = 1 << 30;
+
+/// Check that an output of `n` elements (`what`, for the message) is within MAX_ELEMENTS.
+pub fn check_size(n: usize, what: &str) -> CoreResult<()> {
+    if n > MAX_ELEMENTS {
+        return Err(invalid!("{what}: {n} elements is too large (at most {MAX_ELEMENTS})"));
+    }
+    Ok(())
+}
+
 /// Check that at least one training window of length `block` fits in `n_tokens` tokens.
 pub fn check_window(n_tokens: usize, block: usize) -> CoreResult<()> {
     if block == 0 {
@@ -84,6 +96,7 @@ pub fn batch_offsets(
         .checked_mul(k)
         .and_then(|v| v.checked_mul(batch))
         .ok_or_else(|| invalid!("n_steps {n_steps} x streams {k} x batch {batch} is too large"))?;
+    check_size(total, &format!("n_steps {n_steps} x streams {k} x batch {batch}"))?;
     // Number of valid offsets: 0..=n_tokens-block-1.
     let span = (n_tokens - block) as u64;
     let mut out = vec![0i64; total];
@@ -109,6 +122,7 @@ pub fn batch_offsets(
 pub fn eval_offsets(n_tokens: usize, block: usize) -> CoreResult<Vec<i64>> {
     check_window(n_tokens, block)?;
     let m = (n_tokens - 1) / block;
+    check_size(m, &format!("evaluation windows of block {block} in {n_tokens} tokens"))?;
     Ok((0..m).map(|i| (i * block) as i64).collect())
 }
 
@@ -267,6 +281,12 @@ mod tests {
             batch_offsets(10, 3, 2, &[0], 0, 0).unwrap(),
             Vec::<i64>::new()
         );
+        // sizes that fit in 64 bits but not in memory are errors, not an aborting allocation
+        let e = batch_offsets(100, 8, 1 << 36, &[0], 0, 1).unwrap_err().to_string();
+        assert!(e.contains("too large") && e.contains(&MAX_ELEMENTS.to_string()), "{e}");
+        assert!(eval_offsets(1 << 40, 1).unwrap_err().to_string().contains("too large"));
+        assert!(eval_offsets(1 << 62, 1).unwrap_err().to_string().contains("too large"));
+        assert_eq!(batch_offsets(100, 8, MAX_ELEMENTS + 1, &[0], 0, 0).unwrap(), Vec::<i64>::new());
     }
 
     #[test]

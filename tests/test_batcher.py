@@ -244,6 +244,31 @@ def test_eval_offsets_errors() -> None:
         _core.eval_offsets(5, 0)
 
 
+def test_sizes_beyond_memory_are_value_errors_not_a_crash(tokens_u16: np.ndarray) -> None:
+    """Sizes that fit in 64 bits but not in memory: a ValueError before any allocation (they used to
+    abort the interpreter, or raise PanicException)."""
+    offs = np.array([0, 5], dtype=np.int64)
+    for call in (
+        lambda: _core.eval_offsets(2**40, 1),
+        lambda: _core.eval_offsets(2**62, 1),
+        lambda: _core.batch_offsets(100, 8, 2**36, [0], 0, 1),
+        lambda: _core.sample_batch(tokens_u16, 8, 2**33, 0, 0),
+        lambda: _core.sample_packed(tokens_u16, 8, 2**36, [0], 0),
+    ):
+        with pytest.raises(ValueError, match="is too large"):
+            call()
+    with pytest.raises(ValueError, match="block 8589934592 must be smaller than the number of tokens"):
+        _core.gather_windows(tokens_u16, offs, 2**33)
+    with pytest.raises(ValueError, match="block must be at least 1, got 0"):
+        _core.gather_windows(tokens_u16, offs, 0)
+
+
+@pytest.mark.parametrize("shape", [(0,), (0, 3), (2, 0)])
+def test_gather_windows_of_no_offsets_gives_empty_arrays(tokens_u16: np.ndarray, shape: tuple[int, ...]) -> None:
+    x, y = _core.gather_windows(tokens_u16, np.zeros(shape, dtype=np.int64), 8)
+    assert x.shape == y.shape == shape + (8,) and x.dtype == y.dtype == np.int64
+
+
 @pytest.mark.parametrize("n, block, batch", [(1000, 16, 7), (1000, 16, 100), (17, 16, 3), (333, 10, 1)])
 def test_eval_batches_cover_split_exactly_once(n: int, block: int, batch: int) -> None:
     tokens = (np.arange(n) * 31 % 997).astype(np.uint16)

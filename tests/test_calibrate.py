@@ -71,6 +71,8 @@ def test_two_batch_formula_is_mccandlish_pair_and_exact_on_expectations() -> Non
     # three batch sizes on exact expectations: least squares is still exact
     est3 = fit_two_batch(np.array([[g2 + tr / b for b in (4, 16, 64)]] * 2), [4, 16, 64])
     assert (est3.grad_norm2, est3.trace_sigma) == pytest.approx((g2, tr), rel=1e-12)
+    with pytest.raises(ValueError, match=r"batch sizes must be >= 1, got \[0, 8\]"):
+        fit_two_batch(np.array([[1.0, 2.0]]), [0, 8])
 
 
 def test_two_batch_estimator_recovers_least_squares_noise_within_monte_carlo_error() -> None:

@@ -109,6 +109,14 @@ ERRORS = [
     (["--steps", "0"], "--steps"),
     (["--seeds", "0"], "--seeds"),
     (["--calibration", "/nonexistent/cal.json"], "calibration file not found: /nonexistent/cal.json"),
+    # sizes that would only exhaust memory or overflow the core's integers: caught before any work
+    (["--lr", "1e-3:1e-1:100000000000"], "--lr: count must be in 1..10000"),
+    (["--batch", "100000000000000000000"], "--batch: batch sizes must be in 1..1000000000000"),
+    (["--steps", "100000001"], "--steps: must be in 1..100000000"),
+    (["--steps", "100000000000000000000"], "--steps: must be in 1..100000000"),
+    (["--seeds", "9223372036854775807"], "--seeds: must be in 1..10000"),
+    (["--out", ""], "--out: empty path"),
+    (["--out", "/proc/pyphase-nosuch/p"], "--out: cannot create /proc/pyphase-nosuch/p"),
 ]
 
 
@@ -157,3 +165,25 @@ def test_malformed_calibration_is_a_user_error(tmp_path, monkeypatch, capsys):
     cal.write_text('{"format": "pyphase.nqm", "d": 8}')
     code, _, err = main_in_process(monkeypatch, capsys, "predict", "--calibration", str(cal), *SMALL_GRID)
     assert code == 2 and "missing" in err and err.count("\n") == 1
+
+
+def test_calibration_beyond_the_simulators_limits_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    for name, d, alpha, told in (("big_d", 10_000_000, 1.0, "d must be in 1..=1048576"),
+                                 ("underflow", 1000, 300.0, "spectrum underflows")):
+        cal = tmp_path / f"{name}.json"
+        cal.write_text(json.dumps({"format": "pyphase.nqm", "version": 1, "d": d, "h_max": 1.0, "alpha": alpha,
+                                   "sigma2": 0.1, "init_loss": 2.0, "loss_floor": 1.0, "provenance": {"source": "t"}}))
+        code, _, err = main_in_process(monkeypatch, capsys, "predict", "--calibration", str(cal), *SMALL_GRID)
+        assert code == 2 and err == f"error: calibration file {cal}: {told}" + err.split(told, 1)[1], err
+        assert err.count("\n") == 1 and "simulate" not in err  # no progress bar: nothing was simulated
+
+
+def test_clips_with_the_same_short_label_keep_their_own_files(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "p"
+    code, _, _ = main_in_process(monkeypatch, capsys, "predict", "--clip", "1e-7", "--clip", "1.00000001e-7",
+                                 "--out", str(out), *SMALL_GRID)
+    assert code == 0
+    summary = json.loads((out / "prediction.json").read_text())
+    assert [g["label"] for g in summary["groups"]] == ["1e-07", "1.00000001e-07"]
+    assert sorted(p.name for p in out.glob("regime_map_*.png")) == ["regime_map_clip1.00000001e-07.png",
+                                                                     "regime_map_clip1e-07.png"]

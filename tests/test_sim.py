@@ -248,6 +248,9 @@ BAD = [
     {"schedule": "linear"},
     {"precision": "f16"},
     {"threads": 0},
+    {"threads": 30_000},  # would try to start that many threads
+    {"curve_points": 10**12},  # would try to allocate and fill a curve that long
+    {"eps": 0.0},  # AdamW's 0/0 in a direction of zero gradient
     {"batch_size": [4, 4]},  # lengths differ from lr and clip
 ]
 

@@ -121,6 +121,24 @@ fn seeds_from(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
     })
 }
 
+/// A new uninitialised int64 array. Large ones come from `numpy.empty`, whose failure is a
+/// MemoryError (numpy's allocation failing inside `PyArray::new` would be a panic).
+fn empty_i64<'py>(py: Python<'py>, shape: &[usize]) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
+    let n = shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+    match n {
+        // SAFETY: uninitialised memory; every element is written by `gather_windows` before the
+        // array is returned, and on error the array is dropped unseen.
+        Some(n) if n <= SMALL_ARRAY => Ok(unsafe { PyArrayDyn::<i64>::new(py, IxDyn(shape), false) }),
+        _ => {
+            let arr = py.import("numpy")?.getattr("empty")?.call1((PyTuple::new(py, shape)?, "int64"))?;
+            Ok(arr.cast_into::<PyArrayDyn<i64>>()?)
+        }
+    }
+}
+
+/// Elements up to which `empty_i64` allocates directly (128 MiB of int64).
+const SMALL_ARRAY: usize = 1 << 24;
+
 /// Validate a caller's output buffer (C-contiguous, writeable int64 of `shape`), or make one.
 fn out_buffer<'py>(
     py: Python<'py>,
@@ -129,11 +147,7 @@ fn out_buffer<'py>(
     shape: &[usize],
 ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
     match given {
-        None => {
-            // SAFETY: uninitialised memory; every element is written by `gather_windows` before
-            // the array is returned, and on error the array is dropped unseen.
-            Ok(unsafe { PyArrayDyn::<i64>::new(py, IxDyn(shape), false) })
-        }
+        None => empty_i64(py, shape),
         Some(obj) => {
             let arr = obj.cast::<PyArrayDyn<i64>>().map_err(|_| {
                 PyValueError::new_err(format!(
@@ -168,9 +182,20 @@ fn windows<'py>(
     out_x: Option<&Bound<'py, PyAny>>,
     out_y: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<WindowPair<'py>> {
+    // every argument checked before anything is allocated: a window must fit, and the output too
+    let n_tokens = with_tokens!(tokens, t => t.len());
+    batcher::check_window(n_tokens, block)?;
+    let total = offsets
+        .len()
+        .checked_mul(block)
+        .ok_or_else(|| PyValueError::new_err(format!("{} offsets x block {block} is too large", offsets.len())))?;
+    batcher::check_size(total, &format!("{} windows of block {block}", offsets.len()))?;
     let mut full: Vec<usize> = shape.to_vec();
     full.push(block);
     let (x, y) = match (out_x, out_y) {
+        // no windows: two empty arrays (halves of one empty allocation would share an address,
+        // which numpy's borrow check takes for the same array)
+        (None, None) if total == 0 => (empty_i64(py, &full)?, empty_i64(py, &full)?),
         (None, None) => {
             // x and y are the two halves of one (2, ...) allocation. Two separate arrays of the
             // same size make glibc hand the memory back to the OS on every free (the freed top of

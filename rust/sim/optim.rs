@@ -119,7 +119,11 @@ impl Optimizer {
             Optimizer::AdamW(a) => {
                 unit("beta1", a.beta1)?;
                 unit("beta2", a.beta2)?;
-                nonneg("eps", a.eps)?;
+                // eps > 0: with eps = 0 a direction whose gradient is 0 (the SIMD padding, or a
+                // flat one) divides 0 by 0 and the update is NaN
+                if !(a.eps.is_finite() && a.eps > 0.0) {
+                    return Err(invalid!("eps must be finite and > 0, got {}", a.eps));
+                }
                 nonneg("weight_decay", a.weight_decay)
             }
         }

@@ -54,6 +54,10 @@ pub const LANES: usize = 16;
 pub const DIVERGENCE_FACTOR: f64 = 100.0;
 /// Most steps one sweep may ask for.
 pub const MAX_STEPS: usize = 100_000_000;
+/// Most points a loss curve may ask for (more than steps + 1 are deduplicated away anyway).
+pub const MAX_CURVE_POINTS: usize = 1_000_000;
+/// Most worker threads a sweep may ask for.
+pub const MAX_THREADS: usize = 1024;
 
 /// Arithmetic of the simulation state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +131,7 @@ pub struct StepRecord {
 /// Steps at which loss curves are recorded: 0 and `n − 1` log-spaced steps in 1..=steps,
 /// rounded and deduplicated (so possibly fewer than n).
 pub fn curve_steps(steps: usize, n: usize) -> Vec<usize> {
-    let mut out: Vec<usize> = Vec::with_capacity(n);
+    let mut out: Vec<usize> = Vec::with_capacity(n.min(steps.saturating_add(1)));
     if n == 0 {
         return out;
     }
@@ -154,8 +158,13 @@ impl SweepSpec {
             return Err(invalid!("steps must be in 1..={MAX_STEPS}, got {}", self.steps));
         }
         self.schedule.validate(self.steps)?;
-        if let Some(0) = self.threads {
-            return Err(invalid!("threads must be >= 1 (or None for all cores), got 0"));
+        if let Some(t) = self.threads {
+            if t == 0 || t > MAX_THREADS {
+                return Err(invalid!("threads must be in 1..={MAX_THREADS} (or None for all cores), got {t}"));
+            }
+        }
+        if self.curve_points > MAX_CURVE_POINTS {
+            return Err(invalid!("curve_points must be in 0..={MAX_CURVE_POINTS}, got {}", self.curve_points));
         }
         for c in &self.configs {
             if c.batch_size == 0 {
@@ -1193,6 +1202,15 @@ mod tests {
         bad.push(s);
         let mut s = good.clone();
         s.threads = Some(0);
+        bad.push(s);
+        let mut s = good.clone();
+        s.threads = Some(MAX_THREADS + 1);
+        bad.push(s);
+        let mut s = good.clone();
+        s.curve_points = MAX_CURVE_POINTS + 1;
+        bad.push(s);
+        let mut s = good.clone();
+        s.configs[0].optimizer = Optimizer::AdamW(AdamW { beta1: 0.9, beta2: 0.999, eps: 0.0, weight_decay: 0.01 });
         bad.push(s);
         for s in bad {
             assert!(run_sweep(&s).is_err(), "{s:?} accepted");
