@@ -40,6 +40,8 @@ EXTRA_SUMMARY_COLUMNS: list[str] = [
     # null when the run stayed finite; else the number of steps completed with a finite loss and
     # gradient norm: steps.parquet's step diverged_step + 1 (steps count from 1) is the first that was not
     "diverged_step",
+    # of the run's pack (`pack_size` models trained as one): its training wall time and the tokens
+    # per second of all its models together, the same in every row of the pack
     "wall_time_s",
     "tokens_per_s",
     "device",
