@@ -124,7 +124,10 @@ def _describe_roots(roots: Sequence[Path]) -> str:
 
 
 def _is_run_folder(path: Path) -> bool:
-    return path.is_dir() and any((path / f).exists() for f in (SUMMARY_FILE, STEPS_FILE, CONFIG_FILE, CHECKPOINT_FILE))
+    """A run's folder; not an exported experiment (summary.csv beside its steps.parquet), which a
+    folder of several exports (e.g. results/recheck_*/) holds."""
+    return (path.is_dir() and not (path / COMMITTED_SUMMARY_FILE).is_file()
+            and any((path / f).exists() for f in (SUMMARY_FILE, STEPS_FILE, CONFIG_FILE, CHECKPOINT_FILE)))
 
 
 def _committed_row_count(csv_path: Path) -> int:

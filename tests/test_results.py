@@ -477,3 +477,13 @@ def test_a_damaged_steps_file_is_named_by_export_query_and_report(runs_root: Pat
     ):
         with pytest.raises(PyphaseError, match=f"{victim}: unreadable Parquet"):
             call()
+
+
+def test_a_folder_of_exports_is_not_listed_as_an_experiment_of_runs(tmp_path: Path) -> None:
+    """results/recheck_*/ holds exported experiments (summary.csv + steps.parquet each): it is not an
+    experiment whose runs are those exports (it was listed as one with 1 run, 0 finished)."""
+    container = tmp_path / "results" / "recheck_x"
+    write_committed(container, "phase3a", SEED_3A_CSV)
+    (container / "phase3a" / res.STEPS_FILE).write_bytes(b"")  # an export has one beside its summary
+    assert [s.experiment for s in res.find_experiments(tmp_path / "results")] == []
+    assert [(s.experiment, s.layout) for s in res.find_experiments(container)] == [("phase3a", res.COMMITTED_LAYOUT)]
