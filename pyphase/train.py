@@ -434,6 +434,8 @@ class PackTrainer:
         for k, v in mine.items():
             if not isinstance(theirs[k], Tensor) or theirs[k].shape != v.shape:
                 return self._restart(path, f"holds no {k} of shape {tuple(v.shape)}")
+        if not isinstance(blob.get("evals"), list) or not isinstance(blob.get("wall"), (int, float)):
+            return self._restart(path, "holds no evaluations or wall time")
         with torch.no_grad():
             for k, v in mine.items():
                 v.copy_(theirs[k])
