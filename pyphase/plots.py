@@ -103,10 +103,11 @@ def plot_lr_opt(
     path: Path,
     *,
     predicted: Sequence[BetaMeasurement | None] = (),
+    predicted_label: str = "predicted",
     title: str = "",
 ) -> Path:
     """LR_opt vs B (log-log): measured points (hollow = grid edge, ▲ ≥ / ▼ ≤), fit, 95% band, prediction."""
-    fig = Figure(figsize=(7, 5), layout="constrained")
+    fig = Figure(figsize=(7, 6), layout="constrained")
     ax = fig.add_subplot()
     preds = (list(predicted) + [None] * len(measured))[: len(measured)]
     for i, (m, p) in enumerate(zip(measured, preds, strict=True)):
@@ -122,19 +123,24 @@ def plot_lr_opt(
         else:
             label = f"{group_label(m.gradient_clip, m.optimizer)}: no β (no interior optimum)"
             ax.plot([], [], color=color, marker="s", mfc="none", ls="none", label=label)
-        if p is not None and p.fit is not None:
+        if p is not None and p.fit is not None and not p.all_at_edge:  # an all-edge "fit" predicts nothing
             grid = np.geomspace(bs.min() / 1.3, bs.max() * 1.3, 50)
-            label = f"predicted {group_label(p.gradient_clip, p.optimizer)}: β={p.fit.beta:.2f}"
+            label = f"{predicted_label} {group_label(p.gradient_clip, p.optimizer)}: β={p.fit.beta:.2f}"
             ax.plot(grid, p.fit.lr_at(grid), color=color, ls="--", label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    all_b = [o.batch_size for m in measured for o in m.optima]
+    if all_b:  # room around the outermost points, which would otherwise sit on the frame
+        ax.set_xlim(min(all_b) / 1.3, max(all_b) * 1.3)
+    ax.margins(y=0.12)
     all_bs = sorted({o.batch_size for m in measured for o in m.optima})
     ax.set_xticks(all_bs, [str(b) for b in all_bs])
     ax.xaxis.set_minor_locator(ticker.NullLocator())  # only the measured batch sizes as ticks
     ax.set_xlabel("batch size B")
     ax.set_ylabel("LR_opt")
     handles, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=handles + _marker_legend(measured), fontsize=8, loc="best")
+    fig.legend(handles=handles + _marker_legend(measured), fontsize=8, loc="outside lower center", ncol=2,
+               frameon=False)  # below the axes: never over a point
     ax.set_title(title or "LR_opt vs batch size (band: 95% interval of β)")
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, path)
@@ -145,7 +151,7 @@ def plot_beta_along(along: Sequence[BudgetBeta], path: Path, *, title: str = "")
     """β (with its 95% interval) against the training step taken as the budget, one line per
     clip/optimizer group; hollow markers where some batch size's minimum is on a grid edge (a bound),
     none where every one is; the lowest val loss at each step on a second axis; β = 0, 0.5, 1 marked."""
-    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    fig = Figure(figsize=(7.5, 5.5), layout="constrained")
     ax = fig.add_subplot()
     ax2 = ax.twinx()
     labels = list(dict.fromkeys(group_label(b.measurement.gradient_clip, b.measurement.optimizer) for b in along))
@@ -174,8 +180,9 @@ def plot_beta_along(along: Sequence[BudgetBeta], path: Path, *, title: str = "")
     ax.set_ylabel("β (LR_opt ∝ B^β), 95% band")
     ax2.set_ylabel("lowest val loss (nats/char)")
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    handles.append(Line2D([], [], marker="o", color="0.3", mfc="none", ls="none", label="some B on a grid edge"))
-    ax.legend(handles=handles, fontsize=8, loc="upper right")
+    if any(b.measurement.any_at_edge for b in along if b.measurement.fit is not None and not b.measurement.all_at_edge):
+        handles.append(Line2D([], [], marker="o", color="0.3", mfc="none", ls="none", label="some B on a grid edge"))
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=2, frameon=False)  # off the data
     ax.set_title(title or "β along training", fontsize=10)
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
@@ -259,7 +266,7 @@ def _draw_loss_cells(fig: Figure, ax, z: np.ndarray, div: np.ndarray, seeds: np.
             weight = "bold" if (i, j) in best else "normal"
             color = "w" if v > np.nanmean(finite) else "k"
             ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color=color, weight=weight)
-    fig.colorbar(im, ax=ax, label="final val loss (nats)")
+    fig.colorbar(im, ax=ax, label="final val loss (nats/char)")
 
 
 def _count_columns(df: pl.DataFrame) -> pl.DataFrame:
@@ -304,9 +311,9 @@ def _regime_borders(ax, z: np.ndarray) -> None:
     for i in range(n):
         for j in range(m):
             if j + 1 < m and reg[i, j] >= 0 and reg[i, j + 1] >= 0 and reg[i, j] != reg[i, j + 1]:
-                ax.plot([j + 0.5, j + 0.5], [i - 0.5, i + 0.5], color="k", lw=2.5)
+                ax.plot([j + 0.5, j + 0.5], [i - 0.5, i + 0.5], color="c", lw=2.5)
             if i + 1 < n and reg[i, j] >= 0 and reg[i + 1, j] >= 0 and reg[i, j] != reg[i + 1, j]:
-                ax.plot([j - 0.5, j + 0.5], [i + 0.5, i + 0.5], color="k", lw=2.5)
+                ax.plot([j - 0.5, j + 0.5], [i + 0.5, i + 0.5], color="c", lw=2.5)
 
 
 _CLIP_NORM = colors.BoundaryNorm(
@@ -315,11 +322,17 @@ _CLIP_NORM = colors.BoundaryNorm(
 _SHORT_REGIME = {"pre-saturation": "pre", "transition": "trans", "saturation": "sat"}
 
 
+def clip_text(v: float) -> str:
+    """A clip frequency in two decimals, rounded down, so that the text never crosses a regime
+    threshold that the value has not (0.9863 is "0.98", in transition; rounded it read 0.99)."""
+    return f"{math.floor(v * 100 + 1e-9) / 100:.2f}"
+
+
 def _draw_clip_cells(fig: Figure, ax, z: np.ndarray, borders: bool = True) -> None:
     im = ax.imshow(z, cmap="magma", norm=_CLIP_NORM, aspect="auto")
     for (i, j), v in np.ndenumerate(z):
         if np.isfinite(v):
-            text = f"{v:.2f}\n{_SHORT_REGIME[regime_of(v)]}"
+            text = f"{clip_text(v)}\n{_SHORT_REGIME[regime_of(v)]}"
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
     if borders:
         _regime_borders(ax, z)
@@ -329,7 +342,7 @@ def _draw_clip_cells(fig: Figure, ax, z: np.ndarray, borders: bool = True) -> No
 
 
 def plot_clip_heatmap(configs: pl.DataFrame, path: Path, *, title: str = "") -> Path:
-    """Seed-mean clip frequency over B x LR for clipped groups; black lines separate regimes (a
+    """Seed-mean clip frequency over B x LR for clipped groups; cyan lines separate regimes (a
     threshold sweep with one LR per B is one panel, thresholds across)."""
     parts = [p for p in groups(configs) if p[0] is not None]
     if _one_lr_per_batch(parts):
@@ -381,6 +394,14 @@ def _binned_curves(steps: pl.DataFrame, summaries: pl.DataFrame) -> pl.DataFrame
     return train.join(val, on=[*CONFIG_KEYS, "step"], how="full", coalesce=True, nulls_equal=True).sort(
         [*CONFIG_KEYS, "step"]
     )
+
+
+def _diverged_steps(summaries: pl.DataFrame, config: dict) -> list[int]:
+    """diverged_step of each run of `config` (clip, optimizer, B, LR) that diverged."""
+    if "diverged_step" not in summaries.columns:
+        return []
+    same = pl.all_horizontal(pl.col(k).eq_missing(config[k]) for k in CONFIG_KEYS)
+    return [int(d) for d in summaries.filter(same)["diverged_step"].drop_nulls().to_list()]
 
 
 def _milestones(ax, entropies: CorpusEntropies | None) -> None:
@@ -436,6 +457,7 @@ def plot_loss_curves(
             return group_color[(r["gradient_clip"], r["optimizer"])]
         return cmap(norm(r["lr"]) * 0.85) if len(lrs) > 1 else "C0"
 
+    diverged_drawn = False
     for ax, p in zip(axes, panels.iter_rows(named=True), strict=False):
         sel = curves.filter(pl.all_horizontal(pl.col(k).eq_missing(p[k]) for k in panel_keys))
         for _, c in sel.group_by(["gradient_clip", "optimizer", "lr"], maintain_order=True):
@@ -444,6 +466,14 @@ def plot_loss_curves(
             ax.plot(t["step"], t["train_loss"], color=color, lw=0.8, alpha=0.6)
             v = c.filter(pl.col("val_loss").is_not_null())
             ax.plot(v["step"], v["val_loss"], color=color, marker="o", ms=3, lw=1.5)
+            # each run of this config that diverged: a red x at its first non-finite step, on the curve,
+            # so that a curve that ends is not read as a shorter run
+            r0 = c.row(0, named=True)
+            for d in _diverged_steps(summaries, r0):
+                before = t.filter(pl.col("step") <= d + 1)
+                if before.height:
+                    ax.plot(d + 1, before["train_loss"][-1], "x", color="red", ms=8, mew=2, zorder=4)
+                    diverged_drawn = True
         _milestones(ax, entropies)
         if sweep:
             ax.set_title(f"B={p['batch_size']}, LR={p['lr']:g}", fontsize=9)
@@ -470,6 +500,10 @@ def plot_loss_curves(
     elif len(lrs) > MAX_LR_LEGEND:
         sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
         fig.colorbar(sm, ax=list(axes), label="learning rate", shrink=0.6)
+    if diverged_drawn:
+        legend.append(Line2D([], [], color="red", marker="x", mew=2, ls="none", label="a run diverged (seed mean after it: fewer seeds)"))
+    if entropies is None:  # the milestone lines need the corpus's entropies, which these runs did not record
+        legend.append(Line2D([], [], color="none", label="unigram/bigram lines: corpus entropies not recorded"))
     if entropies is not None:
         legend += [
             Line2D([], [], color="gray", ls="--", label=f"unigram entropy {entropies.unigram:.3f}"),
@@ -486,8 +520,9 @@ def plot_loss_curves(
 LABEL_MERGE_DEX = 0.02  # predicted-vs-measured points closer than this (log10 units) share a label
 
 
-def _lr_points(cmp: Comparison) -> list[tuple[int, list[tuple[float, float, bool, str]]]]:
-    """Per group (colour index): (measured, predicted, measured at edge, batch-size label) points;
+def _lr_points(cmp: Comparison) -> list[tuple[int, list[tuple[float, float, bool, bool, str]]]]:
+    """Per group (colour index): (measured, predicted, measured at edge, both at an edge, batch-size
+    label) points;
     points within LABEL_MERGE_DEX of each other on both log axes share one marker and one label (their
     labels would print on top of each other), and a batch size with one tested LR has no optimum to show."""
     out = []
@@ -501,10 +536,11 @@ def _lr_points(cmp: Comparison) -> list[tuple[int, list[tuple[float, float, bool
                 round(math.log10(r.measured) / LABEL_MERGE_DEX),
                 round(math.log10(r.predicted) / LABEL_MERGE_DEX),
                 r.measured_at_edge,
+                r.measured_at_edge and r.predicted_at_edge,
             )
             merged.setdefault(key, (r.measured, r.predicted, []))[2].append(str(r.batch_size))
         if merged:
-            out.append((i, [(m, p, key[2], ",".join(bs)) for key, (m, p, bs) in merged.items()]))
+            out.append((i, [(m, p, key[2], key[3], ",".join(bs)) for key, (m, p, bs) in merged.items()]))
     return out
 
 
@@ -518,17 +554,20 @@ def plot_predicted_vs_measured(cmp: Comparison, path: Path, *, title: str = "") 
     else:
         ax1, ax2 = None, fig.add_subplot()
     values = []
+    any_both = False
     for i, pts in points:
-        for measured, predicted, at_edge, label in pts:
+        for measured, predicted, at_edge, both_bounds, label in pts:
+            # both only grid-edge bounds: on the diagonal it would read as a perfect prediction
             ax1.plot(
                 measured,
                 predicted,
                 marker="^" if at_edge else "o",
                 mfc="none" if at_edge else _color(i),
-                mec=_color(i),
+                mec="0.6" if both_bounds else _color(i),
                 ls="none",
                 ms=8,
             )
+            any_both = any_both or both_bounds
             ax1.annotate(label, (measured, predicted), textcoords="offset points", xytext=(4, 4), fontsize=7)
             values += [measured, predicted]
         g = cmp.groups[i]
@@ -555,10 +594,13 @@ def plot_predicted_vs_measured(cmp: Comparison, path: Path, *, title: str = "") 
         ax1.set_xlabel("measured LR_opt")
         ax1.set_ylabel("predicted LR_opt")
         ax1.set_title("LR_opt per batch size (labels: B; hollow ▲ = measured at grid edge)", fontsize=9)
+        if any_both:
+            ax1.plot([], [], marker="^", mfc="none", mec="0.6", ls="none",
+                     label="both at a grid edge: bounds, not scored")
         ax1.legend(fontsize=8)
     ax2.plot([0, 1], [0, 1], color="k", lw=1)
     ax2.fill_between(
-        [0, 1], [-CLIP_MAE_MAX, 1 - CLIP_MAE_MAX], [CLIP_MAE_MAX, 1 + CLIP_MAE_MAX], color="k", alpha=0.1, lw=0
+        [0, 1], [-CLIP_MAE_MAX, 1 - CLIP_MAE_MAX], [CLIP_MAE_MAX, 1 + CLIP_MAE_MAX], color="k", alpha=0.1, lw=0,
     )
     for t in (REGIME_TRANSITION_AT, REGIME_SATURATION_AT):
         ax2.axvline(t, color="c", lw=1, ls="--")
@@ -571,6 +613,7 @@ def plot_predicted_vs_measured(cmp: Comparison, path: Path, *, title: str = "") 
     ax2.set_ylim(-0.03, 1.03)
     ax2.set_xlabel("measured clip frequency")
     ax2.set_ylabel("predicted clip frequency")
-    ax2.set_title(f"clip frequency per config (MAE {mae}; × = wrong regime; dashed = regime bounds)", fontsize=9)
+    ax2.set_title(f"clip frequency per config (MAE {mae}; × = wrong regime; dashed = regime bounds;\n"
+                  f"grey band: within ±{CLIP_MAE_MAX:g}, the MAE target)", fontsize=9)
     fig.suptitle(title or f"{cmp.experiment}: predicted vs measured")
     return _save(fig, path)

@@ -394,21 +394,29 @@ def _curve_frame(out: dict[str, np.ndarray], clip: float | None, optimizer: str,
 
 # --------------------------------------------------------------------------- summary
 def regime_boundary(lrs: np.ndarray, clip_frequency: np.ndarray, threshold: float) -> tuple[float | None, str]:
-    """The LR above which the (seed-mean) clip frequency stays >= `threshold`, interpolated in
-    log10 LR between the two grid points around the last upward crossing.
+    """Where the (seed-mean) clip frequency crosses `threshold` on the LR grid, interpolated in log10
+    LR between the two grid points around the crossing.
 
-    Returns (lr, status): status "crossed", "below grid" (at or above the threshold at every LR:
-    lr None) or "not reached" (below it at the largest LR: lr None)."""
+    Returns (lr, status): "crossed" (rising: at or above the threshold from lr up to the largest LR;
+    the last upward crossing), "crossed falling" (at or above it at the smallest LRs, below it at the
+    largest: clipping is frequent below lr, as when small steps keep the gradient from shrinking; the
+    first downward crossing), "below grid" (at or above it at every LR: lr None) or "not reached"
+    (below it at every LR: lr None)."""
     above = clip_frequency >= threshold
     if above.all():
         return None, "below grid"
-    if not above[-1]:
+    if not above.any():
         return None, "not reached"
-    j = int(np.flatnonzero(~above)[-1])  # last LR below the threshold; j + 1 is at or above it
+    if above[-1]:
+        j = int(np.flatnonzero(~above)[-1])  # last LR below the threshold; j + 1 is at or above it
+        status = "crossed"
+    else:
+        j = int(np.flatnonzero(~above)[0]) - 1  # last LR at or above it before the first one below
+        status = "crossed falling"
     x0, x1 = math.log10(lrs[j]), math.log10(lrs[j + 1])
     f0, f1 = float(clip_frequency[j]), float(clip_frequency[j + 1])
     x = x0 + (threshold - f0) / (f1 - f0) * (x1 - x0)
-    return float(10**x), "crossed"
+    return float(10**x), status
 
 
 def _at_lr(lrs: np.ndarray, values: np.ndarray, lr: float) -> float:
@@ -613,36 +621,52 @@ def plot_regime_map(pred: Prediction, group: dict[str, Any], path: Path) -> Path
     bs = sorted(grid["batch_size"].unique().to_list())
     lrs = sorted(grid["lr"].unique().to_list())
     z = grid["clip_frequency"].to_numpy().reshape(len(bs), len(lrs))
-    # Cell edges in log10 LR (midpoints between grid LRs) so markers sit at their true LR.
-    x = np.log10(lrs)
-    dx = np.diff(x).mean() if len(x) > 1 else 1.0
-    xe = np.concatenate([[x[0] - dx / 2], (x[1:] + x[:-1]) / 2, [x[-1] + dx / 2]])
+    # One equal cell per grid LR (a refined grid's close LRs stay readable); a marker at an LR between
+    # two grid LRs sits between their cells, interpolated in log10 LR.
+    log_lrs = np.log10(lrs)
+    x = np.arange(len(lrs), dtype=float)
+    xe = np.arange(len(lrs) + 1) - 0.5
     ye = np.arange(len(bs) + 1) - 0.5
+
+    def at(lr: float) -> float:
+        return float(np.interp(math.log10(lr), log_lrs, x)) if len(lrs) > 1 else 0.0
+
     fig = Figure(figsize=(max(6.0, 0.6 * len(lrs) + 2.5), max(3.5, 0.55 * len(bs) + 2.0)), layout="constrained")
     ax = fig.add_subplot()
     norm = colors.BoundaryNorm([0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 1.0], 256)
     im = ax.pcolormesh(xe, ye, z, cmap="magma", norm=norm)
+    from pyphase.plots import clip_text
+
     for (i, j), v in np.ndenumerate(z):
-        ax.text(x[j], i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
+        ax.text(x[j], i, clip_text(v), ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
     rows = {r["batch_size"]: r for r in group["per_batch"]}
     for key, style, label in (("lr_transition", "c--", f"clip freq = {REGIME_TRANSITION_AT}"),
                               ("lr_saturation", "c-", f"clip freq = {REGIME_SATURATION_AT}")):
-        pts = [(math.log10(rows[b][key]), i) for i, b in enumerate(bs) if rows.get(b, {}).get(key)]
+        pts = [(at(rows[b][key]), i) for i, b in enumerate(bs) if rows.get(b, {}).get(key)]
         if pts:
             px, py = zip(*pts)
             ax.plot(px, py, style, marker="|", ms=14, lw=1.5, label=label)
-    opt = [(math.log10(rows[b]["lr_opt"]), i) for i, b in enumerate(bs)
-           if rows.get(b, {}).get("lr_opt") is not None]
-    if opt:
-        ox, oy = zip(*opt)
-        ax.plot(ox, oy, "*", mfc="none", mec="lime", mew=1.8, ms=16, label="LR_opt (refined)")
+    # LR_opt: a star where it is interior (refined, or the grid value on a flat minimum); a hollow
+    # triangle where it is only a bound on a grid edge (▼ at the low edge: LR_opt ≤ it, ▲: ≥ it)
+    kinds = (("*", lambda r: not r.get("edge"), "LR_opt"),
+             ("v", lambda r: r.get("edge") == "low", "LR_opt ≤ (low grid edge)"),
+             ("^", lambda r: r.get("edge") in ("high", "only"), "LR_opt ≥ (high grid edge)"))
+    for marker, keep, label in kinds:
+        opt = [(at(rows[b]["lr_opt"]), i) for i, b in enumerate(bs)
+               if rows.get(b, {}).get("lr_opt") is not None and keep(rows[b])]
+        if opt:
+            ox, oy = zip(*opt)
+            ax.plot(ox, oy, marker, mfc="none", mec="lime", mew=1.8, ms=16 if marker == "*" else 11, label=label)
     ax.set_yticks(range(len(bs)), [str(b) for b in bs])
     ax.set_xticks(x, [f"{v:.2g}" for v in lrs], rotation=45, ha="right")
-    ax.set_xlabel("learning rate")
+    ax.set_xlabel("learning rate (one cell per grid LR)")
     ax.set_ylabel("batch size")
     beta = group.get("beta")
     ci = group.get("beta_ci95")
-    status = group.get("beta_status", "predicted")
+    edges = [bool(r.get("edge")) for r in group["per_batch"]]
+    # files written before beta_status was recorded: inferred from the rows' grid edges
+    status = group.get("beta_status") or ("not_predicted" if edges and all(edges) else "bounded" if any(edges)
+                                          else "predicted")
     if beta is None or status == "not_predicted":
         beta_txt = "β not predicted" + (" (LR_opt on grid edges)" if beta is not None else "")
     else:
@@ -656,6 +680,14 @@ def plot_regime_map(pred: Prediction, group: dict[str, Any], path: Path) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+def _boundary_text(lr: float | None, status: str) -> str:
+    """A regime boundary for the table: its LR, after "≤" where the frequency is that high at the LRs
+    below it (it falls with LR) rather than above it."""
+    if not lr:
+        return status
+    return ("≤" if status == "crossed falling" else "") + _fmt(lr)
 
 
 def _fmt(v: Any, spec: str = ".3g") -> str:
@@ -705,8 +737,8 @@ def format_summary(summary: dict[str, Any]) -> str:
                  _fmt(r["clip_frequency_at_opt"], ".2f"), r["regime_at_opt"] or "-",
                  _fmt(r["effective_lr_ratio_at_opt"], ".3f"), _fmt(r["clip_scale_at_opt"], ".3f"),
                  _fmt(r["grad_norm_before_at_opt"]),
-                 _fmt(r["lr_transition"]) if r["lr_transition"] else r["lr_transition_status"],
-                 _fmt(r["lr_saturation"]) if r["lr_saturation"] else r["lr_saturation_status"]]
+                 _boundary_text(r["lr_transition"], r["lr_transition_status"]),
+                 _boundary_text(r["lr_saturation"], r["lr_saturation_status"])]
                 for r in g["per_batch"]]
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
         ci = g["beta_ci95"]
@@ -721,6 +753,9 @@ def format_summary(summary: dict[str, Any]) -> str:
             "  ".join(h.rjust(w) for h, w in zip(head, widths)),
             *("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows),
         ]
+        if any(r[k] == "crossed falling" for r in g["per_batch"] for k in ("lr_transition_status", "lr_saturation_status")):
+            lines.append("LR@: clip frequency at or above 0.5 / 0.99 from that LR up; ≤LR: at that LR and below "
+                         "(it falls with LR there)")
         if g["rules"]:
             bs = [str(r["batch_size"]) for r in g["per_batch"]]
             lines.append("rules anchored at the smallest B: " + "; ".join(

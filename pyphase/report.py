@@ -987,6 +987,7 @@ def _make_plots(
                     measurements,
                     plot_dir / f"{experiment}_lr_opt.png",
                     predicted=[g.predicted for g in primary.groups] if primary else (),
+                    predicted_label=comparisons[0][0] if comparisons else "predicted",
                     title=f"{experiment}: LR_opt vs batch size",
                 ),
             )

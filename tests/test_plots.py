@@ -174,4 +174,27 @@ def test_nearly_coincident_lr_points_share_one_label() -> None:
     assert [r.measured_at_edge for r in rows] == [False, True, True]
     assert rows[1].measured == rows[2].measured and rows[1].predicted != rows[2].predicted
     points = plots._lr_points(cmp)[0][1]
-    assert [p[3] for p in points] == ["32", "64,128"]
+    assert [p[4] for p in points] == ["32", "64,128"]
+
+
+def test_clip_text_never_rounds_across_a_regime_threshold() -> None:
+    from pyphase.schema import regime_of
+
+    for v, text in ((0.9863, "0.98"), (0.497, "0.49"), (0.5, "0.50"), (0.99, "0.99"), (1.0, "1.00"), (0.0, "0.00")):
+        assert plots.clip_text(v) == text
+        assert regime_of(float(text)) == regime_of(v)  # the printed number is in the cell's own regime
+
+
+def test_loss_curves_mark_each_diverged_run_at_its_first_non_finite_step(tmp_path: Path, monkeypatch) -> None:
+    s = bowl_summaries(batches=(32,), lrs=(1e-3, 1e-2), seeds=2).with_columns(
+        pl.when((pl.col("seed") == 1) & (pl.col("lr") == 1e-2)).then(400).otherwise(None).alias("diverged_step")
+    )
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or path)
+    plots.plot_loss_curves(synthetic_steps(s), s, tmp_path / "c.png", entropies=None)
+    crosses = [(ln.get_xdata()[0], ln.get_color()) for ax in figs[0].axes for ln in ax.get_lines()
+               if ln.get_marker() == "x"]
+    assert crosses == [(401, "red")]
+    labels = [t.get_text() for t in figs[0].legends[0].get_texts()]
+    assert any("diverged" in t for t in labels)
+    assert any("corpus entropies not recorded" in t for t in labels)  # no milestone lines, and it says why

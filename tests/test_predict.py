@@ -147,6 +147,12 @@ def test_regime_boundary_interpolates_in_log_lr():
     # Non-monotonic: the boundary is the last upward crossing, above which clipping stays frequent.
     lr, status = regime_boundary(lrs, np.array([0.6, 0.2, 0.5, 0.9]), 0.5)
     assert status == "crossed" and lr == pytest.approx(0.1)
+    # Falling with LR (frequent clipping at the smallest LRs, as measured in phase2_5): the first
+    # downward crossing, below which clipping is frequent; it used to be reported as "not reached".
+    lr, status = regime_boundary(lrs, np.array([1.0, 0.7, 0.3, 0.1]), 0.5)
+    assert status == "crossed falling" and lr == pytest.approx(10**-1.5)
+    lr, status = regime_boundary(lrs, np.array([0.9, 0.4, 0.6, 0.2]), 0.5)
+    assert status == "crossed falling" and lr == pytest.approx(10 ** (-3 + 0.8))
 
 
 # --------------------------------------------------------------------------- summary of a known table
