@@ -191,6 +191,10 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=256)
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args()
+    if args.repeats < 1 or args.mb <= 0 or args.batch < 1 or args.block < 1:
+        ap.error("--repeats, --batch and --block must be >= 1 and --mb > 0")
+    if args.data is not None and not args.data.is_file():
+        ap.error(f"--data {args.data}: no such file")
 
     text, label = build_text(args.data or default_text_file(), args.mb)
     tok = _core.CharTokenizer.from_text(text)

@@ -23,6 +23,7 @@ An "example" is one training window of `block_size` tokens, the unit a sweep's b
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -799,6 +800,35 @@ def parse_float_list(text: str, option: str) -> list[float]:
         raise PyphaseError(f"{option}: expected comma-separated numbers, got {text!r}") from None
 
 
+MAX_STEPS_ALONG = 10_000_000  # training steps a calibration may run (its schedule is one array of them)
+MAX_SEED = 2**31 - 1
+
+
+def check_out_file(out: str | Path | None) -> None:
+    """Before any measurement: `--out` must be a file that can be written (its folder made if need
+    be), so that a bad path does not lose the work at the end."""
+    if out is None:
+        return
+    p = Path(out)
+    if p.is_dir():
+        raise PyphaseError(f"--out {p}: is a folder; give a file name")
+    above = next((a for a in p.parents if a.exists()), None)
+    if above is not None and not above.is_dir():
+        raise PyphaseError(f"--out {p}: {above} is a file, not a folder")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        probe = p.parent / f".{p.name}.probe.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise PyphaseError(f"--out {p}: cannot write there: {e.strerror or e}") from None
+
+
+def _check_seed(seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise PyphaseError(f"--seed: must be an integer in 0..{MAX_SEED}, got {seed!r}")
+
+
 def _check_options(shape: str, batch_sizes: Sequence[int], steps_along: Sequence[int], lr: float,
                    run_batch: int, repeats: int, lanczos_iter: int, probes: int, hvp_batch: int, top_k: int,
                    floor: str, fit_step: int, max_d: int) -> None:
@@ -814,6 +844,8 @@ def _check_options(shape: str, batch_sizes: Sequence[int], steps_along: Sequence
         raise PyphaseError(f"--batch: every batch size must divide the largest ({max(batch_sizes)}); {bad} do not")
     if any(s < 0 for s in steps_along) or len(set(steps_along)) != len(steps_along):
         raise PyphaseError(f"--steps-along: expected distinct steps >= 0, got {list(steps_along)}")
+    if max(steps_along, default=0) > MAX_STEPS_ALONG:
+        raise PyphaseError(f"--steps-along: steps must be <= {MAX_STEPS_ALONG:,}, got {max(steps_along)}")
     if 0 not in steps_along:
         raise PyphaseError(f"--steps-along: must include 0 (the initialisation), got {list(steps_along)}")
     if not (math.isfinite(lr) and lr > 0):
@@ -908,6 +940,8 @@ def calibrate(
     fit_step = steps[-1] if fit_step is None and steps else fit_step
     _check_options(shape, sizes, steps, lr, run_batch, repeats, lanczos_iter, probes, hvp_batch, top_k, floor,
                    -1 if fit_step is None else fit_step, max_d)
+    _check_seed(seed)
+    check_out_file(out)
     assert fit_step is not None
     t_start = time.perf_counter()
     dev = torch.device(resolve_device(device))
@@ -1436,6 +1470,8 @@ def add_scale_invariance(base: str | Path, *, device: str = "cpu", data: str | P
             raise PyphaseError(f"{name}: must be >= {lo}, got {v}")
     if not (math.isfinite(lr) and lr > 0):
         raise PyphaseError(f"--lr: must be a positive number, got {lr}")
+    _check_seed(seed)
+    check_out_file(out)
     growth_lrs = [float(x) for x in growth_lrs]
     bad = [x for x in growth_lrs if not (math.isfinite(x) and x > 0)]
     if bad:

@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import statistics
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -81,9 +82,13 @@ def _read_utf8(path: Path) -> tuple[bytes, str]:
 
 
 def _wikitext_files(folder: Path) -> list[Path] | None:
-    """The split files of a WikiText folder (or of its one unpacked subfolder), train first."""
-    for d in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
-        for layout in WIKITEXT_LAYOUTS:
+    """The split files of a WikiText folder (or of an unpacked subfolder), train first. Layouts are
+    tried in WIKITEXT_LAYOUTS order across the folder and its subfolders, so where both archives
+    were unpacked side by side (wikitext-2-raw/ and wikitext-2/, as the two `fetch` names leave
+    them) the raw text, the character-level corpus, is the one read."""
+    dirs = [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]
+    for layout in WIKITEXT_LAYOUTS:
+        for d in dirs:
             files = [d / name for name in layout]
             if files[0].is_file() and files[1].is_file():
                 return [f for f in files if f.is_file()]
@@ -140,7 +145,9 @@ def load_corpus(path: str | Path | None = None, *, valid_fraction: float = DEFAU
             raw, text = _read_utf8(f)
             h.update(raw)
             texts.append(text)
-        return _make_corpus(p.name, str(p), h.hexdigest(), texts, None)
+        sub = files[0].parent
+        name = p.name if sub == p else f"{p.name}/{sub.name}"  # which unpacked subfolder was read
+        return _make_corpus(name, str(sub), h.hexdigest(), texts, None)
     raw, text = _read_utf8(p)
     name = f"{p.parent.name}/{p.name}" if p.parent.name else p.name
     return _make_corpus(name, str(p), hashlib.sha256(raw).hexdigest(), [text], valid_fraction)
@@ -324,6 +331,7 @@ def _download(url: str, part: Path) -> str:
     from tqdm import tqdm
 
     h = hashlib.sha256()
+    got = 0
     try:
         with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as f:
             total = int(resp.headers.get("Content-Length") or 0) or None
@@ -331,7 +339,10 @@ def _download(url: str, part: Path) -> str:
                 while chunk := resp.read(1 << 16):
                     f.write(chunk)
                     h.update(chunk)
+                    got += len(chunk)
                     bar.update(len(chunk))
+        if total is not None and got != total:
+            raise PyphaseError(f"download of {url} failed: the connection closed after {got:,} of {total:,} bytes")
     except urllib.error.HTTPError as e:
         part.unlink(missing_ok=True)
         raise PyphaseError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
@@ -339,6 +350,9 @@ def _download(url: str, part: Path) -> str:
         part.unlink(missing_ok=True)
         reason = getattr(e, "reason", None) or e
         raise PyphaseError(f"download of {url} failed: {reason}") from None
+    except BaseException:  # Ctrl-C, a short read: no partial file is left behind
+        part.unlink(missing_ok=True)
+        raise
     return h.hexdigest()
 
 
@@ -366,22 +380,36 @@ def fetch(name: str, dest: str | Path, url: str | None = None) -> Path:
     arch = ARCHIVES[name]
     src = url or arch.url
     dest = Path(dest).expanduser()
+    created = not dest.exists()
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise PyphaseError(f"cannot create destination folder {dest}: {e.strerror}") from None
     zip_path = dest / Path(urllib.request.urlparse(arch.url).path).name
-    if not (zip_path.is_file() and _sha256_file(zip_path) == arch.sha256):
-        part = zip_path.with_name(zip_path.name + ".part")
-        got = _download(src, part)
-        if got != arch.sha256:
-            part.unlink(missing_ok=True)
-            raise PyphaseError(
-                f"sha256 mismatch for {src}: expected {arch.sha256}, got {got}; the download was deleted"
-            )
-        shutil.move(part, zip_path)
-    _unpack(zip_path, dest)
     folder = dest / arch.folder
+    if not zip_path.is_file() and folder.is_dir() and _wikitext_files(folder) is not None:
+        # unpacked by hand or earlier, its archive gone: nothing to download, nothing to verify
+        print(f"pyphase: {folder} already holds the splits (its archive is not there to verify): using it as it is",
+              file=sys.stderr)
+        return folder
+    try:
+        if not zip_path.is_file() or (local := _sha256_file(zip_path)) != arch.sha256:
+            if zip_path.is_file():
+                print(f"pyphase: {zip_path} has sha256 {local}, expected {arch.sha256}: downloading it again",
+                      file=sys.stderr)
+            part = zip_path.with_name(zip_path.name + ".part")
+            got = _download(src, part)
+            if got != arch.sha256:
+                part.unlink(missing_ok=True)
+                raise PyphaseError(
+                    f"sha256 mismatch for {src}: expected {arch.sha256}, got {got}; the download was deleted"
+                )
+            shutil.move(part, zip_path)
+    except BaseException:
+        if created and dest.is_dir() and not any(dest.iterdir()):
+            dest.rmdir()  # a folder this call made and left empty
+        raise
+    _unpack(zip_path, dest)
     if not folder.is_dir():
         raise PyphaseError(f"archive {zip_path} did not unpack to {folder}")
     return folder

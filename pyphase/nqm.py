@@ -38,6 +38,7 @@ version 2 and simulates exactly as before.
 from __future__ import annotations
 
 import json
+import os
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -235,10 +236,16 @@ class NQMParams:
         return {"format": FORMAT, "version": version, **d, "provenance": prov}
 
     def save(self, path: str | Path) -> None:
-        """Write the calibration file (parent folders created)."""
+        """Write the calibration file (parent folders created) atomically: a temporary file, then a
+        rename, so that an interrupted write leaves the previous file or this one."""
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        tmp = p.with_name(f".{p.name}.tmp.{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, p)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def with_provenance(self, **extra: Any) -> NQMParams:
         """A copy whose provenance has `extra` added (existing keys kept unless overridden)."""

@@ -313,6 +313,8 @@ def test_calibrate_end_to_end_tiny_cpu(monkeypatch, capsys, tmp_path) -> None:
         (["--fit-step", "7"], "--fit-step"),
         (["--data", "/nonexistent/corpus.txt"], "not found"),
         (["--floor", "fit"], "could not be fitted"),
+        (["--steps-along", "0,99999999999"], "--steps-along: steps must be <= 10,000,000"),
+        (["--seed", "99999999999999999999"], "--seed: must be an integer in 0..2147483647"),
     ],
 )
 def test_calibrate_bad_options_exit_2_with_one_line(monkeypatch, capsys, tmp_path, args, message) -> None:
@@ -364,3 +366,14 @@ def test_nqm_fit_says_when_no_spectrum_holds_the_trace() -> None:
     assert not high.trace_matched and high.d == 1000 and high.alpha == pytest.approx(1.0)
     # σ² still makes Σσ²h_i equal the measured tr(Σ) on the fitted spectrum
     assert high.moments(3)["trace_sigma"] == pytest.approx(1.0, rel=1e-9)
+
+
+def test_calibrate_out_that_cannot_be_written_fails_before_measuring(monkeypatch, capsys, tmp_path) -> None:
+    from pyphase import data
+
+    monkeypatch.setattr(data, "load_corpus", lambda *a, **k: pytest.fail("measured"))  # calibrate imports it then
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "d").mkdir()
+    for out, told in ((tmp_path / "f" / "x.json", "f is a file, not a folder"), (tmp_path / "d", "is a folder")):
+        code, _, err = run_main(monkeypatch, capsys, "calibrate", *TINY, "--out", str(out))
+        assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: --out {out}: ") and told in err, err

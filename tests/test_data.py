@@ -295,7 +295,7 @@ def test_fetch_checksum_mismatch_deletes_download_and_unpacks_nothing(
     dest = tmp_path / "dest"
     with pytest.raises(PyphaseError, match=f"sha256 mismatch for .*: expected {wrong}, got {digest}; the download was deleted"):
         data.fetch("wikitext-2", dest)
-    assert list(dest.iterdir()) == []
+    assert not dest.exists()  # nothing downloaded, and the folder this call made is gone too
 
 
 def test_fetch_destination_that_is_a_file(tmp_path: Path) -> None:
@@ -314,7 +314,7 @@ def test_fetch_http_error_and_unreachable_server(server, tmp_path: Path, monkeyp
     monkeypatch.setitem(data.ARCHIVES, "wikitext-2", Archive(f"{base}/missing.zip", "0" * 64, "wikitext-2-raw"))
     with pytest.raises(PyphaseError, match=r"download of .*/missing\.zip failed: HTTP 404 "):
         data.fetch("wikitext-2", tmp_path / "a")
-    assert list((tmp_path / "a").iterdir()) == []
+    assert not (tmp_path / "a").exists()
     # Port 9 (discard) on loopback: nothing listens, the connection is refused.
     with pytest.raises(PyphaseError, match="download of http://127.0.0.1:9/x.zip failed"):
         data.fetch("wikitext-2", tmp_path / "b", url="http://127.0.0.1:9/x.zip")
@@ -354,3 +354,86 @@ def test_known_archives_are_the_canonical_ones() -> None:
     assert raw.url.endswith("/wikitext-2-raw-v1.zip") and tok.url.endswith("/wikitext-2-v1.zip")
     assert raw.sha256.startswith("ef7edb56") and tok.sha256.startswith("92675f1d")
     assert all(re.fullmatch(r"[0-9a-f]{64}", a.sha256) for a in data.ARCHIVES.values())
+
+
+def test_fetch_uses_an_unpacked_folder_and_names_a_local_archive_of_another_checksum(
+    server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base, www = server
+    digest = make_zip(www / "wikitext-2-raw-v1.zip", WT_MEMBERS)
+    monkeypatch.setitem(data.ARCHIVES, "wikitext-2", Archive(f"{base}/wikitext-2-raw-v1.zip", digest, "wikitext-2-raw"))
+    # unpacked already (by hand, or the archive deleted since): used, not downloaded again
+    placed = tmp_path / "placed"
+    for member, text in WT_MEMBERS.items():
+        (placed / member).parent.mkdir(parents=True, exist_ok=True)
+        (placed / member).write_text(text)
+    assert data.fetch("wikitext-2", placed) == placed / "wikitext-2-raw"
+    assert _Quiet.requests == [] and "already holds the splits" in capsys.readouterr().err
+    # a local archive of another checksum is named, then downloaded again and verified
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "wikitext-2-raw-v1.zip").write_bytes(b"old bytes")
+    folder = data.fetch("wikitext-2", stale)
+    err = capsys.readouterr().err
+    assert f"{stale / 'wikitext-2-raw-v1.zip'} has sha256 " in err and "downloading it again" in err
+    assert (folder / "wiki.train.raw").read_text() == WT_MEMBERS["wikitext-2-raw/wiki.train.raw"]
+
+
+def test_a_short_or_interrupted_download_leaves_no_partial_file(tmp_path: Path) -> None:
+    """A server that announces more bytes than it sends: the message says so (not a checksum
+    mismatch), and no .part file stays; the same for Ctrl-C in the middle."""
+
+    class Short(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            self.wfile.write(b"x" * 70_000)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Short)
+    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    t.start()
+    try:
+        part = tmp_path / "w.zip.part"
+        with pytest.raises(PyphaseError, match="the connection closed after 70,000 of 1,000,000 bytes"):
+            data._download(f"http://127.0.0.1:{httpd.server_address[1]}/w.zip", part)
+        assert not part.exists()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+    class Interrupting:
+        headers = {"Content-Length": "100"}
+
+        def __enter__(self) -> "Interrupting":
+            return self
+
+        def __exit__(self, *a: object) -> None:
+            pass
+
+        def read(self, n: int) -> bytes:
+            raise KeyboardInterrupt
+
+    import urllib.request
+
+    real = urllib.request.urlopen
+    urllib.request.urlopen = lambda *a, **k: Interrupting()  # type: ignore[assignment]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            data._download("http://example.invalid/w.zip", part)
+    finally:
+        urllib.request.urlopen = real
+    assert not part.exists()
+
+
+def test_raw_wikitext_is_read_where_both_archives_were_unpacked(tmp_path: Path) -> None:
+    both = tmp_path / "data"
+    for sub, ext, text in (("wikitext-2", "tokens", "tokenized"), ("wikitext-2-raw", "raw", "raw text")):
+        (both / sub).mkdir(parents=True)
+        for split in ("train", "valid", "test"):
+            (both / sub / f"wiki.{split}.{ext}").write_text(f"{text} {split} " * 20)
+    c = load_corpus(both)
+    assert c.tokenizer.decode(c.train).startswith("raw text train") and c.name == "data/wikitext-2-raw"
