@@ -27,6 +27,23 @@ app.add_typer(data_app, name="data")
 app.add_typer(results_app, name="results")
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from pyphase import __version__
+
+        typer.echo(f"pyphase {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                 help="Print pyphase's version and exit."),
+) -> None:
+    """Predict (simulator) and measure (CUDA sweeps) how the optimal LR scales with batch size, and
+    where gradient clipping changes the regime."""
+
+
 def _print_json(obj: Any) -> None:
     """Strict JSON (NaN and infinities as null, as `results --format json` writes them)."""
     from pyphase.results import json_safe

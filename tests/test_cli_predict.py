@@ -187,3 +187,10 @@ def test_clips_with_the_same_short_label_keep_their_own_files(tmp_path, monkeypa
     assert [g["label"] for g in summary["groups"]] == ["1e-07", "1.00000001e-07"]
     assert sorted(p.name for p in out.glob("regime_map_*.png")) == ["regime_map_clip1.00000001e-07.png",
                                                                      "regime_map_clip1e-07.png"]
+
+
+def test_version_flag(monkeypatch, capsys):
+    from pyphase import __version__
+
+    code, out, err = main_in_process(monkeypatch, capsys, "--version")
+    assert code == 0 and out == f"pyphase {__version__}\n" and err == ""
