@@ -69,14 +69,16 @@ def diverged_expr() -> pl.Expr:
     return not_finite | not_converged | pl.col("diverged_step").is_not_null()
 
 
-def check_summaries(summaries: pl.DataFrame) -> None:
+def check_summaries(summaries: pl.DataFrame, what: str | None = None) -> None:
     """Raise PyphaseError, naming the first bad row, where summaries cannot be analysed: a batch size
     that is not a positive integer, an LR that is not positive and finite, or two runs of one
     experiment with the same (clip, optimizer, B, LR, seed), which would pass for two seeds and
-    narrow β's interval (rows without a seed cannot be told apart and are not checked)."""
+    narrow β's interval (rows without a seed cannot be told apart and are not checked). `what` names
+    the rows where they have no experiment column (e.g. "prediction DIR")."""
 
     def where(row: dict[str, Any]) -> str:
-        exp = f"experiment '{row['experiment']}'" if row.get("experiment") is not None else "summaries"
+        exp = (f"experiment '{row['experiment']}'" if row.get("experiment") is not None
+               else what or "summaries")
         run = f" run '{row['run_id']}'" if row.get("run_id") is not None else ""
         return exp + run
 
@@ -857,7 +859,7 @@ def compare(
     check_summaries(summaries)
     pred_summaries = prediction_summaries(prediction) if prediction is not None else None
     if pred_summaries is not None:
-        check_summaries(pred_summaries)
+        check_summaries(pred_summaries, what=f"prediction {prediction_source}" if prediction_source else "prediction")
     pred_groups = groups(pred_summaries) if pred_summaries is not None else []
     compared, clip_rows, unmatched = [], [], 0
     for clip, opt, mgroup in groups(summaries):

@@ -325,6 +325,8 @@ _SHORT_REGIME = {"pre-saturation": "pre", "transition": "trans", "saturation": "
 def clip_text(v: float) -> str:
     """A clip frequency in two decimals, rounded down, so that the text never crosses a regime
     threshold that the value has not (0.9863 is "0.98", in transition; rounded it read 0.99)."""
+    if not math.isfinite(v):
+        return "–"
     return f"{math.floor(v * 100 + 1e-9) / 100:.2f}"
 
 

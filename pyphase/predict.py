@@ -85,6 +85,7 @@ MAX_STEPS = 100_000_000
 MAX_SEEDS = 10_000
 MAX_LRS = 10_000
 MAX_BATCH = 10**12
+MAX_TRAJECTORIES = 1_000_000  # per prediction (the default grid: 4 B x ~23 LRs x 8 seeds = ~740)
 
 
 def parse_lr_grid(text: str) -> list[float]:
@@ -400,8 +401,9 @@ def regime_boundary(lrs: np.ndarray, clip_frequency: np.ndarray, threshold: floa
     Returns (lr, status): "crossed" (rising: at or above the threshold from lr up to the largest LR;
     the last upward crossing), "crossed falling" (at or above it at the smallest LRs, below it at the
     largest: clipping is frequent below lr, as when small steps keep the gradient from shrinking; the
-    first downward crossing), "below grid" (at or above it at every LR: lr None) or "not reached"
-    (below it at every LR: lr None)."""
+    first downward crossing), "below grid" (at or above it at every LR: lr None), "not reached"
+    (below it at every LR: lr None) or "inside only" (at or above it only between LRs where it is
+    below at both ends of the grid: lr None)."""
     above = clip_frequency >= threshold
     if above.all():
         return None, "below grid"
@@ -410,9 +412,11 @@ def regime_boundary(lrs: np.ndarray, clip_frequency: np.ndarray, threshold: floa
     if above[-1]:
         j = int(np.flatnonzero(~above)[-1])  # last LR below the threshold; j + 1 is at or above it
         status = "crossed"
-    else:
+    elif above[0]:
         j = int(np.flatnonzero(~above)[0]) - 1  # last LR at or above it before the first one below
         status = "crossed falling"
+    else:  # reached only inside the grid, below it at both ends: no one boundary
+        return None, "inside only"
     x0, x1 = math.log10(lrs[j]), math.log10(lrs[j + 1])
     f0, f1 = float(clip_frequency[j]), float(clip_frequency[j + 1])
     x = x0 + (threshold - f0) / (f1 - f0) * (x1 - x0)
@@ -650,7 +654,7 @@ def plot_regime_map(pred: Prediction, group: dict[str, Any], path: Path) -> Path
     # triangle where it is only a bound on a grid edge (▼ at the low edge: LR_opt ≤ it, ▲: ≥ it)
     kinds = (("*", lambda r: not r.get("edge"), "LR_opt"),
              ("v", lambda r: r.get("edge") == "low", "LR_opt ≤ (low grid edge)"),
-             ("^", lambda r: r.get("edge") in ("high", "only"), "LR_opt ≥ (high grid edge)"))
+             ("^", lambda r: r.get("edge") == "high", "LR_opt ≥ (high grid edge)"))  # "only" (one LR): none
     for marker, keep, label in kinds:
         opt = [(at(rows[b]["lr_opt"]), i) for i, b in enumerate(bs)
                if rows.get(b, {}).get("lr_opt") is not None and keep(rows[b])]
@@ -793,6 +797,10 @@ def run_predict(
     parsed_clips = parse_clips(clips if clips else ["1.0"])
     batches = parse_batches(batch)
     lrs = parse_lr_grid(lr if lr is not None else DEFAULT_LR_GRID)
+    n_traj = len(parsed_clips) * len(batches) * len(lrs) * seeds
+    if n_traj > MAX_TRAJECTORIES:
+        raise PyphaseError(f"--clip x --batch x --lr x --seeds: {n_traj:,} trajectories, at most {MAX_TRAJECTORIES:,} "
+                           "in one prediction")
     params = NQMParams.load(calibration) if calibration is not None else NQMParams.default()
     out_path = Path(out)
     if out_path.exists() and not out_path.is_dir():

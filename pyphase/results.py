@@ -701,7 +701,8 @@ def export_experiment(
     if (unfinished or src.packs_in_progress) and not allow_unfinished:
         raise PyphaseError(
             f"experiment '{experiment}' under {runs_root}/ has {unfinished} unfinished runs and "
-            f"{src.packs_in_progress} packs in progress: finish the sweep or allow unfinished runs"
+            f"{src.packs_in_progress} packs in progress (checkpoints in {src.path / PACKS_DIR}, which may hold runs "
+            "of another plan, e.g. another --seeds): finish the sweep or allow unfinished runs"
         )
     summaries = rs.summaries.collect().sort(["batch_size", "lr", "gradient_clip", "seed", "run_id"], nulls_last=False)
     steps = collect_steps(rs).drop("experiment").sort(["run_id", "step"])

@@ -460,9 +460,11 @@ def _checkpoint_run_ids(path: Path) -> list[str] | None:
     """The run_ids a pack's checkpoint holds; None if it cannot be read."""
     import torch
 
+    from pyphase.train import CORRUPT_CHECKPOINT
+
     try:
         ids = torch.load(path, map_location="cpu", weights_only=False)["run_ids"]
-    except Exception:  # noqa: BLE001 - unreadable: it can never be resumed
+    except CORRUPT_CHECKPOINT:  # damaged: it can never be resumed (an OSError is raised, the file kept)
         return None
     return [str(i) for i in ids] if isinstance(ids, list) else None
 

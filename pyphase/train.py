@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import pickle
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -411,7 +412,7 @@ class PackTrainer:
         try:
             blob = torch.load(path, map_location="cpu", weights_only=False)
             ids = blob["run_ids"]
-        except Exception as e:  # noqa: BLE001 - any unreadable file: the pack starts over, nothing is lost
+        except CORRUPT_CHECKPOINT as e:  # a damaged file (not an I/O error, which is raised): start over
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             return self._restart(path, f"cannot be read ({type(e).__name__}: {first})")
         if ids != [c.run_id for c in self.configs]:
@@ -537,6 +538,13 @@ class PackTrainer:
                 steps_df = pl.concat([pl.DataFrame([row0], schema=steps_df.schema), steps_df])
             outs.append(RunOutput(cfg, summary, steps_df.select(STEP_COLUMNS)))
         return outs
+
+
+# What torch.load raises on a truncated, emptied or otherwise damaged checkpoint (and what reading a
+# blob of another layout raises); an OSError (a disk or permission problem) is not among them: raised,
+# it leaves the checkpoint for a later run.
+CORRUPT_CHECKPOINT: tuple[type[BaseException], ...] = (RuntimeError, EOFError, pickle.UnpicklingError, KeyError,
+                                                       TypeError, ValueError, AttributeError, IndexError)
 
 
 def _changed_fields(stored: Any, configs: Sequence[RunConfig]) -> str:

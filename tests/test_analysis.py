@@ -307,8 +307,10 @@ def test_a_run_counted_twice_is_a_user_error_not_another_seed() -> None:
 def test_a_prediction_with_a_bad_lr_or_baseline_is_a_user_error() -> None:
     df = bowl_summaries(seeds=1)
     pred = as_prediction(df).with_columns(pl.when(pl.int_range(pl.len()) == 0).then(0.0).otherwise(pl.col("lr")).alias("lr"))
-    with pytest.raises(PyphaseError, match="lr must be positive and finite, got 0.0"):
+    with pytest.raises(PyphaseError, match="^prediction: lr must be positive and finite, got 0.0"):
         an.compare(df, experiment="synth", prediction=pred)
+    with pytest.raises(PyphaseError, match="^prediction preds/x: lr must be positive"):  # the files named
+        an.compare(df, experiment="synth", prediction=pred, prediction_source="preds/x")
     measured = {32: 1e-3, 64: 2e-3}
     for spec in ({"lr_opt": {"32": 0}}, {"lr_opt": {"0": 1e-3}}, {"lr_opt": {"32": float("nan")}}, {"beta": float("inf")}):
         with pytest.raises(PyphaseError, match="prediction baseline 'zero'"):

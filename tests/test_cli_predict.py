@@ -116,6 +116,7 @@ ERRORS = [
     (["--steps", "100000000000000000000"], "--steps: must be in 1..100000000"),
     (["--seeds", "9223372036854775807"], "--seeds: must be in 1..10000"),
     (["--out", ""], "--out: empty path"),
+    (["--seeds", "10000", "--lr", "1e-4:1e-1:10000"], "--clip x --batch x --lr x --seeds: 400,000,000 trajectories"),
     (["--out", "/proc/pyphase-nosuch/p"], "--out: cannot create /proc/pyphase-nosuch/p"),
 ]
 

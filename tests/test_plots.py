@@ -183,6 +183,7 @@ def test_clip_text_never_rounds_across_a_regime_threshold() -> None:
     for v, text in ((0.9863, "0.98"), (0.497, "0.49"), (0.5, "0.50"), (0.99, "0.99"), (1.0, "1.00"), (0.0, "0.00")):
         assert plots.clip_text(v) == text
         assert regime_of(float(text)) == regime_of(v)  # the printed number is in the cell's own regime
+    assert plots.clip_text(float("nan")) == "–"
 
 
 def test_loss_curves_mark_each_diverged_run_at_its_first_non_finite_step(tmp_path: Path, monkeypatch) -> None:

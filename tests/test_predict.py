@@ -153,6 +153,8 @@ def test_regime_boundary_interpolates_in_log_lr():
     assert status == "crossed falling" and lr == pytest.approx(10**-1.5)
     lr, status = regime_boundary(lrs, np.array([0.9, 0.4, 0.6, 0.2]), 0.5)
     assert status == "crossed falling" and lr == pytest.approx(10 ** (-3 + 0.8))
+    # above it only inside the grid (a hump): no one boundary, and never an LR outside the grid
+    assert regime_boundary(lrs, np.array([0.2, 0.6, 0.7, 0.3]), 0.5) == (None, "inside only")
 
 
 # --------------------------------------------------------------------------- summary of a known table

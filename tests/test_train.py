@@ -197,6 +197,11 @@ def test_checkpoint_of_other_settings_or_unreadable_restarts_the_pack(corpus, tm
         fresh = train_pack(new, corpus, progress=False)
         for a, b in zip(fresh, again):
             np.testing.assert_array_equal(a.steps["train_loss"].to_numpy(), b.steps["train_loss"].to_numpy())
+    # an I/O error is not a damaged file: raised, the checkpoint is left for a later run
+    ck.unlink()
+    ck.mkdir()
+    with pytest.raises(IsADirectoryError):
+        train_pack(cs, corpus, checkpoint=ck, checkpoint_every=5, progress=False)
 
 
 def test_checkpoint_of_another_numerics_revision_restarts_the_pack(corpus, tmp_path, capsys, monkeypatch):
