@@ -6,3 +6,9 @@ class PyphaseError(Exception):
 
     The message is one line that says what is wrong and, where possible, how to fix it.
     """
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none), for a one-line error."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

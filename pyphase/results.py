@@ -23,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from pyphase.errors import PyphaseError
+from pyphase.errors import PyphaseError, first_line
 from pyphase.schema import (
     PREDICTION_COLUMNS,
     SEED_SUMMARY_COLUMNS,
@@ -189,9 +189,7 @@ def _first_per_experiment(sources: Sequence[ExperimentSource]) -> list[Experimen
 
 
 # --------------------------------------------------------------------------- reading
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+_first_line = first_line
 
 
 def _require_columns(present: Sequence[str], required: Sequence[str], path: Path) -> None:

@@ -41,7 +41,7 @@ import polars as pl
 
 import pyphase
 from pyphase.config import Experiment, RunConfig, config_record, load_experiment
-from pyphase.errors import PyphaseError
+from pyphase.errors import PyphaseError, first_line
 from pyphase.schema import STEP_COLUMNS, SUMMARY_COLUMNS, SUMMARY_DTYPES
 
 SUMMARY_FILE = "summary.parquet"
@@ -264,8 +264,7 @@ def _read_summary(path: Path) -> pl.DataFrame:
     try:
         return pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise PyphaseError(f"{path}: unreadable Parquet ({first}); remove its run folder to train the run "
+        raise PyphaseError(f"{path}: unreadable Parquet ({first_line(e)}); remove its run folder to train the run "
                            "again") from None
 
 

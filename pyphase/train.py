@@ -41,7 +41,7 @@ from torch import Tensor
 
 from pyphase import _core, kernels, optim, packing
 from pyphase.config import config_record
-from pyphase.errors import PyphaseError
+from pyphase.errors import PyphaseError, first_line
 from pyphase.model import (RESIDUAL_MODES, PackedNanoTransformer, Shape, head_losses, packed_losses, residual_mode,
                            transformer_block)
 from pyphase.packing import WorkingCopy
@@ -413,8 +413,7 @@ class PackTrainer:
             blob = torch.load(path, map_location="cpu", weights_only=False)
             ids = blob["run_ids"]
         except CORRUPT_CHECKPOINT as e:  # a damaged file (not an I/O error, which is raised): start over
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            return self._restart(path, f"cannot be read ({type(e).__name__}: {first})")
+            return self._restart(path, f"cannot be read ({type(e).__name__}: {first_line(e)})")
         if ids != [c.run_id for c in self.configs]:
             return False
         want, got = numerics(self.amp, self.residual), blob.get("numerics_revision")
