@@ -245,18 +245,25 @@ def _label_axes(ax, bs: Sequence[int], lrs: Sequence[float], title: str) -> None
     ax.set_title(title)
 
 
-def _draw_loss_cells(fig: Figure, ax, z: np.ndarray, div: np.ndarray, seeds: np.ndarray) -> None:
+def _draw_loss_cells(fig: Figure, ax, z: np.ndarray, div: np.ndarray, seeds: np.ndarray, *,
+                     per_row: bool = False, limits: tuple[float, float] | None = None) -> None:
     """Loss cells (darker = worse); a cell with any diverged seed is blank with a red ✗ count;
-    bold = the row's minimum (each batch size's grid argmin, or the best group of a sweep row)."""
+    bold = the row's minimum (each batch size's grid argmin, or the best group of a sweep row).
+    The numbers are the losses; the colours are the losses on `limits` (one scale shared by every
+    panel of a figure), or with `per_row` each cell's excess over its row's best, so that rows of
+    very different losses (B = 32 and 256 in phase3b) each show their own differences."""
     shown = np.where(div > 0, np.nan, z)
     finite = shown[np.isfinite(shown)]
-    im = ax.imshow(
-        shown,
-        cmap="viridis_r",
-        aspect="auto",
-        vmin=finite.min() if finite.size else None,
-        vmax=finite.max() if finite.size else None,
-    )
+    if per_row:
+        with np.errstate(all="ignore"):
+            colour = shown - np.nanmin(np.where(np.isfinite(shown), shown, np.nan), axis=1, keepdims=True)
+        lo, hi = 0.0, float(np.nanmax(colour)) if np.isfinite(colour).any() else 1.0
+        label = "val loss above its row's best (nats/char)"
+    else:
+        colour = shown
+        lo, hi = limits if limits is not None else ((finite.min(), finite.max()) if finite.size else (None, None))
+        label = "final val loss (nats/char)"
+    im = ax.imshow(colour, cmap="viridis_r", aspect="auto", vmin=lo, vmax=hi if hi != lo else None)
     masked = np.where(np.isfinite(shown), shown, np.inf)
     best = {(i, int(np.argmin(row))) for i, row in enumerate(masked) if np.isfinite(row).any()}
     for (i, j), v in np.ndenumerate(z):
@@ -264,9 +271,11 @@ def _draw_loss_cells(fig: Figure, ax, z: np.ndarray, div: np.ndarray, seeds: np.
             ax.text(j, i, _diverged_text(div[i, j], seeds[i, j]), ha="center", va="center", color="red", fontsize=7)
         elif np.isfinite(v):
             weight = "bold" if (i, j) in best else "normal"
-            color = "w" if v > np.nanmean(finite) else "k"
+            c = colour[i, j]
+            mid = (lo + hi) / 2 if lo is not None and hi is not None else np.nanmean(finite)
+            color = "w" if c > mid else "k"
             ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color=color, weight=weight)
-    fig.colorbar(im, ax=ax, label="final val loss (nats/char)")
+    fig.colorbar(im, ax=ax, label=label)
 
 
 def _count_columns(df: pl.DataFrame) -> pl.DataFrame:
@@ -283,16 +292,19 @@ def plot_loss_heatmap(configs: pl.DataFrame, path: Path, *, title: str = "") -> 
         div, seeds = _sweep_grid(counted, "n_diverged")[2], _sweep_grid(counted, "n_seeds")[2]
         fig = Figure(figsize=(max(5.0, 1.3 * len(cols) + 3), max(2.8, 0.6 * len(rows) + 1.8)), layout="constrained")
         ax = fig.add_subplot()
-        _draw_loss_cells(fig, ax, z, div, seeds)
+        _draw_loss_cells(fig, ax, z, div, seeds, per_row=True)
         _label_sweep_axes(ax, rows, cols)
-        fig.suptitle(title or "Final validation loss (mean over seeds; bold = best group of each row)")
+        fig.suptitle(title or "Final validation loss (mean over seeds; bold = best group of each row;\n"
+                              "colour: how far above its row's best)")
         return _save(fig, path)
     fig, axes = _facets(parts)
+    ok = configs.filter((pl.col("n_diverged") == 0) & pl.col("final_val_loss").is_finite())["final_val_loss"]
+    limits = (float(ok.min()), float(ok.max())) if ok.len() else None  # one scale for every panel
     for ax, (clip, opt, g) in zip(axes, parts, strict=False):  # an empty figure keeps one blank panel
         bs, lrs, z = _grid(g, "final_val_loss")
         counted = _count_columns(g)
         div, seeds = _grid(counted, "n_diverged")[2], _grid(counted, "n_seeds")[2]
-        _draw_loss_cells(fig, ax, z, div, seeds)
+        _draw_loss_cells(fig, ax, z, div, seeds, limits=limits)
         _label_axes(ax, bs, lrs, group_label(clip, opt))
     fig.suptitle(title or "Final validation loss (mean over seeds; bold = grid minimum of each batch size)")
     return _save(fig, path)

@@ -199,3 +199,18 @@ def test_loss_curves_mark_each_diverged_run_at_its_first_non_finite_step(tmp_pat
     labels = [t.get_text() for t in figs[0].legends[0].get_texts()]
     assert any("diverged" in t for t in labels)
     assert any("corpus entropies not recorded" in t for t in labels)  # no milestone lines, and it says why
+
+
+def test_threshold_sweep_loss_colours_each_row_by_its_excess_over_the_rows_best(tmp_path: Path, monkeypatch) -> None:
+    """phase3b's rows differ by ~1.2 nats (B = 32 against 256): on one scale the thresholds' differences
+    within a row were invisible. The colours are each cell's excess over its row's best; the
+    numbers stay the losses."""
+    configs = an.config_table(_threshold_sweep())
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or path)
+    plots.plot_loss_heatmap(configs, tmp_path / "h.png")
+    colour = np.asarray(figs[0].axes[0].get_images()[0].get_array())
+    assert np.allclose(np.nanmin(colour, axis=1), 0.0) and np.nanmax(colour) < 1.0
+    texts = {t.get_text() for t in figs[0].axes[0].texts}
+    for r in configs.iter_rows(named=True):
+        assert f"{r['final_val_loss']:.3f}" in texts
