@@ -498,10 +498,11 @@ class ClipNormCheck:
     after_above_threshold: int
     after_equals_before: int
     max_after_over_threshold: float
+    after_above_before: int = 0  # runs whose mean after-clip norm exceeds the mean before it
 
     @property
     def ok(self) -> bool:
-        return self.after_above_threshold == 0 and self.after_equals_before == 0
+        return self.after_above_threshold == 0 and self.after_equals_before == 0 and self.after_above_before == 0
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self) | {"ok": self.ok})
@@ -522,6 +523,7 @@ def check_clip_norms(summaries: pl.DataFrame) -> ClipNormCheck:
         (after > pl.col("gradient_clip") * (1 + 1e-3)).sum().alias("above"),
         (((after - before).abs() <= 1e-9 * before.abs()) & (pl.col("avg_clip_frequency") > 0)).sum().alias("equal"),
         (after / pl.col("gradient_clip")).max().alias("ratio"),
+        (after > before * (1 + 1e-6)).sum().alias("above_before"),
     )
     freqs = config_table(clipped)["avg_clip_frequency"].drop_nulls().to_list()
     regimes = {r: 0 for r in REGIMES}
@@ -534,6 +536,7 @@ def check_clip_norms(summaries: pl.DataFrame) -> ClipNormCheck:
         after_above_threshold=int(flags["above"][0]),
         after_equals_before=int(flags["equal"][0]),
         max_after_over_threshold=float(ratio) if ratio is not None else float("nan"),
+        after_above_before=int(flags["above_before"][0]),
     )
 
 

@@ -192,7 +192,9 @@ def comparison_markdown(cmp: an.Comparison) -> str:
     betas = [
         {
             "group": _label(g),
-            "measured β": g.measured.fit.beta if g.measured.fit else None,
+            # a line through grid-edge bounds or single LRs measures nothing: not a number here
+            "measured β": (g.measured.fit.beta if g.measured.fit and not g.measured.all_at_edge
+                           else "not measured"),
             "measured 95%": _interval_text(g.measured),
             "predicted β": g.predicted.fit.beta if g.predicted and g.predicted.fit else None,
             "predicted 95%": _interval_text(g.predicted) if g.predicted else "—",
@@ -351,8 +353,9 @@ def clipping_words(check: an.ClipNormCheck, configs: pl.DataFrame) -> str:
     else:
         text += (
             f" ⚠ After-clip norms look mismeasured: {check.after_above_threshold} runs report a mean after-clip "
-            f"norm above the threshold and {check.after_equals_before} report after = before although clipping "
-            "fired (seed 000's error); the saturation verdict rests on clip frequency only."
+            f"norm above the threshold, {check.after_equals_before} report after = before although clipping "
+            f"fired (seed 000's error) and {check.after_above_before} report after above before, which clipping "
+            "cannot produce; the saturation verdict rests on clip frequency only."
         )
     return text
 
@@ -380,22 +383,24 @@ def plateau_words(configs: pl.DataFrame, entropies: CorpusEntropies | None) -> s
             "unigram plateau cannot be said."
         )
     uni, bi = entropies.unigram, entropies.bigram
+    n, below_uni, below_bi = finite.height, int((finite["loss"] < uni).sum()), int((finite["loss"] < bi).sum())
+    counts = f" ({below_uni} of {n} finite configs below the unigram entropy, {below_bi} below the bigram)"
     if best["loss"] >= uni:
         verdict = (
-            f"at or above the unigram entropy {uni:.3f}: the models learned no more than letter frequencies "
-            "(still on the unigram plateau)"
+            f"at or above the unigram entropy {uni:.3f}: even the best model learned no more than letter "
+            "frequencies (still on the unigram plateau)"
         )
     elif best["loss"] >= bi:
         verdict = (
             f"{uni - best['loss']:.3f} below the unigram entropy {uni:.3f} but above the bigram entropy "
-            f"{bi:.3f}: the models left the unigram plateau without reaching bigram statistics"
+            f"{bi:.3f}: the best model left the unigram plateau without reaching bigram statistics"
         )
     else:
         verdict = (
-            f"below both the unigram ({uni:.3f}) and bigram ({bi:.3f}) entropies: the models left the "
-            "unigram plateau and use more than one character of context"
+            f"below both the unigram ({uni:.3f}) and bigram ({bi:.3f}) entropies: the best model left the "
+            "unigram plateau and uses more than one character of context"
         )
-    return text + f" That is {verdict}; entropies from {entropies.source}."
+    return text + f" That is {verdict}{counts}; entropies from {entropies.source}."
 
 
 def divergence_words(summaries: pl.DataFrame) -> str:
@@ -496,7 +501,7 @@ def overfitting_markdown(
                 "epochs": epochs.get(int(b)) if epochs else None,
                 "best final val (LR)": f"{fmt(fin['final_val_loss'])} ({fmt(fin['lr'])})",
                 "train there": fin["final_train_loss"],
-                "best val in training (LR, step)": f"{fmt(best['best_val'])} ({fmt(best['lr'])}, "
+                "best val in training (LR, mean step)": f"{fmt(best['best_val'])} ({fmt(best['lr'])}, "
                 f"{int(best['best_val_step'])})",
                 f"LRs within {FLAT_WITHIN} of it": ", ".join(fmt(v) for v in sorted(flat)),
                 "LRs overfit": f"{g.filter(pl.col('overfit')).height} of {g.height}",
@@ -1168,8 +1173,9 @@ def experiment_report(
         sections += ["### Training diagnostics (from the step metrics)"]
         if table_of:
             caption = (
-                "Data budget and overfitting (seed means; diverged runs left out; best val in training = lowest "
-                "of the periodic evaluations):"
+                "Data budget and overfitting (seed means; diverged runs left out; best val in training = each "
+                "seed's lowest periodic evaluation, averaged over the seeds, with the mean of their steps, which "
+                "need not be an evaluation step):"
             )
             sections += [caption, table_of]
         if table_lr:

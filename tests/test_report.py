@@ -70,8 +70,9 @@ def test_seed_phase_3a_report_in_words(tmp_path: Path) -> None:
     assert f"LR_opt ∝ B^{beta:.2f} (undefined: only two batch sizes" in text
     assert "grid-argmin method gives β = 0.00" in text
     assert (
-        "After-clip norms look mismeasured: 10 runs report a mean after-clip norm above the threshold "
-        "and 10 report after = before" in text
+        "After-clip norms look mismeasured: 10 runs report a mean after-clip norm above the threshold, "
+        "10 report after = before although clipping fired (seed 000's error) and 0 report after above before"
+        in text
     )
     assert "Of 10 clipped configs, 10 are saturated" in text
     assert "The best mean final validation loss is 3.321" in text and "still on the unigram plateau" in text
@@ -104,7 +105,7 @@ def test_beta_meaning_names_consistent_rules() -> None:
     [
         (3.5, "still on the unigram plateau"),
         (3.0, "without reaching bigram statistics"),
-        (2.0, "use more than one character of context"),
+        (2.0, "uses more than one character of context"),
     ],
 )
 def test_plateau_words(best: float, phrase: str) -> None:
@@ -547,3 +548,32 @@ def test_an_unreadable_summary_stops_only_commands_that_read_it(synth_root: Path
         scan(roots, "broken")
     with pytest.raises(PyphaseError, match="broken/summary.csv: unreadable CSV"):
         scan(roots)  # every experiment: the broken one among them
+
+
+def test_clipping_words_flag_an_after_clip_norm_above_the_before_clip_norm() -> None:
+    s = bowl_summaries(seeds=1, lrs=LRS[::4])
+    ok = an.check_clip_norms(s)
+    assert ok.ok and "After-clip norms are consistent" in rp.clipping_words(ok, an.config_table(s))
+    bad = s.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.col("avg_grad_norm_before") * 0.5)
+                         .otherwise(pl.col("avg_grad_norm_before")).alias("avg_grad_norm_before"))
+    check = an.check_clip_norms(bad)
+    assert not check.ok and check.after_above_before == 1
+    assert "1 report after above before" in rp.clipping_words(check, an.config_table(bad))
+
+
+def test_comparison_table_says_not_measured_for_a_beta_through_grid_edges() -> None:
+    edges = bowl_summaries(seeds=1, lrs=LRS[:3])  # every minimum above the grid
+    cmp = an.compare(edges, experiment="e", prediction=as_prediction(edges))
+    assert "| not measured |" in rp.comparison_markdown(cmp)
+
+
+def test_plateau_words_count_the_configs_below_each_milestone() -> None:
+    s = bowl_summaries(seeds=1, lrs=LRS[::4])
+    configs = an.config_table(s)
+    lo = float(configs["loss"].min())
+    ent = CorpusEntropies(lo + 0.5, lo + 0.001, 65, "test")
+    words = rp.plateau_words(configs, ent)
+    n_bi = int((configs["loss"] < lo + 0.001).sum())
+    n_uni = int((configs["loss"] < lo + 0.5).sum())
+    assert f"({n_uni} of {configs.height} finite configs below the unigram entropy, {n_bi} below the bigram)" in words
+    assert "the best model left the unigram plateau" in words
