@@ -143,7 +143,7 @@ def train(
 
     result = run_experiment(experiment, device=device, data=data, out=out, seeds=seeds, max_pack=max_pack,
                             progress=progress, packs_together=packs_together)
-    if result.shard.rank != 0:
+    if result.shard.rank != 0 and result.coordinated:
         return  # rank 0 reports the whole experiment after the final barrier
     if as_json:
         _print_json(result.summary.to_dicts())
@@ -154,8 +154,14 @@ def train(
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, tbl_hide_dataframe_shape=True,
                    tbl_hide_column_data_types=True):
         typer.echo(table)
-    typer.echo(f"{result.experiment.name}: {len(result.trained)} runs trained, {len(result.skipped)} already "
-               f"finished, on {result.device}; results in {result.out_dir}")
+    shard = result.shard
+    if shard.world == 1:
+        typer.echo(f"{result.experiment.name}: {len(result.trained)} runs trained, {len(result.skipped)} already "
+                   f"finished, on {result.device}; results in {result.out_dir}")
+    else:  # this process's counts are its shard's; the table holds every run finished so far
+        typer.echo(f"{result.experiment.name}: {result.summary.height} of {len(result.experiment.configs)} runs "
+                   f"finished; rank {shard.rank} of {shard.world} trained {len(result.trained)} and found "
+                   f"{len(result.skipped)} finished, on {result.device}; results in {result.out_dir}")
 
 
 # --------------------------------------------------------------------------- calibrate

@@ -26,6 +26,7 @@ import gc
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -73,10 +74,9 @@ def _env_int(name: str, default: int) -> int:
     text = os.environ.get(name)
     if text is None or text == "":
         return default
-    try:
-        return int(text)
-    except ValueError:
-        raise PyphaseError(f"environment variable {name}={text!r} is not an integer") from None
+    if not re.fullmatch(r"-?[0-9]+", text.strip()):  # int() would take "1_0" and other scripts' digits
+        raise PyphaseError(f"environment variable {name}={text!r} is not an integer")
+    return int(text)
 
 
 def shard_from_env() -> Shard:
@@ -88,6 +88,9 @@ def shard_from_env() -> Shard:
         rank, world = dist.get_rank(), dist.get_world_size()
     else:
         rank, world = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+        if world > 1 and not os.environ.get("RANK", "").strip():
+            raise PyphaseError(f"WORLD_SIZE={world} but RANK is not set: set RANK (0..{world - 1}) too, or launch "
+                               "with torchrun")
     local = _env_int("LOCAL_RANK", 0)
     if world < 1 or not 0 <= rank < world or local < 0:
         raise PyphaseError(f"invalid process placement: RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local}")
@@ -332,6 +335,9 @@ class SweepResult:
     skipped: list[str]
     device: str
     shard: Shard
+    # whether the shards met at a final barrier (torchrun's process group): then rank 0's summary holds
+    # every shard's runs; shards launched by hand with RANK/WORLD_SIZE each report what is finished so far
+    coordinated: bool = False
 
 
 def run_experiment(
@@ -427,7 +433,8 @@ def run_experiment(
 
             dist.destroy_process_group()
     return SweepResult(experiment=exp, summary=read_summaries(out, exp.configs), out_dir=exp_dir,
-                       trained=trained, skipped=skipped, device=dev, shard=shard)
+                       trained=trained, skipped=skipped, device=dev, shard=shard,
+                       coordinated=shard.world > 1 and "MASTER_ADDR" in os.environ)
 
 
 def _train_side_by_side(packs: list[list[RunConfig]], ckpts: list[Path], corpus: Any, dev: str, every: int,

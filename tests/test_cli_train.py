@@ -126,6 +126,29 @@ def test_train_json_is_strict_with_a_diverged_run(tmp_path, monkeypatch, capsys)
                                                                                             "z": None}
 
 
+def test_a_shard_launched_by_hand_reports_what_is_finished_so_far(tmp_path, monkeypatch, capsys):
+    """RANK/WORLD_SIZE set by hand (no torchrun, so no final barrier): every shard prints the runs
+    finished so far, with --json too, and the last line says whose counts they are."""
+    from pyphase.cli import main
+
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, finished in (("1", 6), ("0", 12)):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setattr(sys, "argv", ["pyphase", "train", "smoke", "--out", str(tmp_path / "runs"), "--no-progress"])
+        with pytest.raises(SystemExit) as e:
+            main()
+        out = capsys.readouterr().out
+        assert e.value.code == 0
+        assert f"smoke: {finished} of 12 runs finished; rank {rank} of 2 trained 6 and found 0 finished" in out
+    monkeypatch.setattr(sys, "argv", ["pyphase", "train", "smoke", "--out", str(tmp_path / "runs"), "--json",
+                                      "--no-progress"])
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(SystemExit):
+        main()
+    assert len(json.loads(capsys.readouterr().out)) == 12
+
+
 def test_a_toml_that_is_not_utf8_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
     toml = tmp_path / "latin1.toml"
     toml.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))

@@ -164,6 +164,17 @@ def test_shard_from_env(monkeypatch):
     monkeypatch.setenv("RANK", "two")
     with pytest.raises(PyphaseError, match="RANK"):
         shard_from_env()
+    for loose in ("1_0", "\u0663"):  # int() accepts both; a rank is plain ASCII digits
+        monkeypatch.setenv("RANK", loose)
+        with pytest.raises(PyphaseError, match="is not an integer"):
+            shard_from_env()
+    for unset in ("", None):  # half a sweep run silently as rank 0 before
+        if unset is None:
+            monkeypatch.delenv("RANK")
+        else:
+            monkeypatch.setenv("RANK", unset)
+        with pytest.raises(PyphaseError, match="WORLD_SIZE=8 but RANK is not set"):
+            shard_from_env()
 
 
 def test_resolve_device():
