@@ -12,7 +12,7 @@ from typing import Any, NoReturn, Optional
 
 import typer
 
-from pyphase.errors import PyphaseError
+from pyphase.errors import PyphaseError, first_line
 
 app = typer.Typer(
     help="Predict (simulator) and measure (CUDA sweeps) how the optimal LR scales with batch size, "
@@ -392,8 +392,7 @@ def main(fast_exit: bool = False) -> None:
         sys.exit(2)
     except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
         # ValueError is what the Rust core raises for bad input; its message names the problem.
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        typer.echo(f"error: {msg}", err=True)
+        typer.echo(f"error: {first_line(e)}", err=True)
         sys.exit(2)
     except Exception as e:
         _usage_error_or_raise(e)

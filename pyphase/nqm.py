@@ -38,7 +38,6 @@ version 2 and simulates exactly as before.
 from __future__ import annotations
 
 import json
-import os
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -236,16 +235,14 @@ class NQMParams:
         return {"format": FORMAT, "version": version, **d, "provenance": prov}
 
     def save(self, path: str | Path) -> None:
-        """Write the calibration file (parent folders created) atomically: a temporary file, then a
-        rename, so that an interrupted write leaves the previous file or this one."""
+        """Write the calibration file (parent folders created) atomically (`sweep.atomic_write`), so
+        that an interrupted write leaves the previous file or this one."""
+        from pyphase.sweep import atomic_write
+
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp.{os.getpid()}")
-        try:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-            os.replace(tmp, p)
-        finally:
-            tmp.unlink(missing_ok=True)
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        atomic_write(p, lambda f: f.write(text.encode("utf-8")))
 
     def with_provenance(self, **extra: Any) -> NQMParams:
         """A copy whose provenance has `extra` added (existing keys kept unless overridden)."""

@@ -134,7 +134,7 @@ def _committed_row_count(csv_path: Path) -> int:
     try:
         return pl.scan_csv(csv_path, null_values=CSV_NULLS).select(pl.len()).collect().item()
     except pl.exceptions.PolarsError as e:
-        raise PyphaseError(f"{csv_path}: unreadable CSV ({_first_line(e)})") from e
+        raise PyphaseError(f"{csv_path}: unreadable CSV ({first_line(e)})") from e
 
 
 def _source_of(folder: Path, root: Path, strict: bool = True) -> ExperimentSource | None:
@@ -189,9 +189,6 @@ def _first_per_experiment(sources: Sequence[ExperimentSource]) -> list[Experimen
 
 
 # --------------------------------------------------------------------------- reading
-_first_line = first_line
-
-
 def _require_columns(present: Sequence[str], required: Sequence[str], path: Path) -> None:
     for c in required:
         if c not in present:
@@ -203,7 +200,7 @@ def _typed(df: pl.DataFrame, path: Path) -> pl.DataFrame:
     try:
         return df.with_columns(casts) if casts else df
     except pl.exceptions.PolarsError as e:
-        raise PyphaseError(f"{path}: bad value type ({_first_line(e)})") from e
+        raise PyphaseError(f"{path}: bad value type ({first_line(e)})") from e
 
 
 def _fill_identity(df: pl.DataFrame, experiment: str, run_ids: list[str]) -> pl.DataFrame:
@@ -221,7 +218,7 @@ def _read_run_summary(run_dir: Path, experiment: str) -> pl.DataFrame:
     try:
         df = pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as e:
-        raise PyphaseError(f"{path}: unreadable Parquet ({_first_line(e)})") from e
+        raise PyphaseError(f"{path}: unreadable Parquet ({first_line(e)})") from e
     _require_columns(df.columns, SEED_SUMMARY_COLUMNS, path)
     if df.height != 1:
         raise PyphaseError(f"{path}: expected one row, found {df.height}")
@@ -235,7 +232,7 @@ def _read_committed_summary(src: ExperimentSource) -> pl.DataFrame:
         overrides = {c: SUMMARY_DTYPES[c] for c in header if c in SUMMARY_DTYPES}
         df = pl.read_csv(path, null_values=CSV_NULLS, schema_overrides=overrides)
     except pl.exceptions.PolarsError as e:
-        raise PyphaseError(f"{path}: unreadable CSV ({_first_line(e)})") from e
+        raise PyphaseError(f"{path}: unreadable CSV ({first_line(e)})") from e
     _require_columns(df.columns, SEED_SUMMARY_COLUMNS, path)
     return _fill_identity(df, src.experiment, [f"{src.experiment}-{i}" for i in range(df.height)])
 
@@ -252,7 +249,7 @@ def _scan_steps_file(path: Path, experiment: str) -> pl.LazyFrame:
         lf = pl.scan_parquet(path)
         columns = lf.collect_schema().names()
     except (pl.exceptions.PolarsError, OSError) as e:
-        raise PyphaseError(f"{path}: unreadable Parquet ({_first_line(e)})") from e
+        raise PyphaseError(f"{path}: unreadable Parquet ({first_line(e)})") from e
     _require_columns(columns, STEP_COLUMNS, path)
     if "experiment" not in columns:
         lf = lf.with_columns(pl.lit(experiment).alias("experiment"))
@@ -411,7 +408,7 @@ def query(rs: ResultSet, sql: str) -> pl.DataFrame:
         return ctx.execute(sql).collect()
     except pl.exceptions.PolarsError as e:
         _raise_if_a_steps_file_is_damaged(rs)  # the data's fault, not the SQL's: name the file
-        raise PyphaseError(f"SQL failed: {_first_line(e)}") from e
+        raise PyphaseError(f"SQL failed: {first_line(e)}") from e
 
 
 def collect_steps(rs: ResultSet) -> pl.DataFrame:
@@ -420,7 +417,7 @@ def collect_steps(rs: ResultSet) -> pl.DataFrame:
         return rs.steps.collect()
     except pl.exceptions.PolarsError as e:
         _raise_if_a_steps_file_is_damaged(rs)
-        raise PyphaseError(f"cannot read the step metrics: {_first_line(e)}") from e
+        raise PyphaseError(f"cannot read the step metrics: {first_line(e)}") from e
 
 
 def _raise_if_a_steps_file_is_damaged(rs: ResultSet) -> None:
@@ -434,7 +431,7 @@ def _raise_if_a_steps_file_is_damaged(rs: ResultSet) -> None:
             try:
                 pl.read_parquet(f)
             except (pl.exceptions.PolarsError, OSError) as e:
-                raise PyphaseError(f"{f}: unreadable Parquet ({_first_line(e)})") from None
+                raise PyphaseError(f"{f}: unreadable Parquet ({first_line(e)})") from None
 
 
 def format_frame(df: pl.DataFrame, fmt: str) -> str:
@@ -483,7 +480,7 @@ def _parquet_columns(path: Path) -> list[str]:
     try:
         return pl.scan_parquet(path).collect_schema().names()
     except (pl.exceptions.PolarsError, OSError) as e:
-        raise PyphaseError(f"{path}: unreadable Parquet ({_first_line(e)})") from e
+        raise PyphaseError(f"{path}: unreadable Parquet ({first_line(e)})") from e
 
 
 def _read_prediction_table(path: Path) -> pl.DataFrame:
@@ -497,7 +494,7 @@ def read_json_object(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PyphaseError(f"{path}: invalid JSON ({_first_line(e)})") from e
+        raise PyphaseError(f"{path}: invalid JSON ({first_line(e)})") from e
     if not isinstance(data, dict):
         raise PyphaseError(f"{path}: expected a JSON object")
     return data

@@ -271,7 +271,7 @@ def _read_summary(path: Path) -> pl.DataFrame:
                            "again") from None
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Any) -> None:
     """Write through `write(file)` to a temporary name in the same folder, fsync, then rename."""
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     try:
@@ -307,10 +307,10 @@ def write_run(out: Path, config: RunConfig, summary: dict[str, Any], steps: pl.D
     d.mkdir(parents=True, exist_ok=True)
     for leftover in d.glob(".*.tmp.*"):  # from a sweep killed mid-write
         leftover.unlink(missing_ok=True)
-    _atomic_write(d / STEPS_FILE, steps.write_parquet)
+    atomic_write(d / STEPS_FILE, steps.write_parquet)
     record = json.dumps(config_record(config), indent=2).encode()
-    _atomic_write(d / CONFIG_FILE, lambda f: f.write(record))
-    _atomic_write(d / SUMMARY_FILE, summary_frame([summary]).write_parquet)
+    atomic_write(d / CONFIG_FILE, lambda f: f.write(record))
+    atomic_write(d / SUMMARY_FILE, summary_frame([summary]).write_parquet)
 
 
 def read_summaries(out: Path, configs: Sequence[RunConfig]) -> pl.DataFrame:
@@ -386,7 +386,7 @@ def run_experiment(
     # every run of the plan, this shard's and the others': what `results list` and `export` count as
     # runs, so that a sweep whose other shards (or later packs) have not run yet is not called complete
     plan_ids = json.dumps({"experiment": exp.name, "run_ids": [c.run_id for c in exp.configs]}, indent=1).encode()
-    _atomic_write(exp_dir / PLAN_FILE, lambda f: f.write(plan_ids))
+    atomic_write(exp_dir / PLAN_FILE, lambda f: f.write(plan_ids))
     created_group = _init_process_group(shard)
     try:
         if dev.startswith("cuda"):

@@ -307,13 +307,13 @@ def test_packs_side_by_side_give_the_same_results(reference, tmp_path, monkeypat
 def test_a_run_is_written_steps_first_and_summary_last(tmp_path, monkeypatch):
     """The summary marks a run finished, so it must be the last file to appear."""
     order: list[str] = []
-    real = sweep._atomic_write
+    real = sweep.atomic_write
 
     def recording(path, write):
         real(path, write)
         order.append(path.name)
 
-    monkeypatch.setattr(sweep, "_atomic_write", recording)
+    monkeypatch.setattr(sweep, "atomic_write", recording)
     c = load_experiment("smoke").configs[0]
     from pyphase.data import load_corpus
 
