@@ -416,12 +416,10 @@ class PackTrainer:
             return self._restart(path, f"cannot be read ({type(e).__name__}: {first_line(e)})")
         if ids != [c.run_id for c in self.configs]:
             return False
-        want, got = numerics(self.amp, self.residual), blob.get("numerics_revision")
-        stored = blob.get("configs")
-        changed = _changed_fields(stored, self.configs)
-        state = blob.get("state", {})
+        changed = _changed_fields(blob.get("configs"), self.configs)
         if changed:
             return self._restart(path, f"was trained with other settings ({changed})")
+        want, got = numerics(self.amp, self.residual), blob.get("numerics_revision")
         if blob.get("numerics") != want:
             return self._restart(path, f"was trained with numerics {blob.get('numerics') or '(not recorded)'!r}, "
                                        f"this run's are {want!r}")
@@ -429,6 +427,7 @@ class PackTrainer:
             return self._restart(path, f"was trained by pyphase's numerics revision "
                                        f"{'(not recorded)' if got is None else got}, this code's is "
                                        f"{NUMERICS_REVISION} (its defaults may give other bits)")
+        state = blob.get("state") if isinstance(blob.get("state"), dict) else {}
         mine = {"flat": self.model.flat, **{f"state {k}": v for k, v in self.state.tensors().items()}}
         theirs = {"flat": blob.get("flat"), **{f"state {k}": state.get(k) for k in self.state.tensors()}}
         for k, v in mine.items():

@@ -178,6 +178,10 @@ def test_checkpoint_of_other_settings_or_unreadable_restarts_the_pack(corpus, tm
             blob = torch.load(ck, weights_only=False)
             del blob["configs"]
             torch.save(blob, ck)
+        elif how == "no state":
+            blob = torch.load(ck, weights_only=False)
+            blob["state"] = []
+            torch.save(blob, ck)
 
     cases = [
         ([replace(c, weight_decay=0.5) for c in cs], None, "other settings (adamw_b4_lr0.002_clip1_s0: weight_decay 0.01 -> 0.5)"),
@@ -186,6 +190,7 @@ def test_checkpoint_of_other_settings_or_unreadable_restarts_the_pack(corpus, tm
         (cs, "truncated", "cannot be read ("),
         (cs, "empty", "cannot be read (EOFError"),
         (cs, "unrecorded", "its configs are not recorded"),
+        (cs, "no state", "holds no state "),
     ]
     for new, how, told in cases:
         interrupted()
