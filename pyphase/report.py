@@ -729,21 +729,81 @@ def _clip_text(clip: float | None) -> str:
     return "off" if clip is None else f"{clip:g}"
 
 
+def _difference_yardstick(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[float, str, float | None] | None:
+    """The standard error of the difference of two configs' mean final val losses, where it comes
+    from in words, and Welch's t-test p-value when both configs have several seeds (None when
+    neither seeds nor late evaluations give a standard error).
+
+    Each config contributes a variance for its mean: with n ≥ 2 seeds the seed-to-seed spread of its
+    final val loss, s²/n (Welch's standard error of a difference of two means); with one seed there
+    is no seed spread, and the only resolution available is the scatter of that run's own val
+    evaluations in the second half of training, sd² (for two single runs, √(sd_a² + sd_b²)). That
+    within-run scatter leaves out seed-to-seed variation (initialisation, data order), so a
+    difference judged by it alone is resolved against evaluation noise, not against another seed."""
+    var = 0.0
+    for r in (a, b):
+        if r["n_runs"] >= 2 and r["val_seed_sd"] is not None and math.isfinite(r["val_seed_sd"]):
+            var += r["val_seed_sd"] ** 2 / r["n_runs"]
+        elif r["n_runs"] == 1 and r["late_val_sd"] is not None and math.isfinite(r["late_val_sd"]):
+            var += r["late_val_sd"] ** 2
+        else:
+            return None
+    se = math.sqrt(var)
+    if a["n_runs"] >= 2 and b["n_runs"] >= 2:
+        # With few seeds "two standard errors" is far too lenient (Welch's degrees of freedom can be
+        # near 1): the verdict is the test's, at the 5% level.
+        p = None
+        if se > 0:
+            p = float(stats.ttest_ind_from_stats(
+                a["final_val_loss"], a["val_seed_sd"], a["n_runs"],
+                b["final_val_loss"], b["val_seed_sd"], b["n_runs"], equal_var=False,
+            ).pvalue)
+        return se, (
+            f"se {se:.2g} from the seed-to-seed spread of final val loss over {a['n_runs']} and {b['n_runs']} seeds"
+        ), p
+    if a["n_runs"] == 1 and b["n_runs"] == 1:
+        return se, (
+            f"two of the combined late-evaluation scatter of the two runs (sd {se:.2g} = √(sd₁² + sd₂²) of the "
+            "val evaluations in each run's second half; one seed each, so no seed-to-seed spread is in it)"
+        ), None
+    multi, single = (a, b) if a["n_runs"] >= 2 else (b, a)
+    return se, (
+        f"two standard errors of the difference (se {se:.2g}, from the seed-to-seed spread over the "
+        f"{multi['n_runs']} seeds of clip={_clip_text(multi['gradient_clip'])} and, for the single "
+        f"clip={_clip_text(single['gradient_clip'])} run, the scatter of its val evaluations in its second "
+        "half, which leaves out that config's seed-to-seed spread)"
+    ), None
+
+
 def threshold_markdown(runs: pl.DataFrame) -> tuple[str, list[str]]:
     """Where several clip thresholds share one (optimizer, B, LR): their clip frequency, norms and
-    losses side by side, with the spread of the late val evaluations as the resolution of one run."""
-    cfg = _mean_by_config(
-        runs.with_columns(pl.col("diverged").cast(pl.Float64).alias("n_div")),
-        [
-            "avg_clip_frequency",
-            "avg_grad_norm_before",
-            "avg_grad_norm_after",
-            "final_val_loss",
-            "late_val_mean",
-            "late_val_sd",
-            "n_div",
-        ],
+    losses side by side (means over seeds), and whether the best and worst finite config differ:
+    by Welch's t-test at the 5% level where both have several seeds, else by more than two standard
+    errors of the difference (see `_difference_yardstick`). A config with a diverged seed has an infinite effective loss and is
+    left out of that comparison (the mean of its surviving seeds would be a survivor's mean)."""
+    means = [
+        "avg_clip_frequency",
+        "avg_grad_norm_before",
+        "avg_grad_norm_after",
+        "final_val_loss",
+        "late_val_mean",
+        "late_val_sd",
+        "n_div",
+    ]
+    cfg = (
+        runs.with_columns(pl.col("diverged").cast(pl.Float64).alias("n_div"))
+        .group_by(an.CONFIG_KEYS)
+        .agg(
+            [pl.col(c).mean() for c in means]
+            + [
+                pl.len().alias("n_runs"),  # one run per seed (an.check_summaries rejects duplicates)
+                pl.col("diverged").sum().alias("n_diverged"),
+                pl.col("final_val_loss").std().alias("val_seed_sd"),  # seed-to-seed, ddof=1; null for one seed
+            ]
+        )
+        .sort(an.CONFIG_KEYS, nulls_last=False)
     )
+    several_optimizers = runs["optimizer"].n_unique() > 1
     rows, words = [], []
     for (opt, b, lr), g in cfg.group_by(["optimizer", "batch_size", "lr"], maintain_order=True):
         if g["gradient_clip"].n_unique() + g["gradient_clip"].null_count() < 2 or g.height < 2:
@@ -766,33 +826,55 @@ def threshold_markdown(runs: pl.DataFrame) -> tuple[str, list[str]]:
         finite = g.filter(pl.col("n_div") == 0)
         if finite.height < 2:
             continue
-        best, worst = finite.sort("final_val_loss").row(0, named=True), finite.sort("final_val_loss").row(-1, named=True)
-        sd = finite["late_val_sd"].drop_nulls()
+        ranked = finite.sort("final_val_loss")
+        best, worst = ranked.row(0, named=True), ranked.row(-1, named=True)
+        where = f"{opt}, " if several_optimizers else ""
         text = (
-            f"B={b}, LR={fmt(lr)}: final val loss ranges from {best['final_val_loss']:.3f} (clip={_clip_text(best['gradient_clip'])}, "
-            f"clipping {best['avg_clip_frequency']:.0%} of steps) to {worst['final_val_loss']:.3f} "
-            f"(clip={_clip_text(worst['gradient_clip'])})"
+            f"{where}B={b}, LR={fmt(lr)}: final val loss ranges from {best['final_val_loss']:.3f} "
+            f"(clip={_clip_text(best['gradient_clip'])}, clipping {best['avg_clip_frequency']:.0%} of steps) to "
+            f"{worst['final_val_loss']:.3f} (clip={_clip_text(worst['gradient_clip'])})"
         )
         off = g.filter(pl.col("gradient_clip").is_null())
         if off.height:
             o = off.row(0, named=True)
-            text += f"; with clipping off the run {'diverged' if o['n_div'] > 0 else 'stayed finite'}"
-            text += f" (final val {o['final_val_loss']:.3f})"
-        if len(sd):
-            spread = best["final_val_loss"] - worst["final_val_loss"]
-            text += (
-                f". The val evaluations of one run's second half scatter by sd {fmt(sd.min())}–{fmt(sd.max())}, "
-                f"so a difference of {abs(spread):.3f} is "
-                + ("larger than" if abs(spread) > 2 * sd.max() else "within")
-                + " about two of those sd"
+            if o["n_diverged"]:
+                text += f"; with clipping off {o['n_diverged']} of {o['n_runs']} runs diverged"
+            else:
+                runs_text = {1: "the run", 2: "both runs"}.get(o["n_runs"], f"all {o['n_runs']} runs")
+                text += f"; with clipping off {runs_text} stayed finite (final val {o['final_val_loss']:.3f})"
+        dropped = g.filter(pl.col("n_div") > 0)
+        dropped = dropped.filter(pl.col("gradient_clip").is_not_null())  # clip=off's divergence is stated above
+        if dropped.height:
+            text += "; left out of the comparison for diverged seeds: " + ", ".join(
+                f"clip={_clip_text(r['gradient_clip'])} ({r['n_diverged']} of {r['n_runs']} runs)"
+                for r in dropped.iter_rows(named=True)
             )
-        seeds = runs.filter((pl.col("batch_size") == b) & (pl.col("lr") == lr))["seed"].n_unique()
-        words.append(text + f" ({seeds} seed{'s' if seeds != 1 else ''}).")
+        spread = abs(worst["final_val_loss"] - best["final_val_loss"])
+        yardstick = _difference_yardstick(best, worst)
+        if yardstick is None:
+            text += (
+                f" ({best['n_runs']} and {worst['n_runs']} seeds; no seed spread or late val evaluations "
+                "to judge the difference by)"
+            )
+        else:
+            se, source, p = yardstick
+            if best["n_runs"] >= 2 and worst["n_runs"] >= 2:
+                if p is None:  # no seed spread at all (equal seeds): any difference stands out
+                    verdict = "larger than its standard error of 0" if spread > 0 else "zero"
+                    text += f". A difference of {spread:.3f} ({source}) is {verdict}"
+                else:
+                    verdict = "significant" if p < 0.05 else "not significant"
+                    text += f". A difference of {spread:.3f} ({source}) is {verdict} at the 5% level (Welch's t-test p = {p:.2g})"
+            else:
+                verdict = "larger than" if spread > 2 * se else "within"
+                text += f". A difference of {spread:.3f} is {verdict} {source}"
+        words.append(text + ".")
     if not rows:
         return "", []
     note = (
-        "late val: mean ± sd of the evaluations in the second half of training (the scatter one run's final "
-        "evaluation has)."
+        "final val and late val: means over seeds of each run's final val loss and of the mean ± sd of its "
+        "evaluations in the second half of training (the sd is the scatter one run's final evaluation has, "
+        "not the spread between seeds)."
     )
     return note + "\n\n" + markdown_table(rows, list(rows[0])), words
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from scipy import stats
 from test_analysis import LRS, as_prediction, bowl_summaries
 from test_results import SEED_3A_CSV, write_committed, write_runs
 
@@ -273,8 +274,106 @@ def test_threshold_comparison_at_one_config() -> None:
     assert len(words) == 1
     w = words[0]
     assert w.startswith("B=256, LR=0.05: final val loss ranges from 2.500 (clip=0.1, clipping")
-    assert "to 2.700 (clip=off); with clipping off the run stayed finite (final val 2.700)" in w
-    assert "a difference of 0.200 is larger than about two of those sd (2 seeds)." in w
+    assert "to 2.700 (clip=off); with clipping off both runs stayed finite (final val 2.700)" in w
+    # identical seeds: no seed spread, so any difference stands out (se 0, no test possible)
+    assert w.endswith("A difference of 0.200 (se 0 from the seed-to-seed spread of final val loss over 2 and 2 "
+                      "seeds) is larger than its standard error of 0.")
+
+
+def _two_clips(finals: dict[float | None, list[float]], late_amp: float, *, lr: float = 0.05) -> pl.DataFrame:
+    """Runs at B=256 and `lr` of the clips in `finals`, seed i with final val loss finals[clip][i], and
+    val evaluations alternating ±late_amp around it (the within-run late scatter)."""
+    s = pl.concat(
+        [bowl_summaries(batches=(256,), lrs=(lr,), seeds=len(v), clip=c, rng_seed=i)
+         for i, (c, v) in enumerate(finals.items())],
+        how="vertical_relaxed",
+    )
+    s = s.with_columns(
+        pl.struct("gradient_clip", "seed")
+        .map_elements(lambda r: finals[r["gradient_clip"]][r["seed"]], return_dtype=pl.Float64)
+        .alias("final_val_loss")
+    )
+    steps = _steps_for(s, lambda r, t: r["final_val_loss"] + (late_amp if t % 200 else -late_amp), lambda r, t: 2.4)
+    return rp.run_diagnostics(s, steps)
+
+
+def _late_sd(amp: float) -> float:
+    return float(np.std([amp if t % 200 else -amp for t in range(600, 1001, 100)], ddof=1))
+
+
+def test_threshold_difference_of_seed_means_is_judged_by_the_seed_spread() -> None:
+    # seed means 2.500 and 2.520 (3 seeds each, seed sd 0.002): 0.02 > 2 Welch se (0.0033), although
+    # each run's late val evaluations scatter by sd ~0.022 (2 sd = 0.044 > 0.02)
+    runs = _two_clips({0.1: [2.498, 2.500, 2.502], 1.0: [2.518, 2.520, 2.522]}, late_amp=0.02)
+    assert 0.02 < 2 * runs["late_val_sd"].min()
+    se = np.sqrt(2 * 0.002**2 / 3)
+    p = stats.ttest_ind([2.498, 2.500, 2.502], [2.518, 2.520, 2.522], equal_var=False).pvalue
+    _, words = rp.threshold_markdown(runs)
+    assert p < 0.05
+    assert words[0].endswith(
+        f"A difference of 0.020 (se {se:.2g} from the seed-to-seed spread of final val loss over 3 and 3 seeds) "
+        f"is significant at the 5% level (Welch's t-test p = {p:.2g})."
+    )
+
+
+def test_threshold_difference_within_the_seed_spread_is_not_resolved() -> None:
+    # the same means, seed sd 0.05 (2 Welch se = 0.082 > 0.02), though one run's late scatter is ~0.001
+    runs = _two_clips({0.1: [2.45, 2.50, 2.55], 1.0: [2.47, 2.52, 2.57]}, late_amp=0.001)
+    assert 0.02 > 2 * runs["late_val_sd"].max()
+    p = stats.ttest_ind([2.45, 2.50, 2.55], [2.47, 2.52, 2.57], equal_var=False).pvalue
+    _, words = rp.threshold_markdown(runs)
+    assert p > 0.05
+    assert words[0].endswith(
+        f"A difference of 0.020 (se {0.05 * np.sqrt(2 / 3):.2g} from the seed-to-seed spread of final val loss over "
+        f"3 and 3 seeds) is not significant at the 5% level (Welch's t-test p = {p:.2g})."
+    )
+
+
+def test_threshold_two_seeds_beyond_two_standard_errors_is_not_called_significant() -> None:
+    # 2 seeds each: the difference 0.15 is > 2 se (0.141) but Welch's t with 2 dof gives p ≈ 0.17
+    runs = _two_clips({0.1: [2.45, 2.55], 1.0: [2.60, 2.70]}, late_amp=0.001)
+    se = np.sqrt(2 * np.var([2.45, 2.55], ddof=1) / 2)
+    assert 0.15 > 2 * se
+    p = stats.ttest_ind([2.45, 2.55], [2.60, 2.70], equal_var=False).pvalue
+    assert p > 0.05
+    _, words = rp.threshold_markdown(runs)
+    assert words[0].endswith(f"is not significant at the 5% level (Welch's t-test p = {p:.2g}).")
+
+
+def test_threshold_one_seed_each_uses_the_combined_late_scatter_of_the_two_runs() -> None:
+    # 0.025 is more than two of either run's late sd (0.011) but within two of √(sd₁² + sd₂²) = 0.0155
+    runs = _two_clips({0.1: [2.500], 1.0: [2.525]}, late_amp=0.01)
+    combined = np.sqrt(2) * _late_sd(0.01)
+    assert 2 * _late_sd(0.01) < 0.025 < 2 * combined
+    _, words = rp.threshold_markdown(runs)
+    assert words[0].endswith(
+        f"A difference of 0.025 is within two of the combined late-evaluation scatter of the two runs (sd "
+        f"{combined:.2g} = √(sd₁² + sd₂²) of the val evaluations in each run's second half; one seed each, so no "
+        "seed-to-seed spread is in it)."
+    )
+
+
+def test_threshold_mixed_seed_counts_and_seed_count_of_the_compared_configs() -> None:
+    # clip=0.1 has 3 seeds (sd 0.002), clip=1 a single run (late sd ~0.011): se = √(0.002²/3 + sd²);
+    # clip=10 (5 seeds, one diverged) is left out and its seeds are not counted
+    runs = _two_clips({0.1: [2.498, 2.500, 2.502], 1.0: [2.540], 10.0: [2.6] * 5}, late_amp=0.01)
+    runs = runs.with_columns(
+        pl.when((pl.col("gradient_clip") == 10.0) & (pl.col("seed") == 4)).then(False).otherwise(pl.col("converged"))
+        .alias("converged")
+    )
+    runs = runs.with_columns(an.diverged_expr().alias("diverged"))
+    se = np.sqrt(0.002**2 / 3 + _late_sd(0.01) ** 2)
+    assert 0.04 > 2 * se
+    _, words = rp.threshold_markdown(runs)
+    w = words[0]
+    assert w.startswith("B=256, LR=0.05: final val loss ranges from 2.500 (clip=0.1, clipping")
+    assert "to 2.540 (clip=1); left out of the comparison for diverged seeds: clip=10 (1 of 5 runs)." in w
+    assert w.endswith(
+        f"A difference of 0.040 is larger than two standard errors of the difference (se {se:.2g}, from the "
+        "seed-to-seed spread over the 3 seeds of clip=0.1 and, for the single clip=1 run, the scatter of its val "
+        "evaluations in its second half, which leaves out that config's seed-to-seed spread)."
+    )
+    assert "5 seeds" not in w
 
 
 def test_target_caveats_name_bounds_and_single_lrs() -> None:
