@@ -41,6 +41,17 @@ REGIME_ACCURACY_MIN = 0.90
 BETA_RULES: dict[str, float] = {"linear": 1.0, "square-root": 0.5}
 NOISE_SCALE_RULE = "noise-scale"
 NOISE_SCALE_KEYS = ("b_noise", "b_simple")  # prediction JSON keys holding B_noise, first found wins
+# A batch size whose seed-mean losses at every LR that stayed finite (at least two) agree to within
+# this relative tolerance has a flat loss curve: no optimum is located (e.g. a model that learned
+# nothing at any LR). Not exact equality: seed means of bit-identical run losses differ in the last
+# bits when LRs have different seed counts (three runs of 0.1 average to 0.10000000000000002), a few
+# ulps (~1e-16 each); 1e-12 covers that for any seed count while staying about nine orders of
+# magnitude below a real loss difference (evaluation noise ~1e-3 nats, float32 losses resolve ~1e-7).
+FLAT_RTOL = 1e-12
+# Edge values of a batch size whose LR_opt is no optimum at all (not even a bound): one LR tested,
+# or a flat loss curve. Such batch sizes stay in `BetaMeasurement.optima` (tables show them) but
+# never enter a fit or the bootstrap behind β's interval.
+NO_OPTIMUM_EDGES = ("only", "flat")
 # Why a β / LR_opt / rules target is "not scored" when its only evidence is a grid-edge LR_opt: an
 # edge minimum is a bound (LR_opt <= lowest or >= highest LR tried), not a measured optimum.
 EDGE_REASON = "LR_opt at grid edge"
@@ -182,16 +193,23 @@ class LrOptimum:
     """LR_opt of one batch size (within one clip/optimizer group)."""
 
     batch_size: int
-    lr_opt: float  # refined when `refined`, else the grid argmin; NaN when every LR diverged
-    grid_lr: float  # argmin on the grid (the seed's naive choice)
-    min_loss: float  # seed-mean loss at the grid argmin
-    at_edge: bool
-    edge: str | None  # "low" | "high" | "only" (one LR tested) | None
+    lr_opt: float  # refined when `refined`, else the grid argmin; NaN when every LR diverged or the curve is flat
+    grid_lr: float  # argmin on the grid (the seed's naive choice); NaN as lr_opt
+    min_loss: float  # seed-mean loss at the grid argmin (the common loss of a flat curve)
+    at_edge: bool  # LR_opt is not a measured optimum: a grid-edge bound, one LR tested, or a flat curve
+    edge: str | None  # "low" | "high" | "only" (one LR tested) | "flat" (equal losses at every LR) | None
     refined: bool
     note: str
     n_lrs: int
     n_seeds: int  # fewest seeds behind any LR of this batch size
     lr_grid: tuple[float, ...] = field(repr=False)
+
+    @property
+    def fit_point(self) -> bool:
+        """Whether this LR_opt enters the power-law fit of LR_opt vs B: it is finite and the minimum
+        of losses that differ over an LR grid (a grid-edge bound counts, and is flagged as one); a
+        single LR tested or a flat loss curve locates no optimum and does not."""
+        return math.isfinite(self.lr_opt) and self.edge not in NO_OPTIMUM_EDGES
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
@@ -207,11 +225,23 @@ def _edge_of(idx: int, n: int) -> str | None:
     return None
 
 
-def _note_of(lr: float, edge: str | None, refined: bool, all_diverged: bool, neighbour_diverged: bool = False) -> str:
+def _is_flat(mean_loss: np.ndarray) -> bool:
+    """Every finite seed-mean loss equal to within FLAT_RTOL, with at least two finite LRs."""
+    finite = mean_loss[np.isfinite(mean_loss)]
+    return finite.size >= 2 and float(np.ptp(finite)) <= FLAT_RTOL * float(np.max(np.abs(finite)))
+
+
+def _note_of(lr: float, edge: str | None, refined: bool, all_diverged: bool, neighbour_diverged: bool = False,
+             *, loss: float = math.nan, n_finite: int = 0, n_lrs: int = 0) -> str:
     if all_diverged:
         return "every LR diverged"
     if edge == "only":
         return "one LR tested: no optimum can be located"
+    if edge == "flat":
+        where = (f"all {n_lrs} LRs" if n_finite == n_lrs
+                 else f"all {n_finite} LRs that stayed finite ({n_lrs - n_finite} of {n_lrs} diverged)")
+        return (f"flat: {where} give the same seed-mean loss ({loss:.4g}), so no optimum can be located "
+                "(the loss does not depend on LR over this grid)")
     if edge == "low":
         return f"minimum at the low edge of the grid: LR_opt <= {lr:.4g}"
     if edge == "high":
@@ -224,21 +254,30 @@ def _note_of(lr: float, edge: str | None, refined: bool, all_diverged: bool, nei
 
 
 def optimum_of(batch_size: int, lrs: np.ndarray, mean_loss: np.ndarray, n_seeds: int) -> LrOptimum:
-    """LR_opt of one batch size from the seed-mean losses over its ascending LR grid."""
+    """LR_opt of one batch size from the seed-mean losses over its ascending LR grid.
+
+    A flat curve (every finite loss equal, see FLAT_RTOL) gets edge "flat" and NaN LR_opt: argmin
+    would pick the lowest LR and pass it off as a low-edge bound, but no LR is better than another.
+    """
+    mean_loss = np.asarray(mean_loss, dtype=float)
     log_opt, idx, refined = refine_minima(np.log10(lrs), mean_loss[None, :])
     i = int(idx[0])
     all_diverged = not np.isfinite(mean_loss).any()
+    flat = not all_diverged and _is_flat(mean_loss)
     neighbours = mean_loss[max(i - 1, 0) : i + 2]
-    edge = None if all_diverged else _edge_of(i, len(lrs))
+    edge = None if all_diverged else "flat" if flat else _edge_of(i, len(lrs))
+    no_optimum = all_diverged or flat
+    is_refined = bool(refined[0]) and not flat
     return LrOptimum(
         batch_size=int(batch_size),
-        lr_opt=float("nan") if all_diverged else float(10 ** log_opt[0] if refined[0] else lrs[i]),
-        grid_lr=float("nan") if all_diverged else float(lrs[i]),
+        lr_opt=float("nan") if no_optimum else float(10 ** log_opt[0] if is_refined else lrs[i]),
+        grid_lr=float("nan") if no_optimum else float(lrs[i]),
         min_loss=float(mean_loss[i]),
         at_edge=edge is not None,
         edge=edge,
-        refined=bool(refined[0]),
-        note=_note_of(float(lrs[i]), edge, bool(refined[0]), all_diverged, not np.isfinite(neighbours).all()),
+        refined=is_refined,
+        note=_note_of(float(lrs[i]), edge, is_refined, all_diverged, not np.isfinite(neighbours).all(),
+                      loss=float(mean_loss[i]), n_finite=int(np.isfinite(mean_loss).sum()), n_lrs=len(lrs)),
         n_lrs=len(lrs),
         n_seeds=n_seeds,
         lr_grid=tuple(float(v) for v in lrs),
@@ -338,12 +377,29 @@ class BetaMeasurement:
 
     @property
     def any_at_edge(self) -> bool:
+        """Some batch size's LR_opt is not a measured optimum (grid-edge bound, one LR, flat curve)."""
         return any(o.at_edge for o in self.optima)
 
     @property
     def all_at_edge(self) -> bool:
-        """Every LR_opt is a grid-edge bound: a line through them reflects the grid, not the loss."""
+        """Every LR_opt is a grid-edge bound (or no optimum at all): a line through them reflects the
+        grid, not the loss."""
         return all(o.at_edge for o in self.optima)
+
+    @property
+    def fit_optima(self) -> tuple[LrOptimum, ...]:
+        """The batch sizes whose LR_opt enters `fit` (see `LrOptimum.fit_point`)."""
+        return tuple(o for o in self.optima if o.fit_point)
+
+    @property
+    def left_out_of_fit(self) -> dict[int, str]:
+        """Batch size -> why its LR_opt is not in `fit` (one LR tested, flat curve, every LR diverged)."""
+        return {o.batch_size: _left_out_reason(o) for o in self.optima if not o.fit_point}
+
+    @property
+    def not_measured_reason(self) -> str | None:
+        """Why there is no fit, in words (None when there is one)."""
+        return None if self.fit is not None else _no_fit_reason(self.optima)
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(
@@ -356,6 +412,7 @@ class BetaMeasurement:
                 "ci95": [self.ci_low, self.ci_high] if self.ci_low is not None else None,
                 "interval_method": self.interval_method,
                 "any_at_edge": self.any_at_edge,
+                "left_out_of_fit": {str(b): why for b, why in self.left_out_of_fit.items()},
                 "fit": self.fit.to_dict() if self.fit else None,
                 "naive_fit": self.naive.to_dict() if self.naive else None,
                 "optima": [o.to_dict() for o in self.optima],
@@ -363,11 +420,40 @@ class BetaMeasurement:
         )
 
 
+def _left_out_reason(o: LrOptimum) -> str:
+    if o.edge == "only":
+        return "one LR tested, and a single LR cannot locate an optimum"
+    if o.edge == "flat":
+        return "the same loss at every LR (flat), so no optimum is located"
+    return "every LR diverged"
+
+
+def _no_fit_reason(optima: Sequence[LrOptimum]) -> str:
+    """Why fewer than two batch sizes enter the fit, naming what is wrong with the others."""
+    located = sorted({o.batch_size for o in optima if o.fit_point})
+    why: dict[str, list[int]] = {}
+    for o in optima:
+        if not o.fit_point:
+            why.setdefault(_left_out_reason(o), []).append(o.batch_size)
+    if not why:
+        have = f"the group has one batch size (B={located[0]})" if located else "the group has no batch size"
+    else:
+        have = f"only B={located[0]} has one" if located else "no batch size has one"
+    text = f"β needs LR_opt at two or more batch sizes, and {have}"
+    if why:
+        text += " (" + "; ".join(f"B={', '.join(map(str, sorted(bs)))}: {w}" for w, bs in why.items()) + ")"
+    return text
+
+
 def _interval(
-    fit: PowerLawFit | None, seed_losses: Mapping[int, tuple[np.ndarray, list[np.ndarray]]], n_boot: int, seed: int
+    fit: PowerLawFit | None,
+    seed_losses: Mapping[int, tuple[np.ndarray, list[np.ndarray]]],
+    n_boot: int,
+    seed: int,
+    no_fit_reason: str = "fewer than two batch sizes with a finite LR_opt",
 ) -> tuple[float | None, float | None, str]:
     if fit is None:
-        return None, None, "undefined: fewer than two batch sizes with a finite LR_opt"
+        return None, None, f"undefined: {no_fit_reason}"
     if fit.n == 2:
         return None, None, "undefined: only two batch sizes (the line passes through both points exactly)"
     min_seeds = min(len(s) for _, per_lr in seed_losses.values() for s in per_lr)
@@ -390,19 +476,22 @@ def _interval(
 
 
 def _fit_or_none(optima: Sequence[LrOptimum], attr: str) -> PowerLawFit | None:
-    usable = [o for o in optima if math.isfinite(getattr(o, attr))]
+    """Power law through `attr` ("lr_opt" or "grid_lr") of the fit points (`LrOptimum.fit_point`):
+    a batch size with one LR tested or a flat loss curve has no optimum to put on the line."""
+    usable = [o for o in optima if o.fit_point and math.isfinite(getattr(o, attr))]
     if len({o.batch_size for o in usable}) < 2:
         return None
     return fit_power_law([o.batch_size for o in usable], [getattr(o, attr) for o in usable])
 
 
 def measure_group(group: pl.DataFrame, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> BetaMeasurement:
-    """β of one clip/optimizer group's summary rows."""
+    """β of one clip/optimizer group's summary rows. Batch sizes with one LR tested or a flat loss
+    curve stay in `optima` but are left out of the fit and of the bootstrap behind the interval."""
     optima = tuple(lr_optima(group))
     fit = _fit_or_none(optima, "lr_opt")
-    usable = {o.batch_size for o in optima if math.isfinite(o.lr_opt)}
+    usable = {o.batch_size for o in optima if o.fit_point}
     seed_losses = {b: v for b, v in _seed_losses(group).items() if b in usable}
-    lo, hi, method = _interval(fit, seed_losses, n_boot, seed)
+    lo, hi, method = _interval(fit, seed_losses, n_boot, seed, _no_fit_reason(optima))
     return BetaMeasurement(
         gradient_clip=group["gradient_clip"][0],
         optimizer=group["optimizer"][0],
@@ -952,11 +1041,13 @@ def _beta_target(groups: Sequence[GroupComparison]) -> Target:
     crit = f"predicted β inside measured 95% interval or within ±{BETA_TOLERANCE}"
     verdicts, parts, edge_rows = [], [], []
     for g in groups:
-        if g.measured.fit is None or g.predicted is None or g.predicted.fit is None:
+        if g.predicted is None:
             continue
         interior = [r for r in g.lr_rows if not r.measured_at_edge]
-        if len(interior) < 2:
+        if len(interior) < 2:  # also where the measurement has no fit (e.g. one LR per batch size)
             edge_rows += [r for r in g.lr_rows if r.measured_at_edge]
+            continue
+        if g.measured.fit is None or g.predicted.fit is None:
             continue
         bm, bp = g.measured.fit.beta, g.predicted.fit.beta
         inside = g.measured.ci_low is not None and g.measured.ci_low <= bp <= g.measured.ci_high

@@ -23,6 +23,7 @@ from pyphase.analysis import (
     CLIP_MAE_MAX,
     CONFIG_KEYS,
     LR_OPT_FACTOR_MAX,
+    NO_OPTIMUM_EDGES,
     BetaMeasurement,
     BudgetBeta,
     Comparison,
@@ -34,7 +35,8 @@ from pyphase.results import CorpusEntropies
 from pyphase.schema import REGIME_SATURATION_AT, REGIME_TRANSITION_AT, REGIMES, regime_of
 
 DPI = 100  # small PNGs for the repository; every label still readable at this size
-_EDGE_MARKERS = {"low": "v", "high": "^", "only": "s"}  # where the true optimum may lie
+# where the true optimum may lie; a flat curve ("flat") has no LR_opt (NaN) and draws no marker
+_EDGE_MARKERS = {"low": "v", "high": "^", "only": "s"}
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -51,7 +53,7 @@ def _color(i: int) -> str:
 # --------------------------------------------------------------------------- LR_opt vs B
 def _band(m: BetaMeasurement, bs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Lines of slope ci_low and ci_high through the fit's centroid (where a least-squares line pivots)."""
-    used = [o for o in m.optima if math.isfinite(o.lr_opt)]
+    used = m.fit_optima  # not a batch size with one LR or a flat curve: those are not on the line
     x0 = np.mean([math.log10(o.batch_size) for o in used])
     y0 = math.log10(m.fit.c) + m.fit.beta * x0
     lines = [10 ** (y0 + s * (np.log10(bs) - x0)) for s in (m.ci_low, m.ci_high)]
@@ -93,9 +95,11 @@ def _marker_legend(measured: Sequence[BetaMeasurement]) -> list[Line2D]:
 
 def _fit_label(m: BetaMeasurement) -> str:
     ci = f" [{m.ci_low:.2f}, {m.ci_high:.2f}]" if m.ci_low is not None else " (interval undefined)"
-    edges = sum(o.at_edge for o in m.optima)
-    bound = f"; only a bound: {edges} of {len(m.optima)} B at a grid edge" if edges else ""
-    return f"{group_label(m.gradient_clip, m.optimizer)}: β={m.fit.beta:.2f}{ci}{bound}"
+    edges = sum(o.at_edge for o in m.fit_optima)  # a B left out of the fit bounds nothing
+    bound = f"; only a bound: {edges} of {m.fit.n} B at a grid edge" if edges else ""
+    left = [o.batch_size for o in m.optima if o.edge in NO_OPTIMUM_EDGES]  # drawn, but not on the line
+    out = f"; B={', '.join(map(str, left))} not in the fit" if left else ""
+    return f"{group_label(m.gradient_clip, m.optimizer)}: β={m.fit.beta:.2f}{ci}{bound}{out}"
 
 
 def plot_lr_opt(
@@ -541,7 +545,7 @@ def _lr_points(cmp: Comparison) -> list[tuple[int, list[tuple[float, float, bool
     labels would print on top of each other), and a batch size with one tested LR has no optimum to show."""
     out = []
     for i, g in enumerate(cmp.groups):
-        only = {o.batch_size for o in g.measured.optima if o.edge == "only"}
+        only = {o.batch_size for o in g.measured.optima if o.edge in NO_OPTIMUM_EDGES}
         merged: dict[tuple[float, float, bool], tuple[float, float, list[str]]] = {}
         for r in g.lr_rows:
             if r.predicted is None or r.batch_size in only:

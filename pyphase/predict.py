@@ -342,7 +342,7 @@ def zoom_points(optima: Sequence[analysis.LrOptimum], lrs: Sequence[float]) -> l
 def edge_extension(optima: Sequence[analysis.LrOptimum], lrs: Sequence[float], decades: float = 1.0) -> list[float]:
     """The LRs that widen the ascending grid `lrs` by `decades` on each side where some LR_opt in
     `optima` sits on that edge, at the grid's own log spacing there (one step of `decades` for a
-    single-LR grid)."""
+    single-LR grid). A flat loss curve (edge "flat") points to no side and widens nothing."""
     edges = {o.edge for o in optima}
     added: list[float] = []
     for side, sign, end, inner in (("low", -1, lrs[0], lrs[1:2]), ("high", 1, lrs[-1], lrs[-2:-1])):
@@ -520,10 +520,12 @@ def summarize(table: pl.DataFrame, params: NQMParams, *, n_boot: int = analysis.
 def beta_status(m: analysis.BetaMeasurement) -> dict[str, Any]:
     """Whether a group's β is a prediction ("predicted"), a slope with grid-edge bounds in it
     ("bounded") or no prediction at all ("not_predicted"), with one sentence saying why."""
-    edges = [o for o in m.optima if o.at_edge]
     if m.fit is None:
-        return {"beta_status": "not_predicted",
-                "beta_note": "β not predicted: fewer than two batch sizes have a finite LR_opt"}
+        return {"beta_status": "not_predicted", "beta_note": f"β not predicted: {m.not_measured_reason}"}
+    # one LR tested or a flat curve: no optimum, left out of the fit (so no bound on β either)
+    left_out = "; ".join(f"B = {o.batch_size} left out of the fit: {m.left_out_of_fit[o.batch_size]}"
+                         for o in m.optima if o.edge in analysis.NO_OPTIMUM_EDGES)
+    edges = [o for o in m.fit_optima if o.at_edge]
     by_note: dict[str, list[str]] = {}
     for o in edges:
         by_note.setdefault(o.note, []).append(str(o.batch_size))
@@ -536,12 +538,13 @@ def beta_status(m: analysis.BetaMeasurement) -> dict[str, Any]:
     if m.all_at_edge:
         return {"beta_status": "not_predicted",
                 "beta_note": (f"β not predicted: every batch size's LR_opt is on a grid edge ({where}); the slope "
-                              f"through those grid values, {m.fit.beta:.3f}, reflects the grid, not the loss{hint}")}
+                              f"through those grid values, {m.fit.beta:.3f}, reflects the grid, not the loss{hint}"
+                              + (f"; {left_out}" if left_out else ""))}
     if edges:
         return {"beta_status": "bounded",
-                "beta_note": (f"β only bounded: {len(edges)} of {len(m.optima)} batch sizes have LR_opt on a grid "
-                              f"edge ({where}){hint}")}
-    return {"beta_status": "predicted", "beta_note": None}
+                "beta_note": (f"β only bounded: {len(edges)} of {len(m.fit_optima)} batch sizes in the fit have "
+                              f"LR_opt on a grid edge ({where}){hint}" + (f"; {left_out}" if left_out else ""))}
+    return {"beta_status": "predicted", "beta_note": left_out or None}
 
 
 def radial_summary(rho: pl.DataFrame, params: NQMParams) -> dict[str, Any]:
@@ -654,7 +657,7 @@ def plot_regime_map(pred: Prediction, group: dict[str, Any], path: Path) -> Path
     # triangle where it is only a bound on a grid edge (▼ at the low edge: LR_opt ≤ it, ▲: ≥ it)
     kinds = (("*", lambda r: not r.get("edge"), "LR_opt"),
              ("v", lambda r: r.get("edge") == "low", "LR_opt ≤ (low grid edge)"),
-             ("^", lambda r: r.get("edge") == "high", "LR_opt ≥ (high grid edge)"))  # "only" (one LR): none
+             ("^", lambda r: r.get("edge") == "high", "LR_opt ≥ (high grid edge)"))  # "only", "flat": none
     for marker, keep, label in kinds:
         opt = [(at(rows[b]["lr_opt"]), i) for i, b in enumerate(bs)
                if rows.get(b, {}).get("lr_opt") is not None and keep(rows[b])]
@@ -753,7 +756,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             + (f"⚠ {g['beta_note']}" if status == "not_predicted" else
                f"β = {_fmt(g['beta'], '.3f')}" + (f"  95% [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
                + f"  (R² {_fmt(g['beta_r2'], '.2f')}; grid argmin β {_fmt(g['beta_naive_grid'], '.3f')})"
-               + (f"\n⚠ {g['beta_note']}" if status == "bounded" else "")),
+               + (f"\n⚠ {g['beta_note']}" if g.get("beta_note") else "")),  # bounded, or B left out
             "  ".join(h.rjust(w) for h, w in zip(head, widths)),
             *("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows),
         ]

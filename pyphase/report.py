@@ -132,7 +132,8 @@ def beta_markdown(measurements: Sequence[an.BetaMeasurement]) -> str:
                 "C": m.fit.c if m.fit else None,
                 "R²": m.fit.r2 if m.fit else None,
                 "naive β ± 2 s.e.": naive,
-                "B at grid edge": ", ".join(str(o.batch_size) for o in m.optima if o.at_edge) or "none",
+                "B at grid edge": ", ".join(str(o.batch_size) for o in m.fit_optima if o.at_edge) or "none",
+                "B left out of fit": ", ".join(map(str, m.left_out_of_fit)) or "none",
             }
         )
     optima = [
@@ -289,10 +290,13 @@ def beta_words(m: an.BetaMeasurement) -> str:
     """β with its interval and what it means, or why it is not measured, plus edge warnings."""
     group = _label(m)
     if m.fit is None:
-        return f"**{group}**: β is not measured: fewer than two batch sizes have a finite LR_opt."
-    edges = [o for o in m.optima if o.at_edge]
+        return f"**{group}**: β is not measured: {m.not_measured_reason}."
+    edges = [o for o in m.fit_optima if o.at_edge]
     edge_notes = "; ".join(f"B={o.batch_size}: {o.note}" for o in edges)
+    left = "; ".join(f"B={b}: {why}" for b, why in m.left_out_of_fit.items())
+    left_text = f" Left out of the fit: {left}." if left else ""
     if m.all_at_edge:
+        edge_notes = "; ".join(f"B={o.batch_size}: {o.note}" for o in m.optima)
         return (
             f"**{group}**: ⚠ β is not measured: every batch size's minimum is on a grid edge ({edge_notes}). "
             f"A line through those grid values has slope {m.fit.beta:.2f}, which reflects the chosen grid, "
@@ -300,8 +304,8 @@ def beta_words(m: an.BetaMeasurement) -> str:
         )
     if edges:
         text = (
-            f"**{group}**: ⚠ β is only bounded: {len(edges)} of {len(m.optima)} batch sizes have their minimum on "
-            f"a grid edge. A line through the {m.fit.n} LR_opt values has slope {m.fit.beta:.2f}"
+            f"**{group}**: ⚠ β is only bounded: {len(edges)} of the {m.fit.n} batch sizes in the fit have their "
+            f"minimum on a grid edge. A line through the {m.fit.n} LR_opt values has slope {m.fit.beta:.2f}"
         )
     else:
         text = f"**{group}**: LR_opt ∝ B^{m.fit.beta:.2f}"
@@ -320,7 +324,7 @@ def beta_words(m: an.BetaMeasurement) -> str:
         text += "."
     if edges:
         text += f" ⚠ {edge_notes}. β is a bound, not a measurement, until the grid is extended past those edges."
-    return text
+    return text + left_text
 
 
 def clipping_words(check: an.ClipNormCheck, configs: pl.DataFrame) -> str:
@@ -551,6 +555,8 @@ def early_stopping_words(runs: pl.DataFrame, n_boot: int) -> list[str]:
 
 
 def _lr_opt_text(o: an.LrOptimum) -> str:
+    if o.edge == "flat":
+        return f"{o.batch_size}: flat"
     bound = {"low": "≤", "high": "≥"}.get(o.edge or "", "")
     return f"{o.batch_size}: {bound}{fmt(o.lr_opt)}"
 
@@ -1130,10 +1136,12 @@ def _make_plots(
 def _not_measured_reason(m: an.BetaMeasurement) -> str:
     if _only_one_lr([m]):
         return "one LR per B"
+    if m.optima and all(o.edge == "flat" for o in m.optima):
+        return "flat loss over LR at every B"
     if not any(math.isfinite(o.lr_opt) for o in m.optima):
         return "every LR diverged"
     if m.fit is None:
-        return "fewer than two B with a finite LR_opt"
+        return "fewer than two B locate an LR_opt"
     return "every LR_opt on a grid edge"
 
 
@@ -1147,11 +1155,13 @@ def summary_rows(experiment: str, measurements: Sequence[an.BetaMeasurement], co
         finite = g.filter(pl.col("loss").is_finite()).sort("loss")
         best = finite.row(0, named=True) if finite.height else None
         freq = g["avg_clip_frequency"].drop_nulls()
-        edges = [o for o in m.optima if o.at_edge]
-        if m.fit is None or _only_one_lr([m]) or len(edges) == len(m.optima):
+        edges = [o for o in m.fit_optima if o.at_edge]
+        if m.fit is None or _only_one_lr([m]) or m.all_at_edge:
             beta = f"not measured ({_not_measured_reason(m)})"
         else:
-            beta = f"{m.fit.beta:.2f} {_interval_text(m)}" + (f", bounded: {len(edges)} of {len(m.optima)} B on an edge" if edges else "")
+            beta = f"{m.fit.beta:.2f} {_interval_text(m)}" + (f", bounded: {len(edges)} of {m.fit.n} B on an edge" if edges else "")
+            if m.left_out_of_fit:
+                beta += f"; B={', '.join(map(str, m.left_out_of_fit))} not in the fit"
         rows.append(
             {
                 "experiment": experiment,

@@ -190,6 +190,106 @@ def test_every_lr_diverged_gives_nan_lr_opt_and_no_fit() -> None:
     assert m.fit is None and m.interval_method.startswith("undefined")
 
 
+# --------------------------------------------------------------------------- batch sizes with no optimum
+GRID3 = (3e-4, 1.5e-3, 8e-3)  # around LR_opt = 2e-4·B^0.5 (1.1e-3 to 2.3e-3) for B = 32, 64, 128: interior
+
+
+def _gridded_and_one_lr() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """B = 32, 64, 128 on a proper 3-LR grid, and the same runs plus B = 256 at one LR (far above the
+    line, so a fit through it would differ visibly)."""
+    gridded = bowl_summaries(batches=(32, 64, 128), lrs=GRID3, seeds=3)
+    one = bowl_summaries(batches=(256,), lrs=(0.1,), seeds=3, rng_seed=1)
+    return gridded, pl.concat([gridded, one])
+
+
+def test_a_batch_size_with_one_lr_is_shown_but_left_out_of_the_fit() -> None:
+    gridded, mixed = _gridded_and_one_lr()
+    alone = an.measure_beta(gridded, n_boot=200)[0]
+    m = an.measure_beta(mixed, n_boot=200)[0]
+    assert [o.edge for o in alone.optima] == [None, None, None]
+    assert m.fit == alone.fit and m.fit.n == 3  # β from the three gridded batch sizes only
+    # B = 256 stays in the table, flagged as one LR tested, but is not a point of either fit
+    only = m.optima[-1]
+    assert only.batch_size == 256 and only.edge == "only" and only.at_edge and only.lr_opt == 0.1
+    assert only.note == "one LR tested: no optimum can be located" and not only.fit_point
+    assert [o.batch_size for o in m.fit_optima] == [32, 64, 128]
+    assert m.left_out_of_fit == {256: "one LR tested, and a single LR cannot locate an optimum"}
+    assert m.naive.to_dict() == alone.naive.to_dict()  # every grid argmin is the middle LR: R² NaN
+    # the bootstrap sees the same three batch sizes: the same interval, drawn the same way
+    assert (m.ci_low, m.ci_high, m.interval_method) == (alone.ci_low, alone.ci_high, alone.interval_method)
+    assert m.not_measured_reason is None
+    assert m.to_dict()["left_out_of_fit"] == {"256": "one LR tested, and a single LR cannot locate an optimum"}
+
+
+def test_one_lr_at_every_batch_size_gives_no_fit_and_says_why() -> None:
+    # phase3b: B = 32 at LR 1e-3 and B = 256 at LR 5e-2 (two seeds); a line through the two single
+    # LRs used to pass for a 2-point "fit"
+    one = pl.concat([bowl_summaries(batches=(32,), lrs=(1e-3,), seeds=2),
+                     bowl_summaries(batches=(256,), lrs=(5e-2,), seeds=2)])
+    m = an.measure_beta(one, n_boot=50)[0]
+    assert [(o.batch_size, o.edge, o.lr_opt) for o in m.optima] == [(32, "only", 1e-3), (256, "only", 5e-2)]
+    assert m.fit is None and m.naive is None and m.ci_low is None and m.ci_high is None
+    reason = ("β needs LR_opt at two or more batch sizes, and no batch size has one "
+              "(B=32, 256: one LR tested, and a single LR cannot locate an optimum)")
+    assert m.not_measured_reason == reason and m.interval_method == f"undefined: {reason}"
+    assert "finite LR_opt" not in m.interval_method
+    assert m.all_at_edge and m.to_dict()["beta"] is None
+    # one gridded batch size beside them: still no slope, and the words say which B has an LR_opt
+    mixed = pl.concat([bowl_summaries(batches=(16,), lrs=GRID3, seeds=2), one])
+    m2 = an.measure_beta(mixed, n_boot=50)[0]
+    assert m2.fit is None and m2.interval_method == (
+        "undefined: β needs LR_opt at two or more batch sizes, and only B=16 has one "
+        "(B=32, 256: one LR tested, and a single LR cannot locate an optimum)")
+    # compare scores nothing on them and names them as edge bounds (the report's "one LR per batch size")
+    t = {x.name: x for x in an.compare(one, experiment="3b", prediction=as_prediction(one), n_boot=10).targets}
+    assert t["beta"].passed is None and t["beta"].value == "not scored: LR_opt at grid edge (B=32, 256)"
+
+
+def test_a_single_batch_size_says_so() -> None:
+    m = an.measure_beta(bowl_summaries(batches=(64,), lrs=GRID3, seeds=1))[0]
+    assert m.interval_method == ("undefined: β needs LR_opt at two or more batch sizes, and the group has one "
+                                 "batch size (B=64)")
+
+
+def test_a_flat_loss_curve_is_flat_not_a_low_edge() -> None:
+    lrs = np.array([0.001, 0.01, 0.1])
+    o = an.optimum_of(32, lrs, np.array([2.3, 2.3, 2.3]), 2)
+    assert o.edge == "flat" and o.at_edge and not o.refined and not o.fit_point
+    assert math.isnan(o.lr_opt) and math.isnan(o.grid_lr) and o.min_loss == 2.3
+    assert o.note == ("flat: all 3 LRs give the same seed-mean loss (2.3), so no optimum can be located "
+                      "(the loss does not depend on LR over this grid)")
+    # the finite LRs are flat and the largest diverged: still flat, not a low-edge minimum
+    d = an.optimum_of(32, lrs, np.array([2.3, 2.3, np.inf]), 2)
+    assert d.edge == "flat" and "all 2 LRs that stayed finite (1 of 3 diverged)" in d.note
+    # seed means of the same run loss over different seed counts differ in the last bits: flat
+    means = np.array([np.mean([0.1] * 3), 0.1, np.mean([0.1] * 7)])
+    assert means[0] != means[1] and an.optimum_of(32, lrs, means, 1).edge == "flat"
+    # a real difference, however small against the loss, is a minimum (here on the low edge)
+    assert an.optimum_of(32, lrs, np.array([2.3, 2.3 + 1e-9, 2.3 + 1e-9]), 1).edge == "low"
+    # one finite LR is not a curve: the old low-edge-next-to-a-diverged-point case
+    assert an.optimum_of(32, lrs, np.array([2.3, np.inf, np.inf]), 1).edge == "low"
+
+
+def test_a_flat_batch_size_is_left_out_of_the_fit() -> None:
+    gridded = bowl_summaries(batches=(32, 64, 128), lrs=GRID3, seeds=3)
+    # B = 256 learned nothing at any LR: the same loss everywhere (a uniform model over 65 symbols)
+    flat = bowl_summaries(batches=(256,), lrs=GRID3, seeds=3).with_columns(
+        pl.lit(math.log(65)).alias("final_val_loss"))
+    alone = an.measure_beta(gridded, n_boot=200)[0]
+    m = an.measure_beta(pl.concat([gridded, flat]), n_boot=200)[0]
+    o = m.optima[-1]
+    assert o.batch_size == 256 and o.edge == "flat" and o.edge != "low" and o.at_edge
+    assert m.fit == alone.fit and m.naive.to_dict() == alone.naive.to_dict()
+    assert (m.ci_low, m.ci_high) == (alone.ci_low, alone.ci_high)
+    assert m.left_out_of_fit == {256: "the same loss at every LR (flat), so no optimum is located"}
+    # flat beside one LR tested: no fit, and both reasons in words
+    one = bowl_summaries(batches=(32,), lrs=(1e-3,), seeds=3)
+    m2 = an.measure_beta(pl.concat([one, flat]), n_boot=50)[0]
+    assert m2.fit is None and m2.interval_method == (
+        "undefined: β needs LR_opt at two or more batch sizes, and no batch size has one (B=32: one LR tested, "
+        "and a single LR cannot locate an optimum; B=256: the same loss at every LR (flat), so no optimum is located)")
+
+
 # --------------------------------------------------------------------------- β recovery
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
 def test_beta_recovered_exactly_without_noise(beta: float) -> None:

@@ -61,6 +61,35 @@ def test_lr_opt_plot_with_edges_and_undefined_interval(tmp_path: Path) -> None:
     assert_png(plots.plot_lr_opt([m], tmp_path / "edge.png"))
 
 
+def test_lr_opt_plot_with_batch_sizes_that_locate_no_optimum(tmp_path: Path) -> None:
+    # B = 16, 32, 64 gridded; B = 128 at one LR (drawn as a hollow square, not on the line); B = 256
+    # flat (no LR_opt: no marker at all, least of all a low-edge ▼)
+    grid = LRS[2:10]
+    flat = bowl_summaries(batches=(256,), lrs=grid, seeds=2).with_columns(pl.lit(4.17).alias("final_val_loss"))
+    df = pl.concat([bowl_summaries(batches=(16, 32, 64), lrs=grid, seeds=2),
+                    bowl_summaries(batches=(128,), lrs=(1e-2,), seeds=2), flat])
+    m = an.measure_beta(df, n_boot=100)[0]
+    assert m.fit is not None and m.fit.n == 3 and m.ci_low is not None
+    assert [plots._marker_kind(o) for o in m.optima] == ["refined", "refined", "refined", "only", "flat"]
+    labels = [h.get_label() for h in plots._marker_legend([m])]
+    assert "only one LR tested" in labels and not any("low grid edge" in x for x in labels)
+    assert "B=128, 256 not in the fit" in plots._fit_label(m) and "only a bound" not in plots._fit_label(m)
+    # the band pivots on the centroid of the fit's own points
+    lo, hi = plots._band(m, np.array([16.0, 32.0, 64.0]))
+    fit = m.fit.lr_at(np.array([16.0, 32.0, 64.0]))
+    assert np.all(lo <= fit * (1 + 1e-12)) and np.all(fit <= hi * (1 + 1e-12))
+    assert_png(plots.plot_lr_opt([m], tmp_path / "mixed.png"))
+    # phase3b: one LR at each of two batch sizes, no fit; compare and both plots still draw
+    one = pl.concat([bowl_summaries(batches=(32,), lrs=(1e-3,), seeds=2),
+                     bowl_summaries(batches=(256,), lrs=(5e-2,), seeds=2)])
+    m1 = an.measure_beta(one, n_boot=10)[0]
+    assert m1.fit is None
+    assert_png(plots.plot_lr_opt([m1], tmp_path / "one.png"))
+    cmp = an.compare(one, experiment="3b", prediction=as_prediction(df.filter(pl.col("batch_size") != 256)), n_boot=10)
+    assert plots._lr_points(cmp) == []
+    assert_png(plots.plot_predicted_vs_measured(cmp, tmp_path / "pvm.png"), min_px=250)
+
+
 def test_interval_band_contains_the_fit(summaries: pl.DataFrame) -> None:
     m = an.measure_beta(summaries, n_boot=200)[1]
     bs = np.geomspace(8, 512, 20)

@@ -223,6 +223,31 @@ def test_beta_on_grid_edges_is_not_a_prediction():
     assert inner["groups"][0]["beta_status"] == "predicted" and inner["groups"][0]["beta_note"] is None
 
 
+def test_a_flat_batch_size_is_left_out_and_widens_nothing():
+    """B = 256's simulated loss is the same at every LR: edge "flat", no LR_opt, left out of β (said
+    in the note), and no reason to widen the grid on either side or zoom in around it."""
+    table = _synthetic_table(lambda b: 1e-3 * (b / 32) ** 0.5).with_columns(
+        pl.when(pl.col("batch_size") == 256).then(3.0).otherwise(pl.col("final_loss")).alias("final_loss"))
+    s = summarize(table, SMALL, n_boot=50)
+    (g,) = s["groups"]
+    flat = g["per_batch"][-1]
+    assert flat["batch_size"] == 256 and flat["edge"] == "flat" and math.isnan(flat["lr_opt"])
+    assert g["beta_status"] == "predicted" and g["beta"] == pytest.approx(0.5, rel=1e-9)
+    assert g["beta_note"] == "B = 256 left out of the fit: the same loss at every LR (flat), so no optimum is located"
+    assert "⚠ B = 256 left out of the fit" in format_summary(s)
+    lrs = list(np.geomspace(1e-4, 1e-1, 13))
+    assert edge_extension(grid_optima(table), lrs) == []
+    assert zoom_points([o for o in grid_optima(table) if o.batch_size == 256], lrs) == []
+
+
+def test_one_lr_per_batch_size_predicts_no_beta_and_says_why():
+    table = _synthetic_table(lambda b: 1e-3, batches=(32, 256)).filter(pl.col("lr") == pl.col("lr").min())
+    (g,) = summarize(table, SMALL, n_boot=50)["groups"]
+    assert g["beta"] is None and g["beta_status"] == "not_predicted"
+    assert g["beta_note"] == ("β not predicted: β needs LR_opt at two or more batch sizes, and no batch size has "
+                              "one (B=32, 256: one LR tested, and a single LR cannot locate an optimum)")
+
+
 def test_edge_extension_adds_a_decade_at_the_grid_spacing_on_the_edge_side():
     lrs = list(np.geomspace(1e-4, 1e-1, 13))
     low = edge_extension(grid_optima(_synthetic_table(lambda b: 1e-5)), lrs)

@@ -411,7 +411,8 @@ def test_scores_table_marks_edge_targets_not_scored(synth_root: Path, tmp_path: 
 def test_partly_bounded_beta_makes_no_consistency_claim() -> None:
     m = an.measure_beta(bowl_summaries(batches=(16, 32, 256), lrs=LRS[:6], seeds=1, noise=0.0))[0]
     words = rp.beta_words(m)
-    assert words.startswith("**clip=1/adamw**: ⚠ β is only bounded: 1 of 3 batch sizes have their minimum on a grid edge")
+    assert words.startswith("**clip=1/adamw**: ⚠ β is only bounded: 1 of the 3 batch sizes in the fit have their minimum "
+                            "on a grid edge")
     assert "consistent with" not in words and "excludes" not in words
 
 
@@ -623,7 +624,7 @@ def test_a_report_where_every_run_diverged_is_written_and_says_so(tmp_path: Path
 def test_summary_row_says_why_beta_is_not_measured() -> None:
     one_b = bowl_summaries(seeds=1, batches=(64,), lrs=LRS[::2])
     rows = rp.summary_rows("e", an.measure_beta(one_b), an.config_table(one_b))
-    assert rows[0]["β [95% interval]"] == "not measured (fewer than two B with a finite LR_opt)"
+    assert rows[0]["β [95% interval]"] == "not measured (fewer than two B locate an LR_opt)"
     edges = bowl_summaries(seeds=1, lrs=LRS[:3])  # every minimum above the grid: all on its high edge
     rows = rp.summary_rows("e", an.measure_beta(edges), an.config_table(edges))
     assert rows[0]["β [95% interval]"] == "not measured (every LR_opt on a grid edge)"
@@ -676,3 +677,32 @@ def test_plateau_words_count_the_configs_below_each_milestone() -> None:
     n_uni = int((configs["loss"] < lo + 0.5).sum())
     assert f"({n_uni} of {configs.height} finite configs below the unigram entropy, {n_bi} below the bigram)" in words
     assert "the best model left the unigram plateau" in words
+
+
+def test_report_words_leave_a_one_lr_batch_size_out_of_the_fit_and_name_it() -> None:
+    # B 32/64/128 on a grid with interior minima, B 256 at a single LR: β from three points, not
+    # "only bounded", and B 256 named as left out
+    grid = bowl_summaries(seeds=1, batches=(32, 64, 128), lrs=LRS, noise=0.0)
+    one = bowl_summaries(seeds=1, batches=(256,), lrs=LRS[3:4], noise=0.0)
+    df = pl.concat([grid, one], how="vertical_relaxed")
+    (m,) = an.measure_beta(df, n_boot=20)
+    assert m.fit is not None and m.fit.n == 3
+    words = rp.beta_words(m)
+    assert "only bounded" not in words and "is a bound" not in words
+    assert words.endswith("Left out of the fit: B=256: one LR tested, and a single LR cannot locate an optimum.")
+    row = rp.summary_rows("e", [m], an.config_table(df))[0]["β [95% interval]"]
+    assert row.startswith(f"{m.fit.beta:.2f} ") and row.endswith("; B=256 not in the fit") and "bounded" not in row
+    table = rp.beta_markdown([m])
+    assert "| none | 256 |" in table  # no B at a grid edge; B 256 left out of the fit
+
+
+def test_report_words_for_flat_loss_curves() -> None:
+    flat = bowl_summaries(seeds=1, batches=(64, 128), lrs=LRS[:4], noise=0.0).with_columns(
+        pl.lit(2.5).alias("final_val_loss"))
+    (m,) = an.measure_beta(flat, n_boot=20)
+    assert m.fit is None
+    assert rp.beta_words(m).startswith("**") and "β is not measured: β needs LR_opt at two or more batch sizes" \
+        in rp.beta_words(m) and "flat" in rp.beta_words(m)
+    row = rp.summary_rows("e", [m], an.config_table(flat))[0]["β [95% interval]"]
+    assert row == "not measured (flat loss over LR at every B)"
+    assert rp._lr_opt_text(m.optima[0]) == "64: flat"
