@@ -645,7 +645,8 @@ def plot_regime_map(pred: Prediction, group: dict[str, Any], path: Path) -> Path
     from pyphase.plots import clip_text
 
     for (i, j), v in np.ndenumerate(z):
-        ax.text(x[j], i, clip_text(v), ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
+        # in the cell's upper part: the LR_opt and boundary markers sit on its centre line
+        ax.text(x[j], i + 0.3, clip_text(v), ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
     rows = {r["batch_size"]: r for r in group["per_batch"]}
     for key, style, label in (("lr_transition", "c--", f"clip freq = {REGIME_TRANSITION_AT}"),
                               ("lr_saturation", "c-", f"clip freq = {REGIME_SATURATION_AT}")):
@@ -679,7 +680,8 @@ def plot_regime_map(pred: Prediction, group: dict[str, Any], path: Path) -> Path
     else:
         beta_txt = (f"β = {beta:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
                     + (" (a bound: some LR_opt on a grid edge)" if status == "bounded" else ""))
-    ax.set_title(f"Predicted clip frequency, {group['optimizer']}, clip = {group['label']} — {beta_txt}\n"
+    # three short lines: a narrow grid (few LRs) makes a narrow figure, and one long line was cut off
+    ax.set_title(f"Predicted clip frequency, {group['optimizer']}, clip = {group['label']}\n{beta_txt}\n"
                  f"NQM: {pred.params.source}", fontsize=10)
     fig.colorbar(im, ax=ax, label="clip frequency (seed mean)")
     if ax.get_legend_handles_labels()[0]:
