@@ -13,7 +13,9 @@ Files under `<out>/<experiment>/` (see `pyphase.schema`)::
 
 Every file is written to a temporary name and renamed into place, so a sweep killed at any moment
 leaves either a finished run or none: rerunning it skips the finished runs and continues the rest,
-and no row is lost or doubled.
+and no row is lost or doubled. A rerun must be of the same configs on the same corpus (its sha256):
+a finished run of another config or corpus is an error (`is_finished`), a checkpoint of another
+one is not continued (`train.PackTrainer.load`: its pack trains again from step 0).
 
 Sharding: configs are independent, so `torchrun --nproc-per-node N -m pyphase train EXP` gives rank r
 the configs r, r+N, r+2N, ... of the plan (on GPU `cuda:LOCAL_RANK`). torch.distributed is used only
@@ -241,9 +243,12 @@ def run_dir(out: Path, config: RunConfig) -> Path:
     return Path(out) / config.experiment / config.run_id
 
 
-def is_finished(out: Path, config: RunConfig) -> bool:
-    """True if the run's summary exists. Raises if that run was trained under a different config
-    (same run_id, e.g. other steps or model shape): mixing the two would be silently wrong."""
+def is_finished(out: Path, config: RunConfig, corpus: Any = None) -> bool:
+    """True if the run's summary exists. Raises, before any training, if that run was trained under a
+    different config (same run_id, e.g. other steps or model shape) or, given `corpus` (a
+    `data.Corpus`), on another corpus (its summary's corpus_sha256): mixing the two would be silently
+    wrong. Also raises if its summary or its steps.parquet is damaged (for the steps only the Parquet
+    footer is read: a cheap check that catches a truncated, emptied or overwritten file)."""
     d = run_dir(out, config)
     if not (d / SUMMARY_FILE).exists():
         return False
@@ -259,8 +264,35 @@ def is_finished(out: Path, config: RunConfig) -> bool:
         raise PyphaseError(
             f"{d} holds a finished run of a different config ({diff}); use another --out or remove it"
         )
-    _read_summary(d / SUMMARY_FILE)  # a damaged summary fails here, naming it, before any training
+    summary = _read_summary(d / SUMMARY_FILE)  # a damaged summary fails here, naming it, before any training
+    _check_steps(d / STEPS_FILE)
+    if corpus is not None:
+        got = _first(summary, "corpus_sha256")
+        if got != corpus.sha256:
+            name = _first(summary, "corpus")
+            was = (f"{name or 'an unnamed corpus'} (sha256 {got[:12]})" if isinstance(got, str)
+                   else "a corpus it does not record")
+            raise PyphaseError(f"{d} holds a finished run trained on {was}, not {corpus.name} (sha256 "
+                               f"{corpus.sha256[:12]}); use another --out or remove it")
     return True
+
+
+def _first(frame: pl.DataFrame, column: str) -> Any:
+    """The first value of `column` (None if the frame lacks the column or a row)."""
+    return frame[column][0] if column in frame.columns and frame.height else None
+
+
+def _check_steps(path: Path) -> None:
+    """Raise if a finished run's steps.parquet is missing or damaged: its footer must be readable and
+    name the STEP_COLUMNS (only the footer is read, not the data)."""
+    try:
+        columns = list(pl.read_parquet_schema(path))
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise PyphaseError(f"{path}: unreadable Parquet ({first_line(e)}); remove its run folder to train the run "
+                           "again") from None
+    if columns != STEP_COLUMNS:
+        raise PyphaseError(f"{path}: holds the columns {columns}, not the step columns {STEP_COLUMNS}; remove its "
+                           "run folder to train the run again")
 
 
 def _read_summary(path: Path) -> pl.DataFrame:
@@ -394,7 +426,7 @@ def run_experiment(
 
             torch.cuda.set_device(int(dev.split(":")[1]))
         mine = plan(exp, rank=shard.rank, world=shard.world)
-        finished = {c.run_id for c in mine if is_finished(out, c)}
+        finished = {c.run_id for c in mine if is_finished(out, c, corpus)}
         skipped = [c.run_id for c in mine if c.run_id in finished]
         todo = [c for c in mine if c.run_id not in finished]
         commit = git_commit()

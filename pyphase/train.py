@@ -57,6 +57,8 @@ FINAL_WINDOW = 0.1
 CLIP_EPS = 1e-6
 # Validation windows per forward pass in `PackTrainer.evaluate`.
 EVAL_CHUNK = 32
+# Steps between two updates of the per-step progress bar on CUDA (on the CPU: every step; `_lockstep`).
+BAR_EVERY_CUDA = 50
 # Environment switches that change a run's numbers (other kernels or another precision); a summary
 # row's "numerics" names those that were set.
 NUMERIC_SWITCHES = ("PYPHASE_ATTENTION", "PYPHASE_COMPILE", "PYPHASE_HEAD", "PYPHASE_LN", "PYPHASE_MLP",
@@ -169,6 +171,8 @@ class PackTrainer:
             if self.use_graph and not self.use_compile:  # its kernels are compiled before the first step
                 kernels.prepare_compiles()
         self.shape = Shape.of(c0.model, corpus.tokenizer.vocab_size)
+        # what a checkpoint records of the corpus, so that a pack is never continued on another one
+        self.corpus_name, self.corpus_sha256 = str(corpus.name), str(corpus.sha256)
         k, steps, dev = len(configs), c0.steps, self.device
         self.k, self.steps = k, steps
         self.model = PackedNanoTransformer(self.shape, [c.seed for c in configs]).to(dev)
@@ -397,6 +401,8 @@ class PackTrainer:
             "numerics": numerics(self.amp, self.residual),
             "numerics_revision": NUMERICS_REVISION,
             "configs": [config_record(c) for c in self.configs],
+            "corpus": self.corpus_name,
+            "corpus_sha256": self.corpus_sha256,
         }
 
     def load(self, path: Path) -> bool:
@@ -404,6 +410,8 @@ class PackTrainer:
         and also, with a line on stderr saying why (the pack then trains from step 0), if it cannot
         be read (truncated, emptied), if its runs were trained under other settings (any field of a
         run's config: weight decay, steps, model shape, ...; or not recorded, as before session 48),
+        on another corpus (its sha256; or not recorded, as in checkpoints written before it was: they
+        restart too, as a continued run could not be told from one that switched corpora midway),
         or with other numerics (`numerics`: another precision, switch or default, e.g. written
         before an upgrade changed the residual stream's default; or not recorded, as before session
         45), or by code whose defaults gave other bits under the same label (another
@@ -419,6 +427,12 @@ class PackTrainer:
         changed = _changed_fields(blob.get("configs"), self.configs)
         if changed:
             return self._restart(path, f"was trained with other settings ({changed})")
+        sha = blob.get("corpus_sha256")
+        if sha != self.corpus_sha256:
+            was = (f"on {blob.get('corpus') or 'an unnamed corpus'} (sha256 {sha[:12]})" if isinstance(sha, str)
+                   else "on a corpus it does not record (written before checkpoints recorded it)")
+            return self._restart(path, f"was trained {was}, this run's corpus is {self.corpus_name} "
+                                       f"(sha256 {self.corpus_sha256[:12]})")
         want, got = numerics(self.amp, self.residual), blob.get("numerics_revision")
         if blob.get("numerics") != want:
             return self._restart(path, f"was trained with numerics {blob.get('numerics') or '(not recorded)'!r}, "
@@ -710,6 +724,10 @@ def _lockstep(jobs: list[tuple[PackTrainer, Path | None, int]], checkpoint_every
         t.setup_time = time.perf_counter() - t._created
     bar = tqdm(total=steps, initial=start, disable=not progress, unit="step", leave=False,
                desc=" + ".join(f"B={t.c0.batch_size} K={t.k}" for t in ts))
+    # The bar moves every step on the CPU, where a step of a phase pack takes seconds (every 50 steps
+    # it showed 0/5000 for minutes); on CUDA, where a step takes milliseconds, every BAR_EVERY_CUDA
+    # steps. Either way an update reads nothing back from the device.
+    bar_every = BAR_EVERY_CUDA if ts[0].device.type == "cuda" else 1
     # Checkpoints: copied to the host here, written to disk by one thread in order while the
     # training goes on (measured on the CPU, ~0.1-0.2 s a write for a phase3a pack); every write
     # has finished when this function returns or raises.
@@ -731,7 +749,7 @@ def _lockstep(jobs: list[tuple[PackTrainer, Path | None, int]], checkpoint_every
                 for w in writes:  # the previous checkpoints' writes: done by now, or raise their error
                     w.result()
                 writes = [writer.submit(write_checkpoint, t.checkpoint_blob(), ck) for t, ck in due]
-            if n % 50 == 0 or n == steps:
+            if n % bar_every == 0 or n == steps:
                 bar.update(n - bar.n)
             if stop_after is not None and ran >= stop_after:
                 raise KeyboardInterrupt(f"stop_after={stop_after} (test hook)")

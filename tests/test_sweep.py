@@ -350,6 +350,115 @@ def test_a_damaged_summary_is_a_one_line_error_before_any_training(reference, tm
     assert "\n" not in str(e.value)
 
 
+@pytest.fixture(scope="module")
+def other_corpus(tmp_path_factory) -> Path:
+    """A corpus file other than the synthetic corpus the reference sweep trained on (the same
+    alphabet, another seed's chain, shorter)."""
+    from pyphase.data import synthetic_corpus
+
+    path = tmp_path_factory.mktemp("corpora") / "other.txt"
+    path.write_text(synthetic_corpus(n_chars=60_000, seed=1).text, encoding="utf-8")
+    return path
+
+
+def test_finished_runs_of_another_corpus_are_refused_before_any_training(reference, other_corpus, tmp_path,
+                                                                         monkeypatch):
+    """The corpus is part of what a finished run must match: rerunning a finished sweep with another
+    --data (or adding seeds on it beside the finished ones) is a one-line error naming both corpora,
+    raised before any training, not "0 runs trained" over the other corpus's results."""
+    from pyphase.data import load_corpus
+
+    out = tmp_path / "runs"
+    shutil.copytree(reference, out)
+    ref, new = load_corpus(None), load_corpus(other_corpus)
+    assert ref.sha256 != new.sha256
+    monkeypatch.setattr(pyphase.train, "run_together", lambda *a, **k: pytest.fail("trained"))
+    told = (f"holds a finished run trained on {ref.name} \\(sha256 {ref.sha256[:12]}\\), not {new.name} "
+            f"\\(sha256 {new.sha256[:12]}\\); use another --out or remove it")
+    for seeds in (None, 2):
+        with pytest.raises(PyphaseError, match=told) as e:
+            run_experiment("smoke", device="cpu", out=out, progress=False, data=other_corpus, seeds=seeds)
+        assert "\n" not in str(e.value)
+    assert finished_ids(out) == finished_ids(reference)  # nothing added beside them
+    # the same corpus still finds every run finished
+    res = run_experiment("smoke", device="cpu", out=out, progress=False)
+    assert res.trained == [] and len(res.skipped) == 12
+    # through the CLI: one line on stderr, exit 2
+    cmd = [sys.executable, "-m", "pyphase", "train", "smoke", "--device", "cpu", "--out", str(out), "--data",
+           str(other_corpus), "--no-progress"]
+    run = subprocess.run(cmd, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 2, run.stderr
+    assert "holds a finished run trained on synthetic" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_a_checkpoint_of_another_corpus_is_not_continued(other_corpus, tmp_path, monkeypatch, capsys):
+    """A sweep interrupted midway and rerun with another --data trains the interrupted pack again from
+    step 0 on the new corpus (one stderr line names both corpora), never continuing the weights
+    trained on the first; its results equal the pack trained afresh on the new corpus."""
+    from pyphase.data import load_corpus
+
+    exp = load_experiment("smoke")
+    out = tmp_path / "runs"
+    real = pyphase.train.run_together
+
+    def interrupt_first_pack(trainers, *args, **kwargs):
+        kwargs["stop_after"] = 25  # train.py's test hook: KeyboardInterrupt after 25 steps (checkpoint at 20)
+        return real(trainers, *args, **kwargs)
+
+    monkeypatch.setattr(pyphase.train, "run_together", interrupt_first_pack)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("smoke", device="cpu", out=out, progress=False)
+    first, second = pack(exp.configs)
+    ckpt = out / "smoke" / PACKS_DIR / f"{pack_id(first)}.ckpt"
+    assert ckpt.is_file() and finished_ids(out) == set()
+    ref, new = load_corpus(None), load_corpus(other_corpus)
+
+    steps_run = 0
+    real_step = pyphase.train.PackTrainer.step
+
+    def counting_step(self):
+        nonlocal steps_run
+        steps_run += 1
+        return real_step(self)
+
+    monkeypatch.setattr(pyphase.train, "run_together", real)
+    monkeypatch.setattr(pyphase.train.PackTrainer, "step", counting_step)
+    capsys.readouterr()
+    res = run_experiment("smoke", device="cpu", out=out, progress=False, data=other_corpus)
+    err = capsys.readouterr().err
+    assert (f"{ckpt} was trained on {ref.name} (sha256 {ref.sha256[:12]}), this run's corpus is {new.name} "
+            f"(sha256 {new.sha256[:12]}): training its pack from step 0") in err
+    assert err.count("from step 0") == 1, err
+    assert steps_run == 40 + 40  # both packs from step 0: nothing continued
+    assert len(res.trained) == 12 and (res.summary["corpus_sha256"] == new.sha256).all()
+    assert not ckpt.exists()
+    monkeypatch.setattr(pyphase.train.PackTrainer, "step", real_step)
+    fresh = pyphase.train.train_pack(first, new, progress=False)
+    for o in fresh:
+        assert_frame_equal(pl.read_parquet(out / "smoke" / o.config.run_id / STEPS_FILE), o.steps, check_exact=True)
+
+
+def test_a_damaged_steps_file_is_a_one_line_error_before_any_training(reference, tmp_path, monkeypatch):
+    """A finished run's steps.parquet overwritten with garbage, emptied, or holding other columns is
+    caught by `train` (its footer is read), not left for `results show` or `export` to trip over."""
+    rid = load_experiment("smoke").configs[5].run_id
+    monkeypatch.setattr(pyphase.train, "run_together", lambda *a, **k: pytest.fail("trained"))
+    damages = {
+        "garbage": (lambda p: p.write_bytes(b"garbage" * 100), "unreadable Parquet \\(.*\\); remove its run folder"),
+        "empty": (lambda p: p.write_bytes(b""), "unreadable Parquet \\(.*\\); remove its run folder"),
+        "missing": (lambda p: p.unlink(), "unreadable Parquet \\(.*\\); remove its run folder"),
+        "columns": (lambda p: pl.read_parquet(p).drop("lr").write_parquet(p),
+                    "holds the columns .*not the step columns.*; remove its run folder"),
+    }
+    for how, (damage, told) in damages.items():
+        out = tmp_path / how
+        shutil.copytree(reference, out)
+        damage(out / "smoke" / rid / STEPS_FILE)
+        with pytest.raises(PyphaseError, match=f"{rid}/{STEPS_FILE}: {told}") as e:
+            run_experiment("smoke", device="cpu", out=out, progress=False)
+        assert "\n" not in str(e.value), how
+
+
 def test_only_checkpoints_that_can_never_be_resumed_are_removed(reference, tmp_path):
     """With every run of this plan finished, a checkpoint of finished runs, or an unreadable one, is
     removed; one that holds runs of another plan (another --seeds) that are not finished is kept, so

@@ -518,3 +518,66 @@ def test_converged_needs_both_final_losses_below_the_uniform_guess():
     assert not converged(-1, 3.98, 7.15, 65)  # training loss fine, validation blew up at the end
     assert not converged(-1, ln65 - 0.05, 2.6, 65)  # still at the uniform guess
     assert not converged(-1, 2.5, math.nan, 65)
+
+
+def test_checkpoint_of_another_corpus_restarts_the_pack(corpus, tmp_path, capsys):
+    """A checkpoint records the corpus it was trained on (name and sha256): resumed on another corpus
+    (a rerun with another --data), or without the record (written before it existed), the pack
+    trains from step 0, equal to a fresh run on the new corpus, and stderr says why in one line."""
+    from pyphase.data import synthetic_corpus
+
+    text = tmp_path / "other.txt"
+    text.write_text(synthetic_corpus(n_chars=20_000, seed=1).text, encoding="utf-8")
+    other = load_corpus(text)
+    cs = [cfg(lr=2e-3, seed=0, steps=20), cfg(lr=5e-3, clip=0.2, seed=1, steps=20)]
+    fresh = train_pack(cs, other, progress=False)
+    ck = tmp_path / "pack.ckpt"
+    for recorded in (True, False):
+        ck.unlink(missing_ok=True)
+        with pytest.raises(KeyboardInterrupt):
+            train_pack(cs, corpus, checkpoint=ck, checkpoint_every=5, progress=False, stop_after=13)
+        if recorded:
+            told = f"was trained on {corpus.name} (sha256 {corpus.sha256[:12]}), "
+        else:
+            blob = torch.load(ck, weights_only=False)
+            blob.pop("corpus_sha256", None)
+            torch.save(blob, ck)
+            told = "was trained on a corpus it does not record"
+        capsys.readouterr()
+        again = train_pack(cs, other, checkpoint=ck, checkpoint_every=5, progress=False)
+        err = capsys.readouterr().err
+        assert told in err and f"this run's corpus is {other.name} (sha256 {other.sha256[:12]})" in err, err
+        assert err.count("training its pack from step 0") == 1, err
+        for a, b in zip(fresh, again):
+            np.testing.assert_array_equal(a.steps["train_loss"].to_numpy(), b.steps["train_loss"].to_numpy())
+    # on the same corpus it resumes (test_resume_from_checkpoint_equals_uninterrupted): no restart
+    ck.unlink()
+    with pytest.raises(KeyboardInterrupt):
+        train_pack(cs, other, checkpoint=ck, checkpoint_every=5, progress=False, stop_after=13)
+    blob = torch.load(ck, weights_only=False)
+    assert (blob["corpus"], blob["corpus_sha256"]) == (other.name, other.sha256)
+    capsys.readouterr()
+    resumed = train_pack(cs, other, checkpoint=ck, checkpoint_every=5, progress=False)
+    assert "from step 0" not in capsys.readouterr().err
+    for a, b in zip(fresh, resumed):
+        np.testing.assert_array_equal(a.steps["train_loss"].to_numpy(), b.steps["train_loss"].to_numpy())
+
+
+@pytest.mark.parametrize("packs", [1, 2])
+def test_the_step_bar_moves_every_step_on_the_cpu(corpus, monkeypatch, packs):
+    """On the CPU a step of a phase pack takes seconds, so the progress bar advances after every step
+    (it used to move every 50 steps only: `0/5000` for minutes)."""
+    import tqdm.auto
+
+    seen: list[int] = []
+
+    class Recording(tqdm.auto.tqdm):
+        def update(self, n=1):
+            out = super().update(n)
+            seen.append(self.n)
+            return out
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recording)
+    trainers = [PackTrainer([cfg(steps=7, b=4 * (i + 1))], corpus) for i in range(packs)]
+    run_together(trainers, [None] * packs, progress=True)
+    assert seen == list(range(1, 8))  # one bar for packs in lockstep
