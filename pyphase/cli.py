@@ -259,7 +259,8 @@ def results_show(
 
 @results_app.command("query")
 def results_query(
-    sql: str = typer.Argument(..., help='SQL over the tables "summaries" and "steps", e.g. "SELECT lr, final_val_loss FROM summaries".'),
+    sql: str = typer.Argument(..., help='SQL query over the tables "summaries" and "steps", e.g. "SELECT lr, final_val_loss FROM summaries" '
+                     '(statements that are not queries, e.g. DROP, are refused).'),
     experiment: Optional[str] = typer.Option(None, "--experiment", help="Only this experiment's runs (default: all)."),
     runs: Path = _RUNS_OPT,
     results: Path = _RESULTS_OPT,
@@ -275,8 +276,13 @@ def results_query(
 def results_export(
     experiment: str = typer.Argument(..., help="Experiment whose finished run folders are exported."),
     runs: Path = _RUNS_OPT,
-    dest: Path = typer.Option(Path("results"), "--dest", help="Writes DEST/EXPERIMENT/{summary.csv,steps.parquet,provenance.json}."),
-    command: Optional[list[str]] = typer.Option(None, "--command", help="Command that produced the runs (repeat for several; default: keep the earlier export's)."),
+    dest: Path = typer.Option(
+        Path("results"), "--dest", help="Writes DEST/EXPERIMENT/{summary.csv,steps.parquet,provenance.json}, all three "
+        "replacing an earlier export's together, after every check (a failed export leaves it as it was)."),
+    command: Optional[list[str]] = typer.Option(
+        None, "--command", help="Command that produced the runs (repeat for several). Default: keep the earlier "
+        "export's, unless its seeds or number of runs differ from these runs' (that command did not make them): then "
+        "a warning on stderr, and provenance.json records command null."),
     note: Optional[list[str]] = typer.Option(None, "--note", help="Note for provenance.json (repeat for several; default: keep the earlier export's)."),
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="Corpus file the runs trained on: checked against their sha256, adds its split sizes."),
     allow_unfinished: bool = typer.Option(False, "--allow-unfinished", help="Export although some runs or packs are unfinished."),
@@ -338,7 +344,9 @@ def report(
         "(at its fit_step) is the noise-scale rule's B_noise unless --b-noise is given."
     ),
     b_noise: Optional[float] = _B_NOISE_OPT,
-    out: Optional[Path] = typer.Option(None, "--out", help="Report path (default results/<exp>/REPORT.md, or results/REPORT.md for several)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Report file, plots beside it in plots/ (default results/<exp>/REPORT.md, or "
+        "results/REPORT.md for several). An existing folder gets REPORT.md inside it."),
     corpus: Optional[Path] = typer.Option(
         None, "--corpus", help="Corpus the runs trained on, for the entropy lines (default: what the results recorded)."
     ),
@@ -390,7 +398,8 @@ def main(fast_exit: bool = False) -> None:
     except PyphaseError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError,
+            UnicodeDecodeError) as e:
         # ValueError is what the Rust core raises for bad input; its message names the problem.
         typer.echo(f"error: {first_line(e)}", err=True)
         sys.exit(2)

@@ -20,11 +20,12 @@ from scipy import stats
 
 from pyphase import analysis as an
 from pyphase import plots
-from pyphase.errors import PyphaseError
+from pyphase.errors import PyphaseError, first_line
 from pyphase.results import (
     CorpusEntropies,
     PredictionFiles,
     ResultSet,
+    check_output_folder,
     collect_steps,
     corpus_entropies,
     entropies_of_corpus,
@@ -36,6 +37,7 @@ from pyphase.results import (
 from pyphase.schema import REGIME_SATURATION_AT, REGIMES
 
 REPORT_FILE = "REPORT.md"
+PLOTS_DIR = "plots"  # beside the report file
 
 # Thresholds of the generated diagnostics (nats/char unless stated).
 # A run overfits when its final val loss is OVERFIT_RISE above the best val loss it reached AND
@@ -1331,6 +1333,25 @@ def default_report_path(experiments: Sequence[str], results_root: Path = Path("r
     return results_root / REPORT_FILE
 
 
+def report_path(out: Path | None, experiments: Sequence[str], results_root: Path = Path("results")) -> Path:
+    """The file a report goes to, checked before anything is written: `out`, or REPORT.md inside it
+    when `out` is an existing folder (plots go beside the file, under plots/), else
+    `default_report_path`. One-line PyphaseError when it cannot be written: a part of its path is a
+    file, the report path or the plots folder beside it is of the wrong kind."""
+    given = out
+    path = default_report_path(experiments, results_root) if out is None else Path(out)
+    if out is not None and path.is_dir():
+        path = path / REPORT_FILE
+    option = f"--out {given}" if given is not None else f"report path {path}"
+    check_output_folder(path.parent, option)
+    if path.is_dir():
+        raise PyphaseError(f"{option}: {path} is a folder, not a file")
+    plot_dir = path.parent / PLOTS_DIR
+    if plot_dir.exists() and not plot_dir.is_dir():
+        raise PyphaseError(f"{option}: {plot_dir} is a file, not the folder of the report's plots")
+    return path
+
+
 def _scores_markdown(reports: Sequence[ExperimentReport]) -> str:
     """Target verdicts of every prediction set, one row per (experiment, prediction set)."""
     rows = []
@@ -1365,6 +1386,7 @@ def write_report(
     calibration: Path | None = None,
     prediction_label: str = BEFORE_SWEEP_LABEL,
     command: str | None = None,
+    command_from: str | None = None,
 ) -> Path:
     """Write one Markdown report covering `experiments` (plots beside it under plots/) and return its path.
 
@@ -1373,14 +1395,16 @@ def write_report(
     `calibration`, else the shipped default calibration when it was measured on the experiments'
     corpus. An explicit `calibration` also supplies the noise-scale rule's B_noise (its measured
     B_simple at fit_step, see `noise_scale`) unless `b_noise` is given. `command` (the CLI line that
-    regenerates this report) is quoted in the Provenance section.
+    regenerates this report) is quoted in the Provenance section, run "from" `command_from` (default:
+    `regenerate_from()`, the working directory). `out` as `report_path` takes it: an existing
+    folder gets REPORT.md inside it; it is checked before any plot is written.
     """
     if not experiments:
         raise PyphaseError("name at least one experiment to report on")
     experiments = list(dict.fromkeys(experiments))  # one section per experiment, however often it is named
+    out = report_path(out, experiments)  # checked before any plot is written
     b_noise, b_noise_source = noise_scale(b_noise, calibration)
     rs = scan(root, list(experiments))
-    out = Path(out) if out is not None else default_report_path(experiments)
     reports = [
         experiment_report(
             rs,
@@ -1407,13 +1431,23 @@ def write_report(
         head += ["Prediction targets (issue 6):", scores]
     head += ["## Provenance", provenance_markdown(rs, experiments)]
     if command:
-        head.append(f"Regenerate this report (plots included) from the repository root with:\n\n`{command}`")
+        where = command_from if command_from is not None else regenerate_from()
+        head.append(f"Regenerate this report (plots included){' ' + where if where else ''} with:\n\n`{command}`")
     shas = set(rs.summaries.select("corpus_sha256").collect().to_series().drop_nulls().to_list())
     cal = _calibration_of(calibration, shas)
     if cal is not None:
         head += ["## Calibration (what the simulator's default parameters were measured from)", calibration_markdown(*cal)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n\n".join([*head, *(r.markdown for r in reports)]) + "\n")
+    text = "\n\n".join([*head, *(r.markdown for r in reports)]) + "\n"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp.{os.getpid()}")
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as e:
+        raise PyphaseError(f"cannot write the report {out} ({first_line(e)})") from e
     return out
 
 
@@ -1502,6 +1536,20 @@ def report_command(
     return shlex.join(args)
 
 
+def regenerate_from(paths: Sequence[Path] | None = None) -> str:
+    """Where the quoted command must run, as the report says it: "from the repository root" when the
+    working directory is one (it holds .git and pyproject.toml: the committed reports), else "from
+    `<the working directory>`" when a relative path is read or written, else "" (every path is
+    absolute, e.g. the reports of a sweep outside the repository, so the directory does not matter).
+    `paths` are the paths the command reads and writes (None: take it that some are relative)."""
+    cwd = Path.cwd()
+    if (cwd / ".git").exists() and (cwd / "pyproject.toml").is_file():
+        return "from the repository root"
+    if paths is not None and all(Path(p).is_absolute() for p in paths):
+        return ""
+    return f"from `{cwd.as_posix()}`"
+
+
 def report_from_options(
     experiments: Sequence[str],
     *,
@@ -1523,14 +1571,16 @@ def report_from_options(
     sets = parse_prediction_specs(predictions)
     if preface is not None and not Path(preface).is_file():
         raise PyphaseError(f"--preface {preface}: no such file")
-    out = Path(out) if out is not None else default_report_path(experiments, results)
+    out = report_path(out, experiments, results)  # an existing folder: REPORT.md inside it (quoted so)
     command = report_command(
         experiments, predictions=predictions, preface=preface, calibration=calibration, b_noise=b_noise,
         corpus=corpus, out=out, runs=runs, results=results, results_only=results_only,
     )
+    read = [results] if results_only else [runs, results]
+    paths = [out, *read, *(p for _, p in sets), *(p for p in (preface, calibration, corpus) if p is not None)]
     return write_report(
         experiments,
-        root=[results] if results_only else [runs, results],
+        root=read,
         prediction=sets[0][1] if sets else None,
         prediction_label=sets[0][0] if sets else BEFORE_SWEEP_LABEL,
         extra_predictions=sets[1:],
@@ -1540,4 +1590,5 @@ def report_from_options(
         preface=Path(preface).read_text() if preface is not None else None,
         calibration=calibration,
         command=command,
+        command_from=regenerate_from(paths),
     )

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -401,14 +404,39 @@ def show_table(rs: ResultSet, experiment: str) -> pl.DataFrame:
     )
 
 
+# Statements that change tables rather than read them: polars' SQLContext runs some (DROP TABLE
+# forgets the table and returns an empty frame, which printed as "||" with exit 0); `query` refuses
+# them, and any other statement whose result has no columns.
+NOT_QUERIES = ("DROP", "CREATE", "DELETE", "INSERT", "UPDATE", "TRUNCATE", "ALTER", "SET", "USE", "COPY", "MERGE",
+               "REPLACE", "GRANT", "REVOKE", "ATTACH", "DETACH", "BEGIN", "COMMIT", "ROLLBACK")
+QUERY_HINT = "results query only reads the tables summaries and steps (SELECT ..., WITH ... SELECT ...)"
+_SQL_LEAD = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/|\()*", re.DOTALL)
+
+
+def _statement_keyword(sql: str) -> str:
+    """The statement's first word, upper case, after whitespace, comments and opening parentheses."""
+    rest = sql[_SQL_LEAD.match(sql).end():]  # type: ignore[union-attr]  # \A(...)* always matches
+    word = re.match(r"[A-Za-z_]+", rest)
+    return word.group(0).upper() if word else rest[:1]
+
+
 def query(rs: ResultSet, sql: str) -> pl.DataFrame:
-    """Run SQL over the tables `summaries` and `steps` (polars SQLContext)."""
+    """Run SQL over the tables `summaries` and `steps` (polars SQLContext). A statement that is not
+    a query (DROP, CREATE, ..., an empty one, or one whose result has no columns) is a one-line
+    PyphaseError."""
+    keyword = _statement_keyword(sql)
+    if not keyword or keyword in NOT_QUERIES:
+        what = f"{keyword} is not a query" if keyword else "the statement is empty"
+        raise PyphaseError(f"SQL: {what}; {QUERY_HINT}")
     ctx = pl.SQLContext(summaries=rs.summaries, steps=rs.steps)
     try:
-        return ctx.execute(sql).collect()
+        df = ctx.execute(sql).collect()
     except pl.exceptions.PolarsError as e:
         _raise_if_a_steps_file_is_damaged(rs)  # the data's fault, not the SQL's: name the file
         raise PyphaseError(f"SQL failed: {first_line(e)}") from e
+    if not df.columns:
+        raise PyphaseError(f"SQL: the statement returned no table (is it a query?); {QUERY_HINT}")
+    return df
 
 
 def collect_steps(rs: ResultSet) -> pl.DataFrame:
@@ -638,22 +666,84 @@ def _thin_steps(steps: pl.DataFrame) -> pl.DataFrame:
 
 
 def _write_steps(steps: pl.DataFrame, path: Path, max_bytes: int) -> dict[str, Any]:
-    """Write the step metrics (zstd); thin them when the full table would exceed `max_bytes`."""
-    tmp = path.with_suffix(".parquet.tmp")
-    steps.write_parquet(tmp, compression="zstd", compression_level=ZSTD_LEVEL)
+    """Write the step metrics (zstd) to `path` (a temporary name: the caller renames it to
+    steps.parquet); thin them when the full table would exceed `max_bytes`."""
+    steps.write_parquet(path, compression="zstd", compression_level=ZSTD_LEVEL)
     sampling = "every logged step of every finished run"
     rows = steps.height
-    if tmp.stat().st_size > max_bytes:
+    if path.stat().st_size > max_bytes:
         thinned = _thin_steps(steps)
-        thinned.write_parquet(tmp, compression="zstd", compression_level=ZSTD_LEVEL)
+        thinned.write_parquet(path, compression="zstd", compression_level=ZSTD_LEVEL)
         sampling = (
             f"thinned (the full table exceeded {max_bytes:,} bytes): every step up to step {THIN_FULL_UNTIL}, "
             f"every {THIN_EVERY}th step after it, every evaluation row and each run's last row"
         )
         rows = thinned.height
-    tmp.replace(path)
     size = path.stat().st_size
     return {"file": STEPS_FILE, "rows": rows, "rows_in_runs": steps.height, "sampling": sampling, "bytes": size}
+
+
+def check_output_folder(folder: Path, option: str) -> None:
+    """PyphaseError (one line starting with `option`, e.g. "--dest results") unless `folder` is a
+    folder or can be made one: no part of its path is an existing file, and the deepest existing
+    folder on it can be written in. Checks only; creates nothing."""
+    folder = Path(folder)
+    deepest = None
+    for p in [*reversed(folder.parents), folder]:
+        if not p.exists():
+            break
+        if not p.is_dir():
+            raise PyphaseError(f"{option}: {p} is a file, not a folder")
+        deepest = p
+    if deepest is not None and not os.access(deepest, os.W_OK | os.X_OK):
+        raise PyphaseError(f"{option}: cannot write in {deepest} (permission denied)")
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _replace_together(folder: Path, staged: Mapping[str, Path]) -> None:
+    """Rename each fully written temporary file in `staged` (final name -> temporary path, both in
+    `folder`) onto its final name, one right after the other, after they are all on disk."""
+    for name, tmp in staged.items():
+        os.replace(tmp, folder / name)
+    try:  # the renames themselves on disk (best effort: not every platform opens folders)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _kept_command_mismatch(previous: Mapping[str, Any], seeds: list[Any], runs: Mapping[str, int]) -> str | None:
+    """Why the earlier export's command does not describe these runs (None when it may be kept):
+    its seeds or its number of runs (finished + unfinished: the plan) differ from these runs'. An
+    earlier export with unfinished runs may have recorded fewer seeds (those finished then): there
+    only seeds it had that these runs lack count."""
+    if not previous.get("command"):
+        return None
+    then_runs = previous.get("runs") if isinstance(previous.get("runs"), dict) else {}
+    then_seeds = previous.get("seeds")
+    partial = bool(then_runs.get("unfinished") or then_runs.get("packs_in_progress"))
+    then, now = [], []
+    if isinstance(then_seeds, list):
+        lost = not set(map(str, then_seeds)) <= set(map(str, seeds))
+        if lost or (not partial and sorted(map(str, then_seeds)) != sorted(map(str, seeds))):
+            then.append(f"seeds {then_seeds}")
+            now.append(f"seeds {seeds}")
+    try:
+        then_total = int(then_runs.get("finished", 0)) + int(then_runs.get("unfinished", 0))
+    except (TypeError, ValueError):
+        then_total = None
+    now_total = runs["finished"] + runs["unfinished"]
+    if then_total is not None and "finished" in then_runs and then_total != now_total:
+        then.append(f"{then_total} runs")
+        now.append(f"{now_total} runs")
+    return f"it made {' and '.join(then)}, these are {' and '.join(now)}" if then else None
 
 
 def _caller_provenance(provenance: Mapping[str, Any] | None, previous: Mapping[str, Any]) -> dict[str, Any]:
@@ -681,35 +771,53 @@ def export_experiment(
     provenance.json holds what the runs recorded (device, torch version, git commit per seed,
     corpus name and sha256, corpus entropies as `corpus_entropies` reads them, the runs' common
     config) plus the caller's `provenance` fields (e.g. ``command``, ``notes``); caller fields of an
-    earlier export at the same place are kept unless given again. `corpus` (optional) is checked
+    earlier export at the same place are kept unless given again, except its ``command`` when its
+    seeds or number of runs differ from these runs' (that command did not make them): then
+    ``command`` is null and a warning on stderr says so. `corpus` (optional) is checked
     against the runs' sha256 and adds the split sizes in characters. Unfinished runs or packs in
     progress are an error unless `allow_unfinished` (then they are counted in provenance).
+
+    Every check (runs, corpus, destination) comes before anything is written; the three files are
+    written under temporary names and renamed onto the earlier export's together at the end, so a
+    failed export leaves an earlier one as it was.
     """
     runs_root, dest_root = Path(runs_root), Path(dest_root)
+    out = dest_root / experiment
+    check_output_folder(out, f"--dest {dest_root}")
+    for name in (COMMITTED_SUMMARY_FILE, STEPS_FILE, PROVENANCE_FILE):
+        if (out / name).is_dir():
+            raise PyphaseError(f"--dest {dest_root}: {out / name} is a folder, not a file")
     rs = scan(runs_root, experiment)
     src = rs.source(experiment)
     if src.layout != RUNS_LAYOUT:
         raise PyphaseError(f"{src.path}: already in the committed layout; export reads run folders")
-    if (dest_root / experiment).resolve() == src.path.resolve():
+    if out.resolve() == src.path.resolve():
         raise PyphaseError(f"--dest {dest_root}: that is where the run folders are ({src.path}); export to another folder")
     unfinished = src.runs - src.finished
     if (unfinished or src.packs_in_progress) and not allow_unfinished:
         raise PyphaseError(
             f"experiment '{experiment}' under {runs_root}/ has {unfinished} unfinished runs and "
             f"{src.packs_in_progress} packs in progress (checkpoints in {src.path / PACKS_DIR}, which may hold runs "
-            "of another plan, e.g. another --seeds): finish the sweep or allow unfinished runs"
+            "of another plan, e.g. another --seeds): finish the sweep, or export them with --allow-unfinished"
         )
     summaries = rs.summaries.collect().sort(["batch_size", "lr", "gradient_clip", "seed", "run_id"], nulls_last=False)
     steps = collect_steps(rs).drop("experiment").sort(["run_id", "step"])
     entropies = corpus_entropies(rs, experiment)
-    out = dest_root / experiment
     previous = read_provenance(out) if out.is_dir() else {}
     caller = _caller_provenance(provenance, previous)
-    out.mkdir(parents=True, exist_ok=True)
-    summary_path = out / COMMITTED_SUMMARY_FILE
-    summaries.write_csv(summary_path)
-    steps_info = _write_steps(steps, out / STEPS_FILE, max_steps_bytes)
     run_dirs = sorted(src.path / r for r in summaries["run_id"].to_list())
+    runs = {"finished": summaries.height, "unfinished": unfinished, "packs_in_progress": src.packs_in_progress}
+    seeds = sorted(set(summaries["seed"].drop_nulls().to_list()))
+    warning = None
+    if "command" not in dict(provenance or {}):
+        why = _kept_command_mismatch(previous, seeds, runs)
+        if why is not None:
+            caller["command"] = None
+            warning = (
+                f"warning: the earlier export's command ({'; '.join(map(str, _as_list(previous['command'])))}) is not "
+                f"kept: {why}; {out / PROVENANCE_FILE} records command null (give --command to record the "
+                "command that made these runs)"
+            )
     record: dict[str, Any] = {
         "kind": PROVENANCE_KIND,
         "version": 1,
@@ -725,12 +833,39 @@ def export_experiment(
         "corpus_entropies": None
         if entropies is None
         else {"unigram": entropies.unigram, "bigram": entropies.bigram, "vocab_size": entropies.vocab_size},
-        "runs": {"finished": summaries.height, "unfinished": unfinished, "packs_in_progress": src.packs_in_progress},
-        "seeds": sorted(set(summaries["seed"].drop_nulls().to_list())),
+        "runs": runs,
+        "seeds": seeds,
         "configs": summaries.select(["batch_size", "lr", "gradient_clip", "optimizer"]).n_unique(),
         "num_steps": _unique_or_list(summaries["num_steps"].to_list()),
         "run_config": _run_configs(run_dirs),
-        "files": {"summary": {"file": COMMITTED_SUMMARY_FILE, "rows": summaries.height}, "steps": steps_info},
     }
-    (out / PROVENANCE_FILE).write_text(to_json(record | caller) + "\n")
+    # every check is done: write the three files under temporary names, then rename them together
+    tag = f".tmp.{os.getpid()}"
+    staged = {name: out / f".{name}{tag}" for name in (COMMITTED_SUMMARY_FILE, STEPS_FILE, PROVENANCE_FILE)}
+    renaming = False
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        summaries.write_csv(staged[COMMITTED_SUMMARY_FILE])
+        steps_info = _write_steps(steps, staged[STEPS_FILE], max_steps_bytes)
+        record["files"] = {"summary": {"file": COMMITTED_SUMMARY_FILE, "rows": summaries.height}, "steps": steps_info}
+        staged[PROVENANCE_FILE].write_text(to_json(record | caller) + "\n")
+        for tmp in staged.values():
+            _fsync(tmp)
+        renaming = True
+        _replace_together(out, staged)
+    except (OSError, pl.exceptions.PolarsError) as e:
+        kept = "" if renaming else "; an earlier export there is unchanged"
+        raise PyphaseError(f"--dest {dest_root}: cannot write {out} ({first_line(e)}){kept}") from e
+    finally:
+        for tmp in staged.values():
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+    if warning is not None:
+        print(warning, file=sys.stderr)
     return out
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]

@@ -189,3 +189,58 @@ def test_report_quotes_the_command_that_reproduces_it(
     (workdir / "out" / "R.md").unlink()
     code, _, _ = run_cli(shlex.split(quoted[0])[1:], monkeypatch, capsys)  # the quoted command, as typed
     assert code == 0 and (workdir / "out" / "R.md").read_text() == first
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["report", "exp_a", "--out", "afile/r.md"], "error: --out afile/r.md: afile is a file, not a folder"),
+        (["results", "export", "exp_a", "--dest", "afile"], "error: --dest afile: afile is a file, not a folder"),
+        (["results", "export", "exp_a", "--dest", "afile/x"], "error: --dest afile/x: afile is a file, not a folder"),
+        (["results", "query", "DROP TABLE summaries"],
+         "error: SQL: DROP is not a query; results query only reads the tables summaries and steps "
+         "(SELECT ..., WITH ... SELECT ...)"),
+    ],
+)
+def test_bad_output_paths_and_statements_are_one_line_exit_2(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    (workdir / "afile").write_text("a file")
+    code, out, err = run_cli(args, monkeypatch, capsys)
+    assert (code, out, err) == (2, "", message + "\n")
+    assert (workdir / "afile").read_text() == "a file" and not list(workdir.rglob("*.png"))
+
+
+def test_bad_output_path_through_python_m_pyphase(workdir: Path) -> None:
+    (workdir / "afile").write_text("a file")
+    for args, message in [(["report", "exp_a", "--out", "afile/r.md"], "error: --out afile/r.md: afile is a file, not a folder"),
+                          (["results", "export", "exp_a", "--dest", "afile"], "error: --dest afile: afile is a file, not a folder")]:
+        proc = subprocess.run([sys.executable, "-m", "pyphase", *args], cwd=workdir, capture_output=True, text=True,
+                              timeout=120)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", message + "\n")
+
+
+def test_report_out_an_existing_folder_through_the_cli(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "sub").mkdir()
+    code, out, err = run_cli(["report", "exp_a", "--out", "sub"], monkeypatch, capsys)
+    assert (code, out, err) == (0, "wrote sub/REPORT.md\n", "")
+    assert (workdir / "sub" / "plots" / "exp_a_loss_curves.png").is_file()
+
+
+def test_export_over_an_earlier_one_warns_when_its_command_is_not_kept(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, _ = run_cli(["results", "export", "exp_a", "--dest", "exp", "--command", "pyphase train exp_a --seeds 2"],
+                         monkeypatch, capsys)
+    assert code == 0
+    write_runs(workdir / "r0", bowl_summaries(batches=(32, 64, 128), lrs=LRS[::3], seeds=1, experiment="exp_a"))
+    code, out, err = run_cli(["results", "export", "exp_a", "--runs", "r0", "--dest", "exp", "--json"], monkeypatch,
+                             capsys)
+    assert code == 0 and json.loads(out)["command"] is None and json.loads(out)["seeds"] == [0]
+    assert err == (
+        "warning: the earlier export's command (pyphase train exp_a --seeds 2) is not kept: it made seeds [0, 1] and "
+        "30 runs, these are seeds [0] and 15 runs; exp/exp_a/provenance.json records command null (give --command to "
+        "record the command that made these runs)\n"
+    )

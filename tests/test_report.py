@@ -706,3 +706,80 @@ def test_report_words_for_flat_loss_curves() -> None:
     row = rp.summary_rows("e", [m], an.config_table(flat))[0]["β [95% interval]"]
     assert row == "not measured (flat loss over LR at every B)"
     assert rp._lr_opt_text(m.optima[0]) == "64: flat"
+
+
+# --------------------------------------------------------------------------- --out checked first; where to regenerate
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_report_out_an_existing_folder_writes_report_md_inside_it_and_leaves_other_plots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder holding REPORT.md and plots/ of an earlier report of A; `--out sub` (an existing
+    folder) for B writes sub/REPORT.md and sub/plots/, and does not touch the earlier plots (it
+    rewrote them and then failed with 'Is a directory')."""
+    write_runs(tmp_path / "A", bowl_summaries(seeds=1, lrs=LRS[::2], experiment="synth"))
+    write_runs(tmp_path / "B", bowl_summaries(seeds=1, lrs=LRS[::2], experiment="synth", rng_seed=9))
+    work = tmp_path / "w"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    rp.report_from_options(["synth"], runs=Path("../A"), out=Path("REPORT.md"))
+    before = _files(work)
+    assert "plots/synth_loss_curves.png" in before
+    Path("sub").mkdir()
+    out = rp.report_from_options(["synth"], runs=Path("../B"), out=Path("sub"))
+    assert out == Path("sub/REPORT.md")
+    assert {k: v for k, v in _files(work).items() if not k.startswith("sub/")} == before
+    text = out.read_text()
+    assert "`pyphase report synth --runs ../B --out sub/REPORT.md`" in text  # the file, as it was written
+    assert "![Loss curves](plots/synth_loss_curves.png)" in text and Path("sub/plots/synth_loss_curves.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("afile/r.md", "--out afile/r.md: afile is a file, not a folder"),
+        ("afile/deeper/r.md", "--out afile/deeper/r.md: afile is a file, not a folder"),
+        ("plotsfile/R.md", "--out plotsfile/R.md: plotsfile/plots is a file, not the folder of the report's plots"),
+        ("dir", "--out dir: dir/REPORT.md is a folder, not a file"),  # an existing folder: REPORT.md in it
+    ],
+)
+def test_report_out_that_cannot_be_written_is_refused_before_any_plot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: str, message: str
+) -> None:
+    write_runs(tmp_path / "runs", bowl_summaries(seeds=1, lrs=LRS[::2], experiment="synth"))
+    monkeypatch.chdir(tmp_path)
+    Path("afile").write_text("x")
+    Path("plotsfile").mkdir()
+    Path("plotsfile/plots").write_text("x")
+    Path("dir/REPORT.md").mkdir(parents=True)
+    with pytest.raises(PyphaseError, match=f"^{re.escape(message)}$"):
+        rp.report_from_options(["synth"], out=Path(out))
+    assert not list(tmp_path.rglob("*.png"))
+
+
+def test_regenerate_line_says_where_the_command_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quoted command reads ./runs and ./results: outside the repository root the report says
+    from which directory; with only absolute paths it needs none; at the repository root (the
+    committed reports) it says so, and quotes the command unchanged."""
+    write_runs(tmp_path / "results" / "recheck", bowl_summaries(seeds=1, lrs=LRS[::2], experiment="synth"))
+    monkeypatch.chdir(tmp_path)
+
+    def regenerate(text: str) -> str:
+        return next(line for line in text.splitlines() if line.startswith("Regenerate this report"))
+
+    out = rp.report_from_options(["synth"], results=Path("results/recheck"), results_only=True,
+                                 out=Path("results/recheck/REPORT.md"))
+    assert regenerate(out.read_text()) == f"Regenerate this report (plots included) from `{tmp_path.as_posix()}` with:"
+    out = rp.report_from_options(["synth"], runs=tmp_path / "nowhere", results=tmp_path / "results" / "recheck",
+                                 out=tmp_path / "abs.md")
+    assert regenerate(out.read_text()) == "Regenerate this report (plots included) with:"
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    out = rp.report_from_options(["synth"], results=Path("results/recheck"), results_only=True,
+                                 out=Path("results/recheck/REPORT.md"))
+    text = out.read_text()
+    assert regenerate(text) == "Regenerate this report (plots included) from the repository root with:"
+    assert ("`pyphase report synth --results results/recheck --results-only --out results/recheck/REPORT.md`"
+            in text)

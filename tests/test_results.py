@@ -487,3 +487,127 @@ def test_a_folder_of_exports_is_not_listed_as_an_experiment_of_runs(tmp_path: Pa
     (container / "phase3a" / res.STEPS_FILE).write_bytes(b"")  # an export has one beside its summary
     assert [s.experiment for s in res.find_experiments(tmp_path / "results")] == []
     assert [(s.experiment, s.layout) for s in res.find_experiments(container)] == [("phase3a", res.COMMITTED_LAYOUT)]
+
+
+# --------------------------------------------------------------------------- export: failures keep the earlier export
+def _export_files(folder: Path) -> dict[str, bytes]:
+    """Every file of an export folder (temporaries included) and its bytes."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_failed_export_leaves_the_earlier_export_as_it_was(tmp_path: Path) -> None:
+    """A check that fails (here --corpus of another corpus) comes before anything is written: the
+    earlier export's summary.csv and steps.parquet are not rewritten under its old provenance.json."""
+    s = _export_runs(tmp_path / "runs")
+    dest = tmp_path / "results"
+    res.export_experiment("exp_x", tmp_path / "runs", dest, {"command": ["pyphase train exp_x --seeds 2"]})
+    before = _export_files(dest / "exp_x")
+    write_runs(tmp_path / "seed0", s.filter(pl.col("seed") == 0))  # other runs: other files, were they written
+    text = tmp_path / "corpus.txt"
+    text.write_text("to be or not to be, that is the question. " * 200)
+    with pytest.raises(PyphaseError, match="is not the corpus the runs recorded"):
+        res.export_experiment("exp_x", tmp_path / "seed0", dest, corpus=text)
+    assert _export_files(dest / "exp_x") == before
+
+
+def test_an_export_that_fails_while_writing_leaves_the_earlier_one_and_no_temporaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = _export_runs(tmp_path / "runs")
+    dest = tmp_path / "results"
+    res.export_experiment("exp_x", tmp_path / "runs", dest)
+    before = _export_files(dest / "exp_x")
+    write_runs(tmp_path / "seed0", s.filter(pl.col("seed") == 0))
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", disk_full)  # summary.csv is written by then
+    with pytest.raises(PyphaseError, match=r"--dest .*results: cannot write .*exp_x \(\[Errno 28\] No space left on "
+                                           r"device\); an earlier export there is unchanged"):
+        res.export_experiment("exp_x", tmp_path / "seed0", dest)
+    assert _export_files(dest / "exp_x") == before
+
+
+@pytest.mark.parametrize("dest", ["afile", "afile/deeper"])
+def test_export_to_a_path_through_a_file_is_a_one_line_error(tmp_path: Path, dest: str) -> None:
+    _export_runs(tmp_path / "runs")
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(PyphaseError, match=rf"^--dest {tmp_path / dest}: {tmp_path / 'afile'} is a file, not a folder$"):
+        res.export_experiment("exp_x", tmp_path / "runs", tmp_path / dest)
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+def test_export_refuses_a_dest_whose_experiment_entry_is_a_file(tmp_path: Path) -> None:
+    _export_runs(tmp_path / "runs")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "exp_x").write_text("x")
+    with pytest.raises(PyphaseError, match=r"exp_x is a file, not a folder"):
+        res.export_experiment("exp_x", tmp_path / "runs", tmp_path / "results")
+
+
+# --------------------------------------------------------------------------- export: the kept command
+def test_re_export_of_other_runs_does_not_keep_a_command_that_did_not_make_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The earlier export came from `--seeds 2` (seeds 0 and 1, 8 runs); these runs are seed 0 only
+    (4 runs): its command would contradict the seeds and run counts beside it."""
+    s = _export_runs(tmp_path / "runs")
+    dest = tmp_path / "results"
+    res.export_experiment("exp_x", tmp_path / "runs", dest, {"command": ["pyphase train exp_x --seeds 2"],
+                                                              "notes": ["n"]})
+    write_runs(tmp_path / "seed0", s.filter(pl.col("seed") == 0))
+    capsys.readouterr()
+    res.export_experiment("exp_x", tmp_path / "seed0", dest)
+    prov = res.read_provenance(dest / "exp_x")
+    assert prov["command"] is None and prov["notes"] == ["n"]
+    assert (prov["seeds"], prov["runs"]["finished"]) == ([0], 4)
+    err = capsys.readouterr().err
+    assert err.startswith("warning: the earlier export's command (pyphase train exp_x --seeds 2) is not kept: it made "
+                          "seeds [0, 1] and 8 runs, these are seeds [0] and 4 runs")
+    assert "--command" in err and err.count("\n") == 1
+    res.export_experiment("exp_x", tmp_path / "seed0", dest, {"command": ["pyphase train exp_x --seeds 1"]})
+    assert res.read_provenance(dest / "exp_x")["command"] == ["pyphase train exp_x --seeds 1"]
+    assert capsys.readouterr().err == ""
+
+
+def test_re_export_after_the_unfinished_runs_finish_keeps_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An --allow-unfinished export (seed 1 of one config not finished yet), then the same sweep
+    finished: the same plan, so its command is kept, without a warning."""
+    s = _export_runs(tmp_path / "runs")
+    last = s["run_id"][-1]
+    summary = tmp_path / "runs" / "exp_x" / last / res.SUMMARY_FILE
+    kept = summary.read_bytes()
+    summary.unlink()
+    dest = tmp_path / "results"
+    res.export_experiment("exp_x", tmp_path / "runs", dest, {"command": ["c"]}, allow_unfinished=True)
+    assert res.read_provenance(dest / "exp_x")["runs"] == {"finished": 7, "unfinished": 1, "packs_in_progress": 0}
+    summary.write_bytes(kept)
+    capsys.readouterr()
+    res.export_experiment("exp_x", tmp_path / "runs", dest)
+    assert res.read_provenance(dest / "exp_x")["command"] == ["c"] and capsys.readouterr().err == ""
+
+
+def test_the_unfinished_error_names_the_option(tmp_path: Path) -> None:
+    _export_runs(tmp_path / "runs")
+    (tmp_path / "runs" / "exp_x" / "b32-unfinished").mkdir()
+    (tmp_path / "runs" / "exp_x" / "b32-unfinished" / res.CHECKPOINT_FILE).write_bytes(b"x")
+    with pytest.raises(PyphaseError, match=r"finish the sweep, or export them with --allow-unfinished$"):
+        res.export_experiment("exp_x", tmp_path / "runs", tmp_path / "results")
+
+
+@pytest.mark.parametrize("sql", ["DROP TABLE summaries", "  -- a comment\n drop table steps", "DELETE FROM summaries",
+                                 "CREATE TABLE t AS SELECT * FROM summaries", "", "  "])
+def test_sql_that_is_not_a_query_is_refused(runs_root: Path, sql: str) -> None:
+    rs = res.scan(runs_root, "exp_a")
+    with pytest.raises(PyphaseError, match=r"^SQL: (\w+ is not a query|the statement is empty); results query only reads"):
+        res.query(rs, sql)
+    assert res.query(rs, "SELECT COUNT(*) AS n FROM summaries").item() == 18  # the tables are still there
+
+
+@pytest.mark.parametrize("sql", ["(SELECT lr FROM summaries)", "/* c */ WITH t AS (SELECT lr FROM summaries) SELECT * FROM t",
+                                 "FROM summaries SELECT lr", "-- c\nselect lr from summaries"])
+def test_sql_queries_in_every_spelling_run(runs_root: Path, sql: str) -> None:
+    assert res.query(res.scan(runs_root, "exp_a"), sql).height == 18
