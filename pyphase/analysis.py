@@ -55,6 +55,15 @@ NO_OPTIMUM_EDGES = ("only", "flat")
 # Why a β / LR_opt / rules target is "not scored" when its only evidence is a grid-edge LR_opt: an
 # edge minimum is a bound (LR_opt <= lowest or >= highest LR tried), not a measured optimum.
 EDGE_REASON = "LR_opt at grid edge"
+# Why a target is "not scored" when the measurement would do but the PREDICTED LR_opt it would be
+# scored against is a grid-edge bound (or a line through bounds only: β not predicted).
+PREDICTED_EDGE_REASON = "predicted LR_opt at grid edge"
+# Where a comparison row's predicted LR_opt comes from (`LrOptRow.predicted_from`).
+SOURCE_GRID = "simulated grid"
+SOURCE_FIT = "predicted fit"
+SOURCE_FIT_EDGE = "predicted fit (through grid-edge bounds)"
+SOURCE_NOT_PREDICTED_EDGE = "not predicted: LR_opt on grid edges"
+SOURCE_NONE = "none"
 
 # Trajectory column -> summary column, so predictions reuse the measured-data functions.
 PREDICTION_TO_SUMMARY: dict[str, str] = {
@@ -739,7 +748,9 @@ class LrOptRow:
     measured: float
     measured_at_edge: bool
     predicted: float | None
-    predicted_from: str  # "simulated grid" | "predicted fit" | "none"
+    predicted_from: str  # SOURCE_GRID | SOURCE_FIT | SOURCE_FIT_EDGE | SOURCE_NOT_PREDICTED_EDGE | SOURCE_NONE
+    # the predicted value is a grid-edge bound, or a line through some (SOURCE_FIT_EDGE); also True
+    # where no value is given because every predicted LR_opt is on a grid edge
     predicted_at_edge: bool
     ratio: float | None  # predicted / measured
 
@@ -861,21 +872,35 @@ def _matching_group(
 
 
 def _lr_rows(measured: BetaMeasurement, predicted: BetaMeasurement | None) -> tuple[LrOptRow, ...]:
+    """Measured against predicted LR_opt per measured batch size: the prediction's own LR_opt where it
+    simulated that B, else its fitted line at B. A line through grid-edge bounds only (β not
+    predicted) extrapolates nothing; one with some edge bounds in it gives a value flagged
+    `predicted_at_edge` (a bound-derived number, not a clean prediction)."""
     by_b = {o.batch_size: o for o in predicted.optima} if predicted else {}
+    fit_has_edge = predicted is not None and any(o.at_edge for o in predicted.fit_optima)
     rows = []
     for o in measured.optima:
         if not math.isfinite(o.lr_opt):
             continue
         p = by_b.get(o.batch_size)
         if p is not None and math.isfinite(p.lr_opt):
-            lr, source, edge = p.lr_opt, "simulated grid", p.at_edge
+            lr, source, edge = p.lr_opt, SOURCE_GRID, p.at_edge
+        elif predicted is not None and predicted.fit is not None and predicted.all_at_edge:
+            lr, source, edge = None, SOURCE_NOT_PREDICTED_EDGE, True
         elif predicted is not None and predicted.fit is not None:
-            lr, source, edge = predicted.fit.lr_at(o.batch_size), "predicted fit", False
+            lr = predicted.fit.lr_at(o.batch_size)
+            source, edge = (SOURCE_FIT_EDGE, True) if fit_has_edge else (SOURCE_FIT, False)
         else:
-            lr, source, edge = None, "none", False
+            lr, source, edge = None, SOURCE_NONE, False
         ratio = lr / o.lr_opt if lr is not None else None
         rows.append(LrOptRow(o.batch_size, o.lr_opt, o.at_edge, lr, source, edge, ratio))
     return tuple(rows)
+
+
+def _clean_predictions(rows: Sequence[LrOptRow]) -> dict[int, float]:
+    """Batch size -> predicted LR_opt of the rows whose prediction is a located optimum or a line
+    through located optima (no grid-edge bound behind it): the only values a score may rest on."""
+    return {r.batch_size: r.predicted for r in rows if r.predicted is not None and not r.predicted_at_edge}
 
 
 def _lr_key() -> pl.Expr:
@@ -960,7 +985,7 @@ def compare(
         p = measure_group(pgroup, n_boot=n_boot, seed=seed) if pgroup is not None else None
         rows = _lr_rows(m, p)
         measured_lr = {r.batch_size: r.measured for r in rows}
-        pred_lr = {r.batch_size: r.predicted for r in rows if r.predicted is not None}
+        pred_lr = _clean_predictions(rows)  # a grid-edge bound is no prediction to score
         pred_err = log10_rmse(pred_lr, measured_lr) if pred_lr else None
         rules = tuple(score_rules(measured_lr, b_noise=b_noise, extra=meta.get("baselines")))
         compared.append(GroupComparison(clip, opt, m, p, rows, pred_err, rules))
@@ -1035,11 +1060,18 @@ def _not_scored_at_edge(name: str, crit: str, edge_rows: Sequence[LrOptRow]) -> 
     return Target(name, crit, f"not scored: {EDGE_REASON} (B={_edge_bs(edge_rows)})", None, EDGE_REASON)
 
 
+def _not_scored_predicted_edge(name: str, crit: str, where: Sequence[str]) -> Target:
+    return Target(name, crit, f"not scored: {PREDICTED_EDGE_REASON} ({'; '.join(where)})", None,
+                  PREDICTED_EDGE_REASON)
+
+
 def _beta_target(groups: Sequence[GroupComparison]) -> Target:
     # A slope needs two measured optima; with fewer than two interior (non-edge) LR_opt values a
-    # group's β is set by grid-edge bounds, so that group is not evidence and is left out.
+    # group's β is set by grid-edge bounds, so that group is not evidence and is left out. The same
+    # holds for the prediction: a predicted line through fewer than two interior LR_opt values (all on
+    # grid edges: β not predicted) is not scored.
     crit = f"predicted β inside measured 95% interval or within ±{BETA_TOLERANCE}"
-    verdicts, parts, edge_rows = [], [], []
+    verdicts, parts, edge_rows, pred_edges = [], [], [], []
     for g in groups:
         if g.predicted is None:
             continue
@@ -1049,56 +1081,79 @@ def _beta_target(groups: Sequence[GroupComparison]) -> Target:
             continue
         if g.measured.fit is None or g.predicted.fit is None:
             continue
+        if sum(not o.at_edge for o in g.predicted.fit_optima) < 2:
+            pred_edges.append(f"{_group_label(g)}: β not predicted")
+            continue
         bm, bp = g.measured.fit.beta, g.predicted.fit.beta
         inside = g.measured.ci_low is not None and g.measured.ci_low <= bp <= g.measured.ci_high
         verdicts.append(inside or abs(bp - bm) <= BETA_TOLERANCE)
         parts.append(f"{_group_label(g)}: {bp:.2f} vs {bm:.2f}")
     if not verdicts and edge_rows:
         return _not_scored_at_edge("beta", crit, edge_rows)
-    return Target("beta", crit, "; ".join(parts) or "not scored", all(verdicts) if verdicts else None)
+    if not verdicts and pred_edges:
+        return _not_scored_predicted_edge("beta", crit, pred_edges)
+    value = "; ".join(parts) or "not scored"
+    if verdicts and pred_edges:
+        value += f" ({'; '.join(pred_edges)}: {PREDICTED_EDGE_REASON})"
+    return Target("beta", crit, value, all(verdicts) if verdicts else None)
 
 
 def _lr_target(groups: Sequence[GroupComparison]) -> Target:
-    # Each batch size is its own evidence: a ratio against a grid-edge bound is left out.
+    # Each batch size is its own evidence: a ratio against a grid-edge bound, measured or predicted
+    # (or a predicted line through such bounds), is left out.
     crit = f"LR_opt within factor {LR_OPT_FACTOR_MAX} for every B"
-    rows = [r for g in groups for r in g.lr_rows if r.ratio is not None]
+    rows = [r for g in groups for r in g.lr_rows if r.ratio is not None or r.predicted_at_edge]
     edge_rows = [r for r in rows if r.measured_at_edge]
-    ratios = [r.ratio for r in rows if not r.measured_at_edge]
+    pred_edge_rows = [r for r in rows if r.predicted_at_edge and not r.measured_at_edge]
+    ratios = [r.ratio for r in rows if not r.measured_at_edge and not r.predicted_at_edge]
     if not ratios and edge_rows:
         return _not_scored_at_edge("lr_opt", crit, edge_rows)
+    if not ratios and pred_edge_rows:
+        return _not_scored_predicted_edge("lr_opt", crit, [f"B={_edge_bs(pred_edge_rows)}"])
     worst = max((max(x, 1 / x) for x in ratios), default=None)
     value = f"worst factor {worst:.2f}" if worst is not None else "not scored"
     if worst is not None and edge_rows:
         value += f" (B={_edge_bs(edge_rows)} left out: {EDGE_REASON})"
+    if worst is not None and pred_edge_rows:
+        value += f" (B={_edge_bs(pred_edge_rows)} left out: {PREDICTED_EDGE_REASON})"
     return Target("lr_opt", crit, value, None if worst is None else worst <= LR_OPT_FACTOR_MAX)
 
 
 def _rules_target(groups: Sequence[GroupComparison]) -> Target:
     # Rules are anchored at the smallest measured B (zero error there by construction), so a group is
     # evidence only when that anchor and at least one other B have interior LR_opt; errors are then
-    # taken over the interior batch sizes only.
+    # taken over the interior batch sizes only, and among those over the ones with a clean predicted
+    # LR_opt (no grid-edge bound behind it), prediction and rules alike.
     crit = "prediction's log10 LR_opt RMSE below every rule's"
-    verdicts, parts, edge_rows = [], [], []
+    verdicts, parts, edge_rows, pred_edges = [], [], [], []
     for g in groups:
-        if g.prediction_log10_rmse is None or not g.lr_rows:
+        if g.prediction_log10_rmse is None and not any(r.predicted_at_edge for r in g.lr_rows):
+            continue
+        if not g.lr_rows:
             continue
         interior = {r.batch_size: r.measured for r in g.lr_rows if not r.measured_at_edge}
         anchor = min(r.batch_size for r in g.lr_rows)
         if anchor not in interior or len(interior) < 2:
             edge_rows += [r for r in g.lr_rows if r.measured_at_edge]
             continue
-        pred = {r.batch_size: r.predicted for r in g.lr_rows if r.predicted is not None}
-        pred_err = log10_rmse(pred, interior)
-        rule_errs = [e for e in (log10_rmse(r.lr_opt, interior) for r in g.rules) if math.isfinite(e)]
+        pred = _clean_predictions(g.lr_rows)
+        scored = {b: lr for b, lr in interior.items() if b in pred}
+        if not any(b != anchor for b in scored):
+            pred_edges.append(f"{_group_label(g)}: B={_edge_bs([r for r in g.lr_rows if r.predicted_at_edge])}")
+            continue
+        pred_err = log10_rmse(pred, scored)
+        rule_errs = [e for e in (log10_rmse(r.lr_opt, scored) for r in g.rules) if math.isfinite(e)]
         if not rule_errs or not math.isfinite(pred_err):
             continue
         verdicts.append(pred_err < min(rule_errs))
         text = f"{_group_label(g)}: {pred_err:.3f} vs best rule {min(rule_errs):.3f}"
-        if len(interior) < len(g.lr_rows):
-            text += f" (over B={', '.join(map(str, sorted(interior)))}; the rest at the grid edge)"
+        if len(scored) < len(g.lr_rows):
+            text += f" (over B={', '.join(map(str, sorted(scored)))}; the rest at the grid edge)"
         parts.append(text)
     if not verdicts and edge_rows:
         return _not_scored_at_edge("rules", crit, edge_rows)
+    if not verdicts and pred_edges:
+        return _not_scored_predicted_edge("rules", crit, pred_edges)
     return Target("rules", crit, "; ".join(parts) or "not scored", all(verdicts) if verdicts else None)
 
 

@@ -95,6 +95,27 @@ def _wikitext_files(folder: Path) -> list[Path] | None:
     return None
 
 
+def _no_splits_error(folder: Path) -> PyphaseError:
+    """"folder ... holds no WikiText splits", saying, where some split files of a layout are there,
+    which were found and which are missing (train and valid are needed, test is optional); else
+    which file names were looked for."""
+    dirs = [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]
+    partial = []
+    for layout in WIKITEXT_LAYOUTS:
+        for d in dirs:
+            found = [n for n in layout if (d / n).is_file()]
+            if found:
+                where = "" if d == folder else f"{d.name}/"
+                missing = [n for n in layout if n not in found]
+                partial.append(f"found {', '.join(where + n for n in found)}; missing "
+                               f"{', '.join(where + n for n in missing)}")
+    if partial:
+        return PyphaseError(f"folder {folder} holds no WikiText splits: {'; '.join(partial)} "
+                            "(train and valid are needed, test is optional)")
+    names = ", ".join("/".join(layout) for layout in WIKITEXT_LAYOUTS)
+    return PyphaseError(f"folder {folder} holds no WikiText splits (looked for {names})")
+
+
 def _entropies(ids: np.ndarray) -> list[float]:
     order = min(3, len(ids))
     h = _core.ngram_entropies(ids, order)
@@ -127,18 +148,25 @@ def load_corpus(path: str | Path | None = None, *, valid_fraction: float = DEFAU
     """
     if not 0.0 < valid_fraction < 1.0:
         raise PyphaseError(f"valid_fraction must be between 0 and 1, got {valid_fraction}")
-    if path is None:
-        path = os.environ.get(DATA_ENV) or None
+    if path is None and os.environ.get(DATA_ENV):
+        env = os.environ[DATA_ENV]
+        try:
+            return _load_path(env, valid_fraction)
+        except PyphaseError as e:  # the user gave no path: say where this one came from
+            raise PyphaseError(f"{e} (path from the {DATA_ENV} environment variable)") from None
     if path is None:
         syn = synthetic_corpus()
         digest = hashlib.sha256(syn.text.encode("utf-8")).hexdigest()
         return _make_corpus("synthetic", "synthetic", digest, [syn.text], valid_fraction)
+    return _load_path(path, valid_fraction)
+
+
+def _load_path(path: str | Path, valid_fraction: float) -> Corpus:
     p = Path(path).expanduser()
     if p.is_dir():
         files = _wikitext_files(p)
         if files is None:
-            names = ", ".join("/".join(layout) for layout in WIKITEXT_LAYOUTS)
-            raise PyphaseError(f"folder {p} holds no WikiText splits (looked for {names})")
+            raise _no_splits_error(p)
         h = hashlib.sha256()
         texts = []
         for f in files:
@@ -163,7 +191,7 @@ def corpus_stats(path: str | Path, *, repeats: int = 3) -> dict[str, object]:
     if p.is_dir():
         files = _wikitext_files(p)
         if files is None:
-            raise PyphaseError(f"folder {p} holds no WikiText splits")
+            raise _no_splits_error(p)
         parts = [_read_utf8(f) for f in files]
         raw, text = b"".join(r for r, _ in parts), "".join(t for _, t in parts)
     else:

@@ -15,7 +15,9 @@ trajectory, exactly `schema.PREDICTION_COLUMNS`), `curves.parquet` (loss at log-
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -279,29 +281,60 @@ def predict(
     return Prediction(table=table, curves=curves, summary=json_safe(summary), params=params)
 
 
+# Chunking of the simulation (see `seed_chunks`): Ctrl-C takes effect only between Rust calls, so a
+# (clip, B) pass over many seeds is split into calls over fewer seeds. The simulator shares each
+# seed's noise draw among all LRs of a call and gives every thread at least two work units, so a
+# call over 2·threads seeds or more costs what the whole pass costs; fewer seeds per call, or fewer
+# LRs, would redraw the noise (measured: ~13 µs per step per draw against ~9 µs per LR-step, d=4096).
+# A call aims at CHUNK_WORK_PER_THREAD LR-steps per thread (about a second); a draw counts as
+# NOISE_COST_LRS LR-steps.
+CHUNK_WORK_PER_THREAD = 100_000
+NOISE_COST_LRS = 1.5
+
+
+def _sim_threads(threads: int | None) -> int:
+    """The simulator's worker count: `threads`, else rayon's default (RAYON_NUM_THREADS, else the
+    CPUs this process may use). Only the chunking reads it; results never depend on it."""
+    if threads:
+        return int(threads)
+    try:
+        env = int(os.environ.get("RAYON_NUM_THREADS", "0"))
+    except ValueError:
+        env = 0
+    if env > 0:
+        return env
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def seed_chunks(seeds: int, n_lrs: int, steps: int, threads: int) -> list[range]:
+    """Consecutive seed ranges, one Rust call each: as many seeds per call as keep a call near
+    CHUNK_WORK_PER_THREAD LR-steps per thread, but never fewer than 2·threads (below that the
+    simulator splits the LRs and redraws the noise, a slower simulation), so splitting costs nothing."""
+    unit = steps * (n_lrs + NOISE_COST_LRS)  # one seed over every LR
+    per_call = max(2 * threads, threads * int(CHUNK_WORK_PER_THREAD // unit))
+    n_calls = max(1, seeds // per_call)  # floor: every call keeps at least per_call seeds
+    bounds = [round(i * seeds / n_calls) for i in range(n_calls + 1)]
+    return [range(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+
+
 def _simulate_grid(clips, optimizer, batches, lrs, steps, seeds, params, settings, precision, threads, bar,
                    frames, curve_frames, rho_frames) -> None:
     """Simulate every (clip, B) over `lrs` and append the trajectory, curve and ρ frames."""
-    from pyphase import _core
-
-    seed_list = list(range(seeds))
+    chunks = seed_chunks(seeds, len(lrs), steps, _sim_threads(threads))
     for clip in clips:
         for b in batches:
-            # One call per (clip, B): the bar moves, and every call draws the same noise per
-            # seed (it depends on the seed only), so splitting changes no result.
-            out = _core.simulate(
-                **params.core_kwargs(),
-                batch_size=[b] * len(lrs),
-                lr=lrs,
-                clip=[clip] * len(lrs),
-                seeds=seed_list,
-                steps=steps,
-                optimizer=optimizer,
-                **settings.core_kwargs(),
-                curve_points=CURVE_POINTS,
-                precision=precision,
-                threads=threads,
-            )
+            # One pass per (clip, B), in calls over consecutive seeds (`seed_chunks`): the bar
+            # moves and Ctrl-C acts between calls, and every call draws the same noise per seed (it
+            # depends on the seed only), so splitting changes no result.
+            parts = []
+            for chunk in chunks:
+                parts.append(_core_simulate(params, settings, b, lrs, clip, list(chunk), steps, optimizer,
+                                            precision, threads))
+                bar.update(len(lrs) * len(chunk))
+            out = _merge_seed_chunks(parts, chunks)
             frames.append(_trajectory_frame(out, clip, optimizer, b, lrs))
             curve_frames.append(_curve_frame(out, clip, optimizer, b, lrs))
             if params.radial:
@@ -311,7 +344,44 @@ def _simulate_grid(clips, optimizer, batches, lrs, steps, seeds, params, setting
                     "lr": np.asarray(lrs, dtype=float)[out["config"]],
                     "rho_final": out["rho_final"],
                 }))
-            bar.update(len(lrs) * seeds)
+
+
+def _core_simulate(params, settings, b, lrs, clip, seed_list, steps, optimizer, precision, threads) -> dict[str, Any]:
+    from pyphase import _core
+
+    return _core.simulate(
+        **params.core_kwargs(),
+        batch_size=[b] * len(lrs),
+        lr=lrs,
+        clip=[clip] * len(lrs),
+        seeds=seed_list,
+        steps=steps,
+        optimizer=optimizer,
+        **settings.core_kwargs(),
+        curve_points=CURVE_POINTS,
+        precision=precision,
+        threads=threads,
+    )
+
+
+def _merge_seed_chunks(parts: list[dict[str, Any]], chunks: list[range]) -> dict[str, Any]:
+    """The outputs of calls over consecutive seed ranges as one call over every seed gives them:
+    rows config-major (config · n_seeds + seed index), seed_index counted over all seeds."""
+    if len(parts) == 1:
+        return parts[0]
+    n_seeds = chunks[-1].stop
+    seed_index = np.concatenate([np.asarray(p["seed_index"]) + c.start for p, c in zip(parts, chunks)])
+    config = np.concatenate([np.asarray(p["config"]) for p in parts])
+    order = np.argsort(config * n_seeds + seed_index, kind="stable")
+    out: dict[str, Any] = {}
+    for key, first in parts[0].items():
+        if key == "curve_steps":  # the same log-spaced steps in every call
+            out[key] = first
+        elif key == "seed_index":
+            out[key] = seed_index[order].astype(np.asarray(first).dtype)
+        else:
+            out[key] = np.concatenate([np.asarray(p[key]) for p in parts])[order]
+    return out
 
 
 def _in_grid_order(df: pl.DataFrame, clips: Sequence[float | None], keys: list[str]) -> pl.DataFrame:
@@ -593,13 +663,18 @@ def regime_map_name(clip: float | None) -> str:
     return f"regime_map_clip{clip_label(clip)}.png"
 
 
-def write_prediction(pred: Prediction, out_dir: str | Path) -> dict[str, Path]:
-    """Write the trajectory and curve tables (Parquet), the summary (JSON) and the regime maps (PNG)."""
+def write_prediction(pred: Prediction, out_dir: str | Path, *, announce: bool = True) -> dict[str, Path]:
+    """Write the trajectory and curve tables (Parquet), the summary (JSON) and the regime maps (PNG).
+
+    Where `out_dir` already holds a prediction (a pyphase prediction.json), the regime maps that its
+    summary listed and this one does not write are removed (nothing it did not list is touched), and,
+    with `announce`, one stderr line says the earlier prediction was replaced."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise PyphaseError(f"--out: {out} exists and is not a directory") from None
+    earlier = earlier_regime_maps(out)
     paths = {"trajectories": out / TRAJECTORIES_FILE, "curves": out / CURVES_FILE, "summary": out / SUMMARY_FILE}
     pred.table.write_parquet(paths["trajectories"])
     pred.curves.write_parquet(paths["curves"])
@@ -608,7 +683,40 @@ def write_prediction(pred: Prediction, out_dir: str | Path) -> dict[str, Path]:
     summary = dict(pred.summary, files={k: p.name for k, p in paths.items()})
     paths["summary"].write_text(to_json(summary) + "\n", encoding="utf-8")
     pred.summary = summary
+    if earlier is not None:
+        written = {p.name for p in paths.values()}
+        removed = []
+        for name in sorted(earlier - written):
+            try:
+                (out / name).unlink()
+                removed.append(name)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                print(f"warning: --out {out}: cannot remove the earlier prediction's {name}: {e.strerror or e}",
+                      file=sys.stderr)
+        if announce:
+            print(f"note: --out {out} held an earlier prediction; replaced it"
+                  + (f" and removed its regime maps this one does not write: {', '.join(removed)}" if removed else ""),
+                  file=sys.stderr)
     return paths
+
+
+def earlier_regime_maps(out: Path) -> set[str] | None:
+    """The regime-map files listed by the prediction.json that pyphase wrote in `out` (None when `out`
+    holds none: no summary, unreadable, or not a pyphase prediction). Only plain names of the form
+    regime_map_clip<c>.png that are files in `out` are returned: nothing else may be removed."""
+    try:
+        old = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(old, dict) or old.get("kind") != SUMMARY_KIND:
+        return None
+    files = old.get("files")
+    names = files.values() if isinstance(files, dict) else []
+    return {n for n in names
+            if isinstance(n, str) and n == Path(n).name and n.startswith("regime_map_clip") and n.endswith(".png")
+            and (out / n).is_file()}
 
 
 def plot_regime_map(pred: Prediction, group: dict[str, Any], path: Path) -> Path:

@@ -199,7 +199,9 @@ def comparison_markdown(cmp: an.Comparison) -> str:
             "measured β": (g.measured.fit.beta if g.measured.fit and not g.measured.all_at_edge
                            else "not measured"),
             "measured 95%": _interval_text(g.measured),
-            "predicted β": g.predicted.fit.beta if g.predicted and g.predicted.fit else None,
+            # a line through predicted grid-edge bounds only predicts nothing either
+            "predicted β": (g.predicted.fit.beta if g.predicted and g.predicted.fit and not g.predicted.all_at_edge
+                            else "not predicted" if g.predicted else None),
             "predicted 95%": _interval_text(g.predicted) if g.predicted else "—",
         }
         for g in cmp.groups
@@ -428,6 +430,10 @@ def prediction_words(cmp: an.Comparison, label: str = "The prediction") -> str:
     edge = [t.name for t in cmp.targets if t.passed is None and t.reason == an.EDGE_REASON]
     if edge:
         text += f" Not scored ({an.EDGE_REASON}: the measured LR_opt is only a bound): {', '.join(edge)}."
+    predicted_edge = [t.name for t in cmp.targets if t.passed is None and t.reason == an.PREDICTED_EDGE_REASON]
+    if predicted_edge:
+        text += (f" Not scored ({an.PREDICTED_EDGE_REASON}: the predicted LR_opt is only a bound): "
+                 f"{', '.join(predicted_edge)}.")
     return text
 
 

@@ -678,3 +678,61 @@ def test_compare_reports_where_b_noise_came_from() -> None:
     assert an.compare(df, experiment="s").b_noise is None
     with pytest.raises(PyphaseError, match="B_noise: 'b_noise' must be a positive number"):
         an.compare(df, experiment="s", b_noise=0.0)
+
+
+# --------------------------------------------------------------------------- predicted LR_opt on grid edges
+def test_a_prediction_with_every_lr_opt_on_a_grid_edge_extrapolates_nothing() -> None:
+    # measured: interior optima at every B. Predicted: only B=16 and 64 simulated, both minima far below
+    # the grid (LR_opt <= 1e-4, a bound): its "β" is the grid's slope, so its line must not stand in
+    # for LR_opt at B=32, 128, 256, and no target may rest on the bounds.
+    measured = bowl_summaries(beta=0.5, noise=0.0, seeds=1)
+    pred = as_prediction(bowl_summaries(beta=0.5, c=1e-8, batches=(16, 64), noise=0.0, seeds=1))
+    cmp = an.compare(measured, experiment="s", prediction=pred, n_boot=10)
+    g = cmp.groups[0]
+    assert g.predicted is not None and g.predicted.all_at_edge and g.predicted.fit is not None
+    rows = {r.batch_size: r for r in g.lr_rows}
+    for b in (32, 128, 256):
+        assert rows[b].predicted is None and rows[b].ratio is None
+        assert rows[b].predicted_from == an.SOURCE_NOT_PREDICTED_EDGE == "not predicted: LR_opt on grid edges"
+        assert rows[b].predicted_at_edge is True
+    for b in (16, 64):  # the simulated bounds are shown, flagged
+        assert rows[b].predicted_from == "simulated grid" and rows[b].predicted_at_edge is True
+        assert rows[b].predicted == pytest.approx(LRS[0])
+    assert g.prediction_log10_rmse is None  # no clean prediction to score
+    t = _targets(cmp)
+    for name in ("beta", "lr_opt", "rules"):
+        assert t[name].passed is None and t[name].reason == an.PREDICTED_EDGE_REASON, (name, t[name])
+    assert t["beta"].value == "not scored: predicted LR_opt at grid edge (clip=1/adamw: β not predicted)"
+    assert t["lr_opt"].value == "not scored: predicted LR_opt at grid edge (B=16, 32, 64, 128, 256)"
+    d = g.to_dict()
+    assert [r["predicted_at_edge"] for r in d["lr_opt"]] == [True] * 5
+
+
+def test_a_fit_through_some_predicted_edge_bounds_is_flagged_and_not_scored() -> None:
+    # predicted B=16, 64 interior, B=256 past the high edge of LRS[:7] (a bound): the line through
+    # them gives B=32 and 128 a value, flagged as bound-derived, and only B=16 and 64 are scored.
+    measured = bowl_summaries(beta=0.5, noise=0.0, seeds=1)
+    pred = as_prediction(bowl_summaries(beta=0.5, batches=(16, 64, 256), lrs=LRS[:7], noise=0.0, seeds=1))
+    cmp = an.compare(measured, experiment="s", prediction=pred, n_boot=10)
+    g = cmp.groups[0]
+    assert [o.edge for o in g.predicted.optima] == [None, None, "high"]
+    rows = {r.batch_size: r for r in g.lr_rows}
+    for b in (32, 128):
+        assert rows[b].predicted_from == an.SOURCE_FIT_EDGE == "predicted fit (through grid-edge bounds)"
+        assert rows[b].predicted_at_edge is True and rows[b].predicted is not None
+    assert rows[256].predicted_from == "simulated grid" and rows[256].predicted_at_edge is True
+    assert [rows[b].predicted_at_edge for b in (16, 64)] == [False, False]
+    # the prediction's error rests on the clean B only (exact there)
+    assert g.prediction_log10_rmse == pytest.approx(0.0, abs=1e-9)
+    t = _targets(cmp)
+    assert t["lr_opt"].passed is True
+    assert t["lr_opt"].value == "worst factor 1.00 (B=32, 128, 256 left out: predicted LR_opt at grid edge)"
+    assert t["rules"].passed is True and "(over B=16, 64; the rest at the grid edge)" in t["rules"].value
+
+
+def test_a_clean_predicted_fit_still_stands_in_for_unsimulated_batches() -> None:
+    measured = bowl_summaries(beta=0.5, noise=0.0, seeds=1)
+    pred = as_prediction(bowl_summaries(beta=0.5, batches=(16, 64, 256), noise=0.0, seeds=1))
+    g = an.compare(measured, experiment="s", prediction=pred, n_boot=10).groups[0]
+    assert not any(r.predicted_at_edge for r in g.lr_rows)
+    assert {r.predicted_from for r in g.lr_rows} == {"simulated grid", "predicted fit"}

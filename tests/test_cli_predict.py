@@ -195,3 +195,30 @@ def test_version_flag(monkeypatch, capsys):
 
     code, out, err = main_in_process(monkeypatch, capsys, "--version")
     assert code == 0 and out == f"pyphase {__version__}\n" and err == ""
+
+
+def test_reusing_out_removes_the_earlier_predictions_regime_maps_only(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "p2"
+    code, _, err = main_in_process(monkeypatch, capsys, "predict", "--clip", "1", "--clip", "10", "--clip", "none",
+                                   "--out", str(out), *SMALL_GRID)
+    assert code == 0 and "earlier prediction" not in err
+    assert sorted(p.name for p in out.glob("regime_map_*.png")) == [
+        "regime_map_clip1.png", "regime_map_clip10.png", "regime_map_clipnone.png"]
+    # files pyphase did not list stay, whatever their names
+    (out / "mine.png").write_bytes(b"x")
+    (out / "regime_map_clip3.png").write_bytes(b"x")
+    (out / "notes.txt").write_text("keep")
+    code, _, err = main_in_process(monkeypatch, capsys, "predict", "--clip", "1", "--out", str(out), *SMALL_GRID)
+    assert code == 0
+    summary = json.loads((out / "prediction.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == sorted([*summary["files"].values(), "mine.png",
+                                                            "regime_map_clip3.png", "notes.txt"])
+    assert sorted(p.name for p in out.glob("regime_map_*.png")) == ["regime_map_clip1.png", "regime_map_clip3.png"]
+    notes = [line for line in err.splitlines() if "earlier prediction" in line]
+    assert notes == [f"note: --out {out} held an earlier prediction; replaced it and removed its regime maps this "
+                     "one does not write: regime_map_clip10.png, regime_map_clipnone.png"]
+    # a prediction.json that pyphase did not write lists nothing pyphase may delete
+    (out / "prediction.json").write_text(json.dumps({"files": {"m": "mine.png", "n": "regime_map_clip3.png"}}))
+    code, _, err = main_in_process(monkeypatch, capsys, "predict", "--clip", "10", "--out", str(out), *SMALL_GRID)
+    assert code == 0 and "earlier prediction" not in err
+    assert all((out / n).exists() for n in ("mine.png", "regime_map_clip3.png", "regime_map_clip1.png"))

@@ -437,3 +437,41 @@ def test_raw_wikitext_is_read_where_both_archives_were_unpacked(tmp_path: Path) 
             (both / sub / f"wiki.{split}.{ext}").write_text(f"{text} {split} " * 20)
     c = load_corpus(both)
     assert c.tokenizer.decode(c.train).startswith("raw text train") and c.name == "data/wikitext-2-raw"
+
+
+# ------------------------------------------------------------------------------ messages: path source, missing splits
+def test_a_bad_path_from_the_environment_names_the_variable(tmp_path: Path, monkeypatch) -> None:
+    missing = tmp_path / "nonexist"
+    monkeypatch.setenv(data.DATA_ENV, str(missing))
+    with pytest.raises(PyphaseError) as e:
+        load_corpus()
+    assert str(e.value) == f"corpus not found: {missing} (path from the PYPHASE_DATA environment variable)"
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv(data.DATA_ENV, str(tmp_path / "empty"))
+    with pytest.raises(PyphaseError,
+                       match=r"holds no WikiText splits .*\(path from the PYPHASE_DATA environment variable\)$"):
+        load_corpus()
+    # a path given explicitly wins over the variable and is not blamed on it
+    with pytest.raises(PyphaseError) as e:
+        load_corpus(missing)
+    assert str(e.value) == f"corpus not found: {missing}"
+
+
+def test_a_folder_with_some_splits_says_which_are_found_and_missing(tmp_path: Path) -> None:
+    folder = tmp_path / "wt"
+    folder.mkdir()
+    (folder / "wiki.train.raw").write_text("hello", encoding="utf-8")
+    expected = (f"folder {folder} holds no WikiText splits: found wiki.train.raw; missing wiki.valid.raw, "
+                "wiki.test.raw (train and valid are needed, test is optional)")
+    for load in (load_corpus, data.corpus_stats):
+        with pytest.raises(PyphaseError) as e:
+            load(folder)
+        assert str(e.value) == expected
+    # in an unpacked subfolder: named with it
+    sub = tmp_path / "two" / "wikitext-2"
+    sub.mkdir(parents=True)
+    for name in ("wiki.valid.tokens", "wiki.test.tokens"):
+        (sub / name).write_text("x", encoding="utf-8")
+    with pytest.raises(PyphaseError, match=re.escape(
+            "found wikitext-2/wiki.valid.tokens, wikitext-2/wiki.test.tokens; missing wikitext-2/wiki.train.tokens")):
+        load_corpus(tmp_path / "two")

@@ -355,3 +355,32 @@ def test_predict_rejects_bad_arguments():
         args.update(kw)
         with pytest.raises(PyphaseError):
             predict(**args)
+
+
+# --------------------------------------------------------------------------- chunked simulation (Ctrl-C between calls)
+def test_seed_chunks_cover_every_seed_and_never_fall_below_two_per_thread():
+    from pyphase.predict import seed_chunks
+
+    for seeds, n_lrs, steps, threads in [(8, 13, 5000, 2), (8, 13, 100_000, 2), (10, 13, 100_000, 2), (3, 13, 10**6, 2),
+                                         (10_000, 7, 100, 2), (8, 13, 5000, 16), (1, 1, 1, 1)]:
+        chunks = seed_chunks(seeds, n_lrs, steps, threads)
+        assert [s for c in chunks for s in c] == list(range(seeds))
+        assert all(len(c) >= min(seeds, 2 * threads) for c in chunks)
+    assert seed_chunks(8, 13, 100_000, 2) == [range(0, 4), range(4, 8)]  # long runs: Ctrl-C after half the seeds
+    assert len(seed_chunks(8, 4, 100, 2)) == 1  # small work: one call, as before
+    assert len(seed_chunks(10_000, 7, 100, 2)) < 100  # many cheap seeds: not thousands of tiny calls
+
+
+def test_a_simulation_split_into_seed_chunks_equals_one_call(monkeypatch):
+    import pyphase.predict as P
+
+    kw = {"steps": 150, "seeds": 5, "params": SMALL, "progress": False, "n_boot": 10, "threads": 1}
+    whole = predict([1.0], "adamw", [4, 16], [1e-3, 1e-2, 1e-1], **kw)
+    monkeypatch.setattr(P, "CHUNK_WORK_PER_THREAD", 1)
+    assert len(P.seed_chunks(5, 3, 150, 1)) == 2
+    calls = []
+    real = P._core_simulate
+    monkeypatch.setattr(P, "_core_simulate", lambda *a: calls.append(a[5]) or real(*a))
+    split = predict([1.0], "adamw", [4, 16], [1e-3, 1e-2, 1e-1], **kw)
+    assert calls == [[0, 1], [2, 3, 4]] * 2
+    assert split.table.equals(whole.table) and split.curves.equals(whole.curves)

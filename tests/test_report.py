@@ -783,3 +783,15 @@ def test_regenerate_line_says_where_the_command_runs(tmp_path: Path, monkeypatch
     assert regenerate(text) == "Regenerate this report (plots included) from the repository root with:"
     assert ("`pyphase report synth --results results/recheck --results-only --out results/recheck/REPORT.md`"
             in text)
+
+
+def test_a_prediction_with_every_lr_opt_on_a_grid_edge_predicts_no_beta_in_the_comparison() -> None:
+    measured = bowl_summaries(seeds=1, noise=0.0)  # interior minima on the full grid
+    edge = bowl_summaries(seeds=1, lrs=LRS[:3], noise=0.0)  # every predicted minimum past the high edge
+    cmp = an.compare(measured, experiment="e", prediction=as_prediction(edge), n_boot=10)
+    assert all(g.predicted.all_at_edge for g in cmp.groups)
+    md = rp.comparison_markdown(cmp)
+    beta_row = next(line for line in md.splitlines() if line.startswith("| clip=1/adamw |") and "not predicted" in line)
+    assert "| not predicted |" in beta_row
+    words = rp.prediction_words(cmp)
+    assert words.endswith(f"Not scored ({an.PREDICTED_EDGE_REASON}: the predicted LR_opt is only a bound): beta, lr_opt, rules.")
