@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -64,6 +64,9 @@ SOURCE_FIT = "predicted fit"
 SOURCE_FIT_EDGE = "predicted fit (through grid-edge bounds)"
 SOURCE_NOT_PREDICTED_EDGE = "not predicted: LR_opt on grid edges"
 SOURCE_NONE = "none"
+# Grid edges whose LR_opt is a one-sided bound (LR_opt <= lowest / >= highest LR tried) that a measured
+# optimum can still violate, and the sign each reads with.
+BOUND_EDGES = {"low": "≤", "high": "≥"}
 
 # Trajectory column -> summary column, so predictions reuse the measured-data functions.
 PREDICTION_TO_SUMMARY: dict[str, str] = {
@@ -753,9 +756,23 @@ class LrOptRow:
     # where no value is given because every predicted LR_opt is on a grid edge
     predicted_at_edge: bool
     ratio: float | None  # predicted / measured
+    # which side of the simulated grid a predicted grid-edge bound is on: "low" (the prediction says
+    # LR_opt <= `predicted`) or "high" (LR_opt >= `predicted`); None for a located optimum, a line
+    # (clean or through bounds) and a single simulated LR, which bound nothing on one side
+    predicted_edge: str | None = None
+
+    @property
+    def bound_violation(self) -> float | None:
+        """For a predicted grid-edge bound against an interior measured LR_opt: by what factor the
+        measurement lies beyond the bound (1 where the bound holds); None for any other row."""
+        if self.predicted_edge not in BOUND_EDGES or self.predicted is None or self.measured_at_edge:
+            return None
+        if self.predicted_edge == "low":
+            return self.measured / self.predicted if self.measured > self.predicted else 1.0
+        return self.predicted / self.measured if self.measured < self.predicted else 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        return json_safe(asdict(self))
+        return json_safe(asdict(self) | {"bound_violation": self.bound_violation})
 
 
 @dataclass(frozen=True)
@@ -875,7 +892,8 @@ def _lr_rows(measured: BetaMeasurement, predicted: BetaMeasurement | None) -> tu
     """Measured against predicted LR_opt per measured batch size: the prediction's own LR_opt where it
     simulated that B, else its fitted line at B. A line through grid-edge bounds only (β not
     predicted) extrapolates nothing; one with some edge bounds in it gives a value flagged
-    `predicted_at_edge` (a bound-derived number, not a clean prediction)."""
+    `predicted_at_edge` (a bound-derived number, not a clean prediction). A simulated grid-edge
+    minimum is flagged too and carries its side (`predicted_edge`), the direction of its bound."""
     by_b = {o.batch_size: o for o in predicted.optima} if predicted else {}
     fit_has_edge = predicted is not None and any(o.at_edge for o in predicted.fit_optima)
     rows = []
@@ -883,8 +901,10 @@ def _lr_rows(measured: BetaMeasurement, predicted: BetaMeasurement | None) -> tu
         if not math.isfinite(o.lr_opt):
             continue
         p = by_b.get(o.batch_size)
+        side = None
         if p is not None and math.isfinite(p.lr_opt):
             lr, source, edge = p.lr_opt, SOURCE_GRID, p.at_edge
+            side = p.edge if p.edge in BOUND_EDGES else None
         elif predicted is not None and predicted.fit is not None and predicted.all_at_edge:
             lr, source, edge = None, SOURCE_NOT_PREDICTED_EDGE, True
         elif predicted is not None and predicted.fit is not None:
@@ -893,7 +913,7 @@ def _lr_rows(measured: BetaMeasurement, predicted: BetaMeasurement | None) -> tu
         else:
             lr, source, edge = None, SOURCE_NONE, False
         ratio = lr / o.lr_opt if lr is not None else None
-        rows.append(LrOptRow(o.batch_size, o.lr_opt, o.at_edge, lr, source, edge, ratio))
+        rows.append(LrOptRow(o.batch_size, o.lr_opt, o.at_edge, lr, source, edge, ratio, side))
     return tuple(rows)
 
 
@@ -1098,25 +1118,63 @@ def _beta_target(groups: Sequence[GroupComparison]) -> Target:
     return Target("beta", crit, value, all(verdicts) if verdicts else None)
 
 
+def _bound_text(rows: Sequence[tuple[str, LrOptRow]], verb: str, worst: bool) -> str:
+    """'bound LR_opt ≤ 3e-05 violated at B=32, 64 (worst x6.83)' per (group, side, bound), joined by '; '."""
+    keyed: dict[tuple[str, str, str], list[LrOptRow]] = {}
+    for label, r in rows:
+        keyed.setdefault((label, BOUND_EDGES[r.predicted_edge], f"{r.predicted:.3g}"), []).append(r)
+    parts = []
+    for (label, sign, bound), rs in keyed.items():
+        text = f"{label}bound LR_opt {sign} {bound} {verb} at B={_edge_bs(rs)}"
+        if worst:
+            text += f" (worst x{max(r.bound_violation for r in rs):.2f})"
+        else:
+            text += f" (within factor {LR_OPT_FACTOR_MAX})"
+        parts.append(text)
+    return "; ".join(parts)
+
+
 def _lr_target(groups: Sequence[GroupComparison]) -> Target:
-    # Each batch size is its own evidence: a ratio against a grid-edge bound, measured or predicted
-    # (or a predicted line through such bounds), is left out.
+    # Each batch size is its own evidence: a ratio against a measured grid-edge bound, or against a
+    # predicted line through bounds, is left out. A PREDICTED grid-edge bound (LR_opt <= lowest or >=
+    # highest LR simulated) against an interior measured LR_opt can still be falsified: the target fails
+    # when the measurement lies beyond it by more than the factor. A bound that holds verifies nothing,
+    # so it alone never passes the target (not scored), but it does not stop clean rows from passing it.
     crit = f"LR_opt within factor {LR_OPT_FACTOR_MAX} for every B"
-    rows = [r for g in groups for r in g.lr_rows if r.ratio is not None or r.predicted_at_edge]
-    edge_rows = [r for r in rows if r.measured_at_edge]
-    pred_edge_rows = [r for r in rows if r.predicted_at_edge and not r.measured_at_edge]
-    ratios = [r.ratio for r in rows if not r.measured_at_edge and not r.predicted_at_edge]
-    if not ratios and edge_rows:
+    several = len([g for g in groups if g.lr_rows]) > 1
+    rows = [(g, r) for g in groups for r in g.lr_rows if r.ratio is not None or r.predicted_at_edge]
+    edge_rows = [r for _, r in rows if r.measured_at_edge]
+    bound_rows = [(f"{_group_label(g)}: " if several else "", r) for g, r in rows if r.bound_violation is not None]
+    violated = [(lab, r) for lab, r in bound_rows if r.bound_violation > LR_OPT_FACTOR_MAX]
+    held = [(lab, r) for lab, r in bound_rows if r.bound_violation <= LR_OPT_FACTOR_MAX]
+    # predicted edge rows that bound nothing on one side: a line through bounds, no value, a single LR
+    unsided = [r for _, r in rows if r.predicted_at_edge and not r.measured_at_edge and r.bound_violation is None]
+    ratios = [r.ratio for _, r in rows if not r.measured_at_edge and not r.predicted_at_edge]
+    if not ratios and not violated and edge_rows:
         return _not_scored_at_edge("lr_opt", crit, edge_rows)
-    if not ratios and pred_edge_rows:
-        return _not_scored_predicted_edge("lr_opt", crit, [f"B={_edge_bs(pred_edge_rows)}"])
+    if not ratios and not violated and (held or unsided):
+        target = _not_scored_predicted_edge("lr_opt", crit, [f"B={_edge_bs([r for _, r in held] + unsided)}"])
+        if held:
+            target = replace(target, value=f"{target.value}; {_bound_text(held, 'holds', worst=False)}")
+        return target
     worst = max((max(x, 1 / x) for x in ratios), default=None)
-    value = f"worst factor {worst:.2f}" if worst is not None else "not scored"
-    if worst is not None and edge_rows:
+    parts = [f"worst factor {worst:.2f}"] if worst is not None else []
+    if violated:
+        parts.append(_bound_text(violated, "violated", worst=True))
+    if held:
+        parts.append(_bound_text(held, "holds", worst=False))
+    value = "; ".join(parts) or "not scored"
+    if parts and edge_rows:
         value += f" (B={_edge_bs(edge_rows)} left out: {EDGE_REASON})"
-    if worst is not None and pred_edge_rows:
-        value += f" (B={_edge_bs(pred_edge_rows)} left out: {PREDICTED_EDGE_REASON})"
-    return Target("lr_opt", crit, value, None if worst is None else worst <= LR_OPT_FACTOR_MAX)
+    if parts and unsided:
+        value += f" (B={_edge_bs(unsided)} left out: {PREDICTED_EDGE_REASON})"
+    if violated:
+        passed: bool | None = False
+    elif worst is not None:
+        passed = worst <= LR_OPT_FACTOR_MAX
+    else:
+        passed = None
+    return Target("lr_opt", crit, value, passed)
 
 
 def _rules_target(groups: Sequence[GroupComparison]) -> Target:

@@ -165,16 +165,40 @@ def _verdict(passed: bool | None) -> str:
     return {True: "PASS", False: "FAIL", None: "not scored"}[passed]
 
 
+def _predicted_bound_rows(cmp: an.Comparison) -> list[an.LrOptRow]:
+    """Rows whose predicted LR_opt is a one-sided grid-edge bound against an interior measured LR_opt."""
+    return [r for g in cmp.groups for r in g.lr_rows if r.bound_violation is not None]
+
+
+def _has_clean_lr_rows(cmp: an.Comparison) -> bool:
+    """Whether some interior measured LR_opt is compared with a clean (non-bound) predicted value."""
+    return any(r.ratio is not None and not r.predicted_at_edge and not r.measured_at_edge
+               for g in cmp.groups for r in g.lr_rows)
+
+
+def _predicted_edge_text(r: an.LrOptRow) -> str:
+    if r.predicted_edge in an.BOUND_EDGES:
+        return f"{r.predicted_edge} (LR_opt {an.BOUND_EDGES[r.predicted_edge]})"
+    return "yes" if r.predicted_at_edge else "no"
+
+
 def target_caveat(cmp: an.Comparison, target: an.Target) -> str:
     """Why a target is not scored (its reason; for an edge-only target also whether the grid had one
     LR per batch size), or, for a scored β target, which measured LR_opt values in its fit are
-    grid-edge bounds (the LR_opt and rules targets leave those out and say so in their value)."""
+    grid-edge bounds (the LR_opt and rules targets leave those out and say so in their value), or, for a
+    scored LR_opt target, at which B it was judged against a predicted grid-edge bound."""
     optima = [o for g in cmp.groups for o in g.measured.optima if math.isfinite(o.lr_opt)]
     edges = [o for o in optima if o.at_edge]
     if target.passed is None:
         if target.reason == an.EDGE_REASON and edges and all(o.edge == "only" for o in edges):
             return f"{an.EDGE_REASON}: one LR per batch size, so no measured optimum"
         return target.reason or ""
+    if target.name == "lr_opt":  # scored: name the predicted grid-edge bounds it was judged against
+        bounds = _predicted_bound_rows(cmp)
+        if not bounds:
+            return ""
+        bs = ", ".join(sorted({str(r.batch_size) for r in bounds}, key=int))
+        return f"{'partly ' if _has_clean_lr_rows(cmp) else ''}predicted bounds: predicted LR_opt on a grid edge at B={bs}"
     if target.name != "beta" or not edges:  # lr_opt / rules values already name the edge B they left out
         return ""
     bs = ", ".join(sorted({str(o.batch_size) for o in edges}, key=int))
@@ -208,13 +232,15 @@ def comparison_markdown(cmp: an.Comparison) -> str:
     ]
     parts.append(markdown_table(betas, list(betas[0])))
     lr_rows = [
-        r.to_dict() | {"group": _label(g), "measured at edge": r.measured_at_edge}
+        r.to_dict() | {"group": _label(g), "measured at edge": r.measured_at_edge,
+                       "predicted at edge": _predicted_edge_text(r)}
         for g in cmp.groups
         for r in g.lr_rows
     ]
     parts.append(
         markdown_table(
-            lr_rows, ["group", "batch_size", "measured", "measured at edge", "predicted", "predicted_from", "ratio"]
+            lr_rows, ["group", "batch_size", "measured", "measured at edge", "predicted", "predicted at edge",
+                      "predicted_from", "ratio"]
         )
     )
     rules = [
@@ -434,6 +460,16 @@ def prediction_words(cmp: an.Comparison, label: str = "The prediction") -> str:
     if predicted_edge:
         text += (f" Not scored ({an.PREDICTED_EDGE_REASON}: the predicted LR_opt is only a bound): "
                  f"{', '.join(predicted_edge)}.")
+    lr = next((t for t in scored if t.name == "lr_opt"), None)
+    bounds = _predicted_bound_rows(cmp) if lr is not None else []
+    violated = sorted({r.batch_size for r in bounds if r.bound_violation > an.LR_OPT_FACTOR_MAX})
+    on = "partly on" if bounds and _has_clean_lr_rows(cmp) else "on"
+    if violated:
+        text += (f" lr_opt is judged {on} predicted grid-edge bounds: the measured LR_opt lies beyond the "
+                 f"predicted bound by more than factor {an.LR_OPT_FACTOR_MAX} at B={', '.join(map(str, violated))}.")
+    elif bounds:
+        text += (f" lr_opt is judged {on} predicted grid-edge bounds, which the measured LR_opt keeps "
+                 f"within factor {an.LR_OPT_FACTOR_MAX}.")
     return text
 
 

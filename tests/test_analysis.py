@@ -698,19 +698,26 @@ def test_a_prediction_with_every_lr_opt_on_a_grid_edge_extrapolates_nothing() ->
     for b in (16, 64):  # the simulated bounds are shown, flagged
         assert rows[b].predicted_from == "simulated grid" and rows[b].predicted_at_edge is True
         assert rows[b].predicted == pytest.approx(LRS[0])
+        assert rows[b].predicted_edge == "low"
     assert g.prediction_log10_rmse is None  # no clean prediction to score
     t = _targets(cmp)
-    for name in ("beta", "lr_opt", "rules"):
+    for name in ("beta", "rules"):
         assert t[name].passed is None and t[name].reason == an.PREDICTED_EDGE_REASON, (name, t[name])
     assert t["beta"].value == "not scored: predicted LR_opt at grid edge (clip=1/adamw: β not predicted)"
-    assert t["lr_opt"].value == "not scored: predicted LR_opt at grid edge (B=16, 32, 64, 128, 256)"
+    # but the bounds LR_opt <= 1e-4 at B=16, 64 are falsified: measured 8e-4 and 1.6e-3
+    assert t["lr_opt"].passed is False and t["lr_opt"].reason is None
+    assert t["lr_opt"].value == ("bound LR_opt ≤ 0.0001 violated at B=16, 64 (worst x16.00)"
+                                 " (B=32, 128, 256 left out: predicted LR_opt at grid edge)")
     d = g.to_dict()
     assert [r["predicted_at_edge"] for r in d["lr_opt"]] == [True] * 5
+    assert [r["predicted_edge"] for r in d["lr_opt"]] == ["low", None, "low", None, None]
+    assert d["lr_opt"][0]["bound_violation"] == pytest.approx(8.0) and d["lr_opt"][1]["bound_violation"] is None
 
 
 def test_a_fit_through_some_predicted_edge_bounds_is_flagged_and_not_scored() -> None:
     # predicted B=16, 64 interior, B=256 past the high edge of LRS[:7] (a bound): the line through
-    # them gives B=32 and 128 a value, flagged as bound-derived, and only B=16 and 64 are scored.
+    # them gives B=32 and 128 a value, flagged as bound-derived, and only B=16 and 64 are scored as
+    # values; B=256's bound (LR_opt >= 10^-2.5) holds (measured 3.2e-3), the fit rows are left out.
     measured = bowl_summaries(beta=0.5, noise=0.0, seeds=1)
     pred = as_prediction(bowl_summaries(beta=0.5, batches=(16, 64, 256), lrs=LRS[:7], noise=0.0, seeds=1))
     cmp = an.compare(measured, experiment="s", prediction=pred, n_boot=10)
@@ -726,7 +733,10 @@ def test_a_fit_through_some_predicted_edge_bounds_is_flagged_and_not_scored() ->
     assert g.prediction_log10_rmse == pytest.approx(0.0, abs=1e-9)
     t = _targets(cmp)
     assert t["lr_opt"].passed is True
-    assert t["lr_opt"].value == "worst factor 1.00 (B=32, 128, 256 left out: predicted LR_opt at grid edge)"
+    assert rows[256].predicted_edge == "high" and rows[256].bound_violation == 1.0
+    assert rows[32].predicted_edge is None and rows[32].bound_violation is None
+    assert t["lr_opt"].value == ("worst factor 1.00; bound LR_opt ≥ 0.00316 holds at B=256 (within factor 1.5)"
+                                 " (B=32, 128 left out: predicted LR_opt at grid edge)")
     assert t["rules"].passed is True and "(over B=16, 64; the rest at the grid edge)" in t["rules"].value
 
 
@@ -736,3 +746,82 @@ def test_a_clean_predicted_fit_still_stands_in_for_unsimulated_batches() -> None
     g = an.compare(measured, experiment="s", prediction=pred, n_boot=10).groups[0]
     assert not any(r.predicted_at_edge for r in g.lr_rows)
     assert {r.predicted_from for r in g.lr_rows} == {"simulated grid", "predicted fit"}
+
+
+# --------------------------------------------------------------------------- predicted grid-edge bounds, falsified
+def _mixed_prediction(bound_batches: tuple[int, ...], **bound: object) -> pl.DataFrame:
+    """Every B of BATCHES simulated: the ones in `bound_batches` from a bowl with `bound` (its
+    minimum on a grid edge), the rest exactly at the measured optimum (a clean, exact prediction)."""
+    clean = [b for b in BATCHES if b not in bound_batches]
+    parts = [bowl_summaries(batches=tuple(clean), noise=0.0, seeds=1)] if clean else []
+    parts.append(bowl_summaries(batches=bound_batches, noise=0.0, seeds=1, **bound))
+    return as_prediction(pl.concat(parts, how="vertical_relaxed"))
+
+
+def test_predicted_low_edge_bounds_violated_beyond_the_factor_fail_lr_opt() -> None:
+    # every predicted LR_opt is "<= 1e-4" (minimum far below the grid); measured 8e-4 .. 3.2e-3
+    measured = bowl_summaries(noise=0.0, seeds=1)
+    cmp = an.compare(measured, experiment="s", prediction=_mixed_prediction(BATCHES, c=1e-8), n_boot=10)
+    rows = {r.batch_size: r for r in cmp.groups[0].lr_rows}
+    assert all(r.predicted_edge == "low" and r.predicted == pytest.approx(1e-4) for r in rows.values())
+    assert rows[16].bound_violation == pytest.approx(8.0) and rows[256].bound_violation == pytest.approx(32.0)
+    t = _targets(cmp)
+    assert t["lr_opt"].passed is False and t["lr_opt"].reason is None
+    assert t["lr_opt"].value == "bound LR_opt ≤ 0.0001 violated at B=16, 32, 64, 128, 256 (worst x32.00)"
+    for name in ("beta", "rules"):  # a line through bounds, an RMSE of bounds: still nothing to score
+        assert t[name].passed is None and t[name].reason == an.PREDICTED_EDGE_REASON
+
+
+@pytest.mark.parametrize(
+    ("bound", "value"),
+    [
+        # "LR_opt >= 10^-3.5" on LRS[:3]: every measured LR_opt (8e-4 .. 3.2e-3) lies above it
+        ({"lrs": LRS[:3]}, "bound LR_opt ≥ 0.000316 holds at B=16, 32, 64, 128, 256 (within factor 1.5)"),
+        # "LR_opt <= 6e-4 / 1.2e-3" (lowest LR tried) at B=16 / 64: measured 8e-4 / 1.6e-3 lie beyond
+        # by x1.33, inside the target's factor
+        ({"lrs": (6e-4, 1e-3), "c": 1e-8, "batches": (16,)}, "bound LR_opt ≤ 0.0006 holds at B=16 (within factor 1.5)"),
+    ],
+)
+def test_predicted_bounds_that_hold_leave_lr_opt_not_scored(bound: dict, value: str) -> None:
+    measured = bowl_summaries(noise=0.0, seeds=1)
+    batches = bound.pop("batches", BATCHES)
+    pred = as_prediction(bowl_summaries(batches=batches, noise=0.0, seeds=1, **bound))
+    t = _targets(an.compare(measured, experiment="s", prediction=pred, n_boot=10))
+    assert t["lr_opt"].passed is None and t["lr_opt"].reason == an.PREDICTED_EDGE_REASON
+    assert t["lr_opt"].value.startswith("not scored: predicted LR_opt at grid edge (B=")
+    assert t["lr_opt"].value.endswith(value)
+
+
+def test_a_clean_prediction_within_the_factor_fails_on_a_violated_bound() -> None:
+    # B=16..128 predicted exactly; B=256 predicted "LR_opt <= 1e-4", measured 3.2e-3 (x32)
+    measured = bowl_summaries(noise=0.0, seeds=1)
+    cmp = an.compare(measured, experiment="s", prediction=_mixed_prediction((256,), c=1e-8), n_boot=10)
+    t = _targets(cmp)
+    assert t["lr_opt"].passed is False
+    assert t["lr_opt"].value == "worst factor 1.00; bound LR_opt ≤ 0.0001 violated at B=256 (worst x32.00)"
+    assert t["rules"].passed is not None and "(over B=16, 32, 64, 128; the rest at the grid edge)" in t["rules"].value
+
+
+def test_a_clean_prediction_within_the_factor_passes_when_its_bounds_hold() -> None:
+    # B=16..128 predicted exactly; B=256 predicted "LR_opt >= 10^-2.5" (LRS[:7]), measured 3.2e-3
+    measured = bowl_summaries(noise=0.0, seeds=1)
+    cmp = an.compare(measured, experiment="s", prediction=_mixed_prediction((256,), lrs=LRS[:7]), n_boot=10)
+    t = _targets(cmp)
+    assert t["lr_opt"].passed is True
+    assert t["lr_opt"].value == "worst factor 1.00; bound LR_opt ≥ 0.00316 holds at B=256 (within factor 1.5)"
+    # a clean value off by more than the factor still fails, bounds or not
+    off = _mixed_prediction((256,), lrs=LRS[:7]).with_columns(
+        pl.when(pl.col("batch_size") == 16).then(pl.col("lr") * 2).otherwise(pl.col("lr")).alias("lr"))
+    t = _targets(an.compare(measured, experiment="s", prediction=off, n_boot=10))
+    assert t["lr_opt"].passed is False and t["lr_opt"].value.startswith("worst factor 2.00; bound LR_opt ≥")
+
+
+def test_bound_violation_reads_the_side_of_the_bound() -> None:
+    row = an.LrOptRow(32, 2e-4, False, 1e-4, an.SOURCE_GRID, True, 0.5, "low")
+    assert row.bound_violation == pytest.approx(2.0)
+    assert an.LrOptRow(32, 5e-5, False, 1e-4, an.SOURCE_GRID, True, 2.0, "low").bound_violation == 1.0
+    assert an.LrOptRow(32, 5e-5, False, 1e-4, an.SOURCE_GRID, True, 2.0, "high").bound_violation == pytest.approx(2.0)
+    assert an.LrOptRow(32, 2e-4, False, 1e-4, an.SOURCE_GRID, True, 0.5, "high").bound_violation == 1.0
+    # a measured bound, a line through bounds, a single LR: no side to read
+    assert an.LrOptRow(32, 2e-4, True, 1e-4, an.SOURCE_GRID, True, 0.5, "low").bound_violation is None
+    assert an.LrOptRow(32, 2e-4, False, 1e-4, an.SOURCE_FIT_EDGE, True, 0.5).bound_violation is None

@@ -795,3 +795,34 @@ def test_a_prediction_with_every_lr_opt_on_a_grid_edge_predicts_no_beta_in_the_c
     assert "| not predicted |" in beta_row
     words = rp.prediction_words(cmp)
     assert words.endswith(f"Not scored ({an.PREDICTED_EDGE_REASON}: the predicted LR_opt is only a bound): beta, lr_opt, rules.")
+
+
+def test_a_fail_on_violated_predicted_bounds_reads_as_a_fail() -> None:
+    measured = bowl_summaries(seeds=1, noise=0.0)  # interior minima, LR_opt 8e-4 .. 3.2e-3
+    low = bowl_summaries(seeds=1, noise=0.0, c=1e-8)  # every predicted minimum below the grid: LR_opt <= 1e-4
+    cmp = an.compare(measured, experiment="e", prediction=as_prediction(low), n_boot=10)
+    lr = next(t for t in cmp.targets if t.name == "lr_opt")
+    assert lr.passed is False
+    assert rp.target_caveat(cmp, lr) == "predicted bounds: predicted LR_opt on a grid edge at B=16, 32, 64, 128, 256"
+    md = rp.comparison_markdown(cmp)
+    assert ("| lr_opt | LR_opt within factor 1.5 for every B | bound LR_opt ≤ 0.0001 violated at B=16, 32, 64, 128, 256 "
+            "(worst x32.00) | FAIL | predicted bounds: predicted LR_opt on a grid edge at B=16, 32, 64, 128, 256 |") in md
+    assert "| predicted at edge |" in md and "| low (LR_opt ≤) |" in md
+    words = rp.prediction_words(cmp)
+    assert words.startswith("The prediction passes 0 of 3 scored targets (fails: clip_frequency, lr_opt, regime).")
+    assert words.endswith(f"Not scored ({an.PREDICTED_EDGE_REASON}: the predicted LR_opt is only a bound): beta, rules. "
+                          "lr_opt is judged on predicted grid-edge bounds: the measured LR_opt lies beyond the "
+                          "predicted bound by more than factor 1.5 at B=16, 32, 64, 128, 256.")
+
+
+def test_a_pass_with_predicted_bounds_that_hold_names_them() -> None:
+    measured = bowl_summaries(seeds=1, noise=0.0)
+    pred = pl.concat([bowl_summaries(batches=(16, 32, 64, 128), seeds=1, noise=0.0),
+                      bowl_summaries(batches=(256,), lrs=LRS[:7], seeds=1, noise=0.0)], how="vertical_relaxed")
+    cmp = an.compare(measured, experiment="e", prediction=as_prediction(pred), n_boot=10)
+    lr = next(t for t in cmp.targets if t.name == "lr_opt")
+    assert lr.passed is True
+    assert rp.target_caveat(cmp, lr) == "partly predicted bounds: predicted LR_opt on a grid edge at B=256"
+    assert rp.prediction_words(cmp).endswith(
+        "lr_opt is judged partly on predicted grid-edge bounds, which the measured LR_opt keeps within factor 1.5.")
+    assert "| high (LR_opt ≥) |" in rp.comparison_markdown(cmp)
