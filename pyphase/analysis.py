@@ -394,9 +394,10 @@ class BetaMeasurement:
 
     @property
     def all_at_edge(self) -> bool:
-        """Every LR_opt is a grid-edge bound (or no optimum at all): a line through them reflects the
-        grid, not the loss."""
-        return all(o.at_edge for o in self.optima)
+        """Every LR_opt that enters the fit is a grid-edge bound: a line through them reflects the
+        grid, not the loss. A batch size with no optimum (one LR, a flat curve, every LR diverged)
+        is not in the fit and does not make the others interior (True when none is in the fit)."""
+        return all(o.at_edge for o in self.fit_optima)
 
     @property
     def fit_optima(self) -> tuple[LrOptimum, ...]:
@@ -1197,7 +1198,9 @@ def _rules_target(groups: Sequence[GroupComparison]) -> Target:
         pred = _clean_predictions(g.lr_rows)
         scored = {b: lr for b, lr in interior.items() if b in pred}
         if not any(b != anchor for b in scored):
-            pred_edges.append(f"{_group_label(g)}: B={_edge_bs([r for r in g.lr_rows if r.predicted_at_edge])}")
+            at_edge = [r for r in g.lr_rows if r.predicted_at_edge]
+            if at_edge:  # else the prediction simply has no value past the anchor: plain "not scored"
+                pred_edges.append(f"{_group_label(g)}: B={_edge_bs(at_edge)}")
             continue
         pred_err = log10_rmse(pred, scored)
         rule_errs = [e for e in (log10_rmse(r.lr_opt, scored) for r in g.rules) if math.isfinite(e)]

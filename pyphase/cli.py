@@ -278,7 +278,8 @@ def results_export(
     runs: Path = _RUNS_OPT,
     dest: Path = typer.Option(
         Path("results"), "--dest", help="Writes DEST/EXPERIMENT/{summary.csv,steps.parquet,provenance.json}, all three "
-        "replacing an earlier export's together, after every check (a failed export leaves it as it was)."),
+        "renamed onto an earlier export's one after the other, after every check and write (a failed check or write "
+        "leaves it as it was)."),
     command: Optional[list[str]] = typer.Option(
         None, "--command", help="Command that produced the runs (repeat for several). Default: keep the earlier "
         "export's, unless its seeds or number of runs differ from these runs' (that command did not make them): then "
@@ -344,9 +345,9 @@ def report(
         "(at its fit_step) is the noise-scale rule's B_noise unless --b-noise is given."
     ),
     b_noise: Optional[float] = _B_NOISE_OPT,
-    out: Optional[Path] = typer.Option(
+    out: Optional[str] = typer.Option(  # a str: a trailing "/" (a folder to make) survives
         None, "--out", help="Report file, plots beside it in plots/ (default results/<exp>/REPORT.md, or "
-        "results/REPORT.md for several). An existing folder gets REPORT.md inside it."),
+        "results/REPORT.md for several). An existing folder, or a path ending in /, gets REPORT.md inside it."),
     corpus: Optional[Path] = typer.Option(
         None, "--corpus", help="Corpus the runs trained on, for the entropy lines (default: what the results recorded)."
     ),

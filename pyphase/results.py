@@ -778,8 +778,9 @@ def export_experiment(
     progress are an error unless `allow_unfinished` (then they are counted in provenance).
 
     Every check (runs, corpus, destination) comes before anything is written; the three files are
-    written under temporary names and renamed onto the earlier export's together at the end, so a
-    failed export leaves an earlier one as it was.
+    written under temporary names and renamed onto the earlier export's one right after the other at
+    the end, so a failed check or write leaves an earlier export as it was; only a failure among
+    the three renames themselves can leave it mixed, and its error says so.
     """
     runs_root, dest_root = Path(runs_root), Path(dest_root)
     out = dest_root / experiment
@@ -854,7 +855,8 @@ def export_experiment(
         renaming = True
         _replace_together(out, staged)
     except (OSError, pl.exceptions.PolarsError) as e:
-        kept = "" if renaming else "; an earlier export there is unchanged"
+        kept = ("; its files may now mix this export and an earlier one: export again" if renaming
+                else "; an earlier export there is unchanged")
         raise PyphaseError(f"--dest {dest_root}: cannot write {out} ({first_line(e)}){kept}") from e
     finally:
         for tmp in staged.values():

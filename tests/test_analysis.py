@@ -825,3 +825,25 @@ def test_bound_violation_reads_the_side_of_the_bound() -> None:
     # a measured bound, a line through bounds, a single LR: no side to read
     assert an.LrOptRow(32, 2e-4, True, 1e-4, an.SOURCE_GRID, True, 0.5, "low").bound_violation is None
     assert an.LrOptRow(32, 2e-4, False, 1e-4, an.SOURCE_FIT_EDGE, True, 0.5).bound_violation is None
+
+
+def test_a_predicted_batch_size_where_every_lr_diverged_does_not_make_edge_bounds_a_prediction() -> None:
+    # predicted bounds at B=16, 64 (low edge) plus B=128 with every LR diverged: still "β not
+    # predicted", nothing extrapolated (as without the diverged batch size)
+    measured = bowl_summaries(beta=0.5, noise=0.0, seeds=1)
+    bounds = as_prediction(bowl_summaries(beta=0.5, c=1e-8, batches=(16, 64), noise=0.0, seeds=1))
+    dead = as_prediction(bowl_summaries(beta=0.5, batches=(128,), noise=0.0, seeds=1)).with_columns(
+        pl.lit(True).alias("diverged"), pl.lit(float("nan")).alias("final_loss"))
+    for pred in (bounds, pl.concat([bounds, dead])):
+        g = an.compare(measured, experiment="s", prediction=pred, n_boot=10).groups[0]
+        assert g.predicted.all_at_edge
+        extrapolated = [r for r in g.lr_rows if r.batch_size not in (16, 64, 128)]
+        assert extrapolated and all(r.predicted is None and r.predicted_at_edge for r in extrapolated)
+
+
+def test_rules_not_scored_for_lack_of_predictions_past_the_anchor_blames_no_edge() -> None:
+    measured = bowl_summaries(beta=0.5, noise=0.0, seeds=1)
+    anchor_only = as_prediction(bowl_summaries(beta=0.5, batches=(16,), noise=0.0, seeds=1))  # interior
+    rules = next(t for t in an.compare(measured, experiment="s", prediction=anchor_only, n_boot=10).targets
+                 if t.name == "rules")
+    assert rules.passed is None and rules.reason != an.PREDICTED_EDGE_REASON and "B=)" not in rules.value

@@ -826,3 +826,21 @@ def test_a_pass_with_predicted_bounds_that_hold_names_them() -> None:
     assert rp.prediction_words(cmp).endswith(
         "lr_opt is judged partly on predicted grid-edge bounds, which the measured LR_opt keeps within factor 1.5.")
     assert "| high (LR_opt ≥) |" in rp.comparison_markdown(cmp)
+
+
+def test_threshold_best_against_worst_of_several_is_corrected_for_the_pairs() -> None:
+    # 4 thresholds, 3 seeds each: best vs worst has Welch p < 0.05 but not after Bonferroni over 6 pairs
+    finals = {0.1: [2.50, 2.51, 2.52], 1.0: [2.51, 2.52, 2.53], 10.0: [2.515, 2.525, 2.535], None: [2.53, 2.54, 2.55]}
+    runs = _two_clips(finals, late_amp=0.001)
+    p = stats.ttest_ind(finals[0.1], finals[None], equal_var=False).pvalue
+    assert p < 0.05 < 6 * p
+    _, words = rp.threshold_markdown(runs)
+    assert words[0].endswith(f"is not significant at the 5% level (Welch's t-test p = {p:.2g}, {min(1, 6 * p):.2g} "
+                             "after Bonferroni over the 6 pairs of 4 thresholds).")
+
+
+def test_report_out_ending_in_a_separator_is_a_folder_to_make(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_runs(tmp_path / "runs", bowl_summaries(seeds=1, lrs=LRS[::2], experiment="synth"))
+    monkeypatch.chdir(tmp_path)
+    out = rp.report_from_options(["synth"], out="newdir/")
+    assert out == Path("newdir/REPORT.md") and out.is_file() and Path("newdir/plots").is_dir()
