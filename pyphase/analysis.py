@@ -1198,7 +1198,7 @@ def _rules_target(groups: Sequence[GroupComparison]) -> Target:
         pred = _clean_predictions(g.lr_rows)
         scored = {b: lr for b, lr in interior.items() if b in pred}
         if not any(b != anchor for b in scored):
-            at_edge = [r for r in g.lr_rows if r.predicted_at_edge]
+            at_edge = [r for r in g.lr_rows if r.predicted_at_edge and r.batch_size != anchor]
             if at_edge:  # else the prediction simply has no value past the anchor: plain "not scored"
                 pred_edges.append(f"{_group_label(g)}: B={_edge_bs(at_edge)}")
             continue

@@ -593,8 +593,7 @@ def beta_status(m: analysis.BetaMeasurement) -> dict[str, Any]:
     if m.fit is None:
         return {"beta_status": "not_predicted", "beta_note": f"β not predicted: {m.not_measured_reason}"}
     # one LR tested or a flat curve: no optimum, left out of the fit (so no bound on β either)
-    left_out = "; ".join(f"B = {o.batch_size} left out of the fit: {m.left_out_of_fit[o.batch_size]}"
-                         for o in m.optima if o.edge in analysis.NO_OPTIMUM_EDGES)
+    left_out = "; ".join(f"B = {b} left out of the fit: {why}" for b, why in m.left_out_of_fit.items())
     edges = [o for o in m.fit_optima if o.at_edge]
     by_note: dict[str, list[str]] = {}
     for o in edges:
@@ -607,7 +606,7 @@ def beta_status(m: analysis.BetaMeasurement) -> dict[str, Any]:
     hint = f"; widen --lr {widen}" if widen else ""
     if m.all_at_edge:
         return {"beta_status": "not_predicted",
-                "beta_note": (f"β not predicted: every batch size's LR_opt is on a grid edge ({where}); the slope "
+                "beta_note": (f"β not predicted: every batch size's LR_opt in the fit is on a grid edge ({where}); the slope "
                               f"through those grid values, {m.fit.beta:.3f}, reflects the grid, not the loss{hint}"
                               + (f"; {left_out}" if left_out else ""))}
     if edges:

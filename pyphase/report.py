@@ -326,11 +326,10 @@ def beta_words(m: an.BetaMeasurement) -> str:
     left = "; ".join(f"B={b}: {why}" for b, why in m.left_out_of_fit.items())
     left_text = f" Left out of the fit: {left}." if left else ""
     if m.all_at_edge:
-        edge_notes = "; ".join(f"B={o.batch_size}: {o.note}" for o in m.optima)
         return (
-            f"**{group}**: ⚠ β is not measured: every batch size's minimum is on a grid edge ({edge_notes}). "
-            f"A line through those grid values has slope {m.fit.beta:.2f}, which reflects the chosen grid, "
-            "not the loss."
+            f"**{group}**: ⚠ β is not measured: every batch size's minimum in the fit is on a grid edge "
+            f"({edge_notes}). A line through those grid values has slope {m.fit.beta:.2f}, which reflects the "
+            "chosen grid, not the loss." + left_text
         )
     if edges:
         text = (
@@ -623,7 +622,7 @@ def beta_along_markdown(along: Sequence[an.BudgetBeta]) -> tuple[str, list[str]]
             {
                 "step": b.step,
                 "group": _label(m),
-                "β": m.fit.beta if m.fit and len(edges) < len(m.optima) else None,  # all-edge: no β
+                "β": m.fit.beta if m.fit and not m.all_at_edge else None,  # all-edge: no β
                 "95% interval": f"[{m.ci_low:.2f}, {m.ci_high:.2f}]" if m.ci_low is not None else "—",
                 "B on a grid edge": ", ".join(map(str, edges)) or "none",
                 "LR_opt by B": "; ".join(_lr_opt_text(o) for o in m.optima),

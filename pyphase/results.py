@@ -704,11 +704,13 @@ def _fsync(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _replace_together(folder: Path, staged: Mapping[str, Path]) -> None:
+def _replace_together(folder: Path, staged: Mapping[str, Path], done: list[str]) -> None:
     """Rename each fully written temporary file in `staged` (final name -> temporary path, both in
-    `folder`) onto its final name, one right after the other, after they are all on disk."""
+    `folder`) onto its final name, one right after the other, after they are all on disk; `done`
+    collects the names renamed so far (for the error message if one fails)."""
     for name, tmp in staged.items():
         os.replace(tmp, folder / name)
+        done.append(name)
     try:  # the renames themselves on disk (best effort: not every platform opens folders)
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -843,7 +845,8 @@ def export_experiment(
     # every check is done: write the three files under temporary names, then rename them together
     tag = f".tmp.{os.getpid()}"
     staged = {name: out / f".{name}{tag}" for name in (COMMITTED_SUMMARY_FILE, STEPS_FILE, PROVENANCE_FILE)}
-    renaming = False
+    renamed: list[str] = []
+    had_earlier = any((out / name).exists() for name in staged)
     try:
         out.mkdir(parents=True, exist_ok=True)
         summaries.write_csv(staged[COMMITTED_SUMMARY_FILE])
@@ -852,11 +855,14 @@ def export_experiment(
         staged[PROVENANCE_FILE].write_text(to_json(record | caller) + "\n")
         for tmp in staged.values():
             _fsync(tmp)
-        renaming = True
-        _replace_together(out, staged)
+        _replace_together(out, staged, renamed)
     except (OSError, pl.exceptions.PolarsError) as e:
-        kept = ("; its files may now mix this export and an earlier one: export again" if renaming
-                else "; an earlier export there is unchanged")
+        if renamed:
+            kept = (f"; {', '.join(renamed)} already replaced, "
+                    + ("the other files are the earlier export's" if had_earlier else "the others not written")
+                    + ": export again")
+        else:
+            kept = "; an earlier export there is unchanged" if had_earlier else ""
         raise PyphaseError(f"--dest {dest_root}: cannot write {out} ({first_line(e)}){kept}") from e
     finally:
         for tmp in staged.values():

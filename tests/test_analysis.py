@@ -847,3 +847,11 @@ def test_rules_not_scored_for_lack_of_predictions_past_the_anchor_blames_no_edge
     rules = next(t for t in an.compare(measured, experiment="s", prediction=anchor_only, n_boot=10).targets
                  if t.name == "rules")
     assert rules.passed is None and rules.reason != an.PREDICTED_EDGE_REASON and "B=)" not in rules.value
+
+
+def test_rules_blame_no_edge_at_the_anchor_when_nothing_past_it_is_predicted() -> None:
+    measured = bowl_summaries(beta=0.5, noise=0.0, seeds=1)
+    anchor_edge = as_prediction(bowl_summaries(beta=0.5, c=1e-8, batches=(16,), noise=0.0, seeds=1))
+    rules = next(t for t in an.compare(measured, experiment="s", prediction=anchor_edge, n_boot=10).targets
+                 if t.name == "rules")
+    assert rules.passed is None and rules.reason != an.PREDICTED_EDGE_REASON

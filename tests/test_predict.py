@@ -210,7 +210,7 @@ def test_beta_on_grid_edges_is_not_a_prediction():
     s = summarize(_synthetic_table(lambda b: 1e-5), SMALL, n_boot=50)
     (g,) = s["groups"]
     assert g["beta_status"] == "not_predicted" and g["beta"] == pytest.approx(0.0, abs=1e-12)
-    assert "every batch size's LR_opt is on a grid edge" in g["beta_note"] and "widen --lr below 0.0001" in g["beta_note"]
+    assert "every batch size's LR_opt in the fit is on a grid edge" in g["beta_note"] and "widen --lr below 0.0001" in g["beta_note"]
     text = format_summary(s)
     assert "clip = 1 (adamw): ⚠ β not predicted" in text and "β = 0.000" not in text
     part = summarize(_synthetic_table(lambda b: 1e-5 if b == 256 else 1e-3), SMALL, n_boot=50)

@@ -90,7 +90,7 @@ def test_edge_warning_in_words() -> None:
 def test_all_edges_means_beta_not_measured() -> None:
     df = bowl_summaries(batches=(128, 256), lrs=LRS[:5], seeds=1, noise=0.0)
     words = rp.beta_words(an.measure_beta(df)[0])
-    assert words.startswith("**clip=1/adamw**: ⚠ β is not measured: every batch size's minimum is on a grid edge")
+    assert words.startswith("**clip=1/adamw**: ⚠ β is not measured: every batch size's minimum in the fit is on a grid edge")
     assert "LR_opt ∝" not in words
 
 
@@ -844,3 +844,17 @@ def test_report_out_ending_in_a_separator_is_a_folder_to_make(tmp_path: Path, mo
     monkeypatch.chdir(tmp_path)
     out = rp.report_from_options(["synth"], out="newdir/")
     assert out == Path("newdir/REPORT.md") and out.is_file() and Path("newdir/plots").is_dir()
+
+
+def test_a_diverged_batch_size_beside_edge_bounds_is_named_as_left_out_not_as_an_edge() -> None:
+    # B=16, 64 with minima at the low edge, B=128 with every LR diverged: β is not measured, the
+    # edge notes name the fit's points only, B=128 is named as left out, the along table gives no β
+    edge = bowl_summaries(beta=0.5, c=1e-8, batches=(16, 64), noise=0.0, seeds=1)
+    dead = bowl_summaries(beta=0.5, batches=(128,), noise=0.0, seeds=1).with_columns(
+        pl.lit(float("nan")).alias("final_val_loss"), pl.lit(False).alias("converged"))
+    (m,) = an.measure_beta(pl.concat([edge, dead], how="vertical_relaxed"), n_boot=10)
+    assert m.fit is not None and m.all_at_edge
+    words = rp.beta_words(m)
+    assert "every batch size's minimum in the fit is on a grid edge" in words
+    assert "B=128: every LR diverged" not in words.split("Left out of the fit")[0]
+    assert words.endswith("Left out of the fit: B=128: every LR diverged.")

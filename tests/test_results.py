@@ -4,6 +4,7 @@ SQL over summaries and steps, output formats, corpus entropies and prediction fi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -527,6 +528,29 @@ def test_an_export_that_fails_while_writing_leaves_the_earlier_one_and_no_tempor
                                            r"device\); an earlier export there is unchanged"):
         res.export_experiment("exp_x", tmp_path / "seed0", dest)
     assert _export_files(dest / "exp_x") == before
+
+
+@pytest.mark.parametrize("earlier", [True, False])
+def test_export_failing_between_its_renames_says_which_files_were_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, earlier: bool
+) -> None:
+    _export_runs(tmp_path / "runs")
+    dest = tmp_path / "results"
+    if earlier:
+        res.export_experiment("exp_x", tmp_path / "runs", dest)
+    real, calls = os.replace, []
+
+    def second_fails(a: object, b: object) -> None:
+        calls.append(b)
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error")
+        real(a, b)
+
+    monkeypatch.setattr(res.os, "replace", second_fails)
+    tail = "the other files are the earlier export's" if earlier else "the others not written"
+    with pytest.raises(PyphaseError, match=rf"\(\[Errno 5\] Input/output error\); summary\.csv already replaced, {tail}: "
+                                           r"export again$"):
+        res.export_experiment("exp_x", tmp_path / "runs", dest)
 
 
 @pytest.mark.parametrize("dest", ["afile", "afile/deeper"])
