@@ -361,6 +361,18 @@ def other_corpus(tmp_path_factory) -> Path:
     return path
 
 
+def count_steps(monkeypatch) -> list[int]:
+    """Count PackTrainer.step calls from now on: a one-element list the caller reads after training."""
+    count, real_step = [0], pyphase.train.PackTrainer.step
+
+    def counting_step(self):
+        count[0] += 1
+        return real_step(self)
+
+    monkeypatch.setattr(pyphase.train.PackTrainer, "step", counting_step)
+    return count
+
+
 def test_finished_runs_of_another_corpus_are_refused_before_any_training(reference, other_corpus, tmp_path,
                                                                          monkeypatch):
     """The corpus is part of what a finished run must match: rerunning a finished sweep with another
@@ -414,23 +426,16 @@ def test_a_checkpoint_of_another_corpus_is_not_continued(other_corpus, tmp_path,
     assert ckpt.is_file() and finished_ids(out) == set()
     ref, new = load_corpus(None), load_corpus(other_corpus)
 
-    steps_run = 0
     real_step = pyphase.train.PackTrainer.step
-
-    def counting_step(self):
-        nonlocal steps_run
-        steps_run += 1
-        return real_step(self)
-
+    steps_run = count_steps(monkeypatch)
     monkeypatch.setattr(pyphase.train, "run_together", real)
-    monkeypatch.setattr(pyphase.train.PackTrainer, "step", counting_step)
     capsys.readouterr()
     res = run_experiment("smoke", device="cpu", out=out, progress=False, data=other_corpus)
     err = capsys.readouterr().err
     assert (f"{ckpt} was trained on {ref.name} (sha256 {ref.sha256[:12]}), this run's corpus is {new.name} "
             f"(sha256 {new.sha256[:12]}): training its pack from step 0") in err
     assert err.count("from step 0") == 1, err
-    assert steps_run == 40 + 40  # both packs from step 0: nothing continued
+    assert steps_run[0] == 40 + 40  # both packs from step 0: nothing continued
     assert len(res.trained) == 12 and (res.summary["corpus_sha256"] == new.sha256).all()
     assert not ckpt.exists()
     monkeypatch.setattr(pyphase.train.PackTrainer, "step", real_step)
@@ -521,20 +526,12 @@ def test_resume_continues_an_interrupted_pack_from_its_checkpoint(reference, tmp
     ckpt = out / "smoke" / PACKS_DIR / f"{pack_id(second)}.ckpt"
     assert ckpt.is_file()
 
-    steps_run = 0
-    real_step = pyphase.train.PackTrainer.step
-
-    def counting_step(self):
-        nonlocal steps_run
-        steps_run += 1
-        return real_step(self)
-
+    steps_run = count_steps(monkeypatch)
     calls.clear()
     monkeypatch.setattr(pyphase.train, "run_together", real)
-    monkeypatch.setattr(pyphase.train.PackTrainer, "step", counting_step)
     res = run_experiment("smoke", device="cpu", out=out, progress=False)
     assert sorted(res.trained) == sorted(c.run_id for c in second)
-    assert steps_run == 40 - 20  # continued from the step-20 checkpoint, not restarted
+    assert steps_run[0] == 40 - 20  # continued from the step-20 checkpoint, not restarted
     assert not ckpt.exists()
     assert_same_results(reference, out)
 
