@@ -34,6 +34,7 @@ from typing import Any
 import pyphase
 from pyphase.errors import PyphaseError
 
+MAX_STEPS = 100_000_000  # optimizer steps a run may ask for (see RunConfig)
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 CLIP_OFF = "none"  # how a TOML file says "no clipping" (TOML has no null)
@@ -103,7 +104,9 @@ class RunConfig:
         if self.gradient_clip is not None:
             _check_positive_float(self.gradient_clip, "gradient_clip")
         _check_int(self.seed, "seed", minimum=0)
-        _check_int(self.steps, "steps", minimum=1)
+        # the trainer holds every step's telemetry and batch offsets on the device: 10^8 steps is far
+        # past any sweep and still allocatable; a larger count failed later with numpy's "array is too big"
+        _check_int(self.steps, "steps", minimum=1, maximum=MAX_STEPS)
         _check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         _check_betas(self.betas, "betas")
         _check_positive_float(self.eps, "eps")
@@ -160,11 +163,13 @@ class Experiment:
 # Each check raises PyphaseError("<key>: <problem>"); the loader prefixes the file name.
 
 
-def _check_int(value: Any, key: str, *, minimum: int) -> None:
+def _check_int(value: Any, key: str, *, minimum: int, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise PyphaseError(f"{key}: expected an integer, got {value!r}")
     if value < minimum:
         raise PyphaseError(f"{key}: must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise PyphaseError(f"{key}: must be <= {maximum:,}, got {value:,}")
 
 
 def _check_float(value: Any, key: str, *, lo: float, hi_open: float | None = None) -> None:

@@ -77,6 +77,8 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) ->
 def _interval_text(m: an.BetaMeasurement) -> str:
     if m.ci_low is None:
         return "undefined"
+    if m.fit is not None and m.all_at_edge:  # no β, so no interval either (a line through grid-edge bounds)
+        return "—"
     return f"[{m.ci_low:.2f}, {m.ci_high:.2f}]"
 
 

@@ -208,9 +208,13 @@ class PackTrainer:
         self.tokens = torch.from_numpy(train.astype(np.int64)).to(dev)
         self.window = torch.arange(t_len + 1, device=dev)
         valid = np.ascontiguousarray(corpus.valid)
-        vo = _core.eval_offsets(len(valid), t_len)[: c0.eval_windows]
+        all_windows = _core.eval_offsets(len(valid), t_len)
+        vo = all_windows[: c0.eval_windows]
         if len(vo) == 0:
             raise ValueError(f"validation split of {len(valid)} tokens is shorter than one window of {t_len + 1}")
+        if len(all_windows) < c0.eval_windows:  # the config's number is what gets recorded: say so
+            print(f"pyphase: eval_windows = {c0.eval_windows} but the validation split ({len(valid):,} tokens) holds "
+                  f"{len(all_windows)} windows of {t_len + 1}: evaluating on those {len(all_windows)}", file=sys.stderr)
         vx, vy = _core.gather_windows(valid, vo, t_len)
         self.val_x = torch.from_numpy(vx).to(dev)
         self.val_y = torch.from_numpy(vy).to(dev)

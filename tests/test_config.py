@@ -302,3 +302,12 @@ def test_cli_unknown_experiment_exit_2(tmp_path):
                        capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "unknown experiment 'nope'" in r.stderr
+
+
+def test_a_step_count_past_the_bound_is_refused_naming_it() -> None:
+    from pyphase.config import MAX_STEPS
+    from pyphase.errors import PyphaseError
+
+    RunConfig(experiment="t", batch_size=4, lr=1e-3, gradient_clip=None, seed=0, steps=MAX_STEPS)
+    with pytest.raises(PyphaseError, match=r"^steps: must be <= 100,000,000, got 9,223,372,036,854,775,807$"):
+        RunConfig(experiment="t", batch_size=4, lr=1e-3, gradient_clip=None, seed=0, steps=2**63 - 1)

@@ -858,3 +858,10 @@ def test_a_diverged_batch_size_beside_edge_bounds_is_named_as_left_out_not_as_an
     assert "every batch size's minimum in the fit is on a grid edge" in words
     assert "B=128: every LR diverged" not in words.split("Left out of the fit")[0]
     assert words.endswith("Left out of the fit: B=128: every LR diverged.")
+
+
+def test_an_all_edge_beta_shows_no_interval_either() -> None:
+    edges = bowl_summaries(seeds=2, lrs=LRS[:3])  # every minimum above the grid: all on its high edge
+    (m,) = an.measure_beta(edges, n_boot=20)
+    assert m.fit is not None and m.all_at_edge
+    assert rp._interval_text(m) == "—"

@@ -581,3 +581,15 @@ def test_the_step_bar_moves_every_step_on_the_cpu(corpus, monkeypatch, packs):
     trainers = [PackTrainer([cfg(steps=7, b=4 * (i + 1))], corpus) for i in range(packs)]
     run_together(trainers, [None] * packs, progress=True)
     assert seen == list(range(1, 8))  # one bar for packs in lockstep
+
+
+def test_more_eval_windows_than_the_validation_split_holds_is_said_on_stderr(corpus, capsys):
+    held = len(_core.eval_offsets(len(corpus.valid), SHAPE.block_size))
+    capsys.readouterr()
+    PackTrainer([cfg(steps=2)], corpus, device="cpu")  # 3 windows: fewer than the split holds
+    assert "eval_windows" not in capsys.readouterr().err
+    t = PackTrainer([RunConfig(experiment="t", batch_size=4, lr=3e-3, gradient_clip=1.0, seed=0, steps=2,
+                               eval_interval=2, eval_windows=held + 5, model=SHAPE)], corpus, device="cpu")
+    assert len(t.val_x) == held
+    assert (f"eval_windows = {held + 5} but the validation split ({len(corpus.valid):,} tokens) holds {held} windows"
+            in capsys.readouterr().err)
