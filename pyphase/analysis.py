@@ -1020,6 +1020,12 @@ def compare(
     mae = float(np.mean([abs(r.predicted - r.measured) for r in clip_rows])) if clip_rows else None
     accuracy = float(np.mean([r.predicted_regime == r.measured_regime for r in clip_rows])) if clip_rows else None
     targets = _targets(compared, mae, accuracy, prediction is not None)
+    if prediction is not None and compared and all(g.predicted is None for g in compared):
+        # e.g. an adamw prediction against sgd runs: say so instead of five bare "not scored"
+        had = ", ".join(group_label(c, o) for c, o, _ in pred_groups) or "no groups"
+        want = ", ".join(group_label(g.gradient_clip, g.optimizer) for g in compared)
+        why = f"the prediction has no group of the runs' clip and optimizer (prediction: {had}; runs: {want})"
+        targets = tuple(replace(t, reason=t.reason or why) if t.passed is None else t for t in targets)
     return Comparison(
         experiment,
         prediction_source,
@@ -1084,6 +1090,14 @@ def _not_scored_at_edge(name: str, crit: str, edge_rows: Sequence[LrOptRow]) -> 
 def _not_scored_predicted_edge(name: str, crit: str, where: Sequence[str]) -> Target:
     return Target(name, crit, f"not scored: {PREDICTED_EDGE_REASON} ({'; '.join(where)})", None,
                   PREDICTED_EDGE_REASON)
+
+
+def beta_scored(g: GroupComparison) -> bool:
+    """Whether the β target scores this group: a prediction, two or more interior measured LR_opt,
+    a fit on both sides and two or more interior predicted LR_opt in the predicted fit."""
+    return (g.predicted is not None and sum(not r.measured_at_edge for r in g.lr_rows) >= 2
+            and g.measured.fit is not None and g.predicted.fit is not None
+            and sum(not o.at_edge for o in g.predicted.fit_optima) >= 2)
 
 
 def _beta_target(groups: Sequence[GroupComparison]) -> Target:

@@ -201,7 +201,10 @@ def target_caveat(cmp: an.Comparison, target: an.Target) -> str:
             return ""
         bs = ", ".join(sorted({str(r.batch_size) for r in bounds}, key=int))
         return f"{'partly ' if _has_clean_lr_rows(cmp) else ''}predicted bounds: predicted LR_opt on a grid edge at B={bs}"
-    if target.name != "beta" or not edges:  # lr_opt / rules values already name the edge B they left out
+    if target.name != "beta":  # lr_opt / rules values already name the edge B they left out
+        return ""
+    edges = [o for g in cmp.groups if an.beta_scored(g) for o in g.measured.fit_optima if o.at_edge]
+    if not edges:  # only the groups the β target scored: another group's edges bound nothing in it
         return ""
     bs = ", ".join(sorted({str(o.batch_size) for o in edges}, key=int))
     return f"partly bounds: measured LR_opt on a grid edge at B={bs}"

@@ -855,3 +855,11 @@ def test_rules_blame_no_edge_at_the_anchor_when_nothing_past_it_is_predicted() -
     rules = next(t for t in an.compare(measured, experiment="s", prediction=anchor_edge, n_boot=10).targets
                  if t.name == "rules")
     assert rules.passed is None and rules.reason != an.PREDICTED_EDGE_REASON
+
+
+def test_a_prediction_of_another_optimizer_says_why_nothing_is_scored() -> None:
+    measured = bowl_summaries(noise=0.0, seeds=1).with_columns(pl.lit("sgd").alias("optimizer"))
+    cmp = an.compare(measured, experiment="s", prediction=as_prediction(bowl_summaries(noise=0.0, seeds=1)), n_boot=10)
+    assert all(t.passed is None for t in cmp.targets)
+    assert all(t.reason.startswith("the prediction has no group of the runs' clip and optimizer (prediction: "
+                                   "clip=1/adamw; runs: clip=1/sgd)") for t in cmp.targets)

@@ -865,3 +865,16 @@ def test_an_all_edge_beta_shows_no_interval_either() -> None:
     (m,) = an.measure_beta(edges, n_boot=20)
     assert m.fit is not None and m.all_at_edge
     assert rp._interval_text(m) == "—"
+
+
+def test_the_beta_caveat_names_edges_of_the_scored_groups_only() -> None:
+    # clip=1 measured on the whole grid (interior, scored); clip=off only on the grid's low end, every
+    # minimum on its high edge (not scored): the β caveat must not name clip=off's edges
+    scored = bowl_summaries(seeds=1, noise=0.0, clip=1.0)
+    edge = bowl_summaries(seeds=1, noise=0.0, clip=None, lrs=LRS[:3])
+    measured = pl.concat([scored, edge], how="vertical_relaxed")
+    pred = as_prediction(pl.concat([scored, bowl_summaries(seeds=1, noise=0.0, clip=None)], how="vertical_relaxed"))
+    cmp = an.compare(measured, experiment="e", prediction=pred, n_boot=10)
+    beta = next(t for t in cmp.targets if t.name == "beta")
+    assert beta.passed is not None
+    assert rp.target_caveat(cmp, beta) == ""
