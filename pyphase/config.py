@@ -203,6 +203,7 @@ def _check_betas(value: Any, key: str) -> None:
 _TOP_KEYS = {"name", "description", "model", "optim", "train", "grid", "runs"}
 _MODEL_KEYS = {f.name for f in fields(ModelShape)}
 _OPTIM_KEYS = {"optimizer", "betas", "eps", "weight_decay", "momentum", "warmup_steps", "schedule"}
+_UNUSED_BY = {"adamw": ("momentum",), "sgd": ("betas", "eps")}  # [optim] keys an optimizer never reads
 _TRAIN_KEYS = {"steps", "eval_interval", "eval_windows", "seeds", "checkpoint_every"}
 _AXES = ("batch_size", "lr", "gradient_clip")
 
@@ -341,6 +342,12 @@ def _build(raw: dict[str, Any], path: Path, seeds_override: int | None) -> Exper
         seen.add(combo)
 
     optim = dict(optim_sec)
+    # a setting the chosen optimizer never reads would be recorded in every run's config.json as if
+    # it had shaped the run (sgd with betas = [0.1, 0.2] trained exactly as without them)
+    opt_name = optim.get("optimizer", RunConfig.optimizer)
+    for key in _UNUSED_BY.get(opt_name, ()):
+        if key in optim_sec:
+            raise PyphaseError(f"optim.{key}: has no effect with optimizer {opt_name}; remove it")
     if "betas" in optim:
         _check_betas(optim["betas"], "optim.betas")
         optim["betas"] = tuple(float(b) for b in optim["betas"])

@@ -175,12 +175,15 @@ def test_sections_are_optional_and_take_the_dataclass_defaults(tmp_path):
 
 def test_explicit_optim_and_model_values_reach_the_config(tmp_path):
     text = BASE.replace('optimizer = "adamw"', 'optimizer = "sgd"\nmomentum = 0.8\nweight_decay = 0\n'
-                        'betas = [0.8, 0.95]\neps = 1e-6\nwarmup_steps = 2\nschedule = "cosine"')
+                        'warmup_steps = 2\nschedule = "cosine"')
     text = text.replace("steps = 10", "steps = 10\neval_interval = 5\neval_windows = 3")
     (c, *_) = load_experiment(write(tmp_path, text + GRID)).configs
-    assert (c.optimizer, c.momentum, c.weight_decay, c.betas, c.eps) == ("sgd", 0.8, 0.0, (0.8, 0.95), 1e-6)
+    assert (c.optimizer, c.momentum, c.weight_decay) == ("sgd", 0.8, 0.0)
     assert (c.warmup_steps, c.schedule, c.eval_interval, c.eval_windows) == (2, "cosine", 5, 3)
     assert c.model == ModelShape(d_model=32, n_layer=1, n_head=2, block_size=16)
+    adamw = BASE.replace('optimizer = "adamw"', 'optimizer = "adamw"\nbetas = [0.8, 0.95]\neps = 1e-6')
+    (c, *_) = load_experiment(write(tmp_path, adamw + GRID, name="adamw")).configs
+    assert (c.optimizer, c.betas, c.eps) == ("adamw", (0.8, 0.95), 1e-6)
 
 
 def test_name_lookup_prefers_an_existing_path(tmp_path, monkeypatch):
@@ -208,6 +211,12 @@ BAD = [
     ("unknown optim key", lambda t: t.replace("[optim]\n", "[optim]\nnesterov = true\n"), ["optim.nesterov"]),
     ("unknown train key", lambda t: t.replace("[train]\n", "[train]\nepochs = 2\n"), ["train.epochs"]),
     ("unknown grid key", lambda t: t.replace("[grid]\n", "[grid]\nmomentum = [0.9]\n"), ["grid.momentum"]),
+    ("momentum with adamw", lambda t: t.replace("[optim]\n", "[optim]\nmomentum = 0.8\n"),
+     ["optim.momentum", "has no effect with optimizer adamw"]),
+    ("betas with sgd", lambda t: t.replace('optimizer = "adamw"', 'optimizer = "sgd"\nbetas = [0.1, 0.2]'),
+     ["optim.betas", "has no effect with optimizer sgd"]),
+    ("eps with sgd", lambda t: t.replace('optimizer = "adamw"', 'optimizer = "sgd"\neps = 1e-6'),
+     ["optim.eps", "has no effect with optimizer sgd"]),
     ("lr zero", lambda t: t.replace("lr = [0.001, 0.01]", "lr = [0.001, 0]"), ["grid.lr", "> 0", "0"]),
     ("lr negative", lambda t: t.replace("lr = [0.001, 0.01]", "lr = [-0.1]"), ["grid.lr", "-0.1"]),
     ("lr nan", lambda t: t.replace("lr = [0.001, 0.01]", "lr = [nan]"), ["grid.lr", "nan"]),
