@@ -68,6 +68,16 @@ SOURCE_NONE = "none"
 # optimum can still violate, and the sign each reads with.
 BOUND_EDGES = {"low": "≤", "high": "≥"}
 
+# Optimizer settings a prediction records (its JSON's `optimizer_settings`) and a run's config.json
+# records alike, per optimizer (those the optimizer reads), with their words: `setting_warnings`
+# names every one the prediction simulated otherwise than the runs trained.
+COMPARED_SETTINGS: dict[str, tuple[str, ...]] = {
+    "adamw": ("betas", "eps", "weight_decay", "warmup_steps", "schedule"),
+    "sgd": ("momentum", "weight_decay", "warmup_steps", "schedule"),
+}
+SETTING_WORDS = {"betas": "betas", "eps": "eps", "weight_decay": "weight decay", "momentum": "momentum",
+                 "warmup_steps": "warmup steps", "schedule": "schedule"}
+
 # Trajectory column -> summary column, so predictions reuse the measured-data functions.
 PREDICTION_TO_SUMMARY: dict[str, str] = {
     "clip": "gradient_clip",
@@ -90,6 +100,14 @@ def diverged_expr() -> pl.Expr:
     not_finite = pl.col("final_val_loss").is_finite().fill_null(False).not_()
     not_converged = pl.col("converged").fill_null(True).not_()
     return not_finite | not_converged | pl.col("diverged_step").is_not_null()
+
+
+def nonfinite_expr() -> pl.Expr:
+    """The runs of `diverged_expr` that really diverged: a recorded diverged_step (the trainer's first
+    step whose training loss or gradient norm was not finite) or a final val loss that is NaN/inf/null.
+    The others it counts ended at a finite loss with converged = false."""
+    not_finite = pl.col("final_val_loss").is_finite().fill_null(False).not_()
+    return not_finite | pl.col("diverged_step").is_not_null()
 
 
 def check_summaries(summaries: pl.DataFrame, what: str | None = None) -> None:
@@ -139,6 +157,8 @@ def config_table(summaries: pl.DataFrame) -> pl.DataFrame:
     """One row per (clip, optimizer, B, LR): the seed's columns as means over seeds, plus seed counts.
 
     `loss` is the mean final val loss with diverged runs as +inf (what LR_opt is chosen from).
+    `n_diverged` counts the seeds with that +inf loss (`diverged_expr`), split into `n_nonfinite`
+    (really diverged: `nonfinite_expr`) and `n_not_converged` (finite loss, converged = false).
     """
     check_summaries(summaries)
     df = with_effective_loss(summaries)
@@ -156,6 +176,8 @@ def config_table(summaries: pl.DataFrame) -> pl.DataFrame:
             pl.col("loss").mean(),
             pl.len().alias("n_seeds"),
             pl.col("diverged").sum().alias("n_diverged"),
+            nonfinite_expr().sum().alias("n_nonfinite"),
+            (pl.col("diverged") & nonfinite_expr().not_()).sum().alias("n_not_converged"),
         )
         .sort(CONFIG_KEYS, nulls_last=False)
     )
@@ -849,12 +871,15 @@ class Comparison:
     targets: tuple[Target, ...]
     b_noise: float | None = None  # B_noise of the noise-scale rule, None when that rule was not scored
     b_noise_source: str | None = None  # where b_noise came from, in words
+    # steps and optimizer settings the prediction simulated otherwise than the runs trained (`setting_warnings`)
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(
             {
                 "experiment": self.experiment,
                 "prediction_source": self.prediction_source,
+                "warnings": list(self.warnings),
                 "b_noise": self.b_noise,
                 "b_noise_source": self.b_noise_source,
                 "groups": [g.to_dict() for g in self.groups],
@@ -972,8 +997,14 @@ def compare(
     b_noise_source: str | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
+    run_configs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Comparison:
     """Measured against predicted (a trajectory table, schema.PREDICTION_COLUMNS) for one experiment.
+
+    `warnings` name the steps and optimizer settings the prediction (its JSON's `steps` and
+    `optimizer_settings`) simulated otherwise than the runs of the groups it is matched with trained
+    (their `num_steps`, and `run_configs`: run_id -> that run's config, e.g. its config.json); see
+    `setting_warnings`.
 
     B_noise of the noise-scale rule: the `b_noise` argument (described by `b_noise_source`, e.g. the
     measured B_simple of a calibration, see `b_simple_at_fit_step`), else the prediction JSON's
@@ -1000,8 +1031,11 @@ def compare(
         check_summaries(pred_summaries, what=f"prediction {prediction_source}" if prediction_source else "prediction")
     pred_groups = groups(pred_summaries) if pred_summaries is not None else []
     compared, clip_rows, unmatched = [], [], 0
+    matched: dict[str, list[pl.DataFrame]] = {}  # predicted optimizer -> the measured groups matched with it
     for clip, opt, mgroup in groups(summaries):
         pgroup = _matching_group(clip, opt, pred_groups) if prediction is not None else None
+        if pgroup is not None and pgroup.height:
+            matched.setdefault(str(pgroup["optimizer"][0]), []).append(mgroup)
         m = measure_group(mgroup, n_boot=n_boot, seed=seed)
         p = measure_group(pgroup, n_boot=n_boot, seed=seed) if pgroup is not None else None
         rows = _lr_rows(m, p)
@@ -1026,6 +1060,8 @@ def compare(
         want = ", ".join(group_label(g.gradient_clip, g.optimizer) for g in compared)
         why = f"the prediction has no group of the runs' clip and optimizer (prediction: {had}; runs: {want})"
         targets = tuple(replace(t, reason=t.reason or why) if t.passed is None else t for t in targets)
+    warnings = [w for opt, parts in matched.items()
+                for w in setting_warnings(pl.concat(parts, how="diagonal_relaxed"), meta, opt, run_configs)]
     return Comparison(
         experiment,
         prediction_source,
@@ -1038,7 +1074,80 @@ def compare(
         targets,
         b_noise,
         b_noise_source,
+        tuple(dict.fromkeys(warnings)),
     )
+
+
+def _setting_value(value: Any) -> Any:
+    """A recorded setting as a comparable value (a number, a tuple of numbers, a string), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and value:
+        items = [_setting_value(v) for v in value]
+        return tuple(items) if all(isinstance(v, float) for v in items) else None
+    return None
+
+
+def _same_setting(a: Any, b: Any) -> bool:
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same_setting(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+    return a == b
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_setting_text(v) for v in value) + ")"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
+    return str(value)
+
+
+def _mismatch(what: str, predicted: Any, runs: Sequence[Any], verb: str) -> str | None:
+    """'The prediction simulated <what> <p>, the runs <verb> <r>.' where some run's value differs."""
+    if predicted is None or not runs or all(_same_setting(predicted, r) for r in runs):
+        return None
+    distinct = list(dict.fromkeys(_setting_text(r) for r in sorted(set(runs), key=lambda v: (type(v).__name__, v))))
+    used = distinct[0] if len(distinct) == 1 else ", ".join(distinct[:-1]) + " and " + distinct[-1]
+    if what == "steps":
+        return f"The prediction simulated {_setting_text(predicted)} steps, the runs {verb} {used}."
+    return f"The prediction simulated {what} {_setting_text(predicted)}, the runs {verb} {used}."
+
+
+def setting_warnings(
+    runs: pl.DataFrame,
+    prediction_meta: Mapping[str, Any] | None,
+    optimizer: str,
+    run_configs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[str]:
+    """Sentences naming where a prediction of `optimizer` simulated other steps or optimizer settings
+    (COMPARED_SETTINGS of that optimizer) than `runs` (summary rows) trained: its JSON's `steps`
+    against the runs' `num_steps` (else their configs' `steps`), its `optimizer_settings` against
+    `run_configs` (run_id -> config). A setting either side does not record (older results or
+    predictions) is passed over; so is a prediction JSON recorded for another optimizer."""
+    meta = prediction_meta or {}
+    if meta.get("optimizer") not in (None, optimizer):
+        return []
+    run_ids = runs["run_id"].to_list() if "run_id" in runs.columns else []
+    configs = [c for c in map((run_configs or {}).get, run_ids) if isinstance(c, Mapping)]
+    out = []
+    steps = runs["num_steps"].drop_nulls().to_list() if "num_steps" in runs.columns else []
+    if not steps:
+        steps = [c.get("steps") for c in configs]
+    steps = [v for v in map(_setting_value, steps) if isinstance(v, float)]
+    predicted = _setting_value(meta.get("steps"))
+    out.append(_mismatch("steps", predicted if isinstance(predicted, float) else None, steps, "trained"))
+    settings = meta.get("optimizer_settings")
+    settings = settings if isinstance(settings, Mapping) else {}
+    for key in COMPARED_SETTINGS.get(optimizer, ()):
+        used = [v for v in (_setting_value(c.get(key)) for c in configs) if v is not None]
+        out.append(_mismatch(SETTING_WORDS[key], _setting_value(settings.get(key)), used, "used"))
+    return [w for w in out if w]
 
 
 def _optional_float(value: Any, key: str, where: str = "prediction JSON") -> float | None:

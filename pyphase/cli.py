@@ -106,6 +106,13 @@ def predict(
     ),
     steps: int = typer.Option(5000, "--steps", help="Optimizer steps per trajectory."),
     seeds: int = typer.Option(8, "--seeds", help="Seeds per config."),
+    momentum: Optional[float] = typer.Option(
+        None, "--momentum", help="SGD momentum, in [0, 1) (sgd only). Default: the trainer's, 0.9."
+    ),
+    weight_decay: Optional[float] = typer.Option(
+        None, "--weight-decay", help="Weight decay, >= 0 (decoupled for adamw, coupled for sgd). Default: the "
+        "trainer's, 0.01."
+    ),
     calibration: Optional[Path] = typer.Option(
         None, "--calibration", help="NQM calibration file (default: the shipped one, else built-in values)."
     ),
@@ -116,7 +123,8 @@ def predict(
     from pyphase.predict import format_summary, run_predict
     from pyphase.results import to_json
 
-    pred = run_predict(clip, optimizer, batch, lr, steps, seeds, calibration, out, progress=not as_json)
+    pred = run_predict(clip, optimizer, batch, lr, steps, seeds, calibration, out, progress=not as_json,
+                       momentum=momentum, weight_decay=weight_decay)
     typer.echo(to_json(pred.summary) if as_json else format_summary(pred.summary))
 
 

@@ -80,6 +80,33 @@ class OptimizerSettings:
     def core_kwargs(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def problems(self) -> dict[str, str]:
+        """What is wrong with momentum and weight decay, by field ({} when both are fine)."""
+        out = {}
+        if not _is_number(self.momentum) or not 0.0 <= self.momentum < 1.0:  # NaN fails too
+            out["momentum"] = f"must be in [0, 1), got {self.momentum!r}"
+        if not _is_number(self.weight_decay) or not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            out["weight_decay"] = f"must be finite and >= 0, got {self.weight_decay!r}"
+        return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def optimizer_settings(optimizer: str, momentum: float | None = None,
+                       weight_decay: float | None = None) -> OptimizerSettings:
+    """The trainer's defaults with `--momentum` (sgd only) and `--weight-decay` where given; a bad
+    value, or momentum with adamw (which has none), is a one-line PyphaseError naming the option."""
+    if momentum is not None and optimizer != "sgd":
+        raise PyphaseError(f"--momentum: only sgd has momentum, not --optimizer {optimizer}")
+    given = {k: v for k, v in (("momentum", momentum), ("weight_decay", weight_decay)) if v is not None}
+    settings = dataclasses.replace(OptimizerSettings.trainer_defaults(), **given)
+    bad = next(iter(settings.problems().items()), None)
+    if bad:
+        raise PyphaseError(f"--{bad[0].replace('_', '-')}: {bad[1]}")
+    return settings
+
 
 # Bounds of the options (a larger value is a one-line error before any work): the simulator's
 # MAX_STEPS (rust/sim/sweep.rs), and sizes far beyond any sweep that would only exhaust memory.
@@ -227,6 +254,9 @@ def predict(
         raise PyphaseError(f"extend_edges and zoom must be >= 0, got {extend_edges}, {zoom}")
     params = params if params is not None else NQMParams.default()
     settings = settings if settings is not None else OptimizerSettings.trainer_defaults()
+    bad = next(iter(settings.problems().items()), None)
+    if bad:
+        raise PyphaseError(f"{bad[0]} {bad[1]}")
 
     from tqdm.auto import tqdm
 
@@ -830,6 +860,14 @@ def _widened_words(summary: dict[str, Any]) -> str:
     return ", " + "; ".join(words)
 
 
+def _settings_words(summary: dict[str, Any]) -> str:
+    """' (momentum 0.9, weight decay 0.01)': the settings `--momentum` and `--weight-decay` set."""
+    s = summary.get("optimizer_settings") or {}
+    keys = (("momentum", "momentum"),) if summary.get("optimizer") == "sgd" else ()
+    words = [f"{name} {s[k]:g}" for k, name in (*keys, ("weight_decay", "weight decay")) if _is_number(s.get(k))]
+    return f" ({', '.join(words)})" if words else ""
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary for people: one table per clip value, then β and the rules."""
     lines = [
@@ -841,7 +879,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         + (f", |w_si|^2 growth {summary['nqm']['si_growth_coef']:.3g}·lr^{summary['nqm']['si_growth_power']:.3g}/step"
            if summary["nqm"].get("si_growth_coef") is not None else "")
         + f"); |G(θ0)| = {summary['init_grad_norm']:.3g}, B_simple = {summary['b_simple']:.3g}"),
-        (f"{summary.get('optimizer', '?')}, {summary.get('steps', '?')} steps, {summary.get('seeds', '?')} seeds, "
+        (f"{summary.get('optimizer', '?')}{_settings_words(summary)}, {summary.get('steps', '?')} steps, "
+        f"{summary.get('seeds', '?')} seeds, "
         f"LR grid {_fmt(min(summary.get('lrs', [math.nan])))}..{_fmt(max(summary.get('lrs', [math.nan])))} "
         f"({len(summary.get('lrs', []))} points)"
         + _widened_words(summary)),
@@ -894,12 +933,16 @@ def run_predict(
     calibration: str | Path | None = None,
     out: str | Path = DEFAULT_OUT,
     progress: bool = True,
+    momentum: float | None = None,
+    weight_decay: float | None = None,
 ) -> Prediction:
     """`pyphase predict`: parse the option strings, simulate, write every output file to `out`.
     Without `lr`, the default grid, widened while an LR_opt sits on its edge (DEFAULT_EDGE_EXTENSIONS),
-    then refined around the optima (DEFAULT_ZOOMS); a grid the user gives is simulated as given."""
+    then refined around the optima (DEFAULT_ZOOMS); a grid the user gives is simulated as given.
+    `momentum` (sgd only) and `weight_decay` replace the trainer's defaults (`optimizer_settings`)."""
     if optimizer not in OPTIMIZERS:
         raise PyphaseError(f"--optimizer: unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+    settings = optimizer_settings(optimizer, momentum, weight_decay)
     if not 1 <= steps <= MAX_STEPS:
         raise PyphaseError(f"--steps: must be in 1..{MAX_STEPS}, got {steps}")
     if not 1 <= seeds <= MAX_SEEDS:
@@ -921,7 +964,7 @@ def run_predict(
         out_path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise PyphaseError(f"--out: cannot create {out_path}: {e.strerror or e}") from None
-    pred = predict(parsed_clips, optimizer, batches, lrs, steps, seeds, params, progress=progress,
+    pred = predict(parsed_clips, optimizer, batches, lrs, steps, seeds, params, settings=settings, progress=progress,
                    extend_edges=DEFAULT_EDGE_EXTENSIONS if lr is None else 0,
                    zoom=DEFAULT_ZOOMS if lr is None else 0)
     write_prediction(pred, out_path)

@@ -22,6 +22,8 @@ from pyphase import analysis as an
 from pyphase import plots
 from pyphase.errors import PyphaseError, first_line
 from pyphase.results import (
+    CONFIG_FILE,
+    RUNS_LAYOUT,
     CorpusEntropies,
     PredictionFiles,
     ResultSet,
@@ -101,7 +103,8 @@ CONFIG_HEADERS: dict[str, str] = {
     "avg_clip_frequency": "clip freq",
     "converged": "converged",
     "n_seeds": "seeds",
-    "n_diverged": "diverged",
+    "n_nonfinite": "diverged",
+    "n_not_converged": "not converged (finite)",
 }
 
 
@@ -112,7 +115,10 @@ def configs_markdown(configs: pl.DataFrame) -> str:
     steps = ", ".join(str(v) for v in sorted(set(configs["num_steps"].drop_nulls().to_list())))
     head = (
         f"Optimizer {optimizers}; {steps} steps. train/val: final losses (nats/char); train sd: spread of the "
-        "train loss over the final window; ‖g‖: mean global gradient norm before/after clipping."
+        "train loss over the final window; ‖g‖: mean global gradient norm before/after clipping; converged: "
+        "every seed converged; diverged: seeds whose loss or gradient norm went non-finite; not converged "
+        "(finite): seeds that ended at a finite loss with converged = false. Both kinds count as infinite "
+        "loss when LR_opt is chosen."
     )
     return head + "\n\n" + markdown_table(rows, list(CONFIG_HEADERS.values()))
 
@@ -211,8 +217,10 @@ def target_caveat(cmp: an.Comparison, target: an.Target) -> str:
 
 
 def comparison_markdown(cmp: an.Comparison) -> str:
-    """Targets, β, LR_opt per B, rules, and clip-frequency/regime scores as Markdown."""
+    """Targets, β, LR_opt per B, rules, and clip-frequency/regime scores as Markdown, after the warnings
+    where the prediction simulated other steps or optimizer settings than the runs trained."""
     parts = [f"Prediction: {cmp.prediction_source or 'none given (rules scored on the measurement only)'}"]
+    parts += [f"⚠ {w}" for w in cmp.warnings]  # steps or optimizer settings the runs did not use
     parts.append(
         markdown_table(
             [t.to_dict() | {"result": _verdict(t.passed), "caveat": target_caveat(cmp, t) or "—"} for t in cmp.targets],
@@ -442,9 +450,30 @@ def plateau_words(configs: pl.DataFrame, entropies: CorpusEntropies | None) -> s
 
 
 def divergence_words(summaries: pl.DataFrame) -> str:
-    n = an.with_effective_loss(summaries)["diverged"].sum()
-    why = "NaN/inf loss, converged=false or a diverged step"
-    return f"{n} of {summaries.height} runs diverged ({why}) and count as infinite loss."
+    """How many runs count as infinite loss in the LR_opt fits (`an.diverged_expr`), told apart: those
+    that really diverged (`an.nonfinite_expr`) and those that ended at a finite loss with
+    converged = false."""
+    df = an.with_effective_loss(summaries).with_columns(an.nonfinite_expr().alias("_nonfinite"))
+    n_div = int((df["diverged"] & df["_nonfinite"]).sum())
+    n_nc = int((df["diverged"] & ~df["_nonfinite"]).sum())
+    n = summaries.height
+    why = "a non-finite loss or gradient norm at a recorded step, or a non-finite final val loss"
+    nc = "ended at a finite loss with converged = false"
+    if not n_div and not n_nc:
+        if n == 1:
+            return "The run neither diverged nor ended with converged = false."
+        return f"None of the {n} runs diverged or ended with converged = false."
+    if not n_nc:
+        return f"{n_div} of {n} runs diverged ({why}) and count as infinite loss in the LR_opt fits."
+    if not n_div:
+        return (
+            f"No run diverged ({why}); {n_nc} of {n} runs {nc} and count as infinite loss in the LR_opt fits."
+        )
+    total = n_div + n_nc
+    return (
+        f"{n_div} of {n} runs diverged ({why}) and {n_nc} more {nc}; "
+        f"{'both' if total == 2 else f'all {total}'} count as infinite loss in the LR_opt fits."
+    )
 
 
 def prediction_words(cmp: an.Comparison, label: str = "The prediction") -> str:
@@ -742,11 +771,14 @@ def clip_vs_lr(runs: pl.DataFrame) -> tuple[str, str]:
 
 
 def divergence_markdown(runs: pl.DataFrame) -> tuple[str, str]:
-    """Diverged runs with their divergence step and largest finite gradient norm; and spikes (‖g‖ ≥
-    SPIKE_NORM) in runs that stayed finite."""
+    """The runs that count as infinite loss: those that diverged (`an.nonfinite_expr`), with their
+    divergence step and largest finite gradient norm, then those that ended at a finite loss with
+    converged = false; and spikes (‖g‖ ≥ SPIKE_NORM) in runs that stayed finite."""
     cols = ["gradient_clip", "batch_size", "lr", "seed"]
-    div = runs.filter(pl.col("diverged")).sort(cols, nulls_last=False)
-    spikes = runs.filter(~pl.col("diverged") & (pl.col("max_grad_norm") >= SPIKE_NORM)).sort(cols, nulls_last=False)
+    nonfinite = an.nonfinite_expr()
+    div = runs.filter(pl.col("diverged") & nonfinite).sort(cols, nulls_last=False)
+    not_conv = runs.filter(pl.col("diverged") & ~nonfinite).sort(cols, nulls_last=False)
+    spikes = runs.filter(~nonfinite & (pl.col("max_grad_norm") >= SPIKE_NORM)).sort(cols, nulls_last=False)
     rows = [
         {
             "clip": r["gradient_clip"],
@@ -757,14 +789,22 @@ def divergence_markdown(runs: pl.DataFrame) -> tuple[str, str]:
             "diverged at step": None if r["diverged_step"] is None else r["diverged_step"] + 1,
             "largest finite ‖g‖": r["max_grad_norm"],
             "clip freq": r["avg_clip_frequency"],
+            "final val": r["final_val_loss"],
+            "outcome": outcome,
         }
-        for r in div.iter_rows(named=True)
+        for part, outcome in ((div, "diverged"), (not_conv, "not converged (finite)"))
+        for r in part.iter_rows(named=True)
     ]
     text = ""
-    if rows:
+    if div.height:
         text = (
             f"{div.height} runs diverged; before the first non-finite step their gradient norm reached "
             f"{fmt(div['max_grad_norm'].min())} to {fmt(div['max_grad_norm'].max())}."
+        )
+    if not_conv.height:
+        text += (
+            f" {not_conv.height} runs ended at a finite loss with converged = false (final val loss "
+            f"{fmt(not_conv['final_val_loss'].min())} to {fmt(not_conv['final_val_loss'].max())})."
         )
     if spikes.height:
         text += (
@@ -781,6 +821,16 @@ def divergence_markdown(runs: pl.DataFrame) -> tuple[str, str]:
 
 def _clip_text(clip: float | None) -> str:
     return "off" if clip is None else f"{clip:g}"
+
+
+def _lost_runs_text(r: Mapping[str, Any]) -> str:
+    """A config's runs that count as infinite loss, told apart: `n_nonfinite` of them diverged, the
+    rest of its `n_diverged` ended at a finite loss with converged = false (of `n_runs`)."""
+    n_div, n_nc, n = r["n_nonfinite"], r["n_diverged"] - r["n_nonfinite"], r["n_runs"]
+    nc = "ended at a finite loss with converged = false"
+    if n_div and n_nc:
+        return f"{n_div} of {n} runs diverged and {n_nc} more {nc}"
+    return f"{n_div} of {n} runs diverged" if n_div else f"{n_nc} of {n} runs {nc}"
 
 
 def _difference_yardstick(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[float, str, float | None] | None:
@@ -833,8 +883,9 @@ def threshold_markdown(runs: pl.DataFrame) -> tuple[str, list[str]]:
     """Where several clip thresholds share one (optimizer, B, LR): their clip frequency, norms and
     losses side by side (means over seeds), and whether the best and worst finite config differ:
     by Welch's t-test at the 5% level where both have several seeds, else by more than two standard
-    errors of the difference (see `_difference_yardstick`). A config with a diverged seed has an infinite effective loss and is
-    left out of that comparison (the mean of its surviving seeds would be a survivor's mean)."""
+    errors of the difference (see `_difference_yardstick`). A config with a diverged seed, or one that
+    ended at a finite loss with converged = false, has an infinite effective loss and is left out of
+    that comparison (the mean of its surviving seeds would be a survivor's mean)."""
     means = [
         "avg_clip_frequency",
         "avg_grad_norm_before",
@@ -852,6 +903,7 @@ def threshold_markdown(runs: pl.DataFrame) -> tuple[str, list[str]]:
             + [
                 pl.len().alias("n_runs"),  # one run per seed (an.check_summaries rejects duplicates)
                 pl.col("diverged").sum().alias("n_diverged"),
+                (pl.col("diverged") & an.nonfinite_expr()).sum().alias("n_nonfinite"),
                 pl.col("final_val_loss").std().alias("val_seed_sd"),  # seed-to-seed, ddof=1; null for one seed
             ]
         )
@@ -874,7 +926,8 @@ def threshold_markdown(runs: pl.DataFrame) -> tuple[str, list[str]]:
                     "‖g‖ after": r["avg_grad_norm_after"],
                     "final val": r["final_val_loss"],
                     "late val mean ± sd": f"{fmt(r['late_val_mean'])} ± {fmt(r['late_val_sd'])}",
-                    "diverged": r["n_div"] > 0,
+                    "diverged": r["n_nonfinite"] > 0,
+                    "not converged (finite)": r["n_diverged"] > r["n_nonfinite"],
                 }
             )
         finite = g.filter(pl.col("n_div") == 0)
@@ -892,15 +945,17 @@ def threshold_markdown(runs: pl.DataFrame) -> tuple[str, list[str]]:
         if off.height:
             o = off.row(0, named=True)
             if o["n_diverged"]:
-                text += f"; with clipping off {o['n_diverged']} of {o['n_runs']} runs diverged"
+                text += f"; with clipping off {_lost_runs_text(o)}"
             else:
                 runs_text = {1: "the run", 2: "both runs"}.get(o["n_runs"], f"all {o['n_runs']} runs")
                 text += f"; with clipping off {runs_text} stayed finite (final val {o['final_val_loss']:.3f})"
         dropped = g.filter(pl.col("n_div") > 0)
         dropped = dropped.filter(pl.col("gradient_clip").is_not_null())  # clip=off's divergence is stated above
         if dropped.height:
-            text += "; left out of the comparison for diverged seeds: " + ", ".join(
-                f"clip={_clip_text(r['gradient_clip'])} ({r['n_diverged']} of {r['n_runs']} runs)"
+            only_div = (dropped["n_diverged"] == dropped["n_nonfinite"]).all()
+            which = "diverged" if only_div else "diverged or not-converged"
+            text += f"; left out of the comparison for {which} seeds: " + ", ".join(
+                f"clip={_clip_text(r['gradient_clip'])} ({_lost_runs_text(r)})"
                 for r in dropped.iter_rows(named=True)
             )
         spread = abs(worst["final_val_loss"] - best["final_val_loss"])
@@ -1094,6 +1149,30 @@ class ExperimentReport:
     summary_rows: tuple[dict[str, Any], ...] = ()
 
 
+def run_configs(rs: ResultSet, experiment: str, summaries: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    """Each run's config by run_id, for compare's setting warnings: its config.json where the runs are
+    in run folders, else the settings provenance.json records as common to every run (`run_config`);
+    a run with neither (older results) or an unreadable file records nothing."""
+    src = rs.source(experiment)
+    try:
+        recorded = rs.provenance(experiment).get("run_config")
+    except PyphaseError:
+        recorded = None
+    common = recorded.get("common") if isinstance(recorded, dict) else None
+    common = common if isinstance(common, dict) else {}
+    out = {}
+    for run_id in summaries["run_id"].drop_nulls().unique().to_list():
+        config = None
+        path = src.path / run_id / CONFIG_FILE
+        if src.layout == RUNS_LAYOUT and path.is_file():
+            try:
+                config = read_json_object(path)
+            except (OSError, PyphaseError):
+                config = None
+        out[run_id] = config if config is not None else common
+    return out
+
+
 def prediction_for(path: Path | None, experiment: str) -> PredictionFiles | None:
     """The prediction of one experiment: `path/<experiment>/` when that folder exists, else `path`."""
     if path is None:
@@ -1212,6 +1291,7 @@ def summary_rows(experiment: str, measurements: Sequence[an.BetaMeasurement], co
         best = finite.row(0, named=True) if finite.height else None
         freq = g["avg_clip_frequency"].drop_nulls()
         edges = [o for o in m.fit_optima if o.at_edge]
+        n_nc = int(g["n_not_converged"].sum())  # finite runs with converged = false, not counted as diverged
         if m.fit is None or _only_one_lr([m]) or m.all_at_edge:
             beta = f"not measured ({_not_measured_reason(m)})"
         else:
@@ -1225,7 +1305,8 @@ def summary_rows(experiment: str, measurements: Sequence[an.BetaMeasurement], co
                 "β [95% interval]": beta,
                 "best val loss (B, LR)": f"{best['loss']:.3f} ({best['batch_size']}, {fmt(best['lr'])})" if best else "—",
                 "clip freq": "clipping off" if m.gradient_clip is None else f"{fmt(freq.min())}–{fmt(freq.max())}",
-                "diverged runs": f"{int(g['n_diverged'].sum())} of {int(g['n_seeds'].sum())}",
+                "diverged runs": f"{int(g['n_nonfinite'].sum())} of {int(g['n_seeds'].sum())}"
+                + (f" (+{n_nc} not converged, finite)" if n_nc else ""),
             }
         )
     return rows
@@ -1252,6 +1333,7 @@ def experiment_report(
     summaries = rs.summaries.filter(pl.col("experiment") == experiment).collect()
     configs = an.config_table(summaries)
     sets = [(prediction_label, prediction), *extra_predictions] if prediction is not None else list(extra_predictions)
+    configs_of_runs = run_configs(rs, experiment, summaries) if sets else None
     comparisons = [
         (
             label,
@@ -1264,6 +1346,7 @@ def experiment_report(
                 b_noise=b_noise,
                 b_noise_source=b_noise_source,
                 n_boot=n_boot,
+                run_configs=configs_of_runs,
             ),
         )
         for label, pred in sets
@@ -1321,8 +1404,8 @@ def experiment_report(
         sections += ["### Training diagnostics (from the step metrics)"]
         if table_of:
             caption = (
-                "Data budget and overfitting (seed means; diverged runs left out; best val in training = each "
-                "seed's lowest periodic evaluation, averaged over the seeds, with the mean of their steps, which "
+                "Data budget and overfitting (seed means; diverged and not-converged runs left out; best val in "
+                "training = each seed's lowest periodic evaluation, averaged over the seeds, with the mean of their steps, which "
                 "need not be an evaluation step):"
             )
             sections += [caption, table_of]
@@ -1338,7 +1421,11 @@ def experiment_report(
         if table_th:
             sections += ["Clip thresholds at the same (B, LR):", table_th]
         if table_div:
-            sections += ["Diverged runs:", table_div]
+            caption = (
+                "Diverged runs:" if not runs.filter(pl.col("diverged") & ~an.nonfinite_expr()).height
+                else "Runs counted as infinite loss (diverged, or finite with converged = false):"
+            )
+            sections += [caption, table_div]
     src = rs.source(experiment)
     seeds = sorted(set(summaries["seed"].drop_nulls().to_list()))
     compare_parts = []
@@ -1531,6 +1618,7 @@ def compare_text(
         b_noise=b_noise,
         b_noise_source=b_noise_source,
         n_boot=n_boot,
+        run_configs=run_configs(rs, experiment, summaries) if pred else None,
     )
     return (
         to_json(cmp.to_dict()) if as_json else f"# {experiment}: predicted vs measured\n\n" + comparison_markdown(cmp)

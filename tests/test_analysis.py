@@ -863,3 +863,95 @@ def test_a_prediction_of_another_optimizer_says_why_nothing_is_scored() -> None:
     assert all(t.passed is None for t in cmp.targets)
     assert all(t.reason.startswith("the prediction has no group of the runs' clip and optimizer (prediction: "
                                    "clip=1/adamw; runs: clip=1/sgd)") for t in cmp.targets)
+
+
+# --------------------------------------------------------------------------- steps and optimizer settings
+TRAINER_SETTINGS = {"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01, "momentum": 0.9, "warmup_steps": 0,
+                    "schedule": "constant"}
+
+
+def _prediction_meta(optimizer: str = "adamw", steps: int = 1000, **settings: object) -> dict:
+    """What `pyphase predict` records of its simulation in prediction.json."""
+    return {"kind": "pyphase.prediction", "optimizer": optimizer, "steps": steps,
+            "optimizer_settings": TRAINER_SETTINGS | settings}
+
+
+def _configs(runs: pl.DataFrame, **settings: object) -> dict[str, dict]:
+    """Each run's config.json (run_id -> the RunConfig's fields that matter here)."""
+    return {r: {"steps": 1000, "optimizer": "adamw"} | TRAINER_SETTINGS | settings for r in runs["run_id"]}
+
+
+def _warnings(measured: pl.DataFrame, meta: dict, configs: dict | None, predicted: pl.DataFrame | None = None
+              ) -> tuple[str, ...]:
+    pred = as_prediction(predicted if predicted is not None else measured)
+    cmp = an.compare(measured, experiment="s", prediction=pred, prediction_meta=meta, run_configs=configs, n_boot=10)
+    assert cmp.to_dict()["warnings"] == list(cmp.warnings)
+    return cmp.warnings
+
+
+def test_a_prediction_of_the_runs_steps_and_settings_warns_of_nothing() -> None:
+    measured = bowl_summaries(noise=0.0, seeds=1)
+    assert _warnings(measured, _prediction_meta(), _configs(measured)) == ()
+    # momentum is no adamw setting: runs and prediction may record any value of it
+    assert _warnings(measured, _prediction_meta(momentum=0.0), _configs(measured, momentum=0.5)) == ()
+    # nor are betas and eps sgd settings
+    sgd = measured.with_columns(pl.lit("sgd").alias("optimizer"))
+    assert _warnings(sgd, _prediction_meta("sgd", betas=[0.5, 0.5], eps=1e-3), _configs(sgd, optimizer="sgd")) == ()
+
+
+def test_other_steps_and_settings_than_the_runs_used_are_warned_of() -> None:
+    measured = bowl_summaries(noise=0.0, seeds=1)
+    meta = _prediction_meta(steps=5000, betas=[0.9, 0.95], eps=1e-6, weight_decay=0.0, warmup_steps=100,
+                            schedule="cosine")
+    assert _warnings(measured, meta, _configs(measured)) == (
+        "The prediction simulated 5000 steps, the runs trained 1000.",
+        "The prediction simulated betas (0.9, 0.95), the runs used (0.9, 0.999).",
+        "The prediction simulated eps 1e-06, the runs used 1e-08.",
+        "The prediction simulated weight decay 0, the runs used 0.01.",
+        "The prediction simulated warmup steps 100, the runs used 0.",
+        "The prediction simulated schedule cosine, the runs used constant.",
+    )
+    sgd = measured.with_columns(pl.lit("sgd").alias("optimizer"))
+    assert _warnings(sgd, _prediction_meta("sgd", momentum=0.5), _configs(sgd, optimizer="sgd")) == (
+        "The prediction simulated momentum 0.5, the runs used 0.9.",)
+
+
+def test_runs_with_several_values_are_warned_of_once_with_every_value() -> None:
+    """Two clip groups (one sentence for both) whose runs trained 1000 and 2000 steps."""
+    unclipped = bowl_summaries(noise=0.0, seeds=1, clip=None).with_columns(pl.lit(2000, dtype=pl.Int64).alias("num_steps"))
+    measured = pl.concat([bowl_summaries(noise=0.0, seeds=1), unclipped])
+    configs = _configs(measured) | {r: _configs(measured)[r] | {"weight_decay": 0.1}
+                                    for r in measured.filter(pl.col("gradient_clip").is_null())["run_id"]}
+    assert _warnings(measured, _prediction_meta(steps=1000), configs) == (
+        "The prediction simulated 1000 steps, the runs trained 1000 and 2000.",
+        "The prediction simulated weight decay 0.01, the runs used 0.01 and 0.1.",
+    )
+    # only the runs of groups the prediction is matched with count: it simulated clip = 1 only
+    clipped = bowl_summaries(noise=0.0, seeds=1)
+    assert _warnings(measured, _prediction_meta(steps=1000), configs, predicted=clipped) == ()
+
+
+def test_settings_either_side_does_not_record_are_passed_over() -> None:
+    measured = bowl_summaries(noise=0.0, seeds=1)
+    meta = _prediction_meta(steps=5000, weight_decay=0.0)
+    # runs without configs (older results): steps from the summaries only
+    assert _warnings(measured, meta, None) == ("The prediction simulated 5000 steps, the runs trained 1000.",)
+    # a config without the key, and summaries without num_steps: nothing to compare
+    old = {r: {k: v for k, v in c.items() if k not in ("steps", "weight_decay")} for r, c in _configs(measured).items()}
+    no_steps = measured.with_columns(pl.lit(None, dtype=pl.Int64).alias("num_steps"))
+    assert _warnings(no_steps, meta, old) == ()
+    # ...but a config's steps stand in for a missing num_steps
+    assert _warnings(no_steps, meta, _configs(measured))[0] == ("The prediction simulated 5000 steps, the runs "
+                                                                "trained 1000.")
+    # a prediction JSON without steps or settings (or none at all), or one of another optimizer
+    assert _warnings(measured, {"b_noise": 50.0}, _configs(measured, weight_decay=0.5)) == ()
+    assert _warnings(measured, None, _configs(measured, weight_decay=0.5)) == ()
+    assert _warnings(measured, _prediction_meta("sgd", steps=5000), _configs(measured)) == ()
+    # no prediction: no warnings
+    assert an.compare(measured, experiment="s", prediction_meta=meta, run_configs=_configs(measured)).warnings == ()
+
+
+def test_a_prediction_of_another_optimizer_warns_of_no_settings() -> None:
+    measured = bowl_summaries(noise=0.0, seeds=1).with_columns(pl.lit("sgd").alias("optimizer"))
+    meta = _prediction_meta(steps=5000, weight_decay=0.0)
+    assert _warnings(measured, meta, _configs(measured), predicted=bowl_summaries(noise=0.0, seeds=1)) == ()

@@ -98,6 +98,33 @@ def test_calibration_file_is_used_and_labelled(tmp_path, monkeypatch, capsys):
     assert summary["nqm"]["provenance"] == {"source": "calibration", "model": "test", "path": str(cal)}
 
 
+@pytest.mark.parametrize("optimizer,given,settings", [
+    ("sgd", ["--momentum", "0.5", "--weight-decay", "0"], {"momentum": 0.5, "weight_decay": 0.0}),
+    ("sgd", ["--momentum", "0"], {"momentum": 0.0, "weight_decay": 0.01}),
+    ("adamw", ["--weight-decay", "0.1"], {"momentum": 0.9, "weight_decay": 0.1}),
+])
+def test_momentum_and_weight_decay_are_simulated_and_recorded(tmp_path, monkeypatch, capsys, optimizer, given,
+                                                               settings):
+    """--momentum (sgd) and --weight-decay reach the simulator and the summary's optimizer_settings,
+    which the table's second line quotes; the other settings keep the trainer's defaults."""
+    out = tmp_path / "p"
+    code, stdout, err = main_in_process(monkeypatch, capsys, "predict", "--optimizer", optimizer, *given,
+                                        "--out", str(out), *SMALL_GRID)
+    assert code == 0, err
+    summary = json.loads((out / "prediction.json").read_text())
+    assert summary["optimizer_settings"] == {"betas": [0.9, 0.999], "eps": 1e-8, "warmup_steps": 0,
+                                             "schedule": "constant", **settings}
+    words = (f"momentum {settings['momentum']:g}, " if optimizer == "sgd" else "") + \
+        f"weight decay {settings['weight_decay']:g}"
+    assert stdout.splitlines()[1].startswith(f"{optimizer} ({words}), 200 steps, 2 seeds")
+    code, _, _ = main_in_process(monkeypatch, capsys, "predict", "--optimizer", optimizer, "--out",
+                                 str(tmp_path / "default"), *SMALL_GRID)
+    assert code == 0
+    default = pl.read_parquet(tmp_path / "default" / "trajectories.parquet")["final_loss"]
+    # the settings changed the simulation, not only the record
+    assert not np.allclose(pl.read_parquet(out / "trajectories.parquet")["final_loss"], default)
+
+
 ERRORS = [
     (["--lr", "1e-1:1e-4:0"], "--lr"),
     (["--lr", "abc"], "--lr"),
@@ -118,6 +145,15 @@ ERRORS = [
     (["--out", ""], "--out: empty path"),
     (["--seeds", "10000", "--lr", "1e-4:1e-1:10000"], "--clip x --batch x --lr x --seeds: 400,000,000 trajectories"),
     (["--out", "/proc/pyphase-nosuch/p"], "--out: cannot create /proc/pyphase-nosuch/p"),
+    # optimizer settings: momentum in [0, 1) and sgd only, weight decay finite and >= 0
+    (["--optimizer", "sgd", "--momentum", "1"], "--momentum: must be in [0, 1), got 1.0"),
+    (["--optimizer", "sgd", "--momentum", "-0.1"], "--momentum: must be in [0, 1), got -0.1"),
+    (["--optimizer", "sgd", "--momentum", "nan"], "--momentum: must be in [0, 1), got nan"),
+    (["--momentum", "0.5"], "--momentum: only sgd has momentum, not --optimizer adamw"),
+    (["--optimizer", "adamw", "--momentum", "0"], "--momentum: only sgd has momentum, not --optimizer adamw"),
+    (["--weight-decay", "-0.01"], "--weight-decay: must be finite and >= 0, got -0.01"),
+    (["--optimizer", "sgd", "--weight-decay", "inf"], "--weight-decay: must be finite and >= 0, got inf"),
+    (["--weight-decay", "nan"], "--weight-decay: must be finite and >= 0, got nan"),
 ]
 
 
@@ -127,6 +163,16 @@ def test_user_errors_are_one_line_exit_2(tmp_path, monkeypatch, capsys, args, fr
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and fragment in err, err
     assert not (tmp_path / "p" / "trajectories.parquet").exists()
+
+
+def test_a_bad_optimizer_setting_is_one_line_from_the_console_script(tmp_path):
+    """Through `python -m pyphase`: one `error:` line, exit 2, no traceback, nothing simulated."""
+    r = subprocess.run([sys.executable, "-m", "pyphase", "predict", "--optimizer", "sgd", "--momentum", "1.5",
+                        "--out", str(tmp_path / "p"), *SMALL_GRID],
+                       capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == "error: --momentum: must be in [0, 1), got 1.5\n"
+    assert not (tmp_path / "p").exists()
 
 
 USAGE_ERRORS = [

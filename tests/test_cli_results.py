@@ -103,6 +103,62 @@ def test_compare_and_report(workdir: Path, monkeypatch: pytest.MonkeyPatch, caps
     assert "## phase3a" in (workdir / "results" / "REPORT.md").read_text()
 
 
+TRAINER_SETTINGS = {"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01, "momentum": 0.9, "warmup_steps": 0,
+                    "schedule": "constant"}
+
+
+def _write_prediction(folder: Path, summaries: pl.DataFrame, steps: int, **settings: object) -> None:
+    """A prediction folder as `pyphase predict --out` writes it: trajectories and prediction.json."""
+    folder.mkdir()
+    as_prediction(summaries).write_parquet(folder / "trajectories.parquet")
+    (folder / "prediction.json").write_text(json.dumps(
+        {"kind": "pyphase.prediction", "optimizer": "adamw", "steps": steps,
+         "optimizer_settings": TRAINER_SETTINGS | settings}))
+
+
+def test_compare_warns_of_other_steps_and_settings_than_the_runs_used(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run folders: each run's config.json; the warnings head compare's Markdown and the report's
+    comparison section, and are in the JSON; a prediction of the runs' own settings warns of nothing."""
+    for run in (workdir / "runs" / "exp_a").iterdir():
+        (run / "config.json").write_text(json.dumps({"steps": 1000, "optimizer": "adamw"} | TRAINER_SETTINGS))
+    same = bowl_summaries(batches=(32, 64, 128), lrs=LRS[::3], seeds=1, noise=0.0)
+    _write_prediction(workdir / "pred", same, 5000, weight_decay=0.0, momentum=0.5)
+    _write_prediction(workdir / "pred_same", same, 1000, momentum=0.5)  # momentum: no adamw setting
+    expected = ["The prediction simulated 5000 steps, the runs trained 1000.",
+                "The prediction simulated weight decay 0, the runs used 0.01."]
+    code, out, _ = run_cli(["compare", "exp_a", "--prediction", "pred", "--json"], monkeypatch, capsys)
+    assert code == 0 and json.loads(out)["warnings"] == expected
+    code, out, _ = run_cli(["compare", "exp_a", "--prediction", "pred"], monkeypatch, capsys)
+    assert code == 0 and "\n\n".join(["Prediction: pred", *(f"⚠ {w}" for w in expected)]) + "\n\n|" in out
+    code, out, _ = run_cli(["compare", "exp_a", "--prediction", "pred_same"], monkeypatch, capsys)
+    assert code == 0 and "⚠ The prediction simulated" not in out
+    code, _, _ = run_cli(["report", "exp_a", "--prediction", "pred"], monkeypatch, capsys)
+    report = (workdir / "results" / "exp_a" / "REPORT.md").read_text()
+    assert code == 0 and all(f"⚠ {w}" in report.split("### Predicted vs measured")[1] for w in expected)
+
+
+def test_compare_reads_committed_settings_from_provenance(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Committed results: the settings provenance.json records as common to every run; results
+    without them (older exports) warn of the steps only."""
+    write_committed(workdir / "results", "exported", SEED_3A_CSV,
+                    {"run_config": {"common": {"steps": 5000, "optimizer": "adamw"} | TRAINER_SETTINGS
+                                    | {"betas": [0.9, 0.95]}, "varies": ["batch_size", "lr"]}})
+    grid = bowl_summaries(batches=(128, 256), lrs=(0.01, 0.02, 0.03, 0.05, 0.1), seeds=1, noise=0.0)
+    _write_prediction(workdir / "pred", grid, 5000)
+    code, out, _ = run_cli(["compare", "exported", "--prediction", "pred", "--json"], monkeypatch, capsys)
+    assert code == 0 and json.loads(out)["warnings"] == [
+        "The prediction simulated betas (0.9, 0.999), the runs used (0.9, 0.95)."]
+    code, out, _ = run_cli(["compare", "phase3a", "--prediction", "pred", "--json"], monkeypatch, capsys)
+    assert code == 0 and json.loads(out)["warnings"] == []  # 5000 steps as simulated; no settings recorded
+    (workdir / "pred" / "prediction.json").write_text(json.dumps({"steps": 10000, "optimizer_settings": {}}))
+    code, out, _ = run_cli(["compare", "phase3a", "--prediction", "pred", "--json"], monkeypatch, capsys)
+    assert code == 0 and json.loads(out)["warnings"] == ["The prediction simulated 10000 steps, the runs trained 5000."]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -17,6 +17,7 @@ from pyphase.nqm import NQMParams
 from pyphase.predict import (
     OptimizerSettings,
     edge_extension,
+    optimizer_settings,
     format_summary,
     grid_optima,
     zoom_points,
@@ -67,6 +68,27 @@ def test_optimizer_settings_are_the_trainers_defaults():
     s = OptimizerSettings.trainer_defaults()
     assert (s.betas, s.eps, s.weight_decay, s.momentum, s.warmup_steps, s.schedule) == (
         (0.9, 0.999), 1e-8, 0.01, 0.9, 0, "constant")
+
+
+def test_given_momentum_and_weight_decay_replace_the_defaults_and_are_checked():
+    s = optimizer_settings("sgd", momentum=0.0, weight_decay=0.5)
+    assert s == OptimizerSettings((0.9, 0.999), 1e-8, 0.5, 0.0, 0, "constant")
+    assert optimizer_settings("adamw", weight_decay=0.0).weight_decay == 0.0
+    assert optimizer_settings("sgd") == OptimizerSettings.trainer_defaults()
+    for optimizer, kw, message in [
+        ("adamw", {"momentum": 0.9}, "--momentum: only sgd has momentum, not --optimizer adamw"),
+        ("sgd", {"momentum": 1.0}, "--momentum: must be in [0, 1), got 1.0"),
+        ("sgd", {"momentum": float("nan")}, "--momentum: must be in [0, 1), got nan"),
+        ("sgd", {"weight_decay": -1e-3}, "--weight-decay: must be finite and >= 0, got -0.001"),
+        ("adamw", {"weight_decay": float("inf")}, "--weight-decay: must be finite and >= 0, got inf"),
+    ]:
+        with pytest.raises(PyphaseError) as e:
+            optimizer_settings(optimizer, **kw)
+        assert str(e.value) == message
+    # the library call checks the settings it is given too, before simulating anything
+    bad = OptimizerSettings((0.9, 0.999), 1e-8, 0.01, -0.5, 0, "constant")
+    with pytest.raises(PyphaseError, match=r"^momentum must be in \[0, 1\), got -0.5$"):
+        predict([1.0], "sgd", [8], [1e-2], 10, 1, SMALL, settings=bad, progress=False)
 
 
 # --------------------------------------------------------------------------- NQM parameter files

@@ -77,7 +77,13 @@ def test_seed_phase_3a_report_in_words(tmp_path: Path) -> None:
     )
     assert "Of 10 clipped configs, 10 are saturated" in text
     assert "The best mean final validation loss is 3.321" in text and "still on the unigram plateau" in text
-    assert "1 of 10 runs diverged" in text
+    # the B=256, LR=0.1 run has finite losses and converged=False: not a divergence, but infinite loss in the fits
+    assert (
+        "No run diverged (a non-finite loss or gradient norm at a recorded step, or a non-finite final val loss); "
+        "1 of 10 runs ended at a finite loss with converged = false and count as infinite loss in the LR_opt fits."
+        in text
+    )
+    assert "| phase3a | clip=1 |" in text and "| 0 of 10 (+1 not converged, finite) |" in text
 
 
 def test_edge_warning_in_words() -> None:
@@ -207,6 +213,74 @@ def test_diagnostics_stop_at_divergence() -> None:
     table, text = rp.divergence_markdown(d)
     assert "| 1 | 32 | 0.01 | 0 | 501 | 500 |" in table  # steps 1-500 finite: step 501 diverged
     assert text.startswith("1 runs diverged; before the first non-finite step their gradient norm reached 500 to 500.")
+
+
+DIV_WHY = "a non-finite loss or gradient norm at a recorded step, or a non-finite final val loss"
+
+
+def _with_outcomes(s: pl.DataFrame, nonfinite: list[int], not_converged: list[int]) -> pl.DataFrame:
+    """`s` with the runs at row indices `nonfinite` diverged (diverged_step 300, NaN final val loss,
+    converged=false) and those at `not_converged` ended finite with converged=false."""
+    ids = s["run_id"].to_list()
+    div = pl.col("run_id").is_in([ids[i] for i in nonfinite])
+    nc = pl.col("run_id").is_in([ids[i] for i in not_converged])
+    return s.with_columns(
+        pl.when(div).then(300).otherwise(None).cast(pl.Int64).alias("diverged_step"),
+        pl.when(div).then(float("nan")).otherwise(pl.col("final_val_loss")).alias("final_val_loss"),
+        (~div & ~nc).alias("converged"),
+    )
+
+
+def test_divergence_words_count_diverged_and_finite_not_converged_runs_apart() -> None:
+    s = _with_outcomes(bowl_summaries(batches=(32, 64), lrs=LRS[:5], seeds=1), nonfinite=[4], not_converged=[7])
+    assert s.height == 10
+    # what the sentence claims: both kinds are +inf in the LR_opt fits, only one went non-finite
+    eff = an.with_effective_loss(s)
+    assert eff.filter(pl.col("diverged"))["loss"].to_list() == [float("inf")] * 2
+    assert rp.divergence_words(s) == (
+        f"1 of 10 runs diverged ({DIV_WHY}) and 1 more ended at a finite loss with converged = false; "
+        "both count as infinite loss in the LR_opt fits."
+    )
+    configs = an.config_table(s)
+    assert configs["n_diverged"].sum() == 2 and configs["n_nonfinite"].sum() == 1
+    assert configs["n_not_converged"].sum() == 1
+    table = rp.configs_markdown(configs)
+    assert "| converged | seeds | diverged | not converged (finite) |" in table
+    assert "| 32 | 0.0001 | 1 |" in table and table.count("| no | 1 | 1 | 0 |") == 1
+    assert table.count("| no | 1 | 0 | 1 |") == 1
+    s3 = _with_outcomes(bowl_summaries(batches=(32, 64), lrs=LRS[:5], seeds=1), nonfinite=[1, 4], not_converged=[7])
+    assert rp.divergence_words(s3).endswith("and 1 more ended at a finite loss with converged = false; all 3 count "
+                                            "as infinite loss in the LR_opt fits.")
+    assert rp.divergence_words(s3).startswith("2 of 10 runs diverged (")
+
+
+@pytest.mark.parametrize(
+    ("nonfinite", "not_converged", "words"),
+    [
+        ([2, 5], [], f"2 of 10 runs diverged ({DIV_WHY}) and count as infinite loss in the LR_opt fits."),
+        ([], [3], f"No run diverged ({DIV_WHY}); 1 of 10 runs ended at a finite loss with converged = false and "
+                  "count as infinite loss in the LR_opt fits."),
+        ([], [], "None of the 10 runs diverged or ended with converged = false."),
+    ],
+)
+def test_divergence_words_with_one_kind_or_none(nonfinite: list[int], not_converged: list[int], words: str) -> None:
+    s = _with_outcomes(bowl_summaries(batches=(32, 64), lrs=LRS[:5], seeds=1), nonfinite, not_converged)
+    assert rp.divergence_words(s) == words
+
+
+def test_divergence_table_marks_finite_not_converged_runs_apart_from_diverged_ones() -> None:
+    s = _with_outcomes(bowl_summaries(batches=(32,), lrs=(1e-3, 1e-2), seeds=1), nonfinite=[1], not_converged=[0])
+    steps = _steps_for(s, lambda r, t: 2.0, lambda r, t: 1.0, lambda r, t: 150.0 if t == 200 else 1.0)
+    table, text = rp.divergence_markdown(rp.run_diagnostics(s, steps))
+    lines = table.splitlines()
+    assert lines[0].endswith("| final val | outcome |") and len(lines) == 4
+    assert lines[2].startswith("| 1 | 32 | 0.01 | 0 | 301 | 150 |") and lines[2].endswith("| nan | diverged |")
+    assert lines[3].startswith("| 1 | 32 | 0.001 | 0 | — | 150 |") and lines[3].endswith("| not converged (finite) |")
+    assert text.startswith("1 runs diverged; before the first non-finite step their gradient norm reached 150 to 150. "
+                           "1 runs ended at a finite loss with converged = false (final val loss ")
+    # the not-converged run stayed finite, so its spike is listed with the finite runs' spikes
+    assert text.endswith("1 runs that stayed finite had gradient-norm spikes ≥ 100: B=32, LR=0.001, clip=1, seed 0 "
+                         "(max 150).")
 
 
 def test_overfitting_needs_a_rise_and_a_train_val_gap() -> None:
@@ -367,7 +441,8 @@ def test_threshold_mixed_seed_counts_and_seed_count_of_the_compared_configs() ->
     _, words = rp.threshold_markdown(runs)
     w = words[0]
     assert w.startswith("B=256, LR=0.05: final val loss ranges from 2.500 (clip=0.1, clipping")
-    assert "to 2.540 (clip=1); left out of the comparison for diverged seeds: clip=10 (1 of 5 runs)." in w
+    assert ("to 2.540 (clip=1); left out of the comparison for diverged or not-converged seeds: clip=10 (1 of 5 "
+            "runs ended at a finite loss with converged = false).") in w
     assert w.endswith(
         f"A difference of 0.040 is larger than two standard errors of the difference (se {se:.2g}, from the "
         "seed-to-seed spread over the 3 seeds of clip=0.1 and, for the single clip=1 run, the scatter of its val "
