@@ -23,7 +23,6 @@ An "example" is one training window of `block_size` tokens, the unit a sweep's b
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -805,23 +804,17 @@ MAX_SEED = 2**31 - 1
 
 
 def check_out_file(out: str | Path | None) -> None:
-    """Before any measurement: `--out` must be a file that can be written (its folder made if need
-    be), so that a bad path does not lose the work at the end."""
+    """Before any measurement: `--out` must be a file that can be written, so that a bad path does
+    not lose the work at the end. The folder part is `results.check_output_folder`'s check (the same
+    words as `results export --dest`); nothing is created until the file is written."""
     if out is None:
         return
+    from pyphase.results import check_output_folder
+
     p = Path(out)
     if p.is_dir():
         raise PyphaseError(f"--out {p}: is a folder; give a file name")
-    above = next((a for a in p.parents if a.exists()), None)
-    if above is not None and not above.is_dir():
-        raise PyphaseError(f"--out {p}: {above} is a file, not a folder")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        probe = p.parent / f".{p.name}.probe.{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise PyphaseError(f"--out {p}: cannot write there: {e.strerror or e}") from None
+    check_output_folder(p.parent, f"--out {p}")
 
 
 def _check_seed(seed: int) -> None:
@@ -950,8 +943,8 @@ def calibrate(
     sh = Shape.of(ms, corpus.tokenizer.vocab_size)
     t_len = sh.block_size
     train_ids = np.ascontiguousarray(corpus.train)
-    if len(train_ids) < t_len + 2:
-        raise PyphaseError(f"--data: train split of {len(train_ids)} tokens is shorter than one window of {t_len + 1}")
+    # windows from the train split; the short run of steps_along (PackTrainer) evaluates on the valid split
+    corpus.check_windows(t_len, ("train", "valid") if steps and steps[-1] > 0 else ("train",))
     windows = _Windows(torch.from_numpy(train_ids.astype(np.int64)).to(dev), len(train_ids), t_len)
     micro = math.gcd(*sizes)
     n_draws = repeats * (max(sizes) // micro)
@@ -1490,6 +1483,7 @@ def add_scale_invariance(base: str | Path, *, device: str = "cpu", data: str | P
     if sha and sha != corpus.sha256:
         raise PyphaseError(f"--data: corpus sha256 {corpus.sha256[:12]}… differs from the calibration's {sha[:12]}…")
     sh = Shape.of(SHAPES[name], corpus.tokenizer.vocab_size)
+    corpus.check_windows(sh.block_size, ("train",))
     train_ids = np.ascontiguousarray(corpus.train)
     windows = _Windows(torch.from_numpy(train_ids.astype(np.int64)).to(dev), len(train_ids), sh.block_size)
     model = NanoTransformer(sh, seed=seed).to(dev)

@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +55,50 @@ class Corpus:
     bigram_entropy: float
     trigram_entropy: float
     test: np.ndarray | None = None
+    #: A single file: the fraction of its characters (its end) held out as the valid split; None
+    #: for a folder, whose splits are its own files.
+    valid_fraction: float | None = None
+    #: The file each split was read from (train, valid[, test]); empty for the synthetic corpus.
+    split_files: tuple[str, ...] = ()
+
+    def check_windows(self, block_size: int, splits: tuple[str, ...] = ("train", "valid")) -> None:
+        """Raise a one-line PyphaseError unless each of `splits` holds one window: `block_size`
+        inputs and their targets, block_size + 1 characters. Training draws windows from the train
+        split and evaluates on whole windows of the valid split; the Rust batcher's own error for a
+        short split names neither the split nor the file."""
+        need = block_size + 1
+        short = [s for s in splits if len(getattr(self, s)) < need]
+        if not short:
+            return
+        words = {"train": "train", "valid": "validation", "test": "test"}
+        index = {"train": 0, "valid": 1, "test": 2}
+        parts = []
+        for s in short:
+            where = ""
+            if self.valid_fraction is None and len(self.split_files) > index[s]:  # a folder: name the split's file
+                where = f" ({Path(self.split_files[index[s]]).name})"
+            parts.append(f"{words[s]} split{where} has {len(getattr(self, s)):,} characters")
+        msg = (f"corpus {self.source}: {' and '.join(parts)}, fewer than the {need:,} one window needs "
+               f"(block_size + 1 = {block_size:,} + 1)")
+        if self.valid_fraction is not None:
+            what = "file" if self.split_files else "text"
+            msg += (f"; the validation split is the last {self.valid_fraction * 100:g}% of the {what}: give a "
+                    f"{what} of at least {_min_chars(need, self.valid_fraction):,} characters (it has "
+                    f"{len(self.train) + len(self.valid):,}), or a smaller block_size")
+        else:
+            msg += "; use longer splits or a smaller block_size"
+        raise PyphaseError(msg)
+
+
+def _min_chars(need: int, valid_fraction: float) -> int:
+    """The fewest characters a single file needs so that both of its splits (as `_make_corpus`
+    cuts them) hold at least `need` characters."""
+    n = max(2 * need, int((need - 1) / min(valid_fraction, 1.0 - valid_fraction)) - 2)
+    while True:
+        n_valid = int(round(n * valid_fraction))
+        if n_valid >= need and n - n_valid >= need:
+            return n
+        n += 1
 
 
 # WikiText layouts, tried in this order: (train, valid, test) file names inside the folder.
@@ -122,7 +166,8 @@ def _entropies(ids: np.ndarray) -> list[float]:
     return h + [float("nan")] * (3 - order)
 
 
-def _make_corpus(name: str, source: str, digest: str, texts: list[str], single_valid_fraction: float | None) -> Corpus:
+def _make_corpus(name: str, source: str, digest: str, texts: list[str], single_valid_fraction: float | None,
+                 files: Sequence[str] = ()) -> Corpus:
     # The vocabulary covers every split loaded, so valid/test never hold unknown characters.
     tok = CharTokenizer.from_text("".join(texts))
     if single_valid_fraction is not None:
@@ -136,29 +181,39 @@ def _make_corpus(name: str, source: str, digest: str, texts: list[str], single_v
     else:
         splits = [tok.encode(t) for t in texts] + [None] * (3 - len(texts))
     h1, h2, h3 = _entropies(splits[0])
-    return Corpus(name, source, digest, tok, splits[0], splits[1], h1, h2, h3, splits[2])
+    return Corpus(name, source, digest, tok, splits[0], splits[1], h1, h2, h3, splits[2],
+                  valid_fraction=single_valid_fraction, split_files=tuple(files))
 
 
-def load_corpus(path: str | Path | None = None, *, valid_fraction: float = DEFAULT_VALID_FRACTION) -> Corpus:
+def load_corpus(path: str | Path | None = None, *, valid_fraction: float = DEFAULT_VALID_FRACTION,
+                block_size: int | None = None) -> Corpus:
     """Load a corpus: `path`, else `$PYPHASE_DATA`, else the embedded synthetic corpus.
 
     A single UTF-8 file is split by characters: the last `valid_fraction` is the valid split.
     A WikiText-2 folder (raw `wiki.*.raw`, tokenized `wiki.*.tokens`, or `train/valid/test.txt`,
     directly or in its one unpacked subfolder) keeps its own train/valid/test splits.
+    With `block_size`, the train and valid splits must each hold one window of it
+    (`Corpus.check_windows`), so a corpus too short to train on is an error before any training.
     """
     if not 0.0 < valid_fraction < 1.0:
         raise PyphaseError(f"valid_fraction must be between 0 and 1, got {valid_fraction}")
     if path is None and os.environ.get(DATA_ENV):
         env = os.environ[DATA_ENV]
         try:
-            return _load_path(env, valid_fraction)
+            return _checked(_load_path(env, valid_fraction), block_size)
         except PyphaseError as e:  # the user gave no path: say where this one came from
             raise PyphaseError(f"{e} (path from the {DATA_ENV} environment variable)") from None
     if path is None:
         syn = synthetic_corpus()
         digest = hashlib.sha256(syn.text.encode("utf-8")).hexdigest()
-        return _make_corpus("synthetic", "synthetic", digest, [syn.text], valid_fraction)
-    return _load_path(path, valid_fraction)
+        return _checked(_make_corpus("synthetic", "synthetic", digest, [syn.text], valid_fraction), block_size)
+    return _checked(_load_path(path, valid_fraction), block_size)
+
+
+def _checked(corpus: Corpus, block_size: int | None) -> Corpus:
+    if block_size is not None:
+        corpus.check_windows(block_size)
+    return corpus
 
 
 def _load_path(path: str | Path, valid_fraction: float) -> Corpus:
@@ -175,10 +230,10 @@ def _load_path(path: str | Path, valid_fraction: float) -> Corpus:
             texts.append(text)
         sub = files[0].parent
         name = p.name if sub == p else f"{p.name}/{sub.name}"  # which unpacked subfolder was read
-        return _make_corpus(name, str(sub), h.hexdigest(), texts, None)
+        return _make_corpus(name, str(sub), h.hexdigest(), texts, None, [str(f) for f in files])
     raw, text = _read_utf8(p)
     name = f"{p.parent.name}/{p.name}" if p.parent.name else p.name
-    return _make_corpus(name, str(p), hashlib.sha256(raw).hexdigest(), [text], valid_fraction)
+    return _make_corpus(name, str(p), hashlib.sha256(raw).hexdigest(), [text], valid_fraction, [str(p)])
 
 
 def corpus_stats(path: str | Path, *, repeats: int = 3) -> dict[str, object]:

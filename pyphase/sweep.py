@@ -408,7 +408,8 @@ def run_experiment(
 
     from pyphase.data import load_corpus
 
-    corpus = load_corpus(data)
+    # before any training or output folder: every config's windows fit in both splits
+    corpus = load_corpus(data, block_size=max((c.model.block_size for c in exp.configs), default=None))
     out = Path(out)
     exp_dir = out / exp.name
     try:  # before any training: a folder that cannot be made would lose the first pack's work

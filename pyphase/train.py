@@ -202,6 +202,7 @@ class PackTrainer:
         )
         # Data: every step's window offsets, from the seeded Rust batcher, on the device once.
         t_len = c0.model.block_size
+        corpus.check_windows(t_len)  # a split too short for one window: an error naming it, not the batcher's
         train = np.ascontiguousarray(corpus.train)
         offs = _core.batch_offsets(len(train), t_len, c0.batch_size, [c.seed for c in configs], 0, steps)
         self.offsets = torch.from_numpy(offs).to(dev)
@@ -210,8 +211,6 @@ class PackTrainer:
         valid = np.ascontiguousarray(corpus.valid)
         all_windows = _core.eval_offsets(len(valid), t_len)
         vo = all_windows[: c0.eval_windows]
-        if len(vo) == 0:
-            raise ValueError(f"validation split of {len(valid)} tokens is shorter than one window of {t_len + 1}")
         if len(all_windows) < c0.eval_windows:  # the config's number is what gets recorded: say so
             print(f"pyphase: eval_windows = {c0.eval_windows} but the validation split ({len(valid):,} tokens) holds "
                   f"{len(all_windows)} windows of {t_len + 1}: evaluating on those {len(all_windows)}", file=sys.stderr)

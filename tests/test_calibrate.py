@@ -377,3 +377,20 @@ def test_calibrate_out_that_cannot_be_written_fails_before_measuring(monkeypatch
     for out, told in ((tmp_path / "f" / "x.json", "f is a file, not a folder"), (tmp_path / "d", "is a folder")):
         code, _, err = run_main(monkeypatch, capsys, "calibrate", *TINY, "--out", str(out))
         assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: --out {out}: ") and told in err, err
+
+
+def test_check_out_file_creates_nothing_and_words_folders_as_export_does(tmp_path) -> None:
+    from pyphase.calibrate import check_out_file
+    from pyphase.errors import PyphaseError
+    from pyphase.results import check_output_folder
+
+    deep = tmp_path / "a" / "b" / "cal.json"
+    check_out_file(deep)  # a folder that can be made: fine, and not made yet
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "f").write_text("x")
+    bad = tmp_path / "f" / "g" / "cal.json"
+    with pytest.raises(PyphaseError) as mine:
+        check_out_file(bad)
+    with pytest.raises(PyphaseError) as theirs:
+        check_output_folder(bad.parent, f"--out {bad}")
+    assert str(mine.value) == str(theirs.value) == f"--out {bad}: {tmp_path / 'f'} is a file, not a folder"

@@ -164,6 +164,67 @@ def test_train_out_that_cannot_be_created_is_one_line_exit_2_before_any_training
     assert err == f"error: --out {blocker / 'runs'}: cannot create {blocker / 'runs' / 'smoke'}: Not a directory\n", err
 
 
+def test_a_corpus_too_short_for_a_validation_window_is_one_line_exit_2_before_any_training(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """50 characters: a train split of 45 and a validation split of 5, shorter than the smoke
+    model's window of block_size + 1 = 33. One line naming the file, the split, its length and
+    what is needed, before any output folder is made (the Rust batcher's error named neither)."""
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("the quick brown fox jumps over the lazy dog. hello", encoding="utf-8")
+    out = tmp_path / "runs"
+    code, err = main_in_process(monkeypatch, capsys, "train", "smoke", "--device", "cpu", "--data", str(tiny),
+                                "--out", str(out))
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: corpus {tiny}: validation split has 5 characters, fewer than the 33 one window "
+                          "needs (block_size + 1 = 32 + 1); "), err
+    assert not out.exists()
+    # calibrate (tiny shape: block_size 32) checks its corpus the same way before measuring anything
+    code, err = main_in_process(monkeypatch, capsys, "calibrate", "--data", str(tiny), "--device", "cpu", "--shape",
+                                "tiny", "--no-progress", "--out", str(tmp_path / "cal" / "c.json"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: corpus {tiny}: validation split has 5 characters, fewer than the 33 "), err
+    assert not (tmp_path / "cal").exists()
+
+
+TINY_EXPERIMENT = """\
+name = "short"
+[model]
+d_model = 16
+n_layer = 1
+n_head = 2
+block_size = 16
+[train]
+steps = 2
+eval_interval = 2
+eval_windows = 4
+[grid]
+batch_size = 2
+lr = 1e-3
+gradient_clip = 1.0
+"""
+
+
+def test_a_corpus_with_exactly_one_window_in_each_split_trains(tmp_path, monkeypatch, capsys):
+    """Folder splits of block_size + 1 = 17 characters each: exactly one window, enough to train
+    and to evaluate (on that one window); 16 characters of validation is the one-line error."""
+    toml = tmp_path / "short.toml"
+    toml.write_text(TINY_EXPERIMENT)
+    wt = tmp_path / "wt"
+    wt.mkdir()
+    (wt / "wiki.train.raw").write_text("abcdefghijklmnopq", encoding="utf-8")
+    (wt / "wiki.valid.raw").write_text("qponmlkjihgfedcba", encoding="utf-8")
+    code, err = main_in_process(monkeypatch, capsys, "train", str(toml), "--device", "cpu", "--data", str(wt),
+                                "--out", str(tmp_path / "runs"), "--no-progress")
+    assert code == 0, err
+    assert len(list((tmp_path / "runs" / "short").glob("*/summary.parquet"))) == 1
+    (wt / "wiki.valid.raw").write_text("qponmlkjihgfedcb", encoding="utf-8")
+    code, err = main_in_process(monkeypatch, capsys, "train", str(toml), "--device", "cpu", "--data", str(wt),
+                                "--out", str(tmp_path / "runs2"), "--no-progress")
+    assert code == 2 and err == (f"error: corpus {wt}: validation split (wiki.valid.raw) has 16 characters, fewer "
+                                 "than the 17 one window needs (block_size + 1 = 16 + 1); use longer splits or a "
+                                 "smaller block_size\n"), err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_train_device_cuda_without_cuda_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     code, err = main_in_process(monkeypatch, capsys, "train", "smoke", "--device", "cuda", "--out", str(tmp_path))

@@ -198,6 +198,75 @@ def test_wikitext_empty_split_is_an_error(tmp_path: Path) -> None:
         load_corpus(tmp_path)
 
 
+# ------------------------------------------------------------------------------ splits too short for one window
+def test_a_file_too_short_for_one_validation_window_names_file_split_length_and_need(tmp_path: Path) -> None:
+    p = tmp_path / "tiny.txt"
+    p.write_text("the quick brown fox jumps over the lazy dog. hello", encoding="utf-8")  # 50 chars: 45 + 5
+    with pytest.raises(PyphaseError) as e:
+        load_corpus(p, block_size=32)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"corpus {p}: validation split has 5 characters, ")
+    assert "train split" not in msg  # 45 characters hold a window of 33
+    assert "fewer than the 33 one window needs (block_size + 1 = 32 + 1)" in msg
+    assert "the last 10% of the file: give a file of at least 326 characters (it has 50)" in msg
+    # the Rust batcher, which the trainer called with this corpus, says neither the split nor the file
+    c = load_corpus(p)  # without a block size nothing is checked
+    with pytest.raises(ValueError, match="must be smaller than the number of tokens 5"):
+        _core.eval_offsets(len(c.valid), 32)
+
+
+def test_a_train_split_too_short_with_a_long_enough_validation_split(tmp_path: Path) -> None:
+    p = tmp_path / "tiny.txt"
+    p.write_text("x" * 50, encoding="utf-8")
+    with pytest.raises(PyphaseError, match=rf"^corpus {re.escape(str(p))}: train split has 10 characters, fewer than "
+                       r"the 33 one window needs \(block_size \+ 1 = 32 \+ 1\); .*at least 163 characters"):
+        load_corpus(p, valid_fraction=0.8, block_size=32)  # valid: 40 characters, enough
+    with pytest.raises(PyphaseError, match="train split has 45 characters and validation split has 5 characters, "
+                                           "fewer than the 257 one window needs"):
+        load_corpus(p, block_size=256)
+
+
+@pytest.mark.parametrize("short", ["train", "valid"])
+def test_a_wikitext_split_too_short_names_its_file_and_exactly_enough_works(tmp_path: Path, short: str) -> None:
+    block = 16
+    for split, name in zip(("train", "valid"), data.WIKITEXT_LAYOUTS[0]):
+        (tmp_path / name).write_text(("ab" * 40)[: block + 1 if split == short else 80], encoding="utf-8")
+    c = load_corpus(tmp_path, block_size=block)  # block + 1 characters: one window, no more
+    assert len(getattr(c, short)) == block + 1
+    # and the Rust batcher agrees: training windows can be drawn (from offset 0 alone where train is
+    # one window long), and the valid split holds whole evaluation windows (exactly one where short)
+    offs = _core.batch_offsets(len(c.train), block, 3, [0], 0, 2)
+    assert short != "train" or (offs == 0).all()
+    assert len(_core.eval_offsets(len(c.valid), block)) == (1 if short == "valid" else 79 // block)
+    word, name = ("train", "wiki.train.raw") if short == "train" else ("validation", "wiki.valid.raw")
+    with pytest.raises(PyphaseError, match=rf"^corpus {re.escape(str(tmp_path))}: {word} split \({re.escape(name)}\) "
+                                           rf"has 17 characters, fewer than the 18 one window needs "
+                                           r"\(block_size \+ 1 = 17 \+ 1\); use longer splits"):
+        load_corpus(tmp_path, block_size=block + 1)
+
+
+@pytest.mark.parametrize("block", [4, 32, 256])
+def test_the_file_size_the_message_asks_for_is_exactly_enough(tmp_path: Path, block: int) -> None:
+    n = data._min_chars(block + 1, data.DEFAULT_VALID_FRACTION)
+    p = tmp_path / "c.txt"
+    p.write_text("a" * n, encoding="utf-8")
+    c = load_corpus(p, block_size=block)
+    assert min(len(c.train), len(c.valid)) >= block + 1
+    _core.batch_offsets(len(c.train), block, 2, [0], 0, 1)
+    assert len(_core.eval_offsets(len(c.valid), block)) >= 1
+    p.write_text("a" * (n - 1), encoding="utf-8")
+    with pytest.raises(PyphaseError, match=f"give a file of at least {n:,} characters \\(it has {n - 1:,}\\)"):
+        load_corpus(p, block_size=block)
+
+
+def test_too_short_from_the_environment_variable_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = tmp_path / "tiny.txt"
+    p.write_text("a" * 50, encoding="utf-8")
+    monkeypatch.setenv(data.DATA_ENV, str(p))
+    with pytest.raises(PyphaseError, match=r"validation split has 5 characters.*\(path from the PYPHASE_DATA"):
+        load_corpus(block_size=32)
+
+
 # ------------------------------------------------------------------------------ corpus_stats
 def test_corpus_stats_of_a_file(small_file: Path) -> None:
     s = data.corpus_stats(small_file, repeats=1)

@@ -452,6 +452,22 @@ def test_unknown_residual_mode_is_a_clear_error(corpus, monkeypatch):
     assert o.summary["numerics"].endswith("PYPHASE_RESIDUAL=bf16grad")
 
 
+def test_a_split_shorter_than_one_window_is_an_error_naming_it(tmp_path):
+    """PackTrainer itself (the library path under train and calibrate) checks both splits before
+    drawing batches: the Rust batcher's ValueError named neither the split nor the file."""
+    from pyphase.errors import PyphaseError
+
+    p = tmp_path / "c.txt"
+    p.write_text("abcdefghij" * 20, encoding="utf-8")  # 180 + 20 characters; a window of block 16 needs 17
+    with pytest.raises(PyphaseError, match=f"corpus {p}: validation split has 10 characters, fewer than the 17 "):
+        PackTrainer([cfg()], load_corpus(p, valid_fraction=0.05), "cpu")
+    with pytest.raises(PyphaseError, match=f"corpus {p}: train split has 10 characters, fewer than the 17 "):
+        PackTrainer([cfg()], load_corpus(p, valid_fraction=0.95), "cpu")
+    tr = PackTrainer([cfg(steps=1)], load_corpus(p, valid_fraction=0.085), "cpu")  # 17 valid characters: one window
+    tr.step()
+    assert tr.val_x.shape == (1, SHAPE.block_size)
+
+
 def test_mixed_pack_is_rejected(corpus):
     with pytest.raises(ValueError, match="differ"):
         PackTrainer([cfg(b=4), cfg(b=8)], corpus)
