@@ -43,11 +43,12 @@ NOISE_SCALE_RULE = "noise-scale"
 NOISE_SCALE_KEYS = ("b_noise", "b_simple")  # prediction JSON keys holding B_noise, first found wins
 # A batch size whose seed-mean losses at every LR that stayed finite (at least two) agree to within
 # this relative tolerance has a flat loss curve: no optimum is located (e.g. a model that learned
-# nothing at any LR). Not exact equality: seed means of bit-identical run losses differ in the last
-# bits when LRs have different seed counts (three runs of 0.1 average to 0.10000000000000002), a few
-# ulps (~1e-16 each); 1e-12 covers that for any seed count while staying about nine orders of
-# magnitude below a real loss difference (evaluation noise ~1e-3 nats, float32 losses resolve ~1e-7).
-FLAT_RTOL = 1e-12
+# nothing at any LR, or LRs too small to move the weights). The losses are float32 (spacing 2^-23 ~
+# 1.2e-7 relative near a loss of 2-4 nats): two losses a few float32 steps apart are not resolved
+# from each other, and seed means of bit-identical run losses differ in the last fp64 bits too (three
+# runs of 0.1 average to 0.10000000000000002). 1e-6 covers about eight float32 steps while staying
+# three orders of magnitude below a real loss difference (evaluation noise ~1e-3 nats).
+FLAT_RTOL = 1e-6
 # Edge values of a batch size whose LR_opt is no optimum at all (not even a bound): one LR tested,
 # or a flat loss curve. Such batch sizes stay in `BetaMeasurement.optima` (tables show them) but
 # never enter a fit or the bootstrap behind β's interval.
@@ -268,12 +269,12 @@ def _is_flat(mean_loss: np.ndarray) -> bool:
 def _note_of(lr: float, edge: str | None, refined: bool, all_diverged: bool, neighbour_diverged: bool = False,
              *, loss: float = math.nan, n_finite: int = 0, n_lrs: int = 0) -> str:
     if all_diverged:
-        return "every LR diverged"
+        return "every LR diverged or did not converge"
     if edge == "only":
         return "one LR tested: no optimum can be located"
     if edge == "flat":
         where = (f"all {n_lrs} LRs" if n_finite == n_lrs
-                 else f"all {n_finite} LRs that stayed finite ({n_lrs - n_finite} of {n_lrs} diverged)")
+                 else f"all {n_finite} LRs that stayed finite ({n_lrs - n_finite} of {n_lrs} diverged or did not converge)")
         return (f"flat: {where} give the same seed-mean loss ({loss:.4g}), so no optimum can be located "
                 "(the loss does not depend on LR over this grid)")
     if edge == "low":
@@ -283,7 +284,7 @@ def _note_of(lr: float, edge: str | None, refined: bool, all_diverged: bool, nei
     if refined:
         return "parabola through the three points around the grid minimum"
     if neighbour_diverged:
-        return "an LR next to the grid minimum diverged: grid value kept (no parabola through a diverged point)"
+        return "an LR next to the grid minimum diverged or did not converge: grid value kept (no parabola through an infinite loss)"
     return "flat minimum (equal losses around it): grid value kept"
 
 
@@ -460,7 +461,7 @@ def _left_out_reason(o: LrOptimum) -> str:
         return "one LR tested, and a single LR cannot locate an optimum"
     if o.edge == "flat":
         return "the same loss at every LR (flat), so no optimum is located"
-    return "every LR diverged"
+    return "every LR diverged or did not converge"
 
 
 def _no_fit_reason(optima: Sequence[LrOptimum]) -> str:

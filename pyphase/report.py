@@ -1274,7 +1274,7 @@ def _not_measured_reason(m: an.BetaMeasurement) -> str:
     if m.optima and all(o.edge == "flat" for o in m.optima):
         return "flat loss over LR at every B"
     if all(o.edge is None and not math.isfinite(o.lr_opt) for o in m.optima):  # a flat curve has no LR_opt either
-        return "every LR diverged"
+        return "every LR diverged or did not converge"
     if m.fit is None:
         return "fewer than two B locate an LR_opt"
     return "every LR_opt on a grid edge"

@@ -692,7 +692,7 @@ def test_a_report_where_every_run_diverged_is_written_and_says_so(tmp_path: Path
     write_runs(tmp_path / "runs", df)
     out = rp.write_report(["alldiv"], root=tmp_path / "runs", out=tmp_path / "REPORT.md", n_boot=50)
     text = out.read_text()
-    assert "| alldiv | clip=off/adamw | not measured (every LR diverged) | — |" in text
+    assert "| alldiv | clip=off/adamw | not measured (every LR diverged or did not converge) | — |" in text
     assert "plots/alldiv_lr_opt.png" not in text  # no LR_opt to draw, and no crash drawing none
 
 
@@ -931,8 +931,8 @@ def test_a_diverged_batch_size_beside_edge_bounds_is_named_as_left_out_not_as_an
     assert m.fit is not None and m.all_at_edge
     words = rp.beta_words(m)
     assert "every batch size's minimum in the fit is on a grid edge" in words
-    assert "B=128: every LR diverged" not in words.split("Left out of the fit")[0]
-    assert words.endswith("Left out of the fit: B=128: every LR diverged.")
+    assert "B=128: every LR diverged or did not converge" not in words.split("Left out of the fit")[0]
+    assert words.endswith("Left out of the fit: B=128: every LR diverged or did not converge.")
 
 
 def test_an_all_edge_beta_shows_no_interval_either() -> None:
