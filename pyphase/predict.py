@@ -311,8 +311,9 @@ def predict(
     return Prediction(table=table, curves=curves, summary=json_safe(summary), params=params)
 
 
-# Chunking of the simulation (see `seed_chunks`): Ctrl-C takes effect only between Rust calls, so a
-# (clip, B) pass over many seeds is split into calls over fewer seeds. The simulator shares each
+# Chunking of the simulation (see `seed_chunks`): the progress bar moves between Rust calls, so a
+# (clip, B) pass over many seeds is split into calls over fewer seeds (Ctrl-C no longer waits for a
+# call to end: the binding stops the sweep within moments, rust/bindings/sim.rs). The simulator shares each
 # seed's noise draw among all LRs of a call and gives every thread at least two work units, so a
 # call over 2·threads seeds or more costs what the whole pass costs; fewer seeds per call, or fewer
 # LRs, would redraw the noise (measured: ~13 µs per step per draw against ~9 µs per LR-step, d=4096).
@@ -357,7 +358,7 @@ def _simulate_grid(clips, optimizer, batches, lrs, steps, seeds, params, setting
     for clip in clips:
         for b in batches:
             # One pass per (clip, B), in calls over consecutive seeds (`seed_chunks`): the bar
-            # moves and Ctrl-C acts between calls, and every call draws the same noise per seed (it
+            # moves between calls, and every call draws the same noise per seed (it
             # depends on the seed only), so splitting changes no result.
             parts = []
             for chunk in chunks:

@@ -379,7 +379,7 @@ def test_predict_rejects_bad_arguments():
             predict(**args)
 
 
-# --------------------------------------------------------------------------- chunked simulation (Ctrl-C between calls)
+# --------------------------------------------------------------------------- chunked simulation (the bar moves between calls)
 def test_seed_chunks_cover_every_seed_and_never_fall_below_two_per_thread():
     from pyphase.predict import seed_chunks
 
@@ -388,7 +388,7 @@ def test_seed_chunks_cover_every_seed_and_never_fall_below_two_per_thread():
         chunks = seed_chunks(seeds, n_lrs, steps, threads)
         assert [s for c in chunks for s in c] == list(range(seeds))
         assert all(len(c) >= min(seeds, 2 * threads) for c in chunks)
-    assert seed_chunks(8, 13, 100_000, 2) == [range(0, 4), range(4, 8)]  # long runs: Ctrl-C after half the seeds
+    assert seed_chunks(8, 13, 100_000, 2) == [range(0, 4), range(4, 8)]  # long runs: the bar moves after half the seeds
     assert len(seed_chunks(8, 4, 100, 2)) == 1  # small work: one call, as before
     assert len(seed_chunks(10_000, 7, 100, 2)) < 100  # many cheap seeds: not thousands of tiny calls
 

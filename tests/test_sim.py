@@ -6,6 +6,8 @@ the clipped norm bound, thread-count independence, and ValueError for every bad 
 from __future__ import annotations
 
 import math
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -275,3 +277,43 @@ def test_bad_reference_arguments_are_value_errors():
         _core.sgd_reference(np.full((3, 2), np.nan), th, 0.1)
     with pytest.raises(ValueError):
         _core.simulate_trajectory(**MODEL, batch_size=0, lr=0.1, clip=None, seed=0, steps=10)
+
+
+INTERRUPTED = """
+import sys, time
+from pyphase import _core
+from pyphase.nqm import NQMParams
+print("start", flush=True)
+t0 = time.monotonic()
+try:  # minutes of work: only Ctrl-C can end it in time
+    _core.simulate(**NQMParams.default().core_kwargs(), batch_size=[4] * 4, lr=[1e-3] * 4, clip=[1.0] * 4,
+                   seeds=[0, 1, 2, 3], steps=20_000_000)
+except KeyboardInterrupt:
+    print(f"interrupted {time.monotonic() - t0:.3f}", flush=True)
+    sys.exit(3)
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
+def test_ctrl_c_stops_a_long_simulation_within_moments() -> None:
+    """The sweep runs without the GIL; the binding checks for signals every 50 ms and stops it
+    (rust/bindings/sim.rs run_interruptibly): KeyboardInterrupt comes within moments, not after the
+    call (minutes here)."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", INTERRUPTED], stdout=subprocess.PIPE, text=True,
+                             # a child of a non-interactive shell may inherit SIGINT ignored: restore it
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "start"
+        time.sleep(1.0)
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, _ = child.communicate(timeout=60)
+        waited = time.monotonic() - sent
+    finally:
+        child.kill()
+    assert child.returncode == 3 and out.startswith("interrupted"), (child.returncode, out)
+    assert waited < 5.0, waited  # a step of 4 configs at the default d takes well under a millisecond

@@ -1,10 +1,15 @@
 //! Python glue for the simulator: keyword arguments → `sim` structs, the GIL released around the
-//! sweep, results → numpy arrays in a dict. All checking happens in the core (`CoreError::Invalid`
-//! → ValueError); here only what Python's types allow and Rust's do not (negative integers).
+//! sweep (which Ctrl-C stops within moments, see `run_interruptibly`), results → numpy arrays in a
+//! dict. All checking happens in the core (`CoreError::Invalid` → ValueError); here only what
+//! Python's types allow and Rust's do not (negative integers).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -165,10 +170,56 @@ fn simulate<'py>(
         twin,
         threads: threads.map(|t| nonneg("threads", t).map(|t| t as usize)).transpose()?,
     };
-    let results = py.detach(|| sim::run_sweep(&spec))?;
+    let results = run_interruptibly(py, &spec)?;
     let n_seeds = spec.seeds.len();
     let curve_steps = sim::curve_steps(spec.steps, spec.curve_points);
     results_dict(py, &results, n_seeds, &curve_steps)
+}
+
+/// How often the sweep's caller looks for a pending Python signal while the sweep runs.
+const SIGNAL_POLL: Duration = Duration::from_millis(50);
+
+/// `sim::run_sweep` on another thread, without the GIL, while this thread checks for Python
+/// signals every SIGNAL_POLL: on Ctrl-C (or any signal whose handler raises) the sweep is told to
+/// stop, is waited for (a step's time), and the handler's exception is raised here.
+fn run_interruptibly(py: Python<'_>, spec: &SweepSpec) -> PyResult<Vec<TrajectoryResult>> {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let (tx, mut rx) = mpsc::channel();
+        let stop = &stop;
+        s.spawn(move || {
+            let _ = tx.send(sim::run_sweep_until(spec, stop));
+        });
+        loop {
+            // the receiver moves in and out: it is Send but not Sync
+            let (back, got) = py.detach(move || {
+                let got = rx.recv_timeout(SIGNAL_POLL);
+                (rx, got)
+            });
+            rx = back;
+            match got {
+                Ok(done) => {
+                    return match done? {
+                        Some(results) => Ok(results),
+                        // only this function sets the flag, and it returns the signal's error then
+                        None => Err(PyKeyboardInterrupt::new_err("simulation stopped")),
+                    };
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(e) = py.check_signals() {
+                        stop.store(true, Ordering::Relaxed);
+                        py.detach(move || {
+                            let _ = rx.recv(); // the sweep ends within a step once it sees the flag
+                        });
+                        return Err(e);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(PyRuntimeError::new_err("internal: the simulation thread ended without a result"));
+                }
+            }
+        }
+    })
 }
 
 fn results_dict<'py>(

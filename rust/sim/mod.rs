@@ -8,5 +8,5 @@ pub mod sweep;
 pub use model::{GrowthLaw, InitStats, Nqm, Radial};
 pub use optim::{reference_trajectory, AdamW, Optimizer, Schedule, Sgd};
 pub use sweep::{
-    curve_steps, run_sweep, simulate_trajectory, Precision, RunConfig, StepRecord, SweepSpec, TrajectoryResult,
+    curve_steps, run_sweep, run_sweep_until, simulate_trajectory, Precision, RunConfig, StepRecord, SweepSpec, TrajectoryResult,
 };

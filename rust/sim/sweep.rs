@@ -35,6 +35,8 @@
 //! rate; everything else (gradient /ρ, step /ρ, clip on the real norm) is unchanged. Without a law
 //! the version-2 update above runs, bit for bit.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use rayon::prelude::*;
 
 use super::model::{Nqm, Radial};
@@ -180,11 +182,18 @@ impl SweepSpec {
 
 /// Run every (config, seed) pair; results are ordered config-major: index = config · n_seeds + seed_index.
 pub fn run_sweep(spec: &SweepSpec) -> CoreResult<Vec<TrajectoryResult>> {
+    Ok(run_sweep_until(spec, &AtomicBool::new(false))?.unwrap_or_default())
+}
+
+/// [`run_sweep`] that gives up once `stop` is set (checked before every step of every work unit,
+/// so within one step's time): `Ok(None)` then, the partial work discarded. The bindings set it
+/// when Python has a pending signal (Ctrl-C), since the sweep runs without the GIL.
+pub fn run_sweep_until(spec: &SweepSpec, stop: &AtomicBool) -> CoreResult<Option<Vec<TrajectoryResult>>> {
     spec.validate()?;
     let n_seeds = spec.seeds.len();
     let n_cfg = spec.configs.len();
     if n_seeds == 0 || n_cfg == 0 {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     }
     let work = || -> Vec<Vec<(usize, TrajectoryResult)>> {
         let chunk = chunk_size(n_cfg, n_seeds, rayon::current_num_threads());
@@ -195,7 +204,7 @@ pub fn run_sweep(spec: &SweepSpec) -> CoreResult<Vec<TrajectoryResult>> {
             .par_iter()
             .map(|&(s, c0)| {
                 let idx: Vec<usize> = (c0..(c0 + chunk).min(n_cfg)).collect();
-                let res = run_group_dispatch(spec, s, &idx, false).0;
+                let res = run_group_dispatch(spec, s, &idx, false, stop).0;
                 idx.iter().map(|&c| c * n_seeds + s).zip(res).collect()
             })
             .collect()
@@ -208,11 +217,14 @@ pub fn run_sweep(spec: &SweepSpec) -> CoreResult<Vec<TrajectoryResult>> {
             .install(work),
         None => work(),
     };
+    if stop.load(Ordering::Relaxed) {
+        return Ok(None); // units cut short left their slots unfilled
+    }
     let mut out: Vec<Option<TrajectoryResult>> = vec![None; n_cfg * n_seeds];
     for (i, r) in parts.into_iter().flatten() {
         out[i] = Some(r);
     }
-    Ok(out.into_iter().map(|r| r.expect("every unit fills its slots")).collect())
+    Ok(Some(out.into_iter().map(|r| r.expect("every unit fills its slots")).collect()))
 }
 
 /// One trajectory with a per-step record (small d: tests and inspection).
@@ -236,7 +248,7 @@ pub fn simulate_trajectory(
         threads: Some(1),
     };
     spec.validate()?;
-    let (mut res, rec) = run_group_dispatch(&spec, 0, &[0], true);
+    let (mut res, rec) = run_group_dispatch(&spec, 0, &[0], true, &AtomicBool::new(false));
     Ok((res.remove(0), rec.expect("recording was requested")))
 }
 
@@ -252,10 +264,11 @@ fn run_group_dispatch(
     seed_index: usize,
     configs: &[usize],
     record: bool,
+    stop: &AtomicBool,
 ) -> (Vec<TrajectoryResult>, Option<StepRecord>) {
     match spec.precision {
-        Precision::F32 => simd::run::<f32>(spec, seed_index, configs, record),
-        Precision::F64 => simd::run::<f64>(spec, seed_index, configs, record),
+        Precision::F32 => simd::run::<f32>(spec, seed_index, configs, record, stop),
+        Precision::F64 => simd::run::<f64>(spec, seed_index, configs, record, stop),
     }
 }
 
@@ -270,19 +283,20 @@ mod simd {
         seed_index: usize,
         configs: &[usize],
         record: bool,
+        stop: &AtomicBool,
     ) -> (Vec<TrajectoryResult>, Option<StepRecord>) {
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
                 // SAFETY: the CPU supports the features the function was compiled for.
-                return unsafe { run_avx512::<F>(spec, seed_index, configs, record) };
+                return unsafe { run_avx512::<F>(spec, seed_index, configs, record, stop) };
             }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 // SAFETY: as above.
-                return unsafe { run_avx2::<F>(spec, seed_index, configs, record) };
+                return unsafe { run_avx2::<F>(spec, seed_index, configs, record, stop) };
             }
         }
-        run_group::<F>(spec, seed_index, configs, record)
+        run_group::<F>(spec, seed_index, configs, record, stop)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -292,8 +306,9 @@ mod simd {
         seed_index: usize,
         configs: &[usize],
         record: bool,
+        stop: &AtomicBool,
     ) -> (Vec<TrajectoryResult>, Option<StepRecord>) {
-        run_group::<F>(spec, seed_index, configs, record)
+        run_group::<F>(spec, seed_index, configs, record, stop)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -303,8 +318,9 @@ mod simd {
         seed_index: usize,
         configs: &[usize],
         record: bool,
+        stop: &AtomicBool,
     ) -> (Vec<TrajectoryResult>, Option<StepRecord>) {
-        run_group::<F>(spec, seed_index, configs, record)
+        run_group::<F>(spec, seed_index, configs, record, stop)
     }
 }
 
@@ -623,6 +639,7 @@ fn run_group<F: Real>(
     seed_index: usize,
     configs: &[usize],
     record: bool,
+    stop: &AtomicBool,
 ) -> (Vec<TrajectoryResult>, Option<StepRecord>) {
     let model = &spec.model;
     let d = model.d;
@@ -711,6 +728,9 @@ fn run_group<F: Real>(
 
     let mut next_curve = 0usize;
     for t in 0..=steps {
+        if stop.load(Ordering::Relaxed) {
+            return (Vec::new(), None); // run_sweep_until discards the whole sweep
+        }
         let is_curve = next_curve < cs.len() && cs[next_curve] == t;
         if is_curve {
             next_curve += 1;
@@ -997,8 +1017,8 @@ mod tests {
         }
         // Every SIMD path gives the same bits as the plain one.
         let idx: Vec<usize> = (0..configs.len()).collect();
-        assert_eq!(run_group::<f32>(&s, 1, &idx, false).0, simd::run::<f32>(&s, 1, &idx, false).0);
-        assert_eq!(run_group::<f64>(&s, 1, &idx, false).0, simd::run::<f64>(&s, 1, &idx, false).0);
+        assert_eq!(run_group::<f32>(&s, 1, &idx, false, &AtomicBool::new(false)).0, simd::run::<f32>(&s, 1, &idx, false, &AtomicBool::new(false)).0);
+        assert_eq!(run_group::<f64>(&s, 1, &idx, false, &AtomicBool::new(false)).0, simd::run::<f64>(&s, 1, &idx, false, &AtomicBool::new(false)).0);
     }
 
     #[test]
@@ -1215,5 +1235,38 @@ mod tests {
         for s in bad {
             assert!(run_sweep(&s).is_err(), "{s:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_stop_flag_ends_the_sweep_without_results() {
+        let m = model(64, 1.0);
+        let configs = vec![cfg(4, 0.05, Some(1.0), ADAMW), cfg(16, 0.1, None, PLAIN_SGD)];
+        let sp = spec(m, configs, vec![0, 1, 2], 300);
+        // never set: the same results as run_sweep
+        let free = run_sweep_until(&sp, &AtomicBool::new(false)).unwrap().unwrap();
+        assert_eq!(free, run_sweep(&sp).unwrap());
+        // set before the start: no result, and no panic over the unfilled slots
+        assert_eq!(run_sweep_until(&sp, &AtomicBool::new(true)).unwrap(), None);
+        // bad input is still an error, not a stop
+        let mut bad = sp.clone();
+        bad.steps = 0;
+        assert!(run_sweep_until(&bad, &AtomicBool::new(true)).is_err());
+    }
+
+    #[test]
+    fn a_stop_set_mid_sweep_ends_it_within_moments() {
+        // ~10^4 times longer than the test waits: only the flag can end it in time
+        let m = model(4096, 1.0);
+        let sp = spec(m, vec![cfg(4, 0.01, Some(1.0), ADAMW); 4], vec![0, 1], 5_000_000);
+        let stop = AtomicBool::new(false);
+        let t0 = std::time::Instant::now();
+        let out = std::thread::scope(|s| {
+            let h = s.spawn(|| run_sweep_until(&sp, &stop));
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            stop.store(true, Ordering::Relaxed);
+            h.join().unwrap()
+        });
+        assert_eq!(out.unwrap(), None);
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5), "took {:?}", t0.elapsed());
     }
 }
