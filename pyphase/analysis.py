@@ -274,7 +274,7 @@ def _note_of(lr: float, edge: str | None, refined: bool, all_diverged: bool, nei
         return "one LR tested: no optimum can be located"
     if edge == "flat":
         where = (f"all {n_lrs} LRs" if n_finite == n_lrs
-                 else f"all {n_finite} LRs that stayed finite ({n_lrs - n_finite} of {n_lrs} diverged or did not converge)")
+                 else f"all {n_finite} LRs with a finite loss in every seed ({n_lrs - n_finite} of {n_lrs} diverged or did not converge)")
         return (f"flat: {where} give the same seed-mean loss ({loss:.4g}), so no optimum can be located "
                 "(the loss does not depend on LR over this grid)")
     if edge == "low":
@@ -1084,7 +1084,11 @@ def _setting_value(value: Any) -> Any:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else None
+        try:
+            v = float(value)
+        except OverflowError:  # an integer beyond float's range: not a setting anyone ran
+            return None
+        return v if math.isfinite(v) else None
     if isinstance(value, str):
         return value
     if isinstance(value, (list, tuple)) and value:
@@ -1102,10 +1106,12 @@ def _same_setting(a: Any, b: Any) -> bool:
 
 
 def _setting_text(value: Any) -> str:
+    """A setting as written: floats in their shortest round-trip form (repr), so that two values
+    `_same_setting` tells apart never print alike (0.9 and 0.9000001, not "0.9" twice)."""
     if isinstance(value, tuple):
         return "(" + ", ".join(_setting_text(v) for v in value) + ")"
     if isinstance(value, float):
-        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
     return str(value)
 
 
@@ -1146,8 +1152,11 @@ def setting_warnings(
     settings = meta.get("optimizer_settings")
     settings = settings if isinstance(settings, Mapping) else {}
     for key in COMPARED_SETTINGS.get(optimizer, ()):
-        used = [v for v in (_setting_value(c.get(key)) for c in configs) if v is not None]
-        out.append(_mismatch(SETTING_WORDS[key], _setting_value(settings.get(key)), used, "used"))
+        # text only for the schedule's name; a number given as text ("0.9") is not a recorded setting
+        kind = str if key == "schedule" else (float, tuple)
+        used = [v for v in (_setting_value(c.get(key)) for c in configs) if isinstance(v, kind)]
+        predicted = _setting_value(settings.get(key))
+        out.append(_mismatch(SETTING_WORDS[key], predicted if isinstance(predicted, kind) else None, used, "used"))
     return [w for w in out if w]
 
 

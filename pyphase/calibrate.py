@@ -23,6 +23,7 @@ An "example" is one training window of `block_size` tokens, the unit a sweep's b
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -805,16 +806,35 @@ MAX_SEED = 2**31 - 1
 
 def check_out_file(out: str | Path | None) -> None:
     """Before any measurement: `--out` must be a file that can be written, so that a bad path does
-    not lose the work at the end. The folder part is `results.check_output_folder`'s check (the same
-    words as `results export --dest`); nothing is created until the file is written."""
+    not lose the work at the end. The folder part is first `results.check_output_folder`'s check (the
+    same words as `results export --dest`); then the folder is made and a probe file written and
+    removed, since only a real write finds a folder that cannot be made (/proc, a read-only mount,
+    root's unchecked permissions). Folders made by the probe are removed again."""
     if out is None:
         return
     from pyphase.results import check_output_folder
 
     p = Path(out)
-    if p.is_dir():
-        raise PyphaseError(f"--out {p}: is a folder; give a file name")
+    try:
+        if p.is_dir():
+            raise PyphaseError(f"--out {p}: is a folder; give a file name")
+    except OSError as e:  # e.g. a path component too long to look up
+        raise PyphaseError(f"--out {p}: {e.strerror or e}") from None
     check_output_folder(p.parent, f"--out {p}")
+    missing = [a for a in [p.parent, *p.parent.parents] if not a.exists()]
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        probe = p.parent / f".{p.name}.probe.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise PyphaseError(f"--out {p}: cannot write there: {e.strerror or e}") from None
+    finally:
+        for folder in missing:  # deepest first: only the folders this check made, and only if empty
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
 
 
 def _check_seed(seed: int) -> None:

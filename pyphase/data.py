@@ -65,7 +65,11 @@ class Corpus:
         """Raise a one-line PyphaseError unless each of `splits` holds one window: `block_size`
         inputs and their targets, block_size + 1 characters. Training draws windows from the train
         split and evaluates on whole windows of the valid split; the Rust batcher's own error for a
-        short split names neither the split nor the file."""
+        short split names neither the split nor the file.
+
+        The advice fits the corpus: a single file is told the smallest size that gives each checked
+        split one window (as `_make_corpus` cuts it), a folder to use longer splits, the synthetic
+        corpus (no file to lengthen) to pass a longer one with --data."""
         need = block_size + 1
         short = [s for s in splits if len(getattr(self, s)) < need]
         if not short:
@@ -81,22 +85,34 @@ class Corpus:
         msg = (f"corpus {self.source}: {' and '.join(parts)}, fewer than the {need:,} one window needs "
                f"(block_size + 1 = {block_size:,} + 1)")
         if self.valid_fraction is not None:
-            what = "file" if self.split_files else "text"
-            msg += (f"; the validation split is the last {self.valid_fraction * 100:g}% of the {what}: give a "
-                    f"{what} of at least {_min_chars(need, self.valid_fraction):,} characters (it has "
-                    f"{len(self.train) + len(self.valid):,}), or a smaller block_size")
+            least = _min_chars(need, self.valid_fraction, tuple(s for s in splits if s in ("train", "valid")))
+            if not self.split_files and self.source == "synthetic":  # generated here: no text to lengthen
+                msg += (f"; pass a longer corpus with --data (or {DATA_ENV}), e.g. a file of at least "
+                        f"{least:,} characters, or a smaller block_size")
+            else:
+                what = "file" if self.split_files else "text"
+                split = (f"the validation split is the last {self.valid_fraction * 100:g}%" if "valid" in splits
+                         else f"the train split is the first {(1.0 - self.valid_fraction) * 100:g}%")
+                msg += (f"; {split} of the {what}: give a {what} of at least {least:,} characters (it has "
+                        f"{len(self.train) + len(self.valid):,}), or a smaller block_size")
         else:
             msg += "; use longer splits or a smaller block_size"
         raise PyphaseError(msg)
 
 
-def _min_chars(need: int, valid_fraction: float) -> int:
-    """The fewest characters a single file needs so that both of its splits (as `_make_corpus`
-    cuts them) hold at least `need` characters."""
-    n = max(2 * need, int((need - 1) / min(valid_fraction, 1.0 - valid_fraction)) - 2)
+def _min_chars(need: int, valid_fraction: float, splits: tuple[str, ...] = ("train", "valid")) -> int:
+    """The fewest characters a single file needs so that each of `splits` ("train", "valid"), as
+    `_make_corpus` cuts them (the last round(n * valid_fraction) characters are the valid split),
+    holds at least `need` characters, and that `_make_corpus` can split at all (2 each). Both
+    split lengths only grow with n, so the first n that is enough is the answer."""
+    need_train = need if "train" in splits else 2
+    need_valid = need if "valid" in splits else 2
+    # below either bound one split is short for certain: n(1 - f) + 1/2 >= train, n f + 1/2 >= valid
+    n = max(need_train + need_valid, int((need_train - 1) / (1.0 - valid_fraction)),
+            int((need_valid - 1) / valid_fraction))
     while True:
         n_valid = int(round(n * valid_fraction))
-        if n_valid >= need and n - n_valid >= need:
+        if n_valid >= need_valid and n - n_valid >= need_train:
             return n
         n += 1
 

@@ -225,8 +225,19 @@ def _sweep_grid(
     return labels, [group_label(c, o) for c, o, _ in parts], z
 
 
-def _diverged_text(n_div: float, n_seeds: float) -> str:
-    return "✗ diverged" if n_div >= n_seeds else f"✗ {n_div:.0f} of {n_seeds:.0f}\nseeds diverged"
+def _diverged_text(n_div: float, n_seeds: float, n_nonfinite: float | None = None) -> str:
+    """The label of a cell with `n_div` of `n_seeds` seeds at an infinite effective loss. Of them,
+    `n_nonfinite` really diverged (loss or gradient norm non-finite: "✗ diverged"); the rest ended at
+    a finite loss with converged = false ("not converged", no ✗). Without `n_nonfinite` (a table
+    from before config_table split the count) every one is called diverged, as it was."""
+    nf = n_div if n_nonfinite is None or not np.isfinite(n_nonfinite) else min(n_nonfinite, n_div)
+    nc = n_div - nf
+    if nc <= 0:
+        return "✗ diverged" if nf >= n_seeds else f"✗ {nf:.0f} of {n_seeds:.0f}\nseeds diverged"
+    if nf <= 0:
+        return "not converged" if nc >= n_seeds else f"{nc:.0f} of {n_seeds:.0f} seeds\nnot converged"
+    of = "" if n_div >= n_seeds else f"\n(of {n_seeds:.0f} seeds)"
+    return f"✗ {nf:.0f} diverged,\n{nc:.0f} not converged{of}"
 
 
 def _facets(parts: Sequence[tuple[float | None, str | None, pl.DataFrame]]) -> tuple[Figure, list]:
@@ -250,8 +261,12 @@ def _label_axes(ax, bs: Sequence[int], lrs: Sequence[float], title: str) -> None
 
 
 def _draw_loss_cells(fig: Figure, ax, z: np.ndarray, div: np.ndarray, seeds: np.ndarray, *,
-                     per_row: bool = False, limits: tuple[float, float] | None = None) -> None:
-    """Loss cells (darker = worse); a cell with any diverged seed is blank with a red ✗ count;
+                     per_row: bool = False, limits: tuple[float, float] | None = None,
+                     nonfinite: np.ndarray | None = None) -> None:
+    """Loss cells (darker = worse); a cell with any seed at an infinite effective loss (`div`,
+    config_table's n_diverged) is blank and labelled in red: "✗ diverged" where some of them really
+    diverged (`nonfinite`, n_nonfinite), "not converged" where they ended at a finite loss with
+    converged = false (`_diverged_text`; without `nonfinite` every one is called diverged);
     bold = the row's minimum (each batch size's grid argmin, or the best group of a sweep row).
     The numbers are the losses; the colours are the losses on `limits` (one scale shared by every
     panel of a figure), or with `per_row` each cell's excess over its row's best, so that rows of
@@ -272,7 +287,8 @@ def _draw_loss_cells(fig: Figure, ax, z: np.ndarray, div: np.ndarray, seeds: np.
     best = {(i, int(np.argmin(row))) for i, row in enumerate(masked) if np.isfinite(row).any()}
     for (i, j), v in np.ndenumerate(z):
         if div[i, j] > 0:
-            ax.text(j, i, _diverged_text(div[i, j], seeds[i, j]), ha="center", va="center", color="red", fontsize=7)
+            nf = None if nonfinite is None else nonfinite[i, j]
+            ax.text(j, i, _diverged_text(div[i, j], seeds[i, j], nf), ha="center", va="center", color="red", fontsize=7)
         elif np.isfinite(v):
             weight = "bold" if (i, j) in best else "normal"
             c = colour[i, j]
@@ -283,23 +299,41 @@ def _draw_loss_cells(fig: Figure, ax, z: np.ndarray, div: np.ndarray, seeds: np.
 
 
 def _count_columns(df: pl.DataFrame) -> pl.DataFrame:
-    return df.with_columns(pl.col("n_diverged").cast(pl.Float64), pl.col("n_seeds").cast(pl.Float64))
+    """n_diverged, n_seeds and n_nonfinite as floats; a table without n_nonfinite (from before
+    config_table told diverged from not-converged runs) gets n_diverged there: all called diverged."""
+    nonfinite = pl.col("n_nonfinite") if "n_nonfinite" in df.columns else pl.col("n_diverged")
+    return df.with_columns(pl.col("n_diverged").cast(pl.Float64), pl.col("n_seeds").cast(pl.Float64),
+                           nonfinite.cast(pl.Float64).alias("n_nonfinite"))
+
+
+_OUTCOME_KEY = "✗ diverged: loss or gradient norm went non-finite;\nnot converged: finite loss, converged = false"
+
+
+def _outcome_key(configs: pl.DataFrame) -> str:
+    """A title line telling the two blank-cell labels apart, where some cell says "not converged"."""
+    if "n_nonfinite" not in configs.columns or not (configs["n_diverged"] > configs["n_nonfinite"]).any():
+        return ""
+    return "\n" + _OUTCOME_KEY
 
 
 def plot_loss_heatmap(configs: pl.DataFrame, path: Path, *, title: str = "") -> Path:
     """Seed-mean final val loss over B x LR (one panel per clip/optimizer group; a threshold sweep
-    with one LR per B is one panel, groups across); ✗ = diverged seeds."""
+    with one LR per B is one panel, groups across). A cell with seeds at an infinite effective loss
+    is blank: "✗ diverged" for seeds whose loss or gradient norm went non-finite (n_nonfinite),
+    "not converged" for seeds that ended at a finite loss with converged = false (n_not_converged);
+    a table without n_nonfinite calls all of them (n_diverged) diverged."""
     parts = groups(configs)
     if _one_lr_per_batch(parts):
         counted = [(c, o, _count_columns(g)) for c, o, g in parts]
         rows, cols, z = _sweep_grid(counted, "final_val_loss")
         div, seeds = _sweep_grid(counted, "n_diverged")[2], _sweep_grid(counted, "n_seeds")[2]
+        nonfinite = _sweep_grid(counted, "n_nonfinite")[2]
         fig = Figure(figsize=(max(5.0, 1.3 * len(cols) + 3), max(2.8, 0.6 * len(rows) + 1.8)), layout="constrained")
         ax = fig.add_subplot()
-        _draw_loss_cells(fig, ax, z, div, seeds, per_row=True)
+        _draw_loss_cells(fig, ax, z, div, seeds, per_row=True, nonfinite=nonfinite)
         _label_sweep_axes(ax, rows, cols)
         fig.suptitle(title or "Final validation loss (mean over seeds; bold = best group of each row;\n"
-                              "colour: how far above its row's best)")
+                              "colour: how far above its row's best)" + _outcome_key(configs))
         return _save(fig, path)
     fig, axes = _facets(parts)
     ok = configs.filter((pl.col("n_diverged") == 0) & pl.col("final_val_loss").is_finite())["final_val_loss"]
@@ -308,9 +342,10 @@ def plot_loss_heatmap(configs: pl.DataFrame, path: Path, *, title: str = "") -> 
         bs, lrs, z = _grid(g, "final_val_loss")
         counted = _count_columns(g)
         div, seeds = _grid(counted, "n_diverged")[2], _grid(counted, "n_seeds")[2]
-        _draw_loss_cells(fig, ax, z, div, seeds, limits=limits)
+        _draw_loss_cells(fig, ax, z, div, seeds, limits=limits, nonfinite=_grid(counted, "n_nonfinite")[2])
         _label_axes(ax, bs, lrs, group_label(clip, opt))
-    fig.suptitle(title or "Final validation loss (mean over seeds; bold = grid minimum of each batch size)")
+    fig.suptitle(title or "Final validation loss (mean over seeds; bold = grid minimum of each batch size)"
+                 + _outcome_key(configs))
     return _save(fig, path)
 
 

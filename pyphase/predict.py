@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 import sys
 import time
@@ -91,7 +92,8 @@ class OptimizerSettings:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A real number (numpy's too), not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
 
 
 def optimizer_settings(optimizer: str, momentum: float | None = None,
@@ -865,7 +867,7 @@ def _settings_words(summary: dict[str, Any]) -> str:
     """' (momentum 0.9, weight decay 0.01)': the settings `--momentum` and `--weight-decay` set."""
     s = summary.get("optimizer_settings") or {}
     keys = (("momentum", "momentum"),) if summary.get("optimizer") == "sgd" else ()
-    words = [f"{name} {s[k]:g}" for k, name in (*keys, ("weight_decay", "weight decay")) if _is_number(s.get(k))]
+    words = [f"{name} {float(s[k])!r}" for k, name in (*keys, ("weight_decay", "weight decay")) if _is_number(s.get(k))]
     return f" ({', '.join(words)})" if words else ""
 
 

@@ -477,6 +477,12 @@ def divergence_words(summaries: pl.DataFrame) -> str:
 
 
 def prediction_words(cmp: an.Comparison, label: str = "The prediction") -> str:
+    """The prediction's scores in a sentence or two, and its setting warnings (`an.setting_warnings`)
+    after them, so that a summary never reads as a like-for-like test when it is not one."""
+    return _scores_words(cmp, label) + "".join(f" ⚠ {w}" for w in cmp.warnings)
+
+
+def _scores_words(cmp: an.Comparison, label: str) -> str:
     scored = [t for t in cmp.targets if t.passed is not None]
     if not scored:
         reasons = sorted({t.reason for t in cmp.targets if t.reason})
@@ -796,15 +802,15 @@ def divergence_markdown(runs: pl.DataFrame) -> tuple[str, str]:
         for r in part.iter_rows(named=True)
     ]
     text = ""
-    if div.height:
+    if div.height:  # counted by `divergence_words`, which comes first: only what it does not say
         text = (
-            f"{div.height} runs diverged; before the first non-finite step their gradient norm reached "
+            f"Before the first non-finite step the diverged runs' gradient norm reached "
             f"{fmt(div['max_grad_norm'].min())} to {fmt(div['max_grad_norm'].max())}."
         )
     if not_conv.height:
         text += (
-            f" {not_conv.height} runs ended at a finite loss with converged = false (final val loss "
-            f"{fmt(not_conv['final_val_loss'].min())} to {fmt(not_conv['final_val_loss'].max())})."
+            f" The runs that ended at a finite loss with converged = false have final val losses "
+            f"{fmt(not_conv['final_val_loss'].min())} to {fmt(not_conv['final_val_loss'].max())}."
         )
     if spikes.height:
         text += (
@@ -953,7 +959,8 @@ def threshold_markdown(runs: pl.DataFrame) -> tuple[str, list[str]]:
         dropped = dropped.filter(pl.col("gradient_clip").is_not_null())  # clip=off's divergence is stated above
         if dropped.height:
             only_div = (dropped["n_diverged"] == dropped["n_nonfinite"]).all()
-            which = "diverged" if only_div else "diverged or not-converged"
+            none_div = (dropped["n_nonfinite"] == 0).all()
+            which = "diverged" if only_div else "not-converged" if none_div else "diverged or not-converged"
             text += f"; left out of the comparison for {which} seeds: " + ", ".join(
                 f"clip={_clip_text(r['gradient_clip'])} ({_lost_runs_text(r)})"
                 for r in dropped.iter_rows(named=True)

@@ -690,10 +690,13 @@ def check_output_folder(folder: Path, option: str) -> None:
     folder = Path(folder)
     deepest = None
     for p in [*reversed(folder.parents), folder]:
-        if not p.exists():
-            break
-        if not p.is_dir():
-            raise PyphaseError(f"{option}: {p} is a file, not a folder")
+        try:
+            if not p.exists():
+                break
+            if not p.is_dir():
+                raise PyphaseError(f"{option}: {p} is a file, not a folder")
+        except OSError as e:  # e.g. a name longer than the file system allows
+            raise PyphaseError(f"{option}: {e.strerror or e}: {p}") from None
         deepest = p
     if deepest is not None and not os.access(deepest, os.W_OK | os.X_OK):
         raise PyphaseError(f"{option}: cannot write in {deepest} (permission denied)")

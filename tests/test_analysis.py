@@ -260,7 +260,7 @@ def test_a_flat_loss_curve_is_flat_not_a_low_edge() -> None:
                       "(the loss does not depend on LR over this grid)")
     # the finite LRs are flat and the largest diverged: still flat, not a low-edge minimum
     d = an.optimum_of(32, lrs, np.array([2.3, 2.3, np.inf]), 2)
-    assert d.edge == "flat" and "all 2 LRs that stayed finite (1 of 3 diverged or did not converge)" in d.note
+    assert d.edge == "flat" and "all 2 LRs with a finite loss in every seed (1 of 3 diverged or did not converge)" in d.note
     # seed means of the same run loss over different seed counts differ in the last bits: flat
     means = np.array([np.mean([0.1] * 3), 0.1, np.mean([0.1] * 7)])
     assert means[0] != means[1] and an.optimum_of(32, lrs, means, 1).edge == "flat"
@@ -918,6 +918,23 @@ def test_other_steps_and_settings_than_the_runs_used_are_warned_of() -> None:
     sgd = measured.with_columns(pl.lit("sgd").alias("optimizer"))
     assert _warnings(sgd, _prediction_meta("sgd", momentum=0.5), _configs(sgd, optimizer="sgd")) == (
         "The prediction simulated momentum 0.5, the runs used 0.9.",)
+
+
+def test_close_settings_print_apart_and_odd_recorded_values_are_passed_over() -> None:
+    measured = bowl_summaries(noise=0.0, seeds=1)
+    sgd = measured.with_columns(pl.lit("sgd").alias("optimizer"))
+    # values that differ print differently (repr, not 6 significant digits)
+    meta = _prediction_meta("sgd", momentum=0.9000001, weight_decay=0.0100000001)
+    assert _warnings(sgd, meta, _configs(sgd, optimizer="sgd")) == (
+        "The prediction simulated momentum 0.9000001, the runs used 0.9.",
+        "The prediction simulated weight decay 0.0100000001, the runs used 0.01.",
+    )
+    # a number written as text is no recorded setting (only the schedule is text); an integer
+    # beyond float's range neither (it raised OverflowError)
+    assert _warnings(sgd, _prediction_meta("sgd", momentum="0.5"), _configs(sgd, optimizer="sgd")) == ()
+    assert _warnings(sgd, _prediction_meta("sgd", momentum=0.5), _configs(sgd, optimizer="sgd", momentum="0.9")) == ()
+    huge = _prediction_meta("sgd") | {"steps": 10**400}
+    assert _warnings(sgd, huge, _configs(sgd, optimizer="sgd")) == ()
 
 
 def test_runs_with_several_values_are_warned_of_once_with_every_value() -> None:

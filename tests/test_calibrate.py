@@ -4,6 +4,7 @@ end-to-end `calibrate` on the tiny shape + synthetic corpus (CPU)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -394,3 +395,15 @@ def test_check_out_file_creates_nothing_and_words_folders_as_export_does(tmp_pat
     with pytest.raises(PyphaseError) as theirs:
         check_output_folder(bad.parent, f"--out {bad}")
     assert str(mine.value) == str(theirs.value) == f"--out {bad}: {tmp_path / 'f'} is a file, not a folder"
+
+
+def test_check_out_file_finds_folders_that_cannot_be_made_and_names_too_long_ones(tmp_path) -> None:
+    from pyphase.calibrate import check_out_file
+    from pyphase.errors import PyphaseError
+
+    if Path("/proc/self").is_dir():  # access() says yes for root, only a real write says no
+        with pytest.raises(PyphaseError, match=r"^--out /proc/pyphase-nosuch/c\.json: cannot write there: "):
+            check_out_file("/proc/pyphase-nosuch/c.json")
+    long = tmp_path / ("x" * 300) / "c.json"
+    with pytest.raises(PyphaseError, match=r"^--out .*: File name too long"):
+        check_out_file(long)

@@ -114,8 +114,8 @@ def test_momentum_and_weight_decay_are_simulated_and_recorded(tmp_path, monkeypa
     summary = json.loads((out / "prediction.json").read_text())
     assert summary["optimizer_settings"] == {"betas": [0.9, 0.999], "eps": 1e-8, "warmup_steps": 0,
                                              "schedule": "constant", **settings}
-    words = (f"momentum {settings['momentum']:g}, " if optimizer == "sgd" else "") + \
-        f"weight decay {settings['weight_decay']:g}"
+    words = (f"momentum {float(settings['momentum'])!r}, " if optimizer == "sgd" else "") + \
+        f"weight decay {float(settings['weight_decay'])!r}"
     assert stdout.splitlines()[1].startswith(f"{optimizer} ({words}), 200 steps, 2 seeds")
     code, _, _ = main_in_process(monkeypatch, capsys, "predict", "--optimizer", optimizer, "--out",
                                  str(tmp_path / "default"), *SMALL_GRID)

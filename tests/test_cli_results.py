@@ -137,6 +137,9 @@ def test_compare_warns_of_other_steps_and_settings_than_the_runs_used(
     code, _, _ = run_cli(["report", "exp_a", "--prediction", "pred"], monkeypatch, capsys)
     report = (workdir / "results" / "exp_a" / "REPORT.md").read_text()
     assert code == 0 and all(f"⚠ {w}" in report.split("### Predicted vs measured")[1] for w in expected)
+    # ...and in the summary's sentence on the prediction, before any table
+    summary = next(line for line in report.splitlines() if "scored targets" in line or "could be scored" in line)
+    assert summary.endswith(" ".join(f"⚠ {w}" for w in expected)), summary
 
 
 def test_compare_reads_committed_settings_from_provenance(

@@ -259,6 +259,64 @@ def test_the_file_size_the_message_asks_for_is_exactly_enough(tmp_path: Path, bl
         load_corpus(p, block_size=block)
 
 
+@pytest.mark.parametrize("block", [16, 32, 256])
+def test_a_train_only_check_asks_for_the_size_that_gives_the_train_split_one_window(tmp_path: Path, block: int) -> None:
+    """calibrate with --steps-along 0 and the radial calibration check the train split alone: the size
+    asked for is the one that gives the train split a window (not both splits), and the message says
+    nothing of the validation split."""
+    n = data._min_chars(block + 1, data.DEFAULT_VALID_FRACTION, ("train",))
+    assert n < data._min_chars(block + 1, data.DEFAULT_VALID_FRACTION)
+    p = tmp_path / "c.txt"
+    p.write_text("a" * n, encoding="utf-8")
+    c = load_corpus(p)
+    c.check_windows(block, ("train",))  # exactly enough: the train split holds one window
+    assert len(c.train) >= block + 1
+    _core.batch_offsets(len(c.train), block, 2, [0], 0, 1)
+    p.write_text("a" * (n - 1), encoding="utf-8")
+    c = load_corpus(p)
+    with pytest.raises(PyphaseError) as e:
+        c.check_windows(block, ("train",))
+    msg = str(e.value)
+    assert msg.startswith(f"corpus {p}: train split has {len(c.train):,} characters, fewer than the {block + 1:,}")
+    assert f"the train split is the first 90% of the file: give a file of at least {n:,} characters (it has {n - 1:,})" in msg
+    assert "valid" not in msg
+
+
+def test_a_train_only_check_of_a_file_whose_validation_split_is_short_too(tmp_path: Path) -> None:
+    p = tmp_path / "tiny.txt"
+    p.write_text("a" * 50, encoding="utf-8")  # train 45, valid 5
+    c = load_corpus(p)
+    c.check_windows(32, ("train",))  # the validation split is not checked
+    with pytest.raises(PyphaseError) as e:
+        c.check_windows(64, ("train",))
+    msg = str(e.value)
+    assert "train split has 45 characters, fewer than the 65" in msg and "valid" not in msg
+    assert f"give a file of at least {data._min_chars(65, 0.1, ('train',))} characters (it has 50)" in msg
+    assert data._min_chars(65, 0.1, ("train",)) == 72  # 72 - round(7.2) = 65; 71 - round(7.1) = 64
+    with pytest.raises(PyphaseError, match="validation split is the last 10% of the file: give a file of at least 646 "):
+        c.check_windows(64)  # both checked: the size that gives both a window
+
+
+def test_the_synthetic_corpus_too_short_says_to_pass_a_longer_corpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The synthetic corpus has no file to lengthen: the advice is --data or a smaller block_size."""
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    c = load_corpus()
+    assert c.source == "synthetic" and not c.split_files
+    block = 10 * (len(c.train) + len(c.valid))
+    for splits in (("train", "valid"), ("train",)):
+        with pytest.raises(PyphaseError) as e:
+            c.check_windows(block, splits)
+        msg = str(e.value)
+        least = data._min_chars(block + 1, c.valid_fraction, splits)
+        assert msg.startswith(f"corpus synthetic: train split has {len(c.train):,} characters")
+        assert msg.endswith(f"; pass a longer corpus with --data (or {data.DATA_ENV}), e.g. a file of at least "
+                            f"{least:,} characters, or a smaller block_size")
+        assert "give a text" not in msg and "of the text" not in msg
+        assert ("validation split" in msg) == ("valid" in splits)
+    with pytest.raises(PyphaseError, match="pass a longer corpus with --data"):
+        load_corpus(block_size=block)
+
+
 def test_too_short_from_the_environment_variable_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = tmp_path / "tiny.txt"
     p.write_text("a" * 50, encoding="utf-8")

@@ -243,3 +243,67 @@ def test_threshold_sweep_loss_colours_each_row_by_its_excess_over_the_rows_best(
     texts = {t.get_text() for t in figs[0].axes[0].texts}
     for r in configs.iter_rows(named=True):
         assert f"{r['final_val_loss']:.3f}" in texts
+
+
+def _heatmap_texts(configs: pl.DataFrame, path: Path, monkeypatch) -> tuple[dict, str, dict]:
+    """The loss heatmap's cell labels by (B, LR) (one clip/optimizer group), its title, and each
+    (B, LR)'s colour value (NaN = blank)."""
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, p: figs.append(fig) or p)
+    plots.plot_loss_heatmap(configs, path)
+    ax = figs[0].axes[0]
+    bs = [int(t.get_text()) for t in ax.get_yticklabels()]
+    lrs = sorted(configs["lr"].unique().to_list())
+    cells = {(bs[round(t.get_position()[1])], lrs[round(t.get_position()[0])]): t.get_text() for t in ax.texts}
+    colour = np.ma.filled(ax.get_images()[0].get_array().astype(float), np.nan)
+    colours = {(b, lr): colour[i, j] for i, b in enumerate(bs) for j, lr in enumerate(lrs)}
+    return cells, figs[0]._suptitle.get_text(), colours
+
+
+def test_loss_heatmap_tells_diverged_from_not_converged_cells(tmp_path: Path, monkeypatch) -> None:
+    """A finite run with converged = false is "not converged", not "✗ diverged": the report's text
+    tells the two apart and the heatmap must not contradict it. Both stay blank (infinite loss)."""
+    lrs = LRS[2:6]
+    s = bowl_summaries(batches=(32, 64), lrs=lrs, seeds=2)
+    not_conv = (pl.col("batch_size") == 32) & (pl.col("lr") == lrs[1])  # both seeds: finite, converged = false
+    nan = (pl.col("batch_size") == 64) & (pl.col("lr") == lrs[3]) & (pl.col("seed") == 1)  # one seed: NaN
+    some_nc = (pl.col("batch_size") == 64) & (pl.col("lr") == lrs[0]) & (pl.col("seed") == 0)
+    mixed = (pl.col("batch_size") == 32) & (pl.col("lr") == lrs[2])  # seed 0 NaN, seed 1 not converged
+    s = s.with_columns(
+        pl.when(not_conv | some_nc | (mixed & (pl.col("seed") == 1))).then(False).otherwise(pl.col("converged"))
+        .alias("converged"),
+        pl.when(nan | (mixed & (pl.col("seed") == 0))).then(float("nan")).otherwise(pl.col("final_val_loss"))
+        .alias("final_val_loss"),
+        pl.when(nan | (mixed & (pl.col("seed") == 0))).then(300).otherwise(None).cast(pl.Int64).alias("diverged_step"),
+    )
+    configs = an.config_table(s)
+    cells, title, colours = _heatmap_texts(configs, tmp_path / "h.png", monkeypatch)
+    assert cells[(32, lrs[1])] == "not converged"
+    assert cells[(64, lrs[0])] == "1 of 2 seeds\nnot converged"
+    assert cells[(64, lrs[3])] == "✗ 1 of 2\nseeds diverged"
+    assert cells[(32, lrs[2])] == "✗ 1 diverged,\n1 not converged"
+    assert not any("✗" in t for k, t in cells.items() if k in {(32, lrs[1]), (64, lrs[0])})
+    assert "not converged: finite loss, converged = false" in title
+    # every such cell is blank, as before: no colour where any seed counts as infinite loss
+    bad = {(r["batch_size"], r["lr"]) for r in configs.filter(pl.col("n_diverged") > 0).iter_rows(named=True)}
+    assert len(bad) == 4 and all(np.isnan(colours[k]) == (k in bad) for k in colours)
+    # a table without the new columns (an older caller): every such cell is "diverged", as it was
+    old, old_title, _ = _heatmap_texts(configs.drop("n_nonfinite", "n_not_converged"), tmp_path / "o.png", monkeypatch)
+    assert old[(32, lrs[1])] == "✗ diverged" and old[(64, lrs[0])] == "✗ 1 of 2\nseeds diverged"
+    assert old[(32, lrs[2])] == "✗ diverged" and "not converged" not in old_title
+    # a table whose only infinite losses are diverged runs keeps today's labels and title
+    only_div = an.config_table(s.filter(~(not_conv | (pl.col("batch_size") == 64) & (pl.col("lr") == lrs[0]) | mixed)))
+    cells, title, _ = _heatmap_texts(only_div, tmp_path / "d.png", monkeypatch)
+    assert cells[(64, lrs[3])] == "✗ 1 of 2\nseeds diverged" and "not converged" not in title
+
+
+def test_threshold_sweep_heatmap_labels_a_not_converged_cell(tmp_path: Path, monkeypatch) -> None:
+    s = _threshold_sweep().with_columns(
+        pl.when((pl.col("gradient_clip") == 0.1) & (pl.col("batch_size") == 256)).then(False)
+        .otherwise(pl.col("converged")).alias("converged")
+    )
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, p: figs.append(fig) or p)
+    plots.plot_loss_heatmap(an.config_table(s), tmp_path / "h.png")
+    texts = [t.get_text() for t in figs[0].axes[0].texts]
+    assert "not converged" in texts and not any("diverged" in t for t in texts)

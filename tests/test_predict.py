@@ -406,3 +406,20 @@ def test_a_simulation_split_into_seed_chunks_equals_one_call(monkeypatch):
     split = predict([1.0], "adamw", [4, 16], [1e-3, 1e-2, 1e-1], **kw)
     assert calls == [[0, 1], [2, 3, 4]] * 2
     assert split.table.equals(whole.table) and split.curves.equals(whole.curves)
+
+
+def test_settings_print_as_given_and_numpy_numbers_pass_the_checks() -> None:
+    import numpy as np
+
+    from pyphase.predict import _settings_words, optimizer_settings
+
+    # repr, not :g: 0.9999999999999999 is not "1", a value just off the default is not the default
+    assert _settings_words({"optimizer": "sgd", "optimizer_settings": {"momentum": 0.9999999999999999,
+                                                                       "weight_decay": 0.0100000001}}) == \
+        " (momentum 0.9999999999999999, weight decay 0.0100000001)"
+    # a library caller's numpy floats are numbers like any other
+    s = optimizer_settings("sgd", np.float32(0.5), np.float64(0.0))
+    assert s.momentum == 0.5 and s.weight_decay == 0.0 and s.problems() == {}
+    import dataclasses
+
+    assert set(dataclasses.replace(s, momentum=np.float64(1.0)).problems()) == {"momentum"}

@@ -212,7 +212,7 @@ def test_diagnostics_stop_at_divergence() -> None:
     assert d["best_val"].item() == 2.0 and d["max_grad_norm"].item() == 500.0 and d["diverged"].item()
     table, text = rp.divergence_markdown(d)
     assert "| 1 | 32 | 0.01 | 0 | 501 | 500 |" in table  # steps 1-500 finite: step 501 diverged
-    assert text.startswith("1 runs diverged; before the first non-finite step their gradient norm reached 500 to 500.")
+    assert text.startswith("Before the first non-finite step the diverged runs' gradient norm reached 500 to 500.")
 
 
 DIV_WHY = "a non-finite loss or gradient norm at a recorded step, or a non-finite final val loss"
@@ -276,8 +276,8 @@ def test_divergence_table_marks_finite_not_converged_runs_apart_from_diverged_on
     assert lines[0].endswith("| final val | outcome |") and len(lines) == 4
     assert lines[2].startswith("| 1 | 32 | 0.01 | 0 | 301 | 150 |") and lines[2].endswith("| nan | diverged |")
     assert lines[3].startswith("| 1 | 32 | 0.001 | 0 | — | 150 |") and lines[3].endswith("| not converged (finite) |")
-    assert text.startswith("1 runs diverged; before the first non-finite step their gradient norm reached 150 to 150. "
-                           "1 runs ended at a finite loss with converged = false (final val loss ")
+    assert text.startswith("Before the first non-finite step the diverged runs' gradient norm reached 150 to 150. "
+                           "The runs that ended at a finite loss with converged = false have final val losses ")
     # the not-converged run stayed finite, so its spike is listed with the finite runs' spikes
     assert text.endswith("1 runs that stayed finite had gradient-norm spikes ≥ 100: B=32, LR=0.001, clip=1, seed 0 "
                          "(max 150).")
@@ -441,7 +441,7 @@ def test_threshold_mixed_seed_counts_and_seed_count_of_the_compared_configs() ->
     _, words = rp.threshold_markdown(runs)
     w = words[0]
     assert w.startswith("B=256, LR=0.05: final val loss ranges from 2.500 (clip=0.1, clipping")
-    assert ("to 2.540 (clip=1); left out of the comparison for diverged or not-converged seeds: clip=10 (1 of 5 "
+    assert ("to 2.540 (clip=1); left out of the comparison for not-converged seeds: clip=10 (1 of 5 "
             "runs ended at a finite loss with converged = false).") in w
     assert w.endswith(
         f"A difference of 0.040 is larger than two standard errors of the difference (se {se:.2g}, from the "

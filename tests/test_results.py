@@ -637,3 +637,11 @@ def test_sql_that_is_not_a_query_is_refused(runs_root: Path, sql: str) -> None:
                                  "-- c\nselect lr from summaries"])
 def test_sql_queries_in_every_spelling_run(runs_root: Path, sql: str) -> None:
     assert res.query(res.scan(runs_root, "exp_a"), sql).height == 18
+
+
+def test_check_output_folder_names_a_path_too_long_in_one_line(tmp_path) -> None:
+    from pyphase.errors import PyphaseError
+    from pyphase.results import check_output_folder
+
+    with pytest.raises(PyphaseError, match=r"^--dest x: File name too long: .*x{300}$"):
+        check_output_folder(tmp_path / ("x" * 300) / "phase3a", "--dest x")
