@@ -239,30 +239,38 @@ def calibrate(
 
 
 # --------------------------------------------------------------------------- results / compare / report
-_RUNS_OPT = typer.Option(Path("runs"), "--runs", help="Folder of run outputs (<runs>/<experiment>/<run_id>/).")
-_RESULTS_OPT = typer.Option(Path("results"), "--results", help="Folder of committed results (<results>/<experiment>/summary.csv).")
+_RUNS_OPT = typer.Option(
+    None, "--runs", show_default=False, help="Folder of run outputs (<runs>/<experiment>/<run_id>/). Folders read: "
+    "the ones given with --runs and --results, and only those (a default is not read when either is given); with "
+    "neither, runs/ then results/. An experiment in both folders is read from the first: --runs (runs/).")
+_RESULTS_OPT = typer.Option(
+    None, "--results", show_default=False, help="Folder of committed results (<results>/<experiment>/summary.csv). "
+    "Given without --runs, it is the only folder read (runs/ is not); see --runs.")
 _FORMAT_OPT = typer.Option("table", "--format", help="Output: table, csv or json.")
 
 
 @results_app.command("list")
-def results_list(runs: Path = _RUNS_OPT, results: Path = _RESULTS_OPT, fmt: str = _FORMAT_OPT) -> None:
+def results_list(
+    runs: Optional[Path] = _RUNS_OPT, results: Optional[Path] = _RESULTS_OPT, fmt: str = _FORMAT_OPT
+) -> None:
     """List experiments and runs found."""
-    from pyphase.results import list_text
+    from pyphase.results import list_text, roots_from_options
 
-    typer.echo(list_text([runs, results], fmt))
+    typer.echo(list_text(roots_from_options(runs, results), fmt))
 
 
 @results_app.command("show")
 def results_show(
     experiment: str = typer.Argument(..., help="Experiment name (a folder under --runs or --results)."),
-    runs: Path = _RUNS_OPT,
-    results: Path = _RESULTS_OPT,
+    runs: Optional[Path] = _RUNS_OPT,
+    results: Optional[Path] = _RESULTS_OPT,
     fmt: str = _FORMAT_OPT,
 ) -> None:
-    """Show the summary table of one experiment."""
-    from pyphase.results import show_text
+    """Show the summary table of one experiment, after a line naming the folder it was read from
+    (on stderr for csv and json)."""
+    from pyphase.results import roots_from_options, show_text
 
-    typer.echo(show_text([runs, results], experiment, fmt))
+    typer.echo(show_text(roots_from_options(runs, results), experiment, fmt))
 
 
 @results_app.command("query")
@@ -270,20 +278,22 @@ def results_query(
     sql: str = typer.Argument(..., help='SQL query over the tables "summaries" and "steps", e.g. "SELECT lr, final_val_loss FROM summaries" '
                      '(statements that are not queries, e.g. DROP, are refused).'),
     experiment: Optional[str] = typer.Option(None, "--experiment", help="Only this experiment's runs (default: all)."),
-    runs: Path = _RUNS_OPT,
-    results: Path = _RESULTS_OPT,
+    runs: Optional[Path] = _RUNS_OPT,
+    results: Optional[Path] = _RESULTS_OPT,
     fmt: str = _FORMAT_OPT,
 ) -> None:
     """Run SQL over summaries and step metrics (polars SQLContext)."""
-    from pyphase.results import query_text
+    from pyphase.results import query_text, roots_from_options
 
-    typer.echo(query_text([runs, results], sql, fmt, experiment))
+    typer.echo(query_text(roots_from_options(runs, results), sql, fmt, experiment))
 
 
 @results_app.command("export")
 def results_export(
     experiment: str = typer.Argument(..., help="Experiment whose finished run folders are exported."),
-    runs: Path = _RUNS_OPT,
+    runs: Path = typer.Option(
+        Path("runs"), "--runs", help="Folder of the run outputs to export (<runs>/<experiment>/<run_id>/)."
+    ),
     dest: Path = typer.Option(
         Path("results"), "--dest", help="Writes DEST/EXPERIMENT/{summary.csv,steps.parquet,provenance.json}, all three "
         "renamed onto an earlier export's one after the other, after every check and write (a failed check or write "
@@ -325,17 +335,19 @@ def compare(
         None, "--calibration", help="Calibration JSON whose MEASURED B_simple (at its fit_step) is the noise-scale "
         "rule's B_noise (--b-noise wins; without either, the prediction JSON's b_simple)."
     ),
-    runs: Path = _RUNS_OPT,
-    results: Path = _RESULTS_OPT,
+    runs: Optional[Path] = _RUNS_OPT,
+    results: Optional[Path] = _RESULTS_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of Markdown tables."),
 ) -> None:
-    """Predicted against measured: β, LR_opt per batch size, clip frequency, regimes, baseline rules."""
+    """Predicted against measured: β, LR_opt per batch size, clip frequency, regimes, baseline rules;
+    it names the folder the measurements were read from."""
     from pyphase.report import compare_text
+    from pyphase.results import roots_from_options
 
     typer.echo(
         compare_text(
-            experiment, root=[runs, results], prediction=prediction, b_noise=b_noise, calibration=calibration,
-            as_json=as_json,
+            experiment, root=roots_from_options(runs, results), prediction=prediction, b_noise=b_noise,
+            calibration=calibration, as_json=as_json,
         )
     )
 
@@ -359,10 +371,11 @@ def report(
     corpus: Optional[Path] = typer.Option(
         None, "--corpus", help="Corpus the runs trained on, for the entropy lines (default: what the results recorded)."
     ),
-    runs: Path = _RUNS_OPT,
-    results: Path = _RESULTS_OPT,
+    runs: Optional[Path] = _RUNS_OPT,
+    results: Optional[Path] = _RESULTS_OPT,
     results_only: bool = typer.Option(
-        False, "--results-only", help="Read only --results (committed results), never local runs under --runs."
+        False, "--results-only", help="Read only --results (default results/: committed results), never local runs "
+        "under --runs or runs/."
     ),
 ) -> None:
     """Write a Markdown report with tables, plots and the answer in words (it quotes this command)."""
@@ -392,13 +405,31 @@ def _exit_without_teardown() -> None:
     os._exit(0)
 
 
+# Exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it; typer's own code for it).
+INTERRUPTED = 130
+
+
+def _interrupted() -> NoReturn:
+    """Ctrl-C: one line saying so (on a line of its own, after a progress bar), what is kept, and
+    exit INTERRUPTED. A sweep keeps its finished runs and checkpoints, so the same command resumes."""
+    resumes = len(sys.argv) > 1 and sys.argv[1] == "train"
+    sys.stderr.write(("\n" if sys.stderr.isatty() else "")
+                     + "pyphase: interrupted" + ("; finished runs and checkpoints are kept: the same command "
+                                                 "resumes" if resumes else "") + "\n")
+    sys.stderr.flush()
+    sys.exit(INTERRUPTED)
+
+
 def main(fast_exit: bool = False) -> None:
-    """Run the app; user errors become one line on stderr and exit 2. With `fast_exit` (the
-    console script and `python -m pyphase`, not callers in a process that goes on, like tests), a
-    successful run that used CUDA ends without the interpreter's teardown (`_exit_without_teardown`)."""
+    """Run the app; user errors become one line on stderr and exit 2; Ctrl-C one line and exit 130
+    (`_interrupted`). With `fast_exit` (the console script and `python -m pyphase`, not callers in a
+    process that goes on, like tests), a successful run that used CUDA ends without the
+    interpreter's teardown (`_exit_without_teardown`)."""
     try:
         # not standalone: click's usage errors come back here instead of as a boxed message
         rc = app(standalone_mode=False, prog_name="pyphase")
+        if rc == INTERRUPTED:  # typer turns KeyboardInterrupt into Exit(130), silently
+            _interrupted()
         sys.exit(rc if isinstance(rc, int) and not isinstance(rc, bool) else 0)  # --help, typer.Exit: their code
     except SystemExit as e:
         if fast_exit and e.code in (None, 0):
@@ -412,6 +443,8 @@ def main(fast_exit: bool = False) -> None:
         # ValueError is what the Rust core raises for bad input; its message names the problem.
         typer.echo(f"error: {first_line(e)}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:  # a typer that lets it through, or a second Ctrl-C during the first's handling
+        _interrupted()
     except Exception as e:
         _usage_error_or_raise(e)
 
@@ -420,17 +453,16 @@ def _usage_error_or_raise(e: Exception) -> NoReturn:
     """click's exceptions, as typer (which may bring its own copy of click) raises them outside
     standalone mode: a usage error (unknown option or command, missing argument or value) is one
     line and exit 2, naming the command's help, and click's other errors one line with their own
-    code; a command group called without a command shows its help (exit 2, as before); Ctrl-C is
-    "Aborted!" and exit 1, as click says it; anything else is re-raised."""
+    code; a command group called without a command shows its help (exit 2, as before); Ctrl-C
+    (click's Abort) is `_interrupted`; anything else is re-raised."""
     kind = type(e).__name__
     if kind == "NoArgsIsHelpError":
         text = e.format_message()  # type: ignore[attr-defined]  # typer's rich help printed it already: ""
         if text.strip():
             typer.echo(text)
         sys.exit(2)
-    if kind == "Abort":
-        typer.echo("Aborted!", err=True)
-        sys.exit(1)
+    if kind == "Abort":  # click's word for Ctrl-C (older typers pass it on as click does)
+        _interrupted()
     code = getattr(e, "exit_code", None)
     if hasattr(e, "format_message") and isinstance(code, int):  # click's ClickException and its kinds
         ctx = getattr(e, "ctx", None)

@@ -163,6 +163,12 @@ class Experiment:
 # Each check raises PyphaseError("<key>: <problem>"); the loader prefixes the file name.
 
 
+# Most seeds one config may repeat (as `pyphase predict --seeds`), and the largest seed: summaries
+# store seeds as Int64, and the batcher and torch's generators take them as 64-bit integers.
+MAX_SEEDS = 10_000
+MAX_SEED = 2**63 - 1
+
+
 def _check_int(value: Any, key: str, *, minimum: int, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise PyphaseError(f"{key}: expected an integer, got {value!r}")
@@ -279,12 +285,14 @@ def _seeds(value: Any) -> list[int]:
     if isinstance(value, list):
         if not value:
             raise PyphaseError("train.seeds: empty list")
+        if len(value) > MAX_SEEDS:
+            raise PyphaseError(f"train.seeds: at most {MAX_SEEDS:,} seeds, got {len(value):,}")
         for s in value:
-            _check_int(s, "train.seeds", minimum=0)
+            _check_int(s, "train.seeds", minimum=0, maximum=MAX_SEED)
         if len(set(value)) != len(value):
             raise PyphaseError(f"train.seeds: repeated seed in {value}")
         return list(value)
-    _check_int(value, "train.seeds", minimum=1)
+    _check_int(value, "train.seeds", minimum=1, maximum=MAX_SEEDS)
     return list(range(value))
 
 
@@ -313,7 +321,7 @@ def _build(raw: dict[str, Any], path: Path, seeds_override: int | None) -> Exper
         raise PyphaseError("train.steps: missing (how many optimizer steps each run takes)")
     seeds = _seeds(train_sec.get("seeds", [0]))
     if seeds_override is not None:
-        _check_int(seeds_override, "--seeds", minimum=1)
+        _check_int(seeds_override, "--seeds", minimum=1, maximum=MAX_SEEDS)
         seeds = list(range(seeds_override))
     checkpoint_every = train_sec.get("checkpoint_every", 1000)
     _check_int(checkpoint_every, "train.checkpoint_every", minimum=1)

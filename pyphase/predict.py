@@ -14,14 +14,17 @@ trajectory, exactly `schema.PREDICTION_COLUMNS`), `curves.parquet` (loss at log-
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import numbers
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +34,21 @@ import polars as pl
 
 from pyphase import __version__, analysis
 from pyphase.config import RunConfig
-from pyphase.errors import PyphaseError
+from pyphase.errors import PyphaseError, first_line
 from pyphase.nqm import NQMParams
-from pyphase.results import json_safe, to_json
+from pyphase.results import (
+    PREDICT_CURVES_FILE,
+    PREDICT_SUMMARY_FILE,
+    PREDICT_SUMMARY_KIND,
+    PREDICT_TABLE_FILE,
+    PREDICT_TABLE_SHA256,
+    _fsync,
+    _replace_together,
+    check_output_folder,
+    file_sha256,
+    json_safe,
+    to_json,
+)
 from pyphase.schema import (
     PREDICTION_COLUMNS,
     REGIME_SATURATION_AT,
@@ -54,10 +69,10 @@ DEFAULT_STEPS = 5000
 DEFAULT_SEEDS = 8
 DEFAULT_OUT = Path("predictions")
 CURVE_POINTS = 20
-TRAJECTORIES_FILE = "trajectories.parquet"
-CURVES_FILE = "curves.parquet"
-SUMMARY_FILE = "prediction.json"
-SUMMARY_KIND = "pyphase.prediction"
+TRAJECTORIES_FILE = PREDICT_TABLE_FILE  # "trajectories.parquet"; the names live where read_prediction checks them
+CURVES_FILE = PREDICT_CURVES_FILE  # "curves.parquet"
+SUMMARY_FILE = PREDICT_SUMMARY_FILE  # "prediction.json"
+SUMMARY_KIND = PREDICT_SUMMARY_KIND  # "pyphase.prediction"
 
 
 # --------------------------------------------------------------------------- options
@@ -698,40 +713,154 @@ def regime_map_name(clip: float | None) -> str:
 def write_prediction(pred: Prediction, out_dir: str | Path, *, announce: bool = True) -> dict[str, Path]:
     """Write the trajectory and curve tables (Parquet), the summary (JSON) and the regime maps (PNG).
 
+    All or nothing: every file is written under a temporary name in `out_dir` (".<name>.tmp.<pid>") and
+    synced, and only then are they renamed onto their names one right after the other, prediction.json
+    last (`results._replace_together`, as `export` does). A failure or Ctrl-C before that leaves an
+    earlier prediction there as it was, and removes the temporaries and the folders this call made; a
+    Ctrl-C during the renames waits until they are done (`_CtrlC`). prediction.json records
+    trajectories.parquet's sha256, so `read_prediction` can tell a table it does not describe.
+
     Where `out_dir` already holds a prediction (a pyphase prediction.json), the regime maps that its
-    summary listed and this one does not write are removed (nothing it did not list is touched), and,
-    with `announce`, one stderr line says the earlier prediction was replaced."""
+    summary listed and this one does not write are removed once the new files are in place (nothing it
+    did not list is touched), and, with `announce`, one stderr line says the earlier prediction was
+    replaced."""
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise PyphaseError(f"--out: {out} exists and is not a directory") from None
-    earlier = earlier_regime_maps(out)
-    paths = {"trajectories": out / TRAJECTORIES_FILE, "curves": out / CURVES_FILE, "summary": out / SUMMARY_FILE}
-    pred.table.write_parquet(paths["trajectories"])
-    pred.curves.write_parquet(paths["curves"])
-    for g in pred.summary["groups"]:
-        paths[f"regime_map_{g['label']}"] = plot_regime_map(pred, g, out / regime_map_name(g["clip"]))
-    summary = dict(pred.summary, files={k: p.name for k, p in paths.items()})
-    paths["summary"].write_text(to_json(summary) + "\n", encoding="utf-8")
-    pred.summary = summary
-    if earlier is not None:
-        written = {p.name for p in paths.values()}
-        removed = []
-        for name in sorted(earlier - written):
+    names = {"trajectories": TRAJECTORIES_FILE, "curves": CURVES_FILE, "summary": SUMMARY_FILE}
+    names |= {f"regime_map_{g['label']}": regime_map_name(g["clip"]) for g in pred.summary["groups"]}
+    # final name -> temporary name in `out`, in the order they are renamed: the summary last
+    tag = f".tmp.{os.getpid()}"
+    staged = {name: out / f".{name}{tag}" for name in [*(n for n in names.values() if n != SUMMARY_FILE), SUMMARY_FILE]}
+    renamed: list[str] = []
+    earlier, had_earlier = None, False
+    with _CtrlC() as ctrl_c:
+        made = _missing_folders(out)
+        try:
             try:
-                (out / name).unlink()
-                removed.append(name)
-            except FileNotFoundError:
-                pass
+                out.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise PyphaseError(f"--out: {out} exists and is not a directory") from None
             except OSError as e:
-                print(f"warning: --out {out}: cannot remove the earlier prediction's {name}: {e.strerror or e}",
-                      file=sys.stderr)
-        if announce:
-            print(f"note: --out {out} held an earlier prediction; replaced it"
-                  + (f" and removed its regime maps this one does not write: {', '.join(removed)}" if removed else ""),
+                raise PyphaseError(f"--out: cannot create {out}: {e.strerror or e}") from None
+            earlier = earlier_regime_maps(out)
+            had_earlier = any((out / name).exists() for name in staged)
+            pred.table.write_parquet(staged[TRAJECTORIES_FILE])
+            pred.curves.write_parquet(staged[CURVES_FILE])
+            for g in pred.summary["groups"]:
+                plot_regime_map(pred, g, staged[regime_map_name(g["clip"])], fmt="png")
+            summary = dict(pred.summary, files=dict(names),
+                           **{PREDICT_TABLE_SHA256: file_sha256(staged[TRAJECTORIES_FILE])})
+            staged[SUMMARY_FILE].write_text(to_json(summary) + "\n", encoding="utf-8")
+            for tmp in staged.values():
+                _fsync(tmp)
+            with ctrl_c.held():
+                _replace_together(out, staged, renamed)
+                removed = _remove_earlier_maps(out, earlier, set(names.values()))
+        except (OSError, pl.exceptions.PolarsError) as e:
+            if renamed:
+                kept = (f"; {', '.join(renamed)} already replaced, "
+                        + ("the other files are the earlier prediction's" if had_earlier else "the others not written")
+                        + ": run predict again")
+            else:
+                kept = "; an earlier prediction there is unchanged" if had_earlier else ""
+            raise PyphaseError(f"--out {out}: cannot write the prediction ({first_line(e)}){kept}") from e
+        finally:
+            for tmp in staged.values():
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError:
+                    pass
+            if not renamed:
+                _remove_empty_folders(made)
+    pred.summary = summary
+    if earlier is not None and announce:
+        print(f"note: --out {out} held an earlier prediction; replaced it"
+              + (f" and removed its regime maps this one does not write: {', '.join(removed)}" if removed else ""),
+              file=sys.stderr)
+    return {k: out / n for k, n in names.items()}
+
+
+def _remove_earlier_maps(out: Path, earlier: set[str] | None, written: set[str]) -> list[str]:
+    """Remove the regime maps of the earlier prediction in `out` (`earlier_regime_maps`) that this one
+    did not write; the names removed (a map that cannot be removed is one stderr warning)."""
+    removed = []
+    for name in sorted((earlier or set()) - written):
+        try:
+            (out / name).unlink()
+            removed.append(name)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            print(f"warning: --out {out}: cannot remove the earlier prediction's {name}: {e.strerror or e}",
                   file=sys.stderr)
-    return paths
+    return removed
+
+
+class _CtrlC:
+    """Ctrl-C (SIGINT) while a prediction is written: the first raises KeyboardInterrupt as usual, and
+    any more are dropped until the block ends, so the cleanup after the first runs whole (a Ctrl-C
+    during a Parquet write can come back as two KeyboardInterrupts, polars' and Python's); inside
+    `held()` (the renames) one is held and raised when the hold ends. Only in the main thread (the only
+    one Python delivers signals to); elsewhere a no-op."""
+
+    def __init__(self) -> None:
+        self.raised = self.holding = self.pending = False
+        self.previous: Any = None
+        self.active = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.raised:
+            return
+        if self.holding:
+            self.pending = True
+            return
+        self.raised = True
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> _CtrlC:
+        # getsignal None: a handler not set from Python, which could not be put back; left alone
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None:
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+            self.active = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            signal.signal(signal.SIGINT, self.previous)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.pending:
+            self.raised = True
+            raise KeyboardInterrupt
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, outermost first (what mkdir(parents=True)
+    would make)."""
+    missing = []
+    for p in [folder, *folder.parents]:
+        try:
+            if p.exists() or p.is_symlink():
+                break
+        except OSError:
+            break
+        missing.append(p)
+    return missing[::-1]
+
+
+def _remove_empty_folders(made: Sequence[Path]) -> None:
+    """Remove the folders in `made` (outermost first, as `_missing_folders` gives them), innermost
+    first, while they are empty: only what this process made and left empty."""
+    for p in reversed(made):
+        try:
+            p.rmdir()
+        except OSError:
+            return
 
 
 def earlier_regime_maps(out: Path) -> set[str] | None:
@@ -751,9 +880,10 @@ def earlier_regime_maps(out: Path) -> set[str] | None:
             and (out / n).is_file()}
 
 
-def plot_regime_map(pred: Prediction, group: dict[str, Any], path: Path) -> Path:
+def plot_regime_map(pred: Prediction, group: dict[str, Any], path: Path, *, fmt: str | None = None) -> Path:
     """B × LR heatmap of seed-mean clip frequency for one clip value, with the 0.5 and 0.99
-    boundaries per B and LR_opt marked."""
+    boundaries per B and LR_opt marked. `fmt` (e.g. "png") where `path`'s suffix does not name the
+    format (a temporary name)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -827,7 +957,7 @@ def plot_regime_map(pred: Prediction, group: dict[str, Any], path: Path) -> Path
     if ax.get_legend_handles_labels()[0]:
         fig.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format=fmt)
     return path
 
 
@@ -963,10 +1093,16 @@ def run_predict(
     out_path = Path(out)
     if out_path.exists() and not out_path.is_dir():
         raise PyphaseError(f"--out: {out_path} exists and is not a directory")
-    try:  # before simulating: a folder that cannot be made would lose the work
+    # before simulating (a folder that cannot be made or written in would lose the work), but leaving
+    # nothing behind: a folder made to test it is removed at once, and write_prediction makes it again
+    made = _missing_folders(out_path)
+    try:
         out_path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise PyphaseError(f"--out: cannot create {out_path}: {e.strerror or e}") from None
+    finally:
+        _remove_empty_folders(made)
+    check_output_folder(out_path, "--out")  # an existing folder this process cannot write in
     pred = predict(parsed_clips, optimizer, batches, lrs, steps, seeds, params, settings=settings, progress=progress,
                    extend_edges=DEFAULT_EDGE_EXTENSIONS if lr is None else 0,
                    zoom=DEFAULT_ZOOMS if lr is None else 0)

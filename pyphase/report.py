@@ -30,9 +30,11 @@ from pyphase.results import (
     check_output_folder,
     collect_steps,
     corpus_entropies,
+    describe_source,
     entropies_of_corpus,
     read_json_object,
     read_prediction,
+    roots_from_options,
     scan,
     to_json,
 )
@@ -1611,7 +1613,9 @@ def compare_text(
     calibration: Path | None = None,
 ) -> str:
     """`pyphase compare`: the comparison of one experiment as Markdown, or as strict JSON. B_noise as
-    in `write_report`: `b_noise`, else `calibration`'s measured B_simple, else the prediction JSON."""
+    in `write_report`: `b_noise`, else `calibration`'s measured B_simple, else the prediction JSON.
+    Both say where the measurements were read: a "Measured: read from ..." line under the title, and
+    the JSON's `measured_source` (the experiment folder) and `measured_layout`."""
     b_noise, b_noise_source = noise_scale(b_noise, calibration)
     rs = scan(root, experiment)
     summaries = rs.summaries.filter(pl.col("experiment") == experiment).collect()
@@ -1627,14 +1631,18 @@ def compare_text(
         n_boot=n_boot,
         run_configs=run_configs(rs, experiment, summaries) if pred else None,
     )
-    return (
-        to_json(cmp.to_dict()) if as_json else f"# {experiment}: predicted vs measured\n\n" + comparison_markdown(cmp)
-    )
+    src = rs.source(experiment)
+    if as_json:
+        data = cmp.to_dict()
+        head = {k: data.pop(k) for k in ("experiment",) if k in data}
+        return to_json(head | {"measured_source": str(src.path), "measured_layout": src.layout} | data)
+    return (f"# {experiment}: predicted vs measured\n\nMeasured: {describe_source(src, code=True)}\n\n"
+            + comparison_markdown(cmp))
 
 
 # --------------------------------------------------------------------------- the `pyphase report` command
-DEFAULT_RUNS = Path("runs")  # the CLI's --runs / --results defaults, left out of the quoted command
-DEFAULT_RESULTS = Path("results")
+DEFAULT_RUNS = Path("runs")  # the roots read when neither --runs nor --results is given (`roots_from_options`)
+DEFAULT_RESULTS = Path("results")  # also the root of the default report path
 
 
 def parse_prediction_specs(specs: Sequence[str]) -> list[tuple[str, Path]]:
@@ -1662,12 +1670,15 @@ def report_command(
     b_noise: float | None = None,
     corpus: Path | None = None,
     out: Path,
-    runs: Path = DEFAULT_RUNS,
-    results: Path = DEFAULT_RESULTS,
+    runs: Path | None = None,
+    results: Path | None = None,
     results_only: bool = False,
 ) -> str:
     """The canonical `pyphase report` line for these options (fixed option order, shell-quoted), so
-    that the report quotes the one command that regenerates it, however the options were typed."""
+    that the report quotes the one command that regenerates it, however the options were typed.
+    `runs` / `results` are None when not given: a given one is quoted even when it names the default
+    folder, since giving it changes what is read (`roots_from_options`); with `results_only`, --runs
+    (not read) is left out, and so is --results when it is the default."""
     args = ["pyphase", "report", *experiments]
     for spec in predictions:
         args += ["--prediction", spec]
@@ -1676,9 +1687,9 @@ def report_command(
             args += [flag, Path(value).as_posix()]
     if b_noise is not None:
         args += ["--b-noise", f"{b_noise:g}"]
-    if Path(runs) != DEFAULT_RUNS and not results_only:
+    if runs is not None and not results_only:
         args += ["--runs", Path(runs).as_posix()]
-    if Path(results) != DEFAULT_RESULTS:
+    if results is not None and not (results_only and Path(results) == DEFAULT_RESULTS):
         args += ["--results", Path(results).as_posix()]
     if results_only:
         args.append("--results-only")
@@ -1700,6 +1711,17 @@ def regenerate_from(paths: Sequence[Path] | None = None) -> str:
     return f"from `{cwd.as_posix()}`"
 
 
+def _read_preface(preface: str | Path | None) -> str | None:
+    """The --preface file's text (UTF-8); a file that cannot be read is a one-line error naming it."""
+    if preface is None:
+        return None
+    try:
+        return Path(preface).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else first_line(e)
+        raise PyphaseError(f"--preface {preface}: cannot read it as UTF-8 text ({why})") from None
+
+
 def report_from_options(
     experiments: Sequence[str],
     *,
@@ -1709,24 +1731,27 @@ def report_from_options(
     b_noise: float | None = None,
     corpus: Path | None = None,
     out: str | Path | None = None,
-    runs: Path = DEFAULT_RUNS,
-    results: Path = DEFAULT_RESULTS,
+    runs: Path | None = None,
+    results: Path | None = None,
     results_only: bool = False,
 ) -> Path:
     """`pyphase report`: parse the prediction specs, read the preface file, write the report (which
-    quotes `report_command` in its Provenance section) and return its path. With `results_only` the
-    runs folder is not read, so uncommitted local runs cannot change a committed report."""
+    quotes `report_command` in its Provenance section) and return its path. `runs` / `results` are
+    the --runs / --results options, None when not given: the folders read are `roots_from_options`
+    (only the given ones; runs/ then results/ when neither is given). With `results_only` only
+    `results` (default results/) is read, so uncommitted local runs cannot change a committed report."""
     if not experiments:
         raise PyphaseError("name at least one experiment to report on")
     sets = parse_prediction_specs(predictions)
     if preface is not None and not Path(preface).is_file():
         raise PyphaseError(f"--preface {preface}: no such file")
-    out = report_path(out, experiments, results)  # an existing folder: REPORT.md inside it (quoted so)
+    results_root = Path(results) if results is not None else DEFAULT_RESULTS
+    out = report_path(out, experiments, results_root)  # an existing folder: REPORT.md inside it (quoted so)
     command = report_command(
         experiments, predictions=predictions, preface=preface, calibration=calibration, b_noise=b_noise,
         corpus=corpus, out=out, runs=runs, results=results, results_only=results_only,
     )
-    read = [results] if results_only else [runs, results]
+    read = [results_root] if results_only else roots_from_options(runs, results)
     paths = [out, *read, *(p for _, p in sets), *(p for p in (preface, calibration, corpus) if p is not None)]
     return write_report(
         experiments,
@@ -1737,7 +1762,7 @@ def report_from_options(
         out=out,
         b_noise=b_noise,
         corpus=corpus,
-        preface=Path(preface).read_text() if preface is not None else None,
+        preface=_read_preface(preface),
         calibration=calibration,
         command=command,
         command_from=regenerate_from(paths),

@@ -7,12 +7,15 @@ Two layouts are read (see `pyphase.schema`), and `export_experiment` writes the 
   trainer writes them; a run is finished exactly when its summary.parquet exists;
 * committed     ``<root>/<experiment>/summary.csv`` (+ ``steps.parquet``, ``provenance.json``).
 
-When one experiment appears under several roots, the first root given wins (default ``runs/``
-before ``results/``: a sweep in progress is fresher than what was committed).
+Which roots a command reads (`roots_from_options`): the folders the user gave (``--runs``,
+``--results``) and only those; ``runs/`` then ``results/`` when neither was given. When one
+experiment appears under several roots, the first root wins (``--runs`` before ``--results``, and
+by default ``runs/`` before ``results/``: a sweep in progress is fresher than what was committed).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -122,8 +125,35 @@ def _roots(root: Path | str | Sequence[Path | str] | None) -> list[Path]:
     return [Path(r) for r in root]
 
 
+def roots_from_options(runs: Path | str | None = None, results: Path | str | None = None) -> list[Path]:
+    """The roots a command reads from its --runs and --results options (None: the option was not
+    given). A given folder is authoritative: when either option is given only the given folders are
+    read (--runs first), and the default of the other is not consulted; with neither, the defaults
+    runs/ then results/ (`DEFAULT_ROOTS`)."""
+    given = [Path(r) for r in (runs, results) if r is not None]
+    return given or list(DEFAULT_ROOTS)
+
+
 def _describe_roots(roots: Sequence[Path]) -> str:
     return " or ".join(f"{r}/" for r in roots)
+
+
+def describe_source(src: ExperimentSource, code: bool = False) -> str:
+    """Where an experiment's measurements were read, in words: "read from runs/smoke (runs layout,
+    12 finished runs)" (the folder in backticks with `code`, for Markdown)."""
+    where = f"`{src.path}`" if code else str(src.path)
+    return f"read from {where} ({src.layout} layout, {src.finished} finished runs)"
+
+
+def _unread_default(roots: Sequence[Path], experiment: str) -> str:
+    """A hint for an experiment that none of `roots` holds: a default root that was not read
+    (other roots were given) and holds it; empty when none does."""
+    try:
+        unread = [r for r in DEFAULT_ROOTS if all(r.resolve() != g.resolve() for g in roots)]
+        found = [s for s in find_experiments(unread, strict=False) if s.experiment == experiment]
+    except (OSError, PyphaseError):
+        return ""
+    return f" ({found[0].path}/ exists, but {found[0].root}/ is not among the folders read)" if found else ""
 
 
 def _is_run_folder(path: Path) -> bool:
@@ -285,7 +315,8 @@ def _select_sources(roots: list[Path], experiment: str | Sequence[str] | None) -
     by_name = {s.experiment: s for s in sources}
     for name in wanted:
         if name not in by_name:
-            raise PyphaseError(f"no results for experiment '{name}' under {_describe_roots(roots)}")
+            raise PyphaseError(
+                f"no results for experiment '{name}' under {_describe_roots(roots)}{_unread_default(roots, name)}")
         s = by_name[name]
         if s.error is not None:
             raise PyphaseError(s.error)
@@ -413,6 +444,10 @@ QUERY_HINT = "results query only reads the tables summaries and steps (SELECT ..
 _SQL_LEAD = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/|\()*", re.DOTALL)
 
 
+# polars SQL's table functions, which read files named in the query (read_csv('/any/file')).
+_FILE_READERS = re.compile(r"\b(read_(?:csv|parquet|ipc|json|ndjson|delta|excel)|scan_[a-z]+)\s*\(", re.IGNORECASE)
+
+
 def _statement_keyword(sql: str) -> str:
     """The statement's first word, upper case, after whitespace, comments and opening parentheses."""
     rest = sql[_SQL_LEAD.match(sql).end():]  # type: ignore[union-attr]  # \A(...)* always matches
@@ -428,6 +463,9 @@ def query(rs: ResultSet, sql: str) -> pl.DataFrame:
     if not keyword or keyword in NOT_QUERIES:
         what = f"{keyword} is not a query" if keyword else "the statement is empty"
         raise PyphaseError(f"SQL: {what}; {QUERY_HINT}")
+    reader = _FILE_READERS.search(sql)
+    if reader:  # polars SQL's table functions read any file: not the results' tables
+        raise PyphaseError(f"SQL: {reader.group(1).lower()}() reads a file; {QUERY_HINT}")
     ctx = pl.SQLContext(summaries=rs.summaries, steps=rs.steps)
     try:
         df = ctx.execute(sql).collect()
@@ -532,16 +570,145 @@ def read_prediction(path: Path | str) -> PredictionFiles:
     """Read a prediction: a trajectory Parquet file, or a folder holding it (and its JSON summary).
 
     Every *.json beside the Parquet is merged into `meta` (alphabetical; later files win on a key).
+    A folder that `pyphase predict` was interrupted writing (`_check_predict_output`: its tables
+    without their prediction.json, or a prediction.json that does not describe its trajectory
+    table) is a one-line PyphaseError saying to run predict again.
     """
     path = Path(path)
     if not path.exists():
         raise PyphaseError(f"{path}: no such prediction file or folder")
-    tables = [_read_prediction_table(f) for f in _prediction_parquets(path)]
+    files = _prediction_parquets(path)
+    tables = [_read_prediction_table(f) for f in files]
     folder = path if path.is_dir() else path.parent
     meta: dict[str, Any] = {}
+    summary: dict[str, Any] | None = None
     for j in sorted(folder.glob("*.json")):
-        meta |= read_json_object(j)
-    return PredictionFiles(pl.concat(tables, how="vertical_relaxed"), meta, str(path))
+        data = read_json_object(j)
+        if j.name == PREDICT_SUMMARY_FILE:
+            summary = data
+        meta |= data
+    table = pl.concat(tables, how="vertical_relaxed")
+    _check_predict_output(folder, files, table, summary)
+    return PredictionFiles(table, meta, str(path))
+
+
+# What `pyphase predict` writes in its --out folder (pyphase.predict takes these names from here). The
+# tables and maps land first and prediction.json last (renamed from temporary names at the end; an older
+# pyphase wrote each in place, in that order), so a write stopped midway leaves the tables without their
+# prediction.json, or new tables beside an earlier prediction's prediction.json.
+PREDICT_TABLE_FILE = "trajectories.parquet"
+PREDICT_CURVES_FILE = "curves.parquet"
+PREDICT_SUMMARY_FILE = "prediction.json"
+PREDICT_SUMMARY_KIND = "pyphase.prediction"
+PREDICT_MAP_GLOB = "regime_map_clip*.png"
+PREDICT_TABLE_SHA256 = "trajectories_sha256"  # prediction.json's record of trajectories.parquet's bytes
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _interrupted_predict(folder: Path, why: str) -> PyphaseError:
+    return PyphaseError(f"{folder}: looks like an interrupted or mixed `pyphase predict` output ({why}); "
+                        f"run pyphase predict again (--out {folder})")
+
+
+def _check_predict_output(folder: Path, files: Sequence[Path], table: pl.DataFrame,
+                          summary: dict[str, Any] | None) -> None:
+    """PyphaseError (`_interrupted_predict`) where the prediction in `folder` is a `pyphase predict`
+    output that was not written whole: its files without prediction.json, or a pyphase prediction.json
+    that does not describe the trajectory table `table` (read from `files`)."""
+    if summary is None:
+        written = [n for n in (PREDICT_TABLE_FILE, PREDICT_CURVES_FILE) if (folder / n).is_file()]
+        maps = sorted(p.name for p in folder.glob(PREDICT_MAP_GLOB) if p.is_file())
+        # Accepted without prediction.json: a table of another name (predict writes none), and a
+        # trajectories.parquet alone beside some other JSON file (a summary predict never writes, so
+        # the folder was made by hand); predict's curves or maps, or its table with no JSON at all,
+        # are what a write stopped before prediction.json leaves.
+        other_json = any(p.is_file() for p in folder.glob("*.json"))
+        if maps or PREDICT_CURVES_FILE in written or (written and not other_json):
+            found = written + ([f"{len(maps)} regime map{'s' if len(maps) > 1 else ''}"] if maps else [])
+            listed = ", ".join(found[:-1]) + " and " + found[-1] if len(found) > 1 else found[0]
+            raise _interrupted_predict(folder, f"{listed} but no {PREDICT_SUMMARY_FILE}")
+        return
+    if summary.get("kind") != PREDICT_SUMMARY_KIND:
+        return  # a prediction.json that pyphase did not write records nothing to check
+    why = _summary_mismatch(folder, files, table, summary)
+    if why is not None:
+        raise _interrupted_predict(folder, why)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _values_text(values: Sequence[Any]) -> str:
+    shown = ["none" if v is None else format(v, "g") if isinstance(v, float) else str(v) for v in values]
+    return f"[{', '.join(shown)}]" if len(shown) <= 6 else f"{len(shown)} values {shown[0]}..{shown[-1]}"
+
+
+def _summary_mismatch(folder: Path, files: Sequence[Path], table: pl.DataFrame,
+                      summary: dict[str, Any]) -> str | None:
+    """How a pyphase prediction.json disagrees with the trajectory table beside it (None if it does
+    not): trajectories.parquet's sha256 where the summary records it (pyphase since it wrote predictions
+    atomically: certain even for a rerun over the same grid), then what every summary records of the
+    grid: optimizer, clips, batch sizes, LRs, number of seeds, rows (clips x B x LRs x seeds), and
+    steps (no divergence after the last step). Only fields the summary holds, with the expected type,
+    are compared."""
+    names = ", ".join(f.name for f in files)
+    recorded = summary.get(PREDICT_TABLE_SHA256)
+    table_file = folder / PREDICT_TABLE_FILE
+    if isinstance(recorded, str) and table_file in files and file_sha256(table_file) != recorded:
+        return f"{PREDICT_TABLE_FILE} is not the table its {PREDICT_SUMMARY_FILE} was written with"
+
+    def differs(what: str, said: Sequence[Any], holds: Sequence[Any]) -> str:
+        return f"{PREDICT_SUMMARY_FILE} records {what} {_values_text(said)}, {names} holds {_values_text(holds)}"
+
+    opt = summary.get("optimizer")
+    held_opts = sorted(table["optimizer"].drop_nulls().unique().to_list())
+    if isinstance(opt, str) and held_opts != [opt]:
+        return differs("optimizer", [opt], held_opts)
+    groups = summary.get("groups")
+    clips: list[Any] | None = None
+    if isinstance(groups, list) and groups and all(
+            isinstance(g, dict) and "clip" in g and (g["clip"] is None or _is_real(g["clip"])) for g in groups):
+        clips = sorted({g["clip"] for g in groups}, key=lambda c: (c is not None, c or 0.0))
+        held = sorted(table["clip"].unique().to_list(), key=lambda c: (c is not None, c or 0.0))
+        if held != clips:
+            return differs("clips", clips, held)
+    batches = summary.get("batch_sizes")
+    if not (isinstance(batches, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in batches)):
+        batches = None
+    if batches is not None:
+        held = sorted(table["batch_size"].unique().to_list())
+        if sorted(batches) != held:
+            return differs("batch sizes", sorted(batches), held)
+    lrs = summary.get("lrs")
+    if not (isinstance(lrs, list) and all(_is_real(v) for v in lrs)):
+        lrs = None
+    if lrs is not None:
+        said, held = sorted(set(map(float, lrs))), sorted(table["lr"].unique().to_list())
+        if len(said) != len(held) or not all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(said, held)):
+            return differs("LRs", said, held)
+    seeds = summary.get("seeds")
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        held_seeds = table["seed"].n_unique()
+        if held_seeds != seeds:
+            return f"{PREDICT_SUMMARY_FILE} records {seeds} seeds, {names} holds {held_seeds}"
+        if clips is not None and batches is not None and lrs is not None:
+            rows = len(clips) * len(set(batches)) * len(set(lrs)) * seeds
+            if table.height != rows:
+                return f"{PREDICT_SUMMARY_FILE} records {rows} trajectories, {names} holds {table.height}"
+    steps = summary.get("steps")
+    last = table["diverged_step"].max()
+    if isinstance(steps, int) and not isinstance(steps, bool) and last is not None and last > steps:
+        return f"{PREDICT_SUMMARY_FILE} records {steps} steps, {names} diverged at step {last}"
+    return None
 
 
 # --------------------------------------------------------------------------- what the CLI prints
@@ -555,8 +722,16 @@ def list_text(root: Path | Sequence[Path] | None, fmt: str = "table") -> str:
 
 
 def show_text(root: Path | Sequence[Path] | None, experiment: str, fmt: str = "table") -> str:
-    """`pyphase results show`: one experiment's runs in the seed's columns."""
-    return format_frame(show_table(scan(root, experiment), experiment), fmt)
+    """`pyphase results show`: one experiment's runs in the seed's columns, after one line saying
+    where they were read (`describe_source`); for csv and json that line goes to stderr instead, so
+    that stdout stays one parseable table."""
+    rs = scan(root, experiment)
+    line = f"{experiment}: {describe_source(rs.source(experiment))}"
+    text = format_frame(show_table(rs, experiment), fmt)
+    if fmt in ("csv", "json"):
+        print(line, file=sys.stderr)
+        return text
+    return f"{line}\n{text}"
 
 
 def query_text(root: Path | Sequence[Path] | None, sql: str, fmt: str = "table", experiment: str | None = None) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -268,3 +269,31 @@ def test_reusing_out_removes_the_earlier_predictions_regime_maps_only(tmp_path, 
     code, _, err = main_in_process(monkeypatch, capsys, "predict", "--clip", "10", "--out", str(out), *SMALL_GRID)
     assert code == 0 and "earlier prediction" not in err
     assert all((out / n).exists() for n in ("mine.png", "regime_map_clip3.png", "regime_map_clip1.png"))
+
+
+def test_ctrl_c_while_simulating_leaves_no_out_folder(tmp_path, monkeypatch, capsys):
+    """--out is checked before simulating (an unwritable one fails at once, as above), but a folder
+    made for the check is not left behind: Ctrl-C during the simulation leaves nothing."""
+    import pyphase.predict as P
+
+    def interrupted(*args, **kwargs):
+        assert not (tmp_path / "a").exists()  # nothing made while simulating
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(P, "predict", interrupted)
+    code, out, err = main_in_process(monkeypatch, capsys, "predict", "--out", str(tmp_path / "a" / "b"), *SMALL_GRID)
+    assert (code, out) == (130, "") and err.endswith("pyphase: interrupted\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_out_folder_that_cannot_be_written_in_is_refused_before_simulating(tmp_path, monkeypatch, capsys):
+    import os
+
+    import pyphase.predict as P
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(P, "predict", lambda *a, **k: pytest.fail("simulated"))
+    monkeypatch.setattr(os, "access", lambda path, mode, **k: Path(path) != locked)
+    code, _, err = main_in_process(monkeypatch, capsys, "predict", "--out", str(locked), *SMALL_GRID)
+    assert code == 2 and err == f"error: --out: cannot write in {locked} (permission denied)\n"

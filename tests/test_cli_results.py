@@ -162,6 +162,77 @@ def test_compare_reads_committed_settings_from_provenance(
     assert code == 0 and json.loads(out)["warnings"] == ["The prediction simulated 10000 steps, the runs trained 5000."]
 
 
+def _write_predict_output(folder: Path) -> dict:
+    """A whole `pyphase predict --out` folder for exp_a's grid: both tables, a regime map, and a
+    prediction.json recording the grid and trajectories.parquet's sha256. Returns the summary."""
+    import hashlib
+
+    folder.mkdir()
+    table = as_prediction(bowl_summaries(batches=(32, 64, 128), lrs=LRS[::3], seeds=1, noise=0.0))
+    table.write_parquet(folder / "trajectories.parquet")
+    table.select("clip", "batch_size", "lr", "seed", pl.lit(100).alias("step"), "final_loss").write_parquet(
+        folder / "curves.parquet")
+    (folder / "regime_map_clip1.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    summary = {"kind": "pyphase.prediction", "optimizer": "adamw", "groups": [{"clip": 1.0, "label": "1"}],
+               "batch_sizes": [32, 64, 128], "lrs": sorted(set(LRS[::3])), "seeds": 1, "steps": 5000,
+               "files": {"trajectories": "trajectories.parquet", "curves": "curves.parquet",
+                         "summary": "prediction.json", "regime_map_1": "regime_map_clip1.png"},
+               "trajectories_sha256": hashlib.sha256((folder / "trajectories.parquet").read_bytes()).hexdigest()}
+    (folder / "prediction.json").write_text(json.dumps(summary))
+    return summary
+
+
+INTERRUPTED_OUTPUTS = [
+    # a write stopped before prediction.json: the tables (and maps) without it
+    ("no prediction.json", {"prediction.json": None},
+     "trajectories.parquet, curves.parquet and 1 regime map but no prediction.json"),
+    ("tables only", {"prediction.json": None, "regime_map_clip1.png": None},
+     "trajectories.parquet and curves.parquet but no prediction.json"),
+    ("trajectories only", {"prediction.json": None, "regime_map_clip1.png": None, "curves.parquet": None},
+     "trajectories.parquet but no prediction.json"),
+    # new tables beside an earlier prediction's prediction.json
+    ("another table", {"trajectories_sha256": "0" * 64},
+     "trajectories.parquet is not the table its prediction.json was written with"),
+    ("other batch sizes", {"trajectories_sha256": None, "batch_sizes": [4, 8]},
+     "prediction.json records batch sizes [4, 8], trajectories.parquet holds [32, 64, 128]"),
+    ("other LRs", {"trajectories_sha256": None, "lrs": [1e-3, 1e-2]},
+     "prediction.json records LRs [0.001, 0.01], trajectories.parquet holds "
+     "[0.0001, 0.000562341, 0.00316228, 0.0177828, 0.1]"),
+    ("other clips", {"trajectories_sha256": None, "groups": [{"clip": None}, {"clip": 1.0}]},
+     "prediction.json records clips [none, 1], trajectories.parquet holds [1]"),
+    ("other seeds", {"trajectories_sha256": None, "seeds": 3},
+     "prediction.json records 3 seeds, trajectories.parquet holds 1"),
+    ("other optimizer", {"trajectories_sha256": None, "optimizer": "sgd"},
+     "prediction.json records optimizer [sgd], trajectories.parquet holds [adamw]"),
+]
+
+
+@pytest.mark.parametrize(("change", "why"), [c[1:] for c in INTERRUPTED_OUTPUTS],
+                         ids=[c[0] for c in INTERRUPTED_OUTPUTS])
+def test_compare_refuses_an_interrupted_or_mixed_predict_output(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], change: dict, why: str
+) -> None:
+    """A folder `pyphase predict` did not finish writing is one `error:` line (exit 2), not a prediction
+    scored as if whole; the same folder written whole is read."""
+    summary = _write_predict_output(workdir / "pred")
+    code, _, err = run_cli(["compare", "exp_a", "--prediction", "pred", "--json"], monkeypatch, capsys)
+    assert (code, err) == (0, "")
+    for name, value in change.items():
+        if name.endswith((".json", ".parquet", ".png")):
+            (workdir / "pred" / name).unlink()
+        elif value is None:
+            summary.pop(name)
+        else:
+            summary[name] = value
+    if (workdir / "pred" / "prediction.json").exists():
+        (workdir / "pred" / "prediction.json").write_text(json.dumps(summary))
+    for cmd in (["compare", "exp_a", "--prediction", "pred"], ["report", "exp_a", "--prediction", "pred"]):
+        code, out, err = run_cli(cmd, monkeypatch, capsys)
+        assert (code, out) == (2, "")
+        assert err == (f"error: pred: looks like an interrupted or mixed `pyphase predict` output ({why}); "
+                       "run pyphase predict again (--out pred)\n")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -303,3 +374,145 @@ def test_export_over_an_earlier_one_warns_when_its_command_is_not_kept(
         "30 runs, these are seeds [0] and 15 runs; exp/exp_a/provenance.json records command null (give --command to "
         "record the command that made these runs)\n"
     )
+
+
+def test_a_preface_that_is_not_utf8_text_is_one_line_naming_it(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "bin.md").write_bytes(b"\x85\x86 not utf-8")
+    code, out, err = run_cli(["report", "exp_a", "--preface", "bin.md"], monkeypatch, capsys)
+    assert code == 2 and out == "" and err.startswith("error: --preface bin.md: cannot read it as UTF-8 text (")
+    assert err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- which folder is read
+@pytest.fixture()
+def two_sources(workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Path:
+    """workdir (runs/exp_a: 30 runs of two seeds) plus other/exp_a: another sweep of exp_a (one seed,
+    other noise: 15 runs), exported there in the committed layout, as `--results other` names it."""
+    write_runs(workdir / "elsewhere", bowl_summaries(batches=(32, 64, 128), lrs=LRS[::3], seeds=1, rng_seed=9,
+                                                     experiment="exp_a"))
+    code, _, err = run_cli(["results", "export", "exp_a", "--runs", "elsewhere", "--dest", "other"], monkeypatch, capsys)
+    assert code == 0, err
+    return workdir
+
+
+def _show_rows(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`results show --format json ...`: its number of rows, and the line naming its folder (stderr)."""
+    code, out, err = run_cli(["results", "show", *args, "--format", "json"], monkeypatch, capsys)
+    assert code == 0, err
+    return len(json.loads(out)), err.strip()
+
+
+@pytest.mark.parametrize(
+    ("options", "folder", "layout", "n"),
+    [
+        ([], "runs/exp_a", "runs", 30),  # no root option: runs/ first, as before
+        (["--results", "other"], "other/exp_a", "committed", 15),  # --results alone: runs/ is not read
+        (["--runs", "runs", "--results", "other"], "runs/exp_a", "runs", 30),  # both: --runs first
+        (["--results", "other", "--runs", "runs"], "runs/exp_a", "runs", 30),  # (whatever the order typed)
+        (["--runs", "nowhere", "--results", "other"], "other/exp_a", "committed", 15),
+        (["--runs", "elsewhere"], "elsewhere/exp_a", "runs", 15),
+    ],
+)
+def test_show_compare_and_report_read_the_folder_given_and_say_which(
+    two_sources: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], options: list[str],
+    folder: str, layout: str, n: int,
+) -> None:
+    """What the user typed wins: `--results DIR` alone reads DIR, not the default runs/ that also
+    holds the experiment; with no root option runs/ comes first; with both, --runs. Every command
+    names the folder it read."""
+    said = f"read from {folder} ({layout} layout, {n} finished runs)"
+    assert _show_rows(["exp_a", *options], monkeypatch, capsys) == (n, f"exp_a: {said}")
+    code, out, err = run_cli(["results", "show", "exp_a", *options], monkeypatch, capsys)
+    assert code == 0 and err == "" and out.splitlines()[0] == f"exp_a: {said}"
+    code, out, err = run_cli(["compare", "exp_a", *options], monkeypatch, capsys)
+    assert code == 0, err
+    assert out.splitlines()[:3] == ["# exp_a: predicted vs measured", "", f"Measured: {said.replace(folder, f'`{folder}`')}"]
+    code, out, err = run_cli(["compare", "exp_a", *options, "--json"], monkeypatch, capsys)
+    data = json.loads(out)
+    assert code == 0 and (data["measured_source"], data["measured_layout"]) == (folder, layout)
+    code, out, err = run_cli(["results", "query", "SELECT COUNT(*) AS n FROM summaries", "--experiment", "exp_a",
+                              *options, "--format", "csv"], monkeypatch, capsys)
+    assert code == 0 and out.split() == ["n", str(n)]
+    code, out, err = run_cli(["report", "exp_a", *options, "--out", "rep/"], monkeypatch, capsys)
+    assert (code, out, err) == (0, "wrote rep/REPORT.md\n", "")
+    text = (two_sources / "rep" / "REPORT.md").read_text()
+    assert f"**exp_a**: read from `{folder}` ({layout} layout)" in text
+    assert f"{n} finished runs from `{folder}`" in text
+
+
+def test_report_quotes_the_root_options_given(
+    two_sources: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The quoted command reads what the report read: a given --results is quoted, also when it
+    names the default folder (giving it leaves runs/ out)."""
+    import re
+    import shlex
+
+    write_runs(two_sources / "results", bowl_summaries(batches=(32, 64, 128), lrs=LRS[::3], seeds=1, rng_seed=5,
+                                                       experiment="exp_a"))
+    for options, quoted, folder in [
+        (["--results", "other"], "--results other", "other/exp_a"),
+        (["--results", "results"], "--results results", "results/exp_a"),
+        ([], "", "runs/exp_a"),
+    ]:
+        code, _, err = run_cli(["report", "exp_a", *options, "--out", "q.md"], monkeypatch, capsys)
+        assert code == 0, err
+        text = (two_sources / "q.md").read_text()
+        assert f"read from `{folder}`" in text
+        command = re.findall(r"`(pyphase report [^`]*)`", text)
+        assert command == [" ".join(["pyphase report exp_a", *([quoted] if quoted else []), "--out q.md"])]
+        (two_sources / "q.md").unlink()
+        code, _, _ = run_cli(shlex.split(command[0])[1:], monkeypatch, capsys)  # the quoted command reads the same
+        assert code == 0 and (two_sources / "q.md").read_text() == text
+
+
+def test_list_reads_only_the_folders_given(
+    two_sources: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(["results", "list", "--results", "other", "--format", "json"], monkeypatch, capsys)
+    assert code == 0 and [(r["experiment"], r["root"]) for r in json.loads(out)] == [("exp_a", "other")]
+    code, out, _ = run_cli(["results", "list", "--format", "json"], monkeypatch, capsys)
+    assert code == 0 and [(r["experiment"], r["root"]) for r in json.loads(out)] == [("exp_a", "runs"),
+                                                                                      ("phase3a", "results")]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["results", "show", "exp_a", "--results", "empty"],
+         "error: no results for experiment 'exp_a' under empty/ (runs/exp_a/ exists, but runs/ is not among the "
+         "folders read)"),
+        (["compare", "exp_a", "--results", "empty"],
+         "error: no results for experiment 'exp_a' under empty/ (runs/exp_a/ exists, but runs/ is not among the "
+         "folders read)"),
+        (["report", "phase3a", "--runs", "elsewhere"],
+         "error: no results for experiment 'phase3a' under elsewhere/ (results/phase3a/ exists, but results/ is not "
+         "among the folders read)"),
+        (["results", "show", "exp_a", "--runs", "empty", "--results", "empty2"],
+         "error: no results for experiment 'exp_a' under empty/ or empty2/ (runs/exp_a/ exists, but runs/ is not "
+         "among the folders read)"),
+    ],
+)
+def test_a_given_folder_without_the_experiment_is_an_error_not_a_fallback(
+    two_sources: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str],
+    message: str,
+) -> None:
+    """A folder the user gave is authoritative: an experiment it lacks is not read from the default
+    runs/ or results/ instead; the error says the default folder holds it."""
+    (two_sources / "empty").mkdir()
+    code, out, err = run_cli(args, monkeypatch, capsys)
+    assert (code, out, err) == (2, "", message + "\n")
+
+
+def test_root_options_default_to_not_given_in_help(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--help says which folders are read; export's --runs (its input) still defaults to runs/."""
+    code, out, _ = run_cli(["results", "show", "--help"], monkeypatch, capsys)
+    flat = " ".join(out.replace("│", " ").split())
+    assert code == 0 and "only those" in flat and "Given without --runs, it is the only folder read" in flat
+    code, _, err = run_cli(["results", "export", "exp_a", "--dest", "exp"], monkeypatch, capsys)
+    assert code == 0, err
+    assert (workdir / "exp" / "exp_a" / "summary.csv").is_file()

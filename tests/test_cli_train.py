@@ -286,3 +286,34 @@ def test_train_on_cuda_with_and_without_the_fast_exit_writes_the_same_runs(tmp_p
         for c in load_experiment("smoke").configs:
             assert (out / "smoke" / c.run_id / STEPS_FILE).exists()
     assert rows["1"] == rows["0"] and len(rows["1"]) == len(load_experiment("smoke").configs)
+
+
+@pytest.mark.parametrize("how", ["typer", "raw"])
+def test_ctrl_c_is_one_line_and_exit_130_saying_train_resumes(tmp_path, monkeypatch, capsys, how) -> None:
+    """Ctrl-C in a command: exit 130 and one line, which for train says the same command resumes;
+    whether typer turned the KeyboardInterrupt into Exit(130) ("typer") or it came through ("raw",
+    e.g. a second Ctrl-C, or a typer that lets it pass)."""
+    import typer
+
+    from pyphase import cli, sweep
+
+    def interrupted(*a, **k):
+        if how == "typer":
+            raise typer.Exit(130)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "run_experiment", interrupted)
+    for args, said in ((["train", "smoke", "--device", "cpu", "--out", str(tmp_path)],
+                        "pyphase: interrupted; finished runs and checkpoints are kept: the same command resumes\n"),):
+        monkeypatch.setattr(sys, "argv", ["pyphase", *args])
+        with pytest.raises(SystemExit) as exc:
+            cli.main()
+        _, err = capsys.readouterr()
+        assert exc.value.code == 130 and err == said, (exc.value.code, err)
+    import pyphase.predict as pp
+
+    monkeypatch.setattr(pp, "run_predict", interrupted)
+    monkeypatch.setattr(sys, "argv", ["pyphase", "predict", "--out", str(tmp_path / "p")])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 130 and capsys.readouterr().err == "pyphase: interrupted\n"

@@ -287,6 +287,24 @@ def test_seeds_override_must_be_positive():
         load_experiment("smoke", seeds=0)
 
 
+def test_seed_counts_and_values_are_bounded_before_any_list_is_built(tmp_path):
+    """A huge --seeds or train.seeds is a one-line error, not an OverflowError or MemoryError from
+    building range(n); seeds themselves fit the Int64 the summaries store."""
+    from pyphase.config import MAX_SEED, MAX_SEEDS
+
+    for n in (MAX_SEEDS + 1, 10**12, 10**20):
+        with pytest.raises(PyphaseError, match=f"--seeds: must be <= {MAX_SEEDS:,}"):
+            load_experiment("smoke", seeds=n)
+    assert len({c.seed for c in load_experiment("smoke", seeds=MAX_SEEDS).configs}) == MAX_SEEDS
+    for seeds, match in ((str(10**20), "train.seeds: must be <= 10,000"),
+                         (f"[0, {MAX_SEED + 1}]", f"train.seeds: must be <= {MAX_SEED:,}")):
+        p = write(tmp_path, BASE.replace("steps = 10", f"steps = 10\nseeds = {seeds}") + GRID)
+        with pytest.raises(PyphaseError, match=match):
+            load_experiment(p)
+    p = write(tmp_path, BASE.replace("steps = 10", f"steps = 10\nseeds = [0, {MAX_SEED}]") + GRID)
+    assert {c.seed for c in load_experiment(p).configs} == {0, MAX_SEED}
+
+
 def test_direct_construction_is_validated_too():
     with pytest.raises(PyphaseError, match="lr"):
         RunConfig(experiment="x", batch_size=8, lr=0.0, gradient_clip=1.0, seed=0, steps=1)

@@ -4,8 +4,10 @@ synthetic table with a known optimum, and a small real prediction with its outpu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -367,6 +369,141 @@ def test_outputs_are_written_and_readable_by_compare(small_prediction, tmp_path)
     back = read_prediction(tmp_path / "pred")
     assert back.trajectories.equals(small_prediction.table)
     assert back.meta["b_simple"] == pytest.approx(SMALL.describe()["b_simple"])
+
+
+# --------------------------------------------------------------------------- writing all or nothing
+def _folder_bytes(folder):
+    """Every file in `folder` (temporaries included) by name, with its bytes."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def other_prediction():
+    """Another grid than `small_prediction`'s: other clip, batch sizes, LRs, steps and seeds."""
+    return predict([10.0], "adamw", [4, 16], [1e-3, 1e-2], steps=100, seeds=2, params=SMALL, progress=False, n_boot=20)
+
+
+def _interrupt_at(stage, monkeypatch):
+    """Make one step of write_prediction raise KeyboardInterrupt (as Ctrl-C there would), after it
+    began writing its file where it writes one."""
+    import pyphase.predict as P
+
+    if stage == "curves":  # the second Parquet table, half written
+        real = pl.DataFrame.write_parquet
+        calls = []
+
+        def write_parquet(self, path, *a, **k):
+            calls.append(path)
+            if len(calls) == 2:
+                Path(path).write_bytes(b"PAR1 half")
+                raise KeyboardInterrupt
+            return real(self, path, *a, **k)
+
+        monkeypatch.setattr(pl.DataFrame, "write_parquet", write_parquet)
+    elif stage == "map":  # a regime map, half written
+        def plot(pred, group, path, **k):
+            Path(path).write_bytes(b"\x89PNG half")
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(P, "plot_regime_map", plot)
+    elif stage == "summary":  # prediction.json
+        monkeypatch.setattr(P, "to_json", lambda obj: (_ for _ in ()).throw(KeyboardInterrupt))
+    elif stage == "sync":  # every file written, the last one being synced: nothing renamed yet
+        real_fsync = P._fsync
+        synced = []
+
+        def fsync(path):
+            synced.append(path)
+            if path.name.startswith(".prediction.json"):
+                raise KeyboardInterrupt
+            real_fsync(path)
+
+        monkeypatch.setattr(P, "_fsync", fsync)
+
+
+STAGES = ["curves", "map", "summary", "sync"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_an_interrupted_write_leaves_the_earlier_prediction_byte_identical(small_prediction, other_prediction,
+                                                                           tmp_path, monkeypatch, stage):
+    """Ctrl-C anywhere before the renames: the earlier prediction's files are as they were, byte
+    for byte, and no temporary file is left (the old writer had replaced trajectories.parquet first)."""
+    out = tmp_path / "pred"
+    write_prediction(small_prediction, out, announce=False)
+    before = _folder_bytes(out)
+    summary = dict(other_prediction.summary)
+    _interrupt_at(stage, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        write_prediction(other_prediction, out)
+    assert _folder_bytes(out) == before
+    assert other_prediction.summary == summary  # not marked as written
+    back = read_prediction(out)
+    assert back.trajectories.equals(small_prediction.table)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_fresh_folder_interrupted_midway_holds_no_partial_output(small_prediction, tmp_path, monkeypatch, stage):
+    """Into a folder that did not exist: nothing is left, not even the folders the write made."""
+    _interrupt_at(stage, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        write_prediction(small_prediction, tmp_path / "new" / "pred")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_is_one_line_and_keeps_the_earlier_prediction(small_prediction, other_prediction, tmp_path,
+                                                                     monkeypatch):
+    import pyphase.predict as P
+
+    out = tmp_path / "pred"
+    write_prediction(small_prediction, out, announce=False)
+    before = _folder_bytes(out)
+
+    def full_disk(pred, group, path, **k):
+        Path(path).write_bytes(b"\x89PNG")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(P, "plot_regime_map", full_disk)
+    with pytest.raises(PyphaseError) as e:
+        write_prediction(other_prediction, out)
+    assert str(e.value) == (f"--out {out}: cannot write the prediction ([Errno 28] No space left on device); "
+                            "an earlier prediction there is unchanged")
+    assert _folder_bytes(out) == before
+
+
+def test_ctrl_c_during_the_renames_waits_until_the_new_prediction_is_whole(small_prediction, other_prediction,
+                                                                          tmp_path, monkeypatch):
+    """SIGINT after the first rename: the renames and the removal of the earlier prediction's
+    stale regime maps finish, then KeyboardInterrupt; the folder holds the new prediction whole."""
+    import signal
+
+    import pyphase.predict as P
+
+    out = tmp_path / "pred"
+    write_prediction(small_prediction, out, announce=False)
+    real = P._replace_together
+
+    def replace_together(folder, staged, done):
+        first = dict(list(staged.items())[:1])
+        real(folder, first, done)
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C now: trajectories.parquet is the new one
+        real(folder, {k: v for k, v in staged.items() if k not in first}, done)
+
+    monkeypatch.setattr(P, "_replace_together", replace_together)
+    with pytest.raises(KeyboardInterrupt):
+        write_prediction(dataclasses.replace(other_prediction), out, announce=False)
+    assert sorted(p.name for p in out.iterdir()) == ["curves.parquet", "prediction.json", "regime_map_clip10.png",
+                                                     "trajectories.parquet"]
+    assert read_prediction(out).trajectories.equals(other_prediction.table)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_the_summary_records_the_tables_sha256(small_prediction, tmp_path):
+    import hashlib
+
+    paths = write_prediction(dataclasses.replace(small_prediction), tmp_path / "pred")
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["trajectories_sha256"] == hashlib.sha256(paths["trajectories"].read_bytes()).hexdigest()
 
 
 def test_predict_rejects_bad_arguments():

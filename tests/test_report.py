@@ -607,6 +607,30 @@ def test_report_from_options_quotes_its_command_and_reads_only_results(
         rp.report_from_options(["synth"], calibration=Path("nope.json"), out=Path("S.md"))
 
 
+def test_report_from_options_with_results_alone_reads_only_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A given `results` is authoritative: runs/synth is not read, without `results_only`; the quoted
+    command gives --results even when it names the default folder; with both, `runs` comes first."""
+    monkeypatch.chdir(tmp_path)
+    write_runs(Path("results"), bowl_summaries(seeds=1, lrs=LRS[::2], experiment="synth"))
+    write_runs(Path("runs"), bowl_summaries(seeds=1, lrs=LRS[::2], experiment="synth", rng_seed=9))
+    text = rp.report_from_options(["synth"], results=Path("results"), out=Path("R.md")).read_text()
+    assert "read from `results/synth`" in text and "`pyphase report synth --results results --out R.md`" in text
+    text = rp.report_from_options(["synth"], runs=Path("runs"), results=Path("results"), out=Path("R.md")).read_text()
+    assert "read from `runs/synth`" in text and "`pyphase report synth --runs runs --results results --out R.md`" in text
+    assert rp.report_command(["a"], out=Path("o.md"), results=Path("results"), results_only=True) == (
+        "pyphase report a --results-only --out o.md"
+    )
+
+
+def test_compare_text_names_the_folder_it_read(synth_root: Path) -> None:
+    md = rp.compare_text("synth", root=synth_root, n_boot=20)
+    assert md.splitlines()[2] == f"Measured: read from `{synth_root}/synth` (runs layout, 70 finished runs)"
+    data = json.loads(rp.compare_text("synth", root=synth_root, as_json=True, n_boot=20))
+    assert (data["measured_source"], data["measured_layout"]) == (f"{synth_root}/synth", "runs")
+
+
 # --------------------------------------------------------------------------- β along training
 def _budget_bowl(beta_of_step, c: float = 2e-4):
     """Noise-free summaries on the quarter-decade grid and step rows whose val loss at step t is a

@@ -129,6 +129,22 @@ def test_first_root_wins_for_an_experiment_in_both(tmp_path: Path, runs_root: Pa
     assert table["layout"].to_list() == ["runs", "committed"]
 
 
+def test_roots_from_options_reads_only_the_folders_given() -> None:
+    """A folder given with --runs or --results is authoritative: the defaults are read only when
+    neither is given (runs/ first); with both, --runs first."""
+    assert res.roots_from_options() == [Path("runs"), Path("results")]
+    assert res.roots_from_options(results=Path("r")) == [Path("r")]
+    assert res.roots_from_options(runs="x") == [Path("x")]
+    assert res.roots_from_options(Path("x"), Path("r")) == [Path("x"), Path("r")]
+    assert res.roots_from_options(results=Path("results")) == [Path("results")]
+
+
+def test_describe_source_names_the_folder(tmp_path: Path, runs_root: Path) -> None:
+    src = res.scan(runs_root, "exp_a").source("exp_a")
+    assert res.describe_source(src) == f"read from {runs_root}/exp_a (runs layout, 18 finished runs)"
+    assert res.describe_source(src, code=True) == f"read from `{runs_root}/exp_a` (runs layout, 18 finished runs)"
+
+
 def test_scan_all_experiments(tmp_path: Path, runs_root: Path) -> None:
     write_committed(tmp_path / "results", "phase3a", SEED_3A_CSV)
     df = res.scan([runs_root, tmp_path / "results"]).summaries.collect()
@@ -301,6 +317,68 @@ def test_read_prediction_errors(tmp_path: Path) -> None:
     as_prediction(bowl_summaries(seeds=1)).drop("clip_frequency").write_parquet(tmp_path / "t.parquet")
     with pytest.raises(PyphaseError, match=r"t.parquet: missing column 'clip_frequency'"):
         res.read_prediction(tmp_path / "t.parquet")
+
+
+LAYOUTS = [
+    # (files in the folder, refused): a table of another name, or trajectories.parquet beside a JSON
+    # predict never writes, are made by hand; predict's own files without prediction.json are what a
+    # write stopped before prediction.json leaves
+    (("t.parquet",), False),
+    (("trajectories.parquet", "summary.json"), False),
+    (("t.parquet", "prediction.json"), False),  # a prediction.json that pyphase did not write
+    (("trajectories.parquet",), True),
+    (("t.parquet", "curves.parquet"), True),
+    (("trajectories.parquet", "summary.json", "regime_map_clip1.png"), True),
+]
+
+
+def test_read_prediction_refuses_predict_outputs_without_their_summary(tmp_path: Path) -> None:
+    table = as_prediction(bowl_summaries(seeds=1))
+    for i, (names, refused) in enumerate(LAYOUTS):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        for name in names:
+            if name.endswith(".parquet"):
+                (table if name != "curves.parquet" else table.head(2)).write_parquet(folder / name)
+            elif name.endswith(".json"):  # no kind: not a pyphase prediction.json, nothing to hold it to
+                (folder / name).write_text(json.dumps({"steps": 1, "batch_sizes": [1]}))
+            else:
+                (folder / name).write_bytes(b"\x89PNG")
+        if refused:
+            with pytest.raises(PyphaseError, match=r"looks like an interrupted or mixed `pyphase predict` output") as e:
+                res.read_prediction(folder)
+            assert str(e.value).startswith(f"{folder}: ") and "\n" not in str(e.value), names
+        else:
+            assert res.read_prediction(folder).trajectories.height == table.height, names
+
+
+COMMITTED_PREDICTIONS = sorted(Path(__file__).resolve().parents[1].glob("results/predictions*/*/prediction.json"))
+
+
+def test_committed_predictions_load_and_a_mixed_copy_of_one_does_not(tmp_path: Path) -> None:
+    """Every committed prediction folder has its prediction.json, which describes its table (they
+    predate the recorded sha256: the grid is compared); a copy with another one's table is refused."""
+    assert len(COMMITTED_PREDICTIONS) == 15
+    for summary in COMMITTED_PREDICTIONS:
+        p = res.read_prediction(summary.parent)
+        assert p.meta["kind"] == "pyphase.prediction" and "trajectories_sha256" not in p.meta
+        assert p.trajectories.height == len(p.meta["lrs"]) * len(p.meta["batch_sizes"]) * p.meta["seeds"] * len(
+            p.meta["groups"])
+    repo_results = COMMITTED_PREDICTIONS[0].parents[2]
+    mixed = tmp_path / "phase3a"
+    mixed.mkdir()
+    for f in (repo_results / "predictions" / "phase3a").iterdir():
+        (mixed / f.name).write_bytes(f.read_bytes())
+    assert res.read_prediction(mixed).trajectories.height == 80
+    # the calibrated, widened prediction of the same experiment: its table in place of this one's
+    (mixed / "trajectories.parquet").write_bytes(
+        (repo_results / "predictions_calibrated_widened" / "phase3a" / "trajectories.parquet").read_bytes())
+    with pytest.raises(PyphaseError) as e:
+        res.read_prediction(mixed)
+    assert str(e.value) == (
+        f"{mixed}: looks like an interrupted or mixed `pyphase predict` output (prediction.json records LRs "
+        "[0.01, 0.02, 0.03, 0.05, 0.1], trajectories.parquet holds 22 values 1e-05..0.1); "
+        f"run pyphase predict again (--out {mixed})")
 
 
 # --------------------------------------------------------------------------- export (runs -> committed)
@@ -645,3 +723,15 @@ def test_check_output_folder_names_a_path_too_long_in_one_line(tmp_path) -> None
 
     with pytest.raises(PyphaseError, match=r"^--dest x: File name too long: .*x{300}$"):
         check_output_folder(tmp_path / ("x" * 300) / "phase3a", "--dest x")
+
+
+@pytest.mark.parametrize("sql", ["SELECT * FROM read_csv('/etc/passwd')", "select * from READ_PARQUET ('x.parquet')",
+                                 "WITH t AS (SELECT * FROM read_ndjson('a')) SELECT * FROM t"])
+def test_query_refuses_sql_that_reads_files(sql) -> None:
+    from pyphase.errors import PyphaseError
+    from pyphase.results import ResultSet, query
+
+    rs = ResultSet(summaries=pl.LazyFrame({"lr": [0.1]}), steps=pl.LazyFrame({"step": [1]}), sources=())
+    with pytest.raises(PyphaseError, match=r"^SQL: read_[a-z]+\(\) reads a file; results query only reads"):
+        query(rs, sql)
+    assert query(rs, "SELECT lr AS read_csv_count FROM summaries")["read_csv_count"].to_list() == [0.1]
