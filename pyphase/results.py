@@ -705,7 +705,8 @@ def _summary_mismatch(folder: Path, files: Sequence[Path], table: pl.DataFrame,
             if table.height != rows:
                 return f"{PREDICT_SUMMARY_FILE} records {rows} trajectories, {names} holds {table.height}"
     steps = summary.get("steps")
-    last = table["diverged_step"].max()
+    # cast first: polars 1.x has no max() of an all-null column of dtype Null
+    last = table["diverged_step"].cast(pl.Int64, strict=False).max() if "diverged_step" in table.columns else None
     if isinstance(steps, int) and not isinstance(steps, bool) and last is not None and last > steps:
         return f"{PREDICT_SUMMARY_FILE} records {steps} steps, {names} diverged at step {last}"
     return None
