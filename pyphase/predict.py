@@ -817,8 +817,10 @@ class _CtrlC:
         raise KeyboardInterrupt
 
     def __enter__(self) -> _CtrlC:
-        # getsignal None: a handler not set from Python, which could not be put back; left alone
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None:
+        # only over Python's own Ctrl-C handler: an ignored SIGINT (a background job) stays ignored, and
+        # a handler not set from Python (getsignal None) could not be put back
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
             self.previous = signal.signal(signal.SIGINT, self._handler)
             self.active = True
         return self
