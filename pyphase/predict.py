@@ -47,6 +47,8 @@ from pyphase.results import (
     check_output_folder,
     file_sha256,
     json_safe,
+    remove_staged,
+    staged_write_failure,
     to_json,
 )
 from pyphase.schema import (
@@ -756,19 +758,10 @@ def write_prediction(pred: Prediction, out_dir: str | Path, *, announce: bool = 
                 _replace_together(out, staged, renamed)
                 removed = _remove_earlier_maps(out, earlier, set(names.values()))
         except (OSError, pl.exceptions.PolarsError) as e:
-            if renamed:
-                kept = (f"; {', '.join(renamed)} already replaced, "
-                        + ("the other files are the earlier prediction's" if had_earlier else "the others not written")
-                        + ": run predict again")
-            else:
-                kept = "; an earlier prediction there is unchanged" if had_earlier else ""
+            kept = staged_write_failure(renamed, had_earlier, "prediction", "run predict again")
             raise PyphaseError(f"--out {out}: cannot write the prediction ({first_line(e)}){kept}") from e
         finally:
-            for tmp in staged.values():
-                try:
-                    tmp.unlink(missing_ok=True)
-                except OSError:
-                    pass
+            remove_staged(staged)
             if not renamed:
                 _remove_empty_folders(made)
     pred.summary = summary

@@ -900,6 +900,25 @@ def _replace_together(folder: Path, staged: Mapping[str, Path], done: list[str])
         pass
 
 
+def staged_write_failure(renamed: Sequence[str], had_earlier: bool, what: str, again: str) -> str:
+    """What a failed staged write (`_replace_together`) left, in words for its error: the files
+    already renamed into place (then `again`), or that an earlier `what` there is unchanged."""
+    if renamed:
+        return (f"; {', '.join(renamed)} already replaced, "
+                + (f"the other files are the earlier {what}'s" if had_earlier else "the others not written")
+                + f": {again}")
+    return f"; an earlier {what} there is unchanged" if had_earlier else ""
+
+
+def remove_staged(staged: Mapping[str, Path]) -> None:
+    """Remove the temporary files of a staged write that are still there (best effort)."""
+    for tmp in staged.values():
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 def _kept_command_mismatch(previous: Mapping[str, Any], seeds: list[Any], runs: Mapping[str, int]) -> str | None:
     """Why the earlier export's command does not describe these runs (None when it may be kept):
     its seeds or its number of runs (finished + unfinished: the plan) differ from these runs'. An
@@ -1036,19 +1055,10 @@ def export_experiment(
             _fsync(tmp)
         _replace_together(out, staged, renamed)
     except (OSError, pl.exceptions.PolarsError) as e:
-        if renamed:
-            kept = (f"; {', '.join(renamed)} already replaced, "
-                    + ("the other files are the earlier export's" if had_earlier else "the others not written")
-                    + ": export again")
-        else:
-            kept = "; an earlier export there is unchanged" if had_earlier else ""
+        kept = staged_write_failure(renamed, had_earlier, "export", "export again")
         raise PyphaseError(f"--dest {dest_root}: cannot write {out} ({first_line(e)}){kept}") from e
     finally:
-        for tmp in staged.values():
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
+        remove_staged(staged)
     if warning is not None:
         print(warning, file=sys.stderr)
     return out
