@@ -812,7 +812,7 @@ def check_out_file(out: str | Path | None) -> None:
     root's unchecked permissions). Folders made by the probe are removed again."""
     if out is None:
         return
-    from pyphase.results import check_output_folder
+    from pyphase.results import check_output_folder, missing_folders, remove_empty_folders
 
     p = Path(out)
     try:
@@ -821,7 +821,7 @@ def check_out_file(out: str | Path | None) -> None:
     except OSError as e:  # e.g. a path component too long to look up
         raise PyphaseError(f"--out {p}: {e.strerror or e}") from None
     check_output_folder(p.parent, f"--out {p}")
-    missing = [a for a in [p.parent, *p.parent.parents] if not a.exists()]
+    made = missing_folders(p.parent)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         probe = p.parent / f".{p.name}.probe.{os.getpid()}"
@@ -830,11 +830,7 @@ def check_out_file(out: str | Path | None) -> None:
     except OSError as e:
         raise PyphaseError(f"--out {p}: cannot write there: {e.strerror or e}") from None
     finally:
-        for folder in missing:  # deepest first: only the folders this check made, and only if empty
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
+        remove_empty_folders(made)  # only the folders this check made, and only if empty
 
 
 def _check_seed(seed: int) -> None:

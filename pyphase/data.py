@@ -492,7 +492,7 @@ def fetch(name: str, dest: str | Path, url: str | None = None) -> Path:
               file=sys.stderr)
         return folder
     try:
-        if not zip_path.is_file() or (local := _sha256_file(zip_path)) != arch.sha256:
+        if not zip_path.is_file() or (local := sha256_file(zip_path)) != arch.sha256:
             if zip_path.is_file():
                 print(f"pyphase: {zip_path} has sha256 {local}, expected {arch.sha256}: downloading it again",
                       file=sys.stderr)
@@ -514,7 +514,8 @@ def fetch(name: str, dest: str | Path, url: str | None = None) -> Path:
     return folder
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes, in hex (read in 1 MiB blocks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):

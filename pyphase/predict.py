@@ -45,8 +45,9 @@ from pyphase.results import (
     _fsync,
     _replace_together,
     check_output_folder,
-    file_sha256,
     json_safe,
+    missing_folders,
+    remove_empty_folders,
     remove_staged,
     staged_write_failure,
     to_json,
@@ -727,6 +728,8 @@ def write_prediction(pred: Prediction, out_dir: str | Path, *, announce: bool = 
     did not list is touched), and, with `announce`, one stderr line says the earlier prediction was
     replaced."""
     out = Path(out_dir)
+    from pyphase.data import sha256_file
+
     names = {"trajectories": TRAJECTORIES_FILE, "curves": CURVES_FILE, "summary": SUMMARY_FILE}
     names |= {f"regime_map_{g['label']}": regime_map_name(g["clip"]) for g in pred.summary["groups"]}
     # final name -> temporary name in `out`, in the order they are renamed: the summary last
@@ -735,7 +738,7 @@ def write_prediction(pred: Prediction, out_dir: str | Path, *, announce: bool = 
     renamed: list[str] = []
     earlier, had_earlier = None, False
     with _CtrlC() as ctrl_c:
-        made = _missing_folders(out)
+        made = missing_folders(out)
         try:
             try:
                 out.mkdir(parents=True, exist_ok=True)
@@ -750,7 +753,7 @@ def write_prediction(pred: Prediction, out_dir: str | Path, *, announce: bool = 
             for g in pred.summary["groups"]:
                 plot_regime_map(pred, g, staged[regime_map_name(g["clip"])], fmt="png")
             summary = dict(pred.summary, files=dict(names),
-                           **{PREDICT_TABLE_SHA256: file_sha256(staged[TRAJECTORIES_FILE])})
+                           **{PREDICT_TABLE_SHA256: sha256_file(staged[TRAJECTORIES_FILE])})
             staged[SUMMARY_FILE].write_text(to_json(summary) + "\n", encoding="utf-8")
             for tmp in staged.values():
                 _fsync(tmp)
@@ -763,7 +766,7 @@ def write_prediction(pred: Prediction, out_dir: str | Path, *, announce: bool = 
         finally:
             remove_staged(staged)
             if not renamed:
-                _remove_empty_folders(made)
+                remove_empty_folders(made)
     pred.summary = summary
     if earlier is not None and announce:
         print(f"note: --out {out} held an earlier prediction; replaced it"
@@ -832,30 +835,6 @@ class _CtrlC:
         if self.pending:
             self.raised = True
             raise KeyboardInterrupt
-
-
-def _missing_folders(folder: Path) -> list[Path]:
-    """`folder` and those of its parents that do not exist yet, outermost first (what mkdir(parents=True)
-    would make)."""
-    missing = []
-    for p in [folder, *folder.parents]:
-        try:
-            if p.exists() or p.is_symlink():
-                break
-        except OSError:
-            break
-        missing.append(p)
-    return missing[::-1]
-
-
-def _remove_empty_folders(made: Sequence[Path]) -> None:
-    """Remove the folders in `made` (outermost first, as `_missing_folders` gives them), innermost
-    first, while they are empty: only what this process made and left empty."""
-    for p in reversed(made):
-        try:
-            p.rmdir()
-        except OSError:
-            return
 
 
 def earlier_regime_maps(out: Path) -> set[str] | None:
@@ -1090,13 +1069,13 @@ def run_predict(
         raise PyphaseError(f"--out: {out_path} exists and is not a directory")
     # before simulating (a folder that cannot be made or written in would lose the work), but leaving
     # nothing behind: a folder made to test it is removed at once, and write_prediction makes it again
-    made = _missing_folders(out_path)
+    made = missing_folders(out_path)
     try:
         out_path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise PyphaseError(f"--out: cannot create {out_path}: {e.strerror or e}") from None
     finally:
-        _remove_empty_folders(made)
+        remove_empty_folders(made)
     check_output_folder(out_path, "--out")  # an existing folder this process cannot write in
     pred = predict(parsed_clips, optimizer, batches, lrs, steps, seeds, params, settings=settings, progress=progress,
                    extend_edges=DEFAULT_EDGE_EXTENSIONS if lr is None else 0,

@@ -15,7 +15,6 @@ by default ``runs/`` before ``results/``: a sweep in progress is fresher than wh
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -604,15 +603,6 @@ PREDICT_MAP_GLOB = "regime_map_clip*.png"
 PREDICT_TABLE_SHA256 = "trajectories_sha256"  # prediction.json's record of trajectories.parquet's bytes
 
 
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file's bytes, in hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _interrupted_predict(folder: Path, why: str) -> PyphaseError:
     return PyphaseError(f"{folder}: looks like an interrupted or mixed `pyphase predict` output ({why}); "
                         f"run pyphase predict again (--out {folder})")
@@ -660,10 +650,12 @@ def _summary_mismatch(folder: Path, files: Sequence[Path], table: pl.DataFrame,
     grid: optimizer, clips, batch sizes, LRs, number of seeds, rows (clips x B x LRs x seeds), and
     steps (no divergence after the last step). Only fields the summary holds, with the expected type,
     are compared."""
+    from pyphase.data import sha256_file
+
     names = ", ".join(f.name for f in files)
     recorded = summary.get(PREDICT_TABLE_SHA256)
     table_file = folder / PREDICT_TABLE_FILE
-    if isinstance(recorded, str) and table_file in files and file_sha256(table_file) != recorded:
+    if isinstance(recorded, str) and table_file in files and sha256_file(table_file) != recorded:
         return f"{PREDICT_TABLE_FILE} is not the table its {PREDICT_SUMMARY_FILE} was written with"
 
     def differs(what: str, said: Sequence[Any], holds: Sequence[Any]) -> str:
@@ -876,6 +868,30 @@ def check_output_folder(folder: Path, option: str) -> None:
         deepest = p
     if deepest is not None and not os.access(deepest, os.W_OK | os.X_OK):
         raise PyphaseError(f"{option}: cannot write in {deepest} (permission denied)")
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, outermost first (what mkdir(parents=True)
+    would make)."""
+    missing = []
+    for p in [folder, *folder.parents]:
+        try:
+            if p.exists() or p.is_symlink():
+                break
+        except OSError:
+            break
+        missing.append(p)
+    return missing[::-1]
+
+
+def remove_empty_folders(made: Sequence[Path]) -> None:
+    """Remove the folders in `made` (outermost first, as `missing_folders` gives them), innermost
+    first, while they are empty: only what this process made and left empty."""
+    for p in reversed(made):
+        try:
+            p.rmdir()
+        except OSError:
+            return
 
 
 def _fsync(path: Path) -> None:
