@@ -471,14 +471,26 @@ def test_a_failed_write_is_one_line_and_keeps_the_earlier_prediction(small_predi
     assert _folder_bytes(out) == before
 
 
+@pytest.fixture()
+def sigint_handler():
+    """SIGINT set to the given handler for one test, then put back: Python's own Ctrl-C handler, as in a
+    terminal, by default (a test run started in the background inherits SIGINT ignored)."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    yield lambda handler=signal.default_int_handler: signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_ctrl_c_during_the_renames_waits_until_the_new_prediction_is_whole(small_prediction, other_prediction,
-                                                                          tmp_path, monkeypatch):
+                                                                          tmp_path, monkeypatch, sigint_handler):
     """SIGINT after the first rename: the renames and the removal of the earlier prediction's
     stale regime maps finish, then KeyboardInterrupt; the folder holds the new prediction whole."""
     import signal
 
     import pyphase.predict as P
 
+    sigint_handler()
     out = tmp_path / "pred"
     write_prediction(small_prediction, out, announce=False)
     real = P._replace_together
@@ -496,6 +508,29 @@ def test_ctrl_c_during_the_renames_waits_until_the_new_prediction_is_whole(small
                                                      "trajectories.parquet"]
     assert read_prediction(out).trajectories.equals(other_prediction.table)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_an_ignored_sigint_stays_ignored_while_a_prediction_is_written(small_prediction, tmp_path, monkeypatch,
+                                                                      sigint_handler):
+    """The write's Ctrl-C guard replaces only Python's own handler: with SIGINT ignored (a background
+    job) a SIGINT during the renames is still ignored, and the write completes."""
+    import signal
+
+    import pyphase.predict as P
+
+    sigint_handler(signal.SIG_IGN)
+    real = P._replace_together
+    seen = []
+
+    def replace_together(folder, staged, done):
+        seen.append(signal.getsignal(signal.SIGINT))
+        signal.raise_signal(signal.SIGINT)
+        real(folder, staged, done)
+
+    monkeypatch.setattr(P, "_replace_together", replace_together)
+    paths = write_prediction(dataclasses.replace(small_prediction), tmp_path / "pred", announce=False)
+    assert seen == [signal.SIG_IGN] and read_prediction(paths["summary"].parent).trajectories.equals(small_prediction.table)
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_the_summary_records_the_tables_sha256(small_prediction, tmp_path):
