@@ -38,6 +38,7 @@ from pyphase.errors import PyphaseError, first_line
 from pyphase.nqm import NQMParams
 from pyphase.results import (
     PREDICT_CURVES_FILE,
+    PREDICT_MAP_GLOB,
     PREDICT_SUMMARY_FILE,
     PREDICT_SUMMARY_KIND,
     PREDICT_TABLE_FILE,
@@ -48,7 +49,9 @@ from pyphase.results import (
     json_safe,
     missing_folders,
     remove_empty_folders,
+    remove_stale_staged,
     remove_staged,
+    staged_paths,
     staged_write_failure,
     to_json,
 )
@@ -716,12 +719,15 @@ def regime_map_name(clip: float | None) -> str:
 def write_prediction(pred: Prediction, out_dir: str | Path, *, announce: bool = True) -> dict[str, Path]:
     """Write the trajectory and curve tables (Parquet), the summary (JSON) and the regime maps (PNG).
 
-    All or nothing: every file is written under a temporary name in `out_dir` (".<name>.tmp.<pid>") and
-    synced, and only then are they renamed onto their names one right after the other, prediction.json
-    last (`results._replace_together`, as `export` does). A failure or Ctrl-C before that leaves an
-    earlier prediction there as it was, and removes the temporaries and the folders this call made; a
-    Ctrl-C during the renames waits until they are done (`_CtrlC`). prediction.json records
-    trajectories.parquet's sha256, so `read_prediction` can tell a table it does not describe.
+    All or nothing: every file is written under a temporary name in `out_dir`
+    (".<name>.tmp.<host>.<pid>", `results.staged_paths`) and synced, and only then are they renamed onto
+    their names one right after the other, prediction.json last (`results._replace_together`, as
+    `export` does). A failure or Ctrl-C before that leaves an earlier prediction there as it was, and
+    removes the temporaries and the folders this call made; a Ctrl-C during the renames waits until
+    they are done (`_CtrlC`). Temporaries that a write killed midway (SIGKILL, a crash) left in
+    `out_dir` are removed first, those of a writer still running excepted (`results.remove_stale_staged`).
+    prediction.json records trajectories.parquet's sha256, so `read_prediction` can tell a table it
+    does not describe.
 
     Where `out_dir` already holds a prediction (a pyphase prediction.json), the regime maps that its
     summary listed and this one does not write are removed once the new files are in place (nothing it
@@ -733,8 +739,7 @@ def write_prediction(pred: Prediction, out_dir: str | Path, *, announce: bool = 
     names = {"trajectories": TRAJECTORIES_FILE, "curves": CURVES_FILE, "summary": SUMMARY_FILE}
     names |= {f"regime_map_{g['label']}": regime_map_name(g["clip"]) for g in pred.summary["groups"]}
     # final name -> temporary name in `out`, in the order they are renamed: the summary last
-    tag = f".tmp.{os.getpid()}"
-    staged = {name: out / f".{name}{tag}" for name in [*(n for n in names.values() if n != SUMMARY_FILE), SUMMARY_FILE]}
+    staged = staged_paths(out, [*(n for n in names.values() if n != SUMMARY_FILE), SUMMARY_FILE])
     renamed: list[str] = []
     earlier, had_earlier = None, False
     with _CtrlC() as ctrl_c:
@@ -746,6 +751,8 @@ def write_prediction(pred: Prediction, out_dir: str | Path, *, announce: bool = 
                 raise PyphaseError(f"--out: {out} exists and is not a directory") from None
             except OSError as e:
                 raise PyphaseError(f"--out: cannot create {out}: {e.strerror or e}") from None
+            # what a write killed midway left, the regime maps of other clip values included
+            remove_stale_staged(out, staged, name_glob=PREDICT_MAP_GLOB)
             earlier = earlier_regime_maps(out)
             had_earlier = any((out / name).exists() for name in staged)
             pred.table.write_parquet(staged[TRAJECTORIES_FILE])

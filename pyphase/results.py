@@ -15,12 +15,14 @@ by default ``runs/`` before ``results/``: a sweep in progress is fresher than wh
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import os
 import re
+import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -935,6 +937,82 @@ def remove_staged(staged: Mapping[str, Path]) -> None:
             pass
 
 
+def _staged_host() -> str:
+    """This machine's name as staged files carry it: the host name with every character but letters,
+    digits and '-' as '_' (so the tag's fields split on '.'), "unknown" where there is none."""
+    try:
+        name = socket.gethostname()
+    except OSError:
+        name = ""
+    return re.sub(r"[^A-Za-z0-9-]", "_", name)[:64] or "unknown"
+
+
+def staged_paths(folder: Path, names: Iterable[str]) -> dict[str, Path]:
+    """Final name -> the temporary path a staged write (`_replace_together`) writes it under first, in
+    the order given: ".<name>.tmp.<host>.<pid>" in `folder`. The host and pid say whose it is, so that
+    a later write can tell one a killed writer left from one a running writer still needs
+    (`remove_stale_staged`)."""
+    tag = f".tmp.{_staged_host()}.{os.getpid()}"
+    return {name: folder / f".{name}{tag}" for name in names}
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether a process `pid` exists on this machine (True where that cannot be told)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OverflowError, ValueError):  # no process can have that id
+        return False
+    except OSError:  # PermissionError: it exists, as another user's; anything else: cannot tell
+        return True
+    return True
+
+
+def remove_stale_staged(folder: Path, names: Iterable[str], name_glob: str | None = None) -> list[str]:
+    """Remove the temporary files that a staged write into `folder` killed before its own cleanup
+    (SIGKILL, a crash, the machine going down) left there; the names removed, sorted. Best effort:
+    one that cannot be removed or read stays, and never fails the write.
+
+    Only regular files named as `staged_paths` names the temporaries of `names` (or of any name that
+    `name_glob` matches, e.g. predict's regime maps of other clip values) are candidates:
+    ".<name>.tmp.<host>.<pid>" with this machine's host, or ".<name>.tmp.<pid>" as an older pyphase
+    named them. One is removed only when no process `pid` exists on this machine, so a writer still
+    running here keeps its temporaries (a dead writer's pid that another process took since only keeps
+    them until that one ends); one tagged with another host is never touched (its pid says nothing
+    here: a folder shared by several machines). The untagged older form cannot say its host, so it is
+    taken as this machine's. Not on platforms without POSIX signals (os.kill(pid, 0) is no probe
+    there): nothing is removed."""
+    if os.name != "posix":
+        return []
+    exact = set(names)
+    host = _staged_host()
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    for entry in entries:
+        m = _STAGED_NAME.fullmatch(entry.name)
+        if m is None or (m["host"] is not None and m["host"] != host):
+            continue
+        name = m["name"]
+        if name not in exact and not (name_glob is not None and fnmatch.fnmatchcase(name, name_glob)):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False) or _process_exists(int(m["pid"])):
+                continue
+            os.unlink(entry.path)
+        except OSError:  # gone already (another write removed it first), or cannot be removed: leave it
+            continue
+        removed.append(entry.name)
+    return sorted(removed)
+
+
+# what staged_paths names (".<name>.tmp.<host>.<pid>") and what an older pyphase did (".<name>.tmp.<pid>")
+_STAGED_NAME = re.compile(r"\.(?P<name>.+)\.tmp\.(?:(?P<host>[A-Za-z0-9_-]+)\.)?(?P<pid>[1-9][0-9]*)")
+
+
 def _kept_command_mismatch(previous: Mapping[str, Any], seeds: list[Any], runs: Mapping[str, int]) -> str | None:
     """Why the earlier export's command does not describe these runs (None when it may be kept):
     its seeds or its number of runs (finished + unfinished: the plan) differ from these runs'. An
@@ -994,9 +1072,11 @@ def export_experiment(
     progress are an error unless `allow_unfinished` (then they are counted in provenance).
 
     Every check (runs, corpus, destination) comes before anything is written; the three files are
-    written under temporary names and renamed onto the earlier export's one right after the other at
-    the end, so a failed check or write leaves an earlier export as it was; only a failure among
-    the three renames themselves can leave it mixed, and its error says so.
+    written under temporary names (".<name>.tmp.<host>.<pid>", `staged_paths`) and renamed onto the
+    earlier export's one right after the other at the end, so a failed check or write leaves an
+    earlier export as it was; only a failure among the three renames themselves can leave it mixed,
+    and its error says so. Temporaries that an export killed midway (SIGKILL, a crash) left in the
+    folder are removed first, those of a writer still running excepted (`remove_stale_staged`).
     """
     runs_root, dest_root = Path(runs_root), Path(dest_root)
     out = dest_root / experiment
@@ -1057,12 +1137,12 @@ def export_experiment(
         "run_config": _run_configs(run_dirs),
     }
     # every check is done: write the three files under temporary names, then rename them together
-    tag = f".tmp.{os.getpid()}"
-    staged = {name: out / f".{name}{tag}" for name in (COMMITTED_SUMMARY_FILE, STEPS_FILE, PROVENANCE_FILE)}
+    staged = staged_paths(out, (COMMITTED_SUMMARY_FILE, STEPS_FILE, PROVENANCE_FILE))
     renamed: list[str] = []
     had_earlier = any((out / name).exists() for name in staged)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_staged(out, staged)  # what an export killed midway left
         summaries.write_csv(staged[COMMITTED_SUMMARY_FILE])
         steps_info = _write_steps(steps, staged[STEPS_FILE], max_steps_bytes)
         record["files"] = {"summary": {"file": COMMITTED_SUMMARY_FILE, "rows": summaries.height}, "steps": steps_info}

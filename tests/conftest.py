@@ -97,3 +97,43 @@ def triton_cache_hits() -> Iterator[list[bool]]:
         yield hits
     finally:
         knobs.compilation.listener = old
+
+
+_STAGE_IN_CHILD = """
+import os, signal, sys
+from pathlib import Path
+from pyphase.results import staged_paths
+folder, stay, names = Path(sys.argv[1]), sys.argv[2] == "stay", sys.argv[3:]
+for tmp in staged_paths(folder, names).values():
+    tmp.write_bytes(b"half written")
+print("staged", flush=True)
+if stay:
+    sys.stdin.read()  # until the test closes it (or kills this process)
+else:
+    os.kill(os.getpid(), signal.SIGKILL)  # killed mid-write: no cleanup runs
+"""
+
+
+@pytest.fixture()
+def staging_child() -> Iterator[Callable[..., int]]:
+    """Stage `names` in `folder` as a writer does (`results.staged_paths`) in a child process, and
+    return its pid: with stay=False the child is then SIGKILLed (its temporaries are leftovers of a
+    dead pid), with stay=True it keeps running (a writer still at work) until the test ends."""
+    children: list[subprocess.Popen] = []
+
+    def stage(folder: Path, names: list[str], *, stay: bool = False) -> int:
+        p = subprocess.Popen([sys.executable, "-c", _STAGE_IN_CHILD, str(folder), "stay" if stay else "die", *names],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        children.append(p)
+        assert p.stdout.readline() == "staged\n"
+        if not stay:
+            assert p.wait(timeout=60) == -9
+        return p.pid
+
+    yield stage
+    for p in children:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=60)
+        for f in (p.stdin, p.stdout):
+            f.close()

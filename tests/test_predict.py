@@ -533,6 +533,26 @@ def test_an_ignored_sigint_stays_ignored_while_a_prediction_is_written(small_pre
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
+def test_a_write_removes_what_a_killed_write_left_and_nothing_else(small_prediction, tmp_path, staging_child):
+    """A predict SIGKILLed after staging left its hidden temporaries (here with a regime map of another
+    clip value): the next write into the folder removes them, and those in the older ".<name>.tmp.<pid>"
+    form, but not the temporaries of a predict still running, nor any other file."""
+    out = tmp_path / "pred"
+    out.mkdir()
+    dead = staging_child(out, ["trajectories.parquet", "regime_map_clip7.png", "prediction.json"])
+    old_form = f".curves.parquet.tmp.{dead}"
+    (out / old_form).write_bytes(b"x")
+    stale = {p.name for p in out.iterdir()}
+    staging_child(out, ["trajectories.parquet", "regime_map_clip1.png"], stay=True)
+    for name in (".mine.png.tmp.{dead}", ".regime_map.png.tmp.{dead}", ".prediction.json.tmp.otherhost.{dead}",
+                 ".hidden"):
+        (out / name.format(dead=dead)).write_bytes(b"keep")
+    kept = {p.name for p in out.iterdir()} - stale
+    paths = write_prediction(dataclasses.replace(small_prediction), out, announce=False)
+    assert {p.name for p in out.iterdir()} == kept | {p.name for p in paths.values()}
+    assert read_prediction(out).trajectories.equals(small_prediction.table)
+
+
 def test_the_summary_records_the_tables_sha256(small_prediction, tmp_path):
     import hashlib
 

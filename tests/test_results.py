@@ -735,3 +735,73 @@ def test_query_refuses_sql_that_reads_files(sql) -> None:
     with pytest.raises(PyphaseError, match=r"^SQL: read_[a-z]+\(\) reads a file; results query only reads"):
         query(rs, sql)
     assert query(rs, "SELECT lr AS read_csv_count FROM summaries")["read_csv_count"].to_list() == [0.1]
+
+
+# --------------------------------------------------------------------------- leftovers of a killed staged write
+EXPORT_FILES = [res.COMMITTED_SUMMARY_FILE, res.STEPS_FILE, res.PROVENANCE_FILE]
+
+
+def _names(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def test_export_removes_what_a_killed_export_left_and_nothing_else(tmp_path: Path, staging_child) -> None:
+    """An export SIGKILLed after staging left its hidden temporaries: the next export into the folder
+    removes them (and those in the older ".<name>.tmp.<pid>" form), but not the temporaries of an export
+    still running, of another host, of names export does not write, nor any other file."""
+    _export_runs(tmp_path / "runs")
+    out = tmp_path / "results" / "exp_x"
+    out.mkdir(parents=True)
+    dead = staging_child(out, EXPORT_FILES)
+    left = _names(out)
+    assert len(left) == 3 and all(n.startswith(".") and n.endswith(f".{dead}") for n in left)
+    old_form = f".{res.STEPS_FILE}.tmp.{dead}"
+    (out / old_form).write_bytes(b"x")
+    staging_child(out, EXPORT_FILES, stay=True)  # an export into the same folder, still writing
+    kept = _names(out) - left - {old_form}
+    for name in (f".{res.COMMITTED_SUMMARY_FILE}.tmp.otherhost.{dead}",  # another machine's: its pid says nothing here
+                 f".notes.txt.tmp.{dead}", f".{res.STEPS_FILE}.tmp.{dead}x", f".{res.STEPS_FILE}.tmp.",
+                 f"{res.STEPS_FILE}.tmp.{dead}", f".{res.STEPS_FILE}.tmp.0", ".hidden"):
+        (out / name).write_bytes(b"keep")
+        kept.add(name)
+    (out / f".{res.PROVENANCE_FILE}.tmp.{dead}").mkdir()  # the name of a leftover, but a folder
+    kept.add(f".{res.PROVENANCE_FILE}.tmp.{dead}")
+    res.export_experiment("exp_x", tmp_path / "runs", tmp_path / "results", {})
+    assert _names(out) == kept | set(EXPORT_FILES)
+    assert all((out / n).read_bytes() in (b"keep", b"half written") for n in kept if (out / n).is_file())
+
+
+def test_a_leftover_that_cannot_be_removed_does_not_fail_the_export(tmp_path: Path, staging_child,
+                                                                     monkeypatch) -> None:
+    _export_runs(tmp_path / "runs")
+    out = tmp_path / "results" / "exp_x"
+    out.mkdir(parents=True)
+    dead = staging_child(out, EXPORT_FILES)
+    left = _names(out)
+    real = os.unlink
+
+    def unlink(path, *a, **k):
+        if str(path).endswith(f".{dead}"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    res.export_experiment("exp_x", tmp_path / "runs", tmp_path / "results", {})
+    assert _names(out) == left | set(EXPORT_FILES)
+    assert res.read_provenance(out)["runs"]["finished"] == 8
+
+
+def test_remove_stale_staged_takes_only_dead_writers_temporaries_of_the_names_given(tmp_path: Path,
+                                                                                  staging_child) -> None:
+    dead = staging_child(tmp_path, ["a.csv", "regime_map_clip7.png", "b.csv"])
+    alive = staging_child(tmp_path, ["a.csv"], stay=True)
+    for name in (f".a.csv.tmp.{alive}", f".a.csv.tmp.{dead}", f".a.csv.tmp.{2**70}", f".c.csv.tmp.{dead}",
+                 f".regime_map.png.tmp.{dead}"):
+        (tmp_path / name).write_bytes(b"x")
+    before = _names(tmp_path)
+    removed = res.remove_stale_staged(tmp_path, ["a.csv"], name_glob="regime_map_clip*.png")
+    assert len(removed) == 4 and not set(removed) & _names(tmp_path)
+    assert set(removed) == {n for n in before if n.startswith((".a.csv.", ".regime_map_clip7.png."))
+                            and not n.endswith(f".{alive}")}
+    assert res.remove_stale_staged(tmp_path, ["a.csv"], name_glob="regime_map_clip*.png") == []
+    assert res.remove_stale_staged(tmp_path / "nosuch", ["a.csv"]) == []
