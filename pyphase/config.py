@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -178,12 +179,22 @@ def _check_int(value: Any, key: str, *, minimum: int, maximum: int | None = None
         raise PyphaseError(f"{key}: must be <= {maximum:,}, got {value:,}")
 
 
-def _check_float(value: Any, key: str, *, lo: float, hi_open: float | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise PyphaseError(f"{key}: expected a number, got {value!r}")
+def float_problem(value: Any, *, lo: float, hi_open: float | None = None) -> str | None:
+    """What is wrong with `value` as a finite number >= lo (and < hi_open where given), in the words
+    of a config error after its key; None when it is fine. Numbers are real numbers (numpy's too),
+    never bools. Shared by the config's checks and predict's optimizer settings."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy's bool is no numbers.Real
+        return f"expected a number, got {value!r}"
     if not math.isfinite(value) or value < lo or (hi_open is not None and value >= hi_open):
         bound = f">= {lo}" + ("" if hi_open is None else f" and < {hi_open}")
-        raise PyphaseError(f"{key}: must be finite and {bound}, got {value}")
+        return f"must be finite and {bound}, got {value}"
+    return None
+
+
+def _check_float(value: Any, key: str, *, lo: float, hi_open: float | None = None) -> None:
+    problem = float_problem(value, lo=lo, hi_open=hi_open)
+    if problem is not None:
+        raise PyphaseError(f"{key}: {problem}")
 
 
 def _check_positive_float(value: Any, key: str) -> None:

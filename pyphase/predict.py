@@ -33,7 +33,7 @@ import numpy as np
 import polars as pl
 
 from pyphase import __version__, analysis
-from pyphase.config import RunConfig
+from pyphase.config import RunConfig, float_problem
 from pyphase.errors import PyphaseError, first_line
 from pyphase.nqm import NQMParams
 from pyphase.results import (
@@ -103,13 +103,11 @@ class OptimizerSettings:
         return dataclasses.asdict(self)
 
     def problems(self) -> dict[str, str]:
-        """What is wrong with momentum and weight decay, by field ({} when both are fine)."""
-        out = {}
-        if not _is_number(self.momentum) or not 0.0 <= self.momentum < 1.0:  # NaN fails too
-            out["momentum"] = f"must be in [0, 1), got {self.momentum!r}"
-        if not _is_number(self.weight_decay) or not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            out["weight_decay"] = f"must be finite and >= 0, got {self.weight_decay!r}"
-        return out
+        """What is wrong with momentum and weight decay, by field ({} when both are fine), in the
+        config's words (`config.float_problem`: the bounds `RunConfig` checks)."""
+        found = {"momentum": float_problem(self.momentum, lo=0.0, hi_open=1.0),
+                 "weight_decay": float_problem(self.weight_decay, lo=0.0)}
+        return {k: v for k, v in found.items() if v is not None}
 
 
 def _is_number(v: Any) -> bool:
@@ -279,7 +277,7 @@ def predict(
     settings = settings if settings is not None else OptimizerSettings.trainer_defaults()
     bad = next(iter(settings.problems().items()), None)
     if bad:
-        raise PyphaseError(f"{bad[0]} {bad[1]}")
+        raise PyphaseError(f"{bad[0]}: {bad[1]}")
 
     from tqdm.auto import tqdm
 

@@ -147,14 +147,14 @@ ERRORS = [
     (["--seeds", "10000", "--lr", "1e-4:1e-1:10000"], "--clip x --batch x --lr x --seeds: 400,000,000 trajectories"),
     (["--out", "/proc/pyphase-nosuch/p"], "--out: cannot create /proc/pyphase-nosuch/p"),
     # optimizer settings: momentum in [0, 1) and sgd only, weight decay finite and >= 0
-    (["--optimizer", "sgd", "--momentum", "1"], "--momentum: must be in [0, 1), got 1.0"),
-    (["--optimizer", "sgd", "--momentum", "-0.1"], "--momentum: must be in [0, 1), got -0.1"),
-    (["--optimizer", "sgd", "--momentum", "nan"], "--momentum: must be in [0, 1), got nan"),
+    (["--optimizer", "sgd", "--momentum", "1"], "--momentum: must be finite and >= 0.0 and < 1.0, got 1.0"),
+    (["--optimizer", "sgd", "--momentum", "-0.1"], "--momentum: must be finite and >= 0.0 and < 1.0, got -0.1"),
+    (["--optimizer", "sgd", "--momentum", "nan"], "--momentum: must be finite and >= 0.0 and < 1.0, got nan"),
     (["--momentum", "0.5"], "--momentum: only sgd has momentum, not --optimizer adamw"),
     (["--optimizer", "adamw", "--momentum", "0"], "--momentum: only sgd has momentum, not --optimizer adamw"),
-    (["--weight-decay", "-0.01"], "--weight-decay: must be finite and >= 0, got -0.01"),
-    (["--optimizer", "sgd", "--weight-decay", "inf"], "--weight-decay: must be finite and >= 0, got inf"),
-    (["--weight-decay", "nan"], "--weight-decay: must be finite and >= 0, got nan"),
+    (["--weight-decay", "-0.01"], "--weight-decay: must be finite and >= 0.0, got -0.01"),
+    (["--optimizer", "sgd", "--weight-decay", "inf"], "--weight-decay: must be finite and >= 0.0, got inf"),
+    (["--weight-decay", "nan"], "--weight-decay: must be finite and >= 0.0, got nan"),
 ]
 
 
@@ -172,7 +172,7 @@ def test_a_bad_optimizer_setting_is_one_line_from_the_console_script(tmp_path):
                         "--out", str(tmp_path / "p"), *SMALL_GRID],
                        capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path)
     assert (r.returncode, r.stdout) == (2, "")
-    assert r.stderr == "error: --momentum: must be in [0, 1), got 1.5\n"
+    assert r.stderr == "error: --momentum: must be finite and >= 0.0 and < 1.0, got 1.5\n"
     assert not (tmp_path / "p").exists()
 
 

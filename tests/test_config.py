@@ -338,3 +338,24 @@ def test_a_step_count_past_the_bound_is_refused_naming_it() -> None:
     RunConfig(experiment="t", batch_size=4, lr=1e-3, gradient_clip=None, seed=0, steps=MAX_STEPS)
     with pytest.raises(PyphaseError, match=r"^steps: must be <= 100,000,000, got 9,223,372,036,854,775,807$"):
         RunConfig(experiment="t", batch_size=4, lr=1e-3, gradient_clip=None, seed=0, steps=2**63 - 1)
+
+
+def test_float_problem_is_the_one_bound_check_of_config_and_predict():
+    import numpy as np
+
+    from pyphase.config import float_problem
+    from pyphase.predict import OptimizerSettings
+
+    assert float_problem(0.0, lo=0.0, hi_open=1.0) is None
+    assert float_problem(np.float32(0.5), lo=0.0, hi_open=1.0) is None  # numpy's numbers are numbers
+    assert float_problem(1.0, lo=0.0, hi_open=1.0) == "must be finite and >= 0.0 and < 1.0, got 1.0"
+    assert float_problem(float("nan"), lo=0.0) == "must be finite and >= 0.0, got nan"
+    assert float_problem(True, lo=0.0) == "expected a number, got True"
+    assert float_problem(np.bool_(True), lo=0.0) == f"expected a number, got {np.bool_(True)!r}"
+    # predict's settings and the trainer's config refuse the same values in the same words
+    bad = OptimizerSettings((0.9, 0.999), 1e-8, -1.0, 1.0, 0, "constant")
+    assert bad.problems() == {"momentum": "must be finite and >= 0.0 and < 1.0, got 1.0",
+                              "weight_decay": "must be finite and >= 0.0, got -1.0"}
+    for key, value in (("momentum", 1.0), ("weight_decay", -1.0)):
+        with pytest.raises(PyphaseError, match=rf"^{key}: {bad.problems()[key]}$"):
+            RunConfig(experiment="x", batch_size=8, lr=0.01, gradient_clip=None, seed=0, steps=10, **{key: value})

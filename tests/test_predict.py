@@ -79,17 +79,17 @@ def test_given_momentum_and_weight_decay_replace_the_defaults_and_are_checked():
     assert optimizer_settings("sgd") == OptimizerSettings.trainer_defaults()
     for optimizer, kw, message in [
         ("adamw", {"momentum": 0.9}, "--momentum: only sgd has momentum, not --optimizer adamw"),
-        ("sgd", {"momentum": 1.0}, "--momentum: must be in [0, 1), got 1.0"),
-        ("sgd", {"momentum": float("nan")}, "--momentum: must be in [0, 1), got nan"),
-        ("sgd", {"weight_decay": -1e-3}, "--weight-decay: must be finite and >= 0, got -0.001"),
-        ("adamw", {"weight_decay": float("inf")}, "--weight-decay: must be finite and >= 0, got inf"),
+        ("sgd", {"momentum": 1.0}, "--momentum: must be finite and >= 0.0 and < 1.0, got 1.0"),
+        ("sgd", {"momentum": float("nan")}, "--momentum: must be finite and >= 0.0 and < 1.0, got nan"),
+        ("sgd", {"weight_decay": -1e-3}, "--weight-decay: must be finite and >= 0.0, got -0.001"),
+        ("adamw", {"weight_decay": float("inf")}, "--weight-decay: must be finite and >= 0.0, got inf"),
     ]:
         with pytest.raises(PyphaseError) as e:
             optimizer_settings(optimizer, **kw)
         assert str(e.value) == message
     # the library call checks the settings it is given too, before simulating anything
     bad = OptimizerSettings((0.9, 0.999), 1e-8, 0.01, -0.5, 0, "constant")
-    with pytest.raises(PyphaseError, match=r"^momentum must be in \[0, 1\), got -0.5$"):
+    with pytest.raises(PyphaseError, match=r"^momentum: must be finite and >= 0.0 and < 1.0, got -0.5$"):
         predict([1.0], "sgd", [8], [1e-2], 10, 1, SMALL, settings=bad, progress=False)
 
 
