@@ -278,24 +278,95 @@ def _summaries_of(src: ExperimentSource) -> list[pl.DataFrame]:
     return [_read_run_summary(d, src.experiment) for d in runs]
 
 
-def _scan_steps_file(path: Path, experiment: str) -> pl.LazyFrame:
+# What to do about a finished run whose steps.parquet is missing or damaged: the trainer's words for it
+# (pyphase.sweep's check of a finished run), so that `train` and every reader of the runs say the same.
+RERUN_HINT = "remove its run folder to train the run again"
+
+
+def _steps_hint(src: ExperimentSource) -> str:
+    """What to do about a damaged steps file of `src`, after "; " (empty when the folder itself says
+    nothing: a committed one without an export's provenance)."""
+    if src.layout == RUNS_LAYOUT:
+        return f"; {RERUN_HINT}"
+    return f"; {_REEXPORT_HINT}" if _exported_steps(src) is not None else ""
+
+
+def _scan_steps_file(path: Path, experiment: str, hint: str = "") -> pl.LazyFrame:
     try:
         lf = pl.scan_parquet(path)
         columns = lf.collect_schema().names()
     except (pl.exceptions.PolarsError, OSError) as e:
-        raise PyphaseError(f"{path}: unreadable Parquet ({first_line(e)})") from e
-    _require_columns(columns, STEP_COLUMNS, path)
+        raise PyphaseError(f"{path}: unreadable Parquet ({first_line(e)}){hint}") from None
+    missing = [c for c in STEP_COLUMNS if c not in columns]
+    if missing:
+        raise PyphaseError(f"{path}: missing column '{missing[0]}'{hint}")
     if "experiment" not in columns:
         lf = lf.with_columns(pl.lit(experiment).alias("experiment"))
     return lf
 
 
+def _finished_steps_files(src: ExperimentSource) -> list[Path]:
+    """The steps.parquet of every finished run of a runs-layout experiment (whether it exists or not)."""
+    return sorted(d / STEPS_FILE for d in src.path.iterdir() if (d / SUMMARY_FILE).is_file())
+
+
 def _steps_of(src: ExperimentSource) -> list[pl.LazyFrame]:
+    """The step metrics of `src`, lazily. Every finished run has its steps.parquet (the trainer writes it
+    before the summary): one that is missing or unreadable is a PyphaseError naming it, as `train`
+    says of it. A committed folder's steps.parquet is optional: the seed's tables have none, and an
+    export may be committed without it (results/recheck_h200x4_7d039b3/phase2_5: summary and
+    provenance only); where it is there, `_check_exported_steps` checks it against the provenance."""
+    hint = _steps_hint(src)
     if src.layout == COMMITTED_LAYOUT:
-        files = [src.path / STEPS_FILE]
-    else:
-        files = sorted(d / STEPS_FILE for d in src.path.iterdir() if (d / SUMMARY_FILE).is_file())
-    return [_scan_steps_file(f, src.experiment) for f in files if f.is_file()]
+        path = src.path / STEPS_FILE
+        return [_scan_steps_file(path, src.experiment, hint)] if path.is_file() else []
+    return [_scan_steps_file(f, src.experiment, hint) for f in _finished_steps_files(src)]
+
+
+# What to do about an exported folder whose steps.parquet does not hold what its provenance.json says.
+_REEXPORT_HINT = "restore the folder (e.g. git checkout) or export the experiment again from its run folders"
+
+
+def _exported_steps(src: ExperimentSource) -> dict[str, Any] | None:
+    """provenance.json's record of steps.parquet (`files.steps`) where `export_experiment` wrote the
+    committed folder `src`; None otherwise (no export's provenance, or one that cannot be read: the
+    commands that need the provenance itself say so)."""
+    if src.layout != COMMITTED_LAYOUT:
+        return None
+    try:
+        prov = read_provenance(src.path)
+    except (PyphaseError, OSError):
+        return None
+    files = prov.get("files")
+    steps = files.get("steps") if prov.get("kind") == PROVENANCE_KIND and isinstance(files, dict) else None
+    return steps if isinstance(steps, dict) else None
+
+
+def _check_exported_steps(src: ExperimentSource, summaries: pl.DataFrame) -> None:
+    """An exported folder's steps.parquet holds what its provenance.json records: some steps of every
+    run of summary.csv (a thinned export keeps each run's last row, so it too holds every run) and the
+    number of rows recorded. PyphaseError in one line naming the file otherwise; a folder without an
+    export's provenance is not checked (the seed's committed tables have no steps)."""
+    record = _exported_steps(src)
+    path = src.path / STEPS_FILE
+    if record is None or not path.is_file():
+        return
+    lf = _scan_steps_file(path, src.experiment, f"; {_REEXPORT_HINT}")  # its columns first
+    try:
+        rows = lf.select(pl.len()).collect().item()
+        held = set(lf.select(pl.col("run_id").unique()).collect().to_series().to_list())
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise PyphaseError(f"{path}: unreadable Parquet ({first_line(e)}); {_REEXPORT_HINT}") from None
+    lacking = [r for r in summaries["run_id"].to_list() if r not in held]
+    if lacking:
+        named = ", ".join(lacking[:3]) + (f" and {len(lacking) - 3} more" if len(lacking) > 3 else "")
+        raise PyphaseError(
+            f"{path}: no steps of {len(lacking)} of the {summaries.height} runs of {COMMITTED_SUMMARY_FILE} "
+            f"({named}), though {PROVENANCE_FILE} records {record.get('sampling') or 'the steps of every run'}; "
+            f"{_REEXPORT_HINT}")
+    recorded = record.get("rows")
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded != rows:
+        raise PyphaseError(f"{path}: holds {rows} rows, {PROVENANCE_FILE} records {recorded}; {_REEXPORT_HINT}")
 
 
 def _empty_steps() -> pl.LazyFrame:
@@ -333,11 +404,19 @@ def scan(
     """Read every finished run of `experiment` (one name, several, or all) under the roots.
 
     Summaries are read and validated now (one small row per run), so a malformed file fails here
-    with one line naming it; step metrics stay lazy (only their schema is checked).
+    with one line naming it; step metrics stay lazy (only their schema is checked). A finished run
+    whose steps.parquet is missing or unreadable fails here too, in `train`'s words (`RERUN_HINT`), as
+    does an exported folder whose steps.parquet lacks a run of its summary.csv or the rows its
+    provenance.json records (`_check_exported_steps`).
     """
     roots = _roots(root)
     sources = _select_sources(roots, experiment)
-    frames = [df for s in sources for df in _summaries_of(s)]
+    frames = []
+    for s in sources:
+        read = _summaries_of(s)
+        if s.layout == COMMITTED_LAYOUT:
+            _check_exported_steps(s, read[0])
+        frames += read
     summaries = pl.concat(frames, how="diagonal_relaxed")
     step_frames = [lf for s in sources for lf in _steps_of(s)]
     steps = pl.concat(step_frames, how="diagonal_relaxed") if step_frames else _empty_steps()
@@ -490,15 +569,15 @@ def collect_steps(rs: ResultSet) -> pl.DataFrame:
 def _raise_if_a_steps_file_is_damaged(rs: ResultSet) -> None:
     """Read each steps file of the result set whole; raise PyphaseError naming the first that fails."""
     for src in rs.sources:
-        files = [src.path / STEPS_FILE] if src.layout == COMMITTED_LAYOUT else sorted(
-            d / STEPS_FILE for d in src.path.iterdir() if (d / SUMMARY_FILE).is_file())
+        files = [src.path / STEPS_FILE] if src.layout == COMMITTED_LAYOUT else _finished_steps_files(src)
+        hint = _steps_hint(src)
         for f in files:
-            if not f.is_file():
+            if not f.is_file() and src.layout == COMMITTED_LAYOUT:
                 continue
             try:
                 pl.read_parquet(f)
             except (pl.exceptions.PolarsError, OSError) as e:
-                raise PyphaseError(f"{f}: unreadable Parquet ({first_line(e)})") from None
+                raise PyphaseError(f"{f}: unreadable Parquet ({first_line(e)}){hint}") from None
 
 
 def format_frame(df: pl.DataFrame, fmt: str) -> str:
@@ -1099,6 +1178,7 @@ def export_experiment(
         )
     summaries = rs.summaries.collect().sort(["batch_size", "lr", "gradient_clip", "seed", "run_id"], nulls_last=False)
     steps = collect_steps(rs).drop("experiment").sort(["run_id", "step"])
+    _check_every_run_has_steps(src, summaries, steps)  # what provenance.json's sampling will claim
     entropies = corpus_entropies(rs, experiment)
     previous = read_provenance(out) if out.is_dir() else {}
     caller = _caller_provenance(provenance, previous)
@@ -1158,6 +1238,18 @@ def export_experiment(
     if warning is not None:
         print(warning, file=sys.stderr)
     return out
+
+
+def _check_every_run_has_steps(src: ExperimentSource, summaries: pl.DataFrame, steps: pl.DataFrame) -> None:
+    """PyphaseError naming the steps.parquet of the first finished run that holds none of that run's
+    steps (e.g. an emptied file): the export would record "every logged step of every finished run"
+    without them."""
+    held = set(steps["run_id"].unique().to_list())
+    lacking = [r for r in summaries["run_id"].to_list() if r not in held]
+    if lacking:
+        more = f" (nor do the steps files of {len(lacking) - 1} other finished runs)" if len(lacking) > 1 else ""
+        raise PyphaseError(f"{src.path / lacking[0] / STEPS_FILE}: holds no steps of run {lacking[0]}{more}; "
+                           f"{RERUN_HINT}")
 
 
 def _as_list(value: Any) -> list[Any]:

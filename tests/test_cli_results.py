@@ -516,3 +516,48 @@ def test_root_options_default_to_not_given_in_help(
     code, _, err = run_cli(["results", "export", "exp_a", "--dest", "exp"], monkeypatch, capsys)
     assert code == 0, err
     assert (workdir / "exp" / "exp_a" / "summary.csv").is_file()
+
+
+# --------------------------------------------------------------------------- a finished run without its steps
+def test_a_finished_run_without_its_steps_file_stops_every_command_in_one_line(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run folder with its summary but no steps.parquet: export, show, query, compare and report
+    exit 2 with one line naming the file (as `train` says it) and write nothing; before, export
+    claimed every finished run's steps and report crashed in a traceback."""
+    code, _, err = run_cli(["results", "export", "exp_a", "--dest", "exp"], monkeypatch, capsys)
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in (workdir / "exp" / "exp_a").iterdir()}
+    run = sorted((workdir / "runs" / "exp_a").iterdir())[0]
+    (run / "steps.parquet").unlink()
+    head = f"error: runs/exp_a/{run.name}/steps.parquet: unreadable Parquet (No such file or directory"
+    for args in (["results", "export", "exp_a", "--dest", "exp"], ["results", "export", "exp_a", "--dest", "new"],
+                 ["results", "show", "exp_a", "--runs", "runs"], ["results", "query", "SELECT 1 AS one FROM summaries"],
+                 ["compare", "exp_a", "--runs", "runs"], ["report", "exp_a", "--runs", "runs", "--out", "rep/"]):
+        code, out, err = run_cli(args, monkeypatch, capsys)
+        assert (code, out) == (2, ""), args
+        assert err.startswith(head) and err.endswith("); remove its run folder to train the run again\n"), args
+        assert err.count("\n") == 1, args
+    assert {p.name: p.read_bytes() for p in (workdir / "exp" / "exp_a").iterdir()} == before
+    assert not (workdir / "new").exists() and not (workdir / "rep").exists()
+
+
+def test_an_exported_folder_whose_steps_lack_a_run_stops_every_command_in_one_line(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--results of an export whose steps.parquet lacks a run of its summary.csv (its provenance says
+    it holds every finished run's steps): one line naming the file, not a report's traceback."""
+    code, _, err = run_cli(["results", "export", "exp_a", "--dest", "exp"], monkeypatch, capsys)
+    assert code == 0, err
+    steps = workdir / "exp" / "exp_a" / "steps.parquet"
+    full = pl.read_parquet(steps)
+    gone = sorted(full["run_id"].unique())[0]
+    full.filter(pl.col("run_id") != gone).write_parquet(steps)
+    message = (f"error: exp/exp_a/steps.parquet: no steps of 1 of the 30 runs of summary.csv ({gone}), though "
+               "provenance.json records every logged step of every finished run; restore the folder (e.g. git "
+               "checkout) or export the experiment again from its run folders\n")
+    for args in (["report", "exp_a", "--results", "exp", "--out", "rep/"], ["results", "show", "exp_a", "--results", "exp"],
+                 ["results", "query", "SELECT 1 AS one FROM summaries", "--results", "exp"],
+                 ["compare", "exp_a", "--results", "exp"]):
+        assert run_cli(args, monkeypatch, capsys) == (2, "", message), args
+    assert not (workdir / "rep").exists()

@@ -805,3 +805,83 @@ def test_remove_stale_staged_takes_only_dead_writers_temporaries_of_the_names_gi
                             and not n.endswith(f".{alive}")}
     assert res.remove_stale_staged(tmp_path, ["a.csv"], name_glob="regime_map_clip*.png") == []
     assert res.remove_stale_staged(tmp_path / "nosuch", ["a.csv"]) == []
+
+
+# --------------------------------------------------------------------------- a finished run's steps are all there
+def test_a_finished_run_without_its_steps_file_is_one_line_for_every_reader(runs_root: Path, tmp_path: Path) -> None:
+    """A run with its summary (finished) but no steps.parquet is not read as one without steps (export
+    claimed "every logged step of every finished run", report crashed): every reader stops in one line
+    naming the file, in `train`'s words, and export writes nothing."""
+    from pyphase import sweep
+
+    dest = tmp_path / "out"
+    res.export_experiment("exp_a", runs_root, dest)  # an earlier export, of all the runs
+    before = _export_files(dest / "exp_a")
+    victim = sorted((runs_root / "exp_a").glob(f"*/{res.STEPS_FILE}"))[4]
+    victim.unlink()
+    with pytest.raises(PyphaseError) as trained:
+        sweep._check_steps(victim)  # what `pyphase train` says of this run folder
+    message = str(trained.value)
+    assert message.startswith(f"{victim}: unreadable Parquet (No such file or directory")
+    assert message.endswith("); remove its run folder to train the run again") and "\n" not in message
+    for call in (
+        lambda: res.scan(runs_root, "exp_a"),
+        lambda: res.scan(runs_root),
+        lambda: res.export_experiment("exp_a", runs_root, dest),
+        lambda: res.export_experiment("exp_a", runs_root, tmp_path / "new" / "dest"),
+        lambda: res.show_text(runs_root, "exp_a"),
+        lambda: res.query_text(runs_root, "SELECT count(*) AS n FROM summaries"),
+    ):
+        with pytest.raises(PyphaseError) as e:
+            call()
+        assert str(e.value) == message
+    assert _export_files(dest / "exp_a") == before and not (tmp_path / "new").exists()
+    victim.write_bytes(b"not a parquet file")  # damaged rather than missing: the same advice
+    with pytest.raises(PyphaseError, match=rf"^{victim}: unreadable Parquet \(.*\); remove its run folder to train "
+                                           "the run again$"):
+        res.export_experiment("exp_a", runs_root, dest)
+    assert _export_files(dest / "exp_a") == before
+
+
+def test_export_refuses_a_run_whose_steps_file_holds_none_of_its_steps(runs_root: Path, tmp_path: Path) -> None:
+    """An emptied steps.parquet (its columns, no rows) would leave the run out of the exported steps
+    under the claim "every logged step of every finished run"."""
+    victim = sorted((runs_root / "exp_a").glob(f"*/{res.STEPS_FILE}"))[1]
+    pl.read_parquet(victim).head(0).write_parquet(victim)
+    with pytest.raises(PyphaseError) as e:
+        res.export_experiment("exp_a", runs_root, tmp_path / "out")
+    assert str(e.value) == (f"{victim}: holds no steps of run {victim.parent.name}; remove its run folder to train "
+                            "the run again")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_exported_folder_whose_steps_lack_a_run_is_one_line(runs_root: Path, tmp_path: Path) -> None:
+    """provenance.json of an export says its steps.parquet holds steps of every run of summary.csv
+    (all of them, or thinned, which keeps each run's last row) and how many rows: a steps.parquet that
+    lacks a run, or rows, is a one-line error naming it, not a report that crashes."""
+    dest = tmp_path / "exp"
+    thin = tmp_path / "thin"
+    res.export_experiment("exp_a", runs_root, dest)
+    res.export_experiment("exp_a", runs_root, thin, max_steps_bytes=1)
+    assert res.read_provenance(thin / "exp_a")["files"]["steps"]["sampling"].startswith("thinned")
+    assert res.collect_steps(res.scan(thin, "exp_a"))["run_id"].n_unique() == 18  # thinned: still every run
+    path = dest / "exp_a" / res.STEPS_FILE
+    full = pl.read_parquet(path)
+    gone = sorted(full["run_id"].unique())[3]
+    full.filter(pl.col("run_id") != gone).write_parquet(path)
+    with pytest.raises(PyphaseError) as e:
+        res.scan(dest, "exp_a")
+    assert str(e.value) == (
+        f"{path}: no steps of 1 of the 18 runs of summary.csv ({gone}), though provenance.json records every logged "
+        "step of every finished run; restore the folder (e.g. git checkout) or export the experiment again from its "
+        "run folders")
+    for call in (lambda: res.show_text(dest, "exp_a"), lambda: res.query_text(dest, "SELECT 1 AS one FROM summaries")):
+        with pytest.raises(PyphaseError, match=f"^{path}: no steps of 1 of the 18 runs"):
+            call()
+    full.filter((pl.col("run_id") != gone) | (pl.col("step") < 500)).write_parquet(path)  # rows of a run lost
+    with pytest.raises(PyphaseError) as e:
+        res.scan(dest, "exp_a")
+    assert str(e.value) == (f"{path}: holds {full.height - 6} rows, provenance.json records {full.height}; restore the "
+                            "folder (e.g. git checkout) or export the experiment again from its run folders")
+    path.unlink()  # an export committed without its steps (results/recheck_h200x4_7d039b3) reads as one without
+    assert res.collect_steps(res.scan(dest, "exp_a")).height == 0
