@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import os
 import shlex
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,27 +23,37 @@ from scipy import stats
 from pyphase import analysis as an
 from pyphase import plots
 from pyphase.errors import PyphaseError, first_line
+from pyphase.predict import _CtrlC
 from pyphase.results import (
     CONFIG_FILE,
     RUNS_LAYOUT,
     CorpusEntropies,
     PredictionFiles,
     ResultSet,
+    _fsync,
+    _replace_together,
     check_output_folder,
     collect_steps,
     corpus_entropies,
     describe_source,
     entropies_of_corpus,
+    missing_folders,
     read_json_object,
     read_prediction,
+    remove_empty_folders,
+    remove_stale_staged,
+    remove_staged,
     roots_from_options,
     scan,
+    staged_paths,
+    staged_write_failure,
     to_json,
 )
 from pyphase.schema import REGIME_SATURATION_AT, REGIMES
 
 REPORT_FILE = "REPORT.md"
 PLOTS_DIR = "plots"  # beside the report file
+PLOT_GLOB = "*.png"  # the report's plots, for the temporaries a killed report left in PLOTS_DIR
 
 # Thresholds of the generated diagnostics (nats/char unless stated).
 # A run overfits when its final val loss is OVERFIT_RISE above the best val loss it reached AND
@@ -580,6 +592,11 @@ def overfitting_markdown(
     cfg = cfg.with_columns((pl.col("final_val_loss") - pl.col("best_val")).alias("rise"), overfit.alias("overfit"))
     rows = []
     for (clip, opt, b), g in cfg.group_by(["gradient_clip", "optimizer", "batch_size"], maintain_order=True):
+        # a config with no evaluation along training (no step rows: a committed table without them)
+        # has no best val loss; sorted first, its nulls were taken as the best
+        g = g.filter(pl.col("best_val").is_not_null() & pl.col("final_val_loss").is_not_null())
+        if g.height == 0:
+            continue
         fin = g.sort("final_val_loss").row(0, named=True)
         best = g.sort("best_val").row(0, named=True)
         flat = g.filter(pl.col("best_val") <= best["best_val"] + FLAT_WITHIN)["lr"].to_list()
@@ -596,6 +613,8 @@ def overfitting_markdown(
                 "LRs overfit": f"{g.filter(pl.col('overfit')).height} of {g.height}",
             }
         )
+    if not rows:
+        return "", ""
     rows.sort(key=lambda r: (r["group"], r["B"]))
     table = markdown_table(rows, list(rows[0]))
     over = cfg.filter(pl.col("overfit"))
@@ -1333,8 +1352,12 @@ def experiment_report(
     extra_predictions: Sequence[tuple[str, PredictionFiles]] = (),
     b_noise_source: str | None = None,
     prediction_label: str = BEFORE_SWEEP_LABEL,
+    drawn_in: Path | None = None,
 ) -> ExperimentReport:
-    """One experiment's Markdown section; its plots go to `out_dir/plots/` and are linked relatively.
+    """One experiment's Markdown section; its plots are linked relatively as `out_dir/plots/<name>`
+    (the paths in `ExperimentReport.plots`). They are drawn there, or into the folder `drawn_in` when
+    given (under the same names), from where the caller moves them into place: `write_report` does,
+    once the whole report is ready.
 
     Corpus entropies come from `corpus` when given (checked against the runs' corpus_sha256), else
     from what the results recorded (see `pyphase.results.corpus_entropies`). `extra_predictions`
@@ -1376,9 +1399,12 @@ def experiment_report(
         steps = collect_steps(rs).filter(pl.col("experiment") == experiment)  # names a damaged file
     runs = run_diagnostics(summaries, steps) if steps.height else None
     along = an.beta_along_training(summaries, steps, n_boot=n_boot) if runs is not None and not _only_one_lr(measurements) else []
-    figures = _make_plots(
-        steps, experiment, summaries, configs, measurements, comparisons, out_dir / "plots", entropies, along
-    )
+    plot_dir = out_dir / PLOTS_DIR
+    figures = [
+        (name, plot_dir / p.name)
+        for name, p in _make_plots(steps, experiment, summaries, configs, measurements, comparisons,
+                                   drawn_in if drawn_in is not None else plot_dir, entropies, along)
+    ]
 
     words = [beta_words(m) for m in measurements]
     if _only_one_lr(measurements):
@@ -1548,29 +1574,62 @@ def write_report(
     B_simple at fit_step, see `noise_scale`) unless `b_noise` is given. `command` (the CLI line that
     regenerates this report) is quoted in the Provenance section, run "from" `command_from` (default:
     `regenerate_from()`, the working directory). `out` as `report_path` takes it: an existing
-    folder gets REPORT.md inside it; it is checked before any plot is written.
+    folder gets REPORT.md inside it; it is checked before any plot is drawn.
+
+    All or nothing: every input (results, predictions, calibration) is read and checked first, then
+    every plot is drawn into a temporary folder and the report's text built, and only then are the
+    plots and the report moved into place (`_put_in_place`, the report file last). A failure or
+    Ctrl-C before that leaves an earlier report and its plots as they were and no temporaries.
     """
     if not experiments:
         raise PyphaseError("name at least one experiment to report on")
     experiments = list(dict.fromkeys(experiments))  # one section per experiment, however often it is named
-    out = report_path(out, experiments)  # checked before any plot is written
+    out = report_path(out, experiments)  # checked before any plot is drawn
     b_noise, b_noise_source = noise_scale(b_noise, calibration)
     rs = scan(root, list(experiments))
-    reports = [
-        experiment_report(
-            rs,
-            e,
-            out_dir=out.parent,
-            prediction=prediction_for(prediction, e),
-            b_noise=b_noise,
-            corpus=corpus,
-            n_boot=n_boot,
-            extra_predictions=[(label, prediction_for(Path(p), e)) for label, p in extra_predictions],
-            b_noise_source=b_noise_source,
-            prediction_label=prediction_label,
-        )
+    shas = set(rs.summaries.select("corpus_sha256").collect().to_series().drop_nulls().to_list())
+    cal = _calibration_of(calibration, shas)
+    sets = {
+        e: (prediction_for(prediction, e), [(label, prediction_for(Path(p), e)) for label, p in extra_predictions])
         for e in experiments
-    ]
+    }
+    # drawn under their own names in a private folder (the plot functions take the format from the
+    # file's suffix, which a staged name lacks), then copied to staged names beside the report
+    with _CtrlC() as ctrl_c, tempfile.TemporaryDirectory(prefix="pyphase-report-") as drawn:
+        reports = [
+            experiment_report(
+                rs,
+                e,
+                out_dir=out.parent,
+                prediction=sets[e][0],
+                b_noise=b_noise,
+                corpus=corpus,
+                n_boot=n_boot,
+                extra_predictions=sets[e][1],
+                b_noise_source=b_noise_source,
+                prediction_label=prediction_label,
+                drawn_in=Path(drawn),
+            )
+            for e in experiments
+        ]
+        text = _report_text(experiments, reports, rs, preface=preface, cal=cal, command=command,
+                            command_from=command_from)
+        _put_in_place(out, text, {p.name: Path(drawn) / p.name for r in reports for p in r.plots}, ctrl_c)
+    return out
+
+
+def _report_text(
+    experiments: Sequence[str],
+    reports: Sequence[ExperimentReport],
+    rs: ResultSet,
+    *,
+    preface: str | None,
+    cal: tuple[dict[str, Any], Path] | None,
+    command: str | None,
+    command_from: str | None,
+) -> str:
+    """The whole report's Markdown: title, preface, summary, provenance, calibration, then each
+    experiment's section (`write_report`)."""
     title = f"# pyphase report: {', '.join(experiments)}"
     head = [title]
     if preface:
@@ -1584,22 +1643,56 @@ def write_report(
     if command:
         where = command_from if command_from is not None else regenerate_from()
         head.append(f"Regenerate this report (plots included){' ' + where if where else ''} with:\n\n`{command}`")
-    shas = set(rs.summaries.select("corpus_sha256").collect().to_series().drop_nulls().to_list())
-    cal = _calibration_of(calibration, shas)
     if cal is not None:
         head += ["## Calibration (what the simulator's default parameters were measured from)", calibration_markdown(*cal)]
-    text = "\n\n".join([*head, *(r.markdown for r in reports)]) + "\n"
+    return "\n\n".join([*head, *(r.markdown for r in reports)]) + "\n"
+
+
+def _put_in_place(out: Path, text: str, drawn: Mapping[str, Path], ctrl_c: _CtrlC) -> None:
+    """Write the report `text` to `out` and its plots (file name -> where it was drawn) to plots/
+    beside it, all or nothing, as `pyphase predict` and `results export` write theirs: each file is
+    first written under a temporary name in its folder (`results.staged_paths`) and synced, then
+    they are renamed onto their names one right after the other, the plots first and the report
+    file last (`results._replace_together`); a Ctrl-C during the renames waits until they are done
+    (`ctrl_c.held()`). A failure or Ctrl-C before that leaves an earlier report and its plots as they
+    were, and removes the temporaries and the folders this call made. Temporaries that a report
+    killed midway (SIGKILL, a crash) left are removed first, those of a writer still running
+    excepted (`results.remove_stale_staged`).
+
+    Plots of an earlier report that this one does not draw are left there, unlinked: REPORT.md is
+    free Markdown (a preface may link other images under plots/) and several reports in one folder
+    (`--out dir/a.md`, `--out dir/b.md`) share its plots/, so a report cannot tell which files there
+    are only its own."""
+    plot_dir = out.parent / PLOTS_DIR
+    plots_staged = staged_paths(plot_dir, drawn)
+    report_staged = staged_paths(out.parent, [out.name])
+    plots_done: list[str] = []
+    report_done: list[str] = []
+    had_earlier = False
+    made = missing_folders(plot_dir if drawn else out.parent)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp.{os.getpid()}")
-        try:
-            tmp.write_text(text)
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        (plot_dir if drawn else out.parent).mkdir(parents=True, exist_ok=True)
+        if drawn:  # what a report killed midway left: its plots need not have been these
+            remove_stale_staged(plot_dir, plots_staged, name_glob=PLOT_GLOB)
+        remove_stale_staged(out.parent, report_staged)
+        had_earlier = out.exists() or any((plot_dir / name).exists() for name in drawn)
+        for name, path in drawn.items():
+            shutil.copyfile(path, plots_staged[name])
+        report_staged[out.name].write_text(text, encoding="utf-8")
+        for tmp in [*plots_staged.values(), *report_staged.values()]:
+            _fsync(tmp)
+        with ctrl_c.held():
+            _replace_together(plot_dir, plots_staged, plots_done)
+            _replace_together(out.parent, report_staged, report_done)
     except OSError as e:
-        raise PyphaseError(f"cannot write the report {out} ({first_line(e)})") from e
-    return out
+        renamed = [f"{PLOTS_DIR}/{name}" for name in plots_done] + report_done
+        kept = staged_write_failure(renamed, had_earlier, "report", "run report again")
+        raise PyphaseError(f"cannot write the report {out} ({first_line(e)}){kept}") from e
+    finally:
+        remove_staged(plots_staged)
+        remove_staged(report_staged)
+        if not plots_done and not report_done:
+            remove_empty_folders(made)
 
 
 def compare_text(

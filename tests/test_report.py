@@ -303,6 +303,22 @@ def test_overfitting_needs_a_rise_and_a_train_val_gap() -> None:
     assert "data-limited" not in rp.overfitting_markdown(d, None, has_lr_grid=False)[1]
 
 
+def test_overfitting_leaves_out_configs_without_evaluations_along_training() -> None:
+    # a run with no step rows (a committed summary whose steps.parquet lacks it) has no best val loss:
+    # it must not be taken as the best (its null sorted first and crashed the sum with FLAT_WITHIN)
+    s = bowl_summaries(batches=(32, 64), lrs=(1e-3, 3e-3), seeds=1)
+    steps = _steps_for(s, lambda r, t: 2.0 - t / 4000, lambda r, t: 1.9 - t / 4000)
+    lost = s.filter((pl.col("batch_size") == 32) & (pl.col("lr") == 1e-3))["run_id"].item()
+    d = rp.run_diagnostics(s, steps.filter(pl.col("run_id") != lost))
+    assert d.filter(pl.col("run_id") == lost)["best_val"].is_null().all()
+    table, text = rp.overfitting_markdown(d, None)
+    b32 = [line for line in table.splitlines() if "| 32 |" in line]
+    assert len(b32) == 1 and "(0.003" in b32[0] and "1 of 1 |" not in b32[0] and "0 of 1 |" in b32[0]
+    # every run without evaluations: no table, no sentence
+    none = rp.run_diagnostics(s, steps.filter(pl.col("run_id") == "nothing"))
+    assert rp.overfitting_markdown(none, None) == ("", "")
+
+
 def test_data_budget_from_provenance() -> None:
     s = bowl_summaries(batches=(32, 64), lrs=(1e-3,), seeds=1)
     prov = {"corpus": {"train_chars": 64_000}, "run_config": {"common": {"model": {"block_size": 16}}}}
@@ -977,3 +993,130 @@ def test_the_beta_caveat_names_edges_of_the_scored_groups_only() -> None:
     beta = next(t for t in cmp.targets if t.name == "beta")
     assert beta.passed is not None
     assert rp.target_caveat(cmp, beta) == ""
+
+
+# --------------------------------------------------------------------------- all or nothing
+def _two_experiments(tmp_path: Path, prediction_dir: Path) -> tuple[Path, Path]:
+    """Runs of two experiments (synth, other) and a prediction folder with one subfolder each."""
+    runs = tmp_path / "runs"
+    write_runs(runs, bowl_summaries(seeds=1, lrs=LRS[::2], experiment="synth"))
+    write_runs(runs, bowl_summaries(seeds=1, lrs=LRS[::2], experiment="other", rng_seed=5))
+    pred = tmp_path / "pred"
+    for e in ("synth", "other"):
+        (pred / e).mkdir(parents=True)
+        for f in prediction_dir.iterdir():
+            (pred / e / f.name).write_bytes(f.read_bytes())
+    return runs, pred
+
+
+@pytest.fixture()
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The system temporary folder, here one this test can see empty again."""
+    import tempfile
+
+    d = tmp_path / "systmp"
+    d.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(d))
+    return d
+
+
+def test_a_report_that_fails_on_a_later_input_leaves_the_earlier_report_as_it_was(
+    tmp_path: Path, prediction_dir: Path, private_tmp: Path
+) -> None:
+    """A bad --calibration (read, with --b-noise given, only after the plots were drawn) and a
+    corrupt prediction of the second experiment each stop the report with a one-line error and leave
+    the earlier REPORT.md and every plot byte for byte, with no temporaries (they rewrote the plots,
+    and drew a new predicted-vs-measured one, before they failed)."""
+    runs, pred = _two_experiments(tmp_path, prediction_dir)
+    rep = tmp_path / "rep"
+    rp.write_report(["synth", "other"], root=runs, out=rep / "REPORT.md", n_boot=50)
+    before = _files(rep)
+    assert "plots/synth_lr_opt.png" in before and "plots/other_lr_opt.png" in before
+    (tmp_path / "t.sh").write_text("x\n")
+    with pytest.raises(PyphaseError, match=r"t\.sh: invalid JSON"):
+        rp.write_report(["synth", "other"], root=runs, prediction=pred, out=rep / "REPORT.md", n_boot=50,
+                        b_noise=5.0, calibration=tmp_path / "t.sh")
+    assert _files(rep) == before
+    (pred / "other" / "trajectories.parquet").write_text("junk")
+    with pytest.raises(PyphaseError, match=r"other/trajectories\.parquet"):
+        rp.write_report(["synth", "other"], root=runs, prediction=pred, out=rep / "REPORT.md", n_boot=50)
+    assert _files(rep) == before
+    assert not list(private_tmp.iterdir())
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
+def test_a_report_stopped_while_drawing_leaves_the_earlier_report_and_no_new_folder(
+    tmp_path: Path, prediction_dir: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch, error: type
+) -> None:
+    """Ctrl-C (or a failure) while the second experiment's plots are drawn: the earlier REPORT.md and
+    plots stay byte for byte (the first experiment's plots were rewritten already), the temporaries
+    are removed, and a report into a new folder leaves no folder behind."""
+    runs, pred = _two_experiments(tmp_path, prediction_dir)
+    rep = tmp_path / "rep"
+    rp.write_report(["synth", "other"], root=runs, out=rep / "REPORT.md", n_boot=50)
+    before = _files(rep)
+    draw = rp.plots.plot_loss_curves
+
+    def stop_at_other(steps, summaries, path, **kw):
+        if Path(path).name.startswith("other_"):
+            raise error("stopped")
+        return draw(steps, summaries, path, **kw)
+
+    monkeypatch.setattr(rp.plots, "plot_loss_curves", stop_at_other)
+    with pytest.raises(error):
+        rp.write_report(["synth", "other"], root=runs, prediction=pred, out=rep / "REPORT.md", n_boot=50)
+    assert _files(rep) == before
+    with pytest.raises(error):
+        rp.write_report(["synth", "other"], root=runs, prediction=pred, out=tmp_path / "new" / "deeper" / "R.md",
+                        n_boot=50)
+    assert not (tmp_path / "new").exists()
+    assert not list(private_tmp.iterdir())
+
+
+def test_a_report_over_an_earlier_one_replaces_its_files_and_keeps_plots_it_no_longer_draws(
+    tmp_path: Path, prediction_dir: Path, private_tmp: Path
+) -> None:
+    """A successful report over an earlier one: REPORT.md and every plot it links are the new ones,
+    no temporary is left (one that a killed report left, of a process that no longer exists, is
+    removed), and a plot only the earlier report drew stays (a report cannot tell its own plots from
+    those of another report sharing the folder)."""
+    from pyphase import results as res
+
+    runs, pred = _two_experiments(tmp_path, prediction_dir)
+    rep = tmp_path / "rep"
+    rp.write_report(["synth"], root=runs, prediction=pred, extra_predictions=[("second", pred)],
+                    out=rep / "REPORT.md", n_boot=50)
+    earlier = _files(rep)
+    assert "plots/synth_predicted_vs_measured_second.png" in earlier
+    dead = 4194305  # above Linux's largest pid_max: no process has it
+    stale = rep / "plots" / f".synth_lr_opt.png.tmp.{res._staged_host()}.{dead}"
+    stale.write_bytes(b"left by a killed report")
+    out = rp.write_report(["synth"], root=runs, out=rep / "REPORT.md", n_boot=50)
+    text = out.read_text(encoding="utf-8")
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert links and "plots/synth_predicted_vs_measured_second.png" not in links
+    now = _files(rep)
+    assert all(link in now for link in links) and now["plots/synth_lr_opt.png"] != earlier["plots/synth_lr_opt.png"]
+    assert now["REPORT.md"] != earlier["REPORT.md"]
+    assert now["plots/synth_predicted_vs_measured_second.png"] == earlier["plots/synth_predicted_vs_measured_second.png"]
+    assert set(now) == {"REPORT.md", *links, *(k for k in earlier if k.startswith("plots/"))}
+    assert not list(private_tmp.iterdir())
+
+
+def test_a_report_that_cannot_be_written_says_the_earlier_one_is_unchanged(
+    synth_root: Path, tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rep = tmp_path / "rep"
+    rp.write_report(["synth"], root=synth_root, out=rep / "REPORT.md", n_boot=50)
+    before = _files(rep)
+
+    def full(path: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rp, "_fsync", full)
+    message = (f"cannot write the report {rep / 'REPORT.md'} ([Errno 28] No space left on device); "
+               "an earlier report there is unchanged")
+    with pytest.raises(PyphaseError, match=f"^{re.escape(message)}$"):
+        rp.write_report(["synth"], root=synth_root, out=rep / "REPORT.md", n_boot=20)  # another report
+    assert _files(rep) == before
+    assert not list(private_tmp.iterdir())
