@@ -437,15 +437,28 @@ class BetaMeasurement:
         """Why there is no fit, in words (None when there is one)."""
         return None if self.fit is not None else _no_fit_reason(self.optima)
 
+    @property
+    def status(self) -> str:
+        """"fit" (a β), "bounded" (some LR_opt in the fit on a grid edge: β only a bound) or "none"
+        (no fit, or every LR_opt in it on a grid edge: the line reflects the grid, not the loss)."""
+        if self.fit is None or self.all_at_edge:
+            return "none"
+        return "bounded" if any(o.at_edge for o in self.fit_optima) else "fit"
+
     def to_dict(self) -> dict[str, Any]:
+        """As JSON: β, its interval, c and R² are null where there is no β (`status` "none"), as the
+        report's words say "not measured" there; `fit` keeps the line itself (a line through grid-edge
+        values has a slope, which reflects the grid)."""
+        beta = self.fit if self.status != "none" else None
         return json_safe(
             {
                 "gradient_clip": self.gradient_clip,
                 "optimizer": self.optimizer,
-                "beta": self.fit.beta if self.fit else None,
-                "c": self.fit.c if self.fit else None,
-                "r2": self.fit.r2 if self.fit else None,
-                "ci95": [self.ci_low, self.ci_high] if self.ci_low is not None else None,
+                "beta": beta.beta if beta else None,
+                "beta_status": self.status,
+                "c": beta.c if beta else None,
+                "r2": beta.r2 if beta else None,
+                "ci95": [self.ci_low, self.ci_high] if beta and self.ci_low is not None else None,
                 "interval_method": self.interval_method,
                 "any_at_edge": self.any_at_edge,
                 "left_out_of_fit": {str(b): why for b, why in self.left_out_of_fit.items()},

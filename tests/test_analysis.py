@@ -155,6 +155,22 @@ def test_edge_minimum_is_flagged_and_not_refined() -> None:
     assert an.measure_beta(df)[0].any_at_edge
 
 
+def test_json_beta_is_null_where_the_report_says_not_measured() -> None:
+    # interior minima: a β; one batch size on a grid edge: β a bound, still a number with its status;
+    # every LR_opt on the high edge: the line through the grid's edge values is no β (null), though
+    # `fit` keeps that line
+    fit = an.measure_beta(bowl_summaries(beta=0.5, c=1e-3 / 8, noise=0.0, seeds=1))[0].to_dict()
+    assert fit["beta_status"] == "fit" and fit["beta"] == pytest.approx(0.5, abs=1e-9)
+    df = bowl_summaries(beta=0.5, c=2e-4, batches=(16, 64, 256), lrs=LRS[:7], seeds=1, noise=0.0)
+    bounded = an.measure_beta(df)[0].to_dict()
+    assert bounded["beta_status"] == "bounded" and bounded["beta"] == pytest.approx(bounded["fit"]["beta"])
+    edge = an.measure_beta(bowl_summaries(beta=0.5, c=1.0, batches=(16, 64, 256), lrs=LRS[:3], seeds=2))[0]
+    assert edge.all_at_edge and edge.fit is not None
+    d = edge.to_dict()
+    assert d["beta_status"] == "none" and d["beta"] is None and d["ci95"] is None and d["r2"] is None
+    assert d["fit"]["beta"] == pytest.approx(edge.fit.beta)
+
+
 def test_low_edge_and_single_lr_are_flagged() -> None:
     lrs = np.array([0.001, 0.01, 0.1])
     low = an.optimum_of(32, lrs, np.array([1.0, 2.0, 3.0]), 1)
