@@ -22,6 +22,7 @@ An "example" is one training window of `block_size` tokens, the unit a sweep's b
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -802,6 +803,13 @@ def parse_float_list(text: str, option: str) -> list[float]:
 
 MAX_STEPS_ALONG = 10_000_000  # training steps a calibration may run (its schedule is one array of them)
 MAX_SEED = 2**31 - 1
+# Largest value of each count option: far past any calibration (the defaults: 8 repeats, 24 Lanczos
+# steps, 16 probes, top 8), and small enough that no size built from them overflows the 64-bit
+# integers torch and the Rust batcher take (a larger one was an OverflowError traceback).
+MAX_COUNTS = {"--repeats": 100_000, "--lanczos": 10_000, "--probes": 100_000, "--top-k": 10_000}
+# Most windows the noise measurement draws at one point, repeats x the largest batch size: the Rust
+# batcher draws them at once, at most 2^30 elements (rust/batcher.rs MAX_ELEMENTS).
+MAX_NOISE_WINDOWS = 1 << 30
 
 
 def check_out_file(out: str | Path | None) -> None:
@@ -842,10 +850,15 @@ def _check_options(shape: str, batch_sizes: Sequence[int], steps_along: Sequence
                    run_batch: int, repeats: int, lanczos_iter: int, probes: int, hvp_batch: int, top_k: int,
                    floor: str, fit_step: int, max_d: int) -> None:
     """Every bad option is a one-line PyphaseError naming it (the CLI's exit code 2)."""
+    from pyphase.config import MAX_BATCH_SIZE
+
     if shape not in SHAPES:
         raise PyphaseError(f"--shape: expected one of {', '.join(SHAPES)}, got {shape!r}")
     if any(b < 1 for b in batch_sizes):
         raise PyphaseError(f"--batch: batch sizes must be >= 1, got {list(batch_sizes)}")
+    if max(batch_sizes, default=0) > MAX_BATCH_SIZE:
+        raise PyphaseError(f"--batch: batch sizes must be <= {MAX_BATCH_SIZE:,} (the trainer's largest), got "
+                           f"{_show_int(max(batch_sizes))}")
     if len(set(batch_sizes)) < 2:
         raise PyphaseError(f"--batch: the two-batch estimator needs two distinct batch sizes, got {list(batch_sizes)}")
     bad = [b for b in batch_sizes if max(batch_sizes) % b]
@@ -857,12 +870,17 @@ def _check_options(shape: str, batch_sizes: Sequence[int], steps_along: Sequence
         raise PyphaseError(f"--steps-along: steps must be <= {MAX_STEPS_ALONG:,}, got {max(steps_along)}")
     if 0 not in steps_along:
         raise PyphaseError(f"--steps-along: must include 0 (the initialisation), got {list(steps_along)}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise PyphaseError(f"--lr: must be a positive number, got {lr}")
+    _check_lr(lr, "--lr")
     for name, v, lo in (("--run-batch", run_batch, 1), ("--repeats", repeats, 2), ("--lanczos", lanczos_iter, 2),
                         ("--probes", probes, 2), ("--hvp-batch", hvp_batch, 1), ("--top-k", top_k, 2)):
+        hi = MAX_COUNTS.get(name, MAX_BATCH_SIZE)
         if v < lo:
-            raise PyphaseError(f"{name}: must be >= {lo}, got {v}")
+            raise PyphaseError(f"{name}: must be >= {lo}, got {_show_int(v)}")
+        if v > hi:
+            raise PyphaseError(f"{name}: must be <= {hi:,}, got {_show_int(v)}")
+    if repeats * max(batch_sizes) > MAX_NOISE_WINDOWS:
+        raise PyphaseError(f"--repeats x the largest --batch: {repeats:,} x {max(batch_sizes):,} = "
+                           f"{repeats * max(batch_sizes):,} noise windows a point, at most {MAX_NOISE_WINDOWS:,}")
     if top_k > lanczos_iter:
         raise PyphaseError(f"--top-k: {top_k} exceeds the Lanczos steps ({lanczos_iter})")
     if not 2 <= max_d <= 1 << 20:
@@ -871,6 +889,59 @@ def _check_options(shape: str, batch_sizes: Sequence[int], steps_along: Sequence
         raise PyphaseError(f"--floor: expected one of {', '.join(FLOOR_METHODS)}, got {floor!r}")
     if fit_step not in steps_along:
         raise PyphaseError(f"--fit-step: {fit_step} is not one of --steps-along {list(steps_along)}")
+
+
+def _show_int(v: int) -> str:
+    """An integer option's value for an error message: its digits, or its size past 30 digits."""
+    return f"{v:,}" if abs(v) < 10**30 else f"an integer of {len(str(abs(v)))} digits"
+
+
+def _check_lr(lr: float, option: str) -> None:
+    """A learning rate the trainer's float32 holds: positive, finite, a normal float32 number."""
+    from pyphase.config import FLOAT32_MAX, FLOAT32_TINY
+
+    if not (math.isfinite(lr) and lr > 0):
+        raise PyphaseError(f"{option}: must be a positive number, got {lr}")
+    if not FLOAT32_TINY <= lr <= FLOAT32_MAX:
+        raise PyphaseError(f"{option}: must be in [{FLOAT32_TINY:.7g}, {FLOAT32_MAX:.7g}] (float32's normal numbers, "
+                           f"as the trainer holds it), got {lr:g}")
+
+
+def _check_run_length(steps: int, batch: int, option: str) -> None:
+    """The short AdamW run trains `steps` steps of `batch` windows, drawn at once by the batcher."""
+    from pyphase.config import MAX_BATCH_WINDOWS
+
+    if steps * batch > MAX_BATCH_WINDOWS:
+        raise PyphaseError(f"{option} x --run-batch: {steps:,} x {batch:,} = {steps * batch:,} training windows, at "
+                           f"most {MAX_BATCH_WINDOWS:,}")
+
+
+def _out_of_memory(e: BaseException, device: Any, what: str) -> PyphaseError | None:
+    """An allocation failure (`sweep.allocation_failure`) as a one-line error saying what was being
+    done and how much was asked for; None for any other exception."""
+    from pyphase.sweep import allocation_failure
+
+    asked = allocation_failure(e)
+    if asked is None:
+        return None
+    return PyphaseError(f"out of memory (--device {device}) while {what}: {asked} failed; use smaller --batch, "
+                        "--hvp-batch, --run-batch or --repeats, or fewer --lanczos steps")
+
+
+def _one_line_on_oom(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a measuring function so that an allocation failure inside it is one line (`_out_of_memory`)."""
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:
+                err = _out_of_memory(e, kwargs.get("device", "auto"), what)
+                if err is None:
+                    raise
+                raise err from None
+        return wrapper
+    return decorate
 
 
 def _sweep_batch_sizes(fallback: Sequence[int]) -> list[int]:
@@ -908,6 +979,7 @@ def _device_name(dev: torch.device) -> str:
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+@_one_line_on_oom("calibrating")
 def calibrate(
     *,
     device: str = "auto",
@@ -950,6 +1022,7 @@ def calibrate(
     _check_options(shape, sizes, steps, lr, run_batch, repeats, lanczos_iter, probes, hvp_batch, top_k, floor,
                    -1 if fit_step is None else fit_step, max_d)
     _check_seed(seed)
+    _check_run_length(steps[-1] if steps else 0, run_batch, "--steps-along")
     check_out_file(out)
     assert fit_step is not None
     t_start = time.perf_counter()
@@ -1450,6 +1523,7 @@ def fit_growth_law(lrs: Sequence[float], growth: Sequence[float]) -> dict[str, A
 INVARIANCE_TOL = 1e-3
 
 
+@_one_line_on_oom("measuring the scale-invariant weights")
 def add_scale_invariance(base: str | Path, *, device: str = "cpu", data: str | Path | None = None,
                          out: str | Path | None = None, batch_sizes: Sequence[int] = (32, 256), repeats: int = 4,
                          steps: int = 50, lr: float = 3e-3, run_batch: int | None = None, seed: int = 0,
@@ -1474,24 +1548,43 @@ def add_scale_invariance(base: str | Path, *, device: str = "cpu", data: str | P
     run_batch = int(run_batch) if run_batch is not None else sizes[0] if sizes else 1
     if len(set(sizes)) < 2 or min(sizes) < 1 or any(max(sizes) % b for b in sizes):
         raise PyphaseError(f"--batch: need two distinct batch sizes >= 1, each dividing the largest, got {sizes}")
-    for name, v, lo in (("--repeats", repeats, 2), ("--radial-steps", steps, 1), ("--run-batch", run_batch, 1)):
+    from pyphase.config import MAX_BATCH_SIZE
+
+    if max(sizes) > MAX_BATCH_SIZE:
+        raise PyphaseError(f"--batch: batch sizes must be <= {MAX_BATCH_SIZE:,} (the trainer's largest), got "
+                           f"{_show_int(max(sizes))}")
+    for name, v, lo, hi in (("--repeats", repeats, 2, MAX_COUNTS["--repeats"]),
+                            ("--radial-steps", steps, 1, MAX_STEPS_ALONG),
+                            ("--run-batch", run_batch, 1, MAX_BATCH_SIZE)):
         if v < lo:
-            raise PyphaseError(f"{name}: must be >= {lo}, got {v}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise PyphaseError(f"--lr: must be a positive number, got {lr}")
+            raise PyphaseError(f"{name}: must be >= {lo}, got {_show_int(v)}")
+        if v > hi:
+            raise PyphaseError(f"{name}: must be <= {hi:,}, got {_show_int(v)}")
+    if repeats * max(sizes) > MAX_NOISE_WINDOWS:
+        raise PyphaseError(f"--repeats x the largest --batch: {repeats:,} x {max(sizes):,} = "
+                           f"{repeats * max(sizes):,} noise windows, at most {MAX_NOISE_WINDOWS:,}")
+    _check_run_length(steps, run_batch, "--radial-steps")
+    _check_lr(lr, "--lr")
     _check_seed(seed)
+    # the model's seed comes from the file (what it was calibrated with): checked as --seed is
+    file_seed = (params.provenance.get("options") or {}).get("seed", seed)
+    if isinstance(file_seed, bool) or not isinstance(file_seed, int) or not 0 <= file_seed <= MAX_SEED:
+        raise PyphaseError(f"{base}: provenance.options.seed must be an integer in 0..{MAX_SEED}, got "
+                           f"{_show_int(file_seed) if isinstance(file_seed, int) else repr(file_seed)}")
     check_out_file(out)
     growth_lrs = [float(x) for x in growth_lrs]
     bad = [x for x in growth_lrs if not (math.isfinite(x) and x > 0)]
     if bad:
         raise PyphaseError(f"--radial-lrs: learning rates must be positive numbers, got {bad[0]}")
+    for x in growth_lrs:
+        _check_lr(x, "--radial-lrs")
     if growth_lrs and len(set(growth_lrs)) < 2:
         raise PyphaseError(f"--radial-lrs: the growth law needs two or more distinct learning rates, got {growth_lrs}")
     shape_info = params.provenance.get("shape") or {}
     name = shape_info.get("name", "default")
     if name not in SHAPES:
         raise PyphaseError(f"{base}: provenance.shape.name {name!r} is not one of {', '.join(SHAPES)}")
-    seed = int((params.provenance.get("options") or {}).get("seed", seed))
+    seed = file_seed
     t0 = time.perf_counter()
     dev = torch.device(resolve_device(device))
     corpus = load_corpus(data)

@@ -446,6 +446,14 @@ def main(fast_exit: bool = False) -> None:
     except KeyboardInterrupt:  # a typer that lets it through, or a second Ctrl-C during the first's handling
         _interrupted()
     except Exception as e:
+        # an allocation failure the command did not word itself (train and calibrate name what they
+        # were building): one line saying how much was asked for; any other error as before
+        from pyphase.sweep import allocation_failure
+
+        asked = allocation_failure(e)
+        if asked is not None:
+            typer.echo(f"error: out of memory: {asked} failed", err=True)
+            sys.exit(2)
         _usage_error_or_raise(e)
 
 

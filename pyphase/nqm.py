@@ -57,6 +57,10 @@ RADIAL_FIELDS = ("si_fraction", "si_params", "si_init_norm")
 GROWTH_FIELDS = ("si_growth_coef", "si_growth_power")
 #: Largest growth-law exponent accepted (the Rust simulator's limit).
 MAX_GROWTH_POWER = 4.0
+#: Most directions accepted (the Rust simulator's limit, rust/sim/model.rs MAX_D). Checked here, in
+#: Python, because a larger integer never reached the simulator's own check: past 2^63 its conversion
+#: to the simulator's 64-bit integer failed first (an OverflowError traceback).
+MAX_D = 1 << 20
 
 # Where `pyphase calibrate` ships a calibration measured on the real model; `NQMParams.default()`
 # prefers it over the hand-chosen values below.
@@ -98,6 +102,23 @@ BUILTIN_PROVENANCE = {
 }
 
 
+def _finite_number(v: Any) -> bool:
+    """A finite real number (never a bool); an integer too large for a float is not finite."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int past float's range: math.isfinite cannot convert it
+        return False
+
+
+def _show(v: Any) -> str:
+    """A value for an error message: repr, but an integer of more than 30 digits by its size."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10**30:
+        return f"an integer of {len(str(abs(v)))} digits"
+    return repr(v)
+
+
 @dataclass(frozen=True)
 class NQMParams:
     """One NQM parameter set and where it came from (see the module docstring for the model)."""
@@ -118,11 +139,13 @@ class NQMParams:
 
     def __post_init__(self) -> None:
         if isinstance(self.d, bool) or not isinstance(self.d, int) or self.d < 1:
-            raise PyphaseError(f"NQM d must be a positive integer, got {self.d!r}")
+            raise PyphaseError(f"NQM d must be a positive integer, got {_show(self.d)}")
+        if self.d > MAX_D:
+            raise PyphaseError(f"NQM d must be in 1..={MAX_D}, got {_show(self.d)} (the simulator's limit)")
         for name in FIELDS[1:]:
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise PyphaseError(f"NQM {name} must be a finite number, got {v!r}")
+            if not _finite_number(v):
+                raise PyphaseError(f"NQM {name} must be a finite number, got {_show(v)}")
         if self.h_max <= 0:
             raise PyphaseError(f"NQM h_max must be > 0, got {self.h_max}")
         if self.alpha < 0:
@@ -143,8 +166,8 @@ class NQMParams:
             raise PyphaseError(f"NQM {', '.join(GROWTH_FIELDS)} need the radial part ({', '.join(RADIAL_FIELDS)})")
         for name in given + law:
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise PyphaseError(f"NQM {name} must be a finite number, got {v!r}")
+            if not _finite_number(v):
+                raise PyphaseError(f"NQM {name} must be a finite number, got {_show(v)}")
         if given:
             if not 0.0 <= self.si_fraction <= 1.0:  # type: ignore[operator]
                 raise PyphaseError(f"NQM si_fraction must be in [0, 1], got {self.si_fraction}")
@@ -212,9 +235,15 @@ class NQMParams:
             obj = json.loads(p.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise PyphaseError(f"calibration file {p} is not valid JSON: {e}") from None
-        params = cls.from_dict(obj, where=str(p))
-        try:  # the simulator's own limits (d, a spectrum that underflows, ...), before any simulation
-            params.describe()
+        try:
+            params = cls.from_dict(obj, where=str(p))
+        except PyphaseError as e:  # the dataclass's checks know no file: name it
+            msg = str(e)
+            if not msg.startswith("NQM "):
+                raise
+            raise PyphaseError(f"calibration file {p}: {msg.removeprefix('NQM ')}") from None
+        try:  # the simulator's own limits (a spectrum that underflows, ...) and a usable θ(0), before any simulation
+            params.check()
         except ValueError as e:
             raise PyphaseError(f"calibration file {p}: {e}") from None
         return params.with_provenance(path=str(p))
@@ -269,6 +298,22 @@ class NQMParams:
         plain parameter set calls the simulator exactly as version 1 did)."""
         keys = FIELDS + (RADIAL_FIELDS if self.radial else ()) + (GROWTH_FIELDS if self.growth_law else ())
         return {k: getattr(self, k) for k in keys}
+
+    def check(self) -> dict[str, float]:
+        """`describe`, raising ValueError (the simulator's own kind of error) where its closed forms
+        show a set no simulation can say anything about: the simulator's limits (a spectrum that
+        underflows, ...), or a start θ(0) whose gradient norm is 0 or not finite, or whose tr(Σ) or
+        B_simple is not finite. All parameters finite is not enough: with h_max = 1e308 the spectrum's
+        sums overflow float64, θ(0) comes out all zeros (the start is the minimum: nothing to train)
+        and B_simple infinite, and every number a prediction gives would be an artefact of that."""
+        desc = self.describe()
+        g, tr, b = desc["init_grad_norm"], desc["trace_sigma"], desc["b_simple"]
+        if not (math.isfinite(g) and g > 0 and math.isfinite(tr) and math.isfinite(b)):
+            raise ValueError(f"the start θ(0) is degenerate: |G(θ0)| = {g:.3g}, tr(Σ) = {tr:.3g}, "
+                             f"B_simple = {b:.3g} (h_max = {self.h_max:g}, alpha = {self.alpha:g}, "
+                             f"sigma2 = {self.sigma2:g}, d = {self.d}: a sum over the spectrum leaves float64's "
+                             "range); no simulation of it means anything")
+        return desc
 
     def describe(self) -> dict[str, float]:
         """Closed forms at θ(0) (from the Rust model, the one implementation of them): the full-batch

@@ -274,6 +274,10 @@ def predict(
     if extend_edges < 0 or zoom < 0:
         raise PyphaseError(f"extend_edges and zoom must be >= 0, got {extend_edges}, {zoom}")
     params = params if params is not None else NQMParams.default()
+    try:  # a set whose start is degenerate (NQMParams.check) before any simulation, as a file's is
+        params.check()
+    except ValueError as e:
+        raise PyphaseError(f"NQM parameters: {e}") from None
     settings = settings if settings is not None else OptimizerSettings.trainer_defaults()
     bad = next(iter(settings.problems().items()), None)
     if bad:
@@ -954,6 +958,12 @@ def _fmt(v: Any, spec: str = ".3g") -> str:
     return format(v, spec)
 
 
+def _fmt_defined(v: Any) -> str:
+    """A closed form of the summary (|G(θ0)|, B_simple), '%.3g'; 'not defined' where the JSON holds
+    null (it was infinite or NaN: B_simple = tr(Σ)/|G|² with |G(θ0)| = 0, say)."""
+    return format(v, ".3g") if _is_number(v) and math.isfinite(v) else "not defined"
+
+
 def _widened_words(summary: dict[str, Any]) -> str:
     ext = summary.get("lr_grid_extensions") or []
     if not ext:
@@ -990,7 +1000,8 @@ def format_summary(summary: dict[str, Any]) -> str:
            f"si_init_norm = {summary['nqm']['si_init_norm']:.3g}" if summary["nqm"].get("si_fraction") is not None else "")
         + (f", |w_si|^2 growth {summary['nqm']['si_growth_coef']:.3g}·lr^{summary['nqm']['si_growth_power']:.3g}/step"
            if summary["nqm"].get("si_growth_coef") is not None else "")
-        + f"); |G(θ0)| = {summary['init_grad_norm']:.3g}, B_simple = {summary['b_simple']:.3g}"),
+        + f"); |G(θ0)| = {_fmt_defined(summary.get('init_grad_norm'))}, "
+          f"B_simple = {_fmt_defined(summary.get('b_simple'))}"),
         (f"{summary.get('optimizer', '?')}{_settings_words(summary)}, {summary.get('steps', '?')} steps, "
         f"{summary.get('seeds', '?')} seeds, "
         f"LR grid {_fmt(min(summary.get('lrs', [math.nan])))}..{_fmt(max(summary.get('lrs', [math.nan])))} "

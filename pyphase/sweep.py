@@ -197,6 +197,98 @@ def pack_id(configs: Sequence[RunConfig]) -> str:
     return f"b{configs[0].batch_size}_k{len(configs)}_{digest}"
 
 
+# --------------------------------------------------------------------------- what a pack needs
+# The Rust batcher's largest output (rust/batcher.rs MAX_ELEMENTS): a pack draws the window offsets of
+# all its steps at once, steps x K x batch_size of them.
+BATCHER_MAX_ELEMENTS = 1 << 30
+
+
+def format_bytes(n: float) -> str:
+    """'2.25 TiB', '512 B': a byte count for people (binary units)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def memory_floor(configs: Sequence[RunConfig], vocab_size: int, train_tokens: int) -> int:
+    """Bytes a pack of `configs` certainly needs on its device, whatever the kernels: its K models'
+    weights, gradients and optimizer moments in fp32, the per-step telemetry and window offsets, the
+    train split as int64, one step's windows and one bf16 copy of every block's input (what the
+    backward pass reads at the least). The real need is larger (attention, MLP, logits, workspaces)."""
+    from pyphase.model import Shape
+
+    c0, k = configs[0], len(configs)
+    shape = Shape.of(c0.model, vocab_size)
+    copies = 4 if c0.optimizer == "adamw" else 3  # weights, gradients, first (and second) moment
+    b, t = c0.batch_size, shape.block_size
+    return (copies * k * shape.n_params * 4 + 5 * c0.steps * k * 4 + c0.steps * k * b * 8 + train_tokens * 8
+            + k * b * (t + 1) * 8 + k * b * t * shape.d_model * shape.n_layer * 2)
+
+
+def device_memory(device: str) -> int | None:
+    """Total memory of `device` ('cpu' or 'cuda:N') in bytes; None where it cannot be read."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_pack_fits(configs: Sequence[RunConfig], vocab_size: int, train_tokens: int, device: str) -> None:
+    """Before any output is written: a pack the batcher cannot draw windows for, or whose least need
+    (`memory_floor`) exceeds the device's whole memory, is a one-line PyphaseError naming its size
+    and what to change, not an allocation failure after the plan is written."""
+    from pyphase.model import Shape
+
+    c0, k = configs[0], len(configs)
+    what = (f"{c0.experiment}: a pack of {k} config{'s' if k > 1 else ''} at batch_size {c0.batch_size:,} "
+            f"({c0.steps:,} steps)")
+    n = c0.steps * k * c0.batch_size
+    if n > BATCHER_MAX_ELEMENTS:
+        most = BATCHER_MAX_ELEMENTS // (c0.steps * c0.batch_size)  # >= 1: RunConfig bounds steps x batch_size
+        raise PyphaseError(f"{what} draws {n:,} window offsets, more than the batcher's {BATCHER_MAX_ELEMENTS:,}; "
+                           f"train at most {most} configs a pack (--max-pack {most})")
+    have = device_memory(device)
+    need = memory_floor(configs, vocab_size, train_tokens)
+    if have is None or need <= have:
+        return
+    m = c0.model
+    p = Shape.of(m, vocab_size).n_params
+    one = memory_floor(configs[:1], vocab_size, train_tokens) - train_tokens * 8
+    most = (have - train_tokens * 8) // one if one > 0 else 0
+    hint = (f"train at most {most} configs a pack (--max-pack {most}), or use a smaller model or batch size"
+            if 1 <= most < k else "use a smaller model or batch size")
+    raise PyphaseError(f"{what} of {p:,} parameters each (d_model {m.d_model}, n_layer {m.n_layer}, mlp_ratio "
+                       f"{m.mlp_ratio}, block_size {m.block_size}) needs at least {format_bytes(need)}, more than "
+                       f"{device}'s {format_bytes(have)} in all; {hint}")
+
+
+_ALLOCATED = re.compile(r"allocate (\d+) bytes|allocate (\d+(?:\.\d+)? ?[KMGTPE]i?B)")
+
+
+def allocation_failure(e: BaseException) -> str | None:
+    """What an allocation failure asked for, in words ("an allocation of 2.25 TiB", or "an allocation"
+    where its message names no size), or None when `e` is not one: torch's OutOfMemoryError (CUDA),
+    Python's MemoryError (numpy's included) and the CPU allocator's RuntimeError
+    ("DefaultCPUAllocator: can't allocate memory"); no other RuntimeError."""
+    text = str(e)
+    is_oom = (isinstance(e, MemoryError)
+              or (type(e).__name__ == "OutOfMemoryError" and type(e).__module__.startswith("torch"))
+              or (isinstance(e, RuntimeError) and "DefaultCPUAllocator" in text
+                  and ("can't allocate memory" in text or "not enough memory" in text)))
+    if not is_oom:
+        return None
+    m = _ALLOCATED.search(text)
+    if m is None:
+        return "an allocation"
+    return f"an allocation of {format_bytes(int(m.group(1))) if m.group(1) else m.group(2)}"
+
+
 # --------------------------------------------------------------------------- devices, provenance
 def resolve_device(device: str, local_rank: int = 0) -> str:
     """'cpu', 'cuda' (this process's GPU), 'cuda:N', or 'auto' (cuda when available, else cpu)."""
@@ -410,8 +502,14 @@ def run_experiment(
 
     # before any training or output folder: every config's windows fit in both splits
     corpus = load_corpus(data, block_size=max((c.model.block_size for c in exp.configs), default=None))
+    # and every pack of this shard fits the batcher and, at the least, the device's memory
+    for group in _pack(plan(exp, rank=shard.rank, world=shard.world), packs_max):
+        check_pack_fits(group, corpus.tokenizer.vocab_size, len(corpus.train), dev)
     out = Path(out)
     exp_dir = out / exp.name
+    from pyphase.results import missing_folders, remove_empty_folders
+
+    made = missing_folders(exp_dir)
     try:  # before any training: a folder that cannot be made would lose the first pack's work
         exp_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -438,7 +536,13 @@ def run_experiment(
             packs_together = PACKS_TOGETHER if dev.startswith("cuda") else 1
         for packs in side_by_side(_pack(todo, packs_max), packs_together):
             ckpts = [exp_dir / PACKS_DIR / f"{pack_id(group)}.ckpt" for group in packs]
-            results = _train_side_by_side(packs, ckpts, corpus, dev, every, progress)
+            try:
+                results = _train_side_by_side(packs, ckpts, corpus, dev, every, progress)
+            except Exception as e:  # an allocation failure is one line naming the pack; anything else as it was
+                asked = allocation_failure(e)
+                if asked is None:
+                    raise
+                raise PyphaseError(_out_of_memory(packs, corpus.tokenizer.vocab_size, dev, asked)) from None
             for group, ckpt, (outputs, n_together) in zip(packs, ckpts, results, strict=True):
                 for cfg, res in zip(group, outputs, strict=True):
                     if res.config != cfg:
@@ -460,6 +564,16 @@ def run_experiment(
         _barrier(shard)
         if shard.rank == 0:
             _remove_stale_checkpoints(out, exp)
+    except BaseException:
+        # a sweep that failed before writing anything but the plan leaves no folder it made behind
+        if made and shard.world == 1 and _holds_only_the_plan(exp_dir):
+            (exp_dir / PLAN_FILE).unlink(missing_ok=True)
+            try:
+                (exp_dir / PACKS_DIR).rmdir()
+            except OSError:
+                pass  # never made, or not empty
+            remove_empty_folders(made)
+        raise
     finally:
         if created_group:
             import torch.distributed as dist
@@ -468,6 +582,32 @@ def run_experiment(
     return SweepResult(experiment=exp, summary=read_summaries(out, exp.configs), out_dir=exp_dir,
                        trained=trained, skipped=skipped, device=dev, shard=shard,
                        coordinated=shard.world > 1 and "MASTER_ADDR" in os.environ)
+
+
+def _holds_only_the_plan(exp_dir: Path) -> bool:
+    """True when `exp_dir` holds plan.json and nothing else (at most an empty checkpoint folder)."""
+    try:
+        names = {p.name for p in exp_dir.iterdir()}
+        packs = exp_dir / PACKS_DIR
+        return names <= {PLAN_FILE, PACKS_DIR} and not (packs.is_dir() and any(packs.iterdir()))
+    except OSError:
+        return False
+
+
+def _out_of_memory(packs: list[list[RunConfig]], vocab_size: int, device: str, asked: str) -> str:
+    """The one line of an allocation failure while building or training `packs`: how much was asked,
+    the pack's size, and what to change."""
+    from pyphase.model import Shape
+
+    c0 = packs[0][0]
+    k = sum(len(p) for p in packs)
+    what = (f"{len(packs)} packs side by side ({k} configs)" if len(packs) > 1 else
+            f"a pack of {k} config{'s' if k > 1 else ''}")
+    p = Shape.of(c0.model, vocab_size).n_params
+    hint = ("use --max-pack 1 (one config a pack), or a smaller model or batch size" if k > 1 else
+            "use a smaller model or batch size")
+    return (f"out of memory on {device} while building or training {what} at batch_size {c0.batch_size:,} "
+            f"({p:,} parameters a model, block_size {c0.model.block_size}): {asked} failed; {hint}")
 
 
 def _train_side_by_side(packs: list[list[RunConfig]], ckpts: list[Path], corpus: Any, dev: str, every: int,

@@ -316,6 +316,17 @@ def test_calibrate_end_to_end_tiny_cpu(monkeypatch, capsys, tmp_path) -> None:
         (["--floor", "fit"], "could not be fitted"),
         (["--steps-along", "0,99999999999"], "--steps-along: steps must be <= 10,000,000"),
         (["--seed", "99999999999999999999"], "--seed: must be an integer in 0..2147483647"),
+        # past int64 these were OverflowError tracebacks from the batcher or torch
+        (["--run-batch", "99999999999999999999"], "--run-batch: must be <= 1,048,576, got 99,999,999,999,999,999,999"),
+        (["--hvp-batch", "99999999999999999999"], "--hvp-batch: must be <= 1,048,576"),
+        (["--repeats", "99999999999999999999"], "--repeats: must be <= 100,000"),
+        (["--lanczos", "99999999999999999999"], "--lanczos: must be <= 10,000"),
+        (["--probes", "99999999999999999999"], "--probes: must be <= 100,000"),
+        (["--top-k", "99999999999999999999"], "--top-k: must be <= 10,000"),
+        (["--batch", "4,99999999999999999996"], "--batch: batch sizes must be <= 1,048,576"),
+        (["--batch", "2,1048576", "--repeats", "1025"], "--repeats x the largest --batch: 1,025 x 1,048,576"),
+        (["--steps-along", "0,10000000", "--run-batch", "1000"], "--steps-along x --run-batch: 10,000,000 x 1,000"),
+        (["--lr", "1e300"], "--lr: must be in [1.175494e-38, 3.402823e+38]"),
     ],
 )
 def test_calibrate_bad_options_exit_2_with_one_line(monkeypatch, capsys, tmp_path, args, message) -> None:
@@ -407,3 +418,31 @@ def test_check_out_file_finds_folders_that_cannot_be_made_and_names_too_long_one
     long = tmp_path / ("x" * 300) / "c.json"
     with pytest.raises(PyphaseError, match=r"^--out .*: File name too long"):
         check_out_file(long)
+
+
+def test_calibrate_run_batch_past_int64_exits_2_in_a_real_process(tmp_path) -> None:
+    """The reviewer's command: an OverflowError traceback (exit 1) before; one line, exit 2, no file now."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "calx.json"
+    r = subprocess.run([sys.executable, "-m", "pyphase", "calibrate", "--device", "cpu", "--shape", "tiny",
+                        "--no-progress", "--out", str(out), "--repeats", "2", "--lanczos", "8", "--probes", "2",
+                        "--steps-along", "0,5", "--radial-lrs", "none", "--run-batch", "99999999999999999999"],
+                       capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == "error: --run-batch: must be <= 1,048,576, got 99,999,999,999,999,999,999\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_calibrate_allocation_failure_is_one_line(monkeypatch, capsys, tmp_path) -> None:
+    import pyphase.model
+
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 68719476736 bytes.")
+
+    monkeypatch.setattr(pyphase.model.NanoTransformer, "__init__", refuse)
+    code, out, err = run_main(monkeypatch, capsys, "calibrate", *TINY, "--out", str(tmp_path / "c.json"))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("error: out of memory (--device cpu) while calibrating: an allocation of 64 GiB failed; ")
+    assert not (tmp_path / "c.json").exists()

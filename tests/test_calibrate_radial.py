@@ -94,6 +94,15 @@ def test_growth_law_runs_write_a_version_3_file_fitted_to_them(tmp_path):
         ({"growth_lrs": (1e-3,)}, {}, "--radial-lrs: the growth law needs two or more distinct"),
         ({"growth_lrs": (1e-3, -1.0)}, {}, "--radial-lrs: learning rates must be positive numbers, got -1.0"),
         ({}, {"data": {"sha256": "0" * 64}}, "differs from the calibration's"),
+        # past int64 (or the trainer's bounds): OverflowError tracebacks from the batcher or torch before
+        ({"repeats": 10**20}, {}, "--repeats: must be <= 100,000, got 100,000,000,000,000,000,000"),
+        ({"steps": 10**20}, {}, "--radial-steps: must be <= 10,000,000"),
+        ({"run_batch": 10**20}, {}, "--run-batch: must be <= 1,048,576"),
+        ({"batch_sizes": (2, 4 * 10**20)}, {}, "--batch: batch sizes must be <= 1,048,576"),
+        ({"lr": 1e300}, {}, "--lr: must be in [1.175494e-38, 3.402823e+38]"),
+        ({"growth_lrs": (1e-3, 1e300)}, {}, "--radial-lrs: must be in [1.175494e-38, 3.402823e+38]"),
+        ({}, {"options": {"seed": 10**20}}, "provenance.options.seed must be an integer in 0..2147483647"),
+        ({}, {"options": {"seed": "zero"}}, "provenance.options.seed must be an integer in 0..2147483647, got 'zero'"),
     ],
 )
 def test_bad_radial_options_are_one_line_errors(tmp_path, kw, prov, message):

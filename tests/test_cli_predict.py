@@ -297,3 +297,62 @@ def test_an_out_folder_that_cannot_be_written_in_is_refused_before_simulating(tm
     monkeypatch.setattr(os, "access", lambda path, mode, **k: Path(path) != locked)
     code, _, err = main_in_process(monkeypatch, capsys, "predict", "--out", str(locked), *SMALL_GRID)
     assert code == 2 and err == f"error: --out: cannot write in {locked} (permission denied)\n"
+
+
+# --------------------------------------------------------------------------- calibration values past fixed-size numbers
+def _cal_with(tmp_path, **change) -> Path:
+    """The built-in parameters as a calibration file (the format `pyphase calibrate` writes), changed."""
+    cal = tmp_path / "badcal.json"
+    cal.write_text(json.dumps({**NQMParams.builtin().to_dict(), **change}))
+    return cal
+
+
+def _predict_process(tmp_path, cal: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pyphase", "predict", "--calibration", str(cal), "--batch", "4,8",
+                           "--steps", "10", "--seeds", "1", "--lr", "1e-3,1e-2", "--out", str(tmp_path / "pbad")],
+                          capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("change,fragment", [
+    # past int64: "OverflowError: Python int too large to convert to C long" from the simulator's binding
+    ({"d": 10**30}, "d must be in 1..=1048576, got an integer of 31 digits"),
+    ({"d": 1e30}, "d must be in 1..=1048576"),
+    # past float64: math.isfinite's OverflowError "int too large to convert to float"
+    ({"h_max": 10**400}, "h_max must be a finite number, got an integer of 401 digits"),
+    ({"sigma2": 10**400}, "sigma2 must be a finite number"),
+    # finite, but the spectrum's sums overflow: θ(0) = 0 and B_simple = inf; predict wrote every output
+    # and then crashed formatting B_simple (None in the JSON)
+    ({"h_max": 1e308}, "the start θ(0) is degenerate: |G(θ0)| = 0, tr(Σ) = 3.19e+306, B_simple = inf"),
+    ({"sigma2": 1e308}, "the start θ(0) is degenerate"),
+], ids=["d-1e30-int", "d-1e30-float", "h_max-1e400-int", "sigma2-1e400-int", "h_max-1e308", "sigma2-1e308"])
+def test_a_calibration_past_fixed_size_numbers_is_one_line_exit_2_and_writes_nothing(tmp_path, change, fragment):
+    cal = _cal_with(tmp_path, **change)
+    r = _predict_process(tmp_path, cal)
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"error: calibration file {cal}: "), r.stderr
+    assert fragment in r.stderr and "Traceback" not in r.stderr and "simulate" not in r.stderr
+    assert not (tmp_path / "pbad").exists()
+
+
+def test_a_large_finite_h_max_still_predicts(tmp_path, monkeypatch, capsys):
+    """Refused is only a start the closed forms cannot describe: h_max = 1e200 is a (stiff) model whose
+    every LR diverges, and predict says so."""
+    cal = _cal_with(tmp_path, h_max=1e200)
+    code, out, err = main_in_process(monkeypatch, capsys, "predict", "--calibration", str(cal), "--batch", "4,8",
+                                     "--steps", "10", "--seeds", "1", "--lr", "1e-3,1e-2", "--out",
+                                     str(tmp_path / "p"))
+    assert code == 0, err
+    assert "B_simple = 1.88e+03" in out and "every LR diverged" in out
+
+
+def test_an_unserved_allocation_anywhere_is_one_line(tmp_path, monkeypatch, capsys):
+    """The CLI's last resort for an allocation failure no command worded (here numpy's MemoryError)."""
+    import pyphase.predict
+
+    def refuse(*args, **kwargs):
+        raise MemoryError("Unable to allocate 9.31 GiB for an array with shape (1250000000,) and data type float64")
+
+    monkeypatch.setattr(pyphase.predict, "predict", refuse)
+    code, out, err = main_in_process(monkeypatch, capsys, "predict", *SMALL_GRID, "--out", str(tmp_path / "p"))
+    assert (code, out) == (2, "")
+    assert err == "error: out of memory: an allocation of 9.31 GiB failed\n"

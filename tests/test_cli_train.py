@@ -317,3 +317,119 @@ def test_ctrl_c_is_one_line_and_exit_130_saying_train_resumes(tmp_path, monkeypa
     with pytest.raises(SystemExit) as exc:
         cli.main()
     assert exc.value.code == 130 and capsys.readouterr().err == "pyphase: interrupted\n"
+
+
+# --------------------------------------------------------------------------- sizes past what the trainer can hold
+def smoke_with(tmp_path, old: str, new: str):
+    """experiments/smoke.toml with one line replaced, written to tmp_path/bad.toml."""
+    from pyphase.config import experiments_dir
+
+    text = (experiments_dir() / "smoke.toml").read_text()
+    assert old in text
+    path = tmp_path / "bad.toml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def assert_one_line_and_nothing_written(r: subprocess.CompletedProcess[str], out, *fragments: str) -> None:
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    for fragment in fragments:
+        assert fragment in r.stderr, r.stderr
+    assert not out.exists()  # not even the plan (out/smoke/plan.json)
+
+
+@pytest.mark.parametrize("old,new,fragments", [
+    # past int64: the batcher's OverflowError "int too big to convert", after plan.json was written
+    ("batch_size = [4, 8]", "batch_size = [99999999999999999999]",
+     ["grid.batch_size: must be <= 1,048,576, got 99,999,999,999,999,999,999"]),
+    # within int64 but absurd: the batcher's own error, also after plan.json
+    ("batch_size = [4, 8]", "batch_size = [4611686018427387904]", ["grid.batch_size: must be <= 1,048,576"]),
+    # torch.empty's TypeError "Overflow when unpacking long long"
+    ("d_model = 32", "d_model = 4096000000", ["model.d_model: must be <= 65,536, got 4,096,000,000"]),
+    # the CPU allocator's RuntimeError "you tried to allocate 2474093051904 bytes"
+    ("d_model = 32", "d_model = 65536", ["a pack of 6 configs at batch_size 4", "103,087,210,496 parameters each",
+                                         "needs at least 9 TiB, more than cpu's"]),
+    # a TypeError from the model's construction
+    ("mlp_ratio = 4", "mlp_ratio = 99999999999999999999", ["model.mlp_ratio: must be <= 64"]),
+], ids=["batch-past-int64", "batch-2^62", "d_model-4096000000", "d_model-65536", "mlp_ratio-past-int64"])
+def test_a_size_the_trainer_cannot_hold_is_one_line_exit_2_and_writes_nothing(tmp_path, old, new, fragments):
+    out = tmp_path / "rb"
+    toml = smoke_with(tmp_path, old, new)
+    r = pyphase("train", str(toml), "--device", "cpu", "--out", str(out), "--no-progress")
+    assert_one_line_and_nothing_written(r, out, *fragments)
+
+
+def test_a_pack_past_the_batchers_output_is_refused_before_the_plan_is_written(tmp_path):
+    """Each config fits (steps x batch_size <= 2^30) but the pack of 2 draws twice that: refused before
+    any output, with the --max-pack that fits (the batcher's ValueError came after plan.json)."""
+    toml = smoke_with(tmp_path, "batch_size = [4, 8]", "batch_size = [1048576]")
+    toml.write_text(toml.read_text().replace("steps = 40", "steps = 1000").replace("lr = [1e-3, 3e-3, 1e-2]",
+                                                                                 "lr = [1e-3]"))
+    out = tmp_path / "rb"
+    r = pyphase("train", str(toml), "--device", "cpu", "--out", str(out), "--no-progress")
+    assert_one_line_and_nothing_written(r, out, "a pack of 2 configs at batch_size 1,048,576 (1,000 steps) draws "
+                                        "2,097,152,000 window offsets", "(--max-pack 1)")
+
+
+def _allocator_refuses(self, *args, **kwargs):
+    raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                       "you tried to allocate 2474093051904 bytes. Error code 12 (Cannot allocate memory)")
+
+
+def test_an_allocation_failure_while_building_a_pack_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    """Past the pre-flight floor (sweep.check_pack_fits) the allocator may still refuse: one line with
+    how much was asked, and the folder and plan.json the sweep had just made are removed again."""
+    import pyphase.train
+
+    monkeypatch.setattr(pyphase.train.PackTrainer, "__init__", _allocator_refuses)
+    out = tmp_path / "new" / "runs"
+    code, err = main_in_process(monkeypatch, capsys, "train", "smoke", "--device", "cpu", "--out", str(out),
+                                "--no-progress")
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: out of memory on cpu while building or training a pack of 6 configs at batch_size 4 "
+                          "(28,480 parameters a model, block_size 32): an allocation of 2.25 TiB failed; use "
+                          "--max-pack 1"), err
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_allocation_failure_keeps_what_an_earlier_sweep_wrote(tmp_path, monkeypatch, capsys):
+    """Only what this sweep made is removed: an existing experiment folder and its plan stay."""
+    import pyphase.train
+
+    out = tmp_path / "runs"
+    (out / "smoke").mkdir(parents=True)
+    (out / "smoke" / "notes.txt").write_text("mine")
+    monkeypatch.setattr(pyphase.train.PackTrainer, "__init__", _allocator_refuses)
+    code, err = main_in_process(monkeypatch, capsys, "train", "smoke", "--device", "cpu", "--out", str(out),
+                                "--no-progress")
+    assert code == 2 and "out of memory on cpu" in err
+    assert sorted(p.name for p in (out / "smoke").iterdir()) == ["notes.txt", "plan.json"]
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("shape mismatch in the model"), TypeError("a bug")])
+def test_other_errors_while_building_a_pack_are_not_taken_for_allocation_failures(tmp_path, monkeypatch, exc):
+    import pyphase.train
+    from pyphase.cli import main
+
+    def fail(self, *args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(pyphase.train.PackTrainer, "__init__", fail)
+    monkeypatch.setattr(sys, "argv", ["pyphase", "train", "smoke", "--device", "cpu", "--out", str(tmp_path / "r"),
+                                      "--no-progress"])
+    with pytest.raises(type(exc), match=str(exc)):
+        main()
+
+
+def test_allocation_failure_words_what_each_allocator_asked_for():
+    from pyphase.sweep import allocation_failure
+
+    assert allocation_failure(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                                           "2474093051904 bytes. Error code 12")) == "an allocation of 2.25 TiB"
+    assert allocation_failure(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a "
+                                                     "total capacity of 79.19 GiB")) == "an allocation of 2.00 GiB"
+    assert allocation_failure(MemoryError()) == "an allocation"
+    for other in (RuntimeError("CUDA error: an illegal memory access"), ValueError("allocate 3 bytes"), OSError()):
+        assert allocation_failure(other) is None

@@ -359,3 +359,78 @@ def test_float_problem_is_the_one_bound_check_of_config_and_predict():
     for key, value in (("momentum", 1.0), ("weight_decay", -1.0)):
         with pytest.raises(PyphaseError, match=rf"^{key}: {bad.problems()[key]}$"):
             RunConfig(experiment="x", batch_size=8, lr=0.01, gradient_clip=None, seed=0, steps=10, **{key: value})
+
+
+# --------------------------------------------------------------------------- bounds past fixed-size numbers
+BIG = 99_999_999_999_999_999_999  # past int64: torch and the Rust core raised OverflowError on it
+
+
+@pytest.mark.parametrize("line,fragment", [
+    ("batch_size = [4, 8]", "grid.batch_size: must be <= 1,048,576, got 99,999,999,999,999,999,999"),
+    ("d_model = 32", "model.d_model: must be <= 65,536"),
+    ("n_layer = 1", "model.n_layer: must be <= 1,024"),
+    ("n_head = 2", "model.n_head: must be <= 65,536"),
+    ("block_size = 16", "model.block_size: must be <= 1,048,576"),
+    ("[model]", "model.mlp_ratio: must be <= 64"),
+    ("steps = 10", "train.steps: must be <= 100,000,000"),
+    ("[train]", "train.eval_interval: must be <= 100,000,000"),
+    ("[train]", "train.eval_windows: must be <= 1,073,741,824"),
+    ("[train]", "train.checkpoint_every: must be <= 100,000,000"),
+    ("[optim]", "optim.warmup_steps: must be <= 100,000,000"),
+])
+def test_every_integer_field_has_a_bound_below_int64(tmp_path, line, fragment):
+    """Each integer of the TOML past int64 (or merely absurd) is a one-line error naming the key, not an
+    OverflowError from the batcher or torch, a loop over 10^20 layers, or an accepted value."""
+    key = fragment.split(":")[0].split(".")[1]
+    text = (BASE + GRID).replace(line, f"{line}\n{key} = {BIG}" if line.startswith("[") else f"{key} = "
+                                 + (f"[{BIG}]" if key == "batch_size" else str(BIG)))
+    msg = _error(tmp_path, text)
+    assert fragment in msg, msg
+
+
+def test_model_shape_bounds_hold_at_their_maximum_and_refuse_one_more():
+    from pyphase.config import MODEL_MAXIMA
+
+    assert ModelShape(d_model=MODEL_MAXIMA["d_model"], n_head=1).d_model == 65_536
+    for key, most in MODEL_MAXIMA.items():
+        with pytest.raises(PyphaseError, match=rf"^model\.{key}: must be <= {most:,}, got {most + 1:,}$"):
+            ModelShape(**{key: most + 1, **({"n_head": 1} if key == "d_model" else {})})
+    with pytest.raises(PyphaseError, match=r"^model\.d_model: must be <= 65,536, got 4,096,000,000$"):
+        ModelShape(d_model=4_096_000_000)
+
+
+def test_steps_times_batch_size_stays_within_the_batchers_output():
+    from pyphase.config import MAX_BATCH_WINDOWS
+
+    RunConfig(experiment="x", batch_size=1 << 20, lr=0.01, gradient_clip=None, seed=0, steps=MAX_BATCH_WINDOWS >> 20)
+    with pytest.raises(PyphaseError, match=r"^steps: 1,025 steps x batch_size 1,048,576 = 1,074,790,400 training "
+                                           r"windows, at most 1,073,741,824"):
+        RunConfig(experiment="x", batch_size=1 << 20, lr=0.01, gradient_clip=None, seed=0, steps=1025)
+
+
+@pytest.mark.parametrize("line,fragment", [
+    ("lr = [0.001, 0.01]", "grid.lr: must be in [1.175494e-38, 3.402823e+38]"),
+    ("gradient_clip = [1.0, \"none\"]", "grid.gradient_clip: must be in [1.175494e-38, 3.402823e+38]"),
+    ("[optim]", "optim.eps: must be in [1.175494e-38, 3.402823e+38]"),
+    ("[optim]", "optim.weight_decay: must be <= 3.402823e+38"),
+])
+@pytest.mark.parametrize("value", ["1e300", "1e-300"])
+def test_floats_the_trainer_holds_in_float32_must_be_float32_numbers(tmp_path, line, fragment, value):
+    """1e300 became inf in the trainer's float32 tensors (and an eps of 1e-300 became 0: 0/0 where a
+    second moment is 0); a finite float64 is not enough."""
+    key = fragment.split(":")[0].split(".")[1]
+    new = f"{line}\n{key} = {value}" if line.startswith("[") else f"{key} = [{value}]"
+    text = (BASE + GRID).replace(line, new)
+    if key == "weight_decay" and value == "1e-300":  # a tiny weight decay is a tiny weight decay
+        assert load_experiment(write(tmp_path, text)).configs[0].weight_decay == 1e-300
+        return
+    msg = _error(tmp_path, text)
+    assert fragment in msg and f"got {float(value):g}" in msg, msg
+
+
+def test_a_huge_integer_where_a_number_goes_is_one_line():
+    """math.isfinite raised OverflowError on an int past float's range."""
+    with pytest.raises(PyphaseError, match=r"^lr: must be finite and > 0, got an integer of 401 digits$"):
+        RunConfig(experiment="x", batch_size=8, lr=10**400, gradient_clip=None, seed=0, steps=10)
+    with pytest.raises(PyphaseError, match=r"^weight_decay: must be finite and >= 0.0, got an integer of 401 digits$"):
+        RunConfig(experiment="x", batch_size=8, lr=0.01, gradient_clip=None, seed=0, steps=10, weight_decay=10**400)

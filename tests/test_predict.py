@@ -615,3 +615,42 @@ def test_settings_print_as_given_and_numpy_numbers_pass_the_checks() -> None:
     import dataclasses
 
     assert set(dataclasses.replace(s, momentum=np.float64(1.0)).problems()) == {"momentum"}
+
+
+def test_format_summary_says_b_simple_is_not_defined_where_the_json_holds_null():
+    """A prediction.json whose B_simple (or |G(θ0)|) was infinite holds null; formatting it raised
+    "unsupported format string passed to NoneType.__format__" after every file was written."""
+    import json as _json
+
+    from pyphase.predict import format_summary, predict
+
+    pred = predict([1.0], batches=[8, 32], lrs=[1e-3, 1e-2], steps=20, seeds=1, params=SMALL, progress=False)
+    summary = _json.loads(_json.dumps(pred.summary))
+    summary.update(b_simple=None, init_grad_norm=None)
+    text = format_summary(summary)
+    assert "|G(θ0)| = not defined, B_simple = not defined" in text.splitlines()[0]
+
+
+def test_predict_refuses_a_degenerate_start_before_simulating():
+    """Parameters given in-process are checked as a file's are (NQMParams.check), before any simulation."""
+    from pyphase.predict import predict
+
+    bad = NQMParams(**{**{k: getattr(SMALL, k) for k in nqm.FIELDS}, "h_max": 1e308})
+    with pytest.raises(PyphaseError, match=r"^NQM parameters: the start θ\(0\) is degenerate: \|G\(θ0\)\| = 0"):
+        predict([1.0], batches=[8], lrs=[1e-3], steps=5, seeds=1, params=bad, progress=False)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"d": 10**30}, "d must be in 1..=1048576, got an integer of 31 digits (the simulator's limit)"),
+    ({"d": (1 << 20) + 1}, "d must be in 1..=1048576, got 1048577 (the simulator's limit)"),
+    ({"alpha": 10**400}, "alpha must be a finite number, got an integer of 401 digits"),
+    ({"init_loss": -(10**400)}, "init_loss must be a finite number, got an integer of 401 digits"),
+])
+def test_nqm_fields_are_range_checked_before_any_conversion(tmp_path, change, message):
+    """Python's ints are unbounded: d past int64 overflowed the simulator's binding, and a number past
+    float64 overflowed math.isfinite; both are one-line errors naming the file now."""
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps({**SMALL.to_dict(), **change}))
+    with pytest.raises(PyphaseError) as e:
+        NQMParams.load(p)
+    assert str(e.value) == f"calibration file {p}: {message}"
