@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyphase.config import ModelShape
-from pyphase.errors import PyphaseError
+from pyphase.config import MAX_BATCH_SIZE, ModelShape, check_int, check_positive_float
+from pyphase.errors import PyphaseError, shown
 from pyphase.nqm import FIELDS as NQM_FIELDS
 
 if TYPE_CHECKING:
@@ -850,15 +850,11 @@ def _check_options(shape: str, batch_sizes: Sequence[int], steps_along: Sequence
                    run_batch: int, repeats: int, lanczos_iter: int, probes: int, hvp_batch: int, top_k: int,
                    floor: str, fit_step: int, max_d: int) -> None:
     """Every bad option is a one-line PyphaseError naming it (the CLI's exit code 2)."""
-    from pyphase.config import MAX_BATCH_SIZE
-
     if shape not in SHAPES:
         raise PyphaseError(f"--shape: expected one of {', '.join(SHAPES)}, got {shape!r}")
     if any(b < 1 for b in batch_sizes):
         raise PyphaseError(f"--batch: batch sizes must be >= 1, got {list(batch_sizes)}")
-    if max(batch_sizes, default=0) > MAX_BATCH_SIZE:
-        raise PyphaseError(f"--batch: batch sizes must be <= {MAX_BATCH_SIZE:,} (the trainer's largest), got "
-                           f"{_show_int(max(batch_sizes))}")
+    _check_largest_batch(batch_sizes)
     if len(set(batch_sizes)) < 2:
         raise PyphaseError(f"--batch: the two-batch estimator needs two distinct batch sizes, got {list(batch_sizes)}")
     bad = [b for b in batch_sizes if max(batch_sizes) % b]
@@ -873,11 +869,7 @@ def _check_options(shape: str, batch_sizes: Sequence[int], steps_along: Sequence
     _check_lr(lr, "--lr")
     for name, v, lo in (("--run-batch", run_batch, 1), ("--repeats", repeats, 2), ("--lanczos", lanczos_iter, 2),
                         ("--probes", probes, 2), ("--hvp-batch", hvp_batch, 1), ("--top-k", top_k, 2)):
-        hi = MAX_COUNTS.get(name, MAX_BATCH_SIZE)
-        if v < lo:
-            raise PyphaseError(f"{name}: must be >= {lo}, got {_show_int(v)}")
-        if v > hi:
-            raise PyphaseError(f"{name}: must be <= {hi:,}, got {_show_int(v)}")
+        check_int(v, name, minimum=lo, maximum=MAX_COUNTS.get(name, MAX_BATCH_SIZE))
     if repeats * max(batch_sizes) > MAX_NOISE_WINDOWS:
         raise PyphaseError(f"--repeats x the largest --batch: {repeats:,} x {max(batch_sizes):,} = "
                            f"{repeats * max(batch_sizes):,} noise windows a point, at most {MAX_NOISE_WINDOWS:,}")
@@ -891,20 +883,15 @@ def _check_options(shape: str, batch_sizes: Sequence[int], steps_along: Sequence
         raise PyphaseError(f"--fit-step: {fit_step} is not one of --steps-along {list(steps_along)}")
 
 
-def _show_int(v: int) -> str:
-    """An integer option's value for an error message: its digits, or its size past 30 digits."""
-    return f"{v:,}" if abs(v) < 10**30 else f"an integer of {len(str(abs(v)))} digits"
-
-
 def _check_lr(lr: float, option: str) -> None:
-    """A learning rate the trainer's float32 holds: positive, finite, a normal float32 number."""
-    from pyphase.config import FLOAT32_MAX, FLOAT32_TINY
+    """A learning rate the trainer's float32 holds, checked as an experiment's lr is."""
+    check_positive_float(lr, option)
 
-    if not (math.isfinite(lr) and lr > 0):
-        raise PyphaseError(f"{option}: must be a positive number, got {lr}")
-    if not FLOAT32_TINY <= lr <= FLOAT32_MAX:
-        raise PyphaseError(f"{option}: must be in [{FLOAT32_TINY:.7g}, {FLOAT32_MAX:.7g}] (float32's normal numbers, "
-                           f"as the trainer holds it), got {lr:g}")
+
+def _check_largest_batch(sizes: Sequence[int]) -> None:
+    if max(sizes, default=0) > MAX_BATCH_SIZE:
+        raise PyphaseError(f"--batch: batch sizes must be <= {MAX_BATCH_SIZE:,} (the trainer's largest), got "
+                           f"{shown(max(sizes))}")
 
 
 def _check_run_length(steps: int, batch: int, option: str) -> None:
@@ -1548,18 +1535,11 @@ def add_scale_invariance(base: str | Path, *, device: str = "cpu", data: str | P
     run_batch = int(run_batch) if run_batch is not None else sizes[0] if sizes else 1
     if len(set(sizes)) < 2 or min(sizes) < 1 or any(max(sizes) % b for b in sizes):
         raise PyphaseError(f"--batch: need two distinct batch sizes >= 1, each dividing the largest, got {sizes}")
-    from pyphase.config import MAX_BATCH_SIZE
-
-    if max(sizes) > MAX_BATCH_SIZE:
-        raise PyphaseError(f"--batch: batch sizes must be <= {MAX_BATCH_SIZE:,} (the trainer's largest), got "
-                           f"{_show_int(max(sizes))}")
+    _check_largest_batch(sizes)
     for name, v, lo, hi in (("--repeats", repeats, 2, MAX_COUNTS["--repeats"]),
                             ("--radial-steps", steps, 1, MAX_STEPS_ALONG),
                             ("--run-batch", run_batch, 1, MAX_BATCH_SIZE)):
-        if v < lo:
-            raise PyphaseError(f"{name}: must be >= {lo}, got {_show_int(v)}")
-        if v > hi:
-            raise PyphaseError(f"{name}: must be <= {hi:,}, got {_show_int(v)}")
+        check_int(v, name, minimum=lo, maximum=hi)
     if repeats * max(sizes) > MAX_NOISE_WINDOWS:
         raise PyphaseError(f"--repeats x the largest --batch: {repeats:,} x {max(sizes):,} = "
                            f"{repeats * max(sizes):,} noise windows, at most {MAX_NOISE_WINDOWS:,}")
@@ -1570,7 +1550,7 @@ def add_scale_invariance(base: str | Path, *, device: str = "cpu", data: str | P
     file_seed = (params.provenance.get("options") or {}).get("seed", seed)
     if isinstance(file_seed, bool) or not isinstance(file_seed, int) or not 0 <= file_seed <= MAX_SEED:
         raise PyphaseError(f"{base}: provenance.options.seed must be an integer in 0..{MAX_SEED}, got "
-                           f"{_show_int(file_seed) if isinstance(file_seed, int) else repr(file_seed)}")
+                           f"{shown(file_seed, quote=True)}")
     check_out_file(out)
     growth_lrs = [float(x) for x in growth_lrs]
     bad = [x for x in growth_lrs if not (math.isfinite(x) and x > 0)]

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pyphase
-from pyphase.errors import PyphaseError
+from pyphase.errors import PyphaseError, shown
 
 MAX_STEPS = 100_000_000  # optimizer steps a run may ask for (see RunConfig)
 # Largest batch size (windows a step). Far past any sweep (seed 000's largest is 256); a larger one
@@ -85,7 +85,7 @@ class ModelShape:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            _check_int(getattr(self, f.name), f"model.{f.name}", minimum=1, maximum=MODEL_MAXIMA[f.name])
+            check_int(getattr(self, f.name), f"model.{f.name}", minimum=1, maximum=MODEL_MAXIMA[f.name])
         if self.d_model % self.n_head != 0:
             raise PyphaseError(
                 f"model.d_model: {self.d_model} is not divisible by model.n_head = {self.n_head}"
@@ -118,29 +118,29 @@ class RunConfig:
     model: ModelShape = field(default_factory=ModelShape)
 
     def __post_init__(self) -> None:
-        _check_int(self.batch_size, "batch_size", minimum=1, maximum=MAX_BATCH_SIZE)
-        _check_positive_float(self.lr, "lr")
+        check_int(self.batch_size, "batch_size", minimum=1, maximum=MAX_BATCH_SIZE)
+        check_positive_float(self.lr, "lr")
         if self.gradient_clip is not None:
-            _check_positive_float(self.gradient_clip, "gradient_clip")
-        _check_int(self.seed, "seed", minimum=0, maximum=MAX_SEED)
+            check_positive_float(self.gradient_clip, "gradient_clip")
+        check_int(self.seed, "seed", minimum=0, maximum=MAX_SEED)
         # the trainer holds every step's telemetry and batch offsets on the device: 10^8 steps is far
         # past any sweep and still allocatable; a larger count failed later with numpy's "array is too big"
-        _check_int(self.steps, "steps", minimum=1, maximum=MAX_STEPS)
+        check_int(self.steps, "steps", minimum=1, maximum=MAX_STEPS)
         if self.steps * self.batch_size > MAX_BATCH_WINDOWS:
             raise PyphaseError(f"steps: {self.steps:,} steps x batch_size {self.batch_size:,} = "
                                f"{self.steps * self.batch_size:,} training windows, at most {MAX_BATCH_WINDOWS:,} "
                                "(the batcher draws every step's windows at once)")
         _check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         _check_betas(self.betas, "betas")
-        _check_positive_float(self.eps, "eps")
+        check_positive_float(self.eps, "eps")
         _check_float(self.weight_decay, "weight_decay", lo=0.0)
         _check_float(self.momentum, "momentum", lo=0.0, hi_open=1.0)
-        _check_int(self.warmup_steps, "warmup_steps", minimum=0, maximum=MAX_STEPS)
+        check_int(self.warmup_steps, "warmup_steps", minimum=0, maximum=MAX_STEPS)
         if self.warmup_steps > self.steps:
             raise PyphaseError(f"warmup_steps: {self.warmup_steps} exceeds steps = {self.steps}")
         _check_choice(self.schedule, "schedule", SCHEDULES)
-        _check_int(self.eval_interval, "eval_interval", minimum=1, maximum=MAX_STEPS)
-        _check_int(self.eval_windows, "eval_windows", minimum=1, maximum=MAX_EVAL_WINDOWS)
+        check_int(self.eval_interval, "eval_interval", minimum=1, maximum=MAX_STEPS)
+        check_int(self.eval_windows, "eval_windows", minimum=1, maximum=MAX_EVAL_WINDOWS)
         if not isinstance(self.model, ModelShape):
             raise PyphaseError(f"model: expected a ModelShape, got {type(self.model).__name__}")
 
@@ -192,14 +192,13 @@ MAX_SEEDS = 10_000
 MAX_SEED = 2**63 - 1
 
 
-def _check_int(value: Any, key: str, *, minimum: int, maximum: int | None = None) -> None:
+def check_int(value: Any, key: str, *, minimum: int, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise PyphaseError(f"{key}: expected an integer, got {value!r}")
     if value < minimum:
-        raise PyphaseError(f"{key}: must be >= {minimum}, got {_show(value)}")
+        raise PyphaseError(f"{key}: must be >= {minimum}, got {shown(value)}")
     if maximum is not None and value > maximum:
-        raise PyphaseError(f"{key}: must be <= {maximum:,}, got {value:,}" if value < 10**30 else
-                           f"{key}: must be <= {maximum:,}, got {_show(value)}")
+        raise PyphaseError(f"{key}: must be <= {maximum:,}, got {shown(value)}")
 
 
 def float_problem(value: Any, *, lo: float, hi_open: float | None = None) -> str | None:
@@ -208,27 +207,20 @@ def float_problem(value: Any, *, lo: float, hi_open: float | None = None) -> str
     never bools. Shared by the config's checks and predict's optimizer settings."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy's bool is no numbers.Real
         return f"expected a number, got {value!r}"
-    if not _finite(value) or value < lo or (hi_open is not None and value >= hi_open):
+    if not is_finite(value) or value < lo or (hi_open is not None and value >= hi_open):
         bound = f">= {lo}" + ("" if hi_open is None else f" and < {hi_open}")
-        return f"must be finite and {bound}, got {_show(value)}"
+        return f"must be finite and {bound}, got {shown(value)}"
     if abs(value) > FLOAT32_MAX:
         return f"must be <= {FLOAT32_MAX:.7g} (float32's largest number, as the trainer holds it), got {value:g}"
     return None
 
 
-def _finite(value: numbers.Real) -> bool:
+def is_finite(value: numbers.Real) -> bool:
     """math.isfinite, False for an integer too large for a float (where math.isfinite raises)."""
     try:
         return math.isfinite(value)
     except OverflowError:
         return False
-
-
-def _show(value: Any) -> str:
-    """A value for an error message: an integer of more than 30 digits by its size, not its digits."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
-        return f"an integer of {len(str(abs(value)))} digits"
-    return str(value)
 
 
 def _check_float(value: Any, key: str, *, lo: float, hi_open: float | None = None) -> None:
@@ -237,11 +229,11 @@ def _check_float(value: Any, key: str, *, lo: float, hi_open: float | None = Non
         raise PyphaseError(f"{key}: {problem}")
 
 
-def _check_positive_float(value: Any, key: str) -> None:
+def check_positive_float(value: Any, key: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise PyphaseError(f"{key}: expected a number, got {value!r}")
-    if not _finite(value) or value <= 0:
-        raise PyphaseError(f"{key}: must be finite and > 0, got {_show(value)}")
+    if not is_finite(value) or value <= 0:
+        raise PyphaseError(f"{key}: must be finite and > 0, got {shown(value)}")
     if not FLOAT32_TINY <= value <= FLOAT32_MAX:  # the trainer holds it in float32: inf or 0 there
         raise PyphaseError(f"{key}: must be in [{FLOAT32_TINY:.7g}, {FLOAT32_MAX:.7g}] (float32's normal numbers, as "
                            f"the trainer holds it), got {value:g}")
@@ -304,7 +296,7 @@ def _clip_value(value: Any, key: str) -> float | None:
         if value.lower() == CLIP_OFF:
             return None
         raise PyphaseError(f"{key}: unknown value {value!r} (a positive number, or \"none\" for no clipping)")
-    _check_positive_float(value, key)
+    check_positive_float(value, key)
     return float(value)
 
 
@@ -324,10 +316,10 @@ def _axis_values(entry: dict[str, Any], where: str) -> list[tuple[int, float, fl
         checked: list[Any] = []
         for v in vals:
             if key == "batch_size":
-                _check_int(v, f"{where}.{key}", minimum=1, maximum=MAX_BATCH_SIZE)
+                check_int(v, f"{where}.{key}", minimum=1, maximum=MAX_BATCH_SIZE)
                 checked.append(v)
             elif key == "lr":
-                _check_positive_float(v, f"{where}.{key}")
+                check_positive_float(v, f"{where}.{key}")
                 checked.append(float(v))
             else:
                 checked.append(_clip_value(v, f"{where}.{key}"))
@@ -342,11 +334,11 @@ def _seeds(value: Any) -> list[int]:
         if len(value) > MAX_SEEDS:
             raise PyphaseError(f"train.seeds: at most {MAX_SEEDS:,} seeds, got {len(value):,}")
         for s in value:
-            _check_int(s, "train.seeds", minimum=0, maximum=MAX_SEED)
+            check_int(s, "train.seeds", minimum=0, maximum=MAX_SEED)
         if len(set(value)) != len(value):
             raise PyphaseError(f"train.seeds: repeated seed in {value}")
         return list(value)
-    _check_int(value, "train.seeds", minimum=1, maximum=MAX_SEEDS)
+    check_int(value, "train.seeds", minimum=1, maximum=MAX_SEEDS)
     return list(range(value))
 
 
@@ -375,10 +367,10 @@ def _build(raw: dict[str, Any], path: Path, seeds_override: int | None) -> Exper
         raise PyphaseError("train.steps: missing (how many optimizer steps each run takes)")
     seeds = _seeds(train_sec.get("seeds", [0]))
     if seeds_override is not None:
-        _check_int(seeds_override, "--seeds", minimum=1, maximum=MAX_SEEDS)
+        check_int(seeds_override, "--seeds", minimum=1, maximum=MAX_SEEDS)
         seeds = list(range(seeds_override))
     checkpoint_every = train_sec.get("checkpoint_every", 1000)
-    _check_int(checkpoint_every, "train.checkpoint_every", minimum=1, maximum=MAX_STEPS)
+    check_int(checkpoint_every, "train.checkpoint_every", minimum=1, maximum=MAX_STEPS)
 
     has_grid, has_runs = "grid" in raw, "runs" in raw
     if has_grid == has_runs:

@@ -43,7 +43,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyphase.errors import PyphaseError
+from pyphase.config import is_finite
+from pyphase.errors import PyphaseError, shown
 
 FORMAT = "pyphase.nqm"
 VERSION = 3
@@ -104,19 +105,7 @@ BUILTIN_PROVENANCE = {
 
 def _finite_number(v: Any) -> bool:
     """A finite real number (never a bool); an integer too large for a float is not finite."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:  # an int past float's range: math.isfinite cannot convert it
-        return False
-
-
-def _show(v: Any) -> str:
-    """A value for an error message: repr, but an integer of more than 30 digits by its size."""
-    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10**30:
-        return f"an integer of {len(str(abs(v)))} digits"
-    return repr(v)
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and is_finite(v)
 
 
 @dataclass(frozen=True)
@@ -139,13 +128,13 @@ class NQMParams:
 
     def __post_init__(self) -> None:
         if isinstance(self.d, bool) or not isinstance(self.d, int) or self.d < 1:
-            raise PyphaseError(f"NQM d must be a positive integer, got {_show(self.d)}")
+            raise PyphaseError(f"NQM d must be a positive integer, got {shown(self.d, quote=True)}")
         if self.d > MAX_D:
-            raise PyphaseError(f"NQM d must be in 1..={MAX_D}, got {_show(self.d)} (the simulator's limit)")
+            raise PyphaseError(f"NQM d must be in 1..={MAX_D}, got {shown(self.d, quote=True)} (the simulator's limit)")
         for name in FIELDS[1:]:
             v = getattr(self, name)
             if not _finite_number(v):
-                raise PyphaseError(f"NQM {name} must be a finite number, got {_show(v)}")
+                raise PyphaseError(f"NQM {name} must be a finite number, got {shown(v, quote=True)}")
         if self.h_max <= 0:
             raise PyphaseError(f"NQM h_max must be > 0, got {self.h_max}")
         if self.alpha < 0:
@@ -167,7 +156,7 @@ class NQMParams:
         for name in given + law:
             v = getattr(self, name)
             if not _finite_number(v):
-                raise PyphaseError(f"NQM {name} must be a finite number, got {_show(v)}")
+                raise PyphaseError(f"NQM {name} must be a finite number, got {shown(v, quote=True)}")
         if given:
             if not 0.0 <= self.si_fraction <= 1.0:  # type: ignore[operator]
                 raise PyphaseError(f"NQM si_fraction must be in [0, 1], got {self.si_fraction}")

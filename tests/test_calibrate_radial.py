@@ -90,7 +90,7 @@ def test_growth_law_runs_write_a_version_3_file_fitted_to_them(tmp_path):
         ({"repeats": 1}, {}, "--repeats: must be >= 2"),
         ({"batch_sizes": (3, 4)}, {}, "--batch"),
         ({"steps": 0}, {}, "--radial-steps: must be >= 1"),
-        ({"lr": -1.0}, {}, "--lr: must be a positive number"),
+        ({"lr": -1.0}, {}, "--lr: must be finite and > 0, got -1.0"),
         ({"growth_lrs": (1e-3,)}, {}, "--radial-lrs: the growth law needs two or more distinct"),
         ({"growth_lrs": (1e-3, -1.0)}, {}, "--radial-lrs: learning rates must be positive numbers, got -1.0"),
         ({}, {"data": {"sha256": "0" * 64}}, "differs from the calibration's"),

@@ -642,7 +642,7 @@ def test_predict_refuses_a_degenerate_start_before_simulating():
 
 @pytest.mark.parametrize("change,message", [
     ({"d": 10**30}, "d must be in 1..=1048576, got an integer of 31 digits (the simulator's limit)"),
-    ({"d": (1 << 20) + 1}, "d must be in 1..=1048576, got 1048577 (the simulator's limit)"),
+    ({"d": (1 << 20) + 1}, "d must be in 1..=1048576, got 1,048,577 (the simulator's limit)"),
     ({"alpha": 10**400}, "alpha must be a finite number, got an integer of 401 digits"),
     ({"init_loss": -(10**400)}, "init_loss must be a finite number, got an integer of 401 digits"),
 ])
