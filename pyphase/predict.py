@@ -14,17 +14,14 @@ trajectory, exactly `schema.PREDICTION_COLUMNS`), `curves.parquet` (loss at log-
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import numbers
 import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +39,7 @@ from pyphase.results import (
     PREDICT_SUMMARY_FILE,
     PREDICT_SUMMARY_KIND,
     PREDICT_TABLE_FILE,
+    CtrlCGuard,
     PREDICT_TABLE_SHA256,
     _fsync,
     _replace_together,
@@ -726,7 +724,7 @@ def write_prediction(pred: Prediction, out_dir: str | Path, *, announce: bool = 
     their names one right after the other, prediction.json last (`results._replace_together`, as
     `export` does). A failure or Ctrl-C before that leaves an earlier prediction there as it was, and
     removes the temporaries and the folders this call made; a Ctrl-C during the renames waits until
-    they are done (`_CtrlC`). Temporaries that a write killed midway (SIGKILL, a crash) left in
+    they are done (`CtrlCGuard`). Temporaries that a write killed midway (SIGKILL, a crash) left in
     `out_dir` are removed first, those of a writer still running excepted (`results.remove_stale_staged`).
     prediction.json records trajectories.parquet's sha256, so `read_prediction` can tell a table it
     does not describe.
@@ -744,7 +742,7 @@ def write_prediction(pred: Prediction, out_dir: str | Path, *, announce: bool = 
     staged = staged_paths(out, [*(n for n in names.values() if n != SUMMARY_FILE), SUMMARY_FILE])
     renamed: list[str] = []
     earlier, had_earlier = None, False
-    with _CtrlC() as ctrl_c:
+    with CtrlCGuard() as ctrl_c:
         made = missing_folders(out)
         try:
             try:
@@ -798,52 +796,6 @@ def _remove_earlier_maps(out: Path, earlier: set[str] | None, written: set[str])
             print(f"warning: --out {out}: cannot remove the earlier prediction's {name}: {e.strerror or e}",
                   file=sys.stderr)
     return removed
-
-
-class _CtrlC:
-    """Ctrl-C (SIGINT) while a prediction is written: the first raises KeyboardInterrupt as usual, and
-    any more are dropped until the block ends, so the cleanup after the first runs whole (a Ctrl-C
-    during a Parquet write can come back as two KeyboardInterrupts, polars' and Python's); inside
-    `held()` (the renames) one is held and raised when the hold ends. Only in the main thread (the only
-    one Python delivers signals to); elsewhere a no-op."""
-
-    def __init__(self) -> None:
-        self.raised = self.holding = self.pending = False
-        self.previous: Any = None
-        self.active = False
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.raised:
-            return
-        if self.holding:
-            self.pending = True
-            return
-        self.raised = True
-        raise KeyboardInterrupt
-
-    def __enter__(self) -> _CtrlC:
-        # only over Python's own Ctrl-C handler: an ignored SIGINT (a background job) stays ignored, and
-        # a handler not set from Python (getsignal None) could not be put back
-        if (threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-            self.previous = signal.signal(signal.SIGINT, self._handler)
-            self.active = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.active:
-            signal.signal(signal.SIGINT, self.previous)
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        self.holding = True
-        try:
-            yield
-        finally:
-            self.holding = False
-        if self.pending:
-            self.raised = True
-            raise KeyboardInterrupt
 
 
 def earlier_regime_maps(out: Path) -> set[str] | None:

@@ -23,11 +23,11 @@ from scipy import stats
 from pyphase import analysis as an
 from pyphase import plots
 from pyphase.errors import PyphaseError, first_line
-from pyphase.predict import _CtrlC
 from pyphase.results import (
     CONFIG_FILE,
     RUNS_LAYOUT,
     CorpusEntropies,
+    CtrlCGuard,
     PredictionFiles,
     ResultSet,
     _fsync,
@@ -1595,7 +1595,7 @@ def write_report(
     }
     # drawn under their own names in a private folder (the plot functions take the format from the
     # file's suffix, which a staged name lacks), then copied to staged names beside the report
-    with _CtrlC() as ctrl_c, tempfile.TemporaryDirectory(prefix="pyphase-report-") as drawn:
+    with CtrlCGuard() as ctrl_c, tempfile.TemporaryDirectory(prefix="pyphase-report-") as drawn:
         reports = [
             experiment_report(
                 rs,
@@ -1648,7 +1648,7 @@ def _report_text(
     return "\n\n".join([*head, *(r.markdown for r in reports)]) + "\n"
 
 
-def _put_in_place(out: Path, text: str, drawn: Mapping[str, Path], ctrl_c: _CtrlC) -> None:
+def _put_in_place(out: Path, text: str, drawn: Mapping[str, Path], ctrl_c: CtrlCGuard) -> None:
     """Write the report `text` to `out` and its plots (file name -> where it was drawn) to plots/
     beside it, all or nothing, as `pyphase predict` and `results export` write theirs: each file is
     first written under a temporary name in its folder (`results.staged_paths`) and synced, then

@@ -15,14 +15,17 @@ by default ``runs/`` before ``results/``: a sweep in progress is fresher than wh
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import math
 import os
 import re
+import signal
 import socket
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -995,6 +998,52 @@ def _replace_together(folder: Path, staged: Mapping[str, Path], done: list[str])
             os.close(fd)
     except OSError:
         pass
+
+
+class CtrlCGuard:
+    """Ctrl-C (SIGINT) while a staged write (predict, report) is under way: the first raises KeyboardInterrupt as usual, and
+    any more are dropped until the block ends, so the cleanup after the first runs whole (a Ctrl-C
+    during a Parquet write can come back as two KeyboardInterrupts, polars' and Python's); inside
+    `held()` (the renames) one is held and raised when the hold ends. Only in the main thread (the only
+    one Python delivers signals to); elsewhere a no-op."""
+
+    def __init__(self) -> None:
+        self.raised = self.holding = self.pending = False
+        self.previous: Any = None
+        self.active = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.raised:
+            return
+        if self.holding:
+            self.pending = True
+            return
+        self.raised = True
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> CtrlCGuard:
+        # only over Python's own Ctrl-C handler: an ignored SIGINT (a background job) stays ignored, and
+        # a handler not set from Python (getsignal None) could not be put back
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+            self.active = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            signal.signal(signal.SIGINT, self.previous)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.pending:
+            self.raised = True
+            raise KeyboardInterrupt
 
 
 def staged_write_failure(renamed: Sequence[str], had_earlier: bool, what: str, again: str) -> str:
