@@ -614,10 +614,12 @@ def summarize(table: pl.DataFrame, params: NQMParams, *, n_boot: int = analysis.
                 "clip": clip,
                 "label": clip_label(clip),
                 "optimizer": opt,
-                "beta": m.fit.beta if m.fit else None,
-                "beta_ci95": [m.ci_low, m.ci_high] if m.ci_low is not None else None,
+                # null where β is not predicted (no fit, or a line through grid-edge values only: its
+                # slope reflects the grid; beta_note gives it in words), as compare's JSON does
+                "beta": m.fit.beta if m.status != "none" else None,
+                "beta_ci95": [m.ci_low, m.ci_high] if m.status != "none" and m.ci_low is not None else None,
                 "beta_interval_method": m.interval_method,
-                "beta_r2": m.fit.r2 if m.fit else None,
+                "beta_r2": m.fit.r2 if m.status != "none" else None,
                 "beta_naive_grid": m.naive.beta if m.naive else None,
                 "any_lr_opt_at_edge": m.any_at_edge,
                 **beta_status(m),
@@ -881,7 +883,8 @@ def plot_regime_map(pred: Prediction, group: dict[str, Any], path: Path, *, fmt:
     status = group.get("beta_status") or ("not_predicted" if edges and all(edges) else "bounded" if any(edges)
                                           else "predicted")
     if beta is None or status == "not_predicted":
-        beta_txt = "β not predicted" + (" (LR_opt on grid edges)" if beta is not None else "")
+        on_edges = status == "not_predicted" and bool(edges) and all(edges)
+        beta_txt = "β not predicted" + (" (LR_opt on grid edges)" if on_edges else "")
     else:
         beta_txt = (f"β = {beta:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
                     + (" (a bound: some LR_opt on a grid edge)" if status == "bounded" else ""))

@@ -233,7 +233,9 @@ def test_beta_on_grid_edges_is_not_a_prediction():
     reported as β; some on an edge: β is only a bound. The words say which way to widen --lr."""
     s = summarize(_synthetic_table(lambda b: 1e-5), SMALL, n_boot=50)
     (g,) = s["groups"]
-    assert g["beta_status"] == "not_predicted" and g["beta"] == pytest.approx(0.0, abs=1e-12)
+    # JSON null, as the words say: the grid's slope (0 here) is in the note, not in "beta"
+    assert g["beta_status"] == "not_predicted" and g["beta"] is None and g["beta_ci95"] is None
+    assert "the slope through those grid values, 0.000" in g["beta_note"]
     assert "every batch size's LR_opt in the fit is on a grid edge" in g["beta_note"] and "widen --lr below 0.0001" in g["beta_note"]
     text = format_summary(s)
     assert "clip = 1 (adamw): ⚠ β not predicted" in text and "β = 0.000" not in text
