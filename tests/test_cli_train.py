@@ -20,9 +20,14 @@ from pyphase.sweep import STEPS_FILE
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the smoke model is tiny: threads only add overhead
 
 
-def pyphase(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pyphase", *args], env=ENV, capture_output=True, text=True, check=False,
-                          timeout=timeout)
+def pyphase(*args: str, timeout: int = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pyphase", *args], env=ENV if env is None else env,
+                          capture_output=True, text=True, check=False, timeout=timeout)
+
+
+# The synthetic corpus whatever PYPHASE_DATA says (the device sets it to Tiny Shakespeare): for the
+# tests that quote a parameter count, which depends on the corpus's vocabulary
+SYNTHETIC_ENV = {k: v for k, v in ENV.items() if k != "PYPHASE_DATA"}
 
 
 def test_train_smoke_end_to_end_json_then_table(tmp_path):
@@ -357,7 +362,7 @@ def assert_one_line_and_nothing_written(r: subprocess.CompletedProcess[str], out
 def test_a_size_the_trainer_cannot_hold_is_one_line_exit_2_and_writes_nothing(tmp_path, old, new, fragments):
     out = tmp_path / "rb"
     toml = smoke_with(tmp_path, old, new)
-    r = pyphase("train", str(toml), "--device", "cpu", "--out", str(out), "--no-progress")
+    r = pyphase("train", str(toml), "--device", "cpu", "--out", str(out), "--no-progress", env=SYNTHETIC_ENV)
     assert_one_line_and_nothing_written(r, out, *fragments)
 
 
@@ -384,6 +389,7 @@ def test_an_allocation_failure_while_building_a_pack_is_one_line_and_leaves_no_f
     import pyphase.train
 
     monkeypatch.setattr(pyphase.train.PackTrainer, "__init__", _allocator_refuses)
+    monkeypatch.delenv("PYPHASE_DATA", raising=False)  # the synthetic corpus: the count quoted is its model's
     out = tmp_path / "new" / "runs"
     code, err = main_in_process(monkeypatch, capsys, "train", "smoke", "--device", "cpu", "--out", str(out),
                                 "--no-progress")
