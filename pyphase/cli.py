@@ -12,6 +12,8 @@ from typing import Any, NoReturn, Optional
 
 import typer
 
+from pyphase.console import INTERRUPTED  # 130: the exit code of a run stopped by Ctrl-C
+from pyphase.console import interrupted as _interrupted  # its one line and that exit
 from pyphase.errors import PyphaseError, first_line
 
 app = typer.Typer(
@@ -403,21 +405,6 @@ def _exit_without_teardown() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
-
-
-# Exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it; typer's own code for it).
-INTERRUPTED = 130
-
-
-def _interrupted() -> NoReturn:
-    """Ctrl-C: one line saying so (on a line of its own, after a progress bar), what is kept, and
-    exit INTERRUPTED. A sweep keeps its finished runs and checkpoints, so the same command resumes."""
-    resumes = len(sys.argv) > 1 and sys.argv[1] == "train"
-    sys.stderr.write(("\n" if sys.stderr.isatty() else "")
-                     + "pyphase: interrupted" + ("; finished runs and checkpoints are kept: the same command "
-                                                 "resumes" if resumes else "") + "\n")
-    sys.stderr.flush()
-    sys.exit(INTERRUPTED)
 
 
 def main(fast_exit: bool = False) -> None:

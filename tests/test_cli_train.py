@@ -7,6 +7,7 @@ import json
 import math
 import os
 import subprocess
+import textwrap
 import sys
 
 import polars as pl
@@ -439,3 +440,32 @@ def test_allocation_failure_words_what_each_allocator_asked_for():
     assert allocation_failure(MemoryError()) == "an allocation"
     for other in (RuntimeError("CUDA error: an illegal memory access"), ValueError("allocate 3 bytes"), OSError()):
         assert allocation_failure(other) is None
+
+
+def test_a_ctrl_c_while_numpy_is_first_imported_stops_the_command(tmp_path):
+    """torch's C extension imports numpy itself and drops whatever that import raises, numpy being
+    optional to it: a Ctrl-C then was dropped too, and the sweep ran to its end with exit 0 (or failed
+    later on a half-imported numpy). The console imports numpy first, in Python. Here the first import
+    of numpy raises KeyboardInterrupt, as a Ctrl-C during it does."""
+    out = tmp_path / "runs"
+    code = textwrap.dedent(f"""
+        import sys, traceback
+        class CtrlCOnce:
+            fired = False
+            def find_spec(self, name, path=None, target=None):
+                # an import of numpy, not a probe for it (polars' lazy imports call find_spec)
+                importing = traceback.extract_stack()[-3].name == "_find_and_load_unlocked"
+                if name == "numpy" and importing and not CtrlCOnce.fired:
+                    CtrlCOnce.fired = True
+                    raise KeyboardInterrupt
+                return None
+        sys.meta_path.insert(0, CtrlCOnce())
+        sys.argv = ["pyphase", "train", "smoke", "--device", "cpu", "--out", {str(out)!r}, "--no-progress"]
+        from pyphase.console import main
+        main()
+    """)
+    env = {**ENV, "PYPHASE_COLDSTART": "0"}  # its finder would come before this one
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 130, (r.returncode, r.stderr[-2000:])
+    assert r.stderr == "pyphase: interrupted; finished runs and checkpoints are kept: the same command resumes\n"
+    assert not out.exists()
