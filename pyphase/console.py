@@ -1,12 +1,7 @@
 """The `pyphase` console script and `python -m pyphase`: `coldstart.start` for the packages the
-command will import, before anything has imported them (typer included), then numpy, then the CLI
-(`cli.console`: `cli.main` with its fast exit).
-
-numpy is imported here, in Python, before anything imports torch: torch's C extension imports numpy
-itself and, numpy being optional to it, drops whatever that import raised. A Ctrl-C during it was
-dropped with it: the command ran on (to the end of a whole sweep, exit 0) or failed later with a
-half-imported numpy ("module 'numpy' has no attribute 'void'"). A Ctrl-C before the CLI is imported
-is its one line and exit 130 too (`interrupted`), not a traceback."""
+command will import, before anything has imported them (typer included), then the CLI
+(`cli.console`: `cli.main` with its fast exit). A Ctrl-C before the CLI is imported is its one line
+and exit 130 too (`interrupted`), not a traceback."""
 
 from __future__ import annotations
 
@@ -33,8 +28,6 @@ def main() -> None:
         from pyphase import coldstart
 
         coldstart.start(coldstart.packages_for(sys.argv[1:]))
-        import numpy  # noqa: F401  # before torch can import it (see the module docstring)
-
         from pyphase.cli import console
     except KeyboardInterrupt:
         interrupted()

@@ -487,6 +487,10 @@ def run_experiment(
     runs of the plan.
     """
     exp = load_experiment(name_or_path, seeds=seeds)  # first: a bad file fails before torch loads
+    # numpy before torch, in Python: torch's C extension imports numpy itself and drops whatever that
+    # import raises, numpy being optional to it; a Ctrl-C during it was dropped too, and the sweep ran
+    # to its end with exit 0 (or failed later on a half-imported numpy: "no attribute 'void'")
+    import numpy  # noqa: F401
     every = exp.checkpoint_every if checkpoint_every is None else checkpoint_every
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise PyphaseError(f"checkpoint_every: must be an integer >= 1, got {every!r}")
