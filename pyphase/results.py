@@ -226,10 +226,10 @@ def _first_per_experiment(sources: Sequence[ExperimentSource]) -> list[Experimen
 
 
 # --------------------------------------------------------------------------- reading
-def _require_columns(present: Sequence[str], required: Sequence[str], path: Path) -> None:
+def _require_columns(present: Sequence[str], required: Sequence[str], path: Path, hint: str = "") -> None:
     for c in required:
         if c not in present:
-            raise PyphaseError(f"{path}: missing column '{c}'")
+            raise PyphaseError(f"{path}: missing column '{c}'{hint}")
 
 
 def _typed(df: pl.DataFrame, path: Path) -> pl.DataFrame:
@@ -286,12 +286,18 @@ def _summaries_of(src: ExperimentSource) -> list[pl.DataFrame]:
 RERUN_HINT = "remove its run folder to train the run again"
 
 
-def _steps_hint(src: ExperimentSource) -> str:
+_UNREAD: Any = object()  # `_steps_hint`'s record when the caller has not read it
+
+
+def _steps_hint(src: ExperimentSource, record: dict[str, Any] | None = _UNREAD) -> str:
     """What to do about a damaged steps file of `src`, after "; " (empty when the folder itself says
-    nothing: a committed one without an export's provenance)."""
+    nothing: a committed one without an export's provenance). `record`: its `_exported_steps`, where
+    the caller has read it already."""
     if src.layout == RUNS_LAYOUT:
         return f"; {RERUN_HINT}"
-    return f"; {_REEXPORT_HINT}" if _exported_steps(src) is not None else ""
+    if record is _UNREAD:
+        record = _exported_steps(src)
+    return f"; {_REEXPORT_HINT}" if record is not None else ""
 
 
 def _scan_steps_file(path: Path, experiment: str, hint: str = "") -> pl.LazyFrame:
@@ -300,30 +306,29 @@ def _scan_steps_file(path: Path, experiment: str, hint: str = "") -> pl.LazyFram
         columns = lf.collect_schema().names()
     except (pl.exceptions.PolarsError, OSError) as e:
         raise PyphaseError(f"{path}: unreadable Parquet ({first_line(e)}){hint}") from None
-    missing = [c for c in STEP_COLUMNS if c not in columns]
-    if missing:
-        raise PyphaseError(f"{path}: missing column '{missing[0]}'{hint}")
+    _require_columns(columns, STEP_COLUMNS, path, hint)
     if "experiment" not in columns:
         lf = lf.with_columns(pl.lit(experiment).alias("experiment"))
     return lf
 
 
-def _finished_steps_files(src: ExperimentSource) -> list[Path]:
-    """The steps.parquet of every finished run of a runs-layout experiment (whether it exists or not)."""
+def _steps_files(src: ExperimentSource) -> list[Path]:
+    """The steps files `src` must have: a committed folder's steps.parquet where it is there (it is
+    optional), and every finished run's steps.parquet, whether it is there or not."""
+    if src.layout == COMMITTED_LAYOUT:
+        path = src.path / STEPS_FILE
+        return [path] if path.is_file() else []
     return sorted(d / STEPS_FILE for d in src.path.iterdir() if (d / SUMMARY_FILE).is_file())
 
 
-def _steps_of(src: ExperimentSource) -> list[pl.LazyFrame]:
+def _steps_of(src: ExperimentSource, hint: str | None = None) -> list[pl.LazyFrame]:
     """The step metrics of `src`, lazily. Every finished run has its steps.parquet (the trainer writes it
     before the summary): one that is missing or unreadable is a PyphaseError naming it, as `train`
     says of it. A committed folder's steps.parquet is optional: the seed's tables have none, and an
     export may be committed without it (results/recheck_h200x4_7d039b3/phase2_5: summary and
     provenance only); where it is there, `_check_exported_steps` checks it against the provenance."""
-    hint = _steps_hint(src)
-    if src.layout == COMMITTED_LAYOUT:
-        path = src.path / STEPS_FILE
-        return [_scan_steps_file(path, src.experiment, hint)] if path.is_file() else []
-    return [_scan_steps_file(f, src.experiment, hint) for f in _finished_steps_files(src)]
+    hint = _steps_hint(src) if hint is None else hint
+    return [_scan_steps_file(f, src.experiment, hint) for f in _steps_files(src)]
 
 
 # What to do about an exported folder whose steps.parquet does not hold what its provenance.json says.
@@ -345,22 +350,20 @@ def _exported_steps(src: ExperimentSource) -> dict[str, Any] | None:
     return steps if isinstance(steps, dict) else None
 
 
-def _check_exported_steps(src: ExperimentSource, summaries: pl.DataFrame) -> None:
+def _check_exported_steps(src: ExperimentSource, summaries: pl.DataFrame, record: dict[str, Any],
+                          lf: pl.LazyFrame) -> None:
     """An exported folder's steps.parquet holds what its provenance.json records: some steps of every
     run of summary.csv (a thinned export keeps each run's last row, so it too holds every run) and the
     number of rows recorded. PyphaseError in one line naming the file otherwise; a folder without an
-    export's provenance is not checked (the seed's committed tables have no steps)."""
-    record = _exported_steps(src)
+    export's provenance is not checked (the seed's committed tables have no steps). `record`: its
+    `_exported_steps`; `lf`: its steps.parquet as `_steps_of` scanned it (columns checked)."""
     path = src.path / STEPS_FILE
-    if record is None or not path.is_file():
-        return
-    lf = _scan_steps_file(path, src.experiment, f"; {_REEXPORT_HINT}")  # its columns first
     try:
         rows = lf.select(pl.len()).collect().item()
         held = set(lf.select(pl.col("run_id").unique()).collect().to_series().to_list())
     except (pl.exceptions.PolarsError, OSError) as e:
         raise PyphaseError(f"{path}: unreadable Parquet ({first_line(e)}); {_REEXPORT_HINT}") from None
-    lacking = [r for r in summaries["run_id"].to_list() if r not in held]
+    lacking = _runs_without_steps(summaries, held)
     if lacking:
         named = ", ".join(lacking[:3]) + (f" and {len(lacking) - 3} more" if len(lacking) > 3 else "")
         raise PyphaseError(
@@ -415,13 +418,17 @@ def scan(
     roots = _roots(root)
     sources = _select_sources(roots, experiment)
     frames = []
-    for s in sources:
+    committed_steps: dict[int, list[pl.LazyFrame]] = {}  # source index -> its steps, scanned once
+    for i, s in enumerate(sources):
         read = _summaries_of(s)
         if s.layout == COMMITTED_LAYOUT:
-            _check_exported_steps(s, read[0])
+            record = _exported_steps(s)
+            committed_steps[i] = _steps_of(s, _steps_hint(s, record))
+            if record is not None and committed_steps[i]:
+                _check_exported_steps(s, read[0], record, committed_steps[i][0])
         frames += read
     summaries = pl.concat(frames, how="diagonal_relaxed")
-    step_frames = [lf for s in sources for lf in _steps_of(s)]
+    step_frames = [lf for i, s in enumerate(sources) for lf in (committed_steps[i] if i in committed_steps else _steps_of(s))]
     steps = pl.concat(step_frames, how="diagonal_relaxed") if step_frames else _empty_steps()
     return ResultSet(summaries.lazy(), steps, tuple(sources))
 
@@ -572,11 +579,8 @@ def collect_steps(rs: ResultSet) -> pl.DataFrame:
 def _raise_if_a_steps_file_is_damaged(rs: ResultSet) -> None:
     """Read each steps file of the result set whole; raise PyphaseError naming the first that fails."""
     for src in rs.sources:
-        files = [src.path / STEPS_FILE] if src.layout == COMMITTED_LAYOUT else _finished_steps_files(src)
         hint = _steps_hint(src)
-        for f in files:
-            if not f.is_file() and src.layout == COMMITTED_LAYOUT:
-                continue
+        for f in _steps_files(src):
             try:
                 pl.read_parquet(f)
             except (pl.exceptions.PolarsError, OSError) as e:
@@ -1289,12 +1293,16 @@ def export_experiment(
     return out
 
 
+def _runs_without_steps(summaries: pl.DataFrame, held: set[Any]) -> list[str]:
+    """The run_ids of `summaries` that are not among `held` (the run_ids a steps table holds), in order."""
+    return [r for r in summaries["run_id"].to_list() if r not in held]
+
+
 def _check_every_run_has_steps(src: ExperimentSource, summaries: pl.DataFrame, steps: pl.DataFrame) -> None:
     """PyphaseError naming the steps.parquet of the first finished run that holds none of that run's
     steps (e.g. an emptied file): the export would record "every logged step of every finished run"
     without them."""
-    held = set(steps["run_id"].unique().to_list())
-    lacking = [r for r in summaries["run_id"].to_list() if r not in held]
+    lacking = _runs_without_steps(summaries, set(steps["run_id"].unique().to_list()))
     if lacking:
         more = f" (nor do the steps files of {len(lacking) - 1} other finished runs)" if len(lacking) > 1 else ""
         raise PyphaseError(f"{src.path / lacking[0] / STEPS_FILE}: holds no steps of run {lacking[0]}{more}; "
