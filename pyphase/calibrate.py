@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyphase.config import MAX_BATCH_SIZE, ModelShape, check_int, check_positive_float
+from pyphase.config import MAX_BATCH_SIZE, MAX_BATCH_WINDOWS, ModelShape, check_int, check_positive_float
 from pyphase.errors import PyphaseError, shown
 from pyphase.nqm import FIELDS as NQM_FIELDS
 
@@ -809,7 +809,7 @@ MAX_SEED = 2**31 - 1
 MAX_COUNTS = {"--repeats": 100_000, "--lanczos": 10_000, "--probes": 100_000, "--top-k": 10_000}
 # Most windows the noise measurement draws at one point, repeats x the largest batch size: the Rust
 # batcher draws them at once, at most 2^30 elements (rust/batcher.rs MAX_ELEMENTS).
-MAX_NOISE_WINDOWS = 1 << 30
+MAX_NOISE_WINDOWS = MAX_BATCH_WINDOWS  # the same limit of the batcher
 
 
 def check_out_file(out: str | Path | None) -> None:
@@ -896,8 +896,6 @@ def _check_largest_batch(sizes: Sequence[int]) -> None:
 
 def _check_run_length(steps: int, batch: int, option: str) -> None:
     """The short AdamW run trains `steps` steps of `batch` windows, drawn at once by the batcher."""
-    from pyphase.config import MAX_BATCH_WINDOWS
-
     if steps * batch > MAX_BATCH_WINDOWS:
         raise PyphaseError(f"{option} x --run-batch: {steps:,} x {batch:,} = {steps * batch:,} training windows, at "
                            f"most {MAX_BATCH_WINDOWS:,}")

@@ -43,7 +43,7 @@ from typing import Any
 import polars as pl
 
 import pyphase
-from pyphase.config import Experiment, RunConfig, config_record, load_experiment
+from pyphase.config import MAX_BATCH_WINDOWS, Experiment, RunConfig, config_record, load_experiment
 from pyphase.errors import PyphaseError, first_line
 from pyphase.schema import STEP_COLUMNS, SUMMARY_COLUMNS, SUMMARY_DTYPES
 
@@ -198,9 +198,9 @@ def pack_id(configs: Sequence[RunConfig]) -> str:
 
 
 # --------------------------------------------------------------------------- what a pack needs
-# The Rust batcher's largest output (rust/batcher.rs MAX_ELEMENTS): a pack draws the window offsets of
-# all its steps at once, steps x K x batch_size of them.
-BATCHER_MAX_ELEMENTS = 1 << 30
+# The Rust batcher's largest output (config.MAX_BATCH_WINDOWS, rust/batcher.rs MAX_ELEMENTS): a pack draws the
+# window offsets of all its steps at once, steps x K x batch_size of them.
+BATCHER_MAX_ELEMENTS = MAX_BATCH_WINDOWS
 
 
 def format_bytes(n: float) -> str:
